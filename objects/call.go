@@ -1,0 +1,159 @@
+package objects
+
+import (
+	"context"
+	"fmt"
+	"sync/atomic"
+	"time"
+)
+
+// Stub routes calls to the one instance of a named object, creating or
+// waking it as needed. A Stub is a small value: get one per use or keep it.
+// Safe for concurrent use.
+type Stub struct {
+	ns   *Namespace
+	name string
+}
+
+// Name returns the object's name.
+func (s *Stub) Name() string { return s.name }
+
+// Queued returns how many calls wait for the object (not counting the batch
+// running now). It does not wake the object.
+func (s *Stub) Queued() int {
+	e := s.ns.rt.lookupEntry(s.ns.name, s.name)
+	if e == nil {
+		return 0
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return len(e.queue)
+}
+
+// Namespace returns the object's namespace.
+func (s *Stub) Namespace() *Namespace { return s.ns }
+
+// Func is the body of a call: it runs alone on the object (no other call,
+// alarm or socket delivery of that object runs at the same time), with obj
+// the instance built by Class.New and tx the object's storage.
+//
+// If Func returns an error (or panics) its writes are rolled back and no
+// other call is affected. In-memory changes to obj should be made after
+// the last fallible step, or through tx.OnCommit, so that a rolled-back
+// call leaves the instance as it found it. A panic discards the instance.
+type Func func(ctx context.Context, obj any, tx *Tx) (any, error)
+
+const (
+	callQueued int32 = iota
+	callRunning
+	callCancelled
+)
+
+type callKind uint8
+
+const (
+	kindCall callKind = iota
+	kindDelete
+)
+
+type call struct {
+	ctx   context.Context
+	fn    Func
+	kind  callKind
+	state atomic.Int32
+	res   any
+	err   error
+	done  chan struct{}
+}
+
+// Call runs fn on the object and returns its result once fn's writes are
+// committed (durable before visible). Calls to one object run one at a time
+// in the order they were made; a call whose ctx ends while it is still
+// queued never runs. When the object's queue is full Call fails at once
+// with *OverloadedError.
+func (s *Stub) Call(ctx context.Context, fn Func) (any, error) {
+	c := &call{ctx: ctx, fn: fn, done: make(chan struct{})}
+	if err := s.ns.rt.enqueue(s.ns, s.name, c); err != nil {
+		return nil, err
+	}
+	return c.wait()
+}
+
+// Do is Call with typed object and result.
+func Do[O any, R any](ctx context.Context, s *Stub, fn func(ctx context.Context, obj O, tx *Tx) (R, error)) (R, error) {
+	v, err := s.Call(ctx, func(ctx context.Context, obj any, tx *Tx) (any, error) {
+		o, ok := obj.(O)
+		if !ok {
+			var zero R
+			return zero, fmt.Errorf("objects: %s holds %T, not the requested type", s.ns.name, obj)
+		}
+		return fn(ctx, o, tx)
+	})
+	r, _ := v.(R)
+	return r, err
+}
+
+// Delete removes the object: its database files, its index record, its
+// alarm and subscriptions, and closes its sockets. Calls queued before it
+// run first; calls after it see a new, empty object. Deleting an object
+// that does not exist succeeds.
+func (s *Stub) Delete(ctx context.Context) error {
+	c := &call{ctx: ctx, kind: kindDelete, done: make(chan struct{})}
+	if err := s.ns.rt.enqueue(s.ns, s.name, c); err != nil {
+		return err
+	}
+	_, err := c.wait()
+	return err
+}
+
+func (c *call) wait() (any, error) {
+	select {
+	case <-c.done:
+		return c.res, c.err
+	case <-c.ctx.Done():
+		if c.state.CompareAndSwap(callQueued, callCancelled) {
+			return nil, c.ctx.Err()
+		}
+		<-c.done // already running: its outcome is the answer
+		return c.res, c.err
+	}
+}
+
+func (rt *Runtime) enqueue(ns *Namespace, name string, c *call) error {
+	if err := c.ctx.Err(); err != nil {
+		return err
+	}
+	for {
+		rt.mu.Lock()
+		if rt.state != stateOpen {
+			rt.mu.Unlock()
+			return ErrClosed
+		}
+		e := rt.entryLocked(ns, name)
+		rt.inflight.Add(1)
+		rt.mu.Unlock()
+
+		e.mu.Lock()
+		if e.dead {
+			e.mu.Unlock()
+			rt.inflight.Done()
+			continue
+		}
+		if n := len(e.queue); n >= rt.QueueLimit {
+			retry := time.Duration(n) * e.perCall
+			retry = min(max(retry, 10*time.Millisecond), 10*time.Second)
+			e.mu.Unlock()
+			rt.inflight.Done()
+			return &OverloadedError{Namespace: ns.name, Name: name, Queued: n, RetryAfter: retry}
+		}
+		e.queue = append(e.queue, c)
+		e.stopIdleLocked()
+		if !e.running {
+			e.running = true
+			rt.wg.Add(1)
+			go e.work()
+		}
+		e.mu.Unlock()
+		return nil
+	}
+}

@@ -1,0 +1,196 @@
+package objects
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"path/filepath"
+
+)
+
+// maxCachedStmts bounds the prepared statements kept per open database.
+const maxCachedStmts = 64
+
+// instanceDB is one open object database: a single held connection and its
+// prepared statements. Transactions are plain BEGIN/COMMIT statements on the
+// held connection, so cached statements stay valid across transactions.
+// Used by one goroutine at a time (the object's worker).
+type instanceDB struct {
+	rel   string // path relative to the runtime's Dir
+	db    *sql.DB
+	conn  *sql.Conn
+	stmts map[string]*sql.Stmt
+}
+
+// openInstanceDB opens or creates an object database and migrates it to the
+// namespace's schema. It counts the database as open.
+func (rt *Runtime) openInstanceDB(ctx context.Context, ns *Namespace, rel string) (*instanceDB, error) {
+	db, err := openDB(ctx, filepath.Join(rt.Dir, rel), rt.Durability, rt.CacheKiB)
+	if err != nil {
+		return nil, err
+	}
+	if err := migrate(ctx, db, ns.class.Migrations); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("migrate %s: %w", rel, err)
+	}
+	conn, err := db.Conn(ctx)
+	if err != nil {
+		db.Close()
+		return nil, fmt.Errorf("connect %s: %w", rel, err)
+	}
+	rt.open.Add(1)
+	return &instanceDB{rel: rel, db: db, conn: conn, stmts: make(map[string]*sql.Stmt)}, nil
+}
+
+func (d *instanceDB) stmt(ctx context.Context, q string) (*sql.Stmt, error) {
+	if s, ok := d.stmts[q]; ok {
+		return s, nil
+	}
+	if len(d.stmts) >= maxCachedStmts {
+		for k, s := range d.stmts {
+			s.Close()
+			delete(d.stmts, k)
+		}
+	}
+	s, err := d.conn.PrepareContext(ctx, q)
+	if err != nil {
+		return nil, err
+	}
+	d.stmts[q] = s
+	return s, nil
+}
+
+func (d *instanceDB) exec(ctx context.Context, q string, args ...any) (sql.Result, error) {
+	s, err := d.stmt(ctx, q)
+	if err != nil {
+		return nil, err
+	}
+	return s.ExecContext(ctx, args...)
+}
+
+func (d *instanceDB) query(ctx context.Context, q string, args ...any) (*sql.Rows, error) {
+	s, err := d.stmt(ctx, q)
+	if err != nil {
+		return nil, err
+	}
+	return s.QueryContext(ctx, args...)
+}
+
+func (d *instanceDB) close() error {
+	for _, s := range d.stmts {
+		s.Close()
+	}
+	d.stmts = nil
+	d.conn.Close()
+	return d.db.Close()
+}
+
+// takeSpare returns a ready database for a new object, or nil.
+func (ns *Namespace) takeSpare() *instanceDB {
+	ns.spareMu.Lock()
+	defer ns.spareMu.Unlock()
+	n := len(ns.spares)
+	if n == 0 {
+		return nil
+	}
+	d := ns.spares[n-1]
+	ns.spares = ns.spares[:n-1]
+	select {
+	case ns.refill <- struct{}{}:
+	default:
+	}
+	return d
+}
+
+func (ns *Namespace) closeSpares() {
+	ns.spareMu.Lock()
+	defer ns.spareMu.Unlock()
+	for _, d := range ns.spares {
+		d.close()
+		ns.rt.open.Add(-1)
+	}
+	ns.spares = nil
+}
+
+// makeSpares keeps Spares ready-made databases for the namespace, off the
+// request path: creating a database and its schema costs a few
+// milliseconds, claiming a spare costs an index insert.
+func (ns *Namespace) makeSpares() {
+	rt := ns.rt
+	defer rt.wg.Done()
+	ctx := rt.ctx
+	version := len(ns.class.Migrations)
+	known, err := rt.index.spares(ctx, ns.name, version)
+	if err != nil {
+		rt.logger().Warn("objects: list spares", "namespace", ns.name, "err", err)
+	}
+	for {
+		ns.spareMu.Lock()
+		have := len(ns.spares)
+		ns.spareMu.Unlock()
+		if have >= rt.Spares || rt.open.Load() >= int64(rt.MaxOpen) {
+			select {
+			case <-ctx.Done():
+				return
+			case <-ns.refill:
+				continue
+			}
+		}
+		var rel string
+		if len(known) > 0 {
+			rel, known = known[0], known[1:]
+		} else {
+			rel = spareFile(randomID())
+			rt.creates.Add(1)
+		}
+		d, err := rt.openInstanceDB(ctx, ns, rel)
+		if err == nil {
+			err = rt.index.addSpare(ctx, rel, ns.name, version)
+			if err != nil {
+				d.close()
+				rt.open.Add(-1)
+			}
+		}
+		if err != nil {
+			if ctx.Err() != nil {
+				return
+			}
+			rt.logger().Warn("objects: make spare database", "namespace", ns.name, "err", err)
+			select { // back off; try again when asked or later
+			case <-ctx.Done():
+				return
+			case <-ns.refill:
+			}
+			continue
+		}
+		ns.spareMu.Lock()
+		if ctx.Err() != nil {
+			ns.spareMu.Unlock()
+			d.close()
+			rt.open.Add(-1)
+			return
+		}
+		ns.spares = append(ns.spares, d)
+		ns.spareMu.Unlock()
+	}
+}
+
+// dropStaleSpares removes spare files made for a schema version or a
+// namespace this build no longer has.
+func (rt *Runtime) dropStaleSpares() {
+	defer rt.wg.Done()
+	all, err := rt.index.allSpares(rt.ctx)
+	if err != nil {
+		return
+	}
+	for p, nv := range all {
+		ns, ok := rt.classes[nv[0].(string)]
+		if ok && len(ns.class.Migrations) == nv[1].(int) && rt.Spares > 0 {
+			continue
+		}
+		if err := removeDBFiles(filepath.Join(rt.Dir, p)); err == nil {
+			rt.index.dropSpare(rt.ctx, p)
+		}
+	}
+}
+

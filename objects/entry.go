@@ -1,0 +1,612 @@
+package objects
+
+import (
+	"container/list"
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"path/filepath"
+	"runtime/debug"
+	"sync"
+	"time"
+)
+
+// entry is the runtime's record of one object while anything about it is in
+// memory: queued calls, the active instance, held sockets. Its worker
+// goroutine (at most one, flagged by running) is the only code that touches
+// inst, which is what makes calls serial.
+type entry struct {
+	rt   *Runtime
+	ns   *Namespace
+	name string
+
+	mu        sync.Mutex
+	queue     []*call
+	running   bool // a worker (or a hibernation) owns inst
+	dead      bool // removed from rt.entries; enqueue must look again
+	inst      *instance
+	holds     int
+	sockets   map[*Socket]struct{}
+	idleTimer *time.Timer
+	lruElem   *list.Element // in rt.idle while active and idle (guarded by rt.lruMu)
+	usage     usageDelta    // not yet written to the index
+	perCall   time.Duration // moving average of call time, for RetryAfter
+}
+
+// instance is an active object: its open database and the value Class.New built.
+type instance struct {
+	db        *instanceDB
+	path      string // relative to rt.Dir
+	obj       any
+	h         *Handle
+	needsMeta bool // new object: its name is written in the first commit
+	wokeAt    time.Time
+	discard   bool // rebuild before the next call (after a panic or failed commit)
+}
+
+func (e *entry) logger() interface {
+	Warn(string, ...any)
+	Error(string, ...any)
+} {
+	return e.rt.logger().With("namespace", e.ns.name, "object", e.name)
+}
+
+// work runs queued calls in batches until the queue is empty.
+func (e *entry) work() {
+	defer e.rt.wg.Done()
+	for {
+		e.mu.Lock()
+		batch := e.takeLocked()
+		if batch == nil {
+			e.running = false
+			e.settleLocked()
+			e.mu.Unlock()
+			e.rt.maybeDrop(e)
+			return
+		}
+		e.mu.Unlock()
+		if batch[0].kind == kindDelete {
+			e.delete(batch[0])
+			continue
+		}
+		if e.inst == nil {
+			if err := e.wake(batch[0].ctx); err != nil {
+				for _, c := range batch {
+					c.err = err
+					e.release(c)
+				}
+				continue
+			}
+		}
+		e.runBatch(batch)
+		if e.inst.discard {
+			inst := e.inst
+			e.inst = nil
+			e.sleep(context.Background(), inst)
+		}
+	}
+}
+
+// takeLocked removes the next batch from the queue: up to MaxBatch calls,
+// stopping before a delete (which always runs alone). Cancelled calls are
+// dropped here.
+func (e *entry) takeLocked() []*call {
+	var batch []*call
+	i := 0
+	for ; i < len(e.queue) && len(batch) < e.rt.MaxBatch; i++ {
+		c := e.queue[i]
+		if c.state.Load() == callCancelled {
+			e.rt.inflight.Done()
+			continue
+		}
+		if c.kind == kindDelete {
+			if len(batch) == 0 {
+				batch = append(batch, c)
+				i++
+			}
+			break
+		}
+		batch = append(batch, c)
+	}
+	clear(e.queue[:i])
+	e.queue = e.queue[i:]
+	if len(e.queue) == 0 {
+		e.queue = nil
+	}
+	return batch
+}
+
+func (e *entry) release(c *call) {
+	close(c.done)
+	e.rt.inflight.Done()
+}
+
+// settleLocked arms the idle timer of an active entry that has nothing in
+// flight, and puts it at the back of the LRU list.
+func (e *entry) settleLocked() {
+	if e.inst == nil || e.holds > 0 || len(e.queue) > 0 || e.running {
+		return
+	}
+	if e.idleTimer == nil {
+		e.idleTimer = time.AfterFunc(e.rt.IdleTimeout, e.onIdle)
+	} else {
+		e.idleTimer.Reset(e.rt.IdleTimeout)
+	}
+	e.rt.lruMu.Lock()
+	if e.lruElem != nil {
+		e.rt.idle.MoveToBack(e.lruElem)
+	} else {
+		e.lruElem = e.rt.idle.PushBack(e)
+	}
+	e.rt.lruMu.Unlock()
+}
+
+func (e *entry) stopIdleLocked() {
+	if e.idleTimer != nil {
+		e.idleTimer.Stop()
+	}
+	e.rt.lruMu.Lock()
+	if e.lruElem != nil {
+		e.rt.idle.Remove(e.lruElem)
+		e.lruElem = nil
+	}
+	e.rt.lruMu.Unlock()
+}
+
+// onIdle hibernates the object if it is still idle when its timer fires.
+func (e *entry) onIdle() {
+	e.rt.mu.Lock()
+	if e.rt.state != stateOpen {
+		e.rt.mu.Unlock()
+		return
+	}
+	e.rt.wg.Add(1)
+	e.rt.mu.Unlock()
+	defer e.rt.wg.Done()
+	e.evict()
+}
+
+// evict hibernates the instance if nothing is in flight; otherwise it leaves it.
+func (e *entry) evict() {
+	e.mu.Lock()
+	if e.running || len(e.queue) > 0 || e.holds > 0 || e.inst == nil || e.dead {
+		e.mu.Unlock()
+		return
+	}
+	e.running = true
+	e.stopIdleLocked()
+	inst := e.inst
+	e.inst = nil
+	e.mu.Unlock()
+
+	e.sleep(context.Background(), inst)
+
+	e.mu.Lock()
+	e.running = false
+	if len(e.queue) > 0 {
+		e.running = true
+		e.rt.wg.Add(1)
+		go e.work()
+	}
+	e.mu.Unlock()
+	e.rt.maybeDrop(e)
+}
+
+// sleep closes an instance's database and records its usage in the index.
+func (e *entry) sleep(ctx context.Context, inst *instance) {
+	if err := inst.db.close(); err != nil {
+		e.logger().Warn("objects: close database", "err", err)
+	}
+	e.rt.open.Add(-1)
+	// Counters move to the index; they stay in memory until it has them,
+	// so that Info never sees them in neither place.
+	e.mu.Lock()
+	u := e.usage
+	e.mu.Unlock()
+	active := time.Since(inst.wokeAt)
+	u.active += active
+	now := time.Now()
+	if err := e.rt.index.touch(ctx, e.ns.name, e.name, now, dbSize(filepath.Join(e.rt.Dir, inst.path)), u); err != nil {
+		e.logger().Warn("objects: record hibernation", "err", err)
+	}
+	e.mu.Lock()
+	e.usage.calls -= u.calls
+	e.usage.rowsRead -= u.rowsRead
+	e.usage.rowsWritten -= u.rowsWritten
+	e.usage.active -= u.active - active
+	e.mu.Unlock()
+}
+
+// wake opens (or creates) the object's database and builds its instance.
+func (e *entry) wake(ctx context.Context) error {
+	rt := e.rt
+	rt.makeRoom(e)
+	path, ok, err := rt.index.lookup(ctx, e.ns.name, e.name)
+	if err != nil {
+		return err
+	}
+	var db *instanceDB
+	inst := &instance{}
+	if ok {
+		db, err = rt.openInstanceDB(ctx, e.ns, path)
+		if err != nil {
+			return fmt.Errorf("wake %s/%q: %w", e.ns.name, e.name, err)
+		}
+		rt.opens.Add(1)
+	} else {
+		spare := false
+		if db = e.ns.takeSpare(); db != nil {
+			path, spare = db.rel, true
+		} else {
+			path = objectFile(e.ns.name, e.name)
+			if db, err = rt.openInstanceDB(ctx, e.ns, path); err != nil {
+				return fmt.Errorf("create %s/%q: %w", e.ns.name, e.name, err)
+			}
+			rt.creates.Add(1)
+		}
+		if err := rt.index.create(ctx, e.ns.name, e.name, path, spare, time.Now()); err != nil {
+			db.close()
+			rt.open.Add(-1)
+			if spare {
+				removeDBFiles(filepath.Join(rt.Dir, path))
+				rt.index.dropSpare(context.Background(), path)
+			}
+			return err
+		}
+		inst.needsMeta = true
+	}
+	inst.db, inst.path, inst.wokeAt = db, path, time.Now()
+	inst.h = &Handle{e: e}
+	tx := &Tx{b: &batchTx{e: e, inst: inst}}
+	obj, err := e.construct(ctx, inst, tx)
+	if err == nil {
+		err = tx.b.finish(ctx)
+	} else {
+		tx.b.abort()
+	}
+	if err != nil {
+		db.close()
+		rt.open.Add(-1)
+		return fmt.Errorf("construct %s/%q: %w", e.ns.name, e.name, err)
+	}
+	inst.obj = obj
+	e.mu.Lock()
+	e.inst = inst
+	e.mu.Unlock()
+	return nil
+}
+
+func (e *entry) construct(ctx context.Context, inst *instance, tx *Tx) (obj any, err error) {
+	defer func() {
+		if v := recover(); v != nil {
+			err = &PanicError{Value: v, Stack: debug.Stack()}
+		}
+	}()
+	tx.ctx = ctx
+	return e.ns.class.New(ctx, inst.h, tx)
+}
+
+// runBatch runs calls inside one transaction, each in its own savepoint so
+// that one can fail alone, commits once, and only then releases their
+// results: the output gate of invariant 3.
+func (e *entry) runBatch(batch []*call) {
+	inst := e.inst
+	b := &batchTx{e: e, inst: inst, savepoints: len(batch) > 1}
+	start := time.Now()
+	var ran int
+	var hooks []func()
+	var ok []*call
+	for _, c := range batch {
+		if !c.state.CompareAndSwap(callQueued, callRunning) {
+			e.rt.inflight.Done()
+			continue
+		}
+		ran++
+		if err := c.ctx.Err(); err != nil {
+			c.err = err
+			continue
+		}
+		tx := &Tx{b: b, ctx: c.ctx}
+		res, err := e.invoke(c, inst, tx)
+		err = tx.end(err)
+		c.res, c.err = res, err
+		if err != nil {
+			for _, f := range tx.onRollback {
+				f()
+			}
+			continue
+		}
+		hooks = append(hooks, tx.onCommit...)
+		b.merge(tx)
+		ok = append(ok, c)
+	}
+	if err := b.finish(context.Background()); err != nil {
+		inst.discard = true
+		for _, c := range ok {
+			c.res, c.err = nil, fmt.Errorf("commit %s/%q: %w", e.ns.name, e.name, err)
+		}
+	} else {
+		for _, f := range hooks {
+			f()
+		}
+	}
+	elapsed := time.Since(start)
+	e.mu.Lock()
+	e.usage.calls += int64(ran)
+	e.usage.rowsRead += b.rowsRead
+	e.usage.rowsWritten += b.rowsWritten
+	if ran > 0 {
+		per := elapsed / time.Duration(ran)
+		e.perCall = (e.perCall*7 + per) / 8
+	}
+	e.mu.Unlock()
+	for _, c := range batch {
+		if c.state.Load() == callRunning {
+			e.release(c)
+		}
+	}
+}
+
+func (e *entry) invoke(c *call, inst *instance, tx *Tx) (res any, err error) {
+	defer func() {
+		if v := recover(); v != nil {
+			err = &PanicError{Value: v, Stack: debug.Stack()}
+			inst.discard = true
+			e.logger().Error("objects: call panicked", "panic", v)
+		}
+	}()
+	return c.fn(c.ctx, inst.obj, tx)
+}
+
+// delete removes the object's files and index record.
+func (e *entry) delete(c *call) {
+	if !c.state.CompareAndSwap(callQueued, callRunning) {
+		e.rt.inflight.Done()
+		return
+	}
+	defer e.release(c)
+	closeSockets(socketsOf(e), StatusNormalClosure, "object deleted", true)
+	ctx := context.Background()
+	var path string
+	if inst := e.inst; inst != nil {
+		e.mu.Lock()
+		e.inst = nil
+		e.usage = usageDelta{}
+		e.mu.Unlock()
+		inst.db.close()
+		e.rt.open.Add(-1)
+		path = inst.path
+	} else {
+		p, ok, err := e.rt.index.lookup(ctx, e.ns.name, e.name)
+		if err != nil {
+			c.err = err
+			return
+		}
+		if !ok {
+			return
+		}
+		path = p
+	}
+	if err := e.rt.index.remove(ctx, e.ns.name, e.name, path); err != nil {
+		c.err = err
+		return
+	}
+	if err := removeDBFiles(filepath.Join(e.rt.Dir, path)); err != nil {
+		e.logger().Warn("objects: remove files of deleted object (retried at start-up)", "err", err)
+		return
+	}
+	if err := e.rt.index.trashDone(ctx, path); err != nil {
+		e.logger().Warn("objects: clear trash record", "err", err)
+	}
+}
+
+// batchTx is the transaction a batch of calls shares. It begins lazily, on
+// the first statement, so calls that touch no storage cost no transaction.
+type batchTx struct {
+	e          *entry
+	inst       *instance
+	savepoints bool
+	began      bool
+
+	rowsRead, rowsWritten int64
+	alarm                 *alarmOp
+}
+
+func (b *batchTx) begin(ctx context.Context) error {
+	if b.began {
+		return nil
+	}
+	if _, err := b.inst.db.exec(ctx, "BEGIN"); err != nil {
+		return fmt.Errorf("begin: %w", err)
+	}
+	b.began = true
+	if b.inst.needsMeta {
+		if _, err := b.inst.db.exec(ctx, `INSERT OR REPLACE INTO _object (id, namespace, name, created_at) VALUES (1, ?, ?, ?)`,
+			b.e.ns.name, b.e.name, time.Now().UnixMilli()); err != nil {
+			return fmt.Errorf("record name: %w", err)
+		}
+	}
+	return nil
+}
+
+func (b *batchTx) merge(tx *Tx) {
+	b.rowsRead += tx.rowsRead
+	b.rowsWritten += tx.rowsWritten
+	if tx.alarm != nil {
+		b.alarm = tx.alarm
+	}
+}
+
+func (b *batchTx) abort() {
+	if b.began {
+		b.inst.db.exec(context.Background(), "ROLLBACK")
+		b.began = false
+	}
+}
+
+// finish commits the batch, then applies what must follow the commit (the
+// alarm in the node index) before any result is released.
+func (b *batchTx) finish(ctx context.Context) error {
+	if b.inst.needsMeta && !b.began {
+		if err := b.begin(ctx); err != nil {
+			b.abort()
+			return err
+		}
+	}
+	if b.began {
+		if _, err := b.inst.db.exec(ctx, "COMMIT"); err != nil {
+			b.abort()
+			return fmt.Errorf("commit: %w", err)
+		}
+		b.began = false
+		b.inst.needsMeta = false
+		b.e.rt.commits.Add(1)
+	}
+	if b.alarm != nil {
+		if err := b.e.rt.applyAlarm(ctx, b.e, *b.alarm); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Tx is an object's storage during one call. It is valid only until the
+// call returns and must not be used from another goroutine.
+//
+// Statements of all calls in a batch share one SQLite transaction; each call
+// runs in its own savepoint, so a call that returns an error leaves no trace.
+type Tx struct {
+	b          *batchTx
+	ctx        context.Context
+	sp         bool
+	onCommit   []func()
+	onRollback []func()
+	alarm      *alarmOp
+
+	rowsRead, rowsWritten int64
+}
+
+func (tx *Tx) use(ctx context.Context) error {
+	if tx.b == nil {
+		return errors.New("objects: Tx used after its call returned")
+	}
+	if err := tx.b.begin(ctx); err != nil {
+		return err
+	}
+	if tx.b.savepoints && !tx.sp {
+		if _, err := tx.b.inst.db.exec(ctx, "SAVEPOINT c"); err != nil {
+			return fmt.Errorf("savepoint: %w", err)
+		}
+		tx.sp = true
+	}
+	return nil
+}
+
+// end closes the call's savepoint (or, alone in its batch, rolls the
+// transaction back on failure) and returns err or the error of doing so.
+func (tx *Tx) end(err error) error {
+	b := tx.b
+	tx.b = nil
+	ctx := context.Background()
+	if tx.sp {
+		if err != nil {
+			if _, rerr := b.inst.db.exec(ctx, "ROLLBACK TO c"); rerr != nil {
+				b.inst.discard = true
+			}
+		}
+		if _, rerr := b.inst.db.exec(ctx, "RELEASE c"); rerr != nil && err == nil {
+			err = fmt.Errorf("release savepoint: %w", rerr)
+			b.inst.discard = true
+		}
+	} else if err != nil && b.began && !b.savepoints {
+		b.abort()
+	}
+	tx.b = b
+	if err != nil {
+		tx.alarm = nil
+	}
+	return err
+}
+
+// Exec runs a statement that returns no rows.
+func (tx *Tx) Exec(ctx context.Context, query string, args ...any) (sql.Result, error) {
+	if err := tx.use(ctx); err != nil {
+		return nil, err
+	}
+	r, err := tx.b.inst.db.exec(ctx, query, args...)
+	if err != nil {
+		return nil, err
+	}
+	if n, err := r.RowsAffected(); err == nil {
+		tx.rowsWritten += n
+	}
+	return r, nil
+}
+
+// Query runs a statement that returns rows. Close the rows before the call returns.
+func (tx *Tx) Query(ctx context.Context, query string, args ...any) (*Rows, error) {
+	if err := tx.use(ctx); err != nil {
+		return nil, err
+	}
+	r, err := tx.b.inst.db.query(ctx, query, args...)
+	if err != nil {
+		return nil, err
+	}
+	return &Rows{Rows: r, tx: tx}, nil
+}
+
+// QueryRow runs a statement expected to return at most one row.
+func (tx *Tx) QueryRow(ctx context.Context, query string, args ...any) *Row {
+	rows, err := tx.Query(ctx, query, args...)
+	return &Row{rows: rows, err: err}
+}
+
+// OnCommit registers f to run after the call's writes are committed and
+// before its result is released. Use it to apply in-memory changes.
+func (tx *Tx) OnCommit(f func()) { tx.onCommit = append(tx.onCommit, f) }
+
+// OnRollback registers f to run if the call fails and its writes are undone.
+func (tx *Tx) OnRollback(f func()) { tx.onRollback = append(tx.onRollback, f) }
+
+// Handle returns the runtime handle of the object the call runs on.
+func (tx *Tx) Handle() *Handle { return tx.b.inst.h }
+
+// Rows wraps *sql.Rows to count rows read.
+type Rows struct {
+	*sql.Rows
+	tx *Tx
+}
+
+// Next advances to the next row.
+func (r *Rows) Next() bool {
+	if r.Rows.Next() {
+		r.tx.rowsRead++
+		return true
+	}
+	return false
+}
+
+// Row is the result of QueryRow.
+type Row struct {
+	rows *Rows
+	err  error
+}
+
+// Scan copies the row's columns into dest; sql.ErrNoRows if there was none.
+func (r *Row) Scan(dest ...any) error {
+	if r.err != nil {
+		return r.err
+	}
+	defer r.rows.Close()
+	if !r.rows.Next() {
+		if err := r.rows.Err(); err != nil {
+			return err
+		}
+		return sql.ErrNoRows
+	}
+	if err := r.rows.Scan(dest...); err != nil {
+		return err
+	}
+	return r.rows.Close()
+}

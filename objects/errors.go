@@ -1,0 +1,58 @@
+package objects
+
+import (
+	"errors"
+	"fmt"
+	"time"
+)
+
+var (
+	// ErrClosed is returned by calls made after Close began, and by Open on a
+	// runtime that was already closed.
+	ErrClosed = errors.New("objects: runtime closed")
+
+	// ErrInvalidName is wrapped by the error returned for a name that breaks
+	// the naming rules (see ValidateName).
+	ErrInvalidName = errors.New("objects: invalid name")
+
+	// ErrUnknownNamespace is returned for a namespace that was never registered.
+	ErrUnknownNamespace = errors.New("objects: unknown namespace")
+
+	// ErrNotFound is returned by lookups (Exists, Usage, Delete of a missing
+	// object) that must not create the object.
+	ErrNotFound = errors.New("objects: not found")
+
+	// ErrDeleted is returned to calls that were queued behind a Delete of the
+	// same object and were cancelled by it.
+	ErrDeleted = errors.New("objects: object deleted")
+
+	// ErrTooLarge is returned when an attachment or tag list exceeds its limit.
+	ErrTooLarge = errors.New("objects: too large")
+
+	// ErrNotSupported is returned when an object lacks the handler a delivery
+	// needs (for example an alarm fires on an object without an Alarm method).
+	ErrNotSupported = errors.New("objects: handler not implemented")
+)
+
+// OverloadedError is returned, without queueing, by a call to an object whose
+// queue is full. RetryAfter is an estimate of when the queue will have room.
+type OverloadedError struct {
+	Namespace, Name string
+	Queued          int
+	RetryAfter      time.Duration
+}
+
+func (e *OverloadedError) Error() string {
+	return fmt.Sprintf("objects: %s/%q overloaded: %d calls queued, retry after %s",
+		e.Namespace, e.Name, e.Queued, e.RetryAfter)
+}
+
+// PanicError is returned to a call whose function panicked. The call's writes
+// are rolled back and the instance is discarded, so the next call sees a
+// freshly constructed object.
+type PanicError struct {
+	Value any
+	Stack []byte
+}
+
+func (e *PanicError) Error() string { return fmt.Sprintf("objects: call panicked: %v", e.Value) }

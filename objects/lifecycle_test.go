@@ -1,0 +1,219 @@
+package objects_test
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"sessiond/objects"
+)
+
+// script is a fixed sequence of calls on several objects; it returns what
+// each call answered.
+func script(t *testing.T, ns *objects.Namespace, between func()) []string {
+	t.Helper()
+	ctx := context.Background()
+	var out []string
+	for round := range 4 {
+		for _, name := range []string{"x", "y", "z"} {
+			s := stub(t, ns, name)
+			n, err := add(ctx, s, int64(round+len(name)))
+			out = append(out, fmt.Sprint(name, n, err))
+			g, err := get(ctx, s)
+			out = append(out, fmt.Sprint(name, g, err))
+		}
+		between()
+	}
+	return out
+}
+
+// TestHibernationInvisible runs the same calls with and without evictions in
+// between and expects the same answers.
+func TestHibernationInvisible(t *testing.T) {
+	_, awake := newOpenRuntime(t, func(rt *objects.Runtime) { rt.IdleTimeout = time.Hour })
+	want := script(t, awake, func() {})
+
+	rt, ns := newOpenRuntime(t, func(rt *objects.Runtime) { rt.IdleTimeout = 5 * time.Millisecond })
+	evictions := 0
+	got := script(t, ns, func() {
+		checkFor(t, 5*time.Second, "all objects hibernated", func() bool { return rt.Stats().Active == 0 })
+		evictions++
+	})
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("with hibernation:\n%v\nwithout:\n%v", got, want)
+	}
+	if opens := rt.Stats().ObjectOpens; opens < 9 {
+		t.Fatalf("only %d wakes from disk: hibernation did not happen", opens)
+	}
+	// A hibernated object without sockets holds nothing in memory.
+	checkFor(t, 5*time.Second, "no entries in memory", func() bool { return rt.Stats().Entries == 0 })
+}
+
+// TestStartupOpensNoObject creates objects, restarts, and counts database
+// opens: start-up must open none of them.
+func TestStartupOpensNoObject(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	rt, ns := newRuntime(t, dir, nil)
+	if err := rt.Open(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 50 {
+		if _, err := add(ctx, stub(t, ns, fmt.Sprint("o", i)), 1); err != nil {
+			t.Fatal(err)
+		}
+	}
+	rt.Close()
+
+	rt2, ns2 := newRuntime(t, dir, nil)
+	if err := rt2.Open(ctx); err != nil {
+		t.Fatal(err)
+	}
+	defer rt2.Close()
+	if got := rt2.Stats().ObjectOpens; got != 0 {
+		t.Fatalf("start-up opened %d object databases, want 0", got)
+	}
+	if n, err := get(ctx, stub(t, ns2, "o7")); err != nil || n != 1 {
+		t.Fatalf("o7=%d err=%v", n, err)
+	}
+	if got := rt2.Stats().ObjectOpens; got != 1 {
+		t.Fatalf("one call opened %d object databases, want 1", got)
+	}
+}
+
+// TestMaxOpenCap drives more objects than the cap: the least recently used
+// idle ones hibernate early and every call still works.
+func TestMaxOpenCap(t *testing.T) {
+	ctx := context.Background()
+	const maxOpen = 20
+	rt, ns := newOpenRuntime(t, func(rt *objects.Runtime) {
+		rt.MaxOpen = maxOpen
+		rt.IdleTimeout = time.Hour
+	})
+	var wg sync.WaitGroup
+	for w := range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range 50 {
+				name := fmt.Sprint("cap", w, "-", i)
+				if _, err := add(ctx, stub(t, ns, name), 2); err != nil {
+					t.Error(err)
+					return
+				}
+				if open := rt.Stats().OpenDatabases; open > maxOpen+8 {
+					t.Errorf("%d databases open, cap %d", open, maxOpen)
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	for w := range 4 {
+		for i := range 50 {
+			name := fmt.Sprint("cap", w, "-", i)
+			if n, err := get(ctx, stub(t, ns, name)); err != nil || n != 2 {
+				t.Fatalf("%s=%d err=%v", name, n, err)
+			}
+		}
+	}
+	if open := rt.Stats().OpenDatabases; open > maxOpen {
+		t.Fatalf("%d databases open after the run, cap %d", open, maxOpen)
+	}
+}
+
+func TestDeleteRemovesEverything(t *testing.T) {
+	ctx := context.Background()
+	rt, ns := newOpenRuntime(t, nil)
+	s := stub(t, ns, "doomed")
+	if _, err := add(ctx, s, 5); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Call(ctx, func(ctx context.Context, obj any, tx *objects.Tx) (any, error) {
+		tx.SetAlarm(time.Now().Add(time.Hour))
+		return nil, nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	oi, err := ns.Info(ctx, "doomed")
+	if err != nil {
+		t.Fatal(err)
+	}
+	file := filepath.Join(rt.Dir, oi.Path)
+	if err := s.Delete(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if ok, _ := ns.Exists(ctx, "doomed"); ok {
+		t.Fatal("exists after delete")
+	}
+	for _, p := range []string{file, file + "-wal", file + "-shm"} {
+		if _, err := os.Stat(p); !os.IsNotExist(err) {
+			t.Fatalf("%s still there (err=%v)", p, err)
+		}
+	}
+	// The next call sees a new, empty object.
+	if n, err := get(ctx, s); err != nil || n != 0 {
+		t.Fatalf("after delete n=%d err=%v, want 0", n, err)
+	}
+	oi2, err := ns.Info(ctx, "doomed")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !oi2.Alarm.IsZero() {
+		t.Fatalf("alarm survived delete: %v", oi2.Alarm)
+	}
+	// Deleting what does not exist is fine.
+	if err := stub(t, ns, "never").Delete(ctx); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestUsageCounters(t *testing.T) {
+	ctx := context.Background()
+	rt, ns := newOpenRuntime(t, func(rt *objects.Runtime) { rt.IdleTimeout = 5 * time.Millisecond })
+	s := stub(t, ns, "billed")
+	for range 3 {
+		if _, err := add(ctx, s, 1); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := get(ctx, s); err != nil {
+		t.Fatal(err)
+	}
+	checkFor(t, 5*time.Second, "hibernated", func() bool { return rt.Stats().Entries == 0 })
+	oi, err := ns.Info(ctx, "billed")
+	if err != nil {
+		t.Fatal(err)
+	}
+	u := oi.Usage
+	if u.Calls != 4 || u.RowsWritten != 3 || u.RowsRead < 1 || u.Active <= 0 || u.SizeBytes <= 0 {
+		t.Fatalf("usage %+v, want 4 calls, 3 rows written, some read, active and size", u)
+	}
+}
+
+func TestHoldKeepsAwake(t *testing.T) {
+	ctx := context.Background()
+	rt, ns := newOpenRuntime(t, func(rt *objects.Runtime) { rt.IdleTimeout = 5 * time.Millisecond })
+	s := stub(t, ns, "held")
+	release, err := objects.Do(ctx, s, func(ctx context.Context, c *counter, tx *objects.Tx) (func(), error) {
+		return c.h.Hold(), nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Idle timers would have fired many times over; it stays.
+	for range 5 {
+		if _, err := get(ctx, s); err != nil {
+			t.Fatal(err)
+		}
+	}
+	time.Sleep(30 * time.Millisecond) // not waiting for state: giving the idle timer a chance to (wrongly) fire
+	if rt.Stats().Active != 1 || rt.Stats().ObjectOpens != 0 {
+		t.Fatalf("held object hibernated: %+v", rt.Stats())
+	}
+	release()
+	checkFor(t, 5*time.Second, "hibernated after release", func() bool { return rt.Stats().Active == 0 })
+}

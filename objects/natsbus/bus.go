@@ -1,0 +1,284 @@
+package natsbus
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// Defaults for BusOptions.
+const (
+	// DefaultStream is the name of the one stream that carries events.
+	DefaultStream = "SESSIOND_EVENTS"
+	// DefaultSubject is the subject space the stream captures.
+	DefaultSubject = "ev.>"
+	// DefaultReplicas suits a single server; a cluster wants 3.
+	DefaultReplicas = 1
+	// DefaultDuplicateWindow is how long a message ID is remembered for
+	// de-duplication.
+	DefaultDuplicateWindow = 2 * time.Minute
+	// DefaultMaxAge is how long an event is kept, consumed or not.
+	DefaultMaxAge = 7 * 24 * time.Hour
+)
+
+// Log attribute keys.
+const (
+	logKeyComponent = "component"
+	logKeyStream    = "stream"
+	logKeyConsumer  = "consumer"
+	logKeySubject   = "subject"
+	logKeySeq       = "seq"
+	logKeyDelivered = "delivered"
+	logKeyDelay     = "delay"
+	logKeyErr       = "err"
+)
+
+// BusOptions configures a Bus. The zero value of each field means its
+// default.
+type BusOptions struct {
+	// Stream is the JetStream stream name. Default DefaultStream.
+	Stream string
+
+	// Subjects are the subjects the stream stores. Default
+	// [DefaultSubject]. Publishing on a subject outside them fails.
+	Subjects []string
+
+	// Replicas is the number of stream replicas; it cannot exceed the
+	// number of JetStream servers. Default 1.
+	Replicas int
+
+	// DuplicateWindow is how long the server remembers a message ID: a
+	// second publish with the same ID within it is acknowledged as a
+	// duplicate and not stored again. Default 2 minutes; at most MaxAge.
+	DuplicateWindow time.Duration
+
+	// MaxAge is how long events are kept. An event nobody consumed within
+	// it is lost. Default 7 days.
+	MaxAge time.Duration
+
+	// Logger receives consumer diagnostics (handler errors, a consumer
+	// that ended). Default slog.Default().
+	Logger *slog.Logger
+}
+
+func (o *BusOptions) withDefaults() (BusOptions, error) {
+	var r BusOptions
+	if o != nil {
+		r = *o
+		r.Subjects = append([]string(nil), o.Subjects...)
+	}
+	if r.Stream == "" {
+		r.Stream = DefaultStream
+	}
+	if len(r.Subjects) == 0 {
+		r.Subjects = []string{DefaultSubject}
+	}
+	if r.Replicas == 0 {
+		r.Replicas = DefaultReplicas
+	}
+	if r.DuplicateWindow == 0 {
+		r.DuplicateWindow = DefaultDuplicateWindow
+	}
+	if r.MaxAge == 0 {
+		r.MaxAge = DefaultMaxAge
+	}
+	if r.Logger == nil {
+		r.Logger = slog.Default()
+	}
+	switch {
+	case r.Replicas < 0:
+		return r, fmt.Errorf("%w: Replicas %d", ErrInvalidOptions, r.Replicas)
+	case r.DuplicateWindow < 0 || r.MaxAge < 0:
+		return r, fmt.Errorf("%w: negative DuplicateWindow or MaxAge", ErrInvalidOptions)
+	case r.DuplicateWindow > r.MaxAge:
+		return r, fmt.Errorf("%w: DuplicateWindow %v exceeds MaxAge %v", ErrInvalidOptions, r.DuplicateWindow, r.MaxAge)
+	}
+	return r, nil
+}
+
+type busState int
+
+const (
+	busNew busState = iota
+	busOpen
+	busClosed
+)
+
+// Bus publishes events to one JetStream stream and runs durable consumers on
+// it.
+//
+// A node needs one Bus and a handful of consumers (one per kind of work,
+// never one per object): JetStream keeps state per stream and per consumer,
+// so their number must not grow with the number of objects. Objects are told
+// apart by subject instead.
+//
+// Delivery is at least once. A message can reach a handler twice (after a
+// handler error, a crash before the ack, or an ack lost with the
+// connection), so handlers de-duplicate by Msg.ID.
+//
+// Publish and Consume are safe for concurrent use once Open has returned.
+// The Bus does not own the connection: close the Bus, then the connection.
+type Bus struct {
+	nc     *nats.Conn
+	opts   BusOptions
+	logger *slog.Logger
+
+	mu        sync.Mutex
+	state     busState
+	js        jetstream.JetStream
+	ctx       context.Context // cancelled by Close; parent of consumers
+	cancel    context.CancelCauseFunc
+	consumers map[*Consumer]struct{}
+}
+
+// New returns a Bus on nc; opts may be nil for defaults. Call Open before
+// use.
+func New(nc *nats.Conn, opts *BusOptions) (*Bus, error) {
+	if nc == nil {
+		return nil, fmt.Errorf("new bus: %w: nil connection", ErrInvalidOptions)
+	}
+	o, err := opts.withDefaults()
+	if err != nil {
+		return nil, fmt.Errorf("new bus: %w", err)
+	}
+	return &Bus{
+		nc:        nc,
+		opts:      o,
+		logger:    o.Logger.With(logKeyComponent, "natsbus", logKeyStream, o.Stream),
+		consumers: make(map[*Consumer]struct{}),
+	}, nil
+}
+
+// Open creates the stream, or updates it to the Bus's settings if it exists.
+// Settings JetStream cannot change in place (storage type, for one) make it
+// fail; it is then safe to Close the Bus.
+func (b *Bus) Open(ctx context.Context) error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	switch b.state {
+	case busOpen:
+		return fmt.Errorf("open bus %s: already open", b.opts.Stream)
+	case busClosed:
+		return fmt.Errorf("open bus %s: %w", b.opts.Stream, ErrClosed)
+	}
+	js, err := jetstream.New(b.nc)
+	if err != nil {
+		return fmt.Errorf("open bus %s: %w", b.opts.Stream, err)
+	}
+	_, err = js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+		Name:        b.opts.Stream,
+		Description: "sessiond events between durable objects",
+		Subjects:    b.opts.Subjects,
+		Retention:   jetstream.LimitsPolicy,
+		Storage:     jetstream.FileStorage,
+		Replicas:    b.opts.Replicas,
+		Duplicates:  b.opts.DuplicateWindow,
+		MaxAge:      b.opts.MaxAge,
+		Discard:     jetstream.DiscardOld,
+	})
+	if err != nil {
+		return fmt.Errorf("open bus %s: ensure stream: %w", b.opts.Stream, err)
+	}
+	b.js = js
+	b.ctx, b.cancel = context.WithCancelCause(context.Background())
+	b.state = busOpen
+	return nil
+}
+
+// Close stops every consumer of the Bus, waiting for their handlers to
+// return, and makes later calls fail with ErrClosed. It does not close the
+// connection. Close is idempotent.
+func (b *Bus) Close() {
+	b.mu.Lock()
+	if b.state == busClosed {
+		b.mu.Unlock()
+		return
+	}
+	wasOpen := b.state == busOpen
+	b.state = busClosed
+	cs := make([]*Consumer, 0, len(b.consumers))
+	for c := range b.consumers {
+		cs = append(cs, c)
+	}
+	b.mu.Unlock()
+
+	if wasOpen {
+		b.cancel(ErrClosed)
+	}
+	for _, c := range cs {
+		c.Stop()
+	}
+}
+
+// live returns the JetStream handle and the Bus's lifetime context, or why
+// the Bus cannot be used.
+func (b *Bus) live() (jetstream.JetStream, context.Context, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	switch b.state {
+	case busNew:
+		return nil, nil, ErrNotOpen
+	case busClosed:
+		return nil, nil, ErrClosed
+	}
+	return b.js, b.ctx, nil
+}
+
+// PublishResult is the stream's acknowledgement of a publish.
+type PublishResult struct {
+	// Seq is the message's stream sequence; for a duplicate, the sequence
+	// of the message first stored with that ID.
+	Seq uint64
+	// Duplicate reports that a message with the same ID was already
+	// stored within the duplicate window, so this one was dropped.
+	Duplicate bool
+}
+
+// Publish stores data on subject with ID msgID and returns once the stream
+// has acknowledged it: on return without error the event is durable to the
+// stream's storage (see the package doc on durability). Publishing the same
+// msgID again within BusOptions.DuplicateWindow stores nothing and reports
+// Duplicate, so a publisher retries with the same ID after an error. msgID
+// must not be empty.
+func (b *Bus) Publish(ctx context.Context, subject string, data []byte, msgID string) (PublishResult, error) {
+	if msgID == "" {
+		return PublishResult{}, fmt.Errorf("publish %s: %w", subject, ErrNoMsgID)
+	}
+	js, _, err := b.live()
+	if err != nil {
+		return PublishResult{}, fmt.Errorf("publish %s: %w", subject, err)
+	}
+	ack, err := js.Publish(ctx, subject, data,
+		jetstream.WithMsgID(msgID),
+		jetstream.WithExpectStream(b.opts.Stream))
+	if err != nil {
+		return PublishResult{}, fmt.Errorf("publish %s id %s: %w", subject, msgID, err)
+	}
+	return PublishResult{Seq: ack.Sequence, Duplicate: ack.Duplicate}, nil
+}
+
+func (b *Bus) remove(c *Consumer) {
+	b.mu.Lock()
+	delete(b.consumers, c)
+	b.mu.Unlock()
+}
+
+// add registers c unless the Bus closed meanwhile.
+func (b *Bus) add(c *Consumer) error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.state != busOpen {
+		return ErrClosed
+	}
+	b.consumers[c] = struct{}{}
+	return nil
+}
+
+// errStopped is the cause of a consumer's context when Stop was called.
+var errStopped = errors.New("natsbus: consumer stopped")

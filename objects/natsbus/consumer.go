@@ -1,0 +1,349 @@
+package natsbus
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"runtime/debug"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// Defaults for ConsumeOptions.
+const (
+	// DefaultAckWait is how long the server waits for an ack before it
+	// redelivers a message. A running handler keeps extending it.
+	DefaultAckWait = 30 * time.Second
+	// DefaultMaxInFlight is how many handlers run at once: one, so that
+	// messages are handled in stream order.
+	DefaultMaxInFlight = 1
+	// DefaultRetryDelay is the delay before the first redelivery of a
+	// message whose handler failed; it doubles with each delivery.
+	DefaultRetryDelay = time.Second
+	// DefaultMaxRetryDelay caps the doubling of DefaultRetryDelay.
+	DefaultMaxRetryDelay = time.Minute
+)
+
+// ackTimeout bounds the wait for the server to confirm an ack. It does not
+// follow the consumer's context: a handled message is worth acking even
+// while the consumer stops.
+const ackTimeout = 5 * time.Second
+
+// ConsumeOptions configures Consume. The zero value of each field means its
+// default.
+type ConsumeOptions struct {
+	// AckWait is how long the server waits for the outcome of a delivery
+	// before delivering the message again. While a handler runs, the
+	// consumer tells the server every AckWait/2 that it is still working,
+	// so a slow handler is not raced by a redelivery of its own message.
+	// AckWait therefore bounds how long a message sits with a crashed node,
+	// or in the client's small prefetch buffer. Default 30 s.
+	AckWait time.Duration
+
+	// MaxInFlight is how many handlers may run at once. Default 1, which
+	// keeps stream order; above 1 messages are handled concurrently and
+	// complete in any order.
+	MaxInFlight int
+
+	// RetryDelay is how long after a handler error the message is
+	// delivered again; the delay doubles with every delivery, up to
+	// MaxRetryDelay. Default 1 s.
+	RetryDelay time.Duration
+
+	// MaxRetryDelay caps the retry delay. Default 1 min.
+	MaxRetryDelay time.Duration
+}
+
+func (o *ConsumeOptions) withDefaults() (ConsumeOptions, error) {
+	var r ConsumeOptions
+	if o != nil {
+		r = *o
+	}
+	if r.AckWait == 0 {
+		r.AckWait = DefaultAckWait
+	}
+	if r.MaxInFlight == 0 {
+		r.MaxInFlight = DefaultMaxInFlight
+	}
+	if r.RetryDelay == 0 {
+		r.RetryDelay = DefaultRetryDelay
+	}
+	if r.MaxRetryDelay == 0 {
+		r.MaxRetryDelay = max(DefaultMaxRetryDelay, r.RetryDelay)
+	}
+	switch {
+	case r.AckWait < time.Millisecond:
+		return r, fmt.Errorf("%w: AckWait %v", ErrInvalidOptions, r.AckWait)
+	case r.MaxInFlight < 0:
+		return r, fmt.Errorf("%w: MaxInFlight %d", ErrInvalidOptions, r.MaxInFlight)
+	case r.RetryDelay < 0 || r.MaxRetryDelay < r.RetryDelay:
+		return r, fmt.Errorf("%w: RetryDelay %v, MaxRetryDelay %v", ErrInvalidOptions, r.RetryDelay, r.MaxRetryDelay)
+	}
+	return r, nil
+}
+
+// retryDelay is the delay before redelivering a message that failed on its
+// n-th delivery: first, doubled n-1 times, capped at limit.
+func retryDelay(n uint64, first, limit time.Duration) time.Duration {
+	d := first
+	for i := uint64(1); i < n && d < limit; i++ {
+		d *= 2
+	}
+	return min(d, limit)
+}
+
+// Msg is one delivery of an event to a Handler.
+type Msg struct {
+	// Subject the event was published on.
+	Subject string
+	// Data is the payload. It belongs to the handler.
+	Data []byte
+	// ID is the publisher's message ID (the Nats-Msg-Id header): stable
+	// across redeliveries, the key for the handler's de-duplication.
+	ID string
+	// StreamSeq is the event's position in the stream.
+	StreamSeq uint64
+	// NumDelivered counts deliveries of this event to this consumer,
+	// this one included: 1 the first time.
+	NumDelivered uint64
+	// Published is when the stream stored the event.
+	Published time.Time
+}
+
+// Handler handles one event. Returning nil acknowledges it: it is not
+// delivered to this consumer again. Returning an error has it delivered
+// again after a backoff (ConsumeOptions.RetryDelay), with NumDelivered
+// incremented; a handler that panics is treated as one that returned an
+// error. ctx is cancelled when the consumer stops; the handler should then
+// return promptly, and the message is delivered again to the next consumer
+// of the same durable name.
+type Handler func(ctx context.Context, m Msg) error
+
+// Consumer is a running durable consumer, created by Bus.Consume.
+// Its methods are safe for concurrent use. Call Stop (or Bus.Close) to end
+// it; it also ends on its own if the server deletes it or the connection is
+// closed, see Done and Err.
+type Consumer struct {
+	durable string
+	handler Handler
+	opts    ConsumeOptions
+	logger  *slog.Logger
+	bus     *Bus
+	iter    jetstream.MessagesContext
+
+	cancel context.CancelCauseFunc
+	done   chan struct{}
+	err    error // written before done is closed
+}
+
+// Consume starts the durable pull consumer named durable on the Bus's
+// stream, creating it or updating its settings, and calls h for each
+// message whose subject matches filter ("" for all), from the first message
+// in the stream the first time, and after the last acknowledged one when a
+// consumer of the same name existed (across restarts). With MaxInFlight 1,
+// handlers run one at a time in stream order, except that a message whose
+// handler failed comes back after its retry delay, behind later ones.
+//
+// Several Consumers with the same durable name, in this process or others,
+// share its messages: each goes to one of them. opts may be nil for
+// defaults. ctx bounds setting the consumer up only; the Consumer runs until
+// Stop or Bus.Close.
+func (b *Bus) Consume(ctx context.Context, durable, filter string, h Handler, opts *ConsumeOptions) (*Consumer, error) {
+	if durable == "" || h == nil {
+		return nil, fmt.Errorf("consume: %w: durable name and handler are required", ErrInvalidOptions)
+	}
+	o, err := opts.withDefaults()
+	if err != nil {
+		return nil, fmt.Errorf("consume %s: %w", durable, err)
+	}
+	js, busCtx, err := b.live()
+	if err != nil {
+		return nil, fmt.Errorf("consume %s: %w", durable, err)
+	}
+	jc, err := js.CreateOrUpdateConsumer(ctx, b.opts.Stream, jetstream.ConsumerConfig{
+		Durable:       durable,
+		Description:   "sessiond natsbus consumer",
+		DeliverPolicy: jetstream.DeliverAllPolicy,
+		AckPolicy:     jetstream.AckExplicitPolicy,
+		AckWait:       o.AckWait,
+		MaxDeliver:    -1,
+		FilterSubject: filter,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("consume %s: ensure consumer: %w", durable, err)
+	}
+	// A small prefetch: messages waiting in the client are not covered
+	// by the in-progress signal, so a large buffer behind a slow handler
+	// would outlive AckWait and be delivered twice.
+	iter, err := jc.Messages(
+		jetstream.PullMaxMessages(prefetch(o.MaxInFlight)),
+		jetstream.WithMessagesErrOnMissingHeartbeat(false))
+	if err != nil {
+		return nil, fmt.Errorf("consume %s: %w", durable, err)
+	}
+	c := &Consumer{
+		durable: durable,
+		handler: h,
+		opts:    o,
+		logger:  b.logger.With(logKeyConsumer, durable),
+		bus:     b,
+		iter:    iter,
+		done:    make(chan struct{}),
+	}
+	if err := b.add(c); err != nil {
+		iter.Stop()
+		return nil, fmt.Errorf("consume %s: %w", durable, err)
+	}
+	cctx, cancel := context.WithCancelCause(busCtx)
+	c.cancel = cancel
+	go c.run(cctx)
+	return c, nil
+}
+
+func prefetch(maxInFlight int) int { return 2 * maxInFlight }
+
+// Stop stops fetching, cancels the context of running handlers and waits
+// for them and for the Consumer's goroutines to return. Messages not
+// acknowledged go back to the server for redelivery. The durable consumer
+// stays on the server, so a later Consume with the same name resumes.
+// Stop is idempotent. It must not be called from the Consumer's own Handler,
+// which it would wait for.
+func (c *Consumer) Stop() {
+	c.cancel(errStopped)
+	<-c.done
+}
+
+// Done is closed when the Consumer has ended, by Stop or on its own.
+func (c *Consumer) Done() <-chan struct{} { return c.done }
+
+// Err returns why the Consumer ended on its own (for example
+// jetstream.ErrConsumerDeleted, or a closed connection); nil while it runs
+// and after Stop or Bus.Close.
+func (c *Consumer) Err() error {
+	select {
+	case <-c.done:
+		return c.err
+	default:
+		return nil
+	}
+}
+
+func (c *Consumer) run(ctx context.Context) {
+	defer close(c.done)
+	defer c.bus.remove(c)
+	defer c.iter.Stop()
+	var wg sync.WaitGroup
+	defer wg.Wait()
+
+	slots := make(chan struct{}, c.opts.MaxInFlight)
+	for {
+		jm, err := c.iter.Next(jetstream.NextContext(ctx))
+		if err != nil {
+			if ctx.Err() == nil {
+				// Nobody waits on this goroutine's result but Err,
+				// so the log is the operator's only signal.
+				c.err = fmt.Errorf("consume %s: %w", c.durable, err)
+				c.logger.Error("consumer ended", logKeyErr, err)
+			}
+			return
+		}
+		select {
+		case slots <- struct{}{}:
+		case <-ctx.Done():
+			_ = jm.Nak()
+			return
+		}
+		wg.Go(func() {
+			defer func() { <-slots }()
+			c.handle(ctx, jm)
+		})
+	}
+}
+
+// handle runs the handler on one message and settles it with the server.
+func (c *Consumer) handle(ctx context.Context, jm jetstream.Msg) {
+	md, err := jm.Metadata()
+	if err != nil {
+		// Not a JetStream delivery: nothing to retry.
+		c.logger.Error("message without jetstream metadata dropped", logKeySubject, jm.Subject(), logKeyErr, err)
+		_ = jm.Term()
+		return
+	}
+	m := Msg{
+		Subject:      jm.Subject(),
+		Data:         jm.Data(),
+		ID:           jm.Headers().Get(jetstream.MsgIDHeader),
+		StreamSeq:    md.Sequence.Stream,
+		NumDelivered: md.NumDelivered,
+		Published:    md.Timestamp,
+	}
+	herr := c.call(ctx, jm, m)
+	switch {
+	case herr == nil:
+		// A confirmed ack: once it returns, a crash or restart does
+		// not bring the message back.
+		actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), ackTimeout)
+		defer cancel()
+		if err := jm.DoubleAck(actx); err != nil {
+			c.logger.Warn("ack not confirmed; message may be redelivered",
+				logKeySubject, m.Subject, logKeySeq, m.StreamSeq, logKeyErr, err)
+		}
+	case ctx.Err() != nil:
+		// Stopping, not failing: give the message back at once.
+		_ = jm.Nak()
+	default:
+		delay := retryDelay(m.NumDelivered, c.opts.RetryDelay, c.opts.MaxRetryDelay)
+		level := slog.LevelWarn
+		var pe *panicError
+		if errors.As(herr, &pe) {
+			level = slog.LevelError
+		}
+		c.logger.Log(ctx, level, "handler failed; message will be redelivered",
+			logKeySubject, m.Subject, logKeySeq, m.StreamSeq,
+			logKeyDelivered, m.NumDelivered, logKeyDelay, delay, logKeyErr, herr)
+		_ = jm.NakWithDelay(delay)
+	}
+}
+
+// call runs the handler, telling the server the message is in progress
+// while it runs, and turns a panic into an error: a poison message must
+// not take the node down, and again after each restart.
+func (c *Consumer) call(ctx context.Context, jm jetstream.Msg, m Msg) (err error) {
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		t := time.NewTicker(c.opts.AckWait / 2)
+		defer t.Stop()
+		for {
+			select {
+			case <-t.C:
+				_ = jm.InProgress()
+			case <-stop:
+				return
+			}
+		}
+	})
+	defer func() {
+		close(stop)
+		wg.Wait()
+	}()
+	defer func() {
+		if r := recover(); r != nil {
+			err = &panicError{value: r, stack: debug.Stack()}
+		}
+	}()
+	return c.handler(ctx, m)
+}
+
+// panicError is a recovered handler panic.
+type panicError struct {
+	value any
+	stack []byte
+}
+
+func (e *panicError) Error() string {
+	return fmt.Sprintf("handler panic: %v\n%s", e.value, e.stack)
+}

@@ -1,0 +1,72 @@
+// Package natsbus carries events between durable objects over NATS
+// JetStream: one stream, a few durable consumers, at-least-once delivery with
+// message IDs for de-duplication.
+//
+// It is an adapter: the runtime in package objects uses it through an
+// interface of its own, and cmd/sessiond wires the two together. It imports
+// no other package of this project.
+//
+// Read ExampleStartEmbedded first.
+//
+// # Lifecycle
+//
+// A single node runs NATS inside the process: StartEmbedded starts a
+// nats-server with JetStream storing under a directory, and
+// Embedded.Connect returns an in-process client connection, so nothing
+// listens on a port unless EmbeddedOptions.Listen asks for it. A cluster
+// connects to an external NATS deployment with Connect or ConnectExternal
+// instead. Either way:
+//
+//	bus, err := natsbus.New(nc, nil)
+//	if err := bus.Open(ctx); err != nil { … } // create or update the stream
+//	defer bus.Close()                         // stops consumers
+//	c, err := bus.Consume(ctx, "wake", "ev.>", handle, nil)
+//	res, err := bus.Publish(ctx, "ev.session.abc", data, eventID)
+//
+// Close in reverse order of opening: Consumers (or the Bus), then the
+// connection, then the Embedded server. A Consumer's durable state stays on
+// the server: Consume with the same durable name after a restart resumes
+// after the last acknowledged message.
+//
+// The number of streams and consumers is small and fixed per node, never
+// one per object: JetStream keeps state for each, and that state must not
+// grow with the number of objects on disk. Objects are addressed by subject.
+//
+// # Delivery
+//
+// Publish returns once the stream has stored the message. A message ID seen
+// again within BusOptions.DuplicateWindow is not stored twice, so a
+// publisher that retries after an error (with the same ID) does not create
+// a second event. A consumer acknowledges a message only after its Handler
+// returned nil and waits for the server to confirm the ack; a handler error
+// brings the message back after an exponential backoff (1 s doubling to
+// 1 min by default), and a crash before the ack brings it back after
+// AckWait. Delivery is therefore at least once, and handlers must treat
+// Msg.ID as the key of an idempotent operation.
+//
+// # Durability
+//
+// An acknowledged publish (or consumer ack) has been written to the
+// JetStream file store, that is to the operating system: it survives the
+// process crashing or being killed. The store is fsynced every
+// EmbeddedOptions.SyncInterval (default: the nats-server default, 2
+// minutes), so until the next sync a power loss or kernel crash can lose
+// acknowledged messages, and consumers may see already-acknowledged
+// messages again. SyncAlways fsyncs before every acknowledgement and closes
+// that window, at the cost of an fsync per publish and per ack. With an
+// external cluster and BusOptions.Replicas of 3, a message is acknowledged
+// once a majority of servers have it, which covers the loss of one machine.
+//
+// # Concurrency
+//
+// Embedded, Bus and Consumer are safe for concurrent use. A Consumer runs
+// its Handler on its own goroutines, at most ConsumeOptions.MaxInFlight at a
+// time (default 1, in stream order); Stop and Bus.Close cancel the
+// handlers' context and wait for them.
+//
+// # Errors
+//
+// Sentinel errors are in errors.go (ErrClosed, ErrNotOpen, ErrNoMsgID,
+// ErrInvalidOptions, ErrNotReady); others come from nats.go and its
+// jetstream package, wrapped with the operation, so errors.Is matches both.
+package natsbus

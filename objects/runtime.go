@@ -1,0 +1,498 @@
+package objects
+
+import (
+	"container/list"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Defaults for the Runtime's fields.
+const (
+	// DefaultIdleTimeout is how long an object stays in memory with nothing to do.
+	DefaultIdleTimeout = 10 * time.Second
+	// DefaultMaxOpen caps open object databases (each ~3 file descriptors).
+	DefaultMaxOpen = 2000
+	// DefaultQueueLimit is how many calls may wait for one object.
+	DefaultQueueLimit = 1024
+	// DefaultMaxBatch is how many queued calls share one transaction.
+	DefaultMaxBatch = 256
+	// DefaultCacheKiB is the SQLite page cache of each object database.
+	DefaultCacheKiB = 256
+	// DefaultSpares is how many ready-made databases each namespace keeps.
+	DefaultSpares = 4
+	// DefaultShutdownTimeout bounds how long Close waits for running calls.
+	DefaultShutdownTimeout = 10 * time.Second
+	// DefaultDurability is the default commit durability.
+	DefaultDurability = DurabilityFull
+)
+
+// Runtime hosts named durable objects on one node: it routes calls to the one
+// instance of each name, runs them one at a time, stores each object in its
+// own SQLite database, fires alarms, holds WebSockets across hibernation and
+// puts idle objects to sleep.
+//
+// Set the exported fields before Open; they must not change afterwards.
+// All methods are safe for concurrent use.
+type Runtime struct {
+	// Dir is the data folder: index.db and objects/ live here. Required.
+	Dir string
+	// IdleTimeout: an object with nothing in flight for this long is
+	// hibernated (database closed, instance dropped). Default DefaultIdleTimeout.
+	IdleTimeout time.Duration
+	// MaxOpen caps open object databases, spares included. When a wake would
+	// pass it, the least recently used idle objects hibernate early. Calls in
+	// flight are never evicted, so a burst of busy objects can pass it briefly.
+	MaxOpen int
+	// QueueLimit is how many calls may queue for one object before calls fail
+	// fast with *OverloadedError. Default DefaultQueueLimit.
+	QueueLimit int
+	// MaxBatch caps how many queued calls run in one transaction and share
+	// one commit. 1 disables write coalescing. Default DefaultMaxBatch.
+	MaxBatch int
+	// Durability of every commit. Default DefaultDurability (full).
+	Durability Durability
+	// CacheKiB is the page cache of each object database, in KiB.
+	// Default DefaultCacheKiB.
+	CacheKiB int
+	// Spares is how many empty, migrated databases each namespace keeps
+	// ready so that creating an object does no schema work on the request
+	// path. 0 means DefaultSpares; negative disables spares.
+	Spares int
+	// ShutdownTimeout bounds how long Close waits for calls in flight.
+	ShutdownTimeout time.Duration
+	// SocketReadLimit is the largest WebSocket message accepted, in bytes;
+	// a larger one closes the socket with 1009. Default DefaultSocketReadLimit.
+	SocketReadLimit int64
+	// AlarmRetryBase is the first retry delay of a failed alarm.
+	// Default DefaultAlarmRetryBase.
+	AlarmRetryBase time.Duration
+	// AlarmMaxRetries is how many retries a failed alarm gets.
+	// Default DefaultAlarmMaxRetries.
+	AlarmMaxRetries int
+	// Logger defaults to slog.Default().
+	Logger *slog.Logger
+
+	mu      sync.Mutex // guards state, entries; taken before any entry's mu
+	state   int        // stateNew, stateOpen, stateClosed
+	classes map[string]*Namespace
+	entries map[entryKey]*entry
+
+	lruMu sync.Mutex // guards idle; a leaf lock, taken after an entry's mu
+	idle  list.List  // *entry: active and idle, least recently used first
+
+	index    *nodeIndex
+	ctx      context.Context // the runtime's lifetime
+	cancel   context.CancelCauseFunc
+	wg       sync.WaitGroup // owned goroutines
+	inflight sync.WaitGroup // queued and running calls
+
+	open      atomic.Int64 // open object databases, spares included
+	opens     atomic.Int64 // object databases opened for an existing object
+	creates   atomic.Int64 // object databases created (spares included)
+	commits   atomic.Int64
+	alarmWake chan struct{}
+}
+
+const (
+	stateNew = iota
+	stateOpen
+	stateClosed
+)
+
+type entryKey struct{ ns, name string }
+
+// NewRuntime returns a runtime storing its data under dir, with defaults.
+func NewRuntime(dir string) *Runtime {
+	return &Runtime{
+		Dir:             dir,
+		IdleTimeout:     DefaultIdleTimeout,
+		MaxOpen:         DefaultMaxOpen,
+		QueueLimit:      DefaultQueueLimit,
+		MaxBatch:        DefaultMaxBatch,
+		Durability:      DefaultDurability,
+		CacheKiB:        DefaultCacheKiB,
+		Spares:          DefaultSpares,
+		ShutdownTimeout: DefaultShutdownTimeout,
+		SocketReadLimit: DefaultSocketReadLimit,
+	}
+}
+
+// Class describes a kind of object.
+type Class struct {
+	// Migrations[i] is the SQL script that brings an object's schema from
+	// version i to i+1 (PRAGMA user_version). Never edit a released step;
+	// append new ones.
+	Migrations []string
+	// New builds the in-memory instance of an object when it is created or
+	// woken. tx reads the object's stored state (writes are allowed and
+	// committed before the first call runs, but cost a commit per wake).
+	// Required.
+	New func(ctx context.Context, h *Handle, tx *Tx) (any, error)
+}
+
+// Register adds a namespace. It must be called before Open.
+func (rt *Runtime) Register(name string, c Class) (*Namespace, error) {
+	if err := ValidateName(name); err != nil {
+		return nil, fmt.Errorf("register namespace: %w", err)
+	}
+	if c.New == nil {
+		return nil, fmt.Errorf("register namespace %q: Class.New is nil", name)
+	}
+	rt.mu.Lock()
+	defer rt.mu.Unlock()
+	if rt.state != stateNew {
+		return nil, fmt.Errorf("register namespace %q: runtime already open", name)
+	}
+	if rt.classes == nil {
+		rt.classes = make(map[string]*Namespace)
+	}
+	if _, ok := rt.classes[name]; ok {
+		return nil, fmt.Errorf("register namespace %q: already registered", name)
+	}
+	ns := &Namespace{rt: rt, name: name, class: c, refill: make(chan struct{}, 1)}
+	rt.classes[name] = ns
+	return ns, nil
+}
+
+// Namespace returns a registered namespace.
+func (rt *Runtime) Namespace(name string) (*Namespace, error) {
+	rt.mu.Lock()
+	defer rt.mu.Unlock()
+	ns, ok := rt.classes[name]
+	if !ok {
+		return nil, fmt.Errorf("%w: %q", ErrUnknownNamespace, name)
+	}
+	return ns, nil
+}
+
+func (rt *Runtime) logger() *slog.Logger {
+	if rt.Logger != nil {
+		return rt.Logger
+	}
+	return slog.Default()
+}
+
+func (rt *Runtime) setDefaults() {
+	if rt.IdleTimeout <= 0 {
+		rt.IdleTimeout = DefaultIdleTimeout
+	}
+	if rt.MaxOpen <= 0 {
+		rt.MaxOpen = DefaultMaxOpen
+	}
+	if rt.QueueLimit <= 0 {
+		rt.QueueLimit = DefaultQueueLimit
+	}
+	if rt.MaxBatch <= 0 {
+		rt.MaxBatch = DefaultMaxBatch
+	}
+	if rt.Durability == 0 {
+		rt.Durability = DefaultDurability
+	}
+	if rt.CacheKiB <= 0 {
+		rt.CacheKiB = DefaultCacheKiB
+	}
+	if rt.Spares == 0 {
+		rt.Spares = DefaultSpares
+	}
+	if rt.ShutdownTimeout <= 0 {
+		rt.ShutdownTimeout = DefaultShutdownTimeout
+	}
+	if rt.SocketReadLimit <= 0 {
+		rt.SocketReadLimit = DefaultSocketReadLimit
+	}
+}
+
+// Open opens the node index and starts the alarm scheduler and spare makers.
+// It opens no object database: start-up is O(1) in the number of objects
+// (plus the few spares and any deletions a crash interrupted).
+func (rt *Runtime) Open(ctx context.Context) error {
+	rt.mu.Lock()
+	defer rt.mu.Unlock()
+	if rt.state != stateNew {
+		return ErrClosed
+	}
+	if rt.Dir == "" {
+		return errors.New("objects: Runtime.Dir is empty")
+	}
+	rt.setDefaults()
+	if err := os.MkdirAll(rt.Dir, 0o755); err != nil {
+		return fmt.Errorf("create data folder: %w", err)
+	}
+	x, err := openIndex(ctx, rt.Dir, rt.Durability)
+	if err != nil {
+		return err
+	}
+	// Finish deletions a crash interrupted: their index rows are gone already.
+	trash, err := x.trash(ctx)
+	if err != nil {
+		x.close()
+		return fmt.Errorf("read trash: %w", err)
+	}
+	for _, p := range trash {
+		if err := removeDBFiles(filepath.Join(rt.Dir, p)); err != nil {
+			x.close()
+			return fmt.Errorf("finish deleting %s: %w", p, err)
+		}
+		if err := x.trashDone(ctx, p); err != nil {
+			x.close()
+			return fmt.Errorf("finish deleting %s: %w", p, err)
+		}
+	}
+	rt.index = x
+	rt.entries = make(map[entryKey]*entry)
+	rt.ctx, rt.cancel = context.WithCancelCause(context.Background())
+	rt.alarmWake = make(chan struct{}, 1)
+	rt.state = stateOpen
+	rt.wg.Add(1)
+	go rt.runAlarms()
+	if rt.Spares > 0 {
+		for _, ns := range rt.classes {
+			rt.wg.Add(1)
+			go ns.makeSpares()
+		}
+	}
+	rt.wg.Add(1)
+	go rt.dropStaleSpares()
+	return nil
+}
+
+// Close stops accepting calls, waits (up to ShutdownTimeout) for calls in
+// flight, closes every socket with 1001 (going away), hibernates every
+// instance, closes every database and returns. It is safe to call more than
+// once.
+func (rt *Runtime) Close() error {
+	rt.mu.Lock()
+	if rt.state != stateOpen {
+		rt.state = stateClosed
+		rt.mu.Unlock()
+		return nil
+	}
+	rt.state = stateClosed
+	rt.mu.Unlock()
+
+	done := make(chan struct{})
+	go func() { rt.inflight.Wait(); close(done) }()
+	timer := time.NewTimer(rt.ShutdownTimeout)
+	select {
+	case <-done:
+	case <-timer.C:
+		rt.logger().Warn("objects: calls still running at shutdown", "timeout", rt.ShutdownTimeout)
+	}
+	timer.Stop()
+	rt.cancel(ErrClosed)
+
+	rt.mu.Lock()
+	entries := make([]*entry, 0, len(rt.entries))
+	for _, e := range rt.entries {
+		entries = append(entries, e)
+	}
+	rt.mu.Unlock()
+	closeSockets(socketsOf(entries...), StatusGoingAway, "server shutting down", false)
+	<-done // sockets closed: their deliveries end, so every call ends
+	for _, e := range entries {
+		e.mu.Lock()
+		if e.idleTimer != nil {
+			e.idleTimer.Stop()
+		}
+		inst := e.inst
+		e.inst = nil
+		e.mu.Unlock()
+		if inst != nil {
+			e.sleep(context.Background(), inst)
+		}
+	}
+	rt.wg.Wait()
+	for _, ns := range rt.classes {
+		ns.closeSpares()
+	}
+	return rt.index.close()
+}
+
+// Stats is a snapshot of the runtime's counters.
+type Stats struct {
+	Active        int   // objects in memory with an open database
+	Entries       int   // objects with any state in memory (active, queued or holding sockets)
+	OpenDatabases int64 // open object databases, spares included
+	ObjectOpens   int64 // databases of existing objects opened (wakes from disk)
+	Creates       int64 // object databases created, spares included
+	Commits       int64 // transactions committed by batches of calls
+}
+
+// Stats returns current counters. Cheap enough for tests and metrics.
+func (rt *Runtime) Stats() Stats {
+	rt.mu.Lock()
+	s := Stats{Entries: len(rt.entries)}
+	entries := make([]*entry, 0, len(rt.entries))
+	for _, e := range rt.entries {
+		entries = append(entries, e)
+	}
+	rt.mu.Unlock()
+	for _, e := range entries {
+		e.mu.Lock()
+		if e.inst != nil {
+			s.Active++
+		}
+		e.mu.Unlock()
+	}
+	s.OpenDatabases = rt.open.Load()
+	s.ObjectOpens = rt.opens.Load()
+	s.Creates = rt.creates.Load()
+	s.Commits = rt.commits.Load()
+	return s
+}
+
+// entry returns the live entry for a key, creating it. Called with rt.mu held.
+func (rt *Runtime) entryLocked(ns *Namespace, name string) *entry {
+	k := entryKey{ns.name, name}
+	e := rt.entries[k]
+	if e == nil {
+		e = &entry{rt: rt, ns: ns, name: name}
+		rt.entries[k] = e
+	}
+	return e
+}
+
+// lookupEntry returns the existing live entry for a key, or nil.
+func (rt *Runtime) lookupEntry(ns, name string) *entry {
+	rt.mu.Lock()
+	defer rt.mu.Unlock()
+	return rt.entries[entryKey{ns, name}]
+}
+
+// maybeDrop forgets an entry that holds nothing: no instance, no calls, no
+// sockets. A hibernated object without sockets then costs no memory.
+func (rt *Runtime) maybeDrop(e *entry) {
+	rt.mu.Lock()
+	defer rt.mu.Unlock()
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.dead || e.running || len(e.queue) > 0 || e.inst != nil || len(e.sockets) > 0 || e.holds > 0 {
+		return
+	}
+	e.dead = true
+	if rt.entries[entryKey{e.ns.name, e.name}] == e {
+		delete(rt.entries, entryKey{e.ns.name, e.name})
+	}
+}
+
+// makeRoom hibernates least recently used idle objects until a database can
+// be opened within MaxOpen. self is never evicted.
+func (rt *Runtime) makeRoom(self *entry) {
+	for tries := 0; rt.open.Load() >= int64(rt.MaxOpen) && tries < 64; tries++ {
+		rt.lruMu.Lock()
+		el := rt.idle.Front()
+		if el == nil {
+			rt.lruMu.Unlock()
+			return
+		}
+		victim := el.Value.(*entry)
+		rt.idle.Remove(el)
+		victim.lruElem = nil
+		rt.lruMu.Unlock()
+		if victim != self {
+			victim.evict()
+		}
+	}
+}
+
+// Namespace is one registered class of objects. Safe for concurrent use.
+type Namespace struct {
+	rt    *Runtime
+	name  string
+	class Class
+
+	spareMu sync.Mutex
+	spares  []*instanceDB
+	refill  chan struct{}
+
+	autoMu   sync.RWMutex
+	autoReq  []byte
+	autoResp []byte
+}
+
+// Name returns the namespace's name.
+func (ns *Namespace) Name() string { return ns.name }
+
+// Get returns the stub for the object called name. It does not create or
+// wake the object: the first call does.
+func (ns *Namespace) Get(name string) (*Stub, error) {
+	if err := ValidateName(name); err != nil {
+		return nil, err
+	}
+	return &Stub{ns: ns, name: name}, nil
+}
+
+// Exists reports whether an object has been created (and not deleted),
+// without waking it.
+func (ns *Namespace) Exists(ctx context.Context, name string) (bool, error) {
+	if err := ns.rt.checkOpen(); err != nil {
+		return false, err
+	}
+	_, ok, err := ns.rt.index.lookup(ctx, ns.name, name)
+	return ok, err
+}
+
+// Info returns what the node index knows of an object, with the usage of
+// its current awake period added. It does not wake the object.
+func (ns *Namespace) Info(ctx context.Context, name string) (ObjectInfo, error) {
+	if err := ns.rt.checkOpen(); err != nil {
+		return ObjectInfo{}, err
+	}
+	oi, err := ns.rt.index.info(ctx, ns.name, name)
+	if err != nil {
+		return oi, err
+	}
+	if e := ns.rt.lookupEntry(ns.name, name); e != nil {
+		e.mu.Lock()
+		u := e.usage
+		if e.inst != nil {
+			u.active += time.Since(e.inst.wokeAt)
+			oi.Usage.SizeBytes = dbSize(filepath.Join(ns.rt.Dir, e.inst.path))
+			oi.SizeBytes = oi.Usage.SizeBytes
+		}
+		e.mu.Unlock()
+		oi.Usage.Calls += u.calls
+		oi.Usage.RowsRead += u.rowsRead
+		oi.Usage.RowsWritten += u.rowsWritten
+		oi.Usage.Active += u.active
+	}
+	return oi, nil
+}
+
+// List returns up to limit object names after `after`, in byte order,
+// from the node index.
+func (ns *Namespace) List(ctx context.Context, after string, limit int) ([]string, error) {
+	if err := ns.rt.checkOpen(); err != nil {
+		return nil, err
+	}
+	return ns.rt.index.list(ctx, ns.name, after, limit)
+}
+
+// SetAutoResponse makes every socket of this namespace answer a text message
+// equal to request with response, without waking its object. A nil request
+// turns it off.
+func (ns *Namespace) SetAutoResponse(request, response []byte) {
+	ns.autoMu.Lock()
+	defer ns.autoMu.Unlock()
+	ns.autoReq = append([]byte(nil), request...)
+	ns.autoResp = append([]byte(nil), response...)
+	if request == nil {
+		ns.autoReq, ns.autoResp = nil, nil
+	}
+}
+
+func (rt *Runtime) checkOpen() error {
+	rt.mu.Lock()
+	defer rt.mu.Unlock()
+	if rt.state != stateOpen {
+		return ErrClosed
+	}
+	return nil
+}

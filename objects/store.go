@@ -1,0 +1,150 @@
+package objects
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+
+	_ "modernc.org/sqlite" // registers the "sqlite" driver
+)
+
+// Durability selects how far a commit is flushed before it is acknowledged.
+type Durability int
+
+const (
+	// DurabilityNormal is SQLite's synchronous=NORMAL in WAL mode: a commit
+	// survives a crash of the process (SIGKILL) but may be lost on power loss.
+	DurabilityNormal Durability = 1
+	// DurabilityFull is synchronous=FULL: every commit is fsynced before it is
+	// acknowledged and survives power loss. Write coalescing makes one fsync
+	// serve every call of a batch.
+	DurabilityFull Durability = 2
+)
+
+// String returns "normal" or "full".
+func (d Durability) String() string {
+	switch d {
+	case DurabilityNormal:
+		return "normal"
+	case DurabilityFull:
+		return "full"
+	}
+	return fmt.Sprintf("Durability(%d)", int(d))
+}
+
+// ParseDurability parses "normal" or "full" (any case).
+func ParseDurability(s string) (Durability, error) {
+	switch strings.ToLower(s) {
+	case "normal":
+		return DurabilityNormal, nil
+	case "full":
+		return DurabilityFull, nil
+	}
+	return 0, fmt.Errorf("objects: durability %q: want normal or full", s)
+}
+
+func (d Durability) pragma() string {
+	if d == DurabilityFull {
+		return "FULL"
+	}
+	return "NORMAL"
+}
+
+// openDB opens (creating if needed) the SQLite database at path with the
+// runtime's pragmas: WAL, the durability mode, an explicit page cache, and
+// one connection, since one object's calls never run concurrently.
+func openDB(ctx context.Context, path string, d Durability, cacheKiB int) (*sql.DB, error) {
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return nil, fmt.Errorf("create folder: %w", err)
+	}
+	q := url.Values{}
+	q.Add("_pragma", "journal_mode(WAL)")
+	q.Add("_pragma", "synchronous("+d.pragma()+")")
+	q.Add("_pragma", fmt.Sprintf("cache_size(-%d)", cacheKiB))
+	q.Add("_pragma", "busy_timeout(5000)")
+	q.Add("_pragma", "foreign_keys(ON)")
+	db, err := sql.Open("sqlite", "file:"+path+"?"+q.Encode())
+	if err != nil {
+		return nil, fmt.Errorf("open %s: %w", path, err)
+	}
+	db.SetMaxOpenConns(1)
+	db.SetMaxIdleConns(1)
+	db.SetConnMaxLifetime(0)
+	db.SetConnMaxIdleTime(0)
+	if err := db.PingContext(ctx); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("open %s: %w", path, err)
+	}
+	return db, nil
+}
+
+// removeDBFiles removes a database and its WAL and shared-memory files.
+func removeDBFiles(path string) error {
+	var first error
+	for _, p := range []string{path, path + "-wal", path + "-shm"} {
+		if err := os.Remove(p); err != nil && !os.IsNotExist(err) && first == nil {
+			first = err
+		}
+	}
+	return first
+}
+
+// dbSize is the bytes on disk of a database and its WAL.
+func dbSize(path string) int64 {
+	var n int64
+	for _, p := range []string{path, path + "-wal"} {
+		if fi, err := os.Stat(p); err == nil {
+			n += fi.Size()
+		}
+	}
+	return n
+}
+
+const metaSchema = `CREATE TABLE IF NOT EXISTS _object (
+	id INTEGER PRIMARY KEY CHECK (id = 1),
+	namespace TEXT NOT NULL,
+	name TEXT NOT NULL,
+	created_at INTEGER NOT NULL
+)`
+
+// migrate brings db's schema to len(migrations) via PRAGMA user_version, each
+// step in its own transaction, and creates the runtime's own _object table.
+func migrate(ctx context.Context, db *sql.DB, migrations []string) error {
+	var v int
+	if err := db.QueryRowContext(ctx, "PRAGMA user_version").Scan(&v); err != nil {
+		return fmt.Errorf("read user_version: %w", err)
+	}
+	if v > len(migrations) {
+		return fmt.Errorf("schema version %d is newer than this build knows (%d)", v, len(migrations))
+	}
+	if v == len(migrations) && v > 0 {
+		return nil
+	}
+	if v == 0 {
+		if _, err := db.ExecContext(ctx, metaSchema); err != nil {
+			return fmt.Errorf("create _object: %w", err)
+		}
+	}
+	for i := v; i < len(migrations); i++ {
+		tx, err := db.BeginTx(ctx, nil)
+		if err != nil {
+			return fmt.Errorf("migration %d: %w", i+1, err)
+		}
+		if _, err := tx.ExecContext(ctx, migrations[i]); err != nil {
+			tx.Rollback()
+			return fmt.Errorf("migration %d: %w", i+1, err)
+		}
+		if _, err := tx.ExecContext(ctx, fmt.Sprintf("PRAGMA user_version = %d", i+1)); err != nil {
+			tx.Rollback()
+			return fmt.Errorf("migration %d: %w", i+1, err)
+		}
+		if err := tx.Commit(); err != nil {
+			return fmt.Errorf("migration %d: %w", i+1, err)
+		}
+	}
+	return nil
+}
