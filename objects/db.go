@@ -5,7 +5,6 @@ import (
 	"database/sql"
 	"fmt"
 	"path/filepath"
-
 )
 
 // maxCachedStmts bounds the prepared statements kept per open database.
@@ -193,4 +192,3 @@ func (rt *Runtime) dropStaleSpares() {
 		}
 	}
 }
-
