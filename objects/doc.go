@@ -1,0 +1,50 @@
+// Package objects is sessiond's durable-object runtime: named objects, each
+// with exactly one live instance, its own SQLite database, and calls run one
+// at a time in arrival order.
+//
+// A Runtime hosts namespaces (classes). Register a Class, Open the runtime,
+// then Get a Stub by name and Call it; the first call creates the object,
+// later calls wake it if it hibernated. Read Example (example_test.go) first.
+//
+// # Storage
+//
+// Every object has its own WAL-mode database under Dir/objects/, fanned out
+// into two levels of folders. Names never touch the file system: the node
+// index (Dir/index.db) assigns each object its file and records its
+// creation, last activity, size, usage and alarm, so start-up and alarms
+// never open object databases. Each class migrates its schema with PRAGMA
+// user_version. New objects take a spare database that was created and
+// migrated ahead of time, off the request path.
+//
+// All writes of an object go through its Tx. Queued calls share one
+// transaction, each in its own savepoint (a failing call leaves no trace),
+// and one commit; results are released only after that commit and the node
+// index updates that follow it (durable before visible). With
+// DurabilityFull one fsync thus serves a whole batch.
+//
+// # Lifecycle
+//
+// NewRuntime, set fields, Register, Open, use, Close. An object is active
+// (database open), hibernated (evicted after IdleTimeout, or early under
+// MaxOpen, while the runtime still holds its sockets) or cold (on disk only).
+// Hibernation is invisible to callers; an object that must stay awake for
+// work outside calls takes a Handle.Hold. Close stops accepting calls, waits
+// for running ones (ShutdownTimeout), closes sockets with 1001 and every
+// database.
+//
+// # Concurrency
+//
+// Runtime, Namespace, Stub, Handle and Socket are safe for concurrent use.
+// A Func, Class.New, AlarmHandler.Alarm and SocketHandler methods of one
+// object never run concurrently; a Tx is valid only during its call. Every
+// goroutine the runtime starts (one worker per object with queued calls, one
+// reader per held socket, the alarm scheduler, spare makers) is stopped and
+// waited for by Close.
+//
+// # Errors
+//
+// Sentinels are in errors.go: ErrClosed after Close, ErrInvalidName for bad
+// names, ErrNotSupported when an object lacks a handler. A full queue fails
+// fast with *OverloadedError (with RetryAfter); a panicking call returns
+// *PanicError and its instance is rebuilt.
+package objects
