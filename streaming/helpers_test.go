@@ -1,0 +1,134 @@
+package streaming_test
+
+import (
+	"context"
+	"encoding/json"
+	"sync"
+	"testing"
+	"time"
+
+	"sessiond/streaming"
+)
+
+// checkFor polls cond until it holds, failing the test after a generous
+// deadline. It never asserts a timing: the deadline only stops a hung test.
+func checkFor(tb testing.TB, what string, cond func() bool) {
+	tb.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			tb.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+// recSink is an in-memory Sink that records what it is given. write, if
+// set, runs first and may block or fail the write.
+type recSink struct {
+	write func(ctx context.Context, frames [][]byte) error
+
+	mu     sync.Mutex
+	frames [][]byte
+	calls  int
+	closed bool
+	code   int
+	reason string
+}
+
+func (s *recSink) WriteFrame(ctx context.Context, frames [][]byte) error {
+	if s.write != nil {
+		if err := s.write(ctx, frames); err != nil {
+			return err
+		}
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		panic("WriteFrame after Close")
+	}
+	s.frames = append(s.frames, frames...)
+	s.calls++
+	return nil
+}
+
+func (s *recSink) Close(code int, reason string) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		panic("sink closed twice")
+	}
+	s.closed, s.code, s.reason = true, code, reason
+	return nil
+}
+
+func (s *recSink) snapshot() (frames [][]byte, calls int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([][]byte(nil), s.frames...), s.calls
+}
+
+func (s *recSink) count() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.frames)
+}
+
+func (s *recSink) closeCode() (int, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.code, s.closed
+}
+
+// msg is the union of the fields of the server → client messages.
+type msg struct {
+	Type       string          `json:"type"`
+	Generation string          `json:"generation"`
+	Offset     int64           `json:"offset"`
+	Text       string          `json:"text"`
+	After      int64           `json:"after"`
+	Turn       json.RawMessage `json:"turn"`
+	Code       string          `json:"code"`
+}
+
+func decode(tb testing.TB, frame []byte) msg {
+	tb.Helper()
+	var m msg
+	if err := json.Unmarshal(frame, &m); err != nil {
+		tb.Fatalf("decode %s: %v", frame, err)
+	}
+	return m
+}
+
+func hasFinal(tb testing.TB, frames [][]byte) bool {
+	for _, f := range frames {
+		if m := decode(tb, f); m.Type == streaming.TypeDone || m.Type == streaming.TypeError {
+			return true
+		}
+	}
+	return false
+}
+
+var testDone = streaming.Done{
+	Turn:         json.RawMessage(`{"id":2,"role":"assistant","content":"hi"}`),
+	Usage:        json.RawMessage(`{"prompt_tokens":1,"completion_tokens":1,"total_tokens":2}`),
+	FinishReason: "stop",
+}
+
+func mustAppend(tb testing.TB, l *streaming.Log, text string) streaming.Event {
+	tb.Helper()
+	e, err := l.AppendText(text)
+	if err != nil {
+		tb.Fatalf("AppendText: %v", err)
+	}
+	return e
+}
+
+func mustFinish(tb testing.TB, l *streaming.Log) streaming.Event {
+	tb.Helper()
+	e, err := l.Finish(testDone)
+	if err != nil {
+		tb.Fatalf("Finish: %v", err)
+	}
+	return e
+}

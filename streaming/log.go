@@ -1,0 +1,286 @@
+package streaming
+
+import (
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+)
+
+// DefaultRetention is how long a log keeps its events after it ends, so
+// that viewers can still resume by offset (API.md promises at least 10
+// minutes).
+const DefaultRetention = 10 * time.Minute
+
+// LogOptions configures a Log. A nil *LogOptions means all defaults.
+type LogOptions struct {
+	// Retention is how long the events stay resumable after the done or
+	// error event. Zero means DefaultRetention; negative keeps them until
+	// Release. Retention costs memory: every event of the generation.
+	Retention time.Duration
+
+	// Logger defaults to slog.Default().
+	Logger *slog.Logger
+}
+
+// Log is the chunk log of one generation: its events with offsets 1, 2, 3 …
+// with no gaps, ending with one done or error event.
+//
+// A Log has one producer, which calls Append any number of times and then
+// Finish or Fail once; they must not be called concurrently with each other.
+// Everything else (Events, Subscribe, Unsubscribe, Release, …) is safe for
+// concurrent use, with each other and with the producer.
+//
+// Append never blocks on viewers: it hands each subscribed viewer the event
+// without waiting (see Viewer), so a slow viewer costs the producer nothing
+// but one short lock per viewer.
+type Log struct {
+	generation string
+	retention  time.Duration
+	logger     *slog.Logger
+	onRelease  func(*Log) // set by Hub before the log is published
+
+	mu       sync.Mutex
+	events   []Event // events[i].Offset == i+1; never modified once appended
+	ended    bool
+	released bool
+	subs     []*Viewer // live subscribers, in subscription order
+	subIdx   map[*Viewer]int
+	expiry   *time.Timer
+}
+
+// NewLog returns an empty, running log for the generation with the given
+// id (e.g. "g_…").
+func NewLog(generation string, opts *LogOptions) *Log {
+	if opts == nil {
+		opts = &LogOptions{}
+	}
+	l := &Log{
+		generation: generation,
+		retention:  opts.Retention,
+		logger:     opts.Logger,
+	}
+	if l.retention == 0 {
+		l.retention = DefaultRetention
+	}
+	if l.logger == nil {
+		l.logger = slog.Default()
+	}
+	return l
+}
+
+// Generation returns the id of the log's generation.
+func (l *Log) Generation() string { return l.generation }
+
+// Append appends a delta event with the next offset, hands it to every
+// subscribed viewer and returns it. It returns ErrLogEnded after Finish or
+// Fail, and ErrReleased after Release.
+func (l *Log) Append(d Delta) (Event, error) {
+	return l.append(TypeDelta, func(off int64) ([]byte, error) {
+		return EncodeDelta(l.generation, off, d)
+	})
+}
+
+// AppendText is Append(Delta{Text: text}).
+func (l *Log) AppendText(text string) (Event, error) {
+	return l.Append(Delta{Text: text})
+}
+
+// Finish appends the done event, with the offset after the last delta, and
+// ends the log: it stays resumable for its retention, then is released.
+func (l *Log) Finish(d Done) (Event, error) {
+	return l.append(TypeDone, func(off int64) ([]byte, error) {
+		return EncodeDone(l.generation, off, d)
+	})
+}
+
+// Fail appends an error event with the given error code and human message,
+// and ends the log like Finish.
+func (l *Log) Fail(code, message string) (Event, error) {
+	return l.append(TypeError, func(off int64) ([]byte, error) {
+		return EncodeError(l.generation, off, code, message)
+	})
+}
+
+func (l *Log) append(typ string, encode func(off int64) ([]byte, error)) (Event, error) {
+	now := time.Now()
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.released {
+		return Event{}, fmt.Errorf("append %s to %s: %w", typ, l.generation, ErrReleased)
+	}
+	if l.ended {
+		return Event{}, fmt.Errorf("append %s to %s: %w", typ, l.generation, ErrLogEnded)
+	}
+	off := int64(len(l.events)) + 1
+	data, err := encode(off)
+	if err != nil {
+		return Event{}, fmt.Errorf("append %s to %s: %w", typ, l.generation, err)
+	}
+	e := Event{Generation: l.generation, Offset: off, Type: typ, Data: data}
+	l.events = append(l.events, e)
+	// Delivering under l.mu is what makes Subscribe exact: a subscriber is
+	// either registered before this event (and gets it here) or after (and
+	// finds it in the backlog), never both, never neither.
+	for _, v := range l.subs {
+		v.deliver(l, l.events, now)
+	}
+	if e.Final() {
+		l.ended = true
+		l.subs, l.subIdx = nil, nil
+		if l.retention > 0 {
+			l.expiry = time.AfterFunc(l.retention, l.Release)
+		}
+	}
+	return e, nil
+}
+
+// Events returns a copy of the events after offset after (after+1 to the
+// last), sharing their Data. It returns ErrReleased once the events are no
+// longer retained and ErrOffsetOutOfRange if after is negative or beyond
+// the last offset.
+func (l *Log) Events(after int64) ([]Event, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if err := l.checkAfterLocked(after); err != nil {
+		return nil, fmt.Errorf("events of %s: %w", l.generation, err)
+	}
+	return append([]Event(nil), l.events[after:]...), nil
+}
+
+func (l *Log) checkAfterLocked(after int64) error {
+	if l.released {
+		return ErrReleased
+	}
+	if last := int64(len(l.events)); after < 0 || after > last {
+		return fmt.Errorf("after %d, last offset %d: %w", after, last, ErrOffsetOutOfRange)
+	}
+	return nil
+}
+
+// Last returns the offset of the last event (0 if none yet).
+func (l *Log) Last() int64 {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return int64(len(l.events))
+}
+
+// Ended reports whether the done or error event has been appended.
+func (l *Log) Ended() bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.ended
+}
+
+// Retained reports whether the events can still be read and subscribed to:
+// true until Release, or until the retention after the end has elapsed.
+func (l *Log) Retained() bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return !l.released
+}
+
+// Subscribers returns the number of viewers receiving the log's live events.
+func (l *Log) Subscribers() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return len(l.subs)
+}
+
+// Release drops the events and the subscribers. Viewers keep what was
+// already queued to them; later calls on the log return ErrReleased.
+// Release is idempotent and is called by the retention timer.
+func (l *Log) Release() {
+	l.mu.Lock()
+	if l.released {
+		l.mu.Unlock()
+		return
+	}
+	l.released = true
+	l.events = nil
+	l.subs, l.subIdx = nil, nil
+	if l.expiry != nil {
+		l.expiry.Stop()
+	}
+	hook := l.onRelease
+	l.mu.Unlock()
+	if hook != nil {
+		hook(l)
+	}
+}
+
+// Subscribe gives v the events after offset after (the backlog), then every
+// live event until the log ends, each exactly once and in order whatever
+// the race with Append and Finish: the backlog is copied and v registered
+// under the one lock that Append holds while delivering.
+//
+// If v was already subscribed to this generation, Subscribe restarts it:
+// events of the generation queued to v but not yet handed to its sink are
+// discarded and delivery resumes at after+1. (Events already handed to the
+// sink are not recalled.)
+//
+// Subscribing to an ended log only delivers the backlog. Subscribe returns
+// ErrReleased, ErrOffsetOutOfRange, or ErrViewerClosed if v has stopped.
+func (l *Log) Subscribe(v *Viewer, after int64) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if err := l.checkAfterLocked(after); err != nil {
+		return fmt.Errorf("subscribe to %s: %w", l.generation, err)
+	}
+	last := len(l.events)
+	live := !l.ended
+	if err := v.attach(l, l.events[after:last:last], after, live); err != nil {
+		return fmt.Errorf("subscribe to %s: %w", l.generation, err)
+	}
+	if live {
+		l.addSubLocked(v)
+	}
+	return nil
+}
+
+// subscribeLive registers v for the live events from now on, without
+// backlog, unless it is already subscribed: this is how a hub's viewers
+// follow every running generation.
+func (l *Log) subscribeLive(v *Viewer) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.released || l.ended {
+		return
+	}
+	if _, ok := l.subIdx[v]; ok {
+		return
+	}
+	if v.join(l, int64(len(l.events))) != nil {
+		return
+	}
+	l.addSubLocked(v)
+}
+
+func (l *Log) addSubLocked(v *Viewer) {
+	if _, ok := l.subIdx[v]; ok {
+		return
+	}
+	if l.subIdx == nil {
+		l.subIdx = make(map[*Viewer]int)
+	}
+	l.subIdx[v] = len(l.subs)
+	l.subs = append(l.subs, v)
+}
+
+// Unsubscribe stops the live events to v. Events already queued to v are
+// still written.
+func (l *Log) Unsubscribe(v *Viewer) {
+	l.mu.Lock()
+	i, ok := l.subIdx[v]
+	if ok {
+		last := len(l.subs) - 1
+		l.subs[i] = l.subs[last]
+		l.subIdx[l.subs[i]] = i
+		l.subs[last] = nil
+		l.subs = l.subs[:last]
+		delete(l.subIdx, v)
+	}
+	// Under l.mu, so that a concurrent Subscribe cannot slip in between.
+	v.detach(l)
+	l.mu.Unlock()
+}

@@ -1,0 +1,334 @@
+package streaming
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+)
+
+// DefaultHeartbeat is the idle time after which an SSE stream gets a
+// comment, so that proxies do not time it out and dead clients are found.
+const DefaultHeartbeat = 15 * time.Second
+
+// SSEOptions configures an SSE sink. A nil *SSEOptions means all defaults.
+type SSEOptions struct {
+	// Heartbeat is how long the stream may stay silent before a ": ping"
+	// comment is written. Zero means DefaultHeartbeat (15 s); negative
+	// disables heartbeats.
+	Heartbeat time.Duration
+}
+
+// SSE is a Sink writing Server-Sent Events to an HTTP response:
+//
+//	event: <type>
+//	id: <offset>
+//	data: <json>
+//
+// with the id line only for generation events (those with an offset), so a
+// client's Last-Event-ID is always the offset to resume after. Each
+// WriteFrame is written and flushed once.
+//
+// An SSE is used by one viewer's writer goroutine; its heartbeat timer is
+// its own and stops in Close. The HTTP handler must not return before Close
+// has returned (the response writer is not usable after that), and must not
+// write to the response itself meanwhile.
+type SSE struct {
+	w         http.ResponseWriter
+	rc        *http.ResponseController
+	heartbeat time.Duration
+
+	wmu sync.Mutex // serialises writes to w: frames and heartbeats
+	buf []byte
+
+	mu        sync.Mutex
+	closed    bool
+	lastWrite time.Time
+	timer     *time.Timer
+	wg        sync.WaitGroup // 1 while a heartbeat is scheduled or running
+}
+
+// NewSSE starts an event stream on w: it sets the SSE headers, writes the
+// 200 status and flushes it. It returns ErrNoFlusher (having written
+// nothing) if w cannot flush.
+func NewSSE(w http.ResponseWriter, opts *SSEOptions) (*SSE, error) {
+	if !canFlush(w) {
+		return nil, fmt.Errorf("new sse: %w", ErrNoFlusher)
+	}
+	s := &SSE{w: w, rc: http.NewResponseController(w), heartbeat: DefaultHeartbeat}
+	if opts != nil && opts.Heartbeat != 0 {
+		s.heartbeat = opts.Heartbeat
+	}
+	h := w.Header()
+	h.Set("Content-Type", "text/event-stream")
+	h.Set("Cache-Control", "no-cache")
+	h.Set("X-Accel-Buffering", "no") // nginx: do not buffer the stream
+	w.WriteHeader(http.StatusOK)
+	if err := s.rc.Flush(); err != nil {
+		return nil, fmt.Errorf("new sse: flush: %w", err)
+	}
+	s.lastWrite = time.Now()
+	if s.heartbeat > 0 {
+		s.wg.Add(1)
+		s.timer = time.AfterFunc(s.heartbeat, s.beat)
+	}
+	return s, nil
+}
+
+// canFlush reports whether w, or a writer it wraps (the Unwrap convention
+// of http.ResponseController), is an http.Flusher.
+func canFlush(w http.ResponseWriter) bool {
+	for {
+		if _, ok := w.(http.Flusher); ok {
+			return true
+		}
+		u, ok := w.(interface{ Unwrap() http.ResponseWriter })
+		if !ok {
+			return false
+		}
+		w = u.Unwrap()
+	}
+}
+
+// WriteFrame writes frames as SSE events and flushes once. A deadline or
+// cancellation of ctx becomes a write deadline on the connection.
+func (s *SSE) WriteFrame(ctx context.Context, frames [][]byte) error {
+	s.mu.Lock()
+	closed := s.closed
+	s.mu.Unlock()
+	if closed {
+		return ErrSinkClosed
+	}
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
+	buf := s.buf[:0]
+	for _, f := range frames {
+		buf = AppendSSE(buf, f)
+	}
+	err := s.writeLocked(ctx, buf)
+	if cap(buf) <= 64<<10 {
+		s.buf = buf[:0]
+	} else {
+		s.buf = nil
+	}
+	s.mu.Lock()
+	s.lastWrite = time.Now()
+	s.mu.Unlock()
+	if err != nil {
+		return fmt.Errorf("write sse: %w", err)
+	}
+	return nil
+}
+
+func (s *SSE) writeLocked(ctx context.Context, b []byte) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	// Deadlines are best effort: a writer without them (e.g. a recorder)
+	// just cannot be interrupted.
+	dl, hasDeadline := ctx.Deadline()
+	if hasDeadline {
+		_ = s.rc.SetWriteDeadline(dl)
+	}
+	stop := context.AfterFunc(ctx, func() {
+		_ = s.rc.SetWriteDeadline(time.Unix(1, 0))
+	})
+	_, err := s.w.Write(b)
+	if err == nil {
+		err = s.rc.Flush()
+	}
+	if stop() && hasDeadline {
+		_ = s.rc.SetWriteDeadline(time.Time{})
+	}
+	if err != nil && ctx.Err() != nil {
+		return fmt.Errorf("%w (%w)", context.Cause(ctx), err)
+	}
+	return err
+}
+
+// beat writes a heartbeat if the stream has been idle for a whole period,
+// and schedules the next check.
+func (s *SSE) beat() {
+	defer s.wg.Done()
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return
+	}
+	idle := time.Since(s.lastWrite)
+	s.mu.Unlock()
+	next := s.heartbeat - idle
+	var err error
+	if next <= 0 {
+		next = s.heartbeat
+		s.wmu.Lock()
+		ctx, cancel := context.WithTimeout(context.Background(), s.heartbeat)
+		err = s.writeLocked(ctx, []byte(": ping\n\n"))
+		cancel()
+		s.wmu.Unlock()
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err == nil && !s.closed {
+		s.wg.Add(1)
+		s.timer = time.AfterFunc(next, s.beat)
+	}
+}
+
+// Close stops the heartbeats and waits for one in progress. The code and
+// reason are ignored: SSE has no close frame; the handler ends the
+// response by returning.
+func (s *SSE) Close(code int, reason string) error {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return nil
+	}
+	s.closed = true
+	if s.timer != nil && s.timer.Stop() {
+		s.wg.Done()
+	}
+	s.mu.Unlock()
+	s.wg.Wait()
+	return nil
+}
+
+// AppendSSE appends frame, one JSON message, to b as one SSE event: an
+// "event:" line with its type, an "id:" line with its offset if it has one,
+// and its data, split on line breaks so that no line of the JSON can end
+// the event early.
+func AppendSSE(b []byte, frame []byte) []byte {
+	typ, off, hasOff := frameMeta(frame)
+	if typ != "" && !strings.ContainsAny(typ, "\r\n") {
+		b = append(b, "event: "...)
+		b = append(b, typ...)
+		b = append(b, '\n')
+	}
+	if hasOff {
+		b = append(b, "id: "...)
+		b = strconv.AppendInt(b, off, 10)
+		b = append(b, '\n')
+	}
+	for {
+		line, rest, more := bytes.Cut(frame, []byte{'\n'})
+		b = append(b, "data: "...)
+		// A raw CR can only be whitespace between JSON tokens (inside
+		// strings it is escaped), so dropping it is safe; SSE would read it
+		// as a line break.
+		for len(line) > 0 {
+			i := bytes.IndexByte(line, '\r')
+			if i < 0 {
+				b = append(b, line...)
+				break
+			}
+			b = append(b, line[:i]...)
+			line = line[i+1:]
+		}
+		b = append(b, '\n')
+		if !more {
+			break
+		}
+		frame = rest
+	}
+	return append(b, '\n')
+}
+
+// frameMeta returns the "type" and "offset" of a JSON message. Events built
+// by this package start with {"type":…,"generation":…,"offset":…, which is
+// read without decoding; anything else is decoded.
+func frameMeta(b []byte) (typ string, off int64, hasOff bool) {
+	if typ, off, ok := fastMeta(b); ok {
+		return typ, off, true
+	}
+	var m struct {
+		Type   string          `json:"type"`
+		Offset json.RawMessage `json:"offset"`
+	}
+	if json.Unmarshal(b, &m) != nil {
+		return "", 0, false
+	}
+	if len(m.Offset) > 0 {
+		if n, err := strconv.ParseInt(string(m.Offset), 10, 64); err == nil && n >= 0 {
+			return m.Type, n, true
+		}
+	}
+	return m.Type, 0, false
+}
+
+func fastMeta(b []byte) (typ string, off int64, ok bool) {
+	rest, ok := bytes.CutPrefix(b, []byte(`{"type":"`))
+	if !ok {
+		return "", 0, false
+	}
+	t, rest, ok := cutString(rest)
+	if !ok {
+		return "", 0, false
+	}
+	switch string(t) { // no allocation for the known types
+	case TypeDelta:
+		typ = TypeDelta
+	case TypeDone:
+		typ = TypeDone
+	case TypeError:
+		typ = TypeError
+	default:
+		return "", 0, false
+	}
+	if rest, ok = bytes.CutPrefix(rest, []byte(`,"generation":"`)); !ok {
+		return "", 0, false
+	}
+	if _, rest, ok = cutString(rest); !ok {
+		return "", 0, false
+	}
+	if rest, ok = bytes.CutPrefix(rest, []byte(`,"offset":`)); !ok {
+		return "", 0, false
+	}
+	n := 0
+	for n < len(rest) && rest[n] >= '0' && rest[n] <= '9' {
+		if n == 18 { // more than any offset; let the decoder judge
+			return "", 0, false
+		}
+		off = off*10 + int64(rest[n]-'0')
+		n++
+	}
+	if n == 0 || n == len(rest) || (rest[n] != ',' && rest[n] != '}') {
+		return "", 0, false
+	}
+	return typ, off, true
+}
+
+// cutString cuts a JSON string body without escapes up to its closing quote.
+func cutString(b []byte) (s, rest []byte, ok bool) {
+	i := bytes.IndexByte(b, '"')
+	if i < 0 || bytes.IndexByte(b[:i], '\\') >= 0 {
+		return nil, nil, false
+	}
+	return b[:i], b[i+1:], true
+}
+
+// ParseLastEventID parses the Last-Event-ID header of a resuming SSE
+// client: the offset it has seen. An empty header means 0 (from the
+// start). Anything but a non-negative decimal integer is ErrBadLastEventID.
+func ParseLastEventID(s string) (int64, error) {
+	s = strings.TrimSpace(s)
+	if s == "" {
+		return 0, nil
+	}
+	for i := 0; i < len(s); i++ {
+		if s[i] < '0' || s[i] > '9' {
+			return 0, fmt.Errorf("parse %q: %w", s, ErrBadLastEventID)
+		}
+	}
+	n, err := strconv.ParseInt(s, 10, 64)
+	if err != nil {
+		return 0, fmt.Errorf("parse %q: %w", s, ErrBadLastEventID)
+	}
+	return n, nil
+}
+
+var _ Sink = (*SSE)(nil)

@@ -1,0 +1,737 @@
+package streaming
+
+import (
+	"context"
+	"log/slog"
+	"slices"
+	"sync"
+	"time"
+)
+
+// Defaults of ViewerOptions.
+const (
+	// DefaultMaxBuffered bounds the bytes queued to one viewer.
+	DefaultMaxBuffered = 1 << 20
+	// DefaultFlushBytes is the queued size that is written without waiting
+	// for the flush interval.
+	DefaultFlushBytes = 16 << 10
+	// DefaultFlushInterval is the least time between two writes to one
+	// viewer while events keep coming.
+	DefaultFlushInterval = 15 * time.Millisecond
+	// DefaultWriteTimeout bounds one WriteFrame call.
+	DefaultWriteTimeout = 10 * time.Second
+	// DefaultDropTimeout is how long a dropped viewer's last write and its
+	// resume_required message may take before the connection is cut.
+	DefaultDropTimeout = time.Second
+	// DefaultCloseTimeout bounds CloseWith's flushing of queued frames.
+	DefaultCloseTimeout = time.Second
+)
+
+// Close codes passed to Sink.Close. They are WebSocket close codes; the SSE
+// sink ignores them.
+const (
+	// CloseNormal: the viewer is done (CloseOnFinal, or CloseWith).
+	CloseNormal = 1000
+	// CloseGoingAway: Viewer.Close and Hub.Close (server or session going
+	// away).
+	CloseGoingAway = 1001
+	// ClosePolicyViolation is for callers refusing a client (bad messages).
+	ClosePolicyViolation = 1008
+	// CloseInternalError: a write to the client failed.
+	CloseInternalError = 1011
+	// CloseResumeRequired: the viewer was too slow and was dropped. It was
+	// sent resume_required with the offset to resume after, if it could be
+	// reached; it should reconnect and resume from there.
+	CloseResumeRequired = 4000
+)
+
+// Sink writes frames to one client. Write may block on a slow client; it is
+// only ever called from the viewer's writer goroutine, never concurrently
+// with itself or with Close.
+//
+// WriteFrame must return soon after ctx is done: that is how a dropped or
+// closed viewer stops a write stuck on a client that does not read.
+type Sink interface {
+	// WriteFrame writes one or more JSON messages; the sink decides how (one
+	// WebSocket message each, or SSE events with one flush).
+	WriteFrame(ctx context.Context, frames [][]byte) error
+	// Close ends the connection with a close code (see the Close*
+	// constants) and a short reason. It is called exactly once.
+	Close(code int, reason string) error
+}
+
+// ViewerOptions configures a Viewer. A nil *ViewerOptions means all
+// defaults; in a non-nil one, zero fields take their default except
+// FlushInterval, where zero means no time coalescing.
+type ViewerOptions struct {
+	// MaxBuffered is the most bytes of live events and messages queued
+	// and not yet handed to the sink; one more and the viewer is dropped.
+	// A single message is always accepted into an empty queue, whatever its
+	// size, and a backlog asked for by Subscribe or Resume does not count
+	// (it is shared with the log). Default DefaultMaxBuffered (1 MiB).
+	MaxBuffered int
+
+	// FlushBytes: once this many bytes are queued, they are written
+	// without waiting for FlushInterval. Default DefaultFlushBytes (16 KiB).
+	FlushBytes int
+
+	// FlushInterval is the least time between the starts of two writes
+	// while events keep coming; what arrives in between is handed to the
+	// sink in one WriteFrame. An event arriving after a quiet interval is
+	// written at once, so coalescing only delays bursts, by at most the
+	// interval. Zero writes every event as soon as the writer is free
+	// (lowest latency, most wake-ups and syscalls). With nil options,
+	// DefaultFlushInterval (15 ms).
+	FlushInterval time.Duration
+
+	// WriteTimeout bounds one WriteFrame call; when it expires the viewer
+	// fails and is closed. Zero means DefaultWriteTimeout (10 s); negative
+	// means no timeout.
+	WriteTimeout time.Duration
+
+	// DropTimeout is how long a dropped viewer's in-flight write plus its
+	// resume_required message may take before they are cancelled. Zero
+	// means DefaultDropTimeout (1 s).
+	DropTimeout time.Duration
+
+	// CloseTimeout bounds CloseWith's flushing of queued frames. Zero
+	// means DefaultCloseTimeout (1 s).
+	CloseTimeout time.Duration
+
+	// CloseOnFinal closes the viewer with CloseNormal once it has written
+	// the done or error event of a generation: an SSE stream of one
+	// generation ends there.
+	CloseOnFinal bool
+
+	// Logger defaults to slog.Default().
+	Logger *slog.Logger
+}
+
+type viewerState uint8
+
+const (
+	stateOpen      viewerState = iota
+	stateDraining              // CloseWith: write what is queued, then close
+	stateDropped               // overflowed: resume_required, then close
+	stateFailed                // a write failed: close
+	stateClosing               // Close: the writer stops, Close closes the sink
+	stateFinishing             // someone is closing the sink
+	stateClosed                // sink closed, done closed
+)
+
+// item is one entry of a viewer's queue: a message, or consecutive events
+// of one log sharing the log's storage.
+type item struct {
+	log    *Log    // nil for a message
+	events []Event // consecutive events of log; a window of log.events
+	msg    []byte
+	live   bool // counts toward MaxBuffered
+	size   int
+}
+
+// sub is a viewer's position in one generation: the last offset handed to
+// its sink (or the offset it joined or resumed at).
+type sub struct {
+	log *Log
+	pos int64
+}
+
+// Keep per-viewer buffers between writes only while they are small, so that
+// an idle viewer costs little.
+const keepBuffers = 16
+
+// Viewer is one connected client (WebSocket or SSE). Events and messages
+// reach it through Log.Subscribe, Hub and Send; it queues them and writes
+// them to its Sink from a writer goroutine.
+//
+// Sending to a viewer never blocks: it appends to a bounded queue. A viewer
+// whose queue overflows (ViewerOptions.MaxBuffered) is dropped: its queue is
+// discarded, it is sent {"type":"resume_required","generation":…,"after":N}
+// for each generation it was following, N being the last offset handed to
+// its sink, and its sink is closed with CloseResumeRequired.
+//
+// The writer goroutine exists only while there is something to write: it
+// is started on demand and exits when the queue is empty, so an idle viewer
+// costs memory but no goroutine. It is owned by the viewer: Close stops it
+// and waits for it.
+//
+// All methods are safe for concurrent use. The caller must call Close (or
+// CloseWith) once it is done with the viewer, even after Done is closed.
+type Viewer struct {
+	sink          Sink
+	maxBuffered   int
+	flushBytes    int
+	flushInterval time.Duration
+	writeTimeout  time.Duration
+	dropTimeout   time.Duration
+	closeTimeout  time.Duration
+	closeOnFinal  bool
+	logger        *slog.Logger
+
+	ctx    context.Context // cancelled to abort a write: close, drop deadline
+	cancel context.CancelCauseFunc
+	wg     sync.WaitGroup // 1 while the writer runs or is scheduled
+	done   chan struct{}
+
+	mu          sync.Mutex
+	state       viewerState
+	err         error
+	queue       []item
+	spare       []item
+	queued      int // bytes in queue
+	live        int // bytes in queue counting toward maxBuffered
+	backlogs    int // backlog items in queue: written without waiting
+	subs        map[string]sub
+	running     bool        // writer goroutine running, or timer armed
+	timer       *time.Timer // armed when the writer waits for the interval
+	lastFlush   time.Time
+	writeFailed bool
+	stopTimer   *time.Timer // drop or drain deadline
+	drainCode   int
+	drainReason string
+	closeErr    error
+
+	frames [][]byte // writer goroutine only
+}
+
+// NewViewer returns an open viewer writing to sink. No goroutine starts
+// until there is something to write.
+func NewViewer(sink Sink, opts *ViewerOptions) *Viewer {
+	v := &Viewer{
+		sink:          sink,
+		maxBuffered:   DefaultMaxBuffered,
+		flushBytes:    DefaultFlushBytes,
+		flushInterval: DefaultFlushInterval,
+		writeTimeout:  DefaultWriteTimeout,
+		dropTimeout:   DefaultDropTimeout,
+		closeTimeout:  DefaultCloseTimeout,
+		logger:        slog.Default(),
+		done:          make(chan struct{}),
+	}
+	if opts != nil {
+		v.flushInterval = max(opts.FlushInterval, 0)
+		v.closeOnFinal = opts.CloseOnFinal
+		if opts.MaxBuffered > 0 {
+			v.maxBuffered = opts.MaxBuffered
+		}
+		if opts.FlushBytes > 0 {
+			v.flushBytes = opts.FlushBytes
+		}
+		if opts.WriteTimeout != 0 {
+			v.writeTimeout = opts.WriteTimeout
+		}
+		if opts.DropTimeout > 0 {
+			v.dropTimeout = opts.DropTimeout
+		}
+		if opts.CloseTimeout > 0 {
+			v.closeTimeout = opts.CloseTimeout
+		}
+		if opts.Logger != nil {
+			v.logger = opts.Logger
+		}
+	}
+	v.ctx, v.cancel = context.WithCancelCause(context.Background())
+	return v
+}
+
+// Send queues a message that is not a generation event (e.g. ready, turn,
+// pong). It never blocks. msg must not be modified afterwards; the same msg
+// may be sent to many viewers. Send returns ErrViewerClosed if the viewer
+// has stopped and ErrSlowViewer if this message overflowed it.
+func (v *Viewer) Send(msg []byte) error {
+	return v.send(msg, time.Now())
+}
+
+func (v *Viewer) send(msg []byte, now time.Time) error {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if v.state != stateOpen {
+		return v.stoppedErrLocked()
+	}
+	v.queue = append(v.queue, item{msg: msg, live: true, size: len(msg)})
+	v.addLocked(len(msg), true, now)
+	if v.state == stateDropped {
+		return ErrSlowViewer
+	}
+	return nil
+}
+
+// Done is closed once the viewer has stopped and its sink is closed:
+// after Close, after a drop, after a failed write, or after its final event
+// with CloseOnFinal. Err then says why.
+func (v *Viewer) Done() <-chan struct{} { return v.done }
+
+// Err returns nil while the viewer is open; then ErrSlowViewer if it was
+// dropped, the wrapped write error if its sink failed, or ErrViewerClosed.
+func (v *Viewer) Err() error {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	return v.err
+}
+
+// Position returns the last offset of generation handed to the sink (or
+// the offset the viewer joined at), while the viewer follows it.
+func (v *Viewer) Position(generation string) (int64, bool) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	s, ok := v.subs[generation]
+	return s.pos, ok
+}
+
+func (v *Viewer) stoppedErrLocked() error {
+	if v.err != nil && v.state != stateDraining {
+		return v.err
+	}
+	return ErrViewerClosed
+}
+
+func (v *Viewer) open() bool {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	return v.state == stateOpen
+}
+
+// deliver queues the last event of events, a live event of l. It is called
+// with l.mu held.
+func (v *Viewer) deliver(l *Log, events []Event, now time.Time) {
+	i := len(events) - 1
+	e := events[i]
+	size := len(e.Data)
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if v.state != stateOpen {
+		return
+	}
+	if n := len(v.queue); n > 0 {
+		// Consecutive live events of one log share one item, a window on the
+		// log's own storage: fan-out allocates nothing per viewer.
+		last := &v.queue[n-1]
+		if last.log == l && last.live && last.events[len(last.events)-1].Offset == e.Offset-1 {
+			start := int(last.events[0].Offset - 1)
+			last.events = events[start : i+1 : i+1]
+			last.size += size
+			v.addLocked(size, true, now)
+			return
+		}
+	}
+	v.queue = append(v.queue, item{log: l, events: events[i : i+1 : i+1], live: true, size: size})
+	v.addLocked(size, true, now)
+}
+
+// attach positions v in l's generation at after and queues backlog (the
+// events after it), replacing any earlier position. Called with l.mu held.
+func (v *Viewer) attach(l *Log, backlog []Event, after int64, live bool) error {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if v.state != stateOpen {
+		return v.stoppedErrLocked()
+	}
+	v.purgeLocked(l)
+	if len(backlog) == 0 && !live {
+		delete(v.subs, l.generation)
+		return nil
+	}
+	v.setSubLocked(l, after)
+	if len(backlog) > 0 {
+		size := 0
+		for _, e := range backlog {
+			size += len(e.Data)
+		}
+		v.queue = append(v.queue, item{log: l, events: backlog, size: size})
+		v.backlogs++
+		v.addLocked(size, false, time.Now())
+	}
+	return nil
+}
+
+// join positions v at after in l's generation unless it already follows
+// it. Called with l.mu held.
+func (v *Viewer) join(l *Log, after int64) error {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if v.state != stateOpen {
+		return v.stoppedErrLocked()
+	}
+	if s, ok := v.subs[l.generation]; !ok || s.log != l {
+		v.setSubLocked(l, after)
+	}
+	return nil
+}
+
+// detach forgets v's position in l's generation. Called with l.mu held.
+func (v *Viewer) detach(l *Log) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if s, ok := v.subs[l.generation]; ok && s.log == l {
+		delete(v.subs, l.generation)
+	}
+}
+
+func (v *Viewer) setSubLocked(l *Log, pos int64) {
+	if v.subs == nil {
+		v.subs = make(map[string]sub)
+	}
+	v.subs[l.generation] = sub{log: l, pos: pos}
+}
+
+// purgeLocked removes the queued, not yet written, events of l.
+func (v *Viewer) purgeLocked(l *Log) {
+	if !slices.ContainsFunc(v.queue, func(it item) bool { return it.log == l }) {
+		return
+	}
+	v.queue = slices.DeleteFunc(v.queue, func(it item) bool { return it.log == l })
+	v.queued, v.live, v.backlogs = 0, 0, 0
+	for _, it := range v.queue {
+		v.queued += it.size
+		if it.live {
+			v.live += it.size
+		} else if it.log != nil {
+			v.backlogs++
+		}
+	}
+}
+
+// addLocked accounts for size bytes just queued, drops the viewer if they
+// overflow it, and makes sure the writer will run.
+func (v *Viewer) addLocked(size int, live bool, now time.Time) {
+	v.queued += size
+	if live {
+		prev := v.live
+		v.live += size
+		if prev > 0 && v.live > v.maxBuffered {
+			v.dropLocked()
+			return
+		}
+	}
+	v.scheduleLocked(now)
+}
+
+func (v *Viewer) dropLocked() {
+	v.state = stateDropped
+	v.err = ErrSlowViewer
+	v.discardLocked()
+	// Give the write in flight, then resume_required, DropTimeout to get
+	// through; then abort them so that the writer can close the sink.
+	v.stopTimer = time.AfterFunc(v.dropTimeout, func() { v.cancel(ErrSlowViewer) })
+	v.kickLocked()
+}
+
+func (v *Viewer) discardLocked() {
+	clear(v.queue)
+	v.queue = v.queue[:0]
+	v.queued, v.live, v.backlogs = 0, 0, 0
+}
+
+// waitLocked returns how long the writer should wait before writing what is
+// queued: until FlushInterval after the previous write began, unless enough
+// is queued or a backlog waits.
+func (v *Viewer) waitLocked(now time.Time) time.Duration {
+	if v.flushInterval <= 0 || v.queued >= v.flushBytes || v.backlogs > 0 {
+		return 0
+	}
+	return v.lastFlush.Add(v.flushInterval).Sub(now)
+}
+
+// scheduleLocked starts the writer, now or when the interval allows, unless
+// it is already running.
+func (v *Viewer) scheduleLocked(now time.Time) {
+	if v.running {
+		if v.timer != nil && v.waitLocked(now) <= 0 && v.timer.Stop() {
+			v.timer = nil
+			go v.run()
+		}
+		return
+	}
+	v.running = true
+	v.wg.Add(1)
+	if w := v.waitLocked(now); w > 0 {
+		v.timer = time.AfterFunc(w, v.run)
+		return
+	}
+	go v.run()
+}
+
+// kickLocked makes the writer run now, to notice a state change.
+func (v *Viewer) kickLocked() {
+	if !v.running {
+		v.running = true
+		v.wg.Add(1)
+		go v.run()
+		return
+	}
+	if v.timer != nil && v.timer.Stop() {
+		v.timer = nil
+		go v.run()
+	}
+}
+
+// run is the writer goroutine. It holds one count of v.wg, which it
+// releases when it exits or hands over to a timer that will run it again.
+func (v *Viewer) run() {
+	var prev []item
+	for {
+		v.mu.Lock()
+		v.timer = nil
+		if prev != nil && v.spare == nil {
+			v.spare = prev[:0]
+		}
+		prev = nil
+		switch v.state {
+		case stateOpen, stateDraining:
+			if len(v.queue) == 0 {
+				if v.state == stateDraining {
+					v.state = stateFinishing
+					code, reason := v.drainCode, v.drainReason
+					v.mu.Unlock()
+					v.finish(code, reason)
+					v.wg.Done()
+					return
+				}
+				v.running = false
+				v.trimBuffersLocked()
+				v.mu.Unlock()
+				v.wg.Done()
+				return
+			}
+			now := time.Now()
+			if v.state == stateOpen {
+				if w := v.waitLocked(now); w > 0 {
+					v.timer = time.AfterFunc(w, v.run)
+					v.mu.Unlock()
+					return
+				}
+			}
+			batch, final := v.takeLocked(now)
+			v.mu.Unlock()
+			err := v.write(batch)
+			clear(batch)
+			if cap(batch) <= keepBuffers {
+				prev = batch
+			}
+			if err != nil {
+				v.mu.Lock()
+				v.writeFailed = true
+				if v.state == stateOpen || v.state == stateDraining {
+					v.state = stateFailed
+					v.err = err
+				}
+				v.mu.Unlock()
+				continue
+			}
+			if final && v.closeOnFinal {
+				v.mu.Lock()
+				if v.state == stateOpen || v.state == stateDraining {
+					v.state = stateFinishing
+					v.err = ErrViewerClosed
+					v.discardLocked()
+					v.mu.Unlock()
+					v.finish(CloseNormal, "generation finished")
+					v.wg.Done()
+					return
+				}
+				v.mu.Unlock()
+			}
+		case stateDropped:
+			v.state = stateFinishing
+			var msgs [][]byte
+			if !v.writeFailed {
+				msgs = v.resumeMessagesLocked()
+			}
+			v.mu.Unlock()
+			v.logger.Info("streaming: dropping slow viewer", "resume", len(msgs))
+			if len(msgs) > 0 {
+				// v.ctx is cancelled at the drop deadline.
+				_ = v.sink.WriteFrame(v.ctx, msgs)
+			}
+			v.finish(CloseResumeRequired, "resume_required")
+			v.wg.Done()
+			return
+		case stateFailed:
+			v.state = stateFinishing
+			err := v.err
+			v.mu.Unlock()
+			v.logger.Info("streaming: viewer write failed", "err", err)
+			v.finish(CloseInternalError, "write failed")
+			v.wg.Done()
+			return
+		default: // closing: Close closes the sink once we are gone
+			v.running = false
+			v.mu.Unlock()
+			v.wg.Done()
+			return
+		}
+	}
+}
+
+// takeLocked empties the queue into a batch for the sink and moves each
+// generation's position to the last offset handed over. final reports
+// whether the batch ends a generation.
+func (v *Viewer) takeLocked(now time.Time) (batch []item, final bool) {
+	batch = v.queue
+	v.queue, v.spare = v.spare, nil
+	v.queued, v.live, v.backlogs = 0, 0, 0
+	v.lastFlush = now
+	for _, it := range batch {
+		if it.log == nil {
+			continue
+		}
+		e := it.events[len(it.events)-1]
+		if e.Final() {
+			final = true
+		}
+		s, ok := v.subs[e.Generation]
+		if !ok || s.log != it.log {
+			continue
+		}
+		if e.Final() {
+			delete(v.subs, e.Generation)
+			continue
+		}
+		s.pos = e.Offset
+		v.subs[e.Generation] = s
+	}
+	return batch, final
+}
+
+func (v *Viewer) write(batch []item) error {
+	frames := v.frames[:0]
+	for _, it := range batch {
+		if it.log == nil {
+			frames = append(frames, it.msg)
+			continue
+		}
+		for _, e := range it.events {
+			frames = append(frames, []byte(e.Data))
+		}
+	}
+	ctx := v.ctx
+	if v.writeTimeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, v.writeTimeout)
+		defer cancel()
+	}
+	err := v.sink.WriteFrame(ctx, frames)
+	clear(frames)
+	if cap(frames) <= keepBuffers {
+		v.frames = frames[:0]
+	} else {
+		v.frames = nil
+	}
+	return err
+}
+
+func (v *Viewer) trimBuffersLocked() {
+	if cap(v.queue) > keepBuffers {
+		v.queue = nil
+	}
+	if cap(v.spare) > keepBuffers {
+		v.spare = nil
+	}
+}
+
+// resumeMessagesLocked returns a resume_required message for each
+// generation the viewer follows, in a stable order.
+func (v *Viewer) resumeMessagesLocked() [][]byte {
+	gens := make([]string, 0, len(v.subs))
+	for g := range v.subs {
+		gens = append(gens, g)
+	}
+	slices.Sort(gens)
+	msgs := make([][]byte, len(gens))
+	for i, g := range gens {
+		msgs[i] = EncodeResumeRequired(g, v.subs[g].pos)
+	}
+	return msgs
+}
+
+// finish closes the sink and stops the viewer. It is called once, by
+// whoever moved the state to stateFinishing or stateClosing, with no
+// writer running.
+func (v *Viewer) finish(code int, reason string) error {
+	err := v.sink.Close(code, reason)
+	v.cancel(ErrViewerClosed)
+	v.mu.Lock()
+	v.state = stateClosed
+	v.closeErr = err
+	if v.stopTimer != nil {
+		v.stopTimer.Stop()
+	}
+	logs := make([]*Log, 0, len(v.subs))
+	for _, s := range v.subs {
+		logs = append(logs, s.log)
+	}
+	v.subs = nil
+	v.discardLocked()
+	v.queue, v.spare, v.frames = nil, nil, nil
+	v.mu.Unlock()
+	for _, l := range logs {
+		l.Unsubscribe(v)
+	}
+	close(v.done)
+	return err
+}
+
+// Close stops the viewer at once: queued frames are discarded, a write in
+// progress is cancelled, the writer goroutine is waited for and the sink is
+// closed with CloseGoingAway. It returns the sink's Close error, if it was
+// the call that closed it. Close is idempotent.
+func (v *Viewer) Close() error {
+	return v.close(CloseGoingAway, "going away")
+}
+
+func (v *Viewer) close(code int, reason string) error {
+	v.mu.Lock()
+	switch v.state {
+	case stateOpen, stateDraining:
+		v.state = stateClosing
+		if v.err == nil {
+			v.err = ErrViewerClosed
+		}
+		v.discardLocked()
+		v.cancel(ErrViewerClosed)
+		if v.timer != nil && v.timer.Stop() {
+			v.timer = nil
+			v.running = false
+			v.wg.Done()
+		}
+		v.mu.Unlock()
+		v.wg.Wait()
+		return v.finish(code, reason)
+	default:
+		// Someone else closes the sink: abort what it still writes and wait.
+		v.cancel(ErrViewerClosed)
+		v.mu.Unlock()
+		<-v.done
+		v.wg.Wait()
+		return nil
+	}
+}
+
+// CloseWith writes what is already queued, for at most
+// ViewerOptions.CloseTimeout, then closes the sink with code and reason
+// and waits for the writer goroutine. Nothing can be queued meanwhile. Use
+// it to send a last message (e.g. an error) before closing; use Close to
+// stop at once.
+func (v *Viewer) CloseWith(code int, reason string) error {
+	v.mu.Lock()
+	if v.state != stateOpen {
+		v.mu.Unlock()
+		return v.close(code, reason)
+	}
+	v.err = ErrViewerClosed
+	if !v.running {
+		v.state = stateClosing
+		v.mu.Unlock()
+		return v.finish(code, reason)
+	}
+	v.state = stateDraining
+	v.drainCode, v.drainReason = code, reason
+	v.stopTimer = time.AfterFunc(v.closeTimeout, func() { v.cancel(ErrViewerClosed) })
+	v.kickLocked()
+	v.mu.Unlock()
+	<-v.done
+	v.wg.Wait()
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	return v.closeErr
+}
