@@ -3,6 +3,7 @@ package streaming_test
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"sync"
 	"testing"
 	"time"
@@ -131,4 +132,21 @@ func mustFinish(tb testing.TB, l *streaming.Log) streaming.Event {
 		tb.Fatalf("Finish: %v", err)
 	}
 	return e
+}
+
+func decodeMsg(frame []byte) (msg, error) {
+	var m msg
+	if err := json.Unmarshal(frame, &m); err != nil {
+		return m, fmt.Errorf("decode %s: %w", frame, err)
+	}
+	return m, nil
+}
+
+func hasFinalRaw(frames [][]byte) bool {
+	for _, f := range frames {
+		if m, err := decodeMsg(f); err == nil && (m.Type == streaming.TypeDone || m.Type == streaming.TypeError) {
+			return true
+		}
+	}
+	return false
 }

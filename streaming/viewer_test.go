@@ -1,0 +1,359 @@
+package streaming_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"sessiond/streaming"
+)
+
+// blockUntil returns a write hook that blocks every write until release is
+// closed (or the write's ctx ends), and counts the writes that started.
+func blockUntil(release <-chan struct{}, started *atomic.Int64) func(context.Context, [][]byte) error {
+	return func(ctx context.Context, _ [][]byte) error {
+		started.Add(1)
+		select {
+		case <-release:
+			return nil
+		case <-ctx.Done():
+			return context.Cause(ctx)
+		}
+	}
+}
+
+func appendWords(tb testing.TB, l *streaming.Log, n, size int) string {
+	tb.Helper()
+	var full strings.Builder
+	for i := range n {
+		w := fmt.Sprintf("%0*d ", size-1, i)
+		mustAppend(tb, l, w)
+		full.WriteString(w)
+	}
+	return full.String()
+}
+
+// TestSlowViewerDropped: a viewer whose sink is stuck overflows and is
+// dropped with resume_required carrying the last offset handed to its sink,
+// then resumes from it to the end; the producer and a fast viewer never
+// notice.
+func TestSlowViewerDropped(t *testing.T) {
+	hub := streaming.NewHub(nil)
+	defer hub.Close()
+
+	release := make(chan struct{})
+	var started atomic.Int64
+	slow := &recSink{write: blockUntil(release, &started)}
+	vs := streaming.NewViewer(slow, &streaming.ViewerOptions{
+		MaxBuffered:   1024,
+		FlushInterval: 0,
+		DropTimeout:   time.Hour, // the stuck write completes when released
+		WriteTimeout:  -1,
+	})
+	defer vs.Close()
+	fast := &recSink{}
+	vf := streaming.NewViewer(fast, nil)
+	defer vf.Close()
+	for _, v := range []*streaming.Viewer{vs, vf} {
+		if err := hub.AddViewer(v, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	l, err := hub.StartGeneration("g_1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	mustAppend(t, l, "first ")
+	checkFor(t, "the slow viewer's first write", func() bool { return started.Load() == 1 })
+	// 100 × 100 bytes: ten times the slow viewer's buffer. If Append waited
+	// for the stuck sink, the test would hang here.
+	full := "first " + appendWords(t, l, 100, 100)
+	mustFinish(t, l)
+
+	if err := vs.Err(); !errors.Is(err, streaming.ErrSlowViewer) {
+		t.Fatalf("slow viewer Err=%v, want ErrSlowViewer", err)
+	}
+	checkFor(t, "the fast viewer's done", func() bool { f, _ := fast.snapshot(); return hasFinalRaw(f) })
+	if got := textOf(t, fast, "g_1", 0); got != full {
+		t.Fatalf("fast viewer text %q, want %q", got, full)
+	}
+	if err := vf.Err(); err != nil {
+		t.Fatalf("fast viewer Err=%v", err)
+	}
+
+	close(release)
+	<-vs.Done()
+	if code, closed := slow.closeCode(); !closed || code != streaming.CloseResumeRequired {
+		t.Fatalf("slow sink closed=%v code=%d, want %d", closed, code, streaming.CloseResumeRequired)
+	}
+	frames, _ := slow.snapshot()
+	if len(frames) < 2 {
+		t.Fatalf("slow sink got %d frames, want deltas then resume_required", len(frames))
+	}
+	rr := decode(t, frames[len(frames)-1])
+	if rr.Type != streaming.TypeResumeRequired || rr.Generation != "g_1" {
+		t.Fatalf("last frame %s, want resume_required for g_1", frames[len(frames)-1])
+	}
+	// Everything before it is the deltas 1..after, in order.
+	var seen strings.Builder
+	for i, f := range frames[:len(frames)-1] {
+		m := decode(t, f)
+		if m.Type != streaming.TypeDelta || m.Offset != int64(i+1) {
+			t.Fatalf("slow frame %d: %s", i, f)
+		}
+		seen.WriteString(m.Text)
+	}
+	if got, want := rr.After, int64(len(frames)-1); got != want {
+		t.Fatalf("resume_required after=%d, want %d (the last offset handed to the sink)", got, want)
+	}
+
+	// Resume from there: the rest, exactly once.
+	again := &recSink{}
+	v2 := streaming.NewViewer(again, nil)
+	defer v2.Close()
+	if err := hub.AddViewer(v2, &streaming.Position{Generation: "g_1", After: rr.After}); err != nil {
+		t.Fatal(err)
+	}
+	checkFor(t, "the resumed viewer's done", func() bool { f, _ := again.snapshot(); return hasFinalRaw(f) })
+	if got := seen.String() + textOf(t, again, "g_1", rr.After); got != full {
+		t.Fatalf("slow viewer text across the drop %q, want %q", got, full)
+	}
+}
+
+// TestProducerNeverBlocks: a sink that never returns (until cancelled)
+// neither blocks the producer nor keeps the viewer alive: it is dropped and
+// its stuck write cancelled after DropTimeout.
+func TestProducerNeverBlocks(t *testing.T) {
+	never := make(chan struct{})
+	var started atomic.Int64
+	sink := &recSink{write: blockUntil(never, &started)}
+	v := streaming.NewViewer(sink, &streaming.ViewerOptions{MaxBuffered: 512, DropTimeout: time.Millisecond, WriteTimeout: -1})
+	defer v.Close()
+	l := streaming.NewLog("g_1", nil)
+	if err := l.Subscribe(v, 0); err != nil {
+		t.Fatal(err)
+	}
+	appendWords(t, l, 200, 64)
+	mustFinish(t, l)
+	<-v.Done()
+	if err := v.Err(); !errors.Is(err, streaming.ErrSlowViewer) {
+		t.Fatalf("Err=%v, want ErrSlowViewer", err)
+	}
+	if code, closed := sink.closeCode(); !closed || code != streaming.CloseResumeRequired {
+		t.Fatalf("sink closed=%v code=%d, want %d", closed, code, streaming.CloseResumeRequired)
+	}
+	if got := l.Subscribers(); got != 0 {
+		t.Fatalf("Subscribers=%d after the drop, want 0", got)
+	}
+	if err := v.Send([]byte(`{"type":"pong"}`)); !errors.Is(err, streaming.ErrSlowViewer) {
+		t.Fatalf("Send after drop err=%v, want ErrSlowViewer", err)
+	}
+}
+
+// TestOversizedMessageAccepted: one message larger than MaxBuffered still
+// goes through when nothing else is queued (a large done turn must not
+// drop every viewer).
+func TestOversizedMessageAccepted(t *testing.T) {
+	sink := &recSink{}
+	v := streaming.NewViewer(sink, &streaming.ViewerOptions{MaxBuffered: 16})
+	defer v.Close()
+	big := []byte(`{"type":"turn","turn":{"content":"` + strings.Repeat("x", 1000) + `"}}`)
+	if err := v.Send(big); err != nil {
+		t.Fatal(err)
+	}
+	checkFor(t, "the big message", func() bool { return sink.count() == 1 })
+	if err := v.Err(); err != nil {
+		t.Fatalf("Err=%v", err)
+	}
+}
+
+// TestCoalescingWhileBusy: events appended while the writer is busy are
+// handed to the sink together.
+func TestCoalescingWhileBusy(t *testing.T) {
+	release := make(chan struct{})
+	var started atomic.Int64
+	gate := blockUntil(release, &started)
+	sink := &recSink{write: func(ctx context.Context, f [][]byte) error {
+		if started.Load() == 0 {
+			return gate(ctx, f)
+		}
+		started.Add(1)
+		return nil
+	}}
+	v := streaming.NewViewer(sink, &streaming.ViewerOptions{FlushInterval: time.Millisecond})
+	defer v.Close()
+	l := streaming.NewLog("g_1", nil)
+	if err := l.Subscribe(v, 0); err != nil {
+		t.Fatal(err)
+	}
+	const n = 500
+	mustAppend(t, l, "0 ")
+	checkFor(t, "the first write", func() bool { return started.Load() == 1 })
+	full := "0 " + appendWords(t, l, n-1, 4)
+	mustFinish(t, l)
+	close(release)
+	checkFor(t, "all events", func() bool { return sink.count() == n+1 })
+	_, calls := sink.snapshot()
+	if calls > 3 {
+		t.Fatalf("%d WriteFrame calls for %d events, want at most 3", calls, n+1)
+	}
+	if got := textOf(t, sink, "g_1", 0); got != full {
+		t.Fatalf("text %q, want %q", got, full)
+	}
+}
+
+// TestCoalescingByInterval: a burst of appends reaches the sink in far
+// fewer writes than events, because the writer wakes at most once per
+// FlushInterval.
+func TestCoalescingByInterval(t *testing.T) {
+	sink := &recSink{}
+	v := streaming.NewViewer(sink, &streaming.ViewerOptions{FlushInterval: 50 * time.Millisecond, FlushBytes: 1 << 30})
+	defer v.Close()
+	l := streaming.NewLog("g_1", nil)
+	if err := l.Subscribe(v, 0); err != nil {
+		t.Fatal(err)
+	}
+	const n = 2000
+	full := appendWords(t, l, n, 8)
+	mustFinish(t, l)
+	checkFor(t, "all events", func() bool { return sink.count() == n+1 })
+	_, calls := sink.snapshot()
+	t.Logf("%d events in %d WriteFrame calls", n+1, calls)
+	if calls > n/20 {
+		t.Fatalf("%d WriteFrame calls for %d events, want far fewer", calls, n+1)
+	}
+	if got := textOf(t, sink, "g_1", 0); got != full {
+		t.Fatalf("text mismatch")
+	}
+}
+
+// TestFlushBytesWritesEarly: with an interval too long to ever elapse in a
+// test, events still go out once FlushBytes are queued.
+func TestFlushBytesWritesEarly(t *testing.T) {
+	sink := &recSink{}
+	v := streaming.NewViewer(sink, &streaming.ViewerOptions{FlushInterval: time.Hour, FlushBytes: 1024})
+	defer v.Close()
+	l := streaming.NewLog("g_1", nil)
+	if err := l.Subscribe(v, 0); err != nil {
+		t.Fatal(err)
+	}
+	mustAppend(t, l, "first") // a quiet viewer writes at once
+	checkFor(t, "the first event", func() bool { return sink.count() == 1 })
+	appendWords(t, l, 100, 20) // ~8 KiB: past FlushBytes
+	checkFor(t, "the events past FlushBytes", func() bool { return sink.count() > 1 })
+}
+
+func TestSendAndCloseWith(t *testing.T) {
+	sink := &recSink{}
+	v := streaming.NewViewer(sink, nil)
+	for _, m := range []string{`{"type":"ready"}`, `{"type":"pong"}`} {
+		if err := v.Send([]byte(m)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := v.CloseWith(4001, "bye"); err != nil {
+		t.Fatal(err)
+	}
+	frames, _ := sink.snapshot()
+	if len(frames) != 2 || string(frames[1]) != `{"type":"pong"}` {
+		t.Fatalf("frames %q", frames)
+	}
+	if code, closed := sink.closeCode(); !closed || code != 4001 {
+		t.Fatalf("closed=%v code=%d", closed, code)
+	}
+	select {
+	case <-v.Done():
+	default:
+		t.Fatal("Done not closed after CloseWith")
+	}
+	if err := v.Send([]byte(`{}`)); !errors.Is(err, streaming.ErrViewerClosed) {
+		t.Fatalf("Send after close err=%v", err)
+	}
+	if err := v.Close(); err != nil {
+		t.Fatalf("second Close: %v", err)
+	}
+}
+
+// TestCloseCancelsStuckWrite: Close does not wait for a client that does
+// not read.
+func TestCloseCancelsStuckWrite(t *testing.T) {
+	never := make(chan struct{})
+	var started atomic.Int64
+	sink := &recSink{write: blockUntil(never, &started)}
+	v := streaming.NewViewer(sink, &streaming.ViewerOptions{WriteTimeout: -1})
+	if err := v.Send([]byte(`{"type":"pong"}`)); err != nil {
+		t.Fatal(err)
+	}
+	checkFor(t, "the stuck write", func() bool { return started.Load() == 1 })
+	if err := v.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if code, closed := sink.closeCode(); !closed || code != streaming.CloseGoingAway {
+		t.Fatalf("closed=%v code=%d", closed, code)
+	}
+	if !errors.Is(v.Err(), streaming.ErrViewerClosed) {
+		t.Fatalf("Err=%v", v.Err())
+	}
+}
+
+func TestWriteErrorStopsViewer(t *testing.T) {
+	boom := errors.New("connection reset")
+	sink := &recSink{write: func(context.Context, [][]byte) error { return boom }}
+	v := streaming.NewViewer(sink, nil)
+	defer v.Close()
+	if err := v.Send([]byte(`{"type":"pong"}`)); err != nil {
+		t.Fatal(err)
+	}
+	<-v.Done()
+	if !errors.Is(v.Err(), boom) {
+		t.Fatalf("Err=%v, want %v", v.Err(), boom)
+	}
+	if code, _ := sink.closeCode(); code != streaming.CloseInternalError {
+		t.Fatalf("code=%d", code)
+	}
+}
+
+func TestCloseOnFinal(t *testing.T) {
+	sink := &recSink{}
+	v := streaming.NewViewer(sink, &streaming.ViewerOptions{CloseOnFinal: true})
+	defer v.Close()
+	l := streaming.NewLog("g_1", nil)
+	mustAppend(t, l, "a")
+	if err := l.Subscribe(v, 0); err != nil {
+		t.Fatal(err)
+	}
+	mustAppend(t, l, "b")
+	mustFinish(t, l)
+	<-v.Done()
+	if got := textOf(t, sink, "g_1", 0); got != "ab" {
+		t.Fatalf("text %q", got)
+	}
+	if code, _ := sink.closeCode(); code != streaming.CloseNormal {
+		t.Fatalf("code=%d", code)
+	}
+}
+
+// textOf checks that sink got the events of gen after offset after, in
+// order, with no gap, and returns their concatenated text.
+func textOf(tb testing.TB, sink *recSink, gen string, after int64) string {
+	tb.Helper()
+	frames, _ := sink.snapshot()
+	var b strings.Builder
+	for _, f := range frames {
+		m := decode(tb, f)
+		if m.Generation != gen {
+			continue
+		}
+		if m.Offset != after+1 {
+			tb.Fatalf("offset %d after %d", m.Offset, after)
+		}
+		after = m.Offset
+		b.WriteString(m.Text)
+	}
+	return b.String()
+}
