@@ -72,6 +72,8 @@ func NewSSE(w http.ResponseWriter, opts *SSEOptions) (*SSE, error) {
 	if err := s.rc.Flush(); err != nil {
 		return nil, fmt.Errorf("new sse: flush: %w", err)
 	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	s.lastWrite = time.Now()
 	if s.heartbeat > 0 {
 		s.wg.Add(1)

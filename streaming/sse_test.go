@@ -1,0 +1,227 @@
+package streaming_test
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"net/http"
+	"net/http/httptest"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"sessiond/streaming"
+)
+
+// sseEvent is one event as a client parses it.
+type sseEvent struct {
+	event, id, data string
+}
+
+// readSSE parses events (and counts comments) from an event stream until
+// EOF or until stop returns true.
+func readSSE(tb testing.TB, r *bufio.Reader, stop func(events []sseEvent, comments int) bool) ([]sseEvent, int) {
+	tb.Helper()
+	var events []sseEvent
+	var cur sseEvent
+	var data []string
+	comments := 0
+	for {
+		line, err := r.ReadString('\n')
+		if err != nil {
+			return events, comments
+		}
+		line = strings.TrimSuffix(line, "\n")
+		switch {
+		case line == "":
+			if data != nil {
+				cur.data = strings.Join(data, "\n")
+				events = append(events, cur)
+			}
+			cur, data = sseEvent{}, nil
+			if stop != nil && stop(events, comments) {
+				return events, comments
+			}
+		case strings.HasPrefix(line, ":"):
+			comments++
+			if stop != nil && stop(events, comments) {
+				return events, comments
+			}
+		case strings.HasPrefix(line, "event: "):
+			cur.event = strings.TrimPrefix(line, "event: ")
+		case strings.HasPrefix(line, "id: "):
+			cur.id = strings.TrimPrefix(line, "id: ")
+		case strings.HasPrefix(line, "data: "):
+			data = append(data, strings.TrimPrefix(line, "data: "))
+		default:
+			tb.Fatalf("unexpected SSE line %q", line)
+		}
+	}
+}
+
+// sseHandler streams one generation's log, resuming after Last-Event-ID,
+// the way the web layer is meant to.
+func sseHandler(l *streaming.Log, opts *streaming.SSEOptions) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		after, err := streaming.ParseLastEventID(r.Header.Get("Last-Event-ID"))
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		sse, err := streaming.NewSSE(w, opts)
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusInternalServerError)
+			return
+		}
+		v := streaming.NewViewer(sse, &streaming.ViewerOptions{CloseOnFinal: true})
+		defer v.Close() // before returning: the ResponseWriter dies with the handler
+		if err := l.Subscribe(v, after); err != nil {
+			return
+		}
+		select {
+		case <-v.Done():
+		case <-r.Context().Done():
+		}
+	}
+}
+
+func TestSSERoundTrip(t *testing.T) {
+	l := streaming.NewLog("g_1", nil)
+	var want []streaming.Event
+	for _, w := range []string{"a", "b\nc", "d"} {
+		want = append(want, mustAppend(t, l, w))
+	}
+	ts := httptest.NewServer(sseHandler(l, nil))
+	defer ts.Close()
+
+	req, _ := http.NewRequest("GET", ts.URL, nil)
+	req.Header.Set("Last-Event-ID", "1")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if got := resp.Header.Get("Content-Type"); got != "text/event-stream" {
+		t.Fatalf("Content-Type %q", got)
+	}
+	r := bufio.NewReader(resp.Body)
+	// The backlog arrives, then live events as they are appended.
+	events, _ := readSSE(t, r, func(ev []sseEvent, _ int) bool { return len(ev) == 2 })
+	want = append(want, mustAppend(t, l, "e"))
+	want = append(want, mustFinish(t, l))
+	more, _ := readSSE(t, r, nil) // the server ends the stream after done
+	events = append(events, more...)
+
+	want = want[1:]
+	if len(events) != len(want) {
+		t.Fatalf("got %d events, want %d: %+v", len(events), len(want), events)
+	}
+	for i, e := range events {
+		if e.event != want[i].Type || e.id != strconv.FormatInt(want[i].Offset, 10) || e.data != string(want[i].Data) {
+			t.Fatalf("event %d = %+v, want %s id %d data %s", i, e, want[i].Type, want[i].Offset, want[i].Data)
+		}
+	}
+}
+
+func TestSSEHeartbeat(t *testing.T) {
+	l := streaming.NewLog("g_1", nil)
+	ts := httptest.NewServer(sseHandler(l, &streaming.SSEOptions{Heartbeat: 5 * time.Millisecond}))
+	defer ts.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, "GET", ts.URL, nil)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	_, comments := readSSE(t, bufio.NewReader(resp.Body), func(_ []sseEvent, c int) bool { return c >= 2 })
+	if comments < 2 {
+		t.Fatalf("saw %d heartbeats before the stream ended", comments)
+	}
+}
+
+func TestSSEBadLastEventID(t *testing.T) {
+	ts := httptest.NewServer(sseHandler(streaming.NewLog("g_1", nil), nil))
+	defer ts.Close()
+	req, _ := http.NewRequest("GET", ts.URL, nil)
+	req.Header.Set("Last-Event-ID", "abc")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusBadRequest {
+		t.Fatalf("status %d", resp.StatusCode)
+	}
+}
+
+func TestParseLastEventID(t *testing.T) {
+	tests := []struct {
+		in   string
+		want int64
+		ok   bool
+	}{
+		{"", 0, true},
+		{"0", 0, true},
+		{"17", 17, true},
+		{" 17 ", 17, true},
+		{"9223372036854775807", 9223372036854775807, true},
+		{"9223372036854775808", 0, false},
+		{"-1", 0, false},
+		{"+1", 0, false},
+		{"1.5", 0, false},
+		{"1e3", 0, false},
+		{"g_1:3", 0, false},
+		{"abc", 0, false},
+	}
+	for _, tt := range tests {
+		got, err := streaming.ParseLastEventID(tt.in)
+		if tt.ok != (err == nil) || got != tt.want {
+			t.Errorf("ParseLastEventID(%q)=%d,%v, want %d ok=%v", tt.in, got, err, tt.want, tt.ok)
+		}
+		if err != nil && !errors.Is(err, streaming.ErrBadLastEventID) {
+			t.Errorf("ParseLastEventID(%q) err=%v, want ErrBadLastEventID", tt.in, err)
+		}
+	}
+}
+
+func TestAppendSSE(t *testing.T) {
+	tests := []struct {
+		name, frame, want string
+	}{
+		{"delta", `{"type":"delta","generation":"g_1","offset":3,"text":"Hi"}`,
+			"event: delta\nid: 3\ndata: {\"type\":\"delta\",\"generation\":\"g_1\",\"offset\":3,\"text\":\"Hi\"}\n\n"},
+		{"message without offset", `{"type":"turn","turn":{"id":1}}`,
+			"event: turn\ndata: {\"type\":\"turn\",\"turn\":{\"id\":1}}\n\n"},
+		{"resume_required has no id", `{"type":"resume_required","generation":"g_1","after":4}`,
+			"event: resume_required\ndata: {\"type\":\"resume_required\",\"generation\":\"g_1\",\"after\":4}\n\n"},
+		{"offset elsewhere", `{"generation":"g","offset":5,"type":"delta"}`,
+			"event: delta\nid: 5\ndata: {\"generation\":\"g\",\"offset\":5,\"type\":\"delta\"}\n\n"},
+		{"line breaks split, CR dropped", "{\"type\":\"x\",\r\n\"a\":1}",
+			"event: x\ndata: {\"type\":\"x\",\ndata: \"a\":1}\n\n"},
+		{"type with a line break is not an event name", `{"type":"a\nb"}`,
+			"data: {\"type\":\"a\\nb\"}\n\n"},
+		{"not JSON", `nope`, "data: nope\n\n"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := string(streaming.AppendSSE(nil, []byte(tt.frame))); got != tt.want {
+				t.Fatalf("got  %q\nwant %q", got, tt.want)
+			}
+		})
+	}
+}
+
+type noFlush struct{ http.ResponseWriter }
+
+func TestNewSSERefusesWriterWithoutFlush(t *testing.T) {
+	rec := httptest.NewRecorder()
+	if _, err := streaming.NewSSE(noFlush{rec}, nil); !errors.Is(err, streaming.ErrNoFlusher) {
+		t.Fatalf("err=%v, want ErrNoFlusher", err)
+	}
+	if rec.Code != http.StatusOK || rec.Body.Len() != 0 || rec.Flushed {
+		t.Fatal("NewSSE wrote before refusing")
+	}
+}
