@@ -38,9 +38,12 @@ func (s *Stub) Namespace() *Namespace { return s.ns }
 // the instance built by Class.New and tx the object's storage.
 //
 // If Func returns an error (or panics) its writes are rolled back and no
-// other call is affected. In-memory changes to obj should be made after
-// the last fallible step, or through tx.OnCommit, so that a rolled-back
-// call leaves the instance as it found it. A panic discards the instance.
+// other call is affected. Make in-memory changes to obj at the end, after
+// the last fallible step: the next call of the same batch must see them,
+// and a failed call must leave the instance as it found it. (If the batch's
+// commit fails, or a call panics, the instance is discarded and rebuilt from
+// storage.) Effects outside the object — telling clients, starting work —
+// belong in tx.OnCommit, which runs after the commit: durable before visible.
 type Func func(ctx context.Context, obj any, tx *Tx) (any, error)
 
 const (

@@ -43,9 +43,8 @@ func add(ctx context.Context, stub *objects.Stub, d int64) (int64, error) {
 		if _, err := tx.Exec(ctx, `UPDATE counter SET n = n + ? WHERE id = 1`, d); err != nil {
 			return 0, err
 		}
-		n := c.n + d
-		tx.OnCommit(func() { c.n = n })
-		return n, nil
+		c.n += d // last step: the next call of the batch sees it
+		return c.n, nil
 	})
 }
 

@@ -1,0 +1,168 @@
+package session
+
+import (
+	"context"
+	"encoding/base64"
+	"fmt"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"sessiond/objects"
+)
+
+// directory is the durable object that lists one owner's sessions, newest
+// activity first. Sessions keep it up to date.
+type directory struct{}
+
+func newDirectory(ctx context.Context, h *objects.Handle, tx *objects.Tx) (any, error) {
+	return &directory{}, nil
+}
+
+func (d *directory) upsert(ctx context.Context, tx *objects.Tx, e DirEntry) error {
+	_, err := tx.Exec(ctx, `INSERT INTO sessions (id, title, preview, created_at, updated_at) VALUES (?, ?, ?, ?, ?)
+		ON CONFLICT (id) DO UPDATE SET title = excluded.title,
+			preview = CASE WHEN excluded.preview = '' THEN sessions.preview ELSE excluded.preview END,
+			updated_at = max(sessions.updated_at, excluded.updated_at)`,
+		e.ID, e.Title, e.Preview, e.CreatedAt.UnixMilli(), e.UpdatedAt.UnixMilli())
+	if err != nil {
+		return fmt.Errorf("directory upsert %s: %w", e.ID, err)
+	}
+	return nil
+}
+
+func (d *directory) remove(ctx context.Context, tx *objects.Tx, id string) error {
+	_, err := tx.Exec(ctx, `DELETE FROM sessions WHERE id = ?`, id)
+	return err
+}
+
+// list returns a page, newest first; the cursor encodes the last entry's
+// (updated_at, id).
+func (d *directory) list(ctx context.Context, tx *objects.Tx, cursor string, limit int) ([]DirEntry, string, error) {
+	q := `SELECT id, title, preview, created_at, updated_at FROM sessions ORDER BY updated_at DESC, id DESC LIMIT ?`
+	args := []any{limit + 1}
+	if cursor != "" {
+		at, id, err := decodeCursor(cursor)
+		if err != nil {
+			return nil, "", err
+		}
+		q = `SELECT id, title, preview, created_at, updated_at FROM sessions
+			WHERE updated_at < ? OR (updated_at = ? AND id < ?) ORDER BY updated_at DESC, id DESC LIMIT ?`
+		args = []any{at, at, id, limit + 1}
+	}
+	rows, err := tx.Query(ctx, q, args...)
+	if err != nil {
+		return nil, "", err
+	}
+	defer rows.Close()
+	out := []DirEntry{}
+	for rows.Next() {
+		var e DirEntry
+		var c, u int64
+		if err := rows.Scan(&e.ID, &e.Title, &e.Preview, &c, &u); err != nil {
+			return nil, "", err
+		}
+		e.CreatedAt, e.UpdatedAt = time.UnixMilli(c).UTC(), time.UnixMilli(u).UTC()
+		out = append(out, e)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, "", err
+	}
+	next := ""
+	if len(out) > limit {
+		out = out[:limit]
+		last := out[limit-1]
+		next = encodeCursor(last.UpdatedAt.UnixMilli(), last.ID)
+	}
+	return out, next, nil
+}
+
+func encodeCursor(at int64, id string) string {
+	return base64.RawURLEncoding.EncodeToString([]byte(strconv.FormatInt(at, 10) + ":" + id))
+}
+
+func decodeCursor(c string) (int64, string, error) {
+	b, err := base64.RawURLEncoding.DecodeString(c)
+	if err != nil {
+		return 0, "", fmt.Errorf("%w: malformed cursor", ErrInvalid)
+	}
+	at, id, ok := strings.Cut(string(b), ":")
+	n, err := strconv.ParseInt(at, 10, 64)
+	if !ok || err != nil {
+		return 0, "", fmt.Errorf("%w: malformed cursor", ErrInvalid)
+	}
+	return n, id, nil
+}
+
+// dirUpdates batches directory updates off the request path: the latest
+// entry per session wins, and a worker applies them.
+type dirUpdates struct {
+	mu      sync.Mutex
+	pending map[string]map[string]DirEntry // owner → id → entry
+	wake    chan struct{}
+}
+
+func (svc *Service) touchDirectory(m *meta, turns []Turn) {
+	e := DirEntry{ID: m.ID, Title: m.Title, CreatedAt: m.CreatedAt, UpdatedAt: m.UpdatedAt}
+	for i := len(turns) - 1; i >= 0; i-- {
+		if p := preview(turns[i]); p != "" {
+			e.Preview = p
+			break
+		}
+	}
+	u := &svc.dir
+	u.mu.Lock()
+	if u.pending[m.Owner] == nil {
+		u.pending[m.Owner] = make(map[string]DirEntry)
+	}
+	if old, ok := u.pending[m.Owner][m.ID]; ok && e.Preview == "" {
+		e.Preview = old.Preview
+	}
+	u.pending[m.Owner][m.ID] = e
+	u.mu.Unlock()
+	select {
+	case u.wake <- struct{}{}:
+	default:
+	}
+}
+
+// runDirectory applies pending directory updates until ctx ends, then once more.
+func (svc *Service) runDirectory(ctx context.Context) {
+	defer svc.wg.Done()
+	for {
+		select {
+		case <-ctx.Done():
+			svc.flushDirectory()
+			return
+		case <-svc.dir.wake:
+			svc.flushDirectory()
+		}
+	}
+}
+
+func (svc *Service) flushDirectory() {
+	u := &svc.dir
+	u.mu.Lock()
+	pending := u.pending
+	u.pending = make(map[string]map[string]DirEntry)
+	u.mu.Unlock()
+	for owner, entries := range pending {
+		stub, err := svc.dirs.Get(owner)
+		if err != nil {
+			continue
+		}
+		_, err = stub.Call(context.Background(), func(ctx context.Context, obj any, tx *objects.Tx) (any, error) {
+			d := obj.(*directory)
+			for _, e := range entries {
+				if err := d.upsert(ctx, tx, e); err != nil {
+					return nil, err
+				}
+			}
+			return nil, nil
+		})
+		if err != nil {
+			svc.logger().Warn("session: update directory", "owner", owner, "err", err)
+		}
+	}
+}

@@ -1,0 +1,247 @@
+package session
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"sessiond/objects"
+	"sessiond/streaming"
+)
+
+// DefaultPersistInterval is how often a running generation's partial output
+// is committed, so that a crash loses at most this much of it.
+const DefaultPersistInterval = 250 * time.Millisecond
+
+var (
+	errCancelled = errors.New("session: generation cancelled")
+	errShutdown  = errors.New("session: server shutting down")
+)
+
+// genRun is a running generation. Its goroutine owns the model stream and
+// the producer side of log; the session object owns the rest and changes it
+// only inside calls.
+type genRun struct {
+	id      string
+	turnID  int64
+	session string
+	log     *streaming.Log
+	cancel  context.CancelCauseFunc
+	done    chan struct{} // closed once the final state is committed (or could not be)
+}
+
+// startGeneration records a running generation and its streaming assistant
+// turn under parent. It returns the run, which the caller makes the
+// object's running generation at the end of its call, and the function
+// that launches it once the call commits.
+func (o *sessionObj) startGeneration(ctx context.Context, tx *objects.Tx, m *meta, gid string, parent int64, modelName string, now time.Time) (*Generation, *genRun, func(), error) {
+	model, info, err := o.svc.Models.Get(modelName)
+	if err != nil {
+		return nil, nil, nil, fmt.Errorf("%w: %v", ErrInvalid, err)
+	}
+	msgs, err := assembleContext(ctx, tx, m.System, parent, info.ContextTokens)
+	if err != nil {
+		return nil, nil, nil, fmt.Errorf("assemble context: %w", err)
+	}
+	t := Turn{Role: RoleAssistant, Content: json.RawMessage(`""`), Status: TurnStreaming, CreatedAt: now,
+		Model: &modelName, GenerationID: &gid}
+	if parent > 0 {
+		p := parent
+		t.ParentID = &p
+	}
+	if err := insertTurn(ctx, tx, &t, ""); err != nil {
+		return nil, nil, nil, err
+	}
+	if _, err := tx.Exec(ctx, `INSERT INTO generations (id, turn_id, parent_id, model, status, created_at) VALUES (?, ?, ?, ?, 'running', ?)
+		ON CONFLICT (id) DO UPDATE SET turn_id = excluded.turn_id, status = 'running'`,
+		gid, t.ID, parent, modelName, now.UnixMilli()); err != nil {
+		return nil, nil, nil, fmt.Errorf("record generation: %w", err)
+	}
+	if parent == m.Head {
+		m.Head = t.ID
+	}
+	svc := o.svc
+	sessionID := m.ID
+	log, err := svc.hub(sessionID).StartGeneration(gid)
+	if err != nil {
+		return nil, nil, nil, fmt.Errorf("start stream: %w", err)
+	}
+	tx.OnRollback(log.Release)
+	gctx, cancel := context.WithCancelCause(svc.ctx)
+	run := &genRun{id: gid, turnID: t.ID, session: sessionID, log: log, cancel: cancel, done: make(chan struct{})}
+	req := &ModelRequest{Model: modelName, Messages: msgs}
+	launch := func() {
+		svc.keepLog(sessionID, log)
+		release := o.h.Hold()
+		svc.broadcastTurn(sessionID, t)
+		svc.wg.Add(1)
+		go svc.runGeneration(gctx, o.h.Stub(), run, model, req, release)
+	}
+	return &Generation{ID: gid, Status: GenRunning, TurnID: t.ID}, run, launch, nil
+}
+
+// runGeneration streams the model's output into the generation's log,
+// persists it every PersistInterval, and commits the final turn.
+func (svc *Service) runGeneration(ctx context.Context, stub *objects.Stub, run *genRun, model Model, req *ModelRequest, release func()) {
+	defer svc.wg.Done()
+	defer release()
+	defer run.cancel(nil)
+	var b ResultBuilder
+	lastSave := time.Now()
+	emit := func(d Delta) error {
+		if err := b.Add(d); err != nil {
+			return err
+		}
+		sd := streaming.Delta{Text: d.Text}
+		if tc := d.ToolCall; tc != nil {
+			sd.ToolCall = &streaming.ToolCallDelta{Index: tc.Index, ID: tc.ID, Name: tc.Name, Arguments: tc.Arguments}
+		}
+		if _, err := run.log.Append(sd); err != nil {
+			return fmt.Errorf("append to stream: %w", err)
+		}
+		if time.Since(lastSave) >= svc.PersistInterval {
+			lastSave = time.Now()
+			svc.persistPartial(stub, run, b.Result())
+		}
+		return nil
+	}
+	res, err := model.Stream(ctx, req, emit)
+	if res == nil {
+		res = b.Result()
+	}
+	out := outcome{result: res, status: GenDone, turnStatus: TurnComplete}
+	var me *ModelError
+	switch cause := context.Cause(ctx); {
+	case err == nil:
+	case errors.Is(cause, errCancelled) || errors.Is(cause, errInterrupted):
+		out.status, out.turnStatus = GenCancelled, TurnCancelled
+		out.result.FinishReason = FinishCancelled
+	case errors.Is(cause, errShutdown):
+		out.status, out.turnStatus = GenInterrupted, TurnInterrupted
+		out.err = &ErrorInfo{Code: "interrupted", Message: "the server stopped while this turn was being generated"}
+		out.result.FinishReason = "interrupted"
+	case errors.As(err, &me):
+		out.status, out.turnStatus = GenFailed, TurnFailed
+		out.err = &ErrorInfo{Code: me.Code, Message: me.Message}
+	default:
+		out.status, out.turnStatus = GenFailed, TurnFailed
+		out.err = &ErrorInfo{Code: CodeUpstreamError, Message: err.Error()}
+	}
+	if out.status == GenFailed {
+		out.result.FinishReason = FinishError
+	}
+	_, ferr := objects.Do(context.Background(), stub, func(ctx context.Context, o *sessionObj, tx *objects.Tx) (struct{}, error) {
+		return struct{}{}, o.finishGeneration(ctx, tx, run, out)
+	})
+	if ferr != nil {
+		// The database still says running: the next wake marks it
+		// interrupted. Tell the viewers now.
+		svc.logger().Warn("session: commit final turn", "session", run.session, "generation", run.id, "err", ferr)
+		run.log.Fail("interrupted", "the final turn could not be saved: "+ferr.Error())
+		close(run.done)
+	}
+}
+
+// persistPartial commits the output so far; failures only delay it.
+func (svc *Service) persistPartial(stub *objects.Stub, run *genRun, res *ModelResult) {
+	content, _ := json.Marshal(res.Text)
+	var calls any
+	if len(res.ToolCalls) > 0 {
+		b, _ := json.Marshal(res.ToolCalls)
+		calls = string(b)
+	}
+	offset := run.log.Last()
+	_, err := stub.Call(context.Background(), func(ctx context.Context, obj any, tx *objects.Tx) (any, error) {
+		if _, err := tx.Exec(ctx, `UPDATE turns SET content = ?, tool_calls = ?, updated_at = ? WHERE id = ? AND status = 'streaming'`,
+			string(content), calls, time.Now().UnixMilli(), run.turnID); err != nil {
+			return nil, err
+		}
+		_, err := tx.Exec(ctx, `UPDATE generations SET offset = ? WHERE id = ?`, offset, run.id)
+		return nil, err
+	})
+	if err != nil {
+		svc.logger().Warn("session: persist partial output", "session", run.session, "generation", run.id, "err", err)
+	}
+}
+
+type outcome struct {
+	result     *ModelResult
+	status     string // generation status
+	turnStatus string
+	err        *ErrorInfo
+}
+
+// finishGeneration commits a generation's final turn, then (after commit)
+// ends its log, and starts the next queued generation if any.
+func (o *sessionObj) finishGeneration(ctx context.Context, tx *objects.Tx, run *genRun, out outcome) error {
+	res := out.result
+	now := time.Now().UTC()
+	content, _ := json.Marshal(res.Text)
+	var calls any
+	if len(res.ToolCalls) > 0 {
+		b, _ := json.Marshal(res.ToolCalls)
+		calls = string(b)
+	}
+	var code, msg any
+	if out.err != nil {
+		code, msg = out.err.Code, out.err.Message
+	}
+	u := res.Usage
+	if _, err := tx.Exec(ctx, `UPDATE turns SET content = ?, tool_calls = ?, prompt_tokens = ?, completion_tokens = ?, total_tokens = ?,
+		finish_reason = ?, status = ?, error_code = ?, error_message = ?, updated_at = ? WHERE id = ?`,
+		string(content), calls, u.PromptTokens, u.CompletionTokens, u.TotalTokens, res.FinishReason, out.turnStatus,
+		code, msg, now.UnixMilli(), run.turnID); err != nil {
+		return fmt.Errorf("save final turn: %w", err)
+	}
+	// The final event takes the offset after the last delta.
+	final := run.log.Last() + 1
+	if _, err := tx.Exec(ctx, `UPDATE generations SET status = ?, offset = ?, error_code = ?, error_message = ?, finished_at = ? WHERE id = ?`,
+		out.status, final, code, msg, now.UnixMilli(), run.id); err != nil {
+		return fmt.Errorf("save generation: %w", err)
+	}
+	turn, err := getTurn(ctx, tx, run.turnID)
+	if err != nil {
+		return err
+	}
+	m := *o.m
+	m.UpdatedAt = now
+	// Start the next queued generation, if any, in the same commit.
+	var next *genRun
+	var launch func()
+	var gid, model string
+	var parent int64
+	err = tx.QueryRow(ctx, `SELECT id, parent_id, model FROM generations WHERE status = 'queued' ORDER BY created_at, rowid LIMIT 1`).Scan(&gid, &parent, &model)
+	if err == nil {
+		if _, next, launch, err = o.startGeneration(ctx, tx, &m, gid, parent, model, now); err != nil {
+			return err
+		}
+	}
+	if err := saveMeta(ctx, tx, &m); err != nil {
+		return err
+	}
+	svc := o.svc
+	o.m = &m
+	if o.run == run {
+		o.run = next
+	}
+	tx.OnCommit(func() {
+		turnJSON, _ := json.Marshal(turn)
+		if out.status == GenFailed {
+			run.log.Fail(out.err.Code, out.err.Message)
+		} else {
+			usage, _ := json.Marshal(u)
+			if _, err := run.log.Finish(streaming.Done{Turn: turnJSON, Usage: usage, FinishReason: res.FinishReason}); err != nil {
+				svc.logger().Warn("session: end stream", "generation", run.id, "err", err)
+			}
+		}
+		svc.broadcastTurn(m.ID, turn)
+		svc.touchDirectory(&m, []Turn{turn})
+		close(run.done)
+		if launch != nil {
+			launch()
+		}
+	})
+	return nil
+}

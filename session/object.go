@@ -1,0 +1,399 @@
+package session
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"sessiond/objects"
+)
+
+// sessionObj is the in-memory instance of one session object. Its methods
+// run inside calls (objects.Do), one at a time. Fields change at the end of
+// a call, after its last fallible step, so that the next call of the same
+// batch sees them and a failed call leaves them as they were (a failed batch
+// commit discards the instance). Effects outside the object (viewers,
+// generation goroutines) happen in OnCommit hooks: durable before visible.
+type sessionObj struct {
+	svc *Service
+	h   *objects.Handle
+	m   *meta    // nil until created
+	run *genRun  // the running generation, if any
+}
+
+func (svc *Service) newSession(ctx context.Context, h *objects.Handle, tx *objects.Tx) (any, error) {
+	o := &sessionObj{svc: svc, h: h}
+	m, err := loadMeta(ctx, tx)
+	if err != nil {
+		return nil, err
+	}
+	o.m = m
+	if m == nil {
+		return o, nil
+	}
+	// Nothing runs in a fresh instance: a generation the database says is
+	// running was cut short by a crash or shutdown. Mark it interrupted with
+	// the output persisted so far.
+	var n int
+	if err := tx.QueryRow(ctx, `SELECT count(*) FROM generations WHERE status IN ('running', 'queued')`).Scan(&n); err != nil {
+		return nil, err
+	}
+	if n > 0 {
+		now := time.Now().UnixMilli()
+		if _, err := tx.Exec(ctx, `UPDATE turns SET status = 'interrupted', finish_reason = 'interrupted', error_code = 'interrupted',
+			error_message = 'the server stopped while this turn was being generated', updated_at = ? WHERE status = 'streaming'`, now); err != nil {
+			return nil, err
+		}
+		if _, err := tx.Exec(ctx, `UPDATE generations SET status = 'interrupted', error_code = 'interrupted',
+			error_message = 'the server stopped before this generation finished', finished_at = ? WHERE status IN ('running', 'queued')`, now); err != nil {
+			return nil, err
+		}
+	}
+	return o, nil
+}
+
+// check returns ErrNotFound unless the session exists and owner may see it
+// ("" sees every session).
+func (o *sessionObj) check(owner string) error {
+	if o.m == nil || (owner != "" && o.m.Owner != owner) {
+		return ErrNotFound
+	}
+	return nil
+}
+
+func (o *sessionObj) session(ctx context.Context, tx *objects.Tx) (*Session, error) {
+	m := o.m
+	s := &Session{ID: m.ID, Title: m.Title, Model: m.Model, System: m.System, Owner: m.Owner,
+		Metadata: m.Metadata, BusyPolicy: m.Policy, CreatedAt: m.CreatedAt, UpdatedAt: m.UpdatedAt, HeadTurnID: m.Head}
+	if err := tx.QueryRow(ctx, `SELECT coalesce(max(id), 0) FROM turns`).Scan(&s.LastTurnID); err != nil {
+		return nil, fmt.Errorf("read last turn: %w", err)
+	}
+	if o.run != nil {
+		s.Generation = &GenRef{ID: o.run.id, Status: GenRunning, Offset: o.run.log.Last()}
+	} else {
+		var gid string
+		err := tx.QueryRow(ctx, `SELECT id FROM generations WHERE status = 'queued' ORDER BY created_at, rowid LIMIT 1`).Scan(&gid)
+		if err == nil {
+			s.Generation = &GenRef{ID: gid, Status: GenQueued}
+		}
+	}
+	return s, nil
+}
+
+func (o *sessionObj) create(ctx context.Context, tx *objects.Tx, owner string, req *CreateRequest, model string) (*Session, error) {
+	if o.m != nil {
+		return nil, fmt.Errorf("%w: session %s already exists", ErrConflict, req.ID)
+	}
+	now := time.Now().UTC()
+	m := &meta{ID: req.ID, Owner: owner, Title: req.Title, Model: model, System: req.System,
+		Metadata: req.Metadata, Policy: req.BusyPolicy, CreatedAt: now, UpdatedAt: now}
+	if len(m.Metadata) == 0 {
+		m.Metadata = json.RawMessage("{}")
+	}
+	if m.Policy == "" {
+		m.Policy = PolicyQueue
+	}
+	if err := saveMeta(ctx, tx, m); err != nil {
+		return nil, err
+	}
+	o2 := *o
+	o2.m = m
+	s, err := o2.session(ctx, tx)
+	if err == nil {
+		o.m = m
+	}
+	return s, err
+}
+
+func (o *sessionObj) update(ctx context.Context, tx *objects.Tx, req *UpdateRequest) (*Session, error) {
+	m := *o.m
+	if req.Title != nil {
+		m.Title = *req.Title
+	}
+	if req.Model != nil {
+		m.Model = *req.Model
+	}
+	if req.System != nil {
+		m.System = *req.System
+	}
+	if len(req.Metadata) > 0 {
+		m.Metadata = req.Metadata
+	}
+	if req.BusyPolicy != nil {
+		m.Policy = *req.BusyPolicy
+	}
+	m.UpdatedAt = time.Now().UTC()
+	if err := saveMeta(ctx, tx, &m); err != nil {
+		return nil, err
+	}
+	o2 := *o
+	o2.m = &m
+	s, err := o2.session(ctx, tx)
+	if err == nil {
+		o.m = &m
+	}
+	return s, err
+}
+
+// requestHash identifies a PostRequest for idempotency.
+func requestHash(req *PostRequest) string {
+	b, _ := json.Marshal(req)
+	sum := sha256.Sum256(b)
+	return hex.EncodeToString(sum[:])
+}
+
+// post appends turns and starts or queues a generation. It is idempotent by
+// req.IdempotencyKey: a repeat returns the original result.
+func (o *sessionObj) post(ctx context.Context, tx *objects.Tx, req *PostRequest) (*PostResult, error) {
+	hash := requestHash(req)
+	if req.IdempotencyKey != "" {
+		res, found, err := o.replay(ctx, tx, req.IdempotencyKey, hash)
+		if found || err != nil {
+			return res, err
+		}
+	}
+	m := *o.m
+	now := time.Now().UTC()
+	hasUser := false
+	for _, t := range req.Turns {
+		hasUser = hasUser || t.Role == RoleUser
+	}
+	if o.run != nil && hasUser {
+		switch m.Policy {
+		case PolicyReject:
+			return nil, fmt.Errorf("%w: generation %s is running and this session rejects new turns meanwhile", ErrGenerationRunning, o.run.id)
+		case PolicyInterrupt:
+			run := o.run
+			tx.OnCommit(func() { run.cancel(errInterrupted) })
+		}
+	}
+	parent := m.Head
+	if req.Parent != 0 {
+		if _, err := getTurn(ctx, tx, req.Parent); err != nil {
+			return nil, fmt.Errorf("%w: parent turn %d does not exist", ErrInvalid, req.Parent)
+		}
+		if req.Parent != m.Head {
+			m.Branched = true
+		}
+		parent = req.Parent
+	}
+	res := &PostResult{Turns: []Turn{}}
+	for _, nt := range req.Turns {
+		t := Turn{Role: nt.Role, Content: nt.Content, Status: TurnComplete, CreatedAt: now}
+		if parent > 0 {
+			p := parent
+			t.ParentID = &p
+		}
+		if nt.ToolCallID != "" {
+			id := nt.ToolCallID
+			t.ToolCallID = &id
+		}
+		if err := insertTurn(ctx, tx, &t, ""); err != nil {
+			return nil, err
+		}
+		parent = t.ID
+		res.Turns = append(res.Turns, t)
+	}
+	m.Head = parent
+	m.UpdatedAt = now
+	var run *genRun
+	var launch func()
+	if req.Generate {
+		model := req.Model
+		if model == "" {
+			model = m.Model
+		}
+		if _, _, err := o.svc.Models.Get(model); err != nil {
+			return nil, fmt.Errorf("%w: %v", ErrInvalid, err)
+		}
+		queued, err := o.hasQueued(ctx, tx)
+		if err != nil {
+			return nil, err
+		}
+		if o.run != nil || queued {
+			g := &Generation{ID: newGenerationID(), Status: GenQueued}
+			if _, err := tx.Exec(ctx, `INSERT INTO generations (id, turn_id, parent_id, model, status, created_at) VALUES (?, 0, ?, ?, 'queued', ?)`,
+				g.ID, parent, model, now.UnixMilli()); err != nil {
+				return nil, fmt.Errorf("queue generation: %w", err)
+			}
+			res.Generation = g
+		} else {
+			g, r, l, err := o.startGeneration(ctx, tx, &m, newGenerationID(), parent, model, now)
+			if err != nil {
+				return nil, err
+			}
+			res.Generation, run, launch = g, r, l
+		}
+	}
+	if err := saveMeta(ctx, tx, &m); err != nil {
+		return nil, err
+	}
+	if req.IdempotencyKey != "" {
+		ids := make([]int64, len(res.Turns))
+		for i, t := range res.Turns {
+			ids[i] = t.ID
+		}
+		idsJSON, _ := json.Marshal(ids)
+		var gid any
+		if res.Generation != nil {
+			gid = res.Generation.ID
+		}
+		if _, err := tx.Exec(ctx, `INSERT INTO idempotency (key, request, turn_ids, generation, created_at) VALUES (?, ?, ?, ?, ?)`,
+			req.IdempotencyKey, hash, string(idsJSON), gid, now.UnixMilli()); err != nil {
+			return nil, fmt.Errorf("record idempotency key: %w", err)
+		}
+	}
+	turns := res.Turns
+	o.m = &m
+	if run != nil {
+		o.run = run
+	}
+	tx.OnCommit(func() {
+		for _, t := range turns {
+			o.svc.broadcastTurn(m.ID, t)
+		}
+		if launch != nil {
+			launch()
+		}
+		o.svc.touchDirectory(&m, turns)
+	})
+	return res, nil
+}
+
+// replay answers a repeated idempotency key with the original result.
+func (o *sessionObj) replay(ctx context.Context, tx *objects.Tx, key, hash string) (*PostResult, bool, error) {
+	var stored, idsJSON string
+	var gid *string
+	err := tx.QueryRow(ctx, `SELECT request, turn_ids, generation FROM idempotency WHERE key = ?`, key).Scan(&stored, &idsJSON, &gid)
+	if err != nil {
+		return nil, false, nil
+	}
+	if stored != hash {
+		return nil, true, fmt.Errorf("%w: idempotency key %q was used for a different request", ErrConflict, key)
+	}
+	var ids []int64
+	if err := json.Unmarshal([]byte(idsJSON), &ids); err != nil {
+		return nil, true, err
+	}
+	res := &PostResult{Turns: []Turn{}}
+	for _, id := range ids {
+		t, err := getTurn(ctx, tx, id)
+		if err != nil {
+			return nil, true, err
+		}
+		res.Turns = append(res.Turns, t)
+	}
+	if gid != nil {
+		g, err := o.generation(ctx, tx, *gid)
+		if err != nil {
+			return nil, true, err
+		}
+		res.Generation = g
+	}
+	return res, true, nil
+}
+
+func (o *sessionObj) hasQueued(ctx context.Context, tx *objects.Tx) (bool, error) {
+	var n int
+	err := tx.QueryRow(ctx, `SELECT count(*) FROM generations WHERE status = 'queued'`).Scan(&n)
+	return n > 0, err
+}
+
+func (o *sessionObj) generation(ctx context.Context, tx *objects.Tx, gid string) (*Generation, error) {
+	g := &Generation{ID: gid}
+	var code, msg *string
+	err := tx.QueryRow(ctx, `SELECT status, turn_id, offset, error_code, error_message FROM generations WHERE id = ?`, gid).
+		Scan(&g.Status, &g.TurnID, &g.Offset, &code, &msg)
+	if err != nil {
+		return nil, fmt.Errorf("generation %s: %w", gid, ErrNotFound)
+	}
+	if o.run != nil && o.run.id == gid {
+		g.Offset = o.run.log.Last()
+	}
+	if code != nil {
+		g.Error = &ErrorInfo{Code: *code, Message: deref(msg)}
+	}
+	return g, nil
+}
+
+func deref(s *string) string {
+	if s == nil {
+		return ""
+	}
+	return *s
+}
+
+// turns pages through a branch (see TurnQuery and API.md).
+func (o *sessionObj) turns(ctx context.Context, tx *objects.Tx, q TurnQuery) ([]Turn, bool, error) {
+	leaf := q.Branch
+	if leaf == 0 {
+		leaf = o.m.Head
+	}
+	if leaf == 0 {
+		return []Turn{}, false, nil
+	}
+	limit := q.Limit
+	var out []Turn
+	var err error
+	switch {
+	case !o.m.Branched && q.After != nil:
+		out, err = queryTurns(ctx, tx, `SELECT `+turnColumns+` FROM turns WHERE id > ? AND id <= ? ORDER BY id LIMIT ?`, *q.After, leaf, limit+1)
+	case !o.m.Branched:
+		before := leaf + 1
+		if q.Before != nil && *q.Before < before {
+			before = *q.Before
+		}
+		out, err = queryTurns(ctx, tx, `SELECT `+turnColumns+` FROM turns WHERE id < ? ORDER BY id DESC LIMIT ?`, before, limit+1)
+	case q.After != nil:
+		// A branched session: walk the whole branch (cost grows with its depth).
+		var all []Turn
+		all, err = branchTurns(ctx, tx, leaf, 0, 1<<30)
+		for i := len(all) - 1; i >= 0 && err == nil; i-- {
+			if all[i].ID > *q.After {
+				out = append(out, all[i])
+				if len(out) > limit {
+					break
+				}
+			}
+		}
+	default:
+		var before int64
+		if q.Before != nil {
+			before = *q.Before
+		}
+		out, err = branchTurns(ctx, tx, leaf, before, limit+1)
+	}
+	if err != nil {
+		return nil, false, err
+	}
+	more := len(out) > limit
+	if more {
+		out = out[:limit]
+	}
+	if q.After == nil { // newest first → ascending
+		for i, j := 0, len(out)-1; i < j; i, j = i+1, j-1 {
+			out[i], out[j] = out[j], out[i]
+		}
+	}
+	if out == nil {
+		out = []Turn{}
+	}
+	return out, more, nil
+}
+
+// preview is the directory's one-line summary of a turn.
+func preview(t Turn) string {
+	s := turnMessage(t).Text()
+	s = strings.Join(strings.Fields(s), " ")
+	if len(s) > 140 {
+		s = truncateRunes(s, 140) + "…"
+	}
+	return s
+}
+
+var errInterrupted = errors.New("session: interrupted by a new turn")

@@ -1,0 +1,71 @@
+package session
+
+// sessionSchema is the session object's schema, one migration per step.
+var sessionSchema = []string{
+	`CREATE TABLE meta (
+		id          INTEGER PRIMARY KEY CHECK (id = 1),
+		session_id  TEXT NOT NULL,
+		owner       TEXT NOT NULL,
+		title       TEXT NOT NULL DEFAULT '',
+		model       TEXT NOT NULL,
+		system      TEXT NOT NULL DEFAULT '',
+		metadata    TEXT NOT NULL DEFAULT '{}',
+		busy_policy TEXT NOT NULL DEFAULT 'queue',
+		head        INTEGER NOT NULL DEFAULT 0,
+		branched    INTEGER NOT NULL DEFAULT 0,
+		created_at  INTEGER NOT NULL,
+		updated_at  INTEGER NOT NULL
+	);
+	CREATE TABLE turns (
+		id                INTEGER PRIMARY KEY,
+		parent_id         INTEGER,
+		role              TEXT NOT NULL,
+		content           TEXT NOT NULL,
+		tool_calls        TEXT,
+		tool_call_id      TEXT,
+		model             TEXT,
+		prompt_tokens     INTEGER,
+		completion_tokens INTEGER,
+		total_tokens      INTEGER,
+		finish_reason     TEXT,
+		status            TEXT NOT NULL,
+		error_code        TEXT,
+		error_message     TEXT,
+		generation_id     TEXT,
+		idempotency_key   TEXT,
+		created_at        INTEGER NOT NULL,
+		updated_at        INTEGER NOT NULL
+	);
+	CREATE INDEX turns_parent ON turns(parent_id);
+	CREATE TABLE generations (
+		id            TEXT PRIMARY KEY,
+		turn_id       INTEGER NOT NULL,
+		parent_id     INTEGER NOT NULL,
+		model         TEXT NOT NULL,
+		status        TEXT NOT NULL,
+		offset        INTEGER NOT NULL DEFAULT 0,
+		error_code    TEXT,
+		error_message TEXT,
+		created_at    INTEGER NOT NULL,
+		finished_at   INTEGER
+	);
+	CREATE TABLE idempotency (
+		key        TEXT PRIMARY KEY,
+		request    TEXT NOT NULL,
+		turn_ids   TEXT NOT NULL,
+		generation TEXT,
+		created_at INTEGER NOT NULL
+	);`,
+}
+
+// directorySchema is the owner directory's schema.
+var directorySchema = []string{
+	`CREATE TABLE sessions (
+		id         TEXT PRIMARY KEY,
+		title      TEXT NOT NULL,
+		preview    TEXT NOT NULL,
+		created_at INTEGER NOT NULL,
+		updated_at INTEGER NOT NULL
+	);
+	CREATE INDEX sessions_updated ON sessions(updated_at DESC, id DESC);`,
+}

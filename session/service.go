@@ -1,0 +1,748 @@
+package session
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"strings"
+	"sync"
+	"time"
+	"unicode/utf8"
+
+	"sessiond/objects"
+	"sessiond/streaming"
+)
+
+// Limits and defaults of a Service.
+const (
+	// DefaultMaxTurnBytes bounds one turn's content (a large tool result
+	// fits: the WebSocket carries messages up to 32 MiB).
+	DefaultMaxTurnBytes = 32 << 20
+	// DefaultMaxTurnsPerRequest bounds the turns of one post.
+	DefaultMaxTurnsPerRequest = 100
+	// MaxTitleBytes, MaxSystemBytes and MaxMetadataBytes bound session fields.
+	MaxTitleBytes    = 1 << 10
+	MaxSystemBytes   = 256 << 10
+	MaxMetadataBytes = 64 << 10
+	// NamespaceSessions and NamespaceDirectories are the object namespaces.
+	NamespaceSessions    = "session"
+	NamespaceDirectories = "directory"
+)
+
+// Service runs conversations: it registers the session and directory
+// object classes on a runtime and offers the operations the API needs.
+// Every method that takes an owner refuses (with ErrNotFound) sessions of
+// other owners; the empty owner is an administrator who sees them all.
+//
+// Build it with NewService before the runtime opens; call Close before the
+// runtime's Close. Safe for concurrent use.
+type Service struct {
+	// Models resolves model names. Required.
+	Models *Registry
+	// MaxTurnBytes bounds one turn's content. Default DefaultMaxTurnBytes.
+	MaxTurnBytes int
+	// MaxTurnsPerRequest bounds one post. Default DefaultMaxTurnsPerRequest.
+	MaxTurnsPerRequest int
+	// PersistInterval is how often partial output is committed.
+	// Default DefaultPersistInterval.
+	PersistInterval time.Duration
+	// ViewerOptions configures WebSocket viewers; nil means defaults.
+	ViewerOptions *streaming.ViewerOptions
+	// Logger defaults to slog.Default().
+	Logger *slog.Logger
+
+	rt       *objects.Runtime
+	sessions *objects.Namespace
+	dirs     *objects.Namespace
+
+	ctx    context.Context
+	cancel context.CancelCauseFunc
+	wg     sync.WaitGroup
+
+	hubMu sync.Mutex
+	hubs  map[string]*hubEntry
+
+	dir dirUpdates
+}
+
+type hubEntry struct {
+	hub  *streaming.Hub
+	last *streaming.Log // the latest generation log, kept for its retention
+}
+
+// NewService registers the session classes on rt (which must not be open
+// yet) and returns the service. Start it with Start after rt.Open.
+func NewService(rt *objects.Runtime, models *Registry) (*Service, error) {
+	svc := &Service{
+		Models:             models,
+		MaxTurnBytes:       DefaultMaxTurnBytes,
+		MaxTurnsPerRequest: DefaultMaxTurnsPerRequest,
+		PersistInterval:    DefaultPersistInterval,
+		rt:                 rt,
+		hubs:               make(map[string]*hubEntry),
+	}
+	svc.dir.pending = make(map[string]map[string]DirEntry)
+	svc.dir.wake = make(chan struct{}, 1)
+	var err error
+	if svc.sessions, err = rt.Register(NamespaceSessions, objects.Class{Migrations: sessionSchema, New: svc.newSession}); err != nil {
+		return nil, err
+	}
+	if svc.dirs, err = rt.Register(NamespaceDirectories, objects.Class{Migrations: directorySchema, New: newDirectory}); err != nil {
+		return nil, err
+	}
+	svc.ctx, svc.cancel = context.WithCancelCause(context.Background())
+	return svc, nil
+}
+
+// Start starts the service's background work (directory updates, hub
+// clean-up). Call it once, after the runtime is open.
+func (svc *Service) Start() {
+	svc.wg.Add(2)
+	go svc.runDirectory(svc.ctx)
+	go svc.runHubJanitor(svc.ctx)
+}
+
+// Close stops running generations (each commits its output so far, marked
+// interrupted), waits for them and for pending directory updates, and
+// closes every viewer. Call it before closing the runtime.
+func (svc *Service) Close() error {
+	svc.cancel(errShutdown)
+	svc.wg.Wait()
+	svc.hubMu.Lock()
+	defer svc.hubMu.Unlock()
+	for id, e := range svc.hubs {
+		e.hub.Close()
+		delete(svc.hubs, id)
+	}
+	return nil
+}
+
+func (svc *Service) logger() *slog.Logger {
+	if svc.Logger != nil {
+		return svc.Logger
+	}
+	return slog.Default()
+}
+
+// hub returns the session's viewer hub, creating it.
+func (svc *Service) hub(id string) *streaming.Hub {
+	svc.hubMu.Lock()
+	defer svc.hubMu.Unlock()
+	e := svc.hubs[id]
+	if e == nil {
+		e = &hubEntry{hub: streaming.NewHub(&streaming.HubOptions{Logger: svc.Logger})}
+		svc.hubs[id] = e
+	}
+	return e.hub
+}
+
+func (svc *Service) keepLog(id string, l *streaming.Log) {
+	svc.hubMu.Lock()
+	defer svc.hubMu.Unlock()
+	if e := svc.hubs[id]; e != nil {
+		e.last = l
+	}
+}
+
+// existingHub returns the session's hub if it has one.
+func (svc *Service) existingHub(id string) *streaming.Hub {
+	svc.hubMu.Lock()
+	defer svc.hubMu.Unlock()
+	if e := svc.hubs[id]; e != nil {
+		return e.hub
+	}
+	return nil
+}
+
+// runHubJanitor forgets hubs with no viewers whose logs have expired.
+func (svc *Service) runHubJanitor(ctx context.Context) {
+	defer svc.wg.Done()
+	t := time.NewTicker(30 * time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		svc.hubMu.Lock()
+		for id, e := range svc.hubs {
+			if e.hub.Viewers() == 0 && (e.last == nil || !e.last.Retained()) {
+				e.hub.Close()
+				delete(svc.hubs, id)
+			}
+		}
+		svc.hubMu.Unlock()
+	}
+}
+
+// broadcastTurn sends a committed turn to every viewer of the session.
+func (svc *Service) broadcastTurn(id string, t Turn) {
+	h := svc.existingHub(id)
+	if h == nil {
+		return
+	}
+	msg, err := json.Marshal(struct {
+		Type string `json:"type"`
+		Turn Turn   `json:"turn"`
+	}{"turn", t})
+	if err != nil {
+		return
+	}
+	h.Broadcast(msg)
+}
+
+// stub returns the stub of an existing session, or ErrNotFound. Calls
+// through it never create a session.
+func (svc *Service) stub(ctx context.Context, id string) (*objects.Stub, error) {
+	if ValidateID(id) != nil {
+		return nil, fmt.Errorf("session %q: %w", id, ErrNotFound)
+	}
+	ok, err := svc.sessions.Exists(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	if !ok {
+		return nil, fmt.Errorf("session %s: %w", id, ErrNotFound)
+	}
+	return svc.sessions.Get(id)
+}
+
+// do runs fn on an existing session visible to owner.
+func do[R any](ctx context.Context, svc *Service, owner, id string, fn func(ctx context.Context, o *sessionObj, tx *objects.Tx) (R, error)) (R, error) {
+	var zero R
+	stub, err := svc.stub(ctx, id)
+	if err != nil {
+		return zero, err
+	}
+	return objects.Do(ctx, stub, func(ctx context.Context, o *sessionObj, tx *objects.Tx) (R, error) {
+		if err := o.check(owner); err != nil {
+			return zero, fmt.Errorf("session %s: %w", id, err)
+		}
+		return fn(ctx, o, tx)
+	})
+}
+
+func validText(field, s string, limit int) error {
+	if len(s) > limit {
+		return fmt.Errorf("%w: %s is %d bytes, the limit is %d", ErrTooLarge, field, len(s), limit)
+	}
+	if !utf8.ValidString(s) {
+		return fmt.Errorf("%w: %s is not valid UTF-8", ErrInvalid, field)
+	}
+	return nil
+}
+
+func validMetadata(md json.RawMessage) error {
+	if len(md) == 0 {
+		return nil
+	}
+	if len(md) > MaxMetadataBytes {
+		return fmt.Errorf("%w: metadata is %d bytes, the limit is %d", ErrTooLarge, len(md), MaxMetadataBytes)
+	}
+	var v map[string]any
+	if err := json.Unmarshal(md, &v); err != nil || v == nil {
+		return fmt.Errorf("%w: metadata must be a JSON object", ErrInvalid)
+	}
+	return nil
+}
+
+func validPolicy(p string) error {
+	switch p {
+	case "", PolicyQueue, PolicyReject, PolicyInterrupt:
+		return nil
+	}
+	return fmt.Errorf("%w: busy_policy must be queue, reject or interrupt", ErrInvalid)
+}
+
+// Create creates a session owned by owner.
+func (svc *Service) Create(ctx context.Context, owner string, req CreateRequest) (*Session, error) {
+	if req.ID == "" {
+		req.ID = NewID()
+	} else if err := ValidateID(req.ID); err != nil {
+		return nil, err
+	}
+	if err := errors.Join(validText("title", req.Title, MaxTitleBytes), validText("system", req.System, MaxSystemBytes),
+		validMetadata(req.Metadata), validPolicy(req.BusyPolicy)); err != nil {
+		return nil, err
+	}
+	model := req.Model
+	if model == "" {
+		model = svc.Models.Default()
+	}
+	if _, _, err := svc.Models.Get(model); err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrInvalid, err)
+	}
+	stub, err := svc.sessions.Get(req.ID)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrInvalid, err)
+	}
+	s, err := objects.Do(ctx, stub, func(ctx context.Context, o *sessionObj, tx *objects.Tx) (*Session, error) {
+		return o.create(ctx, tx, owner, &req, model)
+	})
+	if err != nil {
+		return nil, err
+	}
+	// The directory learns of a new session before the caller does, so a
+	// list right after a create shows it.
+	if err := svc.upsertDirectory(ctx, owner, DirEntry{ID: s.ID, Title: s.Title, CreatedAt: s.CreatedAt, UpdatedAt: s.UpdatedAt}); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+func (svc *Service) upsertDirectory(ctx context.Context, owner string, e DirEntry) error {
+	stub, err := svc.dirs.Get(owner)
+	if err != nil {
+		return err
+	}
+	_, err = objects.Do(ctx, stub, func(ctx context.Context, d *directory, tx *objects.Tx) (struct{}, error) {
+		return struct{}{}, d.upsert(ctx, tx, e)
+	})
+	return err
+}
+
+// Get returns a session.
+func (svc *Service) Get(ctx context.Context, owner, id string) (*Session, error) {
+	return do(ctx, svc, owner, id, func(ctx context.Context, o *sessionObj, tx *objects.Tx) (*Session, error) {
+		return o.session(ctx, tx)
+	})
+}
+
+// Update changes a session's title, model, system prompt, metadata or busy policy.
+func (svc *Service) Update(ctx context.Context, owner, id string, req UpdateRequest) (*Session, error) {
+	var errs []error
+	if req.Title != nil {
+		errs = append(errs, validText("title", *req.Title, MaxTitleBytes))
+	}
+	if req.System != nil {
+		errs = append(errs, validText("system", *req.System, MaxSystemBytes))
+	}
+	if req.BusyPolicy != nil {
+		errs = append(errs, validPolicy(*req.BusyPolicy))
+	}
+	if req.Model != nil {
+		if _, _, err := svc.Models.Get(*req.Model); err != nil {
+			errs = append(errs, fmt.Errorf("%w: %v", ErrInvalid, err))
+		}
+	}
+	errs = append(errs, validMetadata(req.Metadata))
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
+	}
+	s, err := do(ctx, svc, owner, id, func(ctx context.Context, o *sessionObj, tx *objects.Tx) (*Session, error) {
+		s, err := o.update(ctx, tx, &req)
+		if err == nil {
+			m := *o.m
+			m.Title, m.UpdatedAt = s.Title, s.UpdatedAt
+			tx.OnCommit(func() { svc.touchDirectory(&m, nil) })
+		}
+		return s, err
+	})
+	return s, err
+}
+
+// Delete removes a session: a running generation is cancelled first, then
+// its data, its viewers and its directory entry go.
+func (svc *Service) Delete(ctx context.Context, owner, id string) error {
+	var sessOwner string
+	done, err := do(ctx, svc, owner, id, func(ctx context.Context, o *sessionObj, tx *objects.Tx) (chan struct{}, error) {
+		sessOwner = o.m.Owner
+		if o.run != nil {
+			o.run.cancel(errCancelled)
+			return o.run.done, nil
+		}
+		return nil, nil
+	})
+	if err != nil {
+		return err
+	}
+	if done != nil {
+		select {
+		case <-done:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	stub, err := svc.sessions.Get(id)
+	if err != nil {
+		return err
+	}
+	if err := stub.Delete(ctx); err != nil {
+		return err
+	}
+	svc.dir.mu.Lock()
+	delete(svc.dir.pending[sessOwner], id)
+	svc.dir.mu.Unlock()
+	dstub, err := svc.dirs.Get(sessOwner)
+	if err != nil {
+		return err
+	}
+	if _, err := objects.Do(ctx, dstub, func(ctx context.Context, d *directory, tx *objects.Tx) (struct{}, error) {
+		return struct{}{}, d.remove(ctx, tx, id)
+	}); err != nil {
+		return err
+	}
+	svc.hubMu.Lock()
+	if e := svc.hubs[id]; e != nil {
+		e.hub.Close()
+		delete(svc.hubs, id)
+	}
+	svc.hubMu.Unlock()
+	return nil
+}
+
+// List returns a page of owner's sessions, most recently active first.
+func (svc *Service) List(ctx context.Context, owner, cursor string, limit int) ([]DirEntry, string, error) {
+	stub, err := svc.dirs.Get(owner)
+	if err != nil {
+		return nil, "", fmt.Errorf("%w: %v", ErrInvalid, err)
+	}
+	svc.flushDirectoryOf(owner)
+	type page struct {
+		entries []DirEntry
+		next    string
+	}
+	p, err := objects.Do(ctx, stub, func(ctx context.Context, d *directory, tx *objects.Tx) (page, error) {
+		e, n, err := d.list(ctx, tx, cursor, limit)
+		return page{e, n}, err
+	})
+	return p.entries, p.next, err
+}
+
+// flushDirectoryOf applies the owner's pending directory updates now, so a
+// list shows what the same client just did.
+func (svc *Service) flushDirectoryOf(owner string) {
+	svc.dir.mu.Lock()
+	entries := svc.dir.pending[owner]
+	delete(svc.dir.pending, owner)
+	svc.dir.mu.Unlock()
+	for _, e := range entries {
+		if err := svc.upsertDirectory(context.Background(), owner, e); err != nil {
+			svc.logger().Warn("session: update directory", "owner", owner, "err", err)
+		}
+	}
+}
+
+// Turns pages through the turns of a branch.
+func (svc *Service) Turns(ctx context.Context, owner, id string, q TurnQuery) ([]Turn, bool, error) {
+	if q.Limit <= 0 || q.Limit > 1000 {
+		return nil, false, fmt.Errorf("%w: limit must be 1 to 1000", ErrInvalid)
+	}
+	type page struct {
+		turns []Turn
+		more  bool
+	}
+	p, err := do(ctx, svc, owner, id, func(ctx context.Context, o *sessionObj, tx *objects.Tx) (page, error) {
+		t, more, err := o.turns(ctx, tx, q)
+		return page{t, more}, err
+	})
+	return p.turns, p.more, err
+}
+
+// ValidateTurns checks turns a client posts.
+func (svc *Service) ValidateTurns(turns []NewTurn) error {
+	if len(turns) > svc.MaxTurnsPerRequest {
+		return fmt.Errorf("%w: %d turns in one request, the limit is %d", ErrTooLarge, len(turns), svc.MaxTurnsPerRequest)
+	}
+	for i, t := range turns {
+		switch t.Role {
+		case RoleUser:
+			if t.ToolCallID != "" {
+				return fmt.Errorf("%w: turn %d: tool_call_id is only for role tool", ErrInvalid, i)
+			}
+		case RoleTool:
+			if t.ToolCallID == "" {
+				return fmt.Errorf("%w: turn %d: a tool turn needs tool_call_id", ErrInvalid, i)
+			}
+		default:
+			return fmt.Errorf("%w: turn %d: role must be user or tool", ErrInvalid, i)
+		}
+		if len(t.Content) > svc.MaxTurnBytes {
+			return fmt.Errorf("%w: turn %d is %d bytes, the limit is %d", ErrTooLarge, i, len(t.Content), svc.MaxTurnBytes)
+		}
+		if err := validContent(t.Content); err != nil {
+			return fmt.Errorf("turn %d: %w", i, err)
+		}
+	}
+	return nil
+}
+
+// validContent accepts a JSON string or an array of content parts, each an
+// object with a string "type" (a "text" part needs a string "text").
+func validContent(c json.RawMessage) error {
+	if len(c) == 0 {
+		return fmt.Errorf("%w: content is required", ErrInvalid)
+	}
+	var s string
+	if err := json.Unmarshal(c, &s); err == nil {
+		return nil
+	}
+	var parts []map[string]json.RawMessage
+	if err := json.Unmarshal(c, &parts); err != nil {
+		return fmt.Errorf("%w: content must be a string or an array of content parts", ErrInvalid)
+	}
+	for i, p := range parts {
+		var typ string
+		if err := json.Unmarshal(p["type"], &typ); err != nil || typ == "" {
+			return fmt.Errorf("%w: content part %d needs a string type", ErrInvalid, i)
+		}
+		if typ == "text" {
+			var text string
+			if err := json.Unmarshal(p["text"], &text); err != nil {
+				return fmt.Errorf("%w: text part %d needs a string text", ErrInvalid, i)
+			}
+		}
+	}
+	return nil
+}
+
+// Post appends turns and, with Generate, starts (or queues) a generation.
+func (svc *Service) Post(ctx context.Context, owner, id string, req PostRequest) (*PostResult, error) {
+	if err := svc.ValidateTurns(req.Turns); err != nil {
+		return nil, err
+	}
+	if len(req.Turns) == 0 && !req.Generate {
+		return nil, fmt.Errorf("%w: nothing to do: no turns and no generate", ErrInvalid)
+	}
+	if len(req.IdempotencyKey) > 256 {
+		return nil, fmt.Errorf("%w: Idempotency-Key is longer than 256 bytes", ErrInvalid)
+	}
+	return do(ctx, svc, owner, id, func(ctx context.Context, o *sessionObj, tx *objects.Tx) (*PostResult, error) {
+		return o.post(ctx, tx, &req)
+	})
+}
+
+// Generation returns a generation's state.
+func (svc *Service) Generation(ctx context.Context, owner, id, gid string) (*Generation, error) {
+	return do(ctx, svc, owner, id, func(ctx context.Context, o *sessionObj, tx *objects.Tx) (*Generation, error) {
+		return o.generation(ctx, tx, gid)
+	})
+}
+
+// Cancel stops a generation and returns its final state. A running one
+// commits what it produced as cancelled; a queued one never starts; a
+// finished one is returned as it is.
+func (svc *Service) Cancel(ctx context.Context, owner, id, gid string) (*Generation, error) {
+	done, err := do(ctx, svc, owner, id, func(ctx context.Context, o *sessionObj, tx *objects.Tx) (chan struct{}, error) {
+		if o.run != nil && o.run.id == gid {
+			o.run.cancel(errCancelled)
+			return o.run.done, nil
+		}
+		if _, err := o.generation(ctx, tx, gid); err != nil {
+			return nil, err
+		}
+		_, err := tx.Exec(ctx, `UPDATE generations SET status = 'cancelled', finished_at = ? WHERE id = ? AND status = 'queued'`,
+			time.Now().UnixMilli(), gid)
+		return nil, err
+	})
+	if err != nil {
+		return nil, err
+	}
+	if done != nil {
+		select {
+		case <-done:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+	return svc.Generation(ctx, owner, id, gid)
+}
+
+// Fork creates a new session, owned by the same owner, holding a copy of
+// the branch that ends at turnID.
+func (svc *Service) Fork(ctx context.Context, owner, id string, turnID int64) (*Session, error) {
+	type src struct {
+		m     meta
+		turns []Turn
+	}
+	s, err := do(ctx, svc, owner, id, func(ctx context.Context, o *sessionObj, tx *objects.Tx) (src, error) {
+		if _, err := getTurn(ctx, tx, turnID); err != nil {
+			return src{}, fmt.Errorf("%w: turn %d does not exist", ErrInvalid, turnID)
+		}
+		turns, err := branchTurns(ctx, tx, turnID, 0, 1<<30)
+		return src{*o.m, turns}, err
+	})
+	if err != nil {
+		return nil, err
+	}
+	for i, j := 0, len(s.turns)-1; i < j; i, j = i+1, j-1 {
+		s.turns[i], s.turns[j] = s.turns[j], s.turns[i]
+	}
+	title := s.m.Title
+	if title != "" {
+		title = "Fork of " + title
+	}
+	return svc.restore(ctx, s.m.Owner, CreateRequest{Title: title, Model: s.m.Model, System: s.m.System,
+		Metadata: s.m.Metadata, BusyPolicy: s.m.Policy}, s.turns)
+}
+
+// restore creates a session holding the given turns (ids and parents kept).
+func (svc *Service) restore(ctx context.Context, owner string, req CreateRequest, turns []Turn) (*Session, error) {
+	if req.ID == "" {
+		req.ID = NewID()
+	}
+	if _, _, err := svc.Models.Get(req.Model); err != nil {
+		req.Model = svc.Models.Default()
+	}
+	stub, err := svc.sessions.Get(req.ID)
+	if err != nil {
+		return nil, err
+	}
+	s, err := objects.Do(ctx, stub, func(ctx context.Context, o *sessionObj, tx *objects.Tx) (*Session, error) {
+		if o.m != nil {
+			return nil, fmt.Errorf("%w: session %s already exists", ErrConflict, req.ID)
+		}
+		var head int64
+		branched := false
+		for _, t := range turns {
+			if t.Status == TurnStreaming {
+				t.Status = TurnInterrupted
+			}
+			if t.ParentID != nil && *t.ParentID != head {
+				branched = true
+			}
+			id := t.ID
+			if err := insertTurn(ctx, tx, &t, ""); err != nil {
+				return nil, err
+			}
+			head = id
+		}
+		now := time.Now().UTC()
+		m := &meta{ID: req.ID, Owner: owner, Title: req.Title, Model: req.Model, System: req.System, Metadata: req.Metadata,
+			Policy: req.BusyPolicy, Head: head, Branched: branched, CreatedAt: now, UpdatedAt: now}
+		if len(m.Metadata) == 0 {
+			m.Metadata = json.RawMessage("{}")
+		}
+		if m.Policy == "" {
+			m.Policy = PolicyQueue
+		}
+		if err := saveMeta(ctx, tx, m); err != nil {
+			return nil, err
+		}
+		o2 := *o
+		o2.m = m
+		s, err := o2.session(ctx, tx)
+		if err == nil {
+			o.m = m
+		}
+		return s, err
+	})
+	if err != nil {
+		return nil, err
+	}
+	e := DirEntry{ID: s.ID, Title: s.Title, CreatedAt: s.CreatedAt, UpdatedAt: s.UpdatedAt}
+	if len(turns) > 0 {
+		e.Preview = preview(turns[len(turns)-1])
+	}
+	return s, svc.upsertDirectory(ctx, owner, e)
+}
+
+
+// exportLine is one line of an export: a session, then its turns.
+type exportLine struct {
+	Type    string   `json:"type"`
+	Session *Session `json:"session,omitempty"`
+	Turn    *Turn    `json:"turn,omitempty"`
+}
+
+// Export writes the session and all its turns (every branch) as JSON lines.
+func (svc *Service) Export(ctx context.Context, owner, id string, w io.Writer) error {
+	type all struct {
+		s     *Session
+		turns []Turn
+	}
+	a, err := do(ctx, svc, owner, id, func(ctx context.Context, o *sessionObj, tx *objects.Tx) (all, error) {
+		s, err := o.session(ctx, tx)
+		if err != nil {
+			return all{}, err
+		}
+		turns, err := queryTurns(ctx, tx, `SELECT `+turnColumns+` FROM turns ORDER BY id`)
+		return all{s, turns}, err
+	})
+	if err != nil {
+		return err
+	}
+	enc := json.NewEncoder(w)
+	if err := enc.Encode(exportLine{Type: "session", Session: a.s}); err != nil {
+		return err
+	}
+	for i := range a.turns {
+		if err := enc.Encode(exportLine{Type: "turn", Turn: &a.turns[i]}); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Import creates a session from an export, owned by owner. It keeps the
+// exported id when it is free, and takes a new one otherwise.
+func (svc *Service) Import(ctx context.Context, owner string, r io.Reader) (*Session, error) {
+	sc := bufio.NewScanner(r)
+	sc.Buffer(make([]byte, 64<<10), svc.MaxTurnBytes+64<<10)
+	var s *Session
+	var turns []Turn
+	var last int64
+	for n := 1; sc.Scan(); n++ {
+		line := strings.TrimSpace(sc.Text())
+		if line == "" {
+			continue
+		}
+		var l exportLine
+		dec := json.NewDecoder(strings.NewReader(line))
+		dec.DisallowUnknownFields()
+		if err := dec.Decode(&l); err != nil {
+			return nil, fmt.Errorf("%w: line %d: %v", ErrInvalid, n, err)
+		}
+		switch {
+		case l.Type == "session" && l.Session != nil && s == nil:
+			s = l.Session
+		case l.Type == "turn" && l.Turn != nil && s != nil:
+			t := *l.Turn
+			if t.ID <= last || (t.ParentID != nil && (*t.ParentID >= t.ID || *t.ParentID <= 0)) {
+				return nil, fmt.Errorf("%w: line %d: turn ids must increase and parents come first", ErrInvalid, n)
+			}
+			switch t.Role {
+			case RoleSystem, RoleUser, RoleAssistant, RoleTool:
+			default:
+				return nil, fmt.Errorf("%w: line %d: unknown role %q", ErrInvalid, n, t.Role)
+			}
+			if err := validContent(t.Content); err != nil {
+				return nil, fmt.Errorf("line %d: %w", n, err)
+			}
+			if t.Status == "" {
+				t.Status = TurnComplete
+			}
+			last = t.ID
+			turns = append(turns, t)
+		default:
+			return nil, fmt.Errorf("%w: line %d: expected a session line first, then turn lines", ErrInvalid, n)
+		}
+	}
+	if err := sc.Err(); err != nil {
+		if errors.Is(err, bufio.ErrTooLong) {
+			return nil, fmt.Errorf("%w: a line of the import is over %d bytes", ErrTooLarge, svc.MaxTurnBytes)
+		}
+		return nil, fmt.Errorf("read import: %w", err)
+	}
+	if s == nil {
+		return nil, fmt.Errorf("%w: empty import", ErrInvalid)
+	}
+	if err := errors.Join(validText("title", s.Title, MaxTitleBytes), validText("system", s.System, MaxSystemBytes),
+		validMetadata(s.Metadata), validPolicy(s.BusyPolicy)); err != nil {
+		return nil, err
+	}
+	req := CreateRequest{ID: s.ID, Title: s.Title, Model: s.Model, System: s.System, Metadata: s.Metadata, BusyPolicy: s.BusyPolicy}
+	if ValidateID(req.ID) != nil {
+		req.ID = ""
+	} else if ok, err := svc.sessions.Exists(ctx, req.ID); err != nil {
+		return nil, err
+	} else if ok {
+		req.ID = ""
+	}
+	return svc.restore(ctx, owner, req, turns)
+}

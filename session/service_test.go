@@ -1,0 +1,564 @@
+package session_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"sessiond/objects"
+	"sessiond/session"
+)
+
+type tlog struct{ tb testing.TB }
+
+func (w tlog) Write(p []byte) (int, error) { w.tb.Log(strings.TrimSpace(string(p))); return len(p), nil }
+
+type env struct {
+	rt  *objects.Runtime
+	svc *session.Service
+	dir string
+}
+
+// newEnv opens a runtime and a session service in dir ("" = a temp dir)
+// with the offline model at tps words per second.
+func newEnv(tb testing.TB, dir string, tps float64, configure func(*session.Service, *session.Registry)) *env {
+	tb.Helper()
+	if dir == "" {
+		dir = tb.TempDir()
+	}
+	rt := objects.NewRuntime(dir)
+	rt.Durability = objects.DurabilityNormal
+	logger := slog.New(slog.NewTextHandler(tlog{tb}, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	rt.Logger = logger
+	reg := session.NewRegistry()
+	if err := reg.Register("offline", session.NewOfflineModel(tps), session.ModelInfo{}); err != nil {
+		tb.Fatal(err)
+	}
+	svc, err := session.NewService(rt, reg)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	svc.Logger = logger
+	svc.PersistInterval = 10 * time.Millisecond
+	if configure != nil {
+		configure(svc, reg)
+	}
+	if err := rt.Open(context.Background()); err != nil {
+		tb.Fatal(err)
+	}
+	svc.Start()
+	e := &env{rt: rt, svc: svc, dir: dir}
+	tb.Cleanup(e.close)
+	return e
+}
+
+func (e *env) close() {
+	e.svc.Close()
+	e.rt.Close()
+}
+
+func user(text string) session.NewTurn {
+	b, _ := json.Marshal(text)
+	return session.NewTurn{Role: session.RoleUser, Content: b}
+}
+
+func text(tb testing.TB, t session.Turn) string {
+	tb.Helper()
+	var s string
+	if err := json.Unmarshal(t.Content, &s); err != nil {
+		tb.Fatalf("turn %d content %s: %v", t.ID, t.Content, err)
+	}
+	return s
+}
+
+// waitGen polls until the generation has finished and returns it.
+func waitGen(tb testing.TB, e *env, owner, id, gid string) *session.Generation {
+	tb.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		g, err := e.svc.Generation(context.Background(), owner, id, gid)
+		if err != nil {
+			tb.Fatal(err)
+		}
+		if g.Finished() {
+			return g
+		}
+		if time.Now().After(deadline) {
+			tb.Fatalf("generation %s still %s", gid, g.Status)
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+}
+
+func lastTurns(tb testing.TB, e *env, owner, id string, n int) []session.Turn {
+	tb.Helper()
+	turns, _, err := e.svc.Turns(context.Background(), owner, id, session.TurnQuery{Limit: n})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return turns
+}
+
+func TestCreateGetUpdateDeleteAndOwners(t *testing.T) {
+	ctx := context.Background()
+	e := newEnv(t, "", 0, nil)
+	s, err := e.svc.Create(ctx, "alice", session.CreateRequest{Title: "first", Metadata: json.RawMessage(`{"k":1}`)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.Owner != "alice" || s.Model != "offline" || s.Title != "first" || len(s.ID) != 26 {
+		t.Fatalf("created %+v", s)
+	}
+	if _, err := e.svc.Get(ctx, "bob", s.ID); !errors.Is(err, session.ErrNotFound) {
+		t.Fatalf("bob sees alice's session: err=%v", err)
+	}
+	if _, err := e.svc.Get(ctx, "", s.ID); err != nil {
+		t.Fatalf("admin: %v", err)
+	}
+	title := "renamed"
+	u, err := e.svc.Update(ctx, "alice", s.ID, session.UpdateRequest{Title: &title})
+	if err != nil || u.Title != "renamed" || string(u.Metadata) != `{"k":1}` {
+		t.Fatalf("update: %+v %v", u, err)
+	}
+	if _, err := e.svc.Create(ctx, "bob", session.CreateRequest{ID: s.ID}); !errors.Is(err, session.ErrConflict) {
+		t.Fatalf("duplicate id: err=%v", err)
+	}
+	if _, err := e.svc.Create(ctx, "alice", session.CreateRequest{ID: "bad/id"}); !errors.Is(err, session.ErrInvalid) {
+		t.Fatalf("bad id: err=%v", err)
+	}
+	if _, err := e.svc.Create(ctx, "alice", session.CreateRequest{Model: "nope"}); !errors.Is(err, session.ErrInvalid) {
+		t.Fatalf("unknown model: err=%v", err)
+	}
+	if err := e.svc.Delete(ctx, "bob", s.ID); !errors.Is(err, session.ErrNotFound) {
+		t.Fatalf("bob deletes alice's session: err=%v", err)
+	}
+	if err := e.svc.Delete(ctx, "alice", s.ID); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.svc.Get(ctx, "alice", s.ID); !errors.Is(err, session.ErrNotFound) {
+		t.Fatalf("after delete: err=%v", err)
+	}
+	list, _, err := e.svc.List(ctx, "alice", "", 10)
+	if err != nil || len(list) != 0 {
+		t.Fatalf("directory after delete: %v %v", list, err)
+	}
+}
+
+func TestGenerateCommitsAssistantTurn(t *testing.T) {
+	ctx := context.Background()
+	e := newEnv(t, "", 0, nil)
+	s, _ := e.svc.Create(ctx, "local", session.CreateRequest{})
+	res, err := e.svc.Post(ctx, "local", s.ID, session.PostRequest{Turns: []session.NewTurn{user("/say hello  there\nworld")}, Generate: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res.Turns) != 1 || res.Generation == nil {
+		t.Fatalf("post result %+v", res)
+	}
+	g := waitGen(t, e, "local", s.ID, res.Generation.ID)
+	if g.Status != session.GenDone {
+		t.Fatalf("generation %+v", g)
+	}
+	turns := lastTurns(t, e, "local", s.ID, 10)
+	if len(turns) != 2 {
+		t.Fatalf("%d turns", len(turns))
+	}
+	a := turns[1]
+	if a.Role != "assistant" || text(t, a) != "hello  there\nworld" || a.Status != "complete" || *a.ParentID != turns[0].ID ||
+		a.Usage == nil || a.Usage.CompletionTokens == 0 || *a.FinishReason != "stop" || *a.GenerationID != g.ID {
+		t.Fatalf("assistant turn %+v (%s)", a, a.Content)
+	}
+	if g.TurnID != a.ID || g.Offset < 2 {
+		t.Fatalf("generation %+v", g)
+	}
+}
+
+func TestFailedGenerationCommitsFailedTurn(t *testing.T) {
+	ctx := context.Background()
+	e := newEnv(t, "", 0, nil)
+	s, _ := e.svc.Create(ctx, "local", session.CreateRequest{})
+	res, err := e.svc.Post(ctx, "local", s.ID, session.PostRequest{Turns: []session.NewTurn{user("/fail upstream_error")}, Generate: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := waitGen(t, e, "local", s.ID, res.Generation.ID)
+	if g.Status != session.GenFailed || g.Error == nil || g.Error.Code != "upstream_error" {
+		t.Fatalf("generation %+v", g)
+	}
+	a := lastTurns(t, e, "local", s.ID, 1)[0]
+	if a.Status != "failed" || a.Error == nil || a.Error.Code != "upstream_error" {
+		t.Fatalf("turn %+v", a)
+	}
+}
+
+func TestIdempotentPostAcrossRestart(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	e := newEnv(t, dir, 0, nil)
+	s, _ := e.svc.Create(ctx, "local", session.CreateRequest{})
+	req := session.PostRequest{Turns: []session.NewTurn{user("hi")}, IdempotencyKey: "k1"}
+	r1, err := e.svc.Post(ctx, "local", s.ID, req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r2, err := e.svc.Post(ctx, "local", s.ID, req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r1.Turns[0].ID != r2.Turns[0].ID {
+		t.Fatalf("repeat appended: %d vs %d", r1.Turns[0].ID, r2.Turns[0].ID)
+	}
+	e.close()
+	e2 := newEnv(t, dir, 0, nil)
+	r3, err := e2.svc.Post(ctx, "local", s.ID, req)
+	if err != nil || r3.Turns[0].ID != r1.Turns[0].ID {
+		t.Fatalf("after restart: %+v %v", r3, err)
+	}
+	if n := len(lastTurns(t, e2, "local", s.ID, 10)); n != 1 {
+		t.Fatalf("%d turns, want 1", n)
+	}
+	other := session.PostRequest{Turns: []session.NewTurn{user("different")}, IdempotencyKey: "k1"}
+	if _, err := e2.svc.Post(ctx, "local", s.ID, other); !errors.Is(err, session.ErrConflict) {
+		t.Fatalf("key reuse with another body: err=%v", err)
+	}
+}
+
+func TestCancelCommitsPartial(t *testing.T) {
+	ctx := context.Background()
+	e := newEnv(t, "", 200, nil)
+	s, _ := e.svc.Create(ctx, "local", session.CreateRequest{})
+	res, err := e.svc.Post(ctx, "local", s.ID, session.PostRequest{Turns: []session.NewTurn{user("/words 100000")}, Generate: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkFor(t, "some output", func() bool {
+		g, _ := e.svc.Generation(ctx, "local", s.ID, res.Generation.ID)
+		return g.Offset >= 3
+	})
+	g, err := e.svc.Cancel(ctx, "local", s.ID, res.Generation.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if g.Status != session.GenCancelled {
+		t.Fatalf("after cancel %+v", g)
+	}
+	a := lastTurns(t, e, "local", s.ID, 1)[0]
+	got := text(t, a)
+	if a.Status != "cancelled" || got == "" || !strings.HasPrefix("1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20 21 22 23 24 25 26 27 28 29 30 31 32 33 34 35 36 37 38 39 40", strings.TrimSpace(got)[:1]) {
+		t.Fatalf("cancelled turn %q status %s", got, a.Status)
+	}
+	// Cancel is idempotent.
+	if g2, err := e.svc.Cancel(ctx, "local", s.ID, res.Generation.ID); err != nil || g2.Status != session.GenCancelled {
+		t.Fatalf("second cancel %+v %v", g2, err)
+	}
+}
+
+func checkFor(tb testing.TB, what string, cond func() bool) {
+	tb.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			tb.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+}
+
+func TestBusyPolicies(t *testing.T) {
+	ctx := context.Background()
+	e := newEnv(t, "", 100, nil)
+	for _, policy := range []string{"queue", "reject", "interrupt"} {
+		t.Run(policy, func(t *testing.T) {
+			s, _ := e.svc.Create(ctx, "local", session.CreateRequest{BusyPolicy: policy})
+			r1, err := e.svc.Post(ctx, "local", s.ID, session.PostRequest{Turns: []session.NewTurn{user("/words 100000")}, Generate: true})
+			if err != nil {
+				t.Fatal(err)
+			}
+			r2, err := e.svc.Post(ctx, "local", s.ID, session.PostRequest{Turns: []session.NewTurn{user("/say second")}, Generate: true})
+			switch policy {
+			case "reject":
+				if !errors.Is(err, session.ErrGenerationRunning) {
+					t.Fatalf("err=%v, want ErrGenerationRunning", err)
+				}
+				e.svc.Cancel(ctx, "local", s.ID, r1.Generation.ID)
+				return
+			case "queue":
+				if err != nil || r2.Generation.Status != session.GenQueued {
+					t.Fatalf("second post %+v %v", r2, err)
+				}
+				e.svc.Cancel(ctx, "local", s.ID, r1.Generation.ID)
+			case "interrupt":
+				if err != nil {
+					t.Fatal(err)
+				}
+			}
+			g1 := waitGen(t, e, "local", s.ID, r1.Generation.ID)
+			if g1.Status != session.GenCancelled {
+				t.Fatalf("first generation %+v", g1)
+			}
+			g2 := waitGen(t, e, "local", s.ID, r2.Generation.ID)
+			if g2.Status != session.GenDone {
+				t.Fatalf("second generation %+v", g2)
+			}
+			turns := lastTurns(t, e, "local", s.ID, 10)
+			last := turns[len(turns)-1]
+			if text(t, last) != "second" || *last.ParentID != r2.Turns[0].ID {
+				t.Fatalf("last turn %s parent %d", last.Content, *last.ParentID)
+			}
+		})
+	}
+}
+
+// TestRestartMarksInterrupted stops the runtime under a running generation
+// without letting the service finish it, as a crash would, and checks the
+// next start shows it interrupted with the output persisted so far.
+func TestRestartMarksInterrupted(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	e := newEnv(t, dir, 200, nil)
+	s, _ := e.svc.Create(ctx, "local", session.CreateRequest{})
+	res, err := e.svc.Post(ctx, "local", s.ID, session.PostRequest{Turns: []session.NewTurn{user("/words 100000")}, Generate: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkFor(t, "partial output persisted", func() bool {
+		turns := lastTurns(t, e, "local", s.ID, 1)
+		return len(text(t, turns[0])) > 10
+	})
+	e.rt.Close() // the service cannot commit the end: like a crash
+	e.svc.Close()
+	e2 := newEnv(t, dir, 0, nil)
+	g, err := e2.svc.Generation(ctx, "local", s.ID, res.Generation.ID)
+	if err != nil || g.Status != session.GenInterrupted {
+		t.Fatalf("after restart %+v %v", g, err)
+	}
+	a := lastTurns(t, e2, "local", s.ID, 1)[0]
+	if a.Status != "interrupted" || !strings.HasPrefix(text(t, a), "1 2 3 ") {
+		t.Fatalf("turn %s %q", a.Status, text(t, a))
+	}
+	sess, _ := e2.svc.Get(ctx, "local", s.ID)
+	if sess.Generation != nil {
+		t.Fatalf("session still shows a generation: %+v", sess.Generation)
+	}
+}
+
+func TestTurnPaging(t *testing.T) {
+	ctx := context.Background()
+	e := newEnv(t, "", 0, nil)
+	s, _ := e.svc.Create(ctx, "local", session.CreateRequest{})
+	for i := 1; i <= 25; i++ {
+		if _, err := e.svc.Post(ctx, "local", s.ID, session.PostRequest{Turns: []session.NewTurn{user(fmt.Sprint(i))}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ids := func(ts []session.Turn) string {
+		var b strings.Builder
+		for _, t := range ts {
+			fmt.Fprint(&b, t.ID, " ")
+		}
+		return strings.TrimSpace(b.String())
+	}
+	i64 := func(v int64) *int64 { return &v }
+	for _, c := range []struct {
+		q    session.TurnQuery
+		want string
+		more bool
+	}{
+		{session.TurnQuery{Limit: 3}, "23 24 25", true},
+		{session.TurnQuery{Limit: 3, Before: i64(23)}, "20 21 22", true},
+		{session.TurnQuery{Limit: 3, Before: i64(3)}, "1 2", false},
+		{session.TurnQuery{Limit: 3, After: i64(0)}, "1 2 3", true},
+		{session.TurnQuery{Limit: 3, After: i64(23)}, "24 25", false},
+		{session.TurnQuery{Limit: 30, After: i64(0)}, strings.TrimSpace(strings.Repeat("x", 0)), false},
+	} {
+		got, more, err := e.svc.Turns(ctx, "local", s.ID, c.q)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if c.want == "" {
+			if len(got) != 25 || more {
+				t.Fatalf("all: %d turns more=%v", len(got), more)
+			}
+			continue
+		}
+		if ids(got) != c.want || more != c.more {
+			t.Errorf("%+v: got %s more=%v, want %s more=%v", c.q, ids(got), more, c.want, c.more)
+		}
+	}
+}
+
+// TestBranches edits a turn (a sibling branch) and regenerates; the head
+// branch and the old branch are each readable.
+func TestBranches(t *testing.T) {
+	ctx := context.Background()
+	e := newEnv(t, "", 0, nil)
+	s, _ := e.svc.Create(ctx, "local", session.CreateRequest{})
+	r, _ := e.svc.Post(ctx, "local", s.ID, session.PostRequest{Turns: []session.NewTurn{user("/say one")}, Generate: true})
+	waitGen(t, e, "local", s.ID, r.Generation.ID)
+	r2, _ := e.svc.Post(ctx, "local", s.ID, session.PostRequest{Turns: []session.NewTurn{user("/say two")}, Generate: true})
+	waitGen(t, e, "local", s.ID, r2.Generation.ID)
+	oldLeaf := lastTurns(t, e, "local", s.ID, 1)[0].ID // 4
+	// Edit turn 3 ("/say two"): a sibling under turn 2.
+	r3, err := e.svc.Post(ctx, "local", s.ID, session.PostRequest{Parent: 2, Turns: []session.NewTurn{user("/say three")}, Generate: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitGen(t, e, "local", s.ID, r3.Generation.ID)
+	// Regenerate the answer to turn 5: a sibling assistant turn.
+	r4, err := e.svc.Post(ctx, "local", s.ID, session.PostRequest{Parent: r3.Turns[0].ID, Generate: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitGen(t, e, "local", s.ID, r4.Generation.ID)
+	var got []string
+	for _, tr := range lastTurns(t, e, "local", s.ID, 10) {
+		got = append(got, fmt.Sprint(tr.ID, ":", text(t, tr)))
+	}
+	if want := "[1:/say one 2:one 5:/say three 7:three]"; fmt.Sprint(got) != want {
+		t.Fatalf("head branch %v, want %s", got, want)
+	}
+	old, _, err := e.svc.Turns(ctx, "local", s.ID, session.TurnQuery{Limit: 10, Branch: oldLeaf})
+	if err != nil || len(old) != 4 || text(t, old[3]) != "two" {
+		t.Fatalf("old branch %v %v", old, err)
+	}
+	after, _, _ := e.svc.Turns(ctx, "local", s.ID, session.TurnQuery{Limit: 10, After: new(int64)})
+	if len(after) != 4 || after[2].ID != 5 {
+		t.Fatalf("after=0 on the head branch: %d turns", len(after))
+	}
+	// Fork at turn 2: a new session with turns 1 and 2 only.
+	f, err := e.svc.Fork(ctx, "local", s.ID, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ft := lastTurns(t, e, "local", f.ID, 10)
+	if len(ft) != 2 || text(t, ft[1]) != "one" || f.ID == s.ID {
+		t.Fatalf("fork %+v turns %v", f, ft)
+	}
+	// The fork continues on its own.
+	rf, _ := e.svc.Post(ctx, "local", f.ID, session.PostRequest{Turns: []session.NewTurn{user("/say forked")}, Generate: true})
+	waitGen(t, e, "local", f.ID, rf.Generation.ID)
+	if n := len(lastTurns(t, e, "local", s.ID, 10)); n != 4 {
+		t.Fatalf("fork changed the source: %d turns", n)
+	}
+}
+
+func TestExportImportRoundTrip(t *testing.T) {
+	ctx := context.Background()
+	e := newEnv(t, "", 0, nil)
+	s, _ := e.svc.Create(ctx, "local", session.CreateRequest{Title: "t", System: "be brief"})
+	r, _ := e.svc.Post(ctx, "local", s.ID, session.PostRequest{Turns: []session.NewTurn{user("/tool read_file {\"path\":\"a.go\"}")}, Generate: true})
+	waitGen(t, e, "local", s.ID, r.Generation.ID)
+	calls := lastTurns(t, e, "local", s.ID, 1)[0].ToolCalls
+	if len(calls) != 1 {
+		t.Fatalf("tool calls %+v", calls)
+	}
+	r2, err := e.svc.Post(ctx, "local", s.ID, session.PostRequest{Turns: []session.NewTurn{{Role: "tool", ToolCallID: calls[0].ID, Content: json.RawMessage(`"package a"`)}}, Generate: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitGen(t, e, "local", s.ID, r2.Generation.ID)
+	var buf bytes.Buffer
+	if err := e.svc.Export(ctx, "local", s.ID, &buf); err != nil {
+		t.Fatal(err)
+	}
+	exported := buf.String()
+	if err := e.svc.Delete(ctx, "local", s.ID); err != nil {
+		t.Fatal(err)
+	}
+	imp, err := e.svc.Import(ctx, "local", strings.NewReader(exported))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if imp.ID != s.ID || imp.System != "be brief" {
+		t.Fatalf("imported %+v", imp)
+	}
+	var again bytes.Buffer
+	e.svc.Export(ctx, "local", imp.ID, &again)
+	// Same turns, line for line (the session line differs in timestamps).
+	a, b := strings.SplitN(exported, "\n", 2)[1], strings.SplitN(again.String(), "\n", 2)[1]
+	if a != b {
+		t.Fatalf("turns differ after round trip:\n%s\n%s", a, b)
+	}
+	for _, bad := range []string{"", "{}", `{"type":"turn","turn":{}}`, "not json", `{"type":"session","session":{"id":"x"}}` + "\n" + `{"type":"turn","turn":{"id":2,"parent_id":5,"role":"user","content":"x"}}`} {
+		if _, err := e.svc.Import(ctx, "local", strings.NewReader(bad)); !errors.Is(err, session.ErrInvalid) {
+			t.Errorf("import %q: err=%v", bad, err)
+		}
+	}
+}
+
+func TestDirectoryNewestFirstWithCursor(t *testing.T) {
+	ctx := context.Background()
+	e := newEnv(t, "", 0, nil)
+	var ids []string
+	for i := range 7 {
+		s, err := e.svc.Create(ctx, "carol", session.CreateRequest{Title: fmt.Sprint("s", i)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, s.ID)
+		time.Sleep(2 * time.Millisecond) // distinct millisecond timestamps, so "newest" is well defined
+	}
+	// Activity on the oldest moves it to the top, with a preview.
+	if _, err := e.svc.Post(ctx, "carol", ids[0], session.PostRequest{Turns: []session.NewTurn{user("latest words")}}); err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	cursor := ""
+	for {
+		page, next, err := e.svc.List(ctx, "carol", cursor, 3)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, p := range page {
+			got = append(got, p.Title)
+			if p.ID == ids[0] && p.Preview != "latest words" {
+				t.Fatalf("preview %q", p.Preview)
+			}
+		}
+		if next == "" {
+			break
+		}
+		cursor = next
+	}
+	if want := "[s0 s6 s5 s4 s3 s2 s1]"; fmt.Sprint(got) != want {
+		t.Fatalf("listed %v, want %s", got, want)
+	}
+	if other, _, _ := e.svc.List(ctx, "dave", "", 10); len(other) != 0 {
+		t.Fatalf("dave sees %v", other)
+	}
+}
+
+func TestConcurrentPostsOneSession(t *testing.T) {
+	ctx := context.Background()
+	e := newEnv(t, "", 0, nil)
+	s, _ := e.svc.Create(ctx, "local", session.CreateRequest{})
+	var wg sync.WaitGroup
+	for c := range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range 10 {
+				if _, err := e.svc.Post(ctx, "local", s.ID, session.PostRequest{Turns: []session.NewTurn{user(fmt.Sprint(c, "-", i))}}); err != nil {
+					t.Error(err)
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	turns, _, _ := e.svc.Turns(ctx, "local", s.ID, session.TurnQuery{Limit: 100, After: new(int64)})
+	if len(turns) != 80 {
+		t.Fatalf("%d turns, want 80", len(turns))
+	}
+	for i, tr := range turns {
+		if tr.ID != int64(i+1) || (i > 0 && *tr.ParentID != int64(i)) {
+			t.Fatalf("turn %d: id %d parent %v: the chain is broken", i, tr.ID, tr.ParentID)
+		}
+	}
+}

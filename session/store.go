@@ -1,0 +1,229 @@
+package session
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"sessiond/objects"
+)
+
+// meta is a session's metadata row, kept in memory by the object.
+type meta struct {
+	ID, Owner, Title, Model, System, Policy string
+	Metadata                                json.RawMessage
+	Head                                    int64
+	Branched                                bool
+	CreatedAt, UpdatedAt                    time.Time
+}
+
+func loadMeta(ctx context.Context, tx *objects.Tx) (*meta, error) {
+	m := &meta{}
+	var md string
+	var branched int
+	var created, updated int64
+	err := tx.QueryRow(ctx, `SELECT session_id, owner, title, model, system, metadata, busy_policy, head, branched, created_at, updated_at FROM meta WHERE id = 1`).
+		Scan(&m.ID, &m.Owner, &m.Title, &m.Model, &m.System, &md, &m.Policy, &m.Head, &branched, &created, &updated)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("load meta: %w", err)
+	}
+	m.Metadata = json.RawMessage(md)
+	m.Branched = branched != 0
+	m.CreatedAt = time.UnixMilli(created).UTC()
+	m.UpdatedAt = time.UnixMilli(updated).UTC()
+	return m, nil
+}
+
+func saveMeta(ctx context.Context, tx *objects.Tx, m *meta) error {
+	branched := 0
+	if m.Branched {
+		branched = 1
+	}
+	_, err := tx.Exec(ctx, `INSERT INTO meta (id, session_id, owner, title, model, system, metadata, busy_policy, head, branched, created_at, updated_at)
+		VALUES (1, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+		ON CONFLICT (id) DO UPDATE SET title = excluded.title, model = excluded.model, system = excluded.system,
+			metadata = excluded.metadata, busy_policy = excluded.busy_policy, head = excluded.head,
+			branched = excluded.branched, updated_at = excluded.updated_at`,
+		m.ID, m.Owner, m.Title, m.Model, m.System, string(m.Metadata), m.Policy, m.Head, branched,
+		m.CreatedAt.UnixMilli(), m.UpdatedAt.UnixMilli())
+	if err != nil {
+		return fmt.Errorf("save meta: %w", err)
+	}
+	return nil
+}
+
+const turnColumns = `id, parent_id, role, content, tool_calls, tool_call_id, model, prompt_tokens, completion_tokens,
+	total_tokens, finish_reason, status, error_code, error_message, generation_id, created_at`
+
+func scanTurn(sc interface{ Scan(...any) error }) (Turn, error) {
+	var t Turn
+	var parent sql.NullInt64
+	var content string
+	var toolCalls, toolCallID, model, finish, errCode, errMsg, gen sql.NullString
+	var pt, ct, tt sql.NullInt64
+	var created int64
+	err := sc.Scan(&t.ID, &parent, &t.Role, &content, &toolCalls, &toolCallID, &model, &pt, &ct, &tt,
+		&finish, &t.Status, &errCode, &errMsg, &gen, &created)
+	if err != nil {
+		return t, err
+	}
+	if parent.Valid {
+		t.ParentID = &parent.Int64
+	}
+	t.Content = json.RawMessage(content)
+	if toolCalls.Valid && toolCalls.String != "" {
+		if err := json.Unmarshal([]byte(toolCalls.String), &t.ToolCalls); err != nil {
+			return t, fmt.Errorf("turn %d tool calls: %w", t.ID, err)
+		}
+	}
+	t.ToolCallID = nullString(toolCallID)
+	t.Model = nullString(model)
+	t.FinishReason = nullString(finish)
+	t.GenerationID = nullString(gen)
+	if tt.Valid {
+		t.Usage = &Usage{PromptTokens: int(pt.Int64), CompletionTokens: int(ct.Int64), TotalTokens: int(tt.Int64)}
+	}
+	if errCode.Valid {
+		t.Error = &ErrorInfo{Code: errCode.String, Message: errMsg.String}
+	}
+	t.CreatedAt = time.UnixMilli(created).UTC()
+	return t, nil
+}
+
+func nullString(s sql.NullString) *string {
+	if !s.Valid {
+		return nil
+	}
+	v := s.String
+	return &v
+}
+
+func getTurn(ctx context.Context, tx *objects.Tx, id int64) (Turn, error) {
+	t, err := scanTurn(tx.QueryRow(ctx, `SELECT `+turnColumns+` FROM turns WHERE id = ?`, id))
+	if errors.Is(err, sql.ErrNoRows) {
+		return t, fmt.Errorf("turn %d: %w", id, ErrNotFound)
+	}
+	return t, err
+}
+
+func queryTurns(ctx context.Context, tx *objects.Tx, q string, args ...any) ([]Turn, error) {
+	rows, err := tx.Query(ctx, q, args...)
+	if err != nil {
+		return nil, fmt.Errorf("read turns: %w", err)
+	}
+	defer rows.Close()
+	var out []Turn
+	for rows.Next() {
+		t, err := scanTurn(rows)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, t)
+	}
+	return out, rows.Err()
+}
+
+// insertTurn appends a turn (with t.ID when set, else the next id) and
+// sets t.ID.
+func insertTurn(ctx context.Context, tx *objects.Tx, t *Turn, idemKey string) error {
+	var toolCalls any
+	if len(t.ToolCalls) > 0 {
+		b, err := json.Marshal(t.ToolCalls)
+		if err != nil {
+			return err
+		}
+		toolCalls = string(b)
+	}
+	var pt, ct, tt any
+	if t.Usage != nil {
+		pt, ct, tt = t.Usage.PromptTokens, t.Usage.CompletionTokens, t.Usage.TotalTokens
+	}
+	var errCode, errMsg any
+	if t.Error != nil {
+		errCode, errMsg = t.Error.Code, t.Error.Message
+	}
+	var key any
+	if idemKey != "" {
+		key = idemKey
+	}
+	now := t.CreatedAt.UnixMilli()
+	var id any
+	if t.ID > 0 {
+		id = t.ID
+	}
+	r, err := tx.Exec(ctx, `INSERT INTO turns (id, parent_id, role, content, tool_calls, tool_call_id, model, prompt_tokens,
+		completion_tokens, total_tokens, finish_reason, status, error_code, error_message, generation_id, idempotency_key, created_at, updated_at)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+		id, ptrOr(t.ParentID), t.Role, string(t.Content), toolCalls, ptrOr(t.ToolCallID), ptrOr(t.Model), pt, ct, tt,
+		ptrOr(t.FinishReason), t.Status, errCode, errMsg, ptrOr(t.GenerationID), key, now, now)
+	if err != nil {
+		return fmt.Errorf("insert turn: %w", err)
+	}
+	t.ID, err = r.LastInsertId()
+	return err
+}
+
+func ptrOr[T any](p *T) any {
+	if p == nil {
+		return nil
+	}
+	return *p
+}
+
+// branchTurns returns up to limit turns of the branch ending at leaf,
+// newest first, with ids below before (0: no bound). It walks parent links,
+// so its cost grows with limit, not with the session's length.
+func branchTurns(ctx context.Context, tx *objects.Tx, leaf, before int64, limit int) ([]Turn, error) {
+	start := leaf
+	if before > 0 {
+		// The newest turn of the branch below before: walk from the leaf.
+		start = 0
+		id := leaf
+		for id > 0 {
+			if id < before {
+				start = id
+				break
+			}
+			var p sql.NullInt64
+			if err := tx.QueryRow(ctx, `SELECT parent_id FROM turns WHERE id = ?`, id).Scan(&p); err != nil {
+				return nil, fmt.Errorf("walk branch: %w", err)
+			}
+			id = p.Int64
+		}
+		if start == 0 {
+			return nil, nil
+		}
+	}
+	return queryTurns(ctx, tx, `WITH RECURSIVE chain(id, n) AS (
+			SELECT ?, 1
+			UNION ALL
+			SELECT t.parent_id, c.n + 1 FROM turns t JOIN chain c ON t.id = c.id
+			WHERE t.parent_id IS NOT NULL AND c.n < ?
+		)
+		SELECT `+prefixed("t.", turnColumns)+` FROM chain c JOIN turns t ON t.id = c.id ORDER BY t.id DESC`, start, limit)
+}
+
+func prefixed(p, cols string) string {
+	parts := strings.Split(cols, ",")
+	for i, c := range parts {
+		parts[i] = p + strings.TrimSpace(c)
+	}
+	return strings.Join(parts, ", ")
+}
+
+// isAncestor reports whether turn a is on the branch ending at leaf.
+func onBranch(ctx context.Context, tx *objects.Tx, leaf, id int64) (bool, error) {
+	var n int
+	err := tx.QueryRow(ctx, `WITH RECURSIVE chain(id) AS (
+			SELECT ? UNION ALL
+			SELECT t.parent_id FROM turns t JOIN chain c ON t.id = c.id WHERE t.parent_id IS NOT NULL AND t.id > ?
+		) SELECT count(*) FROM chain WHERE id = ?`, leaf, id, id).Scan(&n)
+	return n > 0, err
+}

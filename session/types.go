@@ -1,0 +1,160 @@
+package session
+
+import (
+	"encoding/json"
+	"time"
+)
+
+// Roles of turns.
+const (
+	RoleSystem    = "system"
+	RoleUser      = "user"
+	RoleAssistant = "assistant"
+	RoleTool      = "tool"
+)
+
+// Turn statuses.
+const (
+	TurnComplete    = "complete"
+	TurnStreaming   = "streaming"
+	TurnCancelled   = "cancelled"
+	TurnFailed      = "failed"
+	TurnInterrupted = "interrupted"
+)
+
+// Generation statuses.
+const (
+	GenQueued      = "queued"
+	GenRunning     = "running"
+	GenDone        = "done"
+	GenCancelled   = "cancelled"
+	GenFailed      = "failed"
+	GenInterrupted = "interrupted"
+)
+
+// Busy policies: what a new user turn does while a generation runs.
+const (
+	PolicyQueue     = "queue"
+	PolicyReject    = "reject"
+	PolicyInterrupt = "interrupt"
+)
+
+// Session is a conversation's metadata as the API shows it.
+type Session struct {
+	ID         string          `json:"id"`
+	Title      string          `json:"title"`
+	Model      string          `json:"model"`
+	System     string          `json:"system"`
+	Owner      string          `json:"owner"`
+	Metadata   json.RawMessage `json:"metadata"`
+	BusyPolicy string          `json:"busy_policy"`
+	CreatedAt  time.Time       `json:"created_at"`
+	UpdatedAt  time.Time       `json:"updated_at"`
+	LastTurnID int64           `json:"last_turn_id"`
+	HeadTurnID int64           `json:"head_turn_id"`
+	Generation *GenRef         `json:"generation"`
+}
+
+// GenRef is the running (or queued) generation of a session.
+type GenRef struct {
+	ID     string `json:"id"`
+	Status string `json:"status"`
+	Offset int64  `json:"offset"`
+}
+
+// Turn is one message of a conversation.
+type Turn struct {
+	ID           int64           `json:"id"`
+	ParentID     *int64          `json:"parent_id"`
+	Role         string          `json:"role"`
+	Content      json.RawMessage `json:"content"` // a JSON string or an array of content parts
+	ToolCalls    []ToolCall      `json:"tool_calls,omitempty"`
+	ToolCallID   *string         `json:"tool_call_id"`
+	Model        *string         `json:"model"`
+	Usage        *Usage          `json:"usage"`
+	FinishReason *string         `json:"finish_reason"`
+	Status       string          `json:"status"`
+	Error        *ErrorInfo      `json:"error"`
+	GenerationID *string         `json:"generation_id"`
+	CreatedAt    time.Time       `json:"created_at"`
+}
+
+// ErrorInfo is a stable code and a human message.
+type ErrorInfo struct {
+	Code    string `json:"code"`
+	Message string `json:"message"`
+}
+
+// Generation is one model call that produces an assistant turn.
+type Generation struct {
+	ID     string     `json:"id"`
+	Status string     `json:"status"`
+	TurnID int64      `json:"turn_id"`
+	Offset int64      `json:"offset"`
+	Error  *ErrorInfo `json:"error"`
+}
+
+// Finished reports whether the generation has ended.
+func (g *Generation) Finished() bool {
+	return g.Status != GenQueued && g.Status != GenRunning
+}
+
+// NewTurn is a turn a client posts: a user message or a tool result.
+type NewTurn struct {
+	Role       string          `json:"role"`
+	Content    json.RawMessage `json:"content"`
+	ToolCallID string          `json:"tool_call_id,omitempty"`
+}
+
+// CreateRequest creates a session. Every field is optional.
+type CreateRequest struct {
+	ID         string          `json:"id,omitempty"`
+	Title      string          `json:"title,omitempty"`
+	Model      string          `json:"model,omitempty"`
+	System     string          `json:"system,omitempty"`
+	Metadata   json.RawMessage `json:"metadata,omitempty"`
+	BusyPolicy string          `json:"busy_policy,omitempty"`
+}
+
+// UpdateRequest changes a session; nil fields are left alone.
+type UpdateRequest struct {
+	Title      *string         `json:"title,omitempty"`
+	Model      *string         `json:"model,omitempty"`
+	System     *string         `json:"system,omitempty"`
+	Metadata   json.RawMessage `json:"metadata,omitempty"`
+	BusyPolicy *string         `json:"busy_policy,omitempty"`
+}
+
+// PostRequest appends turns and optionally starts a generation.
+type PostRequest struct {
+	Turns          []NewTurn `json:"turns"`
+	Generate       bool      `json:"generate"`
+	Model          string    `json:"model,omitempty"`
+	IdempotencyKey string    `json:"-"`
+	// Parent, when non-zero, appends the turns under that turn instead of
+	// the head: an edit, which starts a sibling branch.
+	Parent int64 `json:"parent_id,omitempty"`
+}
+
+// PostResult is what posting turns produced.
+type PostResult struct {
+	Turns      []Turn      `json:"turns"`
+	Generation *Generation `json:"generation"`
+}
+
+// TurnQuery pages through the turns of one branch.
+type TurnQuery struct {
+	After  *int64 // page starts just after this id (ascending)
+	Before *int64 // page is the newest turns before this id
+	Limit  int
+	Branch int64 // leaf turn of the branch; 0 = the session's head
+}
+
+// DirEntry is one session in an owner's directory.
+type DirEntry struct {
+	ID        string    `json:"id"`
+	Title     string    `json:"title"`
+	UpdatedAt time.Time `json:"updated_at"`
+	CreatedAt time.Time `json:"created_at"`
+	Preview   string    `json:"preview"`
+}
