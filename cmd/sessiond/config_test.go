@@ -1,0 +1,124 @@
+package main
+
+import (
+	"errors"
+	"flag"
+	"log/slog"
+	"strings"
+	"testing"
+	"time"
+
+	"sessiond/objects"
+)
+
+func TestParseConfig(t *testing.T) {
+	defaults := config{
+		Addr:        "127.0.0.1:8080",
+		Data:        "./data",
+		Durability:  objects.DurabilityFull,
+		IdleTimeout: 10 * time.Second,
+		MaxOpen:     2000,
+		LogLevel:    slog.LevelInfo,
+		LogFormat:   "text",
+	}
+	with := func(f func(c *config)) config {
+		c := defaults
+		f(&c)
+		return c
+	}
+	tests := []struct {
+		name    string
+		args    []string
+		env     map[string]string
+		want    config
+		wantErr string // substring; empty means success
+	}{
+		{name: "defaults", want: defaults},
+		{
+			name: "every flag",
+			args: []string{"--addr", ":9000", "--data=/srv/s", "--durability", "NORMAL", "--idle-timeout", "1m30s",
+				"--max-open", "5", "--log-level", "debug", "--log-format", "json"},
+			want: config{Addr: ":9000", Data: "/srv/s", Durability: objects.DurabilityNormal, IdleTimeout: 90 * time.Second,
+				MaxOpen: 5, LogLevel: slog.LevelDebug, LogFormat: "json"},
+		},
+		{
+			name: "every variable",
+			env: map[string]string{"SESSIOND_ADDR": "0.0.0.0:1", "SESSIOND_DATA": "d", "SESSIOND_DURABILITY": "normal",
+				"SESSIOND_IDLE_TIMEOUT": "250ms", "SESSIOND_MAX_OPEN": "7", "SESSIOND_LOG_LEVEL": "warn",
+				"SESSIOND_LOG_FORMAT": "json"},
+			want: config{Addr: "0.0.0.0:1", Data: "d", Durability: objects.DurabilityNormal, IdleTimeout: 250 * time.Millisecond,
+				MaxOpen: 7, LogLevel: slog.LevelWarn, LogFormat: "json"},
+		},
+		{
+			name: "flag beats variable",
+			args: []string{"-max-open=3"},
+			env:  map[string]string{"SESSIOND_MAX_OPEN": "9", "SESSIOND_LOG_LEVEL": "error"},
+			want: with(func(c *config) { c.MaxOpen = 3; c.LogLevel = slog.LevelError }),
+		},
+		{
+			name: "empty variable means unset",
+			env:  map[string]string{"SESSIOND_DATA": ""},
+			want: defaults,
+		},
+		{
+			name:    "bad flag value is not hidden by a good variable",
+			args:    []string{"--durability", "maybe"},
+			env:     map[string]string{"SESSIOND_DURABILITY": "normal"},
+			wantErr: `--durability: "maybe": want normal or full`,
+		},
+		{name: "bad variable", env: map[string]string{"SESSIOND_IDLE_TIMEOUT": "10"}, wantErr: "SESSIOND_IDLE_TIMEOUT: \"10\": want a positive duration"},
+		{name: "negative duration", args: []string{"--idle-timeout=-1s"}, wantErr: "--idle-timeout"},
+		{name: "zero max-open", args: []string{"--max-open", "0"}, wantErr: "--max-open: \"0\": want a positive integer"},
+		{name: "not a number", env: map[string]string{"SESSIOND_MAX_OPEN": "lots"}, wantErr: "SESSIOND_MAX_OPEN"},
+		{name: "bad level", args: []string{"--log-level", "trace"}, wantErr: "--log-level"},
+		{name: "bad format", args: []string{"--log-format", "xml"}, wantErr: "--log-format"},
+		{name: "addr without port", args: []string{"--addr", "localhost"}, wantErr: "--addr: want host:port"},
+		{name: "empty data", args: []string{"--data="}, wantErr: "--data: must not be empty"},
+		{name: "unknown flag", args: []string{"--nope"}, wantErr: "flag provided but not defined: -nope"},
+		{name: "missing value", args: []string{"--addr"}, wantErr: "flag needs an argument"},
+		{name: "stray argument", args: []string{"serve"}, wantErr: `unexpected argument "serve"`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := parseConfig(tt.args, func(k string) string { return tt.env[k] })
+			if tt.wantErr != "" {
+				var ue *usageError
+				if !errors.As(err, &ue) {
+					t.Fatalf("err=%v (%T), want a *usageError", err, err)
+				}
+				if !strings.Contains(err.Error(), tt.wantErr) {
+					t.Fatalf("err=%q, want it to contain %q", err, tt.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got != tt.want {
+				t.Fatalf("config=%+v\n want %+v", got, tt.want)
+			}
+		})
+	}
+}
+
+func TestParseConfigHelp(t *testing.T) {
+	for _, arg := range []string{"-h", "--help"} {
+		if _, err := parseConfig([]string{arg}, func(string) string { return "" }); !errors.Is(err, flag.ErrHelp) {
+			t.Fatalf("%s: err=%v, want flag.ErrHelp", arg, err)
+		}
+	}
+}
+
+// The usage text is generated from the settings table: every flag, variable
+// and default shows up in it.
+func TestUsageListsEverySetting(t *testing.T) {
+	var b strings.Builder
+	printUsage(&b)
+	for _, s := range settings {
+		for _, want := range []string{"--" + s.flag, s.env, "default " + s.def} {
+			if !strings.Contains(b.String(), want) {
+				t.Errorf("usage lacks %q:\n%s", want, b.String())
+			}
+		}
+	}
+}

@@ -1,0 +1,193 @@
+// Command sessiond is the sessiond server: it reads flags and environment,
+// opens the durable-object runtime on the data folder and serves HTTP until
+// SIGINT or SIGTERM, then shuts down cleanly. Run `sessiond -h` for settings.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"sessiond/objects"
+)
+
+const (
+	// readHeaderTimeout bounds how long a client may take to send headers
+	// (slowloris); bodies and streams are not limited by it.
+	readHeaderTimeout = 10 * time.Second
+	// idleConnTimeout closes keep-alive connections with nothing to do.
+	idleConnTimeout = 2 * time.Minute
+	// drainGrace is how long requests in flight may finish on shutdown
+	// before the server's base context is cancelled, which ends long-lived
+	// streams (SSE, WebSockets) whose handlers watch their request context.
+	drainGrace = 2 * time.Second
+	// shutdownTimeout bounds the whole HTTP shutdown; connections still open
+	// then are closed. The runtime's own Close has its ShutdownTimeout.
+	shutdownTimeout = 15 * time.Second
+)
+
+// Log keys used by this package.
+const (
+	keyAddr       = "addr"
+	keyData       = "data"
+	keyDurability = "durability"
+	keyCause      = "cause"
+	keyErr        = "err"
+)
+
+// errShuttingDown is the cause of the server's base context when it ends.
+var errShuttingDown = errors.New("sessiond: shutting down")
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	go func() {
+		// After the first signal, restore default handling so that a second
+		// one kills a shutdown that hangs.
+		<-ctx.Done()
+		stop()
+	}()
+	err := run(ctx, os.Args[1:], os.Getenv, os.Stdout, os.Stderr)
+	if err == nil {
+		return
+	}
+	fmt.Fprintf(os.Stderr, "sessiond: %v\n", err)
+	var ue *usageError
+	if errors.As(err, &ue) {
+		fmt.Fprintln(os.Stderr, "Run 'sessiond -h' for usage.")
+		os.Exit(2)
+	}
+	os.Exit(1)
+}
+
+// run is the whole program: args are the command-line arguments without the
+// program name, getenv reads the environment. It serves until ctx ends, then
+// shuts down and returns nil. A bad flag or setting returns a *usageError;
+// -h prints usage to stdout and returns nil. Logs go to stderr.
+func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	cfg, err := parseConfig(args, getenv)
+	if errors.Is(err, flag.ErrHelp) {
+		printUsage(stdout)
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	return serve(ctx, cfg, newLogger(cfg, stderr))
+}
+
+func newLogger(cfg config, w io.Writer) *slog.Logger {
+	opts := &slog.HandlerOptions{Level: cfg.LogLevel}
+	if cfg.LogFormat == "json" {
+		return slog.New(slog.NewJSONHandler(w, opts))
+	}
+	return slog.New(slog.NewTextHandler(w, opts))
+}
+
+// serve opens the runtime, serves HTTP until ctx ends, and closes both.
+func serve(ctx context.Context, cfg config, logger *slog.Logger) (err error) {
+	rt := objects.NewRuntime(cfg.Data)
+	rt.Durability = cfg.Durability
+	rt.IdleTimeout = cfg.IdleTimeout
+	rt.MaxOpen = cfg.MaxOpen
+	rt.Logger = logger
+	if err := rt.Open(ctx); err != nil {
+		return fmt.Errorf("open runtime in %s: %w", cfg.Data, err)
+	}
+	defer func() {
+		// After the HTTP server: nothing can call into the runtime any more.
+		if cerr := rt.Close(); cerr != nil && err == nil {
+			err = fmt.Errorf("close runtime: %w", cerr)
+		}
+	}()
+
+	// Listen first, so that with port 0 the real address can be logged.
+	ln, err := net.Listen("tcp", cfg.Addr)
+	if err != nil {
+		return fmt.Errorf("listen: %w", err)
+	}
+	// The server's lifetime: it keeps ctx's values but not its cancellation,
+	// so that a signal stops accepting first and ends streams only after
+	// drainGrace (see shutdown).
+	baseCtx, cancelBase := context.WithCancelCause(context.WithoutCancel(ctx))
+	defer cancelBase(errShuttingDown)
+
+	var ready atomic.Bool
+	srv := &http.Server{
+		Handler:           newHandler(logger, rt, ready.Load),
+		ReadHeaderTimeout: readHeaderTimeout,
+		IdleTimeout:       idleConnTimeout,
+		BaseContext:       func(net.Listener) context.Context { return baseCtx },
+		ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
+	}
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(ln) }()
+	ready.Store(true)
+	logger.Info("listening", keyAddr, ln.Addr().String(), keyData, cfg.Data, keyDurability, cfg.Durability.String())
+
+	select {
+	case <-ctx.Done():
+		logger.Info("shutting down", keyCause, context.Cause(ctx))
+	case err := <-served:
+		// Serve only returns early when accepting fails for good.
+		ready.Store(false)
+		srv.Close()
+		return fmt.Errorf("serve http: %w", err)
+	}
+	ready.Store(false)
+	shutdown(logger, srv, cancelBase)
+	<-served // http.ErrServerClosed, now that Shutdown or Close ran
+	logger.Info("stopped")
+	return nil
+}
+
+// shutdown stops srv: it stops accepting at once, lets requests in flight
+// finish for drainGrace, then cancels the base context so that long-lived
+// streams end, and closes whatever is left at shutdownTimeout.
+func shutdown(logger *slog.Logger, srv *http.Server, cancelBase context.CancelCauseFunc) {
+	ctx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- srv.Shutdown(ctx) }()
+	grace := time.NewTimer(drainGrace)
+	defer grace.Stop()
+	var err error
+	select {
+	case err = <-done:
+	case <-grace.C:
+		cancelBase(errShuttingDown)
+		err = <-done
+	}
+	if err != nil {
+		logger.Warn("http connections still open at the shutdown timeout; closing them", keyErr, err)
+		srv.Close()
+	}
+}
+
+// newHandler builds sessiond's HTTP handler. The router of package web
+// takes its place once it exists; construction stays in this one function so
+// that swap is a one-line change. ready reports whether the server is up and
+// not shutting down.
+func newHandler(logger *slog.Logger, rt *objects.Runtime, ready func() bool) http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		w.Header().Set("Cache-Control", "no-store")
+		if !ready() {
+			w.WriteHeader(http.StatusServiceUnavailable)
+			io.WriteString(w, `{"status":"shutting_down"}`+"\n")
+			return
+		}
+		io.WriteString(w, `{"status":"ok"}`+"\n")
+	})
+	return mux
+}

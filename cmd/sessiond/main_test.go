@@ -1,0 +1,219 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+var raceEnabled bool // set by race_test.go
+
+func noEnv(string) string { return "" }
+
+// watchLog reads JSON log lines from r until EOF, passes them to t.Log and
+// sends the address of the "listening" line on the returned channel. done is
+// closed at EOF.
+func watchLog(t *testing.T, r io.Reader) (addr <-chan string, done <-chan struct{}) {
+	t.Helper()
+	addrc := make(chan string, 1)
+	donec := make(chan struct{})
+	go func() {
+		defer close(donec)
+		sc := bufio.NewScanner(r)
+		for sc.Scan() {
+			t.Log(sc.Text())
+			var line struct{ Msg, Addr string }
+			if json.Unmarshal(sc.Bytes(), &line) == nil && line.Msg == "listening" {
+				select {
+				case addrc <- line.Addr:
+				default:
+				}
+			}
+		}
+	}()
+	return addrc, donec
+}
+
+// waitHealthy polls GET /healthz until it answers 200 with status ok.
+func waitHealthy(t *testing.T, addr <-chan string, exited <-chan struct{}) string {
+	t.Helper()
+	var a string
+	select {
+	case a = <-addr:
+	case <-exited:
+		t.Fatal("sessiond exited before it listened")
+	case <-time.After(30 * time.Second):
+		t.Fatal("no listening address logged")
+	}
+	url := "http://" + a + "/healthz"
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		resp, err := http.Get(url)
+		if err == nil {
+			var body struct{ Status string }
+			derr := json.NewDecoder(resp.Body).Decode(&body)
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK && derr == nil && body.Status == "ok" {
+				if ct := resp.Header.Get("Content-Type"); ct != "application/json" {
+					t.Fatalf("Content-Type=%q, want application/json", ct)
+				}
+				return a
+			}
+			err = errors.New(resp.Status)
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("GET %s: %v", url, err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func TestRunServesHealthzAndStops(t *testing.T) {
+	data := filepath.Join(t.TempDir(), "data")
+	pr, pw := io.Pipe()
+	addr, logDone := watchLog(t, pr)
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(func() { cancel(); <-logDone }) // no t.Log after the test ends
+	errc := make(chan error, 1)
+	exited := make(chan struct{})
+	go func() {
+		errc <- run(ctx, []string{"--addr", "127.0.0.1:0", "--log-format", "json"},
+			func(k string) string { return map[string]string{"SESSIOND_DATA": data}[k] }, io.Discard, pw)
+		pw.Close()
+		close(exited)
+	}()
+	waitHealthy(t, addr, exited)
+
+	cancel()
+	select {
+	case err := <-errc:
+		if err != nil {
+			t.Fatalf("run: %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("run did not return after cancel")
+	}
+	<-logDone
+	if _, err := os.Stat(filepath.Join(data, "index.db")); err != nil {
+		t.Fatalf("runtime did not open in the data folder from SESSIOND_DATA: %v", err)
+	}
+}
+
+func TestRunRefusesBadFlags(t *testing.T) {
+	for _, args := range [][]string{
+		{"--durability", "maybe"},
+		{"--no-such-flag"},
+		{"--max-open", "-1"},
+	} {
+		var ue *usageError
+		err := run(context.Background(), args, noEnv, io.Discard, io.Discard)
+		if !errors.As(err, &ue) {
+			t.Errorf("run(%q) = %v, want a *usageError", args, err)
+		}
+	}
+}
+
+func TestRunHelp(t *testing.T) {
+	var out strings.Builder
+	if err := run(context.Background(), []string{"-h"}, noEnv, &out, io.Discard); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(out.String(), "SESSIOND_ADDR") {
+		t.Fatalf("usage on stdout lacks SESSIOND_ADDR:\n%s", out.String())
+	}
+}
+
+func TestRunAddrInUse(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	err = run(context.Background(), []string{"--addr", ln.Addr().String(), "--data", t.TempDir()},
+		noEnv, io.Discard, io.Discard)
+	if err == nil || !strings.Contains(err.Error(), "listen") {
+		t.Fatalf("run on a busy address = %v, want a listen error", err)
+	}
+}
+
+// TestBinaryExitsOnSIGTERM runs the real binary as a process: it must answer
+// /healthz and exit 0 promptly on SIGTERM.
+func TestBinaryExitsOnSIGTERM(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds the binary")
+	}
+	goTool, err := exec.LookPath("go")
+	if err != nil {
+		t.Skip("no go tool on PATH")
+	}
+	dir := t.TempDir()
+	bin := filepath.Join(dir, "sessiond")
+	buildArgs := []string{"build", "-o", bin}
+	if raceEnabled {
+		buildArgs = append(buildArgs, "-race")
+	}
+	if out, err := exec.Command(goTool, append(buildArgs, ".")...).CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+
+	cmd := exec.Command(bin, "--addr", "127.0.0.1:0")
+	cmd.Env = append(os.Environ(), "SESSIOND_DATA="+filepath.Join(dir, "data"), "SESSIOND_LOG_FORMAT=json")
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	addr, logDone := watchLog(t, stderr)
+	waited := make(chan error, 1)
+	exited := make(chan struct{})
+	go func() {
+		<-logDone // all of stderr read before Wait closes the pipe
+		waited <- cmd.Wait()
+		close(exited)
+	}()
+	t.Cleanup(func() { cmd.Process.Kill(); <-exited }) // no t.Log after the test ends
+	waitHealthy(t, addr, exited)
+
+	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-waited:
+		if err != nil {
+			t.Fatalf("sessiond exited with %v after SIGTERM, want exit 0", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("sessiond still running 5s after SIGTERM")
+	}
+}
+
+func TestBinaryUsageErrorExits2(t *testing.T) {
+	if os.Getenv("SESSIOND_TEST_MAIN") == "1" {
+		os.Args = []string{"sessiond", "--durability", "maybe"}
+		main()
+		return
+	}
+	cmd := exec.Command(os.Args[0], "-test.run=^TestBinaryUsageErrorExits2$")
+	cmd.Env = append(os.Environ(), "SESSIOND_TEST_MAIN=1")
+	out, err := cmd.CombinedOutput()
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() != 2 {
+		t.Fatalf("exit: %v, want code 2\n%s", err, out)
+	}
+	if !strings.Contains(string(out), `--durability: "maybe": want normal or full`) {
+		t.Fatalf("output lacks the reason:\n%s", out)
+	}
+}
