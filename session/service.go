@@ -66,7 +66,8 @@ type Service struct {
 	hubMu sync.Mutex
 	hubs  map[string]*hubEntry
 
-	dir dirUpdates
+	dir     dirUpdates
+	viewers viewerMap
 }
 
 type hubEntry struct {
@@ -393,6 +394,9 @@ func (svc *Service) Delete(ctx context.Context, owner, id string) error {
 		delete(svc.hubs, id)
 	}
 	svc.hubMu.Unlock()
+	for _, sv := range svc.viewers.removeSession(id) {
+		sv.v.Close()
+	}
 	return nil
 }
 

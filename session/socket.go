@@ -1,0 +1,323 @@
+package session
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/coder/websocket"
+
+	"sessiond/objects"
+	"sessiond/streaming"
+)
+
+// viewerTag tags the WebSockets of a session's viewers.
+const viewerTag = "viewer"
+
+// socketViewer is the viewer behind one held WebSocket. It lives in the
+// service, not in the session instance, so it survives hibernation.
+type socketViewer struct {
+	v       *streaming.Viewer
+	session string
+	owner   string
+}
+
+type viewerMap struct {
+	mu sync.Mutex
+	m  map[*objects.Socket]*socketViewer
+}
+
+func (vm *viewerMap) get(s *objects.Socket) *socketViewer {
+	vm.mu.Lock()
+	defer vm.mu.Unlock()
+	return vm.m[s]
+}
+
+func (vm *viewerMap) put(s *objects.Socket, sv *socketViewer) {
+	vm.mu.Lock()
+	defer vm.mu.Unlock()
+	if vm.m == nil {
+		vm.m = make(map[*objects.Socket]*socketViewer)
+	}
+	vm.m[s] = sv
+}
+
+func (vm *viewerMap) remove(s *objects.Socket) *socketViewer {
+	vm.mu.Lock()
+	defer vm.mu.Unlock()
+	sv := vm.m[s]
+	delete(vm.m, s)
+	return sv
+}
+
+// removeSession forgets every viewer of a session (it was deleted).
+func (vm *viewerMap) removeSession(id string) []*socketViewer {
+	vm.mu.Lock()
+	defer vm.mu.Unlock()
+	var out []*socketViewer
+	for s, sv := range vm.m {
+		if sv.session == id {
+			out = append(out, sv)
+			delete(vm.m, s)
+		}
+	}
+	return out
+}
+
+// Accept hands a WebSocket to the session for owner: the runtime holds it
+// (it survives the session's hibernation) and the session answers its
+// messages per API.md. The caller must not use conn afterwards.
+func (svc *Service) Accept(ctx context.Context, owner, id string, conn *websocket.Conn) error {
+	stub, err := svc.stub(ctx, id)
+	if err != nil {
+		return err
+	}
+	// Check access now: a ticket is short-lived, but the session may have
+	// been deleted since it was issued.
+	if _, err := do(ctx, svc, owner, id, func(ctx context.Context, o *sessionObj, tx *objects.Tx) (struct{}, error) {
+		return struct{}{}, nil
+	}); err != nil {
+		return err
+	}
+	v := streaming.NewViewer(streaming.NewWebSocket(conn), svc.ViewerOptions)
+	sock, err := stub.AcceptWebSocket(ctx, conn, &objects.SocketOptions{Tags: []string{viewerTag}})
+	if err != nil {
+		v.Close()
+		return err
+	}
+	svc.viewers.put(sock, &socketViewer{v: v, session: id, owner: owner})
+	return nil
+}
+
+// serverMsg builds a small server → client message.
+func serverMsg(typ string, fields map[string]any) []byte {
+	if fields == nil {
+		fields = map[string]any{}
+	}
+	fields["type"] = typ
+	b, _ := json.Marshal(fields)
+	return b
+}
+
+func errorMsg(code, message string) []byte {
+	return serverMsg("error", map[string]any{"code": code, "message": message})
+}
+
+// WebSocketMessage answers one client message (objects.SocketHandler).
+func (o *sessionObj) WebSocketMessage(ctx context.Context, tx *objects.Tx, s *objects.Socket, typ websocket.MessageType, data []byte) error {
+	sv := o.svc.viewers.get(s)
+	if sv == nil {
+		return nil // closing
+	}
+	if o.check(sv.owner) != nil {
+		sv.v.CloseWith(streaming.ClosePolicyViolation, "session not found")
+		return nil
+	}
+	msg, err := streaming.DecodeClientMessage(data)
+	if err != nil {
+		var pe *streaming.ProtocolError
+		if errors.As(err, &pe) {
+			sv.v.Send(errorMsg(pe.Code, pe.Message))
+			return nil
+		}
+		sv.v.Send(errorMsg("invalid_request", err.Error()))
+		return nil
+	}
+	switch msg.Type {
+	case streaming.TypePing:
+		sv.v.Send(serverMsg("pong", nil))
+	case streaming.TypeHello:
+		return o.hello(ctx, tx, sv, msg.Resume)
+	case streaming.TypeCancel:
+		if o.run != nil && o.run.id == msg.Generation {
+			run := o.run
+			tx.OnCommit(func() { run.cancel(errCancelled) })
+			return nil
+		}
+		n, err := tx.Exec(ctx, `UPDATE generations SET status = 'cancelled', finished_at = ? WHERE id = ? AND status = 'queued'`,
+			time.Now().UnixMilli(), msg.Generation)
+		if err != nil {
+			return err
+		}
+		if k, _ := n.RowsAffected(); k == 0 {
+			if _, err := o.generation(ctx, tx, msg.Generation); err != nil {
+				sv.v.Send(errorMsg("not_found", fmt.Sprintf("generation %s not found", msg.Generation)))
+			}
+		}
+	case streaming.TypeSend:
+		var turns []NewTurn
+		if err := json.Unmarshal(msg.Turns, &turns); err != nil {
+			sv.v.Send(errorMsg("invalid_request", "turns must be an array of {role, content, tool_call_id?}"))
+			return nil
+		}
+		req := PostRequest{Turns: turns, Generate: msg.Generate, Model: msg.Model, IdempotencyKey: msg.IdempotencyKey}
+		if err := o.svc.ValidateTurns(turns); err != nil {
+			code, text := ErrorCode(err)
+			sv.v.Send(errorMsg(code, text))
+			return nil
+		}
+		if _, err := o.post(ctx, tx, &req); err != nil {
+			code, text := ErrorCode(err)
+			if code == "internal" {
+				return err
+			}
+			sv.v.Send(errorMsg(code, text))
+			return nil
+		}
+		// The committed turns reach every viewer, this one included, as
+		// "turn" messages; generation events follow.
+	}
+	return nil
+}
+
+// hello sends ready and joins the viewer to the session's stream, resuming
+// where it asks (or, if a generation runs, from its start).
+func (o *sessionObj) hello(ctx context.Context, tx *objects.Tx, sv *socketViewer, resume *streaming.ClientResume) error {
+	sess, err := o.session(ctx, tx)
+	if err != nil {
+		return err
+	}
+	ready := serverMsg("ready", map[string]any{"session": sess})
+	var pos *streaming.Position
+	var finished *Generation
+	if resume != nil && resume.Generation != "" {
+		pos = &streaming.Position{Generation: resume.Generation, After: resume.After}
+		if o.run == nil || o.run.id != resume.Generation {
+			g, err := o.generation(ctx, tx, resume.Generation)
+			if err != nil {
+				sv.v.Send(ready)
+				sv.v.Send(errorMsg("not_found", fmt.Sprintf("generation %s not found", resume.Generation)))
+				return o.svc.hub(o.m.ID).AddViewer(sv.v, nil)
+			}
+			finished = g
+		}
+	} else if o.run != nil {
+		pos = &streaming.Position{Generation: o.run.id, After: 0}
+	}
+	var final [][]byte
+	if finished != nil && finished.Finished() {
+		t, err := getTurn(ctx, tx, finished.TurnID)
+		if err != nil {
+			return err
+		}
+		final = finalMessages(finished, t)
+	}
+	var missed []Turn
+	if resume != nil && resume.Generation == "" && resume.Turn > 0 {
+		missed, _, err = o.turns(ctx, tx, TurnQuery{After: &resume.Turn, Limit: 1000})
+		if err != nil {
+			return err
+		}
+	}
+	svc := o.svc
+	id := o.m.ID
+	tx.OnCommit(func() {
+		sv.v.Send(ready)
+		for _, t := range missed {
+			b, _ := json.Marshal(map[string]any{"type": "turn", "turn": t})
+			sv.v.Send(b)
+		}
+		err := svc.hub(id).AddViewer(sv.v, pos)
+		if err != nil && errors.Is(err, streaming.ErrGenerationNotFound) {
+			// No longer retained: the committed turn stands for its events.
+			for _, m := range final {
+				sv.v.Send(m)
+			}
+		}
+	})
+	return nil
+}
+
+func finalMessages(g *Generation, t Turn) [][]byte {
+	turnJSON, _ := json.Marshal(t)
+	out := [][]byte{serverMsg("turn", map[string]any{"turn": json.RawMessage(turnJSON)})}
+	if g.Status == GenFailed && g.Error != nil {
+		ev, _ := streaming.EncodeError(g.ID, g.Offset, g.Error.Code, g.Error.Message)
+		return append(out, ev)
+	}
+	usage, _ := json.Marshal(t.Usage)
+	ev, err := streaming.EncodeDone(g.ID, g.Offset, streaming.Done{Turn: turnJSON, Usage: usage, FinishReason: deref(t.FinishReason)})
+	if err == nil {
+		out = append(out, ev)
+	}
+	return out
+}
+
+// WebSocketClose forgets the socket's viewer (objects.SocketHandler).
+func (o *sessionObj) WebSocketClose(ctx context.Context, tx *objects.Tx, s *objects.Socket, code websocket.StatusCode, reason string) error {
+	if sv := o.svc.viewers.remove(s); sv != nil {
+		if h := o.svc.existingHub(sv.session); h != nil {
+			h.RemoveViewer(sv.v)
+		}
+		go sv.v.Close() // the connection is gone; Close waits for the writer
+	}
+	return nil
+}
+
+// Follow sends a generation's events after offset after to v, then its live
+// events; a generation whose log is no longer kept is sent as its committed
+// turn and final event. A queued generation is waited for until it starts.
+func (svc *Service) Follow(ctx context.Context, owner, id, gid string, after int64, v *streaming.Viewer) error {
+	for {
+		g, err := svc.Generation(ctx, owner, id, gid)
+		if err != nil {
+			return err
+		}
+		if g.Status == GenQueued {
+			select {
+			case <-ctx.Done():
+				return ctx.Err()
+			case <-time.After(20 * time.Millisecond):
+				continue
+			}
+		}
+		if h := svc.existingHub(id); h != nil {
+			err := h.Resume(v, gid, after)
+			if err == nil || !errors.Is(err, streaming.ErrGenerationNotFound) {
+				return err
+			}
+		}
+		if !g.Finished() { // running, but its log is gone: the server restarted under it
+			return fmt.Errorf("generation %s: %w", gid, ErrNotFound)
+		}
+		t, err := do(ctx, svc, owner, id, func(ctx context.Context, o *sessionObj, tx *objects.Tx) (Turn, error) {
+			return getTurn(ctx, tx, g.TurnID)
+		})
+		if err != nil {
+			return err
+		}
+		for _, m := range finalMessages(g, t) {
+			v.Send(m)
+		}
+		return nil
+	}
+}
+
+// ErrorCode maps an error of this package to a stable API error code and a
+// human message; "internal" for anything unexpected.
+func ErrorCode(err error) (code, message string) {
+	var me *ModelError
+	var oe *objects.OverloadedError
+	switch {
+	case errors.Is(err, ErrNotFound):
+		return "not_found", err.Error()
+	case errors.Is(err, ErrTooLarge):
+		return "too_large", err.Error()
+	case errors.Is(err, ErrGenerationRunning):
+		return "generation_running", err.Error()
+	case errors.Is(err, ErrConflict):
+		return "conflict", err.Error()
+	case errors.Is(err, ErrInvalid):
+		return "invalid_request", err.Error()
+	case errors.As(err, &oe):
+		return "overloaded", err.Error()
+	case errors.As(err, &me):
+		return me.Code, me.Message
+	case errors.Is(err, objects.ErrClosed):
+		return "unavailable", "the server is shutting down"
+	}
+	return "internal", "internal error"
+}
