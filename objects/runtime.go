@@ -296,6 +296,9 @@ func (rt *Runtime) Close() error {
 	rt.mu.Unlock()
 	closeSockets(socketsOf(entries...), StatusGoingAway, "server shutting down", false)
 	<-done // sockets closed: their deliveries end, so every call ends
+	// A worker releases its last call before it stops touching its
+	// instance: wait for every owned goroutine before taking instances.
+	rt.wg.Wait()
 	for _, e := range entries {
 		e.mu.Lock()
 		if e.idleTimer != nil {
@@ -308,7 +311,6 @@ func (rt *Runtime) Close() error {
 			e.sleep(context.Background(), inst)
 		}
 	}
-	rt.wg.Wait()
 	for _, ns := range rt.classes {
 		ns.closeSpares()
 	}
