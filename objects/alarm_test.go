@@ -373,3 +373,42 @@ func TestAlarmHandlerSetsNext(t *testing.T) {
 	}
 }
 
+// TestAlarmSetInNew: Class.New may write, and an alarm it sets is a write
+// like any other: it must be in effect once the first call returns. Its
+// OnCommit hooks run too, before the first call.
+func TestAlarmSetInNew(t *testing.T) {
+	ctx := context.Background()
+	at := time.Now().Add(time.Hour).Truncate(time.Millisecond)
+	type wound struct{ committed bool }
+	var ns *objects.Namespace
+	newOpenRuntime(t, func(rt *objects.Runtime) {
+		var err error
+		ns, err = rt.Register("selfwinding", objects.Class{
+			New: func(ctx context.Context, h *objects.Handle, tx *objects.Tx) (any, error) {
+				w := &wound{}
+				if _, ok, err := tx.Alarm(ctx); err != nil || ok {
+					return w, err
+				}
+				tx.SetAlarm(at)
+				tx.OnCommit(func() { w.committed = true })
+				return w, nil
+			},
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	})
+	s := stub(t, ns, "w")
+	committed, err := objects.Do(ctx, s, func(ctx context.Context, w *wound, tx *objects.Tx) (bool, error) {
+		return w.committed, nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !committed {
+		t.Fatal("New's OnCommit hook did not run before the first call")
+	}
+	if got := infoAlarm(t, ns, "w"); !got.Equal(at) {
+		t.Fatalf("Info.Alarm=%v after New set %v", got, at)
+	}
+}

@@ -261,9 +261,19 @@ func (e *entry) wake(ctx context.Context) error {
 	tx := &Tx{b: &batchTx{e: e, inst: inst}}
 	obj, err := e.construct(ctx, inst, tx)
 	if err == nil {
+		tx.b.merge(tx) // New's alarm change commits with its writes
 		err = tx.b.finish(ctx)
 	} else {
 		tx.b.abort()
+	}
+	if err == nil {
+		for _, f := range tx.onCommit {
+			f()
+		}
+	} else {
+		for _, f := range tx.onRollback {
+			f()
+		}
 	}
 	if err != nil {
 		db.close()
