@@ -40,6 +40,10 @@ var (
 	// could still be reached) and must resume from that offset.
 	ErrSlowViewer = errors.New("streaming: viewer too slow, dropped")
 
+	// ErrWriteTimeout is in the Viewer.Err of a viewer whose write took
+	// longer than ViewerOptions.WriteTimeout.
+	ErrWriteTimeout = errors.New("streaming: write to viewer timed out")
+
 	// ErrSinkClosed is returned by a Sink's WriteFrame after its Close.
 	ErrSinkClosed = errors.New("streaming: sink closed")
 

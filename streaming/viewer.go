@@ -2,6 +2,8 @@ package streaming
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"log/slog"
 	"slices"
 	"sync"
@@ -84,8 +86,9 @@ type ViewerOptions struct {
 	// DefaultFlushInterval (15 ms).
 	FlushInterval time.Duration
 
-	// WriteTimeout bounds one WriteFrame call; when it expires the viewer
-	// fails and is closed. Zero means DefaultWriteTimeout (10 s); negative
+	// WriteTimeout bounds one WriteFrame call; when it expires the write
+	// is cancelled, and the viewer fails (Err matches ErrWriteTimeout) and
+	// is closed. Zero means DefaultWriteTimeout (10 s); negative
 	// means no timeout.
 	WriteTimeout time.Duration
 
@@ -191,7 +194,8 @@ type Viewer struct {
 	drainReason string
 	closeErr    error
 
-	frames [][]byte // writer goroutine only
+	frames   [][]byte    // writer goroutine only
+	watchdog *time.Timer // writer goroutine only: WriteTimeout
 }
 
 // NewViewer returns an open viewer writing to sink. No goroutine starts
@@ -493,7 +497,10 @@ func (v *Viewer) run() {
 				v.wg.Done()
 				return
 			}
-			now := time.Now()
+			var now time.Time // lastFlush only matters with an interval
+			if v.flushInterval > 0 {
+				now = time.Now()
+			}
 			if v.state == stateOpen {
 				if w := v.waitLocked(now); w > 0 {
 					v.timer = time.AfterFunc(w, v.run)
@@ -604,13 +611,28 @@ func (v *Viewer) write(batch []item) error {
 			frames = append(frames, []byte(e.Data))
 		}
 	}
-	ctx := v.ctx
+	// One watchdog timer per viewer, reset for each write, instead of a
+	// context.WithTimeout per write: with 1,000 viewers per event the
+	// latter's allocations and stack growth were most of the fan-out cost.
+	// A write that times out kills the viewer anyway, so cancelling the
+	// viewer's own context is the right scope.
 	if v.writeTimeout > 0 {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, v.writeTimeout)
-		defer cancel()
+		if v.watchdog == nil {
+			v.watchdog = time.AfterFunc(v.writeTimeout, func() { v.cancel(ErrWriteTimeout) })
+		} else {
+			v.watchdog.Reset(v.writeTimeout)
+		}
 	}
-	err := v.sink.WriteFrame(ctx, frames)
+	err := v.sink.WriteFrame(v.ctx, frames)
+	if v.watchdog != nil {
+		v.watchdog.Stop()
+	}
+	if err != nil {
+		if cause := context.Cause(v.ctx); cause != nil && !errors.Is(err, cause) {
+			err = fmt.Errorf("%w: %w", cause, err)
+		}
+		err = fmt.Errorf("write frame: %w", err)
+	}
 	clear(frames)
 	if cap(frames) <= keepBuffers {
 		v.frames = frames[:0]
@@ -663,6 +685,9 @@ func (v *Viewer) finish(code int, reason string) error {
 	v.subs = nil
 	v.discardLocked()
 	v.queue, v.spare, v.frames = nil, nil, nil
+	if v.watchdog != nil {
+		v.watchdog.Stop()
+	}
 	v.mu.Unlock()
 	for _, l := range logs {
 		l.Unsubscribe(v)
