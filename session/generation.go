@@ -177,7 +177,7 @@ type outcome struct {
 // ends its log, and starts the next queued generation if any.
 func (o *sessionObj) finishGeneration(ctx context.Context, tx *objects.Tx, run *genRun, out outcome) error {
 	res := out.result
-	now := time.Now().UTC()
+	now := nowMillis()
 	content, _ := json.Marshal(res.Text)
 	var calls any
 	if len(res.ToolCalls) > 0 {

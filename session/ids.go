@@ -55,3 +55,7 @@ func newGenerationID() string {
 	}
 	return string(out)
 }
+
+// nowMillis is the current time in UTC at the millisecond precision the
+// database keeps, so that a value read back equals the one returned.
+func nowMillis() time.Time { return time.Now().UTC().Truncate(time.Millisecond) }

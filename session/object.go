@@ -22,8 +22,8 @@ import (
 type sessionObj struct {
 	svc *Service
 	h   *objects.Handle
-	m   *meta    // nil until created
-	run *genRun  // the running generation, if any
+	m   *meta   // nil until created
+	run *genRun // the running generation, if any
 }
 
 func (svc *Service) newSession(ctx context.Context, h *objects.Handle, tx *objects.Tx) (any, error) {
@@ -89,7 +89,7 @@ func (o *sessionObj) create(ctx context.Context, tx *objects.Tx, owner string, r
 	if o.m != nil {
 		return nil, fmt.Errorf("%w: session %s already exists", ErrConflict, req.ID)
 	}
-	now := time.Now().UTC()
+	now := nowMillis()
 	m := &meta{ID: req.ID, Owner: owner, Title: req.Title, Model: model, System: req.System,
 		Metadata: req.Metadata, Policy: req.BusyPolicy, CreatedAt: now, UpdatedAt: now}
 	if len(m.Metadata) == 0 {
@@ -127,7 +127,7 @@ func (o *sessionObj) update(ctx context.Context, tx *objects.Tx, req *UpdateRequ
 	if req.BusyPolicy != nil {
 		m.Policy = *req.BusyPolicy
 	}
-	m.UpdatedAt = time.Now().UTC()
+	m.UpdatedAt = nowMillis()
 	if err := saveMeta(ctx, tx, &m); err != nil {
 		return nil, err
 	}
@@ -158,7 +158,7 @@ func (o *sessionObj) post(ctx context.Context, tx *objects.Tx, req *PostRequest)
 		}
 	}
 	m := *o.m
-	now := time.Now().UTC()
+	now := nowMillis()
 	hasUser := false
 	for _, t := range req.Turns {
 		hasUser = hasUser || t.Role == RoleUser

@@ -616,7 +616,7 @@ func (svc *Service) restore(ctx context.Context, owner string, req CreateRequest
 			}
 			head = id
 		}
-		now := time.Now().UTC()
+		now := nowMillis()
 		m := &meta{ID: req.ID, Owner: owner, Title: req.Title, Model: req.Model, System: req.System, Metadata: req.Metadata,
 			Policy: req.BusyPolicy, Head: head, Branched: branched, CreatedAt: now, UpdatedAt: now}
 		if len(m.Metadata) == 0 {
@@ -645,7 +645,6 @@ func (svc *Service) restore(ctx context.Context, owner string, req CreateRequest
 	}
 	return s, svc.upsertDirectory(ctx, owner, e)
 }
-
 
 // exportLine is one line of an export: a session, then its turns.
 type exportLine struct {

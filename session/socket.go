@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"time"
 
@@ -299,6 +300,11 @@ func (svc *Service) Follow(ctx context.Context, owner, id, gid string, after int
 // ErrorCode maps an error of this package to a stable API error code and a
 // human message; "internal" for anything unexpected.
 func ErrorCode(err error) (code, message string) {
+	code, message = errorCode(err)
+	return code, strings.ReplaceAll(message, "session: ", "")
+}
+
+func errorCode(err error) (code, message string) {
 	var me *ModelError
 	var oe *objects.OverloadedError
 	switch {

@@ -24,6 +24,21 @@ type config struct {
 	MaxOpen     int                // cap on open object databases
 	LogLevel    slog.Level
 	LogFormat   string // "text" or "json"
+
+	OfflineTPS     float64            // words per second of the offline model; 0 = as fast as it can
+	OpenAIBaseURL  string             // an OpenAI-compatible endpoint; "" = none
+	OpenAIKey      string             // its API key
+	OpenAIModel    string             // the upstream model name, also the model's name here
+	ModelsFile     string             // JSON file of named models (see docs/configuration.md)
+	APIKeys        map[string]keySpec // API key → owner
+	InsecureNoAuth bool               // allow a non-loopback address without API keys
+	AllowedOrigins []string           // extra WebSocket origins (host patterns)
+}
+
+// keySpec is who an API key acts for.
+type keySpec struct {
+	Owner string
+	Admin bool
 }
 
 // setting is one knob: its flag, its environment variable, its default, and
@@ -87,6 +102,62 @@ var settings = []setting{
 			c.MaxOpen = n
 			return nil
 		}},
+	{"offline-tps", "SESSIOND_OFFLINE_TPS", "30", "n",
+		"words per second the built-in offline model streams (0: as fast as it can)",
+		func(c *config, v string) error {
+			f, err := strconv.ParseFloat(v, 64)
+			if err != nil || f < 0 || f > 1e6 {
+				return fmt.Errorf("%q: want a number from 0 to 1000000", v)
+			}
+			c.OfflineTPS = f
+			return nil
+		}},
+	{"openai-base-url", "SESSIOND_OPENAI_BASE_URL", "", "url",
+		"an OpenAI-compatible endpoint (e.g. http://127.0.0.1:11434/v1); with it, its model is the default",
+		func(c *config, v string) error {
+			if v != "" && !strings.HasPrefix(v, "http://") && !strings.HasPrefix(v, "https://") {
+				return fmt.Errorf("%q: want an http:// or https:// URL", v)
+			}
+			c.OpenAIBaseURL = v
+			return nil
+		}},
+	{"openai-api-key", "SESSIOND_OPENAI_API_KEY", "", "key",
+		"API key of the OpenAI-compatible endpoint (prefer the environment variable)",
+		func(c *config, v string) error { c.OpenAIKey = v; return nil }},
+	{"openai-model", "SESSIOND_OPENAI_MODEL", "", "name",
+		"upstream model name of the endpoint, e.g. gpt-4o-mini or llama3.1",
+		func(c *config, v string) error { c.OpenAIModel = v; return nil }},
+	{"models", "SESSIOND_MODELS", "", "file",
+		"JSON file of named models: [{\"name\",\"base_url\",\"api_key_env\",\"model\",\"headers\",\"context_tokens\",\"default\"}]",
+		func(c *config, v string) error { c.ModelsFile = v; return nil }},
+	{"api-keys", "SESSIOND_API_KEYS", "", "key=owner,…",
+		"API keys, comma-separated key=owner pairs; key=owner:admin sees every owner. Without keys, auth is off (loopback only)",
+		func(c *config, v string) error {
+			keys, err := parseAPIKeys(v)
+			c.APIKeys = keys
+			return err
+		}},
+	{"insecure-no-auth", "SESSIOND_INSECURE_NO_AUTH", "false", "bool",
+		"serve a non-loopback address with auth off (everything owned by one local owner): only behind your own authenticating proxy",
+		func(c *config, v string) error {
+			b, err := strconv.ParseBool(v)
+			if err != nil {
+				return fmt.Errorf("%q: want true or false", v)
+			}
+			c.InsecureNoAuth = b
+			return nil
+		}},
+	{"allowed-origins", "SESSIOND_ALLOWED_ORIGINS", "", "host,…",
+		"other origins (host patterns such as app.example.com or *.example.com) whose pages may open WebSockets",
+		func(c *config, v string) error {
+			c.AllowedOrigins = nil
+			for _, o := range strings.Split(v, ",") {
+				if o = strings.TrimSpace(o); o != "" {
+					c.AllowedOrigins = append(c.AllowedOrigins, o)
+				}
+			}
+			return nil
+		}},
 	{"log-level", "SESSIOND_LOG_LEVEL", "info", "level",
 		"debug, info, warn or error",
 		func(c *config, v string) error {
@@ -107,6 +178,33 @@ var settings = []setting{
 			}
 			return fmt.Errorf("%q: want text or json", v)
 		}},
+}
+
+// parseAPIKeys parses "key=owner,key2=owner2:admin".
+func parseAPIKeys(v string) (map[string]keySpec, error) {
+	out := map[string]keySpec{}
+	for _, item := range strings.Split(v, ",") {
+		item = strings.TrimSpace(item)
+		if item == "" {
+			continue
+		}
+		key, owner, ok := strings.Cut(item, "=")
+		if !ok || len(key) < 16 || owner == "" {
+			return nil, errors.New("want comma-separated key=owner pairs, each key at least 16 characters")
+		}
+		spec := keySpec{Owner: owner}
+		if o, ok := strings.CutSuffix(owner, ":admin"); ok {
+			spec = keySpec{Owner: o, Admin: true}
+		}
+		if err := objects.ValidateName(spec.Owner); err != nil {
+			return nil, fmt.Errorf("owner %q: %w", spec.Owner, err)
+		}
+		if _, dup := out[key]; dup {
+			return nil, errors.New("a key is listed twice")
+		}
+		out[key] = spec
+	}
+	return out, nil
 }
 
 var logLevels = map[string]slog.Level{
@@ -135,7 +233,9 @@ func parseConfig(args []string, getenv func(string) string) (config, error) {
 	fs.SetOutput(io.Discard) // the caller prints errors and usage
 	vals := make(map[string]*string, len(settings))
 	for _, s := range settings {
-		vals[s.flag] = fs.String(s.flag, s.def, s.usage)
+		v := &stringValue{s: s.def, isBool: s.arg == "bool"}
+		fs.Var(v, s.flag, s.usage)
+		vals[s.flag] = &v.s
 	}
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -158,10 +258,33 @@ func parseConfig(args []string, getenv func(string) string) (config, error) {
 			v, from = e, s.env
 		}
 		if err := s.apply(&c, v); err != nil {
+			if s.flag == "api-keys" { // never echo a key
+				from = strings.Split(from, " ")[0]
+			}
 			return config{}, usageErrorf("%s: %w", from, err)
 		}
 	}
+	if c.OpenAIBaseURL != "" && c.OpenAIModel == "" {
+		return config{}, usageErrorf("--openai-base-url needs --openai-model (the upstream model name)")
+	}
+	if len(c.APIKeys) == 0 && !c.InsecureNoAuth && !isLoopback(c.Addr) {
+		return config{}, usageErrorf("refusing to listen on %s with no API keys: anyone who can reach it could read and write every session. "+
+			"Set --api-keys (SESSIOND_API_KEYS), listen on 127.0.0.1, or pass --insecure-no-auth if a proxy in front authenticates", c.Addr)
+	}
 	return c, nil
+}
+
+// isLoopback reports whether addr's host only accepts local connections.
+func isLoopback(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }
 
 // printUsage writes the help text: every flag with its variable and default.
@@ -176,3 +299,14 @@ Flags override environment variables, which override defaults.
 		fmt.Fprintf(w, "  --%s %s\n        %s (env %s, default %s)\n", s.flag, s.arg, s.usage, s.env, s.def)
 	}
 }
+
+// stringValue is a flag's raw text; settings with arg "bool" may be given
+// without a value (--insecure-no-auth means true), like flag.Bool.
+type stringValue struct {
+	s      string
+	isBool bool
+}
+
+func (v *stringValue) String() string     { return v.s }
+func (v *stringValue) Set(s string) error { v.s = s; return nil }
+func (v *stringValue) IsBoolFlag() bool   { return v.isBool }

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"flag"
 	"log/slog"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -20,6 +21,8 @@ func TestParseConfig(t *testing.T) {
 		MaxOpen:     2000,
 		LogLevel:    slog.LevelInfo,
 		LogFormat:   "text",
+		OfflineTPS:  30,
+		APIKeys:     map[string]keySpec{},
 	}
 	with := func(f func(c *config)) config {
 		c := defaults
@@ -37,17 +40,22 @@ func TestParseConfig(t *testing.T) {
 		{
 			name: "every flag",
 			args: []string{"--addr", ":9000", "--data=/srv/s", "--durability", "NORMAL", "--idle-timeout", "1m30s",
-				"--max-open", "5", "--log-level", "debug", "--log-format", "json"},
+				"--max-open", "5", "--log-level", "debug", "--log-format", "json", "--insecure-no-auth", "--offline-tps", "0",
+				"--allowed-origins", "a.example, *.b.example"},
 			want: config{Addr: ":9000", Data: "/srv/s", Durability: objects.DurabilityNormal, IdleTimeout: 90 * time.Second,
-				MaxOpen: 5, LogLevel: slog.LevelDebug, LogFormat: "json"},
+				MaxOpen: 5, LogLevel: slog.LevelDebug, LogFormat: "json", InsecureNoAuth: true, APIKeys: map[string]keySpec{},
+				AllowedOrigins: []string{"a.example", "*.b.example"}},
 		},
 		{
 			name: "every variable",
 			env: map[string]string{"SESSIOND_ADDR": "0.0.0.0:1", "SESSIOND_DATA": "d", "SESSIOND_DURABILITY": "normal",
 				"SESSIOND_IDLE_TIMEOUT": "250ms", "SESSIOND_MAX_OPEN": "7", "SESSIOND_LOG_LEVEL": "warn",
-				"SESSIOND_LOG_FORMAT": "json"},
+				"SESSIOND_LOG_FORMAT": "json", "SESSIOND_API_KEYS": "0123456789abcdef=alice, fedcba9876543210=root:admin",
+				"SESSIOND_OFFLINE_TPS": "12.5", "SESSIOND_OPENAI_BASE_URL": "http://127.0.0.1:11434/v1", "SESSIOND_OPENAI_MODEL": "llama3.1"},
 			want: config{Addr: "0.0.0.0:1", Data: "d", Durability: objects.DurabilityNormal, IdleTimeout: 250 * time.Millisecond,
-				MaxOpen: 7, LogLevel: slog.LevelWarn, LogFormat: "json"},
+				MaxOpen: 7, LogLevel: slog.LevelWarn, LogFormat: "json", OfflineTPS: 12.5,
+				OpenAIBaseURL: "http://127.0.0.1:11434/v1", OpenAIModel: "llama3.1",
+				APIKeys: map[string]keySpec{"0123456789abcdef": {Owner: "alice"}, "fedcba9876543210": {Owner: "root", Admin: true}}},
 		},
 		{
 			name: "flag beats variable",
@@ -77,6 +85,11 @@ func TestParseConfig(t *testing.T) {
 		{name: "unknown flag", args: []string{"--nope"}, wantErr: "flag provided but not defined: -nope"},
 		{name: "missing value", args: []string{"--addr"}, wantErr: "flag needs an argument"},
 		{name: "stray argument", args: []string{"serve"}, wantErr: `unexpected argument "serve"`},
+		{name: "public address without keys", args: []string{"--addr", "0.0.0.0:8080"}, wantErr: "refusing to listen on 0.0.0.0:8080 with no API keys"},
+		{name: "short key", env: map[string]string{"SESSIOND_API_KEYS": "abc=alice"}, wantErr: "at least 16 characters"},
+		{name: "key without owner", env: map[string]string{"SESSIOND_API_KEYS": "0123456789abcdef"}, wantErr: "key=owner"},
+		{name: "endpoint without model", env: map[string]string{"SESSIOND_OPENAI_BASE_URL": "http://x/v1"}, wantErr: "needs --openai-model"},
+		{name: "bad tps", args: []string{"--offline-tps", "-1"}, wantErr: "--offline-tps"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -94,7 +107,7 @@ func TestParseConfig(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if got != tt.want {
+			if !reflect.DeepEqual(got, tt.want) {
 				t.Fatalf("config=%+v\n want %+v", got, tt.want)
 			}
 		})

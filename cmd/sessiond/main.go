@@ -19,6 +19,8 @@ import (
 	"time"
 
 	"sessiond/objects"
+	"sessiond/session"
+	"sessiond/web"
 )
 
 const (
@@ -82,7 +84,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	if err != nil {
 		return err
 	}
-	return serve(ctx, cfg, newLogger(cfg, stderr))
+	return serve(ctx, cfg, getenv, newLogger(cfg, stderr))
 }
 
 func newLogger(cfg config, w io.Writer) *slog.Logger {
@@ -94,12 +96,21 @@ func newLogger(cfg config, w io.Writer) *slog.Logger {
 }
 
 // serve opens the runtime, serves HTTP until ctx ends, and closes both.
-func serve(ctx context.Context, cfg config, logger *slog.Logger) (err error) {
+func serve(ctx context.Context, cfg config, getenv func(string) string, logger *slog.Logger) (err error) {
+	models, err := buildModels(cfg, getenv, logger)
+	if err != nil {
+		return err
+	}
 	rt := objects.NewRuntime(cfg.Data)
 	rt.Durability = cfg.Durability
 	rt.IdleTimeout = cfg.IdleTimeout
 	rt.MaxOpen = cfg.MaxOpen
 	rt.Logger = logger
+	svc, err := session.NewService(rt, models)
+	if err != nil {
+		return err
+	}
+	svc.Logger = logger
 	if err := rt.Open(ctx); err != nil {
 		return fmt.Errorf("open runtime in %s: %w", cfg.Data, err)
 	}
@@ -109,6 +120,9 @@ func serve(ctx context.Context, cfg config, logger *slog.Logger) (err error) {
 			err = fmt.Errorf("close runtime: %w", cerr)
 		}
 	}()
+	svc.Start()
+	// Before the runtime closes: running generations commit what they have.
+	defer svc.Close()
 
 	// Listen first, so that with port 0 the real address can be logged.
 	ln, err := net.Listen("tcp", cfg.Addr)
@@ -123,7 +137,7 @@ func serve(ctx context.Context, cfg config, logger *slog.Logger) (err error) {
 
 	var ready atomic.Bool
 	srv := &http.Server{
-		Handler:           newHandler(logger, rt, ready.Load),
+		Handler:           newHandler(cfg, logger, svc, ready.Load),
 		ReadHeaderTimeout: readHeaderTimeout,
 		IdleTimeout:       idleConnTimeout,
 		BaseContext:       func(net.Listener) context.Context { return baseCtx },
@@ -173,11 +187,20 @@ func shutdown(logger *slog.Logger, srv *http.Server, cancelBase context.CancelCa
 	}
 }
 
-// newHandler builds sessiond's HTTP handler. The router of package web
-// takes its place once it exists; construction stays in this one function so
-// that swap is a one-line change. ready reports whether the server is up and
-// not shutting down.
-func newHandler(logger *slog.Logger, rt *objects.Runtime, ready func() bool) http.Handler {
+// newHandler builds sessiond's HTTP handler: /healthz here (it knows about
+// shutdown), everything else from package web. ready reports whether the
+// server is up and not shutting down.
+func newHandler(cfg config, logger *slog.Logger, svc *session.Service, ready func() bool) http.Handler {
+	keys := make(map[string]web.Principal, len(cfg.APIKeys))
+	for k, s := range cfg.APIKeys {
+		keys[k] = web.Principal{Owner: s.Owner, Admin: s.Admin}
+	}
+	api := web.NewHandler(svc, web.Config{
+		Keys:           keys,
+		AuthOff:        len(keys) == 0,
+		AllowedOrigins: cfg.AllowedOrigins,
+		Logger:         logger,
+	})
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
@@ -189,5 +212,6 @@ func newHandler(logger *slog.Logger, rt *objects.Runtime, ready func() bool) htt
 		}
 		io.WriteString(w, `{"status":"ok"}`+"\n")
 	})
+	mux.Handle("/", api)
 	return mux
 }

@@ -1,0 +1,84 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"os"
+
+	"sessiond/session"
+	"sessiond/session/openai"
+)
+
+// modelSpec is one entry of the --models file.
+type modelSpec struct {
+	Name          string            `json:"name"`
+	BaseURL       string            `json:"base_url"`
+	APIKeyEnv     string            `json:"api_key_env"` // the variable that holds the key: keys stay out of files
+	Model         string            `json:"model"`
+	Headers       map[string]string `json:"headers"`
+	ContextTokens int               `json:"context_tokens"`
+	Default       bool              `json:"default"`
+}
+
+// buildModels returns the model registry: the offline model always, an
+// endpoint from --openai-* (then the default), and the --models file.
+func buildModels(cfg config, getenv func(string) string, logger *slog.Logger) (*session.Registry, error) {
+	reg := session.NewRegistry()
+	if err := reg.Register(session.OfflineModelName, session.NewOfflineModel(cfg.OfflineTPS), session.ModelInfo{}); err != nil {
+		return nil, err
+	}
+	def := session.OfflineModelName
+	if cfg.OpenAIBaseURL != "" {
+		m, err := openai.New(openai.Config{BaseURL: cfg.OpenAIBaseURL, APIKey: cfg.OpenAIKey, Model: cfg.OpenAIModel, Logger: logger})
+		if err != nil {
+			return nil, fmt.Errorf("model %s: %w", cfg.OpenAIModel, err)
+		}
+		if err := reg.Register(cfg.OpenAIModel, m, session.ModelInfo{}); err != nil {
+			return nil, err
+		}
+		def = cfg.OpenAIModel
+	}
+	if cfg.ModelsFile != "" {
+		b, err := os.ReadFile(cfg.ModelsFile)
+		if err != nil {
+			return nil, usageErrorf("--models: %w", err)
+		}
+		var specs []modelSpec
+		dec := json.NewDecoder(bytes.NewReader(b))
+		dec.DisallowUnknownFields()
+		if err := dec.Decode(&specs); err != nil {
+			return nil, usageErrorf("--models %s: %w", cfg.ModelsFile, err)
+		}
+		for _, s := range specs {
+			if s.Name == "" || s.BaseURL == "" {
+				return nil, usageErrorf("--models %s: every model needs a name and a base_url", cfg.ModelsFile)
+			}
+			key := ""
+			if s.APIKeyEnv != "" {
+				if key = getenv(s.APIKeyEnv); key == "" {
+					return nil, usageErrorf("--models %s: model %s: %s is not set", cfg.ModelsFile, s.Name, s.APIKeyEnv)
+				}
+			}
+			upstream := s.Model
+			if upstream == "" {
+				upstream = s.Name
+			}
+			m, err := openai.New(openai.Config{BaseURL: s.BaseURL, APIKey: key, Model: upstream, Headers: s.Headers, Logger: logger})
+			if err != nil {
+				return nil, fmt.Errorf("model %s: %w", s.Name, err)
+			}
+			if err := reg.Register(s.Name, m, session.ModelInfo{ContextTokens: s.ContextTokens}); err != nil {
+				return nil, usageErrorf("--models %s: %w", cfg.ModelsFile, err)
+			}
+			if s.Default {
+				def = s.Name
+			}
+		}
+	}
+	if err := reg.SetDefault(def); err != nil {
+		return nil, err
+	}
+	return reg, nil
+}

@@ -1,0 +1,70 @@
+package web
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math"
+	"net/http"
+
+	"sessiond/objects"
+	"sessiond/session"
+)
+
+// apiError is an error answer: an HTTP status, a stable code, a message.
+type apiError struct {
+	Status  int
+	Code    string
+	Message string
+}
+
+func (e *apiError) Error() string { return e.Code + ": " + e.Message }
+
+func errorf(status int, code, format string, args ...any) *apiError {
+	return &apiError{Status: status, Code: code, Message: fmt.Sprintf(format, args...)}
+}
+
+// statusOf maps a session error code to its HTTP status.
+var statusOf = map[string]int{
+	"not_found":               http.StatusNotFound,
+	"too_large":               http.StatusRequestEntityTooLarge,
+	"generation_running":      http.StatusConflict,
+	"conflict":                http.StatusConflict,
+	"invalid_request":         http.StatusUnprocessableEntity,
+	"overloaded":              http.StatusServiceUnavailable,
+	"unavailable":             http.StatusServiceUnavailable,
+	"upstream_error":          http.StatusBadGateway,
+	"upstream_timeout":        http.StatusGatewayTimeout,
+	"upstream_rate_limited":   http.StatusTooManyRequests,
+	"upstream_unauthorized":   http.StatusBadGateway,
+	"context_length_exceeded": http.StatusUnprocessableEntity,
+}
+
+// writeError answers err with its status and code. It is the only place
+// errors become HTTP answers.
+func writeError(w http.ResponseWriter, r *http.Request, log *slog.Logger, err error) {
+	var ae *apiError
+	if !errors.As(err, &ae) {
+		code, msg := session.ErrorCode(err)
+		status, ok := statusOf[code]
+		if !ok {
+			status = http.StatusInternalServerError
+			log.Error("web: internal error", "method", r.Method, "path", r.URL.Path, "err", err)
+		}
+		ae = &apiError{Status: status, Code: code, Message: msg}
+		var oe *objects.OverloadedError
+		if errors.As(err, &oe) {
+			w.Header().Set("Retry-After", fmt.Sprint(int(math.Ceil(oe.RetryAfter.Seconds()))))
+		}
+	}
+	writeJSON(w, ae.Status, map[string]any{"error": map[string]string{"code": ae.Code, "message": ae.Message}})
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	enc := json.NewEncoder(w)
+	enc.SetEscapeHTML(false)
+	enc.Encode(v)
+}

@@ -1,0 +1,406 @@
+package web
+
+import (
+	"errors"
+	"log/slog"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/coder/websocket"
+	"github.com/go-chi/chi/v5"
+
+	"sessiond/session"
+	"sessiond/streaming"
+)
+
+// Defaults of Config.
+const (
+	// DefaultMaxBodyBytes bounds a request body: a 32 MiB turn plus JSON.
+	DefaultMaxBodyBytes = 34 << 20
+	// DefaultTicketTTL is how long a WebSocket ticket stays valid.
+	DefaultTicketTTL = time.Minute
+	// DefaultSSEHeartbeat keeps proxies from closing idle streams.
+	DefaultSSEHeartbeat = 15 * time.Second
+)
+
+// Config configures the HTTP API.
+type Config struct {
+	// Keys maps API keys to the principal they act for.
+	Keys map[string]Principal
+	// AuthOff serves every request as LocalOwner without a key. cmd/sessiond
+	// allows it only on loopback (or with an explicit insecure flag).
+	AuthOff bool
+	// AllowedOrigins are host patterns (as coder/websocket's
+	// AcceptOptions.OriginPatterns) allowed to open WebSockets from another
+	// origin; by default only same-origin pages may.
+	AllowedOrigins []string
+	// MaxBodyBytes bounds request bodies. Default DefaultMaxBodyBytes.
+	MaxBodyBytes int64
+	// TicketTTL is how long a WebSocket ticket is valid. Default DefaultTicketTTL.
+	TicketTTL time.Duration
+	// SSEHeartbeat is the idle time before an SSE comment. Default DefaultSSEHeartbeat.
+	SSEHeartbeat time.Duration
+	// UI serves everything outside /v1 and /healthz; nil serves 404s.
+	UI http.Handler
+	// Logger defaults to slog.Default().
+	Logger *slog.Logger
+}
+
+type api struct {
+	svc  *session.Service
+	cfg  Config
+	auth *authenticator
+	log  *slog.Logger
+}
+
+// NewHandler returns the HTTP handler of the whole API.
+func NewHandler(svc *session.Service, cfg Config) http.Handler {
+	if cfg.MaxBodyBytes <= 0 {
+		cfg.MaxBodyBytes = DefaultMaxBodyBytes
+	}
+	if cfg.TicketTTL <= 0 {
+		cfg.TicketTTL = DefaultTicketTTL
+	}
+	if cfg.SSEHeartbeat == 0 {
+		cfg.SSEHeartbeat = DefaultSSEHeartbeat
+	}
+	a := &api{svc: svc, cfg: cfg, auth: newAuthenticator(&cfg), log: cfg.Logger}
+	if a.log == nil {
+		a.log = slog.Default()
+	}
+	r := chi.NewRouter()
+	r.Get("/healthz", func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+	})
+	r.Route("/v1", func(v1 chi.Router) {
+		v1.NotFound(func(w http.ResponseWriter, r *http.Request) {
+			writeError(w, r, a.log, errorf(http.StatusNotFound, "not_found", "no such endpoint: %s %s", r.Method, r.URL.Path))
+		})
+		v1.MethodNotAllowed(func(w http.ResponseWriter, r *http.Request) {
+			writeError(w, r, a.log, errorf(http.StatusMethodNotAllowed, "method_not_allowed", "%s is not allowed on %s", r.Method, r.URL.Path))
+		})
+		authed := v1.With(a.auth.middleware(func(w http.ResponseWriter, r *http.Request, err error) { writeError(w, r, a.log, err) }))
+		for _, rt := range routes {
+			h := a.wrap(rt.handle)
+			if rt.public {
+				v1.Method(rt.method, rt.path, h)
+			} else {
+				authed.Method(rt.method, rt.path, h)
+			}
+		}
+	})
+	if cfg.UI != nil {
+		r.NotFound(cfg.UI.ServeHTTP)
+	}
+	return r
+}
+
+func (a *api) wrap(h func(*api, http.ResponseWriter, *http.Request) error) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if err := h(a, w, r); err != nil {
+			writeError(w, r, a.log, err)
+		}
+	})
+}
+
+// queryInt parses an optional integer query parameter within [lo, hi].
+func queryInt(r *http.Request, name string, def, lo, hi int64) (int64, bool, error) {
+	s := r.URL.Query().Get(name)
+	if s == "" {
+		return def, false, nil
+	}
+	n, err := strconv.ParseInt(s, 10, 64)
+	if err != nil || n < lo || n > hi {
+		return 0, false, errorf(http.StatusBadRequest, "invalid_request", "%s must be an integer from %d to %d", name, lo, hi)
+	}
+	return n, true, nil
+}
+
+func createSession(a *api, w http.ResponseWriter, r *http.Request) error {
+	var req session.CreateRequest
+	if err := decodeJSON(w, r, a.cfg.MaxBodyBytes, &req); err != nil {
+		return err
+	}
+	s, err := a.svc.Create(r.Context(), principalOf(r.Context()).Owner, req)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusCreated, s)
+	return nil
+}
+
+func listSessions(a *api, w http.ResponseWriter, r *http.Request) error {
+	limit, _, err := queryInt(r, "limit", 20, 1, 100)
+	if err != nil {
+		return err
+	}
+	p := principalOf(r.Context())
+	owner := p.Owner
+	if o := r.URL.Query().Get("owner"); o != "" && p.Admin {
+		owner = o
+	}
+	list, next, err := a.svc.List(r.Context(), owner, r.URL.Query().Get("cursor"), int(limit))
+	if err != nil {
+		return err
+	}
+	var nc any
+	if next != "" {
+		nc = next
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"sessions": list, "next_cursor": nc})
+	return nil
+}
+
+func getSession(a *api, w http.ResponseWriter, r *http.Request) error {
+	s, err := a.svc.Get(r.Context(), principalOf(r.Context()).scope(), chi.URLParam(r, "id"))
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, s)
+	return nil
+}
+
+func updateSession(a *api, w http.ResponseWriter, r *http.Request) error {
+	var req session.UpdateRequest
+	if err := decodeJSON(w, r, a.cfg.MaxBodyBytes, &req); err != nil {
+		return err
+	}
+	s, err := a.svc.Update(r.Context(), principalOf(r.Context()).scope(), chi.URLParam(r, "id"), req)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, s)
+	return nil
+}
+
+func deleteSession(a *api, w http.ResponseWriter, r *http.Request) error {
+	if err := a.svc.Delete(r.Context(), principalOf(r.Context()).scope(), chi.URLParam(r, "id")); err != nil {
+		return err
+	}
+	w.WriteHeader(http.StatusNoContent)
+	return nil
+}
+
+func listTurns(a *api, w http.ResponseWriter, r *http.Request) error {
+	const maxID = 1 << 62
+	limit, _, err := queryInt(r, "limit", 50, 1, 1000)
+	if err != nil {
+		return err
+	}
+	q := session.TurnQuery{Limit: int(limit)}
+	if v, ok, err := queryInt(r, "after", 0, 0, maxID); err != nil {
+		return err
+	} else if ok {
+		q.After = &v
+	}
+	if v, ok, err := queryInt(r, "before", 0, 1, maxID); err != nil {
+		return err
+	} else if ok {
+		q.Before = &v
+	}
+	if q.After != nil && q.Before != nil {
+		return errorf(http.StatusBadRequest, "invalid_request", "use after or before, not both")
+	}
+	if q.Branch, _, err = queryInt(r, "branch", 0, 1, maxID); err != nil {
+		return err
+	}
+	turns, more, err := a.svc.Turns(r.Context(), principalOf(r.Context()).scope(), chi.URLParam(r, "id"), q)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"turns": turns, "has_more": more})
+	return nil
+}
+
+func wantsSSE(r *http.Request) bool {
+	return strings.Contains(r.Header.Get("Accept"), "text/event-stream")
+}
+
+func postTurns(a *api, w http.ResponseWriter, r *http.Request) error {
+	var req session.PostRequest
+	if err := decodeJSON(w, r, a.cfg.MaxBodyBytes, &req); err != nil {
+		return err
+	}
+	req.IdempotencyKey = r.Header.Get("Idempotency-Key")
+	p := principalOf(r.Context())
+	id := chi.URLParam(r, "id")
+	res, err := a.svc.Post(r.Context(), p.scope(), id, req)
+	if err != nil {
+		return err
+	}
+	if !wantsSSE(r) || res.Generation == nil {
+		writeJSON(w, http.StatusCreated, res)
+		return nil
+	}
+	return a.stream(w, r, p, id, res.Generation.ID, 0, res.Turns)
+}
+
+// stream answers with the generation's events as SSE from offset after,
+// preceded by turn messages; it returns when the generation has ended or
+// the client left.
+func (a *api) stream(w http.ResponseWriter, r *http.Request, p Principal, id, gid string, after int64, turns []session.Turn) error {
+	sink, err := streaming.NewSSE(w, &streaming.SSEOptions{Heartbeat: a.cfg.SSEHeartbeat})
+	if err != nil {
+		return err
+	}
+	v := streaming.NewViewer(sink, &streaming.ViewerOptions{CloseOnFinal: true, FlushInterval: 0, Logger: a.log})
+	defer v.Close()
+	for _, t := range turns {
+		b, _ := jsonMarshal(map[string]any{"type": "turn", "turn": t})
+		v.Send(b)
+	}
+	if err := a.svc.Follow(r.Context(), p.scope(), id, gid, after, v); err != nil {
+		code, msg := session.ErrorCode(err)
+		var ae *apiError
+		if errors.As(err, &ae) {
+			code, msg = ae.Code, ae.Message
+		}
+		b, _ := jsonMarshal(map[string]any{"type": "error", "code": code, "message": msg})
+		v.Send(b)
+		v.CloseWith(streaming.CloseNormal, "")
+		return nil
+	}
+	select {
+	case <-v.Done():
+	case <-r.Context().Done():
+	}
+	return nil
+}
+
+func getGeneration(a *api, w http.ResponseWriter, r *http.Request) error {
+	g, err := a.svc.Generation(r.Context(), principalOf(r.Context()).scope(), chi.URLParam(r, "id"), chi.URLParam(r, "gid"))
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, g)
+	return nil
+}
+
+func streamGeneration(a *api, w http.ResponseWriter, r *http.Request) error {
+	after, err := streaming.ParseLastEventID(r.Header.Get("Last-Event-ID"))
+	if err != nil {
+		return errorf(http.StatusBadRequest, "invalid_request", "Last-Event-ID must be the last offset seen (a non-negative integer)")
+	}
+	if v, ok, err := queryInt(r, "after", 0, 0, 1<<62); err != nil {
+		return err
+	} else if ok && r.Header.Get("Last-Event-ID") == "" {
+		after = v
+	}
+	p := principalOf(r.Context())
+	id, gid := chi.URLParam(r, "id"), chi.URLParam(r, "gid")
+	// Check before the 200 goes out, so a bad id is a plain 404.
+	if _, err := a.svc.Generation(r.Context(), p.scope(), id, gid); err != nil {
+		return err
+	}
+	return a.stream(w, r, p, id, gid, after, nil)
+}
+
+func cancelGeneration(a *api, w http.ResponseWriter, r *http.Request) error {
+	g, err := a.svc.Cancel(r.Context(), principalOf(r.Context()).scope(), chi.URLParam(r, "id"), chi.URLParam(r, "gid"))
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, g)
+	return nil
+}
+
+type forkRequest struct {
+	TurnID int64 `json:"turn_id"`
+}
+
+func forkSession(a *api, w http.ResponseWriter, r *http.Request) error {
+	var req forkRequest
+	if err := decodeJSON(w, r, 1<<10, &req); err != nil {
+		return err
+	}
+	if req.TurnID <= 0 {
+		return errorf(http.StatusUnprocessableEntity, "invalid_request", "turn_id must be a turn of the session")
+	}
+	s, err := a.svc.Fork(r.Context(), principalOf(r.Context()).scope(), chi.URLParam(r, "id"), req.TurnID)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusCreated, s)
+	return nil
+}
+
+func exportSession(a *api, w http.ResponseWriter, r *http.Request) error {
+	p := principalOf(r.Context())
+	id := chi.URLParam(r, "id")
+	if _, err := a.svc.Get(r.Context(), p.scope(), id); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/x-ndjson")
+	w.Header().Set("Content-Disposition", `attachment; filename="`+id+`.jsonl"`)
+	if err := a.svc.Export(r.Context(), p.scope(), id, w); err != nil {
+		a.log.Warn("web: export", "session", id, "err", err) // headers are gone: log only
+	}
+	return nil
+}
+
+func importSession(a *api, w http.ResponseWriter, r *http.Request) error {
+	body := http.MaxBytesReader(w, r.Body, a.cfg.MaxBodyBytes*4)
+	s, err := a.svc.Import(r.Context(), principalOf(r.Context()).Owner, body)
+	if err != nil {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			return errorf(http.StatusRequestEntityTooLarge, "too_large", "the import is over %d bytes", mbe.Limit)
+		}
+		return err
+	}
+	writeJSON(w, http.StatusCreated, s)
+	return nil
+}
+
+type ticketRequest struct {
+	SessionID string `json:"session_id"`
+}
+
+func createTicket(a *api, w http.ResponseWriter, r *http.Request) error {
+	var req ticketRequest
+	if err := decodeJSON(w, r, 1<<10, &req); err != nil {
+		return err
+	}
+	p := principalOf(r.Context())
+	if _, err := a.svc.Get(r.Context(), p.scope(), req.SessionID); err != nil {
+		return err
+	}
+	t, exp := a.auth.ticket(req.SessionID, p, time.Now())
+	writeJSON(w, http.StatusCreated, map[string]any{"ticket": t, "expires_at": exp.UTC()})
+	return nil
+}
+
+func sessionSocket(a *api, w http.ResponseWriter, r *http.Request) error {
+	id := chi.URLParam(r, "id")
+	var p Principal
+	if t := r.URL.Query().Get("ticket"); t != "" {
+		var err error
+		if p, err = a.auth.redeem(t, id, time.Now()); err != nil {
+			return err
+		}
+	} else if a.auth.off {
+		p = Principal{Owner: LocalOwner}
+	} else {
+		return errorf(http.StatusUnauthorized, "unauthorized", "a WebSocket needs ?ticket= from POST /v1/tickets")
+	}
+	if _, err := a.svc.Get(r.Context(), p.scope(), id); err != nil {
+		return err
+	}
+	conn, err := websocket.Accept(w, r, &websocket.AcceptOptions{OriginPatterns: a.cfg.AllowedOrigins})
+	if err != nil {
+		return nil // Accept has answered the client
+	}
+	if err := a.svc.Accept(r.Context(), p.scope(), id, conn); err != nil {
+		code, msg := session.ErrorCode(err)
+		conn.Close(websocket.StatusPolicyViolation, code+": "+msg)
+	}
+	return nil
+}
+
+func openAPI(a *api, w http.ResponseWriter, r *http.Request) error {
+	w.Header().Set("Content-Type", "application/json")
+	w.Write(openAPIDocument())
+	return nil
+}
