@@ -421,6 +421,18 @@ type batchTx struct {
 
 	rowsRead, rowsWritten int64
 	alarm                 *alarmOp
+	// lost is set when the shared transaction ended under the batch (a
+	// savepoint is gone): later statements would run outside it, so they
+	// fail, and so does the commit.
+	lost error
+}
+
+// lose records that the batch's transaction is gone.
+func (b *batchTx) lose(err error) {
+	if b.lost == nil {
+		b.lost = fmt.Errorf("transaction of the batch lost: %w", err)
+	}
+	b.inst.discard = true
 }
 
 func (b *batchTx) begin(ctx context.Context) error {
@@ -458,6 +470,10 @@ func (b *batchTx) abort() {
 // finish commits the batch, then applies what must follow the commit (the
 // alarm in the node index) before any result is released.
 func (b *batchTx) finish(ctx context.Context) error {
+	if b.lost != nil {
+		b.abort()
+		return b.lost
+	}
 	if b.inst.needsMeta && !b.began {
 		if err := b.begin(ctx); err != nil {
 			b.abort()
@@ -501,11 +517,14 @@ func (tx *Tx) use(ctx context.Context) error {
 	if tx.b == nil {
 		return errors.New("objects: Tx used after its call returned")
 	}
-	if err := tx.b.begin(ctx); err != nil {
+	if tx.b.lost != nil {
+		return tx.b.lost
+	}
+	if err := tx.b.begin(tx.sqlCtx(ctx)); err != nil {
 		return err
 	}
 	if tx.b.savepoints && !tx.sp {
-		if _, err := tx.b.inst.db.exec(ctx, "SAVEPOINT c"); err != nil {
+		if _, err := tx.b.inst.db.exec(tx.sqlCtx(ctx), "SAVEPOINT c"); err != nil {
 			return fmt.Errorf("savepoint: %w", err)
 		}
 		tx.sp = true
@@ -522,12 +541,16 @@ func (tx *Tx) end(err error) error {
 	if tx.sp {
 		if err != nil {
 			if _, rerr := b.inst.db.exec(ctx, "ROLLBACK TO c"); rerr != nil {
-				b.inst.discard = true
+				b.lose(rerr)
 			}
 		}
-		if _, rerr := b.inst.db.exec(ctx, "RELEASE c"); rerr != nil && err == nil {
-			err = fmt.Errorf("release savepoint: %w", rerr)
-			b.inst.discard = true
+		if b.lost == nil {
+			if _, rerr := b.inst.db.exec(ctx, "RELEASE c"); rerr != nil {
+				b.lose(rerr)
+			}
+		}
+		if err == nil && b.lost != nil {
+			err = b.lost
 		}
 	} else if err != nil && b.began && !b.savepoints {
 		b.abort()
@@ -539,12 +562,25 @@ func (tx *Tx) end(err error) error {
 	return err
 }
 
+// sqlCtx is the context a statement runs with. When ctx ends, the driver
+// interrupts the statement, and SQLite answers an interrupted write by
+// rolling back the whole transaction: in a batch shared with other calls
+// that would undo their writes too. There ctx's end does not reach SQLite;
+// the call still sees it through ctx. A call alone in its batch keeps
+// interruptible statements.
+func (tx *Tx) sqlCtx(ctx context.Context) context.Context {
+	if tx.b.savepoints {
+		return context.WithoutCancel(ctx)
+	}
+	return ctx
+}
+
 // Exec runs a statement that returns no rows.
 func (tx *Tx) Exec(ctx context.Context, query string, args ...any) (sql.Result, error) {
 	if err := tx.use(ctx); err != nil {
 		return nil, err
 	}
-	r, err := tx.b.inst.db.exec(ctx, query, args...)
+	r, err := tx.b.inst.db.exec(tx.sqlCtx(ctx), query, args...)
 	if err != nil {
 		return nil, err
 	}
@@ -559,7 +595,7 @@ func (tx *Tx) Query(ctx context.Context, query string, args ...any) (*Rows, erro
 	if err := tx.use(ctx); err != nil {
 		return nil, err
 	}
-	r, err := tx.b.inst.db.query(ctx, query, args...)
+	r, err := tx.b.inst.db.query(tx.sqlCtx(ctx), query, args...)
 	if err != nil {
 		return nil, err
 	}
