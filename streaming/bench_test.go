@@ -5,6 +5,7 @@ import (
 	"context"
 	"net/http"
 	"net/http/httptest"
+	"runtime"
 	"slices"
 	"strings"
 	"sync"
@@ -314,4 +315,45 @@ func fanoutWS(b *testing.B, n int, opts *streaming.ViewerOptions, pace time.Dura
 	}
 	checkFor(b, "every viewer in the hub", func() bool { return hub.Viewers() == n })
 	produce(b, hub, lt, n, pace, closedLoop)
+}
+
+// countSink only counts frames.
+type countSink struct{ n *atomic.Int64 }
+
+func (s countSink) WriteFrame(_ context.Context, frames [][]byte) error {
+	s.n.Add(int64(len(frames)))
+	return nil
+}
+
+func (countSink) Close(int, string) error { return nil }
+
+// BenchmarkIdleViewerMemory reports the heap held by one idle viewer that
+// is in a hub and has streamed a generation ("B/viewer"), sink excluded.
+func BenchmarkIdleViewerMemory(b *testing.B) {
+	const n = 10_000
+	var perViewer float64
+	for b.Loop() {
+		var frames atomic.Int64
+		var before, after runtime.MemStats
+		runtime.GC()
+		runtime.ReadMemStats(&before)
+		hub := streaming.NewHub(nil)
+		for range n {
+			if err := hub.AddViewer(streaming.NewViewer(countSink{&frames}, nil), nil); err != nil {
+				b.Fatal(err)
+			}
+		}
+		l, _ := hub.StartGeneration("g_1")
+		l.AppendText("tok")
+		l.Finish(testDone)
+		for frames.Load() < 2*n {
+			runtime.Gosched()
+		}
+		l.Release() // count the viewers, not the retained log
+		runtime.GC()
+		runtime.ReadMemStats(&after)
+		perViewer = float64(after.HeapAlloc-before.HeapAlloc) / n
+		hub.Close()
+	}
+	b.ReportMetric(perViewer, "B/viewer")
 }

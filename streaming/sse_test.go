@@ -225,3 +225,39 @@ func TestNewSSERefusesWriterWithoutFlush(t *testing.T) {
 		t.Fatal("NewSSE wrote before refusing")
 	}
 }
+
+// FuzzAppendSSE: an SSE client gets back exactly the JSON of any event
+// (whatever its generation id and text), with the right event name and id,
+// and the data of any frame at all survives the line splitting.
+func FuzzAppendSSE(f *testing.F) {
+	f.Add("g_1", int64(3), "Hi\n", []byte("{\"type\":\"x\",\r\n\"a\":1}"))
+	f.Add("g_\"q\"", int64(0), "", []byte(`{"type":"turn"}`))
+	f.Fuzz(func(t *testing.T, gen string, off int64, text string, raw []byte) {
+		if off < 0 {
+			off = -(off + 1)
+		}
+		data, err := streaming.EncodeDelta(gen, off, streaming.Delta{Text: text})
+		if err != nil {
+			t.Fatal(err)
+		}
+		events, _ := readSSE(t, bufio.NewReader(strings.NewReader(string(streaming.AppendSSE(nil, data)))), nil)
+		if len(events) != 1 {
+			t.Fatalf("%d events", len(events))
+		}
+		e := events[0]
+		if e.event != streaming.TypeDelta || e.id != strconv.FormatInt(off, 10) || e.data != string(data) {
+			t.Fatalf("event %+v for %s", e, data)
+		}
+
+		events, _ = readSSE(t, bufio.NewReader(strings.NewReader(string(streaming.AppendSSE(nil, raw)))), nil)
+		if len(events) != 1 {
+			t.Fatalf("%d events for %q", len(events), raw)
+		}
+		if want := strings.ReplaceAll(string(raw), "\r", ""); events[0].data != want {
+			t.Fatalf("data %q, want %q", events[0].data, want)
+		}
+		if strings.ContainsAny(events[0].id, "\r\n") || strings.ContainsAny(events[0].event, "\r\n") {
+			t.Fatalf("line break in a field: %+v", events[0])
+		}
+	})
+}

@@ -592,6 +592,9 @@ func (v *Viewer) takeLocked(now time.Time) (batch []item, final bool) {
 		}
 		if e.Final() {
 			delete(v.subs, e.Generation)
+			if len(v.subs) == 0 {
+				v.subs = nil // an idle viewer keeps no empty map
+			}
 			continue
 		}
 		s.pos = e.Offset
