@@ -88,16 +88,18 @@ func (d *instanceDB) close() error {
 func (ns *Namespace) takeSpare() *instanceDB {
 	ns.spareMu.Lock()
 	defer ns.spareMu.Unlock()
+	// Wake the maker even when there is none to take: it may have stopped
+	// at MaxOpen, and only a creation tells it to look again.
+	select {
+	case ns.refill <- struct{}{}:
+	default:
+	}
 	n := len(ns.spares)
 	if n == 0 {
 		return nil
 	}
 	d := ns.spares[n-1]
 	ns.spares = ns.spares[:n-1]
-	select {
-	case ns.refill <- struct{}{}:
-	default:
-	}
 	return d
 }
 
@@ -120,7 +122,7 @@ func (ns *Namespace) makeSpares() {
 	ctx := rt.ctx
 	version := len(ns.class.Migrations)
 	known, err := rt.index.spares(ctx, ns.name, version)
-	if err != nil {
+	if err != nil && ctx.Err() == nil {
 		rt.logger().Warn("objects: list spares", "namespace", ns.name, "err", err)
 	}
 	for {
