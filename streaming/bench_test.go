@@ -34,6 +34,7 @@ import (
 //	            has the previous one: pure latency, ns/op is one full fan-out
 //	50tps       default options (15 ms coalescing), a delta every 20 ms, like
 //	            a fast model; run with -benchtime=500x or so
+//	50tps-immediate  the same with FlushInterval 0
 //	burst       default options, deltas appended as fast as possible: the
 //	            throughput case that coalescing is for (latency includes
 //	            queueing)
@@ -52,6 +53,7 @@ func BenchmarkFanout1000(b *testing.B) {
 		b.Run(tr.name+"/closed", func(b *testing.B) { tr.run(b, viewers, closed, 0, true) })
 		b.Run(tr.name+"/50tps", func(b *testing.B) { tr.run(b, viewers, nil, 20*time.Millisecond, false) })
 		b.Run(tr.name+"/burst", func(b *testing.B) { tr.run(b, viewers, nil, 0, false) })
+		b.Run(tr.name+"/50tps-immediate", func(b *testing.B) { tr.run(b, viewers, closed, 20*time.Millisecond, false) })
 	}
 }
 

@@ -197,6 +197,7 @@ func (l *Log) Release() {
 		return
 	}
 	l.released = true
+	l.logger.Debug("streaming: generation log released", logKeyGeneration, l.generation, logKeyEvents, len(l.events))
 	l.events = nil
 	l.subs, l.subIdx = nil, nil
 	if l.expiry != nil {

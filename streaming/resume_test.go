@@ -23,6 +23,10 @@ func TestResumeExactlyOnceRandomised(t *testing.T) {
 	if testing.Short() {
 		iterations = 40
 	}
+	baseline := runtime.NumGoroutine()
+	defer func() {
+		checkFor(t, "no goroutine left behind", func() bool { return runtime.NumGoroutine() <= baseline })
+	}()
 	seed := uint64(time.Now().UnixNano())
 	t.Logf("seed %d", seed)
 	for i := range iterations {

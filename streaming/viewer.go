@@ -139,6 +139,14 @@ type sub struct {
 	pos int64
 }
 
+// Log keys.
+const (
+	logKeyErr        = "err"
+	logKeyResumes    = "resume_required"
+	logKeyGeneration = "generation"
+	logKeyEvents     = "events"
+)
+
 // Keep per-viewer buffers between writes only while they are small, so that
 // an idle viewer costs little.
 const keepBuffers = 16
@@ -545,7 +553,7 @@ func (v *Viewer) run() {
 				msgs = v.resumeMessagesLocked()
 			}
 			v.mu.Unlock()
-			v.logger.Info("streaming: dropping slow viewer", "resume", len(msgs))
+			v.logger.Debug("streaming: dropping slow viewer", logKeyResumes, len(msgs))
 			if len(msgs) > 0 {
 				// v.ctx is cancelled at the drop deadline.
 				_ = v.sink.WriteFrame(v.ctx, msgs)
@@ -557,7 +565,7 @@ func (v *Viewer) run() {
 			v.state = stateFinishing
 			err := v.err
 			v.mu.Unlock()
-			v.logger.Info("streaming: viewer write failed", "err", err)
+			v.logger.Debug("streaming: viewer write failed", logKeyErr, err)
 			v.finish(CloseInternalError, "write failed")
 			v.wg.Done()
 			return
