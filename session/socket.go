@@ -24,6 +24,7 @@ type socketViewer struct {
 	v       *streaming.Viewer
 	session string
 	owner   string
+	joined  bool // in the session's hub (after hello, or the first other message); guarded by the session's serial calls
 }
 
 type viewerMap struct {
@@ -127,6 +128,12 @@ func (o *sessionObj) WebSocketMessage(ctx context.Context, tx *objects.Tx, s *ob
 		sv.v.Send(errorMsg("invalid_request", err.Error()))
 		return nil
 	}
+	if !sv.joined && msg.Type != streaming.TypeHello {
+		// A client that skips hello still gets the session's live events.
+		sv.joined = true
+		id := o.m.ID
+		tx.OnCommit(func() { o.svc.hub(id).AddViewer(sv.v, nil) })
+	}
 	switch msg.Type {
 	case streaming.TypePing:
 		sv.v.Send(serverMsg("pong", nil))
@@ -191,7 +198,11 @@ func (o *sessionObj) hello(ctx context.Context, tx *objects.Tx, sv *socketViewer
 			if err != nil {
 				sv.v.Send(ready)
 				sv.v.Send(errorMsg("not_found", fmt.Sprintf("generation %s not found", resume.Generation)))
-				return o.svc.hub(o.m.ID).AddViewer(sv.v, nil)
+				if !sv.joined {
+					sv.joined = true
+					return o.svc.hub(o.m.ID).AddViewer(sv.v, nil)
+				}
+				return nil
 			}
 			finished = g
 		}
@@ -215,13 +226,21 @@ func (o *sessionObj) hello(ctx context.Context, tx *objects.Tx, sv *socketViewer
 	}
 	svc := o.svc
 	id := o.m.ID
+	rejoin := sv.joined
+	sv.joined = true
 	tx.OnCommit(func() {
 		sv.v.Send(ready)
 		for _, t := range missed {
 			b, _ := json.Marshal(map[string]any{"type": "turn", "turn": t})
 			sv.v.Send(b)
 		}
-		err := svc.hub(id).AddViewer(sv.v, pos)
+		var err error
+		switch {
+		case !rejoin:
+			err = svc.hub(id).AddViewer(sv.v, pos)
+		case pos != nil:
+			err = svc.hub(id).Resume(sv.v, pos.Generation, pos.After)
+		}
 		if err != nil && errors.Is(err, streaming.ErrGenerationNotFound) {
 			// No longer retained: the committed turn stands for its events.
 			for _, m := range final {

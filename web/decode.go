@@ -15,6 +15,21 @@ func decodeJSON(w http.ResponseWriter, r *http.Request, limit int64, v any) erro
 	return decodeStrict(body, v)
 }
 
+// decodeOptional is decodeJSON where an empty body means {}.
+func decodeOptional(w http.ResponseWriter, r *http.Request, limit int64, v any) error {
+	if r.ContentLength == 0 {
+		return nil
+	}
+	err := decodeJSON(w, r, limit, v)
+	var ae *apiError
+	if errors.As(err, &ae) && ae.Message == emptyBody && r.ContentLength < 0 {
+		return nil
+	}
+	return err
+}
+
+const emptyBody = "the body is empty; send a JSON object"
+
 func decodeStrict(body io.Reader, v any) error {
 	dec := json.NewDecoder(body)
 	dec.DisallowUnknownFields()
@@ -39,7 +54,7 @@ func decodeError(err error) error {
 	case errors.As(err, &mbe):
 		return errorf(http.StatusRequestEntityTooLarge, "too_large", "the body is over %d bytes", mbe.Limit)
 	case errors.Is(err, io.EOF):
-		return errorf(http.StatusBadRequest, "invalid_json", "the body is empty; send a JSON object")
+		return errorf(http.StatusBadRequest, "invalid_json", emptyBody)
 	case errors.As(err, &se), errors.Is(err, io.ErrUnexpectedEOF):
 		return errorf(http.StatusBadRequest, "invalid_json", "malformed JSON: %v", err)
 	case errors.As(err, &te):

@@ -120,7 +120,7 @@ func queryInt(r *http.Request, name string, def, lo, hi int64) (int64, bool, err
 
 func createSession(a *api, w http.ResponseWriter, r *http.Request) error {
 	var req session.CreateRequest
-	if err := decodeJSON(w, r, a.cfg.MaxBodyBytes, &req); err != nil {
+	if err := decodeOptional(w, r, a.cfg.MaxBodyBytes, &req); err != nil {
 		return err
 	}
 	s, err := a.svc.Create(r.Context(), principalOf(r.Context()).Owner, req)

@@ -82,10 +82,9 @@ export class SessiondClient {
     this.onUnauthorized = options.onUnauthorized || null;
     this.fetch = options.fetch || globalThis.fetch.bind(globalThis);
     this.WebSocket = options.WebSocket || globalThis.WebSocket;
-    this.#authPending = null;
   }
 
-  #authPending;
+  #authPending = null;
 
   /** url returns the absolute URL of an API path such as "/v1/sessions". */
   url(path) {
@@ -341,16 +340,16 @@ export class Connection extends Emitter {
     this.#setStatus("closed");
   }
 
-  #setStatus(status, extra = {}) {
+  #setStatus(status, extra = {}, force = false) {
     const changed = status !== this.status;
     this.status = status;
-    if (changed || extra.retryIn !== undefined) this.emit("status", { status, ...extra });
+    if (changed || force || extra.retryIn !== undefined) this.emit("status", { status, ...extra });
   }
 
   async #connect() {
     if (this.#closed) return;
     const epoch = ++this.#epoch;
-    this.#setStatus(this.#everOpen ? "resuming" : "connecting", { attempt: this.#attempt });
+    this.#setStatus(this.#everOpen ? "resuming" : "connecting", { attempt: this.#attempt }, epoch === 1);
     let ticket;
     try {
       ({ ticket } = await this.#client.createTicket(this.sessionId));
@@ -439,6 +438,13 @@ export class Connection extends Emitter {
       case "done":
       case "error": {
         if (!m.generation) {
+          const g = this.#following;
+          if (m.code === "not_found" && g && String(m.message).includes(g)) {
+            // The generation this client resumed is gone: stop asking.
+            this.#following = null;
+            this.emit("error", m);
+            return;
+          }
           // An answer to something this client sent: the oldest send fails.
           const p = this.#pending.shift();
           if (p) p.reject(new SessiondError(0, m.code, m.message));

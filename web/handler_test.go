@@ -1,0 +1,290 @@
+package web_test
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"strings"
+	"testing"
+
+	"github.com/go-chi/chi/v5"
+
+	"sessiond/session"
+	"sessiond/web"
+)
+
+func TestSessionLifecycleOverHTTP(t *testing.T) {
+	s := newServer(t, 0, web.Config{}, nil)
+	sess := s.createSession(t, map[string]any{"title": "hello", "metadata": map[string]any{"k": "v"}})
+	if sess.Owner != web.LocalOwner || sess.Title != "hello" {
+		t.Fatalf("created %+v", sess)
+	}
+	var got session.Session
+	if st, _ := s.do(t, "GET", "/v1/sessions/"+sess.ID, nil, &got); st != 200 || got.ID != sess.ID {
+		t.Fatalf("get: %d %+v", st, got)
+	}
+	if st, raw := s.do(t, "PATCH", "/v1/sessions/"+sess.ID, map[string]any{"title": "renamed"}, &got); st != 200 || got.Title != "renamed" {
+		t.Fatalf("patch: %d %s", st, raw)
+	}
+	var res session.PostResult
+	st, raw := s.do(t, "POST", "/v1/sessions/"+sess.ID+"/turns",
+		map[string]any{"turns": []any{map[string]any{"role": "user", "content": "/say fine thanks"}}, "generate": true}, &res)
+	if st != 201 || len(res.Turns) != 1 || res.Generation == nil {
+		t.Fatalf("post: %d %s", st, raw)
+	}
+	g := s.waitGeneration(t, sess.ID, res.Generation.ID)
+	if g.Status != "done" {
+		t.Fatalf("generation %+v", g)
+	}
+	var page struct {
+		Turns   []session.Turn `json:"turns"`
+		HasMore bool           `json:"has_more"`
+	}
+	s.do(t, "GET", "/v1/sessions/"+sess.ID+"/turns?limit=1", nil, &page)
+	if len(page.Turns) != 1 || string(page.Turns[0].Content) != `"fine thanks"` || !page.HasMore {
+		t.Fatalf("turns page %+v", page)
+	}
+	var list struct {
+		Sessions   []session.DirEntry `json:"sessions"`
+		NextCursor *string            `json:"next_cursor"`
+	}
+	s.do(t, "GET", "/v1/sessions", nil, &list)
+	if len(list.Sessions) != 1 || list.Sessions[0].Title != "renamed" || list.Sessions[0].Preview != "fine thanks" || list.NextCursor != nil {
+		t.Fatalf("list %+v", list)
+	}
+	var fork session.Session
+	if st, raw := s.do(t, "POST", "/v1/sessions/"+sess.ID+"/fork", map[string]any{"turn_id": 1}, &fork); st != 201 || fork.LastTurnID != 1 {
+		t.Fatalf("fork: %d %s", st, raw)
+	}
+	st, export := s.do(t, "GET", "/v1/sessions/"+sess.ID+"/export", nil, nil)
+	if st != 200 || strings.Count(string(export), "\n") != 3 {
+		t.Fatalf("export: %d %s", st, export)
+	}
+	if st, _ := s.do(t, "DELETE", "/v1/sessions/"+sess.ID, nil, nil); st != 204 {
+		t.Fatalf("delete: %d", st)
+	}
+	s.expectError(t, "GET", "/v1/sessions/"+sess.ID, nil, 404, "not_found")
+	var imported session.Session
+	if st, raw := s.do(t, "POST", "/v1/sessions/import", export, &imported); st != 201 || imported.ID != sess.ID || imported.LastTurnID != 2 {
+		t.Fatalf("import: %d %s", st, raw)
+	}
+}
+
+func TestBadInputIsRefusedClearly(t *testing.T) {
+	s := newServer(t, 0, web.Config{MaxBodyBytes: 4096}, nil)
+	sess := s.createSession(t, nil)
+	turns := "/v1/sessions/" + sess.ID + "/turns"
+	for _, c := range []struct {
+		method, path string
+		body         any
+		status       int
+		code         string
+	}{
+		{"POST", "/v1/sessions", "{bad", 400, "invalid_json"},
+		{"POST", "/v1/sessions", " ", 400, "invalid_json"},
+		{"POST", "/v1/sessions", `{"title": 5}`, 400, "invalid_request"},
+		{"POST", "/v1/sessions", `{"nope": 1}`, 400, "invalid_request"},
+		{"POST", "/v1/sessions", `{} {}`, 400, "invalid_json"},
+		{"POST", "/v1/sessions", `{"id": "has space"}`, 422, "invalid_request"},
+		{"POST", "/v1/sessions", `{"model": "missing"}`, 422, "invalid_request"},
+		{"POST", "/v1/sessions", `{"metadata": [1]}`, 422, "invalid_request"},
+		{"POST", "/v1/sessions", `{"busy_policy": "maybe"}`, 422, "invalid_request"},
+		{"POST", "/v1/sessions", `{"title": "` + strings.Repeat("x", 5000) + `"}`, 413, "too_large"},
+		{"POST", "/v1/sessions", map[string]any{"id": sess.ID}, 409, "conflict"},
+		{"GET", "/v1/sessions/..%2F..%2Fetc", nil, 404, "not_found"},
+		{"GET", "/v1/sessions/" + strings.Repeat("a", 300), nil, 404, "not_found"},
+		{"POST", turns, `{"turns": [{"role": "assistant", "content": "x"}]}`, 422, "invalid_request"},
+		{"POST", turns, `{"turns": [{"role": "tool", "content": "x"}]}`, 422, "invalid_request"},
+		{"POST", turns, `{"turns": [{"role": "user", "content": 5}]}`, 422, "invalid_request"},
+		{"POST", turns, `{"turns": [{"role": "user", "content": [{"text": "no type"}]}]}`, 422, "invalid_request"},
+		{"POST", turns, `{"turns": []}`, 422, "invalid_request"},
+		{"POST", turns, `{"turns": [{"role": "user", "content": "x"}], "generate": true, "model": "nope"}`, 422, "invalid_request"},
+		{"GET", turns + "?limit=0", nil, 400, "invalid_request"},
+		{"GET", turns + "?after=x", nil, 400, "invalid_request"},
+		{"GET", turns + "?after=1&before=3", nil, 400, "invalid_request"},
+		{"GET", "/v1/sessions/" + sess.ID + "/generations/g_nope", nil, 404, "not_found"},
+		{"POST", "/v1/sessions/" + sess.ID + "/fork", `{"turn_id": 99}`, 422, "invalid_request"},
+		{"POST", "/v1/sessions/import", "garbage\n", 422, "invalid_request"},
+		{"GET", "/v1/nothing", nil, 404, "not_found"},
+		{"PUT", "/v1/sessions", nil, 405, "method_not_allowed"},
+		{"GET", "/v1/sessions/" + sess.ID + "/ws", nil, 400, ""}, // not a WebSocket upgrade: refused by the handshake
+	} {
+		t.Run(c.method+" "+c.path, func(t *testing.T) {
+			if c.code == "" {
+				if st, _ := s.do(t, c.method, c.path, c.body, nil); st < 400 || st >= 500 {
+					t.Fatalf("status %d", st)
+				}
+				return
+			}
+			s.expectError(t, c.method, c.path, c.body, c.status, c.code)
+		})
+	}
+	// Nothing of the refused requests was stored.
+	var page struct{ Turns []session.Turn }
+	s.do(t, "GET", turns, nil, &page)
+	if len(page.Turns) != 0 {
+		t.Fatalf("refused posts left %d turns", len(page.Turns))
+	}
+}
+
+func TestAPIKeysAndOwners(t *testing.T) {
+	const alice, bob, root = "alice-key-0123456789", "bob-key-0123456789ab", "root-key-0123456789a"
+	s := newServer(t, 0, web.Config{Keys: map[string]web.Principal{
+		alice: {Owner: "alice"}, bob: {Owner: "bob"}, root: {Owner: "root", Admin: true},
+	}}, nil)
+	s.expectError(t, "GET", "/v1/sessions", nil, 401, "unauthorized")
+	s.as("wrong-key-000000000000").expectError(t, "GET", "/v1/sessions", nil, 401, "unauthorized")
+	a := s.as(alice).createSession(t, map[string]any{"title": "alice's"})
+	s.as(bob).expectError(t, "GET", "/v1/sessions/"+a.ID, nil, 404, "not_found")
+	s.as(bob).expectError(t, "POST", "/v1/sessions/"+a.ID+"/turns", map[string]any{"turns": []any{map[string]any{"role": "user", "content": "hi"}}}, 404, "not_found")
+	s.as(bob).expectError(t, "DELETE", "/v1/sessions/"+a.ID, nil, 404, "not_found")
+	s.as(bob).expectError(t, "POST", "/v1/tickets", map[string]any{"session_id": a.ID}, 404, "not_found")
+	var list struct{ Sessions []session.DirEntry }
+	s.as(bob).do(t, "GET", "/v1/sessions", nil, &list)
+	if len(list.Sessions) != 0 {
+		t.Fatalf("bob lists %v", list.Sessions)
+	}
+	if st, _ := s.as(root).do(t, "GET", "/v1/sessions/"+a.ID, nil, nil); st != 200 {
+		t.Fatalf("admin get: %d", st)
+	}
+	s.as(root).do(t, "GET", "/v1/sessions?owner=alice", nil, &list)
+	if len(list.Sessions) != 1 {
+		t.Fatalf("admin list of alice: %v", list.Sessions)
+	}
+	// The OpenAPI document needs no key.
+	if st, _ := s.do(t, "GET", "/v1/openapi.json", nil, nil); st != 200 {
+		t.Fatalf("openapi: %d", st)
+	}
+}
+
+// TestSSEPostAndResume streams a generation in the POST answer, then
+// resumes the same generation by Last-Event-ID from the middle.
+func TestSSEPostAndResume(t *testing.T) {
+	s := newServer(t, 0, web.Config{}, nil)
+	sess := s.createSession(t, nil)
+	body := `{"turns": [{"role": "user", "content": "/words 30"}], "generate": true}`
+	req, _ := http.NewRequest("POST", s.URL+"/v1/sessions/"+sess.ID+"/turns", strings.NewReader(body))
+	req.Header.Set("Accept", "text/event-stream")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	events := readSSE(t, resp)
+	var text strings.Builder
+	var gid string
+	for i, e := range events[1:] { // the first is the posted turn
+		if e.event == "delta" {
+			if e.id != fmt.Sprint(i+1) {
+				t.Fatalf("event %d has id %s", i+1, e.id)
+			}
+			var d struct{ Text, Generation string }
+			json.Unmarshal([]byte(e.data), &d)
+			text.WriteString(d.Text)
+			gid = d.Generation
+		}
+	}
+	if events[0].event != "turn" || events[len(events)-1].event != "done" || strings.TrimSpace(text.String()) != words(30) {
+		t.Fatalf("stream: first %s last %s text %q", events[0].event, events[len(events)-1].event, text.String())
+	}
+	// Resume after offset 10: deltas 11..30 and done (offset 31).
+	req, _ = http.NewRequest("GET", s.URL+"/v1/sessions/"+sess.ID+"/generations/"+gid+"/stream", nil)
+	req.Header.Set("Last-Event-ID", "10")
+	resp, err = http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rest := readSSE(t, resp)
+	if len(rest) != 21 || rest[0].id != "11" || rest[20].event != "done" || rest[20].id != "31" {
+		t.Fatalf("resumed %d events, first id %s", len(rest), rest[0].id)
+	}
+}
+
+func words(n int) string {
+	var b strings.Builder
+	for i := 1; i <= n; i++ {
+		if i > 1 {
+			b.WriteByte(' ')
+		}
+		fmt.Fprint(&b, i)
+	}
+	return b.String()
+}
+
+type sseEvent struct{ event, id, data string }
+
+func readSSE(t *testing.T, resp *http.Response) []sseEvent {
+	t.Helper()
+	defer resp.Body.Close()
+	if resp.StatusCode != 200 || !strings.HasPrefix(resp.Header.Get("Content-Type"), "text/event-stream") {
+		t.Fatalf("SSE answer %d %s", resp.StatusCode, resp.Header.Get("Content-Type"))
+	}
+	var out []sseEvent
+	var cur sseEvent
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 1<<20), 64<<20)
+	for sc.Scan() {
+		line := sc.Text()
+		switch {
+		case line == "":
+			if cur.event != "" {
+				out = append(out, cur)
+			}
+			cur = sseEvent{}
+		case strings.HasPrefix(line, "event: "):
+			cur.event = line[7:]
+		case strings.HasPrefix(line, "id: "):
+			cur.id = line[4:]
+		case strings.HasPrefix(line, "data: "):
+			cur.data += line[6:]
+		}
+	}
+	return out
+}
+
+// TestOpenAPIMatchesRouter walks the router: every route is documented and
+// every documented path is routed, with the same methods.
+func TestOpenAPIMatchesRouter(t *testing.T) {
+	s := newServer(t, 0, web.Config{}, nil)
+	var doc struct {
+		OpenAPI string                                `json:"openapi"`
+		Paths   map[string]map[string]json.RawMessage `json:"paths"`
+	}
+	if st, raw := s.do(t, "GET", "/v1/openapi.json", nil, &doc); st != 200 || doc.OpenAPI == "" {
+		t.Fatalf("%d %s", st, raw)
+	}
+	documented := map[string]bool{}
+	for p, ops := range doc.Paths {
+		for m := range ops {
+			documented[strings.ToUpper(m)+" "+p] = true
+		}
+	}
+	routed := map[string]bool{}
+	h := web.NewHandler(s.svc, web.Config{AuthOff: true})
+	err := chi.Walk(h.(chi.Routes), func(method, route string, _ http.Handler, _ ...func(http.Handler) http.Handler) error {
+		route = strings.TrimSuffix(route, "/")
+		if strings.HasPrefix(route, "/v1/") {
+			routed[method+" "+route] = true
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for r := range routed {
+		if !documented[r] {
+			t.Errorf("route %s is not in the OpenAPI document", r)
+		}
+	}
+	for d := range documented {
+		if !routed[d] {
+			t.Errorf("documented %s is not routed", d)
+		}
+	}
+	if len(routed) < 15 {
+		t.Fatalf("only %d routes walked", len(routed))
+	}
+}
+
+var _ = context.Background

@@ -1,0 +1,829 @@
+// app.js — the chat page: a session list and one conversation, live.
+// It talks to the server only through sessiond-client.js (the public API).
+
+import { SessiondClient } from "./sessiond-client.js";
+import { renderMarkdown } from "./markdown.js";
+
+const KEY_STORAGE = "sessiond.apiKey";
+const TURN_PAGE = 100;
+
+const $ = (id) => document.getElementById(id);
+const els = {
+  app: $("app"),
+  sidebar: $("sidebar"),
+  menu: $("menu"),
+  newSession: $("new-session"),
+  sessionList: $("session-list"),
+  moreSessions: $("more-sessions"),
+  signOut: $("sign-out"),
+  title: $("session-title"),
+  rename: $("rename"),
+  del: $("delete"),
+  conn: $("conn"),
+  banner: $("banner"),
+  bannerText: $("banner-text"),
+  bannerClose: $("banner-close"),
+  scroller: $("scroller"),
+  empty: $("empty"),
+  older: $("older"),
+  transcript: $("transcript"),
+  composer: $("composer"),
+  input: $("composer-input"),
+  send: $("send"),
+  stop: $("stop"),
+  dialog: $("dialog"),
+  dialogTitle: $("dialog-title"),
+  dialogText: $("dialog-text"),
+  dialogInput: $("dialog-input"),
+  dialogOK: $("dialog-ok"),
+};
+
+const storage = {
+  get() {
+    try {
+      return localStorage.getItem(KEY_STORAGE) || "";
+    } catch {
+      return "";
+    }
+  },
+  set(v) {
+    try {
+      if (v) localStorage.setItem(KEY_STORAGE, v);
+      else localStorage.removeItem(KEY_STORAGE);
+    } catch {}
+  },
+};
+
+const client = new SessiondClient({ apiKey: storage.get(), onUnauthorized: askForKey });
+
+const state = {
+  sessions: [],
+  nextCursor: null,
+  current: null, // the open session
+  chain: [], // turns of the shown branch, ascending ids
+  hasOlder: false,
+  streams: new Map(), // generation id → {text, calls}: what its deltas said
+  running: null, // id of the session's running (or queued) generation
+  conn: null,
+  seq: 0, // bumps on every open/close, so late answers for another session are dropped
+  openDetails: new Set(), // "turnId:key" of <details> the user opened
+};
+
+// ---- dialogs --------------------------------------------------------------
+
+// ask shows the modal dialog; resolves with the input's value (or true
+// without input) on OK, null on cancel.
+function ask({ title, text = "", input = null, ok = "OK", danger = false }) {
+  const d = els.dialog;
+  els.dialogTitle.textContent = title;
+  els.dialogText.textContent = text;
+  els.dialogText.hidden = !text;
+  els.dialogInput.hidden = input === null;
+  els.dialogInput.type = input?.type || "text";
+  els.dialogInput.value = input?.value || "";
+  els.dialogInput.placeholder = input?.placeholder || "";
+  els.dialogInput.setAttribute("aria-label", input?.label || title);
+  els.dialogOK.textContent = ok;
+  els.dialogOK.classList.toggle("danger", danger);
+  const back = document.activeElement;
+  return new Promise((resolve) => {
+    d.returnValue = "";
+    d.addEventListener(
+      "close",
+      () => {
+        const yes = d.returnValue === "ok";
+        resolve(yes ? (input === null ? true : els.dialogInput.value) : null);
+        if (back && document.contains(back)) back.focus();
+      },
+      { once: true },
+    );
+    d.showModal();
+    if (input !== null) {
+      els.dialogInput.focus();
+      els.dialogInput.select();
+    } else {
+      els.dialogOK.focus();
+    }
+  });
+}
+
+// askForKey is the client's onUnauthorized: it asks once for an API key,
+// which the browser keeps.
+async function askForKey(err) {
+  const key = await ask({
+    title: "Sign in",
+    text: client.apiKey
+      ? "The server refused the API key this browser kept. Enter another one."
+      : "This sessiond server needs an API key. It is kept in this browser.",
+    input: { type: "password", placeholder: "API key", label: "API key" },
+    ok: "Sign in",
+  });
+  const k = (key || "").trim();
+  if (!k) return null;
+  storage.set(k);
+  els.signOut.hidden = false;
+  return k;
+}
+
+// ---- errors and connection state ------------------------------------------
+
+function showError(err, prefix = "") {
+  if (!err) return;
+  const msg = err.message || String(err);
+  const code = err.code && err.code !== msg ? ` (${err.code})` : "";
+  els.bannerText.textContent = (prefix ? prefix + ": " : "") + msg + code;
+  els.banner.hidden = false;
+}
+
+function clearError() {
+  els.banner.hidden = true;
+  els.bannerText.textContent = "";
+}
+
+els.bannerClose.addEventListener("click", clearError);
+
+function setConn(status, detail = {}) {
+  els.conn.dataset.state = status;
+  let text = "";
+  switch (status) {
+    case "connecting":
+      text = "Connecting…";
+      break;
+    case "open":
+      text = "Connected";
+      break;
+    case "resuming": {
+      const s = detail.retryIn > 1000 ? ` in ${Math.round(detail.retryIn / 1000)} s` : "";
+      text = `Connection lost — resuming${s}…`;
+      break;
+    }
+    case "closed":
+      text = detail.error ? "Disconnected: " + detail.error.message : "Disconnected";
+      break;
+  }
+  els.conn.textContent = text;
+  els.conn.hidden = !status;
+}
+
+// ---- the session list ------------------------------------------------------
+
+async function refreshSessions({ more = false } = {}) {
+  try {
+    const res = await client.listSessions({ limit: 50, cursor: more ? state.nextCursor : undefined });
+    state.sessions = more ? state.sessions.concat(res.sessions || []) : res.sessions || [];
+    state.nextCursor = res.next_cursor || null;
+    renderSessions();
+  } catch (err) {
+    showError(err, "Could not load sessions");
+  }
+}
+
+function sessionTitle(s) {
+  return s?.title?.trim() || "Untitled session";
+}
+
+function renderSessions() {
+  const items = state.sessions.map((s) => {
+    const li = document.createElement("li");
+    const a = document.createElement("a");
+    a.className = "session-link";
+    a.href = "/s/" + encodeURIComponent(s.id);
+    a.dataset.id = s.id;
+    if (state.current?.id === s.id) a.setAttribute("aria-current", "page");
+    const t = document.createElement("span");
+    t.className = "s-title";
+    t.textContent = sessionTitle(s);
+    const p = document.createElement("span");
+    p.className = "s-preview";
+    p.textContent = s.preview || "No messages yet";
+    const time = document.createElement("time");
+    const when = s.updated_at || s.created_at;
+    if (when) {
+      time.dateTime = when;
+      time.textContent = shortDate(when);
+    }
+    a.append(t, time, p);
+    li.append(a);
+    return li;
+  });
+  if (!items.length) {
+    const li = document.createElement("li");
+    li.className = "s-none";
+    li.textContent = "No sessions yet.";
+    items.push(li);
+  }
+  els.sessionList.replaceChildren(...items);
+  els.moreSessions.hidden = !state.nextCursor;
+}
+
+function shortDate(iso) {
+  const d = new Date(iso);
+  if (isNaN(d)) return "";
+  const now = new Date();
+  return d.toDateString() === now.toDateString()
+    ? d.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" })
+    : d.toLocaleDateString([], { month: "short", day: "numeric" });
+}
+
+// touchSession moves a session to the top of the list with a new preview.
+function touchSession(session, preview) {
+  const i = state.sessions.findIndex((s) => s.id === session.id);
+  const entry = i >= 0 ? state.sessions.splice(i, 1)[0] : { id: session.id, created_at: session.created_at };
+  entry.title = session.title ?? entry.title;
+  if (preview) entry.preview = preview;
+  entry.updated_at = new Date().toISOString();
+  state.sessions.unshift(entry);
+  renderSessions();
+}
+
+els.sessionList.addEventListener("click", (e) => {
+  const a = e.target.closest("a.session-link");
+  if (!a || e.button !== 0 || e.metaKey || e.ctrlKey || e.shiftKey || e.altKey) return;
+  e.preventDefault();
+  navigate(a.getAttribute("href"));
+});
+
+els.moreSessions.addEventListener("click", () => refreshSessions({ more: true }));
+
+els.newSession.addEventListener("click", async () => {
+  try {
+    const s = await client.createSession({});
+    touchSession(s, "");
+    navigate("/s/" + encodeURIComponent(s.id));
+  } catch (err) {
+    showError(err, "Could not create a session");
+  }
+});
+
+els.rename.addEventListener("click", async () => {
+  const s = state.current;
+  if (!s) return;
+  const title = await ask({ title: "Rename session", input: { value: s.title || "", label: "Title" }, ok: "Rename" });
+  if (title === null) return;
+  try {
+    const updated = await client.updateSession(s.id, { title: title.trim() });
+    if (state.current?.id === s.id) state.current = { ...state.current, ...updated };
+    renderHeader();
+    const entry = state.sessions.find((x) => x.id === s.id);
+    if (entry) entry.title = updated.title;
+    renderSessions();
+  } catch (err) {
+    showError(err, "Could not rename");
+  }
+});
+
+els.del.addEventListener("click", async () => {
+  const s = state.current;
+  if (!s) return;
+  const yes = await ask({
+    title: "Delete session?",
+    text: `“${sessionTitle(s)}” and all its turns will be deleted. This cannot be undone.`,
+    ok: "Delete",
+    danger: true,
+  });
+  if (!yes) return;
+  try {
+    await client.deleteSession(s.id);
+    state.sessions = state.sessions.filter((x) => x.id !== s.id);
+    navigate("/");
+    refreshSessions();
+  } catch (err) {
+    showError(err, "Could not delete");
+  }
+});
+
+els.signOut.hidden = !client.apiKey;
+els.signOut.addEventListener("click", () => {
+  storage.set("");
+  client.apiKey = "";
+  location.reload();
+});
+
+// ---- routing ---------------------------------------------------------------
+
+function navigate(path) {
+  if (location.pathname !== path) history.pushState(null, "", path);
+  route();
+}
+
+function route() {
+  const m = /^\/s\/([^/]+)\/?$/.exec(location.pathname);
+  setSidebar(false);
+  if (m) openSession(decodeURIComponent(m[1]));
+  else closeSession();
+}
+
+window.addEventListener("popstate", route);
+
+// ---- one session -------------------------------------------------------------
+
+function closeSession() {
+  state.seq++;
+  state.conn?.close();
+  state.conn = null;
+  state.current = null;
+  state.chain = [];
+  state.streams.clear();
+  state.running = null;
+  state.hasOlder = false;
+  setConn("");
+  renderHeader();
+  renderTranscript();
+  renderSessions();
+  document.title = "sessiond";
+}
+
+async function openSession(id) {
+  if (state.current?.id === id && state.conn) return;
+  closeSession();
+  const seq = state.seq;
+  state.current = { id, title: "" };
+  renderHeader();
+  renderSessions();
+  els.empty.hidden = true;
+  try {
+    const [session, page] = await Promise.all([client.getSession(id), client.listTurns(id, { limit: TURN_PAGE })]);
+    if (seq !== state.seq) return;
+    state.current = session;
+    state.running = session.generation?.id || null;
+    mergeSnapshot(page.turns || [], page.has_more);
+    renderHeader();
+    renderSessions();
+  } catch (err) {
+    if (seq !== state.seq) return;
+    state.current = null;
+    renderHeader();
+    renderTranscript();
+    showError(err, err.status === 404 ? "No such session" : "Could not open the session");
+    return;
+  }
+  connect(id, seq);
+  if (matchMedia("(pointer: fine)").matches) els.input.focus();
+}
+
+function connect(id, seq) {
+  const conn = client.connect(id);
+  state.conn = conn;
+  setConn(conn.status);
+  const live = (fn) => (m) => {
+    if (seq === state.seq) fn(m);
+  };
+  conn.on(
+    "status",
+    live((s) => setConn(s.status, s)),
+  );
+  conn.on(
+    "ready",
+    live(({ session }) => {
+      state.current = { ...state.current, ...session };
+      if (session.generation) state.running = session.generation.id;
+      renderHeader();
+      // Catch up with turns committed while the socket was away.
+      syncTurns(seq);
+    }),
+  );
+  conn.on(
+    "turn",
+    live(({ turn }) => {
+      upsertTurn(turn);
+      if (turn.role === "assistant" && turn.status === "streaming") state.running = turn.generation_id;
+      if (turn.role !== "assistant" || turn.status !== "streaming") {
+        const text = turnText(turn);
+        if (text) touchSession(state.current, text.replace(/\s+/g, " ").slice(0, 140));
+      }
+      renderTranscript();
+    }),
+  );
+  conn.on(
+    "delta",
+    live((m) => {
+      const buf = stream(m.generation);
+      if (m.tool_call) {
+        const tc = m.tool_call;
+        const c = (buf.calls[tc.index ?? 0] ||= { id: "", name: "", arguments: "" });
+        if (tc.id) c.id = tc.id;
+        if (tc.name) c.name = tc.name;
+        c.arguments += tc.arguments || "";
+      } else {
+        buf.text += m.text || "";
+      }
+      const t = state.chain.find((x) => x.generation_id === m.generation);
+      if (t) scheduleTurn(t.id);
+    }),
+  );
+  conn.on(
+    "done",
+    live((m) => {
+      if (m.turn) upsertTurn(m.turn);
+      state.streams.delete(m.generation);
+      if (state.running === m.generation) state.running = null;
+      renderTranscript();
+    }),
+  );
+  conn.on(
+    "error",
+    live((m) => {
+      if (m.generation) {
+        // The failed turn follows as a turn message; show it failed now.
+        const t = state.chain.find((x) => x.generation_id === m.generation);
+        if (t && t.status === "streaming") upsertTurn({ ...t, status: "failed", error: { code: m.code, message: m.message } });
+        if (state.running === m.generation) state.running = null;
+        renderTranscript();
+        return;
+      }
+      showError(m);
+    }),
+  );
+}
+
+function stream(gid) {
+  let b = state.streams.get(gid);
+  if (!b) {
+    b = { text: "", calls: [] };
+    state.streams.set(gid, b);
+  }
+  return b;
+}
+
+async function syncTurns(seq) {
+  try {
+    const page = await client.listTurns(state.current.id, { limit: TURN_PAGE });
+    if (seq !== state.seq) return;
+    mergeSnapshot(page.turns || [], page.has_more);
+  } catch (err) {
+    if (seq === state.seq) showError(err, "Could not load turns");
+  }
+}
+
+// pick chooses between two versions of a turn: a finished turn is never
+// replaced by a streaming one that was read earlier.
+function pick(old, t) {
+  if (!old) return t;
+  if (old.status !== "streaming" && t.status === "streaming") return old;
+  return t;
+}
+
+// mergeSnapshot shows the newest turns of the branch as the server listed
+// them, keeping anything newer that arrived live meanwhile.
+function mergeSnapshot(turns, hasMore) {
+  const byId = new Map(state.chain.map((t) => [t.id, t]));
+  const local = state.chain;
+  state.chain = turns.map((t) => pick(byId.get(t.id), t));
+  state.hasOlder = !!hasMore;
+  const last = state.chain.at(-1)?.id ?? 0;
+  for (const t of local) if (t.id > last) upsertTurn(t);
+  renderTranscript();
+}
+
+// upsertTurn adds or updates a turn of the shown branch. A new turn whose
+// parent is earlier in the branch starts a new branch there (regenerate).
+function upsertTurn(t) {
+  const chain = state.chain;
+  const i = chain.findIndex((x) => x.id === t.id);
+  if (i >= 0) {
+    chain[i] = pick(chain[i], t);
+    dirtyTurns.add(t.id);
+    return;
+  }
+  const p = t.parent_id;
+  if (chain.length === 0 || p === chain.at(-1).id) {
+    chain.push(t);
+    return;
+  }
+  const j = p == null ? -1 : chain.findIndex((x) => x.id === p);
+  if (j >= 0) {
+    state.chain = chain.slice(0, j + 1).concat(t);
+  } else if (p == null || p < chain[0].id) {
+    state.chain = [t]; // a new root, or a branch from before the loaded page
+    state.hasOlder = p != null;
+  } else {
+    chain.push(t); // should not happen; the next sync puts it right
+  }
+}
+
+// ---- rendering ---------------------------------------------------------------
+
+function renderHeader() {
+  const s = state.current;
+  els.title.textContent = s ? sessionTitle(s) : "sessiond";
+  els.rename.hidden = els.del.hidden = !s;
+  document.title = s ? `${sessionTitle(s)} · sessiond` : "sessiond";
+  renderStop();
+}
+
+function renderStop() {
+  els.stop.hidden = !state.running;
+}
+
+const turnEls = new Map(); // turn id → <li>
+const dirtyTurns = new Set();
+let frameQueued = false;
+
+function scheduleTurn(id) {
+  dirtyTurns.add(id);
+  if (frameQueued) return;
+  frameQueued = true;
+  // Hidden tabs get no animation frames; they still keep up.
+  const later = document.visibilityState === "visible" ? requestAnimationFrame : (f) => setTimeout(f, 50);
+  later(() => {
+    frameQueued = false;
+    renderTranscript();
+  });
+}
+
+function renderTranscript() {
+  const stick = nearBottom();
+  const keep = new Set(state.chain.map((t) => t.id));
+  for (const [id, el] of turnEls) {
+    if (!keep.has(id)) {
+      turnEls.delete(id);
+      el.remove();
+    }
+  }
+  const nodes = state.chain.map((t) => {
+    let el = turnEls.get(t.id);
+    if (!el) {
+      el = document.createElement("li");
+      turnEls.set(t.id, el);
+      renderTurn(el, t);
+    } else if (dirtyTurns.has(t.id) || el._turn !== t) {
+      renderTurn(el, t);
+    }
+    return el;
+  });
+  dirtyTurns.clear();
+  // Reorder only when needed, so focus and selection survive updates.
+  const current = [...els.transcript.children];
+  if (current.length !== nodes.length || current.some((n, i) => n !== nodes[i])) els.transcript.replaceChildren(...nodes);
+  els.empty.hidden = !!state.current;
+  els.older.hidden = !state.current || !state.hasOlder;
+  els.transcript.hidden = !state.current;
+  renderStop();
+  if (stick) els.scroller.scrollTop = els.scroller.scrollHeight;
+}
+
+function nearBottom() {
+  const s = els.scroller;
+  return s.scrollHeight - s.scrollTop - s.clientHeight < 120;
+}
+
+function turnText(t) {
+  const c = t.content;
+  if (typeof c === "string") return c;
+  if (Array.isArray(c)) return c.filter((p) => p?.type === "text").map((p) => p.text ?? "").join("");
+  return "";
+}
+
+const ROLE_NAMES = { user: "You", assistant: "Assistant", tool: "Tool result", system: "System" };
+
+function el(tag, cls, text) {
+  const e = document.createElement(tag);
+  if (cls) e.className = cls;
+  if (text !== undefined) e.textContent = text;
+  return e;
+}
+
+function details(turnId, key, cls, summary, body) {
+  const d = el("details", cls);
+  d.dataset.key = `${turnId}:${key}`;
+  d.open = state.openDetails.has(d.dataset.key);
+  const s = el("summary");
+  s.append(...summary);
+  d.append(s, body);
+  return d;
+}
+
+function prettyJSON(s) {
+  try {
+    return JSON.stringify(JSON.parse(s), null, 2);
+  } catch {
+    return s;
+  }
+}
+
+function renderTurn(li, t) {
+  li._turn = t;
+  li.className = "turn";
+  li.dataset.id = t.id;
+  li.dataset.role = t.role;
+  li.dataset.status = t.status;
+  if (t.generation_id) li.dataset.generation = t.generation_id;
+  li.setAttribute("aria-busy", t.status === "streaming" ? "true" : "false");
+  const buf = t.status === "streaming" && t.generation_id ? state.streams.get(t.generation_id) : null;
+  const text = buf ? buf.text : turnText(t);
+  const calls = buf ? buf.calls.filter(Boolean).map((c) => ({ id: c.id, function: { name: c.name, arguments: c.arguments } })) : t.tool_calls || [];
+  const parts = [];
+
+  const meta = el("div", "meta");
+  meta.append(el("span", "role", ROLE_NAMES[t.role] || t.role));
+  if (t.status !== "complete") meta.append(el("span", "badge status-" + t.status, t.status === "streaming" ? "writing…" : t.status));
+  if (t.usage) {
+    const u = t.usage;
+    const usage = el("span", "usage", `${u.total_tokens ?? 0} tokens`);
+    usage.title = `prompt ${u.prompt_tokens ?? 0} · completion ${u.completion_tokens ?? 0} · total ${u.total_tokens ?? 0}`;
+    meta.append(usage);
+  }
+  parts.push(meta);
+
+  if (t.role === "tool") {
+    const pre = el("pre");
+    pre.append(el("code", "", prettyJSON(text)));
+    parts.push(details(t.id, "result", "tool-result", [el("span", "", "Tool result "), el("code", "", t.tool_call_id || "")], pre));
+  } else if (t.role === "system") {
+    parts.push(details(t.id, "system", "system-prompt", [el("span", "", "System prompt")], el("div", "content plain", text)));
+  } else if (t.role === "user") {
+    parts.push(el("div", "content plain", text));
+  } else {
+    const content = el("div", "content md");
+    // Safe: renderMarkdown escapes all source text (see markdown.js).
+    content.innerHTML = renderMarkdown(text);
+    parts.push(content);
+  }
+
+  calls.forEach((c, k) => {
+    const pre = el("pre");
+    pre.append(el("code", "", prettyJSON(c.function?.arguments || "")));
+    parts.push(
+      details(t.id, "call" + k, "tool-call", [el("span", "", "Tool call "), el("code", "", c.function?.name || "…")], pre),
+    );
+  });
+
+  if (t.error) parts.push(el("p", "turn-error", `${t.error.message || "failed"} (${t.error.code})`));
+
+  if (t.status !== "streaming") {
+    const actions = el("div", "actions");
+    if (t.role === "assistant" && t.parent_id != null) {
+      const b = el("button", "link", "Regenerate");
+      b.type = "button";
+      b.dataset.action = "regenerate";
+      actions.append(b);
+    }
+    const f = el("button", "link", "Fork from here");
+    f.type = "button";
+    f.dataset.action = "fork";
+    f.title = "Copy the conversation up to this turn into a new session";
+    actions.append(f);
+    parts.push(actions);
+  }
+  li.replaceChildren(...parts);
+}
+
+els.transcript.addEventListener(
+  "toggle",
+  (e) => {
+    const d = e.target;
+    if (!(d instanceof HTMLDetailsElement) || !d.dataset.key) return;
+    if (d.open) state.openDetails.add(d.dataset.key);
+    else state.openDetails.delete(d.dataset.key);
+  },
+  true,
+);
+
+els.transcript.addEventListener("click", async (e) => {
+  const b = e.target.closest("button[data-action]");
+  if (!b) return;
+  const li = b.closest("li.turn");
+  const t = li?._turn;
+  const s = state.current;
+  if (!t || !s) return;
+  b.disabled = true;
+  try {
+    if (b.dataset.action === "regenerate") {
+      // A new answer to the same question: a sibling branch under the
+      // turn this one answered; the server makes it the head.
+      const res = await client.postTurns(s.id, { turns: [], generate: true, parent_id: t.parent_id });
+      if (res.generation && state.current?.id === s.id) state.running = res.generation.id;
+      renderStop();
+    } else if (b.dataset.action === "fork") {
+      const fork = await client.fork(s.id, t.id);
+      touchSession(fork, "");
+      navigate("/s/" + encodeURIComponent(fork.id));
+    }
+  } catch (err) {
+    showError(err, b.dataset.action === "fork" ? "Could not fork" : "Could not regenerate");
+  } finally {
+    b.disabled = false;
+  }
+});
+
+els.older.addEventListener("click", async () => {
+  const s = state.current;
+  if (!s || !state.chain.length) return;
+  const seq = state.seq;
+  try {
+    const page = await client.listTurns(s.id, { before: state.chain[0].id, limit: TURN_PAGE });
+    if (seq !== state.seq) return;
+    const have = new Set(state.chain.map((t) => t.id));
+    state.chain = (page.turns || []).filter((t) => !have.has(t.id)).concat(state.chain);
+    state.hasOlder = page.has_more;
+    const before = els.scroller.scrollHeight;
+    renderTranscript();
+    els.scroller.scrollTop += els.scroller.scrollHeight - before;
+  } catch (err) {
+    showError(err, "Could not load earlier turns");
+  }
+});
+
+// ---- composer ------------------------------------------------------------------
+
+function autosize() {
+  els.input.style.height = "auto";
+  els.input.style.height = Math.min(els.input.scrollHeight, 240) + "px";
+}
+
+els.input.addEventListener("input", autosize);
+
+els.input.addEventListener("keydown", (e) => {
+  if (e.key === "Enter" && !e.shiftKey && !e.altKey && !e.ctrlKey && !e.metaKey && !e.isComposing) {
+    e.preventDefault();
+    els.composer.requestSubmit();
+  }
+});
+
+els.composer.addEventListener("submit", async (e) => {
+  e.preventDefault();
+  const text = els.input.value;
+  if (!text.trim()) return;
+  els.input.value = "";
+  autosize();
+  clearError();
+  try {
+    if (!state.current) {
+      const s = await client.createSession({ title: titleFrom(text) });
+      touchSession(s, "");
+      history.pushState(null, "", "/s/" + encodeURIComponent(s.id));
+      await openSession(s.id);
+    } else if (!state.current.title && state.chain.length === 0) {
+      const id = state.current.id;
+      client
+        .updateSession(id, { title: titleFrom(text) })
+        .then((u) => {
+          if (state.current?.id === id) state.current = { ...state.current, ...u };
+          renderHeader();
+          touchSession(u, "");
+        })
+        .catch(() => {});
+    }
+    if (!state.conn) throw new Error("no session is open");
+    const res = await state.conn.send([{ role: "user", content: text }], { generate: true });
+    for (const t of res.turns || []) upsertTurn(t);
+    if (res.generation && !["done", "cancelled", "failed", "interrupted"].includes(res.generation.status)) {
+      state.running = res.generation.id;
+    }
+    renderTranscript();
+  } catch (err) {
+    if (!els.input.value) {
+      els.input.value = text;
+      autosize();
+    }
+    showError(err, "Not sent");
+  }
+});
+
+function titleFrom(text) {
+  const line = text.trim().split("\n")[0];
+  return line.length > 60 ? line.slice(0, 59) + "…" : line;
+}
+
+els.stop.addEventListener("click", async () => {
+  const gid = state.running;
+  if (!gid || !state.conn) return;
+  els.stop.disabled = true;
+  try {
+    await state.conn.cancel(gid);
+  } catch (err) {
+    showError(err, "Could not stop");
+  } finally {
+    els.stop.disabled = false;
+    els.input.focus();
+  }
+});
+
+// ---- layout ---------------------------------------------------------------------
+
+function setSidebar(open) {
+  els.app.classList.toggle("sidebar-open", open);
+  els.menu.setAttribute("aria-expanded", String(open));
+}
+
+els.menu.addEventListener("click", () => {
+  const open = !els.app.classList.contains("sidebar-open");
+  setSidebar(open);
+  if (open) (els.sessionList.querySelector("a") || els.newSession).focus();
+});
+
+document.addEventListener("keydown", (e) => {
+  if (e.key === "Escape" && els.app.classList.contains("sidebar-open")) {
+    setSidebar(false);
+    els.menu.focus();
+  }
+});
+
+// Refresh the list when the page comes back into view (other devices may
+// have been busy).
+document.addEventListener("visibilitychange", () => {
+  if (document.visibilityState === "visible") refreshSessions();
+});
+
+refreshSessions();
+route();

@@ -1,0 +1,309 @@
+package web_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/coder/websocket"
+
+	"sessiond/objects"
+	"sessiond/web"
+)
+
+type wsMsg struct {
+	Type       string          `json:"type"`
+	Generation string          `json:"generation"`
+	Offset     int64           `json:"offset"`
+	Text       string          `json:"text"`
+	Code       string          `json:"code"`
+	Message    string          `json:"message"`
+	After      int64           `json:"after"`
+	Turn       json.RawMessage `json:"turn"`
+	Session    json.RawMessage `json:"session"`
+}
+
+// dial gets a ticket and opens the session's WebSocket.
+func (s *server) dial(tb testing.TB, id string) *websocket.Conn {
+	tb.Helper()
+	var tk struct{ Ticket string }
+	if st, raw := s.do(tb, "POST", "/v1/tickets", map[string]any{"session_id": id}, &tk); st != 201 {
+		tb.Fatalf("ticket: %d %s", st, raw)
+	}
+	c, _, err := websocket.Dial(context.Background(), "ws"+strings.TrimPrefix(s.URL, "http")+"/v1/sessions/"+id+"/ws?ticket="+tk.Ticket, nil)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	c.SetReadLimit(64 << 20)
+	return c
+}
+
+func send(tb testing.TB, c *websocket.Conn, v any) {
+	tb.Helper()
+	b, _ := json.Marshal(v)
+	if err := c.Write(context.Background(), websocket.MessageText, b); err != nil {
+		tb.Fatal(err)
+	}
+}
+
+func recv(tb testing.TB, c *websocket.Conn) wsMsg {
+	tb.Helper()
+	// Generous: a 32 MiB message takes seconds under the race detector.
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	_, b, err := c.Read(ctx)
+	if err != nil {
+		tb.Fatalf("read: %v", err)
+	}
+	var m wsMsg
+	if err := json.Unmarshal(b, &m); err != nil {
+		tb.Fatalf("decode %s: %v", b, err)
+	}
+	return m
+}
+
+// recvUntil reads until a message of type typ and returns everything read.
+func recvUntil(tb testing.TB, c *websocket.Conn, typ string) []wsMsg {
+	tb.Helper()
+	var out []wsMsg
+	for {
+		m := recv(tb, c)
+		out = append(out, m)
+		if m.Type == typ {
+			return out
+		}
+	}
+}
+
+func TestWebSocketConversation(t *testing.T) {
+	s := newServer(t, 0, web.Config{}, nil)
+	sess := s.createSession(t, nil)
+	c := s.dial(t, sess.ID)
+	defer c.CloseNow()
+	send(t, c, map[string]any{"type": "hello"})
+	if m := recv(t, c); m.Type != "ready" || !strings.Contains(string(m.Session), sess.ID) {
+		t.Fatalf("first message %+v", m)
+	}
+	send(t, c, map[string]any{"type": "ping"})
+	if m := recv(t, c); m.Type != "pong" {
+		t.Fatalf("ping answered %+v", m)
+	}
+	send(t, c, map[string]any{"type": "send", "turns": []any{map[string]any{"role": "user", "content": "/words 20"}}, "generate": true, "idempotency_key": "k1"})
+	msgs := recvUntil(t, c, "done")
+	var text strings.Builder
+	var off int64
+	for _, m := range msgs {
+		if m.Type == "delta" {
+			if m.Offset != off+1 {
+				t.Fatalf("offset %d after %d", m.Offset, off)
+			}
+			off = m.Offset
+			text.WriteString(m.Text)
+		}
+	}
+	if strings.TrimSpace(text.String()) != words(20) || msgs[0].Type != "turn" {
+		t.Fatalf("streamed %q (first %s)", text.String(), msgs[0].Type)
+	}
+	if m := recv(t, c); m.Type != "turn" || !strings.Contains(string(m.Turn), `"status":"complete"`) {
+		t.Fatalf("after done: %+v", m)
+	}
+	// Protocol errors are answered, the socket stays open.
+	c.Write(context.Background(), websocket.MessageText, []byte(`{"type":"bogus"}`))
+	if m := recv(t, c); m.Type != "error" || m.Code != "unknown_type" {
+		t.Fatalf("bogus answered %+v", m)
+	}
+	c.Write(context.Background(), websocket.MessageText, []byte(`{not json`))
+	if m := recv(t, c); m.Type != "error" || m.Code != "invalid_json" {
+		t.Fatalf("bad json answered %+v", m)
+	}
+	send(t, c, map[string]any{"type": "send", "turns": []any{map[string]any{"role": "wizard", "content": "x"}}, "idempotency_key": "k2"})
+	if m := recv(t, c); m.Type != "error" || m.Code != "invalid_request" {
+		t.Fatalf("bad turn answered %+v", m)
+	}
+	send(t, c, map[string]any{"type": "ping"})
+	if m := recv(t, c); m.Type != "pong" {
+		t.Fatalf("socket unusable after errors: %+v", m)
+	}
+}
+
+func TestWebSocketTickets(t *testing.T) {
+	const key = "alice-key-0123456789"
+	s := newServer(t, 0, web.Config{Keys: map[string]web.Principal{key: {Owner: "alice"}}}, nil).as(key)
+	a := s.createSession(t, nil)
+	b := s.createSession(t, nil)
+	var tk struct{ Ticket string }
+	s.do(t, "POST", "/v1/tickets", map[string]any{"session_id": a.ID}, &tk)
+	base := "ws" + strings.TrimPrefix(s.URL, "http") + "/v1/sessions/"
+	for _, c := range []struct {
+		url    string
+		status int
+	}{
+		{base + a.ID + "/ws", 401},
+		{base + a.ID + "/ws?ticket=forged." + tk.Ticket, 401},
+		{base + b.ID + "/ws?ticket=" + tk.Ticket, 403},
+	} {
+		_, resp, err := websocket.Dial(context.Background(), c.url, nil)
+		if err == nil || resp == nil || resp.StatusCode != c.status {
+			t.Errorf("%s: err=%v resp=%v, want %d", c.url, err, resp, c.status)
+		}
+	}
+	conn, _, err := websocket.Dial(context.Background(), base+a.ID+"/ws?ticket="+tk.Ticket, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn.CloseNow()
+}
+
+// TestWebSocketResumeExactlyOnce has three viewers on their own
+// connections; each drops its connection at random moments and resumes
+// from the last offset it saw. Each must see the committed text exactly.
+func TestWebSocketResumeExactlyOnce(t *testing.T) {
+	s := newServer(t, 400, web.Config{}, nil)
+	for round := range 3 {
+		sess := s.createSession(t, nil)
+		const n = 120
+		var wg sync.WaitGroup
+		results := make([]string, 3)
+		start := make(chan string)
+		for v := range 3 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				results[v] = watch(t, s, sess.ID, start, rand.New(rand.NewPCG(uint64(round), uint64(v))))
+			}()
+		}
+		c := s.dial(t, sess.ID)
+		send(t, c, map[string]any{"type": "send", "turns": []any{map[string]any{"role": "user", "content": fmt.Sprintf("/words %d", n)}}, "generate": true, "idempotency_key": "go"})
+		var gid string
+		for gid == "" {
+			if m := recv(t, c); m.Type == "delta" {
+				gid = m.Generation
+			}
+		}
+		c.CloseNow()
+		for range 3 {
+			start <- gid
+		}
+		wg.Wait()
+		for v, got := range results {
+			if strings.TrimSpace(got) != words(n) {
+				t.Fatalf("round %d viewer %d saw %q", round, v, got)
+			}
+		}
+	}
+}
+
+// watch follows generation gid, reconnecting at random, and returns the
+// text it assembled.
+func watch(t *testing.T, s *server, id string, start chan string, r *rand.Rand) string {
+	gid := <-start
+	var text strings.Builder
+	var after int64
+	for {
+		c := s.dial(t, id)
+		send(t, c, map[string]any{"type": "hello", "resume": map[string]any{"generation": gid, "after": after}})
+		budget := r.IntN(40) // messages before this connection is dropped
+		for {
+			m := recv(t, c)
+			switch m.Type {
+			case "delta":
+				if m.Offset != after+1 {
+					t.Errorf("offset %d after %d: gap or duplicate", m.Offset, after)
+				}
+				after = m.Offset
+				text.WriteString(m.Text)
+			case "done":
+				c.CloseNow()
+				return text.String()
+			}
+			if budget--; budget <= 0 && r.IntN(2) == 0 {
+				break
+			}
+		}
+		c.CloseNow()
+	}
+}
+
+// TestWebSocketLargeMessages carries a 32 MiB message up and down whole and
+// refuses one byte more with 1009, leaving the session usable.
+func TestWebSocketLargeMessages(t *testing.T) {
+	s := newServer(t, 0, web.Config{}, func(rt *objects.Runtime) { rt.SocketReadLimit = 32 << 20 })
+	sess := s.createSession(t, nil)
+	c := s.dial(t, sess.ID)
+	defer c.CloseNow()
+	send(t, c, map[string]any{"type": "hello"})
+	recv(t, c)
+	frame := func(total int) []byte {
+		head := `{"type":"send","idempotency_key":"big","turns":[{"role":"user","content":"`
+		tail := `"}]}`
+		content := make([]byte, total-len(head)-len(tail))
+		for i := range content {
+			content[i] = 'a' + byte(i%26)
+		}
+		return []byte(head + string(content) + tail)
+	}
+	up := frame(32 << 20)
+	if err := c.Write(context.Background(), websocket.MessageText, up); err != nil {
+		t.Fatal(err)
+	}
+	m := recv(t, c)
+	if m.Type != "turn" {
+		t.Fatalf("got %s (%s %s)", m.Type, m.Code, m.Message)
+	}
+	var turn struct{ Content string }
+	json.Unmarshal(m.Turn, &turn)
+	want := string(up[len(`{"type":"send","idempotency_key":"big","turns":[{"role":"user","content":"`) : len(up)-len(`"}]}`)])
+	if turn.Content != want {
+		t.Fatalf("content came back with %d bytes, want %d identical", len(turn.Content), len(want))
+	}
+	// A second viewer stays open while the first is refused.
+	other := s.dial(t, sess.ID)
+	defer other.CloseNow()
+	send(t, other, map[string]any{"type": "hello"})
+	recv(t, other)
+	c.Write(context.Background(), websocket.MessageText, frame(32<<20+1))
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	_, _, err := c.Read(ctx)
+	if got := websocket.CloseStatus(err); got != websocket.StatusMessageTooBig {
+		t.Fatalf("oversized message: close %v (err %v), want 1009", got, err)
+	}
+	send(t, other, map[string]any{"type": "ping"})
+	if m := recv(t, other); m.Type != "pong" {
+		t.Fatalf("other viewer: %+v", m)
+	}
+	var page struct{ Turns []json.RawMessage }
+	s.do(t, "GET", "/v1/sessions/"+sess.ID+"/turns", nil, &page)
+	if len(page.Turns) != 1 {
+		t.Fatalf("%d turns after the refused message, want 1", len(page.Turns))
+	}
+}
+
+// TestSessionHibernatesWithViewers: a session with connected but quiet
+// viewers hibernates, and wakes on their next message.
+func TestSessionHibernatesWithViewers(t *testing.T) {
+	s := newServer(t, 0, web.Config{}, func(rt *objects.Runtime) { rt.IdleTimeout = 20 * time.Millisecond })
+	sess := s.createSession(t, nil)
+	c := s.dial(t, sess.ID)
+	defer c.CloseNow()
+	send(t, c, map[string]any{"type": "hello"})
+	recv(t, c)
+	checkFor(t, "session hibernated", func() bool { return s.rt.Stats().Active == 0 })
+	opens := s.rt.Stats().ObjectOpens
+	send(t, c, map[string]any{"type": "send", "turns": []any{map[string]any{"role": "user", "content": "/say awake"}}, "generate": true, "idempotency_key": "w"})
+	msgs := recvUntil(t, c, "done")
+	if !strings.Contains(string(msgs[len(msgs)-1].Turn), `"content":"awake"`) {
+		t.Fatalf("done %s", msgs[len(msgs)-1].Turn)
+	}
+	if s.rt.Stats().ObjectOpens <= opens {
+		t.Fatal("the session never woke from disk")
+	}
+}
+
+var _ = errors.New
