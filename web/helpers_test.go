@@ -19,7 +19,10 @@ import (
 
 type tlog struct{ tb testing.TB }
 
-func (w tlog) Write(p []byte) (int, error) { w.tb.Log(strings.TrimSpace(string(p))); return len(p), nil }
+func (w tlog) Write(p []byte) (int, error) {
+	w.tb.Log(strings.TrimSpace(string(p)))
+	return len(p), nil
+}
 
 type server struct {
 	*httptest.Server
