@@ -9,6 +9,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
@@ -40,7 +41,8 @@ type ConsumeOptions struct {
 	// consumer tells the server every AckWait/2 that it is still working,
 	// so a slow handler is not raced by a redelivery of its own message.
 	// AckWait therefore bounds how long a message sits with a crashed node,
-	// or in the client's small prefetch buffer. Default 30 s.
+	// or in the client's small prefetch buffer (4 x MaxInFlight messages).
+	// Default 30 s.
 	AckWait time.Duration
 
 	// MaxInFlight is how many handlers may run at once. Default 1, which
@@ -90,6 +92,9 @@ func (o *ConsumeOptions) withDefaults() (ConsumeOptions, error) {
 func retryDelay(n uint64, first, limit time.Duration) time.Duration {
 	d := first
 	for i := uint64(1); i < n && d < limit; i++ {
+		if d > limit/2 {
+			return limit
+		}
 		d *= 2
 	}
 	return min(d, limit)
@@ -118,8 +123,9 @@ type Msg struct {
 // again after a backoff (ConsumeOptions.RetryDelay), with NumDelivered
 // incremented; a handler that panics is treated as one that returned an
 // error. ctx is cancelled when the consumer stops; the handler should then
-// return promptly, and the message is delivered again to the next consumer
-// of the same durable name.
+// return promptly, and the message goes to the next consumer of the same
+// durable name: at once while the server keeps running, and once AckWait has
+// passed since the delivery if the server restarted meanwhile.
 type Handler func(ctx context.Context, m Msg) error
 
 // Consumer is a running durable consumer, created by Bus.Consume.
@@ -132,7 +138,7 @@ type Consumer struct {
 	opts    ConsumeOptions
 	logger  *slog.Logger
 	bus     *Bus
-	iter    jetstream.MessagesContext
+	jc      jetstream.Consumer
 
 	cancel context.CancelCauseFunc
 	done   chan struct{}
@@ -175,35 +181,42 @@ func (b *Bus) Consume(ctx context.Context, durable, filter string, h Handler, op
 	if err != nil {
 		return nil, fmt.Errorf("consume %s: ensure consumer: %w", durable, err)
 	}
-	// A small prefetch: messages waiting in the client are not covered
-	// by the in-progress signal, so a large buffer behind a slow handler
-	// would outlive AckWait and be delivered twice.
-	iter, err := jc.Messages(
-		jetstream.PullMaxMessages(prefetch(o.MaxInFlight)),
-		jetstream.WithMessagesErrOnMissingHeartbeat(false))
-	if err != nil {
-		return nil, fmt.Errorf("consume %s: %w", durable, err)
-	}
 	c := &Consumer{
 		durable: durable,
 		handler: h,
 		opts:    o,
 		logger:  b.logger.With(logKeyConsumer, durable),
 		bus:     b,
-		iter:    iter,
+		jc:      jc,
 		done:    make(chan struct{}),
 	}
-	if err := b.add(c); err != nil {
-		iter.Stop()
-		return nil, fmt.Errorf("consume %s: %w", durable, err)
-	}
+	// cancel is set before Bus.Close can see c and call Stop.
 	cctx, cancel := context.WithCancelCause(busCtx)
 	c.cancel = cancel
+	if err := b.add(c); err != nil {
+		cancel(err)
+		return nil, fmt.Errorf("consume %s: %w", durable, err)
+	}
 	go c.run(cctx)
 	return c, nil
 }
 
-func prefetch(maxInFlight int) int { return 2 * maxInFlight }
+// Fetching. Each pull request asks for fetchBatch(MaxInFlight) messages and
+// lasts at most fetchWait. The batch is small because messages waiting in
+// the client are not covered by the in-progress signal: a large batch behind
+// a slow handler would outlive AckWait and be delivered twice. The wait is
+// short because a request still open on the server when the consumer stops
+// swallows messages until their AckWait passes.
+//
+// Explicit fetches rather than jetstream's Messages iterator: with a small
+// batch the iterator (nats.go v1.55) can miss the moment to send its next
+// pull request and sit idle until its heartbeat check, about 30 s later.
+const (
+	fetchWait       = 5 * time.Second
+	fetchRetryDelay = time.Second // after a failed fetch
+)
+
+func fetchBatch(maxInFlight int) int { return 4 * maxInFlight }
 
 // Stop stops fetching, cancels the context of running handlers and waits
 // for them and for the Consumer's goroutines to return. Messages not
@@ -220,8 +233,9 @@ func (c *Consumer) Stop() {
 func (c *Consumer) Done() <-chan struct{} { return c.done }
 
 // Err returns why the Consumer ended on its own (for example
-// jetstream.ErrConsumerDeleted, or a closed connection); nil while it runs
-// and after Stop or Bus.Close.
+// jetstream.ErrConsumerNotFound once the consumer was deleted on the server,
+// or nats.ErrConnectionClosed); nil while it runs and after Stop or
+// Bus.Close.
 func (c *Consumer) Err() error {
 	select {
 	case <-c.done:
@@ -234,25 +248,15 @@ func (c *Consumer) Err() error {
 func (c *Consumer) run(ctx context.Context) {
 	defer close(c.done)
 	defer c.bus.remove(c)
-	defer c.iter.Stop()
 	var wg sync.WaitGroup
 	defer wg.Wait()
 
 	slots := make(chan struct{}, c.opts.MaxInFlight)
-	for {
-		jm, err := c.iter.Next(jetstream.NextContext(ctx))
-		if err != nil {
-			if ctx.Err() == nil {
-				// Nobody waits on this goroutine's result but Err,
-				// so the log is the operator's only signal.
-				c.err = fmt.Errorf("consume %s: %w", c.durable, err)
-				c.logger.Error("consumer ended", logKeyErr, err)
-			}
-			return
-		}
+	dispatch := func(jm jetstream.Msg) {
 		select {
 		case slots <- struct{}{}:
 		case <-ctx.Done():
+			// Fetched but never handled: give it back at once.
 			_ = jm.Nak()
 			return
 		}
@@ -261,6 +265,54 @@ func (c *Consumer) run(ctx context.Context) {
 			c.handle(ctx, jm)
 		})
 	}
+	for ctx.Err() == nil {
+		if err := c.fetch(ctx, dispatch); err != nil {
+			// Nobody waits on this goroutine's result but Err, so
+			// the log is the operator's only signal.
+			c.err = fmt.Errorf("consume %s: %w", c.durable, err)
+			c.logger.Error("consumer ended", logKeyErr, err)
+			return
+		}
+	}
+}
+
+// fetch runs one pull request, passing each message to dispatch. It returns
+// an error only when the consumer cannot go on; transient failures are
+// logged and waited out.
+func (c *Consumer) fetch(ctx context.Context, dispatch func(jetstream.Msg)) error {
+	fctx, cancel := context.WithTimeout(ctx, fetchWait)
+	defer cancel()
+	batch, err := c.jc.Fetch(fetchBatch(c.opts.MaxInFlight), jetstream.FetchContext(fctx))
+	if err == nil {
+		for jm := range batch.Messages() {
+			dispatch(jm)
+		}
+		err = batch.Error()
+	}
+	switch {
+	case err == nil, ctx.Err() != nil, errors.Is(err, context.DeadlineExceeded):
+		return nil
+	case errors.Is(err, jetstream.ErrConsumerDeleted),
+		errors.Is(err, jetstream.ErrBadRequest),
+		errors.Is(err, nats.ErrConnectionClosed):
+		return err
+	}
+	// A pull to a consumer that no longer exists finds no responder, which
+	// is also what a cluster in mid-election looks like: ask.
+	ictx, icancel := context.WithTimeout(ctx, fetchWait)
+	_, ierr := c.jc.Info(ictx)
+	icancel()
+	if errors.Is(ierr, jetstream.ErrConsumerNotFound) {
+		return fmt.Errorf("%w: %w", err, ierr)
+	}
+	c.logger.Warn("fetch failed; retrying", logKeyDelay, fetchRetryDelay, logKeyErr, err)
+	t := time.NewTimer(fetchRetryDelay)
+	defer t.Stop()
+	select {
+	case <-t.C:
+	case <-ctx.Done():
+	}
+	return nil
 }
 
 // handle runs the handler on one message and settles it with the server.

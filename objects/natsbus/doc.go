@@ -46,16 +46,21 @@
 //
 // # Durability
 //
-// An acknowledged publish (or consumer ack) has been written to the
-// JetStream file store, that is to the operating system: it survives the
-// process crashing or being killed. The store is fsynced every
-// EmbeddedOptions.SyncInterval (default: the nats-server default, 2
-// minutes), so until the next sync a power loss or kernel crash can lose
-// acknowledged messages, and consumers may see already-acknowledged
-// messages again. SyncAlways fsyncs before every acknowledgement and closes
-// that window, at the cost of an fsync per publish and per ack. With an
-// external cluster and BusOptions.Replicas of 3, a message is acknowledged
-// once a majority of servers have it, which covers the loss of one machine.
+// An acknowledged publish has been written to the JetStream file store, that
+// is handed to the operating system, before the acknowledgement leaves the
+// server: it survives the process crashing or being killed. The store is
+// fsynced every EmbeddedOptions.SyncInterval (default: the nats-server
+// default, 2 minutes), so until the next sync a power loss or kernel crash
+// can lose acknowledged messages. SyncAlways fsyncs before every
+// acknowledgement and closes that window, at the cost of an fsync per
+// publish. With an external cluster and BusOptions.Replicas of 3, a message
+// is acknowledged once a majority of servers have it, which covers the loss
+// of one machine.
+//
+// A consumer's position (its acknowledgements) is written shortly after the
+// server confirms an ack, not before: a server crash just after an ack can
+// bring that message back once. That is within at-least-once delivery and
+// is why handlers de-duplicate.
 //
 // # Concurrency
 //

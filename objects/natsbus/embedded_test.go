@@ -30,7 +30,7 @@ func startEmbedded(tb testing.TB, opts natsbus.EmbeddedOptions) *natsbus.Embedde
 
 func connectEmbedded(tb testing.TB, e *natsbus.Embedded) *nats.Conn {
 	tb.Helper()
-	nc, err := e.Connect(testCtx(tb))
+	nc, err := e.Connect(testCtx(tb), nats.ErrorHandler(func(_ *nats.Conn, s *nats.Subscription, err error) { tb.Logf("ASYNC ERR %v", err) }))
 	if err != nil {
 		tb.Fatalf("Connect: %v", err)
 	}
@@ -104,6 +104,11 @@ func TestStartEmbeddedErrors(t *testing.T) {
 	if err := os.WriteFile(file, nil, 0o600); err != nil {
 		t.Fatal(err)
 	}
+	busy, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { busy.Close() })
 	for _, tc := range []struct {
 		name string
 		opts natsbus.EmbeddedOptions
@@ -114,6 +119,7 @@ func TestStartEmbeddedErrors(t *testing.T) {
 		{"bad port", natsbus.EmbeddedOptions{Dir: t.TempDir(), Listen: "127.0.0.1:99999"}, natsbus.ErrInvalidOptions},
 		{"negative sync", natsbus.EmbeddedOptions{Dir: t.TempDir(), SyncInterval: -time.Second}, natsbus.ErrInvalidOptions},
 		{"dir is a file", natsbus.EmbeddedOptions{Dir: file}, natsbus.ErrNotReady},
+		{"port in use", natsbus.EmbeddedOptions{Dir: t.TempDir(), Listen: busy.Addr().String()}, natsbus.ErrNotReady},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			tc.opts.Logger = testLogger(t)
