@@ -30,7 +30,7 @@ func startEmbedded(tb testing.TB, opts natsbus.EmbeddedOptions) *natsbus.Embedde
 
 func connectEmbedded(tb testing.TB, e *natsbus.Embedded) *nats.Conn {
 	tb.Helper()
-	nc, err := e.Connect(testCtx(tb), nats.ErrorHandler(func(_ *nats.Conn, s *nats.Subscription, err error) { tb.Logf("ASYNC ERR %v", err) }))
+	nc, err := e.Connect(testCtx(tb))
 	if err != nil {
 		tb.Fatalf("Connect: %v", err)
 	}
