@@ -166,8 +166,9 @@ const keepBuffers = 16
 // costs memory but no goroutine. It is owned by the viewer: Close stops it
 // and waits for it.
 //
-// All methods are safe for concurrent use. The caller must call Close (or
-// CloseWith) once it is done with the viewer, even after Done is closed.
+// All methods are safe for concurrent use. The caller calls Close (or
+// CloseWith) when the connection ends; once Done is closed, Close returns
+// at once.
 type Viewer struct {
 	sink          Sink
 	maxBuffered   int
