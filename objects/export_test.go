@@ -1,0 +1,4 @@
+package objects
+
+// ObjectFile exposes objectFile to the external tests (FuzzObjectFile).
+var ObjectFile = objectFile
