@@ -376,7 +376,8 @@ function connect(id, seq) {
     "ready",
     live(({ session }) => {
       state.current = { ...state.current, ...session };
-      if (session.generation) state.running = session.generation.id;
+      // Whatever runs now announces itself with a turn after this.
+      state.running = session.generation?.id || null;
       renderHeader();
       // Catch up with turns committed while the socket was away.
       syncTurns(seq);
@@ -733,6 +734,14 @@ function autosize() {
 
 els.input.addEventListener("input", autosize);
 
+// The keyboard hint fits in the box on wide screens only.
+const wide = matchMedia("(min-width: 761px)");
+const placeholder = () => {
+  els.input.placeholder = wide.matches ? "Message — Enter to send, Shift+Enter for a new line" : "Message";
+};
+wide.addEventListener("change", placeholder);
+placeholder();
+
 els.input.addEventListener("keydown", (e) => {
   if (e.key === "Enter" && !e.shiftKey && !e.altKey && !e.ctrlKey && !e.metaKey && !e.isComposing) {
     e.preventDefault();
@@ -790,7 +799,10 @@ els.stop.addEventListener("click", async () => {
   if (!gid || !state.conn) return;
   els.stop.disabled = true;
   try {
-    await state.conn.cancel(gid);
+    const g = await state.conn.cancel(gid);
+    // A queued generation ends with no events: nothing else clears it.
+    if (g && g.status !== "running" && g.status !== "queued" && state.running === gid) state.running = null;
+    renderStop();
   } catch (err) {
     showError(err, "Could not stop");
   } finally {

@@ -115,7 +115,8 @@ export class SessiondClient {
     for (let retried = false; ; retried = true) {
       const headers = { Accept: "application/json" };
       if (body !== undefined) headers["Content-Type"] = "application/json";
-      if (this.apiKey) headers.Authorization = "Bearer " + this.apiKey;
+      const usedKey = this.apiKey;
+      if (usedKey) headers.Authorization = "Bearer " + usedKey;
       if (opts.idempotencyKey) headers["Idempotency-Key"] = opts.idempotencyKey;
       let res;
       try {
@@ -140,23 +141,31 @@ export class SessiondClient {
       if (res.ok) return data;
       const e = data?.error;
       const err = new SessiondError(res.status, e?.code || `http_${res.status}`, e?.message || res.statusText || `HTTP ${res.status}`);
-      if (res.status === 401 && !retried && this.onUnauthorized && (await this.#reauth(err))) continue;
+      if (res.status === 401 && !retried) {
+        // Another call may have signed in meanwhile: try its key first.
+        if (this.apiKey !== usedKey) continue;
+        if (this.onUnauthorized && (await this.#reauth(err))) continue;
+      }
       throw err;
     }
   }
 
-  // reauth asks onUnauthorized for a key once for all concurrent callers.
+  // reauth asks onUnauthorized for a key, once for all concurrent callers;
+  // it reports whether there is a new key to retry with.
   async #reauth(err) {
     const used = this.apiKey;
     if (!this.#authPending) {
       this.#authPending = Promise.resolve()
         .then(() => this.onUnauthorized(err))
         .catch(() => null)
+        .then((key) => {
+          if (key) this.apiKey = key;
+          return key;
+        })
         .finally(() => setTimeout(() => (this.#authPending = null), 0));
     }
-    const key = await this.#authPending;
-    if (key) this.apiKey = key;
-    return !!key && (key !== used || this.apiKey !== used);
+    await this.#authPending;
+    return this.apiKey !== used;
   }
 
   // Sessions

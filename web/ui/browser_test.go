@@ -1,0 +1,865 @@
+package ui_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/chromedp/cdproto/cdp"
+	"github.com/chromedp/cdproto/emulation"
+	"github.com/chromedp/cdproto/input"
+	"github.com/chromedp/cdproto/runtime"
+	"github.com/chromedp/chromedp"
+	"github.com/chromedp/chromedp/kb"
+
+	"sessiond/web/ui"
+)
+
+// chromiumPath is Debian's chromium package; .ci/run installs it.
+const chromiumPath = "/usr/bin/chromium"
+
+// screenshotDirEnv names a folder to keep the screenshots in (default: the
+// test's temporary folder, which go test removes).
+const screenshotDirEnv = "SESSIOND_UI_SCREENSHOTS"
+
+// offlineTPS slows the offline model so that streaming can be watched:
+// /words 40 takes two seconds.
+const offlineTPS = 20
+
+// waitTimeout bounds each wait for the page to reach a state.
+const waitTimeout = 20 * time.Second
+
+// TestBrowser drives the page in headless Chromium against a real sessiond
+// process, built from this module.
+func TestBrowser(t *testing.T) {
+	requireChromium(t)
+	bin := buildSessiond(t)
+	srv := startSessiond(t, bin)
+	base := pageURL(t, srv)
+	b := newBrowser(t)
+
+	var sessionID string
+	t.Run("StreamReply", func(t *testing.T) {
+		tab := b.open(t, base+"/")
+		tab.click("#new-session")
+		tab.waitFor("the new session opens, connected", `location.pathname.startsWith("/s/") && document.querySelector("#conn").dataset.state === "open"`)
+		sessionID = strings.TrimPrefix(eval[string](tab, `location.pathname`), "/s/")
+		tab.watch(words(40), 0)
+		tab.send("/words 40")
+		tab.waitFor("the user turn", `!!document.querySelector('#transcript li.turn[data-role="user"]')`)
+		tab.waitFor("a partial reply while it streams",
+			`(() => { const t = document.querySelector('#transcript li.turn[data-role="assistant"][data-status="streaming"] .content');
+			          return t && t.textContent.split(" ").length >= 5; })()`)
+		tab.waitFor("the reply completes", lastAssistant(`t.dataset.status === "complete"`))
+		if got, want := tab.lastAssistantText(), words(40); got != want {
+			t.Fatalf("reply=%q, want %q", got, want)
+		}
+		w := tab.watched()
+		if len(w.Bad) > 0 {
+			t.Fatalf("the reply showed text that is not a prefix of the answer: %q", w.Bad)
+		}
+		if w.States < 5 || !w.SawStreaming {
+			t.Fatalf("saw %d states of the reply (streaming: %v); want it to grow token by token", w.States, w.SawStreaming)
+		}
+		if got := eval[string](tab, `document.querySelector('#transcript li.turn[data-role="assistant"] .usage').textContent`); !strings.Contains(got, "tokens") {
+			t.Errorf("usage=%q, want a token count", got)
+		}
+		if got := eval[string](tab, `document.querySelector('#composer-input').value`); got != "" {
+			t.Errorf("composer holds %q after sending, want it empty", got)
+		}
+	})
+
+	t.Run("ReloadMidReply", func(t *testing.T) {
+		if sessionID == "" {
+			t.Skip("needs StreamReply's session")
+		}
+		tab := b.open(t, base+"/s/"+sessionID)
+		tab.waitFor("connected", `document.querySelector("#conn").dataset.state === "open"`)
+		last := eval[int](tab, `Math.max(0, ...[...document.querySelectorAll("#transcript li.turn")].map(e => +e.dataset.id))`)
+		want := words(60)
+		tab.send("/words 60")
+		tab.waitFor("a third of the reply",
+			lastAssistant(fmt.Sprintf(`+t.dataset.id > %d && t.dataset.status === "streaming" && t.querySelector(".content").textContent.split(" ").length >= 12`, last)))
+		tab.do(chromedp.Reload())
+		tab.watch(want, last)
+		tab.waitFor("the reply completes after the reload", lastAssistant(fmt.Sprintf(`+t.dataset.id > %d && t.dataset.status === "complete"`, last)))
+		if got := tab.lastAssistantText(); got != want {
+			t.Fatalf("reply after reload=%q, want %q", got, want)
+		}
+		w := tab.watched()
+		if len(w.Bad) > 0 {
+			t.Fatalf("after the reload the reply showed text that is not a prefix of the answer: %q", w.Bad)
+		}
+		if !w.SawStreaming {
+			t.Fatal("the reply had finished before the page came back: the reload was not mid-reply")
+		}
+		// Two questions, two answers, nothing doubled.
+		if got := eval[[]string](tab, `[...document.querySelectorAll("#transcript li.turn")].map(e => e.dataset.role)`); strings.Join(got, ",") != "user,assistant,user,assistant" {
+			t.Fatalf("turns=%v, want user,assistant,user,assistant", got)
+		}
+	})
+
+	t.Run("SecondPage", func(t *testing.T) {
+		if sessionID == "" {
+			t.Skip("needs StreamReply's session")
+		}
+		a := b.open(t, base+"/s/"+sessionID)
+		other := b.open(t, base+"/s/"+sessionID)
+		a.waitFor("page A connected", `document.querySelector("#conn").dataset.state === "open"`)
+		other.waitFor("page B connected", `document.querySelector("#conn").dataset.state === "open"`)
+		a.send("/say hello from A")
+		other.waitFor("A's message on page B", `[...document.querySelectorAll('#transcript li.turn[data-role="user"] .content')].some(e => e.textContent === "/say hello from A")`)
+		other.waitFor("the reply on page B", lastAssistant(`t.dataset.status === "complete" && t.querySelector(".content").textContent === "hello from A"`))
+	})
+
+	t.Run("StopReply", func(t *testing.T) {
+		tab := b.open(t, base+"/")
+		tab.click("#new-session")
+		tab.waitFor("connected", `location.pathname.startsWith("/s/") && document.querySelector("#conn").dataset.state === "open"`)
+		tab.send("/words 200")
+		tab.waitFor("the reply streams, with Stop shown",
+			lastAssistant(`t.dataset.status === "streaming" && t.querySelector(".content").textContent.split(" ").length >= 5`)+` && !document.querySelector("#stop").hidden`)
+		tab.click("#stop")
+		tab.waitFor("the reply is cancelled", lastAssistant(`t.dataset.status === "cancelled"`))
+		got := tab.lastAssistantText()
+		if full := words(200); got == "" || got == full || !strings.HasPrefix(full, got) {
+			t.Fatalf("cancelled reply=%q, want a proper prefix of %q", got, full)
+		}
+		if got := eval[string](tab, lastAssistantExpr+`.querySelector(".badge").textContent`); got != "cancelled" {
+			t.Errorf("badge=%q, want cancelled", got)
+		}
+		tab.waitFor("Stop hidden again", `document.querySelector("#stop").hidden`)
+	})
+
+	t.Run("MarkdownToolsErrors", func(t *testing.T) {
+		tab := b.open(t, base+"/")
+		tab.click("#new-session")
+		tab.waitFor("connected", `location.pathname.startsWith("/s/") && document.querySelector("#conn").dataset.state === "open"`)
+		tab.send("/say Some **Markdown**, `inline code` and <img src=x onerror=\"window.__xss=1\"><script>window.__xss=2</script>\n\n```go\nfmt.Println(\"<b>hi</b>\")\n```")
+		tab.waitFor("the Markdown reply", lastAssistant(`t.dataset.status === "complete"`))
+		if got := eval[string](tab, lastAssistantExpr+`.querySelector(".content strong").textContent`); got != "Markdown" {
+			t.Errorf("bold=%q, want Markdown", got)
+		}
+		if got := eval[string](tab, lastAssistantExpr+`.querySelector(".content pre code").textContent`); got != `fmt.Println("<b>hi</b>")` {
+			t.Errorf("code block=%q", got)
+		}
+		if n := eval[int](tab, `document.querySelectorAll("#transcript img, #transcript script, #transcript pre b").length`); n != 0 {
+			t.Errorf("model output made %d img/script/b elements, want it shown as text", n)
+		}
+		if got := eval[string](tab, `String(window.__xss)`); got != "undefined" {
+			t.Errorf("window.__xss=%s: model output ran script", got)
+		}
+
+		tab.send(`/tool read_file {"path":"a.go"}`)
+		tab.waitFor("the tool call", lastAssistant(`t.dataset.status === "complete" && !!t.querySelector("details.tool-call")`))
+		if got := eval[string](tab, lastAssistantExpr+`.querySelector("details.tool-call summary").textContent`); !strings.Contains(got, "read_file") {
+			t.Errorf("tool call summary=%q, want read_file", got)
+		}
+		if eval[bool](tab, lastAssistantExpr+`.querySelector("details.tool-call").open`) {
+			t.Error("tool call shown open, want collapsed")
+		}
+		tab.click(`#transcript li.turn:last-child details.tool-call summary`)
+		tab.waitFor("the tool call opens", lastAssistant(`t.querySelector("details.tool-call").open && t.querySelector("details.tool-call pre").textContent.includes('"a.go"')`))
+
+		tab.send("/fail rate_limited")
+		tab.waitFor("the failed turn with the server's message",
+			lastAssistant(`t.dataset.status === "failed" && t.querySelector(".turn-error").textContent.includes("rate_limited")`))
+
+		tab.screenshot("main.png")
+
+		tab.do(colorScheme("dark"))
+		tab.waitFor("the dark theme", `getComputedStyle(document.body).backgroundColor === "rgb(21, 24, 29)"`)
+		tab.screenshot("main-dark.png")
+		tab.do(colorScheme(""))
+
+		tab.do(chromedp.EmulateViewport(390, 844, chromedp.EmulateMobile, chromedp.EmulateScale(2)))
+		tab.waitFor("the phone layout, the list slid away",
+			`getComputedStyle(document.querySelector("#menu")).display !== "none" && document.querySelector("#sidebar").getBoundingClientRect().right <= 0`)
+		tab.screenshot("phone.png")
+		tab.click("#menu")
+		tab.waitFor("the list slides in, focused", `document.querySelector("#sidebar").getBoundingClientRect().left >= 0 && document.querySelector("#sidebar").contains(document.activeElement)`)
+		tab.do(chromedp.KeyEvent(kb.Escape))
+		tab.waitFor("Escape closes it", `document.querySelector("#sidebar").getBoundingClientRect().right <= 0 && document.activeElement === document.querySelector("#menu")`)
+	})
+
+	t.Run("RegenerateAndFork", func(t *testing.T) {
+		tab := b.open(t, base+"/")
+		tab.click("#new-session")
+		tab.waitFor("connected", `location.pathname.startsWith("/s/") && document.querySelector("#conn").dataset.state === "open"`)
+		tab.send("/words 3")
+		tab.waitFor("the reply", lastAssistant(`t.dataset.status === "complete"`))
+		first := eval[int](tab, `+`+lastAssistantExpr+`.dataset.id`)
+		tab.click(`#transcript li.turn[data-role="assistant"] button[data-action="regenerate"]`)
+		tab.waitFor("a new reply in place of the old one", lastAssistant(fmt.Sprintf(`+t.dataset.id > %d && t.dataset.status === "complete"`, first)))
+		if got := eval[[]string](tab, `[...document.querySelectorAll("#transcript li.turn")].map(e => e.dataset.role)`); strings.Join(got, ",") != "user,assistant" {
+			t.Fatalf("turns after regenerate=%v, want user,assistant", got)
+		}
+		if got := tab.lastAssistantText(); got != words(3) {
+			t.Fatalf("regenerated reply=%q, want %q", got, words(3))
+		}
+		from := eval[string](tab, `location.pathname`)
+		tab.click(`#transcript li.turn[data-role="assistant"] button[data-action="fork"]`)
+		tab.waitFor("the fork opens", fmt.Sprintf(`location.pathname.startsWith("/s/") && location.pathname !== %q && document.querySelector("#conn").dataset.state === "open"`, from)+
+			` && `+lastAssistant(`t.querySelector(".content").textContent === "1 2 3"`))
+	})
+
+	t.Run("OpenByURL", func(t *testing.T) {
+		id := createSession(t, srv, "Opened by URL", "/say Resumed **here**")
+		tab := b.open(t, base+"/s/"+id)
+		tab.waitFor("the session's title and turns",
+			`document.querySelector("#session-title").textContent === "Opened by URL" && `+lastAssistant(`t.dataset.status === "complete" && t.querySelector(".content").textContent === "Resumed here"`))
+		tab.waitFor("the session marked in the list", fmt.Sprintf(`document.querySelector('#session-list a[aria-current="page"]')?.dataset.id === %q`, id))
+		if got := eval[string](tab, fmt.Sprintf(`document.querySelector('#session-list a[data-id=%q] .s-title').textContent`, id)); got != "Opened by URL" {
+			t.Errorf("list title=%q", got)
+		}
+
+		missing := b.open(t, base+"/s/no-such-session")
+		missing.waitFor("an error with the server's message", `!document.querySelector("#banner").hidden && /not.found/i.test(document.querySelector("#banner").textContent)`)
+	})
+
+	t.Run("NetworkLoss", func(t *testing.T) {
+		link := newCuttableLink(t, base)
+		tab := b.open(t, link.URL+"/")
+		tab.click("#new-session")
+		tab.waitFor("connected", `location.pathname.startsWith("/s/") && document.querySelector("#conn").dataset.state === "open"`)
+		want := words(60)
+		tab.watch(want, 0)
+		tab.send("/words 60")
+		tab.waitFor("a fifth of the reply", lastAssistant(`t.dataset.status === "streaming" && t.querySelector(".content").textContent.split(" ").length >= 12`))
+		link.cut()
+		tab.waitFor("the page says the connection is lost", `document.querySelector("#conn").dataset.state === "resuming" && /connection lost/i.test(document.querySelector("#conn").textContent)`)
+		link.restore()
+		tab.waitFor("connected again", `document.querySelector("#conn").dataset.state === "open"`)
+		tab.waitFor("the reply completes", lastAssistant(`t.dataset.status === "complete"`))
+		if got := tab.lastAssistantText(); got != want {
+			t.Fatalf("reply across the outage=%q, want %q", got, want)
+		}
+		if w := tab.watched(); len(w.Bad) > 0 {
+			t.Fatalf("across the outage the reply showed text that is not a prefix of the answer: %q", w.Bad)
+		}
+	})
+
+	t.Run("SignIn", func(t *testing.T) {
+		const key = "browser-test-key-0123456789"
+		locked := pageURL(t, startSessiond(t, bin, "--api-keys", key+"=alice"))
+		tab := b.open(t, locked+"/")
+		tab.waitFor("the page asks for an API key", `document.querySelector("#dialog").open && document.activeElement === document.querySelector("#dialog-input")`)
+		tab.do(chromedp.SendKeys(chromedp.CSS("#dialog-input"), key+kb.Enter))
+		tab.waitFor("the dialog closes and the list loads", `!document.querySelector("#dialog").open && !!document.querySelector("#session-list li")`)
+		tab.click("#new-session")
+		tab.waitFor("connected with the key", `location.pathname.startsWith("/s/") && document.querySelector("#conn").dataset.state === "open"`)
+		tab.send("/words 3")
+		tab.waitFor("the reply", lastAssistant(`t.dataset.status === "complete" && t.querySelector(".content").textContent === "1 2 3"`))
+		// The key is kept: a reload does not ask again.
+		tab.do(chromedp.Reload())
+		tab.waitFor("the session again, with no question", `document.querySelector("#conn").dataset.state === "open" && !document.querySelector("#dialog").open && !!document.querySelector("#transcript li.turn")`)
+	})
+
+	t.Run("Renderer", func(t *testing.T) {
+		tab := b.open(t, base+"/")
+		type result struct {
+			HTML      string `json:"html"`
+			Dangerous int    `json:"dangerous"`
+		}
+		cases := []struct{ src, want string }{
+			{"1 2 3", "<p>1 2 3</p>"},
+			{"a <b>b</b> & c", "<p>a &lt;b&gt;b&lt;/b&gt; &amp; c</p>"},
+			{"**b** *i* `c<d>`", "<p><strong>b</strong> <em>i</em> <code>c&lt;d&gt;</code></p>"},
+			{"```js\nx = \"<y>\"\n```", `<pre><code class="language-js" data-lang="js">x = &quot;&lt;y&gt;&quot;</code></pre>`},
+			{"```\nstill streaming <i>", "<pre><code>still streaming &lt;i&gt;</code></pre>"},
+			{"- a\n- b", "<ul><li>a</li><li>b</li></ul>"},
+			{"[x](javascript:alert(1))", "<p>[x](javascript:alert(1))</p>"},
+			{`[x](https://e.org/?a=1&b="2")`, `<p><a href="https://e.org/?a=1&amp;b=&quot;2&quot;" target="_blank" rel="noopener noreferrer nofollow">x</a></p>`},
+			{"[x](&#106;avascript:alert(1))", "<p>[x](&amp;#106;avascript:alert(1))</p>"},
+			{`"><svg onload=alert(1)>`, "<p>&quot;&gt;&lt;svg onload=alert(1)&gt;</p>"},
+			{"![i](https://e.org/i.png)", `<p><a href="https://e.org/i.png" target="_blank" rel="noopener noreferrer nofollow">i</a></p>`},
+			{"# T\n> q", "<h1>T</h1><blockquote><p>q</p></blockquote>"},
+			{"| a | b |\n|---|--:|\n| 1 | 2 |", `<div class="table"><table><thead><tr><th>a</th><th class="align-right">b</th></tr></thead><tbody><tr><td>1</td><td class="align-right">2</td></tr></tbody></table></div>`},
+		}
+		srcs := make([]string, len(cases))
+		for i, c := range cases {
+			srcs[i] = c.src
+		}
+		arg, _ := json.Marshal(srcs)
+		got := evalAsync[[]result](tab, `import("/static/markdown.js").then(m => `+string(arg)+`.map(src => {
+			const html = m.renderMarkdown(src);
+			const doc = new DOMParser().parseFromString("<body>" + html, "text/html");
+			const bad = [...doc.body.querySelectorAll("*")].filter(e =>
+				["SCRIPT", "IMG", "SVG", "IFRAME", "STYLE", "OBJECT"].includes(e.tagName.toUpperCase()) ||
+				[...e.attributes].some(a => a.name.startsWith("on") || a.name === "style" || (a.name === "href" && !/^(https?:|mailto:)/i.test(a.value))));
+			return {html, dangerous: bad.length};
+		}))`)
+		for i, c := range cases {
+			if got[i].Dangerous != 0 {
+				t.Errorf("render(%q) made %d dangerous elements: %s", c.src, got[i].Dangerous, got[i].HTML)
+			}
+			if got[i].HTML != c.want {
+				t.Errorf("render(%q)=\n  %s\nwant\n  %s", c.src, got[i].HTML, c.want)
+			}
+		}
+	})
+}
+
+// words is the offline model's answer to /words n.
+func words(n int) string {
+	w := make([]string, n)
+	for i := range w {
+		w[i] = strconv.Itoa(i + 1)
+	}
+	return strings.Join(w, " ")
+}
+
+const lastAssistantExpr = `[...document.querySelectorAll('#transcript li.turn[data-role="assistant"]')].at(-1)`
+
+// lastAssistant is a predicate on the last assistant turn t.
+func lastAssistant(cond string) string {
+	return `((t) => !!t && (` + cond + `))(` + lastAssistantExpr + `)`
+}
+
+func requireChromium(t *testing.T) {
+	t.Helper()
+	if _, err := os.Stat(chromiumPath); err == nil {
+		return
+	}
+	if ci := os.Getenv("CI"); ci != "" && ci != "false" && ci != "0" {
+		t.Fatalf("%s is missing: in CI the browser tests must run (.ci/run installs Debian's chromium package)", chromiumPath)
+	}
+	t.Skipf("%s is missing, so the browser tests cannot run: apt-get install chromium (in CI, with CI=true, this fails instead)", chromiumPath)
+}
+
+// buildSessiond builds cmd/sessiond of this module into a temporary folder.
+func buildSessiond(t *testing.T) string {
+	t.Helper()
+	gomod, err := exec.Command("go", "env", "GOMOD").Output()
+	if err != nil {
+		t.Fatalf("go env GOMOD: %v", err)
+	}
+	root := filepath.Dir(strings.TrimSpace(string(gomod)))
+	bin := filepath.Join(t.TempDir(), "sessiond")
+	cmd := exec.Command("go", "build", "-o", bin, "./cmd/sessiond")
+	cmd.Dir = root
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("go build ./cmd/sessiond: %v\n%s", err, out)
+	}
+	return bin
+}
+
+type sessiond struct {
+	URL string // http://127.0.0.1:port
+	log string // path of its log file
+}
+
+// startSessiond runs bin on a free loopback port with a fresh data folder
+// and the offline model slowed down, and waits until /healthz answers.
+// It stops the process (SIGTERM, then SIGKILL) when the test ends.
+func startSessiond(t *testing.T, bin string, args ...string) *sessiond {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	dir := t.TempDir()
+	s := &sessiond{URL: "http://" + addr, log: filepath.Join(dir, "sessiond.log")}
+	logf, err := os.Create(s.log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	args = append([]string{"--addr", addr, "--data", filepath.Join(dir, "data"),
+		"--offline-tps", strconv.Itoa(offlineTPS), "--log-level", "debug"}, args...)
+	cmd := exec.Command(bin, args...)
+	cmd.Stdout, cmd.Stderr = logf, logf
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("start sessiond: %v", err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	t.Cleanup(func() {
+		cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-exited:
+		case <-time.After(10 * time.Second):
+			cmd.Process.Kill()
+			<-exited
+			t.Error("sessiond did not stop within 10s of SIGTERM")
+		}
+		logf.Close()
+		if t.Failed() {
+			b, _ := os.ReadFile(s.log)
+			if len(b) > 8000 {
+				b = b[len(b)-8000:]
+			}
+			t.Logf("sessiond log (end):\n%s", b)
+		}
+	})
+	deadline := time.Now().Add(waitTimeout)
+	for {
+		select {
+		case err := <-exited:
+			b, _ := os.ReadFile(s.log)
+			t.Fatalf("sessiond exited before it was ready: %v\n%s", err, b)
+		default:
+		}
+		res, err := http.Get(s.URL + "/healthz")
+		if err == nil {
+			res.Body.Close()
+			if res.StatusCode == http.StatusOK {
+				return s
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("sessiond not ready after %v: %v", waitTimeout, err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// pageURL is where the browser loads the page: sessiond itself when it
+// serves the UI; otherwise (while the router does not mount it yet) a
+// front that serves ui.Handler and passes /v1 and /healthz to sessiond.
+func pageURL(t *testing.T, s *sessiond) string {
+	t.Helper()
+	res, err := http.Get(s.URL + "/static/sessiond-client.js")
+	if err == nil {
+		res.Body.Close()
+		if res.StatusCode == http.StatusOK {
+			return s.URL
+		}
+	}
+	t.Logf("sessiond does not serve the UI at / yet: fronting it with ui.Handler")
+	target, _ := url.Parse(s.URL)
+	proxy := httputil.NewSingleHostReverseProxy(target)
+	page := ui.Handler()
+	front := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if strings.HasPrefix(r.URL.Path, "/v1/") || r.URL.Path == "/healthz" {
+			proxy.ServeHTTP(w, r)
+			return
+		}
+		page.ServeHTTP(w, r)
+	}))
+	t.Cleanup(front.Close)
+	return front.URL
+}
+
+// createSession creates a session over REST, posts one message and waits
+// for the reply to be committed; it returns the session's id.
+func createSession(t *testing.T, s *sessiond, title, message string) string {
+	t.Helper()
+	call := func(method, path string, body any, out any) {
+		t.Helper()
+		b, _ := json.Marshal(body)
+		req, _ := http.NewRequest(method, s.URL+path, strings.NewReader(string(b)))
+		req.Header.Set("Content-Type", "application/json")
+		res, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatalf("%s %s: %v", method, path, err)
+		}
+		defer res.Body.Close()
+		data, _ := io.ReadAll(res.Body)
+		if res.StatusCode >= 300 {
+			t.Fatalf("%s %s: %s %s", method, path, res.Status, data)
+		}
+		if out != nil {
+			if err := json.Unmarshal(data, out); err != nil {
+				t.Fatalf("%s %s: %v", method, path, err)
+			}
+		}
+	}
+	var sess struct {
+		ID         string          `json:"id"`
+		Generation json.RawMessage `json:"generation"`
+	}
+	call("POST", "/v1/sessions", map[string]any{"title": title}, &sess)
+	call("POST", "/v1/sessions/"+sess.ID+"/turns", map[string]any{
+		"turns": []map[string]any{{"role": "user", "content": message}}, "generate": true,
+	}, nil)
+	deadline := time.Now().Add(waitTimeout)
+	for {
+		call("GET", "/v1/sessions/"+sess.ID, nil, &sess)
+		if string(sess.Generation) == "null" {
+			return sess.ID
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("session %s: generation still running after %v", sess.ID, waitTimeout)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// cuttableLink is a TCP proxy in front of the server whose connections the
+// test can cut, as a lost network would: the browser sees its sockets drop
+// and cannot connect until the link is restored.
+type cuttableLink struct {
+	URL string
+
+	t      *testing.T
+	target string
+	ln     net.Listener
+	mu     sync.Mutex
+	down   bool
+	conns  map[net.Conn]struct{}
+	wg     sync.WaitGroup
+}
+
+func newCuttableLink(t *testing.T, target string) *cuttableLink {
+	t.Helper()
+	u, err := url.Parse(target)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	l := &cuttableLink{URL: "http://" + ln.Addr().String(), t: t, target: u.Host, ln: ln, conns: map[net.Conn]struct{}{}}
+	l.wg.Go(l.accept)
+	t.Cleanup(func() {
+		ln.Close()
+		l.cut()
+		l.wg.Wait()
+	})
+	return l
+}
+
+func (l *cuttableLink) accept() {
+	for {
+		c, err := l.ln.Accept()
+		if err != nil {
+			return
+		}
+		l.mu.Lock()
+		if l.down {
+			l.mu.Unlock()
+			c.Close()
+			continue
+		}
+		l.conns[c] = struct{}{}
+		l.mu.Unlock()
+		l.wg.Go(func() { l.pipe(c) })
+	}
+}
+
+func (l *cuttableLink) pipe(c net.Conn) {
+	defer l.forget(c)
+	up, err := net.Dial("tcp", l.target)
+	if err != nil {
+		return
+	}
+	l.mu.Lock()
+	if l.down {
+		l.mu.Unlock()
+		up.Close()
+		return
+	}
+	l.conns[up] = struct{}{}
+	l.mu.Unlock()
+	defer l.forget(up)
+	done := make(chan struct{}, 2)
+	go func() { io.Copy(up, c); done <- struct{}{} }()
+	go func() { io.Copy(c, up); done <- struct{}{} }()
+	<-done
+	c.Close()
+	up.Close()
+	<-done
+}
+
+func (l *cuttableLink) forget(c net.Conn) {
+	c.Close()
+	l.mu.Lock()
+	delete(l.conns, c)
+	l.mu.Unlock()
+}
+
+// cut closes every connection and refuses new ones until restore.
+func (l *cuttableLink) cut() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.down = true
+	for c := range l.conns {
+		c.Close()
+	}
+}
+
+func (l *cuttableLink) restore() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.down = false
+}
+
+// browser is one headless Chromium for the whole test; each page is a tab.
+type browser struct {
+	ctx context.Context
+}
+
+func newBrowser(t *testing.T) *browser {
+	t.Helper()
+	opts := append(chromedp.DefaultExecAllocatorOptions[:],
+		chromedp.ExecPath(chromiumPath),
+		chromedp.Headless,
+		chromedp.NoSandbox,
+		chromedp.DisableGPU,
+		chromedp.NoFirstRun,
+		chromedp.Flag("disable-quic", true),
+		chromedp.Flag("disable-background-networking", true),
+		chromedp.Flag("disable-component-update", true),
+		chromedp.Flag("disable-sync", true),
+		chromedp.UserDataDir(t.TempDir()),
+		chromedp.WindowSize(1280, 860),
+	)
+	alloc, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
+	ctx, cancel := chromedp.NewContext(alloc)
+	t.Cleanup(func() {
+		cancel()
+		cancelAlloc()
+	})
+	if err := chromedp.Do(ctx); err != nil { // starts the browser, bound to ctx
+		t.Fatalf("start %s: %v", chromiumPath, err)
+	}
+	return &browser{ctx: ctx}
+}
+
+// tab is one page of the browser, used by one test.
+type tab struct {
+	t   *testing.T
+	ctx context.Context
+}
+
+// open opens a new tab on url and waits for the page's script to run. The
+// page's uncaught exceptions fail the test; its console errors are logged.
+func (b *browser) open(t *testing.T, url string) *tab {
+	t.Helper()
+	ctx, cancel := chromedp.NewContext(b.ctx)
+	if err := chromedp.Do(ctx); err != nil {
+		cancel()
+		t.Fatalf("open a tab: %v", err)
+	}
+	exceptions := chromedp.Events(ctx, runtime.ExceptionThrown)
+	console := chromedp.Events(ctx, runtime.ConsoleAPICalled)
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		for ev, err := range exceptions {
+			if err != nil {
+				return
+			}
+			t.Errorf("page %s: uncaught exception: %s", url, exceptionText(ev.ExceptionDetails))
+		}
+	})
+	wg.Go(func() {
+		for ev, err := range console {
+			if err != nil {
+				return
+			}
+			if ev.Type == runtime.ConsoleAPICalledTypeError || ev.Type == runtime.ConsoleAPICalledTypeWarning {
+				var args []string
+				for _, a := range ev.Args {
+					if a.Value != nil {
+						args = append(args, string(a.Value))
+					} else {
+						args = append(args, a.Description)
+					}
+				}
+				t.Logf("page %s: console.%s: %s", url, ev.Type, strings.Join(args, " "))
+			}
+		}
+	})
+	t.Cleanup(func() {
+		cancel()
+		wg.Wait()
+	})
+	tb := &tab{t: t, ctx: ctx}
+	tb.do(chromedp.Navigate(url))
+	tb.waitFor("the page's script", `document.readyState === "complete" && !!document.querySelector("#conn")`)
+	return tb
+}
+
+func exceptionText(d *runtime.ExceptionDetails) string {
+	if d == nil {
+		return ""
+	}
+	s := d.Text
+	if d.Exception != nil && d.Exception.Description != "" {
+		s += " " + d.Exception.Description
+	}
+	return fmt.Sprintf("%s (%s:%d:%d)", s, d.URL, d.LineNumber, d.ColumnNumber)
+}
+
+func (tb *tab) do(actions ...chromedp.Action[chromedp.Void]) {
+	tb.t.Helper()
+	ctx, cancel := context.WithTimeout(tb.ctx, waitTimeout)
+	defer cancel()
+	if err := chromedp.Do(ctx, actions...); err != nil {
+		tb.t.Fatalf("browser: %v", err)
+	}
+}
+
+func (tb *tab) click(selector string) {
+	tb.t.Helper()
+	tb.do(chromedp.Click(chromedp.CSS(selector), chromedp.NodeVisible))
+}
+
+// send types text into the message box and presses Enter, as a person
+// would. The key goes as a raw key-down so that no newline is typed after
+// the page handled it.
+func (tb *tab) send(text string) {
+	tb.t.Helper()
+	arg, _ := json.Marshal(text)
+	if strings.Contains(text, "\n") {
+		// A newline typed would be Enter, which sends: set multi-line text directly.
+		tb.do(chromedp.Focus(chromedp.CSS("#composer-input")),
+			chromedp.Evaluate[chromedp.Void](`document.querySelector("#composer-input").value = `+string(arg)))
+	} else {
+		tb.do(chromedp.Focus(chromedp.CSS("#composer-input")), chromedp.SendKeys(chromedp.CSS("#composer-input"), text))
+	}
+	tb.do(pressEnter)
+	tb.waitFor("the message box to empty after Enter", `document.querySelector("#composer-input").value === ""`)
+}
+
+// colorScheme emulates prefers-color-scheme (light or dark; "" for the system's).
+func colorScheme(v string) chromedp.Action[chromedp.Void] {
+	return func(ctx context.Context, t *chromedp.Target) (chromedp.Void, error) {
+		var f []*emulation.MediaFeature
+		if v != "" {
+			f = append(f, &emulation.MediaFeature{Name: "prefers-color-scheme", Value: v})
+		}
+		_, err := cdp.Call(ctx, t, emulation.SetEmulatedMedia, emulation.SetEmulatedMediaParams{Features: f})
+		return chromedp.Void{}, err
+	}
+}
+
+func pressEnter(ctx context.Context, t *chromedp.Target) (chromedp.Void, error) {
+	for _, typ := range []input.DispatchKeyEventType{input.DispatchKeyEventTypeRawKeyDown, input.DispatchKeyEventTypeKeyUp} {
+		if _, err := cdp.Call(ctx, t, input.DispatchKeyEvent, input.DispatchKeyEventParams{
+			Type: typ, Key: "Enter", Code: "Enter", WindowsVirtualKeyCode: 13, NativeVirtualKeyCode: 13,
+		}); err != nil {
+			return chromedp.Void{}, err
+		}
+	}
+	return chromedp.Void{}, nil
+}
+
+// waitFor polls the JavaScript predicate expr until it is true; on timeout
+// it fails the test with what it waited for and what the page shows.
+func (tb *tab) waitFor(what, expr string) {
+	tb.t.Helper()
+	ctx, cancel := context.WithTimeout(tb.ctx, waitTimeout+5*time.Second)
+	defer cancel()
+	_, err := chromedp.Run(ctx, chromedp.Poll[bool](`!!(`+expr+`)`,
+		chromedp.WithPollingInterval(25*time.Millisecond), chromedp.WithPollingTimeout(waitTimeout)))
+	if err != nil {
+		state, _ := chromedp.Run(tb.ctx, chromedp.Evaluate[string](`JSON.stringify({
+			url: location.href,
+			conn: document.querySelector("#conn")?.textContent,
+			banner: document.querySelector("#banner")?.hidden ? "" : document.querySelector("#banner")?.textContent,
+			turns: [...document.querySelectorAll("#transcript li.turn")].map(e => e.dataset.id + " " + e.dataset.role + " " + e.dataset.status + ": " + (e.querySelector(".content")?.textContent ?? "").slice(0, 200)),
+		})`))
+		if errors.Is(err, chromedp.ErrPollingTimeout) {
+			err = fmt.Errorf("not true after %v", waitTimeout)
+		}
+		tb.t.Fatalf("waiting for %s: %v\npredicate: %s\npage: %s", what, err, expr, state)
+	}
+}
+
+func eval[T any](tb *tab, expr string) T {
+	tb.t.Helper()
+	ctx, cancel := context.WithTimeout(tb.ctx, waitTimeout)
+	defer cancel()
+	v, err := chromedp.Run(ctx, chromedp.Evaluate[T](expr))
+	if err != nil {
+		tb.t.Fatalf("evaluate %s: %v", expr, err)
+	}
+	return v
+}
+
+func evalAsync[T any](tb *tab, expr string) T {
+	tb.t.Helper()
+	ctx, cancel := context.WithTimeout(tb.ctx, waitTimeout)
+	defer cancel()
+	v, err := chromedp.Run(ctx, chromedp.Evaluate[T](expr, chromedp.EvalAwaitPromise))
+	if err != nil {
+		tb.t.Fatalf("evaluate %s: %v", expr, err)
+	}
+	return v
+}
+
+func (tb *tab) lastAssistantText() string {
+	tb.t.Helper()
+	return eval[string](tb, lastAssistantExpr+`.querySelector(".content").textContent`)
+}
+
+// watch records every state of the newest assistant turn after turn id
+// after, from now on: each text it shows must be a prefix of want (no
+// duplicated or reordered words), and no turn may be shown twice.
+func (tb *tab) watch(want string, after int) {
+	tb.t.Helper()
+	arg, _ := json.Marshal(want)
+	tb.do(chromedp.Evaluate[chromedp.Void](fmt.Sprintf(`(() => {
+		const want = %s, after = %d;
+		const w = window.__watch = {states: 0, bad: [], sawStreaming: false, last: null};
+		const check = () => {
+			const all = [...document.querySelectorAll("#transcript li.turn")];
+			const ids = all.map(e => e.dataset.id);
+			if (new Set(ids).size !== ids.length) w.bad.push("turns shown twice: " + ids.join(","));
+			const t = all.filter(e => e.dataset.role === "assistant" && +e.dataset.id > after).at(-1);
+			if (!t) return;
+			const text = t.querySelector(".content")?.textContent ?? "";
+			if (t.dataset.status === "streaming") w.sawStreaming = true;
+			if (text === w.last) return;
+			w.last = text;
+			w.states++;
+			if (!want.startsWith(text)) w.bad.push(text);
+		};
+		new MutationObserver(check).observe(document.querySelector("#transcript"), {subtree: true, childList: true, characterData: true, attributes: true});
+		check();
+	})()`, arg, after)))
+}
+
+type watchResult struct {
+	States       int      `json:"states"`
+	Bad          []string `json:"bad"`
+	SawStreaming bool     `json:"sawStreaming"`
+}
+
+func (tb *tab) watched() watchResult {
+	tb.t.Helper()
+	return eval[watchResult](tb, `window.__watch`)
+}
+
+// screenshot saves the tab's viewport as name in $SESSIOND_UI_SCREENSHOTS,
+// or in the test's temporary folder, and logs where.
+func (tb *tab) screenshot(name string) {
+	tb.t.Helper()
+	dir := os.Getenv(screenshotDirEnv)
+	if dir == "" {
+		dir = tb.t.TempDir()
+	} else if err := os.MkdirAll(dir, 0o755); err != nil {
+		tb.t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(tb.ctx, waitTimeout)
+	defer cancel()
+	png, err := chromedp.Run(ctx, chromedp.CaptureScreenshot())
+	if err != nil {
+		tb.t.Fatalf("screenshot: %v", err)
+	}
+	p := filepath.Join(dir, name)
+	if err := os.WriteFile(p, png, 0o644); err != nil {
+		tb.t.Fatal(err)
+	}
+	tb.t.Logf("screenshot: %s", p)
+}
