@@ -92,9 +92,10 @@ func TestBrowser(t *testing.T) {
 		tab := b.open(t, base+"/s/"+sessionID)
 		tab.waitFor("connected", `document.querySelector("#conn").dataset.state === "open"`)
 		last := eval[int](tab, `Math.max(0, ...[...document.querySelectorAll("#transcript li.turn")].map(e => +e.dataset.id))`)
-		want := words(60)
-		tab.send("/words 60")
-		tab.waitFor("a third of the reply",
+		// Five seconds of reply: the reload comes early in it, with time to spare.
+		want := words(100)
+		tab.send("/words 100")
+		tab.waitFor("the start of the reply",
 			lastAssistant(fmt.Sprintf(`+t.dataset.id > %d && t.dataset.status === "streaming" && t.querySelector(".content").textContent.split(" ").length >= 12`, last)))
 		tab.do(chromedp.Reload())
 		tab.watch(want, last)
@@ -269,6 +270,69 @@ func TestBrowser(t *testing.T) {
 		// The key is kept: a reload does not ask again.
 		tab.do(chromedp.Reload())
 		tab.waitFor("the session again, with no question", `document.querySelector("#conn").dataset.state === "open" && !document.querySelector("#dialog").open && !!document.querySelector("#transcript li.turn")`)
+	})
+
+	t.Run("ClientModule", func(t *testing.T) {
+		tab := b.open(t, base+"/")
+		type result struct {
+			Sent     []string `json:"sent"`
+			Text     string   `json:"text"`
+			Offsets  []int    `json:"offsets"`
+			Done     int      `json:"done"`
+			Final    string   `json:"final"`
+			Turns    []string `json:"turns"`
+			Statuses []string `json:"statuses"`
+			Refused  string   `json:"refused"`
+		}
+		// A client of its own, as another frontend would use it; it drops
+		// its socket after the 10th delta and must resume exactly there.
+		got := evalAsync[result](tab, `(async () => {
+			const { SessiondClient } = await import("/static/sessiond-client.js");
+			const c = new SessiondClient();
+			const s = await c.createSession({ title: "client module" });
+			const conn = c.connect(s.id);
+			const r = { text: "", offsets: [], turns: [], statuses: [] };
+			conn.on("status", (e) => r.statuses.push(e.status));
+			conn.on("turn", (e) => r.turns.push(e.turn.role + " " + e.turn.status));
+			conn.on("delta", (e) => {
+				r.text += e.text || "";
+				r.offsets.push(e.offset);
+				if (r.offsets.length === 10) conn.reconnect();
+			});
+			await new Promise((ok) => conn.on("ready", ok));
+			const done = new Promise((ok) => conn.on("done", ok));
+			const sent = await conn.send([{ role: "user", content: "/words 30" }]);
+			r.sent = sent.turns.map((t) => t.role + " " + t.content);
+			const d = await done;
+			r.done = d.offset;
+			r.final = d.turn.content;
+			r.refused = await conn.send([{ role: "assistant", content: "x" }]).then(() => "accepted", (e) => e.code);
+			conn.close();
+			return r;
+		})()`)
+		if got.Text != words(30) || got.Final != words(30) {
+			t.Errorf("deltas=%q, final turn=%q, want %q", got.Text, got.Final, words(30))
+		}
+		for i, o := range got.Offsets {
+			if o != i+1 {
+				t.Fatalf("offsets=%v, want 1..30 once each", got.Offsets)
+			}
+		}
+		if len(got.Offsets) != 30 || got.Done != 31 {
+			t.Errorf("offsets=%v, done at %d; want 1..30 and 31", got.Offsets, got.Done)
+		}
+		if strings.Join(got.Sent, ",") != "user /words 30" {
+			t.Errorf("send resolved with %q", got.Sent)
+		}
+		if got, want := strings.Join(got.Turns, ","), "user complete,assistant streaming,assistant complete"; got != want {
+			t.Errorf("turn events=%q, want %q", got, want)
+		}
+		if got, want := strings.Join(got.Statuses, ","), "connecting,open,resuming,open,closed"; got != want {
+			t.Errorf("statuses=%q, want %q", got, want)
+		}
+		if got.Refused != "invalid_request" {
+			t.Errorf("a refused send gave %q, want invalid_request", got.Refused)
+		}
 	})
 
 	t.Run("Renderer", func(t *testing.T) {

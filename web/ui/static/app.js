@@ -36,6 +36,7 @@ const els = {
   dialogText: $("dialog-text"),
   dialogInput: $("dialog-input"),
   dialogOK: $("dialog-ok"),
+  announce: $("announce"),
 };
 
 const storage = {
@@ -73,7 +74,15 @@ const state = {
 
 // ask shows the modal dialog; resolves with the input's value (or true
 // without input) on OK, null on cancel.
-function ask({ title, text = "", input = null, ok = "OK", danger = false }) {
+// Dialogs come one at a time (a sign-in may be asked while another is open).
+let dialogs = Promise.resolve();
+function ask(opts) {
+  const next = dialogs.then(() => showDialog(opts));
+  dialogs = next.catch(() => {});
+  return next;
+}
+
+function showDialog({ title, text = "", input = null, ok = "OK", danger = false }) {
   const d = els.dialog;
   els.dialogTitle.textContent = title;
   els.dialogText.textContent = text;
@@ -123,6 +132,14 @@ async function askForKey(err) {
   storage.set(k);
   els.signOut.hidden = false;
   return k;
+}
+
+// announce tells screen readers about a finished reply (the transcript
+// itself is not a live region: every token would be read).
+function announce(t) {
+  const text = turnText(t).replace(/\s+/g, " ").trim();
+  const what = t.status === "complete" ? "Reply" : `Reply ${t.status}`;
+  els.announce.textContent = text ? `${what}: ${text.slice(0, 300)}` : what;
 }
 
 // ---- errors and connection state ------------------------------------------
@@ -416,6 +433,7 @@ function connect(id, seq) {
     "done",
     live((m) => {
       if (m.turn) upsertTurn(m.turn);
+      if (m.turn?.role === "assistant") announce(m.turn);
       state.streams.delete(m.generation);
       if (state.running === m.generation) state.running = null;
       renderTranscript();
@@ -428,6 +446,7 @@ function connect(id, seq) {
         // The failed turn follows as a turn message; show it failed now.
         const t = state.chain.find((x) => x.generation_id === m.generation);
         if (t && t.status === "streaming") upsertTurn({ ...t, status: "failed", error: { code: m.code, message: m.message } });
+        els.announce.textContent = `Reply failed: ${m.message} (${m.code})`;
         if (state.running === m.generation) state.running = null;
         renderTranscript();
         return;
@@ -774,11 +793,11 @@ els.composer.addEventListener("submit", async (e) => {
         .catch(() => {});
     }
     if (!state.conn) throw new Error("no session is open");
+    const seq = state.seq;
     const res = await state.conn.send([{ role: "user", content: text }], { generate: true });
+    if (seq !== state.seq) return; // another session is open now
     for (const t of res.turns || []) upsertTurn(t);
-    if (res.generation && !["done", "cancelled", "failed", "interrupted"].includes(res.generation.status)) {
-      state.running = res.generation.id;
-    }
+    if (res.generation && ["queued", "running"].includes(res.generation.status)) state.running = res.generation.id;
     renderTranscript();
   } catch (err) {
     if (!els.input.value) {
