@@ -12,5 +12,8 @@ func TestMain(m *testing.M) {
 	if dir := os.Getenv(crashChildEnv); dir != "" {
 		crashChild(dir) // never returns: the parent kills it
 	}
+	if url := os.Getenv(wsClientsEnv); url != "" {
+		os.Exit(wsClients(url))
+	}
 	os.Exit(m.Run())
 }
