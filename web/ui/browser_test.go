@@ -234,6 +234,45 @@ func TestBrowser(t *testing.T) {
 		missing.waitFor("an error with the server's message", `!document.querySelector("#banner").hidden && /not.found/i.test(document.querySelector("#banner").textContent)`)
 	})
 
+	t.Run("RenameDelete", func(t *testing.T) {
+		tab := b.open(t, base+"/")
+		tab.click("#new-session")
+		tab.waitFor("connected", `location.pathname.startsWith("/s/") && document.querySelector("#conn").dataset.state === "open"`)
+		id := strings.TrimPrefix(eval[string](tab, `location.pathname`), "/s/")
+		tab.click("#rename")
+		tab.waitFor("the rename dialog, focused", `document.querySelector("#dialog").open && document.activeElement === document.querySelector("#dialog-input")`)
+		tab.do(chromedp.SendKeys(chromedp.CSS("#dialog-input"), "Renamed <b>here</b>"+kb.Enter))
+		tab.waitFor("the new title in the header and the list", fmt.Sprintf(
+			`document.querySelector("#session-title").textContent === "Renamed <b>here</b>" && document.querySelector('#session-list a[data-id=%q] .s-title').textContent === "Renamed <b>here</b>"`, id))
+		tab.click("#delete")
+		tab.waitFor("the delete dialog", `document.querySelector("#dialog").open`)
+		tab.click("#dialog-ok")
+		tab.waitFor("back at the start, without the session", fmt.Sprintf(`location.pathname === "/" && !document.querySelector('#session-list a[data-id=%q]')`, id))
+		res, err := http.Get(srv.URL + "/v1/sessions/" + id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		res.Body.Close()
+		if res.StatusCode != http.StatusNotFound {
+			t.Fatalf("GET the deleted session: %s, want 404", res.Status)
+		}
+	})
+
+	t.Run("EarlierTurns", func(t *testing.T) {
+		id := createSession(t, srv, "Long", "/say first reply")
+		for batch := range 2 { // at most 100 turns a request
+			turns := make([]map[string]any, 60)
+			for i := range turns {
+				turns[i] = map[string]any{"role": "user", "content": fmt.Sprintf("message %d", batch*60+i+1)}
+			}
+			postJSON(t, srv.URL+"/v1/sessions/"+id+"/turns", map[string]any{"turns": turns, "generate": false})
+		}
+		tab := b.open(t, base+"/s/"+id)
+		tab.waitFor("the newest page of turns", `document.querySelectorAll("#transcript li.turn").length === 100 && !document.querySelector("#older").hidden`)
+		tab.click("#older")
+		tab.waitFor("every turn, the oldest first", `document.querySelectorAll("#transcript li.turn").length === 122 && document.querySelector("#older").hidden && document.querySelector("#transcript li.turn .content").textContent === "/say first reply"`)
+	})
+
 	t.Run("NetworkLoss", func(t *testing.T) {
 		link := newCuttableLink(t, base)
 		tab := b.open(t, link.URL+"/")
@@ -520,6 +559,21 @@ func pageURL(t *testing.T, s *sessiond) string {
 	}))
 	t.Cleanup(front.Close)
 	return front.URL
+}
+
+// postJSON posts body to url and fails the test unless it answers 2xx.
+func postJSON(t *testing.T, url string, body any) {
+	t.Helper()
+	b, _ := json.Marshal(body)
+	res, err := http.Post(url, "application/json", strings.NewReader(string(b)))
+	if err != nil {
+		t.Fatalf("POST %s: %v", url, err)
+	}
+	defer res.Body.Close()
+	if res.StatusCode >= 300 {
+		data, _ := io.ReadAll(res.Body)
+		t.Fatalf("POST %s: %s %s", url, res.Status, data)
+	}
 }
 
 // createSession creates a session over REST, posts one message and waits
