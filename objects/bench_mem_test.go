@@ -234,7 +234,7 @@ func wsClients(base string) int {
 	conns := make([]*websocket.Conn, n)
 	sem := make(chan struct{}, 32)
 	var wg sync.WaitGroup
-	var failed atomic.Value
+	var failed atomic.Pointer[error]
 	for i := range n {
 		sem <- struct{}{}
 		wg.Add(1)
@@ -244,7 +244,7 @@ func wsClients(base string) int {
 			defer cancel()
 			c, _, err := websocket.Dial(dctx, base+"?obj=obj-"+strconv.Itoa(i%objs), nil)
 			if err != nil {
-				failed.Store(err)
+				failed.Store(&err)
 				return
 			}
 			conns[i] = c
@@ -258,8 +258,8 @@ func wsClients(base string) int {
 		}()
 	}
 	wg.Wait()
-	if err, ok := failed.Load().(error); ok {
-		fmt.Fprintln(os.Stderr, "ws clients:", err)
+	if err := failed.Load(); err != nil {
+		fmt.Fprintln(os.Stderr, "ws clients:", *err)
 		return 1
 	}
 	fmt.Println("ready")

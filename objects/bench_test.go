@@ -140,7 +140,7 @@ func concurrently(b *testing.B, n int, pick func(caller, i int) *objects.Stub, f
 	tickets := make(chan struct{})
 	var wg sync.WaitGroup
 	var calls atomic.Int64
-	var failed atomic.Value
+	var failed atomic.Pointer[error]
 	for c := range n {
 		wg.Add(1)
 		go func() {
@@ -148,7 +148,7 @@ func concurrently(b *testing.B, n int, pick func(caller, i int) *objects.Stub, f
 			i := 0
 			for range tickets {
 				if _, err := pick(c, i).Call(ctx, fn); err != nil {
-					failed.Store(err)
+					failed.Store(&err)
 				}
 				calls.Add(1)
 				i++
@@ -162,8 +162,8 @@ func concurrently(b *testing.B, n int, pick func(caller, i int) *objects.Stub, f
 	close(tickets)
 	wg.Wait()
 	elapsed := time.Since(start)
-	if err, ok := failed.Load().(error); ok {
-		b.Fatal(err)
+	if err := failed.Load(); err != nil {
+		b.Fatal(*err)
 	}
 	b.ReportMetric(float64(calls.Load())/elapsed.Seconds(), "calls/s")
 }
