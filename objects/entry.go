@@ -27,6 +27,7 @@ type entry struct {
 	dead      bool // removed from rt.entries; enqueue must look again
 	inst      *instance
 	holds     int
+	stop      context.CancelCauseFunc // cancels the running call's context (Runtime.stopCalls)
 	sockets   map[*Socket]struct{}
 	idleTimer *time.Timer
 	lruElem   *list.Element // in rt.idle while active and idle (guarded by rt.lruMu)
@@ -317,8 +318,21 @@ func (e *entry) runBatch(batch []*call) {
 			c.err = err
 			continue
 		}
-		tx := &Tx{b: b, ctx: c.ctx}
-		res, err := e.invoke(c, inst, tx)
+		// The call's context also ends when Close gives up waiting for it
+		// (Runtime.stopCalls).
+		ctx, cancel := context.WithCancelCause(c.ctx)
+		e.mu.Lock()
+		e.stop = cancel
+		e.mu.Unlock()
+		if e.rt.stopping.Load() {
+			cancel(ErrClosed)
+		}
+		tx := &Tx{b: b, ctx: ctx}
+		res, err := e.invoke(ctx, c, inst, tx)
+		e.mu.Lock()
+		e.stop = nil
+		e.mu.Unlock()
+		cancel(nil)
 		err = tx.end(err)
 		c.res, c.err = res, err
 		if err != nil {
@@ -358,7 +372,7 @@ func (e *entry) runBatch(batch []*call) {
 	}
 }
 
-func (e *entry) invoke(c *call, inst *instance, tx *Tx) (res any, err error) {
+func (e *entry) invoke(ctx context.Context, c *call, inst *instance, tx *Tx) (res any, err error) {
 	defer func() {
 		if v := recover(); v != nil {
 			err = &PanicError{Value: v, Stack: debug.Stack()}
@@ -366,7 +380,7 @@ func (e *entry) invoke(c *call, inst *instance, tx *Tx) (res any, err error) {
 			e.logger().Error("objects: call panicked", "panic", v)
 		}
 	}()
-	return c.fn(c.ctx, inst.obj, tx)
+	return c.fn(ctx, inst.obj, tx)
 }
 
 // delete removes the object's files and index record.

@@ -65,7 +65,9 @@ type Runtime struct {
 	// ready so that creating an object does no schema work on the request
 	// path. 0 means DefaultSpares; negative disables spares.
 	Spares int
-	// ShutdownTimeout bounds how long Close waits for calls in flight.
+	// ShutdownTimeout bounds how long Close waits for calls in flight;
+	// then it cancels their contexts (cause ErrClosed) and waits for them
+	// to return.
 	ShutdownTimeout time.Duration
 	// SocketReadLimit is the largest WebSocket message accepted, in bytes;
 	// a larger one closes the socket with 1009. Default DefaultSocketReadLimit.
@@ -92,6 +94,7 @@ type Runtime struct {
 	cancel   context.CancelCauseFunc
 	wg       sync.WaitGroup // owned goroutines
 	inflight sync.WaitGroup // queued and running calls
+	stopping atomic.Bool    // Close gave up waiting: calls run with a cancelled context
 
 	open      atomic.Int64 // open object databases, spares included
 	opens     atomic.Int64 // object databases opened for an existing object
@@ -264,7 +267,8 @@ func (rt *Runtime) Open(ctx context.Context) error {
 }
 
 // Close stops accepting calls, waits (up to ShutdownTimeout) for calls in
-// flight, closes every socket with 1001 (going away), hibernates every
+// flight, then cancels the contexts of those still running and waits for
+// them to return, closes every socket with 1001 (going away), hibernates every
 // instance, closes every database and returns. It is safe to call more than
 // once.
 func (rt *Runtime) Close() error {
@@ -283,7 +287,8 @@ func (rt *Runtime) Close() error {
 	select {
 	case <-done:
 	case <-timer.C:
-		rt.logger().Warn("objects: calls still running at shutdown", "timeout", rt.ShutdownTimeout)
+		rt.logger().Warn("objects: calls still running at shutdown; cancelling them", "timeout", rt.ShutdownTimeout)
+		rt.stopCalls()
 	}
 	timer.Stop()
 	rt.cancel(ErrClosed)
@@ -315,6 +320,27 @@ func (rt *Runtime) Close() error {
 		ns.closeSpares()
 	}
 	return rt.index.close()
+}
+
+// stopCalls cancels the context of every running call, and makes every
+// call that starts later start with a cancelled one. A running call
+// publishes its cancel func (entry.stop) before it reads stopping, so each
+// call is reached by one side or the other.
+func (rt *Runtime) stopCalls() {
+	rt.stopping.Store(true)
+	rt.mu.Lock()
+	entries := make([]*entry, 0, len(rt.entries))
+	for _, e := range rt.entries {
+		entries = append(entries, e)
+	}
+	rt.mu.Unlock()
+	for _, e := range entries {
+		e.mu.Lock()
+		if e.stop != nil {
+			e.stop(ErrClosed)
+		}
+		e.mu.Unlock()
+	}
 }
 
 // Stats is a snapshot of the runtime's counters.
