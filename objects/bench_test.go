@@ -5,11 +5,12 @@ package objects_test
 // samples, throughput as calls/s over the wall time of the run); ns/op is
 // whatever the framework divides and is not the figure. Run them with
 //
-//	go test -run '^$' -bench . -benchtime 3s ./objects/
-//
-// and the memory ones once each:
-//
+//	go test -run '^$' -bench 'CallActive|InsertOneCaller|Coalesced64|ManyObjects|Wake10k' -benchtime 3s ./objects/
+//	go test -run '^$' -bench 'ColdStart' -benchtime 1000x ./objects/
 //	go test -run '^$' -bench 'Memory' -benchtime 1x ./objects/
+//
+// ColdStart keeps every object it creates open (3 file descriptors each):
+// give it an iteration count, not a duration.
 
 import (
 	"context"
