@@ -32,7 +32,10 @@ type entry struct {
 	idleTimer *time.Timer
 	lruElem   *list.Element // in rt.idle while active and idle (guarded by rt.lruMu)
 	usage     usageDelta    // not yet written to the index
-	perCall   time.Duration // moving average of call time, for RetryAfter
+	// outboxMarked: the node index has this object in outbox_pending. Used
+	// only by the object's worker (inside calls and batch commits).
+	outboxMarked bool
+	perCall      time.Duration // moving average of call time, for RetryAfter
 }
 
 // instance is an active object: its open database and the value Class.New built.
@@ -44,6 +47,7 @@ type instance struct {
 	needsMeta bool // new object: its name is written in the first commit
 	wokeAt    time.Time
 	discard   bool // rebuild before the next call (after a panic or failed commit)
+	hasOutbox bool // its _outbox table is known to exist
 }
 
 func (e *entry) logger() interface {
@@ -285,6 +289,9 @@ func (e *entry) wake(ctx context.Context) error {
 	e.mu.Lock()
 	e.inst = inst
 	e.mu.Unlock()
+	if ok && rt.Bus != nil {
+		rt.resumeDrainOf(ctx, e)
+	}
 	return nil
 }
 
@@ -435,6 +442,8 @@ type batchTx struct {
 
 	rowsRead, rowsWritten int64
 	alarm                 *alarmOp
+	events                int     // outbox rows added by the batch's calls
+	subs                  []subOp // subscription changes, applied after commit
 	// lost is set when the shared transaction ended under the batch (a
 	// savepoint is gone): later statements would run outside it, so they
 	// fail, and so does the commit.
@@ -472,6 +481,8 @@ func (b *batchTx) merge(tx *Tx) {
 	if tx.alarm != nil {
 		b.alarm = tx.alarm
 	}
+	b.events += tx.events
+	b.subs = append(b.subs, tx.subs...)
 }
 
 func (b *batchTx) abort() {
@@ -494,6 +505,10 @@ func (b *batchTx) finish(ctx context.Context) error {
 			return err
 		}
 	}
+	if err := b.beforeCommit(ctx); err != nil {
+		b.abort()
+		return err
+	}
 	if b.began {
 		if _, err := b.inst.db.exec(ctx, "COMMIT"); err != nil {
 			b.abort()
@@ -508,7 +523,7 @@ func (b *batchTx) finish(ctx context.Context) error {
 			return err
 		}
 	}
-	return nil
+	return b.afterCommit(ctx)
 }
 
 // Tx is an object's storage during one call. It is valid only until the
@@ -523,6 +538,8 @@ type Tx struct {
 	onCommit   []func()
 	onRollback []func()
 	alarm      *alarmOp
+	events     int
+	subs       []subOp
 
 	rowsRead, rowsWritten int64
 }
@@ -571,7 +588,7 @@ func (tx *Tx) end(err error) error {
 	}
 	tx.b = b
 	if err != nil {
-		tx.alarm = nil
+		tx.alarm, tx.events, tx.subs = nil, 0, nil
 	}
 	return err
 }

@@ -33,6 +33,11 @@ CREATE TABLE IF NOT EXISTS spares (
 	version   INTEGER NOT NULL
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS trash (path TEXT PRIMARY KEY) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS outbox_pending (
+	namespace TEXT NOT NULL,
+	name      TEXT NOT NULL,
+	PRIMARY KEY (namespace, name)
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS subscriptions (
 	namespace TEXT NOT NULL,
 	name      TEXT NOT NULL,
@@ -144,6 +149,7 @@ func (x *nodeIndex) remove(ctx context.Context, ns, name, path string) error {
 		`DELETE FROM objects WHERE namespace = ? AND name = ?`,
 		`DELETE FROM subscriptions WHERE namespace = ? AND name = ?`,
 		`DELETE FROM seen_events WHERE namespace = ? AND name = ?`,
+		`DELETE FROM outbox_pending WHERE namespace = ? AND name = ?`,
 	} {
 		if _, err := tx.ExecContext(ctx, q, ns, name); err != nil {
 			return fmt.Errorf("remove %s/%q: %w", ns, name, err)

@@ -78,6 +78,8 @@ type Runtime struct {
 	// AlarmMaxRetries is how many retries a failed alarm gets.
 	// Default DefaultAlarmMaxRetries.
 	AlarmMaxRetries int
+	// Bus carries events (Tx.Publish, Tx.Subscribe); nil disables them.
+	Bus EventBus
 	// Logger defaults to slog.Default().
 	Logger *slog.Logger
 
@@ -101,6 +103,10 @@ type Runtime struct {
 	creates   atomic.Int64 // object databases created (spares included)
 	commits   atomic.Int64
 	alarmWake chan struct{}
+
+	drainMu  sync.Mutex
+	draining map[entryKey]bool // outbox drainers running; true: go round once more
+	busStop  func()
 }
 
 const (
@@ -216,6 +222,17 @@ func (rt *Runtime) setDefaults() {
 // It opens no object database: start-up is O(1) in the number of objects
 // (plus the few spares and any deletions a crash interrupted).
 func (rt *Runtime) Open(ctx context.Context) error {
+	if err := rt.openLocked(ctx); err != nil {
+		return err
+	}
+	if err := rt.startEvents(ctx); err != nil {
+		rt.Close()
+		return err
+	}
+	return nil
+}
+
+func (rt *Runtime) openLocked(ctx context.Context) error {
 	rt.mu.Lock()
 	defer rt.mu.Unlock()
 	if rt.state != stateNew {
@@ -280,6 +297,9 @@ func (rt *Runtime) Close() error {
 	}
 	rt.state = stateClosed
 	rt.mu.Unlock()
+	if rt.busStop != nil {
+		rt.busStop() // no new deliveries; those in flight finish below
+	}
 
 	done := make(chan struct{})
 	go func() { rt.inflight.Wait(); close(done) }()

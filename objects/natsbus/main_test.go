@@ -35,6 +35,9 @@ func TestMain(m *testing.M) {
 	if os.Getenv(envServer) == "1" {
 		os.Exit(runChildServer())
 	}
+	if os.Getenv(envObjectsChild) != "" {
+		os.Exit(runObjectsChild())
+	}
 	os.Exit(m.Run())
 }
 

@@ -1,0 +1,443 @@
+package objects
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+)
+
+// EventBus carries events between objects and to other services: a
+// JetStream stream in sessiond (objects/natsbus adapts one). Publish must
+// de-duplicate by id; deliver is called at least once for every event
+// published by anyone, in publish order per publisher, until stop.
+type EventBus interface {
+	Publish(ctx context.Context, subject string, data []byte, id string) error
+	Subscribe(ctx context.Context, deliver func(ctx context.Context, ev Event) error) (stop func(), err error)
+}
+
+// Event is one event as a subscriber sees it.
+type Event struct {
+	Subject   string
+	Data      []byte
+	ID        string    // unique per event; the runtime de-duplicates deliveries by it
+	Published time.Time // when the bus stored it (zero if unknown)
+}
+
+// EventHandler is implemented by objects that subscribe to subjects. Event
+// runs like a call; each event is handled once per object even when the bus
+// delivers it twice (the runtime records handled ids in the object's
+// database, in the handler's transaction). Returning an error rolls the
+// handler's writes back and the event is delivered again later.
+type EventHandler interface {
+	Event(ctx context.Context, tx *Tx, ev Event) error
+}
+
+// ErrNoBus is returned by Tx.Publish and Tx.Subscribe when the runtime has
+// no EventBus.
+var ErrNoBus = errors.New("objects: no event bus configured")
+
+// MaxEventBytes bounds one event's payload.
+const MaxEventBytes = 1 << 20
+
+// seenRetention is how long handled event ids are remembered. The bus keeps
+// events no longer than this, so an older one cannot come back.
+const seenRetention = 8 * 24 * time.Hour
+
+type subOp struct {
+	pattern string
+	remove  bool
+}
+
+// ValidateSubject checks an event subject (wildcards=false) or a
+// subscription pattern (wildcards=true): dot-separated non-empty tokens of
+// printable ASCII without spaces; in patterns a token may be "*", and the
+// last may be ">".
+func ValidateSubject(s string, wildcards bool) error {
+	if s == "" || len(s) > 256 {
+		return fmt.Errorf("objects: subject must be 1 to 256 bytes")
+	}
+	toks := strings.Split(s, ".")
+	for i, t := range toks {
+		if t == "" {
+			return fmt.Errorf("objects: subject %q has an empty token", s)
+		}
+		if t == "*" || t == ">" {
+			if !wildcards {
+				return fmt.Errorf("objects: subject %q: wildcards are only for subscriptions", s)
+			}
+			if t == ">" && i != len(toks)-1 {
+				return fmt.Errorf("objects: pattern %q: > must be the last token", s)
+			}
+			continue
+		}
+		for _, c := range t {
+			if c <= ' ' || c >= 0x7f || c == '*' || c == '>' {
+				return fmt.Errorf("objects: subject %q: token %q has a character that is not allowed", s, t)
+			}
+		}
+	}
+	return nil
+}
+
+// Publish records an event in the object's outbox, in the call's
+// transaction: it is published only if the call commits, after the commit,
+// and a crash in between only delays it (the outbox is drained on wake and
+// at start-up).
+func (tx *Tx) Publish(ctx context.Context, subject string, data []byte) error {
+	e := tx.b.e
+	if e.rt.Bus == nil {
+		return ErrNoBus
+	}
+	if err := ValidateSubject(subject, false); err != nil {
+		return err
+	}
+	if len(data) > MaxEventBytes {
+		return fmt.Errorf("event of %d bytes, the limit is %d: %w", len(data), MaxEventBytes, ErrTooLarge)
+	}
+	if err := tx.ensureOutbox(ctx); err != nil {
+		return err
+	}
+	if _, err := tx.Exec(ctx, `INSERT INTO _outbox (id, subject, data, created_at) VALUES (?, ?, ?, ?)`,
+		randomID(), subject, data, time.Now().UnixMilli()); err != nil {
+		return fmt.Errorf("record event: %w", err)
+	}
+	tx.events++
+	return nil
+}
+
+func (tx *Tx) ensureOutbox(ctx context.Context) error {
+	if tx.b.inst.hasOutbox {
+		return nil
+	}
+	if _, err := tx.Exec(ctx, `CREATE TABLE IF NOT EXISTS _outbox (
+		seq INTEGER PRIMARY KEY, id TEXT NOT NULL, subject TEXT NOT NULL, data BLOB NOT NULL, created_at INTEGER NOT NULL)`); err != nil {
+		return fmt.Errorf("create outbox: %w", err)
+	}
+	return nil
+}
+
+// Subscribe makes the object receive events whose subject matches pattern
+// (NATS wildcards: * one token, > the rest), from the call's commit on. The
+// subscription lasts across hibernation and restarts until Unsubscribe or
+// Delete; events wake the object.
+func (tx *Tx) Subscribe(pattern string) error {
+	if tx.b.e.rt.Bus == nil {
+		return ErrNoBus
+	}
+	if err := ValidateSubject(pattern, true); err != nil {
+		return err
+	}
+	tx.subs = append(tx.subs, subOp{pattern: pattern})
+	return nil
+}
+
+// Unsubscribe ends a subscription when the call commits.
+func (tx *Tx) Unsubscribe(pattern string) {
+	tx.subs = append(tx.subs, subOp{pattern: pattern, remove: true})
+}
+
+// beforeCommit runs just before a batch with events commits: the node index
+// learns that the object has an outbox to drain, so that start-up finds it
+// without opening every database. A spurious mark (the commit then fails)
+// only costs a look.
+func (b *batchTx) beforeCommit(ctx context.Context) error {
+	if b.events == 0 || b.e.outboxMarked {
+		return nil
+	}
+	if _, err := b.e.rt.index.exec(ctx, `INSERT OR IGNORE INTO outbox_pending (namespace, name) VALUES (?, ?)`, b.e.ns.name, b.e.name); err != nil {
+		return fmt.Errorf("mark outbox: %w", err)
+	}
+	b.e.outboxMarked = true
+	return nil
+}
+
+// afterCommit applies subscription changes and starts draining the outbox.
+func (b *batchTx) afterCommit(ctx context.Context) error {
+	e := b.e
+	for _, s := range b.subs {
+		q := `INSERT OR IGNORE INTO subscriptions (namespace, name, pattern) VALUES (?, ?, ?)`
+		if s.remove {
+			q = `DELETE FROM subscriptions WHERE namespace = ? AND name = ? AND pattern = ?`
+		}
+		if _, err := e.rt.index.exec(ctx, q, e.ns.name, e.name, s.pattern); err != nil {
+			return fmt.Errorf("subscribe %q: %w", s.pattern, err)
+		}
+	}
+	if b.events > 0 {
+		e.rt.drain(e.ns, e.name)
+	}
+	return nil
+}
+
+// drain starts the object's outbox drainer unless one runs.
+func (rt *Runtime) drain(ns *Namespace, name string) {
+	rt.drainMu.Lock()
+	defer rt.drainMu.Unlock()
+	k := entryKey{ns.name, name}
+	if rt.draining == nil {
+		rt.draining = make(map[entryKey]bool)
+	}
+	if st, ok := rt.draining[k]; ok {
+		if !st {
+			rt.draining[k] = true // running: go round once more
+		}
+		return
+	}
+	rt.mu.Lock()
+	open := rt.state == stateOpen
+	if open {
+		rt.wg.Add(1)
+	}
+	rt.mu.Unlock()
+	if !open {
+		return
+	}
+	rt.draining[k] = false
+	go rt.drainLoop(ns, name)
+}
+
+type outboxRow struct {
+	seq         int64
+	id, subject string
+	data        []byte
+}
+
+// drainLoop publishes an object's outbox in order and deletes what the bus
+// acknowledged. Reads and deletes are calls (serial with the object);
+// publishing happens outside them, so the object keeps serving meanwhile.
+func (rt *Runtime) drainLoop(ns *Namespace, name string) {
+	defer rt.wg.Done()
+	k := entryKey{ns.name, name}
+	stub := &Stub{ns: ns, name: name}
+	ctx := rt.ctx
+	backoff := 100 * time.Millisecond
+	for {
+		rows, err := rt.readOutbox(ctx, stub)
+		if err == nil && len(rows) > 0 {
+			err = rt.publishRows(ctx, stub, rows)
+		}
+		rt.drainMu.Lock()
+		again := rt.draining[k]
+		if err == nil && len(rows) == 0 && !again {
+			delete(rt.draining, k)
+			rt.drainMu.Unlock()
+			return
+		}
+		rt.draining[k] = false
+		rt.drainMu.Unlock()
+		if err != nil {
+			if ctx.Err() != nil || errors.Is(err, ErrClosed) {
+				rt.drainMu.Lock()
+				delete(rt.draining, k)
+				rt.drainMu.Unlock()
+				return
+			}
+			rt.logger().Warn("objects: publish outbox, will retry", "namespace", ns.name, "object", name, "in", backoff, "err", err)
+			select {
+			case <-ctx.Done():
+			case <-time.After(backoff):
+			}
+			backoff = min(backoff*2, 30*time.Second)
+			continue
+		}
+		backoff = 100 * time.Millisecond
+	}
+}
+
+// readOutbox returns up to 256 queued events; when there are none it clears
+// the object's mark in the node index (inside the call, so no batch can add
+// an event in between).
+func (rt *Runtime) readOutbox(ctx context.Context, stub *Stub) ([]outboxRow, error) {
+	v, err := stub.Call(ctx, func(ctx context.Context, obj any, tx *Tx) (any, error) {
+		var exists int
+		if err := tx.QueryRow(ctx, `SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = '_outbox'`).Scan(&exists); err != nil {
+			return nil, err
+		}
+		var rows []outboxRow
+		if exists > 0 {
+			tx.b.inst.hasOutbox = true
+			r, err := tx.Query(ctx, `SELECT seq, id, subject, data FROM _outbox ORDER BY seq LIMIT 256`)
+			if err != nil {
+				return nil, err
+			}
+			defer r.Close()
+			for r.Next() {
+				var o outboxRow
+				if err := r.Scan(&o.seq, &o.id, &o.subject, &o.data); err != nil {
+					return nil, err
+				}
+				rows = append(rows, o)
+			}
+			if err := r.Err(); err != nil {
+				return nil, err
+			}
+		}
+		if len(rows) == 0 {
+			e := tx.b.e
+			if _, err := rt.index.exec(ctx, `DELETE FROM outbox_pending WHERE namespace = ? AND name = ?`, e.ns.name, e.name); err != nil {
+				return nil, err
+			}
+			e.outboxMarked = false
+		}
+		return rows, nil
+	})
+	rows, _ := v.([]outboxRow)
+	return rows, err
+}
+
+func (rt *Runtime) publishRows(ctx context.Context, stub *Stub, rows []outboxRow) error {
+	done := 0
+	var perr error
+	for _, r := range rows {
+		if perr = rt.Bus.Publish(ctx, r.subject, r.data, r.id); perr != nil {
+			break
+		}
+		done++
+	}
+	if done == 0 {
+		return perr
+	}
+	last := rows[done-1].seq
+	_, err := stub.Call(ctx, func(ctx context.Context, obj any, tx *Tx) (any, error) {
+		_, err := tx.Exec(ctx, `DELETE FROM _outbox WHERE seq <= ?`, last)
+		return nil, err
+	})
+	return errors.Join(perr, err)
+}
+
+// resumeDrains drains every outbox the node index has marked: the events a
+// crash left between commit and publish. O(marked objects).
+func (rt *Runtime) resumeDrains(ctx context.Context) error {
+	if rt.Bus == nil {
+		return nil
+	}
+	rows, err := rt.index.db.QueryContext(ctx, `SELECT namespace, name FROM outbox_pending`)
+	if err != nil {
+		return fmt.Errorf("read pending outboxes: %w", err)
+	}
+	type key struct{ ns, name string }
+	var keys []key
+	for rows.Next() {
+		var k key
+		if err := rows.Scan(&k.ns, &k.name); err != nil {
+			rows.Close()
+			return err
+		}
+		keys = append(keys, k)
+	}
+	rows.Close()
+	for _, k := range keys {
+		if ns, ok := rt.classes[k.ns]; ok {
+			rt.drain(ns, k.name)
+		}
+	}
+	return nil
+}
+
+// deliverEvent hands one event from the bus to every object subscribed to
+// a pattern matching its subject. An error makes the bus deliver it again;
+// objects that already handled it skip it then.
+func (rt *Runtime) deliverEvent(ctx context.Context, ev Event) error {
+	pats := matchingPatterns(ev.Subject)
+	q := `SELECT DISTINCT namespace, name FROM subscriptions WHERE pattern IN (?` + strings.Repeat(", ?", len(pats)-1) + `)`
+	args := make([]any, len(pats))
+	for i, p := range pats {
+		args[i] = p
+	}
+	rows, err := rt.index.db.QueryContext(ctx, q, args...)
+	if err != nil {
+		return fmt.Errorf("find subscribers of %s: %w", ev.Subject, err)
+	}
+	type key struct{ ns, name string }
+	var subs []key
+	for rows.Next() {
+		var k key
+		if err := rows.Scan(&k.ns, &k.name); err != nil {
+			rows.Close()
+			return err
+		}
+		subs = append(subs, k)
+	}
+	rows.Close()
+	var errs []error
+	for _, k := range subs {
+		ns, ok := rt.classes[k.ns]
+		if !ok {
+			continue
+		}
+		stub := &Stub{ns: ns, name: k.name}
+		_, err := stub.Call(ctx, func(ctx context.Context, obj any, tx *Tx) (any, error) {
+			h, ok := obj.(EventHandler)
+			if !ok {
+				return nil, nil
+			}
+			if _, err := tx.Exec(ctx, `CREATE TABLE IF NOT EXISTS _seen (id TEXT PRIMARY KEY, at INTEGER NOT NULL) WITHOUT ROWID`); err != nil {
+				return nil, err
+			}
+			now := time.Now()
+			r, err := tx.Exec(ctx, `INSERT OR IGNORE INTO _seen (id, at) VALUES (?, ?)`, ev.ID, now.UnixMilli())
+			if err != nil {
+				return nil, err
+			}
+			if n, _ := r.RowsAffected(); n == 0 {
+				return nil, nil // handled before: a redelivery
+			}
+			if now.UnixNano()%64 == 0 { // now and then, forget ids the bus can no longer send
+				tx.Exec(ctx, `DELETE FROM _seen WHERE at < ?`, now.Add(-seenRetention).UnixMilli())
+			}
+			return nil, h.Event(ctx, tx, ev)
+		})
+		if err != nil {
+			errs = append(errs, fmt.Errorf("deliver %s to %s/%q: %w", ev.Subject, k.ns, k.name, err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// matchingPatterns lists every subscription pattern that matches subject:
+// each token may be itself or "*", and any suffix may be ">". A subject of n
+// tokens has 2^n·(n+1) of them at most; subjects are short.
+func matchingPatterns(subject string) []string {
+	toks := strings.Split(subject, ".")
+	if len(toks) > 10 { // bound the fan-out: deeper subjects match only literal tokens past the tenth
+		toks = append(toks[:9], strings.Join(toks[9:], "."))
+	}
+	var out []string
+	var walk func(i int, prefix []string)
+	walk = func(i int, prefix []string) {
+		out = append(out, strings.Join(append(prefix[:len(prefix):len(prefix)], ">"), "."))
+		if i == len(toks) {
+			out = append(out, strings.Join(prefix, "."))
+			return
+		}
+		walk(i+1, append(prefix[:len(prefix):len(prefix)], toks[i]))
+		walk(i+1, append(prefix[:len(prefix):len(prefix)], "*"))
+	}
+	walk(0, nil)
+	return out
+}
+
+// resumeDrainOf drains a woken object's outbox if the index says a crash
+// left events in it.
+func (rt *Runtime) resumeDrainOf(ctx context.Context, e *entry) {
+	var n int
+	if err := rt.index.db.QueryRowContext(ctx, `SELECT count(*) FROM outbox_pending WHERE namespace = ? AND name = ?`, e.ns.name, e.name).Scan(&n); err == nil && n > 0 {
+		e.outboxMarked = true
+		rt.drain(e.ns, e.name)
+	}
+}
+
+// startEvents subscribes the node to the bus and resumes interrupted drains.
+func (rt *Runtime) startEvents(ctx context.Context) error {
+	if rt.Bus == nil {
+		return nil
+	}
+	stop, err := rt.Bus.Subscribe(ctx, rt.deliverEvent)
+	if err != nil {
+		return fmt.Errorf("subscribe to events: %w", err)
+	}
+	rt.busStop = stop
+	return rt.resumeDrains(ctx)
+}
