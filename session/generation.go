@@ -62,6 +62,9 @@ func (o *sessionObj) startGeneration(ctx context.Context, tx *objects.Tx, m *met
 	if parent == m.Head {
 		m.Head = t.ID
 	}
+	if err := o.publish(ctx, tx, m, "generation.started", map[string]any{"generation_id": gid, "turn_id": t.ID, "model": modelName}); err != nil {
+		return nil, nil, nil, err
+	}
 	svc := o.svc
 	sessionID := m.ID
 	log, err := svc.hub(sessionID).StartGeneration(gid)
@@ -207,6 +210,17 @@ func (o *sessionObj) finishGeneration(ctx context.Context, tx *objects.Tx, run *
 	}
 	m := *o.m
 	m.UpdatedAt = now
+	kind := "generation.done"
+	if out.status == GenFailed {
+		kind = "generation.failed"
+	}
+	if err := o.publish(ctx, tx, &m, kind, map[string]any{"generation_id": run.id, "turn_id": run.turnID, "status": out.status,
+		"finish_reason": res.FinishReason, "usage": u, "error": out.err}); err != nil {
+		return err
+	}
+	if err := o.publish(ctx, tx, &m, "turn", map[string]any{"turn": newTurnEvent(turn)}); err != nil {
+		return err
+	}
 	// Start the next queued generation, if any, in the same commit.
 	var next *genRun
 	var launch func()

@@ -101,6 +101,9 @@ func (o *sessionObj) create(ctx context.Context, tx *objects.Tx, owner string, r
 	if err := saveMeta(ctx, tx, m); err != nil {
 		return nil, err
 	}
+	if err := o.publish(ctx, tx, m, "created", map[string]any{"title": m.Title, "model": m.Model}); err != nil {
+		return nil, err
+	}
 	o2 := *o
 	o2.m = m
 	s, err := o2.session(ctx, tx)
@@ -194,6 +197,9 @@ func (o *sessionObj) post(ctx context.Context, tx *objects.Tx, req *PostRequest)
 			t.ToolCallID = &id
 		}
 		if err := insertTurn(ctx, tx, &t, ""); err != nil {
+			return nil, err
+		}
+		if err := o.publish(ctx, tx, &m, "turn", map[string]any{"turn": newTurnEvent(t)}); err != nil {
 			return nil, err
 		}
 		parent = t.ID

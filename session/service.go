@@ -52,6 +52,9 @@ type Service struct {
 	PersistInterval time.Duration
 	// ViewerOptions configures WebSocket viewers; nil means defaults.
 	ViewerOptions *streaming.ViewerOptions
+	// Events makes sessions publish their lifecycle (events.go) through
+	// the runtime's event bus, which must then be set. Default false.
+	Events bool
 	// Logger defaults to slog.Default().
 	Logger *slog.Logger
 
@@ -384,7 +387,16 @@ func (svc *Service) Delete(ctx context.Context, owner, id string) error {
 		return err
 	}
 	if _, err := objects.Do(ctx, dstub, func(ctx context.Context, d *directory, tx *objects.Tx) (struct{}, error) {
-		return struct{}{}, d.remove(ctx, tx, id)
+		if err := d.remove(ctx, tx, id); err != nil {
+			return struct{}{}, err
+		}
+		if !svc.Events {
+			return struct{}{}, nil
+		}
+		// The session's own outbox is gone with it: its owner's directory
+		// reports the deletion.
+		b, _ := json.Marshal(map[string]any{"session_id": id, "owner": sessOwner, "at": nowMillis()})
+		return struct{}{}, tx.Publish(ctx, subjectPrefix+id+".deleted", b)
 	}); err != nil {
 		return err
 	}

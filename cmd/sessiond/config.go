@@ -33,6 +33,18 @@ type config struct {
 	APIKeys        map[string]keySpec // API key → owner
 	InsecureNoAuth bool               // allow a non-loopback address without API keys
 	AllowedOrigins []string           // extra WebSocket origins (host patterns)
+
+	NATSURL      string // external NATS; "" = embedded
+	NATSListen   string // embedded: client address to open, "" = none
+	NATSSync     string // embedded: JetStream fsync: "always" or an interval
+	NATSCreds    string // external: credentials file
+	NATSUser     string // external: user
+	NATSPassword string // external: password
+	NATSToken    string // external: token
+	NATSTLSCA    string // external: CA file
+	NATSTLSCert  string // external: client certificate
+	NATSTLSKey   string // external: client key
+	Events       bool   // publish session lifecycle events
 }
 
 // keySpec is who an API key acts for.
@@ -158,6 +170,55 @@ var settings = []setting{
 			}
 			return nil
 		}},
+	{"nats-url", "SESSIOND_NATS_URL", "", "url",
+		"an external NATS deployment with JetStream (nats://host:4222,…); empty runs NATS embedded, stored under the data folder",
+		func(c *config, v string) error { c.NATSURL = v; return nil }},
+	{"nats-listen", "SESSIOND_NATS_LISTEN", "", "host:port",
+		"embedded NATS: also listen here for other clients such as the nats CLI (unauthenticated: keep it on loopback)",
+		func(c *config, v string) error {
+			if v != "" {
+				if _, _, err := net.SplitHostPort(v); err != nil {
+					return fmt.Errorf("want host:port: %w", err)
+				}
+			}
+			c.NATSListen = v
+			return nil
+		}},
+	{"nats-sync", "SESSIOND_NATS_SYNC", "2m", "always|duration",
+		"embedded NATS: how often JetStream fsyncs; an acknowledged event survives a crash at once but power loss only after the sync (always: fsync each)",
+		func(c *config, v string) error {
+			if v != "always" {
+				if d, err := time.ParseDuration(v); err != nil || d <= 0 {
+					return fmt.Errorf("%q: want always or a positive duration", v)
+				}
+			}
+			c.NATSSync = v
+			return nil
+		}},
+	{"nats-creds", "SESSIOND_NATS_CREDS", "", "file", "external NATS: credentials file",
+		func(c *config, v string) error { c.NATSCreds = v; return nil }},
+	{"nats-user", "SESSIOND_NATS_USER", "", "user", "external NATS: user name",
+		func(c *config, v string) error { c.NATSUser = v; return nil }},
+	{"nats-password", "SESSIOND_NATS_PASSWORD", "", "password", "external NATS: password (prefer the environment variable)",
+		func(c *config, v string) error { c.NATSPassword = v; return nil }},
+	{"nats-token", "SESSIOND_NATS_TOKEN", "", "token", "external NATS: token (prefer the environment variable)",
+		func(c *config, v string) error { c.NATSToken = v; return nil }},
+	{"nats-tls-ca", "SESSIOND_NATS_TLS_CA", "", "file", "external NATS: CA certificate file",
+		func(c *config, v string) error { c.NATSTLSCA = v; return nil }},
+	{"nats-tls-cert", "SESSIOND_NATS_TLS_CERT", "", "file", "external NATS: client certificate file",
+		func(c *config, v string) error { c.NATSTLSCert = v; return nil }},
+	{"nats-tls-key", "SESSIOND_NATS_TLS_KEY", "", "file", "external NATS: client key file",
+		func(c *config, v string) error { c.NATSTLSKey = v; return nil }},
+	{"events", "SESSIOND_EVENTS", "true", "bool",
+		"publish session lifecycle events (docs/events.md)",
+		func(c *config, v string) error {
+			b, err := strconv.ParseBool(v)
+			if err != nil {
+				return fmt.Errorf("%q: want true or false", v)
+			}
+			c.Events = b
+			return nil
+		}},
 	{"log-level", "SESSIOND_LOG_LEVEL", "info", "level",
 		"debug, info, warn or error",
 		func(c *config, v string) error {
@@ -266,6 +327,9 @@ func parseConfig(args []string, getenv func(string) string) (config, error) {
 	}
 	if c.OpenAIBaseURL != "" && c.OpenAIModel == "" {
 		return config{}, usageErrorf("--openai-base-url needs --openai-model (the upstream model name)")
+	}
+	if c.NATSURL != "" && c.NATSListen != "" {
+		return config{}, usageErrorf("--nats-listen is for the embedded NATS; it cannot go with --nats-url")
 	}
 	if len(c.APIKeys) == 0 && !c.InsecureNoAuth && !isLoopback(c.Addr) {
 		return config{}, usageErrorf("refusing to listen on %s with no API keys: anyone who can reach it could read and write every session. "+

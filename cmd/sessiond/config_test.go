@@ -23,6 +23,8 @@ func TestParseConfig(t *testing.T) {
 		LogFormat:   "text",
 		OfflineTPS:  30,
 		APIKeys:     map[string]keySpec{},
+		NATSSync:    "2m",
+		Events:      true,
 	}
 	with := func(f func(c *config)) config {
 		c := defaults
@@ -44,6 +46,7 @@ func TestParseConfig(t *testing.T) {
 				"--allowed-origins", "a.example, *.b.example"},
 			want: config{Addr: ":9000", Data: "/srv/s", Durability: objects.DurabilityNormal, IdleTimeout: 90 * time.Second,
 				MaxOpen: 5, LogLevel: slog.LevelDebug, LogFormat: "json", InsecureNoAuth: true, APIKeys: map[string]keySpec{},
+				NATSSync: "2m", Events: true,
 				AllowedOrigins: []string{"a.example", "*.b.example"}},
 		},
 		{
@@ -54,7 +57,7 @@ func TestParseConfig(t *testing.T) {
 				"SESSIOND_OFFLINE_TPS": "12.5", "SESSIOND_OPENAI_BASE_URL": "http://127.0.0.1:11434/v1", "SESSIOND_OPENAI_MODEL": "llama3.1"},
 			want: config{Addr: "0.0.0.0:1", Data: "d", Durability: objects.DurabilityNormal, IdleTimeout: 250 * time.Millisecond,
 				MaxOpen: 7, LogLevel: slog.LevelWarn, LogFormat: "json", OfflineTPS: 12.5,
-				OpenAIBaseURL: "http://127.0.0.1:11434/v1", OpenAIModel: "llama3.1",
+				OpenAIBaseURL: "http://127.0.0.1:11434/v1", OpenAIModel: "llama3.1", NATSSync: "2m", Events: true,
 				APIKeys: map[string]keySpec{"0123456789abcdef": {Owner: "alice"}, "fedcba9876543210": {Owner: "root", Admin: true}}},
 		},
 		{
@@ -90,6 +93,8 @@ func TestParseConfig(t *testing.T) {
 		{name: "key without owner", env: map[string]string{"SESSIOND_API_KEYS": "0123456789abcdef"}, wantErr: "key=owner"},
 		{name: "endpoint without model", env: map[string]string{"SESSIOND_OPENAI_BASE_URL": "http://x/v1"}, wantErr: "needs --openai-model"},
 		{name: "bad tps", args: []string{"--offline-tps", "-1"}, wantErr: "--offline-tps"},
+		{name: "nats listen with url", args: []string{"--nats-url", "nats://x:4222", "--nats-listen", "127.0.0.1:4222"}, wantErr: "cannot go with --nats-url"},
+		{name: "bad nats sync", args: []string{"--nats-sync", "sometimes"}, wantErr: "--nats-sync"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -101,7 +101,14 @@ func serve(ctx context.Context, cfg config, getenv func(string) string, logger *
 	if err != nil {
 		return err
 	}
+	ev, err := startEvents(ctx, cfg, logger)
+	if err != nil {
+		return err
+	}
+	// Deferred first, so it runs last: after the runtime has closed.
+	defer ev.close()
 	rt := objects.NewRuntime(cfg.Data)
+	rt.Bus = ev.objects
 	rt.Durability = cfg.Durability
 	rt.IdleTimeout = cfg.IdleTimeout
 	rt.MaxOpen = cfg.MaxOpen
@@ -111,6 +118,7 @@ func serve(ctx context.Context, cfg config, getenv func(string) string, logger *
 		return err
 	}
 	svc.Logger = logger
+	svc.Events = cfg.Events
 	if err := rt.Open(ctx); err != nil {
 		return fmt.Errorf("open runtime in %s: %w", cfg.Data, err)
 	}

@@ -1,0 +1,113 @@
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"sessiond/objects/natsbus"
+)
+
+// eventSubjects is what the event stream stores: every subject sessiond
+// and its objects publish on (docs/events.md).
+var eventSubjects = []string{"sessiond.>"}
+
+// events is the running NATS side: an embedded server (or none), the
+// connection, the bus and its adapter for the runtime.
+type events struct {
+	embedded *natsbus.Embedded
+	conn     *nats.Conn
+	bus      *natsbus.Bus
+	objects  *natsbus.Objects
+}
+
+// startEvents starts the embedded NATS server or connects to the external
+// one, and opens the event stream.
+func startEvents(ctx context.Context, cfg config, logger *slog.Logger) (*events, error) {
+	ev := &events{}
+	var err error
+	if cfg.NATSURL == "" {
+		opts := natsbus.EmbeddedOptions{Dir: filepath.Join(cfg.Data, "nats"), Listen: cfg.NATSListen, Logger: logger}
+		if cfg.NATSSync == "always" {
+			opts.SyncAlways = true
+		} else {
+			opts.SyncInterval, _ = time.ParseDuration(cfg.NATSSync)
+		}
+		if ev.embedded, err = natsbus.StartEmbedded(ctx, opts); err != nil {
+			return nil, fmt.Errorf("start embedded NATS: %w", err)
+		}
+		if ev.conn, err = ev.embedded.Connect(ctx); err != nil {
+			ev.close()
+			return nil, fmt.Errorf("connect to embedded NATS: %w", err)
+		}
+		if u := ev.embedded.ClientURL(); u != "" {
+			logger.Info("embedded NATS listening", "url", u)
+		}
+	} else {
+		ev.conn, err = natsbus.ConnectExternal(ctx, natsbus.ExternalOptions{
+			URL: cfg.NATSURL, CredsFile: cfg.NATSCreds, User: cfg.NATSUser, Password: cfg.NATSPassword,
+			Token: cfg.NATSToken, TLSCAFile: cfg.NATSTLSCA, TLSCertFile: cfg.NATSTLSCert, TLSKeyFile: cfg.NATSTLSKey,
+			Name: "sessiond",
+		})
+		if err != nil {
+			return nil, fmt.Errorf("connect to NATS at %s: %w", cfg.NATSURL, err)
+		}
+	}
+	if ev.bus, err = natsbus.New(ev.conn, &natsbus.BusOptions{Subjects: eventSubjects, Logger: logger}); err != nil {
+		ev.close()
+		return nil, err
+	}
+	if err := ev.bus.Open(ctx); err != nil {
+		ev.close()
+		return nil, fmt.Errorf("open event stream: %w", err)
+	}
+	node, err := nodeID(cfg.Data)
+	if err != nil {
+		ev.close()
+		return nil, err
+	}
+	ev.objects = &natsbus.Objects{Bus: ev.bus, Durable: "sessiond-node-" + node}
+	return ev, nil
+}
+
+// close closes the bus, the connection and the embedded server, in order.
+func (ev *events) close() {
+	if ev.bus != nil {
+		ev.bus.Close()
+	}
+	if ev.conn != nil {
+		ev.conn.Close()
+	}
+	if ev.embedded != nil {
+		ev.embedded.Close()
+	}
+}
+
+// nodeID is this data folder's node name, made once and kept in a file, so
+// that the node's durable consumer resumes across restarts.
+func nodeID(dir string) (string, error) {
+	p := filepath.Join(dir, "node-id")
+	if b, err := os.ReadFile(p); err == nil {
+		if id := strings.TrimSpace(string(b)); id != "" {
+			return id, nil
+		}
+	}
+	var b [8]byte
+	rand.Read(b[:])
+	id := hex.EncodeToString(b[:])
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return "", err
+	}
+	if err := os.WriteFile(p, []byte(id+"\n"), 0o644); err != nil {
+		return "", fmt.Errorf("write node id: %w", err)
+	}
+	return id, nil
+}
