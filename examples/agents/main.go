@@ -1,0 +1,218 @@
+// Command agents shows sessions handing work to each other through
+// sessiond's public API alone: a coordinator session posts tasks to worker
+// sessions over REST, and resumes — appends each result and, once all are
+// in, generates its summary — when the workers' generation.done events
+// arrive over NATS.
+//
+// Run sessiond with its embedded NATS reachable, then this:
+//
+//	go run ./cmd/sessiond --nats-listen 127.0.0.1:4222
+//	go run ./examples/agents --url http://127.0.0.1:8080 --nats nats://127.0.0.1:4222
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/signal"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go"
+)
+
+func main() {
+	url := flag.String("url", "http://127.0.0.1:8080", "sessiond base URL")
+	natsURL := flag.String("nats", "nats://127.0.0.1:4222", "NATS URL of sessiond's event stream (sessiond --nats-listen)")
+	key := flag.String("key", os.Getenv("SESSIOND_KEY"), "API key, if sessiond has keys")
+	tasks := flag.String("tasks", "collect the logs;summarise the errors;propose a fix", "tasks for the workers, separated by ;")
+	flag.Parse()
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
+	defer stop()
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+	defer cancel()
+	c := &client{base: strings.TrimRight(*url, "/"), key: *key, http: http.DefaultClient}
+	out, err := coordinate(ctx, c, *natsURL, strings.Split(*tasks, ";"))
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "agents:", err)
+		os.Exit(1)
+	}
+	for _, line := range out {
+		fmt.Println(line)
+	}
+}
+
+// coordinate runs the whole exchange and returns the coordinator's
+// transcript, one line per turn.
+func coordinate(ctx context.Context, c *client, natsURL string, tasks []string) ([]string, error) {
+	nc, err := nats.Connect(natsURL, nats.Name("agents-example"))
+	if err != nil {
+		return nil, fmt.Errorf("connect to NATS: %w", err)
+	}
+	defer nc.Close()
+
+	coord, err := c.createSession(ctx, "coordinator")
+	if err != nil {
+		return nil, err
+	}
+	if err := c.post(ctx, coord, "user", fmt.Sprintf("Plan: %d tasks for %d workers.", len(tasks), len(tasks)), false); err != nil {
+		return nil, err
+	}
+	// Subscribe before any work starts, so no event can be missed.
+	done := make(chan event, len(tasks))
+	sub, err := nc.Subscribe("sessiond.session.*.generation.done", func(m *nats.Msg) {
+		var e event
+		if json.Unmarshal(m.Data, &e) == nil {
+			done <- e
+		}
+	})
+	if err != nil {
+		return nil, err
+	}
+	defer sub.Unsubscribe()
+	if err := nc.Flush(); err != nil {
+		return nil, err
+	}
+	workers := map[string]string{} // session id → task
+	for i, task := range tasks {
+		w, err := c.createSession(ctx, fmt.Sprintf("worker %d", i+1))
+		if err != nil {
+			return nil, err
+		}
+		workers[w] = task
+		// The offline model answers "/say TEXT" with TEXT; a real model
+		// would be given the task itself.
+		if err := c.post(ctx, w, "user", "/say done: "+task, true); err != nil {
+			return nil, err
+		}
+	}
+	for pending := len(workers); pending > 0; {
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("waiting for %d workers: %w", pending, ctx.Err())
+		case e := <-done:
+			task, ok := workers[e.SessionID]
+			if !ok {
+				continue // another session's generation
+			}
+			delete(workers, e.SessionID)
+			pending--
+			result, err := c.turnText(ctx, e.SessionID, e.TurnID)
+			if err != nil {
+				return nil, err
+			}
+			msg := fmt.Sprintf("Result of %q (%s): %s", task, e.Status, result)
+			// The coordinator resumes: the result becomes its next turn, and
+			// the last one asks it to summarise.
+			if err := c.post(ctx, coord, "user", msg, pending == 0); err != nil {
+				return nil, err
+			}
+		}
+	}
+	// Wait for the coordinator's own summary, again by event.
+	for {
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case e := <-done:
+			if e.SessionID == coord {
+				return c.transcript(ctx, coord)
+			}
+		}
+	}
+}
+
+// event is the payload of sessiond.session.<id>.generation.done.
+type event struct {
+	SessionID    string `json:"session_id"`
+	GenerationID string `json:"generation_id"`
+	TurnID       int64  `json:"turn_id"`
+	Status       string `json:"status"`
+}
+
+// client is a minimal client of sessiond's REST API.
+type client struct {
+	base, key string
+	http      *http.Client
+}
+
+func (c *client) do(ctx context.Context, method, path string, body, out any) error {
+	var r io.Reader
+	if body != nil {
+		b, _ := json.Marshal(body)
+		r = bytes.NewReader(b)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, c.base+path, r)
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	if c.key != "" {
+		req.Header.Set("Authorization", "Bearer "+c.key)
+	}
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	raw, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode >= 300 {
+		return fmt.Errorf("%s %s: %s: %s", method, path, resp.Status, raw)
+	}
+	if out != nil {
+		return json.Unmarshal(raw, out)
+	}
+	return nil
+}
+
+func (c *client) createSession(ctx context.Context, title string) (string, error) {
+	var s struct{ ID string }
+	err := c.do(ctx, "POST", "/v1/sessions", map[string]any{"title": title}, &s)
+	return s.ID, err
+}
+
+func (c *client) post(ctx context.Context, id, role, text string, generate bool) error {
+	return c.do(ctx, "POST", "/v1/sessions/"+id+"/turns",
+		map[string]any{"turns": []any{map[string]any{"role": role, "content": text}}, "generate": generate}, nil)
+}
+
+type turn struct {
+	ID      int64           `json:"id"`
+	Role    string          `json:"role"`
+	Content json.RawMessage `json:"content"`
+}
+
+func (t turn) text() string {
+	var s string
+	json.Unmarshal(t.Content, &s)
+	return s
+}
+
+func (c *client) turnText(ctx context.Context, id string, turnID int64) (string, error) {
+	var page struct{ Turns []turn }
+	if err := c.do(ctx, "GET", fmt.Sprintf("/v1/sessions/%s/turns?after=%d&limit=1", id, turnID-1), nil, &page); err != nil {
+		return "", err
+	}
+	if len(page.Turns) != 1 || page.Turns[0].ID != turnID {
+		return "", errors.New("result turn not found")
+	}
+	return page.Turns[0].text(), nil
+}
+
+func (c *client) transcript(ctx context.Context, id string) ([]string, error) {
+	var page struct{ Turns []turn }
+	if err := c.do(ctx, "GET", "/v1/sessions/"+id+"/turns?after=0&limit=100", nil, &page); err != nil {
+		return nil, err
+	}
+	var out []string
+	for _, t := range page.Turns {
+		out = append(out, t.Role+": "+t.text())
+	}
+	return out, nil
+}
