@@ -4,6 +4,7 @@ import (
 	"errors"
 	"flag"
 	"log/slog"
+	"os"
 	"reflect"
 	"strings"
 	"testing"
@@ -137,6 +138,21 @@ func TestUsageListsEverySetting(t *testing.T) {
 			if !strings.Contains(b.String(), want) {
 				t.Errorf("usage lacks %q:\n%s", want, b.String())
 			}
+		}
+	}
+}
+
+// docs/configuration.md documents every setting: its flag, its variable and
+// its default.
+func TestConfigurationDocListsEverySetting(t *testing.T) {
+	b, err := os.ReadFile("../../docs/configuration.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range settings {
+		row := "| `--" + s.flag + "` | `" + s.env + "` |"
+		if !strings.Contains(string(b), row) {
+			t.Errorf("docs/configuration.md has no row %q", row)
 		}
 	}
 }
