@@ -21,6 +21,7 @@ import (
 	"sessiond/objects"
 	"sessiond/session"
 	"sessiond/web"
+	"sessiond/web/ui"
 )
 
 const (
@@ -207,6 +208,7 @@ func newHandler(cfg config, logger *slog.Logger, svc *session.Service, ready fun
 		Keys:           keys,
 		AuthOff:        len(keys) == 0,
 		AllowedOrigins: cfg.AllowedOrigins,
+		UI:             ui.Handler(),
 		Logger:         logger,
 	})
 	mux := http.NewServeMux()
