@@ -145,16 +145,21 @@ func (o *sessionObj) update(ctx context.Context, tx *objects.Tx, req *UpdateRequ
 
 // requestHash identifies a PostRequest for idempotency.
 func requestHash(req *PostRequest) string {
-	b, _ := json.Marshal(req)
-	sum := sha256.Sum256(b)
-	return hex.EncodeToString(sum[:])
+	h := sha256.New()
+	fmt.Fprintf(h, "%d\x00%v\x00%s\x00%d\x00", len(req.Turns), req.Generate, req.Model, req.Parent)
+	for _, t := range req.Turns {
+		fmt.Fprintf(h, "%s\x00%s\x00%d\x00", t.Role, t.ToolCallID, len(t.Content))
+		h.Write(t.Content) // as sent: hashing needs no re-encoding
+	}
+	return hex.EncodeToString(h.Sum(nil))
 }
 
 // post appends turns and starts or queues a generation. It is idempotent by
 // req.IdempotencyKey: a repeat returns the original result.
 func (o *sessionObj) post(ctx context.Context, tx *objects.Tx, req *PostRequest) (*PostResult, error) {
-	hash := requestHash(req)
+	var hash string
 	if req.IdempotencyKey != "" {
+		hash = requestHash(req)
 		res, found, err := o.replay(ctx, tx, req.IdempotencyKey, hash)
 		if found || err != nil {
 			return res, err
@@ -394,6 +399,18 @@ func (o *sessionObj) turns(ctx context.Context, tx *objects.Tx, q TurnQuery) ([]
 
 // preview is the directory's one-line summary of a turn.
 func preview(t Turn) string {
+	// A preview needs the first words only: decode a bounded prefix, so that
+	// a 32 MiB turn costs no more than a short one.
+	c := t.Content
+	if len(c) > 4096 && c[0] == '"' {
+		cut := 2048
+		for i := cut - 1; i >= cut-12; i-- { // do not split an escape such as \u00e9
+			if c[i] == '\\' {
+				cut = i
+			}
+		}
+		t.Content = append(append([]byte(nil), c[:cut]...), '"')
+	}
 	s := turnMessage(t).Text()
 	s = strings.Join(strings.Fields(s), " ")
 	if len(s) > 140 {

@@ -2,6 +2,7 @@ package session
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -190,14 +191,34 @@ func (svc *Service) broadcastTurn(id string, t Turn) {
 	if h == nil {
 		return
 	}
-	msg, err := json.Marshal(struct {
-		Type string `json:"type"`
-		Turn Turn   `json:"turn"`
-	}{"turn", t})
+	msg, err := turnMessageJSON(t)
 	if err != nil {
 		return
 	}
 	h.Broadcast(msg)
+}
+
+// turnMessageJSON is {"type":"turn","turn":{…}} with the turn's content
+// spliced in as it is stored: encoding/json would validate and copy it
+// again, which for a 32 MiB turn is most of the cost of sending it.
+func turnMessageJSON(t Turn) ([]byte, error) {
+	content := t.Content
+	t.Content = json.RawMessage(`0`)
+	b, err := json.Marshal(t)
+	if err != nil {
+		return nil, err
+	}
+	const placeholder = `"content":0,`
+	i := bytes.Index(b, []byte(placeholder))
+	if i < 0 {
+		return nil, fmt.Errorf("turn %d: no content field in %s", t.ID, b)
+	}
+	out := make([]byte, 0, len(b)+len(content)+32)
+	out = append(out, `{"type":"turn","turn":`...)
+	out = append(out, b[:i+len(`"content":`)]...)
+	out = append(out, content...)
+	out = append(out, b[i+len(placeholder)-1:]...)
+	return append(out, '}'), nil
 }
 
 // stub returns the stub of an existing session, or ErrNotFound. Calls
@@ -494,8 +515,9 @@ func validContent(c json.RawMessage) error {
 	if len(c) == 0 {
 		return fmt.Errorf("%w: content is required", ErrInvalid)
 	}
-	var s string
-	if err := json.Unmarshal(c, &s); err == nil {
+	if c[0] == '"' {
+		// A string. The request's decoder has validated the JSON already:
+		// no need to decode (and copy) what may be 32 MiB again.
 		return nil
 	}
 	var parts []map[string]json.RawMessage
