@@ -1,0 +1,109 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"time"
+
+	"github.com/coder/websocket"
+)
+
+func setupBig(fs *flag.FlagSet, c *common) runFunc {
+	size := fs.Int("size", 32<<20, "bytes of the whole client message (the server accepts at most 32 MiB)")
+	reps := fs.Int("reps", 5, "repetitions (also bounded by -n and -duration)")
+	return func(ctx context.Context, e *env) ([]row, error) {
+		t, err := e.server(ctx, serverOptions{})
+		if err != nil {
+			return nil, err
+		}
+		id, err := t.createSession(ctx)
+		if err != nil {
+			return nil, err
+		}
+		conn, err := t.dial(ctx, id, 64<<20)
+		if err != nil {
+			return nil, err
+		}
+		defer conn.CloseNow()
+		msg, content := bigMessage(*size)
+		lctx, cancel := context.WithTimeout(ctx, e.duration)
+		defer cancel()
+		var rtt samples
+		for i := range min(*reps, e.n) {
+			d, err := roundTrip(lctx, conn, msg, content, i)
+			if err != nil {
+				if lctx.Err() != nil && rtt.len() > 0 {
+					break
+				}
+				return nil, err
+			}
+			rtt.add(d)
+		}
+		mib := float64(len(msg)) / (1 << 20)
+		r := row{Case: fmt.Sprintf("size=%.0fMiB", mib)}
+		r.add("MiB/s p50", mib/rtt.quantile(0.5).Seconds(), "")
+		r.add("MiB/s best", mib/rtt.quantile(0).Seconds(), "")
+		r.add("time p50", ms(rtt.quantile(0.5)), "ms")
+		r.add("time max", ms(rtt.quantile(1)), "ms")
+		r.add("reps", float64(rtt.len()), "")
+		return []row{r}, nil
+	}
+}
+
+// Envelope of the big send; the content fills the rest of the message.
+const (
+	bigHead = `{"type":"send","idempotency_key":"big-%06d","turns":[{"role":"user","content":"`
+	bigTail = `"}]}`
+)
+
+// bigMessage returns a send message of exactly size bytes (for repetition
+// 0; others differ only in the key's digits) and its content.
+func bigMessage(size int) ([]byte, []byte) {
+	head := fmt.Sprintf(bigHead, 0)
+	content := make([]byte, max(size-len(head)-len(bigTail), 1))
+	for i := range content {
+		content[i] = 'a' + byte(i%26)
+	}
+	msg := make([]byte, 0, size)
+	msg = append(msg, head...)
+	msg = append(msg, content...)
+	msg = append(msg, bigTail...)
+	return msg, content
+}
+
+// roundTrip sends msg (with key number i) and waits for the turn it
+// created to come back; it checks the content and returns the time taken.
+func roundTrip(ctx context.Context, c *websocket.Conn, msg, content []byte, i int) (time.Duration, error) {
+	copy(msg, fmt.Sprintf(bigHead, i))
+	start := time.Now()
+	if err := c.Write(ctx, websocket.MessageText, msg); err != nil {
+		return 0, fmt.Errorf("write: %w", err)
+	}
+	for {
+		_, b, err := c.Read(ctx)
+		if err != nil {
+			return 0, fmt.Errorf("read: %w", err)
+		}
+		d := time.Since(start)
+		var m wsMsg
+		if err := json.Unmarshal(b, &m); err != nil {
+			return 0, err
+		}
+		switch m.Type {
+		case "turn":
+			var turn struct{ Content string }
+			if err := json.Unmarshal(m.Turn, &turn); err != nil {
+				return 0, err
+			}
+			if !bytes.Equal([]byte(turn.Content), content) {
+				return 0, fmt.Errorf("the turn came back with %d bytes, want the %d sent", len(turn.Content), len(content))
+			}
+			return d, nil
+		case "error":
+			return 0, fmt.Errorf("server: %s: %s", m.Code, m.Message)
+		}
+	}
+}

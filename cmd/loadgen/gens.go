@@ -1,0 +1,236 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"net/http"
+	"os"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/coder/websocket"
+)
+
+func setupGens(fs *flag.FlagSet, c *common) runFunc {
+	gens := fs.Int("gens", 1000, "concurrent generations, each on its own session with one WebSocket viewer")
+	ramp := fs.Duration("ramp", 5*time.Second, "time after the sends before the measured window (-duration) starts")
+	dialConc := fs.Int("dial-concurrency", 32, "viewers connecting at once")
+	model := fs.String("model", "offline", "offline: the server's offline model at -offline-tps (default 50), latency estimated from its fixed cadence; "+
+		"fake: the fake upstream at -rate, latency from the send stamp of every token")
+	var uf upstreamFlags
+	uf.register(fs, 0, 50)
+	return func(ctx context.Context, e *env) ([]row, error) {
+		tps, err := strconv.ParseFloat(pick(e.offlineTPS, "50"), 64)
+		if err != nil || tps <= 0 {
+			return nil, fmt.Errorf("-offline-tps %q: want a positive number (the server's rate)", e.offlineTPS)
+		}
+		opts := serverOptions{offlineTPS: "50"}
+		switch *model {
+		case "offline":
+		case "fake":
+			tps = uf.rate
+			uf.tokens = int(tps * (*ramp + e.duration + 10*time.Second).Seconds())
+			up, err := uf.start()
+			if err != nil {
+				return nil, err
+			}
+			defer up.close()
+			opts.extra = up.serverArgs()
+		default:
+			return nil, fmt.Errorf("-model %q: want offline or fake", *model)
+		}
+		t, err := e.server(ctx, opts)
+		if err != nil {
+			return nil, err
+		}
+		ids, err := t.createSessions(ctx, *gens, 16)
+		if err != nil {
+			return nil, err
+		}
+		conns, err := dialMany(ctx, t, ids, *gens, *dialConc)
+		defer closeAll(conns)
+		if err != nil {
+			return nil, err
+		}
+		// Enough words that no generation ends before the window does.
+		words := int(tps * (*ramp + e.duration + 10*time.Second).Seconds())
+		e.logf("gens: %d viewers ready; %d generations of %d words at %g words/s; window %s after %s", len(conns), *gens, words, tps, e.duration, *ramp)
+		g := &genRun{model: *model, period: time.Duration(float64(time.Second) / tps), arrivals: make([][]arrival, len(conns))}
+		return g.measure(ctx, e, t, ids, conns, words, *ramp)
+	}
+}
+
+// arrival is when delta number offset reached a viewer, and for the fake
+// upstream when its token was sent.
+type arrival struct {
+	offset int64
+	at     time.Time
+	sent   int64 // unix nanoseconds; 0 for the offline model
+}
+
+// genRun is one gens measurement: the arrivals of every viewer.
+type genRun struct {
+	model    string        // offline or fake
+	period   time.Duration // the offline model's time between two deltas
+	arrivals [][]arrival
+	gids     []string
+	mu       sync.Mutex
+	failures int
+}
+
+func (g *genRun) measure(ctx context.Context, e *env, t *target, ids []string, conns []*websocket.Conn, words int, ramp time.Duration) ([]row, error) {
+	rctx, stop := context.WithTimeout(ctx, ramp+e.duration+5*time.Second)
+	defer stop()
+	g.gids = make([]string, len(conns))
+	var wg sync.WaitGroup
+	for i, c := range conns {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			g.follow(rctx, i, c, words)
+		}()
+	}
+	if err := sleepCtx(ctx, ramp); err != nil {
+		return nil, err
+	}
+	meter, err := startCPU(t.pid)
+	if err != nil {
+		return nil, err
+	}
+	self, _ := startCPU(os.Getpid())
+	w0 := time.Now()
+	if err := sleepCtx(ctx, e.duration); err != nil {
+		return nil, err
+	}
+	cores, err := meter.cores()
+	if err != nil {
+		return nil, err
+	}
+	w1 := time.Now()
+	selfCores, _ := self.cores()
+	rss, _ := rssKiB(t.pid)
+	stop()
+	wg.Wait()
+	g.cancelAll(ctx, t, ids)
+	lat, n := g.lateness(w0, w1)
+	if g.model == "fake" {
+		lat, n = g.stamped(w0, w1)
+	}
+	r := row{Case: fmt.Sprintf("gens=%d model=%s tps=%g", len(conns), g.model, float64(time.Second)/float64(g.period))}
+	r.add("server cpu", cores, "cores")
+	r.addLatency("added ", lat)
+	r.add("deltas/s", float64(n)/w1.Sub(w0).Seconds(), "")
+	r.add("server rss", float64(rss)/1024, "MiB")
+	r.add("loadgen cpu", selfCores, "cores")
+	r.add("failed", float64(g.failures), "")
+	r.add("hello retries", float64(helloRetries.Load()), "")
+	return []row{r}, nil
+}
+
+// follow starts a generation from viewer i and records its deltas.
+func (g *genRun) follow(ctx context.Context, i int, c *websocket.Conn, words int) {
+	send := map[string]any{"type": "send", "generate": true, "idempotency_key": fmt.Sprintf("gens-%d", i),
+		"turns": []any{map[string]any{"role": "user", "content": fmt.Sprintf("/words %d", words)}}}
+	if err := writeJSON(ctx, c, send); err != nil {
+		g.fail()
+		return
+	}
+	seen := make([]arrival, 0, words)
+	defer func() { g.arrivals[i] = seen }()
+	for {
+		_, b, err := c.Read(ctx)
+		if err != nil {
+			if ctx.Err() == nil {
+				g.fail()
+			}
+			return
+		}
+		at := time.Now()
+		var m wsMsg
+		if json.Unmarshal(b, &m) != nil {
+			continue
+		}
+		switch m.Type {
+		case "delta":
+			g.gids[i] = m.Generation
+			if g.model == "offline" {
+				seen = append(seen, arrival{offset: m.Offset, at: at})
+				continue
+			}
+			stamps(m.Text, func(sent int64) { seen = append(seen, arrival{offset: m.Offset, at: at, sent: sent}) })
+		case "done", "error", "resume_required":
+			g.fail()
+			return
+		}
+	}
+}
+
+func (g *genRun) fail() {
+	g.mu.Lock()
+	g.failures++
+	g.mu.Unlock()
+}
+
+// latenessWindow is how many earlier deltas lateness looks back over for
+// its reference: 50 deltas, one second at 50 per second.
+const latenessWindow = 50
+
+// lateness estimates each delta's added latency from the offline model's
+// cadence: it emits delta k at start + (k−1)·period (a time.Ticker), so
+// arrival − (k−1)·period is the same for every delta that was not delayed.
+// A delta's lateness is that value less its minimum over the delta and the
+// latenessWindow deltas before it (the best-served recent delta stands for
+// the schedule). The window keeps a tick the ticker dropped, which shifts
+// the schedule for good, from counting against every later delta; delays
+// longer than the window are under-counted. It returns the lateness of the
+// deltas that arrived in [w0, w1], and their count.
+func (g *genRun) lateness(w0, w1 time.Time) (*samples, int) {
+	out := &samples{}
+	for _, seen := range g.arrivals {
+		grid := make([]time.Time, len(seen))
+		for k, a := range seen {
+			grid[k] = a.at.Add(-time.Duration(a.offset-1) * g.period)
+		}
+		for k, a := range seen {
+			if a.at.Before(w0) || a.at.After(w1) {
+				continue
+			}
+			ref := grid[k]
+			for j := max(0, k-latenessWindow); j < k; j++ {
+				if grid[j].Before(ref) {
+					ref = grid[j]
+				}
+			}
+			out.add(grid[k].Sub(ref))
+		}
+	}
+	return out, out.len()
+}
+
+// stamped returns the latency of every token of the fake upstream that
+// arrived in [w0, w1]: arrival − send stamp.
+func (g *genRun) stamped(w0, w1 time.Time) (*samples, int) {
+	out := &samples{}
+	for _, seen := range g.arrivals {
+		for _, a := range seen {
+			if !a.at.Before(w0) && !a.at.After(w1) {
+				out.add(a.at.Sub(time.Unix(0, a.sent)))
+			}
+		}
+	}
+	return out, out.len()
+}
+
+// cancelAll cancels every generation over REST (the sockets are closed by
+// now), so that a server given with -url is left idle.
+func (g *genRun) cancelAll(ctx context.Context, t *target, ids []string) {
+	parallel(ctx, len(ids), 16, func(ctx context.Context, i int) error {
+		if g.gids[i] != "" {
+			t.call(ctx, "POST", "/v1/sessions/"+ids[i]+"/generations/"+g.gids[i]+"/cancel", nil, http.StatusOK, nil)
+		}
+		return nil
+	})
+}
