@@ -49,6 +49,11 @@ type SocketOptions struct {
 	// Attachment is up to MaxSocketAttachment bytes the object keeps with
 	// the socket; it survives hibernation.
 	Attachment []byte
+	// Value is an in-memory value kept with the socket (Socket.Value), set
+	// before the first message can be delivered: for example the writer
+	// the caller built around the connection. Like the socket it survives
+	// hibernation, not a restart.
+	Value any
 }
 
 // Socket is a WebSocket held by the runtime on behalf of an object. The
@@ -58,6 +63,8 @@ type Socket struct {
 	e    *entry
 	conn *websocket.Conn
 	tags []string
+
+	value any // SocketOptions.Value; immutable
 
 	mu         sync.Mutex
 	attachment []byte
@@ -100,7 +107,7 @@ func (s *Stub) AcceptWebSocket(ctx context.Context, conn *websocket.Conn, opts *
 			rt.mu.Unlock()
 			continue
 		}
-		sock := &Socket{e: e, conn: conn, tags: append([]string(nil), opts.Tags...),
+		sock := &Socket{e: e, conn: conn, value: opts.Value, tags: append([]string(nil), opts.Tags...),
 			attachment: append([]byte(nil), opts.Attachment...)}
 		if e.sockets == nil {
 			e.sockets = make(map[*Socket]struct{})
@@ -139,6 +146,9 @@ func (s *Socket) hasTag(tag string) bool {
 
 // Tags returns the socket's tags.
 func (s *Socket) Tags() []string { return append([]string(nil), s.tags...) }
+
+// Value returns SocketOptions.Value.
+func (s *Socket) Value() any { return s.value }
 
 // Conn returns the underlying connection, for writing (for example by a
 // streaming sink). Do not read from it.

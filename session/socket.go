@@ -27,32 +27,28 @@ type socketViewer struct {
 	joined  bool // in the session's hub (after hello, or the first other message); guarded by the session's serial calls
 }
 
+// viewerMap is the set of socket viewers, for closing a deleted session's.
 type viewerMap struct {
 	mu sync.Mutex
-	m  map[*objects.Socket]*socketViewer
+	m  map[*socketViewer]struct{}
 }
 
-func (vm *viewerMap) get(s *objects.Socket) *socketViewer {
-	vm.mu.Lock()
-	defer vm.mu.Unlock()
-	return vm.m[s]
-}
-
-func (vm *viewerMap) put(s *objects.Socket, sv *socketViewer) {
+func (vm *viewerMap) put(sv *socketViewer) {
 	vm.mu.Lock()
 	defer vm.mu.Unlock()
 	if vm.m == nil {
-		vm.m = make(map[*objects.Socket]*socketViewer)
+		vm.m = make(map[*socketViewer]struct{})
 	}
-	vm.m[s] = sv
+	vm.m[sv] = struct{}{}
 }
 
-func (vm *viewerMap) remove(s *objects.Socket) *socketViewer {
+// remove reports whether sv was there.
+func (vm *viewerMap) remove(sv *socketViewer) bool {
 	vm.mu.Lock()
 	defer vm.mu.Unlock()
-	sv := vm.m[s]
-	delete(vm.m, s)
-	return sv
+	_, ok := vm.m[sv]
+	delete(vm.m, sv)
+	return ok
 }
 
 // removeSession forgets every viewer of a session (it was deleted).
@@ -60,13 +56,19 @@ func (vm *viewerMap) removeSession(id string) []*socketViewer {
 	vm.mu.Lock()
 	defer vm.mu.Unlock()
 	var out []*socketViewer
-	for s, sv := range vm.m {
+	for sv := range vm.m {
 		if sv.session == id {
 			out = append(out, sv)
-			delete(vm.m, s)
+			delete(vm.m, sv)
 		}
 	}
 	return out
+}
+
+// viewerOf returns the viewer a socket was accepted with.
+func viewerOf(s *objects.Socket) *socketViewer {
+	sv, _ := s.Value().(*socketViewer)
+	return sv
 }
 
 // Accept hands a WebSocket to the session for owner: the runtime holds it
@@ -84,13 +86,15 @@ func (svc *Service) Accept(ctx context.Context, owner, id string, conn *websocke
 	}); err != nil {
 		return err
 	}
-	v := streaming.NewViewer(streaming.NewWebSocket(conn), svc.ViewerOptions)
-	sock, err := stub.AcceptWebSocket(ctx, conn, &objects.SocketOptions{Tags: []string{viewerTag}})
-	if err != nil {
-		v.Close()
+	sv := &socketViewer{v: streaming.NewViewer(streaming.NewWebSocket(conn), svc.ViewerOptions), session: id, owner: owner}
+	svc.viewers.put(sv)
+	// The viewer rides on the socket, so it is there before the first
+	// message is delivered.
+	if _, err := stub.AcceptWebSocket(ctx, conn, &objects.SocketOptions{Tags: []string{viewerTag}, Value: sv}); err != nil {
+		svc.viewers.remove(sv)
+		sv.v.Close()
 		return err
 	}
-	svc.viewers.put(sock, &socketViewer{v: v, session: id, owner: owner})
 	return nil
 }
 
@@ -110,9 +114,9 @@ func errorMsg(code, message string) []byte {
 
 // WebSocketMessage answers one client message (objects.SocketHandler).
 func (o *sessionObj) WebSocketMessage(ctx context.Context, tx *objects.Tx, s *objects.Socket, typ websocket.MessageType, data []byte) error {
-	sv := o.svc.viewers.get(s)
+	sv := viewerOf(s)
 	if sv == nil {
-		return nil // closing
+		return nil
 	}
 	if o.check(sv.owner) != nil {
 		sv.v.CloseWith(streaming.ClosePolicyViolation, "session not found")
@@ -268,7 +272,7 @@ func finalMessages(g *Generation, t Turn) [][]byte {
 
 // WebSocketClose forgets the socket's viewer (objects.SocketHandler).
 func (o *sessionObj) WebSocketClose(ctx context.Context, tx *objects.Tx, s *objects.Socket, code websocket.StatusCode, reason string) error {
-	if sv := o.svc.viewers.remove(s); sv != nil {
+	if sv := viewerOf(s); sv != nil && o.svc.viewers.remove(sv) {
 		if h := o.svc.existingHub(sv.session); h != nil {
 			h.RemoveViewer(sv.v)
 		}
