@@ -8,8 +8,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"net/http/httptest"
-	"net/http/httputil"
 	"net/url"
 	"os"
 	"os/exec"
@@ -27,8 +25,6 @@ import (
 	"github.com/chromedp/cdproto/runtime"
 	"github.com/chromedp/chromedp"
 	"github.com/chromedp/chromedp/kb"
-
-	"sessiond/web/ui"
 )
 
 // chromiumPath is Debian's chromium package; .ci/run installs it.
@@ -534,31 +530,21 @@ func startSessiond(t *testing.T, bin string, args ...string) *sessiond {
 	}
 }
 
-// pageURL is where the browser loads the page: sessiond itself when it
-// serves the UI; otherwise (while the router does not mount it yet) a
-// front that serves ui.Handler and passes /v1 and /healthz to sessiond.
+// pageURL checks that sessiond serves the page (ui.Handler, mounted by the
+// router under everything outside /v1) and returns its address.
 func pageURL(t *testing.T, s *sessiond) string {
 	t.Helper()
-	res, err := http.Get(s.URL + "/static/sessiond-client.js")
-	if err == nil {
+	for _, p := range []string{"/", "/s/some-id", "/static/sessiond-client.js"} {
+		res, err := http.Get(s.URL + p)
+		if err != nil {
+			t.Fatalf("GET %s: %v", p, err)
+		}
 		res.Body.Close()
-		if res.StatusCode == http.StatusOK {
-			return s.URL
+		if res.StatusCode != http.StatusOK {
+			t.Fatalf("GET %s: %s; sessiond must serve the UI outside /v1", p, res.Status)
 		}
 	}
-	t.Logf("sessiond does not serve the UI at / yet: fronting it with ui.Handler")
-	target, _ := url.Parse(s.URL)
-	proxy := httputil.NewSingleHostReverseProxy(target)
-	page := ui.Handler()
-	front := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if strings.HasPrefix(r.URL.Path, "/v1/") || r.URL.Path == "/healthz" {
-			proxy.ServeHTTP(w, r)
-			return
-		}
-		page.ServeHTTP(w, r)
-	}))
-	t.Cleanup(front.Close)
-	return front.URL
+	return s.URL
 }
 
 // postJSON posts body to url and fails the test unless it answers 2xx.

@@ -488,8 +488,16 @@ function pick(old, t) {
 function mergeSnapshot(turns, hasMore) {
   const byId = new Map(state.chain.map((t) => [t.id, t]));
   const local = state.chain;
-  state.chain = turns.map((t) => pick(byId.get(t.id), t));
-  state.hasOlder = !!hasMore;
+  let chain = turns.map((t) => pick(byId.get(t.id), t));
+  let older = !!hasMore;
+  // Keep earlier turns already shown ("Show earlier turns") that lead to it.
+  const k = chain.length && hasMore ? local.findIndex((t) => t.id === chain[0].parent_id) : -1;
+  if (k >= 0) {
+    chain = local.slice(0, k + 1).concat(chain);
+    older = state.hasOlder;
+  }
+  state.chain = chain;
+  state.hasOlder = older;
   const last = state.chain.at(-1)?.id ?? 0;
   for (const t of local) if (t.id > last) upsertTurn(t);
   renderTranscript();
