@@ -1,0 +1,280 @@
+// Package client is a small Go client of sessiond's HTTP API: sessions,
+// turns, generations, and a generation's live stream over SSE with resume.
+//
+// Read ExampleClient first. A Client is safe for concurrent use.
+//
+// # Errors
+//
+// A 4xx or 5xx answer is returned as *Error with the API's stable code;
+// errors.As it to branch on Code.
+package client
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+
+	"sessiond/session"
+)
+
+// Client talks to one sessiond.
+type Client struct {
+	// BaseURL is sessiond's address, e.g. "http://127.0.0.1:8080".
+	BaseURL string
+	// APIKey is sent as a Bearer token when set.
+	APIKey string
+	// HTTP defaults to http.DefaultClient. Streams need no timeout on it.
+	HTTP *http.Client
+}
+
+// New returns a client of the sessiond at baseURL.
+func New(baseURL, apiKey string) *Client {
+	return &Client{BaseURL: strings.TrimRight(baseURL, "/"), APIKey: apiKey}
+}
+
+// Error is an error answer of the API.
+type Error struct {
+	Status  int
+	Code    string
+	Message string
+}
+
+func (e *Error) Error() string { return fmt.Sprintf("sessiond: %d %s: %s", e.Status, e.Code, e.Message) }
+
+func (c *Client) http() *http.Client {
+	if c.HTTP != nil {
+		return c.HTTP
+	}
+	return http.DefaultClient
+}
+
+func (c *Client) request(ctx context.Context, method, path string, body any, hdr http.Header) (*http.Response, error) {
+	var r io.Reader
+	if body != nil {
+		b, err := json.Marshal(body)
+		if err != nil {
+			return nil, err
+		}
+		r = bytes.NewReader(b)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, c.BaseURL+path, r)
+	if err != nil {
+		return nil, err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	if c.APIKey != "" {
+		req.Header.Set("Authorization", "Bearer "+c.APIKey)
+	}
+	for k, v := range hdr {
+		req.Header[k] = v
+	}
+	resp, err := c.http().Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("%s %s: %w", method, path, err)
+	}
+	if resp.StatusCode >= 400 {
+		defer resp.Body.Close()
+		raw, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+		var e struct{ Error struct{ Code, Message string } }
+		json.Unmarshal(raw, &e)
+		if e.Error.Code == "" {
+			e.Error.Code, e.Error.Message = "http_error", strings.TrimSpace(string(raw))
+		}
+		return nil, &Error{Status: resp.StatusCode, Code: e.Error.Code, Message: e.Error.Message}
+	}
+	return resp, nil
+}
+
+func (c *Client) do(ctx context.Context, method, path string, body, out any) error {
+	resp, err := c.request(ctx, method, path, body, nil)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if out == nil {
+		return nil
+	}
+	if err := json.NewDecoder(resp.Body).Decode(out); err != nil {
+		return fmt.Errorf("%s %s: decode answer: %w", method, path, err)
+	}
+	return nil
+}
+
+// CreateSession creates a session.
+func (c *Client) CreateSession(ctx context.Context, req session.CreateRequest) (*session.Session, error) {
+	var s session.Session
+	return &s, c.do(ctx, "POST", "/v1/sessions", req, &s)
+}
+
+// Session returns a session.
+func (c *Client) Session(ctx context.Context, id string) (*session.Session, error) {
+	var s session.Session
+	return &s, c.do(ctx, "GET", "/v1/sessions/"+url.PathEscape(id), nil, &s)
+}
+
+// UpdateSession changes a session.
+func (c *Client) UpdateSession(ctx context.Context, id string, req session.UpdateRequest) (*session.Session, error) {
+	var s session.Session
+	return &s, c.do(ctx, "PATCH", "/v1/sessions/"+url.PathEscape(id), req, &s)
+}
+
+// DeleteSession deletes a session.
+func (c *Client) DeleteSession(ctx context.Context, id string) error {
+	return c.do(ctx, "DELETE", "/v1/sessions/"+url.PathEscape(id), nil, nil)
+}
+
+// Sessions returns a page of the caller's sessions and the next cursor ("" at the end).
+func (c *Client) Sessions(ctx context.Context, cursor string, limit int) ([]session.DirEntry, string, error) {
+	var page struct {
+		Sessions   []session.DirEntry `json:"sessions"`
+		NextCursor *string            `json:"next_cursor"`
+	}
+	q := url.Values{"limit": {strconv.Itoa(limit)}}
+	if cursor != "" {
+		q.Set("cursor", cursor)
+	}
+	if err := c.do(ctx, "GET", "/v1/sessions?"+q.Encode(), nil, &page); err != nil {
+		return nil, "", err
+	}
+	next := ""
+	if page.NextCursor != nil {
+		next = *page.NextCursor
+	}
+	return page.Sessions, next, nil
+}
+
+// Turns returns a page of turns (see session.TurnQuery and API.md).
+func (c *Client) Turns(ctx context.Context, id string, q session.TurnQuery) ([]session.Turn, bool, error) {
+	v := url.Values{}
+	if q.Limit > 0 {
+		v.Set("limit", strconv.Itoa(q.Limit))
+	}
+	if q.After != nil {
+		v.Set("after", strconv.FormatInt(*q.After, 10))
+	}
+	if q.Before != nil {
+		v.Set("before", strconv.FormatInt(*q.Before, 10))
+	}
+	if q.Branch != 0 {
+		v.Set("branch", strconv.FormatInt(q.Branch, 10))
+	}
+	var page struct {
+		Turns   []session.Turn `json:"turns"`
+		HasMore bool           `json:"has_more"`
+	}
+	err := c.do(ctx, "GET", "/v1/sessions/"+url.PathEscape(id)+"/turns?"+v.Encode(), nil, &page)
+	return page.Turns, page.HasMore, err
+}
+
+// Post appends turns and, with req.Generate, starts a generation.
+// req.IdempotencyKey, when set, is sent as Idempotency-Key.
+func (c *Client) Post(ctx context.Context, id string, req session.PostRequest) (*session.PostResult, error) {
+	hdr := http.Header{}
+	if req.IdempotencyKey != "" {
+		hdr.Set("Idempotency-Key", req.IdempotencyKey)
+	}
+	resp, err := c.request(ctx, "POST", "/v1/sessions/"+url.PathEscape(id)+"/turns", req, hdr)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	var res session.PostResult
+	return &res, json.NewDecoder(resp.Body).Decode(&res)
+}
+
+// Generation returns a generation's state.
+func (c *Client) Generation(ctx context.Context, id, gid string) (*session.Generation, error) {
+	var g session.Generation
+	return &g, c.do(ctx, "GET", "/v1/sessions/"+url.PathEscape(id)+"/generations/"+url.PathEscape(gid), nil, &g)
+}
+
+// Cancel cancels a generation and returns its final state.
+func (c *Client) Cancel(ctx context.Context, id, gid string) (*session.Generation, error) {
+	var g session.Generation
+	return &g, c.do(ctx, "POST", "/v1/sessions/"+url.PathEscape(id)+"/generations/"+url.PathEscape(gid)+"/cancel", nil, &g)
+}
+
+// Event is one event of a generation's stream (API.md): a delta, or the
+// final done or error.
+type Event struct {
+	Type         string          `json:"type"` // delta | done | error | turn
+	Generation   string          `json:"generation"`
+	Offset       int64           `json:"offset"`
+	Text         string          `json:"text"`
+	ToolCall     json.RawMessage `json:"tool_call,omitempty"`
+	Turn         *session.Turn   `json:"turn,omitempty"`
+	FinishReason string          `json:"finish_reason,omitempty"`
+	Code         string          `json:"code,omitempty"`
+	Message      string          `json:"message,omitempty"`
+}
+
+// Follow streams generation gid after offset after, calling fn for each
+// event in order, until the generation ends (done or error) or ctx ends.
+// When the connection breaks it reconnects and resumes after the last
+// offset it saw (Last-Event-ID), so fn sees every event exactly once.
+func (c *Client) Follow(ctx context.Context, id, gid string, after int64, fn func(Event) error) error {
+	backoff := 100 * time.Millisecond
+	for {
+		final, err := c.followOnce(ctx, id, gid, &after, fn)
+		if final || ctx.Err() != nil {
+			return errors.Join(err, ctx.Err())
+		}
+		var ae *Error
+		if errors.As(err, &ae) && ae.Status < 500 {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(backoff):
+		}
+		backoff = min(backoff*2, 5*time.Second)
+	}
+}
+
+func (c *Client) followOnce(ctx context.Context, id, gid string, after *int64, fn func(Event) error) (final bool, err error) {
+	hdr := http.Header{"Accept": {"text/event-stream"}, "Last-Event-ID": {strconv.FormatInt(*after, 10)}}
+	resp, err := c.request(ctx, "GET", "/v1/sessions/"+url.PathEscape(id)+"/generations/"+url.PathEscape(gid)+"/stream", nil, hdr)
+	if err != nil {
+		return false, err
+	}
+	defer resp.Body.Close()
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 64<<10), 64<<20)
+	var data strings.Builder
+	for sc.Scan() {
+		line := sc.Text()
+		switch {
+		case strings.HasPrefix(line, "data: "):
+			data.WriteString(line[len("data: "):])
+		case line == "" && data.Len() > 0:
+			var ev Event
+			if err := json.Unmarshal([]byte(data.String()), &ev); err != nil {
+				return false, fmt.Errorf("decode event: %w", err)
+			}
+			data.Reset()
+			if ev.Offset > 0 {
+				if ev.Offset <= *after {
+					continue // seen before a reconnect
+				}
+				*after = ev.Offset
+			}
+			if err := fn(ev); err != nil {
+				return true, err
+			}
+			if ev.Type == "done" || ev.Type == "error" {
+				return true, nil
+			}
+		}
+	}
+	return false, sc.Err()
+}

@@ -1,0 +1,85 @@
+package client_test
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"net/http/httptest"
+	"strings"
+	"testing"
+
+	"sessiond/objects"
+	"sessiond/session"
+	"sessiond/web"
+	"sessiond/web/client"
+)
+
+func newClient(t *testing.T) *client.Client {
+	t.Helper()
+	rt := objects.NewRuntime(t.TempDir())
+	rt.Durability = objects.DurabilityNormal
+	rt.Logger = slog.New(slog.DiscardHandler)
+	reg := session.NewRegistry()
+	reg.Register("offline", session.NewOfflineModel(0), session.ModelInfo{})
+	svc, err := session.NewService(rt, reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := rt.Open(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	svc.Start()
+	srv := httptest.NewServer(web.NewHandler(svc, web.Config{AuthOff: true}))
+	t.Cleanup(func() { srv.Close(); svc.Close(); rt.Close() })
+	return client.New(srv.URL, "")
+}
+
+func TestClientConversation(t *testing.T) {
+	ctx := context.Background()
+	c := newClient(t)
+	s, err := c.CreateSession(ctx, session.CreateRequest{Title: "c"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := c.Post(ctx, s.ID, session.PostRequest{Turns: []session.NewTurn{{Role: "user", Content: []byte(`"/words 12"`)}}, Generate: true, IdempotencyKey: "k"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var text strings.Builder
+	var final *session.Turn
+	err = c.Follow(ctx, s.ID, res.Generation.ID, 0, func(ev client.Event) error {
+		text.WriteString(ev.Text)
+		if ev.Type == "done" {
+			final = ev.Turn
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.TrimSpace(text.String()) != "1 2 3 4 5 6 7 8 9 10 11 12" || final == nil || final.Status != "complete" {
+		t.Fatalf("followed %q, final %+v", text.String(), final)
+	}
+	// Resuming after offset 10 gives the last two words and done.
+	var rest []string
+	c.Follow(ctx, s.ID, res.Generation.ID, 10, func(ev client.Event) error { rest = append(rest, ev.Type+":"+ev.Text); return nil })
+	if got := strings.Join(rest, ","); got != "delta:11 ,delta:12,done:" {
+		t.Fatalf("resumed %s", got)
+	}
+	turns, more, err := c.Turns(ctx, s.ID, session.TurnQuery{Limit: 10})
+	if err != nil || len(turns) != 2 || more {
+		t.Fatalf("turns %v %v %v", turns, more, err)
+	}
+	list, next, err := c.Sessions(ctx, "", 10)
+	if err != nil || len(list) != 1 || next != "" {
+		t.Fatalf("sessions %v %q %v", list, next, err)
+	}
+	_, err = c.Session(ctx, "nope")
+	var ae *client.Error
+	if !errors.As(err, &ae) || ae.Status != 404 || ae.Code != "not_found" {
+		t.Fatalf("missing session: %v", err)
+	}
+	if err := c.DeleteSession(ctx, s.ID); err != nil {
+		t.Fatal(err)
+	}
+}
