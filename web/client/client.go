@@ -48,7 +48,9 @@ type Error struct {
 	Message string
 }
 
-func (e *Error) Error() string { return fmt.Sprintf("sessiond: %d %s: %s", e.Status, e.Code, e.Message) }
+func (e *Error) Error() string {
+	return fmt.Sprintf("sessiond: %d %s: %s", e.Status, e.Code, e.Message)
+}
 
 func (c *Client) http() *http.Client {
 	if c.HTTP != nil {
@@ -84,7 +86,9 @@ func (c *Client) request(ctx context.Context, method, path string, body any, hdr
 	if resp.StatusCode >= 400 {
 		defer resp.Body.Close()
 		raw, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
-		var e struct{ Error struct{ Code, Message string } }
+		var e struct {
+			Error struct{ Code, Message string }
+		}
 		json.Unmarshal(raw, &e)
 		if e.Error.Code == "" {
 			e.Error.Code, e.Error.Message = "http_error", strings.TrimSpace(string(raw))
