@@ -138,19 +138,20 @@ func (ns *Namespace) makeSpares() {
 			}
 		}
 		var rel string
+		var err error
 		if len(known) > 0 {
 			rel, known = known[0], known[1:]
 		} else {
+			// The index hears of a spare before its file exists: a file it
+			// does not know of would never be used or removed (Close or a
+			// crash between the two used to leave one behind for good).
 			rel = spareFile(randomID())
 			rt.creates.Add(1)
-		}
-		d, err := rt.openInstanceDB(ctx, ns, rel)
-		if err == nil {
 			err = rt.index.addSpare(ctx, rel, ns.name, version)
-			if err != nil {
-				d.close()
-				rt.open.Add(-1)
-			}
+		}
+		var d *instanceDB
+		if err == nil {
+			d, err = rt.openInstanceDB(ctx, ns, rel)
 		}
 		if err != nil {
 			if ctx.Err() != nil {

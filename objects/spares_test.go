@@ -91,3 +91,34 @@ func TestSparesRefillAfterCap(t *testing.T) {
 	}
 	checkFor(t, 10*time.Second, "a spare made after the cap", func() bool { return rt.Stats().OpenDatabases == 2 })
 }
+
+// TestSparesNoOrphansWhenClosedEarly closes runtimes while their spare
+// makers are still at work. Every database file must stay known to the
+// index, so that the next runtime uses it: after the rounds, one runtime
+// that fills its spares leaves exactly Spares files on disk. A file made
+// before the index heard of it used to stay behind for good.
+func TestSparesNoOrphansWhenClosedEarly(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	const spares = 3
+	for range 20 {
+		rt, _ := newRuntime(t, dir, func(rt *objects.Runtime) { rt.Spares = spares })
+		if err := rt.Open(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if err := rt.Close(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	rt, _ := newRuntime(t, dir, func(rt *objects.Runtime) { rt.Spares = spares })
+	if err := rt.Open(ctx); err != nil {
+		t.Fatal(err)
+	}
+	checkFor(t, 10*time.Second, "spares ready", func() bool { return rt.Stats().OpenDatabases == spares })
+	if err := rt.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if got := dbFiles(t, dir); got != spares {
+		t.Fatalf("%d database files on disk, want %d: some are unknown to the index", got, spares)
+	}
+}
