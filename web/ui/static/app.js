@@ -73,8 +73,8 @@ const state = {
 // ---- dialogs --------------------------------------------------------------
 
 // ask shows the modal dialog; resolves with the input's value (or true
-// without input) on OK, null on cancel.
-// Dialogs come one at a time (a sign-in may be asked while another is open).
+// without input) on OK, null on cancel. Dialogs come one at a time (a
+// sign-in may be asked while another is open).
 let dialogs = Promise.resolve();
 function ask(opts) {
   const next = dialogs.then(() => showDialog(opts));
@@ -447,6 +447,7 @@ function connect(id, seq) {
         const t = state.chain.find((x) => x.generation_id === m.generation);
         if (t && t.status === "streaming") upsertTurn({ ...t, status: "failed", error: { code: m.code, message: m.message } });
         els.announce.textContent = `Reply failed: ${m.message} (${m.code})`;
+        state.streams.delete(m.generation);
         if (state.running === m.generation) state.running = null;
         renderTranscript();
         return;
