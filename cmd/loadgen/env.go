@@ -32,7 +32,7 @@ func (c *common) register(fs *flag.FlagSet) {
 	fs.IntVar(&c.pid, "pid", 0, "with -url: the server's process id, for the CPU and memory readings of gens and idle")
 	fs.BoolVar(&c.spawn, "spawn", false, "build ./cmd/sessiond once and run it as a child process, one per -durability value")
 	fs.StringVar(&c.bin, "bin", "", "with -spawn: use this sessiond binary instead of building one")
-	fs.StringVar(&c.durability, "durability", "normal", "with -spawn: comma-separated durability modes to run in turn (normal, full); with -url only a label")
+	fs.StringVar(&c.durability, "durability", "full", "with -spawn: comma-separated durability modes to run in turn (normal, full; full is sessiond's default); with -url only a label")
 	fs.StringVar(&c.offlineTPS, "offline-tps", "", "with -spawn: the server's --offline-tps (default: the subcommand's, else the server's)")
 	fs.StringVar(&c.idleTimeout, "idle-timeout", "", "with -spawn: the server's --idle-timeout (default: the subcommand's, else the server's)")
 	fs.StringVar(&c.serverArgs, "server-args", "", "with -spawn: extra space-separated flags for the server")
