@@ -200,6 +200,7 @@ func (e *entry) evict() {
 
 // sleep closes an instance's database and records its usage in the index.
 func (e *entry) sleep(ctx context.Context, inst *instance) {
+	e.rt.unmarkOutbox(ctx, e, inst)
 	if err := inst.db.close(); err != nil {
 		e.logger().Warn("objects: close database", "err", err)
 	}

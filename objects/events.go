@@ -115,6 +115,8 @@ func (tx *Tx) ensureOutbox(ctx context.Context) error {
 		seq INTEGER PRIMARY KEY, id TEXT NOT NULL, subject TEXT NOT NULL, data BLOB NOT NULL, created_at INTEGER NOT NULL)`); err != nil {
 		return fmt.Errorf("create outbox: %w", err)
 	}
+	inst := tx.b.inst
+	tx.OnCommit(func() { inst.hasOutbox = true }) // not before: the call may roll back
 	return nil
 }
 
@@ -213,10 +215,14 @@ func (rt *Runtime) drainLoop(ns *Namespace, name string) {
 	stub := &Stub{ns: ns, name: name}
 	ctx := rt.ctx
 	backoff := 100 * time.Millisecond
+	var published int64 // seq of the last event the bus acknowledged, not yet deleted
 	for {
-		rows, err := rt.readOutbox(ctx, stub)
+		rows, err := rt.readOutbox(ctx, stub, published)
+		if err == nil {
+			published = 0
+		}
 		if err == nil && len(rows) > 0 {
-			err = rt.publishRows(ctx, stub, rows)
+			published, err = rt.publishRows(ctx, rows)
 		}
 		rt.drainMu.Lock()
 		again := rt.draining[k]
@@ -246,19 +252,33 @@ func (rt *Runtime) drainLoop(ns *Namespace, name string) {
 	}
 }
 
-// readOutbox returns up to 256 queued events; when there are none it clears
-// the object's mark in the node index (inside the call, so no batch can add
-// an event in between).
-func (rt *Runtime) readOutbox(ctx context.Context, stub *Stub) ([]outboxRow, error) {
+// readOutbox deletes the events up to seq published (acknowledged by the
+// bus; 0 for none) and returns up to 256 queued events, in one call: one
+// commit per round of publishing. The object's mark in the node
+// index stays while it is awake (clearing and setting it for every event
+// would cost two index commits each); sleep clears it once the outbox is
+// empty.
+func (rt *Runtime) readOutbox(ctx context.Context, stub *Stub, published int64) ([]outboxRow, error) {
 	v, err := stub.Call(ctx, func(ctx context.Context, obj any, tx *Tx) (any, error) {
-		var exists int
-		if err := tx.QueryRow(ctx, `SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = '_outbox'`).Scan(&exists); err != nil {
-			return nil, err
+		if published > 0 {
+			if _, err := tx.Exec(ctx, `DELETE FROM _outbox WHERE seq <= ?`, published); err != nil {
+				return nil, err
+			}
+		}
+		exists := 1
+		if !tx.b.inst.hasOutbox {
+			if err := tx.QueryRow(ctx, `SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = '_outbox'`).Scan(&exists); err != nil {
+				return nil, err
+			}
 		}
 		var rows []outboxRow
 		if exists > 0 {
 			tx.b.inst.hasOutbox = true
 			r, err := tx.Query(ctx, `SELECT seq, id, subject, data FROM _outbox ORDER BY seq LIMIT 256`)
+			if isNoTable(err) { // created by a call that then rolled back
+				tx.b.inst.hasOutbox = false
+				return []outboxRow(nil), nil
+			}
 			if err != nil {
 				return nil, err
 			}
@@ -274,37 +294,27 @@ func (rt *Runtime) readOutbox(ctx context.Context, stub *Stub) ([]outboxRow, err
 				return nil, err
 			}
 		}
-		if len(rows) == 0 {
-			e := tx.b.e
-			if _, err := rt.index.exec(ctx, `DELETE FROM outbox_pending WHERE namespace = ? AND name = ?`, e.ns.name, e.name); err != nil {
-				return nil, err
-			}
-			e.outboxMarked = false
-		}
 		return rows, nil
 	})
 	rows, _ := v.([]outboxRow)
 	return rows, err
 }
 
-func (rt *Runtime) publishRows(ctx context.Context, stub *Stub, rows []outboxRow) error {
-	done := 0
-	var perr error
+// publishRows publishes rows in order and returns the seq of the last one
+// the bus acknowledged (0 if none), with the error that stopped it.
+func (rt *Runtime) publishRows(ctx context.Context, rows []outboxRow) (int64, error) {
+	var last int64
 	for _, r := range rows {
-		if perr = rt.Bus.Publish(ctx, r.subject, r.data, r.id); perr != nil {
-			break
+		if err := rt.Bus.Publish(ctx, r.subject, r.data, r.id); err != nil {
+			return last, err
 		}
-		done++
+		last = r.seq
 	}
-	if done == 0 {
-		return perr
-	}
-	last := rows[done-1].seq
-	_, err := stub.Call(ctx, func(ctx context.Context, obj any, tx *Tx) (any, error) {
-		_, err := tx.Exec(ctx, `DELETE FROM _outbox WHERE seq <= ?`, last)
-		return nil, err
-	})
-	return errors.Join(perr, err)
+	return last, nil
+}
+
+func isNoTable(err error) bool {
+	return err != nil && strings.Contains(err.Error(), "no such table")
 }
 
 // resumeDrains drains every outbox the node index has marked: the events a
@@ -440,4 +450,29 @@ func (rt *Runtime) startEvents(ctx context.Context) error {
 	}
 	rt.busStop = stop
 	return rt.resumeDrains(ctx)
+}
+
+// unmarkOutbox clears the object's outbox mark in the node index if its
+// outbox is empty. It runs when the object goes to sleep, with nothing else
+// touching its database.
+func (rt *Runtime) unmarkOutbox(ctx context.Context, e *entry, inst *instance) {
+	if !e.outboxMarked {
+		return
+	}
+	var n int
+	r, err := inst.db.query(ctx, `SELECT count(*) FROM _outbox`)
+	if isNoTable(err) {
+		err = nil
+	} else if err == nil {
+		if r.Next() {
+			r.Scan(&n)
+		}
+		r.Close()
+	}
+	if err != nil || n > 0 {
+		return // keep the mark: the next start drains it
+	}
+	if _, err := rt.index.exec(ctx, `DELETE FROM outbox_pending WHERE namespace = ? AND name = ?`, e.ns.name, e.name); err == nil {
+		e.outboxMarked = false
+	}
 }
