@@ -2,10 +2,8 @@ package web_test
 
 import (
 	"bytes"
-	"context"
 	"encoding/json"
 	"io"
-	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -15,14 +13,8 @@ import (
 	"sessiond/objects"
 	"sessiond/session"
 	"sessiond/web"
+	"sessiond/web/webtest"
 )
-
-type tlog struct{ tb testing.TB }
-
-func (w tlog) Write(p []byte) (int, error) {
-	w.tb.Log(strings.TrimSpace(string(p)))
-	return len(p), nil
-}
 
 type server struct {
 	*httptest.Server
@@ -35,36 +27,8 @@ type server struct {
 // a temp dir and the offline model at tps words/s.
 func newServer(tb testing.TB, tps float64, cfg web.Config, configure func(*objects.Runtime)) *server {
 	tb.Helper()
-	rt := objects.NewRuntime(tb.TempDir())
-	rt.Durability = objects.DurabilityNormal
-	logger := slog.New(slog.NewTextHandler(tlog{tb}, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	rt.Logger = logger
-	if configure != nil {
-		configure(rt)
-	}
-	reg := session.NewRegistry()
-	reg.Register("offline", session.NewOfflineModel(tps), session.ModelInfo{})
-	svc, err := session.NewService(rt, reg)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	svc.Logger = logger
-	if err := rt.Open(context.Background()); err != nil {
-		tb.Fatal(err)
-	}
-	svc.Start()
-	cfg.Logger = logger
-	if cfg.Keys == nil {
-		cfg.AuthOff = true
-	}
-	srv := httptest.NewServer(web.NewHandler(svc, cfg))
-	tb.Cleanup(func() {
-		srv.CloseClientConnections()
-		srv.Close()
-		svc.Close()
-		rt.Close()
-	})
-	return &server{Server: srv, rt: rt, svc: svc}
+	ws := webtest.New(tb, &webtest.Options{OfflineTPS: tps, Config: cfg, Runtime: configure})
+	return &server{Server: ws.Server, rt: ws.Runtime, svc: ws.Service}
 }
 
 func (s *server) as(key string) *server { c := *s; c.key = key; return &c }

@@ -3,15 +3,12 @@ package main
 import (
 	"context"
 	"net/http"
-	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
 
-	"sessiond/objects"
 	"sessiond/objects/natsbus"
-	"sessiond/session"
-	"sessiond/web"
+	"sessiond/web/webtest"
 )
 
 // TestCoordinatorResumesOnEvents runs a whole sessiond (runtime, embedded
@@ -37,24 +34,7 @@ func TestCoordinatorResumesOnEvents(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer bus.Close()
-	rt := objects.NewRuntime(t.TempDir())
-	rt.Durability = objects.DurabilityNormal
-	rt.Bus = &natsbus.Objects{Bus: bus, Durable: "node-test"}
-	models := session.NewRegistry()
-	models.Register("offline", session.NewOfflineModel(0), session.ModelInfo{})
-	svc, err := session.NewService(rt, models)
-	if err != nil {
-		t.Fatal(err)
-	}
-	svc.Events = true
-	if err := rt.Open(ctx); err != nil {
-		t.Fatal(err)
-	}
-	defer rt.Close()
-	svc.Start()
-	defer svc.Close()
-	srv := httptest.NewServer(web.NewHandler(svc, web.Config{AuthOff: true}))
-	defer srv.Close()
+	srv := webtest.New(t, &webtest.Options{Bus: &natsbus.Objects{Bus: bus, Durable: "node-test"}})
 
 	c := &client{base: srv.URL, http: http.DefaultClient}
 	out, err := coordinate(ctx, c, e.ClientURL(), []string{"a", "b", "c"})

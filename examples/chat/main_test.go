@@ -3,37 +3,18 @@ package main
 import (
 	"bytes"
 	"context"
-	"log/slog"
-	"net/http/httptest"
 	"regexp"
 	"strings"
 	"testing"
 
-	"sessiond/objects"
-	"sessiond/session"
-	"sessiond/web"
 	"sessiond/web/client"
+	"sessiond/web/webtest"
 )
 
 // TestChatThenResume chats in a new session, then resumes it by ID as a
 // second terminal would: the history is printed and the chat goes on.
 func TestChatThenResume(t *testing.T) {
-	rt := objects.NewRuntime(t.TempDir())
-	rt.Durability = objects.DurabilityNormal
-	rt.Logger = slog.New(slog.DiscardHandler)
-	reg := session.NewRegistry()
-	reg.Register("offline", session.NewOfflineModel(0), session.ModelInfo{})
-	svc, err := session.NewService(rt, reg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := rt.Open(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	svc.Start()
-	srv := httptest.NewServer(web.NewHandler(svc, web.Config{AuthOff: true}))
-	defer func() { srv.Close(); svc.Close(); rt.Close() }()
-	c := client.New(srv.URL, "")
+	c := client.New(webtest.New(t, nil).URL, "")
 
 	var out bytes.Buffer
 	if err := chat(context.Background(), c, "", strings.NewReader("/say first reply\n"), &out); err != nil {

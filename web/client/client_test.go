@@ -3,35 +3,17 @@ package client_test
 import (
 	"context"
 	"errors"
-	"log/slog"
-	"net/http/httptest"
 	"strings"
 	"testing"
 
-	"sessiond/objects"
 	"sessiond/session"
-	"sessiond/web"
 	"sessiond/web/client"
+	"sessiond/web/webtest"
 )
 
 func newClient(t *testing.T) *client.Client {
 	t.Helper()
-	rt := objects.NewRuntime(t.TempDir())
-	rt.Durability = objects.DurabilityNormal
-	rt.Logger = slog.New(slog.DiscardHandler)
-	reg := session.NewRegistry()
-	reg.Register("offline", session.NewOfflineModel(0), session.ModelInfo{})
-	svc, err := session.NewService(rt, reg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := rt.Open(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	svc.Start()
-	srv := httptest.NewServer(web.NewHandler(svc, web.Config{AuthOff: true}))
-	t.Cleanup(func() { srv.Close(); svc.Close(); rt.Close() })
-	return client.New(srv.URL, "")
+	return client.New(webtest.New(t, nil).URL, "")
 }
 
 func TestClientConversation(t *testing.T) {
