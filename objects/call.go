@@ -74,6 +74,10 @@ type call struct {
 // in the order they were made; a call whose ctx ends while it is still
 // queued never runs. When the object's queue is full Call fails at once
 // with *OverloadedError.
+//
+// A Func must not Call (or Delete) its own object: the call would wait for
+// the one running it. Work that must come back to the object later goes in
+// a goroutine started from tx.OnCommit (see Handle.Hold).
 func (s *Stub) Call(ctx context.Context, fn Func) (any, error) {
 	c := &call{ctx: ctx, fn: fn, done: make(chan struct{})}
 	if err := s.ns.rt.enqueue(s.ns, s.name, c); err != nil {

@@ -246,6 +246,11 @@ func (e *entry) wake(ctx context.Context) error {
 			path, spare = db.rel, true
 		} else {
 			path = objectFile(e.ns.name, e.name)
+			if rt.index.inTrash(ctx, path) {
+				// A deletion of an earlier object of this name could not
+				// remove its files; start-up will. Do not share the path.
+				path = spareFile(randomID())
+			}
 			if db, err = rt.openInstanceDB(ctx, e.ns, path); err != nil {
 				return fmt.Errorf("create %s/%q: %w", e.ns.name, e.name, err)
 			}

@@ -22,9 +22,6 @@ var (
 	// object) that must not create the object.
 	ErrNotFound = errors.New("objects: not found")
 
-	// ErrDeleted is returned to calls that were queued behind a Delete of the
-	// same object and were cancelled by it.
-	ErrDeleted = errors.New("objects: object deleted")
 
 	// ErrTooLarge is returned when an attachment or tag list exceeds its limit.
 	ErrTooLarge = errors.New("objects: too large")

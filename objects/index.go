@@ -375,3 +375,10 @@ func (x *nodeIndex) setAlarmIf(ctx context.Context, ns, name string, old, at tim
 	}
 	return nil
 }
+
+// inTrash reports whether path waits in the trash for its files to go.
+func (x *nodeIndex) inTrash(ctx context.Context, path string) bool {
+	var n int
+	err := x.db.QueryRowContext(ctx, `SELECT count(*) FROM trash WHERE path = ?`, path).Scan(&n)
+	return err != nil || n > 0
+}

@@ -172,7 +172,10 @@ func (s *Socket) SetAttachment(b []byte) error {
 	return nil
 }
 
-// Send writes one message. It blocks until written or ctx ends.
+// Send writes one message. It blocks until written or ctx ends. It writes
+// at once: from inside a call, send from tx.OnCommit, so that nothing
+// reports a write before its commit; and mind that a slow client then holds
+// up the object (the session package queues to a bounded viewer instead).
 func (s *Socket) Send(ctx context.Context, typ websocket.MessageType, data []byte) error {
 	return s.conn.Write(ctx, typ, data)
 }
