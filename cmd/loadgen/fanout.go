@@ -19,10 +19,14 @@ import (
 func setupFanout(fs *flag.FlagSet, c *common) runFunc {
 	var uf upstreamFlags
 	uf.register(fs, 400, 50)
-	viewers := fs.Int("viewers", 1000, "WebSocket viewers of the one session")
+	viewers := fs.String("viewers", "1000", "comma-separated viewer counts, one case each (a new session per case)")
 	dialConc := fs.Int("dial-concurrency", 32, "viewers connecting at once")
 	perChunk := fs.Bool("per-chunk", false, "also print, to stderr, each chunk's send time (ms from the first) and its last-viewer latency (ms)")
 	return func(ctx context.Context, e *env) ([]row, error) {
+		counts, err := parseInts(*viewers)
+		if err != nil {
+			return nil, fmt.Errorf("-viewers: %w", err)
+		}
 		up, err := uf.start()
 		if err != nil {
 			return nil, err
@@ -32,31 +36,46 @@ func setupFanout(fs *flag.FlagSet, c *common) runFunc {
 		if err != nil {
 			return nil, err
 		}
-		id, err := t.createSession(ctx)
-		if err != nil {
-			return nil, err
+		var rows []row
+		for _, n := range counts {
+			r, err := fanoutCase(ctx, e, t, &uf, n, *dialConc, *perChunk)
+			if err != nil {
+				return nil, err
+			}
+			rows = append(rows, r)
 		}
-		conns, err := dialMany(ctx, t, []string{id}, *viewers, *dialConc)
-		defer closeAll(conns)
-		if err != nil {
-			return nil, err
-		}
-		e.logf("ws-fanout: %d viewers ready; one generation of %d tokens at %g tokens/s", len(conns), uf.tokens, uf.rate)
-		fo := newFanout()
-		server, _ := startCPU(t.pid)
-		self, _ := startCPU(os.Getpid())
-		if err := fo.run(ctx, t, id, conns, e.duration); err != nil {
-			return nil, err
-		}
-		if *perChunk {
-			fo.printPerChunk(e.log)
-		}
-		r := fo.row(len(conns), uf.tokens)
-		r.add("server cpu", server.coresOr(-1), "cores")
-		r.add("loadgen cpu", self.coresOr(-1), "cores")
-		r.add("hello retries", float64(helloRetries.Load()), "")
-		return []row{r}, nil
+		return rows, nil
 	}
+}
+
+// fanoutCase connects n viewers to a new session, runs one generation and
+// measures it.
+func fanoutCase(ctx context.Context, e *env, t *target, uf *upstreamFlags, n, dialConc int, perChunk bool) (row, error) {
+	id, err := t.createSession(ctx)
+	if err != nil {
+		return row{}, err
+	}
+	retries := helloRetries.Load()
+	conns, err := dialMany(ctx, t, []string{id}, n, dialConc)
+	defer closeAll(conns)
+	if err != nil {
+		return row{}, err
+	}
+	e.logf("ws-fanout: %d viewers ready; one generation of %d tokens at %g tokens/s", len(conns), uf.tokens, uf.rate)
+	fo := newFanout()
+	server, _ := startCPU(t.pid)
+	self, _ := startCPU(os.Getpid())
+	if err := fo.run(ctx, t, id, conns, e.duration); err != nil {
+		return row{}, err
+	}
+	if perChunk {
+		fo.printPerChunk(e.log)
+	}
+	r := fo.row(len(conns), uf.tokens)
+	r.add("server cpu", server.coresOr(-1), "cores")
+	r.add("loadgen cpu", self.coresOr(-1), "cores")
+	r.add("hello retries", float64(helloRetries.Load()-retries), "")
+	return r, nil
 }
 
 // dialMany opens n viewers, spread round-robin over the sessions ids,

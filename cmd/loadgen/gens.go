@@ -120,9 +120,12 @@ func (g *genRun) measure(ctx context.Context, e *env, t *target, ids []string, c
 		lat, n = g.stamped(w0, w1)
 	}
 	r := row{Case: fmt.Sprintf("gens=%d model=%s tps=%g", len(conns), g.model, float64(time.Second)/float64(g.period))}
+	perSec := float64(n) / w1.Sub(w0).Seconds()
 	r.add("server cpu", cores, "cores")
 	r.addLatency("added ", lat)
-	r.add("deltas/s", float64(n)/w1.Sub(w0).Seconds(), "")
+	r.add("deltas/s", perSec, "")
+	r.add("want/s", float64(len(conns))*float64(time.Second)/float64(g.period), "")
+	r.add("server cpu/delta", cores/perSec*1e6, "µs")
 	r.add("server rss", float64(rss)/1024, "MiB")
 	r.add("loadgen cpu", selfCores, "cores")
 	r.add("failed", float64(g.failures), "")
