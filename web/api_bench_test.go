@@ -65,13 +65,18 @@ func benchDo(b *testing.B, hc *http.Client, method, url string, body []byte, wan
 // BenchmarkPostTurn posts one user turn per op from 64 goroutines, spread
 // over 1 or 1,000 sessions, in both durability modes.
 func BenchmarkPostTurn(b *testing.B) {
+	parent := b // owns the servers: a sub-benchmark's cleanups run after every round of b.N
 	body := []byte(`{"turns":[{"role":"user","content":"hello, this is a user turn of a load test"}]}`)
 	for _, d := range []objects.Durability{objects.DurabilityNormal, objects.DurabilityFull} {
 		for _, sessions := range []int{1, 1000} {
+			var s *webtest.Server // set up once, on first use, not once per round
+			var ids []string
+			hc := benchClient()
 			b.Run(fmt.Sprintf("durability=%s/sessions=%d", d, sessions), func(b *testing.B) {
-				s := webtest.New(b, &webtest.Options{Runtime: func(rt *objects.Runtime) { rt.Durability = d }})
-				hc := benchClient()
-				ids := benchSessions(b, s, hc, sessions)
+				if s == nil {
+					s = webtest.New(parent, &webtest.Options{Runtime: func(rt *objects.Runtime) { rt.Durability = d }})
+					ids = benchSessions(parent, s, hc, sessions)
+				}
 				var next atomic.Int64
 				b.SetParallelism(32) // 64 goroutines on 2 CPUs
 				b.ResetTimer()
@@ -90,23 +95,33 @@ func BenchmarkPostTurn(b *testing.B) {
 // BenchmarkGetTurns reads the newest 50 turns of sessions of growing
 // length: the cost per op must not grow with the length.
 func BenchmarkGetTurns(b *testing.B) {
+	parent := b // owns the servers: a sub-benchmark's cleanups run after every round of b.N
 	for _, n := range []int{100, 10000} {
+		var url string // set up once, on first use, not once per round
+		hc := benchClient()
 		b.Run(fmt.Sprintf("turns=%d", n), func(b *testing.B) {
-			s := webtest.New(b, nil)
-			hc := benchClient()
-			id := benchSessions(b, s, hc, 1)[0]
-			turns := make([]map[string]string, 100)
-			for i := range turns {
-				turns[i] = map[string]string{"role": "user", "content": "a prefilled user turn of about a hundred bytes, so that pages have a realistic size: lorem ipsum."}
+			if url == "" {
+				url = prefillSession(parent, hc, n)
 			}
-			page, _ := json.Marshal(map[string]any{"turns": turns})
-			for range n / 100 {
-				benchDo(b, hc, "POST", s.URL+"/v1/sessions/"+id+"/turns", page, http.StatusCreated)
-			}
-			url := s.URL + "/v1/sessions/" + id + "/turns?limit=50"
 			for b.Loop() {
 				benchDo(b, hc, "GET", url, nil, http.StatusOK)
 			}
 		})
 	}
+}
+
+// prefillSession starts a server with one session of n turns and returns
+// the URL of its newest 50.
+func prefillSession(b *testing.B, hc *http.Client, n int) string {
+	s := webtest.New(b, nil)
+	id := benchSessions(b, s, hc, 1)[0]
+	turns := make([]map[string]string, 100)
+	for i := range turns {
+		turns[i] = map[string]string{"role": "user", "content": "a prefilled user turn of about a hundred bytes, so that pages have a realistic size: lorem ipsum."}
+	}
+	page, _ := json.Marshal(map[string]any{"turns": turns})
+	for range n / 100 {
+		benchDo(b, hc, "POST", s.URL+"/v1/sessions/"+id+"/turns", page, http.StatusCreated)
+	}
+	return s.URL + "/v1/sessions/" + id + "/turns?limit=50"
 }
