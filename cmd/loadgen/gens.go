@@ -32,7 +32,9 @@ func setupGens(fs *flag.FlagSet, c *common) runFunc {
 		case "offline":
 		case "fake":
 			tps = uf.rate
-			uf.tokens = int(tps * (*ramp + e.duration + 10*time.Second).Seconds())
+			if uf.tokens == 0 { // enough that no generation ends before the window does
+				uf.tokens = int(tps * (*ramp + e.duration + 10*time.Second).Seconds())
+			}
 			up, err := uf.start()
 			if err != nil {
 				return nil, err

@@ -117,7 +117,7 @@ type upstreamFlags struct {
 func (f *upstreamFlags) register(fs *flag.FlagSet, tokens int, rate float64) {
 	fs.StringVar(&f.addr, "upstream-addr", "127.0.0.1:0", "listen address of the fake OpenAI-compatible upstream (with -url, start sessiond with --openai-base-url http://ADDR/v1 --openai-model fake)")
 	fs.Float64Var(&f.rate, "rate", rate, "tokens per second of each fake-upstream completion")
-	fs.IntVar(&f.tokens, "tokens", tokens, "tokens per fake-upstream completion")
+	fs.IntVar(&f.tokens, "tokens", tokens, "tokens per fake-upstream completion (0: as many as the run needs)")
 }
 
 // start starts the fake upstream from the flags.
