@@ -483,6 +483,16 @@ func (ns *Namespace) Exists(ctx context.Context, name string) (bool, error) {
 	if err := ns.rt.checkOpen(); err != nil {
 		return false, err
 	}
+	// An awake object exists (its creation is recorded before it wakes, and
+	// Delete puts it to sleep first): no index query on the hot path.
+	if e := ns.rt.lookupEntry(ns.name, name); e != nil {
+		e.mu.Lock()
+		awake := e.inst != nil
+		e.mu.Unlock()
+		if awake {
+			return true, nil
+		}
+	}
 	_, ok, err := ns.rt.index.lookup(ctx, ns.name, name)
 	return ok, err
 }

@@ -128,6 +128,9 @@ func (svc *Service) touchDirectory(m *meta, turns []Turn) {
 }
 
 // runDirectory applies pending directory updates until ctx ends, then once more.
+// Updates wait up to directoryDelay so that a busy owner's many turns cost
+// one directory commit, not one each; List applies what is pending first,
+// so a client always sees its own changes.
 func (svc *Service) runDirectory(ctx context.Context) {
 	defer svc.wg.Done()
 	for {
@@ -136,10 +139,17 @@ func (svc *Service) runDirectory(ctx context.Context) {
 			svc.flushDirectory()
 			return
 		case <-svc.dir.wake:
-			svc.flushDirectory()
 		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(directoryDelay):
+		}
+		svc.flushDirectory()
 	}
 }
+
+// directoryDelay bounds how stale an owner's directory may be.
+const directoryDelay = 200 * time.Millisecond
 
 func (svc *Service) flushDirectory() {
 	u := &svc.dir
