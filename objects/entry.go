@@ -48,6 +48,11 @@ type instance struct {
 	wokeAt    time.Time
 	discard   bool // rebuild before the next call (after a panic or failed commit)
 	hasOutbox bool // its _outbox table is known to exist
+	// published is the seq up to which the bus has acknowledged the outbox;
+	// deleted, up to which those rows are gone. The rows in between are
+	// deleted by the next batch that writes anyway, or at sleep: a drain
+	// costs no commit of its own.
+	published, deleted int64
 }
 
 func (e *entry) logger() interface {
@@ -447,6 +452,7 @@ type batchTx struct {
 	began      bool
 
 	rowsRead, rowsWritten int64
+	wrote                 bool // a statement of the batch was an Exec
 	alarm                 *alarmOp
 	events                int     // outbox rows added by the batch's calls
 	subs                  []subOp // subscription changes, applied after commit
@@ -515,6 +521,12 @@ func (b *batchTx) finish(ctx context.Context) error {
 		b.abort()
 		return err
 	}
+	var deleteTo int64
+	if inst := b.inst; b.began && b.wrote && inst.published > inst.deleted {
+		if _, err := inst.db.exec(ctx, `DELETE FROM _outbox WHERE seq <= ?`, inst.published); err == nil {
+			deleteTo = inst.published
+		}
+	}
 	if b.began {
 		if _, err := b.inst.db.exec(ctx, "COMMIT"); err != nil {
 			b.abort()
@@ -522,6 +534,9 @@ func (b *batchTx) finish(ctx context.Context) error {
 		}
 		b.began = false
 		b.inst.needsMeta = false
+		if deleteTo > 0 {
+			b.inst.deleted = deleteTo
+		}
 		b.e.rt.commits.Add(1)
 	}
 	if b.alarm != nil {
@@ -621,6 +636,7 @@ func (tx *Tx) Exec(ctx context.Context, query string, args ...any) (sql.Result, 
 	if err != nil {
 		return nil, err
 	}
+	tx.b.wrote = true
 	if n, err := r.RowsAffected(); err == nil {
 		tx.rowsWritten += n
 	}

@@ -215,14 +215,13 @@ func (rt *Runtime) drainLoop(ns *Namespace, name string) {
 	stub := &Stub{ns: ns, name: name}
 	ctx := rt.ctx
 	backoff := 100 * time.Millisecond
-	var published int64 // seq of the last event the bus acknowledged, not yet deleted
+	var published int64 // seq of the last event the bus acknowledged
 	for {
 		rows, err := rt.readOutbox(ctx, stub, published)
-		if err == nil {
-			published = 0
-		}
 		if err == nil && len(rows) > 0 {
-			published, err = rt.publishRows(ctx, rows)
+			var last int64
+			last, err = rt.publishRows(ctx, rows)
+			published = max(published, last)
 		}
 		rt.drainMu.Lock()
 		again := rt.draining[k]
@@ -252,19 +251,17 @@ func (rt *Runtime) drainLoop(ns *Namespace, name string) {
 	}
 }
 
-// readOutbox deletes the events up to seq published (acknowledged by the
-// bus; 0 for none) and returns up to 256 queued events, in one call: one
-// commit per round of publishing. The object's mark in the node
+// readOutbox records that the bus acknowledged the events up to seq
+// published (they are deleted later, see instance.published) and returns up
+// to 256 events after them. It writes nothing: a drain round costs no
+// commit. The object's mark in the node
 // index stays while it is awake (clearing and setting it for every event
 // would cost two index commits each); sleep clears it once the outbox is
 // empty.
 func (rt *Runtime) readOutbox(ctx context.Context, stub *Stub, published int64) ([]outboxRow, error) {
 	v, err := stub.Call(ctx, func(ctx context.Context, obj any, tx *Tx) (any, error) {
-		if published > 0 {
-			if _, err := tx.Exec(ctx, `DELETE FROM _outbox WHERE seq <= ?`, published); err != nil {
-				return nil, err
-			}
-		}
+		inst := tx.b.inst
+		inst.published = max(inst.published, published)
 		exists := 1
 		if !tx.b.inst.hasOutbox {
 			if err := tx.QueryRow(ctx, `SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = '_outbox'`).Scan(&exists); err != nil {
@@ -274,7 +271,7 @@ func (rt *Runtime) readOutbox(ctx context.Context, stub *Stub, published int64) 
 		var rows []outboxRow
 		if exists > 0 {
 			tx.b.inst.hasOutbox = true
-			r, err := tx.Query(ctx, `SELECT seq, id, subject, data FROM _outbox ORDER BY seq LIMIT 256`)
+			r, err := tx.Query(ctx, `SELECT seq, id, subject, data FROM _outbox WHERE seq > ? ORDER BY seq LIMIT 256`, inst.published)
 			if isNoTable(err) { // created by a call that then rolled back
 				tx.b.inst.hasOutbox = false
 				return []outboxRow(nil), nil
@@ -456,6 +453,11 @@ func (rt *Runtime) startEvents(ctx context.Context) error {
 // outbox is empty. It runs when the object goes to sleep, with nothing else
 // touching its database.
 func (rt *Runtime) unmarkOutbox(ctx context.Context, e *entry, inst *instance) {
+	if inst.published > inst.deleted {
+		if _, err := inst.db.exec(ctx, `DELETE FROM _outbox WHERE seq <= ?`, inst.published); err == nil {
+			inst.deleted = inst.published
+		}
+	}
 	if !e.outboxMarked {
 		return
 	}
