@@ -22,7 +22,6 @@ var (
 	// object) that must not create the object.
 	ErrNotFound = errors.New("objects: not found")
 
-
 	// ErrTooLarge is returned when an attachment or tag list exceeds its limit.
 	ErrTooLarge = errors.New("objects: too large")
 
