@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"sessiond/objects"
@@ -93,6 +95,11 @@ func (svc *Service) runGeneration(ctx context.Context, stub *objects.Stub, run *
 	defer run.cancel(nil)
 	var b ResultBuilder
 	lastSave := time.Now()
+	// Partial output is saved off the token path, one save at a time: a
+	// commit (an fsync, in full durability) must not hold up the stream.
+	var saving sync.WaitGroup
+	var inFlight atomic.Bool
+	defer saving.Wait()
 	emit := func(d Delta) error {
 		if err := b.Add(d); err != nil {
 			return err
@@ -104,13 +111,20 @@ func (svc *Service) runGeneration(ctx context.Context, stub *objects.Stub, run *
 		if _, err := run.log.Append(sd); err != nil {
 			return fmt.Errorf("append to stream: %w", err)
 		}
-		if time.Since(lastSave) >= svc.PersistInterval {
+		if time.Since(lastSave) >= svc.PersistInterval && inFlight.CompareAndSwap(false, true) {
 			lastSave = time.Now()
-			svc.persistPartial(stub, run, b.Result())
+			res, offset := b.Result(), run.log.Last()
+			saving.Add(1)
+			go func() {
+				defer saving.Done()
+				defer inFlight.Store(false)
+				svc.persistPartial(stub, run, res, offset)
+			}()
 		}
 		return nil
 	}
 	res, err := model.Stream(ctx, req, emit)
+	saving.Wait() // the final commit comes after the last partial one
 	if res == nil {
 		res = b.Result()
 	}
@@ -148,14 +162,13 @@ func (svc *Service) runGeneration(ctx context.Context, stub *objects.Stub, run *
 }
 
 // persistPartial commits the output so far; failures only delay it.
-func (svc *Service) persistPartial(stub *objects.Stub, run *genRun, res *ModelResult) {
+func (svc *Service) persistPartial(stub *objects.Stub, run *genRun, res *ModelResult, offset int64) {
 	content, _ := json.Marshal(res.Text)
 	var calls any
 	if len(res.ToolCalls) > 0 {
 		b, _ := json.Marshal(res.ToolCalls)
 		calls = string(b)
 	}
-	offset := run.log.Last()
 	_, err := stub.Call(context.Background(), func(ctx context.Context, obj any, tx *objects.Tx) (any, error) {
 		if _, err := tx.Exec(ctx, `UPDATE turns SET content = ?, tool_calls = ?, updated_at = ? WHERE id = ? AND status = 'streaming'`,
 			string(content), calls, time.Now().UnixMilli(), run.turnID); err != nil {
