@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"io"
 	"slices"
 )
 
@@ -65,9 +66,6 @@ var clientFields = map[string][]string{
 func DecodeClientMessage(data []byte) (*ClientMessage, error) {
 	if len(bytes.TrimSpace(data)) == 0 {
 		return nil, protocolErrorf(CodeInvalidJSON, "empty message")
-	}
-	if !json.Valid(data) {
-		return nil, protocolErrorf(CodeInvalidJSON, "message is not valid JSON")
 	}
 	fields, err := decodeObject("message", data)
 	if err != nil {
@@ -161,14 +159,25 @@ func decodeResume(raw json.RawMessage) (*ClientResume, error) {
 	return r, nil
 }
 
-// decodeObject decodes a JSON object into its fields, kept raw and
-// compacted.
+// decodeObject decodes a JSON object into its fields, kept raw; small
+// fields are compacted. Large ones (a 32 MiB "turns") are kept as sent:
+// one pass over a large message, not three.
+// compactLimit is the largest field decodeObject compacts.
+const compactLimit = 64 << 10
+
 func decodeObject(what string, data []byte) (map[string]json.RawMessage, error) {
 	var fields map[string]json.RawMessage
 	if err := json.Unmarshal(data, &fields); err != nil || fields == nil {
+		var se *json.SyntaxError
+		if errors.As(err, &se) || errors.Is(err, io.ErrUnexpectedEOF) {
+			return nil, protocolErrorf(CodeInvalidJSON, "%s is not valid JSON", what)
+		}
 		return nil, protocolErrorf(CodeInvalidRequest, "%s must be a JSON object", what)
 	}
 	for k, raw := range fields {
+		if len(raw) > compactLimit {
+			continue
+		}
 		var buf bytes.Buffer
 		if err := json.Compact(&buf, raw); err != nil {
 			return nil, protocolErrorf(CodeInvalidJSON, "field %q: %v", k, err)
