@@ -90,8 +90,13 @@ func (o *sessionObj) create(ctx context.Context, tx *objects.Tx, owner string, r
 		return nil, fmt.Errorf("%w: session %s already exists", ErrConflict, req.ID)
 	}
 	now := nowMillis()
-	m := &meta{ID: req.ID, Owner: owner, Title: req.Title, Model: model, System: req.System,
-		Metadata: req.Metadata, Policy: req.BusyPolicy, CreatedAt: now, UpdatedAt: now}
+	return o.establish(ctx, tx, &meta{ID: req.ID, Owner: owner, Title: req.Title, Model: model, System: req.System,
+		Metadata: req.Metadata, Policy: req.BusyPolicy, CreatedAt: now, UpdatedAt: now})
+}
+
+// establish records a new session's metadata, with defaults filled in,
+// announces it, and returns it as the API shows it.
+func (o *sessionObj) establish(ctx context.Context, tx *objects.Tx, m *meta) (*Session, error) {
 	if len(m.Metadata) == 0 {
 		m.Metadata = json.RawMessage("{}")
 	}

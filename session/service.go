@@ -661,24 +661,8 @@ func (svc *Service) restore(ctx context.Context, owner string, req CreateRequest
 			head = id
 		}
 		now := nowMillis()
-		m := &meta{ID: req.ID, Owner: owner, Title: req.Title, Model: req.Model, System: req.System, Metadata: req.Metadata,
-			Policy: req.BusyPolicy, Head: head, Branched: branched, CreatedAt: now, UpdatedAt: now}
-		if len(m.Metadata) == 0 {
-			m.Metadata = json.RawMessage("{}")
-		}
-		if m.Policy == "" {
-			m.Policy = PolicyQueue
-		}
-		if err := saveMeta(ctx, tx, m); err != nil {
-			return nil, err
-		}
-		o2 := *o
-		o2.m = m
-		s, err := o2.session(ctx, tx)
-		if err == nil {
-			o.m = m
-		}
-		return s, err
+		return o.establish(ctx, tx, &meta{ID: req.ID, Owner: owner, Title: req.Title, Model: req.Model, System: req.System,
+			Metadata: req.Metadata, Policy: req.BusyPolicy, Head: head, Branched: branched, CreatedAt: now, UpdatedAt: now})
 	})
 	if err != nil {
 		return nil, err
