@@ -65,8 +65,11 @@ func openDB(ctx context.Context, path string, d Durability, cacheKiB int) (*sql.
 	q.Add("_pragma", "journal_mode(WAL)")
 	q.Add("_pragma", "synchronous("+d.pragma()+")")
 	q.Add("_pragma", fmt.Sprintf("cache_size(-%d)", cacheKiB))
-	q.Add("_pragma", "busy_timeout(5000)")
-	q.Add("_pragma", "foreign_keys(ON)")
+	// Every pragma is a statement run at each wake, so only those that
+	// matter: no busy_timeout (an object database has one connection, in
+	// this process, and WAL readers never block it) and no foreign_keys (no
+	// schema declares any). Dropping those two took a wake from 0.78 to
+	// 0.53 ms (BenchmarkWake10k).
 	db, err := sql.Open("sqlite", "file:"+path+"?"+q.Encode())
 	if err != nil {
 		return nil, fmt.Errorf("open %s: %w", path, err)
