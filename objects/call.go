@@ -60,9 +60,10 @@ const (
 )
 
 type call struct {
-	ctx   context.Context
-	fn    Func
-	kind  callKind
+	ctx     context.Context
+	fn      Func
+	relaxed bool // commit with synchronous=NORMAL whatever the runtime's durability
+	kind    callKind
 	state atomic.Int32
 	res   any
 	err   error
@@ -79,7 +80,26 @@ type call struct {
 // the one running it. Work that must come back to the object later goes in
 // a goroutine started from tx.OnCommit (see Handle.Hold).
 func (s *Stub) Call(ctx context.Context, fn Func) (any, error) {
+	return s.CallWith(ctx, nil, fn)
+}
+
+// CallOptions are the options of CallWith. Nil means defaults.
+type CallOptions struct {
+	// Durability overrides the runtime's for this call's commit, downwards
+	// only: DurabilityNormal commits without an fsync even when the runtime
+	// is full, for writes whose loss on power failure is acceptable (a
+	// crash of the process still loses nothing), such as progress that is
+	// saved again moments later. Calls with another durability never share
+	// its commit. Zero means the runtime's.
+	Durability Durability
+}
+
+// CallWith is Call with options.
+func (s *Stub) CallWith(ctx context.Context, opts *CallOptions, fn Func) (any, error) {
 	c := &call{ctx: ctx, fn: fn, done: make(chan struct{})}
+	if opts != nil && opts.Durability == DurabilityNormal && s.ns.rt.Durability == DurabilityFull {
+		c.relaxed = true
+	}
 	if err := s.ns.rt.enqueue(s.ns, s.name, c); err != nil {
 		return nil, err
 	}

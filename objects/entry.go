@@ -117,6 +117,9 @@ func (e *entry) takeLocked() []*call {
 			}
 			break
 		}
+		if len(batch) > 0 && c.relaxed != batch[0].relaxed {
+			break // one commit, one durability
+		}
 		batch = append(batch, c)
 	}
 	clear(e.queue[:i])
@@ -321,7 +324,7 @@ func (e *entry) construct(ctx context.Context, inst *instance, tx *Tx) (obj any,
 // results: the output gate of invariant 3.
 func (e *entry) runBatch(batch []*call) {
 	inst := e.inst
-	b := &batchTx{e: e, inst: inst, savepoints: len(batch) > 1}
+	b := &batchTx{e: e, inst: inst, savepoints: len(batch) > 1, relaxed: batch[0].relaxed}
 	start := time.Now()
 	var ran int
 	var hooks []func()
@@ -451,6 +454,7 @@ type batchTx struct {
 	savepoints bool
 	began      bool
 
+	relaxed               bool // commit with synchronous=NORMAL (CallOptions.Durability)
 	rowsRead, rowsWritten int64
 	wrote                 bool // a statement of the batch was an Exec
 	alarm                 *alarmOp
@@ -474,7 +478,13 @@ func (b *batchTx) begin(ctx context.Context) error {
 	if b.began {
 		return nil
 	}
+	if b.relaxed { // only outside a transaction may SQLite change it
+		if _, err := b.inst.db.exec(ctx, "PRAGMA synchronous = NORMAL"); err != nil {
+			return fmt.Errorf("relax durability: %w", err)
+		}
+	}
 	if _, err := b.inst.db.exec(ctx, "BEGIN"); err != nil {
+		b.restoreDurability()
 		return fmt.Errorf("begin: %w", err)
 	}
 	b.began = true
@@ -497,7 +507,16 @@ func (b *batchTx) merge(tx *Tx) {
 	b.subs = append(b.subs, tx.subs...)
 }
 
+// restoreDurability puts the connection back to the runtime's durability
+// after a relaxed batch.
+func (b *batchTx) restoreDurability() {
+	if b.relaxed {
+		b.inst.db.exec(context.Background(), "PRAGMA synchronous = "+b.e.rt.Durability.pragma())
+	}
+}
+
 func (b *batchTx) abort() {
+	defer b.restoreDurability()
 	if b.began {
 		b.inst.db.exec(context.Background(), "ROLLBACK")
 		b.began = false
@@ -533,6 +552,7 @@ func (b *batchTx) finish(ctx context.Context) error {
 			return fmt.Errorf("commit: %w", err)
 		}
 		b.began = false
+		b.restoreDurability()
 		b.inst.needsMeta = false
 		if deleteTo > 0 {
 			b.inst.deleted = deleteTo
