@@ -64,10 +64,10 @@ type call struct {
 	fn      Func
 	relaxed bool // commit with synchronous=NORMAL whatever the runtime's durability
 	kind    callKind
-	state atomic.Int32
-	res   any
-	err   error
-	done  chan struct{}
+	state   atomic.Int32
+	res     any
+	err     error
+	done    chan struct{}
 }
 
 // Call runs fn on the object and returns its result once fn's writes are
