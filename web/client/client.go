@@ -1,12 +1,3 @@
-// Package client is a small Go client of sessiond's HTTP API: sessions,
-// turns, generations, and a generation's live stream over SSE with resume.
-//
-// Read ExampleClient first. A Client is safe for concurrent use.
-//
-// # Errors
-//
-// A 4xx or 5xx answer is returned as *Error with the API's stable code;
-// errors.As it to branch on Code.
 package client
 
 import (
