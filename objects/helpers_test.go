@@ -2,7 +2,6 @@ package objects_test
 
 import (
 	"context"
-	"database/sql"
 	"errors"
 	"log/slog"
 	"sync"
@@ -134,5 +133,3 @@ func checkFor(tb testing.TB, d time.Duration, what string, cond func() bool) {
 		time.Sleep(2 * time.Millisecond)
 	}
 }
-
-var _ = sql.ErrNoRows

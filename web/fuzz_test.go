@@ -1,7 +1,6 @@
 package web_test
 
 import (
-	"net/http"
 	"net/http/httptest"
 	"strings"
 	"testing"
@@ -51,5 +50,3 @@ func FuzzRequestBodies(f *testing.F) {
 		}
 	})
 }
-
-var _ = http.MethodPost

@@ -2,7 +2,6 @@ package web_test
 
 import (
 	"bufio"
-	"context"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -286,5 +285,3 @@ func TestOpenAPIMatchesRouter(t *testing.T) {
 		t.Fatalf("only %d routes walked", len(routed))
 	}
 }
-
-var _ = context.Background

@@ -3,7 +3,6 @@ package web_test
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"math/rand/v2"
 	"strings"
@@ -305,5 +304,3 @@ func TestSessionHibernatesWithViewers(t *testing.T) {
 		t.Fatal("the session never woke from disk")
 	}
 }
-
-var _ = errors.New
