@@ -185,13 +185,13 @@ func (rt *Runtime) dropStaleSpares() {
 	if err != nil {
 		return
 	}
-	for p, nv := range all {
-		ns, ok := rt.classes[nv[0].(string)]
-		if ok && len(ns.class.Migrations) == nv[1].(int) && rt.Spares > 0 {
+	for _, r := range all {
+		ns, ok := rt.classes[r.namespace]
+		if ok && len(ns.class.Migrations) == r.version && rt.Spares > 0 {
 			continue
 		}
-		if err := removeDBFiles(filepath.Join(rt.Dir, p)); err == nil {
-			rt.index.dropSpare(rt.ctx, p)
+		if err := removeDBFiles(filepath.Join(rt.Dir, r.path)); err == nil {
+			rt.index.dropSpare(rt.ctx, r.path)
 		}
 	}
 }

@@ -44,13 +44,6 @@ CREATE TABLE IF NOT EXISTS subscriptions (
 	pattern   TEXT NOT NULL,
 	PRIMARY KEY (namespace, name, pattern)
 ) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS seen_events (
-	namespace TEXT NOT NULL,
-	name      TEXT NOT NULL,
-	id        TEXT NOT NULL,
-	at        INTEGER NOT NULL,
-	PRIMARY KEY (namespace, name, id)
-) WITHOUT ROWID;
 `
 
 // nodeIndex is the per-node SQLite index of every object: where its file is,
@@ -148,7 +141,6 @@ func (x *nodeIndex) remove(ctx context.Context, ns, name, path string) error {
 	for _, q := range []string{
 		`DELETE FROM objects WHERE namespace = ? AND name = ?`,
 		`DELETE FROM subscriptions WHERE namespace = ? AND name = ?`,
-		`DELETE FROM seen_events WHERE namespace = ? AND name = ?`,
 		`DELETE FROM outbox_pending WHERE namespace = ? AND name = ?`,
 	} {
 		if _, err := tx.ExecContext(ctx, q, ns, name); err != nil {
@@ -202,22 +194,26 @@ func (x *nodeIndex) spares(ctx context.Context, ns string, version int) ([]strin
 	return x.strings(ctx, `SELECT path FROM spares WHERE namespace = ? AND version = ?`, ns, version)
 }
 
-// staleSpares lists spare files of any namespace at another version, or of
-// namespaces not in keep.
-func (x *nodeIndex) allSpares(ctx context.Context) (map[string][2]any, error) {
+// spareRecord is one spare file in the index.
+type spareRecord struct {
+	path, namespace string
+	version         int
+}
+
+// allSpares lists every spare file, of any namespace and version.
+func (x *nodeIndex) allSpares(ctx context.Context) ([]spareRecord, error) {
 	rows, err := x.db.QueryContext(ctx, `SELECT path, namespace, version FROM spares`)
 	if err != nil {
 		return nil, err
 	}
 	defer rows.Close()
-	out := map[string][2]any{}
+	var out []spareRecord
 	for rows.Next() {
-		var p, ns string
-		var v int
-		if err := rows.Scan(&p, &ns, &v); err != nil {
+		var r spareRecord
+		if err := rows.Scan(&r.path, &r.namespace, &r.version); err != nil {
 			return nil, err
 		}
-		out[p] = [2]any{ns, v}
+		out = append(out, r)
 	}
 	return out, rows.Err()
 }
