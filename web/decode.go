@@ -1,6 +1,7 @@
 package web
 
 import (
+	"bufio"
 	"encoding/json"
 	"errors"
 	"io"
@@ -17,18 +18,12 @@ func decodeJSON(w http.ResponseWriter, r *http.Request, limit int64, v any) erro
 
 // decodeOptional is decodeJSON where an empty body means {}.
 func decodeOptional(w http.ResponseWriter, r *http.Request, limit int64, v any) error {
-	if r.ContentLength == 0 {
+	body := bufio.NewReader(http.MaxBytesReader(w, r.Body, limit))
+	if _, err := body.Peek(1); errors.Is(err, io.EOF) {
 		return nil
 	}
-	err := decodeJSON(w, r, limit, v)
-	var ae *apiError
-	if errors.As(err, &ae) && ae.Message == emptyBody && r.ContentLength < 0 {
-		return nil
-	}
-	return err
+	return decodeStrict(body, v)
 }
-
-const emptyBody = "the body is empty; send a JSON object"
 
 func decodeStrict(body io.Reader, v any) error {
 	dec := json.NewDecoder(body)
@@ -54,7 +49,7 @@ func decodeError(err error) error {
 	case errors.As(err, &mbe):
 		return errorf(http.StatusRequestEntityTooLarge, "too_large", "the body is over %d bytes", mbe.Limit)
 	case errors.Is(err, io.EOF):
-		return errorf(http.StatusBadRequest, "invalid_json", emptyBody)
+		return errorf(http.StatusBadRequest, "invalid_json", "the body is empty; send a JSON object")
 	case errors.As(err, &se), errors.Is(err, io.ErrUnexpectedEOF):
 		return errorf(http.StatusBadRequest, "invalid_json", "malformed JSON: %v", err)
 	case errors.As(err, &te):
