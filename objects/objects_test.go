@@ -176,14 +176,7 @@ func TestCancelledQueuedCallNeverRuns(t *testing.T) {
 	ctx := context.Background()
 	_, ns := newOpenRuntime(t, nil)
 	s := stub(t, ns, "cancel")
-	release := make(chan struct{})
-	entered := make(chan struct{})
-	go s.Call(ctx, func(ctx context.Context, obj any, tx *objects.Tx) (any, error) {
-		close(entered)
-		<-release
-		return nil, nil
-	})
-	<-entered
+	unblock := blockObject(t, s)
 	cctx, cancel := context.WithCancel(ctx)
 	var ran atomic.Bool
 	errc := make(chan error, 1)
@@ -199,7 +192,7 @@ func TestCancelledQueuedCallNeverRuns(t *testing.T) {
 	if err := <-errc; !errors.Is(err, context.Canceled) {
 		t.Fatalf("cancelled call returned %v", err)
 	}
-	close(release)
+	unblock()
 	// A later call runs after the cancelled one would have: it must not have run.
 	if _, err := get(ctx, s); err != nil {
 		t.Fatal(err)
@@ -213,14 +206,7 @@ func TestOverloadFailsFast(t *testing.T) {
 	ctx := context.Background()
 	_, ns := newOpenRuntime(t, func(rt *objects.Runtime) { rt.QueueLimit = 4 })
 	s := stub(t, ns, "busy")
-	release := make(chan struct{})
-	entered := make(chan struct{})
-	go s.Call(ctx, func(ctx context.Context, obj any, tx *objects.Tx) (any, error) {
-		close(entered)
-		<-release
-		return nil, nil
-	})
-	<-entered
+	unblock := blockObject(t, s)
 	var wg sync.WaitGroup
 	var overloaded atomic.Int32
 	var oerr atomic.Value
@@ -237,7 +223,7 @@ func TestOverloadFailsFast(t *testing.T) {
 		}()
 	}
 	checkFor(t, 5*time.Second, "overload errors", func() bool { return overloaded.Load() >= 6 })
-	close(release)
+	unblock()
 	wg.Wait()
 	if got := overloaded.Load(); got != 6 {
 		t.Fatalf("%d calls overloaded, want 6 (10 callers, queue of 4)", got)
