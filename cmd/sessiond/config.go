@@ -24,6 +24,7 @@ type config struct {
 	MaxOpen     int                // cap on open object databases
 	LogLevel    slog.Level
 	LogFormat   string // "text" or "json"
+	DebugAddr   string // net/http/pprof listener; "" = none
 
 	OfflineTPS     float64            // words per second of the offline model; 0 = as fast as it can
 	OpenAIBaseURL  string             // an OpenAI-compatible endpoint; "" = none
@@ -238,6 +239,17 @@ var settings = []setting{
 				return nil
 			}
 			return fmt.Errorf("%q: want text or json", v)
+		}},
+	{"debug-addr", "SESSIOND_DEBUG_ADDR", "", "host:port",
+		"serve Go's profiler (net/http/pprof) on this address, without authentication: keep it on loopback; empty = off",
+		func(c *config, v string) error {
+			if v != "" {
+				if _, _, err := net.SplitHostPort(v); err != nil {
+					return fmt.Errorf("want host:port: %w", err)
+				}
+			}
+			c.DebugAddr = v
+			return nil
 		}},
 }
 

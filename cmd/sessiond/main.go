@@ -102,6 +102,13 @@ func serve(ctx context.Context, cfg config, getenv func(string) string, logger *
 	if err != nil {
 		return err
 	}
+	if cfg.DebugAddr != "" {
+		stop, err := startDebug(cfg.DebugAddr, logger)
+		if err != nil {
+			return err
+		}
+		defer stop()
+	}
 	ev, err := startEvents(ctx, cfg, logger)
 	if err != nil {
 		return err
