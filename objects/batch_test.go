@@ -98,10 +98,14 @@ func TestBatchFailureIsolated(t *testing.T) {
 }
 
 // TestNoResponseBeforeCommit checks the output gate: when a caller gets its
-// answer, its write is visible to an independent connection, i.e. committed.
+// answer, the batch holding its write has committed (and, in full
+// durability, been synced), and after Close an independent connection finds
+// every acknowledged row. An object's database is held with SQLite's
+// exclusive lock while it is open, so the commit is observed through the
+// runtime's counters, which move only after COMMIT (and the sync) succeed.
 func TestNoResponseBeforeCommit(t *testing.T) {
 	ctx := context.Background()
-	rt, ns := newOpenRuntime(t, nil)
+	rt, ns := newOpenRuntime(t, func(rt *objects.Runtime) { rt.Durability = objects.DurabilityFull })
 	s := stub(t, ns, "gate")
 	if _, err := add(ctx, s, 0); err != nil {
 		t.Fatal(err)
@@ -110,11 +114,6 @@ func TestNoResponseBeforeCommit(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	reader, err := sql.Open("sqlite", "file:"+filepath.Join(rt.Dir, oi.Path)+"?"+url.Values{"_pragma": {"busy_timeout(5000)"}}.Encode())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer reader.Close()
 	const callers, per = 16, 20
 	var wg sync.WaitGroup
 	for c := range callers {
@@ -123,7 +122,9 @@ func TestNoResponseBeforeCommit(t *testing.T) {
 			defer wg.Done()
 			for i := range per {
 				seq := c*per + i + 1
+				var seen objects.Stats // counters as the call ran, before its commit
 				_, err := s.Call(ctx, func(ctx context.Context, obj any, tx *objects.Tx) (any, error) {
+					seen = rt.Stats()
 					_, err := tx.Exec(ctx, `INSERT INTO log (seq, body) VALUES (?, ?)`, seq, "y")
 					return nil, err
 				})
@@ -131,13 +132,10 @@ func TestNoResponseBeforeCommit(t *testing.T) {
 					t.Error(err)
 					return
 				}
-				var n int
-				if err := reader.QueryRow(`SELECT count(*) FROM log WHERE seq = ?`, seq).Scan(&n); err != nil {
-					t.Error(err)
-					return
-				}
-				if n != 1 {
-					t.Errorf("row %d acknowledged but not committed", seq)
+				now := rt.Stats()
+				if now.Commits <= seen.Commits || now.SyncedCommits <= seen.SyncedCommits {
+					t.Errorf("row %d acknowledged before its batch committed and synced (commits %d→%d, synced %d→%d)",
+						seq, seen.Commits, now.Commits, seen.SyncedCommits, now.SyncedCommits)
 					return
 				}
 			}
@@ -146,6 +144,21 @@ func TestNoResponseBeforeCommit(t *testing.T) {
 	wg.Wait()
 	if c := rt.Stats().Commits; c >= callers*per {
 		t.Logf("no coalescing happened (%d commits for %d calls)", c, callers*per)
+	}
+	if err := rt.Close(); err != nil {
+		t.Fatal(err)
+	}
+	reader, err := sql.Open("sqlite", "file:"+filepath.Join(rt.Dir, oi.Path)+"?"+url.Values{"_pragma": {"busy_timeout(5000)"}}.Encode())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer reader.Close()
+	var n, distinct int
+	if err := reader.QueryRow(`SELECT count(*), count(DISTINCT seq) FROM log`).Scan(&n, &distinct); err != nil {
+		t.Fatal(err)
+	}
+	if n != callers*per || distinct != n {
+		t.Fatalf("after close: %d rows (%d distinct), want %d acknowledged", n, distinct, callers*per)
 	}
 }
 

@@ -478,13 +478,7 @@ func (b *batchTx) begin(ctx context.Context) error {
 	if b.began {
 		return nil
 	}
-	if b.relaxed { // only outside a transaction may SQLite change it
-		if _, err := b.inst.db.exec(ctx, "PRAGMA synchronous = NORMAL"); err != nil {
-			return fmt.Errorf("relax durability: %w", err)
-		}
-	}
 	if _, err := b.inst.db.exec(ctx, "BEGIN"); err != nil {
-		b.restoreDurability()
 		return fmt.Errorf("begin: %w", err)
 	}
 	b.began = true
@@ -507,16 +501,7 @@ func (b *batchTx) merge(tx *Tx) {
 	b.subs = append(b.subs, tx.subs...)
 }
 
-// restoreDurability puts the connection back to the runtime's durability
-// after a relaxed batch.
-func (b *batchTx) restoreDurability() {
-	if b.relaxed {
-		b.inst.db.exec(context.Background(), "PRAGMA synchronous = "+b.e.rt.Durability.pragma())
-	}
-}
-
 func (b *batchTx) abort() {
-	defer b.restoreDurability()
 	if b.began {
 		b.inst.db.exec(context.Background(), "ROLLBACK")
 		b.began = false
@@ -552,7 +537,14 @@ func (b *batchTx) finish(ctx context.Context) error {
 			return fmt.Errorf("commit: %w", err)
 		}
 		b.began = false
-		b.restoreDurability()
+		if b.e.rt.Durability == DurabilityFull && !b.relaxed {
+			if err := b.inst.db.syncWAL(); err != nil {
+				// Committed in SQLite but perhaps not on the disk: no
+				// result may say it is, and the connection is not trusted.
+				b.inst.discard = true
+				return fmt.Errorf("commit: %w", err)
+			}
+		}
 		b.inst.needsMeta = false
 		if deleteTo > 0 {
 			b.inst.deleted = deleteTo

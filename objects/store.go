@@ -54,16 +54,23 @@ func (d Durability) pragma() string {
 	return "NORMAL"
 }
 
-// openDB opens (creating if needed) the SQLite database at path with the
-// runtime's pragmas: WAL, the durability mode, an explicit page cache, and
-// one connection, since one object's calls never run concurrently.
-func openDB(ctx context.Context, path string, d Durability, cacheKiB int) (*sql.DB, error) {
+// openDB opens (creating if needed) the SQLite database at path in WAL mode
+// with one connection and an explicit page cache. synchronous is SQLite's
+// setting for it. exclusive takes SQLite's exclusive locking mode: the
+// connection keeps its locks and the WAL index lives in its heap (no -shm
+// file, no lock system calls per transaction), which is right for an object
+// database (one connection, in this process) and wrong for anything another
+// process or connection must read while it is open.
+func openDB(ctx context.Context, path, synchronous string, exclusive bool, cacheKiB int) (*sql.DB, error) {
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 		return nil, fmt.Errorf("create folder: %w", err)
 	}
 	q := url.Values{}
+	if exclusive { // before WAL mode, so that the WAL index is in the heap
+		q.Add("_pragma", "locking_mode(EXCLUSIVE)")
+	}
 	q.Add("_pragma", "journal_mode(WAL)")
-	q.Add("_pragma", "synchronous("+d.pragma()+")")
+	q.Add("_pragma", "synchronous("+synchronous+")")
 	q.Add("_pragma", fmt.Sprintf("cache_size(-%d)", cacheKiB))
 	// Every pragma is a statement run at each wake, so only those that
 	// matter: no busy_timeout (an object database has one connection, in
