@@ -112,7 +112,7 @@ func BenchmarkMemory(b *testing.B) {
 		rt, ns := newBenchRuntime(b, objects.DurabilityNormal, func(rt *objects.Runtime) { rt.IdleTimeout = 5 * time.Millisecond })
 		settled := func() bool {
 			st := rt.Stats()
-			return st.Entries == 0 && st.OpenDatabases == objects.DefaultSpares
+			return st.Entries == 0 && st.OpenDatabases == objects.DefaultSpares && st.Workers == 0
 		}
 		waitFor(b, "spares ready", settled)
 		before := measure(b)

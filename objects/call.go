@@ -178,7 +178,7 @@ func (rt *Runtime) enqueue(ns *Namespace, name string, c *call) error {
 		if !e.running {
 			e.running = true
 			rt.wg.Add(1)
-			go e.work()
+			rt.workers.run(e.work)
 		}
 		e.mu.Unlock()
 		return nil

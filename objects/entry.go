@@ -200,7 +200,7 @@ func (e *entry) evict() {
 	if len(e.queue) > 0 {
 		e.running = true
 		e.rt.wg.Add(1)
-		go e.work()
+		e.rt.workers.run(e.work)
 	}
 	e.mu.Unlock()
 	e.rt.maybeDrop(e)

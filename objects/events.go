@@ -197,7 +197,7 @@ func (rt *Runtime) drain(ns *Namespace, name string) {
 		return
 	}
 	rt.draining[k] = false
-	go rt.drainLoop(ns, name)
+	rt.workers.run(func() { rt.drainLoop(ns, name) })
 }
 
 type outboxRow struct {

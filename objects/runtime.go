@@ -100,6 +100,7 @@ type Runtime struct {
 
 	open      atomic.Int64 // open object databases, spares included
 	syncer    *syncer      // groups the WAL syncs of full durability
+	workers   *workers     // goroutines for object workers and drains
 	opens     atomic.Int64 // object databases opened for an existing object
 	creates   atomic.Int64 // object databases created (spares included)
 	commits   atomic.Int64
@@ -132,6 +133,7 @@ func NewRuntime(dir string) *Runtime {
 		ShutdownTimeout: DefaultShutdownTimeout,
 		SocketReadLimit: DefaultSocketReadLimit,
 		syncer:          &syncer{},
+		workers:         newWorkers(),
 	}
 }
 
@@ -326,6 +328,7 @@ func (rt *Runtime) Close() error {
 	// A worker releases its last call before it stops touching its
 	// instance: wait for every owned goroutine before taking instances.
 	rt.wg.Wait()
+	rt.workers.stop()
 	for _, e := range entries {
 		e.mu.Lock()
 		if e.idleTimer != nil {
@@ -378,6 +381,9 @@ type Stats struct {
 	// it (one syncfs covers every commit waiting at the time).
 	SyncedCommits int64
 	Syncs         int64
+	// Workers counts the pooled goroutines that run object workers and
+	// outbox drains, busy or waiting (up to 2 s) for the next job.
+	Workers int64
 }
 
 // Stats returns current counters. Cheap enough for tests and metrics.
@@ -401,6 +407,7 @@ func (rt *Runtime) Stats() Stats {
 	s.Creates = rt.creates.Load()
 	s.Commits = rt.commits.Load()
 	s.Syncs, s.SyncedCommits = rt.syncer.stats()
+	s.Workers = rt.workers.live.Load()
 	return s
 }
 
