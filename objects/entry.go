@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"runtime/debug"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -36,6 +37,9 @@ type entry struct {
 	// only by the object's worker (inside calls and batch commits).
 	outboxMarked bool
 	perCall      time.Duration // moving average of call time, for RetryAfter
+	// published is the outbox seq up to which the bus has acknowledged the
+	// object's events (set by its drainer, read by its worker).
+	published atomic.Int64
 }
 
 // instance is an active object: its open database and the value Class.New built.
@@ -48,11 +52,10 @@ type instance struct {
 	wokeAt    time.Time
 	discard   bool // rebuild before the next call (after a panic or failed commit)
 	hasOutbox bool // its _outbox table is known to exist
-	// published is the seq up to which the bus has acknowledged the outbox;
-	// deleted, up to which those rows are gone. The rows in between are
-	// deleted by the next batch that writes anyway, or at sleep: a drain
-	// costs no commit of its own.
-	published, deleted int64
+	// deleted is the seq up to which published outbox rows (entry.published)
+	// are gone. The rows in between are deleted by the next batch that
+	// writes anyway, or at sleep: a drain costs no commit of its own.
+	deleted int64
 }
 
 func (e *entry) logger() interface {
@@ -454,12 +457,13 @@ type batchTx struct {
 	savepoints bool
 	began      bool
 
-	relaxed               bool // commit with synchronous=NORMAL (CallOptions.Durability)
+	relaxed               bool // commit without the WAL sync of full durability (CallOptions.Durability)
 	rowsRead, rowsWritten int64
 	wrote                 bool // a statement of the batch was an Exec
 	alarm                 *alarmOp
-	events                int     // outbox rows added by the batch's calls
-	subs                  []subOp // subscription changes, applied after commit
+	events                int         // outbox rows added by the batch's calls
+	outbox                []outboxRow // those rows, handed to the drainer after commit
+	subs                  []subOp     // subscription changes, applied after commit
 	// lost is set when the shared transaction ended under the batch (a
 	// savepoint is gone): later statements would run outside it, so they
 	// fail, and so does the commit.
@@ -498,6 +502,7 @@ func (b *batchTx) merge(tx *Tx) {
 		b.alarm = tx.alarm
 	}
 	b.events += tx.events
+	b.outbox = append(b.outbox, tx.outbox...)
 	b.subs = append(b.subs, tx.subs...)
 }
 
@@ -526,9 +531,9 @@ func (b *batchTx) finish(ctx context.Context) error {
 		return err
 	}
 	var deleteTo int64
-	if inst := b.inst; b.began && b.wrote && inst.published > inst.deleted {
-		if _, err := inst.db.exec(ctx, `DELETE FROM _outbox WHERE seq <= ?`, inst.published); err == nil {
-			deleteTo = inst.published
+	if inst, published := b.inst, b.e.published.Load(); b.began && b.wrote && published > inst.deleted {
+		if _, err := inst.db.exec(ctx, `DELETE FROM _outbox WHERE seq <= ?`, published); err == nil {
+			deleteTo = published
 		}
 	}
 	if b.began {
@@ -572,6 +577,7 @@ type Tx struct {
 	onRollback []func()
 	alarm      *alarmOp
 	events     int
+	outbox     []outboxRow
 	subs       []subOp
 
 	rowsRead, rowsWritten int64

@@ -2,6 +2,7 @@ package objects
 
 import (
 	"context"
+	"database/sql"
 	"errors"
 	"fmt"
 	"strings"
@@ -99,21 +100,53 @@ func (tx *Tx) Publish(ctx context.Context, subject string, data []byte) error {
 	if err := tx.ensureOutbox(ctx); err != nil {
 		return err
 	}
-	if _, err := tx.Exec(ctx, `INSERT INTO _outbox (id, subject, data, created_at) VALUES (?, ?, ?, ?)`,
-		randomID(), subject, data, time.Now().UnixMilli()); err != nil {
+	id := randomID()
+	r, err := tx.Exec(ctx, `INSERT INTO _outbox (id, subject, data, created_at) VALUES (?, ?, ?, ?)`,
+		id, subject, data, time.Now().UnixMilli())
+	if err != nil {
+		return fmt.Errorf("record event: %w", err)
+	}
+	seq, err := r.LastInsertId()
+	if err != nil {
 		return fmt.Errorf("record event: %w", err)
 	}
 	tx.events++
+	tx.outbox = append(tx.outbox, outboxRow{seq: seq, id: id, subject: subject, data: data})
 	return nil
 }
+
+// outboxTable is the outbox's schema. seq is AUTOINCREMENT: published rows
+// are deleted, and a seq used again after the table emptied would sit below
+// the mark of what the bus has acknowledged and never be published.
+const outboxTable = `CREATE TABLE IF NOT EXISTS _outbox (
+		seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT NOT NULL, subject TEXT NOT NULL, data BLOB NOT NULL, created_at INTEGER NOT NULL)`
 
 func (tx *Tx) ensureOutbox(ctx context.Context) error {
 	if tx.b.inst.hasOutbox {
 		return nil
 	}
-	if _, err := tx.Exec(ctx, `CREATE TABLE IF NOT EXISTS _outbox (
-		seq INTEGER PRIMARY KEY, id TEXT NOT NULL, subject TEXT NOT NULL, data BLOB NOT NULL, created_at INTEGER NOT NULL)`); err != nil {
-		return fmt.Errorf("create outbox: %w", err)
+	var def string
+	err := tx.QueryRow(ctx, `SELECT sql FROM sqlite_master WHERE type = 'table' AND name = '_outbox'`).Scan(&def)
+	switch {
+	case errors.Is(err, sql.ErrNoRows):
+		if _, err := tx.Exec(ctx, outboxTable); err != nil {
+			return fmt.Errorf("create outbox: %w", err)
+		}
+	case err != nil:
+		return fmt.Errorf("read outbox schema: %w", err)
+	case !strings.Contains(strings.ToUpper(def), "AUTOINCREMENT"):
+		// An outbox made before seq was AUTOINCREMENT: copy it over, rows
+		// and numbering kept.
+		for _, q := range []string{
+			`ALTER TABLE _outbox RENAME TO _outbox_old`,
+			outboxTable,
+			`INSERT INTO _outbox (seq, id, subject, data, created_at) SELECT seq, id, subject, data, created_at FROM _outbox_old`,
+			`DROP TABLE _outbox_old`,
+		} {
+			if _, err := tx.Exec(ctx, q); err != nil {
+				return fmt.Errorf("upgrade outbox: %w", err)
+			}
+		}
 	}
 	inst := tx.b.inst
 	tx.OnCommit(func() { inst.hasOutbox = true }) // not before: the call may roll back
@@ -167,24 +200,33 @@ func (b *batchTx) afterCommit(ctx context.Context) error {
 			return fmt.Errorf("subscribe %q: %w", s.pattern, err)
 		}
 	}
-	if b.events > 0 {
-		e.rt.drain(e.ns, e.name)
+	if len(b.outbox) > 0 {
+		e.rt.drain(e.ns, e.name, b.outbox)
 	}
 	return nil
 }
 
-// drain starts the object's outbox drainer unless one runs.
-func (rt *Runtime) drain(ns *Namespace, name string) {
+// drainState is an object's running drainer: the rows committed since it
+// last looked, handed over in memory, and whether it must read the outbox
+// from the database (after a restart, a wake, or a failed publish).
+type drainState struct {
+	rows []outboxRow
+	read bool
+}
+
+// drain hands an object's newly committed outbox rows to its drainer,
+// starting one unless one runs. rows == nil asks for a read of the whole
+// outbox (events a crash or an earlier failure left).
+func (rt *Runtime) drain(ns *Namespace, name string, rows []outboxRow) {
 	rt.drainMu.Lock()
 	defer rt.drainMu.Unlock()
 	k := entryKey{ns.name, name}
 	if rt.draining == nil {
-		rt.draining = make(map[entryKey]bool)
+		rt.draining = make(map[entryKey]*drainState)
 	}
 	if st, ok := rt.draining[k]; ok {
-		if !st {
-			rt.draining[k] = true // running: go round once more
-		}
+		st.rows = append(st.rows, rows...)
+		st.read = st.read || rows == nil
 		return
 	}
 	rt.mu.Lock()
@@ -196,7 +238,7 @@ func (rt *Runtime) drain(ns *Namespace, name string) {
 	if !open {
 		return
 	}
-	rt.draining[k] = false
+	rt.draining[k] = &drainState{rows: rows, read: rows == nil}
 	rt.workers.run(func() { rt.drainLoop(ns, name) })
 }
 
@@ -206,74 +248,128 @@ type outboxRow struct {
 	data        []byte
 }
 
-// drainLoop publishes an object's outbox in order and deletes what the bus
-// acknowledged. Reads and deletes are calls (serial with the object);
-// publishing happens outside them, so the object keeps serving meanwhile.
+// drainLoop publishes an object's outbox in order. Rows come in memory from
+// the commits that wrote them; the database is read only when the drainer
+// cannot tell that memory holds everything after what the bus acknowledged
+// (its first round for an object it knows nothing of, a gap, a failure).
+// What the bus acknowledged is recorded on the object's entry; the rows are
+// deleted by the object's next write or at sleep, so a drain costs no call
+// and no commit of its own in the common case.
 func (rt *Runtime) drainLoop(ns *Namespace, name string) {
 	defer rt.wg.Done()
 	k := entryKey{ns.name, name}
 	stub := &Stub{ns: ns, name: name}
 	ctx := rt.ctx
 	backoff := 100 * time.Millisecond
-	var published int64 // seq of the last event the bus acknowledged
+	published := rt.publishedOf(k) // seq of the last event the bus acknowledged
 	for {
-		rows, err := rt.readOutbox(ctx, stub, published)
-		if err == nil && len(rows) > 0 {
-			var last int64
-			last, err = rt.publishRows(ctx, rows)
-			published = max(published, last)
-		}
 		rt.drainMu.Lock()
-		again := rt.draining[k]
-		if err == nil && len(rows) == 0 && !again {
+		st := rt.draining[k]
+		rows, read := st.rows, st.read
+		st.rows, st.read = nil, false
+		if len(rows) == 0 && !read {
 			delete(rt.draining, k)
 			rt.drainMu.Unlock()
 			return
 		}
-		rt.draining[k] = false
 		rt.drainMu.Unlock()
-		if err != nil {
-			if ctx.Err() != nil || errors.Is(err, ErrClosed) {
-				rt.drainMu.Lock()
-				delete(rt.draining, k)
-				rt.drainMu.Unlock()
-				return
+		var err error
+		if read || rows[0].seq > published+1 { // memory may not hold everything unpublished
+			var stored []outboxRow
+			stored, err = rt.readOutbox(ctx, stub, published)
+			if err == nil {
+				rows = mergeRows(stored, rows)
 			}
-			rt.logger().Warn("objects: publish outbox, will retry", "namespace", ns.name, "object", name, "in", backoff, "err", err)
-			select {
-			case <-ctx.Done():
-			case <-time.After(backoff):
+		}
+		if err == nil {
+			var last int64
+			last, err = rt.publishRows(ctx, rows, published)
+			if last > published {
+				published = last
+				rt.notePublished(k, published)
 			}
-			backoff = min(backoff*2, 30*time.Second)
+		}
+		if err == nil {
+			backoff = 100 * time.Millisecond
 			continue
 		}
-		backoff = 100 * time.Millisecond
+		if ctx.Err() != nil || errors.Is(err, ErrClosed) {
+			rt.drainMu.Lock()
+			delete(rt.draining, k)
+			rt.drainMu.Unlock()
+			return
+		}
+		rt.logger().Warn("objects: publish outbox, will retry", "namespace", ns.name, "object", name, "in", backoff, "err", err)
+		rt.drainMu.Lock()
+		st.read = true // start again from what the bus acknowledged
+		rt.drainMu.Unlock()
+		select {
+		case <-ctx.Done():
+		case <-time.After(backoff):
+		}
+		backoff = min(backoff*2, 30*time.Second)
 	}
 }
 
-// readOutbox records that the bus acknowledged the events up to seq
-// published (they are deleted later, see instance.published) and returns up
-// to 256 events after them. It writes nothing: a drain round costs no
-// commit. The object's mark in the node
-// index stays while it is awake (clearing and setting it for every event
-// would cost two index commits each); sleep clears it once the outbox is
-// empty.
+// mergeRows returns stored (read from the database, in seq order) followed
+// by the rows of mem it does not already hold.
+func mergeRows(stored, mem []outboxRow) []outboxRow {
+	if len(stored) == 0 {
+		return mem
+	}
+	last := stored[len(stored)-1].seq
+	for i, r := range mem {
+		if r.seq > last {
+			return append(stored, mem[i:]...)
+		}
+	}
+	return stored
+}
+
+// publishedOf returns what the bus has acknowledged of an object's outbox,
+// as far as this node remembers (0 when it does not).
+func (rt *Runtime) publishedOf(k entryKey) int64 {
+	rt.mu.Lock()
+	e := rt.entries[k]
+	rt.mu.Unlock()
+	if e == nil {
+		return 0
+	}
+	return e.published.Load()
+}
+
+// notePublished records that the bus acknowledged an object's outbox up to
+// seq. seq only grows (the outbox's seq is AUTOINCREMENT).
+func (rt *Runtime) notePublished(k entryKey, seq int64) {
+	rt.mu.Lock()
+	e := rt.entries[k]
+	rt.mu.Unlock()
+	if e == nil {
+		return // asleep and forgotten: its next drain reads the outbox again
+	}
+	for {
+		cur := e.published.Load()
+		if cur >= seq || e.published.CompareAndSwap(cur, seq) {
+			return
+		}
+	}
+}
+
+// readOutbox returns up to 256 outbox rows after seq published, in order.
+// It writes nothing.
 func (rt *Runtime) readOutbox(ctx context.Context, stub *Stub, published int64) ([]outboxRow, error) {
 	v, err := stub.Call(ctx, func(ctx context.Context, obj any, tx *Tx) (any, error) {
 		inst := tx.b.inst
-		inst.published = max(inst.published, published)
 		exists := 1
-		if !tx.b.inst.hasOutbox {
+		if !inst.hasOutbox {
 			if err := tx.QueryRow(ctx, `SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = '_outbox'`).Scan(&exists); err != nil {
 				return nil, err
 			}
 		}
 		var rows []outboxRow
 		if exists > 0 {
-			tx.b.inst.hasOutbox = true
-			r, err := tx.Query(ctx, `SELECT seq, id, subject, data FROM _outbox WHERE seq > ? ORDER BY seq LIMIT 256`, inst.published)
+			r, err := tx.Query(ctx, `SELECT seq, id, subject, data FROM _outbox WHERE seq > ? ORDER BY seq LIMIT 256`, published)
 			if isNoTable(err) { // created by a call that then rolled back
-				tx.b.inst.hasOutbox = false
 				return []outboxRow(nil), nil
 			}
 			if err != nil {
@@ -297,11 +393,15 @@ func (rt *Runtime) readOutbox(ctx context.Context, stub *Stub, published int64) 
 	return rows, err
 }
 
-// publishRows publishes rows in order and returns the seq of the last one
-// the bus acknowledged (0 if none), with the error that stopped it.
-func (rt *Runtime) publishRows(ctx context.Context, rows []outboxRow) (int64, error) {
+// publishRows publishes the rows after seq published, in order, and returns
+// the seq of the last one the bus acknowledged (0 if none), with the error
+// that stopped it.
+func (rt *Runtime) publishRows(ctx context.Context, rows []outboxRow, published int64) (int64, error) {
 	var last int64
 	for _, r := range rows {
+		if r.seq <= published {
+			continue
+		}
 		if err := rt.Bus.Publish(ctx, r.subject, r.data, r.id); err != nil {
 			return last, err
 		}
@@ -337,7 +437,7 @@ func (rt *Runtime) resumeDrains(ctx context.Context) error {
 	rows.Close()
 	for _, k := range keys {
 		if ns, ok := rt.classes[k.ns]; ok {
-			rt.drain(ns, k.name)
+			rt.drain(ns, k.name, nil)
 		}
 	}
 	return nil
@@ -432,7 +532,7 @@ func (rt *Runtime) resumeDrainOf(ctx context.Context, e *entry) {
 	var n int
 	if err := rt.index.db.QueryRowContext(ctx, `SELECT count(*) FROM outbox_pending WHERE namespace = ? AND name = ?`, e.ns.name, e.name).Scan(&n); err == nil && n > 0 {
 		e.outboxMarked = true
-		rt.drain(e.ns, e.name)
+		rt.drain(e.ns, e.name, nil)
 	}
 }
 
@@ -453,9 +553,9 @@ func (rt *Runtime) startEvents(ctx context.Context) error {
 // outbox is empty. It runs when the object goes to sleep, with nothing else
 // touching its database.
 func (rt *Runtime) unmarkOutbox(ctx context.Context, e *entry, inst *instance) {
-	if inst.published > inst.deleted {
-		if _, err := inst.db.exec(ctx, `DELETE FROM _outbox WHERE seq <= ?`, inst.published); err == nil {
-			inst.deleted = inst.published
+	if published := e.published.Load(); published > inst.deleted {
+		if _, err := inst.db.exec(ctx, `DELETE FROM _outbox WHERE seq <= ?`, published); err == nil {
+			inst.deleted = published
 		}
 	}
 	if !e.outboxMarked {

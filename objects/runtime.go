@@ -107,7 +107,7 @@ type Runtime struct {
 	alarmWake chan struct{}
 
 	drainMu  sync.Mutex
-	draining map[entryKey]bool // outbox drainers running; true: go round once more
+	draining map[entryKey]*drainState // outbox drainers running
 	busStop  func()
 }
 

@@ -192,6 +192,29 @@ func runEventSuite(t *testing.T, newHarness func(tb testing.TB) *harness) {
 			t.Fatalf("B handled %v, want the duplicate once and the marker", got)
 		}
 	})
+	t.Run("PublishAfterOutboxEmptied", func(t *testing.T) {
+		// A's published rows are deleted by its next write; an event after
+		// that must still go out (an emptied outbox table once restarted
+		// its seq below the published mark).
+		h := newHarness(t)
+		e := openEventRuntime(t, t.TempDir(), objectsBus(t, h.connect(t)), newReceived())
+		e.rt.IdleTimeout = time.Hour
+		e.subscribe(t, "B", "ev.empty.*")
+		for i := range 3 {
+			e.publish(t, "A", "ev.empty.x", fmt.Sprint(i))
+			checkFor(t, 10*time.Second, fmt.Sprint("event ", i), func() bool { return len(e.got.of("B")) == i+1 })
+			// A write without events: the published rows go with it.
+			if err := e.call(t, "A", func(ctx context.Context, tx *objects.Tx) error {
+				_, err := tx.Exec(ctx, `INSERT INTO got (subject, data) VALUES ('local', 'x')`)
+				return err
+			}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if got := e.got.of("B"); len(got) != 3 || got[2] != "ev.empty.x 2" {
+			t.Fatalf("B got %v", got)
+		}
+	})
 	t.Run("OrderPerPublisher", func(t *testing.T) {
 		h := newHarness(t)
 		e := openEventRuntime(t, t.TempDir(), objectsBus(t, h.connect(t)), newReceived())

@@ -1,0 +1,102 @@
+package objects_test
+
+import (
+	"context"
+	"sync"
+	"testing"
+	"time"
+
+	"sessiond/objects"
+)
+
+// recordingBus is an EventBus that keeps what is published, in order.
+type recordingBus struct {
+	mu   sync.Mutex
+	got  []string // "subject data"
+	fail int      // fail this many publishes first
+}
+
+func (b *recordingBus) Publish(ctx context.Context, subject string, data []byte, id string) error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.fail > 0 {
+		b.fail--
+		return context.DeadlineExceeded
+	}
+	b.got = append(b.got, subject+" "+string(data))
+	return nil
+}
+
+func (b *recordingBus) Subscribe(ctx context.Context, deliver func(context.Context, objects.Event) error) (func(), error) {
+	return func() {}, nil
+}
+
+func (b *recordingBus) published() []string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return append([]string(nil), b.got...)
+}
+
+func publishCall(ctx context.Context, s *objects.Stub, subject, data string) error {
+	_, err := s.Call(ctx, func(ctx context.Context, obj any, tx *objects.Tx) (any, error) {
+		return nil, tx.Publish(ctx, subject, []byte(data))
+	})
+	return err
+}
+
+// An outbox made before seq was AUTOINCREMENT is upgraded in place: its
+// unpublished row goes out first, then the new one, and emptying it later
+// does not lose the next event.
+func TestOutboxUpgradeKeepsRowsAndOrder(t *testing.T) {
+	ctx := context.Background()
+	bus := &recordingBus{fail: 1} // the first publish fails: the drainer retries from the database
+	_, ns := newOpenRuntime(t, func(rt *objects.Runtime) { rt.Bus = bus })
+	s := stub(t, ns, "old-outbox")
+	if _, err := s.Call(ctx, func(ctx context.Context, obj any, tx *objects.Tx) (any, error) {
+		if _, err := tx.Exec(ctx, `CREATE TABLE _outbox (seq INTEGER PRIMARY KEY, id TEXT NOT NULL, subject TEXT NOT NULL, data BLOB NOT NULL, created_at INTEGER NOT NULL)`); err != nil {
+			return nil, err
+		}
+		_, err := tx.Exec(ctx, `INSERT INTO _outbox VALUES (7, 'old-id', 'ev.old', 'left over', 0)`)
+		return nil, err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if err := publishCall(ctx, s, "ev.new", "one"); err != nil {
+		t.Fatal(err)
+	}
+	checkFor(t, 10*time.Second, "both events", func() bool { return len(bus.published()) >= 2 })
+	if got := bus.published(); got[0] != "ev.old left over" || got[1] != "ev.new one" {
+		t.Fatalf("published %q, want the old row then the new", got)
+	}
+	// A write without events deletes the published rows; the next event
+	// still goes out.
+	if _, err := add(ctx, s, 1); err != nil {
+		t.Fatal(err)
+	}
+	if err := publishCall(ctx, s, "ev.new", "two"); err != nil {
+		t.Fatal(err)
+	}
+	checkFor(t, 10*time.Second, "third event", func() bool { return len(bus.published()) >= 3 })
+	if got := bus.published(); len(got) != 3 || got[2] != "ev.new two" {
+		t.Fatalf("published %q", got)
+	}
+	var seqs []int64
+	if _, err := s.Call(ctx, func(ctx context.Context, obj any, tx *objects.Tx) (any, error) {
+		rows, err := tx.Query(ctx, `SELECT seq FROM _outbox ORDER BY seq`)
+		if err != nil {
+			return nil, err
+		}
+		defer rows.Close()
+		for rows.Next() {
+			var n int64
+			rows.Scan(&n)
+			seqs = append(seqs, n)
+		}
+		return nil, rows.Err()
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if len(seqs) > 0 && seqs[0] <= 8 {
+		t.Fatalf("outbox seqs %v after the upgrade: want numbering past 8 kept", seqs)
+	}
+}
