@@ -6,6 +6,7 @@ import (
 	"net/http/httptest"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/coder/websocket"
 
@@ -103,5 +104,45 @@ func TestWebSocketCloseCode(t *testing.T) {
 	}
 	if len(msgs) != 1 || !strings.Contains(msgs[0], `"after":3`) {
 		t.Fatalf("messages %q", msgs)
+	}
+}
+
+// A write stuck on a client that does not read ends, with the connection,
+// when the context the sink was given ends; later writes under it fail at
+// once.
+func TestWebSocketWriteEndsWithContext(t *testing.T) {
+	errc := make(chan error, 2)
+	ctx, cancel := context.WithCancel(context.Background())
+	ts := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		conn, err := websocket.Accept(w, r, nil)
+		if err != nil {
+			return
+		}
+		sink := streaming.NewWebSocket(conn)
+		frame := make([]byte, 1<<20)
+		var werr error
+		for range 256 { // far more than the socket buffers hold
+			if werr = sink.WriteFrame(ctx, [][]byte{frame}); werr != nil {
+				break
+			}
+		}
+		errc <- werr
+		errc <- sink.WriteFrame(ctx, [][]byte{[]byte("after")})
+	}))
+	defer ts.Close()
+	conn := dialWS(t, ts.URL) // never reads
+	_ = conn
+	time.Sleep(200 * time.Millisecond)
+	cancel()
+	select {
+	case err := <-errc:
+		if err == nil {
+			t.Fatal("256 MiB written to a client that reads nothing")
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the stuck write did not end with its context")
+	}
+	if err := <-errc; err == nil {
+		t.Fatal("a write under an ended context succeeded")
 	}
 }
