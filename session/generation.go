@@ -99,6 +99,7 @@ func (svc *Service) runGeneration(ctx context.Context, stub *objects.Stub, run *
 	// commit (an fsync, in full durability) must not hold up the stream.
 	var saving sync.WaitGroup
 	var inFlight atomic.Bool
+	var saved atomic.Int64 // bytes of the text the saves have persisted
 	defer saving.Wait()
 	emit := func(d Delta) error {
 		if err := b.Add(d); err != nil {
@@ -114,11 +115,14 @@ func (svc *Service) runGeneration(ctx context.Context, stub *objects.Stub, run *
 		if time.Since(lastSave) >= svc.PersistInterval && inFlight.CompareAndSwap(false, true) {
 			lastSave = time.Now()
 			res, offset := b.Result(), run.log.Last()
+			from := saved.Load() // stable: no save is in flight
 			saving.Add(1)
 			go func() {
 				defer saving.Done()
 				defer inFlight.Store(false)
-				svc.persistPartial(stub, run, res, offset)
+				if svc.persistPartial(stub, run, res.Text[from:], res.ToolCalls, offset) {
+					saved.Store(int64(len(res.Text)))
+				}
 			}()
 		}
 		return nil
@@ -162,29 +166,28 @@ func (svc *Service) runGeneration(ctx context.Context, stub *objects.Stub, run *
 }
 
 // persistPartial commits the output so far; failures only delay it.
-func (svc *Service) persistPartial(stub *objects.Stub, run *genRun, res *ModelResult, offset int64) {
-	content, _ := json.Marshal(res.Text)
+func (svc *Service) persistPartial(stub *objects.Stub, run *genRun, text string, toolCalls []ToolCall, offset int64) bool {
 	var calls any
-	if len(res.ToolCalls) > 0 {
-		b, _ := json.Marshal(res.ToolCalls)
+	if len(toolCalls) > 0 {
+		b, _ := json.Marshal(toolCalls)
 		calls = string(b)
 	}
 	// Partial output is there for a crash of the process, which a commit
 	// without fsync survives; power loss costs at most the output since the
 	// last full commit. So it skips the fsync even in full durability: with
 	// one fsync per generation every 250 ms, a thousand generations would
-	// saturate the disk.
+	// saturate the disk. A save appends the text since the last one (see
+	// the partials table), so its cost does not grow with the reply.
 	_, err := stub.CallWith(context.Background(), &objects.CallOptions{Durability: objects.DurabilityNormal}, func(ctx context.Context, obj any, tx *objects.Tx) (any, error) {
-		if _, err := tx.Exec(ctx, `UPDATE turns SET content = ?, tool_calls = ?, updated_at = ? WHERE id = ? AND status = 'streaming'`,
-			string(content), calls, time.Now().UnixMilli(), run.turnID); err != nil {
-			return nil, err
-		}
-		_, err := tx.Exec(ctx, `UPDATE generations SET offset = ? WHERE id = ?`, offset, run.id)
+		_, err := tx.Exec(ctx, `INSERT INTO partials (turn_id, upto, text, tool_calls) VALUES (?, ?, ?, ?)`,
+			run.turnID, offset, text, calls)
 		return nil, err
 	})
 	if err != nil {
 		svc.logger().Warn("session: persist partial output", "session", run.session, "generation", run.id, "err", err)
+		return false
 	}
+	return true
 }
 
 type outcome struct {
@@ -215,6 +218,9 @@ func (o *sessionObj) finishGeneration(ctx context.Context, tx *objects.Tx, run *
 		string(content), calls, u.PromptTokens, u.CompletionTokens, u.TotalTokens, res.FinishReason, out.turnStatus,
 		code, msg, now.UnixMilli(), run.turnID); err != nil {
 		return fmt.Errorf("save final turn: %w", err)
+	}
+	if _, err := tx.Exec(ctx, `DELETE FROM partials WHERE turn_id = ?`, run.turnID); err != nil {
+		return fmt.Errorf("drop partial output: %w", err)
 	}
 	// The final event takes the offset after the last delta.
 	final := run.log.Last() + 1

@@ -44,17 +44,60 @@ func (svc *Service) newSession(ctx context.Context, h *objects.Handle, tx *objec
 		return nil, err
 	}
 	if n > 0 {
-		now := time.Now().UnixMilli()
-		if _, err := tx.Exec(ctx, `UPDATE turns SET status = 'interrupted', finish_reason = 'interrupted', error_code = 'interrupted',
-			error_message = 'the server stopped while this turn was being generated', updated_at = ? WHERE status = 'streaming'`, now); err != nil {
-			return nil, err
-		}
-		if _, err := tx.Exec(ctx, `UPDATE generations SET status = 'interrupted', error_code = 'interrupted',
-			error_message = 'the server stopped before this generation finished', finished_at = ? WHERE status IN ('running', 'queued')`, now); err != nil {
+		if err := interruptStreaming(ctx, tx, time.Now().UnixMilli()); err != nil {
 			return nil, err
 		}
 	}
 	return o, nil
+}
+
+// interruptStreaming ends what a crash left running: each streaming turn
+// gets the output its generation saved and status interrupted; running and
+// queued generations become interrupted at the offset of that output.
+func interruptStreaming(ctx context.Context, tx *objects.Tx, now int64) error {
+	rows, err := tx.Query(ctx, `SELECT id FROM turns WHERE status = 'streaming'`)
+	if err != nil {
+		return err
+	}
+	var ids []int64
+	for rows.Next() {
+		var id int64
+		if err := rows.Scan(&id); err != nil {
+			rows.Close()
+			return err
+		}
+		ids = append(ids, id)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return err
+	}
+	for _, id := range ids {
+		p, err := readPartial(ctx, tx, id)
+		if err != nil {
+			return err
+		}
+		content, _ := json.Marshal(p.text)
+		var calls any
+		if p.toolCalls != "" {
+			calls = p.toolCalls
+		}
+		if _, err := tx.Exec(ctx, `UPDATE turns SET content = ?, tool_calls = coalesce(?, tool_calls), status = 'interrupted',
+			finish_reason = 'interrupted', error_code = 'interrupted',
+			error_message = 'the server stopped while this turn was being generated', updated_at = ? WHERE id = ?`,
+			string(content), calls, now, id); err != nil {
+			return err
+		}
+		if _, err := tx.Exec(ctx, `UPDATE generations SET offset = ? WHERE turn_id = ? AND status = 'running' AND ? > 0`, p.upto, id, p.upto); err != nil {
+			return err
+		}
+		if _, err := tx.Exec(ctx, `DELETE FROM partials WHERE turn_id = ?`, id); err != nil {
+			return err
+		}
+	}
+	_, err = tx.Exec(ctx, `UPDATE generations SET status = 'interrupted', error_code = 'interrupted',
+		error_message = 'the server stopped before this generation finished', finished_at = ? WHERE status IN ('running', 'queued')`, now)
+	return err
 }
 
 // check returns ErrNotFound unless the session exists and owner may see it

@@ -56,6 +56,18 @@ var sessionSchema = []string{
 		generation TEXT,
 		created_at INTEGER NOT NULL
 	);`,
+	// Output of a running generation, appended every PersistInterval: a
+	// piece is the text since the previous one, so a save writes one small
+	// row instead of the whole reply so far (which made a thousand streams
+	// spend a third of their CPU rewriting their turns). The turn gets the
+	// whole text when the generation ends, or at recovery after a crash.
+	`CREATE TABLE partials (
+		turn_id    INTEGER NOT NULL,
+		upto       INTEGER NOT NULL, -- the generation's stream offset after this piece
+		text       TEXT NOT NULL,    -- text produced since the previous piece
+		tool_calls TEXT,             -- every tool call so far (JSON), when there are any
+		PRIMARY KEY (turn_id, upto)
+	) WITHOUT ROWID;`,
 }
 
 // directorySchema is the owner directory's schema.

@@ -572,3 +572,57 @@ func TestConcurrentPostsOneSession(t *testing.T) {
 		}
 	}
 }
+
+// While a generation streams, its turn shows the output saved so far, a
+// prefix of the final text that only grows; saves append pieces, and the
+// finished turn holds the whole text with no pieces left behind.
+func TestPartialOutputAppendsAndClears(t *testing.T) {
+	ctx := context.Background()
+	e := newEnv(t, "", 400, nil)
+	s, _ := e.svc.Create(ctx, "local", session.CreateRequest{})
+	res, err := e.svc.Post(ctx, "local", s.ID, session.PostRequest{Turns: []session.NewTurn{user("/words 300")}, Generate: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var seen []string
+	for {
+		a := lastTurns(t, e, "local", s.ID, 1)[0]
+		if a.Status != session.TurnStreaming {
+			break
+		}
+		if cur := text(t, a); len(seen) == 0 || cur != seen[len(seen)-1] {
+			seen = append(seen, cur)
+		}
+		time.Sleep(15 * time.Millisecond)
+	}
+	g := waitGen(t, e, "local", s.ID, res.Generation.ID)
+	final := text(t, lastTurns(t, e, "local", s.ID, 1)[0])
+	if g.Status != session.GenDone || !strings.HasPrefix(final, "1 2 3 ") {
+		t.Fatalf("generation %s, final text %.40q", g.Status, final)
+	}
+	if len(seen) < 3 {
+		t.Fatalf("saw %d distinct partial texts while streaming, want several", len(seen))
+	}
+	for i, p := range seen {
+		if !strings.HasPrefix(final, p) || (i > 0 && len(p) < len(seen[i-1])) {
+			t.Fatalf("partial %d %.60q is not a growing prefix of the final text", i, p)
+		}
+	}
+	ns, err := e.rt.Namespace(session.NamespaceSessions)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stub, err := ns.Get(s.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var pieces int
+	if _, err := stub.Call(ctx, func(ctx context.Context, obj any, tx *objects.Tx) (any, error) {
+		return nil, tx.QueryRow(ctx, `SELECT count(*) FROM partials`).Scan(&pieces)
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if pieces != 0 {
+		t.Fatalf("%d partial pieces left after the generation ended", pieces)
+	}
+}

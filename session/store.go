@@ -110,7 +110,61 @@ func getTurn(ctx context.Context, tx *objects.Tx, id int64) (Turn, error) {
 	if errors.Is(err, sql.ErrNoRows) {
 		return t, fmt.Errorf("turn %d: %w", id, ErrNotFound)
 	}
+	if err == nil && t.Status == TurnStreaming {
+		err = fillPartial(ctx, tx, &t)
+	}
 	return t, err
+}
+
+// partial is what a generation's saves have persisted of its turn.
+type partial struct {
+	text      string
+	toolCalls string // JSON, "" when none
+	upto      int64  // stream offset after the last piece; 0 when none
+}
+
+// readPartial joins the saved pieces of a streaming turn's output.
+func readPartial(ctx context.Context, tx *objects.Tx, turnID int64) (partial, error) {
+	var p partial
+	rows, err := tx.Query(ctx, `SELECT upto, text, tool_calls FROM partials WHERE turn_id = ? ORDER BY upto`, turnID)
+	if err != nil {
+		return p, fmt.Errorf("read partial output of turn %d: %w", turnID, err)
+	}
+	defer rows.Close()
+	var b strings.Builder
+	for rows.Next() {
+		var text string
+		var calls sql.NullString
+		if err := rows.Scan(&p.upto, &text, &calls); err != nil {
+			return p, err
+		}
+		b.WriteString(text)
+		if calls.Valid {
+			p.toolCalls = calls.String
+		}
+	}
+	p.text = b.String()
+	return p, rows.Err()
+}
+
+// fillPartial gives a streaming turn the output saved so far (its row holds
+// none until the generation ends).
+func fillPartial(ctx context.Context, tx *objects.Tx, t *Turn) error {
+	p, err := readPartial(ctx, tx, t.ID)
+	if err != nil || p.upto == 0 {
+		return err
+	}
+	content, err := json.Marshal(p.text)
+	if err != nil {
+		return err
+	}
+	t.Content = content
+	if p.toolCalls != "" {
+		if err := json.Unmarshal([]byte(p.toolCalls), &t.ToolCalls); err != nil {
+			return fmt.Errorf("turn %d partial tool calls: %w", t.ID, err)
+		}
+	}
+	return nil
 }
 
 func queryTurns(ctx context.Context, tx *objects.Tx, q string, args ...any) ([]Turn, error) {
@@ -127,7 +181,18 @@ func queryTurns(ctx context.Context, tx *objects.Tx, q string, args ...any) ([]T
 		}
 		out = append(out, t)
 	}
-	return out, rows.Err()
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	rows.Close()
+	for i := range out {
+		if out[i].Status == TurnStreaming {
+			if err := fillPartial(ctx, tx, &out[i]); err != nil {
+				return nil, err
+			}
+		}
+	}
+	return out, nil
 }
 
 // insertTurn appends a turn (with t.ID when set, else the next id) and
