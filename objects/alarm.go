@@ -29,7 +29,7 @@ type AlarmHandler interface {
 
 // AlarmInfo describes one delivery of an alarm.
 type AlarmInfo struct {
-	Scheduled  time.Time // when the alarm was set to fire
+	Scheduled  time.Time // when the alarm was set to fire (the same on every retry)
 	RetryCount int       // 0 on the first try, then 1, 2, …
 }
 
@@ -164,7 +164,7 @@ func (rt *Runtime) fireAlarm(ctx context.Context, a dueAlarm) {
 			return nil, fmt.Errorf("%s/%q has an alarm: %w", a.ns, a.name, ErrNotSupported)
 		}
 		tx.alarm = &alarmOp{} // cleared on success unless the handler sets another
-		return nil, h.Alarm(ctx, tx, AlarmInfo{Scheduled: a.at, RetryCount: a.retry})
+		return nil, h.Alarm(ctx, tx, AlarmInfo{Scheduled: a.setFor, RetryCount: a.retry})
 	})
 	if err == nil || skipped || errors.Is(err, ErrClosed) || ctx.Err() != nil {
 		return

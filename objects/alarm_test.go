@@ -310,6 +310,9 @@ func TestAlarmRetryBackoff(t *testing.T) {
 		if in.RetryCount != i {
 			t.Fatalf("delivery %d has RetryCount %d: %+v", i, in.RetryCount, infos)
 		}
+		if !in.Scheduled.Equal(at.Truncate(time.Millisecond)) {
+			t.Fatalf("delivery %d (retry %d) says Scheduled %v, want the time set, %v", i, in.RetryCount, in.Scheduled, at)
+		}
 		t.Logf("delivery %d: RetryCount=%d Scheduled=+%v", i, in.RetryCount, in.Scheduled.Sub(at).Round(time.Millisecond))
 	}
 }

@@ -590,7 +590,7 @@ func (tx *Tx) use(ctx context.Context) error {
 	if tx.b.lost != nil {
 		return tx.b.lost
 	}
-	if err := tx.b.begin(tx.sqlCtx(ctx)); err != nil {
+	if err := tx.b.begin(context.WithoutCancel(ctx)); err != nil { // BEGIN is instant: no interrupt watcher
 		return err
 	}
 	if tx.b.savepoints && !tx.sp {

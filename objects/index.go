@@ -18,8 +18,9 @@ CREATE TABLE IF NOT EXISTS objects (
 	created_at   INTEGER NOT NULL,
 	last_active  INTEGER NOT NULL,
 	size         INTEGER NOT NULL DEFAULT 0,
-	alarm_at     INTEGER,
+	alarm_at     INTEGER, -- next try
 	alarm_retry  INTEGER NOT NULL DEFAULT 0,
+	alarm_set_for INTEGER, -- the time the object set (alarm_at moves on retries)
 	calls        INTEGER NOT NULL DEFAULT 0,
 	rows_read    INTEGER NOT NULL DEFAULT 0,
 	rows_written INTEGER NOT NULL DEFAULT 0,
@@ -65,6 +66,19 @@ func openIndex(ctx context.Context, dir string, d Durability) (*nodeIndex, error
 	if _, err := db.ExecContext(ctx, indexSchema); err != nil {
 		db.Close()
 		return nil, fmt.Errorf("create node index schema: %w", err)
+	}
+	// An index made before alarm_set_for existed gains it (NULL: the retry
+	// in progress, if any, reports its own time as before).
+	var has int
+	if err := db.QueryRowContext(ctx, `SELECT count(*) FROM pragma_table_info('objects') WHERE name = 'alarm_set_for'`).Scan(&has); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("read node index schema: %w", err)
+	}
+	if has == 0 {
+		if _, err := db.ExecContext(ctx, `ALTER TABLE objects ADD COLUMN alarm_set_for INTEGER`); err != nil {
+			db.Close()
+			return nil, fmt.Errorf("upgrade node index schema: %w", err)
+		}
 	}
 	return &nodeIndex{db: db, stmts: make(map[string]*sql.Stmt)}, nil
 }
@@ -297,7 +311,7 @@ func (x *nodeIndex) setAlarm(ctx context.Context, ns, name string, at time.Time,
 	if !at.IsZero() {
 		v = at.UnixMilli()
 	}
-	_, err := x.exec(ctx, `UPDATE objects SET alarm_at = ?, alarm_retry = ? WHERE namespace = ? AND name = ?`, v, retry, ns, name)
+	_, err := x.exec(ctx, `UPDATE objects SET alarm_at = ?, alarm_set_for = ?, alarm_retry = ? WHERE namespace = ? AND name = ?`, v, v, retry, ns, name)
 	if err != nil {
 		return fmt.Errorf("set alarm %s/%q: %w", ns, name, err)
 	}
@@ -322,13 +336,14 @@ func (x *nodeIndex) alarm(ctx context.Context, ns, name string) (at time.Time, r
 
 type dueAlarm struct {
 	ns, name string
-	at       time.Time
+	at       time.Time // this try's time
+	setFor   time.Time // the time the object set
 	retry    int
 }
 
 // alarmsBefore returns up to limit alarms due at or before t, earliest first.
 func (x *nodeIndex) alarmsBefore(ctx context.Context, t time.Time, limit int) ([]dueAlarm, error) {
-	rows, err := x.db.QueryContext(ctx, `SELECT namespace, name, alarm_at, alarm_retry FROM objects
+	rows, err := x.db.QueryContext(ctx, `SELECT namespace, name, alarm_at, coalesce(alarm_set_for, alarm_at), alarm_retry FROM objects
 		WHERE alarm_at IS NOT NULL AND alarm_at <= ? ORDER BY alarm_at LIMIT ?`, t.UnixMilli(), limit)
 	if err != nil {
 		return nil, fmt.Errorf("read due alarms: %w", err)
@@ -337,11 +352,11 @@ func (x *nodeIndex) alarmsBefore(ctx context.Context, t time.Time, limit int) ([
 	var out []dueAlarm
 	for rows.Next() {
 		var a dueAlarm
-		var ms int64
-		if err := rows.Scan(&a.ns, &a.name, &ms, &a.retry); err != nil {
+		var ms, setFor int64
+		if err := rows.Scan(&a.ns, &a.name, &ms, &setFor, &a.retry); err != nil {
 			return nil, err
 		}
-		a.at = time.UnixMilli(ms)
+		a.at, a.setFor = time.UnixMilli(ms), time.UnixMilli(setFor)
 		out = append(out, a)
 	}
 	return out, rows.Err()
@@ -364,8 +379,10 @@ func (x *nodeIndex) setAlarmIf(ctx context.Context, ns, name string, old, at tim
 	if !at.IsZero() {
 		v = at.UnixMilli()
 	}
-	_, err := x.exec(ctx, `UPDATE objects SET alarm_at = ?, alarm_retry = ? WHERE namespace = ? AND name = ? AND alarm_at = ?`,
-		v, retry, ns, name, old.UnixMilli())
+	// A retry keeps the time the object set; clearing drops it.
+	_, err := x.exec(ctx, `UPDATE objects SET alarm_at = ?, alarm_retry = ?, alarm_set_for = CASE WHEN ? IS NULL THEN NULL ELSE alarm_set_for END
+		WHERE namespace = ? AND name = ? AND alarm_at = ?`,
+		v, retry, v, ns, name, old.UnixMilli())
 	if err != nil {
 		return fmt.Errorf("set alarm %s/%q: %w", ns, name, err)
 	}
