@@ -56,7 +56,10 @@ func (tx *Tx) Alarm(ctx context.Context) (time.Time, bool, error) {
 	if tx.alarm != nil {
 		return tx.alarm.at, !tx.alarm.at.IsZero(), nil
 	}
-	if tx.b != nil && tx.b.alarm != nil {
+	if tx.b == nil {
+		return time.Time{}, false, ErrTxDone
+	}
+	if tx.b.alarm != nil {
 		return tx.b.alarm.at, !tx.b.alarm.at.IsZero(), nil
 	}
 	e := tx.b.e

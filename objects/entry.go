@@ -280,13 +280,15 @@ func (e *entry) wake(ctx context.Context) error {
 	}
 	inst.db, inst.path, inst.wokeAt = db, path, time.Now()
 	inst.h = &Handle{e: e}
-	tx := &Tx{b: &batchTx{e: e, inst: inst}}
+	b := &batchTx{e: e, inst: inst}
+	tx := &Tx{b: b}
 	obj, err := e.construct(ctx, inst, tx)
+	tx.b = nil // New's Tx ends with New
 	if err == nil {
-		tx.b.merge(tx) // New's alarm change commits with its writes
-		err = tx.b.finish(ctx)
+		b.merge(tx) // New's alarm change commits with its writes
+		err = b.finish(ctx)
 	} else {
-		tx.b.abort()
+		b.abort()
 	}
 	if err == nil {
 		for _, f := range tx.onCommit {
@@ -585,7 +587,7 @@ type Tx struct {
 
 func (tx *Tx) use(ctx context.Context) error {
 	if tx.b == nil {
-		return errors.New("objects: Tx used after its call returned")
+		return ErrTxDone
 	}
 	if tx.b.lost != nil {
 		return tx.b.lost
@@ -625,9 +627,10 @@ func (tx *Tx) end(err error) error {
 	} else if err != nil && b.began && !b.savepoints {
 		b.abort()
 	}
-	tx.b = b
+	// tx.b stays nil: a Tx kept past its call must not reach the
+	// database, which by then belongs to other calls.
 	if err != nil {
-		tx.alarm, tx.events, tx.subs = nil, 0, nil
+		tx.alarm, tx.events, tx.subs, tx.outbox = nil, 0, nil, nil
 	}
 	return err
 }
@@ -686,8 +689,17 @@ func (tx *Tx) OnCommit(f func()) { tx.onCommit = append(tx.onCommit, f) }
 // OnRollback registers f to run if the call fails and its writes are undone.
 func (tx *Tx) OnRollback(f func()) { tx.onRollback = append(tx.onRollback, f) }
 
-// Handle returns the runtime handle of the object the call runs on.
-func (tx *Tx) Handle() *Handle { return tx.b.inst.h }
+// Handle returns the runtime handle of the object the call runs on, or nil
+// once the call has returned.
+func (tx *Tx) Handle() *Handle {
+	if tx.b == nil {
+		return nil
+	}
+	return tx.b.inst.h
+}
+
+// ErrTxDone is returned by a Tx used after its call returned.
+var ErrTxDone = errors.New("objects: Tx used after its call returned")
 
 // Rows wraps *sql.Rows to count rows read.
 type Rows struct {

@@ -87,6 +87,9 @@ func ValidateSubject(s string, wildcards bool) error {
 // and a crash in between only delays it (the outbox is drained on wake and
 // at start-up).
 func (tx *Tx) Publish(ctx context.Context, subject string, data []byte) error {
+	if tx.b == nil {
+		return ErrTxDone
+	}
 	e := tx.b.e
 	if e.rt.Bus == nil {
 		return ErrNoBus
@@ -158,6 +161,9 @@ func (tx *Tx) ensureOutbox(ctx context.Context) error {
 // subscription lasts across hibernation and restarts until Unsubscribe or
 // Delete; events wake the object.
 func (tx *Tx) Subscribe(pattern string) error {
+	if tx.b == nil {
+		return ErrTxDone
+	}
 	if tx.b.e.rt.Bus == nil {
 		return ErrNoBus
 	}

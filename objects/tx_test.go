@@ -3,6 +3,7 @@ package objects_test
 import (
 	"context"
 	"database/sql/driver"
+	"errors"
 	"runtime"
 	"sync"
 	"testing"
@@ -160,5 +161,48 @@ func TestLostTransactionFailsBatch(t *testing.T) {
 	}
 	if countRows(t, s, "seq = 5") != 1 {
 		t.Fatal("row 5 missing")
+	}
+}
+
+// A Tx kept past its call (or past New) is refused, not run on the
+// connection that by then serves other calls.
+func TestTxRefusedAfterItsCall(t *testing.T) {
+	ctx := context.Background()
+	_, ns := newOpenRuntime(t, func(rt *objects.Runtime) { rt.Bus = &recordingBus{} })
+	s := stub(t, ns, "kept")
+	var kept *objects.Tx
+	if _, err := s.Call(ctx, func(ctx context.Context, obj any, tx *objects.Tx) (any, error) {
+		kept = tx
+		_, err := tx.Exec(ctx, `INSERT INTO log (body) VALUES ('in the call')`)
+		return nil, err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := kept.Exec(ctx, `INSERT INTO log (body) VALUES ('after')`); !errors.Is(err, objects.ErrTxDone) {
+		t.Errorf("Exec after the call: %v, want ErrTxDone", err)
+	}
+	if _, err := kept.Query(ctx, `SELECT 1`); !errors.Is(err, objects.ErrTxDone) {
+		t.Errorf("Query after the call: %v, want ErrTxDone", err)
+	}
+	if err := kept.Publish(ctx, "ev.late", nil); !errors.Is(err, objects.ErrTxDone) {
+		t.Errorf("Publish after the call: %v, want ErrTxDone", err)
+	}
+	if err := kept.Subscribe("ev.>"); !errors.Is(err, objects.ErrTxDone) {
+		t.Errorf("Subscribe after the call: %v, want ErrTxDone", err)
+	}
+	if _, _, err := kept.Alarm(ctx); !errors.Is(err, objects.ErrTxDone) {
+		t.Errorf("Alarm after the call: %v, want ErrTxDone", err)
+	}
+	if h := kept.Handle(); h != nil {
+		t.Errorf("Handle after the call: %v, want nil", h)
+	}
+	var n int
+	if _, err := s.Call(ctx, func(ctx context.Context, obj any, tx *objects.Tx) (any, error) {
+		return nil, tx.QueryRow(ctx, `SELECT count(*) FROM log`).Scan(&n)
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if n != 1 {
+		t.Fatalf("%d rows, want only the one written inside the call", n)
 	}
 }
