@@ -238,7 +238,6 @@ func (e *entry) sleep(ctx context.Context, inst *instance) {
 // wake opens (or creates) the object's database and builds its instance.
 func (e *entry) wake(ctx context.Context) error {
 	rt := e.rt
-	rt.makeRoom(e)
 	path, ok, err := rt.index.lookup(ctx, e.ns.name, e.name)
 	if err != nil {
 		return err
@@ -246,6 +245,7 @@ func (e *entry) wake(ctx context.Context) error {
 	var db *instanceDB
 	inst := &instance{}
 	if ok {
+		rt.makeRoom(e)
 		db, err = rt.openInstanceDB(ctx, e.ns, path)
 		if err != nil {
 			return fmt.Errorf("wake %s/%q: %w", e.ns.name, e.name, err)
@@ -254,8 +254,9 @@ func (e *entry) wake(ctx context.Context) error {
 	} else {
 		spare := false
 		if db = e.ns.takeSpare(); db != nil {
-			path, spare = db.rel, true
+			path, spare = db.rel, true // already counted as open: no room to make
 		} else {
+			rt.makeRoom(e)
 			path = objectFile(e.ns.name, e.name)
 			if rt.index.inTrash(ctx, path) {
 				// A deletion of an earlier object of this name could not

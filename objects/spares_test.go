@@ -122,3 +122,32 @@ func TestSparesNoOrphansWhenClosedEarly(t *testing.T) {
 		t.Fatalf("%d database files on disk, want %d: some are unknown to the index", got, spares)
 	}
 }
+
+// TestSpareTakenAtCapEvictsNothing: a new object that takes a spare adds no
+// open database, so at the cap it must not hibernate an idle object to make
+// room (it used to).
+func TestSpareTakenAtCapEvictsNothing(t *testing.T) {
+	ctx := context.Background()
+	rt, ns := newOpenRuntime(t, func(rt *objects.Runtime) {
+		rt.MaxOpen = 2
+		rt.Spares = 1
+		rt.IdleTimeout = time.Hour
+	})
+	checkFor(t, 10*time.Second, "spare ready", func() bool { return rt.Stats().OpenDatabases == 1 })
+	if _, err := add(ctx, stub(t, ns, "a"), 1); err != nil { // takes the spare
+		t.Fatal(err)
+	}
+	checkFor(t, 10*time.Second, "spare made again", func() bool { return rt.Stats().OpenDatabases == 2 })
+	before := rt.Stats()
+	if _, err := add(ctx, stub(t, ns, "b"), 1); err != nil { // takes the new spare, at the cap
+		t.Fatal(err)
+	}
+	if _, err := add(ctx, stub(t, ns, "a"), 1); err != nil {
+		t.Fatal(err)
+	}
+	after := rt.Stats()
+	if after.ObjectOpens != before.ObjectOpens || after.Active != 2 {
+		t.Fatalf("a was hibernated to make room for b (wakes from disk %d → %d, active %d)",
+			before.ObjectOpens, after.ObjectOpens, after.Active)
+	}
+}
