@@ -100,8 +100,12 @@ func (s *Stub) CallWith(ctx context.Context, opts *CallOptions, fn Func) (any, e
 	if opts != nil && opts.Durability == DurabilityNormal && s.ns.rt.Durability == DurabilityFull {
 		c.relaxed = true
 	}
-	if err := s.ns.rt.enqueue(s.ns, s.name, c); err != nil {
+	e, err := s.ns.rt.enqueue(s.ns, s.name, c)
+	if err != nil {
 		return nil, err
+	}
+	if e != nil {
+		e.runInline()
 	}
 	return c.wait()
 }
@@ -126,10 +130,14 @@ func Do[O any, R any](ctx context.Context, s *Stub, fn func(ctx context.Context,
 // that does not exist succeeds.
 func (s *Stub) Delete(ctx context.Context) error {
 	c := &call{ctx: ctx, kind: kindDelete, done: make(chan struct{})}
-	if err := s.ns.rt.enqueue(s.ns, s.name, c); err != nil {
+	e, err := s.ns.rt.enqueue(s.ns, s.name, c)
+	if err != nil {
 		return err
 	}
-	_, err := c.wait()
+	if e != nil {
+		e.runInline()
+	}
+	_, err = c.wait()
 	return err
 }
 
@@ -146,15 +154,18 @@ func (c *call) wait() (any, error) {
 	}
 }
 
-func (rt *Runtime) enqueue(ns *Namespace, name string, c *call) error {
+// enqueue queues c on its object. When the object had no worker, the caller
+// takes the role: enqueue returns the entry, and the caller must run
+// e.runInline() before waiting.
+func (rt *Runtime) enqueue(ns *Namespace, name string, c *call) (*entry, error) {
 	if err := c.ctx.Err(); err != nil {
-		return err
+		return nil, err
 	}
 	for {
 		rt.mu.Lock()
 		if rt.state != stateOpen {
 			rt.mu.Unlock()
-			return ErrClosed
+			return nil, ErrClosed
 		}
 		e := rt.entryLocked(ns, name)
 		rt.inflight.Add(1)
@@ -171,16 +182,17 @@ func (rt *Runtime) enqueue(ns *Namespace, name string, c *call) error {
 			retry = min(max(retry, 10*time.Millisecond), 10*time.Second)
 			e.mu.Unlock()
 			rt.inflight.Done()
-			return &OverloadedError{Namespace: ns.name, Name: name, Queued: n, RetryAfter: retry}
+			return nil, &OverloadedError{Namespace: ns.name, Name: name, Queued: n, RetryAfter: retry}
 		}
 		e.queue = append(e.queue, c)
 		e.stopIdleLocked()
 		if !e.running {
 			e.running = true
 			rt.wg.Add(1)
-			rt.workers.run(e.work)
+			e.mu.Unlock()
+			return e, nil
 		}
 		e.mu.Unlock()
-		return nil
+		return nil, nil
 	}
 }

@@ -65,40 +65,68 @@ func (e *entry) logger() interface {
 	return e.rt.logger().With("namespace", e.ns.name, "object", e.name)
 }
 
-// work runs queued calls in batches until the queue is empty.
+// work runs queued calls in batches until the queue is empty, then gives up
+// the worker role.
 func (e *entry) work() {
 	defer e.rt.wg.Done()
-	for {
-		e.mu.Lock()
-		batch := e.takeLocked()
-		if batch == nil {
-			e.running = false
-			e.settleLocked()
-			e.mu.Unlock()
-			e.rt.maybeDrop(e)
-			return
-		}
+	for e.step() {
+	}
+}
+
+// runInline is the worker role taken by the caller whose call found the
+// object idle: it runs the batch holding its own call on its own goroutine,
+// which saves two goroutine hand-offs per call (a wake-up of a parked thread
+// each, 20-30 µs when the machine idles through an fsync). Calls that queued
+// meanwhile go on in a pooled worker, so the caller waits for nobody else's
+// batch after its own.
+func (e *entry) runInline() {
+	if !e.step() {
+		e.rt.wg.Done()
+		return
+	}
+	e.mu.Lock()
+	more := len(e.queue) > 0
+	e.mu.Unlock()
+	if !more && !e.step() {
+		e.rt.wg.Done()
+		return
+	}
+	e.rt.workers.run(e.work) // keeps the role and the WaitGroup count
+}
+
+// step runs the next batch. When the queue is empty it gives up the worker
+// role instead and returns false.
+func (e *entry) step() bool {
+	e.mu.Lock()
+	batch := e.takeLocked()
+	if batch == nil {
+		e.running = false
+		e.settleLocked()
 		e.mu.Unlock()
-		if batch[0].kind == kindDelete {
-			e.delete(batch[0])
-			continue
-		}
-		if e.inst == nil {
-			if err := e.wake(batch[0].ctx); err != nil {
-				for _, c := range batch {
-					c.err = err
-					e.release(c)
-				}
-				continue
+		e.rt.maybeDrop(e)
+		return false
+	}
+	e.mu.Unlock()
+	if batch[0].kind == kindDelete {
+		e.delete(batch[0])
+		return true
+	}
+	if e.inst == nil {
+		if err := e.wake(batch[0].ctx); err != nil {
+			for _, c := range batch {
+				c.err = err
+				e.release(c)
 			}
-		}
-		e.runBatch(batch)
-		if e.inst.discard {
-			inst := e.inst
-			e.inst = nil
-			e.sleep(context.Background(), inst)
+			return true
 		}
 	}
+	e.runBatch(batch)
+	if e.inst.discard {
+		inst := e.inst
+		e.inst = nil
+		e.sleep(context.Background(), inst)
+	}
+	return true
 }
 
 // takeLocked removes the next batch from the queue: up to MaxBatch calls,
