@@ -471,6 +471,7 @@ func (e *entry) delete(c *call) {
 		c.err = err
 		return
 	}
+	e.rt.subs.removeAll(entryKey{e.ns.name, e.name})
 	if err := removeDBFiles(filepath.Join(e.rt.Dir, path)); err != nil {
 		e.logger().Warn("objects: remove files of deleted object (retried at start-up)", "err", err)
 		return

@@ -205,6 +205,12 @@ func (b *batchTx) afterCommit(ctx context.Context) error {
 		if _, err := e.rt.index.exec(ctx, q, e.ns.name, e.name, s.pattern); err != nil {
 			return fmt.Errorf("subscribe %q: %w", s.pattern, err)
 		}
+		k := entryKey{e.ns.name, e.name}
+		if s.remove {
+			e.rt.subs.remove(k, s.pattern)
+		} else {
+			e.rt.subs.add(k, s.pattern)
+		}
 	}
 	if len(b.outbox) > 0 {
 		e.rt.drain(e.ns, e.name, b.outbox)
@@ -453,33 +459,7 @@ func (rt *Runtime) resumeDrains(ctx context.Context) error {
 // a pattern matching its subject. An error makes the bus deliver it again;
 // objects that already handled it skip it then.
 func (rt *Runtime) deliverEvent(ctx context.Context, ev Event) error {
-	pats := matchingPatterns(ev.Subject)
-	q := `SELECT DISTINCT namespace, name FROM subscriptions WHERE pattern IN (?` + strings.Repeat(", ?", len(pats)-1) + `)`
-	args := make([]any, len(pats))
-	for i, p := range pats {
-		args[i] = p
-	}
-	// Prepared once per subject depth: parsing the query for every event
-	// cost 11 % of the server's CPU under POST /turns with events on.
-	st, err := rt.index.stmt(ctx, q)
-	if err != nil {
-		return fmt.Errorf("find subscribers of %s: %w", ev.Subject, err)
-	}
-	rows, err := st.QueryContext(ctx, args...)
-	if err != nil {
-		return fmt.Errorf("find subscribers of %s: %w", ev.Subject, err)
-	}
-	type key struct{ ns, name string }
-	var subs []key
-	for rows.Next() {
-		var k key
-		if err := rows.Scan(&k.ns, &k.name); err != nil {
-			rows.Close()
-			return err
-		}
-		subs = append(subs, k)
-	}
-	rows.Close()
+	subs := rt.subs.match(ev.Subject)
 	var errs []error
 	for _, k := range subs {
 		ns, ok := rt.classes[k.ns]
@@ -515,29 +495,6 @@ func (rt *Runtime) deliverEvent(ctx context.Context, ev Event) error {
 	return errors.Join(errs...)
 }
 
-// matchingPatterns lists every subscription pattern that matches subject:
-// each token may be itself or "*", and any suffix may be ">". A subject of n
-// tokens has 2^n·(n+1) of them at most; subjects are short.
-func matchingPatterns(subject string) []string {
-	toks := strings.Split(subject, ".")
-	if len(toks) > 10 { // bound the fan-out: deeper subjects match only literal tokens past the tenth
-		toks = append(toks[:9], strings.Join(toks[9:], "."))
-	}
-	var out []string
-	var walk func(i int, prefix []string)
-	walk = func(i int, prefix []string) {
-		out = append(out, strings.Join(append(prefix[:len(prefix):len(prefix)], ">"), "."))
-		if i == len(toks) {
-			out = append(out, strings.Join(prefix, "."))
-			return
-		}
-		walk(i+1, append(prefix[:len(prefix):len(prefix)], toks[i]))
-		walk(i+1, append(prefix[:len(prefix):len(prefix)], "*"))
-	}
-	walk(0, nil)
-	return out
-}
-
 // resumeDrainOf drains a woken object's outbox if the index says a crash
 // left events in it.
 func (rt *Runtime) resumeDrainOf(ctx context.Context, e *entry) {
@@ -552,6 +509,9 @@ func (rt *Runtime) resumeDrainOf(ctx context.Context, e *entry) {
 func (rt *Runtime) startEvents(ctx context.Context) error {
 	if rt.Bus == nil {
 		return nil
+	}
+	if err := rt.subs.load(ctx, rt.index); err != nil {
+		return err
 	}
 	stop, err := rt.Bus.Subscribe(ctx, rt.deliverEvent)
 	if err != nil {

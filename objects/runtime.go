@@ -98,11 +98,12 @@ type Runtime struct {
 	inflight sync.WaitGroup // queued and running calls
 	stopping atomic.Bool    // Close gave up waiting: calls run with a cancelled context
 
-	open      atomic.Int64 // open object databases, spares included
-	syncer    *syncer      // groups the WAL syncs of full durability
-	workers   *workers     // goroutines for object workers and drains
-	opens     atomic.Int64 // object databases opened for an existing object
-	creates   atomic.Int64 // object databases created (spares included)
+	open      atomic.Int64  // open object databases, spares included
+	syncer    *syncer       // groups the WAL syncs of full durability
+	workers   *workers      // goroutines for object workers and drains
+	subs      subscriptions // the node index's subscriptions, in memory
+	opens     atomic.Int64  // object databases opened for an existing object
+	creates   atomic.Int64  // object databases created (spares included)
 	commits   atomic.Int64
 	alarmWake chan struct{}
 

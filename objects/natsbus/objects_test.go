@@ -215,6 +215,32 @@ func runEventSuite(t *testing.T, newHarness func(tb testing.TB) *harness) {
 			t.Fatalf("B got %v", got)
 		}
 	})
+	t.Run("UnsubscribeAndDeleteStopDeliveries", func(t *testing.T) {
+		h := newHarness(t)
+		e := openEventRuntime(t, t.TempDir(), objectsBus(t, h.connect(t)), newReceived())
+		e.subscribe(t, "B", "ev.stop.*")
+		e.subscribe(t, "C", "ev.stop.x")
+		e.subscribe(t, "D", "ev.stop.>")
+		e.publish(t, "A", "ev.stop.x", "1")
+		checkFor(t, 10*time.Second, "first event everywhere", func() bool {
+			return len(e.got.of("B")) == 1 && len(e.got.of("C")) == 1 && len(e.got.of("D")) == 1
+		})
+		if err := e.call(t, "B", func(ctx context.Context, tx *objects.Tx) error { tx.Unsubscribe("ev.stop.*"); return nil }); err != nil {
+			t.Fatal(err)
+		}
+		stub, err := e.ns.Get("C")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := stub.Delete(testCtx(t)); err != nil {
+			t.Fatal(err)
+		}
+		e.publish(t, "A", "ev.stop.x", "2")
+		checkFor(t, 10*time.Second, "second event at D", func() bool { return len(e.got.of("D")) == 2 })
+		if b, c := e.got.of("B"), e.got.of("C"); len(b) != 1 || len(c) != 1 {
+			t.Fatalf("after unsubscribe and delete: B got %v, C got %v", b, c)
+		}
+	})
 	t.Run("OrderPerPublisher", func(t *testing.T) {
 		h := newHarness(t)
 		e := openEventRuntime(t, t.TempDir(), objectsBus(t, h.connect(t)), newReceived())
