@@ -32,6 +32,7 @@ type instanceDB struct {
 	conn   *sql.Conn
 	stmts  map[string]*sql.Stmt
 	wal    *os.File // the -wal file, opened at the first syncWAL
+	walDev uint64   // the filesystem it is on
 	syncer *syncer
 }
 
@@ -104,7 +105,8 @@ func (d *instanceDB) syncWAL() error {
 		if err != nil {
 			return fmt.Errorf("open WAL to sync: %w", err)
 		}
-		if err := d.syncer.sync(f); err != nil {
+		dev := fileDev(f)
+		if err := d.syncer.sync(f, dev); err != nil {
 			f.Close()
 			return fmt.Errorf("sync WAL: %w", err)
 		}
@@ -112,10 +114,10 @@ func (d *instanceDB) syncWAL() error {
 			f.Close()
 			return err
 		}
-		d.wal = f
+		d.wal, d.walDev = f, dev
 		return nil
 	}
-	if err := d.syncer.sync(d.wal); err != nil {
+	if err := d.syncer.sync(d.wal, d.walDev); err != nil {
 		return fmt.Errorf("sync WAL: %w", err)
 	}
 	return nil

@@ -20,7 +20,9 @@
 // transaction, each in its own savepoint (a failing call leaves no trace),
 // and one commit; results are released only after that commit and the node
 // index updates that follow it (durable before visible). With
-// DurabilityFull one fsync thus serves a whole batch.
+// DurabilityFull the commit's WAL is flushed to the disk first; one flush
+// serves a whole batch, and commits of objects waiting at the same moment
+// share one syncfs (see syncer).
 //
 // # Lifecycle
 //

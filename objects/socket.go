@@ -206,7 +206,7 @@ func (s *Socket) read() {
 			continue
 		}
 		for {
-			_, err = stub.Call(context.Background(), func(ctx context.Context, obj any, tx *Tx) (any, error) {
+			_, err = stub.callOnWorker(context.Background(), func(ctx context.Context, obj any, tx *Tx) (any, error) {
 				h, ok := obj.(SocketHandler)
 				if !ok {
 					return nil, fmt.Errorf("%s/%q takes no socket messages: %w", e.ns.name, e.name, ErrNotSupported)
@@ -266,7 +266,7 @@ func (s *Socket) finish(stub *Stub, readErr error) {
 	if errors.As(readErr, &ce) {
 		reason = ce.Reason
 	}
-	_, err := stub.Call(context.Background(), func(ctx context.Context, obj any, tx *Tx) (any, error) {
+	_, err := stub.callOnWorker(context.Background(), func(ctx context.Context, obj any, tx *Tx) (any, error) {
 		if h, ok := obj.(SocketHandler); ok {
 			return nil, h.WebSocketClose(ctx, tx, s, code, reason)
 		}

@@ -19,9 +19,10 @@ const (
 	// DurabilityNormal is SQLite's synchronous=NORMAL in WAL mode: a commit
 	// survives a crash of the process (SIGKILL) but may be lost on power loss.
 	DurabilityNormal Durability = 1
-	// DurabilityFull is synchronous=FULL: every commit is fsynced before it is
-	// acknowledged and survives power loss. Write coalescing makes one fsync
-	// serve every call of a batch.
+	// DurabilityFull: every commit is on the disk before it is acknowledged
+	// and survives power loss. The object's WAL is flushed after COMMIT
+	// (instanceDB.syncWAL); one flush serves every call of a batch, and
+	// objects waiting at once share one (syncer).
 	DurabilityFull Durability = 2
 )
 

@@ -41,3 +41,12 @@ func syncfs(f *os.File) (supported bool, err error) {
 		return true, errno
 	}
 }
+
+// fileDev returns the device of the filesystem holding f, 0 if unknown.
+func fileDev(f *os.File) uint64 {
+	var st syscall.Stat_t
+	if err := syscall.Fstat(int(f.Fd()), &st); err != nil {
+		return 0
+	}
+	return uint64(st.Dev)
+}

@@ -10,3 +10,6 @@ func fdatasync(f *os.File) error { return f.Sync() }
 
 // syncfs is Linux's; elsewhere every file is synced on its own.
 func syncfs(*os.File) (supported bool, err error) { return false, nil }
+
+// fileDev is 0 (unknown) where syncfs is not used.
+func fileDev(*os.File) uint64 { return 0 }

@@ -30,6 +30,7 @@ type syncer struct {
 
 type syncWait struct {
 	f    *os.File
+	dev  uint64 // the filesystem f is on (fileDev)
 	done chan error
 }
 
@@ -38,10 +39,12 @@ var errLead = errors.New("objects: lead the next sync round")
 
 var syncWaitPool = sync.Pool{New: func() any { return &syncWait{done: make(chan error, 1)} }}
 
-// sync returns once f's data written so far is on the disk.
-func (s *syncer) sync(f *os.File) error {
+// sync returns once f's data written so far is on the disk. dev is the
+// filesystem f is on (fileDev): one syncfs covers a round only when all its
+// files share one.
+func (s *syncer) sync(f *os.File, dev uint64) error {
 	w := syncWaitPool.Get().(*syncWait)
-	w.f = f
+	w.f, w.dev = f, dev
 	defer func() { w.f = nil; syncWaitPool.Put(w) }()
 	s.mu.Lock()
 	s.pending = append(s.pending, w)
@@ -81,7 +84,7 @@ func (s *syncer) flush(batch []*syncWait) error {
 	if s.flushFn != nil {
 		return s.flushFn(batch)
 	}
-	if len(batch) > 1 {
+	if len(batch) > 1 && sameDev(batch) {
 		if supported, err := syncfs(batch[0].f); supported {
 			return err
 		}
@@ -93,6 +96,15 @@ func (s *syncer) flush(batch []*syncWait) error {
 		}
 	}
 	return first
+}
+
+func sameDev(batch []*syncWait) bool {
+	for _, w := range batch[1:] {
+		if w.dev != batch[0].dev || w.dev == 0 {
+			return false
+		}
+	}
+	return true
 }
 
 // stats returns the sync system calls made and the files they covered.

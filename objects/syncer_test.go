@@ -40,13 +40,13 @@ func TestSyncerGroupsWaiters(t *testing.T) {
 		return boom
 	}
 	first := make(chan error, 1)
-	go func() { first <- s.sync(files[0]) }()
+	go func() { first <- s.sync(files[0], 1) }()
 	waitFor(t, func() bool { s.mu.Lock(); defer s.mu.Unlock(); return s.leading })
 	errs := make([]error, len(files))
 	var wg sync.WaitGroup
 	for i := 1; i < len(files); i++ {
 		wg.Add(1)
-		go func() { defer wg.Done(); errs[i] = s.sync(files[i]) }()
+		go func() { defer wg.Done(); errs[i] = s.sync(files[i], 1) }()
 	}
 	waitFor(t, func() bool { s.mu.Lock(); defer s.mu.Unlock(); return len(s.pending) == len(files)-1 })
 	close(release)
@@ -91,7 +91,7 @@ func TestSyncerConcurrentRealFiles(t *testing.T) {
 					t.Error(err)
 					return
 				}
-				if err := s.sync(f); err != nil {
+				if err := s.sync(f, fileDev(f)); err != nil {
 					t.Errorf("sync: %v", err)
 					return
 				}
@@ -123,4 +123,23 @@ func lens(rounds [][]*os.File) []int {
 		n = append(n, len(r))
 	}
 	return n
+}
+
+// One syncfs covers a round only when every file is on one known
+// filesystem; otherwise each file is flushed on its own.
+func TestSyncerSameDev(t *testing.T) {
+	w := func(dev uint64) *syncWait { return &syncWait{dev: dev} }
+	for _, c := range []struct {
+		batch []*syncWait
+		want  bool
+	}{
+		{[]*syncWait{w(5), w(5), w(5)}, true},
+		{[]*syncWait{w(5), w(6)}, false},
+		{[]*syncWait{w(0), w(0)}, false}, // unknown
+		{[]*syncWait{w(5)}, true},
+	} {
+		if got := sameDev(c.batch); got != c.want {
+			t.Errorf("sameDev(%v) = %v, want %v", c.batch, got, c.want)
+		}
+	}
 }
