@@ -2,6 +2,7 @@ package objects_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -216,4 +217,48 @@ func TestHoldKeepsAwake(t *testing.T) {
 	}
 	release()
 	checkFor(t, 5*time.Second, "hibernated after release", func() bool { return rt.Stats().Active == 0 })
+}
+
+// An object's database keeps SQLite's exclusive lock with its WAL index in
+// memory: no -shm file (no shared memory, no lock system calls per
+// transaction). The driver's order of DSN pragmas once put WAL mode first,
+// which silently brought the -shm file back.
+func TestObjectDatabaseHasNoSharedMemoryFile(t *testing.T) {
+	ctx := context.Background()
+	rt, ns := newOpenRuntime(t, func(rt *objects.Runtime) { rt.IdleTimeout = 20 * time.Millisecond })
+	s := stub(t, ns, "noshm")
+	for round := range 2 { // created, then woken from disk
+		if _, err := add(ctx, s, 1); err != nil {
+			t.Fatal(err)
+		}
+		oi, err := ns.Info(ctx, "noshm")
+		if err != nil {
+			t.Fatal(err)
+		}
+		path := filepath.Join(rt.Dir, oi.Path)
+		if _, err := os.Stat(path + "-wal"); err != nil {
+			t.Fatalf("round %d: the object is open but has no WAL: %v", round, err)
+		}
+		if _, err := os.Stat(path + "-shm"); !errors.Is(err, os.ErrNotExist) {
+			t.Fatalf("round %d: %s-shm exists (err %v): the WAL index is in shared memory", round, oi.Path, err)
+		}
+		var lock, journal string
+		var syncMode, cache int
+		if _, err := s.Call(ctx, func(ctx context.Context, obj any, tx *objects.Tx) (any, error) {
+			for q, dst := range map[string]any{`PRAGMA locking_mode`: &lock, `PRAGMA journal_mode`: &journal,
+				`PRAGMA synchronous`: &syncMode, `PRAGMA cache_size`: &cache} {
+				if err := tx.QueryRow(ctx, q).Scan(dst); err != nil {
+					return nil, fmt.Errorf("%s: %w", q, err)
+				}
+			}
+			return nil, nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+		if lock != "exclusive" || journal != "wal" || syncMode != 1 || cache != -rt.CacheKiB {
+			t.Fatalf("round %d: locking_mode %s, journal_mode %s, synchronous %d, cache_size %d; want exclusive, wal, 1 (NORMAL), %d",
+				round, lock, journal, syncMode, cache, -rt.CacheKiB)
+		}
+		checkFor(t, 10*time.Second, "hibernated", func() bool { return rt.Stats().Entries == 0 })
+	}
 }

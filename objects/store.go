@@ -66,13 +66,18 @@ func openDB(ctx context.Context, path, synchronous string, exclusive bool, cache
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 		return nil, fmt.Errorf("create folder: %w", err)
 	}
+	// Order matters and the driver sorts _pragma values by their text, then
+	// runs _journal_mode: locking_mode must come before anything that reads
+	// the file (cache_size and synchronous read the schema, WAL mode the
+	// header), or an existing database's WAL index goes to a -shm file.
+	// Hence "main." on the two that read, which sorts them after it.
 	q := url.Values{}
-	if exclusive { // before WAL mode, so that the WAL index is in the heap
+	if exclusive {
 		q.Add("_pragma", "locking_mode(EXCLUSIVE)")
 	}
-	q.Add("_pragma", "journal_mode(WAL)")
-	q.Add("_pragma", "synchronous("+synchronous+")")
-	q.Add("_pragma", fmt.Sprintf("cache_size(-%d)", cacheKiB))
+	q.Add("_pragma", "main.synchronous("+synchronous+")")
+	q.Add("_pragma", fmt.Sprintf("main.cache_size(-%d)", cacheKiB))
+	q.Add("_journal_mode", "WAL")
 	// Every pragma is a statement run at each wake, so only those that
 	// matter: no busy_timeout (an object database has one connection, in
 	// this process, and WAL readers never block it) and no foreign_keys (no
