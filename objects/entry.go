@@ -569,12 +569,15 @@ func (b *batchTx) finish(ctx context.Context) error {
 		}
 	}
 	if b.began {
+		// Only a batch that wrote has anything to flush: a read-only one
+		// (GET /turns) must not wait for the disk.
+		wrote := b.wrote || b.inst.needsMeta || deleteTo > 0
 		if _, err := b.inst.db.exec(ctx, "COMMIT"); err != nil {
 			b.abort()
 			return fmt.Errorf("commit: %w", err)
 		}
 		b.began = false
-		if b.e.rt.Durability == DurabilityFull && !b.relaxed {
+		if wrote && b.e.rt.Durability == DurabilityFull && !b.relaxed {
 			if err := b.inst.db.syncWAL(); err != nil {
 				// Committed in SQLite but perhaps not on the disk: no
 				// result may say it is, and the connection is not trusted.

@@ -53,3 +53,30 @@ func TestRelaxedCallsCommitApart(t *testing.T) {
 		t.Fatalf("a strict call after relaxed batches: %d commits synced, want 1", got)
 	}
 }
+
+// A call that only reads commits without waiting for the disk, even in full
+// durability; one that writes is synced.
+func TestReadOnlyCallsAreNotSynced(t *testing.T) {
+	ctx := context.Background()
+	rt, ns := newOpenRuntime(t, func(rt *objects.Runtime) { rt.Durability = objects.DurabilityFull })
+	s := stub(t, ns, "reader")
+	if _, err := add(ctx, s, 1); err != nil {
+		t.Fatal(err)
+	}
+	before := rt.Stats()
+	for range 5 {
+		if _, err := get(ctx, s); err != nil {
+			t.Fatal(err)
+		}
+	}
+	mid := rt.Stats()
+	if mid.Syncs != before.Syncs || mid.SyncedCommits != before.SyncedCommits {
+		t.Fatalf("5 read-only calls made %d syncs", mid.Syncs-before.Syncs)
+	}
+	if _, err := add(ctx, s, 1); err != nil {
+		t.Fatal(err)
+	}
+	if got := rt.Stats().SyncedCommits - mid.SyncedCommits; got != 1 {
+		t.Fatalf("a writing call: %d commits synced, want 1", got)
+	}
+}
