@@ -68,6 +68,9 @@ var sessionSchema = []string{
 		tool_calls TEXT,             -- every tool call so far (JSON), when there are any
 		PRIMARY KEY (turn_id, upto)
 	) WITHOUT ROWID;`,
+	// No query looks turns up by parent (branches are walked from a leaf up,
+	// by id): the index only cost a page write per turn.
+	`DROP INDEX IF EXISTS turns_parent;`,
 }
 
 // directorySchema is the owner directory's schema.
