@@ -97,7 +97,8 @@ func (d *instanceDB) query(ctx context.Context, q string, args ...any) (*sql.Row
 // it at close): a WAL whose directory entry is lost is lost whole. SQLite's
 // own FULL mode does the same folder sync for a new WAL.
 func (d *instanceDB) syncWAL() error {
-	if d.wal == nil {
+	newWAL := d.wal == nil
+	if newWAL {
 		f, err := os.Open(d.path + "-wal")
 		if errors.Is(err, fs.ErrNotExist) {
 			return nil // nothing written yet
@@ -105,20 +106,13 @@ func (d *instanceDB) syncWAL() error {
 		if err != nil {
 			return fmt.Errorf("open WAL to sync: %w", err)
 		}
-		dev := fileDev(f)
-		if err := d.syncer.sync(f, dev); err != nil {
-			f.Close()
-			return fmt.Errorf("sync WAL: %w", err)
-		}
-		if err := syncDir(filepath.Dir(d.path)); err != nil {
-			f.Close()
-			return err
-		}
-		d.wal, d.walDev = f, dev
-		return nil
+		d.wal, d.walDev = f, fileDev(f) // closed with the database
 	}
 	if err := d.syncer.sync(d.wal, d.walDev); err != nil {
 		return fmt.Errorf("sync WAL: %w", err)
+	}
+	if newWAL {
+		return syncDir(filepath.Dir(d.path))
 	}
 	return nil
 }

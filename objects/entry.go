@@ -493,8 +493,7 @@ type batchTx struct {
 	rowsRead, rowsWritten int64
 	wrote                 bool // a statement of the batch was an Exec
 	alarm                 *alarmOp
-	events                int         // outbox rows added by the batch's calls
-	outbox                []outboxRow // those rows, handed to the drainer after commit
+	outbox                []outboxRow // rows the batch's calls added to the outbox, for the drainer
 	subs                  []subOp     // subscription changes, applied after commit
 	// lost is set when the shared transaction ended under the batch (a
 	// savepoint is gone): later statements would run outside it, so they
@@ -533,7 +532,6 @@ func (b *batchTx) merge(tx *Tx) {
 	if tx.alarm != nil {
 		b.alarm = tx.alarm
 	}
-	b.events += tx.events
 	b.outbox = append(b.outbox, tx.outbox...)
 	b.subs = append(b.subs, tx.subs...)
 }
@@ -571,7 +569,7 @@ func (b *batchTx) finish(ctx context.Context) error {
 	if b.began {
 		// Only a batch that wrote has anything to flush: a read-only one
 		// (GET /turns) must not wait for the disk.
-		wrote := b.wrote || b.inst.needsMeta || deleteTo > 0
+		wrote := b.wrote || b.inst.needsMeta // the outbox cleanup above only runs when b.wrote
 		if _, err := b.inst.db.exec(ctx, "COMMIT"); err != nil {
 			b.abort()
 			return fmt.Errorf("commit: %w", err)
@@ -611,7 +609,6 @@ type Tx struct {
 	onCommit   []func()
 	onRollback []func()
 	alarm      *alarmOp
-	events     int
 	outbox     []outboxRow
 	subs       []subOp
 
@@ -663,7 +660,7 @@ func (tx *Tx) end(err error) error {
 	// tx.b stays nil: a Tx kept past its call must not reach the
 	// database, which by then belongs to other calls.
 	if err != nil {
-		tx.alarm, tx.events, tx.subs, tx.outbox = nil, 0, nil, nil
+		tx.alarm, tx.subs, tx.outbox = nil, nil, nil
 	}
 	return err
 }

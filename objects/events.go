@@ -113,7 +113,6 @@ func (tx *Tx) Publish(ctx context.Context, subject string, data []byte) error {
 	if err != nil {
 		return fmt.Errorf("record event: %w", err)
 	}
-	tx.events++
 	tx.outbox = append(tx.outbox, outboxRow{seq: seq, id: id, subject: subject, data: data})
 	return nil
 }
@@ -184,7 +183,7 @@ func (tx *Tx) Unsubscribe(pattern string) {
 // without opening every database. A spurious mark (the commit then fails)
 // only costs a look.
 func (b *batchTx) beforeCommit(ctx context.Context) error {
-	if b.events == 0 || b.e.outboxMarked {
+	if len(b.outbox) == 0 || b.e.outboxMarked {
 		return nil
 	}
 	if _, err := b.e.rt.index.exec(ctx, `INSERT OR IGNORE INTO outbox_pending (namespace, name) VALUES (?, ?)`, b.e.ns.name, b.e.name); err != nil {

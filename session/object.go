@@ -88,8 +88,10 @@ func interruptStreaming(ctx context.Context, tx *objects.Tx, now int64) error {
 			string(content), calls, now, id); err != nil {
 			return err
 		}
-		if _, err := tx.Exec(ctx, `UPDATE generations SET offset = ? WHERE turn_id = ? AND status = 'running' AND ? > 0`, p.upto, id, p.upto); err != nil {
-			return err
+		if p.upto > 0 {
+			if _, err := tx.Exec(ctx, `UPDATE generations SET offset = ? WHERE turn_id = ? AND status = 'running'`, p.upto, id); err != nil {
+				return err
+			}
 		}
 		if _, err := tx.Exec(ctx, `DELETE FROM partials WHERE turn_id = ?`, id); err != nil {
 			return err

@@ -8,8 +8,9 @@ import (
 	"net/http/pprof"
 )
 
-// startDebug serves Go's profiler on addr until ctx ends. It is a separate
-// listener so that profiles are never reachable through the API's address.
+// startDebug serves Go's profiler on addr until stop is called. It is a
+// separate listener so that profiles are never reachable through the API's
+// address.
 func startDebug(addr string, logger *slog.Logger) (stop func(), err error) {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
