@@ -2,6 +2,7 @@ package objects
 
 import (
 	"context"
+	"database/sql"
 	"fmt"
 	"sync/atomic"
 	"time"
@@ -63,6 +64,7 @@ type call struct {
 	ctx     context.Context
 	fn      Func
 	relaxed bool // commit without the WAL sync of full durability
+	single  bool // one statement (Stub.Exec): alone in its batch, it runs without BEGIN/COMMIT
 	// onWorker: never run on the caller's goroutine (see callOnWorker).
 	onWorker bool
 	kind     callKind
@@ -103,6 +105,26 @@ func (s *Stub) CallWith(ctx context.Context, opts *CallOptions, fn Func) (any, e
 		c.relaxed = true
 	}
 	return s.run(c)
+}
+
+// Exec runs one statement on the object's database as a call of its own,
+// with Call's guarantees (one at a time with the object's other calls,
+// durable before it returns). Unlike a Call whose Func runs the same
+// statement, it costs no BEGIN and COMMIT when it runs alone: SQLite
+// commits the statement by itself. Use it for frequent small writes that
+// need nothing of the object's in-memory state, such as saving progress.
+// It does not wake the object's class (Class.New) any differently from
+// Call: the instance is built if the object was asleep.
+func (s *Stub) Exec(ctx context.Context, opts *CallOptions, query string, args ...any) (sql.Result, error) {
+	c := &call{ctx: ctx, done: make(chan struct{}), single: true, fn: func(ctx context.Context, _ any, tx *Tx) (any, error) {
+		return tx.Exec(ctx, query, args...)
+	}}
+	if opts != nil && opts.Durability == DurabilityNormal && s.ns.rt.Durability == DurabilityFull {
+		c.relaxed = true
+	}
+	v, err := s.run(c)
+	r, _ := v.(sql.Result)
+	return r, err
 }
 
 // callOnWorker is Call for the runtime's own long-lived goroutines (a held

@@ -359,6 +359,10 @@ func (e *entry) construct(ctx context.Context, inst *instance, tx *Tx) (obj any,
 func (e *entry) runBatch(batch []*call) {
 	inst := e.inst
 	b := &batchTx{e: e, inst: inst, savepoints: len(batch) > 1, relaxed: batch[0].relaxed}
+	// A lone single-statement call (Stub.Exec) needs no transaction of its
+	// own: SQLite commits the statement by itself. A new object's first
+	// commit also records its name, so it keeps the transaction.
+	b.autocommit = len(batch) == 1 && batch[0].single && !inst.needsMeta
 	start := time.Now()
 	var ran int
 	var hooks []func()
@@ -488,6 +492,9 @@ type batchTx struct {
 	inst       *instance
 	savepoints bool
 	began      bool
+	// autocommit: the batch is one statement, run without BEGIN and COMMIT
+	// (see Stub.Exec); finish still flushes it in full durability.
+	autocommit bool
 
 	relaxed               bool // commit without the WAL sync of full durability (CallOptions.Durability)
 	rowsRead, rowsWritten int64
@@ -588,6 +595,14 @@ func (b *batchTx) finish(ctx context.Context) error {
 			b.inst.deleted = deleteTo
 		}
 		b.e.rt.commits.Add(1)
+	} else if b.autocommit && b.wrote {
+		if b.e.rt.Durability == DurabilityFull && !b.relaxed {
+			if err := b.inst.db.syncWAL(); err != nil {
+				b.inst.discard = true
+				return fmt.Errorf("commit: %w", err)
+			}
+		}
+		b.e.rt.commits.Add(1)
 	}
 	if b.alarm != nil {
 		if err := b.e.rt.applyAlarm(ctx, b.e, *b.alarm); err != nil {
@@ -613,6 +628,7 @@ type Tx struct {
 	subs       []subOp
 
 	rowsRead, rowsWritten int64
+	stmts                 int // statements run, counted only for an autocommit batch
 }
 
 func (tx *Tx) use(ctx context.Context) error {
@@ -621,6 +637,13 @@ func (tx *Tx) use(ctx context.Context) error {
 	}
 	if tx.b.lost != nil {
 		return tx.b.lost
+	}
+	if tx.b.autocommit {
+		if tx.stmts > 0 {
+			return errNotSingle
+		}
+		tx.stmts++
+		return nil
 	}
 	if err := tx.b.begin(context.WithoutCancel(ctx)); err != nil { // BEGIN is instant: no interrupt watcher
 		return err
@@ -727,6 +750,10 @@ func (tx *Tx) Handle() *Handle {
 	}
 	return tx.b.inst.h
 }
+
+// errNotSingle: a single-statement call (Stub.Exec) ran a second one. It
+// cannot happen through the API; it guards the autocommit path.
+var errNotSingle = errors.New("objects: second statement in a single-statement call")
 
 // ErrTxDone is returned by a Tx used after its call returned.
 var ErrTxDone = errors.New("objects: Tx used after its call returned")
