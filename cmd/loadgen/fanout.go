@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"flag"
@@ -22,6 +23,7 @@ func setupFanout(fs *flag.FlagSet, c *common) runFunc {
 	viewers := fs.String("viewers", "1000", "comma-separated viewer counts, one case each (a new session per case)")
 	dialConc := fs.Int("dial-concurrency", 32, "viewers connecting at once")
 	perChunk := fs.Bool("per-chunk", false, "also print, to stderr, each chunk's send time (ms from the first) and its last-viewer latency (ms)")
+	raw := fs.Bool("raw", false, "before each case, run the same fan-out from a plain coder/websocket server in its own process (the floor), for a side-by-side row")
 	return func(ctx context.Context, e *env) ([]row, error) {
 		counts, err := parseInts(*viewers)
 		if err != nil {
@@ -38,6 +40,13 @@ func setupFanout(fs *flag.FlagSet, c *common) runFunc {
 		}
 		var rows []row
 		for _, n := range counts {
+			if *raw {
+				r, err := rawFanoutCase(ctx, e, &uf, n, *dialConc)
+				if err != nil {
+					return nil, err
+				}
+				rows = append(rows, r)
+			}
 			r, err := fanoutCase(ctx, e, t, &uf, n, *dialConc, *perChunk)
 			if err != nil {
 				return nil, err
@@ -65,7 +74,10 @@ func fanoutCase(ctx context.Context, e *env, t *target, uf *upstreamFlags, n, di
 	fo := newFanout()
 	server, _ := startCPU(t.pid)
 	self, _ := startCPU(os.Getpid())
-	if err := fo.run(ctx, t, id, conns, e.duration); err != nil {
+	start := func(ctx context.Context) error {
+		return t.call(ctx, "POST", "/v1/sessions/"+id+"/turns", turnsBody(1, "fan this out", true), http.StatusCreated, nil)
+	}
+	if err := fo.run(ctx, conns, e.duration, start); err != nil {
 		return row{}, err
 	}
 	if perChunk {
@@ -75,6 +87,41 @@ func fanoutCase(ctx context.Context, e *env, t *target, uf *upstreamFlags, n, di
 	r.add("server cpu", server.coresOr(-1), "cores")
 	r.add("loadgen cpu", self.coresOr(-1), "cores")
 	r.add("hello retries", float64(helloRetries.Load()-retries), "")
+	return r, nil
+}
+
+// rawFanoutCase is fanoutCase against the raw coder/websocket server.
+func rawFanoutCase(ctx context.Context, e *env, uf *upstreamFlags, n, dialConc int) (row, error) {
+	rt, err := startRawServer(ctx)
+	if err != nil {
+		return row{}, err
+	}
+	defer rt.close()
+	conns := make([]*websocket.Conn, n)
+	defer closeAll(conns)
+	err = parallel(ctx, n, dialConc, func(ctx context.Context, i int) error {
+		dctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		defer cancel()
+		c, err := rt.dial(dctx)
+		conns[i] = c
+		return err
+	})
+	if err != nil {
+		return row{}, err
+	}
+	e.logf("ws-fanout: raw floor: %d viewers ready; %d tokens at %g tokens/s", n, uf.tokens, uf.rate)
+	fo := newFanout()
+	server, _ := startCPU(rt.cmd.Process.Pid)
+	self, _ := startCPU(os.Getpid())
+	start := func(ctx context.Context) error { return rt.start(ctx, uf.tokens, uf.rate) }
+	if err := fo.run(ctx, conns, e.duration, start); err != nil {
+		return row{}, err
+	}
+	r := fo.row(n, uf.tokens)
+	r.Case = "raw coder/websocket " + r.Case
+	r.add("server cpu", server.coresOr(-1), "cores")
+	r.add("loadgen cpu", self.coresOr(-1), "cores")
+	r.add("hello retries", 0, "")
 	return r, nil
 }
 
@@ -113,9 +160,9 @@ type fanout struct {
 
 func newFanout() *fanout { return &fanout{last: make(map[int64]time.Duration)} }
 
-// run starts one generation and reads every viewer until its done event
-// (or until limit).
-func (f *fanout) run(ctx context.Context, t *target, id string, conns []*websocket.Conn, limit time.Duration) error {
+// run starts one generation (start) and reads every viewer until its done
+// event (or until limit).
+func (f *fanout) run(ctx context.Context, conns []*websocket.Conn, limit time.Duration, start func(context.Context) error) error {
 	ctx, cancel := context.WithTimeout(ctx, limit)
 	defer cancel()
 	f.got = make([]int, len(conns))
@@ -127,7 +174,7 @@ func (f *fanout) run(ctx context.Context, t *target, id string, conns []*websock
 			f.watch(ctx, i, c)
 		}()
 	}
-	if err := t.call(ctx, "POST", "/v1/sessions/"+id+"/turns", turnsBody(1, "fan this out", true), http.StatusCreated, nil); err != nil {
+	if err := start(ctx); err != nil {
 		cancel()
 		wg.Wait()
 		return err
@@ -155,8 +202,15 @@ func (f *fanout) watch(ctx context.Context, i int, c *websocket.Conn) {
 		}
 		f.got[i] = len(seen)
 	}()
+	// The reader costs as little as it can (a reused buffer, deltas
+	// recognised by their prefix, no JSON decoding): it shares the two
+	// cores with the server, so its cost shows up as the server's latency.
+	buf := make([]byte, 0, 4096)
 	for {
-		_, b, err := c.Read(ctx)
+		_, r, err := c.Reader(ctx)
+		if err == nil {
+			buf, err = readInto(r, buf[:0])
+		}
 		if err != nil {
 			f.mu.Lock()
 			f.failures++
@@ -164,12 +218,18 @@ func (f *fanout) watch(ctx context.Context, i int, c *websocket.Conn) {
 			return
 		}
 		at := time.Now()
+		if bytes.HasPrefix(buf, deltaPrefix) {
+			scanStamps(buf, func(sent int64) {
+				seen = append(seen, arrival{sent, at.Sub(time.Unix(0, sent))})
+			})
+			continue
+		}
 		var m wsMsg
-		if json.Unmarshal(b, &m) != nil {
+		if json.Unmarshal(buf, &m) != nil {
 			continue
 		}
 		switch m.Type {
-		case "delta":
+		case "delta": // not in the usual field order: decoded
 			stamps(m.Text, func(sent int64) {
 				seen = append(seen, arrival{sent, at.Sub(time.Unix(0, sent))})
 			})
@@ -180,6 +240,46 @@ func (f *fanout) watch(ctx context.Context, i int, c *websocket.Conn) {
 		case "done":
 			return
 		}
+	}
+}
+
+// deltaPrefix starts every delta message sessiond (and the raw server) sends.
+var deltaPrefix = []byte(`{"type":"delta",`)
+
+// readInto appends everything r has to buf.
+func readInto(r io.Reader, buf []byte) ([]byte, error) {
+	for {
+		if len(buf) == cap(buf) {
+			buf = append(buf, 0)[:len(buf)]
+		}
+		n, err := r.Read(buf[len(buf):cap(buf)])
+		buf = buf[:len(buf)+n]
+		if err == io.EOF {
+			return buf, nil
+		}
+		if err != nil {
+			return buf, err
+		}
+	}
+}
+
+// scanStamps finds the stamps of the fake upstream ("t" and 16 or more
+// digits, after a space or a quote) in a raw message and calls fn with each.
+func scanStamps(b []byte, fn func(sent int64)) {
+	for i := 1; i+1 < len(b); i++ {
+		if b[i] != 't' || (b[i-1] != ' ' && b[i-1] != '"') {
+			continue
+		}
+		j := i + 1
+		var ns int64
+		for j < len(b) && b[j] >= '0' && b[j] <= '9' {
+			ns = ns*10 + int64(b[j]-'0')
+			j++
+		}
+		if j-i-1 >= 16 {
+			fn(ns)
+		}
+		i = j - 1
 	}
 }
 

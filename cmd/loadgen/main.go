@@ -68,6 +68,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		}
 		return nil
 	}
+	if args[0] == rawServerCommand { // ws-fanout -raw runs this binary as its floor server
+		return rawServer(ctx, args[1:])
+	}
 	cmd, ok := findCommand(args[0])
 	if !ok {
 		usage(stderr)
