@@ -476,6 +476,7 @@ func (e *entry) delete(c *call) {
 		return
 	}
 	e.rt.subs.removeAll(entryKey{e.ns.name, e.name})
+	e.rt.applyFilter(ctx)
 	if err := removeDBFiles(filepath.Join(e.rt.Dir, path)); err != nil {
 		e.logger().Warn("objects: remove files of deleted object (retried at start-up)", "err", err)
 		return

@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 )
@@ -16,6 +17,28 @@ import (
 type EventBus interface {
 	Publish(ctx context.Context, subject string, data []byte, id string) error
 	Subscribe(ctx context.Context, deliver func(ctx context.Context, ev Event) error) (stop func(), err error)
+}
+
+// FilteringBus is an EventBus that can limit what it delivers to the node:
+// the runtime calls Filter with every pattern its objects subscribe to,
+// before Subscribe and whenever the set changes (before the subscribing
+// call returns). From then on deliver is called at least once for every
+// event whose subject matches one of patterns; it may be called for others
+// too (a bus that cannot express the set delivers everything). [">"] asks
+// for everything; an empty list for nothing.
+type FilteringBus interface {
+	EventBus
+	Filter(ctx context.Context, patterns []string) error
+}
+
+// BatchPublisher is an EventBus that can publish several events without
+// waiting for each acknowledgement in turn. PublishBatch publishes events
+// (Subject, Data and ID) in order and returns how many of the first ones
+// the bus acknowledged, with the error that stopped it; events after those
+// may have been stored too, and are published again (the bus
+// de-duplicates by ID).
+type BatchPublisher interface {
+	PublishBatch(ctx context.Context, events []Event) (int, error)
 }
 
 // Event is one event as a subscriber sees it.
@@ -211,10 +234,41 @@ func (b *batchTx) afterCommit(ctx context.Context) error {
 			e.rt.subs.add(k, s.pattern)
 		}
 	}
+	if len(b.subs) > 0 {
+		e.rt.applyFilter(ctx)
+	}
 	if len(b.outbox) > 0 {
 		e.rt.drain(e.ns, e.name, b.outbox)
 	}
 	return nil
+}
+
+// applyFilter tells a FilteringBus the patterns the node's objects
+// subscribe to, if they changed since it last did. If the bus refuses them
+// it is asked for everything: a wider filter only costs deliveries nobody
+// wants, a narrower one would lose events.
+func (rt *Runtime) applyFilter(ctx context.Context) {
+	fb, ok := rt.Bus.(FilteringBus)
+	if !ok {
+		return
+	}
+	rt.filterMu.Lock()
+	defer rt.filterMu.Unlock()
+	patterns := rt.subs.patterns()
+	if rt.filterSet && slices.Equal(patterns, rt.filterApplied) {
+		return
+	}
+	err := fb.Filter(ctx, patterns)
+	if err != nil {
+		rt.logger().Warn("objects: filter events by subscription; taking every event", "patterns", len(patterns), "err", err)
+		patterns = []string{">"}
+		if err = fb.Filter(ctx, patterns); err != nil {
+			rt.logger().Error("objects: filter events: subscriptions may miss events until the next change", "err", err)
+			rt.filterSet = false
+			return
+		}
+	}
+	rt.filterApplied, rt.filterSet = patterns, true
 }
 
 // drainState is an object's running drainer: the rows committed since it
@@ -409,6 +463,22 @@ func (rt *Runtime) readOutbox(ctx context.Context, stub *Stub, published int64) 
 // that stopped it.
 func (rt *Runtime) publishRows(ctx context.Context, rows []outboxRow, published int64) (int64, error) {
 	var last int64
+	for len(rows) > 0 && rows[0].seq <= published {
+		rows = rows[1:]
+	}
+	if bp, ok := rt.Bus.(BatchPublisher); ok && len(rows) > 1 {
+		// One round trip for the lot: a busy object commits dozens of
+		// events per batch.
+		evs := make([]Event, len(rows))
+		for i, r := range rows {
+			evs[i] = Event{Subject: r.subject, Data: r.data, ID: r.id}
+		}
+		n, err := bp.PublishBatch(ctx, evs)
+		if n > 0 {
+			last = rows[n-1].seq
+		}
+		return last, err
+	}
 	for _, r := range rows {
 		if r.seq <= published {
 			continue
@@ -512,6 +582,7 @@ func (rt *Runtime) startEvents(ctx context.Context) error {
 	if err := rt.subs.load(ctx, rt.index); err != nil {
 		return err
 	}
+	rt.applyFilter(ctx)
 	stop, err := rt.Bus.Subscribe(ctx, rt.deliverEvent)
 	if err != nil {
 		return fmt.Errorf("subscribe to events: %w", err)

@@ -120,4 +120,3 @@ func logBodies(t *testing.T, s *objects.Stub) []string {
 	out, _ := v.([]string)
 	return out
 }
-

@@ -110,6 +110,10 @@ type Runtime struct {
 	drainMu  sync.Mutex
 	draining map[entryKey]*drainState // outbox drainers running
 	busStop  func()
+
+	filterMu      sync.Mutex
+	filterApplied []string // patterns last given to a FilteringBus
+	filterSet     bool     // filterApplied is in force
 }
 
 const (

@@ -3,6 +3,7 @@ package objects
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 )
@@ -88,6 +89,21 @@ func (s *subscriptions) removeAll(k entryKey) {
 
 // match returns the objects subscribed to a pattern that matches subject,
 // each once.
+// patterns returns every pattern some object subscribes to, sorted.
+func (s *subscriptions) patterns() []string {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	out := make([]string, 0, len(s.literal)+len(s.wild))
+	for p := range s.literal {
+		out = append(out, p)
+	}
+	for p := range s.wild {
+		out = append(out, p)
+	}
+	slices.Sort(out)
+	return out
+}
+
 func (s *subscriptions) match(subject string) []entryKey {
 	s.mu.RLock()
 	defer s.mu.RUnlock()

@@ -140,6 +140,10 @@ type Consumer struct {
 	bus     *Bus
 	jc      jetstream.Consumer
 
+	mu      sync.Mutex               // serialises SetFilter; guards refetch
+	cfg     jetstream.ConsumerConfig // as last sent to the server
+	refetch context.CancelCauseFunc  // ends the pull request in progress
+
 	cancel context.CancelCauseFunc
 	done   chan struct{}
 	err    error // written before done is closed
@@ -169,15 +173,8 @@ func (b *Bus) Consume(ctx context.Context, durable, filter string, h Handler, op
 	if err != nil {
 		return nil, fmt.Errorf("consume %s: %w", durable, err)
 	}
-	jc, err := js.CreateOrUpdateConsumer(ctx, b.opts.Stream, jetstream.ConsumerConfig{
-		Durable:       durable,
-		Description:   "sessiond natsbus consumer",
-		DeliverPolicy: jetstream.DeliverAllPolicy,
-		AckPolicy:     jetstream.AckExplicitPolicy,
-		AckWait:       o.AckWait,
-		MaxDeliver:    -1,
-		FilterSubject: filter,
-	})
+	cfg := consumerConfig(durable, filter, o)
+	jc, err := js.CreateOrUpdateConsumer(ctx, b.opts.Stream, cfg)
 	if err != nil {
 		return nil, fmt.Errorf("consume %s: ensure consumer: %w", durable, err)
 	}
@@ -188,6 +185,7 @@ func (b *Bus) Consume(ctx context.Context, durable, filter string, h Handler, op
 		logger:  b.logger.With(logKeyConsumer, durable),
 		bus:     b,
 		jc:      jc,
+		cfg:     cfg,
 		done:    make(chan struct{}),
 	}
 	// cancel is set before Bus.Close can see c and call Stop.
@@ -280,7 +278,12 @@ func (c *Consumer) run(ctx context.Context) {
 // an error only when the consumer cannot go on; transient failures are
 // logged and waited out.
 func (c *Consumer) fetch(ctx context.Context, dispatch func(jetstream.Msg)) error {
-	fctx, cancel := context.WithTimeout(ctx, fetchWait)
+	rctx, refetch := context.WithCancelCause(ctx)
+	defer refetch(nil)
+	c.mu.Lock()
+	c.refetch = refetch
+	c.mu.Unlock()
+	fctx, cancel := context.WithTimeout(rctx, fetchWait)
 	defer cancel()
 	batch, err := c.jc.Fetch(fetchBatch(c.opts.MaxInFlight), jetstream.FetchContext(fctx))
 	if err == nil {
@@ -290,7 +293,8 @@ func (c *Consumer) fetch(ctx context.Context, dispatch func(jetstream.Msg)) erro
 		err = batch.Error()
 	}
 	switch {
-	case err == nil, ctx.Err() != nil, errors.Is(err, context.DeadlineExceeded):
+	case err == nil, ctx.Err() != nil, errors.Is(err, context.DeadlineExceeded),
+		errors.Is(context.Cause(rctx), errRefetch):
 		return nil
 	case errors.Is(err, jetstream.ErrConsumerDeleted),
 		errors.Is(err, jetstream.ErrBadRequest),

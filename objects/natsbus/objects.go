@@ -3,25 +3,36 @@ package natsbus
 import (
 	"context"
 	"fmt"
+	"sync"
+
+	"github.com/nats-io/nats.go/jetstream"
 
 	"sessiond/objects"
 )
 
 // Objects adapts a Bus to objects.EventBus: events published by objects go
 // to the Bus's stream, and one durable consumer per node (Durable) delivers
-// every event of the stream to the node's runtime, which routes it to the
-// subscribed objects. Keep Durable stable across restarts of a node (e.g.
-// derive it from the data folder) so that it resumes after the last event
-// it acknowledged.
+// the events the node's objects subscribe to (objects.FilteringBus) to the
+// node's runtime, which routes them to the subscribed objects. Keep Durable
+// stable across restarts of a node (e.g. derive it from the data folder) so
+// that it resumes after the last event it acknowledged.
 type Objects struct {
 	Bus     *Bus
 	Durable string
 	// Options of the node's consumer; nil means defaults (one event at a
 	// time, in stream order: publish order per publisher is kept).
 	Options *ConsumeOptions
+
+	mu       sync.Mutex
+	consumer *Consumer
+	filter   []string // consumer filter subjects (nil: all)
+	filtered bool     // Filter was called: apply filter to the consumer
 }
 
-var _ objects.EventBus = (*Objects)(nil)
+var (
+	_ objects.FilteringBus   = (*Objects)(nil)
+	_ objects.BatchPublisher = (*Objects)(nil)
+)
 
 // Publish publishes and waits for the stream's acknowledgement; a repeated
 // id within the duplicate window is dropped by the stream.
@@ -30,7 +41,42 @@ func (o *Objects) Publish(ctx context.Context, subject string, data []byte, id s
 	return err
 }
 
-// Subscribe starts the node's consumer; stop stops it and waits.
+// PublishBatch publishes events in order without waiting for each
+// acknowledgement, then waits for them; it returns how many of the first
+// ones were acknowledged (see objects.BatchPublisher).
+func (o *Objects) PublishBatch(ctx context.Context, events []objects.Event) (int, error) {
+	js, _, err := o.Bus.live()
+	if err != nil {
+		return 0, fmt.Errorf("publish: %w", err)
+	}
+	futures := make([]jetstream.PubAckFuture, 0, len(events))
+	var sendErr error
+	for _, ev := range events {
+		if ev.ID == "" {
+			sendErr = fmt.Errorf("publish %s: %w", ev.Subject, ErrNoMsgID)
+			break
+		}
+		f, err := js.PublishAsync(ev.Subject, ev.Data, jetstream.WithMsgID(ev.ID), jetstream.WithExpectStream(o.Bus.opts.Stream))
+		if err != nil {
+			sendErr = fmt.Errorf("publish %s id %s: %w", ev.Subject, ev.ID, err)
+			break
+		}
+		futures = append(futures, f)
+	}
+	for i, f := range futures {
+		select {
+		case <-f.Ok():
+		case err := <-f.Err():
+			return i, fmt.Errorf("publish %s id %s: %w", events[i].Subject, events[i].ID, err)
+		case <-ctx.Done():
+			return i, fmt.Errorf("publish %s id %s: %w", events[i].Subject, events[i].ID, ctx.Err())
+		}
+	}
+	return len(futures), sendErr
+}
+
+// Subscribe starts the node's consumer; stop stops it and waits. Until
+// Filter is called it receives every event of the stream.
 func (o *Objects) Subscribe(ctx context.Context, deliver func(ctx context.Context, ev objects.Event) error) (func(), error) {
 	if o.Durable == "" {
 		return nil, fmt.Errorf("natsbus: Objects.Durable is empty")
@@ -41,5 +87,35 @@ func (o *Objects) Subscribe(ctx context.Context, deliver func(ctx context.Contex
 	if err != nil {
 		return nil, err
 	}
-	return c.Stop, nil
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.filtered {
+		if err := c.SetFilter(ctx, o.filter); err != nil {
+			c.Stop()
+			return nil, err
+		}
+	}
+	o.consumer = c
+	return func() {
+		o.mu.Lock()
+		o.consumer = nil
+		o.mu.Unlock()
+		c.Stop()
+	}, nil
+}
+
+// Filter limits the node's consumer to events matching patterns (see
+// objects.FilteringBus). A set of patterns JetStream cannot express
+// (overlapping ones that neither covers) widens it to every event.
+func (o *Objects) Filter(ctx context.Context, patterns []string) error {
+	f := filters(patterns, o.Bus.opts.Subjects)
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.consumer != nil {
+		if err := o.consumer.SetFilter(ctx, f); err != nil {
+			return err
+		}
+	}
+	o.filter, o.filtered = f, true
+	return nil
 }
