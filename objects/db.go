@@ -83,6 +83,17 @@ func (d *instanceDB) exec(ctx context.Context, q string, args ...any) (sql.Resul
 	return s.ExecContext(ctx, args...)
 }
 
+// execAll runs the statements in order with the same arguments, stopping
+// at the first error.
+func (d *instanceDB) execAll(ctx context.Context, qs []string, args ...any) error {
+	for _, q := range qs {
+		if _, err := d.exec(ctx, q, args...); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 func (d *instanceDB) query(ctx context.Context, q string, args ...any) (*sql.Rows, error) {
 	s, err := d.stmt(ctx, q)
 	if err != nil {

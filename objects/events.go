@@ -140,11 +140,22 @@ func (tx *Tx) Publish(ctx context.Context, subject string, data []byte) error {
 	return nil
 }
 
-// outboxTable is the outbox's schema. seq is AUTOINCREMENT: published rows
-// are deleted, and a seq used again after the table emptied would sit below
-// the mark of what the bus has acknowledged and never be published.
+// outboxTable is the outbox's schema. Published rows are deleted, but never
+// the newest one: seq is an INTEGER PRIMARY KEY, numbered from the highest
+// present, and a seq used again after the table emptied would sit below the
+// mark of what the bus acknowledged and never be published. The newest row,
+// once published, stays with done = 1. (AUTOINCREMENT guards the same way
+// but writes its sqlite_sequence page in every commit with an event.)
 const outboxTable = `CREATE TABLE IF NOT EXISTS _outbox (
-		seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT NOT NULL, subject TEXT NOT NULL, data BLOB NOT NULL, created_at INTEGER NOT NULL)`
+		seq INTEGER PRIMARY KEY, id TEXT NOT NULL, subject TEXT NOT NULL, data BLOB NOT NULL, created_at INTEGER NOT NULL,
+		done INTEGER NOT NULL DEFAULT 0)`
+
+// deleteOutbox deletes the outbox rows up to seq published but the newest
+// row, which it marks done instead (see outboxTable).
+var deleteOutbox = []string{
+	`DELETE FROM _outbox WHERE seq <= ?1 AND seq < (SELECT max(seq) FROM _outbox)`,
+	`UPDATE _outbox SET done = 1 WHERE seq <= ?1 AND done = 0`,
+}
 
 func (tx *Tx) ensureOutbox(ctx context.Context) error {
 	if tx.b.inst.hasOutbox {
@@ -159,9 +170,10 @@ func (tx *Tx) ensureOutbox(ctx context.Context) error {
 		}
 	case err != nil:
 		return fmt.Errorf("read outbox schema: %w", err)
-	case !strings.Contains(strings.ToUpper(def), "AUTOINCREMENT"):
-		// An outbox made before seq was AUTOINCREMENT: copy it over, rows
-		// and numbering kept.
+	case !strings.Contains(def, "done"):
+		// An outbox of an earlier schema (seq plain, then AUTOINCREMENT):
+		// copy it over, rows and numbering kept; its sqlite_sequence row,
+		// if any, is left unused.
 		for _, q := range []string{
 			`ALTER TABLE _outbox RENAME TO _outbox_old`,
 			outboxTable,
@@ -404,7 +416,7 @@ func (rt *Runtime) publishedOf(k entryKey) int64 {
 }
 
 // notePublished records that the bus acknowledged an object's outbox up to
-// seq. seq only grows (the outbox's seq is AUTOINCREMENT).
+// seq. seq only grows (see outboxTable).
 func (rt *Runtime) notePublished(k entryKey, seq int64) {
 	rt.mu.Lock()
 	e := rt.entries[k]
@@ -433,7 +445,7 @@ func (rt *Runtime) readOutbox(ctx context.Context, stub *Stub, published int64) 
 		}
 		var rows []outboxRow
 		if exists > 0 {
-			r, err := tx.Query(ctx, `SELECT seq, id, subject, data FROM _outbox WHERE seq > ? ORDER BY seq LIMIT 256`, published)
+			r, err := tx.Query(ctx, `SELECT seq, id, subject, data FROM _outbox WHERE seq > ? AND done = 0 ORDER BY seq LIMIT 256`, published)
 			if isNoTable(err) { // created by a call that then rolled back
 				return []outboxRow(nil), nil
 			}
@@ -596,7 +608,7 @@ func (rt *Runtime) startEvents(ctx context.Context) error {
 // touching its database.
 func (rt *Runtime) unmarkOutbox(ctx context.Context, e *entry, inst *instance) {
 	if published := e.published.Load(); published > inst.deleted {
-		if _, err := inst.db.exec(ctx, `DELETE FROM _outbox WHERE seq <= ?`, published); err == nil {
+		if err := inst.db.execAll(ctx, deleteOutbox, published); err == nil {
 			inst.deleted = published
 		}
 	}
@@ -604,7 +616,7 @@ func (rt *Runtime) unmarkOutbox(ctx context.Context, e *entry, inst *instance) {
 		return
 	}
 	var n int
-	r, err := inst.db.query(ctx, `SELECT count(*) FROM _outbox`)
+	r, err := inst.db.query(ctx, `SELECT count(*) FROM _outbox WHERE done = 0`)
 	if isNoTable(err) {
 		err = nil
 	} else if err == nil {
