@@ -56,6 +56,7 @@ func (o *sessionObj) startGeneration(ctx context.Context, tx *objects.Tx, m *met
 	if err := insertTurn(ctx, tx, &t, ""); err != nil {
 		return nil, nil, nil, err
 	}
+	m.noteTurn(t.ID)
 	if _, err := tx.Exec(ctx, `INSERT INTO generations (id, turn_id, parent_id, model, status, created_at) VALUES (?, ?, ?, ?, 'running', ?)
 		ON CONFLICT (id) DO UPDATE SET turn_id = excluded.turn_id, status = 'running'`,
 		gid, t.ID, parent, modelName, now.UnixMilli()); err != nil {

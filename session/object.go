@@ -254,6 +254,7 @@ func (o *sessionObj) post(ctx context.Context, tx *objects.Tx, req *PostRequest)
 		if err := insertTurn(ctx, tx, &t, ""); err != nil {
 			return nil, err
 		}
+		m.noteTurn(t.ID)
 		if err := o.publish(ctx, tx, &m, "turn", map[string]any{"turn": newTurnEvent(t)}); err != nil {
 			return nil, err
 		}
@@ -291,8 +292,12 @@ func (o *sessionObj) post(ctx context.Context, tx *objects.Tx, req *PostRequest)
 			res.Generation, run, launch = g, r, l
 		}
 	}
-	if err := saveMeta(ctx, tx, &m); err != nil {
-		return nil, err
+	// The row changes only if the head is no longer simply the newest turn
+	// (see meta); updated_at follows from the turns just inserted.
+	if m.storedHead() != o.m.storedHead() || m.Branched != o.m.Branched {
+		if err := saveMeta(ctx, tx, &m); err != nil {
+			return nil, err
+		}
 	}
 	if req.IdempotencyKey != "" {
 		ids := make([]int64, len(res.Turns))

@@ -645,7 +645,7 @@ func (svc *Service) restore(ctx context.Context, owner string, req CreateRequest
 		if o.m != nil {
 			return nil, fmt.Errorf("%w: session %s already exists", ErrConflict, req.ID)
 		}
-		var head int64
+		var head, newest int64
 		branched := false
 		for _, t := range turns {
 			if t.Status == TurnStreaming {
@@ -659,10 +659,11 @@ func (svc *Service) restore(ctx context.Context, owner string, req CreateRequest
 				return nil, err
 			}
 			head = id
+			newest = max(newest, t.ID)
 		}
 		now := nowMillis()
 		return o.establish(ctx, tx, &meta{ID: req.ID, Owner: owner, Title: req.Title, Model: req.Model, System: req.System,
-			Metadata: req.Metadata, Policy: req.BusyPolicy, Head: head, Branched: branched, CreatedAt: now, UpdatedAt: now})
+			Metadata: req.Metadata, Policy: req.BusyPolicy, Head: head, Newest: newest, Branched: branched, CreatedAt: now, UpdatedAt: now})
 	})
 	if err != nil {
 		return nil, err

@@ -626,3 +626,73 @@ func TestPartialOutputAppendsAndClears(t *testing.T) {
 		t.Fatalf("%d partial pieces left after the generation ended", pieces)
 	}
 }
+
+// A session's head and updated_at come back the same after a restart,
+// whether the head is the newest turn (not written on each post: derived)
+// or an older one (a regeneration queued behind a running generation).
+func TestSessionStateSurvivesRestart(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	e := newEnv(t, dir, 0, nil)
+	s, _ := e.svc.Create(ctx, "local", session.CreateRequest{})
+	post := func(e *env, req session.PostRequest) *session.PostResult {
+		t.Helper()
+		r, err := e.svc.Post(ctx, "local", s.ID, req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return r
+	}
+	post(e, session.PostRequest{Turns: []session.NewTurn{user("a")}})
+	post(e, session.PostRequest{Turns: []session.NewTurn{user("b")}})
+	time.Sleep(2 * time.Millisecond) // updated_at is in milliseconds
+	c := post(e, session.PostRequest{Parent: 1, Turns: []session.NewTurn{user("c")}}) // an edit of b
+	get := func(e *env) *session.Session {
+		t.Helper()
+		got, err := e.svc.Get(ctx, "local", s.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return got
+	}
+	before := get(e)
+	if before.HeadTurnID != c.Turns[0].ID || !before.UpdatedAt.Equal(c.Turns[0].CreatedAt) {
+		t.Fatalf("after the edit: head %d updated %v, want %d and %v", before.HeadTurnID, before.UpdatedAt, c.Turns[0].ID, c.Turns[0].CreatedAt)
+	}
+	e.close()
+	e = newEnv(t, dir, 0, nil)
+	after := get(e)
+	if after.HeadTurnID != before.HeadTurnID || !after.UpdatedAt.Equal(before.UpdatedAt) {
+		t.Fatalf("after restart: head %d updated %v, want %d and %v", after.HeadTurnID, after.UpdatedAt, before.HeadTurnID, before.UpdatedAt)
+	}
+	var branch []string
+	for _, tr := range lastTurns(t, e, "local", s.ID, 10) {
+		branch = append(branch, text(t, tr))
+	}
+	if fmt.Sprint(branch) != "[a c]" {
+		t.Fatalf("head branch after restart %v, want [a c]", branch)
+	}
+	e.close()
+
+	// An older head: regenerate the answer to "a" while a slow generation
+	// runs; the regeneration queues and the head moves back to "a". Cancel
+	// both: nothing moves it again, and the head is not the newest turn.
+	e = newEnv(t, dir, 5, nil)
+	g1 := post(e, session.PostRequest{Turns: []session.NewTurn{user("d")}, Generate: true})
+	g2 := post(e, session.PostRequest{Parent: 1, Generate: true})
+	for _, g := range []*session.Generation{g2.Generation, g1.Generation} {
+		if _, err := e.svc.Cancel(ctx, "local", s.ID, g.ID); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitGen(t, e, "local", s.ID, g1.Generation.ID)
+	before = get(e)
+	if before.HeadTurnID != 1 {
+		t.Fatalf("head %d after a queued regeneration, want 1", before.HeadTurnID)
+	}
+	e.close()
+	e = newEnv(t, dir, 0, nil)
+	if after := get(e); after.HeadTurnID != 1 || !after.UpdatedAt.Equal(before.UpdatedAt) {
+		t.Fatalf("after restart: head %d updated %v, want 1 and %v", after.HeadTurnID, after.UpdatedAt, before.UpdatedAt)
+	}
+}

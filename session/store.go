@@ -13,13 +13,30 @@ import (
 )
 
 // meta is a session's metadata row, kept in memory by the object.
+//
+// Posting turns, the hot path, leaves the row alone: its head column holds
+// 0 while the head is the newest turn (the usual case) and updated_at is
+// the later of the row's and the newest turn's creation, so a posted turn
+// costs one page write and one statement less.
 type meta struct {
 	ID, Owner, Title, Model, System, Policy string
 	Metadata                                json.RawMessage
-	Head                                    int64
+	Head                                    int64 // leaf of the active branch
+	Newest                                  int64 // highest turn id; not stored
 	Branched                                bool
 	CreatedAt, UpdatedAt                    time.Time
 }
+
+// storedHead is the head column's value for m: 0 for the newest turn.
+func (m *meta) storedHead() int64 {
+	if m.Head == m.Newest {
+		return 0
+	}
+	return m.Head
+}
+
+// noteTurn records a newly inserted turn as the newest one.
+func (m *meta) noteTurn(id int64) { m.Newest = max(m.Newest, id) }
 
 func loadMeta(ctx context.Context, tx *objects.Tx) (*meta, error) {
 	m := &meta{}
@@ -34,10 +51,18 @@ func loadMeta(ctx context.Context, tx *objects.Tx) (*meta, error) {
 	if err != nil {
 		return nil, fmt.Errorf("load meta: %w", err)
 	}
+	var newestAt int64
+	err = tx.QueryRow(ctx, `SELECT id, created_at FROM turns ORDER BY id DESC LIMIT 1`).Scan(&m.Newest, &newestAt)
+	if err != nil && !errors.Is(err, sql.ErrNoRows) {
+		return nil, fmt.Errorf("load newest turn: %w", err)
+	}
+	if m.Head == 0 {
+		m.Head = m.Newest
+	}
 	m.Metadata = json.RawMessage(md)
 	m.Branched = branched != 0
 	m.CreatedAt = time.UnixMilli(created).UTC()
-	m.UpdatedAt = time.UnixMilli(updated).UTC()
+	m.UpdatedAt = time.UnixMilli(max(updated, newestAt)).UTC()
 	return m, nil
 }
 
@@ -51,7 +76,7 @@ func saveMeta(ctx context.Context, tx *objects.Tx, m *meta) error {
 		ON CONFLICT (id) DO UPDATE SET title = excluded.title, model = excluded.model, system = excluded.system,
 			metadata = excluded.metadata, busy_policy = excluded.busy_policy, head = excluded.head,
 			branched = excluded.branched, updated_at = excluded.updated_at`,
-		m.ID, m.Owner, m.Title, m.Model, m.System, string(m.Metadata), m.Policy, m.Head, branched,
+		m.ID, m.Owner, m.Title, m.Model, m.System, string(m.Metadata), m.Policy, m.storedHead(), branched,
 		m.CreatedAt.UnixMilli(), m.UpdatedAt.UnixMilli())
 	if err != nil {
 		return fmt.Errorf("save meta: %w", err)
