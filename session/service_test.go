@@ -646,7 +646,8 @@ func TestSessionStateSurvivesRestart(t *testing.T) {
 	post(e, session.PostRequest{Turns: []session.NewTurn{user("a")}})
 	post(e, session.PostRequest{Turns: []session.NewTurn{user("b")}})
 	time.Sleep(2 * time.Millisecond) // updated_at is in milliseconds
-	c := post(e, session.PostRequest{Parent: 1, Turns: []session.NewTurn{user("c")}}) // an edit of b
+	// An edit of b: a sibling under a.
+	c := post(e, session.PostRequest{Parent: 1, Turns: []session.NewTurn{user("c")}})
 	get := func(e *env) *session.Session {
 		t.Helper()
 		got, err := e.svc.Get(ctx, "local", s.ID)
