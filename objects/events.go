@@ -255,6 +255,9 @@ func (b *batchTx) afterCommit(ctx context.Context) error {
 	return nil
 }
 
+// filterTimeout bounds one change of a FilteringBus's filter.
+const filterTimeout = 5 * time.Second
+
 // applyFilter tells a FilteringBus the patterns the node's objects
 // subscribe to, if they changed since it last did. If the bus refuses them
 // it is asked for everything: a wider filter only costs deliveries nobody
@@ -264,6 +267,11 @@ func (rt *Runtime) applyFilter(ctx context.Context) {
 	if !ok {
 		return
 	}
+	// A commit waits for this: bound it. A bus that does not answer in
+	// time is asked for everything (below), which it may not answer either;
+	// the next change tries again.
+	ctx, cancel := context.WithTimeout(ctx, filterTimeout)
+	defer cancel()
 	rt.filterMu.Lock()
 	defer rt.filterMu.Unlock()
 	patterns := rt.subs.patterns()
@@ -274,13 +282,44 @@ func (rt *Runtime) applyFilter(ctx context.Context) {
 	if err != nil {
 		rt.logger().Warn("objects: filter events by subscription; taking every event", "patterns", len(patterns), "err", err)
 		patterns = []string{">"}
-		if err = fb.Filter(ctx, patterns); err != nil {
-			rt.logger().Error("objects: filter events: subscriptions may miss events until the next change", "err", err)
+		wctx, wcancel := context.WithTimeout(context.WithoutCancel(ctx), filterTimeout)
+		err = fb.Filter(wctx, patterns)
+		wcancel()
+		if err != nil {
+			rt.logger().Error("objects: filter events: new subscriptions miss events until it succeeds; retrying", "in", filterRetryDelay, "err", err)
 			rt.filterSet = false
+			rt.retryFilterLocked()
 			return
 		}
 	}
 	rt.filterApplied, rt.filterSet = patterns, true
+}
+
+// filterRetryDelay is how long after a failed filter change it is tried
+// again.
+var filterRetryDelay = 2 * time.Second
+
+// retryFilterLocked schedules applyFilter again, once, unless the runtime
+// closes first (Close stops the timer and waits for a retry running).
+func (rt *Runtime) retryFilterLocked() {
+	if rt.filterRetry != nil {
+		return
+	}
+	rt.filterRetry = time.AfterFunc(filterRetryDelay, func() {
+		rt.filterMu.Lock()
+		rt.filterRetry = nil
+		rt.filterMu.Unlock()
+		rt.mu.Lock()
+		open := rt.state == stateOpen
+		if open {
+			rt.wg.Add(1)
+		}
+		rt.mu.Unlock()
+		if open {
+			defer rt.wg.Done()
+			rt.applyFilter(rt.ctx)
+		}
+	})
 }
 
 // drainState is an object's running drainer: the rows committed since it

@@ -2,9 +2,11 @@ package objects_test
 
 import (
 	"context"
+	"errors"
 	"slices"
 	"sync"
 	"testing"
+	"time"
 
 	"sessiond/objects"
 )
@@ -14,11 +16,16 @@ type filteringBus struct {
 	recordingBus
 	mu      sync.Mutex
 	filters [][]string
+	fail    int // refuse this many Filter calls first
 }
 
 func (b *filteringBus) Filter(ctx context.Context, patterns []string) error {
 	b.mu.Lock()
 	defer b.mu.Unlock()
+	if b.fail > 0 {
+		b.fail--
+		return errors.New("filter refused on purpose")
+	}
 	b.filters = append(b.filters, slices.Clone(patterns))
 	return nil
 }
@@ -63,4 +70,25 @@ func TestRuntimeFiltersBusBySubscriptions(t *testing.T) {
 	if got, n := bus.last(); n != 4 || !slices.Equal(got, []string{"ev.done"}) {
 		t.Fatalf("after unsubscribing: filter %q (%d calls)", got, n)
 	}
+}
+
+// A filter change the bus refuses, even widened to everything, is tried
+// again until it succeeds: a subscription must not stay unheard.
+func TestRuntimeRetriesRefusedFilter(t *testing.T) {
+	defer objects.SetFilterRetryDelay(20 * time.Millisecond)()
+	ctx := context.Background()
+	bus := &filteringBus{}
+	_, ns := newOpenRuntime(t, func(rt *objects.Runtime) { rt.Bus = bus })
+	bus.mu.Lock()
+	bus.fail = 2 // the change and its widening
+	bus.mu.Unlock()
+	if _, err := stub(t, ns, "a").Call(ctx, func(ctx context.Context, obj any, tx *objects.Tx) (any, error) {
+		return nil, tx.Subscribe("ev.a")
+	}); err != nil {
+		t.Fatal(err)
+	}
+	checkFor(t, 5*time.Second, "the filter in force", func() bool {
+		got, _ := bus.last()
+		return slices.Equal(got, []string{"ev.a"})
+	})
 }

@@ -112,8 +112,9 @@ type Runtime struct {
 	busStop  func()
 
 	filterMu      sync.Mutex
-	filterApplied []string // patterns last given to a FilteringBus
-	filterSet     bool     // filterApplied is in force
+	filterApplied []string    // patterns last given to a FilteringBus
+	filterSet     bool        // filterApplied is in force
+	filterRetry   *time.Timer // a failed filter change tried again
 }
 
 const (
@@ -306,6 +307,12 @@ func (rt *Runtime) Close() error {
 	}
 	rt.state = stateClosed
 	rt.mu.Unlock()
+	rt.filterMu.Lock()
+	if rt.filterRetry != nil {
+		rt.filterRetry.Stop() // one already running is waited for with rt.wg
+		rt.filterRetry = nil
+	}
+	rt.filterMu.Unlock()
 	if rt.busStop != nil {
 		rt.busStop() // no new deliveries; those in flight finish below
 	}
