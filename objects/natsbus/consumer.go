@@ -140,9 +140,8 @@ type Consumer struct {
 	bus     *Bus
 	jc      jetstream.Consumer
 
-	mu      sync.Mutex               // serialises SetFilter; guards refetch
-	cfg     jetstream.ConsumerConfig // as last sent to the server
-	refetch context.CancelCauseFunc  // ends the pull request in progress
+	mu  sync.Mutex               // serialises SetFilter
+	cfg jetstream.ConsumerConfig // as last sent to the server
 
 	cancel context.CancelCauseFunc
 	done   chan struct{}
@@ -278,12 +277,7 @@ func (c *Consumer) run(ctx context.Context) {
 // an error only when the consumer cannot go on; transient failures are
 // logged and waited out.
 func (c *Consumer) fetch(ctx context.Context, dispatch func(jetstream.Msg)) error {
-	rctx, refetch := context.WithCancelCause(ctx)
-	defer refetch(nil)
-	c.mu.Lock()
-	c.refetch = refetch
-	c.mu.Unlock()
-	fctx, cancel := context.WithTimeout(rctx, fetchWait)
+	fctx, cancel := context.WithTimeout(ctx, fetchWait)
 	defer cancel()
 	batch, err := c.jc.Fetch(fetchBatch(c.opts.MaxInFlight), jetstream.FetchContext(fctx))
 	if err == nil {
@@ -293,8 +287,7 @@ func (c *Consumer) fetch(ctx context.Context, dispatch func(jetstream.Msg)) erro
 		err = batch.Error()
 	}
 	switch {
-	case err == nil, ctx.Err() != nil, errors.Is(err, context.DeadlineExceeded),
-		errors.Is(context.Cause(rctx), errRefetch):
+	case err == nil, ctx.Err() != nil, errors.Is(err, context.DeadlineExceeded):
 		return nil
 	case errors.Is(err, jetstream.ErrConsumerDeleted),
 		errors.Is(err, jetstream.ErrBadRequest),

@@ -2,7 +2,6 @@ package natsbus
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -106,7 +105,13 @@ func overlaps(a, b string) bool {
 
 // SetFilter changes the subjects the consumer receives: events on other
 // subjects are skipped by the server from the consumer's current position
-// on. nil or empty means every subject of the stream.
+// on. nil or empty means no filter at all.
+//
+// A pull request waiting on the server keeps working across a change
+// between filters; but a change to no filter at all went unnoticed by the
+// waiting request (nats-server v2.15: messages came only with the next
+// pull request, up to fetchWait later). Objects therefore never asks for
+// no filter once it filters: everything is the stream's own subjects.
 func (c *Consumer) SetFilter(ctx context.Context, subjects []string) error {
 	js, _, err := c.bus.live()
 	if err != nil {
@@ -127,17 +132,8 @@ func (c *Consumer) SetFilter(ctx context.Context, subjects []string) error {
 		return fmt.Errorf("filter %s by %q: %w", c.durable, subjects, err)
 	}
 	c.cfg = cfg
-	// The server drops the pull request waiting under the old filter
-	// without telling the client, which would otherwise sit out its
-	// fetchWait before asking again.
-	if c.refetch != nil {
-		c.refetch(errRefetch)
-	}
 	return nil
 }
-
-// errRefetch ends a pull request after a filter change.
-var errRefetch = errors.New("natsbus: filter changed")
 
 // consumerConfig is what Consume asks of JetStream.
 func consumerConfig(durable, filter string, o ConsumeOptions) jetstream.ConsumerConfig {

@@ -75,7 +75,9 @@ func TestObjectsFilterLimitsDeliveries(t *testing.T) {
 	}
 	pub("ev.other.2")
 	// ev.task.2 may come now or not: whether the server skipped it
-	// before the filter widened is a race the filter does not settle.
+	// before the filter widened is a race the filter does not settle. The
+	// widened filter must take effect on the pull request already waiting
+	// (it did not when "everything" was no filter at all).
 	checkFor(t, 10*time.Second, "ev.other.2", func() bool {
 		mu.Lock()
 		defer mu.Unlock()

@@ -109,6 +109,9 @@ func (o *Objects) Subscribe(ctx context.Context, deliver func(ctx context.Contex
 // (overlapping ones that neither covers) widens it to every event.
 func (o *Objects) Filter(ctx context.Context, patterns []string) error {
 	f := filters(patterns, o.Bus.opts.Subjects)
+	if f == nil {
+		f = o.Bus.opts.Subjects // everything, as subjects (see Consumer.SetFilter)
+	}
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	if o.consumer != nil {
