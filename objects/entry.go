@@ -575,7 +575,13 @@ func (b *batchTx) finish(ctx context.Context) error {
 	// process dies are published again (the bus de-duplicates by id).
 	var deleteTo int64
 	if inst, published := b.inst, b.e.published.Load(); b.began && b.wrote && published > inst.deleted {
-		if err := inst.db.execAll(ctx, deleteOutbox, published); err == nil {
+		q := deleteOutbox
+		if len(b.outbox) > 0 {
+			// The batch's own rows are newer than anything published:
+			// every published row goes, none is left to mark.
+			q = q[:1]
+		}
+		if err := inst.db.execAll(ctx, q, published); err == nil {
 			deleteTo = published
 		}
 	}
