@@ -2,6 +2,7 @@ package natsbus_test
 
 import (
 	"context"
+	"errors"
 	"slices"
 	"sync"
 	"testing"
@@ -83,4 +84,47 @@ func TestObjectsFilterLimitsDeliveries(t *testing.T) {
 		defer mu.Unlock()
 		return len(got) > 0 && got[len(got)-1] == "ev.other.2"
 	})
+}
+
+// PublishBatch stores the events in order and counts the acknowledged ones;
+// an event without an id stops the batch there, the ones before it stored.
+func TestObjectsPublishBatch(t *testing.T) {
+	h := newEmbeddedHarness(t)
+	bus := openBus(t, h.connect(t), nil)
+	o := &natsbus.Objects{Bus: bus, Durable: "node-batch"}
+	evs := []objects.Event{
+		{Subject: "ev.b.1", Data: []byte("1"), ID: "b1"},
+		{Subject: "ev.b.2", Data: []byte("2"), ID: "b2"},
+		{Subject: "ev.b.3", Data: []byte("3"), ID: "b3"},
+	}
+	if n, err := o.PublishBatch(testCtx(t), evs); n != 3 || err != nil {
+		t.Fatalf("PublishBatch: %d acknowledged, %v", n, err)
+	}
+	bad := []objects.Event{{Subject: "ev.b.4", ID: "b4"}, {Subject: "ev.b.5"}, {Subject: "ev.b.6", ID: "b6"}}
+	if n, err := o.PublishBatch(testCtx(t), bad); n != 1 || !errors.Is(err, natsbus.ErrNoMsgID) {
+		t.Fatalf("a batch with an event without id: %d acknowledged, %v; want 1 and ErrNoMsgID", n, err)
+	}
+	var mu sync.Mutex
+	var got []string
+	stop, err := o.Subscribe(testCtx(t), func(ctx context.Context, ev objects.Event) error {
+		mu.Lock()
+		got = append(got, ev.ID)
+		mu.Unlock()
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stop()
+	checkFor(t, 10*time.Second, "four events", func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return len(got) >= 4
+	})
+	time.Sleep(50 * time.Millisecond) // nothing more may come
+	mu.Lock()
+	defer mu.Unlock()
+	if !slices.Equal(got, []string{"b1", "b2", "b3", "b4"}) {
+		t.Fatalf("stream holds %q", got)
+	}
 }

@@ -25,7 +25,7 @@ type Objects struct {
 
 	mu       sync.Mutex
 	consumer *Consumer
-	filter   []string // consumer filter subjects (nil: all)
+	filter   []string // consumer filter subjects, as last asked for
 	filtered bool     // Filter was called: apply filter to the consumer
 }
 
