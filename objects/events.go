@@ -13,7 +13,8 @@ import (
 // EventBus carries events between objects and to other services: a
 // JetStream stream in sessiond (objects/natsbus adapts one). Publish must
 // de-duplicate by id; deliver is called at least once for every event
-// published by anyone, in publish order per publisher, until stop.
+// published by anyone, in publish order per publisher, until stop (for a
+// FilteringBus: every event its filter lets through).
 type EventBus interface {
 	Publish(ctx context.Context, subject string, data []byte, id string) error
 	Subscribe(ctx context.Context, deliver func(ctx context.Context, ev Event) error) (stop func(), err error)

@@ -31,6 +31,9 @@
 // The number of streams and consumers is small and fixed per node, never
 // one per object: JetStream keeps state for each, and that state must not
 // grow with the number of objects on disk. Objects are addressed by subject.
+// A node's consumer (Objects) is filtered to the subjects its objects
+// subscribe to (Consumer.SetFilter), so events nobody on the node wants are
+// skipped by the server instead of delivered and acknowledged.
 //
 // # Delivery
 //
