@@ -100,11 +100,13 @@ type CallOptions struct {
 
 // CallWith is Call with options.
 func (s *Stub) CallWith(ctx context.Context, opts *CallOptions, fn Func) (any, error) {
-	c := &call{ctx: ctx, fn: fn, done: make(chan struct{})}
-	if opts != nil && opts.Durability == DurabilityNormal && s.ns.rt.Durability == DurabilityFull {
-		c.relaxed = true
-	}
-	return s.run(c)
+	return s.run(&call{ctx: ctx, fn: fn, done: make(chan struct{}), relaxed: s.relaxed(opts)})
+}
+
+// relaxed reports whether a call with opts commits without the WAL sync
+// the runtime's durability would give it.
+func (s *Stub) relaxed(opts *CallOptions) bool {
+	return opts != nil && opts.Durability == DurabilityNormal && s.ns.rt.Durability == DurabilityFull
 }
 
 // Exec runs one statement on the object's database as a call of its own,
@@ -116,13 +118,8 @@ func (s *Stub) CallWith(ctx context.Context, opts *CallOptions, fn Func) (any, e
 // It does not wake the object's class (Class.New) any differently from
 // Call: the instance is built if the object was asleep.
 func (s *Stub) Exec(ctx context.Context, opts *CallOptions, query string, args ...any) (sql.Result, error) {
-	c := &call{ctx: ctx, done: make(chan struct{}), single: true, fn: func(ctx context.Context, _ any, tx *Tx) (any, error) {
-		return tx.Exec(ctx, query, args...)
-	}}
-	if opts != nil && opts.Durability == DurabilityNormal && s.ns.rt.Durability == DurabilityFull {
-		c.relaxed = true
-	}
-	v, err := s.run(c)
+	v, err := s.run(&call{ctx: ctx, done: make(chan struct{}), single: true, relaxed: s.relaxed(opts),
+		fn: func(ctx context.Context, _ any, tx *Tx) (any, error) { return tx.Exec(ctx, query, args...) }})
 	r, _ := v.(sql.Result)
 	return r, err
 }

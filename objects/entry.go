@@ -585,31 +585,31 @@ func (b *batchTx) finish(ctx context.Context) error {
 			deleteTo = published
 		}
 	}
+	// committed: the batch's writes are in SQLite now, by COMMIT or (a lone
+	// Stub.Exec) by its statement alone.
+	committed, wrote := false, false
 	if b.began {
 		// Only a batch that wrote has anything to flush: a read-only one
 		// (GET /turns) must not wait for the disk.
-		wrote := b.wrote || b.inst.needsMeta // the outbox cleanup above only runs when b.wrote
+		wrote = b.wrote || b.inst.needsMeta // the outbox cleanup above only runs when b.wrote
 		if _, err := b.inst.db.exec(ctx, "COMMIT"); err != nil {
 			b.abort()
 			return fmt.Errorf("commit: %w", err)
 		}
 		b.began = false
-		if wrote && b.e.rt.Durability == DurabilityFull && !b.relaxed {
-			if err := b.inst.db.syncWAL(); err != nil {
-				// Committed in SQLite but perhaps not on the disk: no
-				// result may say it is, and the connection is not trusted.
-				b.inst.discard = true
-				return fmt.Errorf("commit: %w", err)
-			}
-		}
 		b.inst.needsMeta = false
 		if deleteTo > 0 {
 			b.inst.deleted = deleteTo
 		}
-		b.e.rt.commits.Add(1)
+		committed = true
 	} else if b.autocommit && b.wrote {
-		if b.e.rt.Durability == DurabilityFull && !b.relaxed {
+		committed, wrote = true, true
+	}
+	if committed {
+		if wrote && b.e.rt.Durability == DurabilityFull && !b.relaxed {
 			if err := b.inst.db.syncWAL(); err != nil {
+				// Committed in SQLite but perhaps not on the disk: no
+				// result may say it is, and the connection is not trusted.
 				b.inst.discard = true
 				return fmt.Errorf("commit: %w", err)
 			}

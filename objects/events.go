@@ -535,9 +535,6 @@ func (rt *Runtime) publishRows(ctx context.Context, rows []outboxRow, published 
 		return last, err
 	}
 	for _, r := range rows {
-		if r.seq <= published {
-			continue
-		}
 		if err := rt.Bus.Publish(ctx, r.subject, r.data, r.id); err != nil {
 			return last, err
 		}
