@@ -172,7 +172,15 @@ func (b *Bus) Consume(ctx context.Context, durable, filter string, h Handler, op
 	if err != nil {
 		return nil, fmt.Errorf("consume %s: %w", durable, err)
 	}
-	cfg := consumerConfig(durable, filter, o)
+	cfg := jetstream.ConsumerConfig{
+		Durable:       durable,
+		Description:   "sessiond natsbus consumer",
+		DeliverPolicy: jetstream.DeliverAllPolicy,
+		AckPolicy:     jetstream.AckExplicitPolicy,
+		AckWait:       o.AckWait,
+		MaxDeliver:    -1,
+		FilterSubject: filter,
+	}
 	jc, err := js.CreateOrUpdateConsumer(ctx, b.opts.Stream, cfg)
 	if err != nil {
 		return nil, fmt.Errorf("consume %s: ensure consumer: %w", durable, err)

@@ -5,8 +5,6 @@ import (
 	"fmt"
 	"slices"
 	"strings"
-
-	"github.com/nats-io/nats.go/jetstream"
 )
 
 // Filtering. A node's consumer would otherwise receive, and acknowledge,
@@ -133,17 +131,4 @@ func (c *Consumer) SetFilter(ctx context.Context, subjects []string) error {
 	}
 	c.cfg = cfg
 	return nil
-}
-
-// consumerConfig is what Consume asks of JetStream.
-func consumerConfig(durable, filter string, o ConsumeOptions) jetstream.ConsumerConfig {
-	return jetstream.ConsumerConfig{
-		Durable:       durable,
-		Description:   "sessiond natsbus consumer",
-		DeliverPolicy: jetstream.DeliverAllPolicy,
-		AckPolicy:     jetstream.AckExplicitPolicy,
-		AckWait:       o.AckWait,
-		MaxDeliver:    -1,
-		FilterSubject: filter,
-	}
 }

@@ -18,18 +18,7 @@ func TestObjectsFilterLimitsDeliveries(t *testing.T) {
 	h := newEmbeddedHarness(t)
 	bus := openBus(t, h.connect(t), nil)
 	o := &natsbus.Objects{Bus: bus, Durable: "node-filter"}
-	var mu sync.Mutex
-	var got []string
-	stop, err := o.Subscribe(testCtx(t), func(ctx context.Context, ev objects.Event) error {
-		mu.Lock()
-		got = append(got, ev.Subject)
-		mu.Unlock()
-		return nil
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer stop()
+	got := collect(t, o, func(ev objects.Event) string { return ev.Subject })
 	pub := func(subject string) {
 		t.Helper()
 		if err := o.Publish(testCtx(t), subject, []byte("x"), subject+"-"+time.Now().String()); err != nil {
@@ -41,15 +30,9 @@ func TestObjectsFilterLimitsDeliveries(t *testing.T) {
 	// have arrived first.
 	waitFor := func(want ...string) {
 		t.Helper()
-		checkFor(t, 10*time.Second, "deliveries", func() bool {
-			mu.Lock()
-			defer mu.Unlock()
-			return len(got) >= len(want)
-		})
-		mu.Lock()
-		defer mu.Unlock()
-		if !slices.Equal(got, want) {
-			t.Fatalf("delivered %q, want %q", got, want)
+		checkFor(t, 10*time.Second, "deliveries", func() bool { return len(got()) >= len(want) })
+		if g := got(); !slices.Equal(g, want) {
+			t.Fatalf("delivered %q, want %q", g, want)
 		}
 	}
 
@@ -66,11 +49,9 @@ func TestObjectsFilterLimitsDeliveries(t *testing.T) {
 	}
 	pub("ev.task.2")
 	time.Sleep(200 * time.Millisecond) // nothing may arrive meanwhile
-	mu.Lock()
-	if len(got) != 2 {
-		t.Fatalf("with an empty filter: delivered %q", got)
+	if g := got(); len(g) != 2 {
+		t.Fatalf("with an empty filter: delivered %q", g)
 	}
-	mu.Unlock()
 	if err := o.Filter(testCtx(t), []string{">"}); err != nil {
 		t.Fatal(err)
 	}
@@ -80,9 +61,8 @@ func TestObjectsFilterLimitsDeliveries(t *testing.T) {
 	// widened filter must take effect on the pull request already waiting
 	// (it did not when "everything" was no filter at all).
 	checkFor(t, 10*time.Second, "ev.other.2", func() bool {
-		mu.Lock()
-		defer mu.Unlock()
-		return len(got) > 0 && got[len(got)-1] == "ev.other.2"
+		g := got()
+		return len(g) > 0 && g[len(g)-1] == "ev.other.2"
 	})
 }
 
@@ -104,27 +84,33 @@ func TestObjectsPublishBatch(t *testing.T) {
 	if n, err := o.PublishBatch(testCtx(t), bad); n != 1 || !errors.Is(err, natsbus.ErrNoMsgID) {
 		t.Fatalf("a batch with an event without id: %d acknowledged, %v; want 1 and ErrNoMsgID", n, err)
 	}
+	got := collect(t, o, func(ev objects.Event) string { return ev.ID })
+	checkFor(t, 10*time.Second, "four events", func() bool { return len(got()) >= 4 })
+	time.Sleep(50 * time.Millisecond) // nothing more may come
+	if g := got(); !slices.Equal(g, []string{"b1", "b2", "b3", "b4"}) {
+		t.Fatalf("stream holds %q", g)
+	}
+}
+
+// collect starts o's consumer and returns what it has delivered so far,
+// each event as key gives it; the consumer stops when the test ends.
+func collect(t *testing.T, o *natsbus.Objects, key func(objects.Event) string) (got func() []string) {
+	t.Helper()
 	var mu sync.Mutex
-	var got []string
+	var keys []string
 	stop, err := o.Subscribe(testCtx(t), func(ctx context.Context, ev objects.Event) error {
 		mu.Lock()
-		got = append(got, ev.ID)
+		keys = append(keys, key(ev))
 		mu.Unlock()
 		return nil
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer stop()
-	checkFor(t, 10*time.Second, "four events", func() bool {
+	t.Cleanup(stop)
+	return func() []string {
 		mu.Lock()
 		defer mu.Unlock()
-		return len(got) >= 4
-	})
-	time.Sleep(50 * time.Millisecond) // nothing more may come
-	mu.Lock()
-	defer mu.Unlock()
-	if !slices.Equal(got, []string{"b1", "b2", "b3", "b4"}) {
-		t.Fatalf("stream holds %q", got)
+		return slices.Clone(keys)
 	}
 }
