@@ -71,22 +71,29 @@ func fanoutCase(ctx context.Context, e *env, t *target, uf *upstreamFlags, n, di
 		return row{}, err
 	}
 	e.logf("ws-fanout: %d viewers ready; one generation of %d tokens at %g tokens/s", len(conns), uf.tokens, uf.rate)
-	fo := newFanout()
-	server, _ := startCPU(t.pid)
-	self, _ := startCPU(os.Getpid())
 	start := func(ctx context.Context) error {
 		return t.call(ctx, "POST", "/v1/sessions/"+id+"/turns", turnsBody(1, "fan this out", true), http.StatusCreated, nil)
 	}
+	r, err := measureFanout(ctx, e, conns, uf.tokens, t.pid, start, perChunk)
+	r.add("hello retries", float64(helloRetries.Load()-retries), "")
+	return r, err
+}
+
+// measureFanout runs one generation (start) to conns, the viewers of a
+// server with process id pid, and returns its row with both processes' CPU.
+func measureFanout(ctx context.Context, e *env, conns []*websocket.Conn, tokens, pid int, start func(context.Context) error, perChunk bool) (row, error) {
+	fo := newFanout()
+	server, _ := startCPU(pid)
+	self, _ := startCPU(os.Getpid())
 	if err := fo.run(ctx, conns, e.duration, start); err != nil {
 		return row{}, err
 	}
 	if perChunk {
 		fo.printPerChunk(e.log)
 	}
-	r := fo.row(len(conns), uf.tokens)
+	r := fo.row(len(conns), tokens)
 	r.add("server cpu", server.coresOr(-1), "cores")
 	r.add("loadgen cpu", self.coresOr(-1), "cores")
-	r.add("hello retries", float64(helloRetries.Load()-retries), "")
 	return r, nil
 }
 
@@ -110,19 +117,11 @@ func rawFanoutCase(ctx context.Context, e *env, uf *upstreamFlags, n, dialConc i
 		return row{}, err
 	}
 	e.logf("ws-fanout: raw floor: %d viewers ready; %d tokens at %g tokens/s", n, uf.tokens, uf.rate)
-	fo := newFanout()
-	server, _ := startCPU(rt.cmd.Process.Pid)
-	self, _ := startCPU(os.Getpid())
 	start := func(ctx context.Context) error { return rt.start(ctx, uf.tokens, uf.rate) }
-	if err := fo.run(ctx, conns, e.duration, start); err != nil {
-		return row{}, err
-	}
-	r := fo.row(n, uf.tokens)
+	r, err := measureFanout(ctx, e, conns, uf.tokens, rt.cmd.Process.Pid, start, false)
 	r.Case = "raw coder/websocket " + r.Case
-	r.add("server cpu", server.coresOr(-1), "cores")
-	r.add("loadgen cpu", self.coresOr(-1), "cores")
 	r.add("hello retries", 0, "")
-	return r, nil
+	return r, err
 }
 
 // dialMany opens n viewers, spread round-robin over the sessions ids,
