@@ -37,8 +37,13 @@ func setupPostTurns(fs *flag.FlagSet, c *common) runFunc {
 	cases := fs.String("cases", "1x1,1x64,1000x64", "comma-separated SESSIONSxCONNS modes: calls spread uniformly over SESSIONS sessions from CONNS keep-alive connections")
 	warmup := fs.Duration("warmup", time.Second, "time at the start of each case whose calls are not counted")
 	text := fs.String("text", "hello, this is a user turn of a load test", "content of each posted user turn")
+	clients := fs.String("client", "std,lean", "comma-separated HTTP clients to run each case with: std (Go's net/http) or lean (one socket per connection, requests built once; costs the shared cores less)")
 	return func(ctx context.Context, e *env) ([]row, error) {
 		cs, err := parseCases(*cases)
+		if err != nil {
+			return nil, err
+		}
+		kinds, err := parseClients(*clients)
 		if err != nil {
 			return nil, err
 		}
@@ -53,19 +58,35 @@ func setupPostTurns(fs *flag.FlagSet, c *common) runFunc {
 		body := turnsBody(1, *text, false)
 		var rows []row
 		for _, pc := range cs {
-			r, err := postTurnsCase(ctx, e, t, pc, body, *warmup)
-			if err != nil {
-				return nil, err
+			for _, k := range kinds {
+				r, err := postTurnsCase(ctx, e, t, pc, k, body, *warmup)
+				if err != nil {
+					return nil, err
+				}
+				rows = append(rows, r)
 			}
-			rows = append(rows, r)
 		}
 		return rows, nil
 	}
 }
 
+// parseClients reads -client.
+func parseClients(s string) ([]string, error) {
+	var out []string
+	for _, f := range strings.Split(s, ",") {
+		switch f = strings.TrimSpace(f); f {
+		case "std", "lean":
+			out = append(out, f)
+		default:
+			return nil, fmt.Errorf("-client %q: want std or lean", f)
+		}
+	}
+	return out, nil
+}
+
 // postTurnsCase creates pc.sessions sessions and posts to them at random
-// from pc.conns connections.
-func postTurnsCase(ctx context.Context, e *env, t *target, pc postCase, body []byte, warmup time.Duration) (row, error) {
+// from pc.conns connections of the client kind (std or lean).
+func postTurnsCase(ctx context.Context, e *env, t *target, pc postCase, kind string, body []byte, warmup time.Duration) (row, error) {
 	start := time.Now()
 	ids, err := t.createSessions(ctx, pc.sessions, 16)
 	if err != nil {
@@ -74,17 +95,30 @@ func postTurnsCase(ctx context.Context, e *env, t *target, pc postCase, body []b
 	e.logf("post-turns %s: %d sessions created in %s; posting for up to %s", pc, len(ids), time.Since(start).Round(time.Millisecond), e.duration)
 	paths := make([]string, len(ids))
 	for i, id := range ids {
-		paths[i] = t.base + "/v1/sessions/" + id + "/turns"
+		paths[i] = "/v1/sessions/" + id + "/turns"
 	}
 	spec := loopSpec{conns: pc.conns, n: e.n, duration: e.duration, warmup: warmup, pid: t.pid}
-	res := runLoop(ctx, spec, func(ctx context.Context, worker, i int) error {
-		// A fixed stride spreads calls evenly without a shared random source.
-		return postOnce(ctx, t.http, paths[(i*7919)%len(paths)], body)
-	})
+	// A fixed stride spreads calls evenly without a shared random source.
+	pick := func(i int) string { return paths[(i*7919)%len(paths)] }
+	var res *loopResult
+	if kind == "lean" {
+		host := strings.TrimPrefix(t.base, "http://")
+		var err error
+		res, err = runLeanLoop(ctx, spec, t.base, http.StatusCreated, func(dst []byte, i int) []byte {
+			return appendRequest(dst, "POST", host, pick(i), body)
+		})
+		if err != nil {
+			return row{}, err
+		}
+	} else {
+		res = runLoop(ctx, spec, func(ctx context.Context, worker, i int) error {
+			return postOnce(ctx, t.http, t.base+pick(i), body)
+		})
+	}
 	if res.calls == 0 {
 		return row{}, fmt.Errorf("no call succeeded (%d errors, last %v)", res.errors, res.lastErr)
 	}
-	r := row{Case: pc.String()}
+	r := row{Case: pc.String() + " client=" + kind}
 	r.addLatency("", &res.lat)
 	r.add("calls/s", res.perSecond(), "")
 	r.add("errors", float64(res.errors), "")

@@ -1,0 +1,79 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"runtime"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+func TestParseAnswer(t *testing.T) {
+	whole := "HTTP/1.1 201 Created\r\nContent-Type: application/json\r\ncontent-LENGTH: 5\r\n\r\nhello"
+	status, n, err := parseAnswer([]byte(whole + "HTTP/1.1"))
+	if err != nil || status != 201 || n != len(whole) {
+		t.Fatalf("parseAnswer = %d, %d, %v; want 201, %d, nil", status, n, err, len(whole))
+	}
+	for cut := range len(whole) {
+		if _, _, err := parseAnswer([]byte(whole[:cut])); !errors.Is(err, errIncomplete) {
+			t.Fatalf("parseAnswer of the first %d bytes: %v, want errIncomplete", cut, err)
+		}
+	}
+	for _, bad := range []string{
+		"HTTP/1.1 201 Created\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+		"HTTX/1.1 201 Created\r\nContent-Length: 0\r\n\r\n",
+		"HTTP/1.1 2x1 Created\r\nContent-Length: 0\r\n\r\n",
+		"HTTP/1.1 201 Created\r\nContent-Length: -1\r\n\r\n",
+	} {
+		if _, _, err := parseAnswer([]byte(bad)); err == nil || errors.Is(err, errIncomplete) {
+			t.Errorf("parseAnswer(%q) = %v, want a parse error", bad, err)
+		}
+	}
+}
+
+// TestLeanLoop runs the lean client against a real HTTP server: every
+// answered call is counted once, with the right body on the wire, and an
+// unwanted status is an error.
+func TestLeanLoop(t *testing.T) {
+	if runtime.GOOS != "linux" {
+		t.Skip("the lean client is Linux-only")
+	}
+	var got, bad atomic.Int64
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		if r.Method != "POST" || r.Header.Get("Content-Type") != "application/json" || string(b) != `{"n":1}` {
+			bad.Add(1)
+		}
+		got.Add(1)
+		if strings.HasSuffix(r.URL.Path, "/fail") {
+			w.WriteHeader(http.StatusTeapot)
+			return
+		}
+		w.WriteHeader(http.StatusCreated)
+		io.WriteString(w, `{"ok":true}`)
+	}))
+	defer srv.Close()
+	host := strings.TrimPrefix(srv.URL, "http://")
+	spec := loopSpec{conns: 4, n: 200, duration: 20 * time.Second}
+	res, err := runLeanLoop(context.Background(), spec, srv.URL, http.StatusCreated, func(dst []byte, i int) []byte {
+		path := "/x"
+		if i%10 == 0 {
+			path = "/x/fail"
+		}
+		return appendRequest(dst, "POST", host, path, []byte(`{"n":1}`))
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.calls != 180 || res.errors != 20 {
+		t.Errorf("calls %d, errors %d; want 180 and 20", res.calls, res.errors)
+	}
+	if got.Load() != 200 || bad.Load() != 0 {
+		t.Errorf("server saw %d requests (%d malformed); want 200, 0 malformed", got.Load(), bad.Load())
+	}
+}
