@@ -160,9 +160,9 @@ func (o *sessionObj) WebSocketMessage(ctx context.Context, tx *objects.Tx, s *ob
 			}
 		}
 	case streaming.TypeSend:
-		var turns []NewTurn
-		if err := json.Unmarshal(msg.Turns, &turns); err != nil {
-			sv.v.Send(errorMsg("invalid_request", "turns must be an array of {role, content, tool_call_id?}"))
+		turns, err := decodeNewTurns(msg.Turns)
+		if err != nil {
+			sv.v.Send(errorMsg("invalid_request", err.Error()))
 			return nil
 		}
 		req := PostRequest{Turns: turns, Generate: msg.Generate, Model: msg.Model, IdempotencyKey: msg.IdempotencyKey}

@@ -4,8 +4,9 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
-	"io"
 	"slices"
+
+	"sessiond/streaming/jsonscan"
 )
 
 // Types of the client → server WebSocket messages (API.md, "WebSocket").
@@ -62,7 +63,8 @@ var clientFields = map[string][]string{
 // case-insensitive matching is not applied), unknown fields, nulls and
 // wrong types are refused. It returns a *ProtocolError with code
 // CodeInvalidJSON (empty or malformed), CodeUnknownType or
-// CodeInvalidRequest. Size limits are the transport's job.
+// CodeInvalidRequest. Size limits are the transport's job. The message's
+// raw fields (Turns) alias data: do not modify data afterwards.
 func DecodeClientMessage(data []byte) (*ClientMessage, error) {
 	if len(bytes.TrimSpace(data)) == 0 {
 		return nil, protocolErrorf(CodeInvalidJSON, "empty message")
@@ -159,19 +161,21 @@ func decodeResume(raw json.RawMessage) (*ClientResume, error) {
 	return r, nil
 }
 
-// decodeObject decodes a JSON object into its fields, kept raw; small
-// fields are compacted. Large ones (a 32 MiB "turns") are kept as sent:
-// one pass over a large message, not three.
-// compactLimit is the largest field decodeObject compacts.
-const compactLimit = 64 << 10
-
+// decodeObject decodes a JSON object into its fields, kept raw (aliasing
+// data); small fields are compacted. Large ones (a 32 MiB "turns") are kept
+// as sent: with jsonscan, one pass over a large message and no copy
+// (encoding/json's map of raw messages took two passes and a copy).
 func decodeObject(what string, data []byte) (map[string]json.RawMessage, error) {
-	var fields map[string]json.RawMessage
-	if err := json.Unmarshal(data, &fields); err != nil || fields == nil {
-		var se *json.SyntaxError
-		if errors.As(err, &se) || errors.Is(err, io.ErrUnexpectedEOF) {
-			return nil, protocolErrorf(CodeInvalidJSON, "%s is not valid JSON", what)
-		}
+	fields := make(map[string]json.RawMessage, 4)
+	err := jsonscan.Object(data, func(k string, v []byte) error {
+		fields[k] = v
+		return nil
+	})
+	var se *jsonscan.SyntaxError
+	switch {
+	case errors.As(err, &se):
+		return nil, protocolErrorf(CodeInvalidJSON, "%s is not valid JSON", what)
+	case err != nil:
 		return nil, protocolErrorf(CodeInvalidRequest, "%s must be a JSON object", what)
 	}
 	for k, raw := range fields {
@@ -186,6 +190,9 @@ func decodeObject(what string, data []byte) (map[string]json.RawMessage, error) 
 	}
 	return fields, nil
 }
+
+// compactLimit is the largest field decodeObject compacts.
+const compactLimit = 64 << 10
 
 func checkFields(what string, fields map[string]json.RawMessage, allowed []string) error {
 	var unknown []string

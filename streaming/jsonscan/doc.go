@@ -1,0 +1,14 @@
+// Package jsonscan splits JSON objects and arrays into their raw members in
+// one validating pass, without decoding or copying the values.
+//
+// encoding/json reads a document twice (once to validate it, once to
+// decode it), and a json.RawMessage field is copied on the way. For a
+// message whose bulk is one large string (a 32 MiB tool result or pasted
+// file), splitting it into fields that way and then decoding one field
+// again means four passes and two copies; jsonscan makes it one pass and
+// no copy: the raw values it hands out are subslices of the input.
+//
+// What it accepts is exactly what encoding/json accepts (RFC 8259 JSON,
+// nesting up to 10,000 levels, invalid UTF-8 inside strings tolerated);
+// a fuzz test holds the two to that.
+package jsonscan
