@@ -429,6 +429,13 @@ func (e *entry) runBatch(batch []*call) {
 			e.release(c)
 		}
 	}
+	// The callers have their answers: now the WAL's checkpoint, if due,
+	// delays only the next batch.
+	if !inst.discard && inst.db.checkpointDue() {
+		if err := inst.db.checkpoint(context.Background()); err != nil {
+			e.logger().Warn("objects: checkpoint; will retry after the next batch", "err", err)
+		}
+	}
 }
 
 func (e *entry) invoke(ctx context.Context, c *call, inst *instance, tx *Tx) (res any, err error) {

@@ -59,7 +59,7 @@ type nodeIndex struct {
 }
 
 func openIndex(ctx context.Context, dir string, d Durability) (*nodeIndex, error) {
-	db, err := openDB(ctx, filepath.Join(dir, "index.db"), d.pragma(), false, 2048)
+	db, err := openDB(ctx, filepath.Join(dir, "index.db"), d.pragma(), false, false, 2048)
 	if err != nil {
 		return nil, fmt.Errorf("open node index: %w", err)
 	}

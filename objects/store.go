@@ -61,8 +61,11 @@ func (d Durability) pragma() string {
 // connection keeps its locks and the WAL index lives in its heap (no -shm
 // file, no lock system calls per transaction), which is right for an object
 // database (one connection, in this process) and wrong for anything another
-// process or connection must read while it is open.
-func openDB(ctx context.Context, path, synchronous string, exclusive bool, cacheKiB int) (*sql.DB, error) {
+// process or connection must read while it is open. With manualCheckpoint,
+// SQLite does not checkpoint the WAL by itself (it would, inside whichever
+// commit crosses 1,000 frames, on that caller's time): the caller does
+// (instanceDB.checkpointDue).
+func openDB(ctx context.Context, path, synchronous string, exclusive, manualCheckpoint bool, cacheKiB int) (*sql.DB, error) {
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 		return nil, fmt.Errorf("create folder: %w", err)
 	}
@@ -77,6 +80,9 @@ func openDB(ctx context.Context, path, synchronous string, exclusive bool, cache
 	}
 	q.Add("_pragma", "main.synchronous("+synchronous+")")
 	q.Add("_pragma", fmt.Sprintf("main.cache_size(-%d)", cacheKiB))
+	if manualCheckpoint {
+		q.Add("_pragma", "main.wal_autocheckpoint(0)")
+	}
 	q.Add("_journal_mode", "WAL")
 	// Every pragma is a statement run at each wake, so only those that
 	// matter: no busy_timeout (an object database has one connection, in
