@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -134,6 +135,35 @@ func (t *target) dial(ctx context.Context, id string, readLimit int64) (*websock
 			return c, nil
 		}
 	}
+}
+
+// dialManyLean is dialMany with lean viewers (leanws_linux.go).
+func dialManyLean(ctx context.Context, t *target, ids []string, n, conc int) ([]*leanViewer, error) {
+	addr, err := leanAddr(t.base)
+	if err != nil {
+		return nil, err
+	}
+	hello := [][]byte{[]byte(`{"type":"hello"}`)}
+	vs := make([]*leanViewer, n)
+	err = parallel(ctx, n, conc, func(ctx context.Context, i int) error {
+		dctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		defer cancel()
+		id := ids[i%len(ids)]
+		var tk struct{ Ticket string }
+		if err := t.call(dctx, "POST", "/v1/tickets", map[string]any{"session_id": id}, http.StatusCreated, &tk); err != nil {
+			return err
+		}
+		v, err := leanWSDial(dctx, addr, "/v1/sessions/"+id+"/ws?ticket="+url.QueryEscape(tk.Ticket), hello, isReady)
+		vs[i] = v
+		return err
+	})
+	return vs, err
+}
+
+// isReady reports whether msg is the server's ready message.
+func isReady(msg []byte) bool {
+	var m wsMsg
+	return json.Unmarshal(msg, &m) == nil && m.Type == "ready"
 }
 
 func writeJSON(ctx context.Context, c *websocket.Conn, v any) error {

@@ -24,10 +24,15 @@ func setupFanout(fs *flag.FlagSet, c *common) runFunc {
 	dialConc := fs.Int("dial-concurrency", 32, "viewers connecting at once")
 	perChunk := fs.Bool("per-chunk", false, "also print, to stderr, each chunk's send time (ms from the first) and its last-viewer latency (ms)")
 	raw := fs.Bool("raw", false, "before each case, run the same fan-out from a plain coder/websocket server in its own process (the floor), for a side-by-side row")
+	clients := fs.String("client", "std,lean", "comma-separated viewer clients to run each case with: std (a coder/websocket reader goroutine per viewer) or lean (one thread reads every viewer through epoll; costs the shared cores less)")
 	return func(ctx context.Context, e *env) ([]row, error) {
 		counts, err := parseInts(*viewers)
 		if err != nil {
 			return nil, fmt.Errorf("-viewers: %w", err)
+		}
+		kinds, err := parseClients(*clients)
+		if err != nil {
+			return nil, err
 		}
 		up, err := uf.start()
 		if err != nil {
@@ -40,86 +45,121 @@ func setupFanout(fs *flag.FlagSet, c *common) runFunc {
 		}
 		var rows []row
 		for _, n := range counts {
-			if *raw {
-				r, err := rawFanoutCase(ctx, e, &uf, n, *dialConc)
+			for _, k := range kinds {
+				if *raw {
+					r, err := rawFanoutCase(ctx, e, &uf, n, *dialConc, k)
+					if err != nil {
+						return nil, err
+					}
+					rows = append(rows, r)
+				}
+				r, err := fanoutCase(ctx, e, t, &uf, n, *dialConc, k, *perChunk)
 				if err != nil {
 					return nil, err
 				}
 				rows = append(rows, r)
 			}
-			r, err := fanoutCase(ctx, e, t, &uf, n, *dialConc, *perChunk)
-			if err != nil {
-				return nil, err
-			}
-			rows = append(rows, r)
 		}
 		return rows, nil
 	}
 }
 
-// fanoutCase connects n viewers to a new session, runs one generation and
-// measures it.
-func fanoutCase(ctx context.Context, e *env, t *target, uf *upstreamFlags, n, dialConc int, perChunk bool) (row, error) {
+// fanoutCase connects n viewers (client kind std or lean) to a new
+// session, runs one generation and measures it.
+func fanoutCase(ctx context.Context, e *env, t *target, uf *upstreamFlags, n, dialConc int, kind string, perChunk bool) (row, error) {
 	id, err := t.createSession(ctx)
 	if err != nil {
 		return row{}, err
 	}
 	retries := helloRetries.Load()
-	conns, err := dialMany(ctx, t, []string{id}, n, dialConc)
-	defer closeAll(conns)
+	var vs viewerSet
+	if kind == "lean" {
+		vs.lean, err = dialManyLean(ctx, t, []string{id}, n, dialConc)
+	} else {
+		vs.std, err = dialMany(ctx, t, []string{id}, n, dialConc)
+	}
+	defer vs.close()
 	if err != nil {
 		return row{}, err
 	}
-	e.logf("ws-fanout: %d viewers ready; one generation of %d tokens at %g tokens/s", len(conns), uf.tokens, uf.rate)
+	e.logf("ws-fanout: %d %s viewers ready; one generation of %d tokens at %g tokens/s", n, kind, uf.tokens, uf.rate)
 	start := func(ctx context.Context) error {
 		return t.call(ctx, "POST", "/v1/sessions/"+id+"/turns", turnsBody(1, "fan this out", true), http.StatusCreated, nil)
 	}
-	r, err := measureFanout(ctx, e, conns, uf.tokens, t.pid, start, perChunk)
+	r, err := measureFanout(ctx, e, &vs, uf.tokens, t.pid, start, perChunk)
+	r.Case += " client=" + kind
 	r.add("hello retries", float64(helloRetries.Load()-retries), "")
 	return r, err
 }
 
-// measureFanout runs one generation (start) to conns, the viewers of a
-// server with process id pid, and returns its row with both processes' CPU.
-func measureFanout(ctx context.Context, e *env, conns []*websocket.Conn, tokens, pid int, start func(context.Context) error, perChunk bool) (row, error) {
-	fo := newFanout()
+// viewerSet is the viewers of one case: coder/websocket connections (std)
+// or lean ones.
+type viewerSet struct {
+	std  []*websocket.Conn
+	lean []*leanViewer
+}
+
+func (vs *viewerSet) len() int { return len(vs.std) + len(vs.lean) }
+
+func (vs *viewerSet) close() {
+	closeAll(vs.std)
+	for _, v := range vs.lean {
+		if v != nil {
+			v.Close()
+		}
+	}
+}
+
+// measureFanout runs one generation (start) to the viewers of a server
+// with process id pid, and returns its row with both processes' CPU.
+func measureFanout(ctx context.Context, e *env, vs *viewerSet, tokens, pid int, start func(context.Context) error, perChunk bool) (row, error) {
+	fo := newFanout(vs.len())
 	server, _ := startCPU(pid)
 	self, _ := startCPU(os.Getpid())
-	if err := fo.run(ctx, conns, e.duration, start); err != nil {
+	if err := fo.run(ctx, vs, e.duration, start); err != nil {
 		return row{}, err
 	}
 	if perChunk {
 		fo.printPerChunk(e.log)
 	}
-	r := fo.row(len(conns), tokens)
+	r := fo.row(vs.len(), tokens)
 	r.add("server cpu", server.coresOr(-1), "cores")
 	r.add("loadgen cpu", self.coresOr(-1), "cores")
 	return r, nil
 }
 
 // rawFanoutCase is fanoutCase against the raw coder/websocket server.
-func rawFanoutCase(ctx context.Context, e *env, uf *upstreamFlags, n, dialConc int) (row, error) {
+func rawFanoutCase(ctx context.Context, e *env, uf *upstreamFlags, n, dialConc int, kind string) (row, error) {
 	rt, err := startRawServer(ctx)
 	if err != nil {
 		return row{}, err
 	}
 	defer rt.close()
-	conns := make([]*websocket.Conn, n)
-	defer closeAll(conns)
+	var vs viewerSet
+	if kind == "lean" {
+		vs.lean = make([]*leanViewer, n)
+	} else {
+		vs.std = make([]*websocket.Conn, n)
+	}
+	defer vs.close()
 	err = parallel(ctx, n, dialConc, func(ctx context.Context, i int) error {
 		dctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 		defer cancel()
-		c, err := rt.dial(dctx)
-		conns[i] = c
+		var err error
+		if kind == "lean" {
+			vs.lean[i], err = leanWSDial(dctx, rt.addr, "/ws", nil, func([]byte) bool { return true })
+		} else {
+			vs.std[i], err = rt.dial(dctx)
+		}
 		return err
 	})
 	if err != nil {
 		return row{}, err
 	}
-	e.logf("ws-fanout: raw floor: %d viewers ready; %d tokens at %g tokens/s", n, uf.tokens, uf.rate)
+	e.logf("ws-fanout: raw floor: %d %s viewers ready; %d tokens at %g tokens/s", n, kind, uf.tokens, uf.rate)
 	start := func(ctx context.Context) error { return rt.start(ctx, uf.tokens, uf.rate) }
-	r, err := measureFanout(ctx, e, conns, uf.tokens, rt.cmd.Process.Pid, start, false)
-	r.Case = "raw coder/websocket " + r.Case
+	r, err := measureFanout(ctx, e, &vs, uf.tokens, rt.cmd.Process.Pid, start, false)
+	r.Case = "raw coder/websocket " + r.Case + " client=" + kind
 	r.add("hello retries", 0, "")
 	return r, err
 }
@@ -152,21 +192,40 @@ type fanout struct {
 	mu       sync.Mutex
 	last     map[int64]time.Duration // stamp → max over viewers of arrival − stamp
 	each     samples
-	got      []int // tokens seen per viewer
-	resumes  int   // resume_required messages
-	failures int   // viewers whose socket failed before done
+	seen     [][]fanArrival // per viewer; each viewer's own reader appends
+	resumes  int            // resume_required messages
+	failures int            // viewers whose socket failed before done
 }
 
-func newFanout() *fanout { return &fanout{last: make(map[int64]time.Duration)} }
+// fanArrival is one token reaching one viewer.
+type fanArrival struct {
+	sent int64
+	lat  time.Duration
+}
+
+func newFanout(viewers int) *fanout {
+	return &fanout{last: make(map[int64]time.Duration), seen: make([][]fanArrival, viewers)}
+}
 
 // run starts one generation (start) and reads every viewer until its done
 // event (or until limit).
-func (f *fanout) run(ctx context.Context, conns []*websocket.Conn, limit time.Duration, start func(context.Context) error) error {
+func (f *fanout) run(ctx context.Context, vs *viewerSet, limit time.Duration, start func(context.Context) error) error {
 	ctx, cancel := context.WithTimeout(ctx, limit)
 	defer cancel()
-	f.got = make([]int, len(conns))
+	if vs.lean != nil {
+		started := make(chan error, 1)
+		go func() { started <- start(ctx) }()
+		err := leanRead(ctx, vs.lean, func(i int, at time.Time, msg []byte) bool {
+			return f.handle(i, at, msg)
+		}, func(int, error) { f.fail() })
+		if serr := <-started; serr != nil {
+			return serr
+		}
+		f.merge()
+		return err
+	}
 	var wg sync.WaitGroup
-	for i, c := range conns {
+	for i, c := range vs.std {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -179,31 +238,16 @@ func (f *fanout) run(ctx context.Context, conns []*websocket.Conn, limit time.Du
 		return err
 	}
 	wg.Wait()
+	f.merge()
 	return nil
 }
 
-// watch reads one viewer until done; latencies are kept locally and
-// merged at the end, so viewers do not contend on every token.
+// watch reads one viewer with coder/websocket until done. The reader costs
+// as little as it can (a reused buffer, deltas recognised by their prefix,
+// no JSON decoding): it shares the two cores with the server, so its cost
+// shows up as the server's latency.
 func (f *fanout) watch(ctx context.Context, i int, c *websocket.Conn) {
-	type arrival struct {
-		sent int64
-		lat  time.Duration
-	}
-	seen := make([]arrival, 0, 1024)
-	defer func() {
-		f.mu.Lock()
-		defer f.mu.Unlock()
-		for _, a := range seen {
-			f.each.add(a.lat)
-			if a.lat > f.last[a.sent] {
-				f.last[a.sent] = a.lat
-			}
-		}
-		f.got[i] = len(seen)
-	}()
-	// The reader costs as little as it can (a reused buffer, deltas
-	// recognised by their prefix, no JSON decoding): it shares the two
-	// cores with the server, so its cost shows up as the server's latency.
+	f.seen[i] = make([]fanArrival, 0, 1024)
 	buf := make([]byte, 0, 4096)
 	for {
 		_, r, err := c.Reader(ctx)
@@ -211,33 +255,54 @@ func (f *fanout) watch(ctx context.Context, i int, c *websocket.Conn) {
 			buf, err = readInto(r, buf[:0])
 		}
 		if err != nil {
-			f.mu.Lock()
-			f.failures++
-			f.mu.Unlock()
+			f.fail()
 			return
 		}
-		at := time.Now()
-		if bytes.HasPrefix(buf, deltaPrefix) {
-			scanStamps(buf, func(sent int64) {
-				seen = append(seen, arrival{sent, at.Sub(time.Unix(0, sent))})
-			})
-			continue
-		}
-		var m wsMsg
-		if json.Unmarshal(buf, &m) != nil {
-			continue
-		}
-		switch m.Type {
-		case "delta": // not in the usual field order: decoded
-			stamps(m.Text, func(sent int64) {
-				seen = append(seen, arrival{sent, at.Sub(time.Unix(0, sent))})
-			})
-		case "resume_required":
-			f.mu.Lock()
-			f.resumes++
-			f.mu.Unlock()
-		case "done":
+		if f.handle(i, time.Now(), buf) {
 			return
+		}
+	}
+}
+
+// handle records viewer i's message msg, read at at, and reports whether
+// it was the generation's done. Only viewer i's reader calls it for i.
+func (f *fanout) handle(i int, at time.Time, msg []byte) (done bool) {
+	add := func(sent int64) { f.seen[i] = append(f.seen[i], fanArrival{sent, at.Sub(time.Unix(0, sent))}) }
+	if bytes.HasPrefix(msg, deltaPrefix) {
+		scanStamps(msg, add)
+		return false
+	}
+	var m wsMsg
+	if json.Unmarshal(msg, &m) != nil {
+		return false
+	}
+	switch m.Type {
+	case "delta": // not in the usual field order: decoded
+		stamps(m.Text, add)
+	case "resume_required":
+		f.mu.Lock()
+		f.resumes++
+		f.mu.Unlock()
+	case "done":
+		return true
+	}
+	return false
+}
+
+func (f *fanout) fail() {
+	f.mu.Lock()
+	f.failures++
+	f.mu.Unlock()
+}
+
+// merge folds the viewers' arrivals into last and each.
+func (f *fanout) merge() {
+	for _, seen := range f.seen {
+		for _, a := range seen {
+			f.each.add(a.lat)
+			if a.lat > f.last[a.sent] {
+				f.last[a.sent] = a.lat
+			}
 		}
 	}
 }
@@ -297,8 +362,8 @@ func (f *fanout) row(viewers, tokens int) row {
 		perChunk.add(d)
 	}
 	complete := 0
-	for _, n := range f.got {
-		if n == tokens {
+	for _, seen := range f.seen {
+		if len(seen) == tokens {
 			complete++
 		}
 	}
