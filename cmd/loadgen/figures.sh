@@ -5,7 +5,7 @@
 #   bash cmd/loadgen/figures.sh [OUT]      (from the module root)
 #
 # It builds loadgen once; each workload spawns its own sessiond (-spawn).
-# About 8 minutes on 2 cores. Run it twice or more: the spread between runs
+# About 12 minutes on 2 cores. Run it twice or more: the spread between runs
 # is part of the result on a shared machine.
 set -euo pipefail
 
@@ -29,5 +29,6 @@ run token-latency token-latency -spawn -gens 20 -rate 50 -tokens 250 -duration 2
 run ws-fanout ws-fanout -spawn -raw -viewers 100,1000 -rate 50 -tokens 400 -duration 20s
 run gens gens -spawn -gens 1000 -offline-tps 50 -ramp 5s -duration 10s
 run gens-fake gens -spawn -gens 1000 -model fake -rate 50 -ramp 5s -duration 10s
+run gens-lean gens -spawn -client lean -gens 1000 -offline-tps 50 -ramp 5s -duration 10s
 run big big -spawn -durability normal,full -size 33554432 -reps 5 -duration 30s
 run idle idle -spawn -viewers 10000 -sessions 1000 -hibernate 5s
