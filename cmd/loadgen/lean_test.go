@@ -11,6 +11,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/coder/websocket"
 )
 
 func TestParseAnswer(t *testing.T) {
@@ -75,5 +77,74 @@ func TestLeanLoop(t *testing.T) {
 	}
 	if got.Load() != 200 || bad.Load() != 0 {
 		t.Errorf("server saw %d requests (%d malformed); want 200, 0 malformed", got.Load(), bad.Load())
+	}
+}
+
+// TestLeanWebSocket reads a real coder/websocket server with the lean
+// reader: the first messages arrive before ready, big and fragmented
+// messages come whole and in order, and a ping is answered.
+func TestLeanWebSocket(t *testing.T) {
+	if runtime.GOOS != "linux" {
+		t.Skip("the lean client is Linux-only")
+	}
+	big := strings.Repeat("x", 100<<10)
+	pinged := make(chan error, 1)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		c, err := websocket.Accept(w, r, nil)
+		if err != nil {
+			return
+		}
+		defer c.CloseNow()
+		ctx := r.Context()
+		_, hello, err := c.Read(ctx)
+		if err != nil || string(hello) != `{"type":"hello"}` {
+			t.Errorf("hello %q, %v", hello, err)
+			return
+		}
+		ctx = c.CloseRead(ctx) // reads the pong
+		c.Write(ctx, websocket.MessageText, []byte(`{"type":"ready"}`))
+		c.Write(ctx, websocket.MessageText, []byte(`m1`))
+		pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		pinged <- c.Ping(pctx) // the lean reader must answer
+		cancel()
+		c.Write(ctx, websocket.MessageText, []byte(big))
+		fw, err := c.Writer(ctx, websocket.MessageText)
+		if err != nil {
+			return
+		}
+		fw.Write([]byte("frag-"))
+		fw.Write([]byte("mented"))
+		fw.Close()
+		c.Write(ctx, websocket.MessageText, []byte(`done`))
+		<-ctx.Done() // until the client goes
+	}))
+	defer srv.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	addr := strings.TrimPrefix(srv.URL, "http://")
+	v, err := leanWSDial(ctx, addr, "/ws", [][]byte{[]byte(`{"type":"hello"}`)}, isReady)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer v.Close()
+	var got []string
+	err = leanRead(ctx, []*leanViewer{v}, func(i int, at time.Time, msg []byte) bool {
+		got = append(got, string(msg))
+		return string(msg) == "done"
+	}, func(i int, err error) { t.Errorf("viewer failed: %v", err) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := <-pinged; err != nil {
+		t.Errorf("ping: %v", err)
+	}
+	want := []string{"m1", big, "frag-mented", "done"}
+	if len(got) != len(want) {
+		t.Fatalf("got %d messages, want %d", len(got), len(want))
+	}
+	for i := range want {
+		if got[i] != want[i] {
+			t.Fatalf("message %d: %.40q, want %.40q", i, got[i], want[i])
+		}
 	}
 }
