@@ -14,7 +14,16 @@ import (
 func setupBig(fs *flag.FlagSet, c *common) runFunc {
 	size := fs.Int("size", 32<<20, "bytes of the whole client message (the server accepts at most 32 MiB)")
 	reps := fs.Int("reps", 5, "repetitions (also bounded by -n and -duration)")
+	raw := fs.Bool("raw", false, "first make the same round trips to a plain coder/websocket echo server in its own process (the floor), for a side-by-side row")
 	return func(ctx context.Context, e *env) ([]row, error) {
+		var rows []row
+		if *raw {
+			r, err := rawBig(ctx, e, *size, *reps)
+			if err != nil {
+				return nil, err
+			}
+			rows = append(rows, r)
+		}
 		t, err := e.server(ctx, serverOptions{})
 		if err != nil {
 			return nil, err
@@ -42,15 +51,56 @@ func setupBig(fs *flag.FlagSet, c *common) runFunc {
 			}
 			rtt.add(d)
 		}
-		mib := float64(len(msg)) / (1 << 20)
-		r := row{Case: fmt.Sprintf("size=%.0fMiB", mib)}
-		r.add("MiB/s p50", mib/rtt.quantile(0.5).Seconds(), "")
-		r.add("MiB/s best", mib/rtt.quantile(0).Seconds(), "")
-		r.add("time p50", ms(rtt.quantile(0.5)), "ms")
-		r.add("time max", ms(rtt.quantile(1)), "ms")
-		r.add("reps", float64(rtt.len()), "")
-		return []row{r}, nil
+		return append(rows, bigRow("", len(msg), &rtt)), nil
 	}
+}
+
+func bigRow(prefix string, size int, rtt *samples) row {
+	mib := float64(size) / (1 << 20)
+	r := row{Case: fmt.Sprintf("%ssize=%.0fMiB", prefix, mib)}
+	r.add("MiB/s p50", mib/rtt.quantile(0.5).Seconds(), "")
+	r.add("MiB/s best", mib/rtt.quantile(0).Seconds(), "")
+	r.add("time p50", ms(rtt.quantile(0.5)), "ms")
+	r.add("time max", ms(rtt.quantile(1)), "ms")
+	r.add("reps", float64(rtt.len()), "")
+	return r
+}
+
+// rawBig makes the round trips of big to the raw server's echo: the same
+// message up and the same bytes back, with nothing in between.
+func rawBig(ctx context.Context, e *env, size, reps int) (row, error) {
+	rt, err := startRawServer(ctx)
+	if err != nil {
+		return row{}, err
+	}
+	defer rt.close()
+	c, _, err := websocket.Dial(ctx, "ws://"+rt.addr+"/echo", nil)
+	if err != nil {
+		return row{}, fmt.Errorf("raw server: %w", err)
+	}
+	defer c.CloseNow()
+	c.SetReadLimit(64 << 20)
+	msg, _ := bigMessage(size)
+	lctx, cancel := context.WithTimeout(ctx, e.duration)
+	defer cancel()
+	var rtt samples
+	for i := range min(reps, e.n) {
+		copy(msg, fmt.Sprintf(bigHead, i))
+		start := time.Now()
+		if err := c.Write(lctx, websocket.MessageText, msg); err != nil {
+			return row{}, fmt.Errorf("raw echo: write: %w", err)
+		}
+		_, b, err := c.Read(lctx)
+		if err != nil {
+			return row{}, fmt.Errorf("raw echo: read: %w", err)
+		}
+		rtt.add(time.Since(start))
+		if !bytes.Equal(b, msg) {
+			return row{}, fmt.Errorf("raw echo: %d bytes came back, not the %d sent", len(b), len(msg))
+		}
+	}
+	e.logf("big: raw floor: %d round trips of %d bytes", rtt.len(), size)
+	return bigRow("raw coder/websocket echo ", size, &rtt), nil
 }
 
 // Envelope of the big send; the content fills the rest of the message.

@@ -23,7 +23,8 @@ import (
 // (this binary, re-run with the hidden subcommand rawServerCommand). Each
 // connection has a writer goroutine fed by a channel, the usual hub of a Go
 // WebSocket server; POST /start?tokens=N&rate=R stamps N deltas at R per
-// second and sends each to every connection, then a done message.
+// second and sends each to every connection, then a done message. GET /echo
+// is a WebSocket that sends every message back (the floor of loadgen big).
 const rawServerCommand = "raw-ws-server"
 
 // rawServer runs the raw fan-out server until ctx ends. It prints its
@@ -68,6 +69,24 @@ func rawServer(ctx context.Context, args []string) error {
 				if err := c.Write(rctx, websocket.MessageText, m); err != nil {
 					return
 				}
+			}
+		}
+	})
+	// The floor of loadgen big: each message comes back as it was.
+	mux.HandleFunc("GET /echo", func(w http.ResponseWriter, r *http.Request) {
+		c, err := websocket.Accept(w, r, nil)
+		if err != nil {
+			return
+		}
+		defer c.CloseNow()
+		c.SetReadLimit(64 << 20)
+		for {
+			typ, m, err := c.Read(r.Context())
+			if err != nil {
+				return
+			}
+			if err := c.Write(r.Context(), typ, m); err != nil {
+				return
 			}
 		}
 	})
