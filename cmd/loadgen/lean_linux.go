@@ -49,8 +49,15 @@ func leanSocket(ctx context.Context, addr string) (int, error) {
 	if err != nil {
 		return -1, fmt.Errorf("lean client: socket: %w", err)
 	}
-	// A blocking connect: on loopback it completes at once.
-	if err := syscall.Connect(fd, sa); err != nil {
+	// A blocking connect: on loopback it completes at once, unless a
+	// signal (the Go runtime's preemption) interrupts it; it then goes on
+	// in the background, and connecting again says when it is done.
+	err = syscall.Connect(fd, sa)
+	for err == syscall.EINTR || err == syscall.EALREADY {
+		time.Sleep(100 * time.Microsecond)
+		err = syscall.Connect(fd, sa)
+	}
+	if err != nil && err != syscall.EISCONN {
 		syscall.Close(fd)
 		return -1, fmt.Errorf("lean client: connect %s: %w", addr, err)
 	}

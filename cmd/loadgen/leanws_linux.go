@@ -89,6 +89,11 @@ func leanWSDial(ctx context.Context, addr, path string, first [][]byte, ready fu
 			break
 		}
 		n, err := syscall.Read(fd, buf)
+		if err == syscall.EINTR {
+			// A socket with a receive timeout answers a signal (the Go
+			// runtime's preemption) with EINTR whatever SA_RESTART says.
+			continue
+		}
 		if err != nil || n == 0 {
 			return fail(fmt.Errorf("read handshake answer: %v", errOrEOF(err)))
 		}
@@ -125,6 +130,9 @@ func leanWSDial(ctx context.Context, addr, path string, first [][]byte, ready fu
 			continue
 		}
 		n, err := syscall.Read(fd, buf)
+		if err == syscall.EINTR {
+			continue
+		}
 		if err == syscall.EAGAIN && len(first) > 0 && time.Now().Before(deadline) {
 			helloRetries.Add(1)
 			if err := sendFirst(); err != nil {
