@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -209,26 +210,41 @@ func (svc *Service) broadcastTurn(id string, t Turn) {
 }
 
 // turnMessageJSON is {"type":"turn","turn":{…}} with the turn's content
-// spliced in as it is stored: encoding/json would validate and copy it
-// again, which for a 32 MiB turn is most of the cost of sending it.
+// spliced in as it is stored (see AppendTurnJSON).
 func turnMessageJSON(t Turn) ([]byte, error) {
+	out := make([]byte, 0, len(t.Content)+512)
+	out = append(out, `{"type":"turn","turn":`...)
+	out, err := AppendTurnJSON(out, t)
+	if err != nil {
+		return nil, err
+	}
+	return append(out, '}'), nil
+}
+
+// AppendTurnJSON appends t as encoding/json would encode it, except that
+// its content is spliced in as stored (valid JSON, validated when it was
+// posted or encoded by sessiond; only the whitespace of a content-parts
+// array may differ). encoding/json would validate and copy it again, which
+// for a 32 MiB turn is most of the cost of sending it.
+func AppendTurnJSON(dst []byte, t Turn) ([]byte, error) {
 	content := t.Content
+	if len(content) == 0 {
+		content = json.RawMessage(`null`)
+	}
 	t.Content = json.RawMessage(`0`)
 	b, err := json.Marshal(t)
 	if err != nil {
-		return nil, err
+		return dst, err
 	}
 	const placeholder = `"content":0,`
 	i := bytes.Index(b, []byte(placeholder))
 	if i < 0 {
-		return nil, fmt.Errorf("turn %d: no content field in %s", t.ID, b)
+		return dst, fmt.Errorf("turn %d: no content field in %s", t.ID, b)
 	}
-	out := make([]byte, 0, len(b)+len(content)+32)
-	out = append(out, `{"type":"turn","turn":`...)
-	out = append(out, b[:i+len(`"content":`)]...)
-	out = append(out, content...)
-	out = append(out, b[i+len(placeholder)-1:]...)
-	return append(out, '}'), nil
+	dst = slices.Grow(dst, len(b)+len(content))
+	dst = append(dst, b[:i+len(`"content":`)]...)
+	dst = append(dst, content...)
+	return append(dst, b[i+len(placeholder)-1:]...), nil
 }
 
 // stub returns the stub of an existing session, or ErrNotFound. Calls

@@ -231,7 +231,7 @@ func postTurns(a *api, w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	if !wantsSSE(r) || res.Generation == nil {
-		writeJSON(w, http.StatusCreated, res)
+		writePostResult(w, http.StatusCreated, res)
 		return nil
 	}
 	return a.stream(w, r, p, id, res.Generation.ID, 0, res.Turns)
