@@ -220,7 +220,7 @@ func wantsSSE(r *http.Request) bool {
 
 func postTurns(a *api, w http.ResponseWriter, r *http.Request) error {
 	var req session.PostRequest
-	if err := decodeJSON(w, r, a.cfg.MaxBodyBytes, &req); err != nil {
+	if err := decodePostRequest(w, r, a.cfg.MaxBodyBytes, &req); err != nil {
 		return err
 	}
 	req.IdempotencyKey = r.Header.Get("Idempotency-Key")

@@ -88,6 +88,16 @@ func Valid(data []byte) error {
 	return trailing(data, end)
 }
 
+// First validates the JSON value at the start of data (after whitespace)
+// and returns the offset just past it, or a *SyntaxError; what follows it
+// is not looked at (a stream of values, or trailing data to refuse).
+func First(data []byte) (end int, err error) {
+	return scanValue(data, skipSpace(data, 0), 0)
+}
+
+// IsSpace reports whether c is JSON whitespace.
+func IsSpace(c byte) bool { return isSpace(c) }
+
 func trailing(data []byte, end int) error {
 	if i := skipSpace(data, end); i != len(data) {
 		return syntaxErr(i, "invalid character %q after top-level value", data[i])

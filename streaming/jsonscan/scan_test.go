@@ -165,3 +165,16 @@ func BenchmarkObjectLarge(b *testing.B) {
 		}
 	})
 }
+
+func TestFirst(t *testing.T) {
+	for _, c := range []struct {
+		in  string
+		end int
+		ok  bool
+	}{{` {"a":1} {"b":2}`, 8, true}, {`[1] x`, 3, true}, {`  7`, 3, true}, {`{"a":`, 0, false}, {``, 0, false}, {`x`, 0, false}} {
+		end, err := First([]byte(c.in))
+		if (err == nil) != c.ok || (c.ok && end != c.end) {
+			t.Errorf("First(%q) = %d, %v; want %d, ok=%v", c.in, end, err, c.end, c.ok)
+		}
+	}
+}

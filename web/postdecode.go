@@ -1,0 +1,187 @@
+package web
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strconv"
+	"strings"
+
+	"sessiond/session"
+	"sessiond/streaming/jsonscan"
+)
+
+// decodePostRequest is decodeJSON for POST /turns, the one body that may
+// carry a 32 MiB turn. The body is read once and split with jsonscan; each
+// content stays a subslice of it. (encoding/json's decoder scanned it twice
+// and copied every content: a third of such a POST's CPU.) It accepts what
+// decodeJSON accepts and refuses the rest with the same status and code:
+// field names match without regard to case, unknown fields are refused,
+// null leaves a field empty (FuzzPostRequestDecoders holds the two to it).
+func decodePostRequest(w http.ResponseWriter, r *http.Request, limit int64, req *session.PostRequest) error {
+	body, err := readBody(http.MaxBytesReader(w, r.Body, limit), r.ContentLength, limit)
+	if err != nil {
+		return decodeError(err)
+	}
+	return parsePostRequest(body, req)
+}
+
+// readBody reads all of body, sized from the request's Content-Length
+// when it gives one.
+func readBody(body io.Reader, contentLength, limit int64) ([]byte, error) {
+	size := int64(512)
+	if contentLength > 0 {
+		size = min(contentLength, limit) + 1 // +1: EOF without growing
+	}
+	buf := make([]byte, 0, size)
+	for {
+		if len(buf) == cap(buf) {
+			buf = append(buf, 0)[:len(buf)]
+		}
+		n, err := body.Read(buf[len(buf):cap(buf)])
+		buf = buf[:len(buf)+n]
+		if errors.Is(err, io.EOF) {
+			return buf, nil
+		}
+		if err != nil {
+			return buf, err
+		}
+	}
+}
+
+// typeError is decodeError's answer to a value of the wrong type.
+func typeError(field, want string) error {
+	return errorf(http.StatusBadRequest, "invalid_request", "field %q must be %s", field, want)
+}
+
+func unknownField(name string) error {
+	return errorf(http.StatusBadRequest, "invalid_request", "unknown field %q", name)
+}
+
+func parsePostRequest(body []byte, req *session.PostRequest) error {
+	i := 0
+	for i < len(body) && jsonscan.IsSpace(body[i]) {
+		i++
+	}
+	if i == len(body) {
+		return decodeError(io.EOF)
+	}
+	end, err := jsonscan.First(body)
+	if err != nil {
+		return errorf(http.StatusBadRequest, "invalid_json", "malformed JSON: %v", err)
+	}
+	value := body[i:end]
+	switch {
+	case string(value) == "null":
+	case value[0] != '{':
+		return typeError("", "session.PostRequest")
+	default:
+		if err := jsonscan.Object(value, func(k string, v []byte) error {
+			return postField(req, k, v)
+		}); err != nil {
+			return err
+		}
+	}
+	for j := end; j < len(body); j++ {
+		if !jsonscan.IsSpace(body[j]) {
+			return errorf(http.StatusBadRequest, "invalid_json", "the body holds more than one JSON value")
+		}
+	}
+	return nil
+}
+
+// fieldIs matches a JSON key to a field name as encoding/json does.
+func fieldIs(key, name string) bool { return key == name || strings.EqualFold(key, name) }
+
+func postField(req *session.PostRequest, k string, v []byte) error {
+	switch {
+	case fieldIs(k, "turns"):
+		return postTurnsField(req, v)
+	case fieldIs(k, "generate"):
+		switch string(v) {
+		case "true":
+			req.Generate = true
+		case "false":
+			req.Generate = false
+		case "null":
+		default:
+			return typeError("generate", "bool")
+		}
+	case fieldIs(k, "model"):
+		return stringField(v, "model", &req.Model)
+	case fieldIs(k, "parent_id"):
+		if string(v) == "null" {
+			return nil
+		}
+		if v[0] != '-' && (v[0] < '0' || v[0] > '9') {
+			return typeError("parent_id", "int64")
+		}
+		n, err := strconv.ParseInt(string(v), 10, 64)
+		if err != nil {
+			return typeError("parent_id", "int64")
+		}
+		req.Parent = n
+	default:
+		return unknownField(k)
+	}
+	return nil
+}
+
+func postTurnsField(req *session.PostRequest, v []byte) error {
+	switch {
+	case string(v) == "null":
+		req.Turns = nil
+		return nil
+	case v[0] != '[':
+		return typeError("turns", "[]session.NewTurn")
+	}
+	turns := []session.NewTurn{}
+	err := jsonscan.Array(v, func(_ int, elem []byte) error {
+		var t session.NewTurn
+		switch {
+		case string(elem) == "null":
+		case elem[0] != '{':
+			return typeError("turns", "session.NewTurn")
+		default:
+			err := jsonscan.Object(elem, func(k string, v []byte) error {
+				switch {
+				case fieldIs(k, "role"):
+					return stringField(v, "turns.role", &t.Role)
+				case fieldIs(k, "content"):
+					t.Content = json.RawMessage(v)
+				case fieldIs(k, "tool_call_id"):
+					return stringField(v, "turns.tool_call_id", &t.ToolCallID)
+				default:
+					return unknownField(k)
+				}
+				return nil
+			})
+			if err != nil {
+				return err
+			}
+		}
+		turns = append(turns, t)
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	req.Turns = turns
+	return nil
+}
+
+// stringField decodes a JSON string into dst; null leaves dst alone.
+func stringField(v []byte, field string, dst *string) error {
+	switch {
+	case string(v) == "null":
+		return nil
+	case v[0] != '"':
+		return typeError(field, "string")
+	}
+	if err := json.Unmarshal(v, dst); err != nil {
+		return fmt.Errorf("decode %s: %w", field, err) // unreachable: v is a valid string
+	}
+	return nil
+}

@@ -1,0 +1,51 @@
+package web
+
+import (
+	"bytes"
+	"errors"
+	"reflect"
+	"testing"
+
+	"sessiond/session"
+)
+
+// FuzzPostRequestDecoders holds parsePostRequest to decodeStrict (the
+// encoding/json decoder every other body goes through): the same request,
+// or the same status and error code.
+func FuzzPostRequestDecoders(f *testing.F) {
+	for _, s := range []string{
+		`{"turns":[{"role":"user","content":"hi"}]}`,
+		`{"turns":[{"role":"tool","tool_call_id":"c1","content":[{"type":"text","text":"x"}]}],"generate":true,"model":"m","parent_id":7}`,
+		`{"Turns":[{"ROLE":"user","Content":"x"}],"GENERATE":false}`, `{"turnſ":[]}`,
+		`{"turns":null,"generate":null,"model":null,"parent_id":null}`, `{"turns":[null,{"role":null,"content":null}]}`,
+		`{"turns":[{"role":"user","content":"a"}],"turns":[{"role":"tool","content":"b"}]}`,
+		`{"turns":[1]}`, `{"turns":{}}`, `{"turns":[{"x":1}]}`, `{"extra":1}`, `{"generate":"yes"}`, `{"model":5}`,
+		`{"parent_id":1.5}`, `{"parent_id":1e2}`, `{"parent_id":-0}`, `{"parent_id":99999999999999999999}`, `{"parent_id":"1"}`,
+		`{"turns":[{"role":"user","content":"x"}]} {}`, `{"turns":[]} x`, `{} `, ` null `, `null`, `[]`, `"x"`, `1`,
+		``, `  `, "\v", `{`, `{"turns":[`, `{"a":"\x"}`, `{"turns":[{"role":"us\u0065r","content":"\ud800"}]}`,
+		`{"turns":[1,{"x":1}]}`, `{"x":1,"turns":[1]}`, `{"turns":[{"role":1,"x":2}]}`,
+	} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, body []byte) {
+		var want, got session.PostRequest
+		werr := decodeStrict(bytes.NewReader(body), &want)
+		gerr := parsePostRequest(body, &got)
+		var wa, ga *apiError
+		if (werr == nil) != (gerr == nil) {
+			t.Fatalf("%q: decodeStrict %v, parsePostRequest %v", body, werr, gerr)
+		}
+		if werr != nil {
+			if !errors.As(werr, &wa) || !errors.As(gerr, &ga) {
+				t.Fatalf("%q: errors %v / %v are not answers", body, werr, gerr)
+			}
+			if wa.Status != ga.Status || wa.Code != ga.Code {
+				t.Fatalf("%q: decodeStrict %d %s (%s), parsePostRequest %d %s (%s)", body, wa.Status, wa.Code, wa.Message, ga.Status, ga.Code, ga.Message)
+			}
+			return
+		}
+		if !reflect.DeepEqual(want, got) {
+			t.Fatalf("%q: decodeStrict %#v, parsePostRequest %#v", body, want, got)
+		}
+	})
+}
