@@ -31,5 +31,5 @@ run ws-fanout ws-fanout -spawn -raw -viewers 100,1000 -rate 50 -tokens 400 -dura
 run gens gens -spawn -gens 1000 -offline-tps 50 -ramp 5s -duration 10s
 run gens-fake gens -spawn -gens 1000 -model fake -rate 50 -ramp 5s -duration 10s
 run gens-lean gens -spawn -client lean -gens 1000 -offline-tps 50 -ramp 5s -duration 10s
-run big big -spawn -raw -durability normal,full -size 33554432 -reps 5 -duration 30s
+run big big -spawn -raw -rest -durability normal,full -size 33554432 -reps 5 -duration 30s
 run idle idle -spawn -viewers 10000 -sessions 1000 -hibernate 5s
