@@ -77,25 +77,10 @@ func writePostResult(w http.ResponseWriter, status int, res *session.PostResult)
 }
 
 func appendPostResult(b []byte, res *session.PostResult) ([]byte, error) {
-	size := 512
-	for _, t := range res.Turns {
-		size += len(t.Content) + 512
-	}
-	b = slices.Grow(b, size)
-	if res.Turns == nil {
-		b = append(b, `{"turns":null`...)
-	} else {
-		b = append(b, `{"turns":[`...)
-		for i, t := range res.Turns {
-			if i > 0 {
-				b = append(b, ',')
-			}
-			var err error
-			if b, err = session.AppendTurnJSON(b, t); err != nil {
-				return nil, err
-			}
-		}
-		b = append(b, ']')
+	b = append(b, `{"turns":`...)
+	b, err := appendTurns(b, res.Turns)
+	if err != nil {
+		return nil, err
 	}
 	g, err := json.Marshal(res.Generation)
 	if err != nil {
@@ -104,6 +89,47 @@ func appendPostResult(b []byte, res *session.PostResult) ([]byte, error) {
 	b = append(b, `,"generation":`...)
 	b = append(b, g...)
 	return append(b, "}\n"...), nil // Encoder.Encode's newline, as writeJSON
+}
+
+// appendTurns appends turns as a JSON array (null when nil), each with
+// its content spliced in (session.AppendTurnJSON).
+func appendTurns(b []byte, turns []session.Turn) ([]byte, error) {
+	if turns == nil {
+		return append(b, "null"...), nil
+	}
+	size := 2
+	for _, t := range turns {
+		size += len(t.Content) + 512
+	}
+	b = slices.Grow(b, size)
+	b = append(b, '[')
+	for i, t := range turns {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		var err error
+		if b, err = session.AppendTurnJSON(b, t); err != nil {
+			return nil, err
+		}
+	}
+	return append(b, ']'), nil
+}
+
+// writeTurnsPage writes a page of turns as writeJSON would write
+// {"has_more":…,"turns":…}, contents spliced in as stored.
+func writeTurnsPage(w http.ResponseWriter, turns []session.Turn, more bool) {
+	b := []byte(`{"has_more":false,"turns":`)
+	if more {
+		b = []byte(`{"has_more":true,"turns":`)
+	}
+	b, err := appendTurns(b, turns)
+	if err != nil {
+		writeJSON(w, http.StatusOK, map[string]any{"turns": turns, "has_more": more})
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(http.StatusOK)
+	w.Write(append(b, "}\n"...))
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {

@@ -210,7 +210,7 @@ func listTurns(a *api, w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"turns": turns, "has_more": more})
+	writeTurnsPage(w, turns, more)
 	return nil
 }
 

@@ -3,6 +3,8 @@ package web
 import (
 	"bytes"
 	"encoding/json"
+	"net/http"
+	"net/http/httptest"
 	"testing"
 	"time"
 
@@ -38,6 +40,28 @@ func TestAppendPostResultMatchesEncodingJSON(t *testing.T) {
 		}
 		if !bytes.Equal(got, want.Bytes()) {
 			t.Errorf("appendPostResult:\n%s\nencoding/json:\n%s", got, want.Bytes())
+		}
+	}
+}
+
+// writeTurnsPage writes what writeJSON wrote for a page of turns.
+func TestWriteTurnsPageMatchesEncodingJSON(t *testing.T) {
+	at := time.UnixMilli(1700000000123).UTC()
+	for _, c := range []struct {
+		turns []session.Turn
+		more  bool
+	}{
+		{[]session.Turn{{ID: 1, Role: "user", Content: json.RawMessage(`"a <b> & é"`), Status: "complete", CreatedAt: at},
+			{ID: 2, Role: "assistant", Content: json.RawMessage(`"b"`), Status: "complete", CreatedAt: at}}, true},
+		{[]session.Turn{}, false},
+		{nil, false},
+	} {
+		want := httptest.NewRecorder()
+		writeJSON(want, http.StatusOK, map[string]any{"turns": c.turns, "has_more": c.more})
+		got := httptest.NewRecorder()
+		writeTurnsPage(got, c.turns, c.more)
+		if got.Body.String() != want.Body.String() || got.Code != want.Code || got.Header().Get("Content-Type") != want.Header().Get("Content-Type") {
+			t.Errorf("writeTurnsPage:\n%d %s\nwriteJSON:\n%d %s", got.Code, got.Body, want.Code, want.Body)
 		}
 	}
 }
