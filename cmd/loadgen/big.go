@@ -17,7 +17,7 @@ func setupBig(fs *flag.FlagSet, c *common) runFunc {
 	size := fs.Int("size", 32<<20, "bytes of the whole client message (the server accepts at most 32 MiB)")
 	reps := fs.Int("reps", 5, "repetitions (also bounded by -n and -duration)")
 	raw := fs.Bool("raw", false, "first make the same round trips to a plain coder/websocket echo server in its own process (the floor), for a side-by-side row")
-	rest := fs.Bool("rest", false, "also POST a turn of the same content over REST, the answer (which carries the turn) read whole and checked: a row of its own")
+	rest := fs.Bool("rest", false, "also POST a turn of the same content over REST (the answer, which carries the turn, read whole and checked), then GET the newest turn back: two rows of their own")
 	return func(ctx context.Context, e *env) ([]row, error) {
 		var rows []row
 		if *raw {
@@ -56,11 +56,11 @@ func setupBig(fs *flag.FlagSet, c *common) runFunc {
 		}
 		rows = append(rows, bigRow("", len(msg), &rtt))
 		if *rest {
-			r, err := restBig(lctx, t, id, content, min(*reps, e.n))
+			rs, err := restBig(lctx, t, id, content, min(*reps, e.n))
 			if err != nil {
 				return nil, err
 			}
-			rows = append(rows, r)
+			rows = append(rows, rs...)
 		}
 		return rows, nil
 	}
@@ -68,7 +68,8 @@ func setupBig(fs *flag.FlagSet, c *common) runFunc {
 
 // restBig POSTs content as a user turn over REST reps times and times each
 // call until its answer is read whole; the answer must carry the content.
-func restBig(ctx context.Context, t *target, id string, content []byte, reps int) (row, error) {
+// It then GETs the newest turn reps times, timed the same way.
+func restBig(ctx context.Context, t *target, id string, content []byte, reps int) ([]row, error) {
 	body := make([]byte, 0, len(content)+64)
 	body = append(body, `{"turns":[{"role":"user","content":"`...)
 	body = append(body, content...)
@@ -77,30 +78,52 @@ func restBig(ctx context.Context, t *target, id string, content []byte, reps int
 	for i := range reps {
 		req, err := http.NewRequestWithContext(ctx, "POST", t.base+"/v1/sessions/"+id+"/turns", bytes.NewReader(body))
 		if err != nil {
-			return row{}, err
+			return nil, err
 		}
 		req.Header.Set("Content-Type", "application/json")
 		req.Header.Set("Idempotency-Key", fmt.Sprintf("big-rest-%06d", i))
 		start := time.Now()
 		resp, err := t.http.Do(req)
 		if err != nil {
-			return row{}, fmt.Errorf("rest: %w", err)
+			return nil, fmt.Errorf("rest: %w", err)
 		}
 		answer, err := io.ReadAll(resp.Body)
 		resp.Body.Close()
 		d := time.Since(start)
 		if err != nil {
-			return row{}, fmt.Errorf("rest: read answer: %w", err)
+			return nil, fmt.Errorf("rest: read answer: %w", err)
 		}
 		if resp.StatusCode != http.StatusCreated {
-			return row{}, fmt.Errorf("rest: %d %s", resp.StatusCode, truncate(answer, 300))
+			return nil, fmt.Errorf("rest: %d %s", resp.StatusCode, truncate(answer, 300))
 		}
 		if !bytes.Contains(answer, content) {
-			return row{}, fmt.Errorf("rest: the answer (%d bytes) does not carry the %d bytes posted", len(answer), len(content))
+			return nil, fmt.Errorf("rest: the answer (%d bytes) does not carry the %d bytes posted", len(answer), len(content))
 		}
 		rtt.add(d)
 	}
-	return bigRow("REST POST ", len(body), &rtt), nil
+	post := bigRow("REST POST ", len(body), &rtt)
+	// Reading it back: the newest turn, as a client resuming the session
+	// gets it.
+	var get samples
+	for range reps {
+		req, err := http.NewRequestWithContext(ctx, "GET", t.base+"/v1/sessions/"+id+"/turns?limit=1", nil)
+		if err != nil {
+			return nil, err
+		}
+		start := time.Now()
+		resp, err := t.http.Do(req)
+		if err != nil {
+			return nil, fmt.Errorf("rest: %w", err)
+		}
+		answer, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		d := time.Since(start)
+		if err != nil || resp.StatusCode != http.StatusOK || !bytes.Contains(answer, content) {
+			return nil, fmt.Errorf("rest: GET the newest turn: %d, %d bytes, %v", resp.StatusCode, len(answer), err)
+		}
+		get.add(d)
+	}
+	return []row{post, bigRow("REST GET newest turn ", len(content), &get)}, nil
 }
 
 func bigRow(prefix string, size int, rtt *samples) row {
