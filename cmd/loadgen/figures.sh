@@ -5,7 +5,7 @@
 #   bash cmd/loadgen/figures.sh [OUT]      (from the module root)
 #
 # It builds loadgen once; each workload spawns its own sessiond (-spawn).
-# About 12 minutes on 2 cores. Run it twice or more: the spread between runs
+# About 8 minutes on 2 cores. Run it twice or more: the spread between runs
 # is part of the result on a shared machine.
 set -euo pipefail
 
