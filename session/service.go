@@ -221,21 +221,25 @@ func turnMessageJSON(t Turn) ([]byte, error) {
 	return append(out, '}'), nil
 }
 
-// AppendTurnJSON appends t as encoding/json would encode it, except that
-// its content is spliced in as stored (valid JSON, validated when it was
-// posted or encoded by sessiond; only the whitespace of a content-parts
-// array may differ). encoding/json would validate and copy it again, which
-// for a 32 MiB turn is most of the cost of sending it.
+// AppendTurnJSON appends t as a json.Encoder with SetEscapeHTML(false)
+// would encode it (the API's answers), except that its content is spliced
+// in as stored: valid JSON, validated when it was posted or encoded by
+// sessiond; only the whitespace of a content-parts array may differ.
+// encoding/json would validate and copy it again, which for a 32 MiB turn
+// is most of the cost of sending it.
 func AppendTurnJSON(dst []byte, t Turn) ([]byte, error) {
 	content := t.Content
 	if len(content) == 0 {
 		content = json.RawMessage(`null`)
 	}
 	t.Content = json.RawMessage(`0`)
-	b, err := json.Marshal(t)
-	if err != nil {
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(t); err != nil {
 		return dst, err
 	}
+	b := bytes.TrimSuffix(buf.Bytes(), []byte("\n"))
 	const placeholder = `"content":0,`
 	i := bytes.Index(b, []byte(placeholder))
 	if i < 0 {
@@ -716,11 +720,18 @@ func (svc *Service) Export(ctx context.Context, owner, id string, w io.Writer) e
 		return err
 	}
 	enc := json.NewEncoder(w)
+	enc.SetEscapeHTML(false)
 	if err := enc.Encode(exportLine{Type: "session", Session: a.s}); err != nil {
 		return err
 	}
-	for i := range a.turns {
-		if err := enc.Encode(exportLine{Type: "turn", Turn: &a.turns[i]}); err != nil {
+	for _, t := range a.turns {
+		// The turn line is the WebSocket turn message: its content spliced
+		// in, not validated and copied again (a 32 MiB turn: 0.22 -> 0.04 s).
+		b, err := turnMessageJSON(t)
+		if err != nil {
+			return err
+		}
+		if _, err := w.Write(append(b, '\n')); err != nil {
 			return err
 		}
 	}

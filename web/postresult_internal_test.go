@@ -25,6 +25,9 @@ func TestAppendPostResultMatchesEncodingJSON(t *testing.T) {
 			{ID: 6, ParentID: &parent, Role: "user", Content: json.RawMessage(`""`), Status: "complete", GenerationID: &gid, CreatedAt: at},
 		}, Generation: &session.Generation{ID: gid, Status: "running", TurnID: 7}},
 		{Turns: []session.Turn{{ID: 8, Role: "user", Status: "complete", CreatedAt: at}}},
+		{Turns: []session.Turn{{ID: 9, Role: "assistant", Content: json.RawMessage(`"<x> & y"`), Status: "failed",
+			ToolCalls: []session.ToolCall{{ID: "c<1>", Type: "function", Function: session.FunctionCall{Name: "a&b", Arguments: `{"q":"<&>"}`}}},
+			Error: &session.ErrorInfo{Code: "upstream_error", Message: "a <b> & c"}, CreatedAt: at}}},
 		{Turns: []session.Turn{}},
 		{},
 	} {
