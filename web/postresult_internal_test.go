@@ -27,7 +27,7 @@ func TestAppendPostResultMatchesEncodingJSON(t *testing.T) {
 		{Turns: []session.Turn{{ID: 8, Role: "user", Status: "complete", CreatedAt: at}}},
 		{Turns: []session.Turn{{ID: 9, Role: "assistant", Content: json.RawMessage(`"<x> & y"`), Status: "failed",
 			ToolCalls: []session.ToolCall{{ID: "c<1>", Type: "function", Function: session.FunctionCall{Name: "a&b", Arguments: `{"q":"<&>"}`}}},
-			Error: &session.ErrorInfo{Code: "upstream_error", Message: "a <b> & c"}, CreatedAt: at}}},
+			Error:     &session.ErrorInfo{Code: "upstream_error", Message: "a <b> & c"}, CreatedAt: at}}},
 		{Turns: []session.Turn{}},
 		{},
 	} {
