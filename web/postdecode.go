@@ -28,17 +28,21 @@ func decodePostRequest(w http.ResponseWriter, r *http.Request, limit int64, req 
 	return parsePostRequest(body, req)
 }
 
-// readBody reads all of body, sized from the request's Content-Length
-// when it gives one.
+// readBody reads all of body (which enforces the limit). The buffer starts
+// at the request's Content-Length, up to 1 MiB, and doubles as bytes
+// arrive, up to limit+1: a client that announces 32 MiB and sends nothing
+// costs 1 MiB, not 32.
 func readBody(body io.Reader, contentLength, limit int64) ([]byte, error) {
 	size := int64(512)
 	if contentLength > 0 {
-		size = min(contentLength, limit) + 1 // +1: EOF without growing
+		size = min(contentLength, limit, 1<<20) + 1 // +1: EOF without growing
 	}
 	buf := make([]byte, 0, size)
 	for {
 		if len(buf) == cap(buf) {
-			buf = append(buf, 0)[:len(buf)]
+			grown := make([]byte, len(buf), min(2*int64(cap(buf)), limit+1))
+			copy(grown, buf)
+			buf = grown
 		}
 		n, err := body.Read(buf[len(buf):cap(buf)])
 		buf = buf[:len(buf)+n]
