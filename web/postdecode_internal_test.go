@@ -3,6 +3,9 @@ package web
 import (
 	"bytes"
 	"errors"
+	"io"
+	"net/http"
+	"net/http/httptest"
 	"reflect"
 	"testing"
 
@@ -48,4 +51,26 @@ func FuzzPostRequestDecoders(f *testing.F) {
 			t.Fatalf("%q: decodeStrict %#v, parsePostRequest %#v", body, want, got)
 		}
 	})
+}
+
+// readBody sizes its buffer by what arrives, not by what the client
+// announces; it still reads everything, and the limit still holds.
+func TestReadBodyGrowsWithTheBytes(t *testing.T) {
+	b, err := readBody(bytes.NewReader([]byte(`{"turns":[]}`)), 34<<20, 34<<20)
+	if err != nil || string(b) != `{"turns":[]}` {
+		t.Fatalf("readBody = %q, %v", b, err)
+	}
+	if cap(b) > 1<<20+1 {
+		t.Fatalf("a 12-byte body announced as 34 MiB took a %d-byte buffer", cap(b))
+	}
+	big := bytes.Repeat([]byte("x"), 5<<20+3)
+	b, err = readBody(bytes.NewReader(big), -1, 34<<20)
+	if err != nil || !bytes.Equal(b, big) {
+		t.Fatalf("readBody of 5 MiB without Content-Length: %d bytes, %v", len(b), err)
+	}
+	rec := httptest.NewRecorder()
+	limited := http.MaxBytesReader(rec, io.NopCloser(bytes.NewReader(big)), 1<<20)
+	if _, err := readBody(limited, int64(len(big)), 1<<20); !errors.As(err, new(*http.MaxBytesError)) {
+		t.Fatalf("readBody over the limit: %v, want a MaxBytesError", err)
+	}
 }
