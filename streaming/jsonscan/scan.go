@@ -38,21 +38,7 @@ func syntaxErr(off int, format string, a ...any) error {
 // that is not an object, a *SyntaxError for malformed JSON, or the first
 // error of fn (which stops the scan: the rest is not validated).
 func Object(data []byte, fn func(key string, value []byte) error) error {
-	i := skipSpace(data, 0)
-	if i == len(data) {
-		return syntaxErr(i, "unexpected end of input")
-	}
-	if data[i] != '{' {
-		if err := Valid(data); err != nil {
-			return err
-		}
-		return ErrNotObject
-	}
-	end, err := scanObject(data, i, 1, fn)
-	if err != nil {
-		return err
-	}
-	return trailing(data, end)
+	return container(data, '{', ErrNotObject, func(i int) (int, error) { return scanObject(data, i, 1, fn) })
 }
 
 // Array validates data as one JSON array and calls fn with each element,
@@ -60,17 +46,23 @@ func Object(data []byte, fn func(key string, value []byte) error) error {
 // JSON that is not an array, a *SyntaxError for malformed JSON, or the
 // first error of fn.
 func Array(data []byte, fn func(i int, elem []byte) error) error {
+	return container(data, '[', ErrNotArray, func(i int) (int, error) { return scanArray(data, i, 1, fn) })
+}
+
+// container is Object and Array: data must be one value opening with
+// open, scanned by scan from its offset; other valid JSON is notKind.
+func container(data []byte, open byte, notKind error, scan func(i int) (end int, err error)) error {
 	i := skipSpace(data, 0)
 	if i == len(data) {
 		return syntaxErr(i, "unexpected end of input")
 	}
-	if data[i] != '[' {
+	if data[i] != open {
 		if err := Valid(data); err != nil {
 			return err
 		}
-		return ErrNotArray
+		return notKind
 	}
-	end, err := scanArray(data, i, 1, fn)
+	end, err := scan(i)
 	if err != nil {
 		return err
 	}
