@@ -160,7 +160,7 @@ func (o *sessionObj) WebSocketMessage(ctx context.Context, tx *objects.Tx, s *ob
 			}
 		}
 	case streaming.TypeSend:
-		turns, err := decodeNewTurns(msg.Turns)
+		turns, err := DecodeNewTurns(msg.Turns, false)
 		if err != nil {
 			sv.v.Send(errorMsg("invalid_request", err.Error()))
 			return nil

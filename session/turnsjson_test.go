@@ -6,7 +6,7 @@ import (
 	"testing"
 )
 
-// FuzzDecodeNewTurns holds decodeNewTurns to json.Unmarshal into
+// FuzzDecodeNewTurns holds DecodeNewTurns to json.Unmarshal into
 // []NewTurn: the same turns, or an error for the same inputs.
 func FuzzDecodeNewTurns(f *testing.F) {
 	for _, s := range []string{
@@ -21,20 +21,20 @@ func FuzzDecodeNewTurns(f *testing.F) {
 	f.Fuzz(func(t *testing.T, data []byte) {
 		var want []NewTurn
 		werr := json.Unmarshal(data, &want)
-		got, err := decodeNewTurns(data)
+		got, err := DecodeNewTurns(data, false)
 		if (werr == nil) != (err == nil) {
-			t.Fatalf("json.Unmarshal: %v; decodeNewTurns: %v", werr, err)
+			t.Fatalf("json.Unmarshal: %v; DecodeNewTurns: %v", werr, err)
 		}
 		if err != nil {
 			return
 		}
 		if (want == nil) != (got == nil) || len(want) != len(got) {
-			t.Fatalf("json.Unmarshal: %#v; decodeNewTurns: %#v", want, got)
+			t.Fatalf("json.Unmarshal: %#v; DecodeNewTurns: %#v", want, got)
 		}
 		for i := range want {
 			w, g := want[i], got[i]
 			if w.Role != g.Role || w.ToolCallID != g.ToolCallID || !bytes.Equal(w.Content, g.Content) {
-				t.Fatalf("turn %d: json.Unmarshal %#v; decodeNewTurns %#v", i, w, g)
+				t.Fatalf("turn %d: json.Unmarshal %#v; DecodeNewTurns %#v", i, w, g)
 			}
 		}
 	})

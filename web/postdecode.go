@@ -3,7 +3,6 @@ package web
 import (
 	"encoding/json"
 	"errors"
-	"fmt"
 	"io"
 	"net/http"
 	"strconv"
@@ -96,14 +95,15 @@ func parsePostRequest(body []byte, req *session.PostRequest) error {
 	return nil
 }
 
-// fieldIs matches a JSON key to a field name as encoding/json does.
-func fieldIs(key, name string) bool { return key == name || strings.EqualFold(key, name) }
-
 func postField(req *session.PostRequest, k string, v []byte) error {
 	switch {
-	case fieldIs(k, "turns"):
-		return postTurnsField(req, v)
-	case fieldIs(k, "generate"):
+	case strings.EqualFold(k, "turns"):
+		turns, err := session.DecodeNewTurns(v, true)
+		if err != nil {
+			return errorf(http.StatusBadRequest, "invalid_request", "%v", err)
+		}
+		req.Turns = turns
+	case strings.EqualFold(k, "generate"):
 		switch string(v) {
 		case "true":
 			req.Generate = true
@@ -113,9 +113,15 @@ func postField(req *session.PostRequest, k string, v []byte) error {
 		default:
 			return typeError("generate", "bool")
 		}
-	case fieldIs(k, "model"):
-		return stringField(v, "model", &req.Model)
-	case fieldIs(k, "parent_id"):
+	case strings.EqualFold(k, "model"):
+		switch {
+		case string(v) == "null":
+		case v[0] != '"':
+			return typeError("model", "string")
+		default:
+			return json.Unmarshal(v, &req.Model)
+		}
+	case strings.EqualFold(k, "parent_id"):
 		if string(v) == "null" {
 			return nil
 		}
@@ -129,63 +135,6 @@ func postField(req *session.PostRequest, k string, v []byte) error {
 		req.Parent = n
 	default:
 		return unknownField(k)
-	}
-	return nil
-}
-
-func postTurnsField(req *session.PostRequest, v []byte) error {
-	switch {
-	case string(v) == "null":
-		req.Turns = nil
-		return nil
-	case v[0] != '[':
-		return typeError("turns", "[]session.NewTurn")
-	}
-	turns := []session.NewTurn{}
-	err := jsonscan.Array(v, func(_ int, elem []byte) error {
-		var t session.NewTurn
-		switch {
-		case string(elem) == "null":
-		case elem[0] != '{':
-			return typeError("turns", "session.NewTurn")
-		default:
-			err := jsonscan.Object(elem, func(k string, v []byte) error {
-				switch {
-				case fieldIs(k, "role"):
-					return stringField(v, "turns.role", &t.Role)
-				case fieldIs(k, "content"):
-					t.Content = json.RawMessage(v)
-				case fieldIs(k, "tool_call_id"):
-					return stringField(v, "turns.tool_call_id", &t.ToolCallID)
-				default:
-					return unknownField(k)
-				}
-				return nil
-			})
-			if err != nil {
-				return err
-			}
-		}
-		turns = append(turns, t)
-		return nil
-	})
-	if err != nil {
-		return err
-	}
-	req.Turns = turns
-	return nil
-}
-
-// stringField decodes a JSON string into dst; null leaves dst alone.
-func stringField(v []byte, field string, dst *string) error {
-	switch {
-	case string(v) == "null":
-		return nil
-	case v[0] != '"':
-		return typeError(field, "string")
-	}
-	if err := json.Unmarshal(v, dst); err != nil {
-		return fmt.Errorf("decode %s: %w", field, err) // unreachable: v is a valid string
 	}
 	return nil
 }
