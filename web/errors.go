@@ -67,8 +67,14 @@ func writeError(w http.ResponseWriter, r *http.Request, log *slog.Logger, err er
 // result encoding/json's validation and copy were a third of the POST.
 func writePostResult(w http.ResponseWriter, status int, res *session.PostResult) {
 	b, err := appendPostResult(nil, res)
+	writeAppended(w, status, b, err, res)
+}
+
+// writeAppended writes b, an answer built by hand, or v through writeJSON
+// if building it failed (err).
+func writeAppended(w http.ResponseWriter, status int, b []byte, err error, v any) {
 	if err != nil {
-		writeJSON(w, status, res)
+		writeJSON(w, status, v)
 		return
 	}
 	w.Header().Set("Content-Type", "application/json")
@@ -123,13 +129,7 @@ func writeTurnsPage(w http.ResponseWriter, turns []session.Turn, more bool) {
 		b = []byte(`{"has_more":true,"turns":`)
 	}
 	b, err := appendTurns(b, turns)
-	if err != nil {
-		writeJSON(w, http.StatusOK, map[string]any{"turns": turns, "has_more": more})
-		return
-	}
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(http.StatusOK)
-	w.Write(append(b, "}\n"...))
+	writeAppended(w, http.StatusOK, append(b, "}\n"...), err, map[string]any{"turns": turns, "has_more": more})
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {
