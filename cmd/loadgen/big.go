@@ -74,56 +74,62 @@ func restBig(ctx context.Context, t *target, id string, content []byte, reps int
 	body = append(body, `{"turns":[{"role":"user","content":"`...)
 	body = append(body, content...)
 	body = append(body, `"}]}`...)
-	var rtt samples
+	path := t.base + "/v1/sessions/" + id + "/turns"
+	var post, get samples
 	for i := range reps {
-		req, err := http.NewRequestWithContext(ctx, "POST", t.base+"/v1/sessions/"+id+"/turns", bytes.NewReader(body))
+		d, err := timedCall(ctx, t, "POST", path, body, fmt.Sprintf("big-rest-%06d", i), http.StatusCreated, content)
 		if err != nil {
-			return nil, err
+			return nil, fmt.Errorf("rest: POST: %w", err)
 		}
-		req.Header.Set("Content-Type", "application/json")
-		req.Header.Set("Idempotency-Key", fmt.Sprintf("big-rest-%06d", i))
-		start := time.Now()
-		resp, err := t.http.Do(req)
-		if err != nil {
-			return nil, fmt.Errorf("rest: %w", err)
-		}
-		answer, err := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		d := time.Since(start)
-		if err != nil {
-			return nil, fmt.Errorf("rest: read answer: %w", err)
-		}
-		if resp.StatusCode != http.StatusCreated {
-			return nil, fmt.Errorf("rest: %d %s", resp.StatusCode, truncate(answer, 300))
-		}
-		if !bytes.Contains(answer, content) {
-			return nil, fmt.Errorf("rest: the answer (%d bytes) does not carry the %d bytes posted", len(answer), len(content))
-		}
-		rtt.add(d)
+		post.add(d)
 	}
-	post := bigRow("REST POST ", len(body), &rtt)
 	// Reading it back: the newest turn, as a client resuming the session
 	// gets it.
-	var get samples
 	for range reps {
-		req, err := http.NewRequestWithContext(ctx, "GET", t.base+"/v1/sessions/"+id+"/turns?limit=1", nil)
+		d, err := timedCall(ctx, t, "GET", path+"?limit=1", nil, "", http.StatusOK, content)
 		if err != nil {
-			return nil, err
-		}
-		start := time.Now()
-		resp, err := t.http.Do(req)
-		if err != nil {
-			return nil, fmt.Errorf("rest: %w", err)
-		}
-		answer, err := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		d := time.Since(start)
-		if err != nil || resp.StatusCode != http.StatusOK || !bytes.Contains(answer, content) {
-			return nil, fmt.Errorf("rest: GET the newest turn: %d, %d bytes, %v", resp.StatusCode, len(answer), err)
+			return nil, fmt.Errorf("rest: GET the newest turn: %w", err)
 		}
 		get.add(d)
 	}
-	return []row{post, bigRow("REST GET newest turn ", len(content), &get)}, nil
+	return []row{bigRow("REST POST ", len(body), &post), bigRow("REST GET newest turn ", len(content), &get)}, nil
+}
+
+// timedCall makes one call (body nil for none, key the Idempotency-Key if
+// not empty) and returns the time until its answer was read whole. The
+// answer must have status want and carry content.
+func timedCall(ctx context.Context, t *target, method, url string, body []byte, key string, want int, content []byte) (time.Duration, error) {
+	var r io.Reader
+	if body != nil {
+		r = bytes.NewReader(body)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, url, r)
+	if err != nil {
+		return 0, err
+	}
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	if key != "" {
+		req.Header.Set("Idempotency-Key", key)
+	}
+	start := time.Now()
+	resp, err := t.http.Do(req)
+	if err != nil {
+		return 0, err
+	}
+	answer, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	d := time.Since(start)
+	switch {
+	case err != nil:
+		return 0, fmt.Errorf("read answer: %w", err)
+	case resp.StatusCode != want:
+		return 0, fmt.Errorf("%d %s", resp.StatusCode, truncate(answer, 300))
+	case !bytes.Contains(answer, content):
+		return 0, fmt.Errorf("the answer (%d bytes) does not carry the %d bytes of content", len(answer), len(content))
+	}
+	return d, nil
 }
 
 func bigRow(prefix string, size int, rtt *samples) row {
