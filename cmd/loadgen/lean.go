@@ -117,9 +117,9 @@ func indexFold(s, sep []byte) int {
 	return -1
 }
 
-// leanRequest builds call i's request into dst (appending) and names the
-// status that counts as success.
-type leanRequest func(dst []byte, i int) []byte
+// leanRequest builds call i's request to host (its Host header) into dst,
+// appending.
+type leanRequest func(dst []byte, host string, i int) []byte
 
 // runLeanLoop is runLoop with the lean client: spec.conns connections to
 // base, each making call after call (built by req) until spec.n calls were

@@ -128,13 +128,12 @@ func runEpoll(ctx context.Context, spec loopSpec, addr string, want int, req lea
 		c.busy = false
 	}
 	// send starts the next call on c, if the loop is still going.
-	var send func(c *leanConnState)
-	send = func(c *leanConnState) {
+	send := func(c *leanConnState) {
 		if started >= spec.n || ctx.Err() != nil {
 			return
 		}
 		started++
-		c.out = req(c.out[:0], started)
+		c.out = req(c.out[:0], addr, started)
 		c.written, c.busy, c.t0 = 0, true, time.Now()
 		c.in = c.in[:0]
 		for c.written < len(c.out) {

@@ -60,9 +60,8 @@ func TestLeanLoop(t *testing.T) {
 		io.WriteString(w, `{"ok":true}`)
 	}))
 	defer srv.Close()
-	host := strings.TrimPrefix(srv.URL, "http://")
 	spec := loopSpec{conns: 4, n: 200, duration: 20 * time.Second}
-	res, err := runLeanLoop(context.Background(), spec, srv.URL, http.StatusCreated, func(dst []byte, i int) []byte {
+	res, err := runLeanLoop(context.Background(), spec, srv.URL, http.StatusCreated, func(dst []byte, host string, i int) []byte {
 		path := "/x"
 		if i%10 == 0 {
 			path = "/x/fail"

@@ -103,9 +103,8 @@ func postTurnsCase(ctx context.Context, e *env, t *target, pc postCase, kind str
 	pick := func(i int) string { return paths[(i*7919)%len(paths)] }
 	var res *loopResult
 	if kind == "lean" {
-		host := strings.TrimPrefix(t.base, "http://")
 		var err error
-		res, err = runLeanLoop(ctx, spec, t.base, http.StatusCreated, func(dst []byte, i int) []byte {
+		res, err = runLeanLoop(ctx, spec, t.base, http.StatusCreated, func(dst []byte, host string, i int) []byte {
 			return appendRequest(dst, "POST", host, pick(i), body)
 		})
 		if err != nil {
