@@ -117,8 +117,7 @@ const checkpointFrames = 1000
 // SQLite's automatic checkpoint is off for object databases because it
 // runs inside the commit that crosses the threshold: the callers of that
 // batch waited for it (a 32 MiB turn waited 60 ms for its checkpoint and
-// fsync), and with many objects it was a steady source of slow calls. The
-// runtime checkpoints after the batch's callers have their answers
+// fsync). The runtime checkpoints after the batch's callers have their answers
 // (entry.runBatch), between two batches, and at close (SQLite's).
 func (d *instanceDB) checkpointDue() bool {
 	err := d.conn.Raw(func(dc any) error {
