@@ -24,7 +24,6 @@ type leanViewer struct {
 	in   []byte // bytes read and not yet parsed: a window of buf
 	buf  []byte // in's storage, from its start
 	frag []byte // a fragmented message being assembled
-	op   byte   // its opcode
 }
 
 // fill appends b to the unparsed bytes, first moving them to the front of
@@ -254,7 +253,7 @@ func (v *leanViewer) next() (msg []byte, more bool, err error) {
 		if fin {
 			return p, true, nil
 		}
-		v.op, v.frag = op, append(v.frag[:0], p...)
+		v.frag = append(v.frag[:0], p...)
 		return nil, true, nil
 	case 0x0:
 		v.frag = append(v.frag, p...)
