@@ -72,12 +72,7 @@ func fanoutCase(ctx context.Context, e *env, t *target, uf *upstreamFlags, n, di
 		return row{}, err
 	}
 	retries := helloRetries.Load()
-	var vs viewerSet
-	if kind == "lean" {
-		vs.lean, err = dialManyLean(ctx, t, []string{id}, n, dialConc)
-	} else {
-		vs.std, err = dialMany(ctx, t, []string{id}, n, dialConc)
-	}
+	vs, err := dialViewers(ctx, t, kind, []string{id}, n, dialConc)
 	defer vs.close()
 	if err != nil {
 		return row{}, err
@@ -86,7 +81,7 @@ func fanoutCase(ctx context.Context, e *env, t *target, uf *upstreamFlags, n, di
 	start := func(ctx context.Context) error {
 		return t.call(ctx, "POST", "/v1/sessions/"+id+"/turns", turnsBody(1, "fan this out", true), http.StatusCreated, nil)
 	}
-	r, err := measureFanout(ctx, e, &vs, uf.tokens, t.pid, start, perChunk)
+	r, err := measureFanout(ctx, e, vs, uf.tokens, t.pid, start, perChunk)
 	r.Case += " client=" + kind
 	r.add("hello retries", float64(helloRetries.Load()-retries), "")
 	return r, err
@@ -97,6 +92,19 @@ func fanoutCase(ctx context.Context, e *env, t *target, uf *upstreamFlags, n, di
 type viewerSet struct {
 	std  []*websocket.Conn
 	lean []*leanViewer
+}
+
+// dialViewers opens n viewers of client kind (std or lean) over the
+// sessions ids, as dialMany.
+func dialViewers(ctx context.Context, t *target, kind string, ids []string, n, conc int) (*viewerSet, error) {
+	vs := &viewerSet{}
+	var err error
+	if kind == "lean" {
+		vs.lean, err = dialManyLean(ctx, t, ids, n, conc)
+	} else {
+		vs.std, err = dialMany(ctx, t, ids, n, conc)
+	}
+	return vs, err
 }
 
 func (vs *viewerSet) len() int { return len(vs.std) + len(vs.lean) }

@@ -57,12 +57,7 @@ func setupGens(fs *flag.FlagSet, c *common) runFunc {
 		if err != nil {
 			return nil, err
 		}
-		var vs viewerSet
-		if *client == "lean" {
-			vs.lean, err = dialManyLean(ctx, t, ids, *gens, *dialConc)
-		} else {
-			vs.std, err = dialMany(ctx, t, ids, *gens, *dialConc)
-		}
+		vs, err := dialViewers(ctx, t, *client, ids, *gens, *dialConc)
 		defer vs.close()
 		if err != nil {
 			return nil, err
@@ -71,7 +66,7 @@ func setupGens(fs *flag.FlagSet, c *common) runFunc {
 		words := int(tps * (*ramp + e.duration + 10*time.Second).Seconds())
 		e.logf("gens: %d %s viewers ready; %d generations of %d words at %g words/s; window %s after %s", vs.len(), *client, *gens, words, tps, e.duration, *ramp)
 		g := &genRun{model: *model, client: *client, period: time.Duration(float64(time.Second) / tps), arrivals: make([][]arrival, vs.len())}
-		return g.measure(ctx, e, t, ids, &vs, words, *ramp)
+		return g.measure(ctx, e, t, ids, vs, words, *ramp)
 	}
 }
 
