@@ -21,7 +21,7 @@ func setupGens(fs *flag.FlagSet, c *common) runFunc {
 	dialConc := fs.Int("dial-concurrency", 32, "viewers connecting at once")
 	model := fs.String("model", "offline", "offline: the server's offline model at -offline-tps (default 50), latency estimated from its fixed cadence; "+
 		"fake: the fake upstream at -rate, latency from the send stamp of every token")
-	client := fs.String("client", "std", "viewer client: std (a coder/websocket reader goroutine per viewer; ~0.7 of a core here) or lean (one thread reads every viewer through epoll; ~0.4 of a core, but the server then pays more per write, waking a reader that sleeps in epoll: +0.07 cores in two alternating pairs)")
+	client := fs.String("client", "std", "viewer client: std (a coder/websocket reader goroutine per viewer; ~0.7 of a core here) or lean (one thread reads every viewer through epoll; ~0.4 of a core, but the server's CPU rose by ~0.07 cores in two alternating pairs, likely from waking a reader asleep in epoll_wait on every write)")
 	var uf upstreamFlags
 	uf.register(fs, 0, 50)
 	return func(ctx context.Context, e *env) ([]row, error) {
