@@ -182,17 +182,9 @@ func scanObject(b []byte, i, depth int, fn func(string, []byte) error) (int, err
 				return i, err
 			}
 		}
-		i = skipSpace(b, i)
-		if i >= len(b) {
-			return i, syntaxErr(i, "unexpected end of input")
-		}
-		switch b[i] {
-		case ',':
-			i = skipSpace(b, i+1)
-		case '}':
-			return i + 1, nil
-		default:
-			return i, syntaxErr(i, "invalid character %q after object key:value pair", b[i])
+		var more bool
+		if i, more, err = next(b, i, '}', "object key:value pair"); !more {
+			return i, err
 		}
 	}
 }
@@ -217,19 +209,26 @@ func scanArray(b []byte, i, depth int, fn func(int, []byte) error) (int, error) 
 				return i, err
 			}
 		}
-		i = skipSpace(b, i)
-		if i >= len(b) {
-			return i, syntaxErr(i, "unexpected end of input")
-		}
-		switch b[i] {
-		case ',':
-			i = skipSpace(b, i+1)
-		case ']':
-			return i + 1, nil
-		default:
-			return i, syntaxErr(i, "invalid character %q after array element", b[i])
+		var more bool
+		if i, more, err = next(b, i, ']', "array element"); !more {
+			return i, err
 		}
 	}
+}
+
+// next moves past what follows a member of an object or array (what):
+// a comma (more, at the next member) or the closing byte (done, past it).
+func next(b []byte, i int, closing byte, what string) (int, bool, error) {
+	i = skipSpace(b, i)
+	switch {
+	case i >= len(b):
+		return i, false, syntaxErr(i, "unexpected end of input")
+	case b[i] == ',':
+		return skipSpace(b, i+1), true, nil
+	case b[i] == closing:
+		return i + 1, false, nil
+	}
+	return i, false, syntaxErr(i, "invalid character %q after %s", b[i], what)
 }
 
 // Masks for the eight-bytes-at-a-time string scan.
