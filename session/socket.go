@@ -73,8 +73,11 @@ func viewerOf(s *objects.Socket) *socketViewer {
 
 // Accept hands a WebSocket to the session for owner: the runtime holds it
 // (it survives the session's hibernation) and the session answers its
-// messages per API.md. The caller must not use conn afterwards.
-func (svc *Service) Accept(ctx context.Context, owner, id string, conn *websocket.Conn) error {
+// messages per API.md; streaming.Accept gives ws, or streaming.NewWebSocket
+// for a connection accepted otherwise. The caller must not use it
+// afterwards.
+func (svc *Service) Accept(ctx context.Context, owner, id string, ws *streaming.WebSocket) error {
+	conn := ws.Conn()
 	stub, err := svc.stub(ctx, id)
 	if err != nil {
 		return err
@@ -86,7 +89,7 @@ func (svc *Service) Accept(ctx context.Context, owner, id string, conn *websocke
 	}); err != nil {
 		return err
 	}
-	sv := &socketViewer{v: streaming.NewViewer(streaming.NewWebSocket(conn), svc.ViewerOptions), session: id, owner: owner}
+	sv := &socketViewer{v: streaming.NewViewer(ws, svc.ViewerOptions), session: id, owner: owner}
 	svc.viewers.put(sv)
 	// The viewer rides on the socket, so it is there before the first
 	// message is delivered.

@@ -271,12 +271,12 @@ func fanoutWS(b *testing.B, n int, opts *streaming.ViewerOptions, pace time.Dura
 	ts := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		handlers.Add(1)
 		defer handlers.Done()
-		conn, err := websocket.Accept(w, r, &websocket.AcceptOptions{CompressionMode: websocket.CompressionDisabled})
+		ws, err := streaming.Accept(w, r, &websocket.AcceptOptions{CompressionMode: websocket.CompressionDisabled})
 		if err != nil {
 			return
 		}
-		ctx := conn.CloseRead(context.Background())
-		v := streaming.NewViewer(streaming.NewWebSocket(conn), &o)
+		ctx := ws.Conn().CloseRead(context.Background())
+		v := streaming.NewViewer(ws, &o)
 		defer v.Close()
 		if err := hub.AddViewer(v, nil); err != nil {
 			return
@@ -358,4 +358,73 @@ func BenchmarkIdleViewerMemory(b *testing.B) {
 		hub.Close()
 	}
 	b.ReportMetric(perViewer, "B/viewer")
+}
+
+// BenchmarkWebSocketWriteFrame writes 16 small messages per WriteFrame (a
+// coalesced burst of deltas, or a short backlog) over loopback to a client
+// reading them in this process: "each" is a sink from NewWebSocket (one
+// write(2) per message), "batched" one from Accept (one per WriteFrame).
+// ns/op is per WriteFrame, until the client has read its messages.
+func BenchmarkWebSocketWriteFrame(b *testing.B) {
+	const perFrame = 16
+	msg := []byte(`{"type":"delta","generation":"g_0123456789","offset":12345,"text":" token"}`)
+	frames := make([][]byte, perFrame)
+	for i := range frames {
+		frames[i] = msg
+	}
+	for _, batched := range []bool{false, true} {
+		name := "each"
+		if batched {
+			name = "batched"
+		}
+		b.Run(name, func(b *testing.B) {
+			sinks := make(chan *streaming.WebSocket, 1)
+			release := make(chan struct{})
+			ts := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				opts := &websocket.AcceptOptions{CompressionMode: websocket.CompressionDisabled}
+				if batched {
+					ws, err := streaming.Accept(w, r, opts)
+					if err != nil {
+						return
+					}
+					sinks <- ws
+				} else {
+					conn, err := websocket.Accept(w, r, opts)
+					if err != nil {
+						return
+					}
+					sinks <- streaming.NewWebSocket(conn)
+				}
+				<-release
+			}))
+			defer ts.Close()
+			defer close(release)
+			c, _, err := websocket.Dial(context.Background(), "ws"+strings.TrimPrefix(ts.URL, "http"), &websocket.DialOptions{CompressionMode: websocket.CompressionDisabled})
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer c.CloseNow()
+			sink := <-sinks
+			read := make(chan int, 1)
+			go func() {
+				n := 0
+				for {
+					if _, _, err := c.Read(context.Background()); err != nil {
+						return
+					}
+					if n++; n == perFrame {
+						read <- n
+						n = 0
+					}
+				}
+			}()
+			ctx := context.Background()
+			for b.Loop() {
+				if err := sink.WriteFrame(ctx, frames); err != nil {
+					b.Fatal(err)
+				}
+				<-read
+			}
+		})
+	}
 }

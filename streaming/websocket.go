@@ -1,8 +1,11 @@
 package streaming
 
 import (
+	"bufio"
 	"context"
 	"fmt"
+	"net"
+	"net/http"
 	"sync"
 
 	"github.com/coder/websocket"
@@ -15,11 +18,14 @@ import (
 // messages, pings) and must keep reading, or call CloseRead, so that the
 // close handshake in Close can complete.
 //
-// coder/websocket flushes every message, so a coalesced WriteFrame of n
-// frames still costs n writes to the socket; coalescing saves writer
-// wake-ups, and lets frames queued during a slow write go out back to back.
+// coder/websocket flushes every message: on a connection from NewWebSocket
+// a WriteFrame of n frames costs n writes to the socket. On one from Accept
+// the n messages go to the socket in one write(2) (see batchConn), so that
+// coalescing saves system calls, not only writer wake-ups; the messages on
+// the wire are the same.
 type WebSocket struct {
-	conn *websocket.Conn
+	conn  *websocket.Conn
+	batch *batchConn // nil: every message is its own write
 
 	// bound is the context whose end already closes conn (a Viewer passes
 	// the same one to every write): writes under it pass none to
@@ -31,10 +37,28 @@ type WebSocket struct {
 	stop  func() bool
 }
 
-// NewWebSocket returns a sink writing to conn.
+// NewWebSocket returns a sink writing to conn, one write to the socket per
+// message.
 func NewWebSocket(conn *websocket.Conn) *WebSocket {
 	return &WebSocket{conn: conn}
 }
+
+// Accept accepts a WebSocket handshake as websocket.Accept does (it has
+// answered the client when it fails) and returns a sink for the connection
+// whose WriteFrame hands the socket all its messages in one write.
+func Accept(w http.ResponseWriter, r *http.Request, opts *websocket.AcceptOptions) (*WebSocket, error) {
+	hw := &hijackWriter{ResponseWriter: w}
+	conn, err := websocket.Accept(hw, r, opts)
+	if err != nil {
+		return nil, err
+	}
+	return &WebSocket{conn: conn, batch: hw.conn}, nil
+}
+
+// Conn returns the sink's connection, for reading it or handing it over.
+// Messages written to it directly are written at once, in order with
+// WriteFrame's.
+func (s *WebSocket) Conn() *websocket.Conn { return s.conn }
 
 // WriteFrame writes each frame as one text message. When ctx ends during a
 // write, the connection is closed. WriteFrame is not safe for concurrent use.
@@ -53,9 +77,21 @@ func (s *WebSocket) WriteFrame(ctx context.Context, frames [][]byte) error {
 		}
 		wctx = context.Background()
 	}
+	batch := s.batch != nil && len(frames) > 1
+	if batch {
+		s.batch.hold()
+	}
 	for _, f := range frames {
 		if err := s.conn.Write(wctx, websocket.MessageText, f); err != nil {
+			if batch {
+				s.batch.release(false)
+			}
 			return fmt.Errorf("write websocket message: %w", err)
+		}
+	}
+	if batch {
+		if err := s.batch.release(true); err != nil {
+			return fmt.Errorf("write websocket messages: %w", err)
 		}
 	}
 	return nil
@@ -81,3 +117,89 @@ func (s *WebSocket) Close(code int, reason string) error {
 }
 
 var _ Sink = (*WebSocket)(nil)
+
+// hijackWriter hands websocket.Accept the connection as a batchConn.
+type hijackWriter struct {
+	http.ResponseWriter
+	conn *batchConn
+}
+
+func (h *hijackWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+	c, brw, err := http.NewResponseController(h.ResponseWriter).Hijack()
+	if err != nil {
+		return nil, nil, err
+	}
+	// The handshake's answer has been flushed (net/http flushes before
+	// hijacking); flush again in case a wrapper buffered.
+	if err := brw.Writer.Flush(); err != nil {
+		c.Close()
+		return nil, nil, fmt.Errorf("flush handshake: %w", err)
+	}
+	h.conn = &batchConn{Conn: c}
+	brw.Writer.Reset(h.conn)
+	return h.conn, brw, nil
+}
+
+// maxHeld is the most a batchConn holds before writing: a batch larger
+// than this goes out in several writes of about this size.
+const maxHeld = 256 << 10
+
+// heldBuffers recycles the buffers of held writes, so that a quiet
+// connection keeps none.
+var heldBuffers = sync.Pool{New: func() any { b := make([]byte, 0, 16<<10); return &b }}
+
+// batchConn is the socket under a WebSocket from Accept. Between hold and
+// release its writes collect in a buffer and release writes them at once.
+// Writes from other goroutines meanwhile (coder/websocket's pongs and close
+// frames) are held too, and keep their order; outside a batch, writes pass
+// straight through.
+type batchConn struct {
+	net.Conn
+	mu   sync.Mutex // serialises writes to the socket, the held ones with the others
+	held *[]byte    // non-nil between hold and release
+}
+
+func (c *batchConn) hold() {
+	c.mu.Lock()
+	c.held = heldBuffers.Get().(*[]byte)
+	c.mu.Unlock()
+}
+
+// release ends a batch: it writes what is held if write is true, and
+// drops it otherwise (the batch failed half way: its connection is broken
+// or about to be).
+func (c *batchConn) release(write bool) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	b := c.held
+	c.held = nil
+	var err error
+	if write && len(*b) > 0 {
+		_, err = c.Conn.Write(*b)
+	}
+	*b = (*b)[:0]
+	if cap(*b) <= maxHeld {
+		heldBuffers.Put(b)
+	}
+	return err
+}
+
+func (c *batchConn) Write(p []byte) (int, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.held == nil {
+		return c.Conn.Write(p)
+	}
+	b := c.held
+	if len(*b)+len(p) <= maxHeld {
+		*b = append(*b, p...)
+		return len(p), nil
+	}
+	// Too much to hold: what is held and p go out in one writev(2).
+	bufs := net.Buffers{*b, p}
+	if _, err := bufs.WriteTo(c.Conn); err != nil {
+		return 0, err
+	}
+	*b = (*b)[:0]
+	return len(p), nil
+}

@@ -2,9 +2,12 @@ package streaming_test
 
 import (
 	"context"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -18,13 +21,13 @@ import (
 func wsServer(tb testing.TB, opts *streaming.ViewerOptions, attach func(*streaming.Viewer)) *httptest.Server {
 	tb.Helper()
 	ts := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		conn, err := websocket.Accept(w, r, nil)
+		ws, err := streaming.Accept(w, r, nil)
 		if err != nil {
 			return
 		}
 		// The web layer reads client messages; here nobody sends any.
-		ctx := conn.CloseRead(context.Background())
-		v := streaming.NewViewer(streaming.NewWebSocket(conn), opts)
+		ctx := ws.Conn().CloseRead(context.Background())
+		v := streaming.NewViewer(ws, opts)
 		defer v.Close()
 		attach(v)
 		select {
@@ -109,40 +112,170 @@ func TestWebSocketCloseCode(t *testing.T) {
 
 // A write stuck on a client that does not read ends, with the connection,
 // when the context the sink was given ends; later writes under it fail at
-// once.
+// once. Both kinds of sink: one write per message, and messages batched
+// into one write (two per WriteFrame here).
 func TestWebSocketWriteEndsWithContext(t *testing.T) {
-	errc := make(chan error, 2)
-	ctx, cancel := context.WithCancel(context.Background())
+	for _, batched := range []bool{false, true} {
+		t.Run(fmt.Sprintf("batched=%v", batched), func(t *testing.T) {
+			errc := make(chan error, 2)
+			ctx, cancel := context.WithCancel(context.Background())
+			ts := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				var sink *streaming.WebSocket
+				if batched {
+					ws, err := streaming.Accept(w, r, nil)
+					if err != nil {
+						return
+					}
+					sink = ws
+				} else {
+					conn, err := websocket.Accept(w, r, nil)
+					if err != nil {
+						return
+					}
+					sink = streaming.NewWebSocket(conn)
+				}
+				frame := make([]byte, 1<<20)
+				var werr error
+				for range 128 { // far more than the socket buffers hold
+					if werr = sink.WriteFrame(ctx, [][]byte{frame, frame}); werr != nil {
+						break
+					}
+				}
+				errc <- werr
+				errc <- sink.WriteFrame(ctx, [][]byte{[]byte("after")})
+			}))
+			defer ts.Close()
+			conn := dialWS(t, ts.URL) // never reads
+			_ = conn
+			time.Sleep(200 * time.Millisecond)
+			cancel()
+			select {
+			case err := <-errc:
+				if err == nil {
+					t.Fatal("256 MiB written to a client that reads nothing")
+				}
+			case <-time.After(10 * time.Second):
+				t.Fatal("the stuck write did not end with its context")
+			}
+			if err := <-errc; err == nil {
+				t.Fatal("a write under an ended context succeeded")
+			}
+		})
+	}
+}
+
+// A sink from Accept writes each WriteFrame's messages in one write; the
+// client still reads them as separate messages, byte for byte and in
+// order, also when they are larger than what a batch holds, and when
+// other goroutines write to the connection meanwhile (messages written
+// directly, and the pongs answering the client's pings).
+func TestWebSocketBatchedMessagesKeepOrder(t *testing.T) {
+	const batches, direct = 200, 300
+	big := strings.Repeat("x", 300<<10) // over what a batch holds
+	batchMsg := func(b, i int) string {
+		m := fmt.Sprintf("b%d.%d|", b, i)
+		if b%50 == 7 && i == 1 {
+			m += big
+		}
+		return m
+	}
+	done := make(chan error, 2)
+	pinged := make(chan struct{})
 	ts := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		conn, err := websocket.Accept(w, r, nil)
+		ws, err := streaming.Accept(w, r, nil)
 		if err != nil {
+			done <- err
 			return
 		}
-		sink := streaming.NewWebSocket(conn)
-		frame := make([]byte, 1<<20)
-		var werr error
-		for range 256 { // far more than the socket buffers hold
-			if werr = sink.WriteFrame(ctx, [][]byte{frame}); werr != nil {
-				break
+		ctx := ws.Conn().CloseRead(context.Background()) // answers the pings
+		var wg sync.WaitGroup
+		wg.Go(func() {
+			for i := range direct {
+				if err := ws.Conn().Write(ctx, websocket.MessageText, []byte(fmt.Sprintf("d%d|", i))); err != nil {
+					done <- err
+					return
+				}
+			}
+		})
+		for b := range batches {
+			if b == batches/2 {
+				select { // the second half goes out while pongs are written
+				case <-pinged:
+				case <-time.After(10 * time.Second):
+				}
+			}
+			frames := make([][]byte, 1+b%20)
+			for i := range frames {
+				frames[i] = []byte(batchMsg(b, i))
+			}
+			if err := ws.WriteFrame(ctx, frames); err != nil {
+				done <- err
+				return
 			}
 		}
-		errc <- werr
-		errc <- sink.WriteFrame(ctx, [][]byte{[]byte("after")})
+		wg.Wait()
+		done <- ws.Close(int(websocket.StatusNormalClosure), "done")
 	}))
 	defer ts.Close()
-	conn := dialWS(t, ts.URL) // never reads
-	_ = conn
-	time.Sleep(200 * time.Millisecond)
-	cancel()
-	select {
-	case err := <-errc:
-		if err == nil {
-			t.Fatal("256 MiB written to a client that reads nothing")
+	conn := dialWS(t, ts.URL)
+	conn.SetReadLimit(1 << 20)
+	pingCtx, stopPings := context.WithCancel(context.Background())
+	defer stopPings()
+	var pings sync.WaitGroup
+	var pongs atomic.Int64
+	defer pings.Wait()
+	pings.Go(func() {
+		// Until the connection closes: a ping in flight then fails.
+		for pingCtx.Err() == nil {
+			ctx, cancel := context.WithTimeout(pingCtx, 5*time.Second)
+			err := conn.Ping(ctx)
+			cancel()
+			if err != nil {
+				return
+			}
+			if pongs.Add(1) == 1 {
+				close(pinged)
+			}
 		}
-	case <-time.After(10 * time.Second):
-		t.Fatal("the stuck write did not end with its context")
+	})
+	// conn.Ping needs a reader: readAll is it.
+	msgs, code := readAll(t, conn)
+	stopPings()
+	pings.Wait()
+	if pongs.Load() == 0 {
+		t.Fatal("no ping was answered")
 	}
-	if err := <-errc; err == nil {
-		t.Fatal("a write under an ended context succeeded")
+	if err := <-done; err != nil {
+		t.Fatalf("server: %v", err)
+	}
+	if code != websocket.StatusNormalClosure {
+		t.Fatalf("close status %v", code)
+	}
+	var gotBatch, gotDirect []string
+	for _, m := range msgs {
+		if strings.HasPrefix(m, "d") {
+			gotDirect = append(gotDirect, m)
+		} else {
+			gotBatch = append(gotBatch, m)
+		}
+	}
+	var wantBatch []string
+	for b := range batches {
+		for i := range 1 + b%20 {
+			wantBatch = append(wantBatch, batchMsg(b, i))
+		}
+	}
+	if len(gotBatch) != len(wantBatch) || len(gotDirect) != direct {
+		t.Fatalf("%d batched and %d direct messages, want %d and %d", len(gotBatch), len(gotDirect), len(wantBatch), direct)
+	}
+	for i := range wantBatch {
+		if gotBatch[i] != wantBatch[i] {
+			t.Fatalf("batched message %d: %.40q, want %.40q", i, gotBatch[i], wantBatch[i])
+		}
+	}
+	for i, m := range gotDirect {
+		if m != fmt.Sprintf("d%d|", i) {
+			t.Fatalf("direct message %d: %q", i, m)
+		}
 	}
 }

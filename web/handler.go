@@ -388,13 +388,13 @@ func sessionSocket(a *api, w http.ResponseWriter, r *http.Request) error {
 	if _, err := a.svc.Get(r.Context(), p.scope(), id); err != nil {
 		return err
 	}
-	conn, err := websocket.Accept(w, r, &websocket.AcceptOptions{OriginPatterns: a.cfg.AllowedOrigins})
+	ws, err := streaming.Accept(w, r, &websocket.AcceptOptions{OriginPatterns: a.cfg.AllowedOrigins})
 	if err != nil {
 		return nil // Accept has answered the client
 	}
-	if err := a.svc.Accept(r.Context(), p.scope(), id, conn); err != nil {
+	if err := a.svc.Accept(r.Context(), p.scope(), id, ws); err != nil {
 		code, msg := session.ErrorCode(err)
-		conn.Close(websocket.StatusPolicyViolation, code+": "+msg)
+		ws.Conn().Close(websocket.StatusPolicyViolation, code+": "+msg)
 	}
 	return nil
 }

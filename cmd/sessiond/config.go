@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"sessiond/objects"
+	"sessiond/session"
+	"sessiond/streaming"
 )
 
 // config is sessiond's settings, resolved from flags, then environment
@@ -27,6 +29,8 @@ type config struct {
 	DebugAddr   string // net/http/pprof listener; "" = none
 
 	OfflineTPS     float64            // words per second of the offline model; 0 = as fast as it can
+	FlushInterval  time.Duration      // least time between two writes to a WebSocket viewer
+	FlushBytes     int                // queued bytes that are written without waiting for FlushInterval
 	OpenAIBaseURL  string             // an OpenAI-compatible endpoint; "" = none
 	OpenAIKey      string             // its API key
 	OpenAIModel    string             // the upstream model name, also the model's name here
@@ -123,6 +127,26 @@ var settings = []setting{
 				return fmt.Errorf("%q: want a number from 0 to 1000000", v)
 			}
 			c.OfflineTPS = f
+			return nil
+		}},
+	{"flush-interval", "SESSIOND_FLUSH_INTERVAL", session.DefaultViewerOptions().FlushInterval.String(), "duration",
+		"least time between two writes to a WebSocket viewer: deltas arriving meanwhile go out together (0: each at once)",
+		func(c *config, v string) error {
+			d, err := time.ParseDuration(v)
+			if err != nil || d < 0 || d > time.Second {
+				return fmt.Errorf("%q: want a duration from 0 to 1s, such as 5ms", v)
+			}
+			c.FlushInterval = d
+			return nil
+		}},
+	{"flush-bytes", "SESSIOND_FLUSH_BYTES", strconv.Itoa(streaming.DefaultFlushBytes), "n",
+		"queued bytes for a WebSocket viewer that are written without waiting for --flush-interval",
+		func(c *config, v string) error {
+			n, err := strconv.Atoi(v)
+			if err != nil || n <= 0 || n > 32<<20 {
+				return fmt.Errorf("%q: want an integer from 1 to 33554432", v)
+			}
+			c.FlushBytes = n
 			return nil
 		}},
 	{"openai-base-url", "SESSIOND_OPENAI_BASE_URL", "", "url",

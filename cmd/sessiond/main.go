@@ -127,6 +127,8 @@ func serve(ctx context.Context, cfg config, getenv func(string) string, logger *
 	}
 	svc.Logger = logger
 	svc.Events = cfg.Events
+	svc.ViewerOptions.FlushInterval = cfg.FlushInterval
+	svc.ViewerOptions.FlushBytes = cfg.FlushBytes
 	if err := rt.Open(ctx); err != nil {
 		return fmt.Errorf("open runtime in %s: %w", cfg.Data, err)
 	}
