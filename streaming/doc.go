@@ -58,7 +58,9 @@
 // exchange for one writer wake-up (and, for SSE, one flush) per interval
 // instead of one per chunk for each viewer. FlushInterval 0 writes as soon
 // as the writer is free. The wire format does not change: one JSON object
-// per WebSocket message or SSE event.
+// per WebSocket message or SSE event. What is handed over together goes to
+// the socket in one write: an SSE flush, or, for a WebSocket from Accept,
+// the messages of one WriteFrame held and written at once.
 //
 // Slow viewers: when a viewer's queue would exceed MaxBuffered (1 MiB) it
 // is dropped: its queue is discarded, the write in progress gets

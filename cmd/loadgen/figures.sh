@@ -5,7 +5,7 @@
 #   bash cmd/loadgen/figures.sh [OUT]      (from the module root)
 #
 # It builds loadgen once; each workload spawns its own sessiond (-spawn).
-# About 8 minutes on 2 cores. Run it twice or more: the spread between runs
+# About 9 minutes on 2 cores. Run it twice or more: the spread between runs
 # is part of the result on a shared machine.
 set -euo pipefail
 
@@ -31,5 +31,6 @@ run ws-fanout ws-fanout -spawn -raw -viewers 100,1000 -rate 50 -tokens 400 -dura
 run gens gens -spawn -gens 1000 -offline-tps 50 -ramp 5s -duration 10s
 run gens-fake gens -spawn -gens 1000 -model fake -rate 50 -ramp 5s -duration 10s
 run gens-lean gens -spawn -client lean -gens 1000 -offline-tps 50 -ramp 5s -duration 10s
+run gens-40ms gens -spawn -server-args "--flush-interval 40ms" -gens 1000 -offline-tps 50 -ramp 5s -duration 10s
 run big big -spawn -raw -rest -durability normal,full -size 33554432 -reps 5 -duration 30s
 run idle idle -spawn -viewers 10000 -sessions 1000 -hibernate 5s
