@@ -84,13 +84,15 @@ func (s *WebSocket) WriteFrame(ctx context.Context, frames [][]byte) error {
 	for _, f := range frames {
 		if err := s.conn.Write(wctx, websocket.MessageText, f); err != nil {
 			if batch {
-				s.batch.release(false)
+				// What is held is whole frames, perhaps another
+				// goroutine's close frame: it still goes out.
+				s.batch.release()
 			}
 			return fmt.Errorf("write websocket message: %w", err)
 		}
 	}
 	if batch {
-		if err := s.batch.release(true); err != nil {
+		if err := s.batch.release(); err != nil {
 			return fmt.Errorf("write websocket messages: %w", err)
 		}
 	}
@@ -152,7 +154,8 @@ var heldBuffers = sync.Pool{New: func() any { b := make([]byte, 0, 16<<10); retu
 // release its writes collect in a buffer and release writes them at once.
 // Writes from other goroutines meanwhile (coder/websocket's pongs and close
 // frames) are held too, and keep their order; outside a batch, writes pass
-// straight through.
+// straight through. coder/websocket writes whole frames under its own lock
+// and a held write cannot fail, so what is held is always whole frames.
 type batchConn struct {
 	net.Conn
 	mu   sync.Mutex // serialises writes to the socket, the held ones with the others
@@ -165,16 +168,14 @@ func (c *batchConn) hold() {
 	c.mu.Unlock()
 }
 
-// release ends a batch: it writes what is held if write is true, and
-// drops it otherwise (the batch failed half way: its connection is broken
-// or about to be).
-func (c *batchConn) release(write bool) error {
+// release ends a batch: it writes what is held.
+func (c *batchConn) release() error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	b := c.held
 	c.held = nil
 	var err error
-	if write && len(*b) > 0 {
+	if len(*b) > 0 {
 		_, err = c.Conn.Write(*b)
 	}
 	*b = (*b)[:0]

@@ -18,8 +18,8 @@ func (w *writeLog) Write(p []byte) (int, error) {
 }
 
 // A batchConn passes writes straight through outside a batch, hands the
-// socket a whole batch in one write, drops a failed one, and writes what it
-// holds before a write that would overflow it, in order.
+// socket a whole batch in one write, and writes what it holds before a
+// write that would overflow it, in order.
 func TestBatchConnWrites(t *testing.T) {
 	log := &writeLog{}
 	c := &batchConn{Conn: log}
@@ -46,17 +46,10 @@ func TestBatchConnWrites(t *testing.T) {
 	write("d")
 	write("e")
 	expect() // held
-	if err := c.release(true); err != nil {
+	if err := c.release(); err != nil {
 		t.Fatal(err)
 	}
 	expect("cde")
-
-	c.hold()
-	write("lost")
-	if err := c.release(false); err != nil {
-		t.Fatal(err)
-	}
-	expect()
 	write("f")
 	expect("f")
 
@@ -65,7 +58,7 @@ func TestBatchConnWrites(t *testing.T) {
 	write("g")
 	write(big) // g and big do not fit together: both go now, g first
 	write("h")
-	if err := c.release(true); err != nil {
+	if err := c.release(); err != nil {
 		t.Fatal(err)
 	}
 	expect("g", big, "h") // to a socket, g and big are one writev(2)
@@ -76,7 +69,7 @@ func TestBatchConnEmptyBatch(t *testing.T) {
 	log := &writeLog{}
 	c := &batchConn{Conn: log}
 	c.hold()
-	if err := c.release(true); err != nil {
+	if err := c.release(); err != nil {
 		t.Fatal(err)
 	}
 	if len(log.writes) != 0 {

@@ -279,3 +279,43 @@ func TestWebSocketBatchedMessagesKeepOrder(t *testing.T) {
 		}
 	}
 }
+
+// A close from another goroutine while a batch is being written reaches
+// the client with its code, whether or not its frame was held.
+func TestWebSocketCloseDuringBatch(t *testing.T) {
+	const code = 4001
+	for i := range 20 {
+		ts := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			ws, err := streaming.Accept(w, r, nil)
+			if err != nil {
+				return
+			}
+			ctx := ws.Conn().CloseRead(context.Background())
+			frames := make([][]byte, 10)
+			for j := range frames {
+				frames[j] = []byte(fmt.Sprintf(`{"n":%d}`, j))
+			}
+			writing := make(chan struct{})
+			var wg sync.WaitGroup
+			wg.Go(func() {
+				for n := 0; ; n++ {
+					if n == 20 {
+						close(writing)
+					}
+					if ws.WriteFrame(ctx, frames) != nil {
+						return
+					}
+				}
+			})
+			<-writing
+			ws.Conn().Close(code, "bye")
+			wg.Wait()
+		}))
+		conn := dialWS(t, ts.URL)
+		_, got := readAll(t, conn)
+		ts.Close()
+		if got != code {
+			t.Fatalf("round %d: close status %v, want %d", i, got, code)
+		}
+	}
+}
