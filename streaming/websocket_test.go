@@ -179,7 +179,7 @@ func TestWebSocketBatchedMessagesKeepOrder(t *testing.T) {
 		}
 		return m
 	}
-	done := make(chan error, 2)
+	done := make(chan error, 3) // the direct writer's, the batches', Close's
 	pinged := make(chan struct{})
 	ts := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		ws, err := streaming.Accept(w, r, nil)
