@@ -248,7 +248,11 @@ func (a *api) stream(w http.ResponseWriter, r *http.Request, p Principal, id, gi
 	v := streaming.NewViewer(sink, &streaming.ViewerOptions{CloseOnFinal: true, FlushInterval: 0, Logger: a.log})
 	defer v.Close()
 	for _, t := range turns {
-		b, _ := jsonMarshal(map[string]any{"type": "turn", "turn": t})
+		b, err := session.TurnMessage(t)
+		if err != nil { // a stored turn always encodes; the stream goes on without it
+			a.log.Warn("web: encode turn message", "session", id, "turn", t.ID, "err", err)
+			continue
+		}
 		v.Send(b)
 	}
 	if err := a.svc.Follow(r.Context(), p.scope(), id, gid, after, v); err != nil {

@@ -187,6 +187,18 @@ func TestSSEPostAndResume(t *testing.T) {
 	if events[0].event != "turn" || events[len(events)-1].event != "done" || strings.TrimSpace(text.String()) != words(30) {
 		t.Fatalf("stream: first %s last %s text %q", events[0].event, events[len(events)-1].event, text.String())
 	}
+	var posted struct {
+		Type string
+		Turn struct {
+			ID      int64
+			Role    string
+			Content string
+		}
+	}
+	if err := json.Unmarshal([]byte(events[0].data), &posted); err != nil || posted.Type != "turn" ||
+		posted.Turn.ID == 0 || posted.Turn.Role != "user" || posted.Turn.Content != "/words 30" {
+		t.Fatalf("posted turn message %s (%v)", events[0].data, err)
+	}
 	// Resume after offset 10: deltas 11..30 and done (offset 31).
 	req, _ = http.NewRequest("GET", s.URL+"/v1/sessions/"+sess.ID+"/generations/"+gid+"/stream", nil)
 	req.Header.Set("Last-Event-ID", "10")
