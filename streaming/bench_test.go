@@ -381,20 +381,11 @@ func BenchmarkWebSocketWriteFrame(b *testing.B) {
 			sinks := make(chan *streaming.WebSocket, 1)
 			release := make(chan struct{})
 			ts := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-				opts := &websocket.AcceptOptions{CompressionMode: websocket.CompressionDisabled}
-				if batched {
-					ws, err := streaming.Accept(w, r, opts)
-					if err != nil {
-						return
-					}
-					sinks <- ws
-				} else {
-					conn, err := websocket.Accept(w, r, opts)
-					if err != nil {
-						return
-					}
-					sinks <- streaming.NewWebSocket(conn)
+				sink, err := acceptSink(w, r, batched, &websocket.AcceptOptions{CompressionMode: websocket.CompressionDisabled})
+				if err != nil {
+					return
 				}
+				sinks <- sink
 				<-release
 			}))
 			defer ts.Close()
@@ -405,19 +396,24 @@ func BenchmarkWebSocketWriteFrame(b *testing.B) {
 			}
 			defer c.CloseNow()
 			sink := <-sinks
-			read := make(chan int, 1)
-			go func() {
+			read := make(chan struct{}, 1)
+			var reader sync.WaitGroup
+			defer func() {
+				c.CloseNow() // ends the reader's Read
+				reader.Wait()
+			}()
+			reader.Go(func() {
 				n := 0
 				for {
 					if _, _, err := c.Read(context.Background()); err != nil {
 						return
 					}
 					if n++; n == perFrame {
-						read <- n
+						read <- struct{}{}
 						n = 0
 					}
 				}
-			}()
+			})
 			ctx := context.Background()
 			for b.Loop() {
 				if err := sink.WriteFrame(ctx, frames); err != nil {

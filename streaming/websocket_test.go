@@ -39,6 +39,20 @@ func wsServer(tb testing.TB, opts *streaming.ViewerOptions, attach func(*streami
 	return ts
 }
 
+// acceptSink accepts a WebSocket and returns its sink: batched, one from
+// streaming.Accept (a WriteFrame's messages in one write); otherwise one
+// from streaming.NewWebSocket (a write per message).
+func acceptSink(w http.ResponseWriter, r *http.Request, batched bool, opts *websocket.AcceptOptions) (*streaming.WebSocket, error) {
+	if batched {
+		return streaming.Accept(w, r, opts)
+	}
+	conn, err := websocket.Accept(w, r, opts)
+	if err != nil {
+		return nil, err
+	}
+	return streaming.NewWebSocket(conn), nil
+}
+
 func dialWS(tb testing.TB, url string) *websocket.Conn {
 	tb.Helper()
 	conn, _, err := websocket.Dial(context.Background(), "ws"+strings.TrimPrefix(url, "http"), nil)
@@ -120,19 +134,9 @@ func TestWebSocketWriteEndsWithContext(t *testing.T) {
 			errc := make(chan error, 2)
 			ctx, cancel := context.WithCancel(context.Background())
 			ts := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-				var sink *streaming.WebSocket
-				if batched {
-					ws, err := streaming.Accept(w, r, nil)
-					if err != nil {
-						return
-					}
-					sink = ws
-				} else {
-					conn, err := websocket.Accept(w, r, nil)
-					if err != nil {
-						return
-					}
-					sink = streaming.NewWebSocket(conn)
+				sink, err := acceptSink(w, r, batched, nil)
+				if err != nil {
+					return
 				}
 				frame := make([]byte, 1<<20)
 				var werr error
