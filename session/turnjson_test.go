@@ -6,13 +6,13 @@ import (
 	"time"
 )
 
-// TurnMessage splices content without re-encoding; the result must
+// TurnMessageJSON splices content without re-encoding; the result must
 // decode to the same turn as encoding/json's.
 func TestTurnMessageJSON(t *testing.T) {
 	p := int64(1)
 	for _, content := range []string{`"hello \"there\" é \u00e9"`, `[{"type":"text","text":"x"}]`, `""`} {
 		tr := Turn{ID: 2, ParentID: &p, Role: "user", Content: json.RawMessage(content), Status: "complete", CreatedAt: time.UnixMilli(5).UTC()}
-		got, err := TurnMessage(tr)
+		got, err := TurnMessageJSON(tr)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -248,7 +248,7 @@ func (a *api) stream(w http.ResponseWriter, r *http.Request, p Principal, id, gi
 	v := streaming.NewViewer(sink, &streaming.ViewerOptions{CloseOnFinal: true, FlushInterval: 0, Logger: a.log})
 	defer v.Close()
 	for _, t := range turns {
-		b, err := session.TurnMessage(t)
+		b, err := session.TurnMessageJSON(t)
 		if err != nil { // a stored turn always encodes; the stream goes on without it
 			a.log.Warn("web: encode turn message", "session", id, "turn", t.ID, "err", err)
 			continue
