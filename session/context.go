@@ -18,7 +18,7 @@ const contextReserve = 1024
 // first, after the system prompt, cut to budget tokens by dropping the
 // oldest turns. A tool result is never kept without the assistant turn
 // whose call it answers. Failed assistant turns with no output are skipped.
-func assembleContext(ctx context.Context, tx *objects.Tx, system string, leaf int64, budget int) ([]Message, error) {
+func (o *sessionObj) assembleContext(ctx context.Context, tx *objects.Tx, system string, leaf int64, budget int) ([]Message, error) {
 	if budget <= 0 {
 		budget = DefaultContextTokens
 	}
@@ -31,7 +31,7 @@ func assembleContext(ctx context.Context, tx *objects.Tx, system string, leaf in
 	id := leaf
 	const page = 64
 	for id > 0 && used < budget {
-		turns, err := branchTurns(ctx, tx, id, 0, page)
+		turns, err := o.branchTurns(ctx, tx, id, 0, page)
 		if err != nil {
 			return nil, err
 		}

@@ -15,9 +15,12 @@
 //
 // A generation belongs to its session, not to the request that started
 // it: a goroutine owned by the Service streams the model's deltas into the
-// session's hub (package streaming), saves the partial output every
-// PersistInterval, and commits the final turn before its done event leaves.
-// A new instance marks a generation a crash left running as interrupted.
+// session's hub (package streaming) and the node's journal of partial
+// output, which saves every running generation's new output in one commit
+// every PersistInterval, and commits the final turn before its done event
+// leaves. A new instance marks a generation a crash left running as
+// interrupted, with the output the journal saved; start-up wakes the
+// sessions the journal names so that none waits for a client to look.
 // While one runs, a new user turn queues, is refused or interrupts it, by
 // the session's busy policy.
 //

@@ -5,8 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"sync"
-	"sync/atomic"
 	"time"
 
 	"sessiond/objects"
@@ -43,7 +41,7 @@ func (o *sessionObj) startGeneration(ctx context.Context, tx *objects.Tx, m *met
 	if err != nil {
 		return nil, nil, nil, fmt.Errorf("%w: %v", ErrInvalid, err)
 	}
-	msgs, err := assembleContext(ctx, tx, m.System, parent, info.ContextTokens)
+	msgs, err := o.assembleContext(ctx, tx, m.System, parent, info.ContextTokens)
 	if err != nil {
 		return nil, nil, nil, fmt.Errorf("assemble context: %w", err)
 	}
@@ -88,20 +86,15 @@ func (o *sessionObj) startGeneration(ctx context.Context, tx *objects.Tx, m *met
 	return &Generation{ID: gid, Status: GenRunning, TurnID: t.ID}, run, launch, nil
 }
 
-// runGeneration streams the model's output into the generation's log,
-// persists it every PersistInterval, and commits the final turn.
+// runGeneration streams the model's output into the generation's log and
+// the node's journal (saved every PersistInterval), and commits the final
+// turn.
 func (svc *Service) runGeneration(ctx context.Context, stub *objects.Stub, run *genRun, model Model, req *ModelRequest, release func()) {
 	defer svc.wg.Done()
 	defer release()
 	defer run.cancel(nil)
 	var b ResultBuilder
-	lastSave := time.Now()
-	// Partial output is saved off the token path, one save at a time: a
-	// commit (an fsync, in full durability) must not hold up the stream.
-	var saving sync.WaitGroup
-	var inFlight atomic.Bool
-	var saved atomic.Int64 // bytes of the text the saves have persisted
-	defer saving.Wait()
+	saved := svc.journal.begin(run.session, run.turnID)
 	emit := func(d Delta) error {
 		if err := b.Add(d); err != nil {
 			return err
@@ -110,26 +103,14 @@ func (svc *Service) runGeneration(ctx context.Context, stub *objects.Stub, run *
 		if tc := d.ToolCall; tc != nil {
 			sd.ToolCall = &streaming.ToolCallDelta{Index: tc.Index, ID: tc.ID, Name: tc.Name, Arguments: tc.Arguments}
 		}
-		if _, err := run.log.Append(sd); err != nil {
+		ev, err := run.log.Append(sd)
+		if err != nil {
 			return fmt.Errorf("append to stream: %w", err)
 		}
-		if time.Since(lastSave) >= svc.PersistInterval && inFlight.CompareAndSwap(false, true) {
-			lastSave = time.Now()
-			res, offset := b.Result(), run.log.Last()
-			from := saved.Load() // stable: no save is in flight
-			saving.Add(1)
-			go func() {
-				defer saving.Done()
-				defer inFlight.Store(false)
-				if svc.persistPartial(stub, run, res.Text[from:], res.ToolCalls, offset) {
-					saved.Store(int64(len(res.Text)))
-				}
-			}()
-		}
+		saved.add(d, ev.Offset)
 		return nil
 	}
 	res, err := model.Stream(ctx, req, emit)
-	saving.Wait() // the final commit comes after the last partial one
 	if res == nil {
 		res = b.Result()
 	}
@@ -166,30 +147,6 @@ func (svc *Service) runGeneration(ctx context.Context, stub *objects.Stub, run *
 	}
 }
 
-// persistPartial commits the output so far; failures only delay it.
-func (svc *Service) persistPartial(stub *objects.Stub, run *genRun, text string, toolCalls []ToolCall, offset int64) bool {
-	var calls any
-	if len(toolCalls) > 0 {
-		b, _ := json.Marshal(toolCalls)
-		calls = string(b)
-	}
-	// Partial output is there for a crash of the process, which a commit
-	// without fsync survives; power loss costs at most the output since the
-	// last full commit. So it skips the fsync even in full durability: with
-	// one fsync per generation every 250 ms, a thousand generations would
-	// saturate the disk. A save appends the text since the last one (see
-	// the partials table), so its cost does not grow with the reply.
-	// One statement, committed by itself: no BEGIN/COMMIT round (a fifth
-	// of a save's cost).
-	_, err := stub.Exec(context.Background(), &objects.CallOptions{Durability: objects.DurabilityNormal},
-		`INSERT INTO partials (turn_id, upto, text, tool_calls) VALUES (?, ?, ?, ?)`, run.turnID, offset, text, calls)
-	if err != nil {
-		svc.logger().Warn("session: persist partial output", "session", run.session, "generation", run.id, "err", err)
-		return false
-	}
-	return true
-}
-
 type outcome struct {
 	result     *ModelResult
 	status     string // generation status
@@ -219,16 +176,15 @@ func (o *sessionObj) finishGeneration(ctx context.Context, tx *objects.Tx, run *
 		code, msg, now.UnixMilli(), run.turnID); err != nil {
 		return fmt.Errorf("save final turn: %w", err)
 	}
-	if _, err := tx.Exec(ctx, `DELETE FROM partials WHERE turn_id = ?`, run.turnID); err != nil {
-		return fmt.Errorf("drop partial output: %w", err)
-	}
+	// The turn holds its output: the journal's copy can go.
+	tx.OnCommit(func() { o.svc.journal.end(run.session, run.turnID) })
 	// The final event takes the offset after the last delta.
 	final := run.log.Last() + 1
 	if _, err := tx.Exec(ctx, `UPDATE generations SET status = ?, offset = ?, error_code = ?, error_message = ?, finished_at = ? WHERE id = ?`,
 		out.status, final, code, msg, now.UnixMilli(), run.id); err != nil {
 		return fmt.Errorf("save generation: %w", err)
 	}
-	turn, err := getTurn(ctx, tx, run.turnID)
+	turn, err := o.getTurn(ctx, tx, run.turnID)
 	if err != nil {
 		return err
 	}

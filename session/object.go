@@ -44,7 +44,7 @@ func (svc *Service) newSession(ctx context.Context, h *objects.Handle, tx *objec
 		return nil, err
 	}
 	if n > 0 {
-		if err := interruptStreaming(ctx, tx, time.Now().UnixMilli()); err != nil {
+		if err := o.interruptStreaming(ctx, tx, time.Now().UnixMilli()); err != nil {
 			return nil, err
 		}
 	}
@@ -54,7 +54,7 @@ func (svc *Service) newSession(ctx context.Context, h *objects.Handle, tx *objec
 // interruptStreaming ends what a crash left running: each streaming turn
 // gets the output its generation saved and status interrupted; running and
 // queued generations become interrupted at the offset of that output.
-func interruptStreaming(ctx context.Context, tx *objects.Tx, now int64) error {
+func (o *sessionObj) interruptStreaming(ctx context.Context, tx *objects.Tx, now int64) error {
 	rows, err := tx.Query(ctx, `SELECT id FROM turns WHERE status = 'streaming'`)
 	if err != nil {
 		return err
@@ -73,10 +73,11 @@ func interruptStreaming(ctx context.Context, tx *objects.Tx, now int64) error {
 		return err
 	}
 	for _, id := range ids {
-		p, err := readPartial(ctx, tx, id)
+		p, err := o.savedPartial(ctx, tx, id)
 		if err != nil {
 			return err
 		}
+		tx.OnCommit(func() { o.svc.journal.end(o.m.ID, id) })
 		content, _ := json.Marshal(p.text)
 		var calls any
 		if p.toolCalls != "" {
@@ -232,7 +233,7 @@ func (o *sessionObj) post(ctx context.Context, tx *objects.Tx, req *PostRequest)
 	}
 	parent := m.Head
 	if req.Parent != 0 {
-		if _, err := getTurn(ctx, tx, req.Parent); err != nil {
+		if _, err := o.getTurn(ctx, tx, req.Parent); err != nil {
 			return nil, fmt.Errorf("%w: parent turn %d does not exist", ErrInvalid, req.Parent)
 		}
 		if req.Parent != m.Head {
@@ -348,7 +349,7 @@ func (o *sessionObj) replay(ctx context.Context, tx *objects.Tx, key, hash strin
 	}
 	res := &PostResult{Turns: []Turn{}}
 	for _, id := range ids {
-		t, err := getTurn(ctx, tx, id)
+		t, err := o.getTurn(ctx, tx, id)
 		if err != nil {
 			return nil, true, err
 		}
@@ -408,17 +409,17 @@ func (o *sessionObj) turns(ctx context.Context, tx *objects.Tx, q TurnQuery) ([]
 	var err error
 	switch {
 	case !o.m.Branched && q.After != nil:
-		out, err = queryTurns(ctx, tx, `SELECT `+turnColumns+` FROM turns WHERE id > ? AND id <= ? ORDER BY id LIMIT ?`, *q.After, leaf, limit+1)
+		out, err = o.queryTurns(ctx, tx, `SELECT `+turnColumns+` FROM turns WHERE id > ? AND id <= ? ORDER BY id LIMIT ?`, *q.After, leaf, limit+1)
 	case !o.m.Branched:
 		before := leaf + 1
 		if q.Before != nil && *q.Before < before {
 			before = *q.Before
 		}
-		out, err = queryTurns(ctx, tx, `SELECT `+turnColumns+` FROM turns WHERE id < ? ORDER BY id DESC LIMIT ?`, before, limit+1)
+		out, err = o.queryTurns(ctx, tx, `SELECT `+turnColumns+` FROM turns WHERE id < ? ORDER BY id DESC LIMIT ?`, before, limit+1)
 	case q.After != nil:
 		// A branched session: walk the whole branch (cost grows with its depth).
 		var all []Turn
-		all, err = branchTurns(ctx, tx, leaf, 0, 1<<30)
+		all, err = o.branchTurns(ctx, tx, leaf, 0, 1<<30)
 		for i := len(all) - 1; i >= 0 && err == nil; i-- {
 			if all[i].ID > *q.After {
 				out = append(out, all[i])
@@ -432,7 +433,7 @@ func (o *sessionObj) turns(ctx context.Context, tx *objects.Tx, q TurnQuery) ([]
 		if q.Before != nil {
 			before = *q.Before
 		}
-		out, err = branchTurns(ctx, tx, leaf, before, limit+1)
+		out, err = o.branchTurns(ctx, tx, leaf, before, limit+1)
 	}
 	if err != nil {
 		return nil, false, err

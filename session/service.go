@@ -49,7 +49,8 @@ type Service struct {
 	MaxTurnBytes int
 	// MaxTurnsPerRequest bounds one post. Default DefaultMaxTurnsPerRequest.
 	MaxTurnsPerRequest int
-	// PersistInterval is how often partial output is committed.
+	// PersistInterval is how often the partial output of running
+	// generations is committed (all of them at once, see journal).
 	// Default DefaultPersistInterval.
 	PersistInterval time.Duration
 	// ViewerOptions configures WebSocket viewers. Default
@@ -64,6 +65,8 @@ type Service struct {
 	rt       *objects.Runtime
 	sessions *objects.Namespace
 	dirs     *objects.Namespace
+	partials *objects.Namespace
+	journal  *journal
 
 	ctx    context.Context
 	cancel context.CancelCauseFunc
@@ -110,24 +113,36 @@ func NewService(rt *objects.Runtime, models *Registry) (*Service, error) {
 	if svc.dirs, err = rt.Register(NamespaceDirectories, objects.Class{Migrations: directorySchema, New: newDirectory}); err != nil {
 		return nil, err
 	}
+	if svc.partials, err = rt.Register(NamespacePartials, objects.Class{Migrations: journalSchema, New: newJournalObject}); err != nil {
+		return nil, err
+	}
+	svc.journal = newJournal(svc)
 	svc.ctx, svc.cancel = context.WithCancelCause(context.Background())
 	return svc, nil
 }
 
 // Start starts the service's background work (directory updates, hub
-// clean-up). Call it once, after the runtime is open.
+// clean-up, the partial output journal and its recovery after a crash).
+// Call it once, after the runtime is open.
 func (svc *Service) Start() {
-	svc.wg.Add(2)
+	svc.wg.Add(3)
 	go svc.runDirectory(svc.ctx)
 	go svc.runHubJanitor(svc.ctx)
+	go func() {
+		defer svc.wg.Done()
+		svc.journal.recoverPartials(svc.ctx)
+	}()
+	svc.journal.start(svc.PersistInterval)
 }
 
 // Close stops running generations (each commits its output so far, marked
-// interrupted), waits for them and for pending directory updates, and
-// closes every viewer. Call it before closing the runtime.
+// interrupted), waits for them and for pending directory updates, writes
+// the journal's last round, and closes every viewer. Call it before
+// closing the runtime.
 func (svc *Service) Close() error {
 	svc.cancel(errShutdown)
 	svc.wg.Wait()
+	svc.journal.close()
 	svc.hubMu.Lock()
 	defer svc.hubMu.Unlock()
 	for id, e := range svc.hubs {
@@ -630,10 +645,10 @@ func (svc *Service) Fork(ctx context.Context, owner, id string, turnID int64) (*
 		turns []Turn
 	}
 	s, err := do(ctx, svc, owner, id, func(ctx context.Context, o *sessionObj, tx *objects.Tx) (src, error) {
-		if _, err := getTurn(ctx, tx, turnID); err != nil {
+		if _, err := o.getTurn(ctx, tx, turnID); err != nil {
 			return src{}, fmt.Errorf("%w: turn %d does not exist", ErrInvalid, turnID)
 		}
-		turns, err := branchTurns(ctx, tx, turnID, 0, 1<<30)
+		turns, err := o.branchTurns(ctx, tx, turnID, 0, 1<<30)
 		return src{*o.m, turns}, err
 	})
 	if err != nil {
@@ -714,7 +729,7 @@ func (svc *Service) Export(ctx context.Context, owner, id string, w io.Writer) e
 		if err != nil {
 			return all{}, err
 		}
-		turns, err := queryTurns(ctx, tx, `SELECT `+turnColumns+` FROM turns ORDER BY id`)
+		turns, err := o.queryTurns(ctx, tx, `SELECT `+turnColumns+` FROM turns ORDER BY id`)
 		return all{s, turns}, err
 	})
 	if err != nil {

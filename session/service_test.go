@@ -574,8 +574,9 @@ func TestConcurrentPostsOneSession(t *testing.T) {
 }
 
 // While a generation streams, its turn shows the output saved so far, a
-// prefix of the final text that only grows; saves append pieces, and the
-// finished turn holds the whole text with no pieces left behind.
+// prefix of the final text that only grows; saves append pieces to the
+// node's journal, not to the session's database, and the journal forgets
+// the turn once it is committed.
 func TestPartialOutputAppendsAndClears(t *testing.T) {
 	ctx := context.Background()
 	e := newEnv(t, "", 400, nil)
@@ -585,6 +586,7 @@ func TestPartialOutputAppendsAndClears(t *testing.T) {
 		t.Fatal(err)
 	}
 	var seen []string
+	maxPieces := 0
 	for {
 		a := lastTurns(t, e, "local", s.ID, 1)[0]
 		if a.Status != session.TurnStreaming {
@@ -593,6 +595,7 @@ func TestPartialOutputAppendsAndClears(t *testing.T) {
 		if cur := text(t, a); len(seen) == 0 || cur != seen[len(seen)-1] {
 			seen = append(seen, cur)
 		}
+		maxPieces = max(maxPieces, journalRows(t, e, s.ID))
 		time.Sleep(15 * time.Millisecond)
 	}
 	g := waitGen(t, e, "local", s.ID, res.Generation.ID)
@@ -600,22 +603,16 @@ func TestPartialOutputAppendsAndClears(t *testing.T) {
 	if g.Status != session.GenDone || !strings.HasPrefix(final, "1 2 3 ") {
 		t.Fatalf("generation %s, final text %.40q", g.Status, final)
 	}
-	if len(seen) < 3 {
-		t.Fatalf("saw %d distinct partial texts while streaming, want several", len(seen))
+	if len(seen) < 3 || maxPieces < 3 {
+		t.Fatalf("saw %d distinct partial texts and at most %d journal pieces while streaming, want several", len(seen), maxPieces)
 	}
 	for i, p := range seen {
 		if !strings.HasPrefix(final, p) || (i > 0 && len(p) < len(seen[i-1])) {
 			t.Fatalf("partial %d %.60q is not a growing prefix of the final text", i, p)
 		}
 	}
-	ns, err := e.rt.Namespace(session.NamespaceSessions)
-	if err != nil {
-		t.Fatal(err)
-	}
-	stub, err := ns.Get(s.ID)
-	if err != nil {
-		t.Fatal(err)
-	}
+	checkFor(t, "the journal forgets the committed turn", func() bool { return journalRows(t, e, s.ID) == 0 })
+	stub := objectStub(t, e, session.NamespaceSessions, s.ID)
 	var pieces int
 	if _, err := stub.Call(ctx, func(ctx context.Context, obj any, tx *objects.Tx) (any, error) {
 		return nil, tx.QueryRow(ctx, `SELECT count(*) FROM partials`).Scan(&pieces)
@@ -623,8 +620,83 @@ func TestPartialOutputAppendsAndClears(t *testing.T) {
 		t.Fatal(err)
 	}
 	if pieces != 0 {
-		t.Fatalf("%d partial pieces left after the generation ended", pieces)
+		t.Fatalf("%d partial pieces in the session's own database", pieces)
 	}
+}
+
+// After a crash, start-up wakes the sessions the journal names, without a
+// client asking: the streaming turn is interrupted with the journal's text,
+// and the journal keeps nothing of the turns it held, whether they were
+// cut short or already committed (a crash before the journal forgot them).
+func TestRestartRecoversFromJournal(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	e := newEnv(t, dir, 200, nil)
+	s, _ := e.svc.Create(ctx, "local", session.CreateRequest{})
+	res, err := e.svc.Post(ctx, "local", s.ID, session.PostRequest{Turns: []session.NewTurn{user("/words 100000")}, Generate: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	done, _ := e.svc.Create(ctx, "local", session.CreateRequest{})
+	dres, err := e.svc.Post(ctx, "local", done.ID, session.PostRequest{Turns: []session.NewTurn{user("/words 3")}, Generate: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitGen(t, e, "local", done.ID, dres.Generation.ID)
+	doneTurn := lastTurns(t, e, "local", done.ID, 1)[0]
+	checkFor(t, "partial output saved", func() bool { return len(text(t, lastTurns(t, e, "local", s.ID, 1)[0])) > 10 })
+	// A committed turn whose rows a crash kept: recovery must drop them
+	// and leave the turn as it is.
+	if _, err := objectStub(t, e, session.NamespacePartials, session.JournalName).Exec(ctx, nil,
+		`INSERT INTO partial (session, turn_id, upto, text) VALUES (?, ?, 1, 'stale')`, done.ID, doneTurn.ID); err != nil {
+		t.Fatal(err)
+	}
+	e.rt.Close() // the service cannot commit the end: like a crash
+	e.svc.Close()
+
+	e2 := newEnv(t, dir, 0, nil)
+	checkFor(t, "start-up empties the journal, no client asking", func() bool {
+		return journalRows(t, e2, s.ID) == 0 && journalRows(t, e2, done.ID) == 0
+	})
+	// Start-up deletes a session's rows only once it woke, after the wake
+	// read them: the turn below got its text before anything asked for it.
+	g, err := e2.svc.Generation(ctx, "local", s.ID, res.Generation.ID)
+	if err != nil || g.Status != session.GenInterrupted || g.Offset < 2 {
+		t.Fatalf("after restart %+v %v", g, err)
+	}
+	a := lastTurns(t, e2, "local", s.ID, 1)[0]
+	if a.Status != session.TurnInterrupted || !strings.HasPrefix(text(t, a), "1 2 3 ") {
+		t.Fatalf("turn %s %q", a.Status, text(t, a))
+	}
+	if b := lastTurns(t, e2, "local", done.ID, 1)[0]; b.Status != session.TurnComplete || text(t, b) != text(t, doneTurn) {
+		t.Fatalf("the committed turn changed: %s %q, was %q", b.Status, text(t, b), text(t, doneTurn))
+	}
+}
+
+// journalRows counts the journal's rows for a session.
+func journalRows(t *testing.T, e *env, id string) int {
+	t.Helper()
+	var n int
+	if _, err := objectStub(t, e, session.NamespacePartials, session.JournalName).Call(context.Background(),
+		func(ctx context.Context, obj any, tx *objects.Tx) (any, error) {
+			return nil, tx.QueryRow(ctx, `SELECT count(*) FROM partial WHERE session = ?`, id).Scan(&n)
+		}); err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+func objectStub(t *testing.T, e *env, namespace, name string) *objects.Stub {
+	t.Helper()
+	ns, err := e.rt.Namespace(namespace)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stub, err := ns.Get(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return stub
 }
 
 // A session's head and updated_at come back the same after a restart,

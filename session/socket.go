@@ -218,7 +218,7 @@ func (o *sessionObj) hello(ctx context.Context, tx *objects.Tx, sv *socketViewer
 	}
 	var final [][]byte
 	if finished != nil && finished.Finished() {
-		t, err := getTurn(ctx, tx, finished.TurnID)
+		t, err := o.getTurn(ctx, tx, finished.TurnID)
 		if err != nil {
 			return err
 		}
@@ -311,7 +311,7 @@ func (svc *Service) Follow(ctx context.Context, owner, id, gid string, after int
 			return fmt.Errorf("generation %s: %w", gid, ErrNotFound)
 		}
 		t, err := do(ctx, svc, owner, id, func(ctx context.Context, o *sessionObj, tx *objects.Tx) (Turn, error) {
-			return getTurn(ctx, tx, g.TurnID)
+			return o.getTurn(ctx, tx, g.TurnID)
 		})
 		if err != nil {
 			return err

@@ -130,13 +130,13 @@ func nullString(s sql.NullString) *string {
 	return &v
 }
 
-func getTurn(ctx context.Context, tx *objects.Tx, id int64) (Turn, error) {
+func (o *sessionObj) getTurn(ctx context.Context, tx *objects.Tx, id int64) (Turn, error) {
 	t, err := scanTurn(tx.QueryRow(ctx, `SELECT `+turnColumns+` FROM turns WHERE id = ?`, id))
 	if errors.Is(err, sql.ErrNoRows) {
 		return t, fmt.Errorf("turn %d: %w", id, ErrNotFound)
 	}
 	if err == nil && t.Status == TurnStreaming {
-		err = fillPartial(ctx, tx, &t)
+		err = o.fillPartial(ctx, tx, &t)
 	}
 	return t, err
 }
@@ -148,34 +148,32 @@ type partial struct {
 	upto      int64  // stream offset after the last piece; 0 when none
 }
 
-// readPartial joins the saved pieces of a streaming turn's output.
+// savedPartial returns the output saved so far of a streaming turn: from
+// the node's journal, or from the session's partials table for a turn an
+// older build was generating.
+func (o *sessionObj) savedPartial(ctx context.Context, tx *objects.Tx, turnID int64) (partial, error) {
+	p, err := readPartial(ctx, tx, turnID)
+	if err != nil || p.upto > 0 {
+		return p, err
+	}
+	return o.svc.journal.read(ctx, o.m.ID, turnID)
+}
+
+// readPartial joins the saved pieces of a streaming turn's output from the
+// session's own partials table, where builds before the node journal saved
+// them (see journal).
 func readPartial(ctx context.Context, tx *objects.Tx, turnID int64) (partial, error) {
-	var p partial
 	rows, err := tx.Query(ctx, `SELECT upto, text, tool_calls FROM partials WHERE turn_id = ? ORDER BY upto`, turnID)
 	if err != nil {
-		return p, fmt.Errorf("read partial output of turn %d: %w", turnID, err)
+		return partial{}, fmt.Errorf("read partial output of turn %d: %w", turnID, err)
 	}
-	defer rows.Close()
-	var b strings.Builder
-	for rows.Next() {
-		var text string
-		var calls sql.NullString
-		if err := rows.Scan(&p.upto, &text, &calls); err != nil {
-			return p, err
-		}
-		b.WriteString(text)
-		if calls.Valid {
-			p.toolCalls = calls.String
-		}
-	}
-	p.text = b.String()
-	return p, rows.Err()
+	return joinPieces(rows)
 }
 
 // fillPartial gives a streaming turn the output saved so far (its row holds
 // none until the generation ends).
-func fillPartial(ctx context.Context, tx *objects.Tx, t *Turn) error {
-	p, err := readPartial(ctx, tx, t.ID)
+func (o *sessionObj) fillPartial(ctx context.Context, tx *objects.Tx, t *Turn) error {
+	p, err := o.savedPartial(ctx, tx, t.ID)
 	if err != nil || p.upto == 0 {
 		return err
 	}
@@ -192,7 +190,7 @@ func fillPartial(ctx context.Context, tx *objects.Tx, t *Turn) error {
 	return nil
 }
 
-func queryTurns(ctx context.Context, tx *objects.Tx, q string, args ...any) ([]Turn, error) {
+func (o *sessionObj) queryTurns(ctx context.Context, tx *objects.Tx, q string, args ...any) ([]Turn, error) {
 	rows, err := tx.Query(ctx, q, args...)
 	if err != nil {
 		return nil, fmt.Errorf("read turns: %w", err)
@@ -212,7 +210,7 @@ func queryTurns(ctx context.Context, tx *objects.Tx, q string, args ...any) ([]T
 	rows.Close()
 	for i := range out {
 		if out[i].Status == TurnStreaming {
-			if err := fillPartial(ctx, tx, &out[i]); err != nil {
+			if err := o.fillPartial(ctx, tx, &out[i]); err != nil {
 				return nil, err
 			}
 		}
@@ -270,7 +268,7 @@ func ptrOr[T any](p *T) any {
 // branchTurns returns up to limit turns of the branch ending at leaf,
 // newest first, with ids below before (0: no bound). It walks parent links,
 // so its cost grows with limit, not with the session's length.
-func branchTurns(ctx context.Context, tx *objects.Tx, leaf, before int64, limit int) ([]Turn, error) {
+func (o *sessionObj) branchTurns(ctx context.Context, tx *objects.Tx, leaf, before int64, limit int) ([]Turn, error) {
 	start := leaf
 	if before > 0 {
 		// The newest turn of the branch below before: walk from the leaf.
@@ -291,7 +289,7 @@ func branchTurns(ctx context.Context, tx *objects.Tx, leaf, before int64, limit 
 			return nil, nil
 		}
 	}
-	return queryTurns(ctx, tx, `WITH RECURSIVE chain(id, n) AS (
+	return o.queryTurns(ctx, tx, `WITH RECURSIVE chain(id, n) AS (
 			SELECT ?, 1
 			UNION ALL
 			SELECT t.parent_id, c.n + 1 FROM turns t JOIN chain c ON t.id = c.id

@@ -1,0 +1,337 @@
+package session
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"fmt"
+	"strings"
+	"sync"
+	"time"
+
+	"sessiond/objects"
+)
+
+// NamespacePartials holds the node's journal of partial output: one object,
+// JournalName, with the output of every running generation of the node.
+const NamespacePartials = "partials"
+
+// JournalName names the journal object. A node has one; a cluster will
+// name each node's after the node.
+const JournalName = "node"
+
+// journalSchema is the journal's schema. A row is a piece of a streaming
+// turn's output: the text since the previous piece, in id order.
+var journalSchema = []string{
+	`CREATE TABLE partial (
+		id         INTEGER PRIMARY KEY,
+		session    TEXT NOT NULL,
+		turn_id    INTEGER NOT NULL,
+		upto       INTEGER NOT NULL, -- the generation's stream offset after this piece
+		text       TEXT NOT NULL,    -- text produced since the previous piece
+		tool_calls TEXT              -- every tool call so far (JSON), when they changed
+	);
+	CREATE INDEX partial_turn ON partial (session, turn_id);`,
+}
+
+// journal saves the output of running generations for a crash. Each
+// generation hands it every delta (in memory, no I/O); every
+// PersistInterval one goroutine writes what came since the last round,
+// for all of the node's generations, in one commit of the journal object.
+// A thousand streams thus cost four commits a second rather than one per
+// stream every PersistInterval (saved in each session's own database, that
+// was 4,000 commits a second and a sixth of their CPU).
+//
+// A generation's rows are deleted in the round after its turn is
+// committed (end). After a crash, a session reads its streaming turn's
+// output from the journal when it wakes (interruptStreaming), and start-up
+// wakes every session the journal names (recoverPartials), so nothing waits
+// for a client to look, and rows of turns that were committed but not yet
+// forgotten are dropped.
+type journal struct {
+	svc *Service
+
+	mu   sync.Mutex
+	live map[turnKey]*journalEntry // running generations
+	gone map[turnKey]struct{}      // ended: delete their rows in the next round
+
+	stop      chan struct{}
+	done      chan struct{}
+	started   bool
+	closeOnce sync.Once
+}
+
+type turnKey struct {
+	session string
+	turn    int64
+}
+
+// journalEntry is one running generation's output not yet written.
+type journalEntry struct {
+	mu           sync.Mutex
+	text         []byte        // since the last round
+	calls        ResultBuilder // every tool call so far (its text stays empty)
+	callsChanged bool
+	upto         int64 // offset of the last delta added
+	changed      bool
+}
+
+// add records a delta with stream offset upto. The generation's own
+// builder has accepted d, so its tool call part is in order.
+func (e *journalEntry) add(d Delta, upto int64) {
+	e.mu.Lock()
+	e.text = append(e.text, d.Text...)
+	if d.ToolCall != nil {
+		e.calls.Add(Delta{ToolCall: d.ToolCall})
+		e.callsChanged = true
+	}
+	e.upto, e.changed = upto, true
+	e.mu.Unlock()
+}
+
+// piece is a row about to be written.
+type piece struct {
+	key   turnKey
+	text  []byte
+	calls any // JSON text or nil
+	upto  int64
+}
+
+// newJournalObject builds the journal object's instance: it has no state
+// in memory, every call works on its database.
+func newJournalObject(context.Context, *objects.Handle, *objects.Tx) (any, error) {
+	return struct{}{}, nil
+}
+
+func newJournal(svc *Service) *journal {
+	return &journal{svc: svc, live: make(map[turnKey]*journalEntry), gone: make(map[turnKey]struct{}),
+		stop: make(chan struct{}), done: make(chan struct{})}
+}
+
+// begin registers a generation's streaming turn and returns its entry.
+func (j *journal) begin(session string, turn int64) *journalEntry {
+	e := new(journalEntry)
+	j.mu.Lock()
+	j.live[turnKey{session, turn}] = e
+	j.mu.Unlock()
+	return e
+}
+
+// end forgets a turn whose output is committed: whatever the generation
+// added since the last round is dropped, and its rows are deleted in the
+// next round.
+func (j *journal) end(session string, turn int64) {
+	j.mu.Lock()
+	delete(j.live, turnKey{session, turn})
+	j.gone[turnKey{session, turn}] = struct{}{}
+	j.mu.Unlock()
+}
+
+func (j *journal) stub() (*objects.Stub, error) {
+	return j.svc.partials.Get(JournalName)
+}
+
+// start starts writing a round every interval until close.
+func (j *journal) start(interval time.Duration) {
+	j.started = true
+	go j.run(interval)
+}
+
+// run writes a round every interval until close, then a last one.
+func (j *journal) run(interval time.Duration) {
+	defer close(j.done)
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-j.stop:
+			j.flush()
+			return
+		case <-t.C:
+			j.flush()
+		}
+	}
+}
+
+// close ends run after its last round, if start started it. Later calls
+// do nothing.
+func (j *journal) close() {
+	if !j.started {
+		return
+	}
+	j.closeOnce.Do(func() { close(j.stop) })
+	<-j.done
+}
+
+// flush writes one round: new pieces of running generations and the
+// deletion of ended ones, in one commit. A failed round is retried with
+// the next: its pieces go back in front of what came since.
+func (j *journal) flush() {
+	j.mu.Lock()
+	var pieces []piece
+	for k, e := range j.live {
+		e.mu.Lock()
+		if e.changed {
+			p := piece{key: k, text: e.text, upto: e.upto}
+			if e.callsChanged {
+				b, _ := json.Marshal(e.calls.Result().ToolCalls)
+				p.calls = string(b)
+			}
+			pieces = append(pieces, p)
+			e.text, e.changed, e.callsChanged = nil, false, false
+		}
+		e.mu.Unlock()
+	}
+	var gone map[turnKey]struct{}
+	if len(j.gone) > 0 {
+		gone, j.gone = j.gone, make(map[turnKey]struct{})
+	}
+	j.mu.Unlock()
+	if len(pieces) == 0 && len(gone) == 0 {
+		return
+	}
+	err := j.write(pieces, gone)
+	if err == nil {
+		return
+	}
+	j.svc.logger().Warn("session: persist partial output, will retry", "generations", len(pieces), "err", err)
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	for k := range gone {
+		j.gone[k] = struct{}{}
+	}
+	for _, p := range pieces {
+		e := j.live[p.key]
+		if e == nil {
+			continue // ended meanwhile: its output is committed
+		}
+		e.mu.Lock()
+		e.text = append(p.text, e.text...)
+		e.callsChanged = e.callsChanged || p.calls != nil
+		e.changed = true
+		e.mu.Unlock()
+	}
+}
+
+// write commits one round. Partial output is there for a crash of the
+// process, which a commit without fsync survives: it skips the fsync even
+// in full durability (power loss costs at most the output since the last
+// commit of the turn itself).
+func (j *journal) write(pieces []piece, gone map[turnKey]struct{}) error {
+	stub, err := j.stub()
+	if err != nil {
+		return err
+	}
+	_, err = stub.CallWith(context.Background(), &objects.CallOptions{Durability: objects.DurabilityNormal},
+		func(ctx context.Context, _ any, tx *objects.Tx) (any, error) {
+			for _, p := range pieces {
+				if _, err := tx.Exec(ctx, `INSERT INTO partial (session, turn_id, upto, text, tool_calls) VALUES (?, ?, ?, ?, ?)`,
+					p.key.session, p.key.turn, p.upto, p.text, p.calls); err != nil {
+					return nil, err
+				}
+			}
+			for k := range gone {
+				if _, err := tx.Exec(ctx, `DELETE FROM partial WHERE session = ? AND turn_id = ?`, k.session, k.turn); err != nil {
+					return nil, err
+				}
+			}
+			return nil, nil
+		})
+	return err
+}
+
+// read joins the pieces of a streaming turn's output written so far.
+func (j *journal) read(ctx context.Context, session string, turn int64) (partial, error) {
+	var p partial
+	stub, err := j.stub()
+	if err != nil {
+		return p, err
+	}
+	_, err = stub.Call(ctx, func(ctx context.Context, _ any, tx *objects.Tx) (any, error) {
+		rows, err := tx.Query(ctx, `SELECT upto, text, tool_calls FROM partial WHERE session = ? AND turn_id = ? ORDER BY id`, session, turn)
+		if err != nil {
+			return nil, err
+		}
+		p, err = joinPieces(rows)
+		return nil, err
+	})
+	if err != nil {
+		return p, fmt.Errorf("read partial output of turn %d: %w", turn, err)
+	}
+	return p, nil
+}
+
+// joinPieces reads rows of (upto, text, tool_calls) in order and closes
+// them: the text is the concatenation, the tool calls the last ones given.
+func joinPieces(rows *objects.Rows) (partial, error) {
+	defer rows.Close()
+	var p partial
+	var b strings.Builder
+	for rows.Next() {
+		var text string
+		var calls sql.NullString
+		if err := rows.Scan(&p.upto, &text, &calls); err != nil {
+			return p, err
+		}
+		b.WriteString(text)
+		if calls.Valid {
+			p.toolCalls = calls.String
+		}
+	}
+	p.text = b.String()
+	return p, rows.Err()
+}
+
+// recoverPartials wakes every session the journal names, which ends what
+// a crash left streaming (newSession), then drops the rows it had at
+// start-up: those of turns that were committed just before the crash, and
+// of sessions since deleted. A session that cannot be woken keeps its rows
+// for the next start.
+func (j *journal) recoverPartials(ctx context.Context) {
+	stub, err := j.stub()
+	if err != nil {
+		return
+	}
+	var sessions []string
+	var last int64
+	if _, err := stub.Call(ctx, func(ctx context.Context, _ any, tx *objects.Tx) (any, error) {
+		if err := tx.QueryRow(ctx, `SELECT coalesce(max(id), 0) FROM partial`).Scan(&last); err != nil {
+			return nil, err
+		}
+		rows, err := tx.Query(ctx, `SELECT DISTINCT session FROM partial WHERE id <= ?`, last)
+		if err != nil {
+			return nil, err
+		}
+		defer rows.Close()
+		for rows.Next() {
+			var s string
+			if err := rows.Scan(&s); err != nil {
+				return nil, err
+			}
+			sessions = append(sessions, s)
+		}
+		return nil, rows.Err()
+	}); err != nil {
+		j.svc.logger().Warn("session: read the partial output journal", "err", err)
+		return
+	}
+	for _, id := range sessions {
+		if ctx.Err() != nil {
+			return
+		}
+		exists, err := j.svc.sessions.Exists(ctx, id)
+		if err == nil && exists {
+			var s *objects.Stub
+			if s, err = j.svc.sessions.Get(id); err == nil {
+				_, err = s.Call(ctx, func(context.Context, any, *objects.Tx) (any, error) { return nil, nil })
+			}
+		}
+		if err == nil {
+			_, err = stub.Exec(ctx, &objects.CallOptions{Durability: objects.DurabilityNormal},
+				`DELETE FROM partial WHERE session = ? AND id <= ?`, id, last)
+		}
+		if err != nil {
+			j.svc.logger().Warn("session: recover partial output", "session", id, "err", err)
+		}
+	}
+}
