@@ -224,14 +224,16 @@ func (j *journal) write(pieces []piece, gone map[turnKey]struct{}) error {
 	}
 	_, err = stub.CallWith(context.Background(), &objects.CallOptions{Durability: objects.DurabilityNormal},
 		func(ctx context.Context, _ any, tx *objects.Tx) (any, error) {
-			for _, p := range pieces {
-				if _, err := tx.Exec(ctx, `INSERT INTO partial (session, turn_id, upto, text, tool_calls) VALUES (?, ?, ?, ?, ?)`,
-					p.key.session, p.key.turn, p.upto, p.text, p.calls); err != nil {
+			// Deletions first: a session deleted and made again under its
+			// id may number a new turn as an ended one.
+			for k := range gone {
+				if _, err := tx.Exec(ctx, `DELETE FROM partial WHERE session = ? AND turn_id = ?`, k.session, k.turn); err != nil {
 					return nil, err
 				}
 			}
-			for k := range gone {
-				if _, err := tx.Exec(ctx, `DELETE FROM partial WHERE session = ? AND turn_id = ?`, k.session, k.turn); err != nil {
+			for _, p := range pieces {
+				if _, err := tx.Exec(ctx, `INSERT INTO partial (session, turn_id, upto, text, tool_calls) VALUES (?, ?, ?, ?, ?)`,
+					p.key.session, p.key.turn, p.upto, p.text, p.calls); err != nil {
 					return nil, err
 				}
 			}
