@@ -3,6 +3,7 @@ package streaming
 import (
 	"bufio"
 	"context"
+	"encoding/binary"
 	"fmt"
 	"net"
 	"net/http"
@@ -18,11 +19,13 @@ import (
 // messages, pings) and must keep reading, or call CloseRead, so that the
 // close handshake in Close can complete.
 //
-// coder/websocket flushes every message: on a connection from NewWebSocket
-// a WriteFrame of n frames costs n writes to the socket. On one from Accept
-// the n messages go to the socket in one write(2) (see batchConn), so that
-// coalescing saves system calls, not only writer wake-ups; the messages on
-// the wire are the same.
+// On a connection from NewWebSocket each message goes through
+// coder/websocket, which flushes every message: a WriteFrame of n frames
+// costs n writes to the socket. On one from Accept, WriteFrame frames the
+// messages itself and hands the socket all of them in one write(2) (see
+// batchConn): coalescing saves system calls, not only writer wake-ups, and
+// a message skips coder/websocket's per-message locking and buffering. The
+// messages on the wire are the same.
 type WebSocket struct {
 	conn  *websocket.Conn
 	batch *batchConn // nil: every message is its own write
@@ -77,23 +80,24 @@ func (s *WebSocket) WriteFrame(ctx context.Context, frames [][]byte) error {
 		}
 		wctx = context.Background()
 	}
-	batch := s.batch != nil && len(frames) > 1
-	if batch {
-		s.batch.hold()
+	if s.batch != nil {
+		if !bound && ctx.Done() != nil {
+			// Not the context the connection is bound to: its end must
+			// still stop a write that blocks.
+			stop := context.AfterFunc(ctx, func() { s.conn.CloseNow() })
+			defer stop()
+		}
+		if err := s.batch.writeMessages(frames); err != nil {
+			if ctx.Err() != nil {
+				err = context.Cause(ctx)
+			}
+			return fmt.Errorf("write websocket messages: %w", err)
+		}
+		return nil
 	}
 	for _, f := range frames {
 		if err := s.conn.Write(wctx, websocket.MessageText, f); err != nil {
-			if batch {
-				// What is held is whole frames, perhaps another
-				// goroutine's close frame: it still goes out.
-				s.batch.release()
-			}
 			return fmt.Errorf("write websocket message: %w", err)
-		}
-	}
-	if batch {
-		if err := s.batch.release(); err != nil {
-			return fmt.Errorf("write websocket messages: %w", err)
 		}
 	}
 	return nil
@@ -137,70 +141,195 @@ func (h *hijackWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 		c.Close()
 		return nil, nil, fmt.Errorf("flush handshake: %w", err)
 	}
-	h.conn = &batchConn{Conn: c}
+	h.conn = newBatchConn(c)
 	brw.Writer.Reset(h.conn)
 	return h.conn, brw, nil
 }
 
-// maxHeld is the most a batchConn holds before writing: a batch larger
-// than this goes out in several writes of about this size.
-const maxHeld = 256 << 10
+// maxCopied is the largest message WriteFrame copies into its write
+// buffer; a larger one is handed to writev(2) as it is.
+const maxCopied = 64 << 10
 
-// heldBuffers recycles the buffers of held writes, so that a quiet
-// connection keeps none.
-var heldBuffers = sync.Pool{New: func() any { b := make([]byte, 0, 16<<10); return &b }}
+// writeBuffers recycles WriteFrame's buffers, so that a quiet connection
+// keeps none.
+var writeBuffers = sync.Pool{New: func() any { b := make([]byte, 0, 16<<10); return &b }}
 
-// batchConn is the socket under a WebSocket from Accept. Between hold and
-// release its writes collect in a buffer and release writes them at once.
-// Writes from other goroutines meanwhile (coder/websocket's pongs and close
-// frames) are held too, and keep their order; outside a batch, writes pass
-// straight through. coder/websocket writes whole frames under its own lock
-// and a held write cannot fail, so what is held is always whole frames.
+// batchConn is the socket under a WebSocket from Accept. coder/websocket
+// writes its frames (pongs, close frames, messages sent through Conn)
+// through Write; writeMessages writes WriteFrame's text messages, framed
+// here, in one write. Write follows coder/websocket's frames as they pass
+// (their headers give their lengths), so that writeMessages puts its frames
+// between two of them, never inside one written in several pieces, and
+// none after a close frame.
 type batchConn struct {
 	net.Conn
-	mu   sync.Mutex // serialises writes to the socket, the held ones with the others
-	held *[]byte    // non-nil between hold and release
+	mu       sync.Mutex // serialises writes to the socket
+	boundary sync.Cond  // signalled when Write ends a frame, or the socket fails
+	hdr      [14]byte   // a frame header being written, the longest a server writes
+	nhdr     int        // bytes of it so far
+	left     int64      // payload bytes of the current frame still to be written
+	closing  bool       // a close frame has been written: no message may follow
+	broken   error      // a write failed: the stream may end inside a frame
 }
 
-func (c *batchConn) hold() {
-	c.mu.Lock()
-	c.held = heldBuffers.Get().(*[]byte)
-	c.mu.Unlock()
+func newBatchConn(c net.Conn) *batchConn {
+	b := &batchConn{Conn: c}
+	b.boundary.L = &b.mu
+	return b
 }
 
-// release ends a batch: it writes what is held.
-func (c *batchConn) release() error {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	b := c.held
-	c.held = nil
-	var err error
-	if len(*b) > 0 {
-		_, err = c.Conn.Write(*b)
-	}
-	*b = (*b)[:0]
-	if cap(*b) <= maxHeld {
-		heldBuffers.Put(b)
-	}
-	return err
-}
-
+// Write passes coder/websocket's bytes to the socket, following its frames.
 func (c *batchConn) Write(p []byte) (int, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.held == nil {
-		return c.Conn.Write(p)
+	if c.broken != nil {
+		return 0, c.broken
 	}
-	b := c.held
-	if len(*b)+len(p) <= maxHeld {
-		*b = append(*b, p...)
-		return len(p), nil
+	n, err := c.Conn.Write(p)
+	if err != nil {
+		c.broken = err
+		c.boundary.Broadcast()
+		return n, err
 	}
-	// Too much to hold: what is held and p go out in one writev(2).
-	bufs := net.Buffers{*b, p}
-	if _, err := bufs.WriteTo(c.Conn); err != nil {
-		return 0, err
+	if c.follow(p) {
+		c.boundary.Broadcast()
 	}
-	*b = (*b)[:0]
-	return len(p), nil
+	return n, nil
+}
+
+// Close closes the socket, then wakes a writeMessages waiting for a frame
+// that will not be finished. It does not wait for a write in progress:
+// closing is what ends it.
+func (c *batchConn) Close() error {
+	err := c.Conn.Close()
+	c.mu.Lock()
+	if c.broken == nil {
+		c.broken = net.ErrClosed
+	}
+	c.boundary.Broadcast()
+	c.mu.Unlock()
+	return err
+}
+
+// follow reads the frames in p, written after those already followed, and
+// reports whether p ends between two frames.
+func (c *batchConn) follow(p []byte) bool {
+	for len(p) > 0 {
+		if c.left > 0 {
+			n := min(int64(len(p)), c.left)
+			c.left -= n
+			p = p[n:]
+			continue
+		}
+		need := 2
+		if c.nhdr >= 2 {
+			need = frameHeaderLen(c.hdr[1])
+		}
+		k := copy(c.hdr[c.nhdr:need], p)
+		c.nhdr += k
+		p = p[k:]
+		if c.nhdr < need {
+			continue
+		}
+		if need == 2 {
+			if full := frameHeaderLen(c.hdr[1]); full > 2 {
+				continue // the extended length or the mask key follows
+			}
+		}
+		if c.hdr[0]&0x0f == 0x8 {
+			c.closing = true
+		}
+		c.left = framePayloadLen(c.hdr[:c.nhdr])
+		c.nhdr = 0
+	}
+	return c.left == 0 && c.nhdr == 0
+}
+
+// frameHeaderLen is the length of a frame header whose second byte is b1.
+func frameHeaderLen(b1 byte) int {
+	n := 2
+	switch b1 & 0x7f {
+	case 126:
+		n += 2
+	case 127:
+		n += 8
+	}
+	if b1&0x80 != 0 {
+		n += 4 // mask key
+	}
+	return n
+}
+
+// framePayloadLen is the payload length a whole frame header gives.
+func framePayloadLen(h []byte) int64 {
+	switch l := h[1] & 0x7f; l {
+	case 126:
+		return int64(binary.BigEndian.Uint16(h[2:4]))
+	case 127:
+		return int64(binary.BigEndian.Uint64(h[2:10]) & (1<<63 - 1))
+	default:
+		return int64(l)
+	}
+}
+
+// appendTextHeader appends the header of an unmasked, final text frame of
+// n bytes (RFC 6455, section 5.2).
+func appendTextHeader(b []byte, n int) []byte {
+	switch {
+	case n < 126:
+		return append(b, 0x81, byte(n))
+	case n <= 0xffff:
+		return binary.BigEndian.AppendUint16(append(b, 0x81, 126), uint16(n))
+	default:
+		return binary.BigEndian.AppendUint64(append(b, 0x81, 127), uint64(n))
+	}
+}
+
+// writeMessages writes each frame as a text message, all in one write
+// (a writev(2) when large ones are not copied), between two of
+// coder/websocket's frames.
+func (c *batchConn) writeMessages(frames [][]byte) error {
+	if len(frames) == 0 {
+		return nil
+	}
+	buf := writeBuffers.Get().(*[]byte)
+	b := (*buf)[:0]
+	var vec net.Buffers
+	for _, f := range frames {
+		b = appendTextHeader(b, len(f))
+		if len(f) <= maxCopied {
+			b = append(b, f...)
+			continue
+		}
+		vec = append(vec, b, f)
+		b = b[len(b):] // what follows goes on in the same buffer
+	}
+	c.mu.Lock()
+	for c.broken == nil && (c.left > 0 || c.nhdr > 0) {
+		c.boundary.Wait()
+	}
+	var err error
+	switch {
+	case c.broken != nil:
+		err = c.broken
+	case c.closing:
+		err = net.ErrClosed
+	case vec == nil:
+		_, err = c.Conn.Write(b)
+	default:
+		if len(b) > 0 {
+			vec = append(vec, b)
+		}
+		_, err = vec.WriteTo(c.Conn)
+	}
+	if err != nil && c.broken == nil {
+		c.broken = err
+		c.boundary.Broadcast()
+	}
+	c.mu.Unlock()
+	if vec == nil && cap(b) <= 4*maxCopied {
+		*buf = b[:0] // keep what append grew
+		writeBuffers.Put(buf)
+	}
+	return err
 }

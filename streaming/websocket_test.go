@@ -170,15 +170,24 @@ func TestWebSocketWriteEndsWithContext(t *testing.T) {
 
 // A sink from Accept writes each WriteFrame's messages in one write; the
 // client still reads them as separate messages, byte for byte and in
-// order, also when they are larger than what a batch holds, and when
-// other goroutines write to the connection meanwhile (messages written
-// directly, and the pongs answering the client's pings).
+// order, also when they are larger than what is copied into one buffer,
+// and when other goroutines write to the connection meanwhile: messages
+// written directly through coder/websocket (large ones go to the socket
+// in several writes, which the sink's messages must not land between),
+// and the pongs answering the client's pings.
 func TestWebSocketBatchedMessagesKeepOrder(t *testing.T) {
 	const batches, direct = 200, 300
-	big := strings.Repeat("x", 300<<10) // over what a batch holds
+	big := strings.Repeat("x", 300<<10) // over what is copied
 	batchMsg := func(b, i int) string {
 		m := fmt.Sprintf("b%d.%d|", b, i)
 		if b%50 == 7 && i == 1 {
+			m += big
+		}
+		return m
+	}
+	directMsg := func(i int) string {
+		m := fmt.Sprintf("d%d|", i)
+		if i%37 == 5 {
 			m += big
 		}
 		return m
@@ -195,7 +204,7 @@ func TestWebSocketBatchedMessagesKeepOrder(t *testing.T) {
 		var wg sync.WaitGroup
 		wg.Go(func() {
 			for i := range direct {
-				if err := ws.Conn().Write(ctx, websocket.MessageText, []byte(fmt.Sprintf("d%d|", i))); err != nil {
+				if err := ws.Conn().Write(ctx, websocket.MessageText, []byte(directMsg(i))); err != nil {
 					done <- err
 					return
 				}
@@ -278,8 +287,8 @@ func TestWebSocketBatchedMessagesKeepOrder(t *testing.T) {
 		}
 	}
 	for i, m := range gotDirect {
-		if m != fmt.Sprintf("d%d|", i) {
-			t.Fatalf("direct message %d: %q", i, m)
+		if m != directMsg(i) {
+			t.Fatalf("direct message %d: %.40q", i, m)
 		}
 	}
 }
