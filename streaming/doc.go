@@ -60,7 +60,8 @@
 // as the writer is free. The wire format does not change: one JSON object
 // per WebSocket message or SSE event. What is handed over together goes to
 // the socket in one write: an SSE flush, or, for a WebSocket from Accept,
-// the messages of one WriteFrame held and written at once.
+// the messages of one WriteFrame framed by the sink and written at once
+// (between the frames coder/websocket writes itself, never inside one).
 //
 // Slow viewers: when a viewer's queue would exceed MaxBuffered (1 MiB) it
 // is dropped: its queue is discarded, the write in progress gets
