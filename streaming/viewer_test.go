@@ -357,3 +357,46 @@ func textOf(tb testing.TB, sink *recSink, gen string, after int64) string {
 	}
 	return b.String()
 }
+
+// A write that takes longer than WriteTimeout fails the viewer with
+// ErrWriteTimeout and closes it; writes that each take less do not, however
+// long they go on together.
+func TestViewerWriteTimeout(t *testing.T) {
+	const timeout = 60 * time.Millisecond
+	slow := &recSink{write: func(ctx context.Context, _ [][]byte) error {
+		select {
+		case <-time.After(timeout / 2):
+			return nil
+		case <-ctx.Done():
+			return context.Cause(ctx)
+		}
+	}}
+	v := streaming.NewViewer(slow, &streaming.ViewerOptions{WriteTimeout: timeout})
+	defer v.Close()
+	const n = 8 // four timeouts' worth of writes, each half of one
+	for i := range n {
+		if err := v.Send([]byte(fmt.Sprintf(`{"n":%d}`, i))); err != nil {
+			t.Fatal(err)
+		}
+		checkFor(t, "the write", func() bool { return slow.count() == i+1 })
+		if i == n/2 {
+			time.Sleep(2 * timeout) // quiet: the next write arms the watchdog again
+		}
+	}
+	if err := v.Err(); err != nil {
+		t.Fatalf("writes under the timeout failed the viewer: %v", err)
+	}
+
+	stuck := &recSink{write: blockUntil(make(chan struct{}), new(atomic.Int64))}
+	v2 := streaming.NewViewer(stuck, &streaming.ViewerOptions{WriteTimeout: timeout})
+	defer v2.Close()
+	v2.Send([]byte(`{"n":0}`))
+	select {
+	case <-v2.Done():
+	case <-time.After(10 * time.Second):
+		t.Fatal("a stuck write did not time out")
+	}
+	if err := v2.Err(); !errors.Is(err, streaming.ErrWriteTimeout) {
+		t.Fatalf("Err = %v, want ErrWriteTimeout", err)
+	}
+}
