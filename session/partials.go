@@ -55,6 +55,7 @@ type journal struct {
 	live map[turnKey]*journalEntry // running generations
 	gone map[turnKey]struct{}      // ended: delete their rows in the next round
 
+	wake      chan struct{} // a generation began: rounds start again
 	stop      chan struct{}
 	done      chan struct{}
 	started   bool
@@ -105,7 +106,7 @@ func newJournalObject(context.Context, *objects.Handle, *objects.Tx) (any, error
 
 func newJournal(svc *Service) *journal {
 	return &journal{svc: svc, live: make(map[turnKey]*journalEntry), gone: make(map[turnKey]struct{}),
-		stop: make(chan struct{}), done: make(chan struct{})}
+		wake: make(chan struct{}, 1), stop: make(chan struct{}), done: make(chan struct{})}
 }
 
 // begin registers a generation's streaming turn and returns its entry.
@@ -114,6 +115,10 @@ func (j *journal) begin(session string, turn int64) *journalEntry {
 	j.mu.Lock()
 	j.live[turnKey{session, turn}] = e
 	j.mu.Unlock()
+	select {
+	case j.wake <- struct{}{}:
+	default:
+	}
 	return e
 }
 
@@ -131,13 +136,18 @@ func (j *journal) stub() (*objects.Stub, error) {
 	return j.svc.partials.Get(JournalName)
 }
 
-// start starts writing a round every interval until close.
+// start starts writing a round every interval (DefaultPersistInterval if
+// not positive) until close.
 func (j *journal) start(interval time.Duration) {
+	if interval <= 0 {
+		interval = DefaultPersistInterval
+	}
 	j.started = true
 	go j.run(interval)
 }
 
-// run writes a round every interval until close, then a last one.
+// run writes a round every interval while generations run or rows wait
+// for deletion, sleeps while none do, and writes a last round at close.
 func (j *journal) run(interval time.Duration) {
 	defer close(j.done)
 	t := time.NewTicker(interval)
@@ -148,8 +158,18 @@ func (j *journal) run(interval time.Duration) {
 			j.flush()
 			return
 		case <-t.C:
-			j.flush()
 		}
+		if j.flush() {
+			continue
+		}
+		t.Stop()
+		select {
+		case <-j.stop:
+			j.flush()
+			return
+		case <-j.wake:
+		}
+		t.Reset(interval)
 	}
 }
 
@@ -165,9 +185,14 @@ func (j *journal) close() {
 
 // flush writes one round: new pieces of running generations and the
 // deletion of ended ones, in one commit. A failed round is retried with
-// the next: its pieces go back in front of what came since.
-func (j *journal) flush() {
+// the next: its pieces go back in front of what came since. It reports
+// whether more rounds are needed: generations run, or deletions wait.
+func (j *journal) flush() (busy bool) {
 	j.mu.Lock()
+	defer func() {
+		busy = len(j.live) > 0 || len(j.gone) > 0
+		j.mu.Unlock()
+	}()
 	var pieces []piece
 	for k, e := range j.live {
 		e.mu.Lock()
@@ -186,17 +211,16 @@ func (j *journal) flush() {
 	if len(j.gone) > 0 {
 		gone, j.gone = j.gone, make(map[turnKey]struct{})
 	}
-	j.mu.Unlock()
 	if len(pieces) == 0 && len(gone) == 0 {
 		return
 	}
+	j.mu.Unlock()
 	err := j.write(pieces, gone)
+	j.mu.Lock()
 	if err == nil {
 		return
 	}
 	j.svc.logger().Warn("session: persist partial output, will retry", "generations", len(pieces), "err", err)
-	j.mu.Lock()
-	defer j.mu.Unlock()
 	for k := range gone {
 		j.gone[k] = struct{}{}
 	}
@@ -211,6 +235,7 @@ func (j *journal) flush() {
 		e.changed = true
 		e.mu.Unlock()
 	}
+	return
 }
 
 // write commits one round. Partial output is there for a crash of the
