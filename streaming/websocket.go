@@ -82,6 +82,9 @@ func (s *WebSocket) WriteFrame(ctx context.Context, frames [][]byte) error {
 	}
 	if s.batch != nil {
 		if !bound && ctx.Done() != nil {
+			if ctx.Err() != nil {
+				return fmt.Errorf("write websocket messages: %w", context.Cause(ctx))
+			}
 			// Not the context the connection is bound to: its end must
 			// still stop a write that blocks.
 			stop := context.AfterFunc(ctx, func() { s.conn.CloseNow() })
