@@ -258,7 +258,7 @@ func (j *journal) write(pieces []piece, gone map[turnKey]struct{}) error {
 			}
 			for _, p := range pieces {
 				if _, err := tx.Exec(ctx, `INSERT INTO partial (session, turn_id, upto, text, tool_calls) VALUES (?, ?, ?, ?, ?)`,
-					p.key.session, p.key.turn, p.upto, p.text, p.calls); err != nil {
+					p.key.session, p.key.turn, p.upto, string(p.text), p.calls); err != nil {
 					return nil, err
 				}
 			}
