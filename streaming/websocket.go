@@ -162,8 +162,9 @@ var writeBuffers = sync.Pool{New: func() any { b := make([]byte, 0, 16<<10); ret
 // through Write; writeMessages writes WriteFrame's text messages, framed
 // here, in one write. Write follows coder/websocket's frames as they pass
 // (their headers give their lengths), so that writeMessages puts its frames
-// between two of them, never inside one written in several pieces, and
-// none after a close frame.
+// between two of them, never inside one written in several pieces nor
+// between the frames of a fragmented message, and none after a close
+// frame.
 type batchConn struct {
 	net.Conn
 	mu       sync.Mutex // serialises writes to the socket
@@ -171,6 +172,7 @@ type batchConn struct {
 	hdr      [14]byte   // a frame header being written, the longest a server writes
 	nhdr     int        // bytes of it so far
 	left     int64      // payload bytes of the current frame still to be written
+	midMsg   bool       // a data frame without FIN was written: its message goes on
 	closing  bool       // a close frame has been written: no message may follow
 	broken   error      // a write failed: the stream may end inside a frame
 }
@@ -215,7 +217,7 @@ func (c *batchConn) Close() error {
 }
 
 // follow reads the frames in p, written after those already followed, and
-// reports whether p ends between two frames.
+// reports whether p ends where a message may be written.
 func (c *batchConn) follow(p []byte) bool {
 	for len(p) > 0 {
 		if c.left > 0 {
@@ -239,13 +241,21 @@ func (c *batchConn) follow(p []byte) bool {
 				continue // the extended length or the mask key follows
 			}
 		}
-		if c.hdr[0]&0x0f == 0x8 {
+		switch op := c.hdr[0] & 0x0f; {
+		case op == 0x8:
 			c.closing = true
+		case op < 0x8: // a data frame: continuation, text or binary
+			c.midMsg = c.hdr[0]&0x80 == 0
 		}
 		c.left = framePayloadLen(c.hdr[:c.nhdr])
 		c.nhdr = 0
 	}
-	return c.left == 0 && c.nhdr == 0
+	return c.atBoundary()
+}
+
+// atBoundary says whether a message may be written now.
+func (c *batchConn) atBoundary() bool {
+	return c.left == 0 && c.nhdr == 0 && !c.midMsg
 }
 
 // frameHeaderLen is the length of a frame header whose second byte is b1.
@@ -308,7 +318,7 @@ func (c *batchConn) writeMessages(frames [][]byte) error {
 		b = b[len(b):] // what follows goes on in the same buffer
 	}
 	c.mu.Lock()
-	for c.broken == nil && (c.left > 0 || c.nhdr > 0) {
+	for c.broken == nil && !c.atBoundary() {
 		c.boundary.Wait()
 	}
 	var err error

@@ -108,7 +108,7 @@ func TestBatchConnFollowsFrames(t *testing.T) {
 			if _, err := c.Write(stream[i:j]); err != nil {
 				t.Fatal(err)
 			}
-			if at := c.left == 0 && c.nhdr == 0; at != ends[j] {
+			if at := c.atBoundary(); at != ends[j] {
 				t.Fatalf("cut %d: after byte %d between frames = %v, want %v", cut, j, at, ends[j])
 			}
 		}
@@ -120,6 +120,22 @@ func TestBatchConnFollowsFrames(t *testing.T) {
 		}
 		if err := c.writeMessages([][]byte{[]byte("late")}); !errors.Is(err, net.ErrClosed) {
 			t.Fatalf("cut %d: a message after the close frame: %v", cut, err)
+		}
+	}
+}
+
+// Between the frames of a fragmented message (a data frame without FIN,
+// control frames, continuations) no message may go; after its last
+// continuation one may.
+func TestBatchConnFragmentedMessage(t *testing.T) {
+	c := newBatchConn(&writeLog{})
+	first := []byte{0x01, 3, 'a', 'b', 'c'} // text, no FIN
+	cont := []byte{0x00, 2, 'd', 'e'}       // continuation, no FIN
+	last := []byte{0x80, 1, 'f'}            // continuation, FIN
+	for i, f := range [][]byte{first, frame(9, "p"), cont, frame(10, ""), last} {
+		c.Write(f)
+		if want := i == 4; c.atBoundary() != want {
+			t.Fatalf("after frame %d: a message may go = %v, want %v", i, !want, want)
 		}
 	}
 }
