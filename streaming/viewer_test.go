@@ -362,10 +362,11 @@ func textOf(tb testing.TB, sink *recSink, gen string, after int64) string {
 // ErrWriteTimeout and closes it; writes that each take less do not, however
 // long they go on together.
 func TestViewerWriteTimeout(t *testing.T) {
-	const timeout = 60 * time.Millisecond
+	// Wide margins: a loaded machine may stretch a 50 ms write a lot.
+	const timeout = 400 * time.Millisecond
 	slow := &recSink{write: func(ctx context.Context, _ [][]byte) error {
 		select {
-		case <-time.After(timeout / 2):
+		case <-time.After(50 * time.Millisecond):
 			return nil
 		case <-ctx.Done():
 			return context.Cause(ctx)
@@ -373,14 +374,14 @@ func TestViewerWriteTimeout(t *testing.T) {
 	}}
 	v := streaming.NewViewer(slow, &streaming.ViewerOptions{WriteTimeout: timeout})
 	defer v.Close()
-	const n = 8 // four timeouts' worth of writes, each half of one
+	const n = 12 // more than a timeout's worth of writes, each an eighth of one
 	for i := range n {
 		if err := v.Send([]byte(fmt.Sprintf(`{"n":%d}`, i))); err != nil {
 			t.Fatal(err)
 		}
 		checkFor(t, "the write", func() bool { return slow.count() == i+1 })
 		if i == n/2 {
-			time.Sleep(2 * timeout) // quiet: the next write arms the watchdog again
+			time.Sleep(timeout) // a quiet spell between writes
 		}
 	}
 	if err := v.Err(); err != nil {
