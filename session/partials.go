@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"strings"
 	"sync"
@@ -188,11 +189,23 @@ func (j *journal) close() {
 // the next: its pieces go back in front of what came since. It reports
 // whether more rounds are needed: generations run, or deletions wait.
 func (j *journal) flush() (busy bool) {
+	pieces, gone := j.take()
+	if len(pieces) > 0 || len(gone) > 0 {
+		if err := j.write(pieces, gone); err != nil {
+			j.svc.logger().Warn("session: persist partial output, will retry", "generations", len(pieces), "err", err)
+			j.restore(pieces, gone)
+		}
+	}
 	j.mu.Lock()
-	defer func() {
-		busy = len(j.live) > 0 || len(j.gone) > 0
-		j.mu.Unlock()
-	}()
+	defer j.mu.Unlock()
+	return len(j.live) > 0 || len(j.gone) > 0
+}
+
+// take removes what the next round writes: each running generation's
+// output since the last round, and the turns ended since.
+func (j *journal) take() ([]piece, map[turnKey]struct{}) {
+	j.mu.Lock()
+	defer j.mu.Unlock()
 	var pieces []piece
 	for k, e := range j.live {
 		e.mu.Lock()
@@ -211,23 +224,22 @@ func (j *journal) flush() (busy bool) {
 	if len(j.gone) > 0 {
 		gone, j.gone = j.gone, make(map[turnKey]struct{})
 	}
-	if len(pieces) == 0 && len(gone) == 0 {
-		return
-	}
-	j.mu.Unlock()
-	err := j.write(pieces, gone)
+	return pieces, gone
+}
+
+// restore puts back what a failed round took, in front of what came since;
+// the pieces of turns ended meanwhile are dropped (their output is
+// committed).
+func (j *journal) restore(pieces []piece, gone map[turnKey]struct{}) {
 	j.mu.Lock()
-	if err == nil {
-		return
-	}
-	j.svc.logger().Warn("session: persist partial output, will retry", "generations", len(pieces), "err", err)
+	defer j.mu.Unlock()
 	for k := range gone {
 		j.gone[k] = struct{}{}
 	}
 	for _, p := range pieces {
 		e := j.live[p.key]
 		if e == nil {
-			continue // ended meanwhile: its output is committed
+			continue
 		}
 		e.mu.Lock()
 		e.text = append(p.text, e.text...)
@@ -235,7 +247,6 @@ func (j *journal) flush() (busy bool) {
 		e.changed = true
 		e.mu.Unlock()
 	}
-	return
 }
 
 // write commits one round. Partial output is there for a crash of the
@@ -346,12 +357,12 @@ func (j *journal) recoverPartials(ctx context.Context) {
 		if ctx.Err() != nil {
 			return
 		}
-		exists, err := j.svc.sessions.Exists(ctx, id)
-		if err == nil && exists {
-			var s *objects.Stub
-			if s, err = j.svc.sessions.Get(id); err == nil {
-				_, err = s.Call(ctx, func(context.Context, any, *objects.Tx) (any, error) { return nil, nil })
-			}
+		s, err := j.svc.stub(ctx, id)
+		switch {
+		case err == nil:
+			_, err = s.Call(ctx, func(context.Context, any, *objects.Tx) (any, error) { return nil, nil })
+		case errors.Is(err, ErrNotFound):
+			err = nil // deleted since: its rows only go
 		}
 		if err == nil {
 			_, err = stub.Exec(ctx, &objects.CallOptions{Durability: objects.DurabilityNormal},

@@ -9,8 +9,7 @@ import (
 
 // A round that fails keeps its pieces: they go back in front of what
 // the generation added since, so the next round writes the text in order;
-// the deletion of an ended turn's rows waits for the next round too, and
-// what that turn added since the last round is never written.
+// the deletion of an ended turn's rows waits for the next round too.
 func TestJournalFailedRoundIsRetriedInOrder(t *testing.T) {
 	ctx := context.Background()
 	rt := objects.NewRuntime(t.TempDir())
@@ -36,9 +35,6 @@ func TestJournalFailedRoundIsRetriedInOrder(t *testing.T) {
 	a.add(Delta{Text: "two "}, 2)
 	a.add(Delta{ToolCall: &ToolCallDelta{Index: 0, ID: "c1", Name: "f", Arguments: `{"x":`}}, 3)
 	ended.add(Delta{Text: "gone"}, 1)
-	if _, err := j.stub(); err != nil {
-		t.Fatal(err)
-	}
 	// Fail the round: the journal's database goes away under it.
 	if err := rt.Close(); err != nil {
 		t.Fatal(err)
@@ -58,4 +54,5 @@ func TestJournalFailedRoundIsRetriedInOrder(t *testing.T) {
 	if !pending {
 		t.Fatal("the failed round forgot a deletion")
 	}
+
 }
