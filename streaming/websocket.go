@@ -73,18 +73,11 @@ func (s *WebSocket) WriteFrame(ctx context.Context, frames [][]byte) error {
 	}
 	bound := ctx == s.bound
 	s.mu.Unlock()
-	wctx := ctx
-	if bound {
-		if ctx.Err() != nil {
-			return fmt.Errorf("write websocket message: %w", context.Cause(ctx))
-		}
-		wctx = context.Background()
+	if ctx.Err() != nil {
+		return fmt.Errorf("write websocket message: %w", context.Cause(ctx))
 	}
 	if s.batch != nil {
 		if !bound && ctx.Done() != nil {
-			if ctx.Err() != nil {
-				return fmt.Errorf("write websocket messages: %w", context.Cause(ctx))
-			}
 			// Not the context the connection is bound to: its end must
 			// still stop a write that blocks.
 			stop := context.AfterFunc(ctx, func() { s.conn.CloseNow() })
@@ -97,6 +90,10 @@ func (s *WebSocket) WriteFrame(ctx context.Context, frames [][]byte) error {
 			return fmt.Errorf("write websocket messages: %w", err)
 		}
 		return nil
+	}
+	wctx := ctx
+	if bound {
+		wctx = context.Background()
 	}
 	for _, f := range frames {
 		if err := s.conn.Write(wctx, websocket.MessageText, f); err != nil {

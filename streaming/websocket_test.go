@@ -294,7 +294,8 @@ func TestWebSocketBatchedMessagesKeepOrder(t *testing.T) {
 }
 
 // A close from another goroutine while a batch is being written reaches
-// the client with its code, whether or not its frame was held.
+// the client with its code, whether it comes between two batches or
+// waits for one to be written.
 func TestWebSocketCloseDuringBatch(t *testing.T) {
 	const code = 4001
 	for i := range 20 {
