@@ -27,6 +27,7 @@ type config struct {
 	LogLevel    slog.Level
 	LogFormat   string // "text" or "json"
 	DebugAddr   string // net/http/pprof listener; "" = none
+	GCFloorMiB  int    // heap goal floor in MiB (see heapfloor); 0 = GOGC alone
 
 	OfflineTPS     float64            // words per second of the offline model; 0 = as fast as it can
 	FlushInterval  time.Duration      // least time between two writes to a WebSocket viewer
@@ -263,6 +264,16 @@ var settings = []setting{
 				return nil
 			}
 			return fmt.Errorf("%q: want text or json", v)
+		}},
+	{"gc-floor", "SESSIOND_GC_FLOOR", "128", "MiB",
+		"the garbage collector lets the heap grow to at least this many MiB before it collects (0: GOGC alone)",
+		func(c *config, v string) error {
+			n, err := strconv.Atoi(v)
+			if err != nil || n < 0 || n > 1<<20 {
+				return fmt.Errorf("%q: want a number of MiB from 0 to 1048576", v)
+			}
+			c.GCFloorMiB = n
+			return nil
 		}},
 	{"debug-addr", "SESSIOND_DEBUG_ADDR", "", "host:port",
 		"serve Go's profiler (net/http/pprof) on this address, without authentication: keep it on loopback; empty = off",

@@ -18,6 +18,7 @@ import (
 	"syscall"
 	"time"
 
+	"sessiond/cmd/sessiond/internal/heapfloor"
 	"sessiond/objects"
 	"sessiond/session"
 	"sessiond/web"
@@ -102,6 +103,8 @@ func serve(ctx context.Context, cfg config, getenv func(string) string, logger *
 	if err != nil {
 		return err
 	}
+	floor := heapfloor.Start(uint64(cfg.GCFloorMiB) << 20)
+	defer floor.Stop()
 	if cfg.DebugAddr != "" {
 		stop, err := startDebug(cfg.DebugAddr, logger)
 		if err != nil {
