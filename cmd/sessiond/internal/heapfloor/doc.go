@@ -12,9 +12,10 @@
 //
 // The goal is recomputed after every collection the runtime starts on its
 // own, from the live heap that collection measured, by raising the GC
-// percentage (debug.SetGCPercent). When no collection has come for a while
-// (the load has stopped), the percentage goes back to GOGC's and the memory
-// the floor let the heap take is returned to the operating system, so a
-// quiet process holds what it would hold without the floor. GOMEMLIMIT
-// still bounds the heap as usual.
+// percentage (debug.SetGCPercent). While it is raised, a timer looks once a
+// second at how much was allocated since its last look; when that is a
+// small part of the floor (the load has stopped), the percentage goes back
+// to GOGC's and the memory the floor let the heap take is returned to the
+// operating system, so a quiet process holds what it would hold without
+// the floor. GOMEMLIMIT still bounds the heap as usual.
 package heapfloor

@@ -13,9 +13,13 @@ const (
 	// heap (at start-up) the floor is reached at this percentage, not at
 	// the floor.
 	maxPercent = 10000
-	// DefaultQuiet is how long after the last collection a raised goal is
-	// dropped and its memory returned.
-	DefaultQuiet = 2 * time.Second
+	// DefaultQuiet is how often a raised goal checks whether the process
+	// has gone quiet: allocated less than a 64th of the floor since the
+	// last look. Then the goal is dropped and its memory returned.
+	DefaultQuiet = time.Second
+	// quietShare is the part of the floor a process may allocate in one
+	// quiet interval and still count as quiet.
+	quietShare = 64
 )
 
 // Floor holds the heap goal at or above a number of bytes until Stop.
@@ -25,16 +29,18 @@ type Floor struct {
 	base  int // the GC percentage without the floor (GOGC)
 	quiet time.Duration
 
-	mu      sync.Mutex
-	stopped bool
-	raised  bool             // the percentage is the floor's, not base
-	auto    uint64           // collections the runtime started itself, at the last adjust
-	sample  []metrics.Sample // see newSample
-	release *time.Timer      // drops a raised goal after quiet
+	mu       sync.Mutex
+	stopped  bool
+	raised   bool             // the percentage is the floor's, not base
+	watching bool             // watch is armed
+	auto     uint64           // collections the runtime started itself, at the last adjust
+	allocs   uint64           // bytes allocated since the process started, at the last look
+	sample   []metrics.Sample // see start
+	watch    *time.Timer      // runs check every quiet while raised
 }
 
-// Start sets a floor of bytes under the heap goal, dropped after DefaultQuiet
-// without a collection. It returns nil, and changes nothing, when bytes is 0,
+// Start sets a floor of bytes under the heap goal, dropped when a
+// DefaultQuiet interval passes with little allocation. It returns nil, and changes nothing, when bytes is 0,
 // the collector is off (GOGC=off) or the runtime lacks the metrics it reads.
 func Start(bytes uint64) *Floor {
 	return start(bytes, DefaultQuiet)
@@ -54,6 +60,7 @@ func start(bytes uint64, quiet time.Duration) *Floor {
 			{Name: "/gc/heap/live:bytes"},
 			{Name: "/gc/gogc:percent"},
 			{Name: "/gc/cycles/automatic:gc-cycles"},
+			{Name: "/gc/heap/allocs:bytes"},
 		},
 	}
 	f.mu.Lock()
@@ -63,8 +70,8 @@ func start(bytes uint64, quiet time.Duration) *Floor {
 	}
 	// Count the start as a collection of the runtime's: raise at once.
 	f.auto = f.sample[2].Value.Uint64() - 1
-	f.release = time.AfterFunc(time.Hour, f.drop)
-	f.release.Stop()
+	f.watch = time.AfterFunc(time.Hour, f.check)
+	f.watch.Stop()
 	f.adjustLocked()
 	f.arm()
 	return f
@@ -82,7 +89,7 @@ func (f *Floor) Stop() {
 		return
 	}
 	f.stopped = true
-	f.release.Stop()
+	f.watch.Stop()
 	debug.SetGCPercent(f.base)
 }
 
@@ -116,7 +123,7 @@ func (f *Floor) read() bool {
 
 // adjustLocked sets the GC percentage for the live heap the last collection
 // found, if the runtime started that collection itself (allocation, not
-// runtime.GC or the floor's own release), and arms the release.
+// runtime.GC or the floor's own drop), and starts watching for quiet.
 func (f *Floor) adjustLocked() {
 	if !f.read() {
 		return
@@ -133,34 +140,48 @@ func (f *Floor) adjustLocked() {
 		debug.SetGCPercent(p)
 	}
 	f.raised = p != f.base
-	if f.raised {
-		f.release.Reset(f.quiet)
+	if f.raised && !f.watching {
+		f.watching = true
+		f.allocs = f.sample[3].Value.Uint64()
+		f.watch.Reset(f.quiet)
 	}
 }
 
-// drop runs when no collection has come for quiet since the goal was
-// raised: the load has stopped. The percentage goes back to GOGC's and the
-// heap the floor let grow is collected and returned to the system. The
-// collection this forces does not raise the goal again; the next one the
-// runtime starts itself does.
-func (f *Floor) drop() {
+// check runs every quiet interval while the goal is raised. If the process
+// allocated less than a quietShare of the floor since the last look, the
+// load has stopped: the percentage goes back to GOGC's, and the heap the
+// floor let grow is collected and returned to the system. (Collections
+// alone say nothing: with the floor they come seconds apart under load.)
+// The collection this forces does not raise the goal again; the next one
+// the runtime starts itself does.
+func (f *Floor) check() {
 	f.mu.Lock()
-	if f.stopped || !f.raised {
+	if f.stopped || !f.raised || !f.read() {
+		f.watching = false
 		f.mu.Unlock()
 		return
 	}
-	f.raised = false
+	allocs := f.sample[3].Value.Uint64()
+	if allocs-f.allocs >= f.bytes/quietShare {
+		f.allocs = allocs
+		f.watch.Reset(f.quiet)
+		f.mu.Unlock()
+		return
+	}
+	f.raised, f.watching = false, false
 	debug.SetGCPercent(f.base)
 	f.mu.Unlock()
 	debug.FreeOSMemory()
 }
 
+// minHeap is the live heap the runtime assumes before its first collection
+// (its goal is then 4 MiB × GOGC/100).
+const minHeap = 4 << 20
+
 // percentFor returns the GC percentage whose goal, for a live heap of live
 // bytes, is floor bytes, or base if base's goal is higher.
 func percentFor(live, floor uint64, base int) int {
-	if live == 0 {
-		return maxPercent
-	}
+	live = max(live, minHeap)
 	if live >= floor {
 		return base
 	}

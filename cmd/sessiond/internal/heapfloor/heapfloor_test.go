@@ -14,15 +14,16 @@ func TestPercentFor(t *testing.T) {
 		live, floor uint64
 		base, want  int
 	}{
-		{0, 128 * mib, 100, maxPercent},    // nothing live yet
-		{1024, 128 * mib, 100, maxPercent}, // capped
-		{32 * mib, 128 * mib, 100, 300},    // goal 4 × live = the floor
-		{64 * mib, 128 * mib, 100, 100},    // GOGC's goal is the floor
-		{100 * mib, 128 * mib, 100, 100},   // GOGC's goal is above it
-		{200 * mib, 128 * mib, 100, 100},   // above the floor
-		{32 * mib, 128 * mib, 400, 400},    // a higher GOGC wins
-		{32 * mib, 128 * mib, 50, 300},     // a lower one is raised
-		{120 * mib, 128 * mib, 10, 10},     // 6 % up is within GOGC's 10 %
+		{0, 128 * mib, 100, 3100},           // no collection yet: the runtime's 4 MiB
+		{1024, 128 * mib, 100, 3100},        // as little as that
+		{4 * mib, 1 << 40, 100, maxPercent}, // capped
+		{32 * mib, 128 * mib, 100, 300},     // goal 4 × live = the floor
+		{64 * mib, 128 * mib, 100, 100},     // GOGC's goal is the floor
+		{100 * mib, 128 * mib, 100, 100},    // GOGC's goal is above it
+		{200 * mib, 128 * mib, 100, 100},    // above the floor
+		{32 * mib, 128 * mib, 400, 400},     // a higher GOGC wins
+		{32 * mib, 128 * mib, 50, 300},      // a lower one is raised
+		{120 * mib, 128 * mib, 10, 10},      // 6 % up is within GOGC's 10 %
 	} {
 		if got := percentFor(c.live, c.floor, c.base); got != c.want {
 			t.Errorf("percentFor(%d MiB, %d MiB, %d) = %d, want %d", c.live/mib, c.floor/mib, c.base, got, c.want)
