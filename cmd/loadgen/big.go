@@ -155,7 +155,7 @@ func bigRow(prefix string, size int, first, rtt *samples) row {
 // rawBig makes the round trips of big to the raw server's echo: the same
 // message up and the same bytes back, with nothing in between.
 func rawBig(ctx context.Context, e *env, size, reps int) (row, error) {
-	rt, err := startRawServer(ctx)
+	rt, err := startRawServer(ctx, e.serverCPUs())
 	if err != nil {
 		return row{}, err
 	}

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"runtime"
 	"strings"
 	"time"
 )
@@ -25,6 +26,25 @@ type common struct {
 	duration    time.Duration
 	json        bool
 	keepData    bool
+	pin         bool
+}
+
+// serverCPUs returns the CPUs a spawned server runs on: CPU 0 with -pin,
+// else any (nil).
+func (c *common) serverCPUs() []int {
+	if c.pin {
+		return []int{0}
+	}
+	return nil
+}
+
+// loadgenCPUs returns the CPUs loadgen keeps to with -pin: all but CPU 0.
+func loadgenCPUs() []int {
+	var cpus []int
+	for i := 1; i < runtime.NumCPU(); i++ {
+		cpus = append(cpus, i)
+	}
+	return cpus
 }
 
 func (c *common) register(fs *flag.FlagSet) {
@@ -40,11 +60,15 @@ func (c *common) register(fs *flag.FlagSet) {
 	fs.DurationVar(&c.duration, "duration", 10*time.Second, "most time per case of the measured loop (setup not included)")
 	fs.BoolVar(&c.json, "json", false, "print the report as JSON instead of a table")
 	fs.BoolVar(&c.keepData, "keep-data", false, "with -spawn: keep the server's data folder and log")
+	fs.BoolVar(&c.pin, "pin", false, "with -spawn: run the server (and -raw's server) on CPU 0 and loadgen on the other CPUs, so that neither takes the other's time (Linux, 2 CPUs or more)")
 }
 
 func (c *common) check() error {
 	if c.spawn == (c.url != "") {
 		return errors.New("give exactly one of -url and -spawn")
+	}
+	if c.pin && (!c.spawn || runtime.NumCPU() < 2) {
+		return errors.New("-pin needs -spawn and 2 CPUs or more")
 	}
 	if c.n <= 0 || c.duration <= 0 {
 		return errors.New("-n and -duration must be positive")

@@ -138,7 +138,7 @@ func measureFanout(ctx context.Context, e *env, vs *viewerSet, tokens, pid int, 
 
 // rawFanoutCase is fanoutCase against the raw coder/websocket server.
 func rawFanoutCase(ctx context.Context, e *env, uf *upstreamFlags, n, dialConc int, kind string) (row, error) {
-	rt, err := startRawServer(ctx)
+	rt, err := startRawServer(ctx, e.serverCPUs())
 	if err != nil {
 		return row{}, err
 	}

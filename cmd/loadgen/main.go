@@ -136,6 +136,13 @@ func runAll(ctx context.Context, cmd command, c *common, runOnce runFunc, logw i
 			return nil, err
 		}
 		defer b.cleanup()
+		b.cpus = c.serverCPUs()
+	}
+	if c.pin {
+		// After the build (which may use every CPU), before any load.
+		if err := pinProcess(loadgenCPUs()); err != nil {
+			return nil, err
+		}
 	}
 	for _, d := range c.durabilities() {
 		env := &env{common: c, durability: d, builder: b, log: logw}

@@ -142,7 +142,8 @@ type rawTarget struct {
 	cmd  *exec.Cmd
 }
 
-func startRawServer(ctx context.Context) (*rawTarget, error) {
+// startRawServer runs the raw server on cpus (nil: any).
+func startRawServer(ctx context.Context, cpus []int) (*rawTarget, error) {
 	self, err := os.Executable()
 	if err != nil {
 		return nil, err
@@ -153,7 +154,7 @@ func startRawServer(ctx context.Context) (*rawTarget, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := cmd.Start(); err != nil {
+	if err := startOn(cmd, cpus); err != nil {
 		return nil, err
 	}
 	line, err := bufio.NewReader(out).ReadString('\n')

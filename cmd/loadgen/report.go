@@ -55,6 +55,9 @@ func newReport(cmd string, c *common) *report {
 	if c.spawn {
 		server = "spawned child process"
 	}
+	if c.pin {
+		server += ", pinned to CPU 0, loadgen to the others"
+	}
 	return &report{
 		Command: cmd,
 		Args:    strings.Join(os.Args[1:], " "),

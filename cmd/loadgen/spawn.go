@@ -26,8 +26,9 @@ const (
 
 // builder owns the sessiond binary that -spawn runs.
 type builder struct {
-	dir string // temporary folder of the binary ("" when -bin was given)
-	bin string
+	dir  string // temporary folder of the binary ("" when -bin was given)
+	bin  string
+	cpus []int // CPUs the servers it starts run on; nil = any
 }
 
 // newBuilder builds ./cmd/sessiond of the module loadgen runs in, or uses
@@ -102,7 +103,7 @@ func (b *builder) start(ctx context.Context, args []string, keep bool, logw io.W
 		return nil, err
 	}
 	p := &serverProc{cmd: cmd, data: data, logf: logf, keep: keep, exited: make(chan struct{}), logw: logw}
-	if err := cmd.Start(); err != nil {
+	if err := startOn(cmd, b.cpus); err != nil {
 		return nil, fmt.Errorf("start sessiond: %w", err)
 	}
 	p.pid = cmd.Process.Pid
