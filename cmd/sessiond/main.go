@@ -103,6 +103,9 @@ func serve(ctx context.Context, cfg config, getenv func(string) string, logger *
 	if err != nil {
 		return err
 	}
+	if before, after := ensureProcs(getenv); after != before {
+		logger.Info("one CPU: running with two Go processors so that a commit waiting for the disk does not stop the others (set GOMAXPROCS to choose)", "gomaxprocs", after)
+	}
 	floor := heapfloor.Start(uint64(cfg.GCFloorMiB) << 20)
 	defer floor.Stop()
 	if cfg.DebugAddr != "" {
