@@ -40,8 +40,9 @@ type Floor struct {
 }
 
 // Start sets a floor of bytes under the heap goal, dropped when a
-// DefaultQuiet interval passes with little allocation. It returns nil, and changes nothing, when bytes is 0,
-// the collector is off (GOGC=off) or the runtime lacks the metrics it reads.
+// DefaultQuiet interval passes with little allocation. It returns nil, and
+// changes nothing, when bytes is 0, the collector is off (GOGC=off) or the
+// runtime lacks the metrics it reads.
 func Start(bytes uint64) *Floor {
 	return start(bytes, DefaultQuiet)
 }
@@ -153,7 +154,8 @@ func (f *Floor) adjustLocked() {
 // floor let grow is collected and returned to the system. (Collections
 // alone say nothing: with the floor they come seconds apart under load.)
 // The collection this forces does not raise the goal again; the next one
-// the runtime starts itself does.
+// the runtime starts itself does (in an idle process, its collection every
+// two minutes: raised, then dropped a second later).
 func (f *Floor) check() {
 	f.mu.Lock()
 	if f.stopped || !f.raised || !f.read() {
