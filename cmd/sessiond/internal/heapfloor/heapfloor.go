@@ -5,8 +5,13 @@ import (
 	"runtime/debug"
 	"runtime/metrics"
 	"sync"
+	"sync/atomic"
 	"time"
 )
+
+// active is set while a floor is on: the GC percentage is the process's,
+// so there is at most one.
+var active atomic.Bool
 
 const (
 	// maxPercent caps the percentage a floor may set: with a nearly empty
@@ -41,8 +46,9 @@ type Floor struct {
 
 // Start sets a floor of bytes under the heap goal, dropped when a
 // DefaultQuiet interval passes with little allocation. It returns nil, and
-// changes nothing, when bytes is 0, the collector is off (GOGC=off) or the
-// runtime lacks the metrics it reads.
+// changes nothing, when bytes is 0, the collector is off (GOGC=off), the
+// runtime lacks the metrics it reads, or another floor is on (one process,
+// one GC percentage: the first floor keeps it until its Stop).
 func Start(bytes uint64) *Floor {
 	return start(bytes, DefaultQuiet)
 }
@@ -50,7 +56,7 @@ func Start(bytes uint64) *Floor {
 func start(bytes uint64, quiet time.Duration) *Floor {
 	base := debug.SetGCPercent(100)
 	debug.SetGCPercent(base)
-	if bytes == 0 || base < 0 {
+	if bytes == 0 || base < 0 || !active.CompareAndSwap(false, true) {
 		return nil
 	}
 	f := &Floor{
@@ -67,6 +73,7 @@ func start(bytes uint64, quiet time.Duration) *Floor {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if !f.read() {
+		active.Store(false)
 		return nil
 	}
 	// Count the start as a collection of the runtime's: raise at once.
@@ -92,6 +99,7 @@ func (f *Floor) Stop() {
 	f.stopped = true
 	f.watch.Stop()
 	debug.SetGCPercent(f.base)
+	active.Store(false)
 }
 
 // arm registers a cleanup that runs after the next collection frees a

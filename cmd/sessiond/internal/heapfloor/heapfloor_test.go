@@ -96,6 +96,10 @@ func TestFloorRaisesWhileBusyAndDropsWhenQuiet(t *testing.T) {
 	if got := gogc(t); got <= 100 {
 		t.Fatalf("after start(64 MiB) the GC percentage is %d, want above 100", got)
 	}
+	if g := Start(1 << 30); g != nil {
+		g.Stop()
+		t.Fatal("a second floor started while the first is on")
+	}
 	// While collections keep coming the floor stays, even if something
 	// else set the percentage meanwhile.
 	for i := 0; i < 3; i++ {
@@ -122,6 +126,11 @@ func TestFloorRaisesWhileBusyAndDropsWhenQuiet(t *testing.T) {
 	if got := gogc(t); got != 100 {
 		t.Fatalf("after Stop the GC percentage is %d, want 100", got)
 	}
+	if g := start(64<<20, quiet); g == nil {
+		t.Fatal("no floor after the first one stopped")
+	} else {
+		g.Stop()
+	}
 	churn(t)
 	time.Sleep(10 * time.Millisecond)
 	if got := gogc(t); got != 100 {
@@ -138,6 +147,9 @@ func TestFloorBelowLiveHeapAndCollectorOff(t *testing.T) {
 	keep := make([]byte, 8<<20) // 8 MiB live, whatever the test binary holds
 	runtime.GC()
 	g := start(metric(t, "/gc/heap/live:bytes")/4, time.Hour)
+	if g == nil {
+		t.Fatal("start returned no floor")
+	}
 	churn(t)
 	time.Sleep(10 * time.Millisecond)
 	if got := gogc(t); got != 100 {
