@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"sessiond/objects"
+	"sessiond/objects/natsbus"
 	"sessiond/session"
 	"sessiond/streaming"
 )
@@ -40,17 +41,18 @@ type config struct {
 	InsecureNoAuth bool               // allow a non-loopback address without API keys
 	AllowedOrigins []string           // extra WebSocket origins (host patterns)
 
-	NATSURL      string // external NATS; "" = embedded
-	NATSListen   string // embedded: client address to open, "" = none
-	NATSSync     string // embedded: JetStream fsync: "always" or an interval
-	NATSCreds    string // external: credentials file
-	NATSUser     string // external: user
-	NATSPassword string // external: password
-	NATSToken    string // external: token
-	NATSTLSCA    string // external: CA file
-	NATSTLSCert  string // external: client certificate
-	NATSTLSKey   string // external: client key
-	Events       bool   // publish session lifecycle events
+	NATSURL      string        // external NATS; "" = embedded
+	NATSListen   string        // embedded: client address to open, "" = none
+	NATSSync     string        // embedded: JetStream fsync: "always" or an interval
+	NATSDedup    time.Duration // how long the event stream remembers message ids
+	NATSCreds    string        // external: credentials file
+	NATSUser     string        // external: user
+	NATSPassword string        // external: password
+	NATSToken    string        // external: token
+	NATSTLSCA    string        // external: CA file
+	NATSTLSCert  string        // external: client certificate
+	NATSTLSKey   string        // external: client key
+	Events       bool          // publish session lifecycle events
 }
 
 // keySpec is who an API key acts for.
@@ -219,6 +221,16 @@ var settings = []setting{
 				}
 			}
 			c.NATSSync = v
+			return nil
+		}},
+	{"nats-dedup-window", "SESSIOND_NATS_DEDUP_WINDOW", natsbus.DefaultDuplicateWindow.String(), "duration",
+		"how long the event stream remembers event ids, so that an event published again within it (after a crash or a retry) is stored once; longer costs memory and CPU under load",
+		func(c *config, v string) error {
+			d, err := time.ParseDuration(v)
+			if err != nil || d < time.Second || d > 24*time.Hour {
+				return fmt.Errorf("%q: want a duration from 1s to 24h", v)
+			}
+			c.NATSDedup = d
 			return nil
 		}},
 	{"nats-creds", "SESSIOND_NATS_CREDS", "", "file", "external NATS: credentials file",

@@ -27,6 +27,7 @@ func TestParseConfig(t *testing.T) {
 		FlushBytes:    16 << 10,
 		APIKeys:       map[string]keySpec{},
 		NATSSync:      "2m",
+		NATSDedup:     2 * time.Minute,
 		Events:        true,
 		GCFloorMiB:    128,
 	}
@@ -47,10 +48,10 @@ func TestParseConfig(t *testing.T) {
 			name: "every flag",
 			args: []string{"--addr", ":9000", "--data=/srv/s", "--durability", "NORMAL", "--idle-timeout", "1m30s",
 				"--max-open", "5", "--log-level", "debug", "--log-format", "json", "--insecure-no-auth", "--offline-tps", "0",
-				"--allowed-origins", "a.example, *.b.example", "--flush-interval", "0", "--flush-bytes", "4096", "--gc-floor", "0"},
+				"--allowed-origins", "a.example, *.b.example", "--flush-interval", "0", "--flush-bytes", "4096", "--gc-floor", "0", "--nats-dedup-window", "20s"},
 			want: config{Addr: ":9000", Data: "/srv/s", Durability: objects.DurabilityNormal, IdleTimeout: 90 * time.Second,
 				FlushInterval: 0, FlushBytes: 4096, MaxOpen: 5, LogLevel: slog.LevelDebug, LogFormat: "json", InsecureNoAuth: true, APIKeys: map[string]keySpec{},
-				NATSSync: "2m", Events: true, GCFloorMiB: 0,
+				NATSSync: "2m", NATSDedup: 20 * time.Second, Events: true, GCFloorMiB: 0,
 				AllowedOrigins: []string{"a.example", "*.b.example"}},
 		},
 		{
@@ -62,7 +63,7 @@ func TestParseConfig(t *testing.T) {
 				"SESSIOND_FLUSH_INTERVAL": "40ms", "SESSIOND_FLUSH_BYTES": "65536", "SESSIOND_GC_FLOOR": "512"},
 			want: config{Addr: "0.0.0.0:1", Data: "d", Durability: objects.DurabilityNormal, IdleTimeout: 250 * time.Millisecond,
 				MaxOpen: 7, LogLevel: slog.LevelWarn, LogFormat: "json", OfflineTPS: 12.5, FlushInterval: 40 * time.Millisecond, FlushBytes: 64 << 10,
-				OpenAIBaseURL: "http://127.0.0.1:11434/v1", OpenAIModel: "llama3.1", NATSSync: "2m", Events: true, GCFloorMiB: 512,
+				OpenAIBaseURL: "http://127.0.0.1:11434/v1", OpenAIModel: "llama3.1", NATSSync: "2m", NATSDedup: 2 * time.Minute, Events: true, GCFloorMiB: 512,
 				APIKeys: map[string]keySpec{"0123456789abcdef": {Owner: "alice"}, "fedcba9876543210": {Owner: "root", Admin: true}}},
 		},
 		{
@@ -104,6 +105,7 @@ func TestParseConfig(t *testing.T) {
 		{name: "zero flush bytes", env: map[string]string{"SESSIOND_FLUSH_BYTES": "0"}, wantErr: "SESSIOND_FLUSH_BYTES"},
 		{name: "negative gc floor", args: []string{"--gc-floor", "-1"}, wantErr: "--gc-floor: \"-1\": want a number of MiB"},
 		{name: "gc floor with a unit", env: map[string]string{"SESSIOND_GC_FLOOR": "128MiB"}, wantErr: "SESSIOND_GC_FLOOR"},
+		{name: "dedup window too short", args: []string{"--nats-dedup-window", "500ms"}, wantErr: "--nats-dedup-window: \"500ms\": want a duration from 1s to 24h"},
 		{name: "bad nats sync", args: []string{"--nats-sync", "sometimes"}, wantErr: "--nats-sync"},
 	}
 	for _, tt := range tests {

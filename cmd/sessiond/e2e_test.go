@@ -18,6 +18,9 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"sessiond/objects/natsbus"
 )
 
 // startInProcess runs sessiond in this process with args and returns its
@@ -343,5 +346,30 @@ func allTurns(t *testing.T, base, sid string) map[string]int64 {
 		if !page.HasMore {
 			return have
 		}
+	}
+}
+
+// --nats-dedup-window reaches the event stream: JetStream then remembers
+// event ids for that long.
+func TestDedupWindowSetsTheStream(t *testing.T) {
+	natsAddr := freePort(t)
+	startInProcess(t, "--data", t.TempDir(), "--nats-listen", natsAddr, "--nats-dedup-window", "20s")
+	nc, err := nats.Connect("nats://" + natsAddr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	s, err := js.Stream(ctx, natsbus.DefaultStream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d := s.CachedInfo().Config.Duplicates; d != 20*time.Second {
+		t.Fatalf("stream's duplicate window %v, want 20s", d)
 	}
 }

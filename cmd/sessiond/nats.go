@@ -61,7 +61,7 @@ func startEvents(ctx context.Context, cfg config, logger *slog.Logger) (*events,
 			return nil, fmt.Errorf("connect to NATS at %s: %w", cfg.NATSURL, err)
 		}
 	}
-	if ev.bus, err = natsbus.New(ev.conn, &natsbus.BusOptions{Subjects: eventSubjects, Logger: logger}); err != nil {
+	if ev.bus, err = natsbus.New(ev.conn, &natsbus.BusOptions{Subjects: eventSubjects, DuplicateWindow: cfg.NATSDedup, Logger: logger}); err != nil {
 		ev.close()
 		return nil, err
 	}
