@@ -305,13 +305,3 @@ func prefixed(p, cols string) string {
 	}
 	return strings.Join(parts, ", ")
 }
-
-// isAncestor reports whether turn a is on the branch ending at leaf.
-func onBranch(ctx context.Context, tx *objects.Tx, leaf, id int64) (bool, error) {
-	var n int
-	err := tx.QueryRow(ctx, `WITH RECURSIVE chain(id) AS (
-			SELECT ? UNION ALL
-			SELECT t.parent_id FROM turns t JOIN chain c ON t.id = c.id WHERE t.parent_id IS NOT NULL AND t.id > ?
-		) SELECT count(*) FROM chain WHERE id = ?`, leaf, id, id).Scan(&n)
-	return n > 0, err
-}

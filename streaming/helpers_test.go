@@ -101,15 +101,6 @@ func decode(tb testing.TB, frame []byte) msg {
 	return m
 }
 
-func hasFinal(tb testing.TB, frames [][]byte) bool {
-	for _, f := range frames {
-		if m := decode(tb, f); m.Type == streaming.TypeDone || m.Type == streaming.TypeError {
-			return true
-		}
-	}
-	return false
-}
-
 var testDone = streaming.Done{
 	Turn:         json.RawMessage(`{"id":2,"role":"assistant","content":"hi"}`),
 	Usage:        json.RawMessage(`{"prompt_tokens":1,"completion_tokens":1,"total_tokens":2}`),
