@@ -61,3 +61,25 @@ func (o *sessionObj) publish(ctx context.Context, tx *objects.Tx, m *meta, kind 
 	}
 	return tx.Publish(ctx, subjectPrefix+m.ID+"."+kind, b)
 }
+
+// turnEventMsg is a turn event's body: what publish makes of
+// {"turn": ...}, with the fields in the same (sorted) order, without a
+// map's reflection on every posted turn.
+type turnEventMsg struct {
+	At        time.Time `json:"at"`
+	Owner     string    `json:"owner"`
+	SessionID string    `json:"session_id"`
+	Turn      turnEvent `json:"turn"`
+}
+
+// publishTurn records the event of a committed turn (see publish).
+func (o *sessionObj) publishTurn(ctx context.Context, tx *objects.Tx, m *meta, t Turn) error {
+	if !o.svc.Events {
+		return nil
+	}
+	b, err := json.Marshal(turnEventMsg{At: nowMillis(), Owner: m.Owner, SessionID: m.ID, Turn: newTurnEvent(t)})
+	if err != nil {
+		return err
+	}
+	return tx.Publish(ctx, subjectPrefix+m.ID+".turn", b)
+}

@@ -198,7 +198,7 @@ func (o *sessionObj) finishGeneration(ctx context.Context, tx *objects.Tx, run *
 		"finish_reason": res.FinishReason, "usage": u, "error": out.err}); err != nil {
 		return err
 	}
-	if err := o.publish(ctx, tx, &m, "turn", map[string]any{"turn": newTurnEvent(turn)}); err != nil {
+	if err := o.publishTurn(ctx, tx, &m, turn); err != nil {
 		return err
 	}
 	// Start the next queued generation, if any, in the same commit.

@@ -4,7 +4,6 @@ import (
 	"crypto/rand"
 	"encoding/binary"
 	"fmt"
-	"regexp"
 	"time"
 )
 
@@ -31,15 +30,28 @@ func newIDAt(t time.Time) string {
 	return string(out[:])
 }
 
-var idPattern = regexp.MustCompile(`^[A-Za-z0-9_-]{1,128}$`)
-
 // ValidateID checks a client-chosen session id: 1 to 128 of A-Z a-z 0-9 _ -,
 // so that it is safe in a URL path as it is.
 func ValidateID(id string) error {
-	if !idPattern.MatchString(id) {
+	if !validID(id) {
 		return fmt.Errorf("%w: session id must be 1 to 128 characters of A-Z, a-z, 0-9, _ and -", ErrInvalid)
 	}
 	return nil
+}
+
+// validID reports whether id is 1 to 128 of A-Z a-z 0-9 _ -. Every call
+// checks one (a regular expression here was 2 % of a posted turn's CPU).
+func validID(id string) bool {
+	if len(id) == 0 || len(id) > 128 {
+		return false
+	}
+	for i := 0; i < len(id); i++ {
+		c := id[i]
+		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '_' || c == '-') {
+			return false
+		}
+	}
+	return true
 }
 
 // newGenerationID returns "g_" and 20 random base32 characters.

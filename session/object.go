@@ -256,7 +256,7 @@ func (o *sessionObj) post(ctx context.Context, tx *objects.Tx, req *PostRequest)
 			return nil, err
 		}
 		m.noteTurn(t.ID)
-		if err := o.publish(ctx, tx, &m, "turn", map[string]any{"turn": newTurnEvent(t)}); err != nil {
+		if err := o.publishTurn(ctx, tx, &m, t); err != nil {
 			return nil, err
 		}
 		parent = t.ID
