@@ -4,12 +4,15 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
+	"log/slog"
 	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
 
 	_ "modernc.org/sqlite" // registers the "sqlite" driver
+
+	"sessiond/objects/internal/walvfs"
 )
 
 // Durability selects how far a commit is flushed before it is acknowledged.
@@ -84,6 +87,11 @@ func openDB(ctx context.Context, path, synchronous string, exclusive, manualChec
 		q.Add("_pragma", "main.wal_autocheckpoint(0)")
 	}
 	q.Add("_journal_mode", "WAL")
+	if err := walvfs.Register(); err == nil {
+		q.Add("vfs", walvfs.Name) // a transaction's WAL frames in one write
+	} else {
+		slog.Warn("objects: SQLite's default VFS, writing WAL frames one by one", "err", err)
+	}
 	// Every pragma is a statement run at each wake, so only those that
 	// matter: no busy_timeout (an object database has one connection, in
 	// this process, and WAL readers never block it) and no foreign_keys (no
