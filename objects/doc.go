@@ -16,6 +16,10 @@
 // user_version. New objects take a spare database that was created and
 // migrated ahead of time, off the request path.
 //
+// Databases are opened through walvfs, SQLite's own VFS with the WAL write
+// path wrapped so that a transaction's frames go to the file in one system
+// call, inside SQLite's write of the commit frame (see that package).
+//
 // All writes of an object go through its Tx. Queued calls share one
 // transaction, each in its own savepoint (a failing call leaves no trace),
 // and one commit; results are released only after that commit and the node
