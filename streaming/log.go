@@ -1,8 +1,12 @@
 package streaming
 
 import (
+	"bytes"
 	"fmt"
 	"log/slog"
+	"math"
+	"slices"
+	"strconv"
 	"sync"
 	"time"
 )
@@ -16,7 +20,9 @@ const DefaultRetention = 10 * time.Minute
 type LogOptions struct {
 	// Retention is how long the events stay resumable after the done or
 	// error event. Zero means DefaultRetention; negative keeps them until
-	// Release. Retention costs memory: every event of the generation.
+	// Release. Retention costs memory: the generation's text (as its
+	// messages escape it), 4 bytes per delta and its done or error event;
+	// the encoded messages themselves are dropped when it ends.
 	Retention time.Duration
 
 	// Logger defaults to slog.Default().
@@ -40,13 +46,25 @@ type Log struct {
 	logger     *slog.Logger
 	onRelease  func(*Log) // set by Hub before the log is published
 
-	mu       sync.Mutex
-	events   []Event // events[i].Offset == i+1; never modified once appended
-	ended    bool
-	released bool
-	subs     []*Viewer // live subscribers, in subscription order
-	subIdx   map[*Viewer]int
-	expiry   *time.Timer
+	mu sync.Mutex
+	// events[i].Offset == i+1, never modified once appended; nil once the
+	// log has ended and been compacted (see compactLocked).
+	events []Event
+	n      int64 // the offset of the last event
+	// What a finished log keeps instead of events (see compactLocked): the
+	// text deltas' text, as their messages carry it (JSON-escaped), in one
+	// buffer, where each one's ends (ends[i] for offset i+1), the messages
+	// of other deltas whole by offset, and the final event.
+	text      []byte
+	ends      []uint32
+	whole     map[int64][]byte
+	final     Event
+	compacted bool
+	ended     bool
+	released  bool
+	subs      []*Viewer // live subscribers, in subscription order
+	subIdx    map[*Viewer]int
+	expiry    *time.Timer
 }
 
 // NewLog returns an empty, running log for the generation with the given
@@ -112,13 +130,14 @@ func (l *Log) append(typ string, encode func(off int64) ([]byte, error)) (Event,
 	if l.ended {
 		return Event{}, fmt.Errorf("append %s to %s: %w", typ, l.generation, ErrLogEnded)
 	}
-	off := int64(len(l.events)) + 1
+	off := l.n + 1
 	data, err := encode(off)
 	if err != nil {
 		return Event{}, fmt.Errorf("append %s to %s: %w", typ, l.generation, err)
 	}
 	e := Event{Generation: l.generation, Offset: off, Type: typ, Data: data}
 	l.events = append(l.events, e)
+	l.n = off
 	// Delivering under l.mu is what makes Subscribe exact: a subscriber is
 	// either registered before this event (and gets it here) or after (and
 	// finds it in the backlog), never both, never neither.
@@ -128,6 +147,8 @@ func (l *Log) append(typ string, encode func(off int64) ([]byte, error)) (Event,
 	if e.Final() {
 		l.ended = true
 		l.subs, l.subIdx = nil, nil
+		l.final = e
+		l.compactLocked()
 		if l.retention > 0 {
 			l.expiry = time.AfterFunc(l.retention, l.Release)
 		}
@@ -145,14 +166,115 @@ func (l *Log) Events(after int64) ([]Event, error) {
 	if err := l.checkAfterLocked(after); err != nil {
 		return nil, fmt.Errorf("events of %s: %w", l.generation, err)
 	}
-	return append([]Event(nil), l.events[after:]...), nil
+	return append([]Event(nil), l.eventsLocked(after)...), nil
+}
+
+// compactLocked replaces the encoded events of an ended log by what they
+// are made of: a retained log then costs a few bytes per delta instead of
+// an encoded message each (~180 bytes for a one-word token). A text delta's
+// message is a prefix fixed by the generation and the offset, the text as
+// JSON escapes it, and `"}`: the escaped text is kept and the message is
+// rebuilt byte for byte when a viewer resumes (eventsLocked). Messages of
+// another shape (tool-call parts) are kept whole. Viewers already holding
+// events keep them.
+func (l *Log) compactLocked() {
+	if l.n < 2 {
+		return
+	}
+	head := deltaHead(nil, l.generation)
+	size := 0
+	for _, e := range l.events[:l.n-1] {
+		size += len(e.Data)
+	}
+	if size > math.MaxUint32 {
+		return
+	}
+	text := make([]byte, 0, size)
+	ends := make([]uint32, 0, l.n-1)
+	var whole map[int64][]byte
+	for _, e := range l.events[:l.n-1] {
+		if frag, ok := deltaText(e.Data, head, e.Offset); ok {
+			text = append(text, frag...)
+		} else {
+			if whole == nil {
+				whole = make(map[int64][]byte)
+			}
+			whole[e.Offset] = e.Data
+		}
+		ends = append(ends, uint32(len(text)))
+	}
+	l.text = slices.Clip(append([]byte(nil), text...))
+	l.ends, l.whole = ends, whole
+	l.events = nil
+	l.compacted = true
+}
+
+// deltaHead appends the start of a text delta's message of generation, up
+// to its offset.
+func deltaHead(b []byte, generation string) []byte {
+	b = append(b, `{"type":"delta","generation":`...)
+	b = appendJSONString(b, generation)
+	return append(b, `,"offset":`...)
+}
+
+const deltaTextKey = `,"text":"`
+
+// deltaText returns the escaped text of data if it is the message of a
+// text delta at offset off that starts with head (see EncodeDelta).
+func deltaText(data, head []byte, off int64) ([]byte, bool) {
+	if !bytes.HasPrefix(data, head) {
+		return nil, false
+	}
+	rest := data[len(head):]
+	var num [20]byte
+	n := strconv.AppendInt(num[:0], off, 10)
+	if !bytes.HasPrefix(rest, n) || !bytes.HasPrefix(rest[len(n):], []byte(deltaTextKey)) {
+		return nil, false
+	}
+	rest = rest[len(n)+len(deltaTextKey):]
+	if !bytes.HasSuffix(rest, []byte(`"}`)) {
+		return nil, false
+	}
+	return rest[:len(rest)-2], true
+}
+
+// eventsLocked returns the events after offset after, which must be in
+// range: a window of the log's own storage while it runs, encoded again
+// from the kept text once it has been compacted.
+func (l *Log) eventsLocked(after int64) []Event {
+	if !l.compacted {
+		return l.events[after:l.n:l.n]
+	}
+	out := make([]Event, 0, l.n-after)
+	head := deltaHead(nil, l.generation)
+	for off := after + 1; off < l.n; off++ {
+		data, ok := l.whole[off]
+		if !ok {
+			start := uint32(0)
+			if off > 1 {
+				start = l.ends[off-2]
+			}
+			frag := l.text[start:l.ends[off-1]]
+			data = make([]byte, 0, len(head)+20+len(deltaTextKey)+len(frag)+2)
+			data = append(data, head...)
+			data = strconv.AppendInt(data, off, 10)
+			data = append(data, deltaTextKey...)
+			data = append(data, frag...)
+			data = append(data, `"}`...)
+		}
+		out = append(out, Event{Generation: l.generation, Offset: off, Type: TypeDelta, Data: data})
+	}
+	if after < l.n {
+		out = append(out, l.final)
+	}
+	return out
 }
 
 func (l *Log) checkAfterLocked(after int64) error {
 	if l.released {
 		return ErrReleased
 	}
-	if last := int64(len(l.events)); after < 0 || after > last {
+	if last := l.n; after < 0 || after > last {
 		return fmt.Errorf("after %d, last offset %d: %w", after, last, ErrOffsetOutOfRange)
 	}
 	return nil
@@ -162,7 +284,7 @@ func (l *Log) checkAfterLocked(after int64) error {
 func (l *Log) Last() int64 {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	return int64(len(l.events))
+	return l.n
 }
 
 // Ended reports whether the done or error event has been appended.
@@ -197,8 +319,9 @@ func (l *Log) Release() {
 		return
 	}
 	l.released = true
-	l.logger.Debug("streaming: generation log released", logKeyGeneration, l.generation, logKeyEvents, len(l.events))
+	l.logger.Debug("streaming: generation log released", logKeyGeneration, l.generation, logKeyEvents, l.n)
 	l.events = nil
+	l.text, l.ends, l.whole, l.final = nil, nil, nil, Event{}
 	l.subs, l.subIdx = nil, nil
 	if l.expiry != nil {
 		l.expiry.Stop()
@@ -228,9 +351,8 @@ func (l *Log) Subscribe(v *Viewer, after int64) error {
 	if err := l.checkAfterLocked(after); err != nil {
 		return fmt.Errorf("subscribe to %s: %w", l.generation, err)
 	}
-	last := len(l.events)
 	live := !l.ended
-	if err := v.attach(l, l.events[after:last:last], after, live); err != nil {
+	if err := v.attach(l, l.eventsLocked(after), after, live); err != nil {
 		return fmt.Errorf("subscribe to %s: %w", l.generation, err)
 	}
 	if live {
@@ -251,7 +373,7 @@ func (l *Log) subscribeLive(v *Viewer) {
 	if _, ok := l.subIdx[v]; ok {
 		return
 	}
-	if v.join(l, int64(len(l.events))) != nil {
+	if v.join(l, l.n) != nil {
 		return
 	}
 	l.addSubLocked(v)

@@ -3,7 +3,10 @@ package streaming_test
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
+	"math/rand/v2"
 	"testing"
+	"time"
 
 	"sessiond/streaming"
 )
@@ -160,4 +163,81 @@ func TestLogDefaultRetentionKeepsEvents(t *testing.T) {
 		t.Fatalf("DefaultRetention=%v min, want at least %v", got, want)
 	}
 	l.Release()
+}
+
+// A finished log keeps its deltas' text instead of their encoded messages
+// (compacted): every event read or resumed from it afterwards must be the
+// event Append returned, byte for byte, from any offset, for text of any
+// kind and tool-call parts mixed in, ended by done or by error.
+func TestFinishedLogReplaysEventsExactly(t *testing.T) {
+	texts := []string{"word", " ", "", "é", "\"quoted\"", "back\\slash", "line\nbreak", "\x00\x1f", "\xff\xfe invalid", "\u2028\u2029", "<b>&</b>", "日本語"}
+	r := rand.New(rand.NewPCG(3, 4))
+	for round := range 40 {
+		l := streaming.NewLog(fmt.Sprintf("g_round%d", round), &streaming.LogOptions{Retention: -1})
+		var want []streaming.Event
+		for range r.IntN(60) {
+			var e streaming.Event
+			var err error
+			if r.IntN(6) == 0 {
+				e, err = l.Append(streaming.Delta{ToolCall: &streaming.ToolCallDelta{Index: r.IntN(3), ID: "call_1", Name: "f", Arguments: texts[r.IntN(len(texts))]}})
+			} else {
+				e, err = l.AppendText(texts[r.IntN(len(texts))] + texts[r.IntN(len(texts))])
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			want = append(want, e)
+		}
+		var final streaming.Event
+		var err error
+		if round%4 == 3 {
+			final, err = l.Fail("upstream_error", "the model failed")
+		} else {
+			final, err = l.Finish(streaming.Done{Turn: []byte(`{"id":7}`), FinishReason: "stop"})
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		want = append(want, final)
+		for after := int64(0); after <= int64(len(want)); after++ {
+			got, err := l.Events(after)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(got) != len(want)-int(after) {
+				t.Fatalf("round %d, Events(%d): %d events, want %d", round, after, len(got), len(want)-int(after))
+			}
+			for i, g := range got {
+				w := want[int(after)+i]
+				if g.Offset != w.Offset || g.Type != w.Type || g.Generation != w.Generation || string(g.Data) != string(w.Data) {
+					t.Fatalf("round %d, Events(%d)[%d] = %+v %s, appended as %+v %s", round, after, i, g, g.Data, w, w.Data)
+				}
+			}
+		}
+		// A viewer resuming the finished generation gets the same bytes.
+		after := r.Int64N(int64(len(want)) + 1)
+		sink := &recSink{}
+		v := streaming.NewViewer(sink, nil)
+		if err := l.Subscribe(v, after); err != nil {
+			t.Fatal(err)
+		}
+		var expect [][]byte
+		for _, e := range want[after:] {
+			expect = append(expect, e.Data)
+		}
+		deadline := time.Now().Add(5 * time.Second)
+		for sink.count() < len(expect) && time.Now().Before(deadline) {
+			time.Sleep(time.Millisecond)
+		}
+		frames, _ := sink.snapshot()
+		if len(frames) != len(expect) {
+			t.Fatalf("round %d: resumed viewer got %d messages, want %d", round, len(frames), len(expect))
+		}
+		for i := range frames {
+			if string(frames[i]) != string(expect[i]) {
+				t.Fatalf("round %d: resumed message %d = %s, want %s", round, i, frames[i], expect[i])
+			}
+		}
+		v.Close()
+	}
 }
