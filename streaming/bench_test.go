@@ -455,3 +455,30 @@ func BenchmarkFinishedLogMemory(b *testing.B) {
 		runtime.KeepAlive(kept)
 	}
 }
+
+// BenchmarkRunningLogMemory: the heap a running generation's log holds, per
+// token, after 20,000 one-word deltas: its newest events stay encoded for
+// live viewers, the older ones are compacted to their text.
+func BenchmarkRunningLogMemory(b *testing.B) {
+	const logs, tokens = 50, 20000
+	for b.Loop() {
+		runtime.GC()
+		var before runtime.MemStats
+		runtime.ReadMemStats(&before)
+		kept := make([]*streaming.Log, logs)
+		for i := range kept {
+			l := streaming.NewLog("g_0123456789ABCDEFGHJK", &streaming.LogOptions{Retention: -1})
+			for t := range tokens {
+				if _, err := l.AppendText(" word" + string(rune('a'+t%26))); err != nil {
+					b.Fatal(err)
+				}
+			}
+			kept[i] = l
+		}
+		runtime.GC()
+		var after runtime.MemStats
+		runtime.ReadMemStats(&after)
+		b.ReportMetric(float64(after.HeapAlloc-before.HeapAlloc)/(logs*tokens), "B/token")
+		runtime.KeepAlive(kept)
+	}
+}

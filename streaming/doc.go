@@ -11,9 +11,10 @@
 //   - Log: one generation's events (delta…, then done or error) with
 //     offsets 1, 2, 3 … and no gaps, each encoded once (Event.Data) and
 //     shared by every viewer it is queued to. Retained for
-//     LogOptions.Retention (10 minutes) after it ends, compacted to its
-//     text: a viewer resuming a finished generation gets the same bytes,
-//     rebuilt.
+//     LogOptions.Retention (10 minutes) after it ends. Events older than
+//     the newest thousand or so, and all of them once the generation ends,
+//     are compacted to their text: a viewer resuming there gets the same
+//     bytes, rebuilt.
 //   - Viewer: one connected client, writing to a Sink. Its queue is
 //     bounded; a viewer that falls behind is dropped and told where to
 //     resume, and the producer never waits for it.

@@ -3,13 +3,27 @@ package streaming_test
 import (
 	"context"
 	"encoding/json"
+	"flag"
 	"fmt"
+	"os"
 	"sync"
 	"testing"
 	"time"
 
 	"sessiond/streaming"
 )
+
+// TestMain runs the package's tests with running logs that compact all but
+// their 3 newest events (1,024 by default), so that every test of resumes,
+// reconnects and fan-out also crosses compactions. Benchmarks keep the
+// default.
+func TestMain(m *testing.M) {
+	flag.Parse()
+	if f := flag.Lookup("test.bench"); f == nil || f.Value.String() == "" {
+		streaming.SetRunningKeep(3)
+	}
+	os.Exit(m.Run())
+}
 
 // checkFor polls cond until it holds, failing the test after a generous
 // deadline. It never asserts a timing: the deadline only stops a hung test.

@@ -22,7 +22,8 @@ type LogOptions struct {
 	// error event. Zero means DefaultRetention; negative keeps them until
 	// Release. Retention costs memory: the generation's text (as its
 	// messages escape it), 4 bytes per delta and its done or error event;
-	// the encoded messages themselves are dropped when it ends.
+	// the encoded messages themselves are dropped when it ends (and, but
+	// for the newest ones, while it runs).
 	Retention time.Duration
 
 	// Logger defaults to slog.Default().
@@ -47,17 +48,20 @@ type Log struct {
 	onRelease  func(*Log) // set by Hub before the log is published
 
 	mu sync.Mutex
-	// events[i].Offset == i+1, never modified once appended; nil once the
-	// log has ended and been compacted (see compactLocked).
-	events []Event
-	n      int64 // the offset of the last event
-	// What a finished log keeps instead of events (see compactLocked): the
-	// text deltas' text, as their messages carry it (JSON-escaped), in one
-	// buffer, where each one's ends (ends[i] for offset i+1), the messages
-	// of other deltas whole by offset, and the final event.
+	// The events after offset base: events[i].Offset == base+i+1, never
+	// modified once appended. Events up to base are kept compacted (see
+	// moveLocked): the text deltas' text as their messages carry it
+	// (JSON-escaped) in one buffer, where each one ends (ends[i] for offset
+	// i+1), and the messages of other deltas whole by offset. A running log
+	// keeps its last runningKeep events or more as they are; an ended one
+	// keeps only final (compacted, events nil).
+	events    []Event
+	base      int64
+	n         int64 // the offset of the last event
 	text      []byte
 	ends      []uint32
 	whole     map[int64][]byte
+	head      []byte // deltaHead of the generation
 	final     Event
 	compacted bool
 	ended     bool
@@ -142,16 +146,24 @@ func (l *Log) append(typ string, encode func(off int64) ([]byte, error)) (Event,
 	// either registered before this event (and gets it here) or after (and
 	// finds it in the backlog), never both, never neither.
 	for _, v := range l.subs {
-		v.deliver(l, l.events, now)
+		v.deliver(l, l.events, l.base, now)
 	}
 	if e.Final() {
 		l.ended = true
 		l.subs, l.subIdx = nil, nil
 		l.final = e
-		l.compactLocked()
+		if l.moveLocked(len(l.events) - 1) {
+			l.text, l.ends = slices.Clip(l.text), slices.Clip(l.ends)
+			l.base, l.events, l.compacted = l.n-1, nil, true
+		}
 		if l.retention > 0 {
 			l.expiry = time.AfterFunc(l.retention, l.Release)
 		}
+	} else if k := len(l.events) - runningKeep; k >= runningKeep && l.moveLocked(k) {
+		// Viewers' queues keep windows on the old array; live delivery
+		// goes on in the new one.
+		l.events = append(make([]Event, 0, 2*runningKeep), l.events[k:]...)
+		l.base += int64(k)
 	}
 	return e, nil
 }
@@ -169,44 +181,46 @@ func (l *Log) Events(after int64) ([]Event, error) {
 	return append([]Event(nil), l.eventsLocked(after)...), nil
 }
 
-// compactLocked replaces the encoded events of an ended log by what they
-// are made of: a retained log then costs a few bytes per delta instead of
-// an encoded message each (~180 bytes for a one-word token). A text delta's
-// message is a prefix fixed by the generation and the offset, the text as
-// JSON escapes it, and `"}`: the escaped text is kept and the message is
-// rebuilt byte for byte when a viewer resumes (eventsLocked). Messages of
-// another shape (tool-call parts) are kept whole. Viewers already holding
-// events keep them.
-func (l *Log) compactLocked() {
-	if l.n < 2 {
-		return
+// runningKeep is how many of its newest events a running log keeps
+// encoded, at least: live viewers are handed those; older ones are
+// compacted (moveLocked) in batches of runningKeep. A variable for tests.
+var runningKeep = 1024
+
+// moveLocked compacts the first k events (all deltas) into text, ends and
+// whole and reports whether it did: a retained log then costs a few bytes
+// per delta instead of an encoded message each (~180 bytes for a one-word
+// token). A text delta's message is a prefix fixed by the generation and
+// the offset, the text as JSON escapes it, and `"}`: the escaped text is
+// kept and the message rebuilt byte for byte when a viewer resumes
+// (eventsLocked). Messages of another shape (tool-call parts) are kept
+// whole. Viewers already holding events keep them. The caller drops the
+// events moved.
+func (l *Log) moveLocked(k int) bool {
+	if k <= 0 {
+		return false
 	}
-	head := deltaHead(nil, l.generation)
 	size := 0
-	for _, e := range l.events[:l.n-1] {
+	for _, e := range l.events[:k] {
 		size += len(e.Data)
 	}
-	if size > math.MaxUint32 {
-		return
+	if len(l.text)+size > math.MaxUint32 {
+		return false
 	}
-	text := make([]byte, 0, size)
-	ends := make([]uint32, 0, l.n-1)
-	var whole map[int64][]byte
-	for _, e := range l.events[:l.n-1] {
-		if frag, ok := deltaText(e.Data, head, e.Offset); ok {
-			text = append(text, frag...)
+	if l.head == nil {
+		l.head = deltaHead(nil, l.generation)
+	}
+	for _, e := range l.events[:k] {
+		if frag, ok := deltaText(e.Data, l.head, e.Offset); ok {
+			l.text = append(l.text, frag...)
 		} else {
-			if whole == nil {
-				whole = make(map[int64][]byte)
+			if l.whole == nil {
+				l.whole = make(map[int64][]byte)
 			}
-			whole[e.Offset] = e.Data
+			l.whole[e.Offset] = e.Data
 		}
-		ends = append(ends, uint32(len(text)))
+		l.ends = append(l.ends, uint32(len(l.text)))
 	}
-	l.text = slices.Clip(append([]byte(nil), text...))
-	l.ends, l.whole = ends, whole
-	l.events = nil
-	l.compacted = true
+	return true
 }
 
 // deltaHead appends the start of a text delta's message of generation, up
@@ -239,15 +253,14 @@ func deltaText(data, head []byte, off int64) ([]byte, bool) {
 }
 
 // eventsLocked returns the events after offset after, which must be in
-// range: a window of the log's own storage while it runs, encoded again
-// from the kept text once it has been compacted.
+// range: a window of the log's own storage when they are all still
+// encoded, otherwise a new slice with the compacted ones rebuilt.
 func (l *Log) eventsLocked(after int64) []Event {
-	if !l.compacted {
-		return l.events[after:l.n:l.n]
+	if after >= l.base && !l.compacted {
+		return l.events[after-l.base : l.n-l.base : l.n-l.base]
 	}
 	out := make([]Event, 0, l.n-after)
-	head := deltaHead(nil, l.generation)
-	for off := after + 1; off < l.n; off++ {
+	for off := after + 1; off <= l.base; off++ {
 		data, ok := l.whole[off]
 		if !ok {
 			start := uint32(0)
@@ -255,8 +268,8 @@ func (l *Log) eventsLocked(after int64) []Event {
 				start = l.ends[off-2]
 			}
 			frag := l.text[start:l.ends[off-1]]
-			data = make([]byte, 0, len(head)+20+len(deltaTextKey)+len(frag)+2)
-			data = append(data, head...)
+			data = make([]byte, 0, len(l.head)+20+len(deltaTextKey)+len(frag)+2)
+			data = append(data, l.head...)
 			data = strconv.AppendInt(data, off, 10)
 			data = append(data, deltaTextKey...)
 			data = append(data, frag...)
@@ -264,8 +277,11 @@ func (l *Log) eventsLocked(after int64) []Event {
 		}
 		out = append(out, Event{Generation: l.generation, Offset: off, Type: TypeDelta, Data: data})
 	}
-	if after < l.n {
+	switch from := max(after, l.base); {
+	case l.compacted && from < l.n:
 		out = append(out, l.final)
+	case !l.compacted:
+		out = append(out, l.events[from-l.base:]...)
 	}
 	return out
 }
@@ -321,7 +337,7 @@ func (l *Log) Release() {
 	l.released = true
 	l.logger.Debug("streaming: generation log released", logKeyGeneration, l.generation, logKeyEvents, l.n)
 	l.events = nil
-	l.text, l.ends, l.whole, l.final = nil, nil, nil, Event{}
+	l.text, l.ends, l.whole, l.head, l.final = nil, nil, nil, nil, Event{}
 	l.subs, l.subIdx = nil, nil
 	if l.expiry != nil {
 		l.expiry.Stop()

@@ -304,9 +304,9 @@ func (v *Viewer) open() bool {
 	return v.state == stateOpen
 }
 
-// deliver queues the last event of events, a live event of l. It is called
-// with l.mu held.
-func (v *Viewer) deliver(l *Log, events []Event, now time.Time) {
+// deliver queues the last event of events, a live event of l; events are
+// l's after offset base. It is called with l.mu held.
+func (v *Viewer) deliver(l *Log, events []Event, base int64, now time.Time) {
 	i := len(events) - 1
 	e := events[i]
 	size := len(e.Data)
@@ -319,8 +319,11 @@ func (v *Viewer) deliver(l *Log, events []Event, now time.Time) {
 		// Consecutive live events of one log share one item, a window on the
 		// log's own storage: fan-out allocates nothing per viewer.
 		last := &v.queue[n-1]
-		if last.log == l && last.live && last.events[len(last.events)-1].Offset == e.Offset-1 {
-			start := int(last.events[0].Offset - 1)
+		// The window must start in events: a log compacting its oldest
+		// events (Log.moveLocked) moves its storage on.
+		if last.log == l && last.live && last.events[len(last.events)-1].Offset == e.Offset-1 &&
+			last.events[0].Offset-1 >= base {
+			start := last.events[0].Offset - 1 - base
 			last.events = events[start : i+1 : i+1]
 			last.size += size
 			v.addLocked(size, true, now)
