@@ -429,38 +429,16 @@ func BenchmarkWebSocketWriteFrame(b *testing.B) {
 // for its retention (10 minutes by default, for resumes by offset), per
 // token: 100 logs of 2,000 one-word deltas each, finished, then measured
 // after a collection.
-func BenchmarkFinishedLogMemory(b *testing.B) {
-	const logs, tokens = 100, 2000
-	for b.Loop() {
-		runtime.GC()
-		var before runtime.MemStats
-		runtime.ReadMemStats(&before)
-		kept := make([]*streaming.Log, logs)
-		for i := range kept {
-			l := streaming.NewLog("g_0123456789ABCDEFGHJK", &streaming.LogOptions{Retention: -1})
-			for t := range tokens {
-				if _, err := l.AppendText(" word" + string(rune('a'+t%26))); err != nil {
-					b.Fatal(err)
-				}
-			}
-			if _, err := l.Finish(streaming.Done{Turn: []byte(`{"id":1}`), FinishReason: "stop"}); err != nil {
-				b.Fatal(err)
-			}
-			kept[i] = l
-		}
-		runtime.GC()
-		var after runtime.MemStats
-		runtime.ReadMemStats(&after)
-		b.ReportMetric(float64(after.HeapAlloc-before.HeapAlloc)/(logs*tokens), "B/token")
-		runtime.KeepAlive(kept)
-	}
-}
+func BenchmarkFinishedLogMemory(b *testing.B) { logMemory(b, 100, 2000, true) }
 
 // BenchmarkRunningLogMemory: the heap a running generation's log holds, per
 // token, after 20,000 one-word deltas: its newest events stay encoded for
 // live viewers, the older ones are compacted to their text.
-func BenchmarkRunningLogMemory(b *testing.B) {
-	const logs, tokens = 50, 20000
+func BenchmarkRunningLogMemory(b *testing.B) { logMemory(b, 50, 20000, false) }
+
+// logMemory reports the heap that logs of tokens one-word deltas each
+// hold, per token, after a collection; finish ends each log first.
+func logMemory(b *testing.B, logs, tokens int, finish bool) {
 	for b.Loop() {
 		runtime.GC()
 		var before runtime.MemStats
@@ -473,12 +451,17 @@ func BenchmarkRunningLogMemory(b *testing.B) {
 					b.Fatal(err)
 				}
 			}
+			if finish {
+				if _, err := l.Finish(streaming.Done{Turn: []byte(`{"id":1}`), FinishReason: "stop"}); err != nil {
+					b.Fatal(err)
+				}
+			}
 			kept[i] = l
 		}
 		runtime.GC()
 		var after runtime.MemStats
 		runtime.ReadMemStats(&after)
-		b.ReportMetric(float64(after.HeapAlloc-before.HeapAlloc)/(logs*tokens), "B/token")
+		b.ReportMetric(float64(after.HeapAlloc-before.HeapAlloc)/float64(logs*tokens), "B/token")
 		runtime.KeepAlive(kept)
 	}
 }
