@@ -109,10 +109,10 @@ func EncodeDelta(generation string, offset int64, d Delta) (json.RawMessage, err
 	}
 	// By hand: every token of every generation comes through here, and
 	// reflection was a fifth of the log's append.
+	// A finished log rebuilds these messages from the same head (see
+	// Log.moveLocked): keep the two in step through deltaHead.
 	b := make([]byte, 0, len(`{"type":"delta","generation":"","offset":,"text":""}`)+len(generation)+20+len(d.Text)+len(d.Text)/8)
-	b = append(b, `{"type":"delta","generation":`...)
-	b = appendJSONString(b, generation)
-	b = append(b, `,"offset":`...)
+	b = deltaHead(b, generation)
 	b = strconv.AppendInt(b, offset, 10)
 	b = append(b, `,"text":`...)
 	b = appendJSONString(b, d.Text)
