@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 
 	_ "modernc.org/sqlite" // registers the "sqlite" driver
 
@@ -58,6 +59,8 @@ func (d Durability) pragma() string {
 	return "NORMAL"
 }
 
+var walVFSWarning sync.Once
+
 // openDB opens (creating if needed) the SQLite database at path in WAL mode
 // with one connection and an explicit page cache. synchronous is SQLite's
 // setting for it. exclusive takes SQLite's exclusive locking mode: the
@@ -90,7 +93,10 @@ func openDB(ctx context.Context, path, synchronous string, exclusive, manualChec
 	if err := walvfs.Register(); err == nil {
 		q.Add("vfs", walvfs.Name) // a transaction's WAL frames in one write
 	} else {
-		slog.Warn("objects: SQLite's default VFS, writing WAL frames one by one", "err", err)
+		// Register fails the same way at every open (each wake): say it once.
+		walVFSWarning.Do(func() {
+			slog.Warn("objects: SQLite's default VFS, writing WAL frames one by one", "err", err)
+		})
 	}
 	// Every pragma is a statement run at each wake, so only those that
 	// matter: no busy_timeout (an object database has one connection, in
