@@ -55,7 +55,12 @@ func (o *sessionObj) publish(ctx context.Context, tx *objects.Tx, m *meta, kind 
 	fields["session_id"] = m.ID
 	fields["owner"] = m.Owner
 	fields["at"] = nowMillis()
-	b, err := json.Marshal(fields)
+	return record(ctx, tx, m, kind, fields)
+}
+
+// record encodes body and puts it in the session's outbox as a kind event.
+func record(ctx context.Context, tx *objects.Tx, m *meta, kind string, body any) error {
+	b, err := json.Marshal(body)
 	if err != nil {
 		return err
 	}
@@ -77,9 +82,5 @@ func (o *sessionObj) publishTurn(ctx context.Context, tx *objects.Tx, m *meta, t
 	if !o.svc.Events {
 		return nil
 	}
-	b, err := json.Marshal(turnEventMsg{At: nowMillis(), Owner: m.Owner, SessionID: m.ID, Turn: newTurnEvent(t)})
-	if err != nil {
-		return err
-	}
-	return tx.Publish(ctx, subjectPrefix+m.ID+".turn", b)
+	return record(ctx, tx, m, "turn", turnEventMsg{At: nowMillis(), Owner: m.Owner, SessionID: m.ID, Turn: newTurnEvent(t)})
 }
