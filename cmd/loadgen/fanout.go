@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -11,6 +12,7 @@ import (
 	"net/http"
 	"os"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -54,6 +56,9 @@ func setupFanout(fs *flag.FlagSet, c *common) runFunc {
 					rows = append(rows, r)
 				}
 				r, err := fanoutCase(ctx, e, t, &uf, n, *dialConc, k, *perChunk)
+				if errors.Is(err, errNoStamps) && e.url != "" {
+					return nil, fmt.Errorf("%w: with -url, start sessiond with %s (choose the address with -upstream-addr)", err, strings.Join(up.serverArgs(), " "))
+				}
 				if err != nil {
 					return nil, err
 				}
@@ -118,6 +123,11 @@ func (vs *viewerSet) close() {
 	}
 }
 
+// errNoStamps is measureFanout's error when no viewer received a chunk of
+// the fake upstream: the generation came from another model, or never
+// reached the viewers.
+var errNoStamps = errors.New("no viewer received a chunk of the fake upstream")
+
 // measureFanout runs one generation (start) to the viewers of a server
 // with process id pid, and returns its row with both processes' CPU.
 func measureFanout(ctx context.Context, e *env, vs *viewerSet, tokens, pid int, start func(context.Context) error, perChunk bool) (row, error) {
@@ -125,6 +135,9 @@ func measureFanout(ctx context.Context, e *env, vs *viewerSet, tokens, pid int, 
 	server, _ := startCPU(pid)
 	self, _ := startCPU(os.Getpid())
 	if err := fo.run(ctx, vs, e.duration, start); err != nil {
+		return row{}, err
+	}
+	if err := fo.check(); err != nil {
 		return row{}, err
 	}
 	if perChunk {
@@ -295,6 +308,15 @@ func (f *fanout) handle(i int, at time.Time, msg []byte) (done bool) {
 		return true
 	}
 	return false
+}
+
+// check returns errNoStamps, wrapped, if no viewer received a chunk of the
+// fake upstream: a row of zeros would otherwise look like a measurement.
+func (f *fanout) check() error {
+	if len(f.last) > 0 {
+		return nil
+	}
+	return fmt.Errorf("%w (%d of %d viewers failed)", errNoStamps, f.failures, len(f.seen))
 }
 
 func (f *fanout) fail() {

@@ -65,7 +65,7 @@ func setupGens(fs *flag.FlagSet, c *common) runFunc {
 		// Enough words that no generation ends before the window does.
 		words := int(tps * (*ramp + e.duration + 10*time.Second).Seconds())
 		e.logf("gens: %d %s viewers ready; %d generations of %d words at %g words/s; window %s after %s", vs.len(), *client, *gens, words, tps, e.duration, *ramp)
-		g := &genRun{model: *model, client: *client, period: time.Duration(float64(time.Second) / tps), arrivals: make([][]arrival, vs.len())}
+		g := &genRun{model: *model, client: *client, tps: tps, period: time.Duration(float64(time.Second) / tps), arrivals: make([][]arrival, vs.len())}
 		return g.measure(ctx, e, t, ids, vs, words, *ramp)
 	}
 }
@@ -82,6 +82,7 @@ type arrival struct {
 type genRun struct {
 	model    string        // offline or fake
 	client   string        // std or lean
+	tps      float64       // deltas per second of each generation
 	period   time.Duration // the offline model's time between two deltas
 	arrivals [][]arrival
 	gids     []string
@@ -142,12 +143,21 @@ func (g *genRun) measure(ctx context.Context, e *env, t *target, ids []string, v
 	if g.model == "fake" {
 		lat, got = g.stamped(w0, w1)
 	}
-	r := row{Case: fmt.Sprintf("gens=%d model=%s tps=%g client=%s", n, g.model, float64(time.Second)/float64(g.period), g.client)}
+	r := row{Case: fmt.Sprintf("gens=%d model=%s tps=%g client=%s", n, g.model, g.tps, g.client)}
 	perSec := float64(got) / w1.Sub(w0).Seconds()
+	if want := float64(n) * g.tps; perSec < 0.8*want {
+		// Added latency is measured against the rate the generations were
+		// meant to have: far below it, the figure is not one.
+		why := "the server is overloaded"
+		if g.model == "offline" {
+			why += fmt.Sprintf(", or (with -url) its --offline-tps is not this -offline-tps (%g; sessiond's default is 30)", g.tps)
+		}
+		e.logf("gens: WARNING: %.0f deltas/s reached the viewers, %.0f were expected: %s; the added latency is then no measurement", perSec, want, why)
+	}
 	r.add("server cpu", cores, "cores")
 	r.addLatency("added ", lat)
 	r.add("deltas/s", perSec, "")
-	r.add("want/s", float64(n)*float64(time.Second)/float64(g.period), "")
+	r.add("want/s", float64(n)*g.tps, "")
 	r.add("server cpu/delta", cores/perSec*1e6, "µs")
 	r.add("server rss", float64(rss)/1024, "MiB")
 	r.add("loadgen cpu", selfCores, "cores")

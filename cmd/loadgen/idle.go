@@ -42,6 +42,9 @@ func setupIdle(fs *flag.FlagSet, c *common) runFunc {
 			return nil, err
 		}
 		fds := openFDs(t.pid)
+		if after <= before {
+			e.logf("idle: WARNING: the server's RSS did not grow with %d viewers (%d → %d KiB): it was freeing memory meanwhile, so there is no per-viewer figure here; measure a fresh server whose --idle-timeout is shorter than -hibernate (-spawn runs one with 1s)", len(conns), before, after)
+		}
 		r := row{Case: fmt.Sprintf("viewers=%d sessions=%d", len(conns), len(ids))}
 		r.add("rss before", float64(before)/1024, "MiB")
 		r.add("rss after", float64(after)/1024, "MiB")
