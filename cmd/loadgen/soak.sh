@@ -38,6 +38,8 @@ fds() { ls "/proc/$pid/fd" | wc -l; }
 sample() {
 	echo "$(date -u +%H:%M:%S) $1 goroutines=$(goroutines) fds=$(fds) rss_kib=$(awk '/VmRSS/{print $2}' "/proc/$pid/status")"
 }
+# heap prints the Go heap in use after a collection it forces.
+heap() { curl -s "http://127.0.0.1:$dport/debug/pprof/heap?gc=1&debug=1" | sed -n 's/^# HeapAlloc = /heap_alloc_bytes=/p'; }
 # run runs one loadgen workload against the server, keeping its report.
 run() {
 	local name=$1
@@ -56,7 +58,7 @@ for r in $(seq "$rounds"); do
 	run "idle$r" idle -pid "$pid" -viewers 2000 -sessions 200 -hibernate 5s
 	sample "round $r: after idle viewers"
 	sleep 15
-	sample "round $r: quiet"
+	echo "$(sample "round $r: quiet") $(heap)"
 done
 g1=$(goroutines)
 f1=$(fds)
