@@ -7,7 +7,7 @@ import "testing"
 func TestCheckpointThresholdsSpread(t *testing.T) {
 	lo, hi := checkpointFrames, 0
 	for range 2000 {
-		n := checkpointThreshold()
+		n := checkpointThreshold(checkpointFrames)
 		if n < checkpointFrames/2 || n >= checkpointFrames*3/2 {
 			t.Fatalf("threshold %d outside [%d, %d)", n, checkpointFrames/2, checkpointFrames*3/2)
 		}

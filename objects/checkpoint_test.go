@@ -60,3 +60,79 @@ func TestRuntimeCheckpointsTheWAL(t *testing.T) {
 		t.Fatalf("after 1,500 small commits: %d frames in the WAL, want it started over (at 500 to 1,499 frames)", n)
 	}
 }
+
+// A class may size its databases' page cache and WAL: the cache is
+// SQLite's cache_size on every open, and the runtime checkpoints at the
+// class's threshold, not the default one.
+func TestClassCacheAndCheckpointFrames(t *testing.T) {
+	ctx := context.Background()
+	rt := objects.NewRuntime(t.TempDir())
+	rt.Durability = objects.DurabilityNormal
+	def, err := rt.Register("default", counterClass)
+	if err != nil {
+		t.Fatal(err)
+	}
+	big := counterClass
+	big.CacheKiB, big.CheckpointFrames = 4096, 40000
+	bigNS, err := rt.Register("big", big)
+	if err != nil {
+		t.Fatal(err)
+	}
+	small := counterClass
+	small.CheckpointFrames = 20
+	smallNS, err := rt.Register("small", small)
+	if err != nil {
+		t.Fatal(err)
+	}
+	neg := counterClass
+	neg.CacheKiB = -1
+	if _, err := rt.Register("negative", neg); err == nil {
+		t.Fatal("Register accepted a negative CacheKiB")
+	}
+	if err := rt.Open(ctx); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { rt.Close() })
+
+	cache := func(s *objects.Stub) (n int) {
+		t.Helper()
+		if _, err := s.Call(ctx, func(ctx context.Context, obj any, tx *objects.Tx) (any, error) {
+			return nil, tx.QueryRow(ctx, `PRAGMA main.cache_size`).Scan(&n)
+		}); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	if got, want := cache(stub(t, def, "a")), -objects.DefaultCacheKiB; got != want {
+		t.Fatalf("default class: cache_size %d, want %d", got, want)
+	}
+	if got, want := cache(stub(t, bigNS, "a")), -4096; got != want {
+		t.Fatalf("class with CacheKiB 4096: cache_size %d, want %d", got, want)
+	}
+
+	// 1,500 small commits: the default (500 to 1,499 frames) and a
+	// threshold of 10 to 29 frames have checkpointed, one of 20,000 to
+	// 59,999 frames has not.
+	fill := func(s *objects.Stub) {
+		t.Helper()
+		for i := range 1500 {
+			if _, err := s.Exec(ctx, nil, `INSERT INTO log (body) VALUES (?)`, "small"); err != nil {
+				t.Fatalf("insert %d: %v", i, err)
+			}
+		}
+	}
+	for _, c := range []struct {
+		ns       *objects.Namespace
+		min, max int // frames the WAL may hold after the fill
+	}{
+		{def, 0, 1499},
+		{smallNS, 0, 29},
+		{bigNS, 1500, 1 << 30},
+	} {
+		s := stub(t, c.ns, "fill")
+		fill(s)
+		if n := walFrames(t, s); n < c.min || n > c.max {
+			t.Fatalf("namespace %s after 1,500 commits: %d frames in the WAL, want %d to %d", c.ns.Name(), n, c.min, c.max)
+		}
+	}
+}

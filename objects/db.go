@@ -43,13 +43,23 @@ type instanceDB struct {
 	// checkpointAt is the walFrames that makes a checkpoint due, drawn
 	// anew after each checkpoint (see checkpointThreshold); 0 = not drawn.
 	checkpointAt int
+	// checkpointMean is the mean of the draws: the class's
+	// CheckpointFrames, or checkpointFrames.
+	checkpointMean int
 }
 
 // openInstanceDB opens or creates an object database and migrates it to the
 // namespace's schema. It counts the database as open.
 func (rt *Runtime) openInstanceDB(ctx context.Context, ns *Namespace, rel string) (*instanceDB, error) {
 	path := filepath.Join(rt.Dir, rel)
-	db, err := openDB(ctx, path, "NORMAL", true, true, rt.CacheKiB)
+	cache, frames := rt.CacheKiB, checkpointFrames
+	if ns.class.CacheKiB > 0 {
+		cache = ns.class.CacheKiB
+	}
+	if ns.class.CheckpointFrames > 0 {
+		frames = ns.class.CheckpointFrames
+	}
+	db, err := openDB(ctx, path, "NORMAL", true, true, cache)
 	if err != nil {
 		return nil, err
 	}
@@ -63,7 +73,7 @@ func (rt *Runtime) openInstanceDB(ctx context.Context, ns *Namespace, rel string
 		return nil, fmt.Errorf("connect %s: %w", rel, err)
 	}
 	rt.open.Add(1)
-	return &instanceDB{rel: rel, path: path, db: db, conn: conn, stmts: make(map[string]*sql.Stmt), syncer: rt.syncer}, nil
+	return &instanceDB{rel: rel, path: path, db: db, conn: conn, stmts: make(map[string]*sql.Stmt), syncer: rt.syncer, checkpointMean: frames}, nil
 }
 
 func (d *instanceDB) stmt(ctx context.Context, q string) (*sql.Stmt, error) {
@@ -112,19 +122,20 @@ func (d *instanceDB) query(ctx context.Context, q string, args ...any) (*sql.Row
 }
 
 // checkpointFrames is how many WAL frames an object database collects, on
-// average, before the runtime checkpoints it: SQLite's own default
-// threshold.
+// average, before the runtime checkpoints it, unless its class says
+// otherwise (Class.CheckpointFrames): SQLite's own default threshold.
 const checkpointFrames = 1000
 
 // checkpointThreshold draws an object database's next checkpoint
-// threshold, from half to one and a half checkpointFrames. A fixed
+// threshold, from half to one and a half mean (checkpointFrames unless
+// the class sets its own). A fixed
 // threshold lines the checkpoints of objects that are loaded alike up: a
 // thousand sessions posted to at the same rate all reached 1,000 frames
 // within seconds, and their checkpoints (each syncing its database) stalled
 // calls for up to 1.1–2.0 s; drawn, the slowest call of the same 90 s load
 // took 243–285 ms, at the same calls per second.
-func checkpointThreshold() int {
-	return checkpointFrames/2 + rand.IntN(checkpointFrames)
+func checkpointThreshold(mean int) int {
+	return mean/2 + rand.IntN(mean)
 }
 
 // checkpointDue counts the pages the commits since its last call wrote to
@@ -149,7 +160,7 @@ func (d *instanceDB) checkpointDue() bool {
 		return true // cannot count: checkpoint rather than let the WAL grow
 	}
 	if d.checkpointAt == 0 {
-		d.checkpointAt = checkpointThreshold()
+		d.checkpointAt = checkpointThreshold(max(d.checkpointMean, 1))
 	}
 	return d.walFrames >= d.checkpointAt
 }

@@ -154,6 +154,22 @@ type Class struct {
 	// committed before the first call runs, but cost a commit per wake).
 	// Required.
 	New func(ctx context.Context, h *Handle, tx *Tx) (any, error)
+	// CacheKiB is the page cache of each of the class's databases while
+	// open, in KiB; 0 means the runtime's CacheKiB. For a class of one or
+	// a few busy objects whose database outgrows the default (a node-wide
+	// journal, say): a commit that touches more pages than the cache holds
+	// reads them back from the file and spills them to the WAL before it
+	// commits.
+	CacheKiB int
+	// CheckpointFrames is how many pages the commits of one of the class's
+	// databases write to its WAL, on average, before the runtime copies
+	// them into the database file (each threshold is drawn from half to one
+	// and a half of it); 0 means 1,000, SQLite's default. A larger one
+	// suits a database whose commits rewrite the same pages again and
+	// again: a checkpoint copies each page once however many commits wrote
+	// it, at the cost of a WAL of up to 1.5 × CheckpointFrames pages on
+	// disk (4 KiB each).
+	CheckpointFrames int
 }
 
 // Register adds a namespace. It must be called before Open.
@@ -163,6 +179,9 @@ func (rt *Runtime) Register(name string, c Class) (*Namespace, error) {
 	}
 	if c.New == nil {
 		return nil, fmt.Errorf("register namespace %q: Class.New is nil", name)
+	}
+	if c.CacheKiB < 0 || c.CheckpointFrames < 0 {
+		return nil, fmt.Errorf("register namespace %q: Class.CacheKiB %d or CheckpointFrames %d is negative", name, c.CacheKiB, c.CheckpointFrames)
 	}
 	rt.mu.Lock()
 	defer rt.mu.Unlock()

@@ -113,7 +113,7 @@ func NewService(rt *objects.Runtime, models *Registry) (*Service, error) {
 	if svc.dirs, err = rt.Register(NamespaceDirectories, objects.Class{Migrations: directorySchema, New: newDirectory}); err != nil {
 		return nil, err
 	}
-	if svc.partials, err = rt.Register(NamespacePartials, objects.Class{Migrations: journalSchema, New: newJournalObject}); err != nil {
+	if svc.partials, err = rt.Register(NamespacePartials, objects.Class{Migrations: journalSchema, New: newJournalObject, CacheKiB: journalCacheKiB, CheckpointFrames: journalCheckpointFrames}); err != nil {
 		return nil, err
 	}
 	svc.journal = newJournal(svc)
