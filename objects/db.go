@@ -160,7 +160,7 @@ func (d *instanceDB) checkpointDue() bool {
 		return true // cannot count: checkpoint rather than let the WAL grow
 	}
 	if d.checkpointAt == 0 {
-		d.checkpointAt = checkpointThreshold(max(d.checkpointMean, 1))
+		d.checkpointAt = checkpointThreshold(d.checkpointMean)
 	}
 	return d.walFrames >= d.checkpointAt
 }

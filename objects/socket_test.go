@@ -349,14 +349,10 @@ func TestSocketReadLimit(t *testing.T) {
 	// the socket must be gone soon, not at the instant the client sees the
 	// close.
 	const want = "all=1 viewer=0 admin=0 writer=0 none=0"
-	got := ""
-	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+	checkFor(t, 5*time.Second, "count "+want+" once the oversized socket closed", func() bool {
 		send(t, small, "count")
-		if got = recv(t, small); got == want {
-			return
-		}
-	}
-	t.Fatalf("sockets after the oversized one closed: %q, want %q", got, want)
+		return recv(t, small) == want
+	})
 }
 
 func TestSocketLimitsRefused(t *testing.T) {

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"testing"
-	"time"
 
 	"sessiond/streaming"
 )
@@ -225,10 +224,7 @@ func TestFinishedLogReplaysEventsExactly(t *testing.T) {
 		for _, e := range want[after:] {
 			expect = append(expect, e.Data)
 		}
-		deadline := time.Now().Add(5 * time.Second)
-		for sink.count() < len(expect) && time.Now().Before(deadline) {
-			time.Sleep(time.Millisecond)
-		}
+		checkFor(t, "the resumed viewer's messages", func() bool { return sink.count() >= len(expect) })
 		frames, _ := sink.snapshot()
 		if len(frames) != len(expect) {
 			t.Fatalf("round %d: resumed viewer got %d messages, want %d", round, len(frames), len(expect))
