@@ -5,7 +5,7 @@
 #   bash cmd/loadgen/figures.sh [OUT]      (from the module root)
 #
 # It builds loadgen once; each workload spawns its own sessiond (-spawn).
-# About 11 minutes on 2 cores. Run it twice or more: the spread between runs
+# About 13 minutes on 2 cores. Run it twice or more: the spread between runs
 # is part of the result on a shared machine.
 set -euo pipefail
 
@@ -24,7 +24,7 @@ run() {
 }
 
 run post-turns post-turns -spawn -durability normal,full -cases 1x1,1x64,1000x64 -duration 10s
-run post-turns-pinned post-turns -spawn -pin -durability normal,full -cases 1x1,1x64,1000x64 -duration 10s
+run post-turns-pinned post-turns -spawn -pin -raw -durability normal,full -cases 1x1,1x64,1000x64 -duration 10s
 run post-turns-std post-turns -spawn -client std -durability normal,full -cases 1x1,1x64,1000x64 -duration 10s
 run get-turns get-turns -spawn -lengths 100,10000,100000 -conns 1,16 -duration 5s
 run token-latency token-latency -spawn -gens 20 -rate 50 -tokens 250 -duration 20s

@@ -68,8 +68,11 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		}
 		return nil
 	}
-	if args[0] == rawServerCommand { // ws-fanout -raw runs this binary as its floor server
+	switch args[0] { // -raw runs this binary as its floor server
+	case rawServerCommand:
 		return rawServer(ctx, args[1:])
+	case rawPostServerCommand:
+		return rawPostServer(ctx, args[1:], stdout)
 	}
 	cmd, ok := findCommand(args[0])
 	if !ok {

@@ -39,6 +39,7 @@ func setupPostTurns(fs *flag.FlagSet, c *common) runFunc {
 	text := fs.String("text", "hello, this is a user turn of a load test", "content of each posted user turn")
 	clients := fs.String("client", "lean", "comma-separated HTTP clients to run each case with: lean (one thread drives every connection through epoll; ~28 µs of CPU per call here) or std (Go's net/http client; ~50 µs). "+
 		"Compare clients in separate runs: a later case shares its server with the sessions of the earlier ones, which hibernate meanwhile")
+	raw := fs.Bool("raw", false, rawPostsLabel)
 	return func(ctx context.Context, e *env) ([]row, error) {
 		cs, err := parseCases(*cases)
 		if err != nil {
@@ -60,6 +61,15 @@ func setupPostTurns(fs *flag.FlagSet, c *common) runFunc {
 		var rows []row
 		for _, pc := range cs {
 			for _, k := range kinds {
+				if *raw {
+					for _, store := range rawPostStores {
+						r, err := rawPostCase(ctx, e, pc, k, store, body, *warmup)
+						if err != nil {
+							return nil, fmt.Errorf("raw floor (%s): %w", store, err)
+						}
+						rows = append(rows, r)
+					}
+				}
 				r, err := postTurnsCase(ctx, e, t, pc, k, body, *warmup)
 				if err != nil {
 					return nil, err

@@ -142,13 +142,19 @@ type rawTarget struct {
 	cmd  *exec.Cmd
 }
 
-// startRawServer runs the raw server on cpus (nil: any).
+// startRawServer runs the raw fan-out server on cpus (nil: any).
 func startRawServer(ctx context.Context, cpus []int) (*rawTarget, error) {
+	return startRawProc(ctx, cpus, rawServerCommand)
+}
+
+// startRawProc runs this binary's hidden subcommand (a floor server) with
+// args on cpus (nil: any) and reads the address it prints.
+func startRawProc(ctx context.Context, cpus []int, args ...string) (*rawTarget, error) {
 	self, err := os.Executable()
 	if err != nil {
 		return nil, err
 	}
-	cmd := exec.CommandContext(ctx, self, rawServerCommand)
+	cmd := exec.CommandContext(ctx, self, args...)
 	cmd.Stderr = os.Stderr
 	out, err := cmd.StdoutPipe()
 	if err != nil {
