@@ -128,12 +128,24 @@ func postTurnsCase(ctx context.Context, e *env, t *target, pc postCase, kind str
 	if res.calls == 0 {
 		return row{}, fmt.Errorf("no call succeeded (%d errors, last %v)", res.errors, res.lastErr)
 	}
+	if endedByCount(res.elapsed, spec.duration) {
+		// Still a measurement, but one that a profile or a clock outside
+		// loadgen, expecting -duration, would miss the end of.
+		e.logf("post-turns %s: -n %d calls reached after %s of the %s of -duration: the case ended early (raise -n to run the whole duration)",
+			pc, spec.n, res.elapsed.Round(time.Millisecond), spec.duration)
+	}
 	r := row{Case: pc.String() + " client=" + kind}
 	r.addLatency("", &res.lat)
 	r.add("calls/s", res.perSecond(), "")
 	r.add("errors", float64(res.errors), "")
 	res.addCPU(&r)
 	return r, nil
+}
+
+// endedByCount reports whether a closed loop measured for clearly less
+// than its duration, that is stopped at its call count (-n).
+func endedByCount(elapsed, duration time.Duration) bool {
+	return elapsed < duration*95/100
 }
 
 func postOnce(ctx context.Context, hc *http.Client, url string, body []byte) error {
