@@ -6,6 +6,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
@@ -124,12 +125,16 @@ func rawServer(ctx context.Context, args []string) error {
 			send([]byte(`{"type":"done","generation":"raw"}`))
 		}()
 	})
-	srv := &http.Server{Handler: mux}
-	fmt.Println(ln.Addr().String())
-	go func() {
-		<-ctx.Done()
-		srv.Close()
-	}()
+	return serveFloor(ctx, ln, mux, os.Stdout)
+}
+
+// serveFloor serves h on ln until ctx ends, after printing ln's address on
+// stdout, the line startRawProc waits for.
+func serveFloor(ctx context.Context, ln net.Listener, h http.Handler, stdout io.Writer) error {
+	srv := &http.Server{Handler: h}
+	fmt.Fprintln(stdout, ln.Addr().String())
+	stop := context.AfterFunc(ctx, func() { srv.Close() })
+	defer stop()
 	if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
 		return err
 	}

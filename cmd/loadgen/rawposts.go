@@ -27,15 +27,24 @@ import (
 // /v1/sessions/{id}/turns decodes the turns and answers 201 with their
 // sequence numbers. With -store sqlite every session has its own SQLite
 // database (the same driver, WAL in exclusive locking mode,
-// synchronous=NORMAL, or FULL for -durability full) and a post is one transaction inserting one row per
-// turn; with -store none nothing is kept (the floor of net/http and JSON
-// alone). No authentication, idempotency, events, directory, viewers or
+// synchronous=NORMAL, or FULL for -durability full) and a post is one
+// transaction inserting one row per turn; with -store none nothing is kept
+// (the floor of net/http and JSON alone). No authentication, idempotency, events, directory, viewers or
 // per-session queue: everything sessiond adds is left out on purpose.
 const rawPostServerCommand = "raw-post-server"
 
 // rawPostStores are the -store values of the raw post server, in the order
 // post-turns -raw runs them.
 var rawPostStores = []string{"none", "sqlite"}
+
+// rawSyncModes maps -durability to the floor's SQLite synchronous setting.
+var rawSyncModes = map[string]string{"normal": "NORMAL", "full": "FULL"}
+
+// rawTurn is a posted turn as the raw post server reads it.
+type rawTurn struct {
+	Role    string `json:"role"`
+	Content string `json:"content"`
+}
 
 type rawPostSession struct {
 	db     *sql.DB   // nil with -store none
@@ -54,7 +63,7 @@ func rawPostServer(ctx context.Context, args []string, stdout io.Writer) error {
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	syncMode := map[string]string{"normal": "NORMAL", "full": "FULL"}[*durability]
+	syncMode := rawSyncModes[*durability]
 	switch {
 	case *store != "none" && *store != "sqlite":
 		return fmt.Errorf("-store %q: want none or sqlite", *store)
@@ -109,11 +118,7 @@ func rawPostServer(ctx context.Context, args []string, stdout io.Writer) error {
 			return
 		}
 		var req struct {
-			Turns []struct {
-				Role    string `json:"role"`
-				Content string `json:"content"`
-			} `json:"turns"`
-			Generate bool `json:"generate"`
+			Turns []rawTurn `json:"turns"`
 		}
 		if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, 1<<20)).Decode(&req); err != nil || len(req.Turns) == 0 {
 			http.Error(w, "want {\"turns\":[...]}", http.StatusBadRequest)
@@ -123,29 +128,20 @@ func rawPostServer(ctx context.Context, args []string, stdout io.Writer) error {
 			Seq  int64  `json:"seq"`
 			Role string `json:"role"`
 		}
-		out := make([]turn, len(req.Turns))
-		if s.db == nil {
-			for i, t := range req.Turns {
-				out[i] = turn{Seq: s.seq.Add(1), Role: t.Role}
-			}
-		} else if err := s.post(r.Context(), req.Turns, func(i int, seq int64) { out[i] = turn{seq, req.Turns[i].Role} }); err != nil {
+		seqs, err := s.post(r.Context(), req.Turns)
+		if err != nil {
 			http.Error(w, err.Error(), http.StatusInternalServerError)
 			return
+		}
+		out := make([]turn, len(req.Turns))
+		for i, t := range req.Turns {
+			out[i] = turn{seqs[i], t.Role}
 		}
 		w.Header().Set("Content-Type", "application/json")
 		w.WriteHeader(http.StatusCreated)
 		json.NewEncoder(w).Encode(map[string]any{"turns": out})
 	})
-	srv := &http.Server{Handler: mux}
-	fmt.Fprintln(stdout, ln.Addr().String())
-	go func() {
-		<-ctx.Done()
-		srv.Close()
-	}()
-	if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
-		return err
-	}
-	return nil
+	return serveFloor(ctx, ln, mux, stdout)
 }
 
 // openRawPostDB opens a session's database of the raw post server: one
@@ -158,8 +154,6 @@ func openRawPostDB(ctx context.Context, path, syncMode string) (*sql.DB, *sql.St
 		return nil, nil, err
 	}
 	db.SetMaxOpenConns(1)
-	db.SetMaxIdleConns(1)
-	db.SetConnMaxIdleTime(0)
 	if _, err := db.ExecContext(ctx, `CREATE TABLE turns (seq INTEGER PRIMARY KEY, role TEXT NOT NULL, content TEXT NOT NULL, created_at INTEGER NOT NULL)`); err != nil {
 		db.Close()
 		return nil, nil, fmt.Errorf("create %s: %w", path, err)
@@ -172,15 +166,19 @@ func openRawPostDB(ctx context.Context, path, syncMode string) (*sql.DB, *sql.St
 	return db, ins, nil
 }
 
-// post inserts turns in one transaction and reports each one's sequence
-// number.
-func (s *rawPostSession) post(ctx context.Context, turns []struct {
-	Role    string `json:"role"`
-	Content string `json:"content"`
-}, done func(i int, seq int64)) error {
+// post numbers turns in order and returns their sequence numbers; with a
+// database it inserts them in one transaction.
+func (s *rawPostSession) post(ctx context.Context, turns []rawTurn) ([]int64, error) {
+	seqs := make([]int64, len(turns))
+	if s.db == nil {
+		for i := range turns {
+			seqs[i] = s.seq.Add(1)
+		}
+		return seqs, nil
+	}
 	tx, err := s.db.BeginTx(ctx, nil)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	defer tx.Rollback()
 	ins := tx.StmtContext(ctx, s.insert)
@@ -188,15 +186,13 @@ func (s *rawPostSession) post(ctx context.Context, turns []struct {
 	for i, t := range turns {
 		res, err := ins.ExecContext(ctx, t.Role, t.Content, now)
 		if err != nil {
-			return err
+			return nil, err
 		}
-		seq, err := res.LastInsertId()
-		if err != nil {
-			return err
+		if seqs[i], err = res.LastInsertId(); err != nil {
+			return nil, err
 		}
-		done(i, seq)
 	}
-	return tx.Commit()
+	return seqs, tx.Commit()
 }
 
 // rawPostCase runs one post-turns case against a fresh raw post server of
@@ -221,13 +217,13 @@ func rawPostCase(ctx context.Context, e *env, pc postCase, kind, store string, b
 	r, err := postTurnsCase(ctx, e, t, pc, kind, body, warmup)
 	name := "raw net/http (nothing stored)"
 	if store == "sqlite" {
-		name = "raw net/http + SQLite synchronous=" + map[string]string{"normal": "NORMAL", "full": "FULL"}[d]
+		name = "raw net/http + SQLite synchronous=" + rawSyncModes[d]
 	}
 	r.Case = name + " " + r.Case
 	return r, err
 }
 
 // rawPostsLabel is the -raw flag's help.
-var rawPostsLabel = "before each case, run it against two floors in their own process (on the server's CPU with -pin): " +
+const rawPostsLabel = "before each case, run it against two floors in their own process (on the server's CPU with -pin): " +
 	"net/http and JSON storing nothing, then net/http with one SQLite database per session (one transaction per post, synchronous " +
 	"NORMAL or FULL as -durability). Side-by-side rows of what the same parts cost without sessiond"
