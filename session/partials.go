@@ -21,8 +21,6 @@ const NamespacePartials = "partials"
 // name each node's after the node.
 const JournalName = "node"
 
-// journalSchema is the journal's schema. A row is a piece of a streaming
-// turn's output: the text since the previous piece, in id order.
 // journalCacheKiB and journalCheckpointFrames size the journal database's
 // page cache and WAL. Its table and index hold a row per running
 // generation per round (~80,000 for 1,000 streams of 20 s, ~10 MB), and a
@@ -37,6 +35,8 @@ const (
 	journalCheckpointFrames = 10000
 )
 
+// journalSchema is the journal's schema. A row is a piece of a streaming
+// turn's output: the text since the previous piece, in id order.
 var journalSchema = []string{
 	`CREATE TABLE partial (
 		id         INTEGER PRIMARY KEY,
