@@ -6,7 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
-	"unicode/utf8"
+
+	"sessiond/streaming/jsonenc"
 )
 
 // Types of the messages this package builds or recognises; the "type" field
@@ -115,63 +116,8 @@ func EncodeDelta(generation string, offset int64, d Delta) (json.RawMessage, err
 	b = deltaHead(b, generation)
 	b = strconv.AppendInt(b, offset, 10)
 	b = append(b, `,"text":`...)
-	b = appendJSONString(b, d.Text)
+	b = jsonenc.String(b, d.Text)
 	return append(b, '}'), nil
-}
-
-// appendJSONString appends s as a JSON string, byte for byte as
-// encoding/json writes it with HTML escaping off: invalid UTF-8 becomes
-// U+FFFD, and U+2028 and U+2029 are escaped.
-func appendJSONString(b []byte, s string) []byte {
-	const hex = "0123456789abcdef"
-	b = append(b, '"')
-	start := 0
-	for i := 0; i < len(s); {
-		if c := s[i]; c < utf8.RuneSelf {
-			if c >= 0x20 && c != '"' && c != '\\' {
-				i++
-				continue
-			}
-			b = append(b, s[start:i]...)
-			switch c {
-			case '"', '\\':
-				b = append(b, '\\', c)
-			case '\b':
-				b = append(b, '\\', 'b')
-			case '\f':
-				b = append(b, '\\', 'f')
-			case '\n':
-				b = append(b, '\\', 'n')
-			case '\r':
-				b = append(b, '\\', 'r')
-			case '\t':
-				b = append(b, '\\', 't')
-			default:
-				b = append(b, '\\', 'u', '0', '0', hex[c>>4], hex[c&0xf])
-			}
-			i++
-			start = i
-			continue
-		}
-		r, size := utf8.DecodeRuneInString(s[i:])
-		if r == utf8.RuneError && size == 1 {
-			b = append(b, s[start:i]...)
-			b = append(b, `\ufffd`...)
-			i += size
-			start = i
-			continue
-		}
-		if r == '\u2028' || r == '\u2029' {
-			b = append(b, s[start:i]...)
-			b = append(b, '\\', 'u', '2', '0', '2', hex[r&0xf])
-			i += size
-			start = i
-			continue
-		}
-		i += size
-	}
-	b = append(b, s[start:]...)
-	return append(b, '"')
 }
 
 // EncodeDone returns the JSON of a done event:

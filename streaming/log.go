@@ -9,6 +9,8 @@ import (
 	"strconv"
 	"sync"
 	"time"
+
+	"sessiond/streaming/jsonenc"
 )
 
 // DefaultRetention is how long a log keeps its events after it ends, so
@@ -227,7 +229,7 @@ func (l *Log) moveLocked(k int) bool {
 // to its offset.
 func deltaHead(b []byte, generation string) []byte {
 	b = append(b, `{"type":"delta","generation":`...)
-	b = appendJSONString(b, generation)
+	b = jsonenc.String(b, generation)
 	return append(b, `,"offset":`...)
 }
 
