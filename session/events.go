@@ -1,11 +1,16 @@
 package session
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
+	"slices"
+	"strconv"
 	"time"
 
 	"sessiond/objects"
+	"sessiond/streaming/jsonenc"
 )
 
 // Sessions publish their lifecycle on these subjects (docs/events.md), with
@@ -23,29 +28,6 @@ const subjectPrefix = "sessiond.session."
 // larger content is left out (content_bytes says how much there is).
 const maxEventContent = 16 << 10
 
-// turnEvent is a turn as events carry it.
-type turnEvent struct {
-	ID           int64           `json:"id"`
-	ParentID     *int64          `json:"parent_id"`
-	Role         string          `json:"role"`
-	Status       string          `json:"status"`
-	GenerationID *string         `json:"generation_id,omitempty"`
-	ContentBytes int             `json:"content_bytes"`
-	Content      json.RawMessage `json:"content,omitempty"`
-	ToolCalls    []ToolCall      `json:"tool_calls,omitempty"`
-	Preview      string          `json:"preview"`
-	CreatedAt    time.Time       `json:"created_at"`
-}
-
-func newTurnEvent(t Turn) turnEvent {
-	e := turnEvent{ID: t.ID, ParentID: t.ParentID, Role: t.Role, Status: t.Status, GenerationID: t.GenerationID,
-		ContentBytes: len(t.Content), ToolCalls: t.ToolCalls, Preview: preview(t), CreatedAt: t.CreatedAt}
-	if len(t.Content) <= maxEventContent {
-		e.Content = t.Content
-	}
-	return e
-}
-
 // publish records a lifecycle event of the session in its outbox (the same
 // transaction as the change it reports). A no-op when events are off.
 func (o *sessionObj) publish(ctx context.Context, tx *objects.Tx, m *meta, kind string, fields map[string]any) error {
@@ -60,27 +42,72 @@ func (o *sessionObj) publish(ctx context.Context, tx *objects.Tx, m *meta, kind 
 
 // record encodes body and puts it in the session's outbox as a kind event.
 func record(ctx context.Context, tx *objects.Tx, m *meta, kind string, body any) error {
-	b, err := json.Marshal(body)
-	if err != nil {
-		return err
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false) // as appendTurnEvent writes the turn events
+	if err := enc.Encode(body); err != nil {
+		return fmt.Errorf("encode %s event: %w", kind, err)
 	}
-	return tx.Publish(ctx, subjectPrefix+m.ID+"."+kind, b)
+	return tx.Publish(ctx, subjectPrefix+m.ID+"."+kind, bytes.TrimSuffix(buf.Bytes(), []byte("\n")))
 }
 
-// turnEventMsg is a turn event's body: what publish makes of
-// {"turn": ...}, with the fields in the same (sorted) order, without a
-// map's reflection on every posted turn.
-type turnEventMsg struct {
-	At        time.Time `json:"at"`
-	Owner     string    `json:"owner"`
-	SessionID string    `json:"session_id"`
-	Turn      turnEvent `json:"turn"`
-}
-
-// publishTurn records the event of a committed turn (see publish).
+// publishTurn records the event of a committed turn (see publish), built
+// by hand: every posted turn has one.
 func (o *sessionObj) publishTurn(ctx context.Context, tx *objects.Tx, m *meta, t Turn) error {
 	if !o.svc.Events {
 		return nil
 	}
-	return record(ctx, tx, m, "turn", turnEventMsg{At: nowMillis(), Owner: m.Owner, SessionID: m.ID, Turn: newTurnEvent(t)})
+	b := appendTurnEvent(nil, nowMillis(), m.Owner, m.ID, t)
+	return tx.Publish(ctx, subjectPrefix+m.ID+".turn", b)
+}
+
+// appendTurnEvent appends the body of a turn event as record would encode
+// publish's map of it, the fields sorted:
+//
+//	{"at":…,"owner":…,"session_id":…,"turn":{"id":…,"parent_id":…,"role":…,
+//	 "status":…,"generation_id":…,"content_bytes":…,"content":…,
+//	 "tool_calls":[…],"preview":…,"created_at":…}}
+//
+// generation_id, content and tool_calls are left out when empty, and
+// content when it is larger than maxEventContent (content_bytes says how
+// large it is). The content is spliced in as stored.
+func appendTurnEvent(b []byte, at time.Time, owner, sessionID string, t Turn) []byte {
+	content := t.Content
+	if len(content) > maxEventContent {
+		content = nil
+	}
+	b = slices.Grow(b, len(content)+384)
+	b = append(b, `{"at":`...)
+	b = jsonenc.Time(b, at)
+	b = append(b, `,"owner":`...)
+	b = jsonenc.String(b, owner)
+	b = append(b, `,"session_id":`...)
+	b = jsonenc.String(b, sessionID)
+	b = append(b, `,"turn":{"id":`...)
+	b = strconv.AppendInt(b, t.ID, 10)
+	b = append(b, `,"parent_id":`...)
+	b = jsonenc.NullableInt(b, t.ParentID)
+	b = append(b, `,"role":`...)
+	b = jsonenc.String(b, t.Role)
+	b = append(b, `,"status":`...)
+	b = jsonenc.String(b, t.Status)
+	if t.GenerationID != nil {
+		b = append(b, `,"generation_id":`...)
+		b = jsonenc.String(b, *t.GenerationID)
+	}
+	b = append(b, `,"content_bytes":`...)
+	b = strconv.AppendInt(b, int64(len(t.Content)), 10)
+	if len(content) > 0 {
+		b = append(b, `,"content":`...)
+		b = append(b, content...)
+	}
+	if len(t.ToolCalls) > 0 {
+		b = append(b, `,"tool_calls":`...)
+		b = appendToolCalls(b, t.ToolCalls)
+	}
+	b = append(b, `,"preview":`...)
+	b = jsonenc.String(b, preview(t))
+	b = append(b, `,"created_at":`...)
+	b = jsonenc.Time(b, t.CreatedAt)
+	return append(b, "}}"...)
 }

@@ -1,29 +1,68 @@
 package session
 
 import (
+	"bytes"
 	"encoding/json"
+	"strings"
 	"testing"
 	"time"
 )
 
-// The turn event's typed body must marshal exactly as the map that every
-// other event is built from (publish), so consumers see one format.
-func TestTurnEventMsgMatchesPublish(t *testing.T) {
-	parent, gid := int64(4), "g_1"
-	turn := Turn{ID: 5, ParentID: &parent, Role: RoleAssistant, Status: TurnComplete, GenerationID: &gid,
-		Content: json.RawMessage(`"hi \u00e9 there"`), ToolCalls: []ToolCall{{ID: "c1", Type: "function", Function: FunctionCall{Name: "f", Arguments: `{"a":1}`}}},
-		CreatedAt: time.UnixMilli(1_700_000_000_123).UTC()}
+// turnEvent is a turn as docs/events.md describes it in a turn event: the
+// reference encoding that appendTurnEvent writes by hand.
+type turnEvent struct {
+	ID           int64           `json:"id"`
+	ParentID     *int64          `json:"parent_id"`
+	Role         string          `json:"role"`
+	Status       string          `json:"status"`
+	GenerationID *string         `json:"generation_id,omitempty"`
+	ContentBytes int             `json:"content_bytes"`
+	Content      json.RawMessage `json:"content,omitempty"`
+	ToolCalls    []ToolCall      `json:"tool_calls,omitempty"`
+	Preview      string          `json:"preview"`
+	CreatedAt    time.Time       `json:"created_at"`
+}
+
+func newTurnEvent(t Turn) turnEvent {
+	e := turnEvent{ID: t.ID, ParentID: t.ParentID, Role: t.Role, Status: t.Status, GenerationID: t.GenerationID,
+		ContentBytes: len(t.Content), ToolCalls: t.ToolCalls, Preview: preview(t), CreatedAt: t.CreatedAt}
+	if len(t.Content) <= maxEventContent {
+		e.Content = t.Content
+	}
+	return e
+}
+
+// encodeEvent is the encoding record gives every other event's map.
+func encodeEvent(t *testing.T, fields map[string]any) []byte {
+	t.Helper()
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(fields); err != nil {
+		t.Fatal(err)
+	}
+	return bytes.TrimSuffix(buf.Bytes(), []byte("\n"))
+}
+
+// The hand-built turn event is byte for byte what record makes of the map
+// every other event is built from (publish), so consumers see one format.
+func TestTurnEventMatchesPublish(t *testing.T) {
 	at := time.UnixMilli(1_700_000_000_456).UTC()
-	typed, err := json.Marshal(turnEventMsg{At: at, Owner: "alice", SessionID: "s1", Turn: newTurnEvent(turn)})
-	if err != nil {
+	big := Turn{ID: 9, Role: RoleTool, Status: TurnComplete, Content: json.RawMessage(`"` + strings.Repeat("x <y> ", maxEventContent/6+1) + `"`), CreatedAt: at}
+	for _, turn := range append(sampleTurns(), big) {
+		got := appendTurnEvent([]byte("x"), at, "alice <a>", "s1", turn)
+		want := encodeEvent(t, map[string]any{"turn": newTurnEvent(turn), "session_id": "s1", "owner": "alice <a>", "at": at})
+		if !bytes.Equal(got, append([]byte("x"), want...)) {
+			t.Errorf("turn event\n got %s\nwant x%s", got, want)
+		}
+	}
+	var e struct {
+		Turn map[string]any `json:"turn"`
+	}
+	if err := json.Unmarshal(appendTurnEvent(nil, at, "a", "s", big), &e); err != nil {
 		t.Fatal(err)
 	}
-	fields := map[string]any{"turn": newTurnEvent(turn), "session_id": "s1", "owner": "alice", "at": at}
-	mapped, err := json.Marshal(fields)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if string(typed) != string(mapped) {
-		t.Fatalf("typed turn event\n%s\ndiffers from publish's\n%s", typed, mapped)
+	if _, ok := e.Turn["content"]; ok || e.Turn["content_bytes"] != float64(len(big.Content)) {
+		t.Errorf("a turn larger than maxEventContent: content %v, content_bytes %v", ok, e.Turn["content_bytes"])
 	}
 }

@@ -5,8 +5,11 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
+	"strconv"
 	"strings"
 
+	"sessiond/streaming/jsonenc"
 	"sessiond/streaming/jsonscan"
 )
 
@@ -79,4 +82,98 @@ func decodeString(v []byte, field string, dst *string) error {
 		return typeError(field, "string")
 	}
 	return json.Unmarshal(v, dst)
+}
+
+// TurnMessageJSON returns the turn message of API.md, {"type":"turn","turn":{…}},
+// with the turn's content spliced in as it is stored (see AppendTurnJSON):
+// what WebSocket viewers, SSE streams and the export carry.
+func TurnMessageJSON(t Turn) []byte {
+	out := make([]byte, 0, len(t.Content)+512)
+	out = append(out, `{"type":"turn","turn":`...)
+	out = AppendTurnJSON(out, t)
+	return append(out, '}')
+}
+
+// AppendTurnJSON appends t byte for byte as a json.Encoder with
+// SetEscapeHTML(false) would encode it (the API's answers), except that
+// its content is spliced in as stored: valid JSON, validated when it was
+// posted or encoded by sessiond; only the whitespace of a content-parts
+// array may differ. encoding/json would validate and copy it again, which
+// for a 32 MiB turn is most of the cost of sending it; and by hand, every
+// posted turn's answer is built without reflection.
+//
+// Keep it in step with Turn's fields: a test compares the two encodings.
+func AppendTurnJSON(b []byte, t Turn) []byte {
+	b = slices.Grow(b, len(t.Content)+256)
+	b = append(b, `{"id":`...)
+	b = strconv.AppendInt(b, t.ID, 10)
+	b = append(b, `,"parent_id":`...)
+	b = jsonenc.NullableInt(b, t.ParentID)
+	b = append(b, `,"role":`...)
+	b = jsonenc.String(b, t.Role)
+	b = append(b, `,"content":`...)
+	if len(t.Content) == 0 {
+		b = append(b, "null"...)
+	} else {
+		b = append(b, t.Content...)
+	}
+	if len(t.ToolCalls) > 0 {
+		b = append(b, `,"tool_calls":`...)
+		b = appendToolCalls(b, t.ToolCalls)
+	}
+	b = append(b, `,"tool_call_id":`...)
+	b = jsonenc.NullableString(b, t.ToolCallID)
+	b = append(b, `,"model":`...)
+	b = jsonenc.NullableString(b, t.Model)
+	b = append(b, `,"usage":`...)
+	if u := t.Usage; u == nil {
+		b = append(b, "null"...)
+	} else {
+		b = append(b, `{"prompt_tokens":`...)
+		b = strconv.AppendInt(b, int64(u.PromptTokens), 10)
+		b = append(b, `,"completion_tokens":`...)
+		b = strconv.AppendInt(b, int64(u.CompletionTokens), 10)
+		b = append(b, `,"total_tokens":`...)
+		b = strconv.AppendInt(b, int64(u.TotalTokens), 10)
+		b = append(b, '}')
+	}
+	b = append(b, `,"finish_reason":`...)
+	b = jsonenc.NullableString(b, t.FinishReason)
+	b = append(b, `,"status":`...)
+	b = jsonenc.String(b, t.Status)
+	b = append(b, `,"error":`...)
+	if e := t.Error; e == nil {
+		b = append(b, "null"...)
+	} else {
+		b = append(b, `{"code":`...)
+		b = jsonenc.String(b, e.Code)
+		b = append(b, `,"message":`...)
+		b = jsonenc.String(b, e.Message)
+		b = append(b, '}')
+	}
+	b = append(b, `,"generation_id":`...)
+	b = jsonenc.NullableString(b, t.GenerationID)
+	b = append(b, `,"created_at":`...)
+	b = jsonenc.Time(b, t.CreatedAt)
+	return append(b, '}')
+}
+
+// appendToolCalls appends calls as a JSON array, as encoding/json would.
+func appendToolCalls(b []byte, calls []ToolCall) []byte {
+	b = append(b, '[')
+	for i, c := range calls {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = append(b, `{"id":`...)
+		b = jsonenc.String(b, c.ID)
+		b = append(b, `,"type":`...)
+		b = jsonenc.String(b, c.Type)
+		b = append(b, `,"function":{"name":`...)
+		b = jsonenc.String(b, c.Function.Name)
+		b = append(b, `,"arguments":`...)
+		b = jsonenc.String(b, c.Function.Arguments)
+		b = append(b, "}}"...)
+	}
+	return append(b, ']')
 }

@@ -84,10 +84,7 @@ func writeAppended(w http.ResponseWriter, status int, b []byte, err error, v any
 
 func appendPostResult(b []byte, res *session.PostResult) ([]byte, error) {
 	b = append(b, `{"turns":`...)
-	b, err := appendTurns(b, res.Turns)
-	if err != nil {
-		return nil, err
-	}
+	b = appendTurns(b, res.Turns)
 	g, err := json.Marshal(res.Generation)
 	if err != nil {
 		return nil, err
@@ -99,9 +96,9 @@ func appendPostResult(b []byte, res *session.PostResult) ([]byte, error) {
 
 // appendTurns appends turns as a JSON array (null when nil), each with
 // its content spliced in (session.AppendTurnJSON).
-func appendTurns(b []byte, turns []session.Turn) ([]byte, error) {
+func appendTurns(b []byte, turns []session.Turn) []byte {
 	if turns == nil {
-		return append(b, "null"...), nil
+		return append(b, "null"...)
 	}
 	size := 2
 	for _, t := range turns {
@@ -113,12 +110,9 @@ func appendTurns(b []byte, turns []session.Turn) ([]byte, error) {
 		if i > 0 {
 			b = append(b, ',')
 		}
-		var err error
-		if b, err = session.AppendTurnJSON(b, t); err != nil {
-			return nil, err
-		}
+		b = session.AppendTurnJSON(b, t)
 	}
-	return append(b, ']'), nil
+	return append(b, ']')
 }
 
 // writeTurnsPage writes a page of turns as writeJSON would write
@@ -128,8 +122,10 @@ func writeTurnsPage(w http.ResponseWriter, turns []session.Turn, more bool) {
 	if more {
 		b = []byte(`{"has_more":true,"turns":`)
 	}
-	b, err := appendTurns(b, turns)
-	writeAppended(w, http.StatusOK, append(b, "}\n"...), err, map[string]any{"turns": turns, "has_more": more})
+	b = appendTurns(b, turns)
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(http.StatusOK)
+	w.Write(append(b, "}\n"...))
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {

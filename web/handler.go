@@ -248,12 +248,7 @@ func (a *api) stream(w http.ResponseWriter, r *http.Request, p Principal, id, gi
 	v := streaming.NewViewer(sink, &streaming.ViewerOptions{CloseOnFinal: true, FlushInterval: 0, Logger: a.log})
 	defer v.Close()
 	for _, t := range turns {
-		b, err := session.TurnMessageJSON(t)
-		if err != nil { // a stored turn always encodes; the stream goes on without it
-			a.log.Warn("web: encode turn message", "session", id, "turn", t.ID, "err", err)
-			continue
-		}
-		v.Send(b)
+		v.Send(session.TurnMessageJSON(t))
 	}
 	if err := a.svc.Follow(r.Context(), p.scope(), id, gid, after, v); err != nil {
 		code, msg := session.ErrorCode(err)
