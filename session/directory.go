@@ -103,14 +103,10 @@ type dirUpdates struct {
 	wake    chan struct{}
 }
 
-func (svc *Service) touchDirectory(m *meta, turns []Turn) {
-	e := DirEntry{ID: m.ID, Title: m.Title, CreatedAt: m.CreatedAt, UpdatedAt: m.UpdatedAt}
-	for i := len(turns) - 1; i >= 0; i-- {
-		if p := preview(turns[i]); p != "" {
-			e.Preview = p
-			break
-		}
-	}
+// touchDirectory queues the session's directory entry as m has it, with
+// preview the last message's, or "" to keep the one the entry has.
+func (svc *Service) touchDirectory(m *meta, preview string) {
+	e := DirEntry{ID: m.ID, Title: m.Title, CreatedAt: m.CreatedAt, UpdatedAt: m.UpdatedAt, Preview: preview}
 	u := &svc.dir
 	u.mu.Lock()
 	if u.pending[m.Owner] == nil {

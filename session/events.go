@@ -52,12 +52,12 @@ func record(ctx context.Context, tx *objects.Tx, m *meta, kind string, body any)
 }
 
 // publishTurn records the event of a committed turn (see publish), built
-// by hand: every posted turn has one.
-func (o *sessionObj) publishTurn(ctx context.Context, tx *objects.Tx, m *meta, t Turn) error {
+// by hand: every posted turn has one. preview is preview(t).
+func (o *sessionObj) publishTurn(ctx context.Context, tx *objects.Tx, m *meta, t Turn, preview string) error {
 	if !o.svc.Events {
 		return nil
 	}
-	b := appendTurnEvent(nil, nowMillis(), m.Owner, m.ID, t)
+	b := appendTurnEvent(nil, nowMillis(), m.Owner, m.ID, t, preview)
 	return tx.Publish(ctx, subjectPrefix+m.ID+".turn", b)
 }
 
@@ -70,8 +70,9 @@ func (o *sessionObj) publishTurn(ctx context.Context, tx *objects.Tx, m *meta, t
 //
 // generation_id, content and tool_calls are left out when empty, and
 // content when it is larger than maxEventContent (content_bytes says how
-// large it is). The content is spliced in as stored.
-func appendTurnEvent(b []byte, at time.Time, owner, sessionID string, t Turn) []byte {
+// large it is). The content is spliced in as stored; preview is
+// preview(t).
+func appendTurnEvent(b []byte, at time.Time, owner, sessionID string, t Turn, preview string) []byte {
 	content := t.Content
 	if len(content) > maxEventContent {
 		content = nil
@@ -106,7 +107,7 @@ func appendTurnEvent(b []byte, at time.Time, owner, sessionID string, t Turn) []
 		b = appendToolCalls(b, t.ToolCalls)
 	}
 	b = append(b, `,"preview":`...)
-	b = jsonenc.String(b, preview(t))
+	b = jsonenc.String(b, preview)
 	b = append(b, `,"created_at":`...)
 	b = jsonenc.Time(b, t.CreatedAt)
 	return append(b, "}}"...)

@@ -50,7 +50,7 @@ func TestTurnEventMatchesPublish(t *testing.T) {
 	at := time.UnixMilli(1_700_000_000_456).UTC()
 	big := Turn{ID: 9, Role: RoleTool, Status: TurnComplete, Content: json.RawMessage(`"` + strings.Repeat("x <y> ", maxEventContent/6+1) + `"`), CreatedAt: at}
 	for _, turn := range append(sampleTurns(), big) {
-		got := appendTurnEvent([]byte("x"), at, "alice <a>", "s1", turn)
+		got := appendTurnEvent([]byte("x"), at, "alice <a>", "s1", turn, preview(turn))
 		want := encodeEvent(t, map[string]any{"turn": newTurnEvent(turn), "session_id": "s1", "owner": "alice <a>", "at": at})
 		if !bytes.Equal(got, append([]byte("x"), want...)) {
 			t.Errorf("turn event\n got %s\nwant x%s", got, want)
@@ -59,7 +59,7 @@ func TestTurnEventMatchesPublish(t *testing.T) {
 	var e struct {
 		Turn map[string]any `json:"turn"`
 	}
-	if err := json.Unmarshal(appendTurnEvent(nil, at, "a", "s", big), &e); err != nil {
+	if err := json.Unmarshal(appendTurnEvent(nil, at, "a", "s", big, preview(big)), &e); err != nil {
 		t.Fatal(err)
 	}
 	if _, ok := e.Turn["content"]; ok || e.Turn["content_bytes"] != float64(len(big.Content)) {

@@ -198,7 +198,8 @@ func (o *sessionObj) finishGeneration(ctx context.Context, tx *objects.Tx, run *
 		"finish_reason": res.FinishReason, "usage": u, "error": out.err}); err != nil {
 		return err
 	}
-	if err := o.publishTurn(ctx, tx, &m, turn); err != nil {
+	p := preview(turn)
+	if err := o.publishTurn(ctx, tx, &m, turn, p); err != nil {
 		return err
 	}
 	// Start the next queued generation, if any, in the same commit.
@@ -231,7 +232,7 @@ func (o *sessionObj) finishGeneration(ctx context.Context, tx *objects.Tx, run *
 			}
 		}
 		svc.broadcastTurn(m.ID, turn)
-		svc.touchDirectory(&m, []Turn{turn})
+		svc.touchDirectory(&m, p)
 		close(run.done)
 		if launch != nil {
 			launch()

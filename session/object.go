@@ -1,6 +1,7 @@
 package session
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -9,6 +10,7 @@ import (
 	"fmt"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"sessiond/objects"
 )
@@ -242,6 +244,7 @@ func (o *sessionObj) post(ctx context.Context, tx *objects.Tx, req *PostRequest)
 		parent = req.Parent
 	}
 	res := &PostResult{Turns: []Turn{}}
+	lastPreview := ""
 	for _, nt := range req.Turns {
 		t := Turn{Role: nt.Role, Content: nt.Content, Status: TurnComplete, CreatedAt: now}
 		if parent > 0 {
@@ -256,7 +259,11 @@ func (o *sessionObj) post(ctx context.Context, tx *objects.Tx, req *PostRequest)
 			return nil, err
 		}
 		m.noteTurn(t.ID)
-		if err := o.publishTurn(ctx, tx, &m, t); err != nil {
+		p := preview(t)
+		if p != "" {
+			lastPreview = p
+		}
+		if err := o.publishTurn(ctx, tx, &m, t, p); err != nil {
 			return nil, err
 		}
 		parent = t.ID
@@ -327,7 +334,7 @@ func (o *sessionObj) post(ctx context.Context, tx *objects.Tx, req *PostRequest)
 		if launch != nil {
 			launch()
 		}
-		o.svc.touchDirectory(&m, turns)
+		o.svc.touchDirectory(&m, lastPreview)
 	})
 	return res, nil
 }
@@ -455,24 +462,53 @@ func (o *sessionObj) turns(ctx context.Context, tx *objects.Tx, q TurnQuery) ([]
 
 // preview is the directory's one-line summary of a turn.
 func preview(t Turn) string {
-	// A preview needs the first words only: decode a bounded prefix, so that
-	// a 32 MiB turn costs no more than a short one.
 	c := t.Content
-	if len(c) > 4096 && c[0] == '"' {
-		cut := 2048
-		for i := cut - 1; i >= cut-12; i-- { // do not split an escape such as \u00e9
-			if c[i] == '\\' {
-				cut = i
+	var s string
+	if text, ok := plainString(c); ok {
+		s = text
+	} else {
+		// A preview needs the first words only: decode a bounded prefix, so
+		// that a 32 MiB turn costs no more than a short one.
+		if len(c) > 4096 && c[0] == '"' {
+			cut := 2048
+			for i := cut - 1; i >= cut-12; i-- { // do not split an escape such as \u00e9
+				if c[i] == '\\' {
+					cut = i
+				}
 			}
+			t.Content = append(append([]byte(nil), c[:cut]...), '"')
 		}
-		t.Content = append(append([]byte(nil), c[:cut]...), '"')
+		s = turnMessage(t).Text()
 	}
-	s := turnMessage(t).Text()
 	s = strings.Join(strings.Fields(s), " ")
-	if len(s) > 140 {
-		s = truncateRunes(s, 140) + "…"
+	return truncateRunes(s, previewRunes)
+}
+
+// previewRunes is the length of a preview, in runes, before its "…".
+const previewRunes = 140
+
+// plainString returns the text of a JSON string without escapes, the
+// common turn, without decoding it: up to 4 KiB of it, enough for a
+// preview. ok is false for anything else (an escape, invalid UTF-8, not a
+// string), which takes encoding/json.
+func plainString(c []byte) (string, bool) {
+	if len(c) < 2 || c[0] != '"' || c[len(c)-1] != '"' {
+		return "", false
 	}
-	return s
+	c = c[1 : len(c)-1]
+	if len(c) > 4096 {
+		c = c[:4096]
+		for len(c) > 0 && !utf8.RuneStart(c[len(c)-1]) { // whole runes only
+			c = c[:len(c)-1]
+		}
+		if len(c) > 0 {
+			c = c[:len(c)-1]
+		}
+	}
+	if bytes.IndexByte(c, '\\') >= 0 || !utf8.Valid(c) {
+		return "", false
+	}
+	return string(c), true
 }
 
 var errInterrupted = errors.New("session: interrupted by a new turn")

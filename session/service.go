@@ -361,7 +361,7 @@ func (svc *Service) Update(ctx context.Context, owner, id string, req UpdateRequ
 		if err == nil {
 			m := *o.m
 			m.Title, m.UpdatedAt = s.Title, s.UpdatedAt
-			tx.OnCommit(func() { svc.touchDirectory(&m, nil) })
+			tx.OnCommit(func() { svc.touchDirectory(&m, "") })
 		}
 		return s, err
 	})
