@@ -26,6 +26,7 @@ func setupFanout(fs *flag.FlagSet, c *common) runFunc {
 	dialConc := fs.Int("dial-concurrency", 32, "viewers connecting at once")
 	perChunk := fs.Bool("per-chunk", false, "also print, to stderr, each chunk's send time (ms from the first) and its last-viewer latency (ms)")
 	raw := fs.Bool("raw", false, "before each case, run the same fan-out from a plain coder/websocket server in its own process (the floor), for a side-by-side row")
+	sockets := fs.Bool("sockets", false, "before each viewer count, the kernel's floor (Linux): one thread writes each chunk to as many plain loopback TCP sockets, with write(2) per socket and then with io_uring, while one thread reads them all through epoll on another CPU; no WebSocket, no server")
 	clients := fs.String("client", "std,lean", "comma-separated viewer clients to run each case with: std (a coder/websocket reader goroutine per viewer) or lean (one thread reads every viewer through epoll; costs the shared cores less)")
 	return func(ctx context.Context, e *env) ([]row, error) {
 		counts, err := parseInts(*viewers)
@@ -47,6 +48,14 @@ func setupFanout(fs *flag.FlagSet, c *common) runFunc {
 		}
 		var rows []row
 		for _, n := range counts {
+			for _, mode := range socketModes(*sockets) {
+				e.logf("ws-fanout: socket floor: %d sockets, %s; %d tokens at %g tokens/s", n, mode, uf.tokens, uf.rate)
+				r, err := socketFloorCase(ctx, n, uf.tokens, uf.rate, mode)
+				if err != nil {
+					return nil, err
+				}
+				rows = append(rows, r)
+			}
 			for _, k := range kinds {
 				if *raw {
 					r, err := rawFanoutCase(ctx, e, &uf, n, *dialConc, k)
@@ -67,6 +76,14 @@ func setupFanout(fs *flag.FlagSet, c *common) runFunc {
 		}
 		return rows, nil
 	}
+}
+
+// socketModes are the floors -sockets runs (see socketFloorCase).
+func socketModes(on bool) []string {
+	if !on {
+		return nil
+	}
+	return []string{"write", "io_uring"}
 }
 
 // fanoutCase connects n viewers (client kind std or lean) to a new

@@ -28,7 +28,7 @@ run post-turns-pinned post-turns -spawn -pin -raw -durability normal,full -cases
 run post-turns-std post-turns -spawn -client std -durability normal,full -cases 1x1,1x64,1000x64 -duration 10s
 run get-turns get-turns -spawn -lengths 100,10000,100000 -conns 1,16 -duration 5s
 run token-latency token-latency -spawn -gens 20 -rate 50 -tokens 250 -duration 20s
-run ws-fanout ws-fanout -spawn -raw -viewers 100,1000 -rate 50 -tokens 400 -duration 20s
+run ws-fanout ws-fanout -spawn -raw -sockets -viewers 100,1000 -rate 50 -tokens 400 -duration 20s
 run gens gens -spawn -gens 1000 -offline-tps 50 -ramp 5s -duration 10s
 run gens-fake gens -spawn -gens 1000 -model fake -rate 50 -ramp 5s -duration 10s
 run gens-lean gens -spawn -client lean -gens 1000 -offline-tps 50 -ramp 5s -duration 10s
