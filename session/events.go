@@ -100,7 +100,7 @@ func appendTurnEvent(b []byte, at time.Time, owner, sessionID string, t Turn, pr
 	b = strconv.AppendInt(b, int64(len(t.Content)), 10)
 	if len(content) > 0 {
 		b = append(b, `,"content":`...)
-		b = append(b, content...)
+		b = appendContent(b, content)
 	}
 	if len(t.ToolCalls) > 0 {
 		b = append(b, `,"tool_calls":`...)

@@ -474,6 +474,12 @@ func TestExportImportRoundTrip(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitGen(t, e, "local", s.ID, r2.Generation.ID)
+	// Content parts as a client may pretty-print them: valid JSON, stored
+	// as posted, and still one line of the export.
+	pretty := "[\r\n  {\"type\": \"text\",\n   \"text\": \"two\\nlines\"}\n]"
+	if _, err := e.svc.Post(ctx, "local", s.ID, session.PostRequest{Turns: []session.NewTurn{{Role: "user", Content: json.RawMessage(pretty)}}}); err != nil {
+		t.Fatal(err)
+	}
 	var buf bytes.Buffer
 	if err := e.svc.Export(ctx, "local", s.ID, &buf); err != nil {
 		t.Fatal(err)
@@ -495,6 +501,9 @@ func TestExportImportRoundTrip(t *testing.T) {
 	a, b := strings.SplitN(exported, "\n", 2)[1], strings.SplitN(again.String(), "\n", 2)[1]
 	if a != b {
 		t.Fatalf("turns differ after round trip:\n%s\n%s", a, b)
+	}
+	if !strings.Contains(a, `"content":[{"type":"text","text":"two\nlines"}]`) {
+		t.Fatalf("the pretty-printed content is not in the export, compacted:\n%s", a)
 	}
 	for _, bad := range []string{"", "{}", `{"type":"turn","turn":{}}`, "not json", `{"type":"session","session":{"id":"x"}}` + "\n" + `{"type":"turn","turn":{"id":2,"parent_id":5,"role":"user","content":"x"}}`} {
 		if _, err := e.svc.Import(ctx, "local", strings.NewReader(bad)); !errors.Is(err, session.ErrInvalid) {

@@ -98,7 +98,8 @@ func TurnMessageJSON(t Turn) []byte {
 // SetEscapeHTML(false) would encode it (the API's answers), except that
 // its content is spliced in as stored: valid JSON, validated when it was
 // posted or encoded by sessiond; only the whitespace of a content-parts
-// array may differ. encoding/json would validate and copy it again, which
+// array may differ, and it is never a line break (appendContent).
+// encoding/json would validate and copy it again, which
 // for a 32 MiB turn is most of the cost of sending it; and by hand, every
 // posted turn's answer is built without reflection.
 //
@@ -112,11 +113,7 @@ func AppendTurnJSON(b []byte, t Turn) []byte {
 	b = append(b, `,"role":`...)
 	b = jsonenc.String(b, t.Role)
 	b = append(b, `,"content":`...)
-	if len(t.Content) == 0 {
-		b = append(b, "null"...)
-	} else {
-		b = append(b, t.Content...)
-	}
+	b = appendContent(b, t.Content)
 	if len(t.ToolCalls) > 0 {
 		b = append(b, `,"tool_calls":`...)
 		b = appendToolCalls(b, t.ToolCalls)
@@ -156,6 +153,24 @@ func AppendTurnJSON(b []byte, t Turn) []byte {
 	b = append(b, `,"created_at":`...)
 	b = jsonenc.Time(b, t.CreatedAt)
 	return append(b, '}')
+}
+
+// appendContent appends stored content as it is, or null when there is
+// none. Content parts posted with line breaks between their tokens (valid
+// JSON, stored as posted) are compacted, so that a turn is always one line:
+// of an export, whose import reads a turn a line, and of an SSE data line.
+// A JSON string has no raw line break, so only arrays are looked at.
+func appendContent(b, content []byte) []byte {
+	switch {
+	case len(content) == 0:
+		return append(b, "null"...)
+	case content[0] != '"' && bytes.ContainsAny(content, "\r\n"):
+		var buf bytes.Buffer
+		if err := json.Compact(&buf, content); err == nil {
+			return append(b, buf.Bytes()...)
+		}
+	}
+	return append(b, content...)
 }
 
 // appendToolCalls appends calls as a JSON array, as encoding/json would.
