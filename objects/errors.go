@@ -28,6 +28,12 @@ var (
 	// ErrNotSupported is returned when an object lacks the handler a delivery
 	// needs (for example an alarm fires on an object without an Alarm method).
 	ErrNotSupported = errors.New("objects: handler not implemented")
+
+	// ErrDeclined is for a SocketHandler to wrap when it refuses a message
+	// it has already answered (an error message to the client, say): its
+	// writes roll back like any failed call's, and the runtime neither
+	// logs it nor closes the socket.
+	ErrDeclined = errors.New("objects: message declined")
 )
 
 // OverloadedError is returned, without queueing, by a call to an object whose

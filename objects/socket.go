@@ -221,7 +221,7 @@ func (s *Socket) read() {
 			break
 		}
 		switch {
-		case err == nil:
+		case err == nil, errors.Is(err, ErrDeclined):
 		case errors.Is(err, ErrClosed):
 			s.conn.CloseNow()
 		case errors.Is(err, ErrNotSupported):

@@ -180,7 +180,9 @@ func (o *sessionObj) WebSocketMessage(ctx context.Context, tx *objects.Tx, s *ob
 				return err
 			}
 			sv.v.Send(errorMsg(code, text))
-			return nil
+			// Roll back what post wrote before it failed (its turns, when
+			// the model is unknown), as the REST call does.
+			return fmt.Errorf("send: %w: %w", objects.ErrDeclined, err)
 		}
 		// The committed turns reach every viewer, this one included, as
 		// "turn" messages; generation events follow.

@@ -131,6 +131,38 @@ func TestWebSocketConversation(t *testing.T) {
 	}
 }
 
+// A send refused after its turns were written (an unknown model is found
+// out after the insert) leaves nothing behind, as the REST call does.
+func TestWebSocketRefusedSendWritesNothing(t *testing.T) {
+	s := newServer(t, 0, web.Config{}, nil)
+	sess := s.createSession(t, nil)
+	c := s.dial(t, sess.ID)
+	defer c.CloseNow()
+	send(t, c, map[string]any{"type": "hello"})
+	recvUntil(t, c, "ready")
+	send(t, c, map[string]any{"type": "send", "turns": []any{map[string]any{"role": "user", "content": "refused"}}, "generate": true, "model": "no-such-model", "idempotency_key": "k1"})
+	if m := recv(t, c); m.Type != "error" || m.Code != "invalid_request" {
+		t.Fatalf("unknown model answered %+v", m)
+	}
+	send(t, c, map[string]any{"type": "send", "turns": []any{map[string]any{"role": "user", "content": "kept"}}, "idempotency_key": "k2"})
+	if m := recv(t, c); m.Type != "turn" {
+		t.Fatalf("a valid send answered %+v", m)
+	}
+	var page struct {
+		Turns []struct {
+			ID       int64           `json:"id"`
+			ParentID *int64          `json:"parent_id"`
+			Content  json.RawMessage `json:"content"`
+		} `json:"turns"`
+	}
+	if st, raw := s.do(t, "GET", "/v1/sessions/"+sess.ID+"/turns?limit=10", nil, &page); st != 200 {
+		t.Fatalf("turns: %d %s", st, raw)
+	}
+	if len(page.Turns) != 1 || string(page.Turns[0].Content) != `"kept"` || page.Turns[0].ParentID != nil || page.Turns[0].ID != 1 {
+		t.Fatalf("turns after a refused send: %+v", page.Turns)
+	}
+}
+
 func TestWebSocketTickets(t *testing.T) {
 	const key = "alice-key-0123456789"
 	s := newServer(t, 0, web.Config{Keys: map[string]web.Principal{key: {Owner: "alice"}}}, nil).as(key)
