@@ -26,6 +26,9 @@ type sessionObj struct {
 	h   *objects.Handle
 	m   *meta   // nil until created
 	run *genRun // the running generation, if any
+	// deleting: Delete has begun (it waits for the running generation to
+	// end before the object goes); the session answers as gone meanwhile.
+	deleting bool
 }
 
 func (svc *Service) newSession(ctx context.Context, h *objects.Handle, tx *objects.Tx) (any, error) {
@@ -108,7 +111,7 @@ func (o *sessionObj) interruptStreaming(ctx context.Context, tx *objects.Tx, now
 // check returns ErrNotFound unless the session exists and owner may see it
 // ("" sees every session).
 func (o *sessionObj) check(owner string) error {
-	if o.m == nil || (owner != "" && o.m.Owner != owner) {
+	if o.m == nil || o.deleting || (owner != "" && o.m.Owner != owner) {
 		return ErrNotFound
 	}
 	return nil

@@ -374,6 +374,13 @@ func (svc *Service) Delete(ctx context.Context, owner, id string) error {
 	var sessOwner string
 	done, err := do(ctx, svc, owner, id, func(ctx context.Context, o *sessionObj, tx *objects.Tx) (chan struct{}, error) {
 		sessOwner = o.m.Owner
+		// Queued generations never start: the running one, cancelled,
+		// would otherwise start the next as it ends, on a session about
+		// to go.
+		if _, err := tx.Exec(ctx, `UPDATE generations SET status = 'cancelled', finished_at = ? WHERE status = 'queued'`, time.Now().UnixMilli()); err != nil {
+			return nil, fmt.Errorf("cancel queued generations: %w", err)
+		}
+		o.deleting = true
 		if o.run != nil {
 			o.run.cancel(errCancelled)
 			return o.run.done, nil

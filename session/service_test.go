@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -776,5 +777,57 @@ func TestSessionStateSurvivesRestart(t *testing.T) {
 	e = newEnv(t, dir, 0, nil)
 	if after := get(e); after.HeadTurnID != 1 || !after.UpdatedAt.Equal(before.UpdatedAt) {
 		t.Fatalf("after restart: head %d updated %v, want 1 and %v", after.HeadTurnID, after.UpdatedAt, before.UpdatedAt)
+	}
+}
+
+// countingModel counts the generations a model is asked for.
+type countingModel struct {
+	session.Model
+	calls atomic.Int32
+}
+
+func (c *countingModel) Stream(ctx context.Context, req *session.ModelRequest, emit func(session.Delta) error) (*session.ModelResult, error) {
+	c.calls.Add(1)
+	return c.Model.Stream(ctx, req, emit)
+}
+
+// Deleting a session while a generation runs and another waits in the
+// queue cancels both: the queued one never starts on the session going
+// away, and the session stays gone.
+func TestDeleteCancelsQueuedGenerations(t *testing.T) {
+	ctx := context.Background()
+	cm := &countingModel{Model: session.NewOfflineModel(50)}
+	e := newEnv(t, "", 50, func(_ *session.Service, reg *session.Registry) {
+		if err := reg.Register("counting", cm, session.ModelInfo{}); err != nil {
+			t.Fatal(err)
+		}
+	})
+	s, err := e.svc.Create(ctx, "local", session.CreateRequest{Model: "counting"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range 2 {
+		if _, err := e.svc.Post(ctx, "local", s.ID, session.PostRequest{Turns: []session.NewTurn{user("/words 30")}, Generate: true}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := e.svc.Delete(ctx, "local", s.ID); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(300 * time.Millisecond) // a queued generation would have started and called the model
+	if n := cm.calls.Load(); n != 1 {
+		t.Errorf("the model was called %d times, want 1 (the queued generation ran after the delete)", n)
+	}
+	if _, err := e.svc.Get(ctx, "local", s.ID); !errors.Is(err, session.ErrNotFound) {
+		t.Errorf("get after delete: %v", err)
+	}
+	list, _, err := e.svc.List(ctx, "local", "", 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, l := range list {
+		if l.ID == s.ID {
+			t.Errorf("the deleted session is listed: %+v", l)
+		}
 	}
 }
