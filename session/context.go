@@ -16,7 +16,8 @@ const contextReserve = 1024
 
 // assembleContext returns the messages of the branch ending at leaf, oldest
 // first, after the system prompt, cut to budget tokens by dropping the
-// oldest turns. A tool result is never kept without the assistant turn
+// oldest turns; the newest turn is kept even when the system prompt alone
+// fills the budget. A tool result is never kept without the assistant turn
 // whose call it answers. Failed assistant turns with no output are skipped.
 func (o *sessionObj) assembleContext(ctx context.Context, tx *objects.Tx, system string, leaf int64, budget int) ([]Message, error) {
 	if budget <= 0 {
@@ -30,7 +31,7 @@ func (o *sessionObj) assembleContext(ctx context.Context, tx *objects.Tx, system
 	var kept []Message // newest first
 	id := leaf
 	const page = 64
-	for id > 0 && used < budget {
+	for id > 0 && (used < budget || len(kept) == 0) { // the newest turn, always
 		turns, err := o.branchTurns(ctx, tx, id, 0, page)
 		if err != nil {
 			return nil, err

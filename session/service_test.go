@@ -780,14 +780,18 @@ func TestSessionStateSurvivesRestart(t *testing.T) {
 	}
 }
 
-// countingModel counts the generations a model is asked for.
+// countingModel counts the generations a model is asked for, and keeps
+// the messages of the last.
 type countingModel struct {
 	session.Model
 	calls atomic.Int32
+	last  atomic.Pointer[[]session.Message]
 }
 
 func (c *countingModel) Stream(ctx context.Context, req *session.ModelRequest, emit func(session.Delta) error) (*session.ModelResult, error) {
 	c.calls.Add(1)
+	msgs := append([]session.Message(nil), req.Messages...)
+	c.last.Store(&msgs)
 	return c.Model.Stream(ctx, req, emit)
 }
 
@@ -829,5 +833,30 @@ func TestDeleteCancelsQueuedGenerations(t *testing.T) {
 		if l.ID == s.ID {
 			t.Errorf("the deleted session is listed: %+v", l)
 		}
+	}
+}
+
+// A system prompt that alone fills the model's context budget does not
+// leave the model without the turn it is to answer.
+func TestContextKeepsNewestTurnPastBudget(t *testing.T) {
+	ctx := context.Background()
+	cm := &countingModel{Model: session.NewOfflineModel(0)}
+	e := newEnv(t, "", 0, func(_ *session.Service, reg *session.Registry) {
+		if err := reg.Register("small", cm, session.ModelInfo{ContextTokens: 2048}); err != nil {
+			t.Fatal(err)
+		}
+	})
+	s, err := e.svc.Create(ctx, "local", session.CreateRequest{Model: "small", System: strings.Repeat("be brief. ", 500)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := e.svc.Post(ctx, "local", s.ID, session.PostRequest{Turns: []session.NewTurn{user("hello")}, Generate: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitGen(t, e, "local", s.ID, r.Generation.ID)
+	msgs := *cm.last.Load()
+	if len(msgs) != 2 || msgs[0].Role != session.RoleSystem || msgs[1].Role != session.RoleUser || msgs[1].Text() != "hello" {
+		t.Fatalf("the model was sent %d messages: %+v", len(msgs), msgs)
 	}
 }
