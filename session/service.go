@@ -140,6 +140,9 @@ func (svc *Service) Start() {
 func (svc *Service) Close() error {
 	svc.cancel(errShutdown)
 	svc.wg.Wait()
+	// The directory's worker flushed as it stopped, perhaps before the
+	// interrupted generations committed: their updates are pending still.
+	svc.flushDirectory()
 	svc.journal.close()
 	svc.hubMu.Lock()
 	defer svc.hubMu.Unlock()

@@ -860,3 +860,28 @@ func TestContextKeepsNewestTurnPastBudget(t *testing.T) {
 		t.Fatalf("the model was sent %d messages: %+v", len(msgs), msgs)
 	}
 }
+
+// A generation that a graceful shutdown interrupts still updates the
+// owner's directory: its preview is there after the restart.
+func TestShutdownFlushesDirectory(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	e := newEnv(t, dir, 200, nil)
+	s, _ := e.svc.Create(ctx, "local", session.CreateRequest{})
+	if _, err := e.svc.Post(ctx, "local", s.ID, session.PostRequest{Turns: []session.NewTurn{user("/words 100000")}, Generate: true}); err != nil {
+		t.Fatal(err)
+	}
+	checkFor(t, "output streaming", func() bool {
+		turns := lastTurns(t, e, "local", s.ID, 1)
+		return len(text(t, turns[0])) > 10
+	})
+	e.close()
+	e2 := newEnv(t, dir, 0, nil)
+	list, _, err := e2.svc.List(ctx, "local", "", 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(list) != 1 || !strings.HasPrefix(list[0].Preview, "1 2 3 ") {
+		t.Fatalf("directory after a graceful restart: %+v", list)
+	}
+}
