@@ -15,6 +15,7 @@ import (
 
 	"sessiond/objects"
 	"sessiond/session"
+	"sessiond/streaming"
 )
 
 type tlog struct{ tb testing.TB }
@@ -883,5 +884,71 @@ func TestShutdownFlushesDirectory(t *testing.T) {
 	}
 	if len(list) != 1 || !strings.HasPrefix(list[0].Preview, "1 2 3 ") {
 		t.Fatalf("directory after a graceful restart: %+v", list)
+	}
+}
+
+// frameSink keeps the frames a viewer writes.
+type frameSink struct {
+	mu     sync.Mutex
+	frames []string
+	code   int
+}
+
+func (s *frameSink) WriteFrame(_ context.Context, frames [][]byte) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, f := range frames {
+		s.frames = append(s.frames, string(f))
+	}
+	return nil
+}
+
+func (s *frameSink) Close(code int, _ string) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.code = code
+	return nil
+}
+
+// Following a generation whose log is no longer kept (after a restart)
+// sends its turn and final event, or nothing when the follower has seen
+// the final event already, and ends: an SSE client is not kept waiting.
+func TestFollowEndedGenerationAfterRestart(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	e := newEnv(t, dir, 0, nil)
+	s, _ := e.svc.Create(ctx, "local", session.CreateRequest{})
+	r, err := e.svc.Post(ctx, "local", s.ID, session.PostRequest{Turns: []session.NewTurn{user("/words 5")}, Generate: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := waitGen(t, e, "local", s.ID, r.Generation.ID)
+	e.close()
+	e2 := newEnv(t, dir, 0, nil)
+	for _, c := range []struct {
+		after int64
+		want  []string // message types
+	}{{0, []string{"turn", "done"}}, {g.Offset - 1, []string{"turn", "done"}}, {g.Offset, nil}} {
+		sink := &frameSink{}
+		v := streaming.NewViewer(sink, &streaming.ViewerOptions{CloseOnFinal: true})
+		if err := e2.svc.Follow(ctx, "local", s.ID, g.ID, c.after, v); err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case <-v.Done():
+		case <-time.After(10 * time.Second):
+			t.Fatalf("after %d: the viewer is still open", c.after)
+		}
+		sink.mu.Lock()
+		var types []string
+		for _, f := range sink.frames {
+			var m struct{ Type string }
+			json.Unmarshal([]byte(f), &m)
+			types = append(types, m.Type)
+		}
+		if fmt.Sprint(types) != fmt.Sprint(c.want) || sink.code != streaming.CloseNormal {
+			t.Errorf("after %d: sent %v, closed with %d; want %v", c.after, types, sink.code, c.want)
+		}
+		sink.mu.Unlock()
 	}
 }

@@ -288,7 +288,10 @@ func (o *sessionObj) WebSocketClose(ctx context.Context, tx *objects.Tx, s *obje
 
 // Follow sends a generation's events after offset after to v, then its live
 // events; a generation whose log is no longer kept is sent as its committed
-// turn and final event. A queued generation is waited for until it starts.
+// turn and final event (nothing when after is at or past that event), and
+// v is then closed with CloseNormal, as a viewer with CloseOnFinal closes
+// after a log's final event. A queued generation is waited for until it
+// starts.
 func (svc *Service) Follow(ctx context.Context, owner, id, gid string, after int64, v *streaming.Viewer) error {
 	for {
 		g, err := svc.Generation(ctx, owner, id, gid)
@@ -318,9 +321,12 @@ func (svc *Service) Follow(ctx context.Context, owner, id, gid string, after int
 		if err != nil {
 			return err
 		}
-		for _, m := range finalMessages(g, t) {
-			v.Send(m)
+		if after < g.Offset {
+			for _, m := range finalMessages(g, t) {
+				v.Send(m)
+			}
 		}
+		v.CloseWith(streaming.CloseNormal, "generation finished")
 		return nil
 	}
 }

@@ -345,6 +345,12 @@ func (v *Viewer) attach(l *Log, backlog []Event, after int64, live bool) error {
 	v.purgeLocked(l)
 	if len(backlog) == 0 && !live {
 		delete(v.subs, l.generation)
+		if v.closeOnFinal {
+			// Positioned at or past the final event, which an earlier
+			// connection saw: no final event will come to end this
+			// viewer, so it ends once what is queued is written.
+			v.drainLocked(CloseNormal, "generation finished")
+		}
 		return nil
 	}
 	v.setSubLocked(l, after)
@@ -764,14 +770,21 @@ func (v *Viewer) CloseWith(code int, reason string) error {
 		v.mu.Unlock()
 		return v.finish(code, reason)
 	}
-	v.state = stateDraining
-	v.drainCode, v.drainReason = code, reason
-	v.stopTimer = time.AfterFunc(v.closeTimeout, func() { v.cancel(ErrViewerClosed) })
-	v.kickLocked()
+	v.drainLocked(code, reason)
 	v.mu.Unlock()
 	<-v.done
 	v.wg.Wait()
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	return v.closeErr
+}
+
+// drainLocked has the writer write what is queued, then close the sink
+// with code and reason (within the close timeout). v is open.
+func (v *Viewer) drainLocked(code int, reason string) {
+	v.err = ErrViewerClosed
+	v.state = stateDraining
+	v.drainCode, v.drainReason = code, reason
+	v.stopTimer = time.AfterFunc(v.closeTimeout, func() { v.cancel(ErrViewerClosed) })
+	v.kickLocked()
 }

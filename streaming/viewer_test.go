@@ -338,6 +338,39 @@ func TestCloseOnFinal(t *testing.T) {
 	}
 }
 
+// A CloseOnFinal viewer that resumes an ended generation at or past its
+// final event (an SSE client reconnecting after done) gets what is left,
+// nothing at the end, and closes: no final event is coming to end it.
+func TestCloseOnFinalResumedAtTheEnd(t *testing.T) {
+	l := streaming.NewLog("g_1", nil)
+	mustAppend(t, l, "a")
+	final := mustFinish(t, l)
+	for _, c := range []struct {
+		after  int64
+		frames int
+	}{{final.Offset - 1, 1}, {final.Offset, 0}} {
+		sink := &recSink{}
+		v := streaming.NewViewer(sink, &streaming.ViewerOptions{CloseOnFinal: true})
+		v.Send([]byte(`{"type":"turn"}`)) // what the SSE handler sends first
+		if err := l.Subscribe(v, c.after); err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case <-v.Done():
+		case <-time.After(10 * time.Second):
+			t.Fatalf("after %d: the viewer is still open", c.after)
+		}
+		frames, _ := sink.snapshot()
+		if len(frames) != 1+c.frames || string(frames[0]) != `{"type":"turn"}` {
+			t.Errorf("after %d: %d frames, want %d: %q", c.after, len(frames), 1+c.frames, frames)
+		}
+		if code, closed := sink.closeCode(); !closed || code != streaming.CloseNormal {
+			t.Errorf("after %d: closed %v with %d", c.after, closed, code)
+		}
+		v.Close()
+	}
+}
+
 // textOf checks that sink got the events of gen after offset after, in
 // order, with no gap, and returns their concatenated text.
 func textOf(tb testing.TB, sink *recSink, gen string, after int64) string {

@@ -289,9 +289,14 @@ func streamGeneration(a *api, w http.ResponseWriter, r *http.Request) error {
 	}
 	p := principalOf(r.Context())
 	id, gid := chi.URLParam(r, "id"), chi.URLParam(r, "gid")
-	// Check before the 200 goes out, so a bad id is a plain 404.
-	if _, err := a.svc.Generation(r.Context(), p.scope(), id, gid); err != nil {
+	// Check before the 200 goes out, so a bad id is a plain 404 and a
+	// position past the last event a plain 400.
+	g, err := a.svc.Generation(r.Context(), p.scope(), id, gid)
+	if err != nil {
 		return err
+	}
+	if after > g.Offset {
+		return errorf(http.StatusBadRequest, "invalid_request", "generation %s has no event at offset %d: its last is %d (Last-Event-ID and after are the last offset seen)", gid, after, g.Offset)
 	}
 	return a.stream(w, r, p, id, gid, after, nil)
 }

@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/go-chi/chi/v5"
 
@@ -210,6 +211,20 @@ func TestSSEPostAndResume(t *testing.T) {
 	if len(rest) != 21 || rest[0].id != "11" || rest[20].event != "done" || rest[20].id != "31" {
 		t.Fatalf("resumed %d events, first id %s", len(rest), rest[0].id)
 	}
+	// An EventSource reconnecting after done: nothing left, and the answer
+	// ends (it used to wait for the client to go).
+	stream := "/v1/sessions/" + sess.ID + "/generations/" + gid + "/stream"
+	req, _ = http.NewRequest("GET", s.URL+stream, nil)
+	req.Header.Set("Last-Event-ID", "31")
+	c := &http.Client{Timeout: 10 * time.Second}
+	if resp, err = c.Do(req); err != nil {
+		t.Fatal(err)
+	}
+	if rest := readSSE(t, resp); len(rest) != 0 {
+		t.Fatalf("resumed after done: %+v", rest)
+	}
+	// Past the last event: a plain 400 before any stream.
+	s.expectError(t, "GET", stream+"?after=32", nil, 400, "invalid_request")
 }
 
 func words(n int) string {
