@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"sync"
+	"time"
 
 	"github.com/coder/websocket"
 )
@@ -35,10 +36,24 @@ type WebSocket struct {
 	// coder/websocket, which would otherwise register and unregister a
 	// context.AfterFunc per message (4 % of the server's CPU with 1,000
 	// generations streaming).
-	mu    sync.Mutex // guards bound and stop: Close may come from another goroutine
+	mu    sync.Mutex // guards bound, stop and writing: Close may come from another goroutine
 	bound context.Context
 	stop  func() bool
+	// writing: a WriteFrame is under way. bound's end closes the
+	// connection only to abort a write that blocks (see abort); closing it
+	// otherwise would race the close handshake of a Close that follows (a
+	// viewer ends its context first), and the client would get no close
+	// frame. A write begun after the end fails at once instead.
+	writing bool
+	closing bool       // Close has begun: abort leaves the connection to it
+	ended   *sync.Cond // on mu, made by abort: a write ended, or Close began
 }
+
+// abortGrace is how long the end of a sink's bound context lets a write
+// under way finish before it closes the connection under it: enough for
+// one that is merely being returned from, nothing for a client that stopped
+// reading.
+const abortGrace = 100 * time.Millisecond
 
 // NewWebSocket returns a sink writing to conn, one write to the socket per
 // message.
@@ -68,11 +83,21 @@ func (s *WebSocket) Conn() *websocket.Conn { return s.conn }
 func (s *WebSocket) WriteFrame(ctx context.Context, frames [][]byte) error {
 	s.mu.Lock()
 	if ctx.Done() != nil && s.bound == nil {
-		conn := s.conn
-		s.bound, s.stop = ctx, context.AfterFunc(ctx, func() { conn.CloseNow() })
+		s.bound, s.stop = ctx, context.AfterFunc(ctx, s.abort)
 	}
 	bound := ctx == s.bound
+	s.writing = true
 	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		s.writing = false
+		if s.ended != nil {
+			s.ended.Broadcast()
+		}
+		s.mu.Unlock()
+	}()
+	// After writing is set: if bound has ended, either abort saw the write
+	// under way, or this sees the end.
 	if ctx.Err() != nil {
 		return fmt.Errorf("write websocket message: %w", context.Cause(ctx))
 	}
@@ -103,14 +128,45 @@ func (s *WebSocket) WriteFrame(ctx context.Context, frames [][]byte) error {
 	return nil
 }
 
+// abort runs when the bound context ends: it closes the connection under
+// a write that is still under way after abortGrace (see writing).
+func (s *WebSocket) abort() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if !s.writing || s.closing {
+		return
+	}
+	if s.ended == nil {
+		s.ended = sync.NewCond(&s.mu)
+	}
+	expired := false
+	t := time.AfterFunc(abortGrace, func() {
+		s.mu.Lock()
+		expired = true
+		s.ended.Broadcast()
+		s.mu.Unlock()
+	})
+	defer t.Stop()
+	for s.writing && !s.closing && !expired {
+		s.ended.Wait()
+	}
+	if s.writing && !s.closing {
+		s.conn.CloseNow()
+	}
+}
+
 // Close performs the close handshake with code (see the Close* constants)
 // and reason (cut to the 123 bytes a close frame allows). It may take up to
 // coder/websocket's handshake timeouts (5 s to write, 5 s to wait) with a
 // client that does not read; a connection already broken closes at once.
 func (s *WebSocket) Close(code int, reason string) error {
 	s.mu.Lock()
+	s.closing = true
 	if s.stop != nil {
 		s.stop()
+	}
+	if s.ended != nil {
+		s.ended.Broadcast()
 	}
 	s.mu.Unlock()
 	if len(reason) > 123 {

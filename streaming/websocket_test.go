@@ -124,6 +124,33 @@ func TestWebSocketCloseCode(t *testing.T) {
 	}
 }
 
+// Closing an idle viewer whose sink has written before sends the close
+// frame every time: the end of the viewer's context, which aborts a write
+// in flight, must not race the close handshake to the connection.
+func TestWebSocketCloseAfterWritesSendsCloseFrame(t *testing.T) {
+	for i := range 40 {
+		sent := make(chan struct{})
+		ts := wsServer(t, nil, func(v *streaming.Viewer) {
+			if err := v.Send([]byte(`{"type":"pong"}`)); err != nil {
+				t.Error(err)
+			}
+			<-sent
+			if err := v.Close(); err != nil {
+				t.Errorf("close: %v", err)
+			}
+		})
+		conn := dialWS(t, ts.URL)
+		if _, _, err := conn.Read(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		close(sent)
+		if _, code := readAll(t, conn); code != streaming.CloseGoingAway {
+			t.Fatalf("round %d: close status %v, want %d", i, code, streaming.CloseGoingAway)
+		}
+		ts.Close()
+	}
+}
+
 // A write stuck on a client that does not read ends, with the connection,
 // when the context the sink was given ends; later writes under it fail at
 // once. Both kinds of sink: one write per message, and messages batched
