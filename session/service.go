@@ -528,8 +528,9 @@ func validContent(c json.RawMessage) error {
 		return nil
 	}
 	var parts []map[string]json.RawMessage
-	if err := json.Unmarshal(c, &parts); err != nil {
-		return fmt.Errorf("%w: content must be a string or an array of content parts", ErrInvalid)
+	if err := json.Unmarshal(c, &parts); err != nil || len(parts) == 0 {
+		// null decodes without error, to no parts: refused with [].
+		return fmt.Errorf("%w: content must be a string or a non-empty array of content parts", ErrInvalid)
 	}
 	for i, p := range parts {
 		var typ string

@@ -25,6 +25,10 @@ func TestSessionLifecycleOverHTTP(t *testing.T) {
 	if st, _ := s.do(t, "GET", "/v1/sessions/"+sess.ID, nil, &got); st != 200 || got.ID != sess.ID {
 		t.Fatalf("get: %d %+v", st, got)
 	}
+	// With auth off, an Authorization header of a proxy's own is no key.
+	if st, raw := s.do(t, "GET", "/v1/sessions/"+sess.ID, nil, nil, "Authorization", "Basic dXNlcjpwYXNz"); st != 200 {
+		t.Fatalf("get with a basic auth header, auth off: %d %s", st, raw)
+	}
 	if st, raw := s.do(t, "PATCH", "/v1/sessions/"+sess.ID, map[string]any{"title": "renamed"}, &got); st != 200 || got.Title != "renamed" {
 		t.Fatalf("patch: %d %s", st, raw)
 	}
@@ -98,6 +102,8 @@ func TestBadInputIsRefusedClearly(t *testing.T) {
 		{"POST", turns, `{"turns": [{"role": "assistant", "content": "x"}]}`, 422, "invalid_request"},
 		{"POST", turns, `{"turns": [{"role": "tool", "content": "x"}]}`, 422, "invalid_request"},
 		{"POST", turns, `{"turns": [{"role": "user", "content": 5}]}`, 422, "invalid_request"},
+		{"POST", turns, `{"turns": [{"role": "user", "content": null}]}`, 422, "invalid_request"},
+		{"POST", turns, `{"turns": [{"role": "user", "content": []}]}`, 422, "invalid_request"},
 		{"POST", turns, `{"turns": [{"role": "user", "content": [{"text": "no type"}]}]}`, 422, "invalid_request"},
 		{"POST", turns, `{"turns": []}`, 422, "invalid_request"},
 		{"POST", turns, `{"turns": [{"role": "user", "content": "x"}], "generate": true, "model": "nope"}`, 422, "invalid_request"},

@@ -133,7 +133,10 @@ func (c *Client) Sessions(ctx context.Context, cursor string, limit int) ([]sess
 		Sessions   []session.DirEntry `json:"sessions"`
 		NextCursor *string            `json:"next_cursor"`
 	}
-	q := url.Values{"limit": {strconv.Itoa(limit)}}
+	q := url.Values{}
+	if limit > 0 { // 0: the server's default
+		q.Set("limit", strconv.Itoa(limit))
+	}
 	if cursor != "" {
 		q.Set("cursor", cursor)
 	}
@@ -208,6 +211,7 @@ type Event struct {
 	ToolCall     json.RawMessage `json:"tool_call,omitempty"`
 	Turn         *session.Turn   `json:"turn,omitempty"`
 	FinishReason string          `json:"finish_reason,omitempty"`
+	Usage        *session.Usage  `json:"usage,omitempty"` // of a done event
 	Code         string          `json:"code,omitempty"`
 	Message      string          `json:"message,omitempty"`
 }
@@ -222,6 +226,15 @@ func (c *Client) Follow(ctx context.Context, id, gid string, after int64, fn fun
 		final, err := c.followOnce(ctx, id, gid, &after, fn)
 		if final || ctx.Err() != nil {
 			return errors.Join(err, ctx.Err())
+		}
+		if err == nil {
+			// The stream ended without a final event: the final event was
+			// seen before a reconnect (the server has nothing after it),
+			// or the connection broke cleanly.
+			g, gerr := c.Generation(ctx, id, gid)
+			if gerr == nil && g.Finished() && after >= g.Offset {
+				return nil
+			}
 		}
 		var ae *Error
 		if errors.As(err, &ae) && ae.Status < 500 {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"strings"
 	"testing"
+	"time"
 
 	"sessiond/session"
 	"sessiond/web/client"
@@ -29,10 +30,12 @@ func TestClientConversation(t *testing.T) {
 	}
 	var text strings.Builder
 	var final *session.Turn
+	var usage *session.Usage
+	var last int64
 	err = c.Follow(ctx, s.ID, res.Generation.ID, 0, func(ev client.Event) error {
 		text.WriteString(ev.Text)
 		if ev.Type == "done" {
-			final = ev.Turn
+			final, usage, last = ev.Turn, ev.Usage, ev.Offset
 		}
 		return nil
 	})
@@ -41,6 +44,18 @@ func TestClientConversation(t *testing.T) {
 	}
 	if strings.TrimSpace(text.String()) != "1 2 3 4 5 6 7 8 9 10 11 12" || final == nil || final.Status != "complete" {
 		t.Fatalf("followed %q, final %+v", text.String(), final)
+	}
+	if usage == nil || usage.CompletionTokens == 0 {
+		t.Fatalf("done without usage: %+v", usage)
+	}
+	// Following again from the final event: nothing, and it returns.
+	fctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if err := c.Follow(fctx, s.ID, res.Generation.ID, last, func(ev client.Event) error {
+		t.Errorf("an event after done: %+v", ev)
+		return nil
+	}); err != nil {
+		t.Fatalf("follow from the final event: %v", err)
 	}
 	// Resuming after offset 10 gives the last two words and done.
 	var rest []string
@@ -55,6 +70,9 @@ func TestClientConversation(t *testing.T) {
 	list, next, err := c.Sessions(ctx, "", 10)
 	if err != nil || len(list) != 1 || next != "" {
 		t.Fatalf("sessions %v %q %v", list, next, err)
+	}
+	if list, _, err := c.Sessions(ctx, "", 0); err != nil || len(list) != 1 { // 0: the server's default
+		t.Fatalf("sessions, no limit: %v %v", list, err)
 	}
 	_, err = c.Session(ctx, "nope")
 	var ae *client.Error
