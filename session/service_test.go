@@ -952,3 +952,37 @@ func TestFollowEndedGenerationAfterRestart(t *testing.T) {
 		sink.mu.Unlock()
 	}
 }
+
+// A generation cancelled while it waited in the queue has no turn: it can
+// still be followed, which ends at once with nothing to send.
+func TestFollowGenerationCancelledWhileQueued(t *testing.T) {
+	ctx := context.Background()
+	e := newEnv(t, "", 50, nil)
+	s, _ := e.svc.Create(ctx, "local", session.CreateRequest{})
+	if _, err := e.svc.Post(ctx, "local", s.ID, session.PostRequest{Turns: []session.NewTurn{user("/words 30")}, Generate: true}); err != nil {
+		t.Fatal(err)
+	}
+	r, err := e.svc.Post(ctx, "local", s.ID, session.PostRequest{Turns: []session.NewTurn{user("/words 3")}, Generate: true})
+	if err != nil || r.Generation.Status != session.GenQueued {
+		t.Fatalf("second post: %+v %v", r, err)
+	}
+	g, err := e.svc.Cancel(ctx, "local", s.ID, r.Generation.ID)
+	if err != nil || g.Status != session.GenCancelled || g.TurnID != 0 {
+		t.Fatalf("cancelled %+v %v", g, err)
+	}
+	sink := &frameSink{}
+	v := streaming.NewViewer(sink, &streaming.ViewerOptions{CloseOnFinal: true})
+	if err := e.svc.Follow(ctx, "local", s.ID, g.ID, 0, v); err != nil {
+		t.Fatalf("follow: %v", err)
+	}
+	select {
+	case <-v.Done():
+	case <-time.After(10 * time.Second):
+		t.Fatal("the viewer is still open")
+	}
+	sink.mu.Lock()
+	defer sink.mu.Unlock()
+	if len(sink.frames) != 0 || sink.code != streaming.CloseNormal {
+		t.Fatalf("sent %q, closed with %d", sink.frames, sink.code)
+	}
+}

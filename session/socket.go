@@ -219,7 +219,9 @@ func (o *sessionObj) hello(ctx context.Context, tx *objects.Tx, sv *socketViewer
 		pos = &streaming.Position{Generation: o.run.id, After: 0}
 	}
 	var final [][]byte
-	if finished != nil && finished.Finished() {
+	// A generation cancelled or interrupted while queued has no turn and
+	// nothing to replay; neither has one whose final event was seen.
+	if finished != nil && finished.Finished() && finished.TurnID > 0 && resume.After < finished.Offset {
 		t, err := o.getTurn(ctx, tx, finished.TurnID)
 		if err != nil {
 			return err
@@ -314,6 +316,10 @@ func (svc *Service) Follow(ctx context.Context, owner, id, gid string, after int
 		}
 		if !g.Finished() { // running, but its log is gone: the server restarted under it
 			return fmt.Errorf("generation %s: %w", gid, ErrNotFound)
+		}
+		if g.TurnID == 0 { // ended while queued: it produced nothing
+			v.CloseWith(streaming.CloseNormal, "generation finished")
+			return nil
 		}
 		t, err := do(ctx, svc, owner, id, func(ctx context.Context, o *sessionObj, tx *objects.Tx) (Turn, error) {
 			return o.getTurn(ctx, tx, g.TurnID)

@@ -163,6 +163,39 @@ func TestWebSocketRefusedSendWritesNothing(t *testing.T) {
 	}
 }
 
+// Resuming a generation that was cancelled while queued (it has no turn)
+// gets ready, not an error, and the socket goes on.
+func TestWebSocketResumeGenerationCancelledWhileQueued(t *testing.T) {
+	s := newServer(t, 50, web.Config{}, nil)
+	sess := s.createSession(t, nil)
+	turns := "/v1/sessions/" + sess.ID + "/turns"
+	var first, second struct{ Generation struct{ ID, Status string } }
+	s.do(t, "POST", turns, map[string]any{"turns": []any{map[string]any{"role": "user", "content": "/words 30"}}, "generate": true}, &first)
+	s.do(t, "POST", turns, map[string]any{"turns": []any{map[string]any{"role": "user", "content": "/words 3"}}, "generate": true}, &second)
+	if second.Generation.Status != "queued" {
+		t.Fatalf("second generation %+v", second.Generation)
+	}
+	if st, raw := s.do(t, "POST", "/v1/sessions/"+sess.ID+"/generations/"+second.Generation.ID+"/cancel", nil, nil); st != 200 {
+		t.Fatalf("cancel: %d %s", st, raw)
+	}
+	c := s.dial(t, sess.ID)
+	defer c.CloseNow()
+	send(t, c, map[string]any{"type": "hello", "resume": map[string]any{"generation": second.Generation.ID, "after": 0}})
+	if m := recv(t, c); m.Type != "ready" {
+		t.Fatalf("hello answered %+v", m)
+	}
+	send(t, c, map[string]any{"type": "ping"})
+	for {
+		m := recv(t, c)
+		if m.Type == "pong" {
+			break
+		}
+		if m.Type == "error" || m.Generation == second.Generation.ID {
+			t.Fatalf("after ready: %+v", m)
+		}
+	}
+}
+
 func TestWebSocketTickets(t *testing.T) {
 	const key = "alice-key-0123456789"
 	s := newServer(t, 0, web.Config{Keys: map[string]web.Principal{key: {Owner: "alice"}}}, nil).as(key)
