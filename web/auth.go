@@ -7,7 +7,11 @@ import (
 	"crypto/sha256"
 	"encoding/base64"
 	"fmt"
+	"net"
 	"net/http"
+	"net/netip"
+	"net/url"
+	"path"
 	"strconv"
 	"strings"
 	"time"
@@ -41,14 +45,17 @@ func principalOf(ctx context.Context) Principal {
 
 // authenticator checks API keys and issues WebSocket tickets.
 type authenticator struct {
-	off    bool
-	keys   map[[32]byte]Principal // by SHA-256 of the key: lookups leak no timing of the key
-	secret []byte
-	ttl    time.Duration
+	off        bool
+	localHosts bool                   // with off: only loopback Host headers (Config.LocalHostsOnly)
+	origins    []string               // Config.AllowedOrigins
+	keys       map[[32]byte]Principal // by SHA-256 of the key: lookups leak no timing of the key
+	secret     []byte
+	ttl        time.Duration
 }
 
 func newAuthenticator(cfg *Config) *authenticator {
-	a := &authenticator{off: cfg.AuthOff, keys: make(map[[32]byte]Principal), ttl: cfg.TicketTTL}
+	a := &authenticator{off: cfg.AuthOff, localHosts: cfg.LocalHostsOnly, origins: cfg.AllowedOrigins,
+		keys: make(map[[32]byte]Principal), ttl: cfg.TicketTTL}
 	for k, p := range cfg.Keys {
 		a.keys[sha256.Sum256([]byte(k))] = p
 	}
@@ -74,8 +81,11 @@ func (a *authenticator) middleware(onError func(http.ResponseWriter, *http.Reque
 
 func (a *authenticator) principal(r *http.Request) (Principal, error) {
 	if a.off {
-		// Whatever the header says: a proxy in front (basic auth, say)
-		// may send one of its own.
+		if err := a.checkBrowser(r); err != nil {
+			return Principal{}, err
+		}
+		// Whatever the Authorization header says: a proxy in front (basic
+		// auth, say) may send one of its own.
 		return Principal{Owner: LocalOwner}, nil
 	}
 	key, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
@@ -87,6 +97,56 @@ func (a *authenticator) principal(r *http.Request) (Principal, error) {
 		return Principal{}, errorf(http.StatusUnauthorized, "unauthorized", "unknown API key")
 	}
 	return p, nil
+}
+
+// checkBrowser keeps web pages of other sites from using a server that
+// runs without keys: any page a local user opens can send it requests
+// (a POST of text/plain needs no CORS preflight), and its answers can be
+// read through a DNS name of the page's that points at 127.0.0.1. A
+// request with an Origin header is answered only from a loopback origin
+// or one of Config.AllowedOrigins, and with LocalHostsOnly only a
+// loopback Host is answered. Programs send no Origin and a loopback Host.
+func (a *authenticator) checkBrowser(r *http.Request) error {
+	if a.localHosts && !loopbackHost(hostOnly(r.Host)) {
+		return errorf(http.StatusForbidden, "forbidden", "with authentication off, sessiond answers requests to localhost, 127.0.0.1 or [::1] only, not to %q (set --api-keys to serve other names)", r.Host)
+	}
+	origin := r.Header.Get("Origin")
+	if origin == "" {
+		return nil
+	}
+	u, err := url.Parse(origin)
+	if err == nil && (u.Scheme == "http" || u.Scheme == "https") && u.Host != "" {
+		host := hostOnly(u.Host)
+		if loopbackHost(host) {
+			return nil
+		}
+		for _, pat := range a.origins {
+			if ok, _ := path.Match(strings.ToLower(pat), strings.ToLower(u.Host)); ok {
+				return nil
+			}
+		}
+	}
+	return errorf(http.StatusForbidden, "forbidden", "with authentication off, sessiond answers pages from this machine or --allowed-origins only, not from %q", origin)
+}
+
+// hostOnly is hostport without its port (and an IPv6 address without its
+// brackets).
+func hostOnly(hostport string) string {
+	if h, _, err := net.SplitHostPort(hostport); err == nil {
+		return h
+	}
+	return strings.Trim(hostport, "[]")
+}
+
+// loopbackHost reports whether host is localhost (or a name under it) or
+// a loopback address.
+func loopbackHost(host string) bool {
+	host = strings.TrimSuffix(strings.ToLower(host), ".")
+	if host == "localhost" || strings.HasSuffix(host, ".localhost") {
+		return true
+	}
+	ip, err := netip.ParseAddr(host)
+	return err == nil && ip.IsLoopback()
 }
 
 // ticket returns a signed, short-lived ticket for one session's WebSocket.

@@ -30,11 +30,19 @@ type Config struct {
 	// Keys maps API keys to the principal they act for.
 	Keys map[string]Principal
 	// AuthOff serves every request as LocalOwner without a key. cmd/sessiond
-	// allows it only on loopback (or with an explicit insecure flag).
+	// allows it only on loopback (or with an explicit insecure flag). Web
+	// pages are then answered only from loopback origins or AllowedOrigins
+	// (see LocalHostsOnly too).
 	AuthOff bool
+	// LocalHostsOnly, with AuthOff, answers only requests whose Host is
+	// localhost or a loopback address: a page cannot then reach the server
+	// through a DNS name of its own that points at 127.0.0.1. cmd/sessiond
+	// sets it when it listens on loopback without keys.
+	LocalHostsOnly bool
 	// AllowedOrigins are host patterns (as coder/websocket's
 	// AcceptOptions.OriginPatterns) allowed to open WebSockets from another
-	// origin; by default only same-origin pages may.
+	// origin, and with AuthOff to call the API; by default only
+	// same-origin pages may open WebSockets.
 	AllowedOrigins []string
 	// MaxBodyBytes bounds request bodies. Default DefaultMaxBodyBytes.
 	MaxBodyBytes int64

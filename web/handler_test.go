@@ -165,6 +165,55 @@ func TestAPIKeysAndOwners(t *testing.T) {
 	}
 }
 
+// Without keys, pages of other sites cannot use the API: a request with a
+// foreign Origin, or to a Host that is not loopback (DNS rebinding), gets
+// 403. Programs (no Origin) and pages from this machine or an allowed
+// origin are answered.
+func TestAuthOffRefusesOtherSites(t *testing.T) {
+	s := newServer(t, 0, web.Config{LocalHostsOnly: true, AllowedOrigins: []string{"*.example.com"}}, nil)
+	body := `{"title":"x"}`
+	for _, c := range []struct {
+		host, origin string
+		status       int
+	}{
+		{"", "", 201},
+		{"", "http://localhost:5173", 201},
+		{"", "http://127.0.0.1:8080", 201},
+		{"", "http://[::1]:3000", 201},
+		{"", "https://app.example.com", 201},
+		{"", "https://evil.test", 403},
+		{"", "null", 403},
+		{"", "http://localhost.evil.test", 403},
+		{"localhost:8080", "", 201},
+		{"rebound.evil.test", "", 403},
+		{"rebound.evil.test:8080", "http://rebound.evil.test:8080", 403},
+	} {
+		req, _ := http.NewRequest("POST", s.URL+"/v1/sessions", strings.NewReader(body))
+		req.Header.Set("Content-Type", "text/plain") // what a page sends without a preflight
+		if c.host != "" {
+			req.Host = c.host
+		}
+		if c.origin != "" {
+			req.Header.Set("Origin", c.origin)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var e struct{ Error struct{ Code string } }
+		json.NewDecoder(resp.Body).Decode(&e)
+		resp.Body.Close()
+		if resp.StatusCode != c.status || (c.status == 403 && e.Error.Code != "forbidden") {
+			t.Errorf("Host %q, Origin %q: %d %q, want %d", c.host, c.origin, resp.StatusCode, e.Error.Code, c.status)
+		}
+	}
+	// With keys the key decides, whatever the page.
+	k := newServer(t, 0, web.Config{Keys: map[string]web.Principal{"alice-key-0123456789": {Owner: "alice"}}}, nil)
+	if st, raw := k.as("alice-key-0123456789").do(t, "POST", "/v1/sessions", body, nil, "Origin", "https://evil.test"); st != 201 {
+		t.Errorf("with a key, from another site: %d %s", st, raw)
+	}
+}
+
 // TestSSEPostAndResume streams a generation in the POST answer, then
 // resumes the same generation by Last-Event-ID from the middle.
 func TestSSEPostAndResume(t *testing.T) {

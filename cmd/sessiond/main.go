@@ -222,6 +222,7 @@ func newHandler(cfg config, logger *slog.Logger, svc *session.Service, ready fun
 	api := web.NewHandler(svc, web.Config{
 		Keys:           keys,
 		AuthOff:        len(keys) == 0,
+		LocalHostsOnly: len(keys) == 0 && isLoopback(cfg.Addr),
 		AllowedOrigins: cfg.AllowedOrigins,
 		UI:             ui.Handler(),
 		Logger:         logger,
