@@ -138,11 +138,21 @@ func (o *sessionObj) session(ctx context.Context, tx *objects.Tx) (*Session, err
 
 func (o *sessionObj) create(ctx context.Context, tx *objects.Tx, owner string, req *CreateRequest, model string) (*Session, error) {
 	if o.m != nil {
-		return nil, fmt.Errorf("%w: session %s already exists", ErrConflict, req.ID)
+		return o.existing(ctx, tx, owner, req)
 	}
 	now := nowMillis()
 	return o.establish(ctx, tx, &meta{ID: req.ID, Owner: owner, Title: req.Title, Model: model, System: req.System,
-		Metadata: req.Metadata, Policy: req.BusyPolicy, CreatedAt: now, UpdatedAt: now})
+		Metadata: req.Metadata, Policy: req.BusyPolicy, CreatedAt: now, UpdatedAt: now, CreateKey: req.IdempotencyKey})
+}
+
+// existing answers a create of a session that exists: the session itself
+// when a repeat of the request that made it (the same owner and
+// Idempotency-Key), ErrConflict otherwise.
+func (o *sessionObj) existing(ctx context.Context, tx *objects.Tx, owner string, req *CreateRequest) (*Session, error) {
+	if req.IdempotencyKey != "" && o.m.CreateKey == req.IdempotencyKey && o.m.Owner == owner {
+		return o.session(ctx, tx)
+	}
+	return nil, fmt.Errorf("%w: session %s already exists", ErrConflict, req.ID)
 }
 
 // establish records a new session's metadata, with defaults filled in,

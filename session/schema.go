@@ -71,6 +71,8 @@ var sessionSchema = []string{
 	// No query looks turns up by parent (branches are walked from a leaf up,
 	// by id): the index only cost a page write per turn.
 	`DROP INDEX IF EXISTS turns_parent;`,
+	// The Idempotency-Key a session was created with (idempotency.go).
+	`ALTER TABLE meta ADD COLUMN create_key TEXT;`,
 }
 
 // directorySchema is the owner directory's schema.
@@ -83,4 +85,12 @@ var directorySchema = []string{
 		updated_at INTEGER NOT NULL
 	);
 	CREATE INDEX sessions_updated ON sessions(updated_at DESC, id DESC);`,
+	// Idempotency-Key of creates, forks and imports (idempotency.go).
+	`CREATE TABLE create_keys (
+		key        TEXT PRIMARY KEY,
+		request    TEXT NOT NULL,    -- createHash of the request
+		session_id TEXT NOT NULL,
+		created_at INTEGER NOT NULL
+	);
+	CREATE INDEX create_keys_created ON create_keys(created_at);`,
 }

@@ -3,6 +3,7 @@ package session
 import (
 	"bufio"
 	"context"
+	"crypto/sha256"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -286,6 +287,7 @@ func validPolicy(p string) error {
 
 // Create creates a session owned by owner.
 func (svc *Service) Create(ctx context.Context, owner string, req CreateRequest) (*Session, error) {
+	hash := req.hash() // as sent, before the defaults
 	if req.ID == "" {
 		req.ID = NewID()
 	} else if err := ValidateID(req.ID); err != nil {
@@ -301,6 +303,13 @@ func (svc *Service) Create(ctx context.Context, owner string, req CreateRequest)
 	}
 	if _, _, err := svc.Models.Get(model); err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrInvalid, err)
+	}
+	if req.IdempotencyKey != "" {
+		id, err := svc.claimCreate(ctx, owner, req.IdempotencyKey, hash, req.ID)
+		if err != nil {
+			return nil, err
+		}
+		req.ID = id
 	}
 	stub, err := svc.sessions.Get(req.ID)
 	if err != nil {
@@ -600,8 +609,9 @@ func (svc *Service) Cancel(ctx context.Context, owner, id, gid string) (*Generat
 }
 
 // Fork creates a new session, owned by the same owner, holding a copy of
-// the branch that ends at turnID.
-func (svc *Service) Fork(ctx context.Context, owner, id string, turnID int64) (*Session, error) {
+// the branch that ends at turnID. idemKey, when set, makes it idempotent
+// as Create's IdempotencyKey does.
+func (svc *Service) Fork(ctx context.Context, owner, id string, turnID int64, idemKey string) (*Session, error) {
 	type src struct {
 		m     meta
 		turns []Turn
@@ -623,8 +633,15 @@ func (svc *Service) Fork(ctx context.Context, owner, id string, turnID int64) (*
 	if title != "" {
 		title = "Fork of " + title
 	}
-	return svc.restore(ctx, s.m.Owner, CreateRequest{Title: title, Model: s.m.Model, System: s.m.System,
-		Metadata: s.m.Metadata, BusyPolicy: s.m.Policy}, s.turns)
+	req := CreateRequest{Title: title, Model: s.m.Model, System: s.m.System, Metadata: s.m.Metadata, BusyPolicy: s.m.Policy}
+	if idemKey != "" {
+		nid, err := svc.claimCreate(ctx, s.m.Owner, idemKey, createHash("fork", []byte(id), fmt.Append(nil, turnID)), NewID())
+		if err != nil {
+			return nil, err
+		}
+		req.ID, req.IdempotencyKey = nid, idemKey
+	}
+	return svc.restore(ctx, s.m.Owner, req, s.turns)
 }
 
 // restore creates a session holding the given turns (ids and parents kept).
@@ -641,7 +658,7 @@ func (svc *Service) restore(ctx context.Context, owner string, req CreateRequest
 	}
 	s, err := objects.Do(ctx, stub, func(ctx context.Context, o *sessionObj, tx *objects.Tx) (*Session, error) {
 		if o.m != nil {
-			return nil, fmt.Errorf("%w: session %s already exists", ErrConflict, req.ID)
+			return o.existing(ctx, tx, owner, &req)
 		}
 		var head, newest int64
 		branched := false
@@ -661,7 +678,8 @@ func (svc *Service) restore(ctx context.Context, owner string, req CreateRequest
 		}
 		now := nowMillis()
 		return o.establish(ctx, tx, &meta{ID: req.ID, Owner: owner, Title: req.Title, Model: req.Model, System: req.System,
-			Metadata: req.Metadata, Policy: req.BusyPolicy, Head: head, Newest: newest, Branched: branched, CreatedAt: now, UpdatedAt: now})
+			Metadata: req.Metadata, Policy: req.BusyPolicy, Head: head, Newest: newest, Branched: branched, CreatedAt: now, UpdatedAt: now,
+			CreateKey: req.IdempotencyKey})
 	})
 	if err != nil {
 		return nil, err
@@ -713,9 +731,12 @@ func (svc *Service) Export(ctx context.Context, owner, id string, w io.Writer) e
 }
 
 // Import creates a session from an export, owned by owner. It keeps the
-// exported id when it is free, and takes a new one otherwise.
-func (svc *Service) Import(ctx context.Context, owner string, r io.Reader) (*Session, error) {
-	sc := bufio.NewScanner(r)
+// exported id when it is free, and takes a new one otherwise. idemKey,
+// when set, makes it idempotent as Create's IdempotencyKey does (the same
+// export bytes with the same key make one session).
+func (svc *Service) Import(ctx context.Context, owner string, r io.Reader, idemKey string) (*Session, error) {
+	body := sha256.New()
+	sc := bufio.NewScanner(io.TeeReader(r, body))
 	sc.Buffer(make([]byte, 64<<10), svc.MaxTurnBytes+64<<10)
 	var s *Session
 	var turns []Turn
@@ -776,6 +797,16 @@ func (svc *Service) Import(ctx context.Context, owner string, r io.Reader) (*Ses
 		return nil, err
 	} else if ok {
 		req.ID = ""
+	}
+	if idemKey != "" {
+		if req.ID == "" {
+			req.ID = NewID()
+		}
+		id, err := svc.claimCreate(ctx, owner, idemKey, createHash("import", body.Sum(nil)), req.ID)
+		if err != nil {
+			return nil, err
+		}
+		req.ID, req.IdempotencyKey = id, idemKey
 	}
 	return svc.restore(ctx, owner, req, turns)
 }

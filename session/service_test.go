@@ -445,7 +445,7 @@ func TestBranches(t *testing.T) {
 		t.Fatalf("after=0 on the head branch: %d turns", len(after))
 	}
 	// Fork at turn 2: a new session with turns 1 and 2 only.
-	f, err := e.svc.Fork(ctx, "local", s.ID, 2)
+	f, err := e.svc.Fork(ctx, "local", s.ID, 2, "")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -490,7 +490,7 @@ func TestExportImportRoundTrip(t *testing.T) {
 	if err := e.svc.Delete(ctx, "local", s.ID); err != nil {
 		t.Fatal(err)
 	}
-	imp, err := e.svc.Import(ctx, "local", strings.NewReader(exported))
+	imp, err := e.svc.Import(ctx, "local", strings.NewReader(exported), "")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -508,7 +508,7 @@ func TestExportImportRoundTrip(t *testing.T) {
 		t.Fatalf("the pretty-printed content is not in the export, compacted:\n%s", a)
 	}
 	for _, bad := range []string{"", "{}", `{"type":"turn","turn":{}}`, "not json", `{"type":"session","session":{"id":"x"}}` + "\n" + `{"type":"turn","turn":{"id":2,"parent_id":5,"role":"user","content":"x"}}`} {
-		if _, err := e.svc.Import(ctx, "local", strings.NewReader(bad)); !errors.Is(err, session.ErrInvalid) {
+		if _, err := e.svc.Import(ctx, "local", strings.NewReader(bad), ""); !errors.Is(err, session.ErrInvalid) {
 			t.Errorf("import %q: err=%v", bad, err)
 		}
 	}
@@ -984,5 +984,67 @@ func TestFollowGenerationCancelledWhileQueued(t *testing.T) {
 	defer sink.mu.Unlock()
 	if len(sink.frames) != 0 || sink.code != streaming.CloseNormal {
 		t.Fatalf("sent %q, closed with %d", sink.frames, sink.code)
+	}
+}
+
+// Creating, forking and importing with an Idempotency-Key make one session
+// each however often they are repeated, across a restart too; the same key
+// with another request is a conflict; keys are the owner's own.
+func TestCreateForkImportIdempotentByKey(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	e := newEnv(t, dir, 0, nil)
+	a, err := e.svc.Create(ctx, "local", session.CreateRequest{Title: "a", IdempotencyKey: "k1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if again, err := e.svc.Create(ctx, "local", session.CreateRequest{Title: "a", IdempotencyKey: "k1"}); err != nil || again.ID != a.ID {
+		t.Fatalf("repeated create: %+v %v, want %s", again, err, a.ID)
+	}
+	if _, err := e.svc.Create(ctx, "local", session.CreateRequest{Title: "b", IdempotencyKey: "k1"}); !errors.Is(err, session.ErrConflict) {
+		t.Fatalf("the key with another request: %v", err)
+	}
+	if bob, err := e.svc.Create(ctx, "bob", session.CreateRequest{Title: "a", IdempotencyKey: "k1"}); err != nil || bob.ID == a.ID {
+		t.Fatalf("another owner's key: %+v %v", bob, err)
+	}
+	// A key whose request failed fails again on a repeat: the id it asked
+	// for is another session's, made without the key.
+	for range 2 {
+		if _, err := e.svc.Create(ctx, "local", session.CreateRequest{ID: a.ID, IdempotencyKey: "k2"}); !errors.Is(err, session.ErrConflict) {
+			t.Fatalf("create of a taken id with a key: %v", err)
+		}
+	}
+	if _, err := e.svc.Post(ctx, "local", a.ID, session.PostRequest{Turns: []session.NewTurn{user("hi")}}); err != nil {
+		t.Fatal(err)
+	}
+	f, err := e.svc.Fork(ctx, "local", a.ID, 1, "f1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if again, err := e.svc.Fork(ctx, "local", a.ID, 1, "f1"); err != nil || again.ID != f.ID {
+		t.Fatalf("repeated fork: %+v %v, want %s", again, err, f.ID)
+	}
+	var exp bytes.Buffer
+	if err := e.svc.Export(ctx, "local", a.ID, &exp); err != nil {
+		t.Fatal(err)
+	}
+	imp, err := e.svc.Import(ctx, "local", bytes.NewReader(exp.Bytes()), "i1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if again, err := e.svc.Import(ctx, "local", bytes.NewReader(exp.Bytes()), "i1"); err != nil || again.ID != imp.ID {
+		t.Fatalf("repeated import: %+v %v, want %s", again, err, imp.ID)
+	}
+	e.close()
+	e2 := newEnv(t, dir, 0, nil)
+	if again, err := e2.svc.Create(ctx, "local", session.CreateRequest{Title: "a", IdempotencyKey: "k1"}); err != nil || again.ID != a.ID {
+		t.Fatalf("create repeated after a restart: %+v %v, want %s", again, err, a.ID)
+	}
+	list, _, err := e2.svc.List(ctx, "local", "", 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(list) != 3 {
+		t.Fatalf("%d sessions, want 3 (created, forked, imported): %+v", len(list), list)
 	}
 }

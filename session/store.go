@@ -25,6 +25,9 @@ type meta struct {
 	Newest                                  int64 // highest turn id; not stored
 	Branched                                bool
 	CreatedAt, UpdatedAt                    time.Time
+	// CreateKey is the Idempotency-Key the session was created (forked,
+	// imported) with, "" for none: a repeat finds its session by it.
+	CreateKey string
 }
 
 // storedHead is the head column's value for m: 0 for the newest turn.
@@ -43,8 +46,9 @@ func loadMeta(ctx context.Context, tx *objects.Tx) (*meta, error) {
 	var md string
 	var branched int
 	var created, updated int64
-	err := tx.QueryRow(ctx, `SELECT session_id, owner, title, model, system, metadata, busy_policy, head, branched, created_at, updated_at FROM meta WHERE id = 1`).
-		Scan(&m.ID, &m.Owner, &m.Title, &m.Model, &m.System, &md, &m.Policy, &m.Head, &branched, &created, &updated)
+	err := tx.QueryRow(ctx, `SELECT session_id, owner, title, model, system, metadata, busy_policy, head, branched, created_at, updated_at,
+		coalesce(create_key, '') FROM meta WHERE id = 1`).
+		Scan(&m.ID, &m.Owner, &m.Title, &m.Model, &m.System, &md, &m.Policy, &m.Head, &branched, &created, &updated, &m.CreateKey)
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, nil
 	}
@@ -71,13 +75,13 @@ func saveMeta(ctx context.Context, tx *objects.Tx, m *meta) error {
 	if m.Branched {
 		branched = 1
 	}
-	_, err := tx.Exec(ctx, `INSERT INTO meta (id, session_id, owner, title, model, system, metadata, busy_policy, head, branched, created_at, updated_at)
-		VALUES (1, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+	_, err := tx.Exec(ctx, `INSERT INTO meta (id, session_id, owner, title, model, system, metadata, busy_policy, head, branched, created_at, updated_at, create_key)
+		VALUES (1, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, nullif(?, ''))
 		ON CONFLICT (id) DO UPDATE SET title = excluded.title, model = excluded.model, system = excluded.system,
 			metadata = excluded.metadata, busy_policy = excluded.busy_policy, head = excluded.head,
 			branched = excluded.branched, updated_at = excluded.updated_at`,
 		m.ID, m.Owner, m.Title, m.Model, m.System, string(m.Metadata), m.Policy, m.storedHead(), branched,
-		m.CreatedAt.UnixMilli(), m.UpdatedAt.UnixMilli())
+		m.CreatedAt.UnixMilli(), m.UpdatedAt.UnixMilli(), m.CreateKey)
 	if err != nil {
 		return fmt.Errorf("save meta: %w", err)
 	}

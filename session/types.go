@@ -114,6 +114,9 @@ type CreateRequest struct {
 	System     string          `json:"system,omitempty"`
 	Metadata   json.RawMessage `json:"metadata,omitempty"`
 	BusyPolicy string          `json:"busy_policy,omitempty"`
+	// IdempotencyKey makes the create idempotent: a repeat returns the
+	// session the first made (the Idempotency-Key header).
+	IdempotencyKey string `json:"-"`
 }
 
 // UpdateRequest changes a session; nil fields are left alone.

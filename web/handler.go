@@ -131,6 +131,7 @@ func createSession(a *api, w http.ResponseWriter, r *http.Request) error {
 	if err := decodeOptional(w, r, a.cfg.MaxBodyBytes, &req); err != nil {
 		return err
 	}
+	req.IdempotencyKey = r.Header.Get("Idempotency-Key")
 	s, err := a.svc.Create(r.Context(), principalOf(r.Context()).Owner, req)
 	if err != nil {
 		return err
@@ -330,7 +331,7 @@ func forkSession(a *api, w http.ResponseWriter, r *http.Request) error {
 	if req.TurnID <= 0 {
 		return errorf(http.StatusUnprocessableEntity, "invalid_request", "turn_id must be a turn of the session")
 	}
-	s, err := a.svc.Fork(r.Context(), principalOf(r.Context()).scope(), chi.URLParam(r, "id"), req.TurnID)
+	s, err := a.svc.Fork(r.Context(), principalOf(r.Context()).scope(), chi.URLParam(r, "id"), req.TurnID, r.Header.Get("Idempotency-Key"))
 	if err != nil {
 		return err
 	}
@@ -354,7 +355,7 @@ func exportSession(a *api, w http.ResponseWriter, r *http.Request) error {
 
 func importSession(a *api, w http.ResponseWriter, r *http.Request) error {
 	body := http.MaxBytesReader(w, r.Body, a.cfg.MaxBodyBytes*4)
-	s, err := a.svc.Import(r.Context(), principalOf(r.Context()).Owner, body)
+	s, err := a.svc.Import(r.Context(), principalOf(r.Context()).Owner, body, r.Header.Get("Idempotency-Key"))
 	if err != nil {
 		var mbe *http.MaxBytesError
 		if errors.As(err, &mbe) {

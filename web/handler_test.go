@@ -165,6 +165,23 @@ func TestAPIKeysAndOwners(t *testing.T) {
 	}
 }
 
+// POST /v1/sessions with an Idempotency-Key makes one session, however
+// often it is sent.
+func TestCreateSessionIdempotencyKey(t *testing.T) {
+	s := newServer(t, 0, web.Config{}, nil)
+	var a, b session.Session
+	if st, raw := s.do(t, "POST", "/v1/sessions", map[string]any{"title": "t"}, &a, "Idempotency-Key", "create-1"); st != 201 {
+		t.Fatalf("create: %d %s", st, raw)
+	}
+	if st, raw := s.do(t, "POST", "/v1/sessions", map[string]any{"title": "t"}, &b, "Idempotency-Key", "create-1"); st != 201 || b.ID != a.ID {
+		t.Fatalf("repeated create: %d %s, want %s", st, raw, a.ID)
+	}
+	var e struct{ Error struct{ Code string } }
+	if st, raw := s.do(t, "POST", "/v1/sessions", map[string]any{"title": "other"}, &e, "Idempotency-Key", "create-1"); st != 409 || e.Error.Code != "conflict" {
+		t.Fatalf("the key with another body: %d %s", st, raw)
+	}
+}
+
 // Without keys, pages of other sites cannot use the API: a request with a
 // foreign Origin, or to a Host that is not loopback (DNS rebinding), gets
 // 403. Programs (no Origin) and pages from this machine or an allowed

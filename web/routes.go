@@ -25,20 +25,21 @@ type route struct {
 type param struct{ name, in, typ, doc string }
 
 var (
-	pID     = param{"id", "path", "string", "session id"}
-	pGID    = param{"gid", "path", "string", "generation id"}
-	common  = []int{400, 401, 404, 503}
-	writing = []int{400, 401, 404, 409, 413, 422, 503}
+	pID        = param{"id", "path", "string", "session id"}
+	pCreateKey = param{"Idempotency-Key", "header", "string", "a repeat with the same key (within 24 hours) returns the session the first made"}
+	pGID       = param{"gid", "path", "string", "generation id"}
+	common     = []int{400, 401, 404, 503}
+	writing    = []int{400, 401, 404, 409, 413, 422, 503}
 )
 
 var routes = []route{
 	{method: "POST", path: "/sessions", op: "createSession", summary: "Create a session", body: "CreateRequest", status: 201, result: "Session",
-		errors: writing, handle: createSession},
+		params: []param{pCreateKey}, errors: writing, handle: createSession},
 	{method: "GET", path: "/sessions", op: "listSessions", summary: "List the caller's sessions, most recently active first", status: 200, result: "SessionList",
 		params: []param{{"limit", "query", "integer", "1 to 100, default 20"}, {"cursor", "query", "string", "next_cursor of the previous page"}, {"owner", "query", "string", "admin keys only: whose sessions"}},
 		errors: common, handle: listSessions},
 	{method: "POST", path: "/sessions/import", op: "importSession", summary: "Import a session exported as JSON lines", body: "ndjson", status: 201, result: "Session",
-		errors: writing, handle: importSession},
+		params: []param{pCreateKey}, errors: writing, handle: importSession},
 	{method: "GET", path: "/sessions/{id}", op: "getSession", summary: "Get a session", status: 200, result: "Session", params: []param{pID},
 		errors: common, handle: getSession},
 	{method: "PATCH", path: "/sessions/{id}", op: "updateSession", summary: "Change title, model, system prompt, metadata or busy policy", body: "UpdateRequest",
@@ -62,7 +63,7 @@ var routes = []route{
 	{method: "POST", path: "/sessions/{id}/generations/{gid}/cancel", op: "cancelGeneration", summary: "Cancel a generation (idempotent); answers its final state",
 		status: 200, result: "Generation", params: []param{pID, pGID}, errors: common, handle: cancelGeneration},
 	{method: "POST", path: "/sessions/{id}/fork", op: "forkSession", summary: "Create a session holding a copy of the branch up to a turn", body: "ForkRequest",
-		status: 201, result: "Session", params: []param{pID}, errors: writing, handle: forkSession},
+		status: 201, result: "Session", params: []param{pID, pCreateKey}, errors: writing, handle: forkSession},
 	{method: "GET", path: "/sessions/{id}/export", op: "exportSession", summary: "Export a session as JSON lines: the session, then every turn",
 		status: 200, result: "ndjson", params: []param{pID}, errors: common, handle: exportSession},
 	{method: "GET", path: "/sessions/{id}/ws", op: "sessionSocket", summary: "WebSocket of a session (see docs/protocol.md); authenticated by ?ticket=",

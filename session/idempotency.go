@@ -1,0 +1,86 @@
+package session
+
+import (
+	"context"
+	"crypto/sha256"
+	"database/sql"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"time"
+
+	"sessiond/objects"
+)
+
+// Creating a session (create, fork, import) is idempotent by key, as
+// posting turns is (API.md: Idempotency-Key on POSTs that create things):
+// the owner's directory remembers which session id a key stands for, for
+// createKeyTTL, and the session the key it was made with. The id is chosen
+// and recorded before the session is made, so a request that stops
+// between the two (a crash, a timeout) is finished by its retry, under
+// the same id; a session that exists answers a repeat only if it was made
+// with the key.
+const createKeyTTL = 24 * time.Hour
+
+// maxKeyBytes bounds an Idempotency-Key.
+const maxKeyBytes = 256
+
+// createHash identifies a create request: op and its fields, each
+// length-prefixed.
+func createHash(op string, fields ...[]byte) string {
+	h := sha256.New()
+	fmt.Fprintf(h, "%s\x00", op)
+	for _, f := range fields {
+		fmt.Fprintf(h, "%d\x00", len(f))
+		h.Write(f)
+	}
+	return hex.EncodeToString(h.Sum(nil))
+}
+
+// hash identifies a create request by its fields as sent.
+func (r *CreateRequest) hash() string {
+	return createHash("create", []byte(r.ID), []byte(r.Title), []byte(r.Model), []byte(r.System), r.Metadata, []byte(r.BusyPolicy))
+}
+
+// claimCreate returns the session id that key stands for in owner's
+// directory: the one an earlier request with the key recorded, or want,
+// recorded now. A key used for another request is ErrConflict. The session
+// itself records the key it was made with (meta.CreateKey): creating it
+// again under the claimed id answers it (sessionObj.existing), and a
+// session that the first request never made is made now.
+func (svc *Service) claimCreate(ctx context.Context, owner, key, hash, want string) (string, error) {
+	if len(key) > maxKeyBytes {
+		return "", fmt.Errorf("%w: Idempotency-Key is longer than %d bytes", ErrInvalid, maxKeyBytes)
+	}
+	stub, err := svc.dirs.Get(owner)
+	if err != nil {
+		return "", fmt.Errorf("%w: %v", ErrInvalid, err)
+	}
+	return objects.Do(ctx, stub, func(ctx context.Context, d *directory, tx *objects.Tx) (string, error) {
+		return d.claim(ctx, tx, key, hash, want, time.Now())
+	})
+}
+
+// claim is claimCreate inside the directory. Keys older than createKeyTTL
+// are forgotten as new ones come.
+func (d *directory) claim(ctx context.Context, tx *objects.Tx, key, hash, want string, now time.Time) (string, error) {
+	since := now.Add(-createKeyTTL).UnixMilli()
+	var stored, id string
+	err := tx.QueryRow(ctx, `SELECT request, session_id FROM create_keys WHERE key = ? AND created_at >= ?`, key, since).Scan(&stored, &id)
+	switch {
+	case err == nil && stored != hash:
+		return "", fmt.Errorf("%w: idempotency key %q was used for a different request", ErrConflict, key)
+	case err == nil:
+		return id, nil
+	case !errors.Is(err, sql.ErrNoRows):
+		return "", fmt.Errorf("read idempotency key: %w", err)
+	}
+	if _, err := tx.Exec(ctx, `DELETE FROM create_keys WHERE created_at < ?`, since); err != nil {
+		return "", fmt.Errorf("expire idempotency keys: %w", err)
+	}
+	if _, err := tx.Exec(ctx, `INSERT OR REPLACE INTO create_keys (key, request, session_id, created_at) VALUES (?, ?, ?, ?)`,
+		key, hash, want, now.UnixMilli()); err != nil {
+		return "", fmt.Errorf("record idempotency key: %w", err)
+	}
+	return want, nil
+}
