@@ -32,6 +32,79 @@ type genRun struct {
 	done    chan struct{} // closed once the final state is committed (or could not be)
 }
 
+// queuedGen is a generation waiting to start.
+type queuedGen struct {
+	id, model string
+	parent    int64
+}
+
+// maxUnanswered bounds the walk over the turns no assistant answered yet.
+const maxUnanswered = 1000
+
+// nextQueued picks the queued generation to start, and the turn it
+// answers. Turns posted while a generation ran are answered together:
+// when the oldest queued generation's turn is among the turns at the head
+// of the active branch that no assistant turn follows, it answers the head
+// (all of them), and the other queued generations of those turns are
+// cancelled as superseded. A queued generation of another branch answers
+// its own turn, and the session is marked branched. ok is false when
+// nothing is queued.
+func (o *sessionObj) nextQueued(ctx context.Context, tx *objects.Tx, m *meta, now time.Time) (queuedGen, bool, error) {
+	rows, err := tx.Query(ctx, `SELECT id, parent_id, model FROM generations WHERE status = 'queued' ORDER BY created_at, rowid`)
+	if err != nil {
+		return queuedGen{}, false, fmt.Errorf("read queued generations: %w", err)
+	}
+	var queued []queuedGen
+	for rows.Next() {
+		var q queuedGen
+		if err := rows.Scan(&q.id, &q.parent, &q.model); err != nil {
+			rows.Close()
+			return queuedGen{}, false, err
+		}
+		queued = append(queued, q)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil || len(queued) == 0 {
+		return queuedGen{}, false, err
+	}
+	// The head's unanswered turns: from the head up to the first
+	// assistant turn.
+	unanswered := map[int64]bool{}
+	for id := m.Head; id > 0 && len(unanswered) < maxUnanswered; {
+		t, err := o.getTurn(ctx, tx, id)
+		if err != nil {
+			return queuedGen{}, false, err
+		}
+		if t.Role == RoleAssistant {
+			break
+		}
+		unanswered[id] = true
+		if t.ParentID == nil {
+			break
+		}
+		id = *t.ParentID
+	}
+	first := queued[0]
+	if !unanswered[first.parent] {
+		if first.parent != m.Head {
+			m.Branched = true
+		}
+		return first, true, nil
+	}
+	first.parent = m.Head
+	for _, q := range queued[1:] {
+		if !unanswered[q.parent] {
+			continue
+		}
+		if _, err := tx.Exec(ctx, `UPDATE generations SET status = 'cancelled', error_code = 'superseded', error_message = ?, finished_at = ?
+			WHERE id = ? AND status = 'queued'`,
+			fmt.Sprintf("generation %s answers this turn together with the turns before it", first.id), now.UnixMilli(), q.id); err != nil {
+			return queuedGen{}, false, fmt.Errorf("supersede generation %s: %w", q.id, err)
+		}
+	}
+	return first, true, nil
+}
+
 // startGeneration records a running generation and its streaming assistant
 // turn under parent. It returns the run, which the caller makes the
 // object's running generation at the end of its call, and the function
@@ -56,7 +129,7 @@ func (o *sessionObj) startGeneration(ctx context.Context, tx *objects.Tx, m *met
 	}
 	m.noteTurn(t.ID)
 	if _, err := tx.Exec(ctx, `INSERT INTO generations (id, turn_id, parent_id, model, status, created_at) VALUES (?, ?, ?, ?, 'running', ?)
-		ON CONFLICT (id) DO UPDATE SET turn_id = excluded.turn_id, status = 'running'`,
+		ON CONFLICT (id) DO UPDATE SET turn_id = excluded.turn_id, parent_id = excluded.parent_id, status = 'running'`,
 		gid, t.ID, parent, modelName, now.UnixMilli()); err != nil {
 		return nil, nil, nil, fmt.Errorf("record generation: %w", err)
 	}
@@ -205,11 +278,12 @@ func (o *sessionObj) finishGeneration(ctx context.Context, tx *objects.Tx, run *
 	// Start the next queued generation, if any, in the same commit.
 	var next *genRun
 	var launch func()
-	var gid, model string
-	var parent int64
-	err = tx.QueryRow(ctx, `SELECT id, parent_id, model FROM generations WHERE status = 'queued' ORDER BY created_at, rowid LIMIT 1`).Scan(&gid, &parent, &model)
-	if err == nil {
-		if _, next, launch, err = o.startGeneration(ctx, tx, &m, gid, parent, model, now); err != nil {
+	q, ok, err := o.nextQueued(ctx, tx, &m, now)
+	if err != nil {
+		return err
+	}
+	if ok {
+		if _, next, launch, err = o.startGeneration(ctx, tx, &m, q.id, q.parent, q.model, now); err != nil {
 			return err
 		}
 	}

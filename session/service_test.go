@@ -1048,3 +1048,46 @@ func TestCreateForkImportIdempotentByKey(t *testing.T) {
 		t.Fatalf("%d sessions, want 3 (created, forked, imported): %+v", len(list), list)
 	}
 }
+
+// A user who posts twice while the model answers (policy queue) gets one
+// answer to both, after them, on one line of turns: the first queued
+// generation answers the head when it starts, and the second, whose turn
+// it has answered too, is cancelled as superseded.
+func TestQueuedGenerationsAnswerTheHead(t *testing.T) {
+	ctx := context.Background()
+	e := newEnv(t, "", 50, nil)
+	s, _ := e.svc.Create(ctx, "local", session.CreateRequest{})
+	var gens []*session.Generation
+	for _, text := range []string{"/words 20", "/say two", "/say three"} {
+		r, err := e.svc.Post(ctx, "local", s.ID, session.PostRequest{Turns: []session.NewTurn{user(text)}, Generate: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		gens = append(gens, r.Generation)
+	}
+	if g := waitGen(t, e, "local", s.ID, gens[1].ID); g.Status != session.GenDone {
+		t.Fatalf("the first queued generation: %+v", g)
+	}
+	g3 := waitGen(t, e, "local", s.ID, gens[2].ID)
+	if g3.Status != session.GenCancelled || g3.TurnID != 0 || g3.Error == nil || g3.Error.Code != "superseded" {
+		t.Fatalf("the second queued generation: %+v (error %+v)", g3, g3.Error)
+	}
+	zero := int64(0)
+	turns, _, err := e.svc.Turns(ctx, "local", s.ID, session.TurnQuery{After: &zero, Limit: 100})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var roles []string
+	for i, tr := range turns {
+		roles = append(roles, tr.Role)
+		if i > 0 && (tr.ParentID == nil || *tr.ParentID != turns[i-1].ID) {
+			t.Errorf("turn %d's parent is %v, not the turn before it (%d)", tr.ID, tr.ParentID, turns[i-1].ID)
+		}
+	}
+	if fmt.Sprint(roles) != "[user assistant user user assistant]" {
+		t.Fatalf("turns %v", roles)
+	}
+	if sess, _ := e.svc.Get(ctx, "local", s.ID); sess.HeadTurnID != turns[len(turns)-1].ID {
+		t.Fatalf("head %d, want the last answer %d", sess.HeadTurnID, turns[len(turns)-1].ID)
+	}
+}
