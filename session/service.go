@@ -641,11 +641,13 @@ func (svc *Service) Fork(ctx context.Context, owner, id string, turnID int64, id
 		}
 		req.ID, req.IdempotencyKey = nid, idemKey
 	}
-	return svc.restore(ctx, s.m.Owner, req, s.turns)
+	return svc.restore(ctx, s.m.Owner, req, s.turns, 0)
 }
 
-// restore creates a session holding the given turns (ids and parents kept).
-func (svc *Service) restore(ctx context.Context, owner string, req CreateRequest, turns []Turn) (*Session, error) {
+// restore creates a session holding the given turns (ids and parents
+// kept), its head the turn head, or the last turn when head is 0 or not
+// among them.
+func (svc *Service) restore(ctx context.Context, owner string, req CreateRequest, turns []Turn, head int64) (*Session, error) {
 	if req.ID == "" {
 		req.ID = NewID()
 	}
@@ -660,21 +662,29 @@ func (svc *Service) restore(ctx context.Context, owner string, req CreateRequest
 		if o.m != nil {
 			return o.existing(ctx, tx, owner, &req)
 		}
-		var head, newest int64
+		var last, newest int64
 		branched := false
+		known := false
 		for _, t := range turns {
 			if t.Status == TurnStreaming {
 				t.Status = TurnInterrupted
 			}
-			if t.ParentID != nil && *t.ParentID != head {
+			if t.ParentID != nil && *t.ParentID != last {
 				branched = true
 			}
 			id := t.ID
 			if err := insertTurn(ctx, tx, &t, ""); err != nil {
 				return nil, err
 			}
-			head = id
+			last = id
 			newest = max(newest, t.ID)
+			known = known || id == head
+		}
+		if !known {
+			head = last
+		}
+		if head != newest {
+			branched = true // the listing follows the head's branch
 		}
 		now := nowMillis()
 		return o.establish(ctx, tx, &meta{ID: req.ID, Owner: owner, Title: req.Title, Model: req.Model, System: req.System,
@@ -808,5 +818,5 @@ func (svc *Service) Import(ctx context.Context, owner string, r io.Reader, idemK
 		}
 		req.ID, req.IdempotencyKey = id, idemKey
 	}
-	return svc.restore(ctx, owner, req, turns)
+	return svc.restore(ctx, owner, req, turns, s.HeadTurnID)
 }

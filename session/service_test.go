@@ -1091,3 +1091,35 @@ func TestQueuedGenerationsAnswerTheHead(t *testing.T) {
 		t.Fatalf("head %d, want the last answer %d", sess.HeadTurnID, turns[len(turns)-1].ID)
 	}
 }
+
+// An import keeps the exported head, also when it is not the newest turn.
+func TestImportKeepsHead(t *testing.T) {
+	ctx := context.Background()
+	e := newEnv(t, "", 0, nil)
+	s, _ := e.svc.Create(ctx, "local", session.CreateRequest{})
+	for _, p := range []int64{0, 1, 1} { // turns 1, 2 and 3: 2 and 3 both answer 1
+		if _, err := e.svc.Post(ctx, "local", s.ID, session.PostRequest{Turns: []session.NewTurn{user(fmt.Sprint("after ", p))}, Parent: p}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var buf bytes.Buffer
+	if err := e.svc.Export(ctx, "local", s.ID, &buf); err != nil {
+		t.Fatal(err)
+	}
+	exported := strings.Replace(buf.String(), `"head_turn_id":3`, `"head_turn_id":2`, 1)
+	if exported == buf.String() {
+		t.Fatalf("no head_turn_id 3 in the export:\n%s", exported)
+	}
+	imp, err := e.svc.Import(ctx, "local", strings.NewReader(exported), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if imp.HeadTurnID != 2 {
+		t.Fatalf("imported head %d, want 2", imp.HeadTurnID)
+	}
+	zero := int64(0)
+	turns, _, err := e.svc.Turns(ctx, "local", imp.ID, session.TurnQuery{After: &zero, Limit: 10})
+	if err != nil || len(turns) != 2 || turns[1].ID != 2 {
+		t.Fatalf("the head's branch: %+v %v", turns, err)
+	}
+}
