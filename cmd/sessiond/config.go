@@ -308,7 +308,9 @@ func parseAPIKeys(v string) (map[string]keySpec, error) {
 		if item == "" {
 			continue
 		}
-		key, owner, ok := strings.Cut(item, "=")
+		// The owner follows the last "=": a key may end in base64's padding.
+		i := strings.LastIndexByte(item, '=')
+		key, owner, ok := item[:max(i, 0)], item[i+1:], i >= 0
 		if !ok || len(key) < 16 || owner == "" {
 			return nil, errors.New("want comma-separated key=owner pairs, each key at least 16 characters")
 		}

@@ -58,13 +58,14 @@ func TestParseConfig(t *testing.T) {
 			name: "every variable",
 			env: map[string]string{"SESSIOND_ADDR": "0.0.0.0:1", "SESSIOND_DATA": "d", "SESSIOND_DURABILITY": "normal",
 				"SESSIOND_IDLE_TIMEOUT": "250ms", "SESSIOND_MAX_OPEN": "7", "SESSIOND_LOG_LEVEL": "warn",
-				"SESSIOND_LOG_FORMAT": "json", "SESSIOND_API_KEYS": "0123456789abcdef=alice, fedcba9876543210=root:admin",
+				"SESSIOND_LOG_FORMAT": "json", "SESSIOND_API_KEYS": "0123456789abcdef=alice, fedcba9876543210=root:admin, q1w2e3r4t5y6u7i8o9p0==bob",
 				"SESSIOND_OFFLINE_TPS": "12.5", "SESSIOND_OPENAI_BASE_URL": "http://127.0.0.1:11434/v1", "SESSIOND_OPENAI_MODEL": "llama3.1",
 				"SESSIOND_FLUSH_INTERVAL": "40ms", "SESSIOND_FLUSH_BYTES": "65536", "SESSIOND_GC_FLOOR": "512"},
 			want: config{Addr: "0.0.0.0:1", Data: "d", Durability: objects.DurabilityNormal, IdleTimeout: 250 * time.Millisecond,
 				MaxOpen: 7, LogLevel: slog.LevelWarn, LogFormat: "json", OfflineTPS: 12.5, FlushInterval: 40 * time.Millisecond, FlushBytes: 64 << 10,
 				OpenAIBaseURL: "http://127.0.0.1:11434/v1", OpenAIModel: "llama3.1", NATSSync: "2m", NATSDedup: 2 * time.Minute, Events: true, GCFloorMiB: 512,
-				APIKeys: map[string]keySpec{"0123456789abcdef": {Owner: "alice"}, "fedcba9876543210": {Owner: "root", Admin: true}}},
+				APIKeys: map[string]keySpec{"0123456789abcdef": {Owner: "alice"}, "fedcba9876543210": {Owner: "root", Admin: true},
+					"q1w2e3r4t5y6u7i8o9p0=": {Owner: "bob"}}}, // base64 padding stays with the key
 		},
 		{
 			name: "flag beats variable",
