@@ -1,6 +1,7 @@
 package openai
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -310,6 +311,7 @@ func (m *Model) attempt(ctx context.Context, creq goopenai.ChatCompletionRequest
 	actx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 	actx = context.WithValue(actx, retryAfterKey{}, &st.retryAfter)
+	actx = context.WithValue(actx, doneKey{}, &st.done)
 
 	// The watchdog cancels the attempt when the next chunk is late: the
 	// first within firstToken, every later one within idle.
@@ -527,6 +529,7 @@ type streamState struct {
 	emitted    bool
 	emitErr    bool
 	retryAfter time.Duration // of a 429 answer, set by the transport
+	done       bool          // the body had a "data: [DONE]" line (see doneReader)
 }
 
 func newStreamState() *streamState {
@@ -571,11 +574,14 @@ func (st *streamState) add(c goopenai.ChatCompletionStreamResponse, emit func(se
 }
 
 // toolIndex maps the index of a tool call part to ours, which counts calls
-// from 0 in order of first appearance. A part without index (some servers
-// send whole calls) starts a new call when it has a new ID.
+// from 0 in order of first appearance. A part starts a new call when its
+// index is new, or when it carries a new ID (at a known index, or without
+// index: some servers send whole calls).
 func (st *streamState) toolIndex(tc goopenai.ToolCall) (i int, isNew bool) {
 	if tc.Index != nil {
-		if i, ok := st.index[*tc.Index]; ok {
+		// A new id at a known index is a new call: some servers send every
+		// call at index 0.
+		if i, ok := st.index[*tc.Index]; ok && (tc.ID == "" || tc.ID == st.ids[i]) {
 			return i, false
 		}
 		i = len(st.ids)
@@ -602,10 +608,17 @@ func (st *streamState) emit(d session.Delta, emit func(session.Delta) error) err
 	return nil
 }
 
-// end checks the stream that ended cleanly.
+// end checks the stream that ended cleanly: go-openai reports the end of
+// the body as it reports [DONE]. A stream with neither [DONE] nor a finish
+// reason was cut off (a proxy in front of a model server that died closes
+// its answer cleanly): a failure, retried if nothing was emitted yet.
 func (st *streamState) end() error {
 	if st.chunks == 0 {
 		return &session.ModelError{Code: session.CodeUpstreamError, Message: "stream ended without any chunk"}
+	}
+	if !st.done && st.finish == "" {
+		return &session.ModelError{Code: session.CodeUpstreamError, Retryable: true,
+			Message: "the stream ended before the model finished (no [DONE], no finish_reason)"}
 	}
 	return nil
 }
@@ -653,12 +666,41 @@ func (t *transport) RoundTrip(req *http.Request) (*http.Response, error) {
 		}
 	}
 	resp, err := t.base.RoundTrip(req)
+	if p, ok := req.Context().Value(doneKey{}).(*bool); ok && err == nil && resp.StatusCode == http.StatusOK {
+		resp.Body = &doneReader{ReadCloser: resp.Body, done: p, tail: []byte{'\n'}}
+	}
 	if err == nil && resp.StatusCode == http.StatusTooManyRequests {
 		if p, ok := req.Context().Value(retryAfterKey{}).(*time.Duration); ok {
 			*p = parseRetryAfter(resp.Header.Get("Retry-After"), time.Now())
 		}
 	}
 	return resp, err
+}
+
+type doneKey struct{}
+
+// doneReader notes in *done a "data: [DONE]" line of the stream it reads
+// (go-openai reads the body in Recv, on the goroutine that reads *done).
+type doneReader struct {
+	io.ReadCloser
+	done *bool
+	tail []byte // the end of what was read before, to match across reads
+}
+
+var doneLines = [][]byte{[]byte("\ndata: [DONE]"), []byte("\ndata:[DONE]")}
+
+func (r *doneReader) Read(p []byte) (int, error) {
+	n, err := r.ReadCloser.Read(p)
+	if n > 0 && !*r.done {
+		buf := append(r.tail, p[:n]...)
+		for _, l := range doneLines {
+			if bytes.Contains(buf, l) {
+				*r.done = true
+			}
+		}
+		r.tail = append(r.tail[:0], buf[max(0, len(buf)-len(doneLines[0])):]...)
+	}
+	return n, err
 }
 
 // parseRetryAfter reads a Retry-After value, seconds or an HTTP date; 0 when

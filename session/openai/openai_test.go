@@ -340,6 +340,52 @@ func TestStreamUpstreamIndexesAreRenumbered(t *testing.T) {
 	}
 }
 
+// Some servers (Ollama's OpenAI API) send every call at index 0, each
+// with its own id: a new id at a known index is a new call.
+func TestStreamRepeatedIndexWithNewIDIsANewCall(t *testing.T) {
+	f := newFake(t, ok(
+		tools(toolPart(0, "call_a", "write", `{"p":"a"}`)),
+		tools(toolPart(0, "call_b", "write", `{"p":"b"}`)),
+		finish("tool_calls"),
+	))
+	m := newModel(t, f, nil)
+	res, deltas, err := collect(t, t.Context(), m, userRequest("x"))
+	if err != nil {
+		t.Fatalf("Stream: %v", err)
+	}
+	if len(res.ToolCalls) != 2 || res.ToolCalls[0].ID != "call_a" || res.ToolCalls[0].Function.Arguments != `{"p":"a"}` ||
+		res.ToolCalls[1].ID != "call_b" || res.ToolCalls[1].Function.Arguments != `{"p":"b"}` {
+		t.Fatalf("ToolCalls = %+v, want call_a and call_b apart", res.ToolCalls)
+	}
+	if len(deltas) != 2 || deltas[0].ToolCall.Index != 0 || deltas[1].ToolCall.Index != 1 {
+		t.Fatalf("deltas = %+v, want indexes 0 and 1", deltas)
+	}
+}
+
+// A stream that ends before the model finished (no [DONE] and no finish
+// reason: a proxy closed it) is a failed turn, not a complete one; before
+// any output it is retried.
+func TestStreamCutOffIsAnError(t *testing.T) {
+	f := newFake(t, reply{events: []string{text("Hello, I will now wr")}})
+	m := newModel(t, f, nil)
+	res, _, err := collect(t, t.Context(), m, userRequest("x"))
+	me := modelError(t, err, session.CodeUpstreamError)
+	if !strings.Contains(me.Message, "ended") || res.Text != "Hello, I will now wr" || res.FinishReason != session.FinishError {
+		t.Fatalf("err %v, Text %q, FinishReason %q", me, res.Text, res.FinishReason)
+	}
+	if got := len(f.requests()); got != 1 {
+		t.Fatalf("requests = %d, want 1: no retry after output", got)
+	}
+	// A finish reason without [DONE] is complete enough; so is [DONE]
+	// without a finish reason.
+	for _, rp := range []reply{{events: []string{text("a"), finish("stop")}}, ok(text("b"))} {
+		f := newFake(t, rp)
+		if _, _, err := collect(t, t.Context(), newModel(t, f, nil), userRequest("x")); err != nil {
+			t.Fatalf("%+v: %v", rp.events, err)
+		}
+	}
+}
+
 func TestStreamErrorEventMidStream(t *testing.T) {
 	f := newFake(t, ok(
 		text("partial "),
