@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"path/filepath"
 	"runtime/debug"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -745,7 +746,36 @@ func (tx *Tx) Query(ctx context.Context, query string, args ...any) (*Rows, erro
 	if err != nil {
 		return nil, err
 	}
+	if mayWrite(query) {
+		tx.b.wrote = true // UPDATE … RETURNING: synced in full as an Exec is
+	}
 	return &Rows{Rows: r, tx: tx}, nil
+}
+
+// mayWrite reports whether a query may change the database: anything but
+// a SELECT, VALUES or EXPLAIN, a PRAGMA that sets nothing, or a WITH whose
+// statement writes nothing. It errs on the side of writing (a sync too
+// many, never one too few).
+func mayWrite(query string) bool {
+	q := strings.ToUpper(strings.TrimSpace(query))
+	word := q
+	if i := strings.IndexFunc(q, func(r rune) bool { return r < 'A' || r > 'Z' }); i >= 0 {
+		word = q[:i]
+	}
+	switch word {
+	case "SELECT", "VALUES", "EXPLAIN":
+		return false
+	case "PRAGMA":
+		return strings.Contains(q, "=")
+	case "WITH":
+		for _, w := range []string{"INSERT", "UPDATE", "DELETE", "REPLACE"} {
+			if strings.Contains(q, w) {
+				return true
+			}
+		}
+		return false
+	}
+	return true
 }
 
 // QueryRow runs a statement expected to return at most one row.

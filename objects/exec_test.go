@@ -120,3 +120,38 @@ func logBodies(t *testing.T, s *objects.Stub) []string {
 	out, _ := v.([]string)
 	return out
 }
+
+// A write made through Query (UPDATE … RETURNING) is a write: in full
+// durability its commit is synced before the result is released, as one
+// through Exec is; a read through Query is not.
+func TestQueryWritesAreSynced(t *testing.T) {
+	ctx := context.Background()
+	rt, ns := newOpenRuntime(t, func(rt *objects.Runtime) { rt.Durability = objects.DurabilityFull })
+	s := stub(t, ns, "query-writes")
+	if _, err := add(ctx, s, 1); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		query  string
+		synced int64
+	}{
+		{`UPDATE counter SET n = n + 1 WHERE id = 1 RETURNING n`, 1},
+		{`  with d AS (SELECT 1) update counter SET n = n + 1 WHERE id = 1 RETURNING n`, 1},
+		{`SELECT n FROM counter WHERE id = 1`, 0},
+		{"\n\tSELECT\n\t\tn FROM counter WHERE id = 1", 0},
+		{`WITH RECURSIVE c(x) AS (SELECT 1) SELECT n FROM counter, c WHERE id = 1`, 0},
+	} {
+		before := rt.Stats()
+		_, err := objects.Do(ctx, s, func(ctx context.Context, c2 *counter, tx *objects.Tx) (int64, error) {
+			var n int64
+			err := tx.QueryRow(ctx, c.query).Scan(&n)
+			return n, err
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := rt.Stats().SyncedCommits - before.SyncedCommits; got != c.synced {
+			t.Errorf("%s: %d synced commits, want %d", c.query, got, c.synced)
+		}
+	}
+}
