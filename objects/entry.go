@@ -366,7 +366,7 @@ func (e *entry) runBatch(batch []*call) {
 	b.autocommit = len(batch) == 1 && batch[0].single && !inst.needsMeta
 	start := time.Now()
 	var ran int
-	var hooks []func()
+	var hooks, undo []func() // the OnCommit and OnRollback hooks of the calls that succeeded
 	var ok []*call
 	for _, c := range batch {
 		if !c.state.CompareAndSwap(callQueued, callRunning) {
@@ -402,6 +402,7 @@ func (e *entry) runBatch(batch []*call) {
 			continue
 		}
 		hooks = append(hooks, tx.onCommit...)
+		undo = append(undo, tx.onRollback...)
 		b.merge(tx)
 		ok = append(ok, c)
 	}
@@ -409,6 +410,11 @@ func (e *entry) runBatch(batch []*call) {
 		inst.discard = true
 		for _, c := range ok {
 			c.res, c.err = nil, fmt.Errorf("commit %s/%q: %w", e.ns.name, e.name, err)
+		}
+		// The calls that succeeded fail with the batch: their OnRollback
+		// hooks run as a failed call's do.
+		for _, f := range undo {
+			f()
 		}
 	} else {
 		for _, f := range hooks {

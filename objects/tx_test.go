@@ -134,16 +134,37 @@ func TestLostTransactionFailsBatch(t *testing.T) {
 	if _, err := add(ctx, s, 0); err != nil {
 		t.Fatal(err)
 	}
+	// Every call learns its fate through exactly one of its hooks, the
+	// one its answer says: OnCommit, or OnRollback (also when the call
+	// itself succeeded and the batch's commit failed).
+	var mu sync.Mutex
+	fate := map[int]string{}
+	hooked := func(i int, f objects.Func) objects.Func {
+		return func(ctx context.Context, obj any, tx *objects.Tx) (any, error) {
+			tx.OnCommit(func() { mu.Lock(); fate[i] += "commit"; mu.Unlock() })
+			tx.OnRollback(func() { mu.Lock(); fate[i] += "rollback"; mu.Unlock() })
+			return f(ctx, obj, tx)
+		}
+	}
 	errs := queueBatch(t, s, nil, []objects.Func{
-		insertSeq(1),
-		func(ctx context.Context, obj any, tx *objects.Tx) (any, error) {
+		hooked(0, insertSeq(1)),
+		hooked(1, func(ctx context.Context, obj any, tx *objects.Tx) (any, error) {
 			_, err := tx.Exec(ctx, `ROLLBACK`)
 			return nil, err
-		},
-		insertSeq(3),
-		insertSeq(4),
+		}),
+		hooked(2, insertSeq(3)),
+		hooked(3, insertSeq(4)),
 	})
 	for i, seq := range []string{"1", "", "3", "4"} {
+		want := "commit"
+		if errs[i] != nil {
+			want = "rollback"
+		}
+		mu.Lock()
+		if fate[i] != want {
+			t.Errorf("call %d (err %v): hooks ran %q, want %q", i, errs[i], fate[i], want)
+		}
+		mu.Unlock()
 		if seq == "" {
 			if errs[i] == nil {
 				t.Errorf("call %d ended the transaction and succeeded", i)
