@@ -137,7 +137,7 @@ func (tx *Tx) Publish(ctx context.Context, subject string, data []byte) error {
 	if err != nil {
 		return fmt.Errorf("record event: %w", err)
 	}
-	tx.outbox = append(tx.outbox, outboxRow{seq: seq, id: id, subject: subject, data: data})
+	tx.outbox = append(tx.outbox, outboxRow{seq: seq, id: id, subject: subject, data: data, inc: tx.b.e.incarnation.Load()})
 	return nil
 }
 
@@ -363,6 +363,7 @@ type outboxRow struct {
 	seq         int64
 	id, subject string
 	data        []byte
+	inc         int64 // the object's incarnation that wrote it
 }
 
 // drainLoop publishes an object's outbox in order. Rows come in memory from
@@ -379,6 +380,7 @@ func (rt *Runtime) drainLoop(ns *Namespace, name string) {
 	ctx := rt.ctx
 	backoff := 100 * time.Millisecond
 	published := rt.publishedOf(k) // seq of the last event the bus acknowledged
+	inc, _ := rt.incarnationOf(k)
 	for {
 		rt.drainMu.Lock()
 		st := rt.draining[k]
@@ -390,6 +392,13 @@ func (rt *Runtime) drainLoop(ns *Namespace, name string) {
 			return
 		}
 		rt.drainMu.Unlock()
+		if now, ok := rt.incarnationOf(k); ok && now != inc {
+			inc, published = now, 0 // deleted, perhaps made again: its seqs start afresh
+		}
+		rows = slices.DeleteFunc(rows, func(r outboxRow) bool { return r.inc != inc }) // the outbox goes with a deleted object
+		if len(rows) == 0 && !read {
+			continue
+		}
 		var err error
 		if read || rows[0].seq > published+1 { // memory may not hold everything unpublished
 			var stored []outboxRow
@@ -443,6 +452,19 @@ func mergeRows(stored, mem []outboxRow) []outboxRow {
 	return stored
 }
 
+// incarnationOf returns how many times an object was deleted, as far as
+// this node remembers (see entry.incarnation); ok is false when it does
+// not remember the object.
+func (rt *Runtime) incarnationOf(k entryKey) (n int64, ok bool) {
+	rt.mu.Lock()
+	e := rt.entries[k]
+	rt.mu.Unlock()
+	if e == nil {
+		return 0, false
+	}
+	return e.incarnation.Load(), true
+}
+
 // publishedOf returns what the bus has acknowledged of an object's outbox,
 // as far as this node remembers (0 when it does not).
 func (rt *Runtime) publishedOf(k entryKey) int64 {
@@ -494,7 +516,7 @@ func (rt *Runtime) readOutbox(ctx context.Context, stub *Stub, published int64) 
 			}
 			defer r.Close()
 			for r.Next() {
-				var o outboxRow
+				o := outboxRow{inc: tx.b.e.incarnation.Load()}
 				if err := r.Scan(&o.seq, &o.id, &o.subject, &o.data); err != nil {
 					return nil, err
 				}

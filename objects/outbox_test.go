@@ -163,3 +163,41 @@ func TestOutboxKeepsNewestPublishedRow(t *testing.T) {
 		t.Fatalf("outbox %v: the event after sleep should be seq %d", rows, n+1)
 	}
 }
+
+// An object deleted and made again under the same name starts its outbox
+// afresh: its events are published, not taken for the deleted object's
+// (whose sequence numbers they repeat).
+func TestOutboxAfterDeleteAndRecreate(t *testing.T) {
+	ctx := context.Background()
+	bus := &recordingBus{}
+	_, ns := newOpenRuntime(t, func(rt *objects.Runtime) { rt.Bus = bus })
+	s := stub(t, ns, "again")
+	for i := range 3 {
+		if err := publishCall(ctx, s, "ev.again", fmt.Sprint("old ", i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	checkFor(t, 10*time.Second, "the old events", func() bool { return len(bus.published()) == 3 })
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() { // queued back to back with the call that makes it again
+		defer wg.Done()
+		if err := s.Delete(ctx); err != nil {
+			t.Error(err)
+		}
+	}()
+	time.Sleep(time.Millisecond)
+	for i := range 2 {
+		if err := publishCall(ctx, s, "ev.again", fmt.Sprint("new ", i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	wg.Wait()
+	if err := publishCall(ctx, s, "ev.again", "new 2"); err != nil {
+		t.Fatal(err)
+	}
+	checkFor(t, 10*time.Second, "the new object's events", func() bool {
+		got := bus.published()
+		return len(got) > 0 && got[len(got)-1] == "ev.again new 2"
+	})
+}
