@@ -154,7 +154,9 @@ func (rt *Runtime) fireAlarm(ctx context.Context, a dueAlarm) {
 	stub := &Stub{ns: ns, name: a.name}
 	var skipped bool
 	_, err = stub.Call(ctx, func(ctx context.Context, obj any, tx *Tx) (any, error) {
-		at, _, err := rt.index.alarm(ctx, a.ns, a.name)
+		// As this call sees it: a call before it in the batch may have
+		// changed it, not yet committed.
+		at, _, err := tx.Alarm(ctx)
 		if err != nil {
 			return nil, err
 		}

@@ -415,3 +415,41 @@ func TestAlarmSetInNew(t *testing.T) {
 		t.Fatalf("Info.Alarm=%v after New set %v", got, at)
 	}
 }
+
+// An alarm that a call replaced is not delivered, also when the call and
+// the old alarm's delivery share a batch: the delivery sees the batch's
+// pending change, and the new alarm stands.
+func TestAlarmReplacedInTheSameBatch(t *testing.T) {
+	ctx := context.Background()
+	rec := &alarmRecorder{}
+	var ns *objects.Namespace
+	newOpenRuntime(t, func(rt *objects.Runtime) { ns = registerAlarmClass(t, rt, rec) })
+	s, err := ns.Get("replaced")
+	if err != nil {
+		t.Fatal(err)
+	}
+	setAlarm(t, s, time.Now().Add(300*time.Millisecond))
+	unblock := blockObject(t, s)
+	later := time.Now().Add(time.Hour)
+	done := make(chan error, 1)
+	go func() { // queued first: replaces the alarm
+		_, err := s.Call(ctx, func(ctx context.Context, obj any, tx *objects.Tx) (any, error) {
+			tx.SetAlarm(later)
+			return nil, nil
+		})
+		done <- err
+	}()
+	checkFor(t, 5*time.Second, "the call queued", func() bool { return s.Queued() == 1 })
+	checkFor(t, 5*time.Second, "the old alarm's delivery queued behind it", func() bool { return s.Queued() == 2 })
+	unblock()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(200 * time.Millisecond) // a delivery would have run by now
+	if n := len(rec.list()); n != 0 {
+		t.Errorf("the replaced alarm was delivered %d times", n)
+	}
+	if got, ok := alarmOf(t, s); !ok || !got.Equal(later.Truncate(time.Millisecond)) {
+		t.Errorf("alarm %v (set %v), want %v", got, ok, later.Truncate(time.Millisecond))
+	}
+}
