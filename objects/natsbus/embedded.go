@@ -12,6 +12,8 @@ import (
 
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
+
+	"sessiond/objects"
 )
 
 // DefaultStartTimeout bounds StartEmbedded when ctx has no deadline.
@@ -85,6 +87,9 @@ func StartEmbedded(ctx context.Context, opts EmbeddedOptions) (*Embedded, error)
 		SyncAlways:             opts.SyncAlways,
 		NoSigs:                 true,
 		DisableJetStreamBanner: true,
+		// The largest event the runtime takes, with the bus's headers
+		// (message id) on top: the server's default of 1 MiB counts both.
+		MaxPayload: objects.MaxEventBytes + 64<<10,
 		// Nothing here uses the system account ($SYS events and
 		// server monitoring requests). Start-up measured the same
 		// either way, so the smaller surface wins.

@@ -11,6 +11,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 
+	"sessiond/objects"
 	"sessiond/objects/natsbus"
 )
 
@@ -67,6 +68,19 @@ func TestEmbeddedNoListen(t *testing.T) {
 	// In-process clients still work.
 	bus := openBus(t, connectEmbedded(t, e), nil)
 	publish(t, bus, "ev.x", "one")
+}
+
+// The embedded server takes the largest event the runtime allows, with
+// the bus's headers on top (nats-server's default limit is 1 MiB, data and
+// headers together).
+func TestEmbeddedTakesTheLargestEvent(t *testing.T) {
+	checkNoLeaks(t)
+	e := startEmbedded(t, natsbus.EmbeddedOptions{Dir: t.TempDir()})
+	bus := openBus(t, connectEmbedded(t, e), nil)
+	data := strings.Repeat("x", objects.MaxEventBytes)
+	if _, err := bus.Publish(testCtx(t), "ev.big", []byte(data), "id-big"); err != nil {
+		t.Fatalf("publish of a %d-byte event: %v", len(data), err)
+	}
 }
 
 func TestEmbeddedListen(t *testing.T) {
