@@ -153,7 +153,7 @@ func (rt *Runtime) fireAlarm(ctx context.Context, a dueAlarm) {
 	}
 	stub := &Stub{ns: ns, name: a.name}
 	var skipped bool
-	_, err = stub.Call(ctx, func(ctx context.Context, obj any, tx *Tx) (any, error) {
+	_, err = stub.callExisting(ctx, func(ctx context.Context, obj any, tx *Tx) (any, error) {
 		// As this call sees it: a call before it in the batch may have
 		// changed it, not yet committed.
 		at, _, err := tx.Alarm(ctx)
@@ -171,8 +171,8 @@ func (rt *Runtime) fireAlarm(ctx context.Context, a dueAlarm) {
 		tx.alarm = &alarmOp{} // cleared on success unless the handler sets another
 		return nil, h.Alarm(ctx, tx, AlarmInfo{Scheduled: a.setFor, RetryCount: a.retry})
 	})
-	if err == nil || skipped || errors.Is(err, ErrClosed) || ctx.Err() != nil {
-		return
+	if err == nil || skipped || errors.Is(err, ErrClosed) || errors.Is(err, ErrNotFound) || ctx.Err() != nil {
+		return // ErrNotFound: deleted since its alarm was read, alarm and all
 	}
 	retry := a.retry + 1
 	if retry > rt.alarmMaxRetries() || errors.Is(err, ErrNotSupported) {

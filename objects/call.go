@@ -67,6 +67,9 @@ type call struct {
 	single  bool // one statement (Stub.Exec): alone in its batch, it runs without BEGIN/COMMIT
 	// onWorker: never run on the caller's goroutine (see callOnWorker).
 	onWorker bool
+	// existing: run only on an object that exists; fail with ErrNotFound
+	// rather than create it (see callExisting).
+	existing bool
 	kind     callKind
 	state    atomic.Int32
 	res      any
@@ -130,6 +133,14 @@ func (s *Stub) Exec(ctx context.Context, opts *CallOptions, query string, args .
 // idles for hours (it made an idle socket cost 33 KiB instead of 25).
 func (s *Stub) callOnWorker(ctx context.Context, fn Func) (any, error) {
 	return s.run(&call{ctx: ctx, fn: fn, done: make(chan struct{}), onWorker: true})
+}
+
+// callExisting is Call for the runtime's own deliveries to an object (its
+// alarm, an event it subscribed to, a read of its outbox): they must not
+// bring back an object deleted since they were decided. It fails with
+// ErrNotFound when the object does not exist.
+func (s *Stub) callExisting(ctx context.Context, fn Func) (any, error) {
+	return s.run(&call{ctx: ctx, fn: fn, done: make(chan struct{}), existing: true})
 }
 
 func (s *Stub) run(c *call) (any, error) {

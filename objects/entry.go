@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"path/filepath"
 	"runtime/debug"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -117,6 +118,9 @@ func (e *entry) step() bool {
 		return true
 	}
 	if e.inst == nil {
+		if batch = e.dropIfGone(batch); len(batch) == 0 {
+			return true
+		}
 		if err := e.wake(batch[0].ctx); err != nil {
 			for _, c := range batch {
 				c.err = err
@@ -132,6 +136,34 @@ func (e *entry) step() bool {
 		e.sleep(context.Background(), inst)
 	}
 	return true
+}
+
+// dropIfGone answers the calls of batch that run only on an existing
+// object (callExisting) with ErrNotFound when the object does not exist,
+// and returns the others. The object is asleep or not yet made.
+func (e *entry) dropIfGone(batch []*call) []*call {
+	if !slices.ContainsFunc(batch, func(c *call) bool { return c.existing }) {
+		return batch
+	}
+	_, ok, err := e.rt.index.lookup(context.Background(), e.ns.name, e.name)
+	if err == nil && ok {
+		return batch
+	}
+	if err == nil {
+		err = fmt.Errorf("%s/%q: %w", e.ns.name, e.name, ErrNotFound)
+	}
+	return slices.DeleteFunc(batch, func(c *call) bool {
+		if !c.existing {
+			return false
+		}
+		if c.state.CompareAndSwap(callQueued, callRunning) {
+			c.err = err
+			e.release(c)
+		} else {
+			e.rt.inflight.Done()
+		}
+		return true
+	})
 }
 
 // takeLocked removes the next batch from the queue: up to MaxBatch calls,

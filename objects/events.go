@@ -419,7 +419,7 @@ func (rt *Runtime) drainLoop(ns *Namespace, name string) {
 			backoff = 100 * time.Millisecond
 			continue
 		}
-		if ctx.Err() != nil || errors.Is(err, ErrClosed) {
+		if ctx.Err() != nil || errors.Is(err, ErrClosed) || errors.Is(err, ErrNotFound) { // ErrNotFound: deleted, outbox and all
 			rt.drainMu.Lock()
 			delete(rt.draining, k)
 			rt.drainMu.Unlock()
@@ -497,7 +497,7 @@ func (rt *Runtime) notePublished(k entryKey, seq int64) {
 // readOutbox returns up to 256 outbox rows after seq published, in order.
 // It writes nothing.
 func (rt *Runtime) readOutbox(ctx context.Context, stub *Stub, published int64) ([]outboxRow, error) {
-	v, err := stub.Call(ctx, func(ctx context.Context, obj any, tx *Tx) (any, error) {
+	v, err := stub.callExisting(ctx, func(ctx context.Context, obj any, tx *Tx) (any, error) {
 		inst := tx.b.inst
 		exists := 1
 		if !inst.hasOutbox {
@@ -610,7 +610,7 @@ func (rt *Runtime) deliverEvent(ctx context.Context, ev Event) error {
 			continue
 		}
 		stub := &Stub{ns: ns, name: k.name}
-		_, err := stub.Call(ctx, func(ctx context.Context, obj any, tx *Tx) (any, error) {
+		_, err := stub.callExisting(ctx, func(ctx context.Context, obj any, tx *Tx) (any, error) {
 			h, ok := obj.(EventHandler)
 			if !ok {
 				return nil, nil
@@ -631,7 +631,7 @@ func (rt *Runtime) deliverEvent(ctx context.Context, ev Event) error {
 			}
 			return nil, h.Event(ctx, tx, ev)
 		})
-		if err != nil {
+		if err != nil && !errors.Is(err, ErrNotFound) { // ErrNotFound: deleted since it subscribed
 			errs = append(errs, fmt.Errorf("deliver %s to %s/%q: %w", ev.Subject, k.ns, k.name, err))
 		}
 	}

@@ -3,6 +3,7 @@ package objects_test
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"sync"
 	"testing"
 	"time"
@@ -200,4 +201,26 @@ func TestOutboxAfterDeleteAndRecreate(t *testing.T) {
 		got := bus.published()
 		return len(got) > 0 && got[len(got)-1] == "ev.again new 2"
 	})
+}
+
+// A deleted object stays deleted: its drainer, retrying an event the bus
+// refused, does not make it again to read its outbox.
+func TestDeletedObjectNotMadeAgainByItsDrainer(t *testing.T) {
+	ctx := context.Background()
+	bus := &recordingBus{fail: 1 << 30}
+	_, ns := newOpenRuntime(t, func(rt *objects.Runtime) {
+		rt.Bus = bus
+		rt.Logger = slog.New(slog.DiscardHandler) // the failed publishes are expected
+	})
+	s := stub(t, ns, "gone")
+	if err := publishCall(ctx, s, "ev.gone", "x"); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Delete(ctx); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(1500 * time.Millisecond) // past the drainer's first retries (100, 200, 400 ms …)
+	if ok, err := ns.Exists(ctx, "gone"); err != nil || ok {
+		t.Fatalf("the deleted object exists again: %v %v", ok, err)
+	}
 }
