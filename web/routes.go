@@ -28,8 +28,9 @@ var (
 	pID        = param{"id", "path", "string", "session id"}
 	pCreateKey = param{"Idempotency-Key", "header", "string", "a repeat with the same key (within 24 hours) returns the session the first made"}
 	pGID       = param{"gid", "path", "string", "generation id"}
-	common     = []int{400, 401, 404, 503}
-	writing    = []int{400, 401, 404, 409, 413, 422, 503}
+	// 403: a page of another site while auth is off (authenticator.checkBrowser).
+	common  = []int{400, 401, 403, 404, 503}
+	writing = []int{400, 401, 403, 404, 409, 413, 422, 503}
 )
 
 var routes = []route{
