@@ -804,23 +804,21 @@ func (tx *Tx) Query(ctx context.Context, query string, args ...any) (*Rows, erro
 // statement writes nothing. It errs on the side of writing (a sync too
 // many, never one too few).
 func mayWrite(query string) bool {
-	q := strings.ToUpper(strings.TrimSpace(query))
-	word := q
-	if i := strings.IndexFunc(q, func(r rune) bool { return r < 'A' || r > 'Z' }); i >= 0 {
-		word = q[:i]
+	q := strings.ToUpper(query)
+	words := strings.FieldsFunc(q, func(r rune) bool { return (r < 'A' || r > 'Z') && r != '_' })
+	if len(words) == 0 {
+		return true
 	}
-	switch word {
+	switch words[0] {
 	case "SELECT", "VALUES", "EXPLAIN":
 		return false
 	case "PRAGMA":
 		return strings.Contains(q, "=")
 	case "WITH":
-		for _, w := range []string{"INSERT", "UPDATE", "DELETE", "REPLACE"} {
-			if strings.Contains(q, w) {
-				return true
-			}
-		}
-		return false
+		// Whole words: a column such as updated_at is no UPDATE.
+		return slices.ContainsFunc(words, func(w string) bool {
+			return w == "INSERT" || w == "UPDATE" || w == "DELETE" || w == "REPLACE"
+		})
 	}
 	return true
 }

@@ -140,6 +140,7 @@ func TestQueryWritesAreSynced(t *testing.T) {
 		{`SELECT n FROM counter WHERE id = 1`, 0},
 		{"\n\tSELECT\n\t\tn FROM counter WHERE id = 1", 0},
 		{`WITH RECURSIVE c(x) AS (SELECT 1) SELECT n FROM counter, c WHERE id = 1`, 0},
+		{`WITH c(updated_at) AS (SELECT 1) SELECT n FROM counter, c WHERE id = updated_at`, 0},
 	} {
 		before := rt.Stats()
 		_, err := objects.Do(ctx, s, func(ctx context.Context, c2 *counter, tx *objects.Tx) (int64, error) {
