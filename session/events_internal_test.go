@@ -32,18 +32,6 @@ func newTurnEvent(t Turn) turnEvent {
 	return e
 }
 
-// encodeEvent is the encoding record gives every other event's map.
-func encodeEvent(t *testing.T, fields map[string]any) []byte {
-	t.Helper()
-	var buf bytes.Buffer
-	enc := json.NewEncoder(&buf)
-	enc.SetEscapeHTML(false)
-	if err := enc.Encode(fields); err != nil {
-		t.Fatal(err)
-	}
-	return bytes.TrimSuffix(buf.Bytes(), []byte("\n"))
-}
-
 // The hand-built turn event is byte for byte what record makes of the map
 // every other event is built from (publish), so consumers see one format.
 func TestTurnEventMatchesPublish(t *testing.T) {
@@ -51,7 +39,7 @@ func TestTurnEventMatchesPublish(t *testing.T) {
 	big := Turn{ID: 9, Role: RoleTool, Status: TurnComplete, Content: json.RawMessage(`"` + strings.Repeat("x <y> ", maxEventContent/6+1) + `"`), CreatedAt: at}
 	for _, turn := range append(sampleTurns(), big) {
 		got := appendTurnEvent([]byte("x"), at, "alice <a>", "s1", turn, preview(turn))
-		want := encodeEvent(t, map[string]any{"turn": newTurnEvent(turn), "session_id": "s1", "owner": "alice <a>", "at": at})
+		want := encodeJSON(t, map[string]any{"turn": newTurnEvent(turn), "session_id": "s1", "owner": "alice <a>", "at": at})
 		if !bytes.Equal(got, append([]byte("x"), want...)) {
 			t.Errorf("turn event\n got %s\nwant x%s", got, want)
 		}

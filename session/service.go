@@ -564,8 +564,8 @@ func (svc *Service) Post(ctx context.Context, owner, id string, req PostRequest)
 	if len(req.Turns) == 0 && !req.Generate {
 		return nil, fmt.Errorf("%w: nothing to do: no turns and no generate", ErrInvalid)
 	}
-	if len(req.IdempotencyKey) > 256 {
-		return nil, fmt.Errorf("%w: Idempotency-Key is longer than 256 bytes", ErrInvalid)
+	if len(req.IdempotencyKey) > maxKeyBytes {
+		return nil, fmt.Errorf("%w: Idempotency-Key is longer than %d bytes", ErrInvalid, maxKeyBytes)
 	}
 	return do(ctx, svc, owner, id, func(ctx context.Context, o *sessionObj, tx *objects.Tx) (*PostResult, error) {
 		return o.post(ctx, tx, &req)

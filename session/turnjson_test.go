@@ -7,14 +7,15 @@ import (
 	"time"
 )
 
-// encodeTurn is encoding/json's encoding of t as the API writes it (an
-// Encoder with SetEscapeHTML(false)): what AppendTurnJSON must write.
-func encodeTurn(t *testing.T, tr Turn) []byte {
+// encodeJSON is encoding/json's encoding of v as the API and record write
+// it (an Encoder with SetEscapeHTML(false), without its newline): what
+// the hand-built encodings must write.
+func encodeJSON(t *testing.T, v any) []byte {
 	t.Helper()
 	var buf bytes.Buffer
 	enc := json.NewEncoder(&buf)
 	enc.SetEscapeHTML(false)
-	if err := enc.Encode(tr); err != nil {
+	if err := enc.Encode(v); err != nil {
 		t.Fatal(err)
 	}
 	return bytes.TrimSuffix(buf.Bytes(), []byte("\n"))
@@ -42,11 +43,11 @@ func sampleTurns() []Turn {
 func TestAppendTurnJSONMatchesEncodingJSON(t *testing.T) {
 	for _, tr := range sampleTurns() {
 		got := AppendTurnJSON([]byte("x"), tr)
-		if want := append([]byte("x"), encodeTurn(t, tr)...); !bytes.Equal(got, want) {
+		if want := append([]byte("x"), encodeJSON(t, tr)...); !bytes.Equal(got, want) {
 			t.Errorf("AppendTurnJSON:\n got %s\nwant %s", got, want)
 		}
 		msg := TurnMessageJSON(tr)
-		if want := `{"type":"turn","turn":` + string(encodeTurn(t, tr)) + `}`; string(msg) != want {
+		if want := `{"type":"turn","turn":` + string(encodeJSON(t, tr)) + `}`; string(msg) != want {
 			t.Errorf("TurnMessageJSON:\n got %s\nwant %s", msg, want)
 		}
 	}
@@ -63,7 +64,7 @@ func FuzzAppendTurnJSON(f *testing.F) {
 			ToolCallID: &callID, Model: &model, Usage: &Usage{tokens, -tokens, 2 * tokens}, FinishReason: &code,
 			Status: status, Error: &ErrorInfo{Code: code, Message: args}, GenerationID: &fn,
 			CreatedAt: time.UnixMilli(max(ms, -ms, 0) % 253402300799999).UTC()}
-		if got, want := AppendTurnJSON(nil, tr), encodeTurn(t, tr); !bytes.Equal(got, want) {
+		if got, want := AppendTurnJSON(nil, tr), encodeJSON(t, tr); !bytes.Equal(got, want) {
 			t.Fatalf("AppendTurnJSON:\n got %s\nwant %s", got, want)
 		}
 	})
