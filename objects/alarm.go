@@ -70,16 +70,6 @@ func (tx *Tx) Alarm(ctx context.Context) (time.Time, bool, error) {
 	return at, !at.IsZero(), nil
 }
 
-func (rt *Runtime) applyAlarm(ctx context.Context, e *entry, op alarmOp) error {
-	if err := rt.index.setAlarm(ctx, e.ns.name, e.name, op.at, 0); err != nil {
-		return err
-	}
-	if !op.at.IsZero() {
-		rt.pokeAlarms()
-	}
-	return nil
-}
-
 func (rt *Runtime) pokeAlarms() {
 	select {
 	case rt.alarmWake <- struct{}{}:

@@ -23,7 +23,13 @@
 // All writes of an object go through its Tx. Queued calls share one
 // transaction, each in its own savepoint (a failing call leaves no trace),
 // and one commit; results are released only after that commit and the node
-// index updates that follow it (durable before visible). With
+// index updates that go with it (durable before visible). The index is a
+// second database: a new alarm or subscription is written to it before the
+// commit (refused, the batch fails with nothing stored; the commit failing,
+// it is taken back), a cleared alarm or ended subscription after it (refused,
+// the calls keep their success and the change stays undone until retried).
+// A crash between the two leaves an alarm or subscription spare, never one
+// lost, which at-least-once alarm delivery covers. With
 // DurabilityFull the commit's WAL is flushed to the disk first; one flush
 // serves a whole batch, and commits of objects waiting at the same moment
 // share one syncfs (see syncer).
@@ -50,7 +56,8 @@
 // # Errors
 //
 // Sentinels are in errors.go: ErrClosed after Close, ErrInvalidName for bad
-// names, ErrNotSupported when an object lacks a handler. A full queue fails
+// names, ErrNotSupported when an object lacks a handler, ErrNotDurable when
+// a commit's WAL flush failed (outcome unknown). A full queue fails
 // fast with *OverloadedError (with RetryAfter); a panicking call returns
 // *PanicError and its instance is rebuilt.
 package objects

@@ -557,7 +557,12 @@ type batchTx struct {
 	wrote                 bool // a statement of the batch was an Exec
 	alarm                 *alarmOp
 	outbox                []outboxRow // rows the batch's calls added to the outbox, for the drainer
-	subs                  []subOp     // subscription changes, applied after commit
+	subs                  []subOp     // subscription changes, in the order the calls made them
+	// What beforeCommit did to the node index, for undoEarly and
+	// afterCommit (see beforeCommit).
+	prevAlarm           *alarmRow // the alarm the index had before the batch's new one
+	subsAdd, subsRemove []string  // the net subscription changes
+	subsNew             []string  // of subsAdd, those the index did not have
 	// lost is set when the shared transaction ended under the batch (a
 	// savepoint is gone): later statements would run outside it, so they
 	// fail, and so does the commit.
@@ -649,6 +654,7 @@ func (b *batchTx) finish(ctx context.Context) error {
 		wrote = b.wrote || b.inst.needsMeta // the outbox cleanup above only runs when b.wrote
 		if _, err := b.inst.db.exec(ctx, "COMMIT"); err != nil {
 			b.abort()
+			b.undoEarly(ctx)
 			return fmt.Errorf("commit: %w", err)
 		}
 		b.began = false
@@ -660,23 +666,21 @@ func (b *batchTx) finish(ctx context.Context) error {
 	} else if b.autocommit && b.wrote {
 		committed, wrote = true, true
 	}
+	var syncErr error
 	if committed {
 		if wrote && b.e.rt.Durability == DurabilityFull && !b.relaxed {
 			if err := b.inst.db.syncWAL(); err != nil {
 				// Committed in SQLite but perhaps not on the disk: no
 				// result may say it is, and the connection is not trusted.
+				// The node index still follows what SQLite now holds.
 				b.inst.discard = true
-				return fmt.Errorf("commit: %w", err)
+				syncErr = fmt.Errorf("commit: %w: %w", ErrNotDurable, err)
 			}
 		}
 		b.e.rt.commits.Add(1)
 	}
-	if b.alarm != nil {
-		if err := b.e.rt.applyAlarm(ctx, b.e, *b.alarm); err != nil {
-			return err
-		}
-	}
-	return b.afterCommit(ctx)
+	b.afterCommit(ctx, syncErr == nil)
+	return syncErr
 }
 
 // Tx is an object's storage during one call. It is valid only until the

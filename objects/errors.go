@@ -34,6 +34,12 @@ var (
 	// writes roll back like any failed call's, and the runtime neither
 	// logs it nor closes the socket.
 	ErrDeclined = errors.New("objects: message declined")
+
+	// ErrNotDurable is wrapped by the error of calls whose batch committed
+	// in SQLite but whose WAL could not be flushed to the disk (full
+	// durability). Their outcome is unknown: the writes are visible to later
+	// calls and may or may not survive a crash. The instance is discarded.
+	ErrNotDurable = errors.New("objects: committed but not flushed to disk; outcome unknown")
 )
 
 // OverloadedError is returned, without queueing, by a call to an object whose

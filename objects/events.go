@@ -214,46 +214,129 @@ func (tx *Tx) Unsubscribe(pattern string) {
 	tx.subs = append(tx.subs, subOp{pattern: pattern, remove: true})
 }
 
-// beforeCommit runs just before a batch with events commits: the node index
-// learns that the object has an outbox to drain, so that start-up finds it
-// without opening every database. A spurious mark (the commit then fails)
-// only costs a look.
+// beforeCommit runs just before the batch commits and makes the node index
+// ready for it. The index is another database, so a crash can fall between
+// the two commits; each change to it is made on the side where such a crash
+// errs towards something spare, never something lost:
+//   - the outbox mark: a mark without rows only costs a look at start-up;
+//   - a new alarm: at worst an alarm fires that the object never committed,
+//     which alarm handlers must bear anyway (delivery is at least once);
+//   - new subscriptions: at worst events the object did not ask for.
+//
+// Clearing an alarm and ending subscriptions wait for afterCommit, for the
+// same reason. A failure here fails the batch before anything is committed,
+// so no call is told it failed while its writes stay. If the commit itself
+// fails, undoEarly takes these changes back.
 func (b *batchTx) beforeCommit(ctx context.Context) error {
-	if len(b.outbox) == 0 || b.e.outboxMarked {
-		return nil
+	e := b.e
+	if len(b.outbox) > 0 && !e.outboxMarked {
+		if _, err := e.rt.index.exec(ctx, `INSERT OR IGNORE INTO outbox_pending (namespace, name) VALUES (?, ?)`, e.ns.name, e.name); err != nil {
+			return fmt.Errorf("mark outbox: %w", err)
+		}
+		e.outboxMarked = true
 	}
-	if _, err := b.e.rt.index.exec(ctx, `INSERT OR IGNORE INTO outbox_pending (namespace, name) VALUES (?, ?)`, b.e.ns.name, b.e.name); err != nil {
-		return fmt.Errorf("mark outbox: %w", err)
+	if b.alarm != nil && !b.alarm.at.IsZero() {
+		prev, err := e.rt.index.alarmRow(ctx, e.ns.name, e.name)
+		if err != nil {
+			return err
+		}
+		if err := e.rt.index.setAlarm(ctx, e.ns.name, e.name, b.alarm.at, 0); err != nil {
+			return err
+		}
+		b.prevAlarm = &prev
 	}
-	b.e.outboxMarked = true
+	b.subsAdd, b.subsRemove = netSubs(b.subs)
+	for _, p := range b.subsAdd {
+		res, err := e.rt.index.exec(ctx, `INSERT OR IGNORE INTO subscriptions (namespace, name, pattern) VALUES (?, ?, ?)`, e.ns.name, e.name, p)
+		if err != nil {
+			b.undoEarly(ctx)
+			return fmt.Errorf("subscribe %q: %w", p, err)
+		}
+		if n, err := res.RowsAffected(); err != nil || n > 0 {
+			b.subsNew = append(b.subsNew, p)
+		}
+	}
 	return nil
 }
 
-// afterCommit applies subscription changes and starts draining the outbox.
-func (b *batchTx) afterCommit(ctx context.Context) error {
+// undoEarly takes back what beforeCommit wrote to the node index, when the
+// batch does not commit. A failure is logged: what is left is spare (see
+// beforeCommit), not lost.
+func (b *batchTx) undoEarly(ctx context.Context) {
+	ctx = context.WithoutCancel(ctx) // a caller gone must not leave the index ahead
 	e := b.e
-	for _, s := range b.subs {
-		q := `INSERT OR IGNORE INTO subscriptions (namespace, name, pattern) VALUES (?, ?, ?)`
-		if s.remove {
-			q = `DELETE FROM subscriptions WHERE namespace = ? AND name = ? AND pattern = ?`
+	if b.prevAlarm != nil {
+		if err := e.rt.index.restoreAlarm(ctx, e.ns.name, e.name, *b.prevAlarm); err != nil {
+			e.logger().Error("objects: restore alarm after a failed commit; it may fire once spuriously", "err", err)
 		}
-		if _, err := e.rt.index.exec(ctx, q, e.ns.name, e.name, s.pattern); err != nil {
-			return fmt.Errorf("subscribe %q: %w", s.pattern, err)
-		}
-		k := entryKey{e.ns.name, e.name}
-		if s.remove {
-			e.rt.subs.remove(k, s.pattern)
-		} else {
-			e.rt.subs.add(k, s.pattern)
+		b.prevAlarm = nil
+	}
+	for _, p := range b.subsNew {
+		if _, err := e.rt.index.exec(ctx, `DELETE FROM subscriptions WHERE namespace = ? AND name = ? AND pattern = ?`, e.ns.name, e.name, p); err != nil {
+			e.logger().Error("objects: remove subscription after a failed commit; the object may get events it did not ask for", "pattern", p, "err", err)
 		}
 	}
-	if len(b.subs) > 0 {
+	b.subsNew = nil
+}
+
+// netSubs reduces subscription changes to their net effect per pattern (the
+// last change wins), in the order the patterns first appear.
+func netSubs(ops []subOp) (add, remove []string) {
+	if len(ops) == 0 {
+		return nil, nil
+	}
+	last := make(map[string]bool, len(ops)) // pattern → removed
+	var order []string
+	for _, s := range ops {
+		if _, ok := last[s.pattern]; !ok {
+			order = append(order, s.pattern)
+		}
+		last[s.pattern] = s.remove
+	}
+	for _, p := range order {
+		if last[p] {
+			remove = append(remove, p)
+		} else {
+			add = append(add, p)
+		}
+	}
+	return add, remove
+}
+
+// afterCommit applies the rest of the batch's changes once its writes are in
+// SQLite: the alarm and subscriptions in memory, the index changes that had
+// to wait for the commit (see beforeCommit), and, when durable (drain), the
+// outbox's draining. The calls' writes are committed whatever happens here,
+// so a failure is logged rather than turned into a failed call that a
+// client would retry; it leaves an alarm or a subscription spare.
+func (b *batchTx) afterCommit(ctx context.Context, drain bool) {
+	ctx = context.WithoutCancel(ctx) // committed: a caller gone must not stop the rest
+	e := b.e
+	k := entryKey{e.ns.name, e.name}
+	if b.alarm != nil {
+		if b.alarm.at.IsZero() {
+			if err := e.rt.index.setAlarm(ctx, e.ns.name, e.name, time.Time{}, 0); err != nil {
+				e.logger().Error("objects: clear alarm after commit; it may fire once more", "err", err)
+			}
+		} else {
+			e.rt.pokeAlarms()
+		}
+	}
+	for _, p := range b.subsAdd {
+		e.rt.subs.add(k, p)
+	}
+	for _, p := range b.subsRemove {
+		if _, err := e.rt.index.exec(ctx, `DELETE FROM subscriptions WHERE namespace = ? AND name = ? AND pattern = ?`, e.ns.name, e.name, p); err != nil {
+			e.logger().Error("objects: end subscription after commit; it comes back at the next start", "pattern", p, "err", err)
+		}
+		e.rt.subs.remove(k, p)
+	}
+	if len(b.subsAdd)+len(b.subsRemove) > 0 {
 		e.rt.applyFilter(ctx)
 	}
-	if len(b.outbox) > 0 {
+	if drain && len(b.outbox) > 0 {
 		e.rt.drain(e.ns, e.name, b.outbox)
 	}
-	return nil
 }
 
 // filterTimeout bounds one change of a FilteringBus's filter.

@@ -318,6 +318,36 @@ func (x *nodeIndex) setAlarm(ctx context.Context, ns, name string, at time.Time,
 	return nil
 }
 
+// alarmRow is an object's alarm as the index holds it, for restoreAlarm.
+type alarmRow struct {
+	at, setFor sql.NullInt64
+	retry      int
+}
+
+// alarmRow reads an object's alarm columns.
+func (x *nodeIndex) alarmRow(ctx context.Context, ns, name string) (alarmRow, error) {
+	s, err := x.stmt(ctx, `SELECT alarm_at, alarm_set_for, alarm_retry FROM objects WHERE namespace = ? AND name = ?`)
+	if err != nil {
+		return alarmRow{}, err
+	}
+	var r alarmRow
+	err = s.QueryRowContext(ctx, ns, name).Scan(&r.at, &r.setFor, &r.retry)
+	if err != nil && !errors.Is(err, sql.ErrNoRows) {
+		return alarmRow{}, fmt.Errorf("read alarm %s/%q: %w", ns, name, err)
+	}
+	return r, nil
+}
+
+// restoreAlarm puts back alarm columns read by alarmRow.
+func (x *nodeIndex) restoreAlarm(ctx context.Context, ns, name string, r alarmRow) error {
+	_, err := x.exec(ctx, `UPDATE objects SET alarm_at = ?, alarm_set_for = ?, alarm_retry = ? WHERE namespace = ? AND name = ?`,
+		r.at, r.setFor, r.retry, ns, name)
+	if err != nil {
+		return fmt.Errorf("restore alarm %s/%q: %w", ns, name, err)
+	}
+	return nil
+}
+
 func (x *nodeIndex) alarm(ctx context.Context, ns, name string) (at time.Time, retry int, err error) {
 	s, err := x.stmt(ctx, `SELECT alarm_at, alarm_retry FROM objects WHERE namespace = ? AND name = ?`)
 	if err != nil {
