@@ -59,6 +59,21 @@ type EventHandler interface {
 	Event(ctx context.Context, tx *Tx, ev Event) error
 }
 
+// LimitedBus is an EventBus that carries events only up to a size: a NATS
+// server's max_payload, less room for headers, say. The runtime asks at
+// Open, and Tx.Publish then refuses larger events with ErrTooLarge (the
+// call can fail cleanly) instead of accepting one the bus can never take.
+// A bus that is given an event too large anyway (written under a larger
+// limit, before a move to another server) returns an error wrapping
+// ErrTooLarge; the runtime then logs the event and drops it, rather than
+// holding back every later event of its object.
+type LimitedBus interface {
+	EventBus
+	// MaxEventBytes returns the largest payload the bus carries, or 0 when
+	// it does not know.
+	MaxEventBytes() int
+}
+
 // ErrNoBus is returned by Tx.Publish and Tx.Subscribe when the runtime has
 // no EventBus.
 var ErrNoBus = errors.New("objects: no event bus configured")
@@ -121,8 +136,8 @@ func (tx *Tx) Publish(ctx context.Context, subject string, data []byte) error {
 	if err := ValidateSubject(subject, false); err != nil {
 		return err
 	}
-	if len(data) > MaxEventBytes {
-		return fmt.Errorf("event of %d bytes, the limit is %d: %w", len(data), MaxEventBytes, ErrTooLarge)
+	if max := e.rt.maxEvent; len(data) > max {
+		return fmt.Errorf("event of %d bytes, the limit is %d: %w", len(data), max, ErrTooLarge)
 	}
 	if err := tx.ensureOutbox(ctx); err != nil {
 		return err
@@ -339,6 +354,21 @@ func (b *batchTx) afterCommit(ctx context.Context, drain bool) {
 	}
 }
 
+// busEventLimit returns the largest event the runtime takes with its Bus.
+func (rt *Runtime) busEventLimit() int {
+	lb, ok := rt.Bus.(LimitedBus)
+	if !ok {
+		return MaxEventBytes
+	}
+	n := lb.MaxEventBytes()
+	if n <= 0 || n >= MaxEventBytes {
+		return MaxEventBytes
+	}
+	rt.logger().Warn("objects: the event bus carries smaller events than the runtime allows; larger ones are refused",
+		"bus_max_bytes", n, "runtime_max_bytes", MaxEventBytes)
+	return n
+}
+
 // filterTimeout bounds one change of a FilteringBus's filter.
 const filterTimeout = 5 * time.Second
 
@@ -498,6 +528,20 @@ func (rt *Runtime) drainLoop(ns *Namespace, name string) {
 				rt.notePublished(k, published)
 			}
 		}
+		if errors.Is(err, ErrTooLarge) {
+			// The bus will never take this event: drop it, publish the
+			// rest (see LimitedBus).
+			if r, ok := firstAfter(rows, published); ok {
+				rt.logger().Error("objects: event too large for the bus, dropped", "namespace", ns.name, "object", name,
+					"subject", r.subject, "id", r.id, "bytes", len(r.data), "err", err)
+				published = r.seq
+				rt.notePublished(k, published)
+				rt.drainMu.Lock()
+				st.read = true // the rows after it, from the database
+				rt.drainMu.Unlock()
+				continue
+			}
+		}
 		if err == nil {
 			backoff = 100 * time.Millisecond
 			continue
@@ -518,6 +562,16 @@ func (rt *Runtime) drainLoop(ns *Namespace, name string) {
 		}
 		backoff = min(backoff*2, 30*time.Second)
 	}
+}
+
+// firstAfter returns the first row after seq published.
+func firstAfter(rows []outboxRow, published int64) (outboxRow, bool) {
+	for _, r := range rows {
+		if r.seq > published {
+			return r, true
+		}
+	}
+	return outboxRow{}, false
 }
 
 // mergeRows returns stored (read from the database, in seq order) followed

@@ -111,6 +111,7 @@ type Runtime struct {
 	draining map[entryKey]*drainState // outbox drainers running
 	busStop  func()
 
+	maxEvent      int // the largest event Tx.Publish takes: MaxEventBytes, or less if the Bus says so (LimitedBus)
 	filterMu      sync.Mutex
 	filterApplied []string    // patterns last given to a FilteringBus
 	filterSet     bool        // filterApplied is in force
@@ -295,6 +296,7 @@ func (rt *Runtime) openLocked(ctx context.Context) error {
 		}
 	}
 	rt.index = x
+	rt.maxEvent = rt.busEventLimit()
 	rt.entries = make(map[entryKey]*entry)
 	rt.ctx, rt.cancel = context.WithCancelCause(context.Background())
 	rt.alarmWake = make(chan struct{}, 1)

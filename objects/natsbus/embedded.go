@@ -89,7 +89,7 @@ func StartEmbedded(ctx context.Context, opts EmbeddedOptions) (*Embedded, error)
 		DisableJetStreamBanner: true,
 		// The largest event the runtime takes, with the bus's headers
 		// (message id) on top: the server's default of 1 MiB counts both.
-		MaxPayload: objects.MaxEventBytes + 64<<10,
+		MaxPayload: objects.MaxEventBytes + HeaderRoom,
 		// Nothing here uses the system account ($SYS events and
 		// server monitoring requests). Start-up measured the same
 		// either way, so the smaller surface wins.

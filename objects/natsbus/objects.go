@@ -2,9 +2,11 @@ package natsbus
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"sessiond/objects"
@@ -32,12 +34,33 @@ type Objects struct {
 var (
 	_ objects.FilteringBus   = (*Objects)(nil)
 	_ objects.BatchPublisher = (*Objects)(nil)
+	_ objects.LimitedBus     = (*Objects)(nil)
 )
+
+// HeaderRoom is the part of a server's max_payload kept for an event's
+// headers (its message id and expected stream take about 100 bytes).
+const HeaderRoom = 4 << 10
+
+// MaxEventBytes returns the largest event the connected server takes: its
+// max_payload (1 MiB unless configured) less HeaderRoom. See
+// objects.LimitedBus.
+func (o *Objects) MaxEventBytes() int {
+	return max(int(o.Bus.nc.MaxPayload())-HeaderRoom, 0)
+}
 
 // Publish publishes and waits for the stream's acknowledgement; a repeated
 // id within the duplicate window is dropped by the stream.
 func (o *Objects) Publish(ctx context.Context, subject string, data []byte, id string) error {
 	_, err := o.Bus.Publish(ctx, subject, data, id)
+	return tooLarge(err)
+}
+
+// tooLarge marks an event the server refuses for its size as
+// objects.ErrTooLarge: retrying it cannot help.
+func tooLarge(err error) error {
+	if errors.Is(err, nats.ErrMaxPayload) {
+		return fmt.Errorf("%w: %w", objects.ErrTooLarge, err)
+	}
 	return err
 }
 
@@ -58,7 +81,7 @@ func (o *Objects) PublishBatch(ctx context.Context, events []objects.Event) (int
 		}
 		f, err := js.PublishAsync(ev.Subject, ev.Data, jetstream.WithMsgID(ev.ID), jetstream.WithExpectStream(o.Bus.opts.Stream))
 		if err != nil {
-			sendErr = fmt.Errorf("publish %s id %s: %w", ev.Subject, ev.ID, err)
+			sendErr = fmt.Errorf("publish %s id %s: %w", ev.Subject, ev.ID, tooLarge(err))
 			break
 		}
 		futures = append(futures, f)

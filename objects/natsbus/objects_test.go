@@ -356,3 +356,59 @@ func TestEventSurvivesSIGKILLBetweenCommitAndPublish(t *testing.T) {
 		t.Fatalf("B handled %v", g)
 	}
 }
+
+// downBus takes subscriptions and publishes nothing: events stay in the
+// outbox, as on a node whose bus is unreachable.
+type downBus struct{}
+
+func (downBus) Publish(context.Context, string, []byte, string) error {
+	return errors.New("bus unreachable")
+}
+
+func (downBus) Subscribe(context.Context, func(context.Context, objects.Event) error) (func(), error) {
+	return func() {}, nil
+}
+
+// A server with the default max_payload (1 MiB, headers included) carries
+// smaller events than the runtime allows. The runtime learns the server's
+// limit: a larger event fails its call cleanly and the largest the server
+// takes arrives whole. An event the outbox took under a larger limit (here,
+// with no bus limit known) is dropped with a log, and the object's later
+// events still arrive instead of waiting behind it for ever.
+func TestExternalDefaultMaxPayload(t *testing.T) {
+	checkNoLeaks(t)
+	s := startExternal(t)
+	nc := s.connect(t)
+	if got := nc.MaxPayload(); got != 1<<20 {
+		t.Fatalf("server max_payload %d, want the default 1 MiB", got)
+	}
+	limit := int(nc.MaxPayload()) - natsbus.HeaderRoom
+
+	// Written while the bus was unreachable, under the runtime's own limit.
+	dir := t.TempDir()
+	e := openEventRuntime(t, dir, downBus{}, newReceived())
+	e.subscribe(t, "B", "ev.size.*")
+	e.publish(t, "A", "ev.size.old", strings.Repeat("o", objects.MaxEventBytes))
+	e.publish(t, "A", "ev.size.after", "small")
+	e.rt.Close()
+
+	e = openEventRuntime(t, dir, objectsBus(t, nc), newReceived())
+	checkFor(t, 20*time.Second, "the event after the oversized one", func() bool { return len(e.got.of("B")) >= 1 })
+	if got := e.got.of("B"); got[0] != "ev.size.after small" {
+		t.Fatalf("B got %.40q first, want the small event (the oversized one dropped)", got[0])
+	}
+
+	err := e.call(t, "A", func(ctx context.Context, tx *objects.Tx) error {
+		return tx.Publish(ctx, "ev.size.big", make([]byte, limit+1))
+	})
+	if !errors.Is(err, objects.ErrTooLarge) {
+		t.Fatalf("event of %d bytes on a server taking %d: err %v, want ErrTooLarge", limit+1, limit, err)
+	}
+	whole := strings.Repeat("w", limit)
+	e.publish(t, "A", "ev.size.max", whole)
+	checkFor(t, 20*time.Second, "the largest event", func() bool { return len(e.got.of("B")) >= 2 })
+	got := e.got.of("B")
+	if len(got) != 2 || got[1] != "ev.size.max "+whole {
+		t.Fatalf("B got %d events, the last of %d bytes; want 2, the last the %d-byte event whole", len(got), len(got[len(got)-1]), limit)
+	}
+}
