@@ -70,7 +70,10 @@ func (o *sessionObj) publishTurn(ctx context.Context, tx *objects.Tx, m *meta, t
 //
 // generation_id, content and tool_calls are left out when empty, and
 // content when it is larger than maxEventContent (content_bytes says how
-// large it is). The content is spliced in as stored; preview is
+// large it is). Tool calls whose JSON is larger than maxEventContent are
+// listed without their arguments (a coding agent's call may carry a whole
+// file): an event must stay far below the bus's limit, or the turn could
+// not commit. The content is spliced in as stored; preview is
 // preview(t).
 func appendTurnEvent(b []byte, at time.Time, owner, sessionID string, t Turn, preview string) []byte {
 	content := t.Content
@@ -104,11 +107,34 @@ func appendTurnEvent(b []byte, at time.Time, owner, sessionID string, t Turn, pr
 	}
 	if len(t.ToolCalls) > 0 {
 		b = append(b, `,"tool_calls":`...)
+		at := len(b)
 		b = appendToolCalls(b, t.ToolCalls)
+		if len(b)-at > maxEventContent {
+			b = appendToolCallNames(b[:at], t.ToolCalls)
+		}
 	}
 	b = append(b, `,"preview":`...)
 	b = jsonenc.String(b, preview)
 	b = append(b, `,"created_at":`...)
 	b = jsonenc.Time(b, t.CreatedAt)
 	return append(b, "}}"...)
+}
+
+// appendToolCallNames appends calls as appendToolCalls does, without their
+// arguments.
+func appendToolCallNames(b []byte, calls []ToolCall) []byte {
+	b = append(b, '[')
+	for i, c := range calls {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = append(b, `{"id":`...)
+		b = jsonenc.String(b, c.ID)
+		b = append(b, `,"type":`...)
+		b = jsonenc.String(b, c.Type)
+		b = append(b, `,"function":{"name":`...)
+		b = jsonenc.String(b, c.Function.Name)
+		b = append(b, "}}"...)
+	}
+	return append(b, ']')
 }

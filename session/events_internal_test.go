@@ -18,16 +18,36 @@ type turnEvent struct {
 	GenerationID *string         `json:"generation_id,omitempty"`
 	ContentBytes int             `json:"content_bytes"`
 	Content      json.RawMessage `json:"content,omitempty"`
-	ToolCalls    []ToolCall      `json:"tool_calls,omitempty"`
+	ToolCalls    []eventToolCall `json:"tool_calls,omitempty"`
 	Preview      string          `json:"preview"`
 	CreatedAt    time.Time       `json:"created_at"`
 }
 
+// eventToolCall is a tool call in a turn event: its arguments are left out
+// when the calls' JSON is over maxEventContent.
+type eventToolCall struct {
+	ID       string `json:"id"`
+	Type     string `json:"type"`
+	Function struct {
+		Name      string  `json:"name"`
+		Arguments *string `json:"arguments,omitempty"`
+	} `json:"function"`
+}
+
 func newTurnEvent(t Turn) turnEvent {
 	e := turnEvent{ID: t.ID, ParentID: t.ParentID, Role: t.Role, Status: t.Status, GenerationID: t.GenerationID,
-		ContentBytes: len(t.Content), ToolCalls: t.ToolCalls, Preview: preview(t), CreatedAt: t.CreatedAt}
+		ContentBytes: len(t.Content), Preview: preview(t), CreatedAt: t.CreatedAt}
 	if len(t.Content) <= maxEventContent {
 		e.Content = t.Content
+	}
+	whole, _ := json.Marshal(t.ToolCalls)
+	for _, c := range t.ToolCalls {
+		ec := eventToolCall{ID: c.ID, Type: c.Type}
+		ec.Function.Name = c.Function.Name
+		if len(whole) <= maxEventContent {
+			ec.Function.Arguments = &c.Function.Arguments
+		}
+		e.ToolCalls = append(e.ToolCalls, ec)
 	}
 	return e
 }
@@ -37,7 +57,11 @@ func newTurnEvent(t Turn) turnEvent {
 func TestTurnEventMatchesPublish(t *testing.T) {
 	at := time.UnixMilli(1_700_000_000_456).UTC()
 	big := Turn{ID: 9, Role: RoleTool, Status: TurnComplete, Content: json.RawMessage(`"` + strings.Repeat("x <y> ", maxEventContent/6+1) + `"`), CreatedAt: at}
-	for _, turn := range append(sampleTurns(), big) {
+	bigCalls := Turn{ID: 10, Role: RoleAssistant, Status: TurnComplete, Content: json.RawMessage(`""`), CreatedAt: at, ToolCalls: []ToolCall{
+		{ID: "c1", Type: "function", Function: FunctionCall{Name: "write", Arguments: `{"text":"` + strings.Repeat("<x>", maxEventContent/3) + `"}`}},
+		{ID: "c2", Type: "function", Function: FunctionCall{Name: "run", Arguments: `{}`}},
+	}}
+	for _, turn := range append(sampleTurns(), big, bigCalls) {
 		got := appendTurnEvent([]byte("x"), at, "alice <a>", "s1", turn, preview(turn))
 		want := encodeJSON(t, map[string]any{"turn": newTurnEvent(turn), "session_id": "s1", "owner": "alice <a>", "at": at})
 		if !bytes.Equal(got, append([]byte("x"), want...)) {

@@ -211,10 +211,22 @@ func (svc *Service) runGeneration(ctx context.Context, stub *objects.Stub, run *
 	_, ferr := objects.Do(context.Background(), stub, func(ctx context.Context, o *sessionObj, tx *objects.Tx) (struct{}, error) {
 		return struct{}{}, o.finishGeneration(ctx, tx, run, out)
 	})
+	if ferr == nil {
+		return
+	}
+	// The final turn could not be committed (its output, or the disk).
+	// Try once more without the output, so that the session is not left
+	// with a generation that runs for ever and blocks the queue behind it.
+	svc.logger().Error("session: commit final turn; saving it as failed without its output", "session", run.session, "generation", run.id, "err", ferr)
+	lost := outcome{result: &ModelResult{Usage: res.Usage, FinishReason: FinishError}, status: GenFailed, turnStatus: TurnFailed,
+		err: &ErrorInfo{Code: CodeSaveFailed, Message: "the output of this turn could not be saved: " + ferr.Error()}}
+	_, ferr = objects.Do(context.Background(), stub, func(ctx context.Context, o *sessionObj, tx *objects.Tx) (struct{}, error) {
+		return struct{}{}, o.finishGeneration(ctx, tx, run, lost)
+	})
 	if ferr != nil {
 		// The database still says running: the next wake marks it
 		// interrupted. Tell the viewers now.
-		svc.logger().Warn("session: commit final turn", "session", run.session, "generation", run.id, "err", ferr)
+		svc.logger().Error("session: commit final turn as failed", "session", run.session, "generation", run.id, "err", ferr)
 		run.log.Fail("interrupted", "the final turn could not be saved: "+ferr.Error())
 		close(run.done)
 	}

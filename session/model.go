@@ -206,6 +206,11 @@ const (
 	CodeInvalidRequest        = "invalid_request"
 )
 
+// CodeSaveFailed is the error code of a turn whose output was produced but
+// could not be saved: the turn is committed failed and empty, so that the
+// session goes on.
+const CodeSaveFailed = "save_failed"
+
 // ModelError is returned by a Model when the provider failed; Code is a stable
 // snake_case code surfaced to API clients (e.g. "upstream_error",
 // "upstream_timeout", "upstream_rate_limited", "upstream_unauthorized",

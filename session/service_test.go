@@ -35,11 +35,18 @@ type env struct {
 // with the offline model at tps words per second.
 func newEnv(tb testing.TB, dir string, tps float64, configure func(*session.Service, *session.Registry)) *env {
 	tb.Helper()
+	return newEnvBus(tb, dir, tps, nil, configure)
+}
+
+// newEnvBus is newEnv with an event bus (nil: none).
+func newEnvBus(tb testing.TB, dir string, tps float64, bus objects.EventBus, configure func(*session.Service, *session.Registry)) *env {
+	tb.Helper()
 	if dir == "" {
 		dir = tb.TempDir()
 	}
 	rt := objects.NewRuntime(dir)
 	rt.Durability = objects.DurabilityNormal
+	rt.Bus = bus
 	logger := slog.New(slog.NewTextHandler(tlog{tb}, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	rt.Logger = logger
 	reg := session.NewRegistry()
@@ -1121,5 +1128,107 @@ func TestImportKeepsHead(t *testing.T) {
 	turns, _, err := e.svc.Turns(ctx, "local", imp.ID, session.TurnQuery{After: &zero, Limit: 10})
 	if err != nil || len(turns) != 2 || turns[1].ID != 2 {
 		t.Fatalf("the head's branch: %+v %v", turns, err)
+	}
+}
+
+// eventBus records what sessions publish; the runtime needs a bus for
+// sessions to publish their lifecycle.
+type eventBus struct {
+	mu  sync.Mutex
+	got map[string]int // subject → largest payload
+}
+
+func (b *eventBus) Publish(_ context.Context, subject string, data []byte, _ string) error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.got == nil {
+		b.got = map[string]int{}
+	}
+	b.got[subject] = max(b.got[subject], len(data))
+	return nil
+}
+
+func (b *eventBus) Subscribe(context.Context, func(context.Context, objects.Event) error) (func(), error) {
+	return func() {}, nil
+}
+
+func (b *eventBus) largest(subject string) (int, bool) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	n, ok := b.got[subject]
+	return n, ok
+}
+
+// A model's tool call may carry megabytes of arguments (a coding agent
+// writing a file). Its turn event must stay small like any other: an event
+// over the bus's limit would fail the commit of the assistant turn, and the
+// output would be lost.
+func TestHugeToolCallCommitsWithSmallEvent(t *testing.T) {
+	ctx := context.Background()
+	bus := &eventBus{}
+	e := newEnvBus(t, "", 0, bus, func(svc *session.Service, _ *session.Registry) { svc.Events = true })
+	s, _ := e.svc.Create(ctx, "local", session.CreateRequest{})
+	huge := strings.Repeat("x", 2<<20)
+	res, err := e.svc.Post(ctx, "local", s.ID, session.PostRequest{Turns: []session.NewTurn{user(`/tool write_file {"path":"big.txt","text":"` + huge + `"}`)}, Generate: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if g := waitGen(t, e, "local", s.ID, res.Generation.ID); g.Status != session.GenDone {
+		t.Fatalf("generation %+v", g)
+	}
+	turns := lastTurns(t, e, "local", s.ID, 1)
+	if a := turns[0]; a.Role != "assistant" || a.Status != "complete" || len(a.ToolCalls) != 1 || !strings.Contains(a.ToolCalls[0].Function.Arguments, huge) {
+		t.Fatalf("assistant turn %+v: want complete with the whole tool call", a.Status)
+	}
+	subject := "sessiond.session." + s.ID + ".turn"
+	checkFor(t, "the turn events", func() bool { _, ok := bus.largest(subject); return ok })
+	if n, _ := bus.largest(subject); n > 64<<10 {
+		t.Fatalf("largest turn event %d bytes, want it small (content and tool calls over 16 KiB left out)", n)
+	}
+}
+
+// When the final turn cannot be committed (here a provider's error message
+// too large for an event), the generation is saved as failed with code
+// save_failed instead of staying "running" and blocking the session.
+func TestUnsavableFinalTurnFailsGeneration(t *testing.T) {
+	ctx := context.Background()
+	huge := strings.Repeat("e", 2<<20)
+	e := newEnvBus(t, "", 0, &eventBus{}, func(svc *session.Service, reg *session.Registry) {
+		svc.Events = true
+		if err := reg.Register("huge", &fakeModel{stream: func(ctx context.Context, req *session.ModelRequest, emit func(session.Delta) error) (*session.ModelResult, error) {
+			if err := emit(session.Delta{Text: "partial"}); err != nil {
+				return nil, err
+			}
+			return nil, &session.ModelError{Code: "upstream_error", Message: huge}
+		}}, session.ModelInfo{}); err != nil {
+			t.Fatal(err)
+		}
+	})
+	s, err := e.svc.Create(ctx, "local", session.CreateRequest{Model: "huge"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := e.svc.Post(ctx, "local", s.ID, session.PostRequest{Turns: []session.NewTurn{user("hi")}, Generate: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := waitGen(t, e, "local", s.ID, res.Generation.ID)
+	if g.Status != session.GenFailed || g.Error == nil || g.Error.Code != session.CodeSaveFailed {
+		t.Fatalf("generation %+v, want failed with code %s", g, session.CodeSaveFailed)
+	}
+	a := lastTurns(t, e, "local", s.ID, 1)[0]
+	if a.Status != session.TurnFailed || a.Error == nil || a.Error.Code != session.CodeSaveFailed {
+		t.Fatalf("assistant turn %s %+v, want failed with code %s", a.Status, a.Error, session.CodeSaveFailed)
+	}
+	// The session goes on: another model answers the next turn.
+	if _, err := e.svc.Update(ctx, "local", s.ID, session.UpdateRequest{Model: new("offline")}); err != nil {
+		t.Fatal(err)
+	}
+	res, err = e.svc.Post(ctx, "local", s.ID, session.PostRequest{Turns: []session.NewTurn{user("/say after")}, Generate: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if g := waitGen(t, e, "local", s.ID, res.Generation.ID); g.Status != session.GenDone {
+		t.Fatalf("next generation %+v", g)
 	}
 }
