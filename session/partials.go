@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"strings"
 	"sync"
 	"time"
 
@@ -44,9 +43,13 @@ var journalSchema = []string{
 		turn_id    INTEGER NOT NULL,
 		upto       INTEGER NOT NULL, -- the generation's stream offset after this piece
 		text       TEXT NOT NULL,    -- text produced since the previous piece
-		tool_calls TEXT              -- every tool call so far (JSON), when they changed
+		tool_calls TEXT              -- every tool call so far (JSON), when they changed: rows of older builds
 	);
 	CREATE INDEX partial_turn ON partial (session, turn_id);`,
+	// tool_deltas: the tool call parts since the previous piece (a JSON
+	// array of ToolCallDelta), saved like the text. A coding agent's call
+	// of a few MiB, saved whole every round, wrote gigabytes for one call.
+	`ALTER TABLE partial ADD COLUMN tool_deltas TEXT`,
 }
 
 // journal saves the output of running generations for a crash. Each
@@ -84,22 +87,39 @@ type turnKey struct {
 
 // journalEntry is one running generation's output not yet written.
 type journalEntry struct {
-	mu           sync.Mutex
-	text         []byte        // since the last round
-	calls        ResultBuilder // every tool call so far (its text stays empty)
-	callsChanged bool
-	upto         int64 // offset of the last delta added
-	changed      bool
+	mu      sync.Mutex
+	text    []byte     // since the last round
+	calls   []callPart // tool call parts since the last round
+	upto    int64      // offset of the last delta added
+	changed bool
+}
+
+// callPart is the tool call parts of one call since the last round, merged.
+type callPart struct {
+	index    int
+	id, name string
+	args     []byte
 }
 
 // add records a delta with stream offset upto. The generation's own
-// builder has accepted d, so its tool call part is in order.
+// builder has accepted d, so its tool call part is in order. Consecutive
+// parts of one call are merged as ResultBuilder merges them.
 func (e *journalEntry) add(d Delta, upto int64) {
 	e.mu.Lock()
 	e.text = append(e.text, d.Text...)
-	if d.ToolCall != nil {
-		e.calls.Add(Delta{ToolCall: d.ToolCall})
-		e.callsChanged = true
+	if tc := d.ToolCall; tc != nil {
+		if n := len(e.calls); n > 0 && e.calls[n-1].index == tc.Index {
+			c := &e.calls[n-1]
+			if c.id == "" {
+				c.id = tc.ID
+			}
+			if c.name == "" {
+				c.name = tc.Name
+			}
+			c.args = append(c.args, tc.Arguments...)
+		} else {
+			e.calls = append(e.calls, callPart{index: tc.Index, id: tc.ID, name: tc.Name, args: []byte(tc.Arguments)})
+		}
 	}
 	e.upto, e.changed = upto, true
 	e.mu.Unlock()
@@ -109,8 +129,22 @@ func (e *journalEntry) add(d Delta, upto int64) {
 type piece struct {
 	key   turnKey
 	text  []byte
-	calls any // JSON text or nil
+	calls []callPart
 	upto  int64
+}
+
+// callsJSON returns the piece's tool call parts as a JSON array of
+// ToolCallDelta, or nil when it has none.
+func (p piece) callsJSON() any {
+	if len(p.calls) == 0 {
+		return nil
+	}
+	ds := make([]ToolCallDelta, len(p.calls))
+	for i, c := range p.calls {
+		ds[i] = ToolCallDelta{Index: c.index, ID: c.id, Name: c.name, Arguments: string(c.args)}
+	}
+	b, _ := json.Marshal(ds)
+	return string(b)
 }
 
 // newJournalObject builds the journal object's instance: it has no state
@@ -224,13 +258,8 @@ func (j *journal) take() ([]piece, map[turnKey]struct{}) {
 	for k, e := range j.live {
 		e.mu.Lock()
 		if e.changed {
-			p := piece{key: k, text: e.text, upto: e.upto}
-			if e.callsChanged {
-				b, _ := json.Marshal(e.calls.Result().ToolCalls)
-				p.calls = string(b)
-			}
-			pieces = append(pieces, p)
-			e.text, e.changed, e.callsChanged = nil, false, false
+			pieces = append(pieces, piece{key: k, text: e.text, calls: e.calls, upto: e.upto})
+			e.text, e.calls, e.changed = nil, nil, false
 		}
 		e.mu.Unlock()
 	}
@@ -257,7 +286,7 @@ func (j *journal) restore(pieces []piece, gone map[turnKey]struct{}) {
 		}
 		e.mu.Lock()
 		e.text = append(p.text, e.text...)
-		e.callsChanged = e.callsChanged || p.calls != nil
+		e.calls = append(p.calls, e.calls...)
 		e.changed = true
 		e.mu.Unlock()
 	}
@@ -282,8 +311,8 @@ func (j *journal) write(pieces []piece, gone map[turnKey]struct{}) error {
 				}
 			}
 			for _, p := range pieces {
-				if _, err := tx.Exec(ctx, `INSERT INTO partial (session, turn_id, upto, text, tool_calls) VALUES (?, ?, ?, ?, ?)`,
-					p.key.session, p.key.turn, p.upto, string(p.text), p.calls); err != nil {
+				if _, err := tx.Exec(ctx, `INSERT INTO partial (session, turn_id, upto, text, tool_deltas) VALUES (?, ?, ?, ?, ?)`,
+					p.key.session, p.key.turn, p.upto, string(p.text), p.callsJSON()); err != nil {
 					return nil, err
 				}
 			}
@@ -300,7 +329,7 @@ func (j *journal) read(ctx context.Context, session string, turn int64) (partial
 		return p, err
 	}
 	_, err = stub.Call(ctx, func(ctx context.Context, _ any, tx *objects.Tx) (any, error) {
-		rows, err := tx.Query(ctx, `SELECT upto, text, tool_calls FROM partial WHERE session = ? AND turn_id = ? ORDER BY id`, session, turn)
+		rows, err := tx.Query(ctx, `SELECT upto, text, tool_calls, tool_deltas FROM partial WHERE session = ? AND turn_id = ? ORDER BY id`, session, turn)
 		if err != nil {
 			return nil, err
 		}
@@ -313,24 +342,49 @@ func (j *journal) read(ctx context.Context, session string, turn int64) (partial
 	return p, nil
 }
 
-// joinPieces reads rows of (upto, text, tool_calls) in order and closes
-// them: the text is the concatenation, the tool calls the last ones given.
+// joinPieces reads rows of (upto, text, tool_calls, tool_deltas) in order
+// and closes them: the text is the concatenation; the tool calls are the
+// parts of every row merged, or (rows of older builds) the last tool_calls
+// given.
 func joinPieces(rows *objects.Rows) (partial, error) {
 	defer rows.Close()
 	var p partial
-	var b strings.Builder
+	var b ResultBuilder
+	parts := false
 	for rows.Next() {
 		var text string
-		var calls sql.NullString
-		if err := rows.Scan(&p.upto, &text, &calls); err != nil {
+		var calls, deltas sql.NullString
+		if err := rows.Scan(&p.upto, &text, &calls, &deltas); err != nil {
 			return p, err
 		}
-		b.WriteString(text)
+		if err := b.Add(Delta{Text: text}); err != nil {
+			return p, err
+		}
 		if calls.Valid {
 			p.toolCalls = calls.String
 		}
+		if deltas.Valid {
+			var ds []ToolCallDelta
+			if err := json.Unmarshal([]byte(deltas.String), &ds); err != nil {
+				return p, fmt.Errorf("saved tool call parts: %w", err)
+			}
+			for i := range ds {
+				if err := b.Add(Delta{ToolCall: &ds[i]}); err != nil {
+					return p, fmt.Errorf("saved tool call parts: %w", err)
+				}
+			}
+			parts = true
+		}
 	}
-	p.text = b.String()
+	r := b.Result()
+	p.text = r.Text
+	if parts {
+		j, err := json.Marshal(r.ToolCalls)
+		if err != nil {
+			return p, err
+		}
+		p.toolCalls = string(j)
+	}
 	return p, rows.Err()
 }
 

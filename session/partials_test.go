@@ -2,7 +2,9 @@ package session
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
+	"strings"
 	"testing"
 
 	"sessiond/objects"
@@ -44,7 +46,7 @@ func TestJournalFailedRoundIsRetriedInOrder(t *testing.T) {
 	j.flush() // fails
 	a.add(Delta{Text: "three"}, 4)
 	a.mu.Lock()
-	text, changed, calls := string(a.text), a.changed, a.callsChanged
+	text, changed, calls := string(a.text), a.changed, len(a.calls) == 1 && string(a.calls[0].args) == `{"x":`
 	a.mu.Unlock()
 	if text != "two three" || !changed || !calls {
 		t.Fatalf("after a failed round the entry holds %q (changed %v, calls %v), want \"two three\" with its tool call", text, changed, calls)
@@ -56,6 +58,69 @@ func TestJournalFailedRoundIsRetriedInOrder(t *testing.T) {
 		t.Fatal("the failed round forgot a deletion")
 	}
 
+}
+
+// A tool call streamed over many rounds is saved as its parts, like the
+// text: what the journal stores grows with the call, not with the call
+// times the rounds (a 2 MiB call over a minute stored ~250 MB when every
+// round saved it whole). The call is read back whole after a crash.
+func TestJournalSavesToolCallsIncrementally(t *testing.T) {
+	ctx := context.Background()
+	rt := objects.NewRuntime(t.TempDir())
+	svc, err := NewService(rt, NewRegistry())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := rt.Open(ctx); err != nil {
+		t.Fatal(err)
+	}
+	defer rt.Close()
+	j := svc.journal
+	e := j.begin("s1", 2)
+	var want ResultBuilder
+	add := func(d Delta, off int64) {
+		if err := want.Add(d); err != nil {
+			t.Fatal(err)
+		}
+		e.add(d, off)
+	}
+	const rounds, piece = 200, 1 << 10
+	off := int64(0)
+	add(Delta{Text: "writing the file: "}, off)
+	add(Delta{ToolCall: &ToolCallDelta{Index: 0, ID: "call_1", Name: "write_file", Arguments: `{"text":"`}}, off)
+	for r := range rounds {
+		for q := range 4 { // parts split as a provider streams them
+			off++
+			add(Delta{ToolCall: &ToolCallDelta{Index: 0, Arguments: strings.Repeat(string(rune('a'+(r+q)%26)), piece/4)}}, off)
+		}
+		j.flush()
+	}
+	add(Delta{ToolCall: &ToolCallDelta{Index: 0, Arguments: `"}`}}, off+1)
+	add(Delta{ToolCall: &ToolCallDelta{Index: 1, ID: "call_2", Name: "run"}}, off+2)
+	add(Delta{ToolCall: &ToolCallDelta{Index: 1, Arguments: `{}`}}, off+3)
+	j.flush()
+
+	p, err := j.read(ctx, "s1", 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantCalls, _ := json.Marshal(want.Result().ToolCalls)
+	if p.text != "writing the file: " || p.toolCalls != string(wantCalls) || p.upto != off+3 {
+		t.Fatalf("read back: text %q, upto %d, tool calls of %d bytes equal: %v; want the whole output", p.text, p.upto, len(p.toolCalls), p.toolCalls == string(wantCalls))
+	}
+	stub, err := j.stub()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var stored int
+	if _, err := stub.Call(ctx, func(ctx context.Context, _ any, tx *objects.Tx) (any, error) {
+		return nil, tx.QueryRow(ctx, `SELECT sum(length(coalesce(tool_calls, '')) + length(coalesce(tool_deltas, ''))) FROM partial`).Scan(&stored)
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if limit := 2*rounds*piece + rounds*100; stored > limit {
+		t.Fatalf("the journal stores %d bytes of tool calls for a %d-byte call, want at most %d", stored, len(wantCalls), limit)
+	}
 }
 
 // BenchmarkJournalRound is one round of the journal in the steady state of

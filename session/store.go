@@ -167,7 +167,7 @@ func (o *sessionObj) savedPartial(ctx context.Context, tx *objects.Tx, turnID in
 // session's own partials table, where builds before the node journal saved
 // them (see journal).
 func readPartial(ctx context.Context, tx *objects.Tx, turnID int64) (partial, error) {
-	rows, err := tx.Query(ctx, `SELECT upto, text, tool_calls FROM partials WHERE turn_id = ? ORDER BY upto`, turnID)
+	rows, err := tx.Query(ctx, `SELECT upto, text, tool_calls, NULL FROM partials WHERE turn_id = ? ORDER BY upto`, turnID)
 	if err != nil {
 		return partial{}, fmt.Errorf("read partial output of turn %d: %w", turnID, err)
 	}
