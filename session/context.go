@@ -32,7 +32,7 @@ func (o *sessionObj) assembleContext(ctx context.Context, tx *objects.Tx, system
 	id := leaf
 	const page = 64
 	for id > 0 && (used < budget || len(kept) == 0) { // the newest turn, always
-		turns, err := o.branchTurns(ctx, tx, id, 0, page)
+		turns, _, err := o.branchTurns(ctx, tx, id, 0, page, 0)
 		if err != nil {
 			return nil, err
 		}

@@ -424,24 +424,30 @@ func (o *sessionObj) turns(ctx context.Context, tx *objects.Tx, q TurnQuery) ([]
 	if leaf == 0 {
 		return []Turn{}, false, nil
 	}
-	limit := q.Limit
+	limit, budget := q.Limit, o.svc.MaxPageBytes
 	var out []Turn
+	var cut bool
 	var err error
 	switch {
 	case !o.m.Branched && q.After != nil:
-		out, err = o.queryTurns(ctx, tx, `SELECT `+turnColumns+` FROM turns WHERE id > ? AND id <= ? ORDER BY id LIMIT ?`, *q.After, leaf, limit+1)
+		out, cut, err = o.queryTurnsUpTo(ctx, tx, budget, `SELECT `+turnColumns+` FROM turns WHERE id > ? AND id <= ? ORDER BY id LIMIT ?`, *q.After, leaf, limit+1)
 	case !o.m.Branched:
 		before := leaf + 1
 		if q.Before != nil && *q.Before < before {
 			before = *q.Before
 		}
-		out, err = o.queryTurns(ctx, tx, `SELECT `+turnColumns+` FROM turns WHERE id < ? ORDER BY id DESC LIMIT ?`, before, limit+1)
+		out, cut, err = o.queryTurnsUpTo(ctx, tx, budget, `SELECT `+turnColumns+` FROM turns WHERE id < ? ORDER BY id DESC LIMIT ?`, before, limit+1)
 	case q.After != nil:
 		// A branched session: walk the whole branch (cost grows with its depth).
 		var all []Turn
-		all, err = o.branchTurns(ctx, tx, leaf, 0, 1<<30)
+		all, _, err = o.branchTurns(ctx, tx, leaf, 0, 1<<30, 0)
+		size := 0
 		for i := len(all) - 1; i >= 0 && err == nil; i-- {
 			if all[i].ID > *q.After {
+				if size += turnBytes(all[i]); budget > 0 && size > budget && len(out) > 0 {
+					cut = true
+					break
+				}
 				out = append(out, all[i])
 				if len(out) > limit {
 					break
@@ -453,13 +459,13 @@ func (o *sessionObj) turns(ctx context.Context, tx *objects.Tx, q TurnQuery) ([]
 		if q.Before != nil {
 			before = *q.Before
 		}
-		out, err = o.branchTurns(ctx, tx, leaf, before, limit+1)
+		out, cut, err = o.branchTurns(ctx, tx, leaf, before, limit+1, budget)
 	}
 	if err != nil {
 		return nil, false, err
 	}
-	more := len(out) > limit
-	if more {
+	more := len(out) > limit || cut
+	if len(out) > limit {
 		out = out[:limit]
 	}
 	if q.After == nil { // newest first → ascending

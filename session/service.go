@@ -25,6 +25,8 @@ const (
 	DefaultMaxTurnBytes = 32 << 20
 	// DefaultMaxTurnsPerRequest bounds the turns of one post.
 	DefaultMaxTurnsPerRequest = 100
+	// DefaultMaxPageBytes bounds a page of turns (see Service.MaxPageBytes).
+	DefaultMaxPageBytes = 16 << 20
 	// MaxTitleBytes, MaxSystemBytes and MaxMetadataBytes bound session fields.
 	MaxTitleBytes    = 1 << 10
 	MaxSystemBytes   = 256 << 10
@@ -48,6 +50,11 @@ type Service struct {
 	MaxTurnBytes int
 	// MaxTurnsPerRequest bounds one post. Default DefaultMaxTurnsPerRequest.
 	MaxTurnsPerRequest int
+	// MaxPageBytes bounds the content and tool calls of a page of turns
+	// (Turns) past its first turn: a page that would hold more ends early,
+	// with more set, so that fifty turns of 32 MiB are not one response.
+	// Default DefaultMaxPageBytes.
+	MaxPageBytes int
 	// PersistInterval is how often the partial output of running
 	// generations is committed (all of them at once, see journal).
 	// Default DefaultPersistInterval.
@@ -98,6 +105,7 @@ func NewService(rt *objects.Runtime, models *Registry) (*Service, error) {
 		Models:             models,
 		MaxTurnBytes:       DefaultMaxTurnBytes,
 		MaxTurnsPerRequest: DefaultMaxTurnsPerRequest,
+		MaxPageBytes:       DefaultMaxPageBytes,
 		PersistInterval:    DefaultPersistInterval,
 		ViewerOptions:      DefaultViewerOptions(),
 		rt:                 rt,
@@ -620,7 +628,7 @@ func (svc *Service) Fork(ctx context.Context, owner, id string, turnID int64, id
 		if _, err := o.getTurn(ctx, tx, turnID); err != nil {
 			return src{}, fmt.Errorf("%w: turn %d does not exist", ErrInvalid, turnID)
 		}
-		turns, err := o.branchTurns(ctx, tx, turnID, 0, 1<<30)
+		turns, _, err := o.branchTurns(ctx, tx, turnID, 0, 1<<30, 0)
 		return src{*o.m, turns}, err
 	})
 	if err != nil {
@@ -709,33 +717,42 @@ type exportLine struct {
 }
 
 // Export writes the session and all its turns (every branch) as JSON lines.
+// The turns are read in pages (MaxPageBytes), each in a call of its own,
+// so that memory stays bounded however large the session; the export holds
+// the turns up to the session's last turn when it began.
 func (svc *Service) Export(ctx context.Context, owner, id string, w io.Writer) error {
-	type all struct {
-		s     *Session
-		turns []Turn
-	}
-	a, err := do(ctx, svc, owner, id, func(ctx context.Context, o *sessionObj, tx *objects.Tx) (all, error) {
-		s, err := o.session(ctx, tx)
-		if err != nil {
-			return all{}, err
-		}
-		turns, err := o.queryTurns(ctx, tx, `SELECT `+turnColumns+` FROM turns ORDER BY id`)
-		return all{s, turns}, err
+	s, err := do(ctx, svc, owner, id, func(ctx context.Context, o *sessionObj, tx *objects.Tx) (*Session, error) {
+		return o.session(ctx, tx)
 	})
 	if err != nil {
 		return err
 	}
 	enc := json.NewEncoder(w)
 	enc.SetEscapeHTML(false)
-	if err := enc.Encode(exportLine{Type: "session", Session: a.s}); err != nil {
+	if err := enc.Encode(exportLine{Type: "session", Session: s}); err != nil {
 		return err
 	}
-	for _, t := range a.turns {
-		// The turn line is the WebSocket turn message: its content spliced
-		// in, not validated and copied again (a 32 MiB turn: 0.22 -> 0.04 s).
-		if _, err := w.Write(append(TurnMessageJSON(t), '\n')); err != nil {
+	for after := int64(0); after < s.LastTurnID; {
+		turns, err := do(ctx, svc, owner, id, func(ctx context.Context, o *sessionObj, tx *objects.Tx) ([]Turn, error) {
+			out, _, err := o.queryTurnsUpTo(ctx, tx, svc.MaxPageBytes,
+				`SELECT `+turnColumns+` FROM turns WHERE id > ? AND id <= ? ORDER BY id LIMIT 256`, after, s.LastTurnID)
+			return out, err
+		})
+		if err != nil {
 			return err
 		}
+		if len(turns) == 0 {
+			break
+		}
+		for _, t := range turns {
+			// The turn line is the WebSocket turn message: its content
+			// spliced in, not validated and copied again (a 32 MiB turn:
+			// 0.22 -> 0.04 s).
+			if _, err := w.Write(append(TurnMessageJSON(t), '\n')); err != nil {
+				return err
+			}
+		}
+		after = turns[len(turns)-1].ID
 	}
 	return nil
 }

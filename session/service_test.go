@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -1230,5 +1231,113 @@ func TestUnsavableFinalTurnFailsGeneration(t *testing.T) {
 	}
 	if g := waitGen(t, e, "local", s.ID, res.Generation.ID); g.Status != session.GenDone {
 		t.Fatalf("next generation %+v", g)
+	}
+}
+
+// A page of turns ends early where its turns would weigh more than
+// MaxPageBytes (one turn always fits), with has_more set, so that paging on
+// covers every turn once: fifty turns of 32 MiB must not be one response.
+// Both directions, and on a branched session.
+func TestTurnPagesBoundedInBytes(t *testing.T) {
+	ctx := context.Background()
+	e := newEnv(t, "", 0, func(svc *session.Service, _ *session.Registry) { svc.MaxPageBytes = 1000 })
+	s, _ := e.svc.Create(ctx, "local", session.CreateRequest{})
+	sizes := []int{400, 400, 400, 3000, 100, 100, 100, 400, 400, 400}
+	var ids []int64
+	for _, n := range sizes {
+		res, err := e.svc.Post(ctx, "local", s.ID, session.PostRequest{Turns: []session.NewTurn{user(strings.Repeat("w", n-2))}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, res.Turns[0].ID)
+	}
+	check := func(branch int64, want []int64) {
+		t.Helper()
+		// Newest first, pages going back.
+		var got []int64
+		var before *int64
+		for pages := 0; ; pages++ {
+			turns, more, err := e.svc.Turns(ctx, "local", s.ID, session.TurnQuery{Limit: 50, Before: before, Branch: branch})
+			if err != nil {
+				t.Fatal(err)
+			}
+			size := 0
+			for _, tn := range turns {
+				size += len(tn.Content)
+			}
+			if len(turns) == 0 || (len(turns) > 1 && size > 1000) {
+				t.Fatalf("page %d going back: %d turns of %d bytes; want 1 or more within 1000 bytes", pages, len(turns), size)
+			}
+			var page []int64
+			for _, tn := range turns {
+				page = append(page, tn.ID)
+			}
+			got = append(page, got...)
+			if !more {
+				break
+			}
+			before = &turns[0].ID
+		}
+		if !slices.Equal(got, want) {
+			t.Fatalf("going back, the pages held %v, want %v", got, want)
+		}
+		// Oldest first, pages going forward.
+		got = nil
+		after := int64(0)
+		for {
+			turns, more, err := e.svc.Turns(ctx, "local", s.ID, session.TurnQuery{Limit: 50, After: &after, Branch: branch})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(turns) == 0 {
+				t.Fatal("empty page going forward")
+			}
+			for _, tn := range turns {
+				got = append(got, tn.ID)
+			}
+			if !more {
+				break
+			}
+			after = turns[len(turns)-1].ID
+		}
+		if !slices.Equal(got, want) {
+			t.Fatalf("going forward, the pages held %v, want %v", got, want)
+		}
+	}
+	check(0, ids)
+	// An edit of the fifth turn branches the session: its branch is the
+	// first four turns and the edit.
+	res, err := e.svc.Post(ctx, "local", s.ID, session.PostRequest{Turns: []session.NewTurn{user(strings.Repeat("e", 598))}, Parent: ids[3]})
+	if err != nil {
+		t.Fatal(err)
+	}
+	check(res.Turns[0].ID, append(slices.Clone(ids[:4]), res.Turns[0].ID))
+	check(ids[len(ids)-1], ids)
+
+	// Export reads in such pages too: every turn once, in order, and the
+	// import holds them all.
+	var buf bytes.Buffer
+	if err := e.svc.Export(ctx, "local", s.ID, &buf); err != nil {
+		t.Fatal(err)
+	}
+	var exported []int64
+	for _, line := range strings.Split(strings.TrimSpace(buf.String()), "\n")[1:] {
+		var l struct {
+			Turn session.Turn `json:"turn"`
+		}
+		if err := json.Unmarshal([]byte(line), &l); err != nil {
+			t.Fatal(err)
+		}
+		exported = append(exported, l.Turn.ID)
+	}
+	if want := append(slices.Clone(ids), res.Turns[0].ID); !slices.Equal(exported, want) {
+		t.Fatalf("export holds turns %v, want %v", exported, want)
+	}
+	imp, err := e.svc.Import(ctx, "local", &buf, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if imp.LastTurnID != res.Turns[0].ID {
+		t.Fatalf("import's last turn %d, want %d", imp.LastTurnID, res.Turns[0].ID)
 	}
 }

@@ -195,31 +195,53 @@ func (o *sessionObj) fillPartial(ctx context.Context, tx *objects.Tx, t *Turn) e
 }
 
 func (o *sessionObj) queryTurns(ctx context.Context, tx *objects.Tx, q string, args ...any) ([]Turn, error) {
+	out, _, err := o.queryTurnsUpTo(ctx, tx, 0, q, args...)
+	return out, err
+}
+
+// queryTurnsUpTo is queryTurns that stops reading, cut true, before a turn
+// that would take the turns' size (turnBytes) over budget; the first turn
+// is always read. budget 0: no bound.
+func (o *sessionObj) queryTurnsUpTo(ctx context.Context, tx *objects.Tx, budget int, q string, args ...any) (out []Turn, cut bool, err error) {
 	rows, err := tx.Query(ctx, q, args...)
 	if err != nil {
-		return nil, fmt.Errorf("read turns: %w", err)
+		return nil, false, fmt.Errorf("read turns: %w", err)
 	}
 	defer rows.Close()
-	var out []Turn
+	size := 0
 	for rows.Next() {
 		t, err := scanTurn(rows)
 		if err != nil {
-			return nil, err
+			return nil, false, err
+		}
+		if size += turnBytes(t); budget > 0 && size > budget && len(out) > 0 {
+			cut = true
+			break
 		}
 		out = append(out, t)
 	}
 	if err := rows.Err(); err != nil {
-		return nil, err
+		return nil, false, err
 	}
 	rows.Close()
 	for i := range out {
 		if out[i].Status == TurnStreaming {
 			if err := o.fillPartial(ctx, tx, &out[i]); err != nil {
-				return nil, err
+				return nil, false, err
 			}
 		}
 	}
-	return out, nil
+	return out, cut, nil
+}
+
+// turnBytes is what a turn weighs in a page: its content and its tool
+// calls' arguments.
+func turnBytes(t Turn) int {
+	n := len(t.Content)
+	for _, c := range t.ToolCalls {
+		n += len(c.Function.Arguments)
+	}
+	return n
 }
 
 // insertTurn appends a turn (with t.ID when set, else the next id) and
@@ -270,9 +292,10 @@ func ptrOr[T any](p *T) any {
 }
 
 // branchTurns returns up to limit turns of the branch ending at leaf,
-// newest first, with ids below before (0: no bound). It walks parent links,
-// so its cost grows with limit, not with the session's length.
-func (o *sessionObj) branchTurns(ctx context.Context, tx *objects.Tx, leaf, before int64, limit int) ([]Turn, error) {
+// newest first, with ids below before (0: no bound), and fewer (cut) when
+// they would weigh more than budget (see queryTurnsUpTo). It walks parent
+// links, so its cost grows with limit, not with the session's length.
+func (o *sessionObj) branchTurns(ctx context.Context, tx *objects.Tx, leaf, before int64, limit, budget int) ([]Turn, bool, error) {
 	start := leaf
 	if before > 0 {
 		// The newest turn of the branch below before: walk from the leaf.
@@ -285,15 +308,15 @@ func (o *sessionObj) branchTurns(ctx context.Context, tx *objects.Tx, leaf, befo
 			}
 			var p sql.NullInt64
 			if err := tx.QueryRow(ctx, `SELECT parent_id FROM turns WHERE id = ?`, id).Scan(&p); err != nil {
-				return nil, fmt.Errorf("walk branch: %w", err)
+				return nil, false, fmt.Errorf("walk branch: %w", err)
 			}
 			id = p.Int64
 		}
 		if start == 0 {
-			return nil, nil
+			return nil, false, nil
 		}
 	}
-	return o.queryTurns(ctx, tx, `WITH RECURSIVE chain(id, n) AS (
+	return o.queryTurnsUpTo(ctx, tx, budget, `WITH RECURSIVE chain(id, n) AS (
 			SELECT ?, 1
 			UNION ALL
 			SELECT t.parent_id, c.n + 1 FROM turns t JOIN chain c ON t.id = c.id
