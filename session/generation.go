@@ -159,6 +159,10 @@ func (o *sessionObj) startGeneration(ctx context.Context, tx *objects.Tx, m *met
 	return &Generation{ID: gid, Status: GenRunning, TurnID: t.ID}, run, launch, nil
 }
 
+// errOutputLimit stops a model whose output would pass MaxTurnBytes: an
+// upstream that never stops must not take the node's memory.
+var errOutputLimit = errors.New("session: the output reached the turn size limit")
+
 // runGeneration streams the model's output into the generation's log and
 // the node's journal (saved every PersistInterval), and commits the final
 // turn.
@@ -168,7 +172,14 @@ func (svc *Service) runGeneration(ctx context.Context, stub *objects.Stub, run *
 	defer run.cancel(nil)
 	var b ResultBuilder
 	saved := svc.journal.begin(run.session, run.turnID)
+	size := 0
 	emit := func(d Delta) error {
+		if size += len(d.Text); d.ToolCall != nil {
+			size += len(d.ToolCall.Arguments)
+		}
+		if size > svc.MaxTurnBytes {
+			return errOutputLimit
+		}
 		if err := b.Add(d); err != nil {
 			return err
 		}
@@ -198,6 +209,11 @@ func (svc *Service) runGeneration(ctx context.Context, stub *objects.Stub, run *
 		out.status, out.turnStatus = GenInterrupted, TurnInterrupted
 		out.err = &ErrorInfo{Code: "interrupted", Message: "the server stopped while this turn was being generated"}
 		out.result.FinishReason = "interrupted"
+	case errors.Is(err, errOutputLimit):
+		// Cut where the limit fell, as a model's max_tokens cuts: the
+		// output so far is the turn.
+		out.result = b.Result()
+		out.result.FinishReason = FinishLength
 	case errors.As(err, &me):
 		out.status, out.turnStatus = GenFailed, TurnFailed
 		out.err = &ErrorInfo{Code: me.Code, Message: me.Message}

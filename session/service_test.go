@@ -1341,3 +1341,39 @@ func TestTurnPagesBoundedInBytes(t *testing.T) {
 		t.Fatalf("import's last turn %d, want %d", imp.LastTurnID, res.Turns[0].ID)
 	}
 }
+
+// A model that never stops is cut at MaxTurnBytes, as max_tokens would cut
+// it: the turn is complete with finish reason length and holds the output
+// up to the limit.
+func TestEndlessOutputCutAtTurnLimit(t *testing.T) {
+	ctx := context.Background()
+	const limit = 64 << 10
+	e := newEnv(t, "", 0, func(svc *session.Service, reg *session.Registry) {
+		svc.MaxTurnBytes = limit
+		if err := reg.Register("endless", &fakeModel{stream: func(ctx context.Context, req *session.ModelRequest, emit func(session.Delta) error) (*session.ModelResult, error) {
+			for range 1 << 20 { // bounded: 1 GiB, far past the limit
+				if err := emit(session.Delta{Text: strings.Repeat("z", 1<<10)}); err != nil {
+					return nil, err
+				}
+			}
+			return nil, errors.New("the test's model ran out: the limit never stopped it")
+		}}, session.ModelInfo{}); err != nil {
+			t.Fatal(err)
+		}
+	})
+	s, err := e.svc.Create(ctx, "local", session.CreateRequest{Model: "endless"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := e.svc.Post(ctx, "local", s.ID, session.PostRequest{Turns: []session.NewTurn{user("go on")}, Generate: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if g := waitGen(t, e, "local", s.ID, res.Generation.ID); g.Status != session.GenDone {
+		t.Fatalf("generation %+v, want done", g)
+	}
+	a := lastTurns(t, e, "local", s.ID, 1)[0]
+	if got := len(text(t, a)); a.Status != session.TurnComplete || a.FinishReason == nil || *a.FinishReason != session.FinishLength || got != limit {
+		t.Fatalf("turn %s, finish %v, %d bytes of text; want complete, length, %d bytes", a.Status, a.FinishReason, got, limit)
+	}
+}
