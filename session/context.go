@@ -32,7 +32,10 @@ func (o *sessionObj) assembleContext(ctx context.Context, tx *objects.Tx, system
 	id := leaf
 	const page = 64
 	for id > 0 && (used < budget || len(kept) == 0) { // the newest turn, always
-		turns, _, err := o.branchTurns(ctx, tx, id, 0, page, 0)
+		// Read no more than the budget left can take (a token is about
+		// four bytes): a page of 32 MiB turns must not be read for a few
+		// KiB of context. The first turn of a page is always read.
+		turns, _, err := o.branchTurns(ctx, tx, id, 0, page, max(budget-used, 0)*4+1)
 		if err != nil {
 			return nil, err
 		}

@@ -438,22 +438,7 @@ func (o *sessionObj) turns(ctx context.Context, tx *objects.Tx, q TurnQuery) ([]
 		}
 		out, cut, err = o.queryTurnsUpTo(ctx, tx, budget, `SELECT `+turnColumns+` FROM turns WHERE id < ? ORDER BY id DESC LIMIT ?`, before, limit+1)
 	case q.After != nil:
-		// A branched session: walk the whole branch (cost grows with its depth).
-		var all []Turn
-		all, _, err = o.branchTurns(ctx, tx, leaf, 0, 1<<30, 0)
-		size := 0
-		for i := len(all) - 1; i >= 0 && err == nil; i-- {
-			if all[i].ID > *q.After {
-				if size += turnBytes(all[i]); budget > 0 && size > budget && len(out) > 0 {
-					cut = true
-					break
-				}
-				out = append(out, all[i])
-				if len(out) > limit {
-					break
-				}
-			}
-		}
+		out, cut, err = o.branchTurnsAfter(ctx, tx, leaf, *q.After, limit+1, budget)
 	default:
 		var before int64
 		if q.Before != nil {

@@ -190,6 +190,10 @@ func (o *sessionObj) WebSocketMessage(ctx context.Context, tx *objects.Tx, s *ob
 	return nil
 }
 
+// maxMissedTurns bounds the turns a hello with {"turn": N} replays (also
+// bounded in bytes, see Service.MaxPageBytes).
+const maxMissedTurns = 1000
+
 // hello sends ready and joins the viewer to the session's stream, resuming
 // where it asks (or, if a generation runs, from its start).
 func (o *sessionObj) hello(ctx context.Context, tx *objects.Tx, sv *socketViewer, resume *streaming.ClientResume) error {
@@ -230,9 +234,15 @@ func (o *sessionObj) hello(ctx context.Context, tx *objects.Tx, sv *socketViewer
 	}
 	var missed []Turn
 	if resume != nil && resume.Generation == "" && resume.Turn > 0 {
-		missed, _, err = o.turns(ctx, tx, TurnQuery{After: &resume.Turn, Limit: 1000})
+		var more bool
+		missed, more, err = o.turns(ctx, tx, TurnQuery{After: &resume.Turn, Limit: maxMissedTurns})
 		if err != nil {
 			return err
+		}
+		if more {
+			// A page's worth follow (see turns); the client reads the
+			// rest with GET /turns?after=<the last one>.
+			ready = serverMsg("ready", map[string]any{"session": sess, "more_turns": true})
 		}
 	}
 	svc := o.svc
@@ -241,9 +251,14 @@ func (o *sessionObj) hello(ctx context.Context, tx *objects.Tx, sv *socketViewer
 	sv.joined = true
 	tx.OnCommit(func() {
 		sv.v.Send(ready)
-		for _, t := range missed {
-			b, _ := json.Marshal(map[string]any{"type": "turn", "turn": t})
-			sv.v.Send(b)
+		if len(missed) > 0 {
+			// A replay the client asked for, bounded by the page: it
+			// must not count as a slow viewer's backlog.
+			msgs := make([][]byte, len(missed))
+			for i, t := range missed {
+				msgs[i] = TurnMessageJSON(t)
+			}
+			sv.v.SendBacklog(msgs...)
 		}
 		var err error
 		switch {

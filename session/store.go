@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"strings"
 	"time"
 
 	"sessiond/objects"
@@ -293,42 +292,66 @@ func ptrOr[T any](p *T) any {
 
 // branchTurns returns up to limit turns of the branch ending at leaf,
 // newest first, with ids below before (0: no bound), and fewer (cut) when
-// they would weigh more than budget (see queryTurnsUpTo). It walks parent
-// links, so its cost grows with limit, not with the session's length.
+// they would weigh more than budget (see queryTurnsUpTo). Its cost grows
+// with limit and with how far before is from the leaf, not with the
+// session's length.
+//
+// The walks read parent links only (parent_id comes before the content in
+// a row, so a turn's overflow pages are never read for it), and the turns
+// are fetched by "id IN (chain)": a join of the chain with turns made
+// SQLite scan the whole table, and sort every row read.
 func (o *sessionObj) branchTurns(ctx context.Context, tx *objects.Tx, leaf, before int64, limit, budget int) ([]Turn, bool, error) {
 	start := leaf
-	if before > 0 {
-		// The newest turn of the branch below before: walk from the leaf.
-		start = 0
-		id := leaf
-		for id > 0 {
-			if id < before {
-				start = id
-				break
-			}
-			var p sql.NullInt64
-			if err := tx.QueryRow(ctx, `SELECT parent_id FROM turns WHERE id = ?`, id).Scan(&p); err != nil {
-				return nil, false, fmt.Errorf("walk branch: %w", err)
-			}
-			id = p.Int64
+	if before > 0 && leaf >= before {
+		// The newest turn of the branch below before.
+		var s sql.NullInt64
+		if err := tx.QueryRow(ctx, branchStartSQL, leaf, before, before).Scan(&s); err != nil {
+			return nil, false, fmt.Errorf("walk branch: %w", err)
 		}
-		if start == 0 {
+		if !s.Valid {
 			return nil, false, nil
 		}
+		start = s.Int64
 	}
-	return o.queryTurnsUpTo(ctx, tx, budget, `WITH RECURSIVE chain(id, n) AS (
+	return o.queryTurnsUpTo(ctx, tx, budget, branchSQL, start, limit)
+}
+
+// branchTurnsAfter returns up to limit turns of the branch ending at leaf
+// with ids above after, oldest first, and fewer (cut) when they would weigh
+// more than budget. The walk from the leaf stops at after (ids grow along
+// a branch), so its cost grows with the turns after it, read as parent
+// links only, and with limit.
+func (o *sessionObj) branchTurnsAfter(ctx context.Context, tx *objects.Tx, leaf, after int64, limit, budget int) ([]Turn, bool, error) {
+	return o.queryTurnsUpTo(ctx, tx, budget, branchAfterSQL, leaf, after, after, limit)
+}
+
+// The branch walks (see branchTurns): ids along parent links, then the
+// turns by id. TestBranchQueriesNeverScan checks their plans.
+const (
+	// branchStartSQL: the newest turn of the branch from leaf (?1) below
+	// before (?2 = ?3).
+	branchStartSQL = `WITH RECURSIVE up(id) AS (
+			SELECT ?
+			UNION ALL
+			SELECT t.parent_id FROM turns t JOIN up ON t.id = up.id
+			WHERE up.id >= ? AND t.parent_id IS NOT NULL
+		)
+		SELECT max(id) FROM up WHERE id < ?`
+	// branchSQL: up to ?2 turns of the branch ending at ?1, newest first.
+	branchSQL = `WITH RECURSIVE chain(id, n) AS (
 			SELECT ?, 1
 			UNION ALL
 			SELECT t.parent_id, c.n + 1 FROM turns t JOIN chain c ON t.id = c.id
 			WHERE t.parent_id IS NOT NULL AND c.n < ?
 		)
-		SELECT `+prefixed("t.", turnColumns)+` FROM chain c JOIN turns t ON t.id = c.id ORDER BY t.id DESC`, start, limit)
-}
-
-func prefixed(p, cols string) string {
-	parts := strings.Split(cols, ",")
-	for i, c := range parts {
-		parts[i] = p + strings.TrimSpace(c)
-	}
-	return strings.Join(parts, ", ")
-}
+		SELECT ` + turnColumns + ` FROM turns WHERE id IN (SELECT id FROM chain) ORDER BY id DESC`
+	// branchAfterSQL: up to ?4 turns of the branch ending at ?1 above ?2
+	// (= ?3), oldest first.
+	branchAfterSQL = `WITH RECURSIVE chain(id) AS (
+			SELECT ?
+			UNION ALL
+			SELECT t.parent_id FROM turns t JOIN chain c ON t.id = c.id
+			WHERE t.parent_id IS NOT NULL AND t.parent_id > ?
+		)
+		SELECT ` + turnColumns + ` FROM turns WHERE id IN (SELECT id FROM chain) AND id > ? ORDER BY id LIMIT ?`
+)

@@ -192,7 +192,7 @@ type Viewer struct {
 	spare       []item
 	queued      int // bytes in queue
 	live        int // bytes in queue counting toward maxBuffered
-	backlogs    int // backlog items in queue: written without waiting
+	backlogs    int // backlog items (events or messages) in queue: written without waiting
 	subs        map[string]sub
 	running     bool        // writer goroutine running, or timer armed
 	timer       *time.Timer // armed when the writer waits for the interval
@@ -265,6 +265,25 @@ func (v *Viewer) send(msg []byte, now time.Time) error {
 	v.addLocked(len(msg), true, now)
 	if v.state == stateDropped {
 		return ErrSlowViewer
+	}
+	return nil
+}
+
+// SendBacklog queues messages the client asked to be replayed (the turns
+// it missed, say) like Send, except that they do not count toward
+// MaxBuffered, as a backlog asked for by Subscribe does not: the caller
+// bounds them. They are written without waiting for FlushInterval.
+func (v *Viewer) SendBacklog(msgs ...[]byte) error {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if v.state != stateOpen {
+		return v.stoppedErrLocked()
+	}
+	now := time.Now()
+	for _, m := range msgs {
+		v.queue = append(v.queue, item{msg: m, size: len(m)})
+		v.backlogs++
+		v.addLocked(len(m), false, now)
 	}
 	return nil
 }
@@ -407,7 +426,7 @@ func (v *Viewer) purgeLocked(l *Log) {
 		v.queued += it.size
 		if it.live {
 			v.live += it.size
-		} else if it.log != nil {
+		} else {
 			v.backlogs++
 		}
 	}

@@ -172,6 +172,52 @@ func TestOversizedMessageAccepted(t *testing.T) {
 	}
 }
 
+// TestBacklogMessagesNotCountedAsSlow: a replay the client asked for
+// (SendBacklog) may queue past MaxBuffered while the sink is busy, in
+// order; the same bytes sent live drop the viewer.
+func TestBacklogMessagesNotCountedAsSlow(t *testing.T) {
+	for _, backlog := range []bool{true, false} {
+		release := make(chan struct{})
+		var started atomic.Int64
+		sink := &recSink{write: blockUntil(release, &started)}
+		v := streaming.NewViewer(sink, &streaming.ViewerOptions{MaxBuffered: 100, FlushInterval: 0})
+		if err := v.Send([]byte(`{"type":"ready"}`)); err != nil {
+			t.Fatal(err)
+		}
+		checkFor(t, "the first write", func() bool { return started.Load() == 1 })
+		var msgs [][]byte
+		for i := range 10 {
+			msgs = append(msgs, fmt.Appendf(nil, `{"type":"turn","turn":{"id":%d,"content":"%s"}}`, i, strings.Repeat("x", 40)))
+		}
+		if backlog {
+			if err := v.SendBacklog(msgs...); err != nil {
+				t.Fatal(err)
+			}
+		} else {
+			for _, m := range msgs {
+				v.Send(m)
+			}
+		}
+		close(release)
+		if !backlog {
+			checkFor(t, "the live sender dropped", func() bool { return errors.Is(v.Err(), streaming.ErrSlowViewer) })
+			v.Close()
+			continue
+		}
+		checkFor(t, "every replayed message", func() bool { return sink.count() == 11 })
+		frames, _ := sink.snapshot()
+		for i, f := range frames[1:] {
+			if string(f) != string(msgs[i]) {
+				t.Fatalf("frame %d: %s, want %s", i+1, f, msgs[i])
+			}
+		}
+		if err := v.Err(); err != nil {
+			t.Fatalf("replay dropped the viewer: %v", err)
+		}
+		v.Close()
+	}
+}
+
 // TestCoalescingWhileBusy: events appended while the writer is busy are
 // handed to the sink together.
 func TestCoalescingWhileBusy(t *testing.T) {

@@ -26,6 +26,7 @@ type wsMsg struct {
 	After      int64           `json:"after"`
 	Turn       json.RawMessage `json:"turn"`
 	Session    json.RawMessage `json:"session"`
+	MoreTurns  bool            `json:"more_turns"`
 }
 
 // dial gets a ticket and opens the session's WebSocket.
@@ -367,5 +368,61 @@ func TestSessionHibernatesWithViewers(t *testing.T) {
 	}
 	if s.rt.Stats().ObjectOpens <= opens {
 		t.Fatal("the session never woke from disk")
+	}
+}
+
+// hello with {"turn": N} replays the turns after N, a page's worth (16 MiB
+// here); ready says when more were missed, and GET /turns?after= has them.
+func TestWebSocketResumeFromTurn(t *testing.T) {
+	s := newServer(t, 0, web.Config{}, nil)
+	sess := s.createSession(t, nil)
+	post := func(text string) {
+		if st, raw := s.do(t, "POST", "/v1/sessions/"+sess.ID+"/turns", map[string]any{"turns": []any{map[string]any{"role": "user", "content": text}}}, nil); st != 201 {
+			t.Fatalf("post: %d %s", st, raw)
+		}
+	}
+	for range 3 {
+		post("small")
+	}
+	for range 17 { // 17 MiB in all: past a page
+		post(strings.Repeat("m", 1<<20))
+	}
+	replay := func(after int) (more bool, ids []int64) {
+		t.Helper()
+		c := s.dial(t, sess.ID)
+		defer c.CloseNow()
+		send(t, c, map[string]any{"type": "hello", "resume": map[string]any{"turn": after}})
+		send(t, c, map[string]any{"type": "ping"})
+		msgs := recvUntil(t, c, "pong")
+		if msgs[0].Type != "ready" {
+			t.Fatalf("first message %s", msgs[0].Type)
+		}
+		for _, m := range msgs[1 : len(msgs)-1] {
+			var tn struct{ ID int64 }
+			if m.Type != "turn" || json.Unmarshal(m.Turn, &tn) != nil {
+				t.Fatalf("replayed %s %s", m.Type, m.Turn)
+			}
+			ids = append(ids, tn.ID)
+		}
+		return msgs[0].MoreTurns, ids
+	}
+	more, ids := replay(1)
+	if !more || len(ids) < 3 || ids[0] != 2 || len(ids) >= 19 {
+		t.Fatalf("replay after 1: more_turns %v, turns %v; want 2, 3 and the big turns up to 16 MiB, more_turns true", more, ids)
+	}
+	for i, id := range ids {
+		if id != int64(i+2) {
+			t.Fatalf("replayed %v: not every turn in order", ids)
+		}
+	}
+	var page struct {
+		Turns []struct{ ID int64 } `json:"turns"`
+	}
+	if st, raw := s.do(t, "GET", fmt.Sprintf("/v1/sessions/%s/turns?after=%d", sess.ID, ids[len(ids)-1]), nil, &page); st != 200 || len(page.Turns) == 0 || page.Turns[0].ID != ids[len(ids)-1]+1 {
+		t.Fatalf("the rest: %d %.200s", st, raw)
+	}
+	more, ids = replay(15)
+	if more || len(ids) != 5 || ids[0] != 16 || ids[4] != 20 {
+		t.Fatalf("replay after 15: more_turns %v, turns %v; want 16 to 20 and no more_turns", more, ids)
 	}
 }
