@@ -474,10 +474,18 @@ func preview(t Turn) string {
 		// A preview needs the first words only: decode a bounded prefix, so
 		// that a 32 MiB turn costs no more than a short one.
 		if len(c) > 4096 && c[0] == '"' {
-			cut := 2048
-			for i := cut - 1; i >= cut-12; i-- { // do not split an escape such as \u00e9
-				if c[i] == '\\' {
-					cut = i
+			// Cut after about 2 KiB, between escapes: step over each
+			// whole (\n, \\, \u00e9). The string's closing quote is its
+			// last byte, so none comes before.
+			cut := 1
+			for cut < 2048 {
+				switch {
+				case c[cut] != '\\':
+					cut++
+				case c[cut+1] == 'u':
+					cut += 6
+				default:
+					cut += 2
 				}
 			}
 			t.Content = append(append([]byte(nil), c[:cut]...), '"')

@@ -52,3 +52,54 @@ func TestPreviewLongPlainStringMatchesDecoding(t *testing.T) {
 		t.Errorf("32 MiB preview: %.20q… (%d bytes)", got, len(got))
 	}
 }
+
+// A long string with escapes is cut between them, wherever they fall:
+// lines of code (an escape every few bytes) used to run the cut below the
+// start of the content and panic, failing the post.
+func TestPreviewLongEscapedString(t *testing.T) {
+	for _, text := range []string{
+		strings.Repeat("x := 1\n", 800),
+		strings.Repeat("x := 1\n", 800)[3:],
+		strings.Repeat(`\\`, 3000),
+		strings.Repeat("é\"", 1500),
+		strings.Repeat("a", 2045) + "\u2028" + strings.Repeat("b", 3000),
+		strings.Repeat("\x01", 2000),
+	} {
+		content, _ := json.Marshal(text)
+		got := preview(Turn{Content: content})
+		want := truncateRunes(strings.Join(strings.Fields(text), " "), previewRunes)
+		if got != want {
+			t.Errorf("preview of %.30q…: %q, want %q", text, got, want)
+		}
+	}
+}
+
+// FuzzPreview: the preview of any text, short or long, never fails, is
+// valid UTF-8 of at most previewRunes runes (and "…"), and starts the
+// preview of its whole decoding (a long string is previewed from its first
+// 2 KiB, which may hold fewer words).
+func FuzzPreview(f *testing.F) {
+	f.Add("hello", 0)
+	f.Add("x := 1\n", 800)
+	f.Add(`\"é`+"\u2028\x01", 700)
+	f.Fuzz(func(t *testing.T, unit string, n int) {
+		n = min(max(n, 1), 5000)
+		if len(unit)*n > 1<<16 {
+			return
+		}
+		text := strings.Repeat(unit, n)
+		content, _ := json.Marshal(text)
+		var decoded string
+		if err := json.Unmarshal(content, &decoded); err != nil {
+			t.Fatal(err)
+		}
+		got := preview(Turn{Content: content})
+		want := truncateRunes(strings.Join(strings.Fields(decoded), " "), previewRunes)
+		if len(content) <= 4096 && got != want {
+			t.Fatalf("preview %q, want %q", got, want)
+		}
+		if !utf8.ValidString(got) || utf8.RuneCountInString(got) > previewRunes+1 || !strings.HasPrefix(want, strings.TrimSuffix(got, "…")) {
+			t.Fatalf("preview %q does not start %q", got, want)
+		}
+	})
+}
