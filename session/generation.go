@@ -224,28 +224,72 @@ func (svc *Service) runGeneration(ctx context.Context, stub *objects.Stub, run *
 	if out.status == GenFailed {
 		out.result.FinishReason = FinishError
 	}
-	_, ferr := objects.Do(context.Background(), stub, func(ctx context.Context, o *sessionObj, tx *objects.Tx) (struct{}, error) {
-		return struct{}{}, o.finishGeneration(ctx, tx, run, out)
-	})
-	if ferr == nil {
+	svc.commitFinal(stub, run, out)
+}
+
+// errGenerationEnded: the generation is no longer running in the database
+// (the instance was rebuilt, and marked it interrupted with its saved
+// output).
+var errGenerationEnded = errors.New("session: the generation already ended")
+
+// finalRetries bounds the retries of a final turn refused because the
+// session's queue was full.
+const finalRetries = 20
+
+// commitFinal commits a generation's final turn. A full queue is waited
+// out. Any other failure (the output cannot be saved, the disk) is
+// answered by saving the turn once more as failed without its output, so
+// that the session is not left with a generation that runs for ever and
+// blocks the queue behind it; unless the call's writes may be stored after
+// all (ErrNotDurable) or the generation already ended, which the database
+// then says.
+func (svc *Service) commitFinal(stub *objects.Stub, run *genRun, out outcome) {
+	finish := func(out outcome, onlyRunning bool) error {
+		_, err := objects.Do(context.Background(), stub, func(ctx context.Context, o *sessionObj, tx *objects.Tx) (struct{}, error) {
+			if onlyRunning {
+				var st string
+				if err := tx.QueryRow(ctx, `SELECT status FROM generations WHERE id = ?`, run.id).Scan(&st); err != nil {
+					return struct{}{}, err
+				}
+				if st != GenRunning {
+					return struct{}{}, errGenerationEnded
+				}
+			}
+			return struct{}{}, o.finishGeneration(ctx, tx, run, out)
+		})
+		return err
+	}
+	err := finish(out, false)
+	for try := 0; try < finalRetries; try++ {
+		var oe *objects.OverloadedError
+		if !errors.As(err, &oe) {
+			break
+		}
+		select {
+		case <-svc.ctx.Done():
+		case <-time.After(max(oe.RetryAfter, 10*time.Millisecond)):
+		}
+		err = finish(out, false)
+	}
+	if err == nil {
 		return
 	}
-	// The final turn could not be committed (its output, or the disk).
-	// Try once more without the output, so that the session is not left
-	// with a generation that runs for ever and blocks the queue behind it.
-	svc.logger().Error("session: commit final turn; saving it as failed without its output", "session", run.session, "generation", run.id, "err", ferr)
-	lost := outcome{result: &ModelResult{Usage: res.Usage, FinishReason: FinishError}, status: GenFailed, turnStatus: TurnFailed,
-		err: &ErrorInfo{Code: CodeSaveFailed, Message: "the output of this turn could not be saved: " + ferr.Error()}}
-	_, ferr = objects.Do(context.Background(), stub, func(ctx context.Context, o *sessionObj, tx *objects.Tx) (struct{}, error) {
-		return struct{}{}, o.finishGeneration(ctx, tx, run, lost)
-	})
-	if ferr != nil {
-		// The database still says running: the next wake marks it
-		// interrupted. Tell the viewers now.
-		svc.logger().Error("session: commit final turn as failed", "session", run.session, "generation", run.id, "err", ferr)
-		run.log.Fail("interrupted", "the final turn could not be saved: "+ferr.Error())
-		close(run.done)
+	log := svc.logger().With("session", run.session, "generation", run.id)
+	if !errors.Is(err, objects.ErrNotDurable) && !errors.Is(err, objects.ErrClosed) {
+		log.Error("session: commit final turn; saving it as failed without its output", "err", err)
+		lost := outcome{result: &ModelResult{Usage: out.result.Usage, FinishReason: FinishError}, status: GenFailed, turnStatus: TurnFailed,
+			err: &ErrorInfo{Code: CodeSaveFailed, Message: "the output of this turn could not be saved: " + err.Error()}}
+		if err = finish(lost, true); err == nil {
+			return
+		}
 	}
+	// The database has the turn as the failed call left it (committed
+	// without its flush, or marked interrupted by a rebuilt instance), or
+	// says running until the next wake marks it interrupted. Tell the
+	// viewers now; the stored turn reaches them when they look.
+	log.Error("session: commit final turn", "err", err)
+	run.log.Fail("interrupted", "the final turn could not be saved: "+err.Error())
+	close(run.done)
 }
 
 type outcome struct {

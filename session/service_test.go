@@ -1377,3 +1377,59 @@ func TestEndlessOutputCutAtTurnLimit(t *testing.T) {
 		t.Fatalf("turn %s, finish %v, %d bytes of text; want complete, length, %d bytes", a.Status, a.FinishReason, got, limit)
 	}
 }
+
+// The fallback of an unsavable final turn only ends a generation that is
+// still running: one the database already ended (a rebuilt instance marks
+// it interrupted with its saved output) keeps what is stored.
+func TestUnsavableFinalTurnKeepsEndedGeneration(t *testing.T) {
+	ctx := context.Background()
+	release := make(chan struct{})
+	e := newEnvBus(t, "", 0, &eventBus{}, func(svc *session.Service, reg *session.Registry) {
+		svc.Events = true
+		if err := reg.Register("huge", &fakeModel{stream: func(ctx context.Context, req *session.ModelRequest, emit func(session.Delta) error) (*session.ModelResult, error) {
+			if err := emit(session.Delta{Text: "partial"}); err != nil {
+				return nil, err
+			}
+			<-release
+			return nil, &session.ModelError{Code: "upstream_error", Message: strings.Repeat("e", 2<<20)}
+		}}, session.ModelInfo{}); err != nil {
+			t.Fatal(err)
+		}
+	})
+	s, err := e.svc.Create(ctx, "local", session.CreateRequest{Model: "huge"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := e.svc.Post(ctx, "local", s.ID, session.PostRequest{Turns: []session.NewTurn{user("hi")}, Generate: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// What a rebuilt instance writes for a generation it finds running.
+	if _, err := objectStub(t, e, session.NamespaceSessions, s.ID).Call(ctx, func(ctx context.Context, _ any, tx *objects.Tx) (any, error) {
+		if _, err := tx.Exec(ctx, `UPDATE turns SET status = 'interrupted', content = '"saved output"' WHERE generation_id = ?`, res.Generation.ID); err != nil {
+			return nil, err
+		}
+		_, err := tx.Exec(ctx, `UPDATE generations SET status = 'interrupted' WHERE id = ?`, res.Generation.ID)
+		return nil, err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	// Follow the live log: its end says the generation's run is over.
+	v := streaming.NewViewer(&frameSink{}, &streaming.ViewerOptions{CloseOnFinal: true})
+	if err := e.svc.Follow(ctx, "local", s.ID, res.Generation.ID, 0, v); err != nil {
+		t.Fatal(err)
+	}
+	close(release)
+	select {
+	case <-v.Done():
+	case <-time.After(10 * time.Second):
+		t.Fatal("the generation's log never ended")
+	}
+	if g := waitGen(t, e, "local", s.ID, res.Generation.ID); g.Status != session.GenInterrupted {
+		t.Fatalf("generation %+v, want it left interrupted", g)
+	}
+	a := lastTurns(t, e, "local", s.ID, 1)[0]
+	if a.Status != session.TurnInterrupted || text(t, a) != "saved output" {
+		t.Fatalf("assistant turn %s %q, want the stored interrupted turn kept", a.Status, text(t, a))
+	}
+}
