@@ -9,6 +9,7 @@ import (
 
 	"sessiond/objects"
 	"sessiond/streaming"
+	"sessiond/streaming/jsonenc"
 )
 
 // DefaultPersistInterval is how often a running generation's partial output
@@ -159,8 +160,10 @@ func (o *sessionObj) startGeneration(ctx context.Context, tx *objects.Tx, m *met
 	return &Generation{ID: gid, Status: GenRunning, TurnID: t.ID}, run, launch, nil
 }
 
-// errOutputLimit stops a model whose output would pass MaxTurnBytes: an
-// upstream that never stops must not take the node's memory.
+// errOutputLimit stops a model whose output would pass MaxTurnBytes as
+// stored (its content and tool calls as JSON): an upstream that never stops
+// must not take the node's memory, and the turn stays one a client could
+// post, export and import.
 var errOutputLimit = errors.New("session: the output reached the turn size limit")
 
 // runGeneration streams the model's output into the generation's log and
@@ -172,10 +175,16 @@ func (svc *Service) runGeneration(ctx context.Context, stub *objects.Stub, run *
 	defer run.cancel(nil)
 	var b ResultBuilder
 	saved := svc.journal.begin(run.session, run.turnID)
-	size := 0
+	size := 2 // the stored content: a JSON string, its quotes
 	emit := func(d Delta) error {
-		if size += len(d.Text); d.ToolCall != nil {
-			size += len(d.ToolCall.Arguments)
+		if size += jsonenc.MarshalLen(d.Text) - 2; d.ToolCall != nil {
+			// Stored as JSON too: each call's id, name and framing (about
+			// 64 bytes), and its arguments as a string.
+			tc := d.ToolCall
+			size += jsonenc.MarshalLen(tc.Arguments) - 2
+			if tc.ID != "" || tc.Name != "" {
+				size += jsonenc.MarshalLen(tc.ID) + jsonenc.MarshalLen(tc.Name) + 64
+			}
 		}
 		if size > svc.MaxTurnBytes {
 			return errOutputLimit

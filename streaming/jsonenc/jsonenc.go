@@ -61,6 +61,37 @@ func String(b []byte, s string) []byte {
 	return append(b, '"')
 }
 
+// MarshalLen returns the length of json.Marshal(s): String's encoding with
+// HTML escaping on (<, > and & as \u003c, \u003e, \u0026), without
+// encoding it.
+func MarshalLen(s string) int {
+	n := 2
+	for i := 0; i < len(s); {
+		c := s[i]
+		if c < utf8.RuneSelf {
+			switch {
+			case c == '"' || c == '\\' || c == '\b' || c == '\f' || c == '\n' || c == '\r' || c == '\t':
+				n += 2
+			case c < 0x20 || c == '<' || c == '>' || c == '&':
+				n += 6
+			default:
+				n++
+			}
+			i++
+			continue
+		}
+		r, size := utf8.DecodeRuneInString(s[i:])
+		switch {
+		case r == utf8.RuneError && size == 1, r == '\u2028', r == '\u2029':
+			n += 6
+		default:
+			n += size
+		}
+		i += size
+	}
+	return n
+}
+
 // NullableString appends *s as String does, or null when s is nil.
 func NullableString(b []byte, s *string) []byte {
 	if s == nil {

@@ -27,6 +27,9 @@ func encode(t *testing.T, v any) []byte {
 
 func checkString(t *testing.T, s string) {
 	t.Helper()
+	if m, _ := json.Marshal(s); MarshalLen(s) != len(m) {
+		t.Fatalf("MarshalLen(%q) = %d, want len(json.Marshal) %d", s, MarshalLen(s), len(m))
+	}
 	if got, want := String([]byte("x"), s), append([]byte("x"), encode(t, s)...); !bytes.Equal(got, want) {
 		t.Fatalf("String(%q)\n got %s\nwant %s", s, got, want)
 	}
