@@ -24,12 +24,13 @@
 // transaction, each in its own savepoint (a failing call leaves no trace),
 // and one commit; results are released only after that commit and the node
 // index updates that go with it (durable before visible). The index is a
-// second database: a new alarm or subscription is written to it before the
-// commit (refused, the batch fails with nothing stored; the commit failing,
-// it is taken back), a cleared alarm or ended subscription after it (refused,
-// the calls keep their success and the change stays undone until retried).
-// A crash between the two leaves an alarm or subscription spare, never one
-// lost, which at-least-once alarm delivery covers. With
+// second database: a new subscription, or an alarm set or moved earlier, is
+// written to it before the commit (refused, the batch fails with nothing
+// stored; the commit failing, it is taken back); an alarm moved later or
+// cleared, or a subscription ended, after it (refused, the calls keep their
+// success, the change is logged and not made). A crash between the two
+// leaves an alarm or subscription spare (an alarm fires early or once more),
+// never one lost, which at-least-once alarm delivery covers. With
 // DurabilityFull the commit's WAL is flushed to the disk first; one flush
 // serves a whole batch, and commits of objects waiting at the same moment
 // share one syncfs (see syncer).

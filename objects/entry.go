@@ -561,6 +561,7 @@ type batchTx struct {
 	// What beforeCommit did to the node index, for undoEarly and
 	// afterCommit (see beforeCommit).
 	prevAlarm           *alarmRow // the alarm the index had before the batch's new one
+	alarmLate           bool      // the batch moves the alarm later: written after the commit
 	subsAdd, subsRemove []string  // the net subscription changes
 	subsNew             []string  // of subsAdd, those the index did not have
 	// lost is set when the shared transaction ended under the batch (a

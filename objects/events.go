@@ -234,8 +234,10 @@ func (tx *Tx) Unsubscribe(pattern string) {
 // the two commits; each change to it is made on the side where such a crash
 // errs towards something spare, never something lost:
 //   - the outbox mark: a mark without rows only costs a look at start-up;
-//   - a new alarm: at worst an alarm fires that the object never committed,
-//     which alarm handlers must bear anyway (delivery is at least once);
+//   - a new alarm, or one moved earlier: at worst an alarm fires that the
+//     object never committed, which alarm handlers must bear anyway
+//     (delivery is at least once); an alarm moved later waits for
+//     afterCommit, so that the earlier one is never lost;
 //   - new subscriptions: at worst events the object did not ask for.
 //
 // Clearing an alarm and ending subscriptions wait for afterCommit, for the
@@ -255,10 +257,17 @@ func (b *batchTx) beforeCommit(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		if err := e.rt.index.setAlarm(ctx, e.ns.name, e.name, b.alarm.at, 0); err != nil {
-			return err
+		if prev.at.Valid && prev.at.Int64 < b.alarm.at.UnixMilli() {
+			// Moved later: the earlier alarm stays until the commit
+			// (a crash between fires it early, spare, rather than lose
+			// it); afterCommit writes the new time.
+			b.alarmLate = true
+		} else {
+			if err := e.rt.index.setAlarm(ctx, e.ns.name, e.name, b.alarm.at, 0); err != nil {
+				return err
+			}
+			b.prevAlarm = &prev
 		}
-		b.prevAlarm = &prev
 	}
 	b.subsAdd, b.subsRemove = netSubs(b.subs)
 	for _, p := range b.subsAdd {
@@ -281,7 +290,7 @@ func (b *batchTx) undoEarly(ctx context.Context) {
 	ctx = context.WithoutCancel(ctx) // a caller gone must not leave the index ahead
 	e := b.e
 	if b.prevAlarm != nil {
-		if err := e.rt.index.restoreAlarm(ctx, e.ns.name, e.name, *b.prevAlarm); err != nil {
+		if err := e.rt.index.restoreAlarm(ctx, e.ns.name, e.name, b.alarm.at, *b.prevAlarm); err != nil {
 			e.logger().Error("objects: restore alarm after a failed commit; it may fire once spuriously", "err", err)
 		}
 		b.prevAlarm = nil
@@ -329,11 +338,17 @@ func (b *batchTx) afterCommit(ctx context.Context, drain bool) {
 	e := b.e
 	k := entryKey{e.ns.name, e.name}
 	if b.alarm != nil {
-		if b.alarm.at.IsZero() {
+		switch {
+		case b.alarm.at.IsZero():
 			if err := e.rt.index.setAlarm(ctx, e.ns.name, e.name, time.Time{}, 0); err != nil {
 				e.logger().Error("objects: clear alarm after commit; it may fire once more", "err", err)
 			}
-		} else {
+		case b.alarmLate:
+			if err := e.rt.index.setAlarm(ctx, e.ns.name, e.name, b.alarm.at, 0); err != nil {
+				e.logger().Error("objects: move alarm later after commit; it may fire early, once", "err", err)
+			}
+			e.rt.pokeAlarms()
+		default:
 			e.rt.pokeAlarms()
 		}
 	}

@@ -240,3 +240,28 @@ func TestSubscriptionChangesNetPerPattern(t *testing.T) {
 		t.Fatalf("z.w subscribed then unsubscribed: in index %v, in memory %v; want neither", idx, mem)
 	}
 }
+
+// An alarm moved later is written after the commit: the earlier one stays
+// until then, so a crash between the two databases fires it early rather
+// than losing it. Refused after the commit, the call keeps its success.
+func TestAlarmMovedLaterAfterCommit(t *testing.T) {
+	rt, s := openFollowUps(t)
+	at := time.Now().Add(time.Hour).Truncate(time.Millisecond)
+	if err := writeWith(s, 1, func(tx *Tx) error { tx.SetAlarm(at); return nil }); err != nil {
+		t.Fatal(err)
+	}
+	allow := refuse(t, rt, "no_later", `BEFORE UPDATE OF alarm_at ON objects WHEN NEW.alarm_at > OLD.alarm_at`)
+	if err := writeWith(s, 2, func(tx *Tx) error { tx.SetAlarm(at.Add(time.Hour)); return nil }); err != nil || !stored(t, s, 2) {
+		t.Fatalf("committed call: err=%v, row stored=%v; want success and its row", err, stored(t, s, 2))
+	}
+	if got := indexAlarm(t, rt); !got.Equal(at) {
+		t.Fatalf("alarm %v, want the earlier %v kept (the later one was refused)", got, at)
+	}
+	allow()
+	if err := writeWith(s, 3, func(tx *Tx) error { tx.SetAlarm(at.Add(2 * time.Hour)); return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if got := indexAlarm(t, rt); !got.Equal(at.Add(2 * time.Hour)) {
+		t.Fatalf("alarm %v, want it moved to %v", got, at.Add(2*time.Hour))
+	}
+}

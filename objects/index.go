@@ -338,10 +338,11 @@ func (x *nodeIndex) alarmRow(ctx context.Context, ns, name string) (alarmRow, er
 	return r, nil
 }
 
-// restoreAlarm puts back alarm columns read by alarmRow.
-func (x *nodeIndex) restoreAlarm(ctx context.Context, ns, name string, r alarmRow) error {
-	_, err := x.exec(ctx, `UPDATE objects SET alarm_at = ?, alarm_set_for = ?, alarm_retry = ? WHERE namespace = ? AND name = ?`,
-		r.at, r.setFor, r.retry, ns, name)
+// restoreAlarm puts back alarm columns read by alarmRow, unless the alarm
+// changed since it was set to set (an alarm retry scheduled meanwhile).
+func (x *nodeIndex) restoreAlarm(ctx context.Context, ns, name string, set time.Time, r alarmRow) error {
+	_, err := x.exec(ctx, `UPDATE objects SET alarm_at = ?, alarm_set_for = ?, alarm_retry = ? WHERE namespace = ? AND name = ? AND alarm_at = ?`,
+		r.at, r.setFor, r.retry, ns, name, set.UnixMilli())
 	if err != nil {
 		return fmt.Errorf("restore alarm %s/%q: %w", ns, name, err)
 	}
