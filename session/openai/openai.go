@@ -14,6 +14,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	goopenai "github.com/sashabaranov/go-openai"
 
@@ -43,8 +44,11 @@ const (
 	// maxRetryAfter is the longest Retry-After the adapter waits out; a
 	// longer one fails the request at once, as the caller is better told.
 	maxRetryAfter = time.Minute
-	// maxErrorBody is how much of a non-JSON error body goes into a message.
+	// maxErrorBody is how much of an error body, or of an error's message,
+	// goes into a turn's error message.
 	maxErrorBody = 512
+	// maxErrorRead is how much of an error answer's body is read.
+	maxErrorRead = 64 << 10
 )
 
 // Log attribute keys.
@@ -358,11 +362,7 @@ func classify(actx context.Context, err error, connecting bool) error {
 	}
 	var reqErr *goopenai.RequestError
 	if errors.As(err, &reqErr) {
-		msg := string(reqErr.Body)
-		if len(msg) > maxErrorBody {
-			msg = msg[:maxErrorBody] + "…"
-		}
-		return statusError(reqErr.HTTPStatusCode, msg, nil)
+		return statusError(reqErr.HTTPStatusCode, truncateMessage(string(reqErr.Body)), nil)
 	}
 	var apiErr *goopenai.APIError
 	if errors.As(err, &apiErr) {
@@ -393,10 +393,23 @@ func classify(actx context.Context, err error, connecting bool) error {
 	}
 }
 
+// truncateMessage cuts an upstream's message to maxErrorBody bytes, on a
+// rune boundary, marking the cut with "…".
+func truncateMessage(msg string) string {
+	if len(msg) <= maxErrorBody {
+		return msg
+	}
+	cut := maxErrorBody
+	for cut > 0 && !utf8.RuneStart(msg[cut]) {
+		cut--
+	}
+	return msg[:cut] + "…"
+}
+
 // upstreamMessage is the human part of an API error.
 func upstreamMessage(e *goopenai.APIError) string {
 	if e.Message != "" {
-		return e.Message
+		return truncateMessage(e.Message)
 	}
 	if e.Type != "" {
 		return e.Type
@@ -668,6 +681,14 @@ func (t *transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	resp, err := t.base.RoundTrip(req)
 	if p, ok := req.Context().Value(doneKey{}).(*bool); ok && err == nil && resp.StatusCode == http.StatusOK {
 		resp.Body = &doneReader{ReadCloser: resp.Body, done: p, tail: []byte{'\n'}}
+	}
+	if err == nil && resp.StatusCode != http.StatusOK {
+		// An error answer is read whole to be decoded: bound it (a proxy's
+		// endless HTML page). A cut body is reported as text, truncated.
+		resp.Body = struct {
+			io.Reader
+			io.Closer
+		}{io.LimitReader(resp.Body, maxErrorRead), resp.Body}
 	}
 	if err == nil && resp.StatusCode == http.StatusTooManyRequests {
 		if p, ok := req.Context().Value(retryAfterKey{}).(*time.Duration); ok {

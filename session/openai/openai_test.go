@@ -14,6 +14,7 @@ import (
 	"sync"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"sessiond/session"
 	"sessiond/session/openai"
@@ -464,6 +465,30 @@ func TestStreamStatusErrorsAndRetries(t *testing.T) {
 			}
 			if res.FinishReason != session.FinishError || len(deltas) != 0 {
 				t.Fatalf("FinishReason = %q with %d deltas, want error and none", res.FinishReason, len(deltas))
+			}
+		})
+	}
+}
+
+// An upstream's error answer is read only so far, and its message cut:
+// a proxy's endless page or an 8 MiB message must not be stored in the
+// turn, put in every viewer's stream and logged on each retry.
+func TestStreamHugeErrorsAreBounded(t *testing.T) {
+	huge := strings.Repeat("é", 4<<20) // 8 MiB, two bytes a rune
+	for _, tt := range []struct {
+		name  string
+		reply reply
+	}{
+		{"json message", status(400, apiError(huge, "invalid_request_error", ""))},
+		{"html page", status(400, "<html>"+huge+"</html>")},
+		{"error event", ok(`{"error":{"message":"` + huge + `","type":"server_error"}}`)},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			m := newModel(t, newFake(t, tt.reply), func(c *openai.Config) { c.MaxRetries = 0 })
+			_, _, err := collect(t, t.Context(), m, userRequest("hi"))
+			me := modelError(t, err, session.CodeUpstreamError)
+			if len(me.Message) > 1<<10 || !utf8.ValidString(me.Message) || !strings.Contains(me.Message, "éé") {
+				t.Fatalf("Message of %d bytes (valid UTF-8 %v), want a valid cut of at most 1 KiB", len(me.Message), utf8.ValidString(me.Message))
 			}
 		})
 	}
