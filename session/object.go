@@ -294,11 +294,14 @@ func (o *sessionObj) post(ctx context.Context, tx *objects.Tx, req *PostRequest)
 		if _, _, err := o.svc.Models.Get(model); err != nil {
 			return nil, fmt.Errorf("%w: %v", ErrInvalid, err)
 		}
-		queued, err := o.hasQueued(ctx, tx)
+		queued, err := o.queuedCount(ctx, tx)
 		if err != nil {
 			return nil, err
 		}
-		if o.run != nil || queued {
+		if queued >= MaxQueuedGenerations {
+			return nil, fmt.Errorf("%w: %d generations are queued already; wait for one to end", ErrGenerationRunning, queued)
+		}
+		if o.run != nil || queued > 0 {
 			g := &Generation{ID: newGenerationID(), Status: GenQueued}
 			if _, err := tx.Exec(ctx, `INSERT INTO generations (id, turn_id, parent_id, model, status, created_at) VALUES (?, 0, ?, ?, 'queued', ?)`,
 				g.ID, parent, model, now.UnixMilli()); err != nil {
@@ -385,10 +388,16 @@ func (o *sessionObj) replay(ctx context.Context, tx *objects.Tx, key, hash strin
 	return res, true, nil
 }
 
-func (o *sessionObj) hasQueued(ctx context.Context, tx *objects.Tx) (bool, error) {
+// MaxQueuedGenerations bounds the generations waiting in one session's
+// queue (busy policy queue); a post that would queue one more is refused
+// with ErrGenerationRunning. Each would be a model call of its own.
+const MaxQueuedGenerations = 16
+
+// queuedCount counts the session's queued generations.
+func (o *sessionObj) queuedCount(ctx context.Context, tx *objects.Tx) (int, error) {
 	var n int
 	err := tx.QueryRow(ctx, `SELECT count(*) FROM generations WHERE status = 'queued'`).Scan(&n)
-	return n > 0, err
+	return n, err
 }
 
 func (o *sessionObj) generation(ctx context.Context, tx *objects.Tx, gid string) (*Generation, error) {

@@ -73,6 +73,10 @@ var sessionSchema = []string{
 	`DROP INDEX IF EXISTS turns_parent;`,
 	// The Idempotency-Key a session was created with (idempotency.go).
 	`ALTER TABLE meta ADD COLUMN create_key TEXT;`,
+	// Queued and running generations are looked up on every post that
+	// generates and at every wake: without an index each was a scan of
+	// every generation the session ever ran.
+	`CREATE INDEX generations_status ON generations(status);`,
 }
 
 // directorySchema is the owner directory's schema.

@@ -1434,3 +1434,29 @@ func TestUnsavableFinalTurnKeepsEndedGeneration(t *testing.T) {
 		t.Fatalf("assistant turn %s %q, want the stored interrupted turn kept", a.Status, text(t, a))
 	}
 }
+
+// A session's queue of generations is bounded: each queued generation is
+// a model call of its own, and a client posting in a loop must not queue
+// thousands.
+func TestQueuedGenerationsBounded(t *testing.T) {
+	ctx := context.Background()
+	e := newEnv(t, "", 2, nil)
+	s, _ := e.svc.Create(ctx, "local", session.CreateRequest{})
+	if _, err := e.svc.Post(ctx, "local", s.ID, session.PostRequest{Turns: []session.NewTurn{user("/words 100")}, Generate: true}); err != nil {
+		t.Fatal(err)
+	}
+	for i := range session.MaxQueuedGenerations {
+		res, err := e.svc.Post(ctx, "local", s.ID, session.PostRequest{Turns: []session.NewTurn{user("more")}, Generate: true})
+		if err != nil || res.Generation.Status != session.GenQueued {
+			t.Fatalf("post %d: %+v %v, want a queued generation", i, res, err)
+		}
+	}
+	_, err := e.svc.Post(ctx, "local", s.ID, session.PostRequest{Turns: []session.NewTurn{user("one too many")}, Generate: true})
+	if !errors.Is(err, session.ErrGenerationRunning) {
+		t.Fatalf("post past the queue: %v, want ErrGenerationRunning", err)
+	}
+	// Refused whole: its turn was not added either.
+	if turns := lastTurns(t, e, "local", s.ID, 1); text(t, turns[0]) != "more" {
+		t.Fatalf("newest turn %q, want the last accepted one", text(t, turns[0]))
+	}
+}
