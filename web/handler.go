@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/coder/websocket"
 	"github.com/go-chi/chi/v5"
@@ -407,9 +408,36 @@ func sessionSocket(a *api, w http.ResponseWriter, r *http.Request) error {
 	}
 	if err := a.svc.Accept(r.Context(), p.scope(), id, ws); err != nil {
 		code, msg := session.ErrorCode(err)
-		ws.Conn().Close(websocket.StatusPolicyViolation, code+": "+msg)
+		ws.Conn().Close(acceptCloseStatus(code), truncateReason(code+": "+msg))
 	}
 	return nil
+}
+
+// acceptCloseStatus is the close code of a WebSocket the session refused:
+// 1008 (policy violation) for a refusal that stands (the session is gone,
+// the request is wrong), 1013 (try again later) when the server is busy
+// or stopping, 1011 for an internal error. Clients give up on 1008 only.
+func acceptCloseStatus(code string) websocket.StatusCode {
+	switch code {
+	case "overloaded", "unavailable", "rate_limited":
+		return websocket.StatusTryAgainLater
+	case "internal":
+		return websocket.StatusInternalError
+	}
+	return websocket.StatusPolicyViolation
+}
+
+// truncateReason cuts a close reason to the 123 bytes a close frame holds,
+// on a rune boundary.
+func truncateReason(s string) string {
+	if len(s) <= 123 {
+		return s
+	}
+	n := 123
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	return s[:n]
 }
 
 func openAPI(a *api, w http.ResponseWriter, r *http.Request) error {

@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -291,6 +292,47 @@ func TestBrowser(t *testing.T) {
 		}
 	})
 
+	t.Run("ReconnectKeepsTurns", func(t *testing.T) {
+		// A reconnect lists the turns again; the ones that did not change
+		// keep their elements (a 30 MB turn took seconds to render again,
+		// and the reader's selection went with it).
+		link := newCuttableLink(t, base)
+		tab := b.open(t, link.URL+"/")
+		tab.click("#new-session")
+		tab.waitFor("connected", `location.pathname.startsWith("/s/") && document.querySelector("#conn").dataset.state === "open"`)
+		tab.send("/words 5")
+		tab.waitFor("the reply", lastAssistant(`t.dataset.status === "complete"`))
+		eval[bool](tab, `[...document.querySelectorAll("#transcript li.turn .content")].every(c => (c.dataset.mark = "kept"))`)
+		link.cut()
+		tab.waitFor("the connection is lost", `document.querySelector("#conn").dataset.state === "resuming"`)
+		link.restore()
+		tab.waitFor("connected again", `document.querySelector("#conn").dataset.state === "open"`)
+		tab.send("/words 2")
+		tab.waitFor("the next reply", `document.querySelectorAll('#transcript li.turn[data-role="assistant"][data-status="complete"]').length === 2`)
+		if got := eval[int](tab, `[...document.querySelectorAll("#transcript li.turn .content")].filter(c => c.dataset.mark === "kept").length`); got != 2 {
+			t.Fatalf("%d of the 2 earlier turns kept their rendering across the reconnect", got)
+		}
+	})
+
+	t.Run("LargeReplyPlain", func(t *testing.T) {
+		// Past 256 KiB a reply is shown as plain text, whole: formatting it
+		// on every frame froze the page for seconds. (One word: the
+		// offline model streams a word a delta.)
+		tab := b.open(t, base+"/")
+		tab.click("#new-session")
+		tab.waitFor("connected", `location.pathname.startsWith("/s/") && document.querySelector("#conn").dataset.state === "open"`)
+		id := strings.TrimPrefix(eval[string](tab, `location.pathname`), "/s/")
+		evalAsync[bool](tab, `fetch("/v1/sessions/`+id+`/turns", {method: "POST", headers: {"Content-Type": "application/json"},
+			body: JSON.stringify({turns: [{role: "user", content: "/say " + "**big**".repeat(45000)}], generate: true})}).then(r => r.ok)`)
+		tab.waitFor("the reply, as plain text", lastAssistant(`t.dataset.status === "complete" && !!t.querySelector(".content.plain") && !!t.querySelector(".note")`))
+		if got := eval[int](tab, `(() => { const t = [...document.querySelectorAll('#transcript li.turn[data-role="assistant"]')].at(-1); return t.querySelector(".content").textContent.length; })()`); got != 7*45000 {
+			t.Fatalf("the plain reply holds %d characters, want %d", got, 7*45000)
+		}
+		if got := eval[bool](tab, `!![...document.querySelectorAll('#transcript li.turn[data-role="user"]')].at(-1).querySelector(".content")`); !got {
+			t.Fatal("the user turn is not shown")
+		}
+	})
+
 	t.Run("SignIn", func(t *testing.T) {
 		const key = "browser-test-key-0123456789"
 		locked := pageURL(t, startSessiond(t, bin, "--api-keys", key+"=alice"))
@@ -367,6 +409,96 @@ func TestBrowser(t *testing.T) {
 		}
 		if got.Refused != "invalid_request" {
 			t.Errorf("a refused send gave %q, want invalid_request", got.Refused)
+		}
+	})
+
+	t.Run("ClientHeartbeat", func(t *testing.T) {
+		// A background tab's timers may run once a minute: a link that
+		// answers its pings stays up, however long the silence between
+		// them.
+		tab := b.open(t, base+"/")
+		got := evalAsync[[]string](tab, `(async () => {
+			const realSetInterval = window.setInterval;
+			let beat;
+			window.setInterval = (f, ms) => { if (ms === 20000) beat = f; return realSetInterval(f, ms); };
+			const realNow = Date.now;
+			let skew = 0;
+			Date.now = () => realNow() + skew;
+			const { SessiondClient } = await import("/static/sessiond-client.js");
+			const c = new SessiondClient();
+			const s = await c.createSession({ title: "heartbeat" });
+			const conn = c.connect(s.id);
+			const statuses = [];
+			conn.on("status", (e) => statuses.push(e.status));
+			await new Promise((ok) => conn.on("ready", ok));
+			for (let i = 0; i < 3; i++) {
+				skew += 60000; // a minute passes between two beats
+				beat();
+				await new Promise((ok) => setTimeout(ok, 300)); // the pong
+			}
+			conn.close();
+			Date.now = realNow;
+			window.setInterval = realSetInterval;
+			return statuses;
+		})()`)
+		if strings.Join(got, ",") != "connecting,open,closed" {
+			t.Fatalf("statuses %v: a link answering its pings was dropped", got)
+		}
+	})
+
+	t.Run("ClientRefusals", func(t *testing.T) {
+		// A socket refused for now (1013, or 1008 with a passing reason)
+		// is tried again; a refusal that stands (1008 not_found) ends the
+		// connection.
+		tab := b.open(t, base+"/")
+		type result struct {
+			Statuses []string `json:"statuses"`
+			Err      string   `json:"err"`
+		}
+		for _, c := range []struct {
+			code   int
+			reason string
+			final  bool
+		}{
+			{1013, "overloaded: too many calls", false},
+			{1008, "unavailable: the server is shutting down", false},
+			{1008, "not_found: session not found", true},
+		} {
+			got := evalAsync[result](tab, fmt.Sprintf(`(async () => {
+				const Real = window.WebSocket;
+				let refused = false;
+				window.WebSocket = class extends Real {
+					constructor(...a) {
+						super(...a);
+						if (!refused) {
+							refused = true;
+							this.addEventListener("open", () => this.dispatchEvent(Object.assign(new Event("close"), { code: %d, reason: %q })), { once: true });
+						}
+					}
+					set onclose(f) { this.addEventListener("close", (e) => { if (!this.done) { this.done = true; f(e); } }); }
+				};
+				const { SessiondClient } = await import("/static/sessiond-client.js");
+				const c = new SessiondClient();
+				const s = await c.createSession({ title: "refusals" });
+				const conn = c.connect(s.id);
+				const r = { statuses: [], err: "" };
+				conn.on("status", (e) => r.statuses.push(e.status));
+				conn.on("error", (e) => (r.err = e.code));
+				await new Promise((ok) => { conn.on("ready", ok); conn.on("status", (e) => e.status === "closed" && ok()); });
+				conn.close();
+				window.WebSocket = Real;
+				return r;
+			})()`, c.code, c.reason))
+			last := ""
+			if n := len(got.Statuses); n >= 2 {
+				last = got.Statuses[n-2]
+			}
+			if c.final && (got.Err != "not_found" || last != "connecting") {
+				t.Errorf("close %d %q: statuses %v, error %q; want it to end with not_found", c.code, c.reason, got.Statuses, got.Err)
+			}
+			if !c.final && (!slices.Contains(got.Statuses, "open") || got.Err != "") {
+				t.Errorf("close %d %q: statuses %v, error %q; want a retry that opens", c.code, c.reason, got.Statuses, got.Err)
+			}
 		}
 	})
 

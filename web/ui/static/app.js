@@ -351,10 +351,12 @@ function closeSession() {
 }
 
 async function openSession(id) {
-  if (state.current?.id === id && state.conn) return;
+  // The same session again: nothing to do while its connection lives; a
+  // connection that ended for good (refused) is opened afresh.
+  if (state.current?.id === id && state.conn && state.conn.status !== "closed") return;
   closeSession();
   const seq = state.seq;
-  state.current = { id, title: "" };
+  state.current = { id, title: "", loading: true };
   renderHeader();
   renderSessions();
   els.empty.hidden = true;
@@ -481,7 +483,26 @@ async function syncTurns(seq) {
 function pick(old, t) {
   if (!old) return t;
   if (old.status !== "streaming" && t.status === "streaming") return old;
+  // The same turn again (a snapshot after a reconnect): keep the shown
+  // object, so that its element is not rendered again (a 30 MB turn took
+  // seconds) and the reader's selection survives.
+  if (sameTurn(old, t)) return old;
   return t;
+}
+
+function sameTurn(a, b) {
+  return (
+    a.status === b.status &&
+    a.finish_reason === b.finish_reason &&
+    JSON.stringify(a.error ?? null) === JSON.stringify(b.error ?? null) &&
+    JSON.stringify(a.usage ?? null) === JSON.stringify(b.usage ?? null) &&
+    (a.tool_calls?.length ?? 0) === (b.tool_calls?.length ?? 0) &&
+    contentLength(a) === contentLength(b)
+  );
+}
+
+function contentLength(t) {
+  return typeof t.content === "string" ? t.content.length : JSON.stringify(t.content ?? "").length;
 }
 
 // mergeSnapshot shows the newest turns of the branch as the server listed
@@ -548,19 +569,27 @@ const turnEls = new Map(); // turn id → <li>
 const dirtyTurns = new Set();
 let frameQueued = false;
 
+let renderCost = 0; // ms the last renderTranscript took
+
 function scheduleTurn(id) {
   dirtyTurns.add(id);
   if (frameQueued) return;
   frameQueued = true;
-  // Hidden tabs get no animation frames; they still keep up.
-  const later = document.visibilityState === "visible" ? requestAnimationFrame : (f) => setTimeout(f, 50);
-  later(() => {
+  const run = () => {
     frameQueued = false;
     renderTranscript();
-  });
+  };
+  // A long reply costs more to render each time: leave the page four
+  // times as long as the last render took, so that it stays responsive
+  // (rendering on every frame froze it for seconds at a few MB).
+  const wait = renderCost * 4;
+  if (document.visibilityState !== "visible") setTimeout(run, Math.max(50, wait)); // no frames in hidden tabs
+  else if (wait > 16) setTimeout(() => requestAnimationFrame(run), wait);
+  else requestAnimationFrame(run);
 }
 
 function renderTranscript() {
+  const start = performance.now();
   const stick = nearBottom();
   const keep = new Set(state.chain.map((t) => t.id));
   for (const [id, el] of turnEls) {
@@ -589,6 +618,7 @@ function renderTranscript() {
   els.transcript.hidden = !state.current;
   renderStop();
   if (stick) els.scroller.scrollTop = els.scroller.scrollHeight;
+  renderCost = performance.now() - start;
 }
 
 function nearBottom() {
@@ -630,6 +660,10 @@ function prettyJSON(s) {
   }
 }
 
+// Past this many characters a reply is shown as plain text: formatting
+// takes time in proportion, and a streaming reply is rendered many times.
+const MARKDOWN_LIMIT = 256 * 1024;
+
 function renderTurn(li, t) {
   li._turn = t;
   li.className = "turn";
@@ -662,6 +696,9 @@ function renderTurn(li, t) {
     parts.push(details(t.id, "system", "system-prompt", [el("span", "", "System prompt")], el("div", "content plain", text)));
   } else if (t.role === "user") {
     parts.push(el("div", "content plain", text));
+  } else if (text.length > MARKDOWN_LIMIT) {
+    parts.push(el("div", "content plain", text));
+    parts.push(el("p", "note", "Shown as plain text: too long to format."));
   } else {
     const content = el("div", "content md");
     // Safe: renderMarkdown escapes all source text (see markdown.js).
@@ -790,7 +827,7 @@ els.composer.addEventListener("submit", async (e) => {
       touchSession(s, "");
       history.pushState(null, "", "/s/" + encodeURIComponent(s.id));
       await openSession(s.id);
-    } else if (!state.current.title && state.chain.length === 0) {
+    } else if (!state.current.loading && !state.current.title && state.current.last_turn_id === 0 && state.chain.length === 0) {
       const id = state.current.id;
       client
         .updateSession(id, { title: titleFrom(text) })

@@ -206,11 +206,13 @@ function inline(text) {
     const a = link(url, url);
     return a ? pre + park(a) : all;
   });
-  s = s.replace(/\*\*(?=\S)([\s\S]*?\S)\*\*/g, "<strong>$1</strong>");
-  s = s.replace(/(^|[^\w])__(?=\S)([\s\S]*?\S)__(?!\w)/g, "$1<strong>$2</strong>");
-  s = s.replace(/(^|[^*\w\\])\*(?=[^\s*])([^*\n]*?[^\s*\\])\*(?!\*)/g, "$1<em>$2</em>");
-  s = s.replace(/(^|[^\w\\])_(?=[^\s_])([^_\n]*?[^\s_\\])_(?!\w)/g, "$1<em>$2</em>");
-  s = s.replace(/~~(?=\S)([\s\S]*?\S)~~/g, "<del>$1</del>");
+  // Spans are bounded (1,000 characters): an unclosed marker must not
+  // make each later one scan to the end (quadratic on a long reply).
+  s = s.replace(/\*\*(?=\S)([\s\S]{0,1000}?\S)\*\*/g, "<strong>$1</strong>");
+  s = s.replace(/(^|[^\w])__(?=\S)([\s\S]{0,1000}?\S)__(?!\w)/g, "$1<strong>$2</strong>");
+  s = s.replace(/(^|[^*\w\\])\*(?=[^\s*])([^*\n]{0,1000}?[^\s*\\])\*(?!\*)/g, "$1<em>$2</em>");
+  s = s.replace(/(^|[^\w\\])_(?=[^\s_])([^_\n]{0,1000}?[^\s_\\])_(?!\w)/g, "$1<em>$2</em>");
+  s = s.replace(/~~(?=\S)([\s\S]{0,1000}?\S)~~/g, "<del>$1</del>");
   s = s.replace(/\\([\\`*_{}\[\]()#+\-.!~|])/g, "$1");
   s = s.replace(/\n/g, "<br>");
   // Placeholders may nest (a link label holding code): resolve until none.

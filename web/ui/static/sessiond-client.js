@@ -239,10 +239,14 @@ function enc(s) {
 // with ±25% jitter so that many tabs do not come back in step.
 const BACKOFF_MIN = 250;
 const BACKOFF_MAX = 10_000;
-// A ping this often; no message at all for DEAD_AFTER means the link is dead
-// (a network that vanished sends no close frame).
+// A ping this often; a ping that nothing answers within PONG_WAIT means the
+// link is dead (a network that vanished sends no close frame). Silence
+// alone says nothing: a background tab's timers may run once a minute.
 const PING_EVERY = 20_000;
-const DEAD_AFTER = 45_000;
+const PONG_WAIT = 15_000;
+// Close reasons of a refused socket (1008) that stand: anything else is
+// retried.
+const FINAL_REFUSALS = new Set(["not_found", "forbidden", "unauthorized", "invalid_request", "policy_violation"]);
 
 /**
  * Connection is the live view of one session over a WebSocket. It keeps
@@ -266,6 +270,7 @@ export class Connection extends Emitter {
   #timer = null;
   #heartbeat = null;
   #lastHeard = 0;
+  #pingAt = 0; // when the unanswered ping, if any, was sent
   #closed = false;
   #everOpen = false;
   #seen = new Map(); // generation → last offset delivered
@@ -390,6 +395,7 @@ export class Connection extends Emitter {
       if (pos) hello.resume = pos;
       ws.send(JSON.stringify(hello));
       this.#lastHeard = Date.now();
+      this.#pingAt = 0;
       clearInterval(this.#heartbeat);
       this.#heartbeat = setInterval(() => this.#beat(epoch), PING_EVERY);
     };
@@ -408,13 +414,16 @@ export class Connection extends Emitter {
       if (epoch !== this.#epoch) return;
       this.#ws = null;
       clearInterval(this.#heartbeat);
-      // 1008: the server refused this session (deleted, or access gone).
+      // 1008: the server refused this session (deleted, or access gone);
+      // 1013 and 1011 (busy, stopping, failed) are retried below.
       if (e.code === 1008) {
         const [code, ...rest] = (e.reason || "not_found: session not found").split(": ");
         const err = new SessiondError(0, rest.length ? code : "policy_violation", rest.join(": ") || e.reason);
-        this.emit("error", { type: "error", code: err.code, message: err.message });
-        this.#fail(err);
-        return;
+        if (FINAL_REFUSALS.has(err.code)) {
+          this.emit("error", { type: "error", code: err.code, message: err.message });
+          this.#fail(err);
+          return;
+        }
       }
       this.#retryLater(new SessiondError(0, "connection_lost", e.reason || "connection lost"));
     };
@@ -423,12 +432,15 @@ export class Connection extends Emitter {
 
   #beat(epoch) {
     if (epoch !== this.#epoch || !this.#ws) return;
-    if (Date.now() - this.#lastHeard > DEAD_AFTER) {
-      this.#drop(0);
+    const now = Date.now();
+    if (this.#pingAt && this.#lastHeard < this.#pingAt) {
+      // The last ping is unanswered: dead once it has had its time.
+      if (now - this.#pingAt > PONG_WAIT) this.#drop(0);
       return;
     }
     try {
       this.#ws.send('{"type":"ping"}');
+      this.#pingAt = now;
     } catch {
       this.#drop(0);
     }
