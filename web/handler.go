@@ -395,6 +395,12 @@ func sessionSocket(a *api, w http.ResponseWriter, r *http.Request) error {
 			return err
 		}
 	} else if a.auth.off {
+		// No ticket needed with auth off: the route is public, so the
+		// checks the auth middleware makes of browsers (a page of another
+		// site, a DNS name rebound to 127.0.0.1) are made here.
+		if err := a.auth.checkBrowser(r); err != nil {
+			return err
+		}
 		p = Principal{Owner: LocalOwner}
 	} else {
 		return errorf(http.StatusUnauthorized, "unauthorized", "a WebSocket needs ?ticket= from POST /v1/tickets")

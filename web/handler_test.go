@@ -224,6 +224,38 @@ func TestAuthOffRefusesOtherSites(t *testing.T) {
 			t.Errorf("Host %q, Origin %q: %d %q, want %d", c.host, c.origin, resp.StatusCode, e.Error.Code, c.status)
 		}
 	}
+	// The WebSocket route needs no ticket with auth off: it makes the
+	// same checks (a rebound page sends a matching Origin, which the
+	// WebSocket library's same-origin check lets through).
+	sess := s.createSession(t, nil)
+	for _, c := range []struct {
+		host, origin string
+		status       int
+	}{
+		{"", "", 101},
+		{"rebound.evil.test:8080", "http://rebound.evil.test:8080", 403},
+		{"", "https://evil.test", 403},
+	} {
+		req, _ := http.NewRequest("GET", s.URL+"/v1/sessions/"+sess.ID+"/ws", nil)
+		req.Header.Set("Connection", "Upgrade")
+		req.Header.Set("Upgrade", "websocket")
+		req.Header.Set("Sec-WebSocket-Version", "13")
+		req.Header.Set("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ==")
+		if c.host != "" {
+			req.Host = c.host
+		}
+		if c.origin != "" {
+			req.Header.Set("Origin", c.origin)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != c.status {
+			t.Errorf("WebSocket with Host %q, Origin %q: %d, want %d", c.host, c.origin, resp.StatusCode, c.status)
+		}
+	}
 	// With keys the key decides, whatever the page.
 	k := newServer(t, 0, web.Config{Keys: map[string]web.Principal{"alice-key-0123456789": {Owner: "alice"}}}, nil)
 	if st, raw := k.as("alice-key-0123456789").do(t, "POST", "/v1/sessions", body, nil, "Origin", "https://evil.test"); st != 201 {
