@@ -51,6 +51,57 @@ func record(ctx context.Context, tx *objects.Tx, m *meta, kind string, body any)
 	return tx.Publish(ctx, subjectPrefix+m.ID+"."+kind, bytes.TrimSuffix(buf.Bytes(), []byte("\n")))
 }
 
+// publishGenerationEnd records the generation.done event of a generation
+// that ends without a final turn from its model: cancelled while queued,
+// superseded by a later one, or interrupted by a restart. Consumers waiting
+// for a generation's end get one for every generation. turnID is 0 when
+// it had no turn.
+func (o *sessionObj) publishGenerationEnd(ctx context.Context, tx *objects.Tx, m *meta, gid string, turnID int64, status string, e *ErrorInfo) error {
+	return o.publish(ctx, tx, m, "generation.done", map[string]any{"generation_id": gid, "turn_id": turnID, "status": status,
+		"finish_reason": status, "usage": nil, "error": e})
+}
+
+// cancelQueued cancels generations that wait in the queue (gid, or every
+// one when gid is ""), with their generation.done events; e is their error
+// (nil for a client's cancel). It returns how many it cancelled.
+func (o *sessionObj) cancelQueued(ctx context.Context, tx *objects.Tx, gid string, e *ErrorInfo, now int64) (int, error) {
+	q, args := `SELECT id FROM generations WHERE status = 'queued'`, []any{}
+	if gid != "" {
+		q, args = q+` AND id = ?`, append(args, gid)
+	}
+	rows, err := tx.Query(ctx, q, args...)
+	if err != nil {
+		return 0, fmt.Errorf("read queued generations: %w", err)
+	}
+	var ids []string
+	for rows.Next() {
+		var id string
+		if err := rows.Scan(&id); err != nil {
+			rows.Close()
+			return 0, err
+		}
+		ids = append(ids, id)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return 0, err
+	}
+	var code, msg any
+	if e != nil {
+		code, msg = e.Code, e.Message
+	}
+	for _, id := range ids {
+		if _, err := tx.Exec(ctx, `UPDATE generations SET status = 'cancelled', error_code = ?, error_message = ?, finished_at = ? WHERE id = ?`,
+			code, msg, now, id); err != nil {
+			return 0, fmt.Errorf("cancel generation %s: %w", id, err)
+		}
+		if err := o.publishGenerationEnd(ctx, tx, o.m, id, 0, GenCancelled, e); err != nil {
+			return 0, err
+		}
+	}
+	return len(ids), nil
+}
+
 // publishTurn records the event of a committed turn (see publish), built
 // by hand: every posted turn has one. preview is preview(t).
 func (o *sessionObj) publishTurn(ctx context.Context, tx *objects.Tx, m *meta, t Turn, preview string) error {

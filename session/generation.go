@@ -97,9 +97,8 @@ func (o *sessionObj) nextQueued(ctx context.Context, tx *objects.Tx, m *meta, no
 		if !unanswered[q.parent] {
 			continue
 		}
-		if _, err := tx.Exec(ctx, `UPDATE generations SET status = 'cancelled', error_code = 'superseded', error_message = ?, finished_at = ?
-			WHERE id = ? AND status = 'queued'`,
-			fmt.Sprintf("generation %s answers this turn together with the turns before it", first.id), now.UnixMilli(), q.id); err != nil {
+		if _, err := o.cancelQueued(ctx, tx, q.id, &ErrorInfo{Code: "superseded",
+			Message: fmt.Sprintf("generation %s answers this turn together with the turns before it", first.id)}, now.UnixMilli()); err != nil {
 			return queuedGen{}, false, fmt.Errorf("supersede generation %s: %w", q.id, err)
 		}
 	}

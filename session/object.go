@@ -103,9 +103,39 @@ func (o *sessionObj) interruptStreaming(ctx context.Context, tx *objects.Tx, now
 			return err
 		}
 	}
-	_, err = tx.Exec(ctx, `UPDATE generations SET status = 'interrupted', error_code = 'interrupted',
-		error_message = 'the server stopped before this generation finished', finished_at = ? WHERE status IN ('running', 'queued')`, now)
-	return err
+	// Their ends are published like any other's (consumers wait for them).
+	type ended struct {
+		id   string
+		turn int64
+	}
+	grows, err := tx.Query(ctx, `SELECT id, turn_id FROM generations WHERE status IN ('running', 'queued')`)
+	if err != nil {
+		return err
+	}
+	var gens []ended
+	for grows.Next() {
+		var g ended
+		if err := grows.Scan(&g.id, &g.turn); err != nil {
+			grows.Close()
+			return err
+		}
+		gens = append(gens, g)
+	}
+	grows.Close()
+	if err := grows.Err(); err != nil {
+		return err
+	}
+	const msg = "the server stopped before this generation finished"
+	if _, err := tx.Exec(ctx, `UPDATE generations SET status = 'interrupted', error_code = 'interrupted',
+		error_message = ?, finished_at = ? WHERE status IN ('running', 'queued')`, msg, now); err != nil {
+		return err
+	}
+	for _, g := range gens {
+		if err := o.publishGenerationEnd(ctx, tx, o.m, g.id, g.turn, GenInterrupted, &ErrorInfo{Code: "interrupted", Message: msg}); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // check returns ErrNotFound unless the session exists and owner may see it

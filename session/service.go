@@ -397,8 +397,8 @@ func (svc *Service) Delete(ctx context.Context, owner, id string) error {
 		// Queued generations never start: the running one, cancelled,
 		// would otherwise start the next as it ends, on a session about
 		// to go.
-		if _, err := tx.Exec(ctx, `UPDATE generations SET status = 'cancelled', finished_at = ? WHERE status = 'queued'`, time.Now().UnixMilli()); err != nil {
-			return nil, fmt.Errorf("cancel queued generations: %w", err)
+		if _, err := o.cancelQueued(ctx, tx, "", &ErrorInfo{Code: "deleted", Message: "the session was deleted"}, time.Now().UnixMilli()); err != nil {
+			return nil, err
 		}
 		o.deleting = true
 		if o.run != nil {
@@ -599,8 +599,7 @@ func (svc *Service) Cancel(ctx context.Context, owner, id, gid string) (*Generat
 		if _, err := o.generation(ctx, tx, gid); err != nil {
 			return nil, err
 		}
-		_, err := tx.Exec(ctx, `UPDATE generations SET status = 'cancelled', finished_at = ? WHERE id = ? AND status = 'queued'`,
-			time.Now().UnixMilli(), gid)
+		_, err := o.cancelQueued(ctx, tx, gid, nil, time.Now().UnixMilli())
 		return nil, err
 	})
 	if err != nil {

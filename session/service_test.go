@@ -1135,18 +1135,39 @@ func TestImportKeepsHead(t *testing.T) {
 // eventBus records what sessions publish; the runtime needs a bus for
 // sessions to publish their lifecycle.
 type eventBus struct {
-	mu  sync.Mutex
-	got map[string]int // subject → largest payload
+	mu   sync.Mutex
+	got  map[string]int    // subject → largest payload
+	done map[string]string // generation id → status of its generation.done or .failed, with the error code
 }
 
 func (b *eventBus) Publish(_ context.Context, subject string, data []byte, _ string) error {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if b.got == nil {
-		b.got = map[string]int{}
+		b.got, b.done = map[string]int{}, map[string]string{}
 	}
 	b.got[subject] = max(b.got[subject], len(data))
+	if strings.HasSuffix(subject, ".generation.done") || strings.HasSuffix(subject, ".generation.failed") {
+		var ev struct {
+			GenerationID string                 `json:"generation_id"`
+			Status       string                 `json:"status"`
+			Error        *struct{ Code string } `json:"error"`
+		}
+		if json.Unmarshal(data, &ev) == nil {
+			st := ev.Status
+			if ev.Error != nil {
+				st += " " + ev.Error.Code
+			}
+			b.done[ev.GenerationID] += st
+		}
+	}
 	return nil
+}
+
+func (b *eventBus) ended(gid string) string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.done[gid]
 }
 
 func (b *eventBus) Subscribe(context.Context, func(context.Context, objects.Event) error) (func(), error) {
@@ -1458,5 +1479,57 @@ func TestQueuedGenerationsBounded(t *testing.T) {
 	// Refused whole: its turn was not added either.
 	if turns := lastTurns(t, e, "local", s.ID, 1); text(t, turns[0]) != "more" {
 		t.Fatalf("newest turn %q, want the last accepted one", text(t, turns[0]))
+	}
+}
+
+// Every generation's end is published, also for those that end without a
+// turn from their model: cancelled while queued, superseded, interrupted by
+// a crash. An agent waiting for generation.done must not wait for ever.
+func TestEveryGenerationEndIsPublished(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	bus := &eventBus{}
+	e := newEnvBus(t, dir, 5, bus, func(svc *session.Service, _ *session.Registry) { svc.Events = true })
+	s, _ := e.svc.Create(ctx, "local", session.CreateRequest{})
+	post := func(text string) *session.Generation {
+		t.Helper()
+		res, err := e.svc.Post(ctx, "local", s.ID, session.PostRequest{Turns: []session.NewTurn{user(text)}, Generate: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return res.Generation
+	}
+	running, a, b, c := post("/words 1000"), post("/words 1000"), post("/words 1000"), post("/words 1000")
+	if _, err := e.svc.Cancel(ctx, "local", s.ID, c.ID); err != nil {
+		t.Fatal(err)
+	}
+	// The running one ends; a answers the turns queued behind it, b is
+	// superseded.
+	if _, err := e.svc.Cancel(ctx, "local", s.ID, running.ID); err != nil {
+		t.Fatal(err)
+	}
+	checkFor(t, "a running", func() bool {
+		g, err := e.svc.Generation(ctx, "local", s.ID, a.ID)
+		return err == nil && g.Status == session.GenRunning
+	})
+	// A crash while a runs, with d queued behind it.
+	d := post("/words 3")
+	checkFor(t, "a's output persisted", func() bool { return len(text(t, lastTurns(t, e, "local", s.ID, 1)[0])) > 2 })
+	e.rt.Close() // the service cannot commit the end: like a crash
+	e.svc.Close()
+	e2 := newEnvBus(t, dir, 0, bus, func(svc *session.Service, _ *session.Registry) { svc.Events = true })
+	if _, err := e2.svc.Get(ctx, "local", s.ID); err != nil { // wakes the session: it ends what the crash left
+		t.Fatal(err)
+	}
+	for _, w := range []struct {
+		g    *session.Generation
+		want string
+	}{
+		{c, "cancelled"}, {running, "cancelled"}, {b, "cancelled superseded"}, {a, "interrupted interrupted"}, {d, "interrupted interrupted"},
+	} {
+		checkFor(t, "the end of "+w.g.ID, func() bool { return bus.ended(w.g.ID) != "" })
+		if got := bus.ended(w.g.ID); got != w.want {
+			t.Errorf("generation %s: ends published %q, want %q", w.g.ID, got, w.want)
+		}
 	}
 }

@@ -152,12 +152,11 @@ func (o *sessionObj) WebSocketMessage(ctx context.Context, tx *objects.Tx, s *ob
 			tx.OnCommit(func() { run.cancel(errCancelled) })
 			return nil
 		}
-		n, err := tx.Exec(ctx, `UPDATE generations SET status = 'cancelled', finished_at = ? WHERE id = ? AND status = 'queued'`,
-			time.Now().UnixMilli(), msg.Generation)
+		k, err := o.cancelQueued(ctx, tx, msg.Generation, nil, time.Now().UnixMilli())
 		if err != nil {
 			return err
 		}
-		if k, _ := n.RowsAffected(); k == 0 {
+		if k == 0 {
 			if _, err := o.generation(ctx, tx, msg.Generation); err != nil {
 				sv.v.Send(errorMsg("not_found", fmt.Sprintf("generation %s not found", msg.Generation)))
 			}
