@@ -232,7 +232,7 @@ func (o *sessionObj) hello(ctx context.Context, tx *objects.Tx, sv *socketViewer
 		final = finalMessages(finished, t)
 	}
 	var missed []Turn
-	if resume != nil && resume.Generation == "" && resume.Turn > 0 {
+	if resume != nil && resume.Generation == "" { // {"turn": N}; N = 0: from the first turn
 		var more bool
 		missed, more, err = o.turns(ctx, tx, TurnQuery{After: &resume.Turn, Limit: maxMissedTurns})
 		if err != nil {

@@ -421,6 +421,9 @@ func TestWebSocketResumeFromTurn(t *testing.T) {
 	if st, raw := s.do(t, "GET", fmt.Sprintf("/v1/sessions/%s/turns?after=%d", sess.ID, ids[len(ids)-1]), nil, &page); st != 200 || len(page.Turns) == 0 || page.Turns[0].ID != ids[len(ids)-1]+1 {
 		t.Fatalf("the rest: %d %.200s", st, raw)
 	}
+	if more, ids = replay(0); !more || len(ids) == 0 || ids[0] != 1 {
+		t.Fatalf("replay after 0: more_turns %v, turns %v; want the first turn on", more, ids)
+	}
 	more, ids = replay(15)
 	if more || len(ids) != 5 || ids[0] != 16 || ids[4] != 20 {
 		t.Fatalf("replay after 15: more_turns %v, turns %v; want 16 to 20 and no more_turns", more, ids)
