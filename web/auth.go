@@ -111,22 +111,55 @@ func (a *authenticator) checkBrowser(r *http.Request) error {
 		return errorf(http.StatusForbidden, "forbidden", "with authentication off, sessiond answers requests to localhost, 127.0.0.1 or [::1] only, not to %q (set --api-keys to serve other names)", r.Host)
 	}
 	origin := r.Header.Get("Origin")
-	if origin == "" {
+	if origin == "" || a.originAllowed(origin) {
 		return nil
 	}
+	return errorf(http.StatusForbidden, "forbidden", "with authentication off, sessiond answers pages from this machine or --allowed-origins only, not from %q", origin)
+}
+
+// originAllowed reports whether pages of origin may use sessiond: a
+// loopback origin (a frontend's dev server) or one of
+// Config.AllowedOrigins.
+func (a *authenticator) originAllowed(origin string) bool {
 	u, err := url.Parse(origin)
-	if err == nil && (u.Scheme == "http" || u.Scheme == "https") && u.Host != "" {
-		host := hostOnly(u.Host)
-		if loopbackHost(host) {
-			return nil
-		}
-		for _, pat := range a.origins {
-			if ok, _ := path.Match(strings.ToLower(pat), strings.ToLower(u.Host)); ok {
-				return nil
-			}
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return false
+	}
+	if loopbackHost(hostOnly(u.Host)) {
+		return true
+	}
+	for _, pat := range a.origins {
+		if ok, _ := path.Match(strings.ToLower(pat), strings.ToLower(u.Host)); ok {
+			return true
 		}
 	}
-	return errorf(http.StatusForbidden, "forbidden", "with authentication off, sessiond answers pages from this machine or --allowed-origins only, not from %q", origin)
+	return false
+}
+
+// cors lets pages of the allowed origins (originAllowed) read the API's
+// answers and send it JSON with a key (CORS): a frontend's dev server on
+// localhost:5173 calls sessiond directly. Preflights are answered here,
+// before authentication (a browser sends no key with them). Other origins
+// get no CORS headers, so their pages cannot read an answer.
+func (a *authenticator) cors(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		origin := r.Header.Get("Origin")
+		if origin == "" || !a.originAllowed(origin) {
+			next.ServeHTTP(w, r)
+			return
+		}
+		h := w.Header()
+		h.Set("Access-Control-Allow-Origin", origin)
+		h.Add("Vary", "Origin")
+		if r.Method == http.MethodOptions && r.Header.Get("Access-Control-Request-Method") != "" {
+			h.Set("Access-Control-Allow-Methods", "GET, POST, PATCH, DELETE")
+			h.Set("Access-Control-Allow-Headers", "Authorization, Content-Type, Idempotency-Key, Last-Event-ID, Accept")
+			h.Set("Access-Control-Max-Age", "600")
+			w.WriteHeader(http.StatusNoContent)
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
 }
 
 // hostOnly is hostport without its port (and an IPv6 address without its

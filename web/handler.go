@@ -84,6 +84,7 @@ func NewHandler(svc *session.Service, cfg Config) http.Handler {
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 	})
 	r.Route("/v1", func(v1 chi.Router) {
+		v1.Use(a.auth.cors)
 		v1.NotFound(func(w http.ResponseWriter, r *http.Request) {
 			writeError(w, r, a.log, errorf(http.StatusNotFound, "not_found", "no such endpoint: %s %s", r.Method, r.URL.Path))
 		})

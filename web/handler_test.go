@@ -416,3 +416,42 @@ func TestOpenAPIMatchesRouter(t *testing.T) {
 		t.Fatalf("only %d routes walked", len(routed))
 	}
 }
+
+// Pages of the allowed origins (loopback ones, --allowed-origins) may call
+// the API from the browser: preflights are answered before authentication
+// and answers carry CORS headers. Other origins' pages get none, so they
+// cannot read an answer.
+func TestCORSForAllowedOrigins(t *testing.T) {
+	s := newServer(t, 0, web.Config{Keys: map[string]web.Principal{"alice-key-0123456789": {Owner: "alice"}}, AllowedOrigins: []string{"app.example.com"}}, nil)
+	for _, c := range []struct {
+		origin  string
+		allowed bool
+	}{{"http://localhost:5173", true}, {"https://app.example.com", true}, {"https://evil.test", false}} {
+		pre, _ := http.NewRequest("OPTIONS", s.URL+"/v1/sessions", nil)
+		pre.Header.Set("Origin", c.origin)
+		pre.Header.Set("Access-Control-Request-Method", "POST")
+		pre.Header.Set("Access-Control-Request-Headers", "authorization, content-type, idempotency-key")
+		resp, err := http.DefaultClient.Do(pre)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		okPre := resp.StatusCode == 204 && resp.Header.Get("Access-Control-Allow-Origin") == c.origin &&
+			strings.Contains(resp.Header.Get("Access-Control-Allow-Headers"), "Authorization") && strings.Contains(resp.Header.Get("Access-Control-Allow-Methods"), "POST")
+		if okPre != c.allowed {
+			t.Errorf("preflight from %s: %d, allow-origin %q; allowed %v, want %v", c.origin, resp.StatusCode, resp.Header.Get("Access-Control-Allow-Origin"), okPre, c.allowed)
+		}
+		req, _ := http.NewRequest("POST", s.URL+"/v1/sessions", strings.NewReader(`{"title":"from a page"}`))
+		req.Header.Set("Origin", c.origin)
+		req.Header.Set("Authorization", "Bearer alice-key-0123456789")
+		req.Header.Set("Content-Type", "application/json")
+		resp, err = http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if got := resp.Header.Get("Access-Control-Allow-Origin") == c.origin; resp.StatusCode != 201 || got != c.allowed {
+			t.Errorf("POST from %s: %d, readable by the page %v, want 201 and %v", c.origin, resp.StatusCode, got, c.allowed)
+		}
+	}
+}

@@ -188,7 +188,7 @@ var settings = []setting{
 			return nil
 		}},
 	{"allowed-origins", "SESSIOND_ALLOWED_ORIGINS", "", "host,…",
-		"other origins (host patterns such as app.example.com or *.example.com) whose pages may open WebSockets, and call the API when it runs without keys",
+		"other origins (host patterns such as app.example.com or *.example.com) whose pages may use the API from the browser (CORS) and open WebSockets; loopback origins always may",
 		func(c *config, v string) error {
 			c.AllowedOrigins = nil
 			for _, o := range strings.Split(v, ",") {
