@@ -213,7 +213,7 @@ func openAPIDocument() []byte {
 		}
 		doc := map[string]any{
 			"openapi": "3.1.0",
-			"info":    map[string]any{"title": "sessiond", "version": "1", "description": "Durable LLM agent sessions: see API.md and docs/protocol.md."},
+			"info":    map[string]any{"title": "sessiond", "version": "1", "description": "Durable LLM agent sessions: see docs/api.md and docs/protocol.md."},
 			"paths":   paths,
 			"components": map[string]any{
 				"schemas":         schemas,
