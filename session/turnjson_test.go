@@ -21,6 +21,19 @@ func encodeJSON(t *testing.T, v any) []byte {
 	return bytes.TrimSuffix(buf.Bytes(), []byte("\n"))
 }
 
+// turnRef is Turn without its MarshalJSON: encoding/json's own encoding of
+// it, the reference AppendTurnJSON must match.
+type turnRef Turn
+
+// reference is encoding/json's encoding of t with tool_calls [] when none.
+func reference(t *testing.T, tr Turn) []byte {
+	t.Helper()
+	if tr.ToolCalls == nil {
+		tr.ToolCalls = []ToolCall{}
+	}
+	return encodeJSON(t, turnRef(tr))
+}
+
 func sampleTurns() []Turn {
 	at := time.UnixMilli(1700000000123).UTC()
 	p := int64(1)
@@ -43,11 +56,14 @@ func sampleTurns() []Turn {
 func TestAppendTurnJSONMatchesEncodingJSON(t *testing.T) {
 	for _, tr := range sampleTurns() {
 		got := AppendTurnJSON([]byte("x"), tr)
-		if want := append([]byte("x"), encodeJSON(t, tr)...); !bytes.Equal(got, want) {
+		if want := append([]byte("x"), reference(t, tr)...); !bytes.Equal(got, want) {
 			t.Errorf("AppendTurnJSON:\n got %s\nwant %s", got, want)
 		}
+		if m := encodeJSON(t, tr); !bytes.Equal(m, got[1:]) { // through Turn.MarshalJSON
+			t.Errorf("encoding/json of a Turn:\n got %s\nwant %s", m, got[1:])
+		}
 		msg := TurnMessageJSON(tr)
-		if want := `{"type":"turn","turn":` + string(encodeJSON(t, tr)) + `}`; string(msg) != want {
+		if want := `{"type":"turn","turn":` + string(reference(t, tr)) + `}`; string(msg) != want {
 			t.Errorf("TurnMessageJSON:\n got %s\nwant %s", msg, want)
 		}
 	}
@@ -64,7 +80,7 @@ func FuzzAppendTurnJSON(f *testing.F) {
 			ToolCallID: &callID, Model: &model, Usage: &Usage{tokens, -tokens, 2 * tokens}, FinishReason: &code,
 			Status: status, Error: &ErrorInfo{Code: code, Message: args}, GenerationID: &fn,
 			CreatedAt: time.UnixMilli(max(ms, -ms, 0) % 253402300799999).UTC()}
-		if got, want := AppendTurnJSON(nil, tr), encodeJSON(t, tr); !bytes.Equal(got, want) {
+		if got, want := AppendTurnJSON(nil, tr), reference(t, tr); !bytes.Equal(got, want) {
 			t.Fatalf("AppendTurnJSON:\n got %s\nwant %s", got, want)
 		}
 	})

@@ -114,10 +114,8 @@ func AppendTurnJSON(b []byte, t Turn) []byte {
 	b = jsonenc.String(b, t.Role)
 	b = append(b, `,"content":`...)
 	b = appendContent(b, t.Content)
-	if len(t.ToolCalls) > 0 {
-		b = append(b, `,"tool_calls":`...)
-		b = appendToolCalls(b, t.ToolCalls)
-	}
+	b = append(b, `,"tool_calls":`...)
+	b = appendToolCalls(b, t.ToolCalls) // [] when none
 	b = append(b, `,"tool_call_id":`...)
 	b = jsonenc.NullableString(b, t.ToolCallID)
 	b = append(b, `,"model":`...)

@@ -62,13 +62,18 @@ type GenRef struct {
 	Offset int64  `json:"offset"`
 }
 
+// MarshalJSON encodes t as AppendTurnJSON does, the one encoding of a turn
+// in the API: tool_calls is [] when the turn has none (the API's turn shape
+// always has it).
+func (t Turn) MarshalJSON() ([]byte, error) { return AppendTurnJSON(nil, t), nil }
+
 // Turn is one message of a conversation.
 type Turn struct {
 	ID           int64           `json:"id"`
 	ParentID     *int64          `json:"parent_id"`
 	Role         string          `json:"role"`
 	Content      json.RawMessage `json:"content"` // a JSON string or an array of content parts
-	ToolCalls    []ToolCall      `json:"tool_calls,omitempty"`
+	ToolCalls    []ToolCall      `json:"tool_calls"` // [] when none (see MarshalJSON)
 	ToolCallID   *string         `json:"tool_call_id"`
 	Model        *string         `json:"model"`
 	Usage        *Usage          `json:"usage"`

@@ -97,7 +97,7 @@ var schemas = map[string]any{
 		"usage":         nullable(obj(props{"prompt_tokens": integer(), "completion_tokens": integer(), "total_tokens": integer()})),
 		"finish_reason": nullable(str("")), "status": enum("complete", "streaming", "cancelled", "failed", "interrupted"),
 		"error": nullable(obj(props{"code": str(""), "message": str("")})), "generation_id": nullable(str("")), "created_at": dt(),
-	}, "id", "role", "content", "status", "created_at"),
+	}, "id", "parent_id", "role", "content", "tool_calls", "tool_call_id", "model", "usage", "finish_reason", "status", "error", "generation_id", "created_at"),
 	"TurnList": obj(props{"turns": arr(ref("Turn")), "has_more": boolean()}, "turns", "has_more"),
 	"Generation": obj(props{"id": str(""), "status": enum("queued", "running", "done", "cancelled", "failed", "interrupted"),
 		"turn_id": integer(), "offset": integer(), "error": nullable(obj(props{"code": str(""), "message": str("")}))}, "id", "status", "turn_id", "offset", "error"),
