@@ -72,7 +72,7 @@ type Turn struct {
 	ID           int64           `json:"id"`
 	ParentID     *int64          `json:"parent_id"`
 	Role         string          `json:"role"`
-	Content      json.RawMessage `json:"content"` // a JSON string or an array of content parts
+	Content      json.RawMessage `json:"content"`    // a JSON string or an array of content parts
 	ToolCalls    []ToolCall      `json:"tool_calls"` // [] when none (see MarshalJSON)
 	ToolCallID   *string         `json:"tool_call_id"`
 	Model        *string         `json:"model"`
