@@ -159,9 +159,9 @@ func appendTurnEvent(b []byte, at time.Time, owner, sessionID string, t Turn, pr
 	if len(t.ToolCalls) > 0 {
 		b = append(b, `,"tool_calls":`...)
 		at := len(b)
-		b = appendToolCalls(b, t.ToolCalls)
+		b = appendToolCalls(b, t.ToolCalls, true)
 		if len(b)-at > maxEventContent {
-			b = appendToolCallNames(b[:at], t.ToolCalls)
+			b = appendToolCalls(b[:at], t.ToolCalls, false)
 		}
 	}
 	b = append(b, `,"preview":`...)
@@ -169,23 +169,4 @@ func appendTurnEvent(b []byte, at time.Time, owner, sessionID string, t Turn, pr
 	b = append(b, `,"created_at":`...)
 	b = jsonenc.Time(b, t.CreatedAt)
 	return append(b, "}}"...)
-}
-
-// appendToolCallNames appends calls as appendToolCalls does, without their
-// arguments.
-func appendToolCallNames(b []byte, calls []ToolCall) []byte {
-	b = append(b, '[')
-	for i, c := range calls {
-		if i > 0 {
-			b = append(b, ',')
-		}
-		b = append(b, `{"id":`...)
-		b = jsonenc.String(b, c.ID)
-		b = append(b, `,"type":`...)
-		b = jsonenc.String(b, c.Type)
-		b = append(b, `,"function":{"name":`...)
-		b = jsonenc.String(b, c.Function.Name)
-		b = append(b, "}}"...)
-	}
-	return append(b, ']')
 }

@@ -115,7 +115,7 @@ func AppendTurnJSON(b []byte, t Turn) []byte {
 	b = append(b, `,"content":`...)
 	b = appendContent(b, t.Content)
 	b = append(b, `,"tool_calls":`...)
-	b = appendToolCalls(b, t.ToolCalls) // [] when none
+	b = appendToolCalls(b, t.ToolCalls, true) // [] when none
 	b = append(b, `,"tool_call_id":`...)
 	b = jsonenc.NullableString(b, t.ToolCallID)
 	b = append(b, `,"model":`...)
@@ -171,8 +171,10 @@ func appendContent(b, content []byte) []byte {
 	return append(b, content...)
 }
 
-// appendToolCalls appends calls as a JSON array, as encoding/json would.
-func appendToolCalls(b []byte, calls []ToolCall) []byte {
+// appendToolCalls appends calls as a JSON array, as encoding/json would;
+// without args, the calls' arguments are left out (a turn event's large
+// calls).
+func appendToolCalls(b []byte, calls []ToolCall, args bool) []byte {
 	b = append(b, '[')
 	for i, c := range calls {
 		if i > 0 {
@@ -184,8 +186,10 @@ func appendToolCalls(b []byte, calls []ToolCall) []byte {
 		b = jsonenc.String(b, c.Type)
 		b = append(b, `,"function":{"name":`...)
 		b = jsonenc.String(b, c.Function.Name)
-		b = append(b, `,"arguments":`...)
-		b = jsonenc.String(b, c.Function.Arguments)
+		if args {
+			b = append(b, `,"arguments":`...)
+			b = jsonenc.String(b, c.Function.Arguments)
+		}
 		b = append(b, "}}"...)
 	}
 	return append(b, ']')
