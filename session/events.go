@@ -65,36 +65,19 @@ func (o *sessionObj) publishGenerationEnd(ctx context.Context, tx *objects.Tx, m
 // one when gid is ""), with their generation.done events; e is their error
 // (nil for a client's cancel). It returns how many it cancelled.
 func (o *sessionObj) cancelQueued(ctx context.Context, tx *objects.Tx, gid string, e *ErrorInfo, now int64) (int, error) {
-	q, args := `SELECT id FROM generations WHERE status = 'queued'`, []any{}
-	if gid != "" {
-		q, args = q+` AND id = ?`, append(args, gid)
-	}
-	rows, err := tx.Query(ctx, q, args...)
-	if err != nil {
-		return 0, fmt.Errorf("read queued generations: %w", err)
-	}
-	var ids []string
-	for rows.Next() {
-		var id string
-		if err := rows.Scan(&id); err != nil {
-			rows.Close()
-			return 0, err
-		}
-		ids = append(ids, id)
-	}
-	rows.Close()
-	if err := rows.Err(); err != nil {
-		return 0, err
-	}
 	var code, msg any
 	if e != nil {
 		code, msg = e.Code, e.Message
 	}
+	q, args := `UPDATE generations SET status = 'cancelled', error_code = ?, error_message = ?, finished_at = ? WHERE status = 'queued'`, []any{code, msg, now}
+	if gid != "" {
+		q, args = q+` AND id = ?`, append(args, gid)
+	}
+	ids, err := collect(ctx, tx, func(rows *objects.Rows) (id string, err error) { return id, rows.Scan(&id) }, q+` RETURNING id`, args...)
+	if err != nil {
+		return 0, fmt.Errorf("cancel queued generations: %w", err)
+	}
 	for _, id := range ids {
-		if _, err := tx.Exec(ctx, `UPDATE generations SET status = 'cancelled', error_code = ?, error_message = ?, finished_at = ? WHERE id = ?`,
-			code, msg, now, id); err != nil {
-			return 0, fmt.Errorf("cancel generation %s: %w", id, err)
-		}
 		if err := o.publishGenerationEnd(ctx, tx, o.m, id, 0, GenCancelled, e); err != nil {
 			return 0, err
 		}

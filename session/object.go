@@ -60,21 +60,9 @@ func (svc *Service) newSession(ctx context.Context, h *objects.Handle, tx *objec
 // gets the output its generation saved and status interrupted; running and
 // queued generations become interrupted at the offset of that output.
 func (o *sessionObj) interruptStreaming(ctx context.Context, tx *objects.Tx, now int64) error {
-	rows, err := tx.Query(ctx, `SELECT id FROM turns WHERE status = 'streaming'`)
+	ids, err := collect(ctx, tx, func(rows *objects.Rows) (id int64, err error) { return id, rows.Scan(&id) },
+		`SELECT id FROM turns WHERE status = 'streaming'`)
 	if err != nil {
-		return err
-	}
-	var ids []int64
-	for rows.Next() {
-		var id int64
-		if err := rows.Scan(&id); err != nil {
-			rows.Close()
-			return err
-		}
-		ids = append(ids, id)
-	}
-	rows.Close()
-	if err := rows.Err(); err != nil {
 		return err
 	}
 	for _, id := range ids {
@@ -108,26 +96,11 @@ func (o *sessionObj) interruptStreaming(ctx context.Context, tx *objects.Tx, now
 		id   string
 		turn int64
 	}
-	grows, err := tx.Query(ctx, `SELECT id, turn_id FROM generations WHERE status IN ('running', 'queued')`)
-	if err != nil {
-		return err
-	}
-	var gens []ended
-	for grows.Next() {
-		var g ended
-		if err := grows.Scan(&g.id, &g.turn); err != nil {
-			grows.Close()
-			return err
-		}
-		gens = append(gens, g)
-	}
-	grows.Close()
-	if err := grows.Err(); err != nil {
-		return err
-	}
 	const msg = "the server stopped before this generation finished"
-	if _, err := tx.Exec(ctx, `UPDATE generations SET status = 'interrupted', error_code = 'interrupted',
-		error_message = ?, finished_at = ? WHERE status IN ('running', 'queued')`, msg, now); err != nil {
+	gens, err := collect(ctx, tx, func(rows *objects.Rows) (g ended, err error) { return g, rows.Scan(&g.id, &g.turn) },
+		`UPDATE generations SET status = 'interrupted', error_code = 'interrupted', error_message = ?, finished_at = ?
+		WHERE status IN ('running', 'queued') RETURNING id, turn_id`, msg, now)
+	if err != nil {
 		return err
 	}
 	for _, g := range gens {

@@ -233,6 +233,24 @@ func (o *sessionObj) queryTurnsUpTo(ctx context.Context, tx *objects.Tx, budget 
 	return out, cut, nil
 }
 
+// collect runs q and returns every row as scan reads it.
+func collect[T any](ctx context.Context, tx *objects.Tx, scan func(*objects.Rows) (T, error), q string, args ...any) ([]T, error) {
+	rows, err := tx.Query(ctx, q, args...)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []T
+	for rows.Next() {
+		v, err := scan(rows)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, v)
+	}
+	return out, rows.Err()
+}
+
 // turnBytes is what a turn weighs in a page: its content and its tool
 // calls' arguments.
 func turnBytes(t Turn) int {
