@@ -376,7 +376,7 @@ func (o *sessionObj) finishGeneration(ctx context.Context, tx *objects.Tx, run *
 		o.run = next
 	}
 	tx.OnCommit(func() {
-		turnJSON, _ := json.Marshal(turn)
+		turnJSON := AppendTurnJSON(nil, turn)
 		if out.status == GenFailed {
 			run.log.Fail(out.err.Code, out.err.Message)
 		} else {

@@ -277,7 +277,7 @@ func (o *sessionObj) hello(ctx context.Context, tx *objects.Tx, sv *socketViewer
 }
 
 func finalMessages(g *Generation, t Turn) [][]byte {
-	turnJSON, _ := json.Marshal(t)
+	turnJSON := AppendTurnJSON(nil, t)
 	out := [][]byte{serverMsg("turn", map[string]any{"turn": json.RawMessage(turnJSON)})}
 	if g.Status == GenFailed && g.Error != nil {
 		ev, _ := streaming.EncodeError(g.ID, g.Offset, g.Error.Code, g.Error.Message)
