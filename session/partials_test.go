@@ -10,24 +10,28 @@ import (
 	"sessiond/objects"
 )
 
+// openJournal opens a runtime with a session service in a temp dir and
+// returns them with the service's journal; the runtime closes when tb ends.
+func openJournal(tb testing.TB) (*objects.Runtime, *journal) {
+	tb.Helper()
+	rt := objects.NewRuntime(tb.TempDir())
+	svc, err := NewService(rt, NewRegistry())
+	if err != nil {
+		tb.Fatal(err)
+	}
+	if err := rt.Open(context.Background()); err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { rt.Close() })
+	return rt, svc.journal
+}
+
 // A round that fails keeps its pieces: they go back in front of what
 // the generation added since, so the next round writes the text in order;
 // the deletion of an ended turn's rows waits for the next round too.
 func TestJournalFailedRoundIsRetriedInOrder(t *testing.T) {
 	ctx := context.Background()
-	rt := objects.NewRuntime(t.TempDir())
-	reg := NewRegistry()
-	if err := reg.Register("offline", NewOfflineModel(0), ModelInfo{}); err != nil {
-		t.Fatal(err)
-	}
-	svc, err := NewService(rt, reg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := rt.Open(ctx); err != nil {
-		t.Fatal(err)
-	}
-	j := svc.journal
+	rt, j := openJournal(t)
 	a, ended := j.begin("s1", 2), j.begin("s2", 5)
 	a.add(Delta{Text: "one "}, 1)
 	j.flush()
@@ -66,16 +70,7 @@ func TestJournalFailedRoundIsRetriedInOrder(t *testing.T) {
 // round saved it whole). The call is read back whole after a crash.
 func TestJournalSavesToolCallsIncrementally(t *testing.T) {
 	ctx := context.Background()
-	rt := objects.NewRuntime(t.TempDir())
-	svc, err := NewService(rt, NewRegistry())
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := rt.Open(ctx); err != nil {
-		t.Fatal(err)
-	}
-	defer rt.Close()
-	j := svc.journal
+	_, j := openJournal(t)
 	e := j.begin("s1", 2)
 	var want ResultBuilder
 	add := func(d Delta, off int64) {
@@ -129,17 +124,7 @@ func TestJournalSavesToolCallsIncrementally(t *testing.T) {
 // deleted, in one commit. The table holds ~80,000 rows.
 func BenchmarkJournalRound(b *testing.B) {
 	const streams, rounds = 1000, 80
-	ctx := context.Background()
-	rt := objects.NewRuntime(b.TempDir())
-	svc, err := NewService(rt, NewRegistry())
-	if err != nil {
-		b.Fatal(err)
-	}
-	if err := rt.Open(ctx); err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() { rt.Close() })
-	j := svc.journal
+	_, j := openJournal(b)
 	entries := make([]*journalEntry, streams)
 	turns := make([]int64, streams)
 	for i := range entries {
