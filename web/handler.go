@@ -409,7 +409,14 @@ func sessionSocket(a *api, w http.ResponseWriter, r *http.Request) error {
 	if _, err := a.svc.Get(r.Context(), p.scope(), id); err != nil {
 		return err
 	}
-	ws, err := streaming.Accept(w, r, &websocket.AcceptOptions{OriginPatterns: a.cfg.AllowedOrigins})
+	opts := &websocket.AcceptOptions{OriginPatterns: a.cfg.AllowedOrigins}
+	if o := r.Header.Get("Origin"); o != "" && a.auth.originAllowed(o) {
+		// Checked here (a loopback origin: a frontend's dev server), as
+		// for the API; the library's own check knows only same-origin
+		// pages and the patterns.
+		opts.InsecureSkipVerify = true
+	}
+	ws, err := streaming.Accept(w, r, opts)
 	if err != nil {
 		return nil // Accept has answered the client
 	}

@@ -189,71 +189,63 @@ func TestCreateSessionIdempotencyKey(t *testing.T) {
 func TestAuthOffRefusesOtherSites(t *testing.T) {
 	s := newServer(t, 0, web.Config{LocalHostsOnly: true, AllowedOrigins: []string{"*.example.com"}}, nil)
 	body := `{"title":"x"}`
-	for _, c := range []struct {
-		host, origin string
-		status       int
-	}{
-		{"", "", 201},
-		{"", "http://localhost:5173", 201},
-		{"", "http://127.0.0.1:8080", 201},
-		{"", "http://[::1]:3000", 201},
-		{"", "https://app.example.com", 201},
-		{"", "https://evil.test", 403},
-		{"", "null", 403},
-		{"", "http://localhost.evil.test", 403},
-		{"localhost:8080", "", 201},
-		{"rebound.evil.test", "", 403},
-		{"rebound.evil.test:8080", "http://rebound.evil.test:8080", 403},
-	} {
+	sess := s.createSession(t, nil)
+	// call makes the request REST or, with ws, the WebSocket route, which
+	// needs no ticket with auth off and must make the same checks (a
+	// rebound page sends a matching Origin, which the WebSocket library's
+	// same-origin check lets through).
+	call := func(ws bool, host, origin string) (status int, code string) {
 		req, _ := http.NewRequest("POST", s.URL+"/v1/sessions", strings.NewReader(body))
 		req.Header.Set("Content-Type", "text/plain") // what a page sends without a preflight
-		if c.host != "" {
-			req.Host = c.host
+		if ws {
+			req, _ = http.NewRequest("GET", s.URL+"/v1/sessions/"+sess.ID+"/ws", nil)
+			req.Header.Set("Connection", "Upgrade")
+			req.Header.Set("Upgrade", "websocket")
+			req.Header.Set("Sec-WebSocket-Version", "13")
+			req.Header.Set("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ==")
 		}
-		if c.origin != "" {
-			req.Header.Set("Origin", c.origin)
+		if host != "" {
+			req.Host = host
+		}
+		if origin != "" {
+			req.Header.Set("Origin", origin)
 		}
 		resp, err := http.DefaultClient.Do(req)
 		if err != nil {
 			t.Fatal(err)
 		}
+		defer resp.Body.Close()
 		var e struct{ Error struct{ Code string } }
-		json.NewDecoder(resp.Body).Decode(&e)
-		resp.Body.Close()
-		if resp.StatusCode != c.status || (c.status == 403 && e.Error.Code != "forbidden") {
-			t.Errorf("Host %q, Origin %q: %d %q, want %d", c.host, c.origin, resp.StatusCode, e.Error.Code, c.status)
+		if !ws || resp.StatusCode != http.StatusSwitchingProtocols {
+			json.NewDecoder(resp.Body).Decode(&e)
 		}
+		return resp.StatusCode, e.Error.Code
 	}
-	// The WebSocket route needs no ticket with auth off: it makes the
-	// same checks (a rebound page sends a matching Origin, which the
-	// WebSocket library's same-origin check lets through).
-	sess := s.createSession(t, nil)
 	for _, c := range []struct {
 		host, origin string
-		status       int
+		allowed      bool
 	}{
-		{"", "", 101},
-		{"rebound.evil.test:8080", "http://rebound.evil.test:8080", 403},
-		{"", "https://evil.test", 403},
+		{"", "", true},
+		{"", "http://localhost:5173", true},
+		{"", "http://127.0.0.1:8080", true},
+		{"", "http://[::1]:3000", true},
+		{"", "https://app.example.com", true},
+		{"", "https://evil.test", false},
+		{"", "null", false},
+		{"", "http://localhost.evil.test", false},
+		{"localhost:8080", "", true},
+		{"rebound.evil.test", "", false},
+		{"rebound.evil.test:8080", "http://rebound.evil.test:8080", false},
 	} {
-		req, _ := http.NewRequest("GET", s.URL+"/v1/sessions/"+sess.ID+"/ws", nil)
-		req.Header.Set("Connection", "Upgrade")
-		req.Header.Set("Upgrade", "websocket")
-		req.Header.Set("Sec-WebSocket-Version", "13")
-		req.Header.Set("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ==")
-		if c.host != "" {
-			req.Host = c.host
-		}
-		if c.origin != "" {
-			req.Header.Set("Origin", c.origin)
-		}
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		resp.Body.Close()
-		if resp.StatusCode != c.status {
-			t.Errorf("WebSocket with Host %q, Origin %q: %d, want %d", c.host, c.origin, resp.StatusCode, c.status)
+		for _, ws := range []bool{false, true} {
+			want := map[bool]int{false: 201, true: 101}[ws]
+			if !c.allowed {
+				want = 403
+			}
+			status, code := call(ws, c.host, c.origin)
+			if status != want || (want == 403 && code != "forbidden") {
+				t.Errorf("Host %q, Origin %q, WebSocket %v: %d %q, want %d", c.host, c.origin, ws, status, code, want)
+			}
 		}
 	}
 	// With keys the key decides, whatever the page.
