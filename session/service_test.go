@@ -1170,6 +1170,44 @@ func (b *eventBus) ended(gid string) string {
 	return b.done[gid]
 }
 
+type streamFunc = func(context.Context, *session.ModelRequest, func(session.Delta) error) (*session.ModelResult, error)
+
+// newFakeModelEnv is newEnvBus with stream registered as the model "fake",
+// and events on when bus is set; more, if set, configures the service
+// further.
+func newFakeModelEnv(t *testing.T, bus *eventBus, stream streamFunc, more func(*session.Service)) *env {
+	t.Helper()
+	var eb objects.EventBus
+	if bus != nil {
+		eb = bus
+	}
+	return newEnvBus(t, "", 0, eb, func(svc *session.Service, reg *session.Registry) {
+		svc.Events = bus != nil
+		if err := reg.Register("fake", &fakeModel{stream: stream}, session.ModelInfo{}); err != nil {
+			t.Fatal(err)
+		}
+		if more != nil {
+			more(svc)
+		}
+	})
+}
+
+// generateOnFake creates a session on the model "fake" and posts text
+// with generate.
+func generateOnFake(t *testing.T, e *env, text string) (*session.Session, *session.Generation) {
+	t.Helper()
+	ctx := context.Background()
+	s, err := e.svc.Create(ctx, "local", session.CreateRequest{Model: "fake"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := e.svc.Post(ctx, "local", s.ID, session.PostRequest{Turns: []session.NewTurn{user(text)}, Generate: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s, res.Generation
+}
+
 func (b *eventBus) Subscribe(context.Context, func(context.Context, objects.Event) error) (func(), error) {
 	return func() {}, nil
 }
@@ -1215,26 +1253,14 @@ func TestHugeToolCallCommitsWithSmallEvent(t *testing.T) {
 func TestUnsavableFinalTurnFailsGeneration(t *testing.T) {
 	ctx := context.Background()
 	huge := strings.Repeat("e", 2<<20)
-	e := newEnvBus(t, "", 0, &eventBus{}, func(svc *session.Service, reg *session.Registry) {
-		svc.Events = true
-		if err := reg.Register("huge", &fakeModel{stream: func(ctx context.Context, req *session.ModelRequest, emit func(session.Delta) error) (*session.ModelResult, error) {
-			if err := emit(session.Delta{Text: "partial"}); err != nil {
-				return nil, err
-			}
-			return nil, &session.ModelError{Code: "upstream_error", Message: huge}
-		}}, session.ModelInfo{}); err != nil {
-			t.Fatal(err)
+	e := newFakeModelEnv(t, &eventBus{}, func(ctx context.Context, req *session.ModelRequest, emit func(session.Delta) error) (*session.ModelResult, error) {
+		if err := emit(session.Delta{Text: "partial"}); err != nil {
+			return nil, err
 		}
-	})
-	s, err := e.svc.Create(ctx, "local", session.CreateRequest{Model: "huge"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	res, err := e.svc.Post(ctx, "local", s.ID, session.PostRequest{Turns: []session.NewTurn{user("hi")}, Generate: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	g := waitGen(t, e, "local", s.ID, res.Generation.ID)
+		return nil, &session.ModelError{Code: "upstream_error", Message: huge}
+	}, nil)
+	s, gen := generateOnFake(t, e, "hi")
+	g := waitGen(t, e, "local", s.ID, gen.ID)
 	if g.Status != session.GenFailed || g.Error == nil || g.Error.Code != session.CodeSaveFailed {
 		t.Fatalf("generation %+v, want failed with code %s", g, session.CodeSaveFailed)
 	}
@@ -1246,7 +1272,7 @@ func TestUnsavableFinalTurnFailsGeneration(t *testing.T) {
 	if _, err := e.svc.Update(ctx, "local", s.ID, session.UpdateRequest{Model: new("offline")}); err != nil {
 		t.Fatal(err)
 	}
-	res, err = e.svc.Post(ctx, "local", s.ID, session.PostRequest{Turns: []session.NewTurn{user("/say after")}, Generate: true})
+	res, err := e.svc.Post(ctx, "local", s.ID, session.PostRequest{Turns: []session.NewTurn{user("/say after")}, Generate: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -1367,31 +1393,18 @@ func TestTurnPagesBoundedInBytes(t *testing.T) {
 // it: the turn is complete with finish reason length and holds the output
 // up to the limit.
 func TestEndlessOutputCutAtTurnLimit(t *testing.T) {
-	ctx := context.Background()
 	const limit = 64 << 10
-	e := newEnv(t, "", 0, func(svc *session.Service, reg *session.Registry) {
-		svc.MaxTurnBytes = limit
-		if err := reg.Register("endless", &fakeModel{stream: func(ctx context.Context, req *session.ModelRequest, emit func(session.Delta) error) (*session.ModelResult, error) {
-			for range 1 << 20 { // bounded: 1 GiB, far past the limit
-				// Text that JSON escapes: <, & and newlines grow.
-				if err := emit(session.Delta{Text: strings.Repeat("z<\n&", 1<<8)}); err != nil {
-					return nil, err
-				}
+	e := newFakeModelEnv(t, nil, func(ctx context.Context, req *session.ModelRequest, emit func(session.Delta) error) (*session.ModelResult, error) {
+		for range 1 << 20 { // bounded: 1 GiB, far past the limit
+			// Text that JSON escapes: <, & and newlines grow.
+			if err := emit(session.Delta{Text: strings.Repeat("z<\n&", 1<<8)}); err != nil {
+				return nil, err
 			}
-			return nil, errors.New("the test's model ran out: the limit never stopped it")
-		}}, session.ModelInfo{}); err != nil {
-			t.Fatal(err)
 		}
-	})
-	s, err := e.svc.Create(ctx, "local", session.CreateRequest{Model: "endless"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	res, err := e.svc.Post(ctx, "local", s.ID, session.PostRequest{Turns: []session.NewTurn{user("go on")}, Generate: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if g := waitGen(t, e, "local", s.ID, res.Generation.ID); g.Status != session.GenDone {
+		return nil, errors.New("the test's model ran out: the limit never stopped it")
+	}, func(svc *session.Service) { svc.MaxTurnBytes = limit })
+	s, gen := generateOnFake(t, e, "go on")
+	if g := waitGen(t, e, "local", s.ID, gen.ID); g.Status != session.GenDone {
 		t.Fatalf("generation %+v, want done", g)
 	}
 	a := lastTurns(t, e, "local", s.ID, 1)[0]
@@ -1406,39 +1419,27 @@ func TestEndlessOutputCutAtTurnLimit(t *testing.T) {
 func TestUnsavableFinalTurnKeepsEndedGeneration(t *testing.T) {
 	ctx := context.Background()
 	release := make(chan struct{})
-	e := newEnvBus(t, "", 0, &eventBus{}, func(svc *session.Service, reg *session.Registry) {
-		svc.Events = true
-		if err := reg.Register("huge", &fakeModel{stream: func(ctx context.Context, req *session.ModelRequest, emit func(session.Delta) error) (*session.ModelResult, error) {
-			if err := emit(session.Delta{Text: "partial"}); err != nil {
-				return nil, err
-			}
-			<-release
-			return nil, &session.ModelError{Code: "upstream_error", Message: strings.Repeat("e", 2<<20)}
-		}}, session.ModelInfo{}); err != nil {
-			t.Fatal(err)
-		}
-	})
-	s, err := e.svc.Create(ctx, "local", session.CreateRequest{Model: "huge"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	res, err := e.svc.Post(ctx, "local", s.ID, session.PostRequest{Turns: []session.NewTurn{user("hi")}, Generate: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	// What a rebuilt instance writes for a generation it finds running.
-	if _, err := objectStub(t, e, session.NamespaceSessions, s.ID).Call(ctx, func(ctx context.Context, _ any, tx *objects.Tx) (any, error) {
-		if _, err := tx.Exec(ctx, `UPDATE turns SET status = 'interrupted', content = '"saved output"' WHERE generation_id = ?`, res.Generation.ID); err != nil {
+	e := newFakeModelEnv(t, &eventBus{}, func(ctx context.Context, req *session.ModelRequest, emit func(session.Delta) error) (*session.ModelResult, error) {
+		if err := emit(session.Delta{Text: "partial"}); err != nil {
 			return nil, err
 		}
-		_, err := tx.Exec(ctx, `UPDATE generations SET status = 'interrupted' WHERE id = ?`, res.Generation.ID)
+		<-release
+		return nil, &session.ModelError{Code: "upstream_error", Message: strings.Repeat("e", 2<<20)}
+	}, nil)
+	s, gen := generateOnFake(t, e, "hi")
+	// What a rebuilt instance writes for a generation it finds running.
+	if _, err := objectStub(t, e, session.NamespaceSessions, s.ID).Call(ctx, func(ctx context.Context, _ any, tx *objects.Tx) (any, error) {
+		if _, err := tx.Exec(ctx, `UPDATE turns SET status = 'interrupted', content = '"saved output"' WHERE generation_id = ?`, gen.ID); err != nil {
+			return nil, err
+		}
+		_, err := tx.Exec(ctx, `UPDATE generations SET status = 'interrupted' WHERE id = ?`, gen.ID)
 		return nil, err
 	}); err != nil {
 		t.Fatal(err)
 	}
 	// Follow the live log: its end says the generation's run is over.
 	v := streaming.NewViewer(&frameSink{}, &streaming.ViewerOptions{CloseOnFinal: true})
-	if err := e.svc.Follow(ctx, "local", s.ID, res.Generation.ID, 0, v); err != nil {
+	if err := e.svc.Follow(ctx, "local", s.ID, gen.ID, 0, v); err != nil {
 		t.Fatal(err)
 	}
 	close(release)
@@ -1447,7 +1448,7 @@ func TestUnsavableFinalTurnKeepsEndedGeneration(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("the generation's log never ended")
 	}
-	if g := waitGen(t, e, "local", s.ID, res.Generation.ID); g.Status != session.GenInterrupted {
+	if g := waitGen(t, e, "local", s.ID, gen.ID); g.Status != session.GenInterrupted {
 		t.Fatalf("generation %+v, want it left interrupted", g)
 	}
 	a := lastTurns(t, e, "local", s.ID, 1)[0]
