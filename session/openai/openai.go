@@ -1,7 +1,6 @@
 package openai
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -381,6 +380,8 @@ func classify(actx context.Context, err error, connecting bool) error {
 		return &session.ModelError{Code: session.CodeUpstreamError, Message: "connect to upstream: " + urlErr.Err.Error(), Retryable: true}
 	case errors.As(err, &syntaxErr), errors.As(err, &typeErr):
 		return &session.ModelError{Code: session.CodeUpstreamError, Message: "malformed stream chunk: " + err.Error()}
+	case errors.Is(err, errStreamLine):
+		return &session.ModelError{Code: session.CodeUpstreamError, Message: "malformed " + err.Error()}
 	case errors.Is(err, goopenai.ErrTooManyEmptyStreamMessages):
 		return &session.ModelError{Code: session.CodeUpstreamError, Message: "stream sent too many lines without data"}
 	case connecting:
@@ -542,7 +543,7 @@ type streamState struct {
 	emitted    bool
 	emitErr    bool
 	retryAfter time.Duration // of a 429 answer, set by the transport
-	done       bool          // the body had a "data: [DONE]" line (see doneReader)
+	done       bool          // the body had a "data: [DONE]" line (see sseFilter)
 }
 
 func newStreamState() *streamState {
@@ -680,7 +681,7 @@ func (t *transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	}
 	resp, err := t.base.RoundTrip(req)
 	if p, ok := req.Context().Value(doneKey{}).(*bool); ok && err == nil && resp.StatusCode == http.StatusOK {
-		resp.Body = &doneReader{ReadCloser: resp.Body, done: p, tail: []byte{'\n'}}
+		resp.Body = newSSEFilter(resp.Body, p)
 	}
 	if err == nil && resp.StatusCode != http.StatusOK {
 		// An error answer is read whole to be decoded: bound it (a proxy's
@@ -698,31 +699,9 @@ func (t *transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	return resp, err
 }
 
+// doneKey carries the *bool the body's filter sets at "data: [DONE]"
+// (go-openai reads the body in Recv, on the goroutine that reads it).
 type doneKey struct{}
-
-// doneReader notes in *done a "data: [DONE]" line of the stream it reads
-// (go-openai reads the body in Recv, on the goroutine that reads *done).
-type doneReader struct {
-	io.ReadCloser
-	done *bool
-	tail []byte // the end of what was read before, to match across reads
-}
-
-var doneLines = [][]byte{[]byte("\ndata: [DONE]"), []byte("\ndata:[DONE]")}
-
-func (r *doneReader) Read(p []byte) (int, error) {
-	n, err := r.ReadCloser.Read(p)
-	if n > 0 && !*r.done {
-		buf := append(r.tail, p[:n]...)
-		for _, l := range doneLines {
-			if bytes.Contains(buf, l) {
-				*r.done = true
-			}
-		}
-		r.tail = append(r.tail[:0], buf[max(0, len(buf)-len(doneLines[0])):]...)
-	}
-	return n, err
-}
 
 // parseRetryAfter reads a Retry-After value, seconds or an HTTP date; 0 when
 // absent or malformed.

@@ -26,6 +26,7 @@ type reply struct {
 	header map[string]string // extra response headers
 	body   string            // body of an error answer
 	events []string          // data payloads of a 200 answer, each flushed as "data: X\n\n"
+	raw    []string          // after the events, each written and flushed as it is
 	hang   bool              // after the events, block until the client goes away
 	drop   bool              // close the connection without answering
 }
@@ -101,6 +102,10 @@ func (f *fake) serve(w http.ResponseWriter, r *http.Request) {
 	fl.Flush()
 	for _, e := range rp.events {
 		fmt.Fprintf(w, "data: %s\n\n", e)
+		fl.Flush()
+	}
+	for _, s := range rp.raw {
+		io.WriteString(w, s)
 		fl.Flush()
 	}
 	if rp.hang {
@@ -489,6 +494,54 @@ func TestStreamHugeErrorsAreBounded(t *testing.T) {
 			me := modelError(t, err, session.CodeUpstreamError)
 			if len(me.Message) > 1<<10 || !utf8.ValidString(me.Message) || !strings.Contains(me.Message, "éé") {
 				t.Fatalf("Message of %d bytes (valid UTF-8 %v), want a valid cut of at most 1 KiB", len(me.Message), utf8.ValidString(me.Message))
+			}
+		})
+	}
+}
+
+// An upstream's keep-alive comments and event-stream fields are not data:
+// a long stream of them neither fails the generation (go-openai allows 300
+// lines without data between two chunks) nor stays in memory, and they do
+// not spoil the JSON error a server sends after them.
+func TestStreamSkipsCommentsAndFields(t *testing.T) {
+	var raw []string
+	for i := range 1000 {
+		raw = append(raw, fmt.Sprintf(": keep-alive %d\n", i))
+	}
+	raw = append(raw, "event: completion\nid: 7\nretry: 1000\n", "data: "+text(" world")+"\n\n", "data:[DONE]\n\n")
+	f := newFake(t, reply{events: []string{role(), text("hello")}, raw: raw, hang: true})
+	res, _, err := collect(t, t.Context(), newModel(t, f, nil), userRequest("hi"))
+	if err != nil || res.Text != "hello world" {
+		t.Fatalf("Text %q, err %v; want \"hello world\" and no error", res.Text, err)
+	}
+
+	f = newFake(t, reply{events: []string{text("partial")}, raw: []string{": ping\n\n", `{"error":{"message":"boom","type":"server_error"}}` + "\n"}})
+	_, _, err = collect(t, t.Context(), newModel(t, f, func(c *openai.Config) { c.MaxRetries = 0 }), userRequest("hi"))
+	if me := modelError(t, err, session.CodeUpstreamError); !strings.Contains(me.Message, "boom") {
+		t.Fatalf("Message = %q, want the upstream's error boom", me.Message)
+	}
+}
+
+// A stream's lines are bounded: one line (go-openai reads each whole) and,
+// in all, the lines that are neither data nor fields.
+func TestStreamLinesAreBounded(t *testing.T) {
+	other := strings.Repeat("x", 40<<10) + "\n"
+	for _, tt := range []struct {
+		name, want string
+		raw        []string
+	}{
+		{"a line over 32 MiB", "a line over 32 MiB", []string{"data: " + strings.Repeat("a", 33<<20)}},
+		{"lines without data", "lines without data", []string{other, other, "data: " + text("more") + "\n\n"}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			f := newFake(t, reply{events: []string{text("start")}, raw: tt.raw, hang: true})
+			res, _, err := collect(t, t.Context(), newModel(t, f, func(c *openai.Config) { c.MaxRetries = 0 }), userRequest("hi"))
+			me := modelError(t, err, session.CodeUpstreamError)
+			if !strings.Contains(me.Message, tt.want) || me.Retryable {
+				t.Fatalf("Message %q (retryable %v), want %q, not retryable", me.Message, me.Retryable, tt.want)
+			}
+			if res.Text != "start" || res.FinishReason != session.FinishError {
+				t.Fatalf("Text %q, FinishReason %q; want the chunk before, error", res.Text, res.FinishReason)
 			}
 		})
 	}

@@ -1,0 +1,139 @@
+package openai
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+)
+
+const (
+	// maxLineBytes bounds one line of an event stream: go-openai reads each
+	// line whole into memory (and copies it twice to decode it). A chunk
+	// larger than the largest turn a session keeps (32 MiB) has no use.
+	maxLineBytes = 32 << 20
+	// maxOtherBytes bounds the lines of a stream that are neither data
+	// nor event-stream fields, in all: go-openai keeps every one of them
+	// to the end of the stream, to decode an error from.
+	maxOtherBytes = maxErrorRead
+	// sseReadBuffer is the filter's read buffer, and the length of a
+	// line's segment handed on at a time.
+	sseReadBuffer = 64 << 10
+)
+
+// errStreamLine is the error of a stream that broke the filter's bounds.
+var errStreamLine = errors.New("event stream")
+
+var (
+	nl         = []byte{'\n'}
+	dataField  = []byte("data:")
+	doneMarker = []byte("[DONE]")
+	// fieldsDropped are the event-stream fields go-openai has no use for.
+	fieldsDropped = [][]byte{[]byte("event:"), []byte("id:"), []byte("retry:")}
+)
+
+// sseFilter reads a 200 answer's event stream for go-openai, passing on
+// only the lines it uses and bounding what the others may cost:
+//   - comments (":" lines, an upstream's keep-alive) and the "event:",
+//     "id:" and "retry:" fields are dropped: go-openai would keep each of
+//     them until the stream ends, in the buffer it decodes an error from
+//     (where they also spoil a JSON error sent after them), and count
+//     them towards its limit of 300 empty lines between two chunks;
+//   - blank lines pass as one "\n": they end an event, and go-openai
+//     returns an error event's error at the next line;
+//   - "data:" lines pass, at most maxLineBytes each;
+//   - any other line passes (a server answering 200 with a JSON error),
+//     at most maxOtherBytes of them in all;
+//   - a "data: [DONE]" line sets *done.
+//
+// A stream that breaks a bound ends with an error wrapping errStreamLine,
+// once the filter has read past the bound: a line is handed on in segments
+// of up to sseReadBuffer bytes, each one whole or at a newline.
+// Like any body, it is read by one goroutine at a time (go-openai's Recv).
+type sseFilter struct {
+	io.Closer
+	br   *bufio.Reader
+	done *bool
+
+	pend    []byte // what is left to hand on of the current segment
+	inLine  bool   // the current line's kind is known: keep, data
+	keep    bool   // the current line is passed on
+	data    bool   // the current line is a "data:" line
+	blank   bool   // the current line is blank (white space)
+	lineLen int    // bytes of the current line so far
+	other   int    // bytes of other lines passed on
+	err     error  // returned once pend is handed on
+}
+
+func newSSEFilter(body io.ReadCloser, done *bool) *sseFilter {
+	return &sseFilter{Closer: body, br: bufio.NewReaderSize(body, sseReadBuffer), done: done}
+}
+
+// Read implements io.Reader.
+func (f *sseFilter) Read(p []byte) (int, error) {
+	for len(f.pend) == 0 {
+		if f.err != nil {
+			return 0, f.err
+		}
+		seg, err := f.br.ReadSlice('\n')
+		if errors.Is(err, bufio.ErrBufferFull) {
+			err = nil // a segment of a long line
+		}
+		f.err = err
+		if len(seg) == 0 {
+			continue
+		}
+		if !f.inLine {
+			f.classify(seg)
+			f.inLine, f.lineLen = true, 0
+		}
+		f.lineLen += len(seg)
+		if f.lineLen > maxLineBytes {
+			f.err = fmt.Errorf("%w: a line over %d MiB", errStreamLine, maxLineBytes>>20)
+			return 0, f.err
+		}
+		ended := seg[len(seg)-1] == '\n'
+		if ended {
+			f.inLine = false
+		}
+		switch {
+		case f.keep && !f.data:
+			if f.other += len(seg); f.other > maxOtherBytes {
+				f.err = fmt.Errorf("%w: over %d KiB of lines without data", errStreamLine, maxOtherBytes>>10)
+				return 0, f.err
+			}
+			f.pend = seg
+		case f.keep:
+			f.pend = seg
+		case ended && f.blank:
+			f.pend = nl
+		}
+	}
+	n := copy(p, f.pend)
+	f.pend = f.pend[n:]
+	return n, nil
+}
+
+// classify sets the kind of the line that starts with seg.
+func (f *sseFilter) classify(seg []byte) {
+	line := bytes.TrimLeft(seg, " \t")
+	f.keep, f.data, f.blank = false, false, false
+	switch {
+	case len(bytes.TrimSpace(line)) == 0:
+		f.blank = true
+	case line[0] == ':':
+	case bytes.HasPrefix(line, dataField):
+		f.keep, f.data = true, true
+		if bytes.Equal(bytes.TrimSpace(line[len(dataField):]), doneMarker) {
+			*f.done = true
+		}
+	default:
+		f.keep = true
+		for _, d := range fieldsDropped {
+			if bytes.HasPrefix(line, d) {
+				f.keep = false
+			}
+		}
+	}
+}
