@@ -14,6 +14,7 @@ import (
 	"path"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 )
 
@@ -51,6 +52,10 @@ type authenticator struct {
 	keys       map[[32]byte]Principal // by SHA-256 of the key: lookups leak no timing of the key
 	secret     []byte
 	ttl        time.Duration
+
+	mu    sync.Mutex
+	spent map[string]int64 // nonce → expiry (Unix seconds) of the tickets redeemed and not yet expired
+	sweep int64            // when spent is next swept of expired nonces (Unix seconds)
 }
 
 func newAuthenticator(cfg *Config) *authenticator {
@@ -182,17 +187,22 @@ func loopbackHost(host string) bool {
 	return err == nil && ip.IsLoopback()
 }
 
-// ticket returns a signed, short-lived ticket for one session's WebSocket.
+// ticket returns a signed, short-lived, single-use ticket for one
+// session's WebSocket. Its random nonce is what redeem spends.
 func (a *authenticator) ticket(sessionID string, p Principal, now time.Time) (string, time.Time) {
 	exp := now.Add(a.ttl)
-	payload := strings.Join([]string{sessionID, p.Owner, strconv.FormatBool(p.Admin), strconv.FormatInt(exp.Unix(), 10)}, "\n")
+	nonce := rand.Text()
+	payload := strings.Join([]string{sessionID, p.Owner, strconv.FormatBool(p.Admin), strconv.FormatInt(exp.Unix(), 10), nonce}, "\n")
 	mac := hmac.New(sha256.New, a.secret)
 	mac.Write([]byte(payload))
 	enc := base64.RawURLEncoding
 	return enc.EncodeToString([]byte(payload)) + "." + enc.EncodeToString(mac.Sum(nil)), exp
 }
 
-// redeem checks a ticket for sessionID and returns its principal.
+// redeem checks a ticket for sessionID, spends it and returns its
+// principal. A ticket is spent once: a copy of it (in a log, a history, a
+// proxy's cache) opens nothing. The nonces spent are kept until their
+// tickets expire, so they are bounded by the tickets redeemed within a TTL.
 func (a *authenticator) redeem(t, sessionID string, now time.Time) (Principal, error) {
 	bad := errorf(http.StatusUnauthorized, "unauthorized", "invalid or expired ticket; get a new one from POST /v1/tickets")
 	enc := base64.RawURLEncoding
@@ -208,7 +218,7 @@ func (a *authenticator) redeem(t, sessionID string, now time.Time) (Principal, e
 		return Principal{}, bad
 	}
 	f := strings.Split(string(payload), "\n")
-	if len(f) != 4 {
+	if len(f) != 5 {
 		return Principal{}, bad
 	}
 	exp, err := strconv.ParseInt(f[3], 10, 64)
@@ -218,7 +228,33 @@ func (a *authenticator) redeem(t, sessionID string, now time.Time) (Principal, e
 	if f[0] != sessionID {
 		return Principal{}, errorf(http.StatusForbidden, "forbidden", "this ticket is for another session")
 	}
+	if !a.spend(f[4], exp, now.Unix()) {
+		return Principal{}, errorf(http.StatusUnauthorized, "unauthorized", "this ticket was used already; get a new one from POST /v1/tickets for each connection")
+	}
 	return Principal{Owner: f[1], Admin: f[2] == "true"}, nil
+}
+
+// spend records nonce, of a ticket valid until exp, and reports whether it
+// was not spent before. Expired nonces are swept at most once a TTL.
+func (a *authenticator) spend(nonce string, exp, now int64) bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if now >= a.sweep {
+		for n, e := range a.spent {
+			if e < now {
+				delete(a.spent, n)
+			}
+		}
+		a.sweep = now + max(1, int64(a.ttl/time.Second))
+	}
+	if _, ok := a.spent[nonce]; ok {
+		return false
+	}
+	if a.spent == nil {
+		a.spent = make(map[string]int64)
+	}
+	a.spent[nonce] = exp
+	return true
 }
 
 func (a *authenticator) String() string {

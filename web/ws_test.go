@@ -222,7 +222,22 @@ func TestWebSocketTickets(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	conn.CloseNow()
+	defer conn.CloseNow()
+	// A ticket opens one connection: a copy of it (a log, a proxy) is
+	// worth nothing, even while the first is open and after it closed.
+	for range 2 {
+		if _, resp, err := websocket.Dial(context.Background(), base+a.ID+"/ws?ticket="+tk.Ticket, nil); err == nil || resp == nil || resp.StatusCode != 401 {
+			t.Fatalf("the ticket again: err=%v resp=%v, want 401", err, resp)
+		}
+		conn.CloseNow()
+	}
+	// A new ticket opens a new connection.
+	s.do(t, "POST", "/v1/tickets", map[string]any{"session_id": a.ID}, &tk)
+	conn2, _, err := websocket.Dial(context.Background(), base+a.ID+"/ws?ticket="+tk.Ticket, nil)
+	if err != nil {
+		t.Fatalf("a new ticket: %v", err)
+	}
+	conn2.CloseNow()
 }
 
 // TestWebSocketResumeExactlyOnce has three viewers on their own

@@ -1,0 +1,41 @@
+package web
+
+import (
+	"testing"
+	"time"
+)
+
+// Tickets are spent once, and the nonces of expired tickets are forgotten,
+// so that what redeem keeps is bounded by the tickets of one TTL.
+func TestTicketSpentOnceAndSwept(t *testing.T) {
+	a := newAuthenticator(&Config{TicketTTL: time.Minute})
+	now := time.Unix(1_800_000_000, 0)
+	var first string
+	for i := range 100 {
+		tk, _ := a.ticket("s1", Principal{Owner: "alice"}, now)
+		if i == 0 {
+			first = tk
+		}
+		p, err := a.redeem(tk, "s1", now)
+		if err != nil || p.Owner != "alice" {
+			t.Fatalf("redeem %d: %+v, %v", i, p, err)
+		}
+		if _, err := a.redeem(tk, "s1", now); err == nil {
+			t.Fatalf("ticket %d redeemed twice", i)
+		}
+	}
+	if len(a.spent) != 100 {
+		t.Fatalf("spent = %d nonces, want 100", len(a.spent))
+	}
+	later := now.Add(2 * time.Minute)
+	if _, err := a.redeem(first, "s1", later); err == nil {
+		t.Fatal("an expired ticket was redeemed")
+	}
+	tk, _ := a.ticket("s1", Principal{Owner: "alice"}, later)
+	if _, err := a.redeem(tk, "s1", later); err != nil {
+		t.Fatalf("a new ticket: %v", err)
+	}
+	if len(a.spent) != 1 {
+		t.Fatalf("spent = %d nonces after the others expired, want 1", len(a.spent))
+	}
+}
