@@ -17,4 +17,7 @@ var (
 	// ErrGenerationRunning: a turn was posted while a generation runs and
 	// the session's busy policy is "reject".
 	ErrGenerationRunning = errors.New("session: generation running")
+	// ErrTooManyStreams: the owner holds Service.MaxStreamsPerOwner
+	// streams open already.
+	ErrTooManyStreams = errors.New("session: too many open streams")
 )

@@ -27,6 +27,9 @@ const (
 	DefaultMaxTurnsPerRequest = 100
 	// DefaultMaxPageBytes bounds a page of turns (see Service.MaxPageBytes).
 	DefaultMaxPageBytes = 16 << 20
+	// DefaultMaxStreamsPerOwner bounds an owner's open streams (see
+	// Service.MaxStreamsPerOwner).
+	DefaultMaxStreamsPerOwner = 10_000
 	// MaxTitleBytes, MaxSystemBytes and MaxMetadataBytes bound session fields.
 	MaxTitleBytes    = 1 << 10
 	MaxSystemBytes   = 256 << 10
@@ -55,6 +58,11 @@ type Service struct {
 	// with more set, so that fifty turns of 32 MiB are not one response.
 	// Default DefaultMaxPageBytes.
 	MaxPageBytes int
+	// MaxStreamsPerOwner bounds the streams one owner holds open at once:
+	// WebSockets (Accept) and event streams (OpenStream). One more is
+	// refused with ErrTooManyStreams. Administrators (the empty owner) are
+	// not limited. 0 means no limit. Default DefaultMaxStreamsPerOwner.
+	MaxStreamsPerOwner int
 	// PersistInterval is how often the partial output of running
 	// generations is committed (all of them at once, see journal).
 	// Default DefaultPersistInterval.
@@ -83,6 +91,7 @@ type Service struct {
 
 	dir     dirUpdates
 	viewers viewerMap
+	streams streamCounts
 }
 
 type hubEntry struct {
@@ -106,6 +115,7 @@ func NewService(rt *objects.Runtime, models *Registry) (*Service, error) {
 		MaxTurnBytes:       DefaultMaxTurnBytes,
 		MaxTurnsPerRequest: DefaultMaxTurnsPerRequest,
 		MaxPageBytes:       DefaultMaxPageBytes,
+		MaxStreamsPerOwner: DefaultMaxStreamsPerOwner,
 		PersistInterval:    DefaultPersistInterval,
 		ViewerOptions:      DefaultViewerOptions(),
 		rt:                 rt,
@@ -452,6 +462,7 @@ func (svc *Service) Delete(ctx context.Context, owner, id string) error {
 	}
 	svc.hubMu.Unlock()
 	for _, sv := range svc.viewers.removeSession(id) {
+		sv.release()
 		sv.v.Close()
 	}
 	return nil

@@ -24,7 +24,8 @@ type socketViewer struct {
 	v       *streaming.Viewer
 	session string
 	owner   string
-	joined  bool // in the session's hub (after hello, or the first other message); guarded by the session's serial calls
+	release func() // of the stream counted for owner (Service.OpenStream)
+	joined  bool   // in the session's hub (after hello, or the first other message); guarded by the session's serial calls
 }
 
 // viewerMap is the set of socket viewers, for closing a deleted session's.
@@ -89,12 +90,17 @@ func (svc *Service) Accept(ctx context.Context, owner, id string, ws *streaming.
 	}); err != nil {
 		return err
 	}
-	sv := &socketViewer{v: streaming.NewViewer(ws, svc.ViewerOptions), session: id, owner: owner}
+	release, err := svc.OpenStream(owner)
+	if err != nil {
+		return err
+	}
+	sv := &socketViewer{v: streaming.NewViewer(ws, svc.ViewerOptions), session: id, owner: owner, release: release}
 	svc.viewers.put(sv)
 	// The viewer rides on the socket, so it is there before the first
 	// message is delivered.
 	if _, err := stub.AcceptWebSocket(ctx, conn, &objects.SocketOptions{Tags: []string{viewerTag}, Value: sv}); err != nil {
 		svc.viewers.remove(sv)
+		release()
 		sv.v.Close()
 		return err
 	}
@@ -294,6 +300,7 @@ func finalMessages(g *Generation, t Turn) [][]byte {
 // WebSocketClose forgets the socket's viewer (objects.SocketHandler).
 func (o *sessionObj) WebSocketClose(ctx context.Context, tx *objects.Tx, s *objects.Socket, code websocket.StatusCode, reason string) error {
 	if sv := viewerOf(s); sv != nil && o.svc.viewers.remove(sv) {
+		sv.release()
 		if h := o.svc.existingHub(sv.session); h != nil {
 			h.RemoveViewer(sv.v)
 		}
@@ -370,6 +377,8 @@ func errorCode(err error) (code, message string) {
 		return "generation_running", err.Error()
 	case errors.Is(err, ErrConflict):
 		return "conflict", err.Error()
+	case errors.Is(err, ErrTooManyStreams):
+		return "rate_limited", err.Error()
 	case errors.Is(err, ErrInvalid):
 		return "invalid_request", err.Error()
 	case errors.As(err, &oe):

@@ -34,6 +34,7 @@ var statusOf = map[string]int{
 	"conflict":                http.StatusConflict,
 	"invalid_request":         http.StatusUnprocessableEntity,
 	"overloaded":              http.StatusServiceUnavailable,
+	"rate_limited":            http.StatusTooManyRequests,
 	"unavailable":             http.StatusServiceUnavailable,
 	"upstream_error":          http.StatusBadGateway,
 	"upstream_timeout":        http.StatusGatewayTimeout,

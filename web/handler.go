@@ -237,6 +237,14 @@ func postTurns(a *api, w http.ResponseWriter, r *http.Request) error {
 	req.IdempotencyKey = r.Header.Get("Idempotency-Key")
 	p := principalOf(r.Context())
 	id := chi.URLParam(r, "id")
+	if wantsSSE(r) {
+		// Counted before the post, so that a refused stream posts nothing.
+		release, err := a.svc.OpenStream(p.scope())
+		if err != nil {
+			return err
+		}
+		defer release()
+	}
 	res, err := a.svc.Post(r.Context(), p.scope(), id, req)
 	if err != nil {
 		return err
@@ -309,6 +317,11 @@ func streamGeneration(a *api, w http.ResponseWriter, r *http.Request) error {
 	if after > g.Offset {
 		return errorf(http.StatusBadRequest, "invalid_request", "generation %s has no event at offset %d: its last is %d (Last-Event-ID and after are the last offset seen)", gid, after, g.Offset)
 	}
+	release, err := a.svc.OpenStream(p.scope())
+	if err != nil {
+		return err
+	}
+	defer release()
 	return a.stream(w, r, p, id, gid, after, nil)
 }
 
@@ -409,6 +422,14 @@ func sessionSocket(a *api, w http.ResponseWriter, r *http.Request) error {
 	if _, err := a.svc.Get(r.Context(), p.scope(), id); err != nil {
 		return err
 	}
+	// Refuse an owner at its limit of streams with a plain 429 before the
+	// upgrade; Accept counts the socket for as long as it is open (and
+	// refuses it with 1013 if another took the last place meanwhile).
+	release, err := a.svc.OpenStream(p.scope())
+	if err != nil {
+		return err
+	}
+	release()
 	opts := &websocket.AcceptOptions{OriginPatterns: a.cfg.AllowedOrigins}
 	if o := r.Header.Get("Origin"); o != "" && a.auth.originAllowed(o) {
 		// Checked here (a loopback origin: a frontend's dev server), as

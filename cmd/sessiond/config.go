@@ -25,6 +25,7 @@ type config struct {
 	Durability  objects.Durability // commit durability of every database
 	IdleTimeout time.Duration      // how long an idle object stays in memory
 	MaxOpen     int                // cap on open object databases
+	MaxStreams  int                // cap on one owner's open WebSockets and event streams; 0 = none
 	LogLevel    slog.Level
 	LogFormat   string // "text" or "json"
 	DebugAddr   string // net/http/pprof listener; "" = none
@@ -120,6 +121,16 @@ var settings = []setting{
 				return fmt.Errorf("%q: want a positive integer", v)
 			}
 			c.MaxOpen = n
+			return nil
+		}},
+	{"max-streams-per-owner", "SESSIOND_MAX_STREAMS_PER_OWNER", strconv.Itoa(session.DefaultMaxStreamsPerOwner), "n",
+		"most WebSockets and event streams one owner may hold open at once (0: no limit)",
+		func(c *config, v string) error {
+			n, err := strconv.Atoi(v)
+			if err != nil || n < 0 {
+				return fmt.Errorf("%q: want 0 or a positive integer", v)
+			}
+			c.MaxStreams = n
 			return nil
 		}},
 	{"offline-tps", "SESSIOND_OFFLINE_TPS", "30", "n",

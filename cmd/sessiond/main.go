@@ -133,6 +133,7 @@ func serve(ctx context.Context, cfg config, getenv func(string) string, logger *
 	}
 	svc.Logger = logger
 	svc.Events = cfg.Events
+	svc.MaxStreamsPerOwner = cfg.MaxStreams
 	svc.ViewerOptions.FlushInterval = cfg.FlushInterval
 	svc.ViewerOptions.FlushBytes = cfg.FlushBytes
 	if err := rt.Open(ctx); err != nil {
