@@ -779,6 +779,9 @@ func (svc *Service) Import(ctx context.Context, owner string, r io.Reader, idemK
 	var turns []Turn
 	var last int64
 	for n := 1; sc.Scan(); n++ {
+		if sc.Err() != nil {
+			break // the read failed: the last line is cut, report the failure
+		}
 		line := strings.TrimSpace(sc.Text())
 		if line == "" {
 			continue

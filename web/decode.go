@@ -6,19 +6,19 @@ import (
 	"errors"
 	"io"
 	"net/http"
+	"os"
 	"strings"
 )
 
 // decodeJSON reads exactly one JSON value from the body into v, refusing
 // unknown fields, wrong types, trailing data and bodies over limit.
 func decodeJSON(w http.ResponseWriter, r *http.Request, limit int64, v any) error {
-	body := http.MaxBytesReader(w, r.Body, limit)
-	return decodeStrict(body, v)
+	return decodeStrict(bodyReader(w, r, limit), v)
 }
 
 // decodeOptional is decodeJSON where an empty body means {}.
 func decodeOptional(w http.ResponseWriter, r *http.Request, limit int64, v any) error {
-	body := bufio.NewReader(http.MaxBytesReader(w, r.Body, limit))
+	body := bufio.NewReader(bodyReader(w, r, limit))
 	if _, err := body.Peek(1); errors.Is(err, io.EOF) {
 		return nil
 	}
@@ -46,6 +46,8 @@ func decodeError(err error) error {
 	var se *json.SyntaxError
 	var te *json.UnmarshalTypeError
 	switch {
+	case errors.Is(err, os.ErrDeadlineExceeded):
+		return errSlowBody()
 	case errors.As(err, &mbe):
 		return errorf(http.StatusRequestEntityTooLarge, "too_large", "the body is over %d bytes", mbe.Limit)
 	case errors.Is(err, io.EOF):

@@ -1,6 +1,7 @@
 package web
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -80,7 +81,7 @@ func writeAppended(w http.ResponseWriter, status int, b []byte, err error, v any
 	}
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(status)
-	w.Write(b)
+	writeBody(w, b)
 }
 
 func appendPostResult(b []byte, res *session.PostResult) ([]byte, error) {
@@ -126,13 +127,15 @@ func writeTurnsPage(w http.ResponseWriter, turns []session.Turn, more bool) {
 	b = appendTurns(b, turns)
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(http.StatusOK)
-	w.Write(append(b, "}\n"...))
+	writeBody(w, append(b, "}\n"...))
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(status)
-	enc := json.NewEncoder(w)
+	var b bytes.Buffer
+	enc := json.NewEncoder(&b)
 	enc.SetEscapeHTML(false)
 	enc.Encode(v)
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	writeBody(w, b.Bytes())
 }

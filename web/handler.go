@@ -4,6 +4,7 @@ import (
 	"errors"
 	"log/slog"
 	"net/http"
+	"os"
 	"strconv"
 	"strings"
 	"time"
@@ -362,17 +363,22 @@ func exportSession(a *api, w http.ResponseWriter, r *http.Request) error {
 	}
 	w.Header().Set("Content-Type", "application/x-ndjson")
 	w.Header().Set("Content-Disposition", `attachment; filename="`+id+`.jsonl"`)
-	if err := a.svc.Export(r.Context(), p.scope(), id, w); err != nil {
+	dw := newDeadlineWriter(w)
+	if err := a.svc.Export(r.Context(), p.scope(), id, dw); err != nil {
 		a.log.Warn("web: export", "session", id, "err", err) // headers are gone: log only
 	}
+	dw.lift()
 	return nil
 }
 
 func importSession(a *api, w http.ResponseWriter, r *http.Request) error {
-	body := http.MaxBytesReader(w, r.Body, a.cfg.MaxBodyBytes*4)
+	body := bodyReader(w, r, a.cfg.MaxBodyBytes*4)
 	s, err := a.svc.Import(r.Context(), principalOf(r.Context()).Owner, body, r.Header.Get("Idempotency-Key"))
 	if err != nil {
 		var mbe *http.MaxBytesError
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			return errSlowBody()
+		}
 		if errors.As(err, &mbe) {
 			return errorf(http.StatusRequestEntityTooLarge, "too_large", "the import is over %d bytes", mbe.Limit)
 		}

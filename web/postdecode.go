@@ -20,7 +20,7 @@ import (
 // field names match without regard to case, unknown fields are refused,
 // null leaves a field empty (FuzzPostRequestDecoders holds the two to it).
 func decodePostRequest(w http.ResponseWriter, r *http.Request, limit int64, req *session.PostRequest) error {
-	body, err := readBody(http.MaxBytesReader(w, r.Body, limit), r.ContentLength, limit)
+	body, err := readBody(bodyReader(w, r, limit), r.ContentLength, limit)
 	if err != nil {
 		return decodeError(err)
 	}
