@@ -465,3 +465,55 @@ func logMemory(b *testing.B, logs, tokens int, finish bool) {
 		runtime.KeepAlive(kept)
 	}
 }
+
+// BenchmarkSubscribeFinishedLog subscribes one viewer from offset 0 to a
+// finished generation of 100,000 one-word deltas (a resume of a long
+// answer): B/op is what the viewer allocates for it.
+//
+//	first-write  until its sink is handed the first frames, then the viewer
+//	             is closed: what a client that does not read costs
+//	drain        until the sink has been handed every event
+//
+// Run: go test -run '^$' -bench SubscribeFinishedLog -benchmem ./streaming/
+func BenchmarkSubscribeFinishedLog(b *testing.B) {
+	const tokens = 100_000
+	l := streaming.NewLog("g_0123456789ABCDEFGHJK", &streaming.LogOptions{Retention: -1})
+	for t := range tokens {
+		if _, err := l.AppendText(" word" + string(rune('a'+t%26))); err != nil {
+			b.Fatal(err)
+		}
+	}
+	if _, err := l.Finish(streaming.Done{Turn: []byte(`{"id":1}`), FinishReason: "stop"}); err != nil {
+		b.Fatal(err)
+	}
+	defer l.Release()
+
+	b.Run("first-write", func(b *testing.B) {
+		for b.Loop() {
+			started := make(chan struct{}, 1)
+			v := streaming.NewViewer(&recSink{write: func(ctx context.Context, _ [][]byte) error {
+				started <- struct{}{}
+				<-ctx.Done()
+				return context.Cause(ctx)
+			}}, nil)
+			if err := l.Subscribe(v, 0); err != nil {
+				b.Fatal(err)
+			}
+			<-started
+			v.Close()
+		}
+	})
+	b.Run("drain", func(b *testing.B) {
+		for b.Loop() {
+			var n atomic.Int64
+			v := streaming.NewViewer(countSink{&n}, &streaming.ViewerOptions{CloseOnFinal: true})
+			if err := l.Subscribe(v, 0); err != nil {
+				b.Fatal(err)
+			}
+			<-v.Done()
+			if got := n.Load(); got != tokens+1 {
+				b.Fatalf("%d events written, want %d", got, tokens+1)
+			}
+		}
+	})
+}

@@ -14,7 +14,7 @@
 //     LogOptions.Retention (10 minutes) after it ends. Events older than
 //     the newest thousand or so, and all of them once the generation ends,
 //     are compacted to their text: a viewer resuming there gets the same
-//     bytes, rebuilt.
+//     bytes, rebuilt a write (FlushBytes) at a time as it sends them.
 //   - Viewer: one connected client, writing to a Sink. Its queue is
 //     bounded; a viewer that falls behind is dropped and told where to
 //     resume, and the producer never waits for it.
@@ -41,8 +41,9 @@
 // Log, Viewer and Hub are safe for concurrent use; a Log has one producer.
 // Subscribing is exact: a subscriber gets the backlog after its offset
 // then every live event, each once and in order, whatever the race with
-// Append and Finish, because backlog copy and registration happen under
-// the lock that Append holds while it hands the event to each subscriber.
+// Append and Finish, because the backlog is taken (shared, not copied) and
+// the subscriber registered under the lock that Append holds while it
+// hands the event to each subscriber.
 // Handing over is an append to the viewer's queue under the viewer's lock;
 // nothing in it can block on a client.
 //

@@ -7,3 +7,11 @@ func SetRunningKeep(n int) (restore func()) {
 	runningKeep = n
 	return func() { runningKeep = old }
 }
+
+// CompactedThrough returns the last offset that l keeps compacted (0 if
+// none): a backlog up to it is rebuilt as a viewer writes it.
+func CompactedThrough(l *Log) int64 {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.base
+}

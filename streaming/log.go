@@ -51,19 +51,14 @@ type Log struct {
 
 	mu sync.Mutex
 	// The events after offset base: events[i].Offset == base+i+1, never
-	// modified once appended. Events up to base are kept compacted (see
-	// moveLocked): the text deltas' text as their messages carry it
-	// (JSON-escaped) in one buffer, where each one ends (ends[i] for offset
-	// i+1), and the messages of other deltas whole by offset. A running log
-	// keeps its last runningKeep events or more as they are; an ended one
-	// keeps only final (compacted, events nil).
+	// modified once appended. Events up to base are kept compacted in c
+	// (see moveLocked). A running log keeps its last runningKeep events or
+	// more as they are; an ended one keeps only final (compacted, events
+	// nil).
 	events    []Event
 	base      int64
 	n         int64 // the offset of the last event
-	text      []byte
-	ends      []uint32
-	whole     map[int64][]byte
-	head      []byte // deltaHead of the generation
+	c         compactedEvents
 	final     Event
 	compacted bool
 	ended     bool
@@ -155,7 +150,7 @@ func (l *Log) append(typ string, encode func(off int64) ([]byte, error)) (Event,
 		l.subs, l.subIdx = nil, nil
 		l.final = e
 		if l.moveLocked(len(l.events) - 1) {
-			l.text, l.ends = slices.Clip(l.text), slices.Clip(l.ends)
+			l.c.text, l.c.ends = slices.Clip(l.c.text), slices.Clip(l.c.ends)
 			l.base, l.events, l.compacted = l.n-1, nil, true
 		}
 		if l.retention > 0 {
@@ -180,7 +175,11 @@ func (l *Log) Events(after int64) ([]Event, error) {
 	if err := l.checkAfterLocked(after); err != nil {
 		return nil, fmt.Errorf("events of %s: %w", l.generation, err)
 	}
-	return append([]Event(nil), l.eventsLocked(after)...), nil
+	out := make([]Event, 0, l.n-after)
+	if after < l.base {
+		out = l.c.appendEvents(out, l.generation, after+1, l.base)
+	}
+	return append(out, l.encodedLocked(max(after, l.base))...), nil
 }
 
 // runningKeep is how many of its newest events a running log keeps
@@ -188,15 +187,15 @@ func (l *Log) Events(after int64) ([]Event, error) {
 // compacted (moveLocked) in batches of runningKeep. A variable for tests.
 var runningKeep = 1024
 
-// moveLocked compacts the first k events (all deltas) into text, ends and
-// whole and reports whether it did: a retained log then costs a few bytes
-// per delta instead of an encoded message each (~180 bytes for a one-word
-// token). A text delta's message is a prefix fixed by the generation and
-// the offset, the text as JSON escapes it, and `"}`: the escaped text is
-// kept and the message rebuilt byte for byte when a viewer resumes
-// (eventsLocked). Messages of another shape (tool-call parts) are kept
-// whole. Viewers already holding events keep them. The caller drops the
-// events moved.
+// moveLocked compacts the first k events (all deltas) into l.c and reports
+// whether it did: a retained log then costs a few bytes per delta instead
+// of an encoded message each (~180 bytes for a one-word token). A text
+// delta's message is a prefix fixed by the generation and the offset, the
+// text as JSON escapes it, and `"}`: the escaped text is kept and the
+// message rebuilt byte for byte when it is read or a viewer resumes (see
+// compactedEvents). Messages of another shape (tool-call parts) are kept whole.
+// Viewers already holding events keep them. The caller drops the events
+// moved.
 func (l *Log) moveLocked(k int) bool {
 	if k <= 0 {
 		return false
@@ -205,24 +204,143 @@ func (l *Log) moveLocked(k int) bool {
 	for _, e := range l.events[:k] {
 		size += len(e.Data)
 	}
-	if len(l.text)+size > math.MaxUint32 {
+	c := &l.c
+	if len(c.text)+size > math.MaxUint32 {
 		return false
 	}
-	if l.head == nil {
-		l.head = deltaHead(nil, l.generation)
+	if c.head == nil {
+		c.head = deltaHead(nil, l.generation)
 	}
 	for _, e := range l.events[:k] {
-		if frag, ok := deltaText(e.Data, l.head, e.Offset); ok {
-			l.text = append(l.text, frag...)
+		if frag, ok := deltaText(e.Data, c.head, e.Offset); ok {
+			c.text = append(c.text, frag...)
 		} else {
-			if l.whole == nil {
-				l.whole = make(map[int64][]byte)
-			}
-			l.whole[e.Offset] = e.Data
+			c.wholeOffs = append(c.wholeOffs, e.Offset)
+			c.wholeData = append(c.wholeData, e.Data)
 		}
-		l.ends = append(l.ends, uint32(len(l.text)))
+		c.ends = append(c.ends, uint32(len(c.text)))
 	}
 	return true
+}
+
+// compactedEvents holds the compacted events of a log, offsets 1 to
+// len(ends), all deltas. A text delta's escaped text is
+// text[ends[off-2]:ends[off-1]] (from 0 for offset 1), its message head,
+// the offset, deltaTextKey, the text and `"}`; the messages of other deltas
+// are kept whole, wholeData[i] for offset wholeOffs[i] (ascending).
+//
+// The log only ever appends to these slices and never modifies what it has
+// appended (head is set once, before anything is compacted). So a copy of
+// a log's compactedEvents, taken under its lock, is a snapshot that stays
+// valid, and may be read without the lock, whatever the log does next:
+// compacting more appends beyond the copy's lengths, and Release only
+// drops the log's own references. This is how a viewer resuming from an
+// old offset rebuilds its backlog a batch at a time (Viewer.takeLocked)
+// instead of holding a copy of all of it.
+type compactedEvents struct {
+	head      []byte // deltaHead of the generation
+	text      []byte
+	ends      []uint32
+	wholeOffs []int64
+	wholeData [][]byte
+}
+
+// wholeFrom returns the index in wholeOffs of the first whole message at
+// or after offset off.
+func (c *compactedEvents) wholeFrom(off int64) int {
+	i, _ := slices.BinarySearch(c.wholeOffs, off)
+	return i
+}
+
+// frag returns the escaped text of the text delta at offset off.
+func (c *compactedEvents) frag(off int64) []byte {
+	start := uint32(0)
+	if off > 1 {
+		start = c.ends[off-2]
+	}
+	return c.text[start:c.ends[off-1]]
+}
+
+// textSize returns the length of the message of the text delta at offset
+// off.
+func (c *compactedEvents) textSize(off int64) int {
+	var num [20]byte
+	return len(c.head) + len(strconv.AppendInt(num[:0], off, 10)) + len(deltaTextKey) + len(c.frag(off)) + len(`"}`)
+}
+
+// appendText appends the message of the text delta at offset off to b.
+func (c *compactedEvents) appendText(b []byte, off int64) []byte {
+	b = append(b, c.head...)
+	b = strconv.AppendInt(b, off, 10)
+	b = append(b, deltaTextKey...)
+	b = append(b, c.frag(off)...)
+	return append(b, `"}`...)
+}
+
+// span returns the last offset of the messages from offset from on, to at
+// most to, that come to at most maxBytes (one at least, maxEvents at most),
+// and the bytes of those rebuilt from their text (whole ones are shared,
+// not rebuilt).
+func (c *compactedEvents) span(from, to int64, maxBytes, maxEvents int) (last int64, textBytes int) {
+	j := c.wholeFrom(from)
+	total := 0
+	last = from - 1
+	for off := from; off <= to && off-from < int64(maxEvents); off++ {
+		size, whole := 0, j < len(c.wholeOffs) && c.wholeOffs[j] == off
+		if whole {
+			size = len(c.wholeData[j])
+		} else {
+			size = c.textSize(off)
+		}
+		if off > from && total+size > maxBytes {
+			break
+		}
+		if whole {
+			j++
+		} else {
+			textBytes += size
+		}
+		total += size
+		last = off
+	}
+	return last, textBytes
+}
+
+// appendFrames appends the messages of offsets from to to to frames: whole
+// ones as they are, the others rebuilt into one new buffer of textBytes
+// bytes (see span). The buffer is not reused: a sink may keep the frames.
+func (c *compactedEvents) appendFrames(frames [][]byte, from, to int64, textBytes int) [][]byte {
+	buf := make([]byte, 0, textBytes)
+	frames = slices.Grow(frames, int(to-from+1))
+	j := c.wholeFrom(from)
+	for off := from; off <= to; off++ {
+		if j < len(c.wholeOffs) && c.wholeOffs[j] == off {
+			frames = append(frames, c.wholeData[j])
+			j++
+			continue
+		}
+		start := len(buf)
+		buf = c.appendText(buf, off)
+		frames = append(frames, buf[start:len(buf):len(buf)])
+	}
+	return frames
+}
+
+// appendEvents appends the events of generation at offsets from to to to
+// out, each text delta's message rebuilt in its own buffer.
+func (c *compactedEvents) appendEvents(out []Event, generation string, from, to int64) []Event {
+	j := c.wholeFrom(from)
+	for off := from; off <= to; off++ {
+		var data []byte
+		if j < len(c.wholeOffs) && c.wholeOffs[j] == off {
+			data = c.wholeData[j]
+			j++
+		} else {
+			data = c.appendText(make([]byte, 0, c.textSize(off)), off)
+		}
+		out = append(out, Event{Generation: generation, Offset: off, Type: TypeDelta, Data: data})
+	}
+	return out
 }
 
 // deltaHead appends the start of a text delta's message of generation, up
@@ -254,38 +372,17 @@ func deltaText(data, head []byte, off int64) ([]byte, bool) {
 	return rest[:len(rest)-2], true
 }
 
-// eventsLocked returns the events after offset after, which must be in
-// range: a window of the log's own storage when they are all still
-// encoded, otherwise a new slice with the compacted ones rebuilt.
-func (l *Log) eventsLocked(after int64) []Event {
-	if after >= l.base && !l.compacted {
-		return l.events[after-l.base : l.n-l.base : l.n-l.base]
-	}
-	out := make([]Event, 0, l.n-after)
-	for off := after + 1; off <= l.base; off++ {
-		data, ok := l.whole[off]
-		if !ok {
-			start := uint32(0)
-			if off > 1 {
-				start = l.ends[off-2]
-			}
-			frag := l.text[start:l.ends[off-1]]
-			data = make([]byte, 0, len(l.head)+20+len(deltaTextKey)+len(frag)+2)
-			data = append(data, l.head...)
-			data = strconv.AppendInt(data, off, 10)
-			data = append(data, deltaTextKey...)
-			data = append(data, frag...)
-			data = append(data, `"}`...)
+// encodedLocked returns the events after offset from, which must be at
+// least base (none of them compacted): a window of the log's own storage,
+// or a new slice holding the final event of a compacted log.
+func (l *Log) encodedLocked(from int64) []Event {
+	if l.compacted {
+		if from < l.n {
+			return []Event{l.final}
 		}
-		out = append(out, Event{Generation: l.generation, Offset: off, Type: TypeDelta, Data: data})
+		return nil
 	}
-	switch from := max(after, l.base); {
-	case l.compacted && from < l.n:
-		out = append(out, l.final)
-	case !l.compacted:
-		out = append(out, l.events[from-l.base:]...)
-	}
-	return out
+	return l.events[from-l.base : l.n-l.base : l.n-l.base]
 }
 
 func (l *Log) checkAfterLocked(after int64) error {
@@ -339,7 +436,7 @@ func (l *Log) Release() {
 	l.released = true
 	l.logger.Debug("streaming: generation log released", logKeyGeneration, l.generation, logKeyEvents, l.n)
 	l.events = nil
-	l.text, l.ends, l.whole, l.head, l.final = nil, nil, nil, nil, Event{}
+	l.c, l.final = compactedEvents{}, Event{}
 	l.subs, l.subIdx = nil, nil
 	if l.expiry != nil {
 		l.expiry.Stop()
@@ -353,8 +450,14 @@ func (l *Log) Release() {
 
 // Subscribe gives v the events after offset after (the backlog), then every
 // live event until the log ends, each exactly once and in order whatever
-// the race with Append and Finish: the backlog is copied and v registered
+// the race with Append and Finish: the backlog is taken and v registered
 // under the one lock that Append holds while delivering.
+//
+// The backlog is not copied: v shares the encoded events, and the
+// compacted ones (all but the newest thousand or so of a long generation,
+// all of an ended one) are rebuilt a batch at a time as v writes them, so
+// a resuming viewer holds about ViewerOptions.FlushBytes of them, however
+// long the backlog and however slow its client.
 //
 // If v was already subscribed to this generation, Subscribe restarts it:
 // events of the generation queued to v but not yet handed to its sink are
@@ -369,8 +472,13 @@ func (l *Log) Subscribe(v *Viewer, after int64) error {
 	if err := l.checkAfterLocked(after); err != nil {
 		return fmt.Errorf("subscribe to %s: %w", l.generation, err)
 	}
+	b := backlog{events: l.encodedLocked(max(after, l.base))}
+	if after < l.base {
+		c := l.c
+		b.compacted, b.from, b.to = &c, after+1, l.base
+	}
 	live := !l.ended
-	if err := v.attach(l, l.eventsLocked(after), after, live); err != nil {
+	if err := v.attach(l, b, after, live); err != nil {
 		return fmt.Errorf("subscribe to %s: %w", l.generation, err)
 	}
 	if live {

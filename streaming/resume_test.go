@@ -127,6 +127,11 @@ func watch(hub *streaming.Hub, gen string, rng *rand.Rand, res *viewerResult) er
 		if rng.IntN(2) == 0 {
 			opts.FlushInterval = time.Duration(rng.IntN(200)) * time.Microsecond
 		}
+		if rng.IntN(2) == 0 {
+			// A compacted backlog is then rebuilt and written a few events
+			// at a time, while live events queue behind it.
+			opts.FlushBytes = 1 + rng.IntN(300)
+		}
 		v := streaming.NewViewer(sink, opts)
 		viaHub := rng.IntN(3) > 0
 		if viaHub {

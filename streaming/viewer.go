@@ -70,11 +70,15 @@ type ViewerOptions struct {
 	// and not yet handed to the sink; one more and the viewer is dropped.
 	// A single message is always accepted into an empty queue, whatever its
 	// size, and a backlog asked for by Subscribe or Resume does not count
-	// (it is shared with the log). Default DefaultMaxBuffered (1 MiB).
+	// (it is shared with the log, and what of it was compacted is rebuilt
+	// FlushBytes at a time as it is written). Default DefaultMaxBuffered
+	// (1 MiB).
 	MaxBuffered int
 
 	// FlushBytes: once this many bytes are queued, they are written
-	// without waiting for FlushInterval. Default DefaultFlushBytes (16 KiB).
+	// without waiting for FlushInterval. It also bounds one write of a
+	// backlog's compacted events, rebuilt as they are written (at least
+	// one event, at most 1,024). Default DefaultFlushBytes (16 KiB).
 	FlushBytes int
 
 	// FlushInterval is the least time between the starts of two writes
@@ -122,15 +126,45 @@ const (
 	stateClosed                // sink closed, done closed
 )
 
-// item is one entry of a viewer's queue: a message, or consecutive events
-// of one log sharing the log's storage.
+// item is one entry of a viewer's queue: a message, consecutive events of
+// one log sharing the log's storage, or consecutive compacted events of
+// one log, offsets from to to of a snapshot of its compacted storage, that
+// the writer rebuilds a batch at a time (see takeLocked).
 type item struct {
-	log    *Log    // nil for a message
-	events []Event // consecutive events of log; a window of log.events
-	msg    []byte
-	live   bool // counts toward MaxBuffered
-	size   int
+	log       *Log    // nil for a message
+	events    []Event // consecutive events of log; a window of log.events
+	compacted *compactedEvents
+	from, to  int64 // with compacted
+	msg       []byte
+	live      bool // counts toward MaxBuffered
+	// Bytes of msg or events. Compacted events count for nothing while
+	// queued (they are not built yet); in a batch, size is the bytes that
+	// write rebuilds for them (see compactedEvents.span).
+	size int
 }
+
+// last returns the offset of the last event of it, an item of a log, and
+// whether it is the log's final event.
+func (it *item) last() (off int64, final bool) {
+	if it.compacted != nil {
+		return it.to, false // compacted events are deltas
+	}
+	e := it.events[len(it.events)-1]
+	return e.Offset, e.Final()
+}
+
+// backlog is what Log.Subscribe hands a viewer: the compacted events from
+// to to of a snapshot of the log's compacted storage (none if compacted is
+// nil), then the encoded events after them.
+type backlog struct {
+	compacted *compactedEvents
+	from, to  int64
+	events    []Event
+}
+
+// maxRebuilt bounds the compacted events the writer rebuilds for one
+// write, besides ViewerOptions.FlushBytes.
+const maxRebuilt = 1024
 
 // sub is a viewer's position in one generation: the last offset handed to
 // its sink (or the offset it joined or resumed at).
@@ -203,7 +237,7 @@ type Viewer struct {
 	drainReason string
 	closeErr    error
 
-	frames   [][]byte    // writer goroutine only
+	frames   [][]byte    // writer goroutine only, and finish
 	watchdog *time.Timer // writer goroutine only: WriteTimeout
 }
 
@@ -353,16 +387,16 @@ func (v *Viewer) deliver(l *Log, events []Event, base int64, now time.Time) {
 	v.addLocked(size, true, now)
 }
 
-// attach positions v in l's generation at after and queues backlog (the
-// events after it), replacing any earlier position. Called with l.mu held.
-func (v *Viewer) attach(l *Log, backlog []Event, after int64, live bool) error {
+// attach positions v in l's generation at after and queues b (the events
+// after it), replacing any earlier position. Called with l.mu held.
+func (v *Viewer) attach(l *Log, b backlog, after int64, live bool) error {
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	if v.state != stateOpen {
 		return v.stoppedErrLocked()
 	}
 	v.purgeLocked(l)
-	if len(backlog) == 0 && !live {
+	if b.compacted == nil && len(b.events) == 0 && !live {
 		delete(v.subs, l.generation)
 		if v.closeOnFinal {
 			// Positioned at or past the final event, which an earlier
@@ -373,14 +407,20 @@ func (v *Viewer) attach(l *Log, backlog []Event, after int64, live bool) error {
 		return nil
 	}
 	v.setSubLocked(l, after)
-	if len(backlog) > 0 {
+	now := time.Now()
+	if b.compacted != nil {
+		v.queue = append(v.queue, item{log: l, compacted: b.compacted, from: b.from, to: b.to})
+		v.backlogs++
+		v.addLocked(0, false, now)
+	}
+	if len(b.events) > 0 {
 		size := 0
-		for _, e := range backlog {
+		for _, e := range b.events {
 			size += len(e.Data)
 		}
-		v.queue = append(v.queue, item{log: l, events: backlog, size: size})
+		v.queue = append(v.queue, item{log: l, events: b.events, size: size})
 		v.backlogs++
-		v.addLocked(size, false, time.Now())
+		v.addLocked(size, false, now)
 	}
 	return nil
 }
@@ -607,35 +647,66 @@ func (v *Viewer) run() {
 	}
 }
 
-// takeLocked empties the queue into a batch for the sink and moves each
+// takeLocked takes a batch for the sink from the queue and moves each
 // generation's position to the last offset handed over. final reports
 // whether the batch ends a generation.
+//
+// The batch is the whole queue, unless it holds compacted events: then it
+// ends with the first FlushBytes or so of the first such item, which
+// write rebuilds, and the rest stays queued. So a viewer never holds more
+// than a batch of a backlog rebuilt, and a position only ever counts
+// events that were.
 func (v *Viewer) takeLocked(now time.Time) (batch []item, final bool) {
-	batch = v.queue
-	v.queue, v.spare = v.spare, nil
-	v.queued, v.live, v.backlogs = 0, 0, 0
 	v.lastFlush = now
-	for _, it := range batch {
+	if i := slices.IndexFunc(v.queue, func(it item) bool { return it.compacted != nil }); i < 0 {
+		batch = v.queue
+		v.queue, v.spare = v.spare, nil
+		v.queued, v.live, v.backlogs = 0, 0, 0
+	} else {
+		batch = append(v.spare[:0], v.queue[:i+1]...)
+		v.spare = nil
+		rest, chunk := &v.queue[i], &batch[i]
+		chunk.to, chunk.size = rest.compacted.span(rest.from, rest.to, v.flushBytes, maxRebuilt)
+		taken := i + 1
+		if chunk.to < rest.to {
+			rest.from = chunk.to + 1
+			taken = i
+		}
+		for _, it := range v.queue[:taken] {
+			v.queued -= it.size
+			if it.live {
+				v.live -= it.size
+			} else {
+				v.backlogs--
+			}
+		}
+		n := copy(v.queue, v.queue[taken:])
+		clear(v.queue[n:])
+		v.queue = v.queue[:n]
+	}
+	for i := range batch {
+		it := &batch[i]
 		if it.log == nil {
 			continue
 		}
-		e := it.events[len(it.events)-1]
-		if e.Final() {
+		off, fin := it.last()
+		if fin {
 			final = true
 		}
-		s, ok := v.subs[e.Generation]
+		gen := it.log.generation
+		s, ok := v.subs[gen]
 		if !ok || s.log != it.log {
 			continue
 		}
-		if e.Final() {
-			delete(v.subs, e.Generation)
+		if fin {
+			delete(v.subs, gen)
 			if len(v.subs) == 0 {
 				v.subs = nil // an idle viewer keeps no empty map
 			}
 			continue
 		}
-		s.pos = e.Offset
-		v.subs[e.Generation] = s
+		s.pos = off
+		v.subs[gen] = s
 	}
 	return batch, final
 }
@@ -645,6 +716,10 @@ func (v *Viewer) write(batch []item) error {
 	for _, it := range batch {
 		if it.log == nil {
 			frames = append(frames, it.msg)
+			continue
+		}
+		if it.compacted != nil {
+			frames = it.compacted.appendFrames(frames, it.from, it.to, it.size)
 			continue
 		}
 		for _, e := range it.events {
@@ -674,7 +749,9 @@ func (v *Viewer) write(batch []item) error {
 		err = fmt.Errorf("write frame: %w", err)
 	}
 	clear(frames)
-	if cap(frames) <= keepBuffers {
+	// Kept while the writer runs, for the next batch of a backlog; trimmed
+	// when it exits.
+	if cap(frames) <= maxRebuilt {
 		v.frames = frames[:0]
 	} else {
 		v.frames = nil
@@ -682,7 +759,11 @@ func (v *Viewer) write(batch []item) error {
 	return err
 }
 
+// trimBuffersLocked is called by the writer goroutine as it exits.
 func (v *Viewer) trimBuffersLocked() {
+	if cap(v.frames) > keepBuffers {
+		v.frames = nil
+	}
 	if cap(v.queue) > keepBuffers {
 		v.queue = nil
 	}
