@@ -3,6 +3,7 @@ package web
 import (
 	"io"
 	"net/http"
+	"sync"
 	"time"
 )
 
@@ -95,4 +96,48 @@ func (d *deadlineWriter) lift() {
 	if d.rc.Flush() == nil {
 		d.rc.SetWriteDeadline(time.Time{})
 	}
+}
+
+// bodyBudget bounds the request bodies the server holds at once (see
+// Config.MaxBodyMemory): each body of budgetFrom bytes or more reserves
+// twice its length (the bytes read, and what decoding them keeps) until
+// its request ends.
+type bodyBudget struct {
+	max int64
+
+	mu   sync.Mutex
+	used int64
+}
+
+// budgetFrom is the body size from which a request counts toward the
+// budget: smaller ones cost less than their connection.
+const budgetFrom = 1 << 20
+
+// reserve reserves the cost of r's body, at most limit bytes, or returns a
+// 503 overloaded when the budget is spent. One request always gets its
+// reservation, however large, when nothing else holds one.
+func (b *bodyBudget) reserve(r *http.Request, limit int64) (release func(), err error) {
+	n := limit
+	switch {
+	case r.Body == nil || r.Body == http.NoBody:
+		n = 0
+	case r.ContentLength >= 0 && r.ContentLength < limit:
+		n = r.ContentLength
+	}
+	if n < budgetFrom {
+		return func() {}, nil
+	}
+	n *= 2
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.used > 0 && b.used+n > b.max {
+		return nil, errorf(http.StatusServiceUnavailable, "overloaded",
+			"the server holds %d MiB of request bodies, its most; send this one again shortly", b.used>>20)
+	}
+	b.used += n
+	return func() {
+		b.mu.Lock()
+		b.used -= n
+		b.mu.Unlock()
+	}, nil
 }

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -96,5 +97,65 @@ func TestStreamOutlivesBodyDeadline(t *testing.T) {
 	b, _ := io.ReadAll(resp.Body)
 	if took := time.Since(start); !bytes.Contains(b, []byte("event: done")) || took < 300*time.Millisecond {
 		t.Fatalf("stream of %v ended without done, or too soon to test anything:\n%s", took, b)
+	}
+}
+
+// Large bodies held at once are bounded (Config.MaxBodyMemory): one past
+// the budget is refused with 503 and Retry-After, small ones and a large
+// one alone always pass, and a place frees when its request ends.
+func TestBodyMemoryBudget(t *testing.T) {
+	s := newServer(t, 0, web.Config{MaxBodyMemory: 5 << 20}, nil)
+	sess := s.createSession(t, nil)
+	path := "/v1/sessions/" + sess.ID + "/turns"
+	post := func(n int) string {
+		return `{"turns":[{"role":"user","content":"` + strings.Repeat("b", n) + `"}]}`
+	}
+	alone := post(3 << 20) // 6 MiB counted, over the budget: passes alone
+	if st, raw := s.do(t, "POST", path, alone, nil); st != 201 {
+		t.Fatalf("a large post alone: %d %.200s", st, raw)
+	}
+
+	// A holds 4 MiB of the budget while its body arrives.
+	held := post(2 << 20)
+	conn := rawRequest(t, s, fmt.Sprintf("POST %s HTTP/1.1\r\nContent-Type: application/json\r\nContent-Length: %d", path, len(held)), held[:1000])
+	posted := 1
+	checkFor(t, "a refusal while A's body arrives", func() bool {
+		req, _ := http.NewRequest("POST", s.URL+path, strings.NewReader(held))
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var e apiErr
+		json.NewDecoder(resp.Body).Decode(&e)
+		if resp.StatusCode == 201 {
+			posted++
+			return false // A's request was not read yet
+		}
+		if resp.StatusCode != 503 || e.Error.Code != "overloaded" || resp.Header.Get("Retry-After") == "" {
+			t.Fatalf("a second large post: %d %+v, want 503 overloaded with Retry-After", resp.StatusCode, e)
+		}
+		return true
+	})
+	if st, raw := s.do(t, "POST", path, post(100), nil); st != 201 {
+		t.Fatalf("a small post meanwhile: %d %s", st, raw)
+	}
+	if _, err := io.WriteString(conn, held[1000:]); err != nil {
+		t.Fatal(err)
+	}
+	conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	if err != nil || resp.StatusCode != 201 {
+		t.Fatalf("A: %v %v", resp, err)
+	}
+	resp.Body.Close()
+	if st, raw := s.do(t, "POST", path, held, nil); st != 201 {
+		t.Fatalf("a large post after A: %d %.200s", st, raw)
+	}
+	posted += 3 // the small one, A and the last
+	var page struct{ Turns []json.RawMessage }
+	s.do(t, "GET", path+"?limit=1000", nil, &page)
+	if len(page.Turns) != posted {
+		t.Fatalf("%d turns, want the %d posts answered 201 and nothing of the refused", len(page.Turns), posted)
 	}
 }

@@ -25,6 +25,8 @@ const (
 	DefaultTicketTTL = time.Minute
 	// DefaultSSEHeartbeat keeps proxies from closing idle streams.
 	DefaultSSEHeartbeat = 15 * time.Second
+	// DefaultMaxBodyMemory bounds the request bodies held at once.
+	DefaultMaxBodyMemory = 1 << 30
 )
 
 // Config configures the HTTP API.
@@ -46,8 +48,16 @@ type Config struct {
 	// origin, and with AuthOff to call the API; by default only
 	// same-origin pages may open WebSockets.
 	AllowedOrigins []string
-	// MaxBodyBytes bounds request bodies. Default DefaultMaxBodyBytes.
+	// MaxBodyBytes bounds request bodies (an import's, four times it).
+	// Default DefaultMaxBodyBytes.
 	MaxBodyBytes int64
+	// MaxBodyMemory bounds the memory of the request bodies being read and
+	// used at once: a body of 1 MiB or more counts twice its length (its
+	// Content-Length, or its route's limit when unknown) until its request
+	// ends, and one more than fits is refused with 503 overloaded and
+	// Retry-After. A request alone is never refused. Default
+	// DefaultMaxBodyMemory (1 GiB).
+	MaxBodyMemory int64
 	// TicketTTL is how long a WebSocket ticket is valid. Default DefaultTicketTTL.
 	TicketTTL time.Duration
 	// SSEHeartbeat is the idle time before an SSE comment. Default DefaultSSEHeartbeat.
@@ -59,10 +69,11 @@ type Config struct {
 }
 
 type api struct {
-	svc  *session.Service
-	cfg  Config
-	auth *authenticator
-	log  *slog.Logger
+	svc    *session.Service
+	cfg    Config
+	auth   *authenticator
+	bodies bodyBudget
+	log    *slog.Logger
 }
 
 // NewHandler returns the HTTP handler of the whole API.
@@ -76,7 +87,10 @@ func NewHandler(svc *session.Service, cfg Config) http.Handler {
 	if cfg.SSEHeartbeat == 0 {
 		cfg.SSEHeartbeat = DefaultSSEHeartbeat
 	}
-	a := &api{svc: svc, cfg: cfg, auth: newAuthenticator(&cfg), log: cfg.Logger}
+	if cfg.MaxBodyMemory <= 0 {
+		cfg.MaxBodyMemory = DefaultMaxBodyMemory
+	}
+	a := &api{svc: svc, cfg: cfg, auth: newAuthenticator(&cfg), bodies: bodyBudget{max: cfg.MaxBodyMemory}, log: cfg.Logger}
 	if a.log == nil {
 		a.log = slog.Default()
 	}
@@ -94,7 +108,11 @@ func NewHandler(svc *session.Service, cfg Config) http.Handler {
 		})
 		authed := v1.With(a.auth.middleware(func(w http.ResponseWriter, r *http.Request, err error) { writeError(w, r, a.log, err) }))
 		for _, rt := range routes {
-			h := a.wrap(rt.handle)
+			limit := cfg.MaxBodyBytes
+			if rt.body == "ndjson" {
+				limit *= 4 // an import: a session's turns
+			}
+			h := a.wrap(rt.handle, limit)
 			if rt.public {
 				v1.Method(rt.method, rt.path, h)
 			} else {
@@ -108,8 +126,18 @@ func NewHandler(svc *session.Service, cfg Config) http.Handler {
 	return r
 }
 
-func (a *api) wrap(h func(*api, http.ResponseWriter, *http.Request) error) http.Handler {
+// wrap serves h, whose request bodies are at most limit bytes: it
+// reserves the body's memory (bodyBudget) for the request's duration and
+// answers h's error.
+func (a *api) wrap(h func(*api, http.ResponseWriter, *http.Request) error, limit int64) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		release, err := a.bodies.reserve(r, limit)
+		if err != nil {
+			w.Header().Set("Retry-After", "1")
+			writeError(w, r, a.log, err)
+			return
+		}
+		defer release()
 		if err := h(a, w, r); err != nil {
 			writeError(w, r, a.log, err)
 		}
@@ -372,7 +400,7 @@ func exportSession(a *api, w http.ResponseWriter, r *http.Request) error {
 }
 
 func importSession(a *api, w http.ResponseWriter, r *http.Request) error {
-	body := bodyReader(w, r, a.cfg.MaxBodyBytes*4)
+	body := bodyReader(w, r, a.cfg.MaxBodyBytes*4) // as wrap's limit for the route
 	s, err := a.svc.Import(r.Context(), principalOf(r.Context()).Owner, body, r.Header.Get("Idempotency-Key"))
 	if err != nil {
 		var mbe *http.MaxBytesError

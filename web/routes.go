@@ -29,8 +29,10 @@ var (
 	pCreateKey = param{"Idempotency-Key", "header", "string", "a repeat with the same key (within 24 hours) returns the session the first made"}
 	pGID       = param{"gid", "path", "string", "generation id"}
 	// 403: a page of another site while auth is off (authenticator.checkBrowser).
-	common  = []int{400, 401, 403, 404, 503}
-	writing = []int{400, 401, 403, 404, 409, 413, 422, 503}
+	// 408: a body slower than 64 KiB/s; 429: an owner's streams, all open.
+	common   = []int{400, 401, 403, 404, 503}
+	writing  = []int{400, 401, 403, 404, 408, 409, 413, 422, 503}
+	streamed = []int{400, 401, 403, 404, 408, 409, 413, 422, 429, 503}
 )
 
 var routes = []route{
@@ -55,12 +57,12 @@ var routes = []route{
 	{method: "POST", path: "/sessions/{id}/turns", op: "postTurns", summary: "Append turns (user messages or tool results) and optionally generate; with Accept: text/event-stream the generation is streamed",
 		body: "PostRequest", status: 201, result: "PostResult", sse: true,
 		params: []param{pID, {"Idempotency-Key", "header", "string", "a repeat with the same key returns the original result"}},
-		errors: writing, handle: postTurns},
+		errors: streamed, handle: postTurns},
 	{method: "GET", path: "/sessions/{id}/generations/{gid}", op: "getGeneration", summary: "Get a generation", status: 200, result: "Generation",
 		params: []param{pID, pGID}, errors: common, handle: getGeneration},
 	{method: "GET", path: "/sessions/{id}/generations/{gid}/stream", op: "streamGeneration", summary: "Stream a generation's events as SSE; Last-Event-ID resumes",
 		status: 200, result: "sse", params: []param{pID, pGID, {"Last-Event-ID", "header", "integer", "the last offset seen"}, {"after", "query", "integer", "the last offset seen, when the header cannot be set"}},
-		errors: common, handle: streamGeneration},
+		errors: []int{400, 401, 403, 404, 429, 503}, handle: streamGeneration},
 	{method: "POST", path: "/sessions/{id}/generations/{gid}/cancel", op: "cancelGeneration", summary: "Cancel a generation (idempotent); answers its final state",
 		status: 200, result: "Generation", params: []param{pID, pGID}, errors: common, handle: cancelGeneration},
 	{method: "POST", path: "/sessions/{id}/fork", op: "forkSession", summary: "Create a session holding a copy of the branch up to a turn", body: "ForkRequest",
@@ -68,7 +70,7 @@ var routes = []route{
 	{method: "GET", path: "/sessions/{id}/export", op: "exportSession", summary: "Export a session as JSON lines: the session, then every turn",
 		status: 200, result: "ndjson", params: []param{pID}, errors: common, handle: exportSession},
 	{method: "GET", path: "/sessions/{id}/ws", op: "sessionSocket", summary: "WebSocket of a session (see docs/protocol.md); authenticated by ?ticket=",
-		status: 101, params: []param{pID, {"ticket", "query", "string", "from POST /v1/tickets"}}, errors: []int{401, 403, 404}, public: true, handle: sessionSocket},
+		status: 101, params: []param{pID, {"ticket", "query", "string", "from POST /v1/tickets"}}, errors: []int{401, 403, 404, 429}, public: true, handle: sessionSocket},
 	{method: "POST", path: "/tickets", op: "createTicket", summary: "A short-lived ticket to open a session's WebSocket", body: "TicketRequest",
 		status: 201, result: "Ticket", errors: writing, handle: createTicket},
 }
