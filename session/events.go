@@ -82,6 +82,9 @@ func (o *sessionObj) cancelQueued(ctx context.Context, tx *objects.Tx, gid strin
 			return 0, err
 		}
 	}
+	if len(ids) > 0 {
+		o.svc.queued.signal(o.m.ID) // see startGeneration
+	}
 	return len(ids), nil
 }
 

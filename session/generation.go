@@ -145,6 +145,9 @@ func (o *sessionObj) startGeneration(ctx context.Context, tx *objects.Tx, m *met
 	if err != nil {
 		return nil, nil, nil, fmt.Errorf("start stream: %w", err)
 	}
+	// Followers of a queued generation read its state again: calls of the
+	// session, so they see this one's outcome.
+	svc.queued.signal(sessionID)
 	tx.OnRollback(log.Release)
 	gctx, cancel := context.WithCancelCause(svc.ctx)
 	run := &genRun{id: gid, turnID: t.ID, session: sessionID, log: log, cancel: cancel, done: make(chan struct{})}

@@ -92,6 +92,7 @@ type Service struct {
 	dir     dirUpdates
 	viewers viewerMap
 	streams streamCounts
+	queued  genSignals
 }
 
 type hubEntry struct {

@@ -995,6 +995,86 @@ func TestFollowGenerationCancelledWhileQueued(t *testing.T) {
 	}
 }
 
+// Following a queued generation waits for the session to start or cancel
+// it, woken by the session (with the periodic re-read off, a missed wake-up
+// would hang): started, it streams to its end; cancelled, it ends at once.
+func TestFollowQueuedGenerationIsWoken(t *testing.T) {
+	defer session.SetFollowRecheck(time.Hour)()
+	ctx := context.Background()
+	e := newEnv(t, "", 200, nil)
+	s, _ := e.svc.Create(ctx, "local", session.CreateRequest{})
+	post := func(text string) *session.Generation {
+		t.Helper()
+		r, err := e.svc.Post(ctx, "local", s.ID, session.PostRequest{Turns: []session.NewTurn{user(text)}, Generate: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return r.Generation
+	}
+	follow := func(g *session.Generation) (*frameSink, *streaming.Viewer, chan error) {
+		sink := &frameSink{}
+		v := streaming.NewViewer(sink, &streaming.ViewerOptions{CloseOnFinal: true})
+		done := make(chan error, 1)
+		go func() { done <- e.svc.Follow(ctx, "local", s.ID, g.ID, 0, v) }()
+		return sink, v, done
+	}
+	wait := func(what string, v *streaming.Viewer, done chan error) {
+		t.Helper()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Fatalf("%s: follow: %v", what, err)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatalf("%s: Follow still waits", what)
+		}
+		select {
+		case <-v.Done():
+		case <-time.After(10 * time.Second):
+			t.Fatalf("%s: the viewer is still open", what)
+		}
+	}
+
+	first := post("/words 4000") // 20 s: ended by its cancel below
+	second := post("/words 3")
+	third := post("/words 3")
+	if second.Status != session.GenQueued || third.Status != session.GenQueued {
+		t.Fatalf("queued: %s, %s", second.Status, third.Status)
+	}
+	waiting := func() {
+		t.Helper()
+		deadline := time.Now().Add(10 * time.Second)
+		for !session.FollowWaiting(e.svc, s.ID) {
+			if time.Now().After(deadline) {
+				t.Fatal("Follow does not wait")
+			}
+			time.Sleep(time.Millisecond)
+		}
+	}
+	sink3, v3, done3 := follow(third)
+	waiting()
+	if _, err := e.svc.Cancel(ctx, "local", s.ID, third.ID); err != nil {
+		t.Fatal(err)
+	}
+	wait("cancelled", v3, done3)
+	sink2, v2, done2 := follow(second)
+	waiting()
+	if _, err := e.svc.Cancel(ctx, "local", s.ID, first.ID); err != nil {
+		t.Fatal(err)
+	}
+	wait("started", v2, done2)
+	sink2.mu.Lock()
+	defer sink2.mu.Unlock()
+	if n := len(sink2.frames); n == 0 || !strings.Contains(string(sink2.frames[n-1]), `"type":"done"`) {
+		t.Fatalf("the started generation sent %d frames, the last %q; want its stream to done", n, sink2.frames)
+	}
+	sink3.mu.Lock()
+	defer sink3.mu.Unlock()
+	if len(sink3.frames) != 0 {
+		t.Fatalf("the cancelled generation sent %q", sink3.frames)
+	}
+}
+
 // Creating, forking and importing with an Idempotency-Key make one session
 // each however often they are repeated, across a restart too; the same key
 // with another request is a conflict; keys are the owner's own.

@@ -309,6 +309,10 @@ func (o *sessionObj) WebSocketClose(ctx context.Context, tx *objects.Tx, s *obje
 	return nil
 }
 
+// followRecheck is how often Follow reads a queued generation's state
+// without a signal (a variable for tests).
+var followRecheck = time.Second
+
 // Follow sends a generation's events after offset after to v, then its live
 // events; a generation whose log is no longer kept is sent as its committed
 // turn and final event (nothing when after is at or past that event), and
@@ -322,10 +326,22 @@ func (svc *Service) Follow(ctx context.Context, owner, id, gid string, after int
 			return err
 		}
 		if g.Status == GenQueued {
-			select {
-			case <-ctx.Done():
-				return ctx.Err()
-			case <-time.After(20 * time.Millisecond):
+			// Wait for the session to start or end a queued generation
+			// (genSignals), then read again. The channel is taken before
+			// a second read, so that a change between the two is not
+			// missed; the timer is a safety net for a transition that
+			// would not signal.
+			ch := svc.queued.wait(id)
+			if g, err = svc.Generation(ctx, owner, id, gid); err != nil {
+				return err
+			}
+			if g.Status == GenQueued {
+				select {
+				case <-ctx.Done():
+					return ctx.Err()
+				case <-ch:
+				case <-time.After(followRecheck):
+				}
 				continue
 			}
 		}

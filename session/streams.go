@@ -44,3 +44,39 @@ func (svc *Service) OpenStream(owner string) (release func(), err error) {
 		})
 	}, nil
 }
+
+// genSignals wakes those waiting for a session's queued generation to
+// start or end (Follow), rather than have them ask the session every few
+// milliseconds: each question is a call that queues with the session's
+// own work.
+type genSignals struct {
+	mu sync.Mutex
+	m  map[string]chan struct{} // by session id; closed by signal
+}
+
+// wait returns a channel that signal(id) closes. Take it before reading
+// the state it guards, so that a change in between is not missed.
+func (g *genSignals) wait(id string) <-chan struct{} {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	ch, ok := g.m[id]
+	if !ok {
+		if g.m == nil {
+			g.m = make(map[string]chan struct{})
+		}
+		ch = make(chan struct{})
+		g.m[id] = ch
+	}
+	return ch
+}
+
+// signal wakes the waiters of session id: one of its queued generations
+// started or ended (or the session is gone).
+func (g *genSignals) signal(id string) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if ch, ok := g.m[id]; ok {
+		close(ch)
+		delete(g.m, id)
+	}
+}
