@@ -2,6 +2,7 @@ package session
 
 import (
 	"context"
+	"database/sql"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -69,21 +70,27 @@ func (o *sessionObj) nextQueued(ctx context.Context, tx *objects.Tx, m *meta, no
 		return queuedGen{}, false, err
 	}
 	// The head's unanswered turns: from the head up to the first
-	// assistant turn.
+	// assistant turn. Only their roles and parents are read (a turn may
+	// hold 32 MiB, a streaming one its partial output besides).
 	unanswered := map[int64]bool{}
 	for id := m.Head; id > 0 && len(unanswered) < maxUnanswered; {
-		t, err := o.getTurn(ctx, tx, id)
+		var role string
+		var parent sql.NullInt64
+		err := tx.QueryRow(ctx, `SELECT role, parent_id FROM turns WHERE id = ?`, id).Scan(&role, &parent)
+		if errors.Is(err, sql.ErrNoRows) {
+			err = fmt.Errorf("turn %d: %w", id, ErrNotFound)
+		}
 		if err != nil {
 			return queuedGen{}, false, err
 		}
-		if t.Role == RoleAssistant {
+		if role == RoleAssistant {
 			break
 		}
 		unanswered[id] = true
-		if t.ParentID == nil {
+		if !parent.Valid {
 			break
 		}
-		id = *t.ParentID
+		id = parent.Int64
 	}
 	first := queued[0]
 	if !unanswered[first.parent] {
