@@ -1361,6 +1361,52 @@ func TestUnsavableFinalTurnFailsGeneration(t *testing.T) {
 	}
 }
 
+// A streaming turn weighs its partial output in a page, not its stored
+// placeholder: a page with it and other turns stays within MaxPageBytes.
+func TestTurnPageWeighsStreamingOutput(t *testing.T) {
+	ctx := context.Background()
+	e := newEnv(t, "", 400, func(svc *session.Service, _ *session.Registry) { svc.MaxPageBytes = 1000 })
+	s, _ := e.svc.Create(ctx, "local", session.CreateRequest{})
+	for range 3 {
+		if _, err := e.svc.Post(ctx, "local", s.ID, session.PostRequest{Turns: []session.NewTurn{user(strings.Repeat("w", 300))}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	res, err := e.svc.Post(ctx, "local", s.ID, session.PostRequest{Turns: []session.NewTurn{user("/words 4000")}, Generate: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.svc.Cancel(ctx, "local", s.ID, res.Generation.ID)
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		turns, more, err := e.svc.Turns(ctx, "local", s.ID, session.TurnQuery{Limit: 50})
+		if err != nil {
+			t.Fatal(err)
+		}
+		last := turns[len(turns)-1]
+		if last.Status != session.TurnStreaming {
+			t.Fatalf("the newest turn is %s, want the streaming one", last.Status)
+		}
+		size := 0
+		for _, tn := range turns {
+			size += len(tn.Content)
+		}
+		if len(turns) > 1 && size > 1000 {
+			t.Fatalf("a page of %d turns weighs %d bytes with the streaming one's %d; want at most 1000", len(turns), size, len(last.Content))
+		}
+		if len(last.Content) > 1000 {
+			if len(turns) != 1 || !more {
+				t.Fatalf("page of %d turns (more %v), want the streaming turn alone and more", len(turns), more)
+			}
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the partial output never passed 1000 bytes")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
 // A page of turns ends early where its turns would weigh more than
 // MaxPageBytes (one turn always fits), with has_more set, so that paging on
 // covers every turn once: fifty turns of 32 MiB must not be one response.

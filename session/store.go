@@ -223,11 +223,20 @@ func (o *sessionObj) queryTurnsUpTo(ctx context.Context, tx *objects.Tx, budget 
 		return nil, false, err
 	}
 	rows.Close()
+	// A streaming turn weighed its stored placeholder: with its partial
+	// output filled in (up to MaxTurnBytes), the page is weighed again and
+	// cut where it passes the budget, as the loop above would have.
+	size = 0
 	for i := range out {
 		if out[i].Status == TurnStreaming {
 			if err := o.fillPartial(ctx, tx, &out[i]); err != nil {
 				return nil, false, err
 			}
+		}
+		if size += turnBytes(out[i]); budget > 0 && size > budget && i > 0 {
+			clear(out[i:])
+			out, cut = out[:i], true
+			break
 		}
 	}
 	return out, cut, nil
