@@ -10,11 +10,13 @@ func SetFollowRecheck(d time.Duration) (restore func()) {
 	return func() { followRecheck = old }
 }
 
-// FollowWaiting reports whether a Follow waits for a queued generation of
-// session id to start or end.
-func FollowWaiting(svc *Service, id string) bool {
+// FollowWaiting returns how many Follows wait for a queued generation of
+// session id to start or end, and how many sessions have such waiters.
+func FollowWaiting(svc *Service, id string) (waiters, sessions int) {
 	svc.queued.mu.Lock()
 	defer svc.queued.mu.Unlock()
-	_, ok := svc.queued.m[id]
-	return ok
+	if s, ok := svc.queued.m[id]; ok {
+		waiters = s.waiters
+	}
+	return waiters, len(svc.queued.m)
 }

@@ -108,6 +108,9 @@ func (o *sessionObj) interruptStreaming(ctx context.Context, tx *objects.Tx, now
 			return err
 		}
 	}
+	if len(gens) > 0 {
+		o.svc.queued.signal(o.m.ID) // queued ones ended too (see startGeneration)
+	}
 	return nil
 }
 

@@ -1044,7 +1044,7 @@ func TestFollowQueuedGenerationIsWoken(t *testing.T) {
 	waiting := func() {
 		t.Helper()
 		deadline := time.Now().Add(10 * time.Second)
-		for !session.FollowWaiting(e.svc, s.ID) {
+		for n, _ := session.FollowWaiting(e.svc, s.ID); n == 0; n, _ = session.FollowWaiting(e.svc, s.ID) {
 			if time.Now().After(deadline) {
 				t.Fatal("Follow does not wait")
 			}
@@ -1063,6 +1063,24 @@ func TestFollowQueuedGenerationIsWoken(t *testing.T) {
 		t.Fatal(err)
 	}
 	wait("started", v2, done2)
+	// A follower that leaves (its context ends) leaves nothing behind.
+	fourth := post("/words 3000")
+	fifth := post("/words 3")
+	fctx, stop := context.WithCancel(ctx)
+	left := make(chan error, 1)
+	go func() {
+		left <- e.svc.Follow(fctx, "local", s.ID, fifth.ID, 0, streaming.NewViewer(&frameSink{}, &streaming.ViewerOptions{CloseOnFinal: true}))
+	}()
+	waiting()
+	stop()
+	if err := <-left; !errors.Is(err, context.Canceled) {
+		t.Fatalf("a follower that left: %v", err)
+	}
+	if n, sessions := session.FollowWaiting(e.svc, s.ID); n != 0 || sessions != 0 {
+		t.Fatalf("after the follower left: %d waiters, %d sessions with waiters", n, sessions)
+	}
+	e.svc.Cancel(ctx, "local", s.ID, fifth.ID)
+	e.svc.Cancel(ctx, "local", s.ID, fourth.ID)
 	sink2.mu.Lock()
 	defer sink2.mu.Unlock()
 	if n := len(sink2.frames); n == 0 || !strings.Contains(string(sink2.frames[n-1]), `"type":"done"`) {

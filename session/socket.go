@@ -331,19 +331,24 @@ func (svc *Service) Follow(ctx context.Context, owner, id, gid string, after int
 			// a second read, so that a change between the two is not
 			// missed; the timer is a safety net for a transition that
 			// would not signal.
-			ch := svc.queued.wait(id)
+			ch, leave := svc.queued.wait(id)
 			if g, err = svc.Generation(ctx, owner, id, gid); err != nil {
+				leave()
 				return err
 			}
 			if g.Status == GenQueued {
 				select {
 				case <-ctx.Done():
-					return ctx.Err()
 				case <-ch:
 				case <-time.After(followRecheck):
 				}
+				leave()
+				if err := ctx.Err(); err != nil {
+					return err
+				}
 				continue
 			}
+			leave()
 		}
 		if h := svc.existingHub(id); h != nil {
 			err := h.Resume(v, gid, after)

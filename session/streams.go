@@ -48,35 +48,48 @@ func (svc *Service) OpenStream(owner string) (release func(), err error) {
 // genSignals wakes those waiting for a session's queued generation to
 // start or end (Follow), rather than have them ask the session every few
 // milliseconds: each question is a call that queues with the session's
-// own work.
+// own work. An entry lives while it has waiters and no signal.
 type genSignals struct {
 	mu sync.Mutex
-	m  map[string]chan struct{} // by session id; closed by signal
+	m  map[string]*genSignal // by session id
 }
 
-// wait returns a channel that signal(id) closes. Take it before reading
-// the state it guards, so that a change in between is not missed.
-func (g *genSignals) wait(id string) <-chan struct{} {
+type genSignal struct {
+	ch      chan struct{} // closed by signal
+	waiters int
+}
+
+// wait returns a channel that signal(id) closes, and leave, to call once
+// done waiting. Take it before reading the state it guards, so that a
+// change in between is not missed.
+func (g *genSignals) wait(id string) (ch <-chan struct{}, leave func()) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	ch, ok := g.m[id]
+	s, ok := g.m[id]
 	if !ok {
 		if g.m == nil {
-			g.m = make(map[string]chan struct{})
+			g.m = make(map[string]*genSignal)
 		}
-		ch = make(chan struct{})
-		g.m[id] = ch
+		s = &genSignal{ch: make(chan struct{})}
+		g.m[id] = s
 	}
-	return ch
+	s.waiters++
+	return s.ch, func() {
+		g.mu.Lock()
+		defer g.mu.Unlock()
+		if s.waiters--; s.waiters == 0 && g.m[id] == s {
+			delete(g.m, id)
+		}
+	}
 }
 
 // signal wakes the waiters of session id: one of its queued generations
-// started or ended (or the session is gone).
+// started or ended.
 func (g *genSignals) signal(id string) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	if ch, ok := g.m[id]; ok {
-		close(ch)
+	if s, ok := g.m[id]; ok {
+		close(s.ch)
 		delete(g.m, id)
 	}
 }

@@ -520,6 +520,15 @@ func TestStreamSkipsCommentsAndFields(t *testing.T) {
 	if me := modelError(t, err, session.CodeUpstreamError); !strings.Contains(me.Message, "boom") {
 		t.Fatalf("Message = %q, want the upstream's error boom", me.Message)
 	}
+
+	// An error event followed by a keep-alive, then silence: the error
+	// comes out at once (go-openai returns it at the next line), not as a
+	// stall.
+	f = newFake(t, reply{events: []string{text("partial")}, raw: []string{`data: {"error":{"message":"boom","type":"server_error"}}` + "\n: keep-alive\n"}, hang: true})
+	_, _, err = collect(t, t.Context(), newModel(t, f, func(c *openai.Config) { c.MaxRetries = 0; c.IdleTimeout = time.Hour }), userRequest("hi"))
+	if me := modelError(t, err, session.CodeUpstreamError); !strings.Contains(me.Message, "boom") {
+		t.Fatalf("Message = %q, want the upstream's error boom", me.Message)
+	}
 }
 
 // A stream's lines are bounded: one line (go-openai reads each whole) and,

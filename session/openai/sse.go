@@ -29,6 +29,7 @@ var (
 	nl         = []byte{'\n'}
 	dataField  = []byte("data:")
 	doneMarker = []byte("[DONE]")
+	errorStart = []byte(`{"error":`) // as go-openai recognises an error event
 	// fieldsDropped are the event-stream fields go-openai has no use for.
 	fieldsDropped = [][]byte{[]byte("event:"), []byte("id:"), []byte("retry:")}
 )
@@ -41,7 +42,8 @@ var (
 //     (where they also spoil a JSON error sent after them), and count
 //     them towards its limit of 300 empty lines between two chunks;
 //   - blank lines pass as one "\n": they end an event, and go-openai
-//     returns an error event's error at the next line;
+//     returns an error event's error at the next line (so a line dropped
+//     right after an error event passes as "\n" too);
 //   - "data:" lines pass, at most maxLineBytes each;
 //   - any other line passes (a server answering 200 with a JSON error),
 //     at most maxOtherBytes of them in all;
@@ -56,14 +58,16 @@ type sseFilter struct {
 	br   *bufio.Reader
 	done *bool
 
-	pend    []byte // what is left to hand on of the current segment
-	inLine  bool   // the current line's kind is known: keep, data
-	keep    bool   // the current line is passed on
-	data    bool   // the current line is a "data:" line
-	blank   bool   // the current line is blank (white space)
-	lineLen int    // bytes of the current line so far
-	other   int    // bytes of other lines passed on
-	err     error  // returned once pend is handed on
+	pend       []byte // what is left to hand on of the current segment
+	inLine     bool   // the current line's kind is known: keep, data
+	keep       bool   // the current line is passed on
+	data       bool   // the current line is a "data:" line
+	blank      bool   // the current line is blank (white space)
+	errLine    bool   // the current line is an error event (`data: {"error":`)
+	afterError bool   // the line before the current one was
+	lineLen    int    // bytes of the current line so far
+	other      int    // bytes of other lines passed on
+	err        error  // returned once pend is handed on
 }
 
 func newSSEFilter(body io.ReadCloser, done *bool) *sseFilter {
@@ -108,6 +112,10 @@ func (f *sseFilter) Read(p []byte) (int, error) {
 			f.pend = seg
 		case ended && f.blank:
 			f.pend = nl
+		case ended && f.afterError:
+			// go-openai returns an error event's error when it reads the
+			// next line: a dropped one must still release it.
+			f.pend = nl
 		}
 	}
 	n := copy(p, f.pend)
@@ -118,6 +126,7 @@ func (f *sseFilter) Read(p []byte) (int, error) {
 // classify sets the kind of the line that starts with seg.
 func (f *sseFilter) classify(seg []byte) {
 	line := bytes.TrimLeft(seg, " \t")
+	f.afterError, f.errLine = f.errLine, false
 	f.keep, f.data, f.blank = false, false, false
 	switch {
 	case len(bytes.TrimSpace(line)) == 0:
@@ -125,9 +134,11 @@ func (f *sseFilter) classify(seg []byte) {
 	case line[0] == ':':
 	case bytes.HasPrefix(line, dataField):
 		f.keep, f.data = true, true
-		if bytes.Equal(bytes.TrimSpace(line[len(dataField):]), doneMarker) {
+		payload := bytes.TrimLeft(line[len(dataField):], " \t\r\n")
+		if bytes.Equal(bytes.TrimSpace(payload), doneMarker) {
 			*f.done = true
 		}
+		f.errLine = bytes.HasPrefix(payload, errorStart)
 	default:
 		f.keep = true
 		for _, d := range fieldsDropped {

@@ -17,6 +17,7 @@ func FuzzSSEFilter(f *testing.F) {
 		"  \t\r\n{\"error\":{\"message\":\"boom\"}}\ndata:[DONE]",
 		"data: partial",
 		"\n\n\n:\n:x\n  data: y\r\n",
+		"data: {\"error\":{\"message\":\"x\"}}\n: ping\nid: 2\n",
 	} {
 		f.Add([]byte(s))
 	}
@@ -44,6 +45,7 @@ func FuzzSSEFilter(f *testing.F) {
 
 // referenceFilter applies the filter's rules to in, whole lines at a time.
 func referenceFilter(in []byte) (out []byte, done bool) {
+	afterError := false
 	for len(in) > 0 {
 		i := bytes.IndexByte(in, '\n') + 1
 		if i == 0 {
@@ -51,17 +53,25 @@ func referenceFilter(in []byte) (out []byte, done bool) {
 		}
 		line := in[:i]
 		in = in[i:]
+		ended := line[len(line)-1] == '\n'
 		rest := bytes.TrimLeft(line, " \t")
+		wasError := afterError
+		afterError = false
 		switch {
 		case len(bytes.TrimSpace(rest)) == 0:
-			if line[len(line)-1] == '\n' {
+			if ended {
 				out = append(out, '\n')
 			}
 		case rest[0] == ':', bytes.HasPrefix(rest, []byte("event:")),
 			bytes.HasPrefix(rest, []byte("id:")), bytes.HasPrefix(rest, []byte("retry:")):
+			if ended && wasError { // it releases the error event's error
+				out = append(out, '\n')
+			}
 		default:
-			if bytes.HasPrefix(rest, []byte("data:")) && string(bytes.TrimSpace(rest[5:])) == "[DONE]" {
-				done = true
+			if payload, ok := bytes.CutPrefix(rest, []byte("data:")); ok {
+				payload = bytes.TrimLeft(payload, " \t\r\n")
+				done = done || string(bytes.TrimSpace(payload)) == "[DONE]"
+				afterError = bytes.HasPrefix(payload, []byte(`{"error":`))
 			}
 			out = append(out, line...)
 		}
