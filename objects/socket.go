@@ -266,12 +266,23 @@ func (s *Socket) finish(stub *Stub, readErr error) {
 	if errors.As(readErr, &ce) {
 		reason = ce.Reason
 	}
-	_, err := stub.callOnWorker(context.Background(), func(ctx context.Context, obj any, tx *Tx) (any, error) {
-		if h, ok := obj.(SocketHandler); ok {
-			return nil, h.WebSocketClose(ctx, tx, s, code, reason)
+	var err error
+	for {
+		_, err = stub.callOnWorker(context.Background(), func(ctx context.Context, obj any, tx *Tx) (any, error) {
+			if h, ok := obj.(SocketHandler); ok {
+				return nil, h.WebSocketClose(ctx, tx, s, code, reason)
+			}
+			return nil, nil
+		})
+		// The close must reach the object, which may hold state for the
+		// socket (a count, a viewer): a full queue is waited out, as a
+		// message's is (until the runtime closes).
+		var over *OverloadedError
+		if !errors.As(err, &over) {
+			break
 		}
-		return nil, nil
-	})
+		time.Sleep(over.RetryAfter)
+	}
 	if err != nil && !errors.Is(err, ErrClosed) {
 		e.rt.logger().Warn("objects: socket close handler failed", "namespace", e.ns.name, "object", e.name, "err", err)
 	}

@@ -421,3 +421,47 @@ func TestCloseGoingAway(t *testing.T) {
 		t.Fatalf("close codes %v, want 1001 twice", got)
 	}
 }
+
+// TestSocketCloseWaitsOutFullQueue: a socket that closes while its object's
+// queue is full still has its close delivered once the queue drains: the
+// object may hold state for it (a count of a client's sockets) that only
+// the close releases.
+func TestSocketCloseWaitsOutFullQueue(t *testing.T) {
+	env := newWSEnv(t, func(rt *objects.Runtime) { rt.QueueLimit = 1 })
+	c := env.dial(t, "door", "guest")
+	roundTrip(t, c, "hi", "hello hi n=1 att=guest tags=[]")
+	s := stub(t, env.ns, "door")
+	running, release := make(chan struct{}), make(chan struct{})
+	calls := make(chan error, 1)
+	go func() {
+		_, err := objects.Do(context.Background(), s, func(ctx context.Context, _ *echo, tx *objects.Tx) (int, error) {
+			close(running)
+			<-release
+			return 0, nil
+		})
+		calls <- err
+	}()
+	<-running
+	// The running call is the queue's one place.
+	checkFor(t, 10*time.Second, "a full queue", func() bool {
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
+		defer cancel()
+		_, err := objects.Do(ctx, s, func(ctx context.Context, _ *echo, tx *objects.Tx) (int, error) { return 0, nil })
+		var over *objects.OverloadedError
+		return errors.As(err, &over)
+	})
+	c.Close(4002, "gone")
+	time.Sleep(50 * time.Millisecond) // the close meets the full queue
+	close(release)
+	select {
+	case ev := <-env.closes:
+		if ev.code != 4002 {
+			t.Fatalf("close event %+v, want 4002", ev)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("WebSocketClose not called after the queue drained")
+	}
+	if err := <-calls; err != nil {
+		t.Fatal(err)
+	}
+}

@@ -435,6 +435,19 @@ func (svc *Service) Delete(ctx context.Context, owner, id string) error {
 	if err := stub.Delete(ctx); err != nil {
 		return err
 	}
+	// The session is gone with its sockets (closed silently, so no
+	// WebSocketClose comes): forget its hub and viewers now, whatever
+	// befalls the directory's update below.
+	svc.hubMu.Lock()
+	if e := svc.hubs[id]; e != nil {
+		e.hub.Close()
+		delete(svc.hubs, id)
+	}
+	svc.hubMu.Unlock()
+	for _, sv := range svc.viewers.removeSession(id) {
+		sv.release()
+		sv.v.Close()
+	}
 	svc.dir.mu.Lock()
 	delete(svc.dir.pending[sessOwner], id)
 	svc.dir.mu.Unlock()
@@ -455,16 +468,6 @@ func (svc *Service) Delete(ctx context.Context, owner, id string) error {
 		return struct{}{}, tx.Publish(ctx, subjectPrefix+id+".deleted", b)
 	}); err != nil {
 		return err
-	}
-	svc.hubMu.Lock()
-	if e := svc.hubs[id]; e != nil {
-		e.hub.Close()
-		delete(svc.hubs, id)
-	}
-	svc.hubMu.Unlock()
-	for _, sv := range svc.viewers.removeSession(id) {
-		sv.release()
-		sv.v.Close()
 	}
 	return nil
 }
