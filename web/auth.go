@@ -199,39 +199,54 @@ func (a *authenticator) ticket(sessionID string, p Principal, now time.Time) (st
 	return enc.EncodeToString([]byte(payload)) + "." + enc.EncodeToString(mac.Sum(nil)), exp
 }
 
-// redeem checks a ticket for sessionID, spends it and returns its
-// principal. A ticket is spent once: a copy of it (in a log, a history, a
-// proxy's cache) opens nothing. The nonces spent are kept until their
-// tickets expire, so they are bounded by the tickets redeemed within a TTL.
-func (a *authenticator) redeem(t, sessionID string, now time.Time) (Principal, error) {
+// ticketPass is a ticket that check found good, to spend when the
+// connection is about to be accepted.
+type ticketPass struct {
+	p     Principal
+	nonce string
+	exp   int64
+}
+
+// check verifies a ticket for sessionID without spending it: a connection
+// refused for another reason (the session is gone, its owner at its limit
+// of streams) leaves the ticket good for the retry.
+func (a *authenticator) check(t, sessionID string, now time.Time) (ticketPass, error) {
 	bad := errorf(http.StatusUnauthorized, "unauthorized", "invalid or expired ticket; get a new one from POST /v1/tickets")
 	enc := base64.RawURLEncoding
 	p64, m64, ok := strings.Cut(t, ".")
 	payload, err1 := enc.DecodeString(p64)
 	sig, err2 := enc.DecodeString(m64)
 	if !ok || err1 != nil || err2 != nil {
-		return Principal{}, bad
+		return ticketPass{}, bad
 	}
 	mac := hmac.New(sha256.New, a.secret)
 	mac.Write(payload)
 	if !hmac.Equal(sig, mac.Sum(nil)) {
-		return Principal{}, bad
+		return ticketPass{}, bad
 	}
 	f := strings.Split(string(payload), "\n")
 	if len(f) != 5 {
-		return Principal{}, bad
+		return ticketPass{}, bad
 	}
 	exp, err := strconv.ParseInt(f[3], 10, 64)
 	if err != nil || now.Unix() > exp {
-		return Principal{}, bad
+		return ticketPass{}, bad
 	}
 	if f[0] != sessionID {
-		return Principal{}, errorf(http.StatusForbidden, "forbidden", "this ticket is for another session")
+		return ticketPass{}, errorf(http.StatusForbidden, "forbidden", "this ticket is for another session")
 	}
-	if !a.spend(f[4], exp, now.Unix()) {
-		return Principal{}, errorf(http.StatusUnauthorized, "unauthorized", "this ticket was used already; get a new one from POST /v1/tickets for each connection")
+	return ticketPass{p: Principal{Owner: f[1], Admin: f[2] == "true"}, nonce: f[4], exp: exp}, nil
+}
+
+// redeem spends a ticket that check passed: a ticket opens one connection,
+// so that a copy of it (in a log, a history, a proxy's cache) opens
+// nothing. The nonces spent are kept until their tickets expire, so they
+// are bounded by the tickets redeemed within a TTL.
+func (a *authenticator) redeem(tp ticketPass, now time.Time) error {
+	if !a.spend(tp.nonce, tp.exp, now.Unix()) {
+		return errorf(http.StatusUnauthorized, "unauthorized", "this ticket was used already; get a new one from POST /v1/tickets for each connection")
 	}
-	return Principal{Owner: f[1], Admin: f[2] == "true"}, nil
+	return nil
 }
 
 // spend records nonce, of a ticket valid until exp, and reports whether it

@@ -16,11 +16,17 @@ func TestTicketSpentOnceAndSwept(t *testing.T) {
 		if i == 0 {
 			first = tk
 		}
-		p, err := a.redeem(tk, "s1", now)
-		if err != nil || p.Owner != "alice" {
-			t.Fatalf("redeem %d: %+v, %v", i, p, err)
+		tp, err := a.check(tk, "s1", now)
+		if err != nil || tp.p.Owner != "alice" {
+			t.Fatalf("check %d: %+v, %v", i, tp, err)
 		}
-		if _, err := a.redeem(tk, "s1", now); err == nil {
+		if _, err := a.check(tk, "s1", now); err != nil {
+			t.Fatalf("check %d again, before it is spent: %v", i, err)
+		}
+		if err := a.redeem(tp, now); err != nil {
+			t.Fatalf("redeem %d: %v", i, err)
+		}
+		if err := a.redeem(tp, now); err == nil {
 			t.Fatalf("ticket %d redeemed twice", i)
 		}
 	}
@@ -28,11 +34,15 @@ func TestTicketSpentOnceAndSwept(t *testing.T) {
 		t.Fatalf("spent = %d nonces, want 100", len(a.spent))
 	}
 	later := now.Add(2 * time.Minute)
-	if _, err := a.redeem(first, "s1", later); err == nil {
-		t.Fatal("an expired ticket was redeemed")
+	if _, err := a.check(first, "s1", later); err == nil {
+		t.Fatal("an expired ticket passed")
 	}
 	tk, _ := a.ticket("s1", Principal{Owner: "alice"}, later)
-	if _, err := a.redeem(tk, "s1", later); err != nil {
+	tp, err := a.check(tk, "s1", later)
+	if err != nil {
+		t.Fatalf("a new ticket: %v", err)
+	}
+	if err := a.redeem(tp, later); err != nil {
 		t.Fatalf("a new ticket: %v", err)
 	}
 	if len(a.spent) != 1 {

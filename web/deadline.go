@@ -33,14 +33,26 @@ func errSlowBody() error {
 		"the body arrived slower than %d KiB/s; send it again", minTransferRate>>10)
 }
 
-// bodyReader returns r's body cut at limit (http.MaxBytesReader) under a
-// read deadline: the body's length (or limit, when unknown) at
-// minTransferRate, after transferGrace. A read past it fails with an error
-// that decodeError maps to errSlowBody. net/http lifts the deadline when
-// the body has been read to its end (its background read for a client
-// that goes away starts there), so it does not cut an event stream that
-// answers the request.
-func bodyReader(w http.ResponseWriter, r *http.Request, limit int64) io.Reader {
+// requestBody is a request's body as handlers read it: cut at its
+// route's limit (http.MaxBytesReader), under a read deadline, and counted
+// against the server's budget of bodies held at once (bodyBudget) as its
+// bytes arrive. release gives its part of the budget back; call it once
+// the body's bytes are no longer used (it may be called more than once).
+type requestBody struct {
+	r      io.Reader
+	budget *bodyBudget
+	read   int64 // bytes read so far
+	held   int64 // bytes of the budget held
+	err    error // a refusal of the budget, returned from then on
+}
+
+// openBody opens r's body, at most limit bytes, under a read deadline: the
+// body's length (or limit, when unknown) at minTransferRate, after
+// transferGrace. A read past it fails with an error that decodeError maps
+// to errSlowBody. net/http lifts the deadline when the body has been read
+// to its end (its background read for a client that goes away starts
+// there), so it does not cut an event stream that answers the request.
+func (a *api) openBody(w http.ResponseWriter, r *http.Request, limit int64) *requestBody {
 	n := limit
 	if r.ContentLength >= 0 && r.ContentLength < limit {
 		n = r.ContentLength
@@ -51,7 +63,31 @@ func bodyReader(w http.ResponseWriter, r *http.Request, limit int64) io.Reader {
 	if r.Body != nil && r.Body != http.NoBody {
 		_ = http.NewResponseController(w).SetReadDeadline(transferDeadline(time.Now(), n))
 	}
-	return http.MaxBytesReader(w, r.Body, limit)
+	return &requestBody{r: http.MaxBytesReader(w, r.Body, limit), budget: &a.bodies}
+}
+
+func (b *requestBody) Read(p []byte) (int, error) {
+	if b.err != nil {
+		return 0, b.err
+	}
+	n, err := b.r.Read(p)
+	b.read += int64(n)
+	if b.read >= budgetFrom && 2*b.read > b.held {
+		want := 2*b.read + budgetFrom // the next MiB's worth in one step
+		if !b.budget.grow(b.held, want-b.held) {
+			b.err = errOverBudget
+			return n, b.err
+		}
+		b.held = want
+	}
+	return n, err
+}
+
+func (b *requestBody) release() {
+	if b.held > 0 {
+		b.budget.put(b.held)
+		b.held = 0
+	}
 }
 
 // writeBody writes an answer's body. One of deadlineFrom bytes or more is
@@ -93,15 +129,16 @@ func (d *deadlineWriter) Write(p []byte) (int, error) {
 }
 
 func (d *deadlineWriter) lift() {
+	d.rc.SetWriteDeadline(transferDeadline(time.Now(), 4<<10)) // the buffered rest
 	if d.rc.Flush() == nil {
 		d.rc.SetWriteDeadline(time.Time{})
 	}
 }
 
 // bodyBudget bounds the request bodies the server holds at once (see
-// Config.MaxBodyMemory): each body of budgetFrom bytes or more reserves
-// twice its length (the bytes read, and what decoding them keeps) until
-// its request ends.
+// Config.MaxBodyMemory): a body counts twice the bytes of it that have
+// arrived (the bytes, and what decoding them keeps) once they pass
+// budgetFrom, until its handler releases it.
 type bodyBudget struct {
 	max int64
 
@@ -113,31 +150,34 @@ type bodyBudget struct {
 // budget: smaller ones cost less than their connection.
 const budgetFrom = 1 << 20
 
-// reserve reserves the cost of r's body, at most limit bytes, or returns a
-// 503 overloaded when the budget is spent. One request always gets its
-// reservation, however large, when nothing else holds one.
-func (b *bodyBudget) reserve(r *http.Request, limit int64) (release func(), err error) {
-	n := limit
-	switch {
-	case r.Body == nil || r.Body == http.NoBody:
-		n = 0
-	case r.ContentLength >= 0 && r.ContentLength < limit:
-		n = r.ContentLength
-	}
-	if n < budgetFrom {
-		return func() {}, nil
-	}
-	n *= 2
+// errOverBudget refuses a body past the budget.
+var errOverBudget = errorf(http.StatusServiceUnavailable, "overloaded",
+	"the server holds its most request bodies at once; send this one again shortly")
+
+// budgetHook, when set (by tests), is told the bytes held after each change.
+var budgetHook func(used int64)
+
+// grow adds n to what a body holding own bytes holds, unless that passes
+// the budget while other bodies hold some: a body alone always grows.
+func (b *bodyBudget) grow(own, n int64) bool {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	if b.used > 0 && b.used+n > b.max {
-		return nil, errorf(http.StatusServiceUnavailable, "overloaded",
-			"the server holds %d MiB of request bodies, its most; send this one again shortly", b.used>>20)
+	if b.used-own > 0 && b.used+n > b.max {
+		return false
 	}
 	b.used += n
-	return func() {
-		b.mu.Lock()
-		b.used -= n
-		b.mu.Unlock()
-	}, nil
+	if budgetHook != nil {
+		budgetHook(b.used)
+	}
+	return true
+}
+
+// put gives back n bytes.
+func (b *bodyBudget) put(n int64) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.used -= n
+	if budgetHook != nil {
+		budgetHook(b.used)
+	}
 }

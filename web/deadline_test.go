@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -69,7 +70,7 @@ func TestStalledReaderIsCut(t *testing.T) {
 	}
 	defer web.SetTransferLimits(200*time.Millisecond, 1<<30)()
 	conn := rawRequest(t, s, "GET /v1/sessions/"+sess.ID+"/turns HTTP/1.1", "")
-	time.Sleep(time.Second) // not reading, well past the deadline
+	time.Sleep(3 * time.Second) // not reading, well past the page's build and its deadline
 	conn.SetReadDeadline(time.Now().Add(10 * time.Second))
 	n, err := io.Copy(io.Discard, conn)
 	if err != nil && !strings.Contains(err.Error(), "reset") {
@@ -100,62 +101,58 @@ func TestStreamOutlivesBodyDeadline(t *testing.T) {
 	}
 }
 
-// Large bodies held at once are bounded (Config.MaxBodyMemory): one past
-// the budget is refused with 503 and Retry-After, small ones and a large
-// one alone always pass, and a place frees when its request ends.
+// Large bodies held at once are bounded (Config.MaxBodyMemory), counted as
+// their bytes arrive: one that would pass the budget is refused with 503
+// and Retry-After, nothing of it posted; small ones and a large one alone
+// always pass; a body's place frees once its post is stored.
 func TestBodyMemoryBudget(t *testing.T) {
+	var held atomic.Int64
+	defer web.OnBodiesHeld(func(n int64) { held.Store(n) })()
 	s := newServer(t, 0, web.Config{MaxBodyMemory: 5 << 20}, nil)
 	sess := s.createSession(t, nil)
 	path := "/v1/sessions/" + sess.ID + "/turns"
 	post := func(n int) string {
 		return `{"turns":[{"role":"user","content":"` + strings.Repeat("b", n) + `"}]}`
 	}
-	alone := post(3 << 20) // 6 MiB counted, over the budget: passes alone
-	if st, raw := s.do(t, "POST", path, alone, nil); st != 201 {
-		t.Fatalf("a large post alone: %d %.200s", st, raw)
+	if st, raw := s.do(t, "POST", path, post(3<<20), nil); st != 201 {
+		t.Fatalf("a large post alone (twice over the budget): %d %.200s", st, raw)
 	}
+	checkFor(t, "its place freed", func() bool { return held.Load() == 0 })
 
-	// A holds 4 MiB of the budget while its body arrives.
-	held := post(2 << 20)
-	conn := rawRequest(t, s, fmt.Sprintf("POST %s HTTP/1.1\r\nContent-Type: application/json\r\nContent-Length: %d", path, len(held)), held[:1000])
-	posted := 1
-	checkFor(t, "a refusal while A's body arrives", func() bool {
-		req, _ := http.NewRequest("POST", s.URL+path, strings.NewReader(held))
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		var e apiErr
-		json.NewDecoder(resp.Body).Decode(&e)
-		if resp.StatusCode == 201 {
-			posted++
-			return false // A's request was not read yet
-		}
-		if resp.StatusCode != 503 || e.Error.Code != "overloaded" || resp.Header.Get("Retry-After") == "" {
-			t.Fatalf("a second large post: %d %+v, want 503 overloaded with Retry-After", resp.StatusCode, e)
-		}
-		return true
-	})
+	// A holds the whole budget while the rest of its body is awaited.
+	a := post(3 << 20)
+	conn := rawRequest(t, s, fmt.Sprintf("POST %s HTTP/1.1\r\nContent-Type: application/json\r\nContent-Length: %d", path, len(a)), a[:2200<<10])
+	checkFor(t, "A to hold the budget", func() bool { return held.Load() >= 4<<20 })
+	req, _ := http.NewRequest("POST", s.URL+path, strings.NewReader(post(2<<20)))
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var e apiErr
+	json.NewDecoder(resp.Body).Decode(&e)
+	resp.Body.Close()
+	if resp.StatusCode != 503 || e.Error.Code != "overloaded" || resp.Header.Get("Retry-After") == "" {
+		t.Fatalf("a second large post: %d %+v, want 503 overloaded with Retry-After", resp.StatusCode, e)
+	}
 	if st, raw := s.do(t, "POST", path, post(100), nil); st != 201 {
 		t.Fatalf("a small post meanwhile: %d %s", st, raw)
 	}
-	if _, err := io.WriteString(conn, held[1000:]); err != nil {
+	if _, err := io.WriteString(conn, a[2200<<10:]); err != nil {
 		t.Fatal(err)
 	}
 	conn.SetReadDeadline(time.Now().Add(10 * time.Second))
-	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	resp, err = http.ReadResponse(bufio.NewReader(conn), nil)
 	if err != nil || resp.StatusCode != 201 {
 		t.Fatalf("A: %v %v", resp, err)
 	}
 	resp.Body.Close()
-	if st, raw := s.do(t, "POST", path, held, nil); st != 201 {
+	checkFor(t, "A's place freed", func() bool { return held.Load() == 0 })
+	if st, raw := s.do(t, "POST", path, post(2<<20), nil); st != 201 {
 		t.Fatalf("a large post after A: %d %.200s", st, raw)
 	}
-	posted += 3 // the small one, A and the last
 	var page struct{ Turns []json.RawMessage }
 	s.do(t, "GET", path+"?limit=1000", nil, &page)
-	if len(page.Turns) != posted {
-		t.Fatalf("%d turns, want the %d posts answered 201 and nothing of the refused", len(page.Turns), posted)
+	if len(page.Turns) != 4 {
+		t.Fatalf("%d turns, want the 4 posts answered 201 and nothing of the refused one", len(page.Turns))
 	}
 }

@@ -10,15 +10,20 @@ import (
 	"strings"
 )
 
-// decodeJSON reads exactly one JSON value from the body into v, refusing
-// unknown fields, wrong types, trailing data and bodies over limit.
-func decodeJSON(w http.ResponseWriter, r *http.Request, limit int64, v any) error {
-	return decodeStrict(bodyReader(w, r, limit), v)
+// decodeJSON reads exactly one JSON value from r's body, at most limit
+// bytes (see openBody), into v, refusing unknown fields, wrong types,
+// trailing data and bodies over limit.
+func (a *api) decodeJSON(w http.ResponseWriter, r *http.Request, limit int64, v any) error {
+	body := a.openBody(w, r, limit)
+	defer body.release()
+	return decodeStrict(body, v)
 }
 
 // decodeOptional is decodeJSON where an empty body means {}.
-func decodeOptional(w http.ResponseWriter, r *http.Request, limit int64, v any) error {
-	body := bufio.NewReader(bodyReader(w, r, limit))
+func (a *api) decodeOptional(w http.ResponseWriter, r *http.Request, limit int64, v any) error {
+	rb := a.openBody(w, r, limit)
+	defer rb.release()
+	body := bufio.NewReader(rb)
 	if _, err := body.Peek(1); errors.Is(err, io.EOF) {
 		return nil
 	}
@@ -48,6 +53,8 @@ func decodeError(err error) error {
 	switch {
 	case errors.Is(err, os.ErrDeadlineExceeded):
 		return errSlowBody()
+	case errors.Is(err, errOverBudget):
+		return errOverBudget
 	case errors.As(err, &mbe):
 		return errorf(http.StatusRequestEntityTooLarge, "too_large", "the body is over %d bytes", mbe.Limit)
 	case errors.Is(err, io.EOF):

@@ -9,6 +9,7 @@ import (
 	"math"
 	"net/http"
 	"slices"
+	"sync"
 
 	"sessiond/objects"
 	"sessiond/session"
@@ -60,6 +61,9 @@ func writeError(w http.ResponseWriter, r *http.Request, log *slog.Logger, err er
 		if errors.As(err, &oe) {
 			w.Header().Set("Retry-After", fmt.Sprint(int(math.Ceil(oe.RetryAfter.Seconds()))))
 		}
+	}
+	if ae.Code == "overloaded" && w.Header().Get("Retry-After") == "" {
+		w.Header().Set("Retry-After", "1")
 	}
 	writeJSON(w, ae.Status, map[string]any{"error": map[string]string{"code": ae.Code, "message": ae.Message}})
 }
@@ -131,11 +135,21 @@ func writeTurnsPage(w http.ResponseWriter, turns []session.Turn, more bool) {
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {
-	var b bytes.Buffer
-	enc := json.NewEncoder(&b)
+	b := jsonBuffers.Get().(*bytes.Buffer)
+	defer func() {
+		if b.Cap() <= 64<<10 {
+			b.Reset()
+			jsonBuffers.Put(b)
+		}
+	}()
+	enc := json.NewEncoder(b)
 	enc.SetEscapeHTML(false)
 	enc.Encode(v)
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(status)
 	writeBody(w, b.Bytes())
 }
+
+// jsonBuffers hold writeJSON's answers while they are written (the
+// written bytes are not kept by the writer).
+var jsonBuffers = sync.Pool{New: func() any { return new(bytes.Buffer) }}

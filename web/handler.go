@@ -52,11 +52,12 @@ type Config struct {
 	// Default DefaultMaxBodyBytes.
 	MaxBodyBytes int64
 	// MaxBodyMemory bounds the memory of the request bodies being read and
-	// used at once: a body of 1 MiB or more counts twice its length (its
-	// Content-Length, or its route's limit when unknown) until its request
-	// ends, and one more than fits is refused with 503 overloaded and
-	// Retry-After. A request alone is never refused. Default
-	// DefaultMaxBodyMemory (1 GiB).
+	// used at once: once 1 MiB of a body has arrived, it counts twice the
+	// bytes that have, until its handler is done with them (a post's, once
+	// stored: not while its answer streams); a body that would pass the
+	// budget is refused with 503 overloaded and Retry-After, nothing of it
+	// applied. A body alone always passes. Default DefaultMaxBodyMemory
+	// (1 GiB).
 	MaxBodyMemory int64
 	// TicketTTL is how long a WebSocket ticket is valid. Default DefaultTicketTTL.
 	TicketTTL time.Duration
@@ -108,11 +109,7 @@ func NewHandler(svc *session.Service, cfg Config) http.Handler {
 		})
 		authed := v1.With(a.auth.middleware(func(w http.ResponseWriter, r *http.Request, err error) { writeError(w, r, a.log, err) }))
 		for _, rt := range routes {
-			limit := cfg.MaxBodyBytes
-			if rt.body == "ndjson" {
-				limit *= 4 // an import: a session's turns
-			}
-			h := a.wrap(rt.handle, limit)
+			h := a.wrap(rt.handle)
 			if rt.public {
 				v1.Method(rt.method, rt.path, h)
 			} else {
@@ -126,18 +123,8 @@ func NewHandler(svc *session.Service, cfg Config) http.Handler {
 	return r
 }
 
-// wrap serves h, whose request bodies are at most limit bytes: it
-// reserves the body's memory (bodyBudget) for the request's duration and
-// answers h's error.
-func (a *api) wrap(h func(*api, http.ResponseWriter, *http.Request) error, limit int64) http.Handler {
+func (a *api) wrap(h func(*api, http.ResponseWriter, *http.Request) error) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		release, err := a.bodies.reserve(r, limit)
-		if err != nil {
-			w.Header().Set("Retry-After", "1")
-			writeError(w, r, a.log, err)
-			return
-		}
-		defer release()
 		if err := h(a, w, r); err != nil {
 			writeError(w, r, a.log, err)
 		}
@@ -159,7 +146,7 @@ func queryInt(r *http.Request, name string, def, lo, hi int64) (int64, bool, err
 
 func createSession(a *api, w http.ResponseWriter, r *http.Request) error {
 	var req session.CreateRequest
-	if err := decodeOptional(w, r, a.cfg.MaxBodyBytes, &req); err != nil {
+	if err := a.decodeOptional(w, r, a.cfg.MaxBodyBytes, &req); err != nil {
 		return err
 	}
 	req.IdempotencyKey = r.Header.Get("Idempotency-Key")
@@ -204,7 +191,7 @@ func getSession(a *api, w http.ResponseWriter, r *http.Request) error {
 
 func updateSession(a *api, w http.ResponseWriter, r *http.Request) error {
 	var req session.UpdateRequest
-	if err := decodeJSON(w, r, a.cfg.MaxBodyBytes, &req); err != nil {
+	if err := a.decodeJSON(w, r, a.cfg.MaxBodyBytes, &req); err != nil {
 		return err
 	}
 	s, err := a.svc.Update(r.Context(), principalOf(r.Context()).scope(), chi.URLParam(r, "id"), req)
@@ -260,7 +247,9 @@ func wantsSSE(r *http.Request) bool {
 
 func postTurns(a *api, w http.ResponseWriter, r *http.Request) error {
 	var req session.PostRequest
-	if err := decodePostRequest(w, r, a.cfg.MaxBodyBytes, &req); err != nil {
+	body := a.openBody(w, r, a.cfg.MaxBodyBytes)
+	defer body.release()
+	if err := decodePostRequest(body, r.ContentLength, a.cfg.MaxBodyBytes, &req); err != nil {
 		return err
 	}
 	req.IdempotencyKey = r.Header.Get("Idempotency-Key")
@@ -275,6 +264,7 @@ func postTurns(a *api, w http.ResponseWriter, r *http.Request) error {
 		defer release()
 	}
 	res, err := a.svc.Post(r.Context(), p.scope(), id, req)
+	body.release() // the post is stored: not held while the answer streams
 	if err != nil {
 		return err
 	}
@@ -369,7 +359,7 @@ type forkRequest struct {
 
 func forkSession(a *api, w http.ResponseWriter, r *http.Request) error {
 	var req forkRequest
-	if err := decodeJSON(w, r, 1<<10, &req); err != nil {
+	if err := a.decodeJSON(w, r, 1<<10, &req); err != nil {
 		return err
 	}
 	if req.TurnID <= 0 {
@@ -400,12 +390,16 @@ func exportSession(a *api, w http.ResponseWriter, r *http.Request) error {
 }
 
 func importSession(a *api, w http.ResponseWriter, r *http.Request) error {
-	body := bodyReader(w, r, a.cfg.MaxBodyBytes*4) // as wrap's limit for the route
+	body := a.openBody(w, r, a.cfg.MaxBodyBytes*4)
+	defer body.release()
 	s, err := a.svc.Import(r.Context(), principalOf(r.Context()).Owner, body, r.Header.Get("Idempotency-Key"))
 	if err != nil {
 		var mbe *http.MaxBytesError
 		if errors.Is(err, os.ErrDeadlineExceeded) {
 			return errSlowBody()
+		}
+		if errors.Is(err, errOverBudget) {
+			return errOverBudget
 		}
 		if errors.As(err, &mbe) {
 			return errorf(http.StatusRequestEntityTooLarge, "too_large", "the import is over %d bytes", mbe.Limit)
@@ -422,7 +416,7 @@ type ticketRequest struct {
 
 func createTicket(a *api, w http.ResponseWriter, r *http.Request) error {
 	var req ticketRequest
-	if err := decodeJSON(w, r, 1<<10, &req); err != nil {
+	if err := a.decodeJSON(w, r, 1<<10, &req); err != nil {
 		return err
 	}
 	p := principalOf(r.Context())
@@ -437,11 +431,13 @@ func createTicket(a *api, w http.ResponseWriter, r *http.Request) error {
 func sessionSocket(a *api, w http.ResponseWriter, r *http.Request) error {
 	id := chi.URLParam(r, "id")
 	var p Principal
+	var pass *ticketPass
 	if t := r.URL.Query().Get("ticket"); t != "" {
-		var err error
-		if p, err = a.auth.redeem(t, id, time.Now()); err != nil {
+		tp, err := a.auth.check(t, id, time.Now())
+		if err != nil {
 			return err
 		}
+		p, pass = tp.p, &tp
 	} else if a.auth.off {
 		// No ticket needed with auth off: the route is public, so the
 		// checks the auth middleware makes of browsers (a page of another
@@ -464,6 +460,12 @@ func sessionSocket(a *api, w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	release()
+	// Spent only now: a refusal above leaves the ticket good for a retry.
+	if pass != nil {
+		if err := a.auth.redeem(*pass, time.Now()); err != nil {
+			return err
+		}
+	}
 	opts := &websocket.AcceptOptions{OriginPatterns: a.cfg.AllowedOrigins}
 	if o := r.Header.Get("Origin"); o != "" && a.auth.originAllowed(o) {
 		// Checked here (a loopback origin: a frontend's dev server), as

@@ -19,12 +19,14 @@ import (
 // decodeJSON accepts and refuses the rest with the same status and code:
 // field names match without regard to case, unknown fields are refused,
 // null leaves a field empty (FuzzPostRequestDecoders holds the two to it).
-func decodePostRequest(w http.ResponseWriter, r *http.Request, limit int64, req *session.PostRequest) error {
-	body, err := readBody(bodyReader(w, r, limit), r.ContentLength, limit)
+// The caller releases body once it is done with req, whose contents are
+// slices of the body's bytes.
+func decodePostRequest(body *requestBody, contentLength, limit int64, req *session.PostRequest) error {
+	b, err := readBody(body, contentLength, limit)
 	if err != nil {
 		return decodeError(err)
 	}
-	return parsePostRequest(body, req)
+	return parsePostRequest(b, req)
 }
 
 // readBody reads all of body (which enforces the limit). The buffer starts

@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/coder/websocket"
 
@@ -25,12 +26,9 @@ func TestStreamsPerOwner(t *testing.T) {
 	sess := s.createSession(t, nil)
 
 	// Three streams: two sockets and the event stream of a generation.
-	// The clients read (CloseRead), so that a close handshake completes.
-	ctx := t.Context()
-	c1, c2 := s.dial(t, sess.ID), s.dial(t, sess.ID)
+	c1, c2 := mustJoin(t, s, sess.ID), mustJoin(t, s, sess.ID)
 	defer c1.CloseNow()
 	defer c2.CloseNow()
-	c2.CloseRead(ctx)
 	var res session.PostResult
 	if st, raw := s.do(t, "POST", "/v1/sessions/"+sess.ID+"/turns", map[string]any{
 		"turns": []any{map[string]any{"role": "user", "content": "/words 2000"}}, "generate": true}, &res); st != 201 {
@@ -44,9 +42,8 @@ func TestStreamsPerOwner(t *testing.T) {
 	}
 
 	// A fourth of any kind is refused, and a refused post posts nothing.
-	var tk struct{ Ticket string }
-	s.do(t, "POST", "/v1/tickets", map[string]any{"session_id": sess.ID}, &tk)
-	if _, resp, err := websocket.Dial(context.Background(), wsURL(s, sess.ID, tk.Ticket), nil); err == nil || resp == nil || resp.StatusCode != 429 {
+	tk := ticket(t, s, sess.ID)
+	if _, resp, err := websocket.Dial(context.Background(), wsURL(s, sess.ID, tk), nil); err == nil || resp == nil || resp.StatusCode != 429 {
 		t.Fatalf("a fourth socket: err=%v resp=%v, want 429", err, resp)
 	}
 	s.expectError(t, "GET", streamPath, nil, 429, "rate_limited")
@@ -65,24 +62,20 @@ func TestStreamsPerOwner(t *testing.T) {
 
 	// Other owners and administrators have their own places.
 	b := srv.as(bob)
-	cb := b.dial(t, b.createSession(t, nil).ID)
-	cb.CloseNow()
-	cr := srv.as(root).dial(t, sess.ID)
+	mustJoin(t, b, b.createSession(t, nil).ID).CloseNow()
+	cr := mustJoin(t, srv.as(root), sess.ID)
 	defer cr.CloseNow()
-	cr.CloseRead(ctx)
 
-	// A closed socket frees its place (once the session has seen it close).
+	// A closed socket frees its place (once the session has seen it
+	// close), and the ticket refused with 429 is still good for it.
 	c1.Close(websocket.StatusNormalClosure, "")
 	var c4 *websocket.Conn
 	checkFor(t, "a place after a close", func() bool {
-		var tk struct{ Ticket string }
-		s.do(t, "POST", "/v1/tickets", map[string]any{"session_id": sess.ID}, &tk)
-		c, _, err := websocket.Dial(context.Background(), wsURL(s, sess.ID, tk.Ticket), nil)
+		c, err := join(s, sess.ID, tk)
 		c4 = c
 		return err == nil
 	})
 	defer c4.CloseNow()
-	c4.CloseRead(ctx)
 
 	// Deleting the session frees the places of its sockets and streams.
 	if st, raw := s.do(t, "DELETE", "/v1/sessions/"+sess.ID, nil, nil); st != 204 {
@@ -97,9 +90,7 @@ func TestStreamsPerOwner(t *testing.T) {
 			}
 		}()
 		for range 3 {
-			var tk struct{ Ticket string }
-			s.do(t, "POST", "/v1/tickets", map[string]any{"session_id": other.ID}, &tk)
-			c, _, err := websocket.Dial(context.Background(), wsURL(s, other.ID, tk.Ticket), nil)
+			c, err := join(s, other.ID, ticket(t, s, other.ID))
 			if err != nil {
 				return false
 			}
@@ -107,6 +98,60 @@ func TestStreamsPerOwner(t *testing.T) {
 		}
 		return true
 	})
+}
+
+func ticket(t *testing.T, s *server, id string) string {
+	t.Helper()
+	var tk struct{ Ticket string }
+	if st, raw := s.do(t, "POST", "/v1/tickets", map[string]any{"session_id": id}, &tk); st != 201 {
+		t.Fatalf("ticket: %d %s", st, raw)
+	}
+	return tk.Ticket
+}
+
+// join opens a socket to session id with ticket tk and waits for its ready
+// (the session counts the socket before it can answer); the socket then
+// reads and drops what comes, so that a close handshake completes.
+func join(s *server, id, tk string) (*websocket.Conn, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	c, _, err := websocket.Dial(ctx, wsURL(s, id, tk), nil)
+	if err != nil {
+		return nil, err
+	}
+	if err := c.Write(ctx, websocket.MessageText, []byte(`{"type":"hello"}`)); err != nil {
+		c.CloseNow()
+		return nil, err
+	}
+	for {
+		_, b, err := c.Read(ctx)
+		if err != nil {
+			c.CloseNow()
+			return nil, err
+		}
+		if strings.Contains(string(b), `"type":"ready"`) {
+			break
+		}
+	}
+	// Not CloseRead: it closes the socket at the first data message (a
+	// delta). This reader ends with the connection.
+	go func() {
+		for {
+			if _, _, err := c.Read(context.Background()); err != nil {
+				return
+			}
+		}
+	}()
+	return c, nil
+}
+
+func mustJoin(t *testing.T, s *server, id string) *websocket.Conn {
+	t.Helper()
+	c, err := join(s, id, ticket(t, s, id))
+	if err != nil {
+		t.Fatalf("join %s: %v", id, err)
+	}
+	return c
 }
 
 func wsURL(s *server, id, ticket string) string {
