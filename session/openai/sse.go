@@ -49,6 +49,9 @@ var (
 //     at most maxOtherBytes of them in all;
 //   - a "data: [DONE]" line sets *done.
 //
+// A line is classified by its first segment (sseReadBuffer bytes): one
+// that starts with 64 KiB of white space is taken as blank.
+//
 // A stream that breaks a bound ends with an error wrapping errStreamLine,
 // once the filter has read past the bound: a line is handed on in segments
 // of up to sseReadBuffer bytes, each one whole or at a newline.
