@@ -49,6 +49,16 @@ func checkFrames(tb testing.TB, what string, frames [][]byte, want []streaming.E
 	}
 }
 
+// firstNoted returns a sink whose writes wait for release (blockUntil),
+// noting in first how many messages the first write held.
+func firstNoted(release <-chan struct{}, started, first *atomic.Int64) *recSink {
+	block := blockUntil(release, started)
+	return &recSink{write: func(ctx context.Context, frames [][]byte) error {
+		first.CompareAndSwap(0, int64(len(frames)))
+		return block(ctx, frames)
+	}}
+}
+
 func waitDone(tb testing.TB, v *streaming.Viewer) {
 	tb.Helper()
 	select {
@@ -88,11 +98,7 @@ func TestResumeBacklogRebuiltAsWritten(t *testing.T) {
 	var before, after runtime.MemStats
 	runtime.ReadMemStats(&before)
 	for i := range viewers {
-		block := blockUntil(release, &started)
-		sinks[i] = &recSink{write: func(ctx context.Context, frames [][]byte) error {
-			first[i].CompareAndSwap(0, int64(len(frames)))
-			return block(ctx, frames)
-		}}
+		sinks[i] = firstNoted(release, &started, &first[i])
 		vs[i] = streaming.NewViewer(sinks[i], &streaming.ViewerOptions{CloseOnFinal: true, WriteTimeout: -1})
 		defer vs[i].Close()
 		if err := l.Subscribe(vs[i], 0); err != nil {
@@ -190,11 +196,7 @@ func TestResubscribeMidBacklog(t *testing.T) {
 				}
 				release := make(chan struct{})
 				var started, first atomic.Int64
-				block := blockUntil(release, &started)
-				sink := &recSink{write: func(ctx context.Context, frames [][]byte) error {
-					first.CompareAndSwap(0, int64(len(frames)))
-					return block(ctx, frames)
-				}}
+				sink := firstNoted(release, &started, &first)
 				v := streaming.NewViewer(sink, &streaming.ViewerOptions{FlushBytes: 512, CloseOnFinal: true})
 				defer v.Close()
 				if err := l.Subscribe(v, 0); err != nil {
@@ -233,11 +235,7 @@ func TestSlowViewerDroppedMidBacklog(t *testing.T) {
 	want := appendMixed(t, l, 3000)
 	release := make(chan struct{})
 	var started, first atomic.Int64
-	block := blockUntil(release, &started)
-	sink := &recSink{write: func(ctx context.Context, frames [][]byte) error {
-		first.CompareAndSwap(0, int64(len(frames)))
-		return block(ctx, frames)
-	}}
+	sink := firstNoted(release, &started, &first)
 	v := streaming.NewViewer(sink, &streaming.ViewerOptions{
 		MaxBuffered: 1024, FlushBytes: 512, DropTimeout: time.Hour, WriteTimeout: -1,
 	})
