@@ -214,9 +214,8 @@ func (s *Socket) read() {
 				return nil, h.WebSocketMessage(ctx, tx, s, typ, data)
 			})
 			var over *OverloadedError
-			if errors.As(err, &over) {
-				time.Sleep(over.RetryAfter) // back-pressure: stop reading this client
-				continue
+			if errors.As(err, &over) && rt.pause(over.RetryAfter) {
+				continue // back-pressure: this client is not read meanwhile
 			}
 			break
 		}
@@ -276,12 +275,17 @@ func (s *Socket) finish(stub *Stub, readErr error) {
 		})
 		// The close must reach the object, which may hold state for the
 		// socket (a count, a viewer): a full queue is waited out, as a
-		// message's is (until the runtime closes).
+		// message's is, until the runtime closes. Not for a deleted
+		// object: the socket left e.sockets, so Delete could not make it
+		// silent, and a call would create the object anew.
 		var over *OverloadedError
-		if !errors.As(err, &over) {
+		if !errors.As(err, &over) || !e.rt.pause(over.RetryAfter) {
 			break
 		}
-		time.Sleep(over.RetryAfter)
+		if ok, xerr := e.ns.Exists(context.Background(), e.name); xerr == nil && !ok {
+			err = nil
+			break
+		}
 	}
 	if err != nil && !errors.Is(err, ErrClosed) {
 		e.rt.logger().Warn("objects: socket close handler failed", "namespace", e.ns.name, "object", e.name, "err", err)
@@ -321,4 +325,17 @@ func closeSockets(socks []*Socket, code websocket.StatusCode, reason string, sil
 		}()
 	}
 	wg.Wait()
+}
+
+// pause waits d, or until the runtime closes: it reports whether it waited
+// d out.
+func (rt *Runtime) pause(d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-rt.ctx.Done():
+		return false
+	}
 }

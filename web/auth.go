@@ -235,7 +235,21 @@ func (a *authenticator) check(t, sessionID string, now time.Time) (ticketPass, e
 	if f[0] != sessionID {
 		return ticketPass{}, errorf(http.StatusForbidden, "forbidden", "this ticket is for another session")
 	}
+	if a.spentAlready(f[4]) { // redeem decides; this answers a copy early
+		return ticketPass{}, errUsedTicket()
+	}
 	return ticketPass{p: Principal{Owner: f[1], Admin: f[2] == "true"}, nonce: f[4], exp: exp}, nil
+}
+
+func errUsedTicket() error {
+	return errorf(http.StatusUnauthorized, "unauthorized", "this ticket was used already; get a new one from POST /v1/tickets for each connection")
+}
+
+func (a *authenticator) spentAlready(nonce string) bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	_, ok := a.spent[nonce]
+	return ok
 }
 
 // redeem spends a ticket that check passed: a ticket opens one connection,
@@ -243,8 +257,13 @@ func (a *authenticator) check(t, sessionID string, now time.Time) (ticketPass, e
 // nothing. The nonces spent are kept until their tickets expire, so they
 // are bounded by the tickets redeemed within a TTL.
 func (a *authenticator) redeem(tp ticketPass, now time.Time) error {
+	// Expired since check: its nonce may have been swept, and spend
+	// would take a copy as new.
+	if now.Unix() > tp.exp {
+		return errorf(http.StatusUnauthorized, "unauthorized", "invalid or expired ticket; get a new one from POST /v1/tickets")
+	}
 	if !a.spend(tp.nonce, tp.exp, now.Unix()) {
-		return errorf(http.StatusUnauthorized, "unauthorized", "this ticket was used already; get a new one from POST /v1/tickets for each connection")
+		return errUsedTicket()
 	}
 	return nil
 }

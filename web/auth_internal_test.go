@@ -29,6 +29,9 @@ func TestTicketSpentOnceAndSwept(t *testing.T) {
 		if err := a.redeem(tp, now); err == nil {
 			t.Fatalf("ticket %d redeemed twice", i)
 		}
+		if _, err := a.check(tk, "s1", now); err == nil {
+			t.Fatalf("ticket %d passed check once spent", i)
+		}
 	}
 	if len(a.spent) != 100 {
 		t.Fatalf("spent = %d nonces, want 100", len(a.spent))
@@ -47,5 +50,19 @@ func TestTicketSpentOnceAndSwept(t *testing.T) {
 	}
 	if len(a.spent) != 1 {
 		t.Fatalf("spent = %d nonces after the others expired, want 1", len(a.spent))
+	}
+
+	// A copy that passed check in the ticket's last second is refused
+	// when redeemed after it, though the sweep forgot the first use.
+	tk, exp := a.ticket("s1", Principal{Owner: "alice"}, later)
+	tp1, _ := a.check(tk, "s1", later)
+	tp2, _ := a.check(tk, "s1", exp)
+	if err := a.redeem(tp1, later); err != nil {
+		t.Fatal(err)
+	}
+	after := exp.Add(2 * time.Second)
+	a.spend("another", after.Unix()+60, after.Unix()) // a sweep
+	if err := a.redeem(tp2, after); err == nil {
+		t.Fatal("a copy redeemed after its ticket expired")
 	}
 }

@@ -37,11 +37,11 @@ func decodeStrict(body io.Reader, v any) error {
 		return decodeError(err)
 	}
 	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
-		var mbe *http.MaxBytesError
-		if errors.As(err, &mbe) {
-			return decodeError(err)
+		var se *json.SyntaxError
+		if err == nil || errors.As(err, &se) {
+			return errorf(http.StatusBadRequest, "invalid_json", "the body holds more than one JSON value")
 		}
-		return errorf(http.StatusBadRequest, "invalid_json", "the body holds more than one JSON value")
+		return decodeError(err) // the body's read failed: too large, too slow, over the budget
 	}
 	return nil
 }
