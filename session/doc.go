@@ -6,8 +6,8 @@
 //
 // Service is the entry point (read service_test.go first): NewService
 // registers both classes on a runtime, and its methods — Create, Post,
-// Turns, Cancel, Fork, Export, Accept for WebSockets, Follow for SSE — are
-// what package web calls. Models come from a Registry: the built-in
+// Turns, Cancel, Fork, Export, Accept for WebSockets, Follow for SSE,
+// OpenStream to count an owner's streams — are what package web calls. Models come from a Registry: the built-in
 // OfflineModel and any Model, such as the OpenAI-compatible adapter in
 // session/openai.
 //
@@ -37,7 +37,7 @@
 //
 // # Errors
 //
-// ErrNotFound, ErrInvalid, ErrTooLarge, ErrConflict and
-// ErrGenerationRunning (errors.go) wrap every refusal; ErrorCode maps them,
+// ErrNotFound, ErrInvalid, ErrTooLarge, ErrConflict, ErrGenerationRunning
+// and ErrTooManyStreams (errors.go) wrap every refusal; ErrorCode maps them,
 // and model failures (*ModelError), to the API's stable codes.
 package session

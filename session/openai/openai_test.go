@@ -506,7 +506,7 @@ func TestStreamHugeErrorsAreBounded(t *testing.T) {
 func TestStreamSkipsCommentsAndFields(t *testing.T) {
 	var raw []string
 	for i := range 1000 {
-		raw = append(raw, fmt.Sprintf(": keep-alive %d\n", i))
+		raw = append(raw, fmt.Sprintf(": keep-alive %d\n\n", i)) // each its own event
 	}
 	raw = append(raw, "event: completion\nid: 7\nretry: 1000\n", "data: "+text(" world")+"\n\n", "data:[DONE]\n\n")
 	f := newFake(t, reply{events: []string{role(), text("hello")}, raw: raw, hang: true})

@@ -41,9 +41,12 @@ var (
 //     them until the stream ends, in the buffer it decodes an error from
 //     (where they also spoil a JSON error sent after them), and count
 //     them towards its limit of 300 empty lines between two chunks;
-//   - blank lines pass as one "\n": they end an event, and go-openai
-//     returns an error event's error at the next line (so a line dropped
-//     right after an error event passes as "\n" too);
+//   - a blank line passes as one "\n" when a line passed since the last
+//     one: it ends an event, and go-openai returns an error event's error
+//     at the next line (so a line dropped right after an error event
+//     passes as "\n" too). The blank lines of events that were all
+//     dropped (keep-alives) are dropped with them, as go-openai would
+//     count them towards its limit;
 //   - "data:" lines pass, at most maxLineBytes each;
 //   - any other line passes (a server answering 200 with a JSON error),
 //     at most maxOtherBytes of them in all;
@@ -68,6 +71,7 @@ type sseFilter struct {
 	blank      bool   // the current line is blank (white space)
 	errLine    bool   // the current line is an error event (`data: {"error":`)
 	afterError bool   // the line before the current one was
+	passed     bool   // a line was passed since the last blank line passed
 	lineLen    int    // bytes of the current line so far
 	other      int    // bytes of other lines passed on
 	err        error  // returned once pend is handed on
@@ -110,15 +114,15 @@ func (f *sseFilter) Read(p []byte) (int, error) {
 				f.err = fmt.Errorf("%w: over %d KiB of lines without data", errStreamLine, maxOtherBytes>>10)
 				return 0, f.err
 			}
-			f.pend = seg
+			f.pend, f.passed = seg, true
 		case f.keep:
-			f.pend = seg
-		case ended && f.blank:
-			f.pend = nl
+			f.pend, f.passed = seg, true
+		case ended && f.blank && f.passed:
+			f.pend, f.passed = nl, false
 		case ended && f.afterError:
 			// go-openai returns an error event's error when it reads the
 			// next line: a dropped one must still release it.
-			f.pend = nl
+			f.pend, f.passed = nl, false
 		}
 	}
 	n := copy(p, f.pend)

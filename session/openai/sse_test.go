@@ -45,7 +45,7 @@ func FuzzSSEFilter(f *testing.F) {
 
 // referenceFilter applies the filter's rules to in, whole lines at a time.
 func referenceFilter(in []byte) (out []byte, done bool) {
-	afterError := false
+	afterError, passed := false, false
 	for len(in) > 0 {
 		i := bytes.IndexByte(in, '\n') + 1
 		if i == 0 {
@@ -59,15 +59,18 @@ func referenceFilter(in []byte) (out []byte, done bool) {
 		afterError = false
 		switch {
 		case len(bytes.TrimSpace(rest)) == 0:
-			if ended {
+			if ended && passed { // it ends an event that passed
 				out = append(out, '\n')
+				passed = false
 			}
 		case rest[0] == ':', bytes.HasPrefix(rest, []byte("event:")),
 			bytes.HasPrefix(rest, []byte("id:")), bytes.HasPrefix(rest, []byte("retry:")):
 			if ended && wasError { // it releases the error event's error
 				out = append(out, '\n')
+				passed = false
 			}
 		default:
+			passed = true
 			if payload, ok := bytes.CutPrefix(rest, []byte("data:")); ok {
 				payload = bytes.TrimLeft(payload, " \t\r\n")
 				done = done || string(bytes.TrimSpace(payload)) == "[DONE]"
