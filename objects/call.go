@@ -143,6 +143,13 @@ func (s *Stub) callExisting(ctx context.Context, fn Func) (any, error) {
 	return s.run(&call{ctx: ctx, fn: fn, done: make(chan struct{}), existing: true})
 }
 
+// callExistingOnWorker is callExisting run on a worker, as callOnWorker
+// runs Call: a socket's close, which must reach its object through a full
+// queue but never bring back one deleted meanwhile.
+func (s *Stub) callExistingOnWorker(ctx context.Context, fn Func) (any, error) {
+	return s.run(&call{ctx: ctx, fn: fn, done: make(chan struct{}), existing: true, onWorker: true})
+}
+
 func (s *Stub) run(c *call) (any, error) {
 	e, err := s.ns.rt.enqueue(s.ns, s.name, c)
 	if err != nil {

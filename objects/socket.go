@@ -265,29 +265,25 @@ func (s *Socket) finish(stub *Stub, readErr error) {
 	if errors.As(readErr, &ce) {
 		reason = ce.Reason
 	}
+	// The close must reach the object, which may hold state for the socket
+	// (a count, a viewer): a full queue is waited out, as a message's is,
+	// until the runtime closes. Not a deleted object (ErrNotFound): the
+	// socket left e.sockets, so Delete could not make it silent, and a
+	// plain call would create the object anew.
 	var err error
 	for {
-		_, err = stub.callOnWorker(context.Background(), func(ctx context.Context, obj any, tx *Tx) (any, error) {
+		_, err = stub.callExistingOnWorker(context.Background(), func(ctx context.Context, obj any, tx *Tx) (any, error) {
 			if h, ok := obj.(SocketHandler); ok {
 				return nil, h.WebSocketClose(ctx, tx, s, code, reason)
 			}
 			return nil, nil
 		})
-		// The close must reach the object, which may hold state for the
-		// socket (a count, a viewer): a full queue is waited out, as a
-		// message's is, until the runtime closes. Not for a deleted
-		// object: the socket left e.sockets, so Delete could not make it
-		// silent, and a call would create the object anew.
 		var over *OverloadedError
 		if !errors.As(err, &over) || !e.rt.pause(over.RetryAfter) {
 			break
 		}
-		if ok, xerr := e.ns.Exists(context.Background(), e.name); xerr == nil && !ok {
-			err = nil
-			break
-		}
 	}
-	if err != nil && !errors.Is(err, ErrClosed) {
+	if err != nil && !errors.Is(err, ErrClosed) && !errors.Is(err, ErrNotFound) {
 		e.rt.logger().Warn("objects: socket close handler failed", "namespace", e.ns.name, "object", e.name, "err", err)
 	}
 	e.rt.maybeDrop(e)
