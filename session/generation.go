@@ -52,22 +52,13 @@ const maxUnanswered = 1000
 // its own turn, and the session is marked branched. ok is false when
 // nothing is queued.
 func (o *sessionObj) nextQueued(ctx context.Context, tx *objects.Tx, m *meta, now time.Time) (queuedGen, bool, error) {
-	rows, err := tx.Query(ctx, `SELECT id, parent_id, model FROM generations WHERE status = 'queued' ORDER BY created_at, rowid`)
+	queued, err := collect(ctx, tx, func(rows *objects.Rows) (q queuedGen, err error) { return q, rows.Scan(&q.id, &q.parent, &q.model) },
+		`SELECT id, parent_id, model FROM generations WHERE status = 'queued' ORDER BY created_at, rowid`)
 	if err != nil {
 		return queuedGen{}, false, fmt.Errorf("read queued generations: %w", err)
 	}
-	var queued []queuedGen
-	for rows.Next() {
-		var q queuedGen
-		if err := rows.Scan(&q.id, &q.parent, &q.model); err != nil {
-			rows.Close()
-			return queuedGen{}, false, err
-		}
-		queued = append(queued, q)
-	}
-	rows.Close()
-	if err := rows.Err(); err != nil || len(queued) == 0 {
-		return queuedGen{}, false, err
+	if len(queued) == 0 {
+		return queuedGen{}, false, nil
 	}
 	// The head's unanswered turns: from the head up to the first
 	// assistant turn. Only their roles and parents are read (a turn may
