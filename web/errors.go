@@ -1,7 +1,6 @@
 package web
 
 import (
-	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -9,7 +8,6 @@ import (
 	"math"
 	"net/http"
 	"slices"
-	"sync"
 
 	"sessiond/objects"
 	"sessiond/session"
@@ -135,21 +133,8 @@ func writeTurnsPage(w http.ResponseWriter, turns []session.Turn, more bool) {
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {
-	b := jsonBuffers.Get().(*bytes.Buffer)
-	defer func() {
-		if b.Cap() <= 64<<10 {
-			b.Reset()
-			jsonBuffers.Put(b)
-		}
-	}()
-	enc := json.NewEncoder(b)
-	enc.SetEscapeHTML(false)
-	enc.Encode(v)
+	b, _ := jsonMarshal(v)
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(status)
-	writeBody(w, b.Bytes())
+	writeBody(w, append(b, '\n'))
 }
-
-// jsonBuffers hold writeJSON's answers while they are written (the
-// written bytes are not kept by the writer).
-var jsonBuffers = sync.Pool{New: func() any { return new(bytes.Buffer) }}
