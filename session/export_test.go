@@ -20,3 +20,11 @@ func FollowWaiting(svc *Service, id string) (waiters, sessions int) {
 	}
 	return waiters, len(svc.queued.m)
 }
+
+// SetForkPageHook makes every Fork call f before it reads its page n of
+// the source's branch (0 first), until restore. Not concurrent with Fork.
+func SetForkPageHook(f func(n int)) (restore func()) {
+	old := forkPageHook
+	forkPageHook = f
+	return func() { forkPageHook = old }
+}

@@ -2,6 +2,7 @@ package session
 
 import (
 	"bufio"
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"encoding/json"
@@ -9,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -633,43 +635,76 @@ func (svc *Service) Cancel(ctx context.Context, owner, id, gid string) (*Generat
 // Fork creates a new session, owned by the same owner, holding a copy of
 // the branch that ends at turnID. idemKey, when set, makes it idempotent
 // as Create's IdempotencyKey does.
+//
+// The branch is copied in pages (forkPageTurns turns, at most MaxPageBytes
+// of content each), read from the source in calls of their own and written
+// in the new session's one creating call: memory stays bounded however long
+// the branch, and the new session exists whole or not at all. A turn still
+// streaming is copied as it stands, interrupted.
 func (svc *Service) Fork(ctx context.Context, owner, id string, turnID int64, idemKey string) (*Session, error) {
-	type src struct {
-		m     meta
-		turns []Turn
-	}
-	s, err := do(ctx, svc, owner, id, func(ctx context.Context, o *sessionObj, tx *objects.Tx) (src, error) {
+	m, err := do(ctx, svc, owner, id, func(ctx context.Context, o *sessionObj, tx *objects.Tx) (meta, error) {
 		if _, err := o.getTurn(ctx, tx, turnID); err != nil {
-			return src{}, fmt.Errorf("%w: turn %d does not exist", ErrInvalid, turnID)
+			return meta{}, fmt.Errorf("%w: turn %d does not exist", ErrInvalid, turnID)
 		}
-		turns, _, err := o.branchTurns(ctx, tx, turnID, 0, 1<<30, 0)
-		return src{*o.m, turns}, err
+		return *o.m, nil
 	})
 	if err != nil {
 		return nil, err
 	}
-	for i, j := 0, len(s.turns)-1; i < j; i, j = i+1, j-1 {
-		s.turns[i], s.turns[j] = s.turns[j], s.turns[i]
-	}
-	title := s.m.Title
+	title := m.Title
 	if title != "" {
 		title = "Fork of " + title
 	}
-	req := CreateRequest{Title: title, Model: s.m.Model, System: s.m.System, Metadata: s.m.Metadata, BusyPolicy: s.m.Policy}
+	req := CreateRequest{Title: title, Model: m.Model, System: m.System, Metadata: m.Metadata, BusyPolicy: m.Policy}
 	if idemKey != "" {
-		nid, err := svc.claimCreate(ctx, s.m.Owner, idemKey, createHash("fork", []byte(id), fmt.Append(nil, turnID)), NewID())
+		nid, err := svc.claimCreate(ctx, m.Owner, idemKey, createHash("fork", []byte(id), fmt.Append(nil, turnID)), NewID())
 		if err != nil {
 			return nil, err
 		}
 		req.ID, req.IdempotencyKey = nid, idemKey
 	}
-	return svc.restore(ctx, s.m.Owner, req, s.turns, 0)
+	// Pages walk the branch from its end towards its root, newest first.
+	pages := func(ctx context.Context, emit func([]Turn) error) error {
+		for n, leaf := 0, turnID; leaf > 0; n++ {
+			forkPageHook(n)
+			page, err := do(ctx, svc, owner, id, func(ctx context.Context, o *sessionObj, tx *objects.Tx) ([]Turn, error) {
+				turns, _, err := o.branchTurns(ctx, tx, leaf, 0, forkPageTurns, svc.MaxPageBytes)
+				return turns, err
+			})
+			if err != nil {
+				return fmt.Errorf("fork: read the branch of session %s: %w", id, err)
+			}
+			if len(page) == 0 || page[0].ID != leaf {
+				return fmt.Errorf("fork: session %s: turn %d is gone", id, leaf)
+			}
+			if err := emit(page); err != nil {
+				return err
+			}
+			leaf = 0
+			if p := page[len(page)-1].ParentID; p != nil {
+				leaf = *p
+			}
+		}
+		return nil
+	}
+	return svc.restore(ctx, m.Owner, req, pages, turnID)
 }
 
-// restore creates a session holding the given turns (ids and parents
-// kept), its head the turn head, or the last turn when head is 0 or not
-// among them.
-func (svc *Service) restore(ctx context.Context, owner string, req CreateRequest, turns []Turn, head int64) (*Session, error) {
+// forkPageTurns is the most turns of one page of a fork's copy.
+const forkPageTurns = 256
+
+// forkPageHook runs before a fork reads its page n (tests).
+var forkPageHook = func(n int) {}
+
+// turnPages hands restore the turns of a new session, a page at a time, in
+// any order of ids. It stops at emit's first error and returns it.
+type turnPages func(ctx context.Context, emit func([]Turn) error) error
+
+// restore creates a session holding the turns that pages give (ids and
+// parents kept), its head the turn head, or the newest turn when head is 0
+// or not among them. The pages are written in the new session's creating
+// call, so that the session exists with all of them or not at all.
+func (svc *Service) restore(ctx context.Context, owner string, req CreateRequest, pages turnPages, head int64) (*Session, error) {
 	if req.ID == "" {
 		req.ID = NewID()
 	}
@@ -680,33 +715,49 @@ func (svc *Service) restore(ctx context.Context, owner string, req CreateRequest
 	if err != nil {
 		return nil, err
 	}
+	var newestTurn Turn
 	s, err := objects.Do(ctx, stub, func(ctx context.Context, o *sessionObj, tx *objects.Tx) (*Session, error) {
 		if o.m != nil {
 			return o.existing(ctx, tx, owner, &req)
 		}
-		var last, newest int64
-		branched := false
+		// links holds each turn's id and parent, to tell at the end
+		// whether the turns form one chain (16 bytes a turn).
+		var links [][2]int64
+		var newest int64
 		known := false
-		for _, t := range turns {
-			if t.Status == TurnStreaming {
-				t.Status = TurnInterrupted
+		err := pages(ctx, func(page []Turn) error {
+			for _, t := range page {
+				if t.Status == TurnStreaming {
+					t.Status = TurnInterrupted
+				}
+				var parent int64
+				if t.ParentID != nil {
+					parent = *t.ParentID
+				}
+				links = append(links, [2]int64{t.ID, parent})
+				id := t.ID
+				if err := insertTurn(ctx, tx, &t, ""); err != nil {
+					return err
+				}
+				if id > newest {
+					newest, newestTurn = id, t
+				}
+				known = known || id == head
 			}
-			if t.ParentID != nil && *t.ParentID != last {
-				branched = true
-			}
-			id := t.ID
-			if err := insertTurn(ctx, tx, &t, ""); err != nil {
-				return nil, err
-			}
-			last = id
-			newest = max(newest, t.ID)
-			known = known || id == head
+			return nil
+		})
+		if err != nil {
+			return nil, err
 		}
 		if !known {
-			head = last
+			head = newest
 		}
-		if head != newest {
-			branched = true // the listing follows the head's branch
+		// One chain, head at its end, lists as turns by id; anything
+		// else follows the head's branch.
+		slices.SortFunc(links, func(a, b [2]int64) int { return cmp.Compare(a[0], b[0]) })
+		branched := head != newest
+		for i := 1; i < len(links) && !branched; i++ {
+			branched = links[i][1] != links[i-1][0]
 		}
 		now := nowMillis()
 		return o.establish(ctx, tx, &meta{ID: req.ID, Owner: owner, Title: req.Title, Model: req.Model, System: req.System,
@@ -717,8 +768,8 @@ func (svc *Service) restore(ctx context.Context, owner string, req CreateRequest
 		return nil, err
 	}
 	e := DirEntry{ID: s.ID, Title: s.Title, CreatedAt: s.CreatedAt, UpdatedAt: s.UpdatedAt}
-	if len(turns) > 0 {
-		e.Preview = preview(turns[len(turns)-1])
+	if newestTurn.ID != 0 {
+		e.Preview = preview(newestTurn)
 	}
 	return s, svc.upsertDirectory(ctx, owner, e)
 }
@@ -852,5 +903,5 @@ func (svc *Service) Import(ctx context.Context, owner string, r io.Reader, idemK
 		}
 		req.ID, req.IdempotencyKey = id, idemKey
 	}
-	return svc.restore(ctx, owner, req, turns, s.HeadTurnID)
+	return svc.restore(ctx, owner, req, func(_ context.Context, emit func([]Turn) error) error { return emit(turns) }, s.HeadTurnID)
 }

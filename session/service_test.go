@@ -1678,3 +1678,110 @@ func TestEveryGenerationEndIsPublished(t *testing.T) {
 		}
 	}
 }
+
+// branchTexts reads the whole branch ending at leaf (0: the head), page by
+// page, as "id<parent:text" items.
+func branchTexts(tb testing.TB, e *env, id string, leaf int64) []string {
+	tb.Helper()
+	var out []string
+	after := int64(0)
+	for {
+		a := after
+		turns, more, err := e.svc.Turns(context.Background(), "local", id, session.TurnQuery{After: &a, Limit: 100, Branch: leaf})
+		if err != nil {
+			tb.Fatal(err)
+		}
+		for _, tr := range turns {
+			var p int64
+			if tr.ParentID != nil {
+				p = *tr.ParentID
+			}
+			out = append(out, fmt.Sprintf("%d<%d:%s", tr.ID, p, text(tb, tr)))
+			after = tr.ID
+		}
+		if !more || len(turns) == 0 {
+			return out
+		}
+	}
+}
+
+// A fork copies its branch in pages of at most MaxPageBytes: a long branch
+// arrives whole, ids and parents kept, and a fork that fails between pages
+// leaves no session behind; its retry with the same key makes it whole.
+func TestForkCopiesLongBranchInPages(t *testing.T) {
+	ctx := context.Background()
+	e := newEnv(t, "", 0, func(svc *session.Service, _ *session.Registry) { svc.MaxPageBytes = 1024 })
+	s, err := e.svc.Create(ctx, "local", session.CreateRequest{Title: "long"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pad := strings.Repeat("x", 200)
+	for i := 0; i < 300; i += 50 {
+		var nt []session.NewTurn
+		for j := i; j < i+50; j++ {
+			nt = append(nt, user(fmt.Sprint(j+1, pad)))
+		}
+		if _, err := e.svc.Post(ctx, "local", s.ID, session.PostRequest{Turns: nt}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// An edit of turn 151 makes a second branch: 1..150, then 301.
+	if _, err := e.svc.Post(ctx, "local", s.ID, session.PostRequest{Parent: 150, Turns: []session.NewTurn{user("edited")}}); err != nil {
+		t.Fatal(err)
+	}
+	var pages int
+	restore := session.SetForkPageHook(func(n int) { pages = n + 1 })
+	defer restore()
+	long, err := e.svc.Fork(ctx, "local", s.ID, 300, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := branchTexts(t, e, s.ID, 300)
+	if got := branchTexts(t, e, long.ID, 0); len(want) != 300 || !slices.Equal(got, want) {
+		t.Fatalf("fork of turn 300: %d turns, want the source's %d", len(got), len(want))
+	}
+	if pages < 300*200/1024 {
+		t.Fatalf("the fork read %d pages, want one per 1 KiB of content at least", pages)
+	}
+	short, err := e.svc.Fork(ctx, "local", s.ID, 301, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want = branchTexts(t, e, s.ID, 301)
+	if got := branchTexts(t, e, short.ID, 0); len(want) != 151 || !slices.Equal(got, want) {
+		t.Fatalf("fork of turn 301: %d turns %v, want %d", len(got), got[len(got)-2:], len(want))
+	}
+
+	// Cancelled at its third page: nothing of it is listed or stored.
+	listed := func() int {
+		l, _, err := e.svc.List(ctx, "local", "", 100)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return len(l)
+	}
+	before := listed()
+	cctx, cancel := context.WithCancel(ctx)
+	session.SetForkPageHook(func(n int) {
+		if n == 2 {
+			cancel()
+		}
+	})
+	if _, err := e.svc.Fork(cctx, "local", s.ID, 300, "k"); err == nil {
+		t.Fatal("a fork cancelled between pages succeeded")
+	}
+	if n := listed(); n != before {
+		t.Fatalf("a failed fork left %d sessions listed, want %d", n, before)
+	}
+	session.SetForkPageHook(func(int) {})
+	again, err := e.svc.Fork(ctx, "local", s.ID, 300, "k")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := branchTexts(t, e, again.ID, 0); !slices.Equal(got, branchTexts(t, e, s.ID, 300)) {
+		t.Fatalf("the retried fork has %d turns, want 300", len(got))
+	}
+	if listed() != before+1 {
+		t.Fatalf("the retried fork is not listed once")
+	}
+}
