@@ -53,11 +53,16 @@ func record(ctx context.Context, tx *objects.Tx, m *meta, kind string, body any)
 
 // publishGenerationEnd records the generation.done event of a generation
 // that ends without a final turn from its model: cancelled while queued,
-// superseded by a later one, or interrupted by a restart. Consumers waiting
+// superseded by a later one, failed to start, or interrupted by a restart. Consumers waiting
 // for a generation's end get one for every generation. turnID is 0 when
-// it had no turn.
+// it had no turn. A failed one's event is generation.failed, as
+// finishGeneration's.
 func (o *sessionObj) publishGenerationEnd(ctx context.Context, tx *objects.Tx, m *meta, gid string, turnID int64, status string, e *ErrorInfo) error {
-	return o.publish(ctx, tx, m, "generation.done", map[string]any{"generation_id": gid, "turn_id": turnID, "status": status,
+	kind := "generation.done"
+	if status == GenFailed {
+		kind = "generation.failed"
+	}
+	return o.publish(ctx, tx, m, kind, map[string]any{"generation_id": gid, "turn_id": turnID, "status": status,
 		"finish_reason": status, "usage": nil, "error": e})
 }
 
@@ -65,20 +70,27 @@ func (o *sessionObj) publishGenerationEnd(ctx context.Context, tx *objects.Tx, m
 // one when gid is ""), with their generation.done events; e is their error
 // (nil for a client's cancel). It returns how many it cancelled.
 func (o *sessionObj) cancelQueued(ctx context.Context, tx *objects.Tx, gid string, e *ErrorInfo, now int64) (int, error) {
+	return o.endQueued(ctx, tx, gid, GenCancelled, e, now)
+}
+
+// endQueued ends generations that wait in the queue (gid, or every queued
+// one when gid is ""), with status (GenCancelled or GenFailed) and the
+// error e, and returns how many it ended.
+func (o *sessionObj) endQueued(ctx context.Context, tx *objects.Tx, gid, status string, e *ErrorInfo, now int64) (int, error) {
 	var code, msg any
 	if e != nil {
 		code, msg = e.Code, e.Message
 	}
-	q, args := `UPDATE generations SET status = 'cancelled', error_code = ?, error_message = ?, finished_at = ? WHERE status = 'queued'`, []any{code, msg, now}
+	q, args := `UPDATE generations SET status = ?, error_code = ?, error_message = ?, finished_at = ? WHERE status = 'queued'`, []any{status, code, msg, now}
 	if gid != "" {
 		q, args = q+` AND id = ?`, append(args, gid)
 	}
 	ids, err := collect(ctx, tx, func(rows *objects.Rows) (id string, err error) { return id, rows.Scan(&id) }, q+` RETURNING id`, args...)
 	if err != nil {
-		return 0, fmt.Errorf("cancel queued generations: %w", err)
+		return 0, fmt.Errorf("end queued generations: %w", err)
 	}
 	for _, id := range ids {
-		if err := o.publishGenerationEnd(ctx, tx, o.m, id, 0, GenCancelled, e); err != nil {
+		if err := o.publishGenerationEnd(ctx, tx, o.m, id, 0, status, e); err != nil {
 			return 0, err
 		}
 	}

@@ -47,18 +47,18 @@ const maxUnanswered = 1000
 // answers. Turns posted while a generation ran are answered together:
 // when the oldest queued generation's turn is among the turns at the head
 // of the active branch that no assistant turn follows, it answers the head
-// (all of them), and the other queued generations of those turns are
-// cancelled as superseded. A queued generation of another branch answers
-// its own turn, and the session is marked branched. ok is false when
-// nothing is queued.
-func (o *sessionObj) nextQueued(ctx context.Context, tx *objects.Tx, m *meta, now time.Time) (queuedGen, bool, error) {
+// (all of them), and the other queued generations of those turns are to be
+// cancelled as superseded once it starts: their ids are returned. A queued
+// generation of another branch answers its own turn, and the session is
+// marked branched. ok is false when nothing is queued. It writes nothing.
+func (o *sessionObj) nextQueued(ctx context.Context, tx *objects.Tx, m *meta) (next queuedGen, superseded []string, ok bool, err error) {
 	queued, err := collect(ctx, tx, func(rows *objects.Rows) (q queuedGen, err error) { return q, rows.Scan(&q.id, &q.parent, &q.model) },
 		`SELECT id, parent_id, model FROM generations WHERE status = 'queued' ORDER BY created_at, rowid`)
 	if err != nil {
-		return queuedGen{}, false, fmt.Errorf("read queued generations: %w", err)
+		return queuedGen{}, nil, false, fmt.Errorf("read queued generations: %w", err)
 	}
 	if len(queued) == 0 {
-		return queuedGen{}, false, nil
+		return queuedGen{}, nil, false, nil
 	}
 	// The head's unanswered turns: from the head up to the first
 	// assistant turn. Only their roles and parents are read (a turn may
@@ -72,7 +72,7 @@ func (o *sessionObj) nextQueued(ctx context.Context, tx *objects.Tx, m *meta, no
 			err = fmt.Errorf("turn %d: %w", id, ErrNotFound)
 		}
 		if err != nil {
-			return queuedGen{}, false, err
+			return queuedGen{}, nil, false, err
 		}
 		if role == RoleAssistant {
 			break
@@ -88,19 +88,15 @@ func (o *sessionObj) nextQueued(ctx context.Context, tx *objects.Tx, m *meta, no
 		if first.parent != m.Head {
 			m.Branched = true
 		}
-		return first, true, nil
+		return first, nil, true, nil
 	}
 	first.parent = m.Head
 	for _, q := range queued[1:] {
-		if !unanswered[q.parent] {
-			continue
-		}
-		if _, err := o.cancelQueued(ctx, tx, q.id, &ErrorInfo{Code: "superseded",
-			Message: fmt.Sprintf("generation %s answers this turn together with the turns before it", first.id)}, now.UnixMilli()); err != nil {
-			return queuedGen{}, false, fmt.Errorf("supersede generation %s: %w", q.id, err)
+		if unanswered[q.parent] {
+			superseded = append(superseded, q.id)
 		}
 	}
-	return first, true, nil
+	return first, superseded, true, nil
 }
 
 // startGeneration records a running generation and its streaming assistant
@@ -110,11 +106,11 @@ func (o *sessionObj) nextQueued(ctx context.Context, tx *objects.Tx, m *meta, no
 func (o *sessionObj) startGeneration(ctx context.Context, tx *objects.Tx, m *meta, gid string, parent int64, modelName string, now time.Time) (*Generation, *genRun, func(), error) {
 	model, info, err := o.svc.Models.Get(modelName)
 	if err != nil {
-		return nil, nil, nil, fmt.Errorf("%w: %v", ErrInvalid, err)
+		return nil, nil, nil, &notStartedError{code: CodeInvalidRequest, err: fmt.Errorf("%w: %v", ErrInvalid, err)}
 	}
 	msgs, err := o.assembleContext(ctx, tx, m.System, parent, info.ContextTokens)
 	if err != nil {
-		return nil, nil, nil, fmt.Errorf("assemble context: %w", err)
+		return nil, nil, nil, &notStartedError{code: CodeInvalidRequest, err: fmt.Errorf("assemble context: %w", err)}
 	}
 	t := Turn{Role: RoleAssistant, Content: json.RawMessage(`""`), Status: TurnStreaming, CreatedAt: now,
 		Model: &modelName, GenerationID: &gid}
@@ -301,6 +297,51 @@ func (svc *Service) commitFinal(stub *objects.Stub, run *genRun, out outcome) {
 	close(run.done)
 }
 
+// notStartedError is why startGeneration could not start a generation,
+// found before it wrote anything: its model is not configured, or its
+// context could not be read. code is the generation's error code.
+type notStartedError struct {
+	code string
+	err  error
+}
+
+func (e *notStartedError) Error() string { return e.err.Error() }
+func (e *notStartedError) Unwrap() error { return e.err }
+
+// startNext starts the first queued generation that can start, if any. One
+// that cannot (see notStartedError) ends failed and the next is tried, so
+// that a queued generation never keeps the one before it from ending.
+func (o *sessionObj) startNext(ctx context.Context, tx *objects.Tx, m *meta, now time.Time) (*genRun, func(), error) {
+	for {
+		q, superseded, ok, err := o.nextQueued(ctx, tx, m)
+		if err != nil || !ok {
+			return nil, nil, err
+		}
+		_, run, launch, err := o.startGeneration(ctx, tx, m, q.id, q.parent, q.model, now)
+		if err == nil {
+			for _, id := range superseded {
+				if _, err := o.cancelQueued(ctx, tx, id, &ErrorInfo{Code: "superseded",
+					Message: fmt.Sprintf("generation %s answers this turn together with the turns before it", q.id)}, now.UnixMilli()); err != nil {
+					return nil, nil, fmt.Errorf("supersede generation %s: %w", id, err)
+				}
+			}
+			return run, launch, nil
+		}
+		var ns *notStartedError
+		if !errors.As(err, &ns) {
+			return nil, nil, err
+		}
+		o.svc.logger().Warn("session: a queued generation cannot start", "session", m.ID, "generation", q.id, "err", err)
+		n, err := o.endQueued(ctx, tx, q.id, GenFailed, &ErrorInfo{Code: ns.code, Message: "the generation could not start: " + ns.Error()}, now.UnixMilli())
+		if err != nil {
+			return nil, nil, err
+		}
+		if n == 0 {
+			return nil, nil, fmt.Errorf("end queued generation %s: not queued", q.id)
+		}
+	}
+}
+
 type outcome struct {
 	result     *ModelResult
 	status     string // generation status
@@ -357,16 +398,9 @@ func (o *sessionObj) finishGeneration(ctx context.Context, tx *objects.Tx, run *
 		return err
 	}
 	// Start the next queued generation, if any, in the same commit.
-	var next *genRun
-	var launch func()
-	q, ok, err := o.nextQueued(ctx, tx, &m, now)
+	next, launch, err := o.startNext(ctx, tx, &m, now)
 	if err != nil {
 		return err
-	}
-	if ok {
-		if _, next, launch, err = o.startGeneration(ctx, tx, &m, q.id, q.parent, q.model, now); err != nil {
-			return err
-		}
 	}
 	if err := saveMeta(ctx, tx, &m); err != nil {
 		return err

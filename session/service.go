@@ -715,7 +715,7 @@ func (svc *Service) restore(ctx context.Context, owner string, req CreateRequest
 	if err != nil {
 		return nil, err
 	}
-	var newestTurn Turn
+	var shown Turn // the head turn, for the directory's preview
 	s, err := objects.Do(ctx, stub, func(ctx context.Context, o *sessionObj, tx *objects.Tx) (*Session, error) {
 		if o.m != nil {
 			return o.existing(ctx, tx, owner, &req)
@@ -740,9 +740,14 @@ func (svc *Service) restore(ctx context.Context, owner string, req CreateRequest
 					return err
 				}
 				if id > newest {
-					newest, newestTurn = id, t
+					newest = id
+					if !known {
+						shown = t
+					}
 				}
-				known = known || id == head
+				if id == head {
+					known, shown = true, t
+				}
 			}
 			return nil
 		})
@@ -768,8 +773,8 @@ func (svc *Service) restore(ctx context.Context, owner string, req CreateRequest
 		return nil, err
 	}
 	e := DirEntry{ID: s.ID, Title: s.Title, CreatedAt: s.CreatedAt, UpdatedAt: s.UpdatedAt}
-	if newestTurn.ID != 0 {
-		e.Preview = preview(newestTurn)
+	if shown.ID != 0 {
+		e.Preview = preview(shown)
 	}
 	return s, svc.upsertDirectory(ctx, owner, e)
 }
@@ -822,6 +827,12 @@ func (svc *Service) Export(ctx context.Context, owner, id string, w io.Writer) e
 	return nil
 }
 
+// MaxImportTurnID is the largest turn id an import may hold: ids past it
+// would leave the session's next turns no room to number on (SQLite picks
+// random ids after 2^63-1) or pass the integers a JSON client reads exactly
+// (2^53).
+const MaxImportTurnID = 1 << 50
+
 // Import creates a session from an export, owned by owner. It keeps the
 // exported id when it is free, and takes a new one otherwise. idemKey,
 // when set, makes it idempotent as Create's IdempotencyKey does (the same
@@ -833,6 +844,7 @@ func (svc *Service) Import(ctx context.Context, owner string, r io.Reader, idemK
 	var s *Session
 	var turns []Turn
 	var last int64
+	ids := map[int64]bool{}
 	for n := 1; sc.Scan(); n++ {
 		if sc.Err() != nil {
 			break // the read failed: the last line is cut, report the failure
@@ -852,8 +864,16 @@ func (svc *Service) Import(ctx context.Context, owner string, r io.Reader, idemK
 			s = l.Session
 		case l.Type == "turn" && l.Turn != nil && s != nil:
 			t := *l.Turn
-			if t.ID <= last || (t.ParentID != nil && (*t.ParentID >= t.ID || *t.ParentID <= 0)) {
-				return nil, fmt.Errorf("%w: line %d: turn ids must increase and parents come first", ErrInvalid, n)
+			if t.ID <= last || t.ID > MaxImportTurnID {
+				return nil, fmt.Errorf("%w: line %d: turn ids must increase, from 1 to %d", ErrInvalid, n, int64(MaxImportTurnID))
+			}
+			if t.ParentID != nil && !ids[*t.ParentID] {
+				return nil, fmt.Errorf("%w: line %d: parent turn %d is not among the turns before it", ErrInvalid, n, *t.ParentID)
+			}
+			switch t.Status {
+			case "", TurnComplete, TurnStreaming, TurnCancelled, TurnFailed, TurnInterrupted:
+			default:
+				return nil, fmt.Errorf("%w: line %d: unknown turn status %q", ErrInvalid, n, t.Status)
 			}
 			switch t.Role {
 			case RoleSystem, RoleUser, RoleAssistant, RoleTool:
@@ -867,6 +887,7 @@ func (svc *Service) Import(ctx context.Context, owner string, r io.Reader, idemK
 				t.Status = TurnComplete
 			}
 			last = t.ID
+			ids[t.ID] = true
 			turns = append(turns, t)
 		default:
 			return nil, fmt.Errorf("%w: line %d: expected a session line first, then turn lines", ErrInvalid, n)

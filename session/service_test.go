@@ -515,7 +515,12 @@ func TestExportImportRoundTrip(t *testing.T) {
 	if !strings.Contains(a, `"content":[{"type":"text","text":"two\nlines"}]`) {
 		t.Fatalf("the pretty-printed content is not in the export, compacted:\n%s", a)
 	}
-	for _, bad := range []string{"", "{}", `{"type":"turn","turn":{}}`, "not json", `{"type":"session","session":{"id":"x"}}` + "\n" + `{"type":"turn","turn":{"id":2,"parent_id":5,"role":"user","content":"x"}}`} {
+	head := `{"type":"session","session":{"id":"x"}}` + "\n"
+	for _, bad := range []string{"", "{}", `{"type":"turn","turn":{}}`, "not json", head + `{"type":"turn","turn":{"id":2,"parent_id":5,"role":"user","content":"x"}}`,
+		// a parent that is not among the turns, an id past the largest, a status unknown
+		head + `{"type":"turn","turn":{"id":1,"role":"user","content":"x"}}` + "\n" + `{"type":"turn","turn":{"id":3,"parent_id":2,"role":"user","content":"x"}}`,
+		head + fmt.Sprintf(`{"type":"turn","turn":{"id":%d,"role":"user","content":"x"}}`, int64(session.MaxImportTurnID)+1),
+		head + `{"type":"turn","turn":{"id":1,"role":"user","content":"x","status":"odd"}}`} {
 		if _, err := e.svc.Import(ctx, "local", strings.NewReader(bad), ""); !errors.Is(err, session.ErrInvalid) {
 			t.Errorf("import %q: err=%v", bad, err)
 		}
@@ -1227,6 +1232,21 @@ func TestImportKeepsHead(t *testing.T) {
 	turns, _, err := e.svc.Turns(ctx, "local", imp.ID, session.TurnQuery{After: &zero, Limit: 10})
 	if err != nil || len(turns) != 2 || turns[1].ID != 2 {
 		t.Fatalf("the head's branch: %+v %v", turns, err)
+	}
+
+	// A second root (turn 2 answers nothing) makes two branches: the
+	// listing follows the head's (turns 2 and 3), not the ids.
+	two := `{"type":"session","session":{"id":"x"}}` + "\n" +
+		`{"type":"turn","turn":{"id":1,"role":"user","content":"first root"}}` + "\n" +
+		`{"type":"turn","turn":{"id":2,"role":"user","content":"second root"}}` + "\n" +
+		`{"type":"turn","turn":{"id":3,"parent_id":2,"role":"user","content":"under the second"}}`
+	imp, err = e.svc.Import(ctx, "local", strings.NewReader(two), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	turns, _, err = e.svc.Turns(ctx, "local", imp.ID, session.TurnQuery{After: &zero, Limit: 10})
+	if err != nil || len(turns) != 2 || turns[0].ID != 2 || turns[1].ID != 3 {
+		t.Fatalf("the head's branch of two roots: %+v %v", turns, err)
 	}
 }
 

@@ -1,0 +1,98 @@
+package session
+
+import (
+	"context"
+	"encoding/json"
+	"testing"
+	"time"
+
+	"sessiond/objects"
+)
+
+// A queued generation that cannot start when its turn comes (here: its
+// model is gone) ends failed; the generation before it still ends done
+// with its output, and the one queued after it runs.
+func TestQueuedGenerationThatCannotStart(t *testing.T) {
+	ctx := context.Background()
+	rt := objects.NewRuntime(t.TempDir())
+	rt.Durability = objects.DurabilityNormal
+	reg := NewRegistry()
+	if err := reg.Register("offline", NewOfflineModel(200), ModelInfo{}); err != nil {
+		t.Fatal(err)
+	}
+	if err := reg.Register("gone", NewOfflineModel(0), ModelInfo{}); err != nil {
+		t.Fatal(err)
+	}
+	svc, err := NewService(rt, reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := rt.Open(ctx); err != nil {
+		t.Fatal(err)
+	}
+	svc.Start()
+	t.Cleanup(func() { svc.Close(); rt.Close() })
+
+	s, err := svc.Create(ctx, "local", CreateRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	post := func(text, model string) *Generation {
+		t.Helper()
+		c, _ := json.Marshal(text)
+		r, err := svc.Post(ctx, "local", s.ID, PostRequest{Turns: []NewTurn{{Role: RoleUser, Content: c}}, Generate: true, Model: model})
+		if err != nil || r.Generation == nil {
+			t.Fatalf("post %q: %+v %v", text, r, err)
+		}
+		return r.Generation
+	}
+	a := post("/words 40", "offline")
+	b := post("/words 3", "gone")
+	c := post("/words 3", "offline")
+	if b.Status != GenQueued || c.Status != GenQueued {
+		t.Fatalf("b %s, c %s: want both queued", b.Status, c.Status)
+	}
+	reg.mu.Lock()
+	delete(reg.models, "gone")
+	reg.mu.Unlock()
+
+	wait := func(gid string) *Generation {
+		t.Helper()
+		deadline := time.Now().Add(10 * time.Second)
+		for {
+			g, err := svc.Generation(ctx, "local", s.ID, gid)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if g.Finished() {
+				return g
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("generation %s still %s", gid, g.Status)
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+	}
+	if g := wait(a.ID); g.Status != GenDone {
+		t.Fatalf("the generation before: %s %+v, want done", g.Status, g.Error)
+	}
+	if g := wait(b.ID); g.Status != GenFailed || g.Error == nil || g.Error.Code != CodeInvalidRequest {
+		t.Fatalf("the generation that cannot start: %s %+v, want failed with %s", g.Status, g.Error, CodeInvalidRequest)
+	}
+	if g := wait(c.ID); g.Status != GenDone {
+		t.Fatalf("the generation after: %s %+v, want done", g.Status, g.Error)
+	}
+	turns, _, err := svc.Turns(ctx, "local", s.ID, TurnQuery{Limit: 10})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var texts []string
+	for _, tr := range turns {
+		var x string
+		json.Unmarshal(tr.Content, &x)
+		texts = append(texts, tr.Role+":"+x)
+	}
+	if len(turns) != 5 || turns[1].Status != TurnComplete || turns[4].Status != TurnComplete || turns[4].Role != RoleAssistant {
+		t.Fatalf("turns %q", texts)
+	}
+}
