@@ -3,6 +3,7 @@ package session
 import (
 	"context"
 	"encoding/json"
+	"slices"
 
 	"sessiond/objects"
 )
@@ -16,9 +17,11 @@ const contextReserve = 1024
 
 // assembleContext returns the messages of the branch ending at leaf, oldest
 // first, after the system prompt, cut to budget tokens by dropping the
-// oldest turns; the newest turn is kept even when the system prompt alone
-// fills the budget. A tool result is never kept without the assistant turn
-// whose call it answers. Failed assistant turns with no output are skipped.
+// oldest turns. The newest turn is kept even when the system prompt alone
+// fills the budget, and when it is a tool result, so are the results
+// before it and the assistant turn whose calls they answer. Failed
+// assistant turns with no output are skipped, and tool calls are paired as
+// pairToolCalls says.
 func (o *sessionObj) assembleContext(ctx context.Context, tx *objects.Tx, system string, leaf int64, budget int) ([]Message, error) {
 	if budget <= 0 {
 		budget = DefaultContextTokens
@@ -29,9 +32,12 @@ func (o *sessionObj) assembleContext(ctx context.Context, tx *objects.Tx, system
 		used = EstimateTokens(system)
 	}
 	var kept []Message // newest first
+	// anchored: a turn other than a tool result is kept. Until then the
+	// budget does not apply: the newest turn, and the call it answers.
+	anchored := false
 	id := leaf
 	const page = 64
-	for id > 0 && (used < budget || len(kept) == 0) { // the newest turn, always
+	for id > 0 && (used < budget || !anchored) {
 		// Read no more than the budget left can take (a token is about
 		// four bytes): a page of 32 MiB turns must not be read for a few
 		// KiB of context. The first turn of a page is always read.
@@ -52,12 +58,13 @@ func (o *sessionObj) assembleContext(ctx context.Context, tx *objects.Tx, system
 			for _, c := range m.ToolCalls {
 				cost += EstimateTokens(c.Function.Name + c.Function.Arguments)
 			}
-			if used+cost > budget && len(kept) > 0 {
+			if used+cost > budget && anchored {
 				full = true
 				break
 			}
 			used += cost
 			kept = append(kept, m)
+			anchored = anchored || m.Role != RoleTool
 		}
 		last := turns[len(turns)-1]
 		if full || last.ParentID == nil {
@@ -65,18 +72,67 @@ func (o *sessionObj) assembleContext(ctx context.Context, tx *objects.Tx, system
 		}
 		id = *last.ParentID
 	}
-	// The oldest kept turns must not be tool results cut off from their call.
-	for len(kept) > 0 && kept[len(kept)-1].Role == RoleTool {
-		kept = kept[:len(kept)-1]
-	}
+	slices.Reverse(kept)
 	out := make([]Message, 0, len(kept)+1)
 	if system != "" {
 		out = append(out, Message{Role: RoleSystem, Content: system})
 	}
-	for i := len(kept) - 1; i >= 0; i-- {
-		out = append(out, kept[i])
+	return append(out, pairToolCalls(kept)...), nil
+}
+
+// pairToolCalls returns msgs (oldest first) as chat models accept tool
+// calls: an assistant message's calls each answered by a tool message in
+// the run of tool messages right after it. A call with no answer there (its
+// turn was cancelled while it made the call, or a user turn came instead of
+// its result) is left out of its message, and the message with it when it
+// holds nothing else; a tool message that answers no call of the assistant
+// message before its run (or a call answered already) is left out.
+func pairToolCalls(msgs []Message) []Message {
+	out := make([]Message, 0, len(msgs))
+	for i := 0; i < len(msgs); {
+		m := msgs[i]
+		j := i + 1
+		for j < len(msgs) && msgs[j].Role == RoleTool {
+			j++
+		}
+		results := msgs[i+1 : j]
+		if m.Role == RoleTool { // a run of results with no call before it
+			i = j
+			continue
+		}
+		if m.Role != RoleAssistant || len(m.ToolCalls) == 0 {
+			out = append(out, m)
+			i = j
+			continue
+		}
+		answered := map[string]bool{}
+		for _, r := range results {
+			answered[r.ToolCallID] = true
+		}
+		calls := make([]ToolCall, 0, len(m.ToolCalls))
+		open := map[string]bool{}
+		for _, c := range m.ToolCalls {
+			if answered[c.ID] && !open[c.ID] {
+				calls = append(calls, c)
+				open[c.ID] = true
+			}
+		}
+		m.ToolCalls = nil
+		if len(calls) > 0 {
+			m.ToolCalls = calls
+		}
+		if len(calls) > 0 || m.Text() != "" {
+			out = append(out, m)
+		}
+		for _, r := range results {
+			if open[r.ToolCallID] {
+				out = append(out, r)
+				delete(open, r.ToolCallID)
+			}
+		}
+		i = j
 	}
-	return out, nil
+	return out
 }
 
 // turnMessage converts a stored turn to what a model sees.

@@ -875,6 +875,40 @@ func TestContextKeepsNewestTurnPastBudget(t *testing.T) {
 	}
 }
 
+// A tool result is the newest turn and the call it answers does not fit
+// the budget: the model is sent both, not an empty conversation.
+func TestContextKeepsToolCallOfNewestResultPastBudget(t *testing.T) {
+	ctx := context.Background()
+	cm := &countingModel{Model: session.NewOfflineModel(0)}
+	e := newEnv(t, "", 0, func(_ *session.Service, reg *session.Registry) {
+		if err := reg.Register("small", cm, session.ModelInfo{ContextTokens: 2048}); err != nil {
+			t.Fatal(err)
+		}
+	})
+	s, err := e.svc.Create(ctx, "local", session.CreateRequest{Model: "small"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := e.svc.Post(ctx, "local", s.ID, session.PostRequest{Turns: []session.NewTurn{user(`/tool read {"x":"` + strings.Repeat("y", 4400) + `"}`)}, Generate: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitGen(t, e, "local", s.ID, r.Generation.ID)
+	calls := lastTurns(t, e, "local", s.ID, 1)[0].ToolCalls
+	if len(calls) != 1 {
+		t.Fatalf("tool calls %+v", calls)
+	}
+	r, err = e.svc.Post(ctx, "local", s.ID, session.PostRequest{Turns: []session.NewTurn{{Role: "tool", ToolCallID: calls[0].ID, Content: json.RawMessage(`"ok"`)}}, Generate: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitGen(t, e, "local", s.ID, r.Generation.ID)
+	msgs := *cm.last.Load()
+	if len(msgs) != 2 || msgs[0].Role != session.RoleAssistant || len(msgs[0].ToolCalls) != 1 || msgs[1].Role != session.RoleTool || msgs[1].ToolCallID != calls[0].ID {
+		t.Fatalf("the model was sent %d messages: %+v", len(msgs), msgs)
+	}
+}
+
 // A generation that a graceful shutdown interrupts still updates the
 // owner's directory: its preview is there after the restart.
 func TestShutdownFlushesDirectory(t *testing.T) {
