@@ -361,6 +361,25 @@ func (svc *Service) upsertDirectory(ctx context.Context, owner string, e DirEntr
 	return err
 }
 
+// undoDeleting lets calls reach session id again after its deletion
+// failed (best effort: the flag is in memory only).
+func (svc *Service) undoDeleting(id string) {
+	stub, err := svc.sessions.Get(id)
+	if err != nil {
+		return
+	}
+	if ok, err := svc.sessions.Exists(context.Background(), id); err != nil || !ok {
+		return // gone after all, or nothing to call: Do would make it anew
+	}
+	_, err = objects.Do(context.Background(), stub, func(ctx context.Context, o *sessionObj, tx *objects.Tx) (struct{}, error) {
+		o.deleting = false
+		return struct{}{}, nil
+	})
+	if err != nil {
+		svc.logger().Warn("session: a failed deletion leaves the session unreachable until it hibernates", "session", id, "err", err)
+	}
+}
+
 // Get returns a session.
 func (svc *Service) Get(ctx context.Context, owner, id string) (*Session, error) {
 	return do(ctx, svc, owner, id, func(ctx context.Context, o *sessionObj, tx *objects.Tx) (*Session, error) {
@@ -402,7 +421,9 @@ func (svc *Service) Update(ctx context.Context, owner, id string, req UpdateRequ
 }
 
 // Delete removes a session: a running generation is cancelled first, then
-// its data, its viewers and its directory entry go.
+// its data, its viewers and its directory entry go. Once the session has
+// taken the deletion, it finishes even when ctx ends (the running
+// generation's end is awaited), so that no session is left half deleted.
 func (svc *Service) Delete(ctx context.Context, owner, id string) error {
 	var sessOwner string
 	done, err := do(ctx, svc, owner, id, func(ctx context.Context, o *sessionObj, tx *objects.Tx) (chan struct{}, error) {
@@ -423,11 +444,16 @@ func (svc *Service) Delete(ctx context.Context, owner, id string) error {
 	if err != nil {
 		return err
 	}
+	// Begun, the deletion no longer depends on the caller: a session left
+	// deleting answers 404 to every call, a repeated Delete too, and is
+	// still listed and stored.
+	ctx = context.WithoutCancel(ctx)
 	if done != nil {
 		select {
 		case <-done:
-		case <-ctx.Done():
-			return ctx.Err()
+		case <-svc.ctx.Done():
+			svc.undoDeleting(id)
+			return fmt.Errorf("delete session %s: %w", id, objects.ErrClosed)
 		}
 	}
 	stub, err := svc.sessions.Get(id)
@@ -435,6 +461,7 @@ func (svc *Service) Delete(ctx context.Context, owner, id string) error {
 		return err
 	}
 	if err := stub.Delete(ctx); err != nil {
+		svc.undoDeleting(id)
 		return err
 	}
 	// The session is gone with its sockets (closed silently, so no

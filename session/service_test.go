@@ -850,6 +850,69 @@ func TestDeleteCancelsQueuedGenerations(t *testing.T) {
 	}
 }
 
+// slowCancelModel streams like the offline model, but once cancelled it
+// returns only when release is closed; cancelled is closed when it sees the
+// cancel.
+type slowCancelModel struct {
+	session.Model
+	cancelled, release chan struct{}
+}
+
+func (m *slowCancelModel) Stream(ctx context.Context, req *session.ModelRequest, emit func(session.Delta) error) (*session.ModelResult, error) {
+	res, err := m.Model.Stream(ctx, req, emit)
+	if ctx.Err() != nil {
+		close(m.cancelled)
+		<-m.release
+	}
+	return res, err
+}
+
+// A Delete whose caller goes away while it waits for the running
+// generation to end still deletes the session: it is not left answering
+// 404 while still listed and stored.
+func TestDeleteFinishesWhenItsCallerGoes(t *testing.T) {
+	ctx := context.Background()
+	m := &slowCancelModel{Model: session.NewOfflineModel(20), cancelled: make(chan struct{}), release: make(chan struct{})}
+	e := newEnv(t, "", 20, func(_ *session.Service, reg *session.Registry) {
+		if err := reg.Register("slow", m, session.ModelInfo{}); err != nil {
+			t.Fatal(err)
+		}
+	})
+	s, err := e.svc.Create(ctx, "local", session.CreateRequest{Model: "slow"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.svc.Post(ctx, "local", s.ID, session.PostRequest{Turns: []session.NewTurn{user("/words 1000")}, Generate: true}); err != nil {
+		t.Fatal(err)
+	}
+	cctx, cancel := context.WithCancel(ctx)
+	errc := make(chan error, 1)
+	go func() { errc <- e.svc.Delete(cctx, "local", s.ID) }()
+	<-m.cancelled
+	cancel()
+	close(m.release)
+	if err := <-errc; err != nil {
+		t.Fatalf("delete: %v", err)
+	}
+	if _, err := e.svc.Get(ctx, "local", s.ID); !errors.Is(err, session.ErrNotFound) {
+		t.Errorf("get after delete: %v", err)
+	}
+	ns, err := e.rt.Namespace(session.NamespaceSessions)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ok, err := ns.Exists(ctx, s.ID); err != nil || ok {
+		t.Errorf("the deleted session is stored still: %v %v", ok, err)
+	}
+	list, _, err := e.svc.List(ctx, "local", "", 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(list) != 0 {
+		t.Errorf("the deleted session is listed: %+v", list)
+	}
+}
+
 // A system prompt that alone fills the model's context budget does not
 // leave the model without the turn it is to answer.
 func TestContextKeepsNewestTurnPastBudget(t *testing.T) {
