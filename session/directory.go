@@ -101,6 +101,10 @@ type dirUpdates struct {
 	mu      sync.Mutex
 	pending map[string]map[string]DirEntry // owner → id → entry
 	wake    chan struct{}
+	// flushMu is held from taking an owner's pending entries until they
+	// are applied, and by Delete around its removal: entries are applied
+	// in the order they were taken, and none after its session's removal.
+	flushMu sync.Mutex
 }
 
 // touchDirectory queues the session's directory entry as m has it, with
@@ -150,25 +154,42 @@ const directoryDelay = 200 * time.Millisecond
 func (svc *Service) flushDirectory() {
 	u := &svc.dir
 	u.mu.Lock()
-	pending := u.pending
-	u.pending = make(map[string]map[string]DirEntry)
+	owners := make([]string, 0, len(u.pending))
+	for owner := range u.pending {
+		owners = append(owners, owner)
+	}
 	u.mu.Unlock()
-	for owner, entries := range pending {
-		stub, err := svc.dirs.Get(owner)
-		if err != nil {
-			continue
-		}
-		_, err = stub.Call(context.Background(), func(ctx context.Context, obj any, tx *objects.Tx) (any, error) {
-			d := obj.(*directory)
-			for _, e := range entries {
-				if err := d.upsert(ctx, tx, e); err != nil {
-					return nil, err
-				}
+	for _, owner := range owners {
+		u.flushMu.Lock()
+		svc.applyDirectory(owner)
+		u.flushMu.Unlock()
+	}
+}
+
+// applyDirectory takes owner's pending entries and applies them in one
+// call of its directory. The caller holds dir.flushMu.
+func (svc *Service) applyDirectory(owner string) {
+	u := &svc.dir
+	u.mu.Lock()
+	entries := u.pending[owner]
+	delete(u.pending, owner)
+	u.mu.Unlock()
+	if len(entries) == 0 {
+		return
+	}
+	stub, err := svc.dirs.Get(owner)
+	if err != nil {
+		return
+	}
+	_, err = objects.Do(context.Background(), stub, func(ctx context.Context, d *directory, tx *objects.Tx) (struct{}, error) {
+		for _, e := range entries {
+			if err := d.upsert(ctx, tx, e); err != nil {
+				return struct{}{}, err
 			}
-			return nil, nil
-		})
-		if err != nil {
-			svc.logger().Warn("session: update directory", "owner", owner, "err", err)
 		}
+		return struct{}{}, nil
+	})
+	if err != nil {
+		svc.logger().Warn("session: update directory", "owner", owner, "err", err)
 	}
 }

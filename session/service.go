@@ -477,6 +477,9 @@ func (svc *Service) Delete(ctx context.Context, owner, id string) error {
 		sv.release()
 		sv.v.Close()
 	}
+	// No update of the entry taken before may land after its removal.
+	svc.dir.flushMu.Lock()
+	defer svc.dir.flushMu.Unlock()
 	svc.dir.mu.Lock()
 	delete(svc.dir.pending[sessOwner], id)
 	svc.dir.mu.Unlock()
@@ -522,15 +525,9 @@ func (svc *Service) List(ctx context.Context, owner, cursor string, limit int) (
 // flushDirectoryOf applies the owner's pending directory updates now, so a
 // list shows what the same client just did.
 func (svc *Service) flushDirectoryOf(owner string) {
-	svc.dir.mu.Lock()
-	entries := svc.dir.pending[owner]
-	delete(svc.dir.pending, owner)
-	svc.dir.mu.Unlock()
-	for _, e := range entries {
-		if err := svc.upsertDirectory(context.Background(), owner, e); err != nil {
-			svc.logger().Warn("session: update directory", "owner", owner, "err", err)
-		}
-	}
+	svc.dir.flushMu.Lock()
+	defer svc.dir.flushMu.Unlock()
+	svc.applyDirectory(owner)
 }
 
 // Turns pages through the turns of a branch.
