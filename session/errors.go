@@ -1,6 +1,9 @@
 package session
 
-import "errors"
+import (
+	"errors"
+	"fmt"
+)
 
 var (
 	// ErrNotFound: the session (or turn, or generation) does not exist, or
@@ -9,6 +12,9 @@ var (
 	// ErrInvalid wraps every refusal of a malformed request; the message
 	// says what is wrong.
 	ErrInvalid = errors.New("session: invalid request")
+	// ErrInvalidJSON: a request's JSON does not parse (or a JSON line holds
+	// more than one value). It wraps ErrInvalid.
+	ErrInvalidJSON = fmt.Errorf("%w: malformed JSON", ErrInvalid)
 	// ErrTooLarge: a turn, a request or a field exceeds its limit.
 	ErrTooLarge = errors.New("session: too large")
 	// ErrConflict: the session id is taken, or an idempotency key was reused

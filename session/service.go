@@ -881,7 +881,14 @@ func (svc *Service) Import(ctx context.Context, owner string, r io.Reader, idemK
 		dec := json.NewDecoder(strings.NewReader(line))
 		dec.DisallowUnknownFields()
 		if err := dec.Decode(&l); err != nil {
+			var se *json.SyntaxError
+			if errors.As(err, &se) || errors.Is(err, io.ErrUnexpectedEOF) {
+				return nil, fmt.Errorf("%w: line %d: %v", ErrInvalidJSON, n, err)
+			}
 			return nil, fmt.Errorf("%w: line %d: %v", ErrInvalid, n, err)
+		}
+		if _, err := dec.Token(); !errors.Is(err, io.EOF) {
+			return nil, fmt.Errorf("%w: line %d holds more than one JSON value", ErrInvalidJSON, n)
 		}
 		switch {
 		case l.Type == "session" && l.Session != nil && s == nil:

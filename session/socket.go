@@ -400,6 +400,8 @@ func errorCode(err error) (code, message string) {
 		return "conflict", err.Error()
 	case errors.Is(err, ErrTooManyStreams):
 		return "rate_limited", err.Error()
+	case errors.Is(err, ErrInvalidJSON):
+		return "invalid_json", err.Error()
 	case errors.Is(err, ErrInvalid):
 		return "invalid_request", err.Error()
 	case errors.As(err, &oe):

@@ -33,6 +33,7 @@ var statusOf = map[string]int{
 	"generation_running":      http.StatusConflict,
 	"conflict":                http.StatusConflict,
 	"invalid_request":         http.StatusUnprocessableEntity,
+	"invalid_json":            http.StatusBadRequest,
 	"overloaded":              http.StatusServiceUnavailable,
 	"rate_limited":            http.StatusTooManyRequests,
 	"unavailable":             http.StatusServiceUnavailable,

@@ -94,6 +94,8 @@ func TestBadInputIsRefusedClearly(t *testing.T) {
 		{"POST", "/v1/sessions", `{"id": "has space"}`, 422, "invalid_request"},
 		{"POST", "/v1/sessions", `{"model": "missing"}`, 422, "invalid_request"},
 		{"POST", "/v1/sessions", `{"metadata": [1]}`, 422, "invalid_request"},
+		{"POST", "/v1/sessions", `[]`, 400, "invalid_request"},
+		{"POST", "/v1/sessions", `{"title": 5}`, 400, "invalid_request"},
 		{"POST", "/v1/sessions", `{"busy_policy": "maybe"}`, 422, "invalid_request"},
 		{"POST", "/v1/sessions", `{"title": "` + strings.Repeat("x", 5000) + `"}`, 413, "too_large"},
 		{"POST", "/v1/sessions", map[string]any{"id": sess.ID}, 409, "conflict"},
@@ -112,7 +114,10 @@ func TestBadInputIsRefusedClearly(t *testing.T) {
 		{"GET", turns + "?after=1&before=3", nil, 400, "invalid_request"},
 		{"GET", "/v1/sessions/" + sess.ID + "/generations/g_nope", nil, 404, "not_found"},
 		{"POST", "/v1/sessions/" + sess.ID + "/fork", `{"turn_id": 99}`, 422, "invalid_request"},
-		{"POST", "/v1/sessions/import", "garbage\n", 422, "invalid_request"},
+		{"POST", "/v1/sessions/import", "garbage\n", 400, "invalid_json"},
+		{"POST", "/v1/sessions/import", `{"type":"session","session":{"title":"a"}} garbage`, 400, "invalid_json"},
+		{"POST", "/v1/sessions/import", `{"type":"session","session":{"title":"a"}}}`, 400, "invalid_json"},
+		{"POST", "/v1/sessions/import", `{"type":"session","session":{"title":"a"}}` + "\n" + `{"type":"turn","turn":{"id":1,"role":"user","content":"x","odd":1}}`, 422, "invalid_request"},
 		{"GET", "/v1/nothing", nil, 404, "not_found"},
 		{"PUT", "/v1/sessions", nil, 405, "method_not_allowed"},
 		{"GET", "/v1/sessions/" + sess.ID + "/ws", nil, 400, ""}, // not a WebSocket upgrade: refused by the handshake
@@ -126,6 +131,14 @@ func TestBadInputIsRefusedClearly(t *testing.T) {
 			}
 			s.expectError(t, c.method, c.path, c.body, c.status, c.code)
 		})
+	}
+	// Messages speak of JSON, not of Go's types.
+	for body, want := range map[string]string{`[]`: "the body must be an object", `{"title": 5}`: `field "title" must be a string`} {
+		var e apiErr
+		s.do(t, "POST", "/v1/sessions", body, &e)
+		if e.Error.Message != want {
+			t.Errorf("POST /v1/sessions %s: message %q, want %q", body, e.Error.Message, want)
+		}
 	}
 	// Nothing of the refused requests was stored.
 	var page struct{ Turns []session.Turn }
@@ -142,6 +155,12 @@ func TestAPIKeysAndOwners(t *testing.T) {
 	}}, nil)
 	s.expectError(t, "GET", "/v1/sessions", nil, 401, "unauthorized")
 	s.as("wrong-key-000000000000").expectError(t, "GET", "/v1/sessions", nil, 401, "unauthorized")
+	// The scheme's name in any case; a key alone, or another scheme, is refused.
+	for hdr, want := range map[string]int{"bearer " + alice: 200, "BEARER  " + alice: 200, alice: 401, "Basic " + alice: 401, "Bearer": 401} {
+		if st, raw := s.do(t, "GET", "/v1/sessions", nil, nil, "Authorization", hdr); st != want {
+			t.Errorf("Authorization: %q: %d %s, want %d", hdr, st, raw, want)
+		}
+	}
 	a := s.as(alice).createSession(t, map[string]any{"title": "alice's"})
 	s.as(bob).expectError(t, "GET", "/v1/sessions/"+a.ID, nil, 404, "not_found")
 	s.as(bob).expectError(t, "POST", "/v1/sessions/"+a.ID+"/turns", map[string]any{"turns": []any{map[string]any{"role": "user", "content": "hi"}}}, 404, "not_found")
