@@ -93,8 +93,10 @@ func (a *authenticator) principal(r *http.Request) (Principal, error) {
 		// auth, say) may send one of its own.
 		return Principal{Owner: LocalOwner}, nil
 	}
-	key, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
-	if !ok || key == "" {
+	// The scheme's name is case-insensitive (RFC 9110, section 11.1).
+	scheme, key, ok := strings.Cut(r.Header.Get("Authorization"), " ")
+	key = strings.TrimLeft(key, " ")
+	if !ok || !strings.EqualFold(scheme, "Bearer") || key == "" {
 		return Principal{}, errorf(http.StatusUnauthorized, "unauthorized", "send an API key as Authorization: Bearer <key>")
 	}
 	p, ok := a.keys[sha256.Sum256([]byte(key))]

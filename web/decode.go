@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"reflect"
 	"strings"
 )
 
@@ -62,9 +63,38 @@ func decodeError(err error) error {
 	case errors.As(err, &se), errors.Is(err, io.ErrUnexpectedEOF):
 		return errorf(http.StatusBadRequest, "invalid_json", "malformed JSON: %v", err)
 	case errors.As(err, &te):
-		return errorf(http.StatusBadRequest, "invalid_request", "field %q must be %s", te.Field, te.Type)
+		if te.Field == "" {
+			return errorf(http.StatusBadRequest, "invalid_request", "the body must be %s", jsonKind(te.Type))
+		}
+		return errorf(http.StatusBadRequest, "invalid_request", "field %q must be %s", te.Field, jsonKind(te.Type))
 	case strings.HasPrefix(err.Error(), "json: unknown field"):
 		return errorf(http.StatusBadRequest, "invalid_request", "%s", strings.TrimPrefix(err.Error(), "json: "))
 	}
 	return errorf(http.StatusBadRequest, "invalid_json", "malformed JSON: %v", err)
+}
+
+// jsonKind names what JSON value a Go type decodes from, for messages that
+// must not show Go's type names.
+func jsonKind(t reflect.Type) string {
+	if t == nil {
+		return "another JSON value"
+	}
+	switch t.Kind() {
+	case reflect.String:
+		return "a string"
+	case reflect.Bool:
+		return "true or false"
+	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64,
+		reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64:
+		return "an integer"
+	case reflect.Float32, reflect.Float64:
+		return "a number"
+	case reflect.Slice, reflect.Array:
+		return "an array"
+	case reflect.Struct, reflect.Map:
+		return "an object"
+	case reflect.Pointer:
+		return jsonKind(t.Elem())
+	}
+	return "another JSON value"
 }
