@@ -221,9 +221,14 @@ type Event struct {
 // When the connection breaks it reconnects and resumes after the last
 // offset it saw (Last-Event-ID), so fn sees every event exactly once.
 func (c *Client) Follow(ctx context.Context, id, gid string, after int64, fn func(Event) error) error {
-	backoff := 100 * time.Millisecond
+	const firstBackoff = 100 * time.Millisecond
+	backoff := firstBackoff
 	for {
+		seen := after
 		final, err := c.followOnce(ctx, id, gid, &after, fn)
+		if after > seen {
+			backoff = firstBackoff // it got somewhere: the next break is a new one
+		}
 		if final || ctx.Err() != nil {
 			return errors.Join(err, ctx.Err())
 		}
@@ -236,8 +241,9 @@ func (c *Client) Follow(ctx context.Context, id, gid string, after int64, fn fun
 				return nil
 			}
 		}
+		// 429: the owner holds its most streams open; one may close soon.
 		var ae *Error
-		if errors.As(err, &ae) && ae.Status < 500 {
+		if errors.As(err, &ae) && ae.Status < 500 && ae.Status != http.StatusTooManyRequests {
 			return err
 		}
 		select {
@@ -270,6 +276,11 @@ func (c *Client) followOnce(ctx context.Context, id, gid string, after *int64, f
 				return false, fmt.Errorf("decode event: %w", err)
 			}
 			data.Reset()
+			if ev.Type == "resume_required" {
+				// Too slow for the server, which closes the stream:
+				// reconnect after the last offset fn saw.
+				return false, nil
+			}
 			if ev.Offset > 0 {
 				if ev.Offset <= *after {
 					continue // seen before a reconnect

@@ -3,7 +3,12 @@ package client_test
 import (
 	"context"
 	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -81,5 +86,59 @@ func TestClientConversation(t *testing.T) {
 	}
 	if err := c.DeleteSession(ctx, s.ID); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// Follow resumes where a stream stopped: after a resume_required (a viewer
+// too slow, closed by the server) and after a 429 (the owner's streams at
+// their most), each event reaching fn once and resume_required never.
+func TestFollowResumesAfterResumeRequiredAnd429(t *testing.T) {
+	var mu sync.Mutex
+	var asked []string // Last-Event-ID of each stream request, or "429"
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !strings.HasSuffix(r.URL.Path, "/stream") {
+			http.NotFound(w, r)
+			return
+		}
+		mu.Lock()
+		n := len(asked)
+		last := r.Header.Get("Last-Event-ID")
+		if n == 1 {
+			last = "429"
+		}
+		asked = append(asked, last)
+		mu.Unlock()
+		if n == 1 {
+			w.Header().Set("Content-Type", "application/json")
+			w.WriteHeader(http.StatusTooManyRequests)
+			io.WriteString(w, `{"error":{"code":"rate_limited","message":"too many streams"}}`)
+			return
+		}
+		w.Header().Set("Content-Type", "text/event-stream")
+		switch last {
+		case "0":
+			io.WriteString(w, "id: 1\ndata: {\"type\":\"delta\",\"generation\":\"g_1\",\"offset\":1,\"text\":\"a\"}\n\n")
+			io.WriteString(w, "data: {\"type\":\"resume_required\",\"generation\":\"g_1\",\"after\":1}\n\n")
+		case "1":
+			io.WriteString(w, "id: 2\ndata: {\"type\":\"delta\",\"generation\":\"g_1\",\"offset\":2,\"text\":\"b\"}\n\n")
+			io.WriteString(w, "id: 3\ndata: {\"type\":\"done\",\"generation\":\"g_1\",\"offset\":3}\n\n")
+		}
+	}))
+	defer srv.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	var got []string
+	err := client.New(srv.URL, "").Follow(ctx, "s", "g_1", 0, func(ev client.Event) error {
+		got = append(got, fmt.Sprint(ev.Type, ev.Offset, ev.Text))
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := "[delta1a delta2b done3]"; fmt.Sprint(got) != want {
+		t.Fatalf("events %v, want %s", got, want)
+	}
+	if want := "[0 429 1]"; fmt.Sprint(asked) != want {
+		t.Fatalf("requests %v, want %s", asked, want)
 	}
 }
