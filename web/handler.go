@@ -336,6 +336,12 @@ func streamGeneration(a *api, w http.ResponseWriter, r *http.Request) error {
 	if after > g.Offset {
 		return errorf(http.StatusBadRequest, "invalid_request", "generation %s has no event at offset %d: its last is %d (Last-Event-ID and after are the last offset seen)", gid, after, g.Offset)
 	}
+	if g.Finished() && after == g.Offset {
+		// Its final event was seen: 204 tells an EventSource to stop
+		// reconnecting, where an empty stream would have it come back.
+		w.WriteHeader(http.StatusNoContent)
+		return nil
+	}
 	release, err := a.svc.OpenStream(p.scope())
 	if err != nil {
 		return err

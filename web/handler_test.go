@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"strings"
 	"testing"
@@ -326,8 +327,8 @@ func TestSSEPostAndResume(t *testing.T) {
 	if len(rest) != 21 || rest[0].id != "11" || rest[20].event != "done" || rest[20].id != "31" {
 		t.Fatalf("resumed %d events, first id %s", len(rest), rest[0].id)
 	}
-	// An EventSource reconnecting after done: nothing left, and the answer
-	// ends (it used to wait for the client to go).
+	// An EventSource reconnecting after done: nothing left, and 204 stops
+	// it from coming back (an empty stream would not).
 	stream := "/v1/sessions/" + sess.ID + "/generations/" + gid + "/stream"
 	req, _ = http.NewRequest("GET", s.URL+stream, nil)
 	req.Header.Set("Last-Event-ID", "31")
@@ -335,8 +336,10 @@ func TestSSEPostAndResume(t *testing.T) {
 	if resp, err = c.Do(req); err != nil {
 		t.Fatal(err)
 	}
-	if rest := readSSE(t, resp); len(rest) != 0 {
-		t.Fatalf("resumed after done: %+v", rest)
+	left, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusNoContent || len(left) != 0 {
+		t.Fatalf("resumed after done: %d %q, want 204 and nothing", resp.StatusCode, left)
 	}
 	// Past the last event: a plain 400 before any stream.
 	s.expectError(t, "GET", stream+"?after=32", nil, 400, "invalid_request")

@@ -16,6 +16,7 @@ type route struct {
 	status       int    // success status
 	result       string // success schema ("" none, "sse", "ndjson")
 	sse          bool   // also answers text/event-stream when asked
+	noContent    string // when set, also answers 204 then, as this says
 	params       []param
 	errors       []int
 	public       bool // no API key (its own check, or none)
@@ -62,7 +63,8 @@ var routes = []route{
 		params: []param{pID, pGID}, errors: common, handle: getGeneration},
 	{method: "GET", path: "/sessions/{id}/generations/{gid}/stream", op: "streamGeneration", summary: "Stream a generation's events as SSE; Last-Event-ID resumes",
 		status: 200, result: "sse", params: []param{pID, pGID, {"Last-Event-ID", "header", "integer", "the last offset seen"}, {"after", "query", "integer", "the last offset seen, when the header cannot be set"}},
-		errors: []int{400, 401, 403, 404, 429, 503}, handle: streamGeneration},
+		noContent: "the generation has ended and its final event was seen: nothing follows (an EventSource stops reconnecting)",
+		errors:    []int{400, 401, 403, 404, 429, 503}, handle: streamGeneration},
 	{method: "POST", path: "/sessions/{id}/generations/{gid}/cancel", op: "cancelGeneration", summary: "Cancel a generation (idempotent); answers its final state",
 		status: 200, result: "Generation", params: []param{pID, pGID}, errors: common, handle: cancelGeneration},
 	{method: "POST", path: "/sessions/{id}/fork", op: "forkSession", summary: "Create a session holding a copy of the branch up to a turn", body: "ForkRequest",
@@ -202,6 +204,9 @@ func openAPIDocument() []byte {
 			if rt.sse {
 				resp["200"] = map[string]any{"description": "the generation as SSE (Accept: text/event-stream)",
 					"content": map[string]any{"text/event-stream": map[string]any{}}}
+			}
+			if rt.noContent != "" {
+				resp["204"] = map[string]any{"description": rt.noContent}
 			}
 			for _, code := range rt.errors {
 				resp[itoa(code)] = map[string]any{"description": http.StatusText(code),
