@@ -436,6 +436,14 @@ func createTicket(a *api, w http.ResponseWriter, r *http.Request) error {
 
 func sessionSocket(a *api, w http.ResponseWriter, r *http.Request) error {
 	id := chi.URLParam(r, "id")
+	// Not a WebSocket handshake: refused here, in JSON, before a ticket is
+	// spent (the library's refusal is plain text, after it).
+	if !headerHasToken(r.Header, "Connection", "upgrade") || !headerHasToken(r.Header, "Upgrade", "websocket") ||
+		r.Header.Get("Sec-WebSocket-Version") != "13" || r.Header.Get("Sec-WebSocket-Key") == "" {
+		w.Header().Set("Upgrade", "websocket")
+		w.Header().Set("Sec-WebSocket-Version", "13")
+		return errorf(http.StatusUpgradeRequired, "invalid_request", "this is a WebSocket endpoint: open it with a WebSocket handshake (version 13)")
+	}
 	var p Principal
 	var pass *ticketPass
 	if t := r.URL.Query().Get("ticket"); t != "" {
@@ -521,4 +529,17 @@ func openAPI(a *api, w http.ResponseWriter, r *http.Request) error {
 	w.Header().Set("Content-Type", "application/json")
 	w.Write(openAPIDocument())
 	return nil
+}
+
+// headerHasToken reports whether a comma-separated header of h holds token,
+// compared case-insensitively.
+func headerHasToken(h http.Header, name, token string) bool {
+	for _, v := range h.Values(name) {
+		for part := range strings.SplitSeq(v, ",") {
+			if strings.EqualFold(strings.TrimSpace(part), token) {
+				return true
+			}
+		}
+	}
+	return false
 }

@@ -72,7 +72,7 @@ var routes = []route{
 	{method: "GET", path: "/sessions/{id}/export", op: "exportSession", summary: "Export a session as JSON lines: the session, then every turn",
 		status: 200, result: "ndjson", params: []param{pID}, errors: common, handle: exportSession},
 	{method: "GET", path: "/sessions/{id}/ws", op: "sessionSocket", summary: "WebSocket of a session (see docs/protocol.md); authenticated by ?ticket=",
-		status: 101, params: []param{pID, {"ticket", "query", "string", "from POST /v1/tickets"}}, errors: []int{401, 403, 404, 429, 503}, public: true, handle: sessionSocket},
+		status: 101, params: []param{pID, {"ticket", "query", "string", "from POST /v1/tickets"}}, errors: []int{401, 403, 404, 426, 429, 503}, public: true, handle: sessionSocket},
 	{method: "POST", path: "/tickets", op: "createTicket", summary: "A short-lived ticket to open a session's WebSocket", body: "TicketRequest",
 		status: 201, result: "Ticket", errors: writing, handle: createTicket},
 }

@@ -218,6 +218,11 @@ func TestWebSocketTickets(t *testing.T) {
 			t.Errorf("%s: err=%v resp=%v, want %d", c.url, err, resp, c.status)
 		}
 	}
+	// A plain GET (no handshake) is a JSON 426 and leaves the ticket good.
+	var e apiErr
+	if st, raw := s.do(t, "GET", "/v1/sessions/"+a.ID+"/ws?ticket="+tk.Ticket, nil, &e); st != 426 || e.Error.Code != "invalid_request" {
+		t.Fatalf("a GET without a handshake: %d %s, want 426 invalid_request", st, raw)
+	}
 	conn, _, err := websocket.Dial(context.Background(), base+a.ID+"/ws?ticket="+tk.Ticket, nil)
 	if err != nil {
 		t.Fatal(err)
