@@ -249,22 +249,24 @@ const finalRetries = 20
 // all (ErrNotDurable) or the generation already ended, which the database
 // then says.
 func (svc *Service) commitFinal(stub *objects.Stub, run *genRun, out outcome) {
-	finish := func(out outcome, onlyRunning bool) error {
+	// Only a generation still running is finished: one a rebuilt instance
+	// (after a panic or a failed commit) marked interrupted stays so, and
+	// starts no next one behind the new instance's back; a retry finds the
+	// first try's writes if they were stored after all.
+	finish := func(out outcome) error {
 		_, err := objects.Do(context.Background(), stub, func(ctx context.Context, o *sessionObj, tx *objects.Tx) (struct{}, error) {
-			if onlyRunning {
-				var st string
-				if err := tx.QueryRow(ctx, `SELECT status FROM generations WHERE id = ?`, run.id).Scan(&st); err != nil {
-					return struct{}{}, err
-				}
-				if st != GenRunning {
-					return struct{}{}, errGenerationEnded
-				}
+			var st string
+			if err := tx.QueryRow(ctx, `SELECT status FROM generations WHERE id = ?`, run.id).Scan(&st); err != nil {
+				return struct{}{}, err
+			}
+			if st != GenRunning {
+				return struct{}{}, errGenerationEnded
 			}
 			return struct{}{}, o.finishGeneration(ctx, tx, run, out)
 		})
 		return err
 	}
-	err := finish(out, false)
+	err := finish(out)
 	for try := 0; try < finalRetries; try++ {
 		var oe *objects.OverloadedError
 		if !errors.As(err, &oe) {
@@ -274,17 +276,24 @@ func (svc *Service) commitFinal(stub *objects.Stub, run *genRun, out outcome) {
 		case <-svc.ctx.Done():
 		case <-time.After(max(oe.RetryAfter, 10*time.Millisecond)):
 		}
-		err = finish(out, false)
+		err = finish(out)
 	}
 	if err == nil {
 		return
 	}
 	log := svc.logger().With("session", run.session, "generation", run.id)
+	if errors.Is(err, errGenerationEnded) {
+		log.Warn("session: the generation was ended meanwhile (its session was rebuilt); its final turn is not saved")
+		svc.journal.end(run.session, run.turnID) // the rebuilt instance took what was saved
+		run.log.Fail("interrupted", "the generation was interrupted: its session was rebuilt after an error")
+		close(run.done)
+		return
+	}
 	if !errors.Is(err, objects.ErrNotDurable) && !errors.Is(err, objects.ErrClosed) {
 		log.Error("session: commit final turn; saving it as failed without its output", "err", err)
 		lost := outcome{result: &ModelResult{Usage: out.result.Usage, FinishReason: FinishError}, status: GenFailed, turnStatus: TurnFailed,
 			err: &ErrorInfo{Code: CodeSaveFailed, Message: "the output of this turn could not be saved: " + err.Error()}}
-		if err = finish(lost, true); err == nil {
+		if err = finish(lost); err == nil {
 			return
 		}
 	}

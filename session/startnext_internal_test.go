@@ -2,6 +2,7 @@ package session
 
 import (
 	"context"
+	"errors"
 	"encoding/json"
 	"testing"
 	"time"
@@ -94,5 +95,55 @@ func TestQueuedGenerationThatCannotStart(t *testing.T) {
 	}
 	if len(turns) != 5 || turns[1].Status != TurnComplete || turns[4].Status != TurnComplete || turns[4].Role != RoleAssistant {
 		t.Fatalf("turns %q", texts)
+	}
+}
+
+// A generation whose session instance was rebuilt while it ran (after a
+// panicking call) was marked interrupted by the new instance: its old run,
+// ending later, does not overwrite that as done.
+func TestRebuiltSessionKeepsItsInterruptedGeneration(t *testing.T) {
+	ctx := context.Background()
+	rt := objects.NewRuntime(t.TempDir())
+	rt.Durability = objects.DurabilityNormal
+	reg := NewRegistry()
+	if err := reg.Register("offline", NewOfflineModel(200), ModelInfo{}); err != nil {
+		t.Fatal(err)
+	}
+	svc, err := NewService(rt, reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := rt.Open(ctx); err != nil {
+		t.Fatal(err)
+	}
+	svc.Start()
+	t.Cleanup(func() { svc.Close(); rt.Close() })
+	s, err := svc.Create(ctx, "local", CreateRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := svc.Post(ctx, "local", s.ID, PostRequest{Turns: []NewTurn{{Role: RoleUser, Content: []byte(`"/words 60"`)}}, Generate: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	stub, err := svc.sessions.Get(s.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	run, err := objects.Do(ctx, stub, func(ctx context.Context, o *sessionObj, tx *objects.Tx) (*genRun, error) { return o.run, nil })
+	if err != nil || run == nil {
+		t.Fatalf("the running generation: %v %v", run, err)
+	}
+	var pe *objects.PanicError
+	if _, err := objects.Do(ctx, stub, func(ctx context.Context, o *sessionObj, tx *objects.Tx) (struct{}, error) { panic("boom") }); !errors.As(err, &pe) {
+		t.Fatalf("a panicking call: %v", err)
+	}
+	g, err := svc.Generation(ctx, "local", s.ID, r.Generation.ID)
+	if err != nil || g.Status != GenInterrupted {
+		t.Fatalf("after the rebuild: %+v %v, want interrupted", g, err)
+	}
+	<-run.done // the old run has ended
+	if g, err = svc.Generation(ctx, "local", s.ID, r.Generation.ID); err != nil || g.Status != GenInterrupted {
+		t.Fatalf("after the old run ended: %+v %v, want interrupted still", g, err)
 	}
 }
