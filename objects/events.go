@@ -532,7 +532,17 @@ func (rt *Runtime) drainLoop(ns *Namespace, name string) {
 			var stored []outboxRow
 			stored, err = rt.readOutbox(ctx, stub, published)
 			if err == nil {
-				rows = mergeRows(stored, rows)
+				mem := rows
+				var more bool
+				if rows, more = mergeRows(stored, mem); more {
+					// A page of a longer backlog: publish it, then read
+					// on. The rows in memory wait for the pages before
+					// them.
+					rt.drainMu.Lock()
+					st.rows = append(mem, st.rows...)
+					st.read = true
+					rt.drainMu.Unlock()
+				}
 			}
 		}
 		if err == nil {
@@ -589,19 +599,24 @@ func firstAfter(rows []outboxRow, published int64) (outboxRow, bool) {
 	return outboxRow{}, false
 }
 
-// mergeRows returns stored (read from the database, in seq order) followed
-// by the rows of mem it does not already hold.
-func mergeRows(stored, mem []outboxRow) []outboxRow {
+// mergeRows returns the rows to publish after a read of the outbox: stored
+// (a page of it, in seq order) followed by the rows of mem it does not
+// already hold. A full page may end before the rows in memory begin; then
+// it returns stored alone, and more: rows between them are not read yet,
+// and joining mem on would skip them.
+func mergeRows(stored, mem []outboxRow) (rows []outboxRow, more bool) {
 	if len(stored) == 0 {
-		return mem
+		return mem, false
 	}
 	last := stored[len(stored)-1].seq
-	for i, r := range mem {
-		if r.seq > last {
-			return append(stored, mem[i:]...)
-		}
+	i := slices.IndexFunc(mem, func(r outboxRow) bool { return r.seq > last })
+	if len(stored) == outboxPage && (i < 0 || mem[i].seq != last+1) {
+		return stored, true
 	}
-	return stored
+	if i < 0 {
+		return stored, false
+	}
+	return append(stored, mem[i:]...), false
 }
 
 // incarnationOf returns how many times an object was deleted, as far as
@@ -646,8 +661,12 @@ func (rt *Runtime) notePublished(k entryKey, seq int64) {
 	}
 }
 
-// readOutbox returns up to 256 outbox rows after seq published, in order.
-// It writes nothing.
+// outboxPage is how many outbox rows readOutbox returns at most: a backlog
+// is published a page at a time.
+const outboxPage = 256
+
+// readOutbox returns up to outboxPage outbox rows after seq published, in
+// order. It writes nothing.
 func (rt *Runtime) readOutbox(ctx context.Context, stub *Stub, published int64) ([]outboxRow, error) {
 	v, err := stub.callExisting(ctx, func(ctx context.Context, obj any, tx *Tx) (any, error) {
 		inst := tx.b.inst
@@ -659,7 +678,7 @@ func (rt *Runtime) readOutbox(ctx context.Context, stub *Stub, published int64) 
 		}
 		var rows []outboxRow
 		if exists > 0 {
-			r, err := tx.Query(ctx, `SELECT seq, id, subject, data FROM _outbox WHERE seq > ? AND done = 0 ORDER BY seq LIMIT 256`, published)
+			r, err := tx.Query(ctx, `SELECT seq, id, subject, data FROM _outbox WHERE seq > ? AND done = 0 ORDER BY seq LIMIT ?`, published, outboxPage)
 			if isNoTable(err) { // created by a call that then rolled back
 				return []outboxRow(nil), nil
 			}

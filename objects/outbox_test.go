@@ -224,3 +224,64 @@ func TestDeletedObjectNotMadeAgainByItsDrainer(t *testing.T) {
 		t.Fatalf("the deleted object exists again: %v %v", ok, err)
 	}
 }
+
+// gatedBus is a recordingBus whose publishes wait until open is closed.
+type gatedBus struct {
+	recordingBus
+	open chan struct{}
+}
+
+func (b *gatedBus) Publish(ctx context.Context, subject string, data []byte, id string) error {
+	select {
+	case <-b.open:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	return b.recordingBus.Publish(ctx, subject, data, id)
+}
+
+// A backlog longer than one read of the outbox (the bus down while an
+// object commits 1,000 events) is published in full and in order after a
+// restart, page after page, without waiting for another event; an event
+// committed meanwhile, held in memory, goes out after the backlog and does
+// not make the drainer skip the pages between.
+func TestOutboxBacklogLongerThanAPagePublishedInFull(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	const n = 1000
+	down := &recordingBus{fail: 1 << 30}
+	rt, ns := newRuntime(t, dir, func(rt *objects.Runtime) {
+		rt.Bus = down
+		rt.Logger = slog.New(slog.DiscardHandler) // the failed publishes are expected
+	})
+	if err := rt.Open(ctx); err != nil {
+		t.Fatal(err)
+	}
+	s := stub(t, ns, "backlog")
+	for i := range n {
+		if err := publishCall(ctx, s, "ev", fmt.Sprint(i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	rt.Close()
+
+	// The drain that start-up resumes waits at the bus until the next
+	// event is committed: it is then in memory, far past the first page.
+	bus := &gatedBus{open: make(chan struct{})}
+	rt, ns = newRuntime(t, dir, func(rt *objects.Runtime) { rt.Bus = bus })
+	if err := rt.Open(ctx); err != nil {
+		t.Fatal(err)
+	}
+	defer rt.Close()
+	if err := publishCall(ctx, stub(t, ns, "backlog"), "ev", fmt.Sprint(n)); err != nil {
+		t.Fatal(err)
+	}
+	close(bus.open)
+	checkFor(t, 10*time.Second, "every event", func() bool { return len(bus.published()) >= n+1 })
+	got := bus.published()
+	for i := range n + 1 {
+		if want := fmt.Sprint("ev ", i); got[i] != want {
+			t.Fatalf("event %d published is %q, want %q (%d published)", i, got[i], want, len(got))
+		}
+	}
+}
