@@ -42,10 +42,6 @@ type entry struct {
 	// published is the outbox seq up to which the bus has acknowledged the
 	// object's events (set by its drainer, read by its worker).
 	published atomic.Int64
-	// incarnation counts the deletions of the object: one made again under
-	// the name starts its outbox seqs afresh, and its drainer must not take
-	// them for the deleted one's (drainLoop).
-	incarnation atomic.Int64
 }
 
 // instance is an active object: its open database and the value Class.New built.
@@ -503,8 +499,11 @@ func (e *entry) delete(c *call) {
 	ctx := context.Background()
 	var path string
 	// The outbox goes with the object: what is unpublished of it is
-	// dropped, and an object made again starts afresh.
-	e.incarnation.Add(1)
+	// dropped, and an object made again starts afresh, with a drainer of
+	// its own. The old drainer stops first, so it cannot mark the new
+	// object's events published (the entry may be dropped and made again
+	// before the old drainer's bus answers).
+	e.rt.stopDrain(entryKey{e.ns.name, e.name})
 	e.published.Store(0)
 	e.outboxMarked = false
 	if inst := e.inst; inst != nil {

@@ -152,7 +152,7 @@ func (tx *Tx) Publish(ctx context.Context, subject string, data []byte) error {
 	if err != nil {
 		return fmt.Errorf("record event: %w", err)
 	}
-	tx.outbox = append(tx.outbox, outboxRow{seq: seq, id: id, subject: subject, data: data, inc: tx.b.e.incarnation.Load()})
+	tx.outbox = append(tx.outbox, outboxRow{seq: seq, id: id, subject: subject, data: data})
 	return nil
 }
 
@@ -457,6 +457,10 @@ func (rt *Runtime) retryFilterLocked() {
 type drainState struct {
 	rows []outboxRow
 	read bool
+	// gone: the object was deleted (stopDrain). The drainer stops and
+	// records nothing more on the object's entry, which an object made
+	// again under the name may have by then.
+	gone bool
 }
 
 // drain hands an object's newly committed outbox rows to its drainer,
@@ -483,15 +487,45 @@ func (rt *Runtime) drain(ns *Namespace, name string, rows []outboxRow) {
 	if !open {
 		return
 	}
-	rt.draining[k] = &drainState{rows: rows, read: rows == nil}
-	rt.workers.run(func() { rt.drainLoop(ns, name) })
+	st := &drainState{rows: rows, read: rows == nil}
+	rt.draining[k] = st
+	rt.workers.run(func() { rt.drainLoop(ns, name, st) })
+}
+
+// stopDrain ends the drain of a deleted object's outbox, whose unpublished
+// events go with it. The drainer may be waiting for the bus: it stops at
+// its next step, and the commits of an object made again under the name
+// start a drainer of their own, which owns the entry's published mark from
+// then on. Called by the deletion, on the object's worker.
+func (rt *Runtime) stopDrain(k entryKey) {
+	rt.drainMu.Lock()
+	defer rt.drainMu.Unlock()
+	if st := rt.draining[k]; st != nil {
+		st.gone = true
+		delete(rt.draining, k)
+	}
+}
+
+// endDrain forgets the drainer st of k, unless stopDrain did already.
+func (rt *Runtime) endDrain(k entryKey, st *drainState) {
+	rt.drainMu.Lock()
+	defer rt.drainMu.Unlock()
+	if rt.draining[k] == st {
+		delete(rt.draining, k)
+	}
+}
+
+// drainGone reports whether st's object was deleted (see stopDrain).
+func (rt *Runtime) drainGone(st *drainState) bool {
+	rt.drainMu.Lock()
+	defer rt.drainMu.Unlock()
+	return st.gone
 }
 
 type outboxRow struct {
 	seq         int64
 	id, subject string
 	data        []byte
-	inc         int64 // the object's incarnation that wrote it
 }
 
 // drainLoop publishes an object's outbox in order. Rows come in memory from
@@ -500,18 +534,21 @@ type outboxRow struct {
 // (its first round for an object it knows nothing of, a gap, a failure).
 // What the bus acknowledged is recorded on the object's entry; the rows are
 // deleted by the object's next write or at sleep, so a drain costs no call
-// and no commit of its own in the common case.
-func (rt *Runtime) drainLoop(ns *Namespace, name string) {
+// and no commit of its own in the common case. st is the drainer's state
+// in rt.draining, until the object is deleted (stopDrain).
+func (rt *Runtime) drainLoop(ns *Namespace, name string, st *drainState) {
 	defer rt.wg.Done()
 	k := entryKey{ns.name, name}
 	stub := &Stub{ns: ns, name: name}
 	ctx := rt.ctx
 	backoff := 100 * time.Millisecond
 	published := rt.publishedOf(k) // seq of the last event the bus acknowledged
-	inc, _ := rt.incarnationOf(k)
 	for {
 		rt.drainMu.Lock()
-		st := rt.draining[k]
+		if st.gone {
+			rt.drainMu.Unlock()
+			return
+		}
 		rows, read := st.rows, st.read
 		st.rows, st.read = nil, false
 		if len(rows) == 0 && !read {
@@ -520,17 +557,13 @@ func (rt *Runtime) drainLoop(ns *Namespace, name string) {
 			return
 		}
 		rt.drainMu.Unlock()
-		if now, ok := rt.incarnationOf(k); ok && now != inc {
-			inc, published = now, 0 // deleted, perhaps made again: its seqs start afresh
-		}
-		rows = slices.DeleteFunc(rows, func(r outboxRow) bool { return r.inc != inc }) // the outbox goes with a deleted object
-		if len(rows) == 0 && !read {
-			continue
-		}
 		var err error
 		if read || rows[0].seq > published+1 { // memory may not hold everything unpublished
 			var stored []outboxRow
 			stored, err = rt.readOutbox(ctx, stub, published)
+			if err == nil && rt.drainGone(st) {
+				return // what it read may be an object's made again since
+			}
 			if err == nil {
 				mem := rows
 				var more bool
@@ -550,7 +583,7 @@ func (rt *Runtime) drainLoop(ns *Namespace, name string) {
 			last, err = rt.publishRows(ctx, rows, published)
 			if last > published {
 				published = last
-				rt.notePublished(k, published)
+				rt.notePublished(k, st, published)
 			}
 		}
 		if errors.Is(err, ErrTooLarge) {
@@ -560,7 +593,7 @@ func (rt *Runtime) drainLoop(ns *Namespace, name string) {
 				rt.logger().Error("objects: event too large for the bus, dropped", "namespace", ns.name, "object", name,
 					"subject", r.subject, "id", r.id, "bytes", len(r.data), "err", err)
 				published = r.seq
-				rt.notePublished(k, published)
+				rt.notePublished(k, st, published)
 				rt.drainMu.Lock()
 				st.read = true // the rows after it, from the database
 				rt.drainMu.Unlock()
@@ -572,9 +605,7 @@ func (rt *Runtime) drainLoop(ns *Namespace, name string) {
 			continue
 		}
 		if ctx.Err() != nil || errors.Is(err, ErrClosed) || errors.Is(err, ErrNotFound) { // ErrNotFound: deleted, outbox and all
-			rt.drainMu.Lock()
-			delete(rt.draining, k)
-			rt.drainMu.Unlock()
+			rt.endDrain(k, st)
 			return
 		}
 		rt.logger().Warn("objects: publish outbox, will retry", "namespace", ns.name, "object", name, "in", backoff, "err", err)
@@ -619,19 +650,6 @@ func mergeRows(stored, mem []outboxRow) (rows []outboxRow, more bool) {
 	return append(stored, mem[i:]...), false
 }
 
-// incarnationOf returns how many times an object was deleted, as far as
-// this node remembers (see entry.incarnation); ok is false when it does
-// not remember the object.
-func (rt *Runtime) incarnationOf(k entryKey) (n int64, ok bool) {
-	rt.mu.Lock()
-	e := rt.entries[k]
-	rt.mu.Unlock()
-	if e == nil {
-		return 0, false
-	}
-	return e.incarnation.Load(), true
-}
-
 // publishedOf returns what the bus has acknowledged of an object's outbox,
 // as far as this node remembers (0 when it does not).
 func (rt *Runtime) publishedOf(k entryKey) int64 {
@@ -645,8 +663,15 @@ func (rt *Runtime) publishedOf(k entryKey) int64 {
 }
 
 // notePublished records that the bus acknowledged an object's outbox up to
-// seq. seq only grows (see outboxTable).
-func (rt *Runtime) notePublished(k entryKey, seq int64) {
+// seq, for its drainer st. seq only grows (see outboxTable). It records
+// nothing once the object is deleted: drainMu, held throughout, orders it
+// before stopDrain, and the deletion resets the mark after that.
+func (rt *Runtime) notePublished(k entryKey, st *drainState, seq int64) {
+	rt.drainMu.Lock()
+	defer rt.drainMu.Unlock()
+	if st.gone {
+		return
+	}
 	rt.mu.Lock()
 	e := rt.entries[k]
 	rt.mu.Unlock()
@@ -687,7 +712,7 @@ func (rt *Runtime) readOutbox(ctx context.Context, stub *Stub, published int64) 
 			}
 			defer r.Close()
 			for r.Next() {
-				o := outboxRow{inc: tx.b.e.incarnation.Load()}
+				var o outboxRow
 				if err := r.Scan(&o.seq, &o.id, &o.subject, &o.data); err != nil {
 					return nil, err
 				}

@@ -4,7 +4,9 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -225,17 +227,23 @@ func TestDeletedObjectNotMadeAgainByItsDrainer(t *testing.T) {
 	}
 }
 
-// gatedBus is a recordingBus whose publishes wait until open is closed.
+// gatedBus is a recordingBus whose publishes wait until open is closed:
+// all of them, or only those of subject only if it is set.
 type gatedBus struct {
 	recordingBus
-	open chan struct{}
+	open    chan struct{}
+	only    string
+	waiting atomic.Int64 // publishes that waited at the gate
 }
 
 func (b *gatedBus) Publish(ctx context.Context, subject string, data []byte, id string) error {
-	select {
-	case <-b.open:
-	case <-ctx.Done():
-		return ctx.Err()
+	if b.only == "" || subject == b.only {
+		b.waiting.Add(1)
+		select {
+		case <-b.open:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
 	}
 	return b.recordingBus.Publish(ctx, subject, data, id)
 }
@@ -284,4 +292,42 @@ func TestOutboxBacklogLongerThanAPagePublishedInFull(t *testing.T) {
 			t.Fatalf("event %d published is %q, want %q (%d published)", i, got[i], want, len(got))
 		}
 	}
+}
+
+// The drainer of a deleted object, still waiting for the bus when the
+// object is made again under its name (its entry forgotten and made anew in
+// between), stops: it neither takes the new object's events for its own
+// (their seqs start again from 1) nor marks them published, which would
+// have the new object's next write delete them.
+func TestOutboxDrainerOfDeletedObjectLeavesTheNewOneAlone(t *testing.T) {
+	ctx := context.Background()
+	bus := &gatedBus{open: make(chan struct{}), only: "ev.old"}
+	_, ns := newOpenRuntime(t, func(rt *objects.Runtime) { rt.Bus = bus })
+	s := stub(t, ns, "again")
+	if _, err := s.Call(ctx, func(ctx context.Context, obj any, tx *objects.Tx) (any, error) {
+		for i := range 5 {
+			if err := tx.Publish(ctx, "ev.old", []byte(fmt.Sprint(i))); err != nil {
+				return nil, err
+			}
+		}
+		return nil, nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	checkFor(t, 10*time.Second, "the old events at the bus", func() bool { return bus.waiting.Load() > 0 })
+	if err := s.Delete(ctx); err != nil { // the entry goes with it: nothing else holds it
+		t.Fatal(err)
+	}
+	if err := publishCall(ctx, s, "ev.new", "1"); err != nil { // made again: seq 1
+		t.Fatal(err)
+	}
+	close(bus.open)
+	checkFor(t, 10*time.Second, "the old events", func() bool { return len(bus.published()) >= 5 })
+	if err := publishCall(ctx, s, "ev.new", "2"); err != nil { // a write: deletes the rows marked published
+		t.Fatal(err)
+	}
+	checkFor(t, 10*time.Second, "the new object's events", func() bool {
+		got := bus.published()
+		return slices.Contains(got, "ev.new 1") && slices.Contains(got, "ev.new 2")
+	})
 }
