@@ -117,7 +117,7 @@ func (e *entry) step() bool {
 		if batch = e.dropIfGone(batch); len(batch) == 0 {
 			return true
 		}
-		if err := e.wake(batch[0].ctx); err != nil {
+		if err := e.wakeFor(batch[0].ctx); err != nil {
 			for _, c := range batch {
 				c.err = err
 				e.release(c)
@@ -294,6 +294,19 @@ func (e *entry) sleep(ctx context.Context, inst *instance) {
 	e.usage.rowsWritten -= u.rowsWritten
 	e.usage.active -= u.active - active
 	e.mu.Unlock()
+}
+
+// wakeFor wakes the object for a batch whose first call has ctx. The wake
+// serves every call of the batch, so it keeps ctx's values but not its
+// end: one caller giving up must not fail the others (runBatch answers a
+// call whose own ctx ended). It ends with the runtime instead.
+func (e *entry) wakeFor(ctx context.Context) error {
+	ctx, cancel := context.WithCancelCause(context.WithoutCancel(ctx))
+	defer cancel(nil)
+	rtCtx := e.rt.ctx
+	stop := context.AfterFunc(rtCtx, func() { cancel(context.Cause(rtCtx)) })
+	defer stop()
+	return e.wake(ctx)
 }
 
 // wake opens (or creates) the object's database and builds its instance.

@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -260,5 +261,69 @@ func TestObjectDatabaseHasNoSharedMemoryFile(t *testing.T) {
 				round, lock, journal, syncMode, cache, -rt.CacheKiB)
 		}
 		checkFor(t, 10*time.Second, "hibernated", func() bool { return rt.Stats().Entries == 0 })
+	}
+}
+
+// A wake serves every call of its batch: the first caller's context ending
+// during the wake fails that caller alone, not the calls queued with it.
+func TestWakeOutlivesFirstCallersContext(t *testing.T) {
+	ctx := context.Background()
+	var wakes atomic.Int32
+	waking := make(chan struct{})
+	resume := make(chan struct{})
+	var ns *objects.Namespace
+	newOpenRuntime(t, func(rt *objects.Runtime) {
+		var err error
+		ns, err = rt.Register("slowwake", objects.Class{
+			Migrations: []string{`CREATE TABLE t (x INTEGER)`},
+			New: func(ctx context.Context, h *objects.Handle, tx *objects.Tx) (any, error) {
+				if wakes.Add(1) == 2 { // the wake after the panic: slow
+					close(waking)
+					<-resume
+				}
+				var n int
+				return struct{}{}, tx.QueryRow(ctx, `SELECT count(*) FROM t`).Scan(&n)
+			},
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	})
+	s := stub(t, ns, "x")
+	noop := func(ctx context.Context, obj any, tx *objects.Tx) (any, error) { return nil, nil }
+	if _, err := s.Call(ctx, noop); err != nil {
+		t.Fatal(err)
+	}
+	// A call holds the object while A and B queue, then panics: the
+	// instance is dropped, and A and B's batch wakes it again.
+	running, panicNow := make(chan struct{}), make(chan struct{})
+	errP := make(chan error, 1)
+	go func() {
+		_, err := s.Call(ctx, func(ctx context.Context, obj any, tx *objects.Tx) (any, error) {
+			close(running)
+			<-panicNow
+			panic("dropping the instance on purpose")
+		})
+		errP <- err
+	}()
+	<-running
+	actx, cancelA := context.WithCancel(ctx)
+	errA, errB := make(chan error, 1), make(chan error, 1)
+	go func() { _, err := s.Call(actx, noop); errA <- err }()
+	checkFor(t, 5*time.Second, "A queued", func() bool { return s.Queued() == 1 })
+	go func() { _, err := s.Call(ctx, noop); errB <- err }()
+	checkFor(t, 5*time.Second, "B queued", func() bool { return s.Queued() == 2 })
+	close(panicNow)
+	if err := <-errP; err == nil {
+		t.Fatal("the panicking call succeeded")
+	}
+	<-waking
+	cancelA() // A gives up while the object wakes for it and B
+	if err := <-errA; !errors.Is(err, context.Canceled) {
+		t.Errorf("A: %v, want context.Canceled", err)
+	}
+	close(resume)
+	if err := <-errB; err != nil {
+		t.Fatalf("B, whose context never ended, failed: %v", err)
 	}
 }
