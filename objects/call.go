@@ -65,16 +65,21 @@ type call struct {
 	fn      Func
 	relaxed bool // commit without the WAL sync of full durability
 	single  bool // one statement (Stub.Exec): alone in its batch, it runs without BEGIN/COMMIT
-	// onWorker: never run on the caller's goroutine (see callOnWorker).
+	// onWorker: never run on the caller's goroutine (see callFromSocket).
 	onWorker bool
 	// existing: run only on an object that exists; fail with ErrNotFound
 	// rather than create it (see callExisting).
 	existing bool
-	kind     callKind
-	state    atomic.Int32
-	res      any
-	err      error
-	done     chan struct{}
+	// from: the held socket whose message this is (Socket.read). Once
+	// Delete has closed the socket the call is existing-only, as a close
+	// is: a message read before the deletion must not make the object
+	// again. Before that a message may make it, as any call may.
+	from  *Socket
+	kind  callKind
+	state atomic.Int32
+	res   any
+	err   error
+	done  chan struct{}
 }
 
 // Call runs fn on the object and returns its result once fn's writes are
@@ -127,12 +132,14 @@ func (s *Stub) Exec(ctx context.Context, opts *CallOptions, query string, args .
 	return r, err
 }
 
-// callOnWorker is Call for the runtime's own long-lived goroutines (a held
-// socket's reader): the call runs on a pooled worker, never inline, so that
-// SQLite's call depth does not stay in the stack of a goroutine that then
-// idles for hours (it made an idle socket cost 33 KiB instead of 25).
-func (s *Stub) callOnWorker(ctx context.Context, fn Func) (any, error) {
-	return s.run(&call{ctx: ctx, fn: fn, done: make(chan struct{}), onWorker: true})
+// callFromSocket is Call for a message of the held socket sock, from its
+// reader, a long-lived goroutine: the call runs on a pooled worker, never
+// inline, so that SQLite's call depth does not stay in the stack of a
+// goroutine that then idles for hours (it made an idle socket cost 33 KiB
+// instead of 25). Once Delete has closed sock the call is existing-only
+// (see call.from).
+func (s *Stub) callFromSocket(ctx context.Context, sock *Socket, fn Func) (any, error) {
+	return s.run(&call{ctx: ctx, fn: fn, done: make(chan struct{}), onWorker: true, from: sock})
 }
 
 // callExisting is Call for the runtime's own deliveries to an object (its
@@ -143,11 +150,17 @@ func (s *Stub) callExisting(ctx context.Context, fn Func) (any, error) {
 	return s.run(&call{ctx: ctx, fn: fn, done: make(chan struct{}), existing: true})
 }
 
-// callExistingOnWorker is callExisting run on a worker, as callOnWorker
-// runs Call: a socket's close, which must reach its object through a full
+// callExistingOnWorker is callExisting run on a worker, as callFromSocket
+// runs a message: a socket's close, which must reach its object through a full
 // queue but never bring back one deleted meanwhile.
 func (s *Stub) callExistingOnWorker(ctx context.Context, fn Func) (any, error) {
 	return s.run(&call{ctx: ctx, fn: fn, done: make(chan struct{}), existing: true, onWorker: true})
+}
+
+// existingOnly reports whether c must not make its object (callExisting).
+// It is called on the object's worker, where a deletion is settled.
+func (c *call) existingOnly() bool {
+	return c.existing || c.from != nil && c.from.deleted()
 }
 
 func (s *Stub) run(c *call) (any, error) {

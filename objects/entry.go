@@ -138,7 +138,7 @@ func (e *entry) step() bool {
 // object (callExisting) with ErrNotFound when the object does not exist,
 // and returns the others. The object is asleep or not yet made.
 func (e *entry) dropIfGone(batch []*call) []*call {
-	if !slices.ContainsFunc(batch, func(c *call) bool { return c.existing }) {
+	if !slices.ContainsFunc(batch, (*call).existingOnly) {
 		return batch
 	}
 	_, ok, err := e.rt.index.lookup(context.Background(), e.ns.name, e.name)
@@ -149,7 +149,7 @@ func (e *entry) dropIfGone(batch []*call) []*call {
 		err = fmt.Errorf("%s/%q: %w", e.ns.name, e.name, ErrNotFound)
 	}
 	return slices.DeleteFunc(batch, func(c *call) bool {
-		if !c.existing {
+		if !c.existingOnly() {
 			return false
 		}
 		if c.state.CompareAndSwap(callQueued, callRunning) {

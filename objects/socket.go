@@ -206,7 +206,7 @@ func (s *Socket) read() {
 			continue
 		}
 		for {
-			_, err = stub.callOnWorker(context.Background(), func(ctx context.Context, obj any, tx *Tx) (any, error) {
+			_, err = stub.callFromSocket(context.Background(), s, func(ctx context.Context, obj any, tx *Tx) (any, error) {
 				h, ok := obj.(SocketHandler)
 				if !ok {
 					return nil, fmt.Errorf("%s/%q takes no socket messages: %w", e.ns.name, e.name, ErrNotSupported)
@@ -221,6 +221,7 @@ func (s *Socket) read() {
 		}
 		switch {
 		case err == nil, errors.Is(err, ErrDeclined):
+		case errors.Is(err, ErrNotFound): // deleted since it was read: dropped with the object
 		case errors.Is(err, ErrClosed):
 			s.conn.CloseNow()
 		case errors.Is(err, ErrNotSupported):
@@ -229,6 +230,13 @@ func (s *Socket) read() {
 			rt.logger().Warn("objects: socket message handler failed", "namespace", e.ns.name, "object", e.name, "err", err)
 		}
 	}
+}
+
+// deleted reports whether Delete closed the socket (see silent).
+func (s *Socket) deleted() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.silent
 }
 
 func (s *Socket) autoRespond(data []byte) bool {

@@ -465,3 +465,44 @@ func TestSocketCloseWaitsOutFullQueue(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestSocketMessageAfterDeleteDropped: a message read just before Delete,
+// and so handled after it, is dropped with the object rather than make the
+// object again; as before, a socket's first message may make its object.
+func TestSocketMessageAfterDeleteDropped(t *testing.T) {
+	ctx := context.Background()
+	env := newWSEnv(t, func(rt *objects.Runtime) { rt.IdleTimeout = 5 * time.Millisecond })
+	c := env.dial(t, "room", "")
+	roundTrip(t, c, "hi", "hello hi n=1 att= tags=[]") // made by the message
+	s := stub(t, env.ns, "room")
+	running, release := make(chan struct{}), make(chan struct{})
+	calls := make(chan error, 2)
+	go func() {
+		_, err := objects.Do(ctx, s, func(ctx context.Context, _ *echo, tx *objects.Tx) (int, error) {
+			close(running)
+			<-release
+			return 0, nil
+		})
+		calls <- err
+	}()
+	<-running
+	go func() { calls <- s.Delete(ctx) }()
+	checkFor(t, 10*time.Second, "Delete queued", func() bool { return s.Queued() == 1 })
+	send(t, c, "late")
+	checkFor(t, 10*time.Second, "the message queued after Delete", func() bool { return s.Queued() == 2 })
+	close(release)
+	if got := readClose(t, c); got != websocket.StatusNormalClosure {
+		t.Fatalf("closed with %d, want %d (Delete)", got, websocket.StatusNormalClosure)
+	}
+	for range 2 {
+		if err := <-calls; err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The message has been handled (or dropped) once nothing of the object
+	// is left in memory; an object made again would hibernate too.
+	checkFor(t, 10*time.Second, "nothing in memory", func() bool { return env.rt.Stats().Entries == 0 })
+	if ok, err := env.ns.Exists(ctx, "room"); err != nil || ok {
+		t.Fatalf("Exists=%v err=%v: the message made the deleted object again", ok, err)
+	}
+}
