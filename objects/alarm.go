@@ -143,24 +143,33 @@ func (rt *Runtime) fireAlarm(ctx context.Context, a dueAlarm) {
 	}
 	stub := &Stub{ns: ns, name: a.name}
 	var skipped bool
-	_, err = stub.callExisting(ctx, func(ctx context.Context, obj any, tx *Tx) (any, error) {
-		// As this call sees it: a call before it in the batch may have
-		// changed it, not yet committed.
-		at, _, err := tx.Alarm(ctx)
-		if err != nil {
-			return nil, err
+	for {
+		_, err = stub.callExisting(ctx, func(ctx context.Context, obj any, tx *Tx) (any, error) {
+			// As this call sees it: a call before it in the batch may have
+			// changed it, not yet committed.
+			at, _, err := tx.Alarm(ctx)
+			if err != nil {
+				return nil, err
+			}
+			if !at.Equal(a.at) { // changed or deleted since it was read
+				skipped = true
+				return nil, nil
+			}
+			h, ok := obj.(AlarmHandler)
+			if !ok {
+				return nil, fmt.Errorf("%s/%q has an alarm: %w", a.ns, a.name, ErrNotSupported)
+			}
+			tx.alarm = &alarmOp{} // cleared on success unless the handler sets another
+			return nil, h.Alarm(ctx, tx, AlarmInfo{Scheduled: a.setFor, RetryCount: a.retry})
+		})
+		// A full queue is no failure of the alarm, which never ran: it
+		// waits its turn (RetryAfter, 10 ms to 10 s) without using up a
+		// retry, until the runtime closes.
+		var over *OverloadedError
+		if !errors.As(err, &over) || !rt.pause(over.RetryAfter) {
+			break
 		}
-		if !at.Equal(a.at) { // changed or deleted since it was read
-			skipped = true
-			return nil, nil
-		}
-		h, ok := obj.(AlarmHandler)
-		if !ok {
-			return nil, fmt.Errorf("%s/%q has an alarm: %w", a.ns, a.name, ErrNotSupported)
-		}
-		tx.alarm = &alarmOp{} // cleared on success unless the handler sets another
-		return nil, h.Alarm(ctx, tx, AlarmInfo{Scheduled: a.setFor, RetryCount: a.retry})
-	})
+	}
 	if err == nil || skipped || errors.Is(err, ErrClosed) || errors.Is(err, ErrNotFound) || ctx.Err() != nil {
 		return // ErrNotFound: deleted since its alarm was read, alarm and all
 	}

@@ -453,3 +453,50 @@ func TestAlarmReplacedInTheSameBatch(t *testing.T) {
 		t.Errorf("alarm %v (set %v), want %v", got, ok, later.Truncate(time.Millisecond))
 	}
 }
+
+// TestAlarmWaitsOutFullQueue: an alarm that finds its object's queue full
+// has not failed, for it never ran: it waits its turn without using up a
+// retry, and is delivered once the queue has room rather than dropped
+// after the last retry.
+func TestAlarmWaitsOutFullQueue(t *testing.T) {
+	ctx := context.Background()
+	rec := &alarmRecorder{}
+	var ns *objects.Namespace
+	rt, _ := newOpenRuntime(t, func(rt *objects.Runtime) {
+		rt.QueueLimit = 1
+		rt.AlarmRetryBase = time.Millisecond
+		rt.AlarmMaxRetries = 1
+		ns = registerAlarmClass(t, rt, rec)
+	})
+	s := stub(t, ns, "busy")
+	noop := func(ctx context.Context, obj any, tx *objects.Tx) (any, error) { return nil, nil }
+	running, release := make(chan struct{}), make(chan struct{})
+	calls := make(chan error, 2)
+	go func() {
+		_, err := s.Call(ctx, func(ctx context.Context, obj any, tx *objects.Tx) (any, error) {
+			close(running)
+			<-release
+			return nil, nil
+		})
+		calls <- err
+	}()
+	<-running
+	go func() { _, err := s.Call(ctx, noop); calls <- err }()
+	checkFor(t, 10*time.Second, "a full queue", func() bool { return s.Queued() == 1 })
+	if err := objects.SetAlarmInIndex(rt, "alarmer", "busy", time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	// Far past the retries a failing alarm would get here (one, after
+	// 1 ms), and its drop.
+	time.Sleep(200 * time.Millisecond)
+	close(release)
+	for range 2 {
+		if err := <-calls; err != nil {
+			t.Fatal(err)
+		}
+	}
+	checkFor(t, 10*time.Second, "the alarm delivered", func() bool { return len(rec.list()) > 0 })
+	if got := rec.list()[0].info.RetryCount; got != 0 {
+		t.Fatalf("delivered with RetryCount %d, want 0: a full queue is no failure of the alarm", got)
+	}
+}

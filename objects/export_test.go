@@ -1,6 +1,9 @@
 package objects
 
-import "time"
+import (
+	"context"
+	"time"
+)
 
 // ObjectFile exposes objectFile to the external tests (FuzzObjectFile).
 var ObjectFile = objectFile
@@ -11,4 +14,15 @@ func SetFilterRetryDelay(d time.Duration) (restore func()) {
 	old := filterRetryDelay
 	filterRetryDelay = d
 	return func() { filterRetryDelay = old }
+}
+
+// SetAlarmInIndex sets an object's alarm to at in the node index, as a
+// committed call would, but without a call: for a test whose object's
+// queue is full. The object must exist.
+func SetAlarmInIndex(rt *Runtime, ns, name string, at time.Time) error {
+	if err := rt.index.setAlarm(context.Background(), ns, name, at, 0); err != nil {
+		return err
+	}
+	rt.pokeAlarms()
+	return nil
 }
