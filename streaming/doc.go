@@ -67,9 +67,12 @@
 // the messages of one WriteFrame framed by the sink and written at once
 // (between the frames coder/websocket writes itself, never inside one).
 //
-// Slow viewers: when a viewer's queue would exceed MaxBuffered (1 MiB) it
-// is dropped: its queue is discarded, the write in progress gets
-// DropTimeout (1 s) to finish, then it is sent
+// Slow viewers: when more than MaxBuffered (1 MiB) is queued behind a
+// write that has been under way for FlushInterval or longer (a burst sent
+// back to back may queue up to MaxBurst times as much before the writer
+// has been seen to fall behind), the viewer is dropped: its queue is
+// discarded, the write in progress gets DropTimeout (1 s) to finish, then
+// it is sent
 // {"type":"resume_required","generation":…,"after":N} for each generation
 // it follows (N: the last offset handed to its sink) and closed with
 // CloseResumeRequired (WebSocket close code 4000). The client reconnects

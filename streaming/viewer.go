@@ -29,6 +29,11 @@ const (
 	DefaultCloseTimeout = time.Second
 )
 
+// MaxBurst times ViewerOptions.MaxBuffered bounds the bytes queued to a
+// viewer in a burst, before its writer has been seen to fall behind (see
+// MaxBuffered): 16 MiB with the default.
+const MaxBurst = 16
+
 // Close codes passed to Sink.Close. They are WebSocket close codes; the SSE
 // sink ignores them.
 const (
@@ -67,12 +72,18 @@ type Sink interface {
 // FlushInterval, where zero means no time coalescing.
 type ViewerOptions struct {
 	// MaxBuffered is the most bytes of live events and messages queued
-	// and not yet handed to the sink; one more and the viewer is dropped.
-	// A single message is always accepted into an empty queue, whatever its
-	// size, and a backlog asked for by Subscribe or Resume does not count
-	// (it is shared with the log, and what of it was compacted is rebuilt
-	// FlushBytes at a time as it is written). Default DefaultMaxBuffered
-	// (1 MiB).
+	// behind a write that has taken FlushInterval or longer; one more and
+	// the viewer is dropped. Only such a write shows that the client does
+	// not keep up: bytes queued while no write is under way (the writer
+	// has yet to come for them, or waits out FlushInterval) or within
+	// FlushInterval of a write's start are a burst, sent back to back
+	// faster than any client reads, and may queue up to MaxBurst times
+	// MaxBuffered before they count against the viewer. A single message,
+	// or the messages of one Send, are always accepted into an empty
+	// queue, whatever their size; and a backlog asked for by Subscribe or
+	// Resume does not count (it is shared with the log, and what of it
+	// was compacted is rebuilt FlushBytes at a time as it is written).
+	// Default DefaultMaxBuffered (1 MiB).
 	MaxBuffered int
 
 	// FlushBytes: once this many bytes are queued, they are written
@@ -229,6 +240,7 @@ type Viewer struct {
 	backlogs    int // backlog items (events or messages) in queue: written without waiting
 	subs        map[string]sub
 	running     bool        // writer goroutine running, or timer armed
+	writing     bool        // the writer has taken a batch (at lastFlush) and is writing it
 	timer       *time.Timer // armed when the writer waits for the interval
 	lastFlush   time.Time
 	writeFailed bool
@@ -281,22 +293,35 @@ func NewViewer(sink Sink, opts *ViewerOptions) *Viewer {
 	return v
 }
 
-// Send queues a message that is not a generation event (e.g. ready, turn,
-// pong). It never blocks. msg must not be modified afterwards; the same msg
-// may be sent to many viewers. Send returns ErrViewerClosed if the viewer
-// has stopped and ErrSlowViewer if this message overflowed it.
-func (v *Viewer) Send(msg []byte) error {
-	return v.send(msg, time.Now())
+// Send queues messages that are not generation events (e.g. ready, turn,
+// pong), in order. It never blocks. The messages must not be modified
+// afterwards; the same message may be sent to many viewers. The messages of
+// one Send are judged together, as one message is: they are accepted into
+// an empty queue whatever their size, so queue a burst (the turns posted
+// by one request, say) in one call. Send returns ErrViewerClosed if the
+// viewer has stopped and ErrSlowViewer if these messages overflowed it.
+func (v *Viewer) Send(msgs ...[]byte) error {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	return v.sendLocked(msgs, time.Now())
 }
 
 func (v *Viewer) send(msg []byte, now time.Time) error {
 	v.mu.Lock()
 	defer v.mu.Unlock()
+	return v.sendLocked([][]byte{msg}, now)
+}
+
+func (v *Viewer) sendLocked(msgs [][]byte, now time.Time) error {
 	if v.state != stateOpen {
 		return v.stoppedErrLocked()
 	}
-	v.queue = append(v.queue, item{msg: msg, live: true, size: len(msg)})
-	v.addLocked(len(msg), true, now)
+	size := 0
+	for _, m := range msgs {
+		v.queue = append(v.queue, item{msg: m, live: true, size: len(m)})
+		size += len(m)
+	}
+	v.addLocked(size, true, now)
 	if v.state == stateDropped {
 		return ErrSlowViewer
 	}
@@ -479,12 +504,25 @@ func (v *Viewer) addLocked(size int, live bool, now time.Time) {
 	if live {
 		prev := v.live
 		v.live += size
-		if prev > 0 && v.live > v.maxBuffered {
+		if prev > 0 && v.overflowLocked(now) {
 			v.dropLocked()
 			return
 		}
 	}
 	v.scheduleLocked(now)
+}
+
+// overflowLocked reports whether the live bytes queued show that the
+// client does not keep up (see ViewerOptions.MaxBuffered): more than
+// MaxBuffered behind a write under way for FlushInterval or longer, or
+// more than a burst may hold, whatever the writer does.
+func (v *Viewer) overflowLocked(now time.Time) bool {
+	if v.live > MaxBurst*v.maxBuffered {
+		return true
+	}
+	// lastFlush is when the write under way began; with no interval it
+	// is not kept, and every write is old enough.
+	return v.live > v.maxBuffered && v.writing && (v.flushInterval <= 0 || now.Sub(v.lastFlush) >= v.flushInterval)
 }
 
 func (v *Viewer) dropLocked() {
@@ -553,6 +591,7 @@ func (v *Viewer) run() {
 	for {
 		v.mu.Lock()
 		v.timer = nil
+		v.writing = false
 		if prev != nil && v.spare == nil {
 			v.spare = prev[:0]
 		}
@@ -586,6 +625,7 @@ func (v *Viewer) run() {
 				}
 			}
 			batch, final := v.takeLocked(now)
+			v.writing = true
 			v.mu.Unlock()
 			err := v.write(batch)
 			clear(batch)

@@ -285,8 +285,14 @@ func (a *api) stream(w http.ResponseWriter, r *http.Request, p Principal, id, gi
 	}
 	v := streaming.NewViewer(sink, &streaming.ViewerOptions{CloseOnFinal: true, FlushInterval: 0, Logger: a.log})
 	defer v.Close()
-	for _, t := range turns {
-		v.Send(session.TurnMessageJSON(t))
+	if len(turns) > 0 {
+		// One Send: the posted turns are one burst, accepted whole
+		// however large, not a client falling behind.
+		msgs := make([][]byte, len(turns))
+		for i, t := range turns {
+			msgs[i] = session.TurnMessageJSON(t)
+		}
+		v.Send(msgs...)
 	}
 	if err := a.svc.Follow(r.Context(), p.scope(), id, gid, after, v); err != nil {
 		code, msg := session.ErrorCode(err)

@@ -2,6 +2,7 @@ package web_test
 
 import (
 	"bufio"
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -343,6 +344,38 @@ func TestSSEPostAndResume(t *testing.T) {
 	}
 	// Past the last event: a plain 400 before any stream.
 	s.expectError(t, "GET", stream+"?after=32", nil, 400, "invalid_request")
+}
+
+// TestSSEPostLargeTurns: the turns a POST answers with as SSE are one
+// burst, however far past the viewer's buffer bound they come, not a slow
+// client: the stream carries them all, then the generation to its done.
+// (Sent one by one, two 700 KiB turns dropped the stream before it wrote
+// anything, in most runs.)
+func TestSSEPostLargeTurns(t *testing.T) {
+	s := newServer(t, 0, web.Config{}, nil)
+	sess := s.createSession(t, nil)
+	big := strings.Repeat("x", 700<<10)
+	for i := range 3 { // the drop was a race: give it several chances
+		body, _ := json.Marshal(map[string]any{"generate": true, "turns": []any{
+			map[string]any{"role": "user", "content": fmt.Sprint("small ", i)},
+			map[string]any{"role": "user", "content": big},
+			map[string]any{"role": "user", "content": big},
+		}})
+		req, _ := http.NewRequest("POST", s.URL+"/v1/sessions/"+sess.ID+"/turns", bytes.NewReader(body))
+		req.Header.Set("Accept", "text/event-stream")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		events := readSSE(t, resp)
+		var kinds []string
+		for _, e := range events {
+			kinds = append(kinds, e.event)
+		}
+		if len(events) < 4 || kinds[0] != "turn" || kinds[1] != "turn" || kinds[2] != "turn" || kinds[len(kinds)-1] != "done" {
+			t.Fatalf("post %d: events %v, want three turns, the generation's deltas and done", i, kinds)
+		}
+	}
 }
 
 func words(n int) string {
