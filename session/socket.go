@@ -238,7 +238,8 @@ func (o *sessionObj) hello(ctx context.Context, tx *objects.Tx, sv *socketViewer
 		final = finalMessages(finished, t)
 	}
 	var missed []Turn
-	if resume != nil && resume.Generation == "" { // {"turn": N}; N = 0: from the first turn
+	replay := resume != nil && resume.Generation == ""
+	if replay { // {"turn": N}; N = 0: from the first turn
 		var more bool
 		missed, more, err = o.turns(ctx, tx, TurnQuery{After: &resume.Turn, Limit: maxMissedTurns})
 		if err != nil {
@@ -256,9 +257,11 @@ func (o *sessionObj) hello(ctx context.Context, tx *objects.Tx, sv *socketViewer
 	sv.joined = true
 	tx.OnCommit(func() {
 		sv.v.Send(ready)
-		if len(missed) > 0 {
+		if replay {
 			// A replay the client asked for, bounded by the page: it
-			// must not count as a slow viewer's backlog.
+			// must not count as a slow viewer's backlog. It replaces
+			// what an earlier hello's replay has yet to write, so a
+			// client repeating hello without reading holds one page.
 			msgs := make([][]byte, len(missed))
 			for i, t := range missed {
 				msgs[i] = TurnMessageJSON(t)

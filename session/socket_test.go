@@ -113,3 +113,58 @@ func TestSocketLargeTurnsPostedTogether(t *testing.T) {
 		t.Fatalf("after the turns: %s", m.Type)
 	}
 }
+
+// A client that repeats hello with {"turn": 0} without reading holds one
+// replay queued, not one per hello: each replaces what the one before has
+// yet to write. (Each used to queue a page of up to 16 MiB more: 40 hellos
+// replaying 8 MiB grew the heap by 322 MiB.)
+func TestSocketRepeatedHelloHoldsOneReplay(t *testing.T) {
+	ctx := context.Background()
+	e := newEnv(t, "", 0, func(svc *session.Service, _ *session.Registry) {
+		// The first replay's write waits for the client to read.
+		svc.ViewerOptions = &streaming.ViewerOptions{FlushInterval: 5 * time.Millisecond, WriteTimeout: -1}
+	})
+	s, err := e.svc.Create(ctx, "local", session.CreateRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	const turns, hellos = 8, 20
+	big := strings.Repeat("x", 512<<10)
+	for range turns {
+		if _, err := e.svc.Post(ctx, "local", s.ID, session.PostRequest{Turns: []session.NewTurn{user(big)}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c := dialSession(t, e, s.ID)
+	for range hellos {
+		sendMsg(t, c, map[string]any{"type": "hello", "resume": map[string]any{"turn": 0}})
+	}
+	// Socket messages are answered in order: once the marker is posted,
+	// every hello has queued its replay.
+	sendMsg(t, c, map[string]any{"type": "send", "idempotency_key": "marker", "turns": []any{map[string]any{"role": "user", "content": "marker"}}})
+	checkFor(t, "the marker turn", func() bool { return len(lastTurns(t, e, "local", s.ID, 1000)) == turns+1 })
+	replayed, readies := 0, 0
+	for {
+		m := readMsg(t, c)
+		if m.Type == "ready" {
+			readies++
+			continue
+		}
+		if m.Type != "turn" {
+			t.Fatalf("got %s %s %s", m.Type, m.Code, m.Message)
+		}
+		if strings.Contains(string(m.Turn), `"content":"marker"`) {
+			break
+		}
+		replayed++
+	}
+	t.Logf("%d turns replayed for %d hellos", replayed, hellos)
+	if readies != hellos {
+		t.Fatalf("%d ready messages for %d hellos", readies, hellos)
+	}
+	// The first replay may be under way, a later one too when the socket's
+	// buffers took the first; the last is whole. Far fewer than one each.
+	if replayed%turns != 0 || replayed > hellos/4*turns {
+		t.Fatalf("%d turns replayed for %d hellos of %d turns each: want a few whole replays", replayed, hellos, turns)
+	}
+}

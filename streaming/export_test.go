@@ -15,3 +15,10 @@ func CompactedThrough(l *Log) int64 {
 	defer l.mu.Unlock()
 	return l.base
 }
+
+// Queued returns the bytes queued to v and not yet handed to its sink.
+func Queued(v *Viewer) int {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	return v.queued
+}

@@ -332,12 +332,18 @@ func (v *Viewer) sendLocked(msgs [][]byte, now time.Time) error {
 // it missed, say) like Send, except that they do not count toward
 // MaxBuffered, as a backlog asked for by Subscribe does not: the caller
 // bounds them. They are written without waiting for FlushInterval.
+//
+// A replay replaces the messages of an earlier one still queued, not yet
+// handed to the sink (with no messages, it only drops those): a viewer
+// holds at most one replay queued, however often a client that does not
+// read asks for one, so the caller's bound on a replay bounds the viewer.
 func (v *Viewer) SendBacklog(msgs ...[]byte) error {
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	if v.state != stateOpen {
 		return v.stoppedErrLocked()
 	}
+	v.removeLocked(func(it item) bool { return it.log == nil && !it.live })
 	now := time.Now()
 	for _, m := range msgs {
 		v.queue = append(v.queue, item{msg: m, size: len(m)})
@@ -482,10 +488,15 @@ func (v *Viewer) setSubLocked(l *Log, pos int64) {
 
 // purgeLocked removes the queued, not yet written, events of l.
 func (v *Viewer) purgeLocked(l *Log) {
-	if !slices.ContainsFunc(v.queue, func(it item) bool { return it.log == l }) {
+	v.removeLocked(func(it item) bool { return it.log == l })
+}
+
+// removeLocked removes the queued, not yet written, items that match.
+func (v *Viewer) removeLocked(match func(item) bool) {
+	if !slices.ContainsFunc(v.queue, match) {
 		return
 	}
-	v.queue = slices.DeleteFunc(v.queue, func(it item) bool { return it.log == l })
+	v.queue = slices.DeleteFunc(v.queue, match)
 	v.queued, v.live, v.backlogs = 0, 0, 0
 	for _, it := range v.queue {
 		v.queued += it.size

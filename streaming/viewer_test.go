@@ -480,3 +480,55 @@ func TestViewerWriteTimeout(t *testing.T) {
 		t.Fatalf("Err = %v, want ErrWriteTimeout", err)
 	}
 }
+
+// TestReplayReplacesQueuedReplay: a client that asks for a replay again and
+// again without reading holds one replay queued, not one per request: a
+// replay replaces what an earlier one has yet to hand to the sink. (Each
+// replay used to queue on top of the others, without bound.)
+func TestReplayReplacesQueuedReplay(t *testing.T) {
+	release := make(chan struct{})
+	var started atomic.Int64
+	sink := &recSink{write: blockUntil(release, &started)}
+	v := streaming.NewViewer(sink, &streaming.ViewerOptions{FlushInterval: 0, WriteTimeout: -1})
+	defer v.Close()
+	ready := []byte(`{"type":"ready"}`)
+	if err := v.Send(ready); err != nil {
+		t.Fatal(err)
+	}
+	checkFor(t, "the first write", func() bool { return started.Load() == 1 })
+	const replays, turns, size = 40, 8, 64 << 10
+	var last [][]byte
+	most := 0
+	for r := range replays {
+		last = nil
+		for i := range turns {
+			last = append(last, fmt.Appendf(nil, `{"type":"turn","turn":{"id":%d,"replay":%d,"content":"%s"}}`, i+1, r, strings.Repeat("x", size)))
+		}
+		if err := v.Send(ready); err != nil { // each hello answers ready, then replays
+			t.Fatal(err)
+		}
+		if err := v.SendBacklog(last...); err != nil {
+			t.Fatalf("replay %d: %v", r, err)
+		}
+		most = max(most, streaming.Queued(v))
+	}
+	if limit := replays*len(ready) + turns*(size+100); most > limit {
+		t.Fatalf("%d bytes queued after %d replays of %d bytes each, want one replay's worth (at most %d)", most, replays, turns*size, limit)
+	}
+	close(release)
+	checkFor(t, "the last replay", func() bool { return sink.count() == 1+replays+turns })
+	frames, _ := sink.snapshot()
+	for i, f := range frames[:1+replays] {
+		if string(f) != string(ready) {
+			t.Fatalf("frame %d: %.60s, want ready", i, f)
+		}
+	}
+	for i, f := range frames[1+replays:] {
+		if string(f) != string(last[i]) {
+			t.Fatalf("replayed frame %d: %.60s, want the last replay's %.60s", i, f, last[i])
+		}
+	}
+	if err := v.Err(); err != nil {
+		t.Fatalf("Err=%v", err)
+	}
+}
