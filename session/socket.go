@@ -214,13 +214,11 @@ func (o *sessionObj) hello(ctx context.Context, tx *objects.Tx, sv *socketViewer
 		if o.run == nil || o.run.id != resume.Generation {
 			g, err := o.generation(ctx, tx, resume.Generation)
 			if err != nil {
-				sv.v.Send(ready)
-				sv.v.Send(errorMsg("not_found", fmt.Sprintf("generation %s not found", resume.Generation)))
-				if !sv.joined {
-					sv.joined = true
-					return o.svc.hub(o.m.ID).AddViewer(sv.v, nil)
-				}
-				return nil
+				return o.refuseResume(sv, ready, "not_found", fmt.Sprintf("generation %s not found", resume.Generation))
+			}
+			if resume.After > g.Offset {
+				// No client saw it: refused as SSE refuses it (400).
+				return o.refuseResume(sv, ready, "invalid_request", fmt.Sprintf("generation %s has no event at offset %d: its last is %d (after is the last offset seen)", g.ID, resume.After, g.Offset))
 			}
 			finished = g
 		}
@@ -275,13 +273,31 @@ func (o *sessionObj) hello(ctx context.Context, tx *objects.Tx, sv *socketViewer
 		case pos != nil:
 			err = svc.hub(id).Resume(sv.v, pos.Generation, pos.After)
 		}
-		if err != nil && errors.Is(err, streaming.ErrGenerationNotFound) {
+		switch {
+		case errors.Is(err, streaming.ErrGenerationNotFound):
 			// No longer retained: the committed turn stands for its events.
 			for _, m := range final {
 				sv.v.Send(m)
 			}
+		case errors.Is(err, streaming.ErrOffsetOutOfRange):
+			// Past the running generation's last event: the viewer does
+			// not follow it (see Hub.AddViewer).
+			sv.v.Send(errorMsg("invalid_request", fmt.Sprintf("generation %s has no event at offset %d (after is the last offset seen)", pos.Generation, pos.After)))
 		}
 	})
+	return nil
+}
+
+// refuseResume answers a hello whose generation resume is impossible:
+// ready, then an error; the viewer joins the session's live stream (if it
+// had not), following no generation from the position it gave.
+func (o *sessionObj) refuseResume(sv *socketViewer, ready []byte, code, message string) error {
+	sv.v.Send(ready)
+	sv.v.Send(errorMsg(code, message))
+	if !sv.joined {
+		sv.joined = true
+		return o.svc.hub(o.m.ID).AddViewer(sv.v, nil)
+	}
 	return nil
 }
 

@@ -168,3 +168,61 @@ func TestSocketRepeatedHelloHoldsOneReplay(t *testing.T) {
 		t.Fatalf("%d turns replayed for %d hellos of %d turns each: want a few whole replays", replayed, hellos, turns)
 	}
 }
+
+// A hello resuming a generation after an offset past its last event is
+// answered ready and an invalid_request error, as the SSE stream answers
+// 400, and the socket does not follow that generation: a finished one
+// (the log retained or not) and a running one alike. (The socket used to
+// get ready alone, and followed a running generation from its end.)
+func TestSocketResumePastTheEnd(t *testing.T) {
+	ctx := context.Background()
+	e := newEnv(t, "", 5, nil) // 5 words/s: a long generation runs a while
+	s, err := e.svc.Create(ctx, "local", session.CreateRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := e.svc.Post(ctx, "local", s.ID, session.PostRequest{Turns: []session.NewTurn{user("/say a b c d e")}, Generate: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := waitGen(t, e, "local", s.ID, res.Generation.ID)
+	if done.Status != session.GenDone || done.Offset > 99 {
+		t.Fatalf("generation %+v", done)
+	}
+	res, err = e.svc.Post(ctx, "local", s.ID, session.PostRequest{Turns: []session.NewTurn{user("/words 5000")}, Generate: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	running := res.Generation.ID
+	refused := func(gid string, after int64) *websocket.Conn {
+		t.Helper()
+		c := dialSession(t, e, s.ID)
+		sendMsg(t, c, map[string]any{"type": "hello", "resume": map[string]any{"generation": gid, "after": after}})
+		if m := readMsg(t, c); m.Type != "ready" {
+			t.Fatalf("resume %s after %d: first message %s", gid, after, m.Type)
+		}
+		if m := readMsg(t, c); m.Type != "error" || m.Code != "invalid_request" || m.Generation != "" {
+			t.Fatalf("resume %s after %d: got %+v, want an invalid_request error", gid, after, m)
+		}
+		return c
+	}
+	finished := refused(done.ID, 99)
+	following := refused(running, 4000)
+
+	// End the running generation, then ping: whatever a socket follows of
+	// the generation it named is queued before the pong. (The socket
+	// refused on the finished one follows the running one: any hub
+	// viewer does.)
+	if _, err := e.svc.Cancel(ctx, "local", s.ID, running); err != nil {
+		t.Fatal(err)
+	}
+	waitGen(t, e, "local", s.ID, running)
+	for c, gid := range map[*websocket.Conn]string{finished: done.ID, following: running} {
+		sendMsg(t, c, map[string]any{"type": "ping"})
+		for _, m := range readUntil(t, c, "pong") {
+			if m.Generation == gid {
+				t.Fatalf("got %s of generation %s, which the socket resumed past its end", m.Type, gid)
+			}
+		}
+	}
+}

@@ -69,9 +69,12 @@ func NewHub(opts *HubOptions) *Hub {
 // resume.After, then that generation's live events, exactly once and in
 // order: adding and positioning happen atomically, so no live event can
 // slip in before the backlog. If that resume is impossible the viewer is
-// still added (following the live events only) and AddViewer returns an
-// error matching ErrGenerationNotFound (not held, or no longer retained: send
-// the committed turn instead) or ErrOffsetOutOfRange.
+// still added and AddViewer returns an error matching
+// ErrGenerationNotFound (not held, or no longer retained: send the
+// committed turn instead; v follows the live events only) or
+// ErrOffsetOutOfRange (resume.After is past the generation's last event:
+// the position is wrong, so v does not follow that generation at all,
+// only broadcasts and the other generations).
 //
 // AddViewer returns ErrHubClosed or ErrViewerClosed, without adding v, if
 // the hub or the viewer has stopped.
@@ -86,11 +89,17 @@ func (h *Hub) AddViewer(v *Viewer, resume *Position) error {
 	}
 	h.viewers[v] = struct{}{}
 	var err error
+	skip := ""
 	if resume != nil {
 		err = h.resumeLocked(v, resume.Generation, resume.After)
+		if errors.Is(err, ErrOffsetOutOfRange) {
+			skip = resume.Generation
+		}
 	}
-	for _, l := range h.logs {
-		l.subscribeLive(v)
+	for id, l := range h.logs {
+		if id != skip {
+			l.subscribeLive(v)
+		}
 	}
 	return err
 }

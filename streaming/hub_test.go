@@ -226,3 +226,52 @@ func TestNoGoroutinesWhenIdle(t *testing.T) {
 		}
 	}
 }
+
+// TestAddViewerResumePastEnd: a resume position past a generation's last
+// event is refused with ErrOffsetOutOfRange, and the viewer, still added
+// to the hub, does not follow that generation: it gets none of its events,
+// but broadcasts and other generations still reach it. (It used to be
+// added following the generation live from its end, as if the position
+// were right.)
+func TestAddViewerResumePastEnd(t *testing.T) {
+	hub := streaming.NewHub(nil)
+	defer hub.Close()
+	l, err := hub.StartGeneration("g_1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	mustAppend(t, l, "a")
+	sink := &recSink{}
+	v := streaming.NewViewer(sink, nil)
+	defer v.Close()
+	if err := hub.AddViewer(v, &streaming.Position{Generation: "g_1", After: 99}); !errors.Is(err, streaming.ErrOffsetOutOfRange) {
+		t.Fatalf("AddViewer past the end err=%v, want ErrOffsetOutOfRange", err)
+	}
+	if got := hub.Viewers(); got != 1 {
+		t.Fatalf("Viewers=%d, want 1", got)
+	}
+	if got := l.Subscribers(); got != 0 {
+		t.Fatalf("g_1 has %d subscribers, want none: the viewer's position in it is wrong", got)
+	}
+	mustAppend(t, l, "b")
+	mustFinish(t, l)
+	l2, err := hub.StartGeneration("g_2")
+	if err != nil {
+		t.Fatal(err)
+	}
+	mustAppend(t, l2, "c")
+	hub.Broadcast([]byte(`{"type":"pong"}`))
+	checkFor(t, "the broadcast", func() bool {
+		f, _ := sink.snapshot()
+		return len(f) > 0 && decode(t, f[len(f)-1]).Type == "pong"
+	})
+	frames, _ := sink.snapshot()
+	for _, f := range frames {
+		if m := decode(t, f); m.Generation == "g_1" {
+			t.Fatalf("got %s of g_1", f)
+		}
+	}
+	if got := textOf(t, sink, "g_2", 0); got != "c" {
+		t.Fatalf("g_2 text %q, want %q", got, "c")
+	}
+}
