@@ -43,14 +43,18 @@ type SSE struct {
 	rc        *http.ResponseController
 	heartbeat time.Duration
 
-	wmu sync.Mutex // serialises writes to w: frames and heartbeats
-	buf []byte
+	// wsem serialises writes to w (frames and heartbeats): a buffered
+	// channel of one, so that a frame waiting for a heartbeat's write
+	// gives up when its ctx ends.
+	wsem chan struct{}
+	buf  []byte
 
 	mu        sync.Mutex
 	closed    bool
 	lastWrite time.Time
 	timer     *time.Timer
-	wg        sync.WaitGroup // 1 while a heartbeat is scheduled or running
+	beatStop  context.CancelFunc // ends the heartbeat's write under way
+	wg        sync.WaitGroup     // 1 while a heartbeat is scheduled or running
 }
 
 // NewSSE starts an event stream on w: it sets the SSE headers, writes the
@@ -60,7 +64,7 @@ func NewSSE(w http.ResponseWriter, opts *SSEOptions) (*SSE, error) {
 	if !canFlush(w) {
 		return nil, fmt.Errorf("new sse: %w", ErrNoFlusher)
 	}
-	s := &SSE{w: w, rc: http.NewResponseController(w), heartbeat: DefaultHeartbeat}
+	s := &SSE{w: w, rc: http.NewResponseController(w), heartbeat: DefaultHeartbeat, wsem: make(chan struct{}, 1)}
 	if opts != nil && opts.Heartbeat != 0 {
 		s.heartbeat = opts.Heartbeat
 	}
@@ -106,8 +110,12 @@ func (s *SSE) WriteFrame(ctx context.Context, frames [][]byte) error {
 	if closed {
 		return ErrSinkClosed
 	}
-	s.wmu.Lock()
-	defer s.wmu.Unlock()
+	select {
+	case s.wsem <- struct{}{}:
+	case <-ctx.Done():
+		return fmt.Errorf("write sse: %w", context.Cause(ctx))
+	}
+	defer func() { <-s.wsem }()
 	buf := s.buf[:0]
 	for _, f := range frames {
 		buf = AppendSSE(buf, f)
@@ -168,11 +176,21 @@ func (s *SSE) beat() {
 	var err error
 	if next <= 0 {
 		next = s.heartbeat
-		s.wmu.Lock()
 		ctx, cancel := context.WithTimeout(context.Background(), s.heartbeat)
-		err = s.writeLocked(ctx, []byte(": ping\n\n"))
+		s.mu.Lock()
+		s.beatStop = cancel // Close ends a write stuck on a client that stopped reading
+		s.mu.Unlock()
+		select {
+		case s.wsem <- struct{}{}:
+			err = s.writeLocked(ctx, []byte(": ping\n\n"))
+			<-s.wsem
+		case <-ctx.Done():
+			err = ctx.Err()
+		}
+		s.mu.Lock()
+		s.beatStop = nil
+		s.mu.Unlock()
 		cancel()
-		s.wmu.Unlock()
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -194,6 +212,9 @@ func (s *SSE) Close(code int, reason string) error {
 	s.closed = true
 	if s.timer != nil && s.timer.Stop() {
 		s.wg.Done()
+	}
+	if s.beatStop != nil {
+		s.beatStop()
 	}
 	s.mu.Unlock()
 	s.wg.Wait()

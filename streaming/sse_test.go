@@ -8,6 +8,7 @@ import (
 	"net/http/httptest"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -260,4 +261,75 @@ func FuzzAppendSSE(f *testing.F) {
 			t.Fatalf("line break in a field: %+v", events[0])
 		}
 	})
+}
+
+// stalledWriter is a ResponseWriter whose writes block, as on a client
+// that stopped reading, until a write deadline in the past is set.
+type stalledWriter struct {
+	h       http.Header
+	mu      sync.Mutex
+	entered chan struct{} // closed when the first write blocks
+	wake    chan struct{} // closed by a deadline in the past
+	blocked bool
+}
+
+func newStalledWriter() *stalledWriter {
+	return &stalledWriter{h: http.Header{}, entered: make(chan struct{}), wake: make(chan struct{})}
+}
+
+func (w *stalledWriter) Header() http.Header { return w.h }
+func (w *stalledWriter) WriteHeader(int)     {}
+func (w *stalledWriter) Flush()              {}
+func (w *stalledWriter) Write(b []byte) (int, error) {
+	w.mu.Lock()
+	first := !w.blocked
+	w.blocked = true
+	w.mu.Unlock()
+	if first {
+		close(w.entered)
+	}
+	<-w.wake
+	w.mu.Lock()
+	w.blocked = false
+	w.mu.Unlock()
+	return 0, errors.New("write deadline passed")
+}
+func (w *stalledWriter) SetWriteDeadline(t time.Time) error {
+	if !t.IsZero() && time.Until(t) <= 0 {
+		w.mu.Lock()
+		defer w.mu.Unlock()
+		select {
+		case <-w.wake:
+		default:
+			close(w.wake)
+		}
+	}
+	return nil
+}
+func (w *stalledWriter) stuck() bool { w.mu.Lock(); defer w.mu.Unlock(); return w.blocked }
+
+// A frame that waits behind a heartbeat stuck on a stalled client gives up
+// when its ctx ends, not when the heartbeat's write does; Close ends the
+// heartbeat's write.
+func TestSSEFrameDoesNotWaitOutStuckHeartbeat(t *testing.T) {
+	w := newStalledWriter()
+	sse, err := streaming.NewSSE(w, &streaming.SSEOptions{Heartbeat: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	<-w.entered // the heartbeat's write, stuck for up to a second
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if err := sse.WriteFrame(ctx, [][]byte{[]byte(`{"type":"pong"}`)}); !errors.Is(err, context.Canceled) {
+		t.Fatalf("WriteFrame: %v, want context.Canceled", err)
+	}
+	if !w.stuck() {
+		t.Fatal("WriteFrame returned only once the heartbeat's write had ended")
+	}
+	if err := sse.Close(0, ""); err != nil {
+		t.Fatal(err)
+	}
+	if w.stuck() {
+		t.Fatal("Close returned with the heartbeat's write still under way")
+	}
 }
