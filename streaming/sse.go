@@ -10,6 +10,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"sessiond/streaming/jsonscan"
 )
 
 // DefaultHeartbeat is the idle time after which an SSE stream gets a
@@ -46,8 +48,9 @@ type SSE struct {
 	// wsem serialises writes to w (frames and heartbeats): a buffered
 	// channel of one, so that a frame waiting for a heartbeat's write
 	// gives up when its ctx ends.
-	wsem chan struct{}
-	buf  []byte
+	wsem   chan struct{}
+	buf    []byte
+	pieces []ssePiece // of the WriteFrame under way
 
 	mu        sync.Mutex
 	closed    bool
@@ -116,11 +119,27 @@ func (s *SSE) WriteFrame(ctx context.Context, frames [][]byte) error {
 		return fmt.Errorf("write sse: %w", context.Cause(ctx))
 	}
 	defer func() { <-s.wsem }()
+	// Frames are copied into buf as SSE, but a large one with no line
+	// break goes to the connection as it is, between its head and its
+	// end: a 32 MiB turn written to many viewers is not copied for each.
 	buf := s.buf[:0]
+	s.pieces = s.pieces[:0]
 	for _, f := range frames {
-		buf = AppendSSE(buf, f)
+		if len(f) < sseDirectBytes || bytes.ContainsAny(f, "\r\n") {
+			buf = AppendSSE(buf, f)
+			continue
+		}
+		buf = append(appendSSEHead(buf, f), "data: "...)
+		s.pieces = append(s.pieces, ssePiece{to: len(buf)}, ssePiece{frame: f})
+		buf = append(buf, "\n\n"...)
 	}
-	err := s.writeLocked(ctx, buf)
+	var err error
+	if len(s.pieces) == 0 {
+		err = s.writeLocked(ctx, buf)
+	} else {
+		err = s.writePiecesLocked(ctx, buf)
+	}
+	clear(s.pieces) // no frame stays referenced
 	if cap(buf) <= 64<<10 {
 		s.buf = buf[:0]
 	} else {
@@ -135,7 +154,37 @@ func (s *SSE) WriteFrame(ctx context.Context, frames [][]byte) error {
 	return nil
 }
 
-func (s *SSE) writeLocked(ctx context.Context, b []byte) error {
+// sseDirectBytes is the size from which a frame with no line break is
+// written as it is rather than copied (see WriteFrame).
+const sseDirectBytes = 64 << 10
+
+// ssePiece is a part of one WriteFrame: a frame written as it is, or the
+// end of what of buf goes before the next one.
+type ssePiece struct {
+	to    int
+	frame []byte
+}
+
+// writePiecesLocked writes buf with the frames of s.pieces in their places
+// and flushes once.
+func (s *SSE) writePiecesLocked(ctx context.Context, buf []byte) error {
+	var parts [][]byte
+	at := 0
+	for _, p := range s.pieces {
+		if p.frame != nil {
+			parts = append(parts, p.frame)
+			continue
+		}
+		parts = append(parts, buf[at:p.to])
+		at = p.to
+	}
+	if at < len(buf) {
+		parts = append(parts, buf[at:])
+	}
+	return s.writeLocked(ctx, parts...)
+}
+
+func (s *SSE) writeLocked(ctx context.Context, bs ...[]byte) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
@@ -148,7 +197,12 @@ func (s *SSE) writeLocked(ctx context.Context, b []byte) error {
 	stop := context.AfterFunc(ctx, func() {
 		_ = s.rc.SetWriteDeadline(time.Unix(1, 0))
 	})
-	_, err := s.w.Write(b)
+	var err error
+	for _, b := range bs {
+		if _, err = s.w.Write(b); err != nil {
+			break
+		}
+	}
 	if err == nil {
 		err = s.rc.Flush()
 	}
@@ -226,17 +280,7 @@ func (s *SSE) Close(code int, reason string) error {
 // and its data, split on line breaks so that no line of the JSON can end
 // the event early.
 func AppendSSE(b []byte, frame []byte) []byte {
-	typ, off, hasOff := frameMeta(frame)
-	if typ != "" && !strings.ContainsAny(typ, "\r\n") {
-		b = append(b, "event: "...)
-		b = append(b, typ...)
-		b = append(b, '\n')
-	}
-	if hasOff {
-		b = append(b, "id: "...)
-		b = strconv.AppendInt(b, off, 10)
-		b = append(b, '\n')
-	}
+	b = appendSSEHead(b, frame)
 	for {
 		line, rest, more := bytes.Cut(frame, []byte{'\n'})
 		b = append(b, "data: "...)
@@ -261,6 +305,23 @@ func AppendSSE(b []byte, frame []byte) []byte {
 	return append(b, '\n')
 }
 
+// appendSSEHead appends the "event:" and "id:" lines of frame (see
+// AppendSSE).
+func appendSSEHead(b []byte, frame []byte) []byte {
+	typ, off, hasOff := frameMeta(frame)
+	if typ != "" && !strings.ContainsAny(typ, "\r\n") {
+		b = append(b, "event: "...)
+		b = append(b, typ...)
+		b = append(b, '\n')
+	}
+	if hasOff {
+		b = append(b, "id: "...)
+		b = strconv.AppendInt(b, off, 10)
+		b = append(b, '\n')
+	}
+	return b
+}
+
 // frameMeta returns the "type" and "offset" of a JSON message. Events built
 // by this package start with {"type":…,"generation":…,"offset":…, which is
 // read without decoding; anything else is decoded.
@@ -268,19 +329,29 @@ func frameMeta(b []byte) (typ string, off int64, hasOff bool) {
 	if typ, off, ok := fastMeta(b); ok {
 		return typ, off, true
 	}
-	var m struct {
-		Type   string          `json:"type"`
-		Offset json.RawMessage `json:"offset"`
-	}
-	if json.Unmarshal(b, &m) != nil {
+	// One pass over the message, decoding only the two members: a turn
+	// message may be 32 MiB, written to every viewer.
+	var rawType, rawOffset []byte
+	if jsonscan.Object(b, func(k string, v []byte) error {
+		switch k {
+		case "type":
+			rawType = v
+		case "offset":
+			rawOffset = v
+		}
+		return nil
+	}) != nil {
 		return "", 0, false
 	}
-	if len(m.Offset) > 0 {
-		if n, err := strconv.ParseInt(string(m.Offset), 10, 64); err == nil && n >= 0 {
-			return m.Type, n, true
+	if rawType != nil && json.Unmarshal(rawType, &typ) != nil {
+		return "", 0, false
+	}
+	if len(rawOffset) > 0 {
+		if n, err := strconv.ParseInt(string(rawOffset), 10, 64); err == nil && n >= 0 {
+			return typ, n, true
 		}
 	}
-	return m.Type, 0, false
+	return typ, 0, false
 }
 
 func fastMeta(b []byte) (typ string, off int64, ok bool) {

@@ -2,6 +2,7 @@ package streaming_test
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"errors"
 	"net/http"
@@ -331,5 +332,56 @@ func TestSSEFrameDoesNotWaitOutStuckHeartbeat(t *testing.T) {
 	}
 	if w.stuck() {
 		t.Fatal("Close returned with the heartbeat's write still under way")
+	}
+}
+
+// recordingWriter is a flushable ResponseWriter that keeps what is written
+// and the buffers it was handed.
+type recordingWriter struct {
+	h    http.Header
+	out  bytes.Buffer
+	args [][]byte
+}
+
+func (w *recordingWriter) Header() http.Header { return w.h }
+func (w *recordingWriter) WriteHeader(int)     {}
+func (w *recordingWriter) Flush()              {}
+func (w *recordingWriter) Write(b []byte) (int, error) {
+	w.args = append(w.args, b)
+	return w.out.Write(b)
+}
+
+// WriteFrame writes what AppendSSE makes of each frame, in order, and hands
+// a large frame with no line break to the connection as it is, not copied.
+func TestSSEWriteFrameLargeFrameNotCopied(t *testing.T) {
+	w := &recordingWriter{h: http.Header{}}
+	sse, err := streaming.NewSSE(w, &streaming.SSEOptions{Heartbeat: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sse.Close(0, "")
+	big := []byte(`{"type":"turn","turn":{"content":"` + strings.Repeat("x", 200<<10) + `"}}`)
+	bigWithBreak := []byte("{\"type\":\"turn\",\n\"a\":\"" + strings.Repeat("y", 100<<10) + "\"}")
+	small := []byte(`{"type":"delta","generation":"g_1","offset":3,"text":"Hi"}`)
+	w.out.Reset()
+	frames := [][]byte{small, big, small, bigWithBreak, big}
+	if err := sse.WriteFrame(context.Background(), frames); err != nil {
+		t.Fatal(err)
+	}
+	var want []byte
+	for _, f := range frames {
+		want = streaming.AppendSSE(want, f)
+	}
+	if !bytes.Equal(w.out.Bytes(), want) {
+		t.Fatalf("written %d bytes, not what AppendSSE makes (%d bytes)", w.out.Len(), len(want))
+	}
+	direct := 0
+	for _, a := range w.args {
+		if len(a) > 0 && &a[0] == &big[0] {
+			direct++
+		}
+	}
+	if direct != 2 {
+		t.Fatalf("the large frame was handed over as it is %d times, want 2", direct)
 	}
 }
