@@ -18,8 +18,9 @@ const contextReserve = 1024
 // assembleContext returns the messages of the branch ending at leaf, oldest
 // first, after the system prompt, cut to budget tokens by dropping the
 // oldest turns. The newest turn is kept even when the system prompt alone
-// fills the budget, and when it is a tool result, so are the results
-// before it and the assistant turn whose calls they answer. Failed
+// fills the budget, and when it is a tool result, so is the assistant turn
+// whose call it answers, with the results between them that the budget
+// takes (looked for through at most maxUnanswered results). Failed
 // assistant turns with no output are skipped, and tool calls are paired as
 // pairToolCalls says.
 func (o *sessionObj) assembleContext(ctx context.Context, tx *objects.Tx, system string, leaf int64, budget int) ([]Message, error) {
@@ -35,6 +36,7 @@ func (o *sessionObj) assembleContext(ctx context.Context, tx *objects.Tx, system
 	// anchored: a turn other than a tool result is kept. Until then the
 	// budget does not apply: the newest turn, and the call it answers.
 	anchored := false
+	skipped := 0
 	id := leaf
 	const page = 64
 	for id > 0 && (used < budget || !anchored) {
@@ -61,6 +63,16 @@ func (o *sessionObj) assembleContext(ctx context.Context, tx *objects.Tx, system
 			if used+cost > budget && anchored {
 				full = true
 				break
+			}
+			if used+cost > budget && len(kept) > 0 && m.Role == RoleTool {
+				// A result between the newest turn and the call it
+				// answers that the budget cannot take: left out (its
+				// call with it, see pairToolCalls), read one at a time.
+				if skipped++; skipped > maxUnanswered {
+					full = true
+					break
+				}
+				continue
 			}
 			used += cost
 			kept = append(kept, m)

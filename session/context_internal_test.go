@@ -1,9 +1,12 @@
 package session
 
 import (
+	"context"
 	"fmt"
 	"strings"
 	"testing"
+
+	"sessiond/objects"
 )
 
 // pairToolCalls keeps exactly the calls answered right after their
@@ -55,5 +58,69 @@ func TestPairToolCalls(t *testing.T) {
 		if got := show(pairToolCalls(c.in)); got != c.want {
 			t.Errorf("%s: %s, want %s", c.name, got, c.want)
 		}
+	}
+}
+
+// The newest turn is a tool result of a call with many results: the model
+// gets the call, the newest result and the results the budget takes, not
+// every result past the budget.
+func TestContextNewestResultOfManyPastBudget(t *testing.T) {
+	ctx := context.Background()
+	rt := objects.NewRuntime(t.TempDir())
+	rt.Durability = objects.DurabilityNormal
+	reg := NewRegistry()
+	if err := reg.Register("offline", NewOfflineModel(0), ModelInfo{ContextTokens: 4096}); err != nil {
+		t.Fatal(err)
+	}
+	svc, err := NewService(rt, reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := rt.Open(ctx); err != nil {
+		t.Fatal(err)
+	}
+	svc.Start()
+	t.Cleanup(func() { svc.Close(); rt.Close() })
+
+	const n = 40
+	var b strings.Builder
+	b.WriteString(`{"type":"session","session":{"id":"x"}}` + "\n")
+	b.WriteString(`{"type":"turn","turn":{"id":1,"role":"user","content":"go"}}` + "\n")
+	var calls []string
+	for i := range n {
+		calls = append(calls, fmt.Sprintf(`{"id":"c%d","type":"function","function":{"name":"f","arguments":"{}"}}`, i))
+	}
+	fmt.Fprintf(&b, `{"type":"turn","turn":{"id":2,"parent_id":1,"role":"assistant","content":"","tool_calls":[%s]}}`+"\n", strings.Join(calls, ","))
+	pad := strings.Repeat("r", 8<<10) // 2,000 tokens: two results fill the budget
+	for i := range n {
+		fmt.Fprintf(&b, `{"type":"turn","turn":{"id":%d,"parent_id":%d,"role":"tool","tool_call_id":"c%d","content":"%s"}}`+"\n", i+3, i+2, i, pad)
+	}
+	s, err := svc.Import(ctx, "local", strings.NewReader(b.String()), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	stub, err := svc.sessions.Get(s.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	msgs, err := objects.Do(ctx, stub, func(ctx context.Context, o *sessionObj, tx *objects.Tx) ([]Message, error) {
+		return o.assembleContext(ctx, tx, "", n+2, 4096)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	results, ncalls := 0, -1
+	for _, m := range msgs {
+		got = append(got, m.Role+":"+m.ToolCallID)
+		switch m.Role {
+		case RoleTool:
+			results++
+		case RoleAssistant:
+			ncalls = len(m.ToolCalls)
+		}
+	}
+	if results == 0 || results > 2 || ncalls != results || msgs[len(msgs)-1].ToolCallID != fmt.Sprintf("c%d", n-1) {
+		t.Fatalf("the model is sent %v: want the call, the newest result and the results the budget takes (2 at most)", got)
 	}
 }
