@@ -110,7 +110,7 @@ func (o *sessionObj) startGeneration(ctx context.Context, tx *objects.Tx, m *met
 	}
 	msgs, err := o.assembleContext(ctx, tx, m.System, parent, info.ContextTokens)
 	if err != nil {
-		return nil, nil, nil, &notStartedError{code: CodeInvalidRequest, err: fmt.Errorf("assemble context: %w", err)}
+		return nil, nil, nil, fmt.Errorf("assemble context: %w", err) // the database's: not the generation's fault
 	}
 	t := Turn{Role: RoleAssistant, Content: json.RawMessage(`""`), Status: TurnStreaming, CreatedAt: now,
 		Model: &modelName, GenerationID: &gid}
@@ -307,8 +307,8 @@ func (svc *Service) commitFinal(stub *objects.Stub, run *genRun, out outcome) {
 }
 
 // notStartedError is why startGeneration could not start a generation,
-// found before it wrote anything: its model is not configured, or its
-// context could not be read. code is the generation's error code.
+// found before it wrote anything: its model is not configured. code is the
+// generation's error code.
 type notStartedError struct {
 	code string
 	err  error
