@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/base64"
 	"fmt"
+	"hash/fnv"
 	"strconv"
 	"strings"
 	"sync"
@@ -101,10 +102,18 @@ type dirUpdates struct {
 	mu      sync.Mutex
 	pending map[string]map[string]DirEntry // owner → id → entry
 	wake    chan struct{}
-	// flushMu is held from taking an owner's pending entries until they
-	// are applied, and by Delete around its removal: entries are applied
-	// in the order they were taken, and none after its session's removal.
-	flushMu sync.Mutex
+	// flushMu, one of them per owner (owners share them by hash), is
+	// held from taking an owner's pending entries until they are applied,
+	// and by Delete around its removal: an owner's entries are applied in
+	// the order they were taken, and none after its session's removal.
+	flushMu [64]sync.Mutex
+}
+
+// flushLock returns the flush mutex of owner (see dirUpdates.flushMu).
+func (u *dirUpdates) flushLock(owner string) *sync.Mutex {
+	h := fnv.New32a()
+	h.Write([]byte(owner))
+	return &u.flushMu[h.Sum32()%uint32(len(u.flushMu))]
 }
 
 // touchDirectory queues the session's directory entry as m has it, with
@@ -160,14 +169,15 @@ func (svc *Service) flushDirectory() {
 	}
 	u.mu.Unlock()
 	for _, owner := range owners {
-		u.flushMu.Lock()
+		mu := u.flushLock(owner)
+		mu.Lock()
 		svc.applyDirectory(owner)
-		u.flushMu.Unlock()
+		mu.Unlock()
 	}
 }
 
 // applyDirectory takes owner's pending entries and applies them in one
-// call of its directory. The caller holds dir.flushMu.
+// call of its directory. The caller holds dir.flushLock(owner).
 func (svc *Service) applyDirectory(owner string) {
 	u := &svc.dir
 	u.mu.Lock()

@@ -478,8 +478,9 @@ func (svc *Service) Delete(ctx context.Context, owner, id string) error {
 		sv.v.Close()
 	}
 	// No update of the entry taken before may land after its removal.
-	svc.dir.flushMu.Lock()
-	defer svc.dir.flushMu.Unlock()
+	flushMu := svc.dir.flushLock(sessOwner)
+	flushMu.Lock()
+	defer flushMu.Unlock()
 	svc.dir.mu.Lock()
 	delete(svc.dir.pending[sessOwner], id)
 	svc.dir.mu.Unlock()
@@ -525,8 +526,9 @@ func (svc *Service) List(ctx context.Context, owner, cursor string, limit int) (
 // flushDirectoryOf applies the owner's pending directory updates now, so a
 // list shows what the same client just did.
 func (svc *Service) flushDirectoryOf(owner string) {
-	svc.dir.flushMu.Lock()
-	defer svc.dir.flushMu.Unlock()
+	mu := svc.dir.flushLock(owner)
+	mu.Lock()
+	defer mu.Unlock()
 	svc.applyDirectory(owner)
 }
 
