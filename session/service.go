@@ -700,6 +700,11 @@ func (svc *Service) Fork(ctx context.Context, owner, id string, turnID int64, id
 			if err != nil {
 				return fmt.Errorf("fork: read the branch of session %s: %w", id, err)
 			}
+			if len(page) == 0 && n > 0 {
+				// A parent link to a turn the session lacks (an import
+				// made before imports were checked): the branch ends here.
+				break
+			}
 			if len(page) == 0 || page[0].ID != leaf {
 				return fmt.Errorf("fork: session %s: turn %d is gone", id, leaf)
 			}
