@@ -232,6 +232,11 @@ func (s *SSE) beat() {
 		next = s.heartbeat
 		ctx, cancel := context.WithTimeout(context.Background(), s.heartbeat)
 		s.mu.Lock()
+		if s.closed { // Close came since the check above, and found no write to end
+			s.mu.Unlock()
+			cancel()
+			return
+		}
 		s.beatStop = cancel // Close ends a write stuck on a client that stopped reading
 		s.mu.Unlock()
 		select {
