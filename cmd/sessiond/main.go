@@ -70,13 +70,18 @@ func main() {
 		fmt.Fprintln(os.Stderr, "Run 'sessiond -h' for usage.")
 		os.Exit(2)
 	}
+	var le *dataLockedError
+	if errors.As(err, &le) {
+		os.Exit(2)
+	}
 	os.Exit(1)
 }
 
 // run is the whole program: args are the command-line arguments without the
 // program name, getenv reads the environment. It serves until ctx ends, then
-// shuts down and returns nil. A bad flag or setting returns a *usageError;
-// -h prints usage to stdout and returns nil. Logs go to stderr.
+// shuts down and returns nil. A bad flag or setting returns a *usageError,
+// a data folder that another sessiond holds a *dataLockedError; -h prints
+// usage to stdout and returns nil. Logs go to stderr.
 func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
 	cfg, err := parseConfig(args, getenv)
 	if errors.Is(err, flag.ErrHelp) {
@@ -106,6 +111,17 @@ func serve(ctx context.Context, cfg config, getenv func(string) string, logger *
 	if before, after := ensureProcs(getenv); after != before {
 		logger.Info("one CPU: running with two Go processors so that a commit waiting for the disk does not stop the others (set GOMAXPROCS to choose)", "gomaxprocs", after)
 	}
+	// Before anything opens in the data folder, NATS included: a second
+	// sessiond on the same folder stops here.
+	if err := os.MkdirAll(cfg.Data, 0o755); err != nil {
+		return fmt.Errorf("create data folder: %w", err)
+	}
+	unlock, err := lockData(cfg.Data)
+	if err != nil {
+		return err
+	}
+	// Deferred first, so it runs last: after NATS and the runtime closed.
+	defer unlock()
 	floor := heapfloor.Start(uint64(cfg.GCFloorMiB) << 20)
 	defer floor.Stop()
 	if cfg.DebugAddr != "" {
@@ -119,7 +135,7 @@ func serve(ctx context.Context, cfg config, getenv func(string) string, logger *
 	if err != nil {
 		return err
 	}
-	// Deferred first, so it runs last: after the runtime has closed.
+	// Deferred before the runtime's close, so it runs after it.
 	defer ev.close()
 	rt := objects.NewRuntime(cfg.Data)
 	rt.Bus = ev.objects

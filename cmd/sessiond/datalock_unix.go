@@ -1,0 +1,39 @@
+//go:build unix && !aix && !solaris
+
+package main
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"syscall"
+)
+
+// lockData takes an exclusive lock on dir's lock file, without waiting:
+// while it is held no other sessiond (nor a second run in this process)
+// can lock dir. It returns a *dataLockedError when another holds it.
+// unlock releases it; the kernel also releases it when the process ends,
+// SIGKILL included, so a crash never leaves the folder locked.
+func lockData(dir string) (unlock func(), err error) {
+	p := filepath.Join(dir, lockFileName)
+	f, err := os.OpenFile(p, os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("open lock file: %w", err)
+	}
+	// flock, not fcntl: its lock belongs to this open file, so it is not
+	// dropped when some other descriptor of the file is closed.
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		f.Close()
+		if errors.Is(err, syscall.EWOULDBLOCK) {
+			return nil, &dataLockedError{Dir: dir, PID: lockHolder(p)}
+		}
+		return nil, fmt.Errorf("lock %s: %w", p, err)
+	}
+	// The pid is only for the message a second sessiond prints.
+	if err := f.Truncate(0); err == nil {
+		f.WriteAt([]byte(strconv.Itoa(os.Getpid())+"\n"), 0)
+	}
+	return func() { f.Close() }, nil
+}
