@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
@@ -35,4 +36,23 @@ func lockHolder(p string) string {
 		return ""
 	}
 	return strings.TrimSpace(string(b))
+}
+
+// prepareData creates the data folder, readable by its user only, if it is
+// missing. An existing folder keeps its mode, the user's choice, but one
+// that other users may enter gets a warning: its databases hold every
+// conversation.
+func prepareData(dir string, logger *slog.Logger) error {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return fmt.Errorf("create data folder: %w", err)
+	}
+	fi, err := os.Stat(dir)
+	if err != nil {
+		return fmt.Errorf("data folder: %w", err)
+	}
+	if perm := fi.Mode().Perm(); perm&0o077 != 0 {
+		logger.Warn("the data folder is open to other users, and its databases hold every conversation: run chmod 700 on it",
+			keyData, dir, keyMode, fmt.Sprintf("%#o", perm))
+	}
+	return nil
 }

@@ -47,12 +47,14 @@ const (
 	keyDurability = "durability"
 	keyCause      = "cause"
 	keyErr        = "err"
+	keyMode       = "mode"
 )
 
 // errShuttingDown is the cause of the server's base context when it ends.
 var errShuttingDown = errors.New("sessiond: shutting down")
 
 func main() {
+	privateFiles()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	go func() {
 		// After the first signal, restore default handling so that a second
@@ -113,8 +115,8 @@ func serve(ctx context.Context, cfg config, getenv func(string) string, logger *
 	}
 	// Before anything opens in the data folder, NATS included: a second
 	// sessiond on the same folder stops here.
-	if err := os.MkdirAll(cfg.Data, 0o755); err != nil {
-		return fmt.Errorf("create data folder: %w", err)
+	if err := prepareData(cfg.Data, logger); err != nil {
+		return err
 	}
 	unlock, err := lockData(cfg.Data)
 	if err != nil {

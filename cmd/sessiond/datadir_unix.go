@@ -37,3 +37,9 @@ func lockData(dir string) (unlock func(), err error) {
 	}
 	return func() { f.Close() }, nil
 }
+
+// privateFiles makes every file and folder this process creates from now
+// on readable by its user only (umask 077): the data folder holds every
+// conversation, and the packages that create files in it (SQLite, NATS,
+// the runtime's fan-out folders) ask for 0644 and 0755.
+func privateFiles() { syscall.Umask(0o077) }
