@@ -185,6 +185,10 @@ var settings = []setting{
 		"API keys, comma-separated key=owner pairs; key=owner:admin sees every owner. Without keys, auth is off (loopback only)",
 		func(c *config, v string) error {
 			keys, err := parseAPIKeys(v)
+			if err == nil && v != "" && len(keys) == 0 {
+				// " , " would otherwise turn auth off.
+				err = errors.New("no key=owner pair in it")
+			}
 			c.APIKeys = keys
 			return err
 		}},
@@ -383,12 +387,15 @@ func parseConfig(args []string, getenv func(string) string) (config, error) {
 	fs.Visit(func(f *flag.Flag) { given[f.Name] = true })
 
 	var c config
+	// set holds, for each setting given a non-empty value by a flag or a
+	// variable, where it came from: the checks below name it.
+	set := make(map[string]string)
 	for _, s := range settings {
-		v, from := s.def, "default of --"+s.flag
+		v, from, explicit := s.def, "default of --"+s.flag, false
 		if given[s.flag] {
-			v, from = *vals[s.flag], "--"+s.flag
+			v, from, explicit = *vals[s.flag], "--"+s.flag, true
 		} else if e := getenv(s.env); e != "" {
-			v, from = e, s.env
+			v, from, explicit = e, s.env, true
 		}
 		if err := s.apply(&c, v); err != nil {
 			if s.flag == "api-keys" { // never echo a key
@@ -396,12 +403,35 @@ func parseConfig(args []string, getenv func(string) string) (config, error) {
 			}
 			return config{}, usageErrorf("%s: %w", from, err)
 		}
+		if explicit && v != "" {
+			set[s.flag] = from
+		}
 	}
+	// Settings that only mean something with another are refused without
+	// it: ignored, they would leave sessiond running other than intended
+	// (on the offline model, say) with nothing to tell why.
 	if c.OpenAIBaseURL != "" && c.OpenAIModel == "" {
 		return config{}, usageErrorf("--openai-base-url needs --openai-model (the upstream model name)")
 	}
-	if c.NATSURL != "" && c.NATSListen != "" {
-		return config{}, usageErrorf("--nats-listen is for the embedded NATS; it cannot go with --nats-url")
+	if c.OpenAIBaseURL == "" {
+		for _, f := range []string{"openai-model", "openai-api-key"} {
+			if from, ok := set[f]; ok {
+				return config{}, usageErrorf("%s needs --openai-base-url (SESSIOND_OPENAI_BASE_URL): without an endpoint it is not used", from)
+			}
+		}
+	}
+	if c.NATSURL != "" {
+		for _, f := range []string{"nats-listen", "nats-sync"} {
+			if from, ok := set[f]; ok {
+				return config{}, usageErrorf("%s is for the embedded NATS; it cannot go with --nats-url", from)
+			}
+		}
+	} else {
+		for _, f := range []string{"nats-creds", "nats-user", "nats-password", "nats-token", "nats-tls-ca", "nats-tls-cert", "nats-tls-key"} {
+			if from, ok := set[f]; ok {
+				return config{}, usageErrorf("%s is for an external NATS: it needs --nats-url (SESSIOND_NATS_URL)", from)
+			}
+		}
 	}
 	if len(c.APIKeys) == 0 && !c.InsecureNoAuth && !isLoopback(c.Addr) {
 		return config{}, usageErrorf("refusing to listen on %s with no API keys: anyone who can reach it could read and write every session. "+

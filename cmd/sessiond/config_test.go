@@ -110,6 +110,26 @@ func TestParseConfig(t *testing.T) {
 		{name: "gc floor with a unit", env: map[string]string{"SESSIOND_GC_FLOOR": "128MiB"}, wantErr: "SESSIOND_GC_FLOOR"},
 		{name: "dedup window too short", args: []string{"--nats-dedup-window", "500ms"}, wantErr: "--nats-dedup-window: \"500ms\": want a duration from 1s to 24h"},
 		{name: "bad nats sync", args: []string{"--nats-sync", "sometimes"}, wantErr: "--nats-sync"},
+		{name: "model without endpoint", env: map[string]string{"SESSIOND_OPENAI_MODEL": "gpt-4o-mini"}, wantErr: "SESSIOND_OPENAI_MODEL needs --openai-base-url"},
+		{name: "endpoint key without endpoint", args: []string{"--openai-api-key", "sk-x"}, wantErr: "--openai-api-key needs --openai-base-url"},
+		{name: "blank api keys", env: map[string]string{"SESSIOND_API_KEYS": " , "}, wantErr: "SESSIOND_API_KEYS: no key=owner pair in it"},
+		{name: "nats sync with url", args: []string{"--nats-url", "nats://x:4222", "--nats-sync", "always"}, wantErr: "--nats-sync is for the embedded NATS"},
+		{name: "nats sync variable with url", args: []string{"--nats-url", "nats://x:4222"}, env: map[string]string{"SESSIOND_NATS_SYNC": "1s"}, wantErr: "SESSIOND_NATS_SYNC is for the embedded NATS"},
+		{name: "nats token without url", args: []string{"--nats-token", "t"}, wantErr: "--nats-token is for an external NATS: it needs --nats-url"},
+		{name: "nats user without url", env: map[string]string{"SESSIOND_NATS_USER": "u"}, wantErr: "SESSIOND_NATS_USER is for an external NATS"},
+		{name: "nats password without url", env: map[string]string{"SESSIOND_NATS_PASSWORD": "p"}, wantErr: "SESSIOND_NATS_PASSWORD is for an external NATS"},
+		{name: "nats creds without url", args: []string{"--nats-creds", "a.creds"}, wantErr: "--nats-creds is for an external NATS"},
+		{name: "nats tls ca without url", args: []string{"--nats-tls-ca", "ca.pem"}, wantErr: "--nats-tls-ca is for an external NATS"},
+		{name: "nats tls cert without url", args: []string{"--nats-tls-cert", "c.pem"}, wantErr: "--nats-tls-cert is for an external NATS"},
+		{name: "nats tls key without url", env: map[string]string{"SESSIOND_NATS_TLS_KEY": "k.pem"}, wantErr: "SESSIOND_NATS_TLS_KEY is for an external NATS"},
+		{
+			name: "external nats with credentials",
+			args: []string{"--nats-url", "tls://n1:4222,tls://n2:4222", "--nats-user", "u", "--nats-tls-ca", "ca.pem"},
+			env:  map[string]string{"SESSIOND_NATS_PASSWORD": "p"},
+			want: with(func(c *config) {
+				c.NATSURL, c.NATSUser, c.NATSPassword, c.NATSTLSCA = "tls://n1:4222,tls://n2:4222", "u", "p", "ca.pem"
+			}),
+		},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

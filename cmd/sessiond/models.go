@@ -23,7 +23,9 @@ type modelSpec struct {
 }
 
 // buildModels returns the model registry: the offline model always, an
-// endpoint from --openai-* (then the default), and the --models file.
+// endpoint from --openai-* (then the default), and the --models file, in
+// which at most one model may be marked default, and none with --openai-*.
+// A file that cannot be used is a *usageError.
 func buildModels(cfg config, getenv func(string) string, logger *slog.Logger) (*session.Registry, error) {
 	reg := session.NewRegistry()
 	if err := reg.Register(session.OfflineModelName, session.NewOfflineModel(cfg.OfflineTPS), session.ModelInfo{}); err != nil {
@@ -51,9 +53,22 @@ func buildModels(cfg config, getenv func(string) string, logger *slog.Logger) (*
 		if err := dec.Decode(&specs); err != nil {
 			return nil, usageErrorf("--models %s: %w", cfg.ModelsFile, err)
 		}
+		marked := "" // the model marked default
 		for _, s := range specs {
 			if s.Name == "" || s.BaseURL == "" {
 				return nil, usageErrorf("--models %s: every model needs a name and a base_url", cfg.ModelsFile)
+			}
+			if s.ContextTokens < 0 {
+				return nil, usageErrorf("--models %s: model %s: context_tokens %d: want 0 (unknown) or more", cfg.ModelsFile, s.Name, s.ContextTokens)
+			}
+			if s.Default {
+				if marked != "" {
+					return nil, usageErrorf("--models %s: models %s and %s are both marked default: mark one", cfg.ModelsFile, marked, s.Name)
+				}
+				if cfg.OpenAIBaseURL != "" {
+					return nil, usageErrorf("--models %s: model %s is marked default, but the model of --openai-base-url is the default: unmark it, or drop --openai-base-url", cfg.ModelsFile, s.Name)
+				}
+				marked = s.Name
 			}
 			key := ""
 			if s.APIKeyEnv != "" {

@@ -1,0 +1,78 @@
+package main
+
+import (
+	"errors"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+func TestBuildModels(t *testing.T) {
+	openaiCfg := config{OpenAIBaseURL: "http://127.0.0.1:11434/v1", OpenAIModel: "llama3.1"}
+	tests := []struct {
+		name        string
+		cfg         config
+		file        string // the --models file's content; "" = none
+		wantDefault string
+		wantErr     string // substring of a *usageError; empty means success
+	}{
+		{name: "offline alone", wantDefault: "offline"},
+		{name: "endpoint is the default", cfg: openaiCfg, wantDefault: "llama3.1"},
+		{
+			name:        "file with a default",
+			file:        `[{"name": "a", "base_url": "http://a/v1"}, {"name": "b", "base_url": "http://b/v1", "default": true, "context_tokens": 8000}]`,
+			wantDefault: "b",
+		},
+		{
+			name:        "endpoint and a file without a default",
+			cfg:         openaiCfg,
+			file:        `[{"name": "a", "base_url": "http://a/v1"}]`,
+			wantDefault: "llama3.1",
+		},
+		{
+			name:    "negative context",
+			file:    `[{"name": "a", "base_url": "http://a/v1", "context_tokens": -1}]`,
+			wantErr: "model a: context_tokens -1: want 0 (unknown) or more",
+		},
+		{
+			name:    "two defaults",
+			file:    `[{"name": "a", "base_url": "http://a/v1", "default": true}, {"name": "b", "base_url": "http://b/v1", "default": true}]`,
+			wantErr: "models a and b are both marked default",
+		},
+		{
+			name:    "a default beside the endpoint's",
+			cfg:     openaiCfg,
+			file:    `[{"name": "a", "base_url": "http://a/v1", "default": true}]`,
+			wantErr: "model a is marked default, but the model of --openai-base-url is the default",
+		},
+	}
+	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cfg := tt.cfg
+			if tt.file != "" {
+				cfg.ModelsFile = filepath.Join(t.TempDir(), "models.json")
+				if err := os.WriteFile(cfg.ModelsFile, []byte(tt.file), 0o600); err != nil {
+					t.Fatal(err)
+				}
+			}
+			reg, err := buildModels(cfg, noEnv, logger)
+			if tt.wantErr != "" {
+				var ue *usageError
+				if !errors.As(err, &ue) || !strings.Contains(err.Error(), tt.wantErr) {
+					t.Fatalf("err=%v (%T), want a *usageError containing %q", err, err, tt.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := reg.Default(); got != tt.wantDefault {
+				t.Fatalf("default model %q, want %q", got, tt.wantDefault)
+			}
+		})
+	}
+}
