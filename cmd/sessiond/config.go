@@ -78,8 +78,8 @@ var settings = []setting{
 	{"addr", "SESSIOND_ADDR", "127.0.0.1:8080", "host:port",
 		"address to listen on (port 0 picks a free one; the log says which)",
 		func(c *config, v string) error {
-			if _, _, err := net.SplitHostPort(v); err != nil {
-				return fmt.Errorf("want host:port: %w", err)
+			if err := checkHostPort(v); err != nil {
+				return err
 			}
 			c.Addr = v
 			return nil
@@ -220,8 +220,8 @@ var settings = []setting{
 		"embedded NATS: also listen here for other clients such as the nats CLI (unauthenticated: keep it on loopback)",
 		func(c *config, v string) error {
 			if v != "" {
-				if _, _, err := net.SplitHostPort(v); err != nil {
-					return fmt.Errorf("want host:port: %w", err)
+				if err := checkHostPort(v); err != nil {
+					return err
 				}
 			}
 			c.NATSListen = v
@@ -306,13 +306,27 @@ var settings = []setting{
 		"serve Go's profiler (net/http/pprof) on this address, without authentication: keep it on loopback; empty = off",
 		func(c *config, v string) error {
 			if v != "" {
-				if _, _, err := net.SplitHostPort(v); err != nil {
-					return fmt.Errorf("want host:port: %w", err)
+				if err := checkHostPort(v); err != nil {
+					return err
 				}
 			}
 			c.DebugAddr = v
 			return nil
 		}},
+}
+
+// checkHostPort checks a listen address: host:port with a port number from
+// 0 to 65535 (net.Listen would take 99999 as far as parsing goes and fail
+// only when sessiond is already starting).
+func checkHostPort(v string) error {
+	_, port, err := net.SplitHostPort(v)
+	if err != nil {
+		return fmt.Errorf("want host:port: %w", err)
+	}
+	if _, err := strconv.ParseUint(port, 10, 16); err != nil {
+		return fmt.Errorf("%q: want host:port with a port number from 0 to 65535", v)
+	}
+	return nil
 }
 
 // parseAPIKeys parses "key=owner,key2=owner2:admin".

@@ -124,6 +124,14 @@ func serve(ctx context.Context, cfg config, getenv func(string) string, logger *
 	}
 	// Deferred first, so it runs last: after NATS and the runtime closed.
 	defer unlock()
+	// Bind the addresses (this one and --debug-addr) before NATS and the
+	// runtime start, so that one in use stops sessiond before they open
+	// anything. Connections wait in the backlog until Serve below.
+	ln, err := net.Listen("tcp", cfg.Addr)
+	if err != nil {
+		return fmt.Errorf("listen: %w", err)
+	}
+	defer ln.Close() // for a return before Serve owns it
 	floor := heapfloor.Start(uint64(cfg.GCFloorMiB) << 20)
 	defer floor.Stop()
 	if cfg.DebugAddr != "" {
@@ -167,11 +175,6 @@ func serve(ctx context.Context, cfg config, getenv func(string) string, logger *
 	// Before the runtime closes: running generations commit what they have.
 	defer svc.Close()
 
-	// Listen first, so that with port 0 the real address can be logged.
-	ln, err := net.Listen("tcp", cfg.Addr)
-	if err != nil {
-		return fmt.Errorf("listen: %w", err)
-	}
 	// The server's lifetime: it keeps ctx's values but not its cancellation,
 	// so that a signal stops accepting first and ends streams only after
 	// drainGrace (see shutdown).

@@ -134,16 +134,26 @@ func TestRunHelp(t *testing.T) {
 	}
 }
 
+// An address in use stops sessiond before NATS or the runtime have opened
+// anything in the data folder.
 func TestRunAddrInUse(t *testing.T) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer ln.Close()
-	err = run(context.Background(), []string{"--addr", ln.Addr().String(), "--data", t.TempDir()},
-		noEnv, io.Discard, io.Discard)
-	if err == nil || !strings.Contains(err.Error(), "listen") {
-		t.Fatalf("run on a busy address = %v, want a listen error", err)
+	for _, flag := range []string{"--addr", "--debug-addr"} {
+		data := t.TempDir()
+		args := []string{"--addr", "127.0.0.1:0", "--data", data}
+		err = run(context.Background(), append(args, flag, ln.Addr().String()), noEnv, io.Discard, io.Discard)
+		if err == nil || !strings.Contains(err.Error(), "listen") {
+			t.Fatalf("run with %s on a busy address = %v, want a listen error", flag, err)
+		}
+		for _, p := range []string{"index.db", "nats", "objects", "node-id"} {
+			if _, err := os.Stat(filepath.Join(data, p)); !errors.Is(err, os.ErrNotExist) {
+				t.Errorf("run with %s on a busy address: %s in the data folder (%v), want nothing opened", flag, p, err)
+			}
+		}
 	}
 }
 

@@ -3,7 +3,6 @@ package main
 import (
 	"bytes"
 	"encoding/json"
-	"fmt"
 	"log/slog"
 	"os"
 
@@ -25,7 +24,7 @@ type modelSpec struct {
 // buildModels returns the model registry: the offline model always, an
 // endpoint from --openai-* (then the default), and the --models file, in
 // which at most one model may be marked default, and none with --openai-*.
-// A file that cannot be used is a *usageError.
+// A model that cannot be used as configured is a *usageError.
 func buildModels(cfg config, getenv func(string) string, logger *slog.Logger) (*session.Registry, error) {
 	reg := session.NewRegistry()
 	if err := reg.Register(session.OfflineModelName, session.NewOfflineModel(cfg.OfflineTPS), session.ModelInfo{}); err != nil {
@@ -35,7 +34,7 @@ func buildModels(cfg config, getenv func(string) string, logger *slog.Logger) (*
 	if cfg.OpenAIBaseURL != "" {
 		m, err := openai.New(openai.Config{BaseURL: cfg.OpenAIBaseURL, APIKey: cfg.OpenAIKey, Model: cfg.OpenAIModel, Logger: logger})
 		if err != nil {
-			return nil, fmt.Errorf("model %s: %w", cfg.OpenAIModel, err)
+			return nil, usageErrorf("--openai-base-url: model %s: %w", cfg.OpenAIModel, err)
 		}
 		if err := reg.Register(cfg.OpenAIModel, m, session.ModelInfo{}); err != nil {
 			return nil, err
@@ -82,7 +81,7 @@ func buildModels(cfg config, getenv func(string) string, logger *slog.Logger) (*
 			}
 			m, err := openai.New(openai.Config{BaseURL: s.BaseURL, APIKey: key, Model: upstream, Headers: s.Headers, Logger: logger})
 			if err != nil {
-				return nil, fmt.Errorf("model %s: %w", s.Name, err)
+				return nil, usageErrorf("--models %s: model %s: %w", cfg.ModelsFile, s.Name, err)
 			}
 			if err := reg.Register(s.Name, m, session.ModelInfo{ContextTokens: s.ContextTokens}); err != nil {
 				return nil, usageErrorf("--models %s: %w", cfg.ModelsFile, err)

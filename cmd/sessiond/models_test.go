@@ -38,6 +38,16 @@ func TestBuildModels(t *testing.T) {
 			wantErr: "model a: context_tokens -1: want 0 (unknown) or more",
 		},
 		{
+			name:    "base url without a scheme",
+			file:    `[{"name": "a", "base_url": "localhost:11434/v1"}]`,
+			wantErr: `model a: new openai model: base url "localhost:11434/v1" is not an absolute http(s) url`,
+		},
+		{
+			name:    "endpoint without a host",
+			cfg:     config{OpenAIBaseURL: "http://", OpenAIModel: "m"},
+			wantErr: "--openai-base-url: model m:",
+		},
+		{
 			name:    "two defaults",
 			file:    `[{"name": "a", "base_url": "http://a/v1", "default": true}, {"name": "b", "base_url": "http://b/v1", "default": true}]`,
 			wantErr: "models a and b are both marked default",
