@@ -93,7 +93,14 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	if err != nil {
 		return err
 	}
-	return serve(ctx, cfg, getenv, newLogger(cfg, stderr))
+	logger := newLogger(cfg, stderr)
+	if err := serve(ctx, cfg, getenv, logger); err != nil {
+		return err
+	}
+	// Only now: serve's deferred closes (sessions, runtime, NATS, the data
+	// folder's lock) have finished, and the folder may be copied.
+	logger.Info("stopped")
+	return nil
 }
 
 func newLogger(cfg config, w io.Writer) *slog.Logger {
@@ -206,7 +213,6 @@ func serve(ctx context.Context, cfg config, getenv func(string) string, logger *
 	ready.Store(false)
 	shutdown(logger, srv, cancelBase)
 	<-served // http.ErrServerClosed, now that Shutdown or Close ran
-	logger.Info("stopped")
 	return nil
 }
 

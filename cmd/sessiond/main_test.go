@@ -227,3 +227,50 @@ func TestBinaryUsageErrorExits2(t *testing.T) {
 		t.Fatalf("output lacks the reason:\n%s", out)
 	}
 }
+
+// "stopped" is logged once everything is closed: the runtime has folded
+// its WAL files and the data folder is unlocked. It used to be logged
+// before the deferred closes, which take seconds with a generation
+// running, so that a script waiting for it could copy a live folder.
+func TestRunLogsStoppedWhenClosed(t *testing.T) {
+	data := filepath.Join(t.TempDir(), "data")
+	var logs lockedBuffer
+	w := &stoppedCheck{t: t, data: data, logs: &logs}
+	ctx, cancel := context.WithCancel(context.Background())
+	errc := make(chan error, 1)
+	go func() {
+		errc <- run(ctx, []string{"--addr", "127.0.0.1:0", "--data", data, "--log-format", "json"}, noEnv, io.Discard, w)
+	}()
+	waitLog(t, &logs, `"msg":"listening"`, errc)
+	cancel()
+	if err := <-errc; err != nil {
+		t.Fatalf("run: %v", err)
+	}
+	if !w.seen {
+		t.Fatalf("no stopped line in the log:\n%s", logs.String())
+	}
+}
+
+// stoppedCheck is a log destination that, while the "stopped" line is
+// being written (run waits for it), checks that the data folder is closed.
+type stoppedCheck struct {
+	t    *testing.T
+	data string
+	logs *lockedBuffer
+	seen bool // written by run's goroutine, read after run returned
+}
+
+func (w *stoppedCheck) Write(p []byte) (int, error) {
+	if strings.Contains(string(p), `"msg":"stopped"`) {
+		w.seen = true
+		if _, err := os.Stat(filepath.Join(w.data, "index.db-wal")); !errors.Is(err, os.ErrNotExist) {
+			w.t.Errorf("stopped logged while index.db-wal exists (%v): the runtime was still open", err)
+		}
+		if unlock, err := lockData(w.data); err != nil {
+			w.t.Errorf("stopped logged while the data folder is locked: %v", err)
+		} else {
+			unlock()
+		}
+	}
+	return w.logs.Write(p)
+}
