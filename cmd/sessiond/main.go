@@ -55,13 +55,14 @@ var errShuttingDown = errors.New("sessiond: shutting down")
 
 func main() {
 	privateFiles()
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	go func() {
-		// After the first signal, restore default handling so that a second
-		// one kills a shutdown that hangs.
-		<-ctx.Done()
-		stop()
-	}()
+	ctx, cancel := context.WithCancelCause(context.Background())
+	sigs := make(chan os.Signal, 4)
+	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
+	// It lives as long as the process: a signal must be handled until exit.
+	go watchSignals(sigs, cancel, time.Now, func(sig os.Signal) {
+		fmt.Fprintf(os.Stderr, "sessiond: %v again: exiting without finishing the shutdown\n", sig)
+		os.Exit(1)
+	})
 	err := run(ctx, os.Args[1:], os.Getenv, os.Stdout, os.Stderr)
 	if err == nil {
 		return
@@ -77,6 +78,29 @@ func main() {
 		os.Exit(2)
 	}
 	os.Exit(1)
+}
+
+// forceAfter is how long after the first signal another one forces exit.
+// Sooner, it is taken for the same request: `timeout` and process
+// managers signal the process and then its group, which delivers the
+// signal twice at once, and a shutdown must not be cut short by that.
+const forceAfter = time.Second
+
+// watchSignals receives signals from sigs until it is closed. The first
+// cancels the program's context (a clean shutdown); one that arrives
+// forceAfter or more after the first calls force, for a shutdown that
+// hangs; one sooner is ignored. now reads the clock.
+func watchSignals(sigs <-chan os.Signal, cancel context.CancelCauseFunc, now func() time.Time, force func(os.Signal)) {
+	var first time.Time
+	for sig := range sigs {
+		switch {
+		case first.IsZero():
+			first = now()
+			cancel(fmt.Errorf("%v signal received", sig))
+		case now().Sub(first) >= forceAfter:
+			force(sig)
+		}
+	}
 }
 
 // run is the whole program: args are the command-line arguments without the
