@@ -137,7 +137,7 @@ var settings = []setting{
 		"words per second the built-in offline model streams (0: as fast as it can)",
 		func(c *config, v string) error {
 			f, err := strconv.ParseFloat(v, 64)
-			if err != nil || f < 0 || f > 1e6 {
+			if err != nil || !(f >= 0 && f <= 1e6) { // NaN fails every comparison
 				return fmt.Errorf("%q: want a number from 0 to 1000000", v)
 			}
 			c.OfflineTPS = f
