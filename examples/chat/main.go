@@ -48,21 +48,26 @@ func chat(ctx context.Context, c *client.Client, id string, in io.Reader, out io
 		id = s.ID
 		fmt.Fprintf(out, "New session %s (resume it with --session %s)\n", id, id)
 	} else {
-		s, err := c.Session(ctx, id)
-		if err != nil {
-			return err
-		}
+		// One read: a reply is in it either finished, printed here, or
+		// still streaming, streamed in full below; never both. (Reading
+		// the session's running generation, then the turns, printed a
+		// reply that finished in between twice.)
 		turns, _, err := c.Turns(ctx, id, session.TurnQuery{Limit: 20})
 		if err != nil {
 			return err
 		}
+		running := ""
 		for _, t := range turns {
-			if t.Status != session.TurnStreaming {
-				fmt.Fprintf(out, "%s: %s\n", t.Role, text(t))
+			if t.Status == session.TurnStreaming {
+				if t.GenerationID != nil {
+					running = *t.GenerationID
+				}
+				continue
 			}
+			fmt.Fprintf(out, "%s: %s\n", t.Role, text(t))
 		}
-		if g := s.Generation; g != nil && g.Status == session.GenRunning {
-			if err := stream(ctx, c, id, g.ID, out); err != nil {
+		if running != "" {
+			if err := stream(ctx, c, id, running, out); err != nil {
 				return err
 			}
 		}

@@ -3,10 +3,16 @@ package main
 import (
 	"bytes"
 	"context"
+	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
 	"regexp"
 	"strings"
 	"testing"
+	"time"
 
+	"sessiond/session"
 	"sessiond/web/client"
 	"sessiond/web/webtest"
 )
@@ -31,5 +37,79 @@ func TestChatThenResume(t *testing.T) {
 	want := "user: /say first reply\nassistant: first reply\n> assistant: second\n"
 	if !strings.Contains(out.String(), want) {
 		t.Fatalf("resumed run:\n%s\nwant it to contain:\n%s", out.String(), want)
+	}
+}
+
+// Resuming while a reply is generated shows it once, in full: streamed,
+// not also printed as history.
+func TestChatResumeWhileGenerating(t *testing.T) {
+	ws := webtest.New(t, &webtest.Options{OfflineTPS: 20})
+	c := client.New(ws.URL, "")
+	ctx := context.Background()
+	s, err := c.CreateSession(ctx, session.CreateRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Post(ctx, s.ID, session.PostRequest{Turns: []session.NewTurn{{Role: "user", Content: []byte(`"/words 30"`)}}, Generate: true}); err != nil {
+		t.Fatal(err)
+	}
+	var out bytes.Buffer
+	if err := chat(ctx, c, s.ID, strings.NewReader(""), &out); err != nil {
+		t.Fatal(err)
+	}
+	if got := strings.Count(out.String(), "assistant: 1 2 3"); got != 1 || !strings.Contains(out.String(), " 29 30\n") {
+		t.Fatalf("reply printed %d times, want once in full:\n%s", got, out.String())
+	}
+}
+
+// A reply that finishes between the reads chat makes to resume is printed
+// once. The proxy holds a read of the session until the generation runs,
+// and a read of the turns until it has finished: reading the session
+// first (running), then the turns (done), printed the reply as history
+// and streamed it again.
+func TestChatResumeAsReplyFinishes(t *testing.T) {
+	ws := webtest.New(t, &webtest.Options{OfflineTPS: 20})
+	direct := client.New(ws.URL, "")
+	ctx := context.Background()
+	s, err := direct.CreateSession(ctx, session.CreateRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := direct.Post(ctx, s.ID, session.PostRequest{Turns: []session.NewTurn{{Role: "user", Content: []byte(`"/words 30"`)}}, Generate: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	target, _ := url.Parse(ws.URL)
+	proxy := httputil.NewSingleHostReverseProxy(target)
+	front := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var until func(g *session.Generation) bool
+		switch {
+		case r.Method != "GET":
+		case r.URL.Path == "/v1/sessions/"+s.ID:
+			until = func(g *session.Generation) bool { return g.Status == session.GenRunning }
+		case r.URL.Path == "/v1/sessions/"+s.ID+"/turns":
+			until = (*session.Generation).Finished
+		}
+		for until != nil {
+			g, err := direct.Generation(r.Context(), s.ID, res.Generation.ID)
+			if err != nil {
+				http.Error(w, err.Error(), http.StatusBadGateway)
+				return
+			}
+			if until(g) {
+				break
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+		proxy.ServeHTTP(w, r)
+	}))
+	defer front.Close()
+
+	var out bytes.Buffer
+	if err := chat(ctx, client.New(front.URL, ""), s.ID, strings.NewReader(""), &out); err != nil {
+		t.Fatal(err)
+	}
+	if got := strings.Count(out.String(), "assistant: 1 2 3"); got != 1 {
+		t.Fatalf("reply printed %d times, want once:\n%s", got, out.String())
 	}
 }
