@@ -3,12 +3,14 @@ package main
 import (
 	"bytes"
 	"context"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"net/http/httputil"
 	"net/url"
 	"regexp"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -38,6 +40,81 @@ func TestChatThenResume(t *testing.T) {
 	if !strings.Contains(out.String(), want) {
 		t.Fatalf("resumed run:\n%s\nwant it to contain:\n%s", out.String(), want)
 	}
+}
+
+// syncBuffer is chat's output, read by the test while chat writes it.
+type syncBuffer struct {
+	mu   sync.Mutex
+	b    bytes.Buffer
+	want string        // when the output first contains it, hit is closed
+	hit  chan struct{} // nil: nothing to watch for
+}
+
+func (w *syncBuffer) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	n, err := w.b.Write(p)
+	if w.hit != nil && strings.Contains(w.b.String(), w.want) {
+		close(w.hit)
+		w.hit = nil
+	}
+	return n, err
+}
+
+func (w *syncBuffer) String() string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.b.String()
+}
+
+// interruptWhen runs chat on input that never ends and cancels its context
+// (Ctrl-C) once the output contains want: chat must then return nil.
+func interruptWhen(t *testing.T, c *client.Client, input, want string) string {
+	t.Helper()
+	in, inw := io.Pipe()
+	t.Cleanup(func() { inw.Close() }) // ends chat's line reader
+	if input != "" {
+		go inw.Write([]byte(input)) // returns when read, or at Close
+	}
+	out := &syncBuffer{want: want, hit: make(chan struct{})}
+	hit := out.hit
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	errc := make(chan error, 1)
+	go func() { errc <- chat(ctx, c, "", in, out) }()
+	select {
+	case <-hit:
+	case err := <-errc:
+		t.Fatalf("chat returned %v before printing %q:\n%s", err, want, out.String())
+	case <-time.After(30 * time.Second):
+		t.Fatalf("no %q printed:\n%s", want, out.String())
+	}
+	cancel()
+	select {
+	case err := <-errc:
+		if err != nil {
+			t.Fatalf("chat after Ctrl-C: %v, want nil (a quiet exit)\n%s", err, out.String())
+		}
+	case <-time.After(30 * time.Second): // a bound for the bug: chat stuck reading stdin
+		t.Fatalf("chat did not return after Ctrl-C:\n%s", out.String())
+	}
+	return out.String()
+}
+
+// Ctrl-C at the prompt ends chat at once and quietly, although no line
+// (and no end of input) comes.
+func TestChatInterruptAtPrompt(t *testing.T) {
+	c := client.New(webtest.New(t, nil).URL, "")
+	out := interruptWhen(t, c, "", "> ")
+	if !strings.HasSuffix(out, "> \n") {
+		t.Fatalf("output after Ctrl-C at the prompt:\n%q\nwant it to end the prompt's line", out)
+	}
+}
+
+// Ctrl-C while a reply streams ends chat quietly too.
+func TestChatInterruptDuringReply(t *testing.T) {
+	c := client.New(webtest.New(t, &webtest.Options{OfflineTPS: 20}).URL, "")
+	interruptWhen(t, c, "/words 100000\n", "assistant: 1 2")
 }
 
 // Resuming while a reply is generated shows it once, in full: streamed,
