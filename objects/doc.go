@@ -8,6 +8,10 @@
 //
 // # Storage
 //
+// Open locks Dir (objects.lock, flock(2)): a second runtime on the folder,
+// in this process or another, fails with ErrLocked, so that each object has
+// one live instance across processes too.
+//
 // Every object has its own WAL-mode database under Dir/objects/, fanned out
 // into two levels of folders. Names never touch the file system: the node
 // index (Dir/index.db) assigns each object its file and records its

@@ -11,6 +11,10 @@ var (
 	// runtime that was already closed.
 	ErrClosed = errors.New("objects: runtime closed")
 
+	// ErrLocked is wrapped by Open's error when another runtime, in this
+	// process or another, has Dir open.
+	ErrLocked = errors.New("objects: data folder in use by another runtime")
+
 	// ErrInvalidName is wrapped by the error returned for a name that breaks
 	// the naming rules (see ValidateName).
 	ErrInvalidName = errors.New("objects: invalid name")

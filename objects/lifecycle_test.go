@@ -327,3 +327,26 @@ func TestWakeOutlivesFirstCallersContext(t *testing.T) {
 		t.Fatalf("B, whose context never ended, failed: %v", err)
 	}
 }
+
+// Two runtimes never open one folder at once: the second Open fails with
+// ErrLocked, and succeeds once the first has closed.
+func TestOpenLocksDir(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	a := objects.NewRuntime(dir)
+	if err := a.Open(ctx); err != nil {
+		t.Fatal(err)
+	}
+	b := objects.NewRuntime(dir)
+	if err := b.Open(ctx); !errors.Is(err, objects.ErrLocked) {
+		t.Fatalf("a second Open on the folder: %v, want objects.ErrLocked", err)
+	}
+	if err := a.Close(); err != nil {
+		t.Fatal(err)
+	}
+	c := objects.NewRuntime(dir)
+	if err := c.Open(ctx); err != nil {
+		t.Fatalf("Open after the first closed: %v", err)
+	}
+	c.Close()
+}

@@ -91,12 +91,14 @@ type Runtime struct {
 	lruMu sync.Mutex // guards idle; a leaf lock, taken after an entry's mu
 	idle  list.List  // *entry: active and idle, least recently used first
 
-	index    *nodeIndex
-	ctx      context.Context // the runtime's lifetime
-	cancel   context.CancelCauseFunc
-	wg       sync.WaitGroup // owned goroutines
-	inflight sync.WaitGroup // queued and running calls
-	stopping atomic.Bool    // Close gave up waiting: calls run with a cancelled context
+	index *nodeIndex
+	// unlockDir releases Dir's lock (lockDir), taken by Open, at Close.
+	unlockDir func()
+	ctx       context.Context // the runtime's lifetime
+	cancel    context.CancelCauseFunc
+	wg        sync.WaitGroup // owned goroutines
+	inflight  sync.WaitGroup // queued and running calls
+	stopping  atomic.Bool    // Close gave up waiting: calls run with a cancelled context
 
 	open      atomic.Int64  // open object databases, spares included
 	syncer    *syncer       // groups the WAL syncs of full durability
@@ -275,27 +277,35 @@ func (rt *Runtime) openLocked(ctx context.Context) error {
 	if err := os.MkdirAll(rt.Dir, 0o755); err != nil {
 		return fmt.Errorf("create data folder: %w", err)
 	}
+	unlock, err := lockDir(rt.Dir)
+	if err != nil {
+		return fmt.Errorf("open runtime: %w", err)
+	}
 	x, err := openIndex(ctx, rt.Dir, rt.Durability)
 	if err != nil {
+		unlock()
 		return err
 	}
 	// Finish deletions a crash interrupted: their index rows are gone already.
 	trash, err := x.trash(ctx)
 	if err != nil {
 		x.close()
+		unlock()
 		return fmt.Errorf("read trash: %w", err)
 	}
 	for _, p := range trash {
 		if err := removeDBFiles(filepath.Join(rt.Dir, p)); err != nil {
 			x.close()
+			unlock()
 			return fmt.Errorf("finish deleting %s: %w", p, err)
 		}
 		if err := x.trashDone(ctx, p); err != nil {
 			x.close()
+			unlock()
 			return fmt.Errorf("finish deleting %s: %w", p, err)
 		}
 	}
-	rt.index = x
+	rt.index, rt.unlockDir = x, unlock
 	rt.maxEvent = rt.busEventLimit()
 	rt.entries = make(map[entryKey]*entry)
 	rt.ctx, rt.cancel = context.WithCancelCause(context.Background())
@@ -377,7 +387,11 @@ func (rt *Runtime) Close() error {
 	for _, ns := range rt.classes {
 		ns.closeSpares()
 	}
-	return rt.index.close()
+	err := rt.index.close()
+	if rt.unlockDir != nil {
+		rt.unlockDir()
+	}
+	return err
 }
 
 // stopCalls cancels the context of every running call, and makes every
