@@ -429,9 +429,30 @@ func parseConfig(args []string, getenv func(string) string) (config, error) {
 	}
 	if c.OpenAIBaseURL == "" {
 		for _, f := range []string{"openai-model", "openai-api-key"} {
-			if from, ok := set[f]; ok {
+			from, ok := set[f]
+			// A models file may read the key's variable (api_key_env).
+			if ok && !(f == "openai-api-key" && c.ModelsFile != "" && !strings.HasPrefix(from, "--")) {
 				return config{}, usageErrorf("%s needs --openai-base-url (SESSIOND_OPENAI_BASE_URL): without an endpoint it is not used", from)
 			}
+		}
+	}
+	// What the NATS client would refuse only when it connects, after the
+	// data folder is locked and the port bound.
+	if c.NATSURL != "" {
+		if from, ok := set["nats-password"]; ok && c.NATSUser == "" {
+			return config{}, usageErrorf("%s needs --nats-user (SESSIOND_NATS_USER)", from)
+		}
+		n := 0
+		for _, f := range []string{"nats-creds", "nats-user", "nats-token"} {
+			if _, ok := set[f]; ok {
+				n++
+			}
+		}
+		if n > 1 {
+			return config{}, usageErrorf("give one of --nats-creds, --nats-user (with --nats-password) and --nats-token, not several")
+		}
+		if (c.NATSTLSCert == "") != (c.NATSTLSKey == "") {
+			return config{}, usageErrorf("--nats-tls-cert and --nats-tls-key go together")
 		}
 	}
 	if c.NATSURL != "" {
