@@ -1,7 +1,9 @@
 package main
 
 import (
+	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -43,16 +45,46 @@ func lockHolder(p string) string {
 // that other users may enter gets a warning: its databases hold every
 // conversation.
 func prepareData(dir string, logger *slog.Logger) error {
-	if err := os.MkdirAll(dir, 0o700); err != nil {
+	if err := mkdirParents(filepath.Dir(filepath.Clean(dir))); err != nil {
+		return fmt.Errorf("create data folder: %w", err)
+	}
+	if err := os.Mkdir(dir, 0o700); err != nil && !errors.Is(err, fs.ErrExist) {
 		return fmt.Errorf("create data folder: %w", err)
 	}
 	fi, err := os.Stat(dir)
 	if err != nil {
 		return fmt.Errorf("data folder: %w", err)
 	}
+	if !fi.IsDir() {
+		return fmt.Errorf("data folder %s: not a folder", dir)
+	}
 	if perm := fi.Mode().Perm(); perm&0o077 != 0 {
 		logger.Warn("the data folder is open to other users, and its databases hold every conversation: run chmod 700 on it",
 			keyData, dir, keyMode, fmt.Sprintf("%#o", perm))
 	}
 	return nil
+}
+
+// mkdirParents creates dir and its missing parents as mkdir -p would under
+// the user's umask (folderMode): only the data folder itself is private,
+// not folders others may share above it.
+func mkdirParents(dir string) error {
+	if fi, err := os.Stat(dir); err == nil {
+		if !fi.IsDir() {
+			return fmt.Errorf("%s: not a folder", dir)
+		}
+		return nil
+	}
+	if parent := filepath.Dir(dir); parent != dir {
+		if err := mkdirParents(parent); err != nil {
+			return err
+		}
+	}
+	if err := os.Mkdir(dir, 0o700); err != nil {
+		if errors.Is(err, fs.ErrExist) {
+			return nil
+		}
+		return err
+	}
+	return os.Chmod(dir, folderMode())
 }

@@ -2,6 +2,8 @@
 
 package main
 
+import "os"
+
 // lockData does nothing where flock(2) is missing: running two sessiond
 // on one data folder is then not prevented.
 func lockData(dir string) (unlock func(), err error) {
@@ -10,3 +12,6 @@ func lockData(dir string) (unlock func(), err error) {
 
 // privateFiles does nothing here: there is no umask.
 func privateFiles() {}
+
+// folderMode is the mode of the data folder's missing parents.
+func folderMode() os.FileMode { return 0o755 }

@@ -42,4 +42,10 @@ func lockData(dir string) (unlock func(), err error) {
 // on readable by its user only (umask 077): the data folder holds every
 // conversation, and the packages that create files in it (SQLite, NATS,
 // the runtime's fan-out folders) ask for 0644 and 0755.
-func privateFiles() { syscall.Umask(0o077) }
+func privateFiles() { userUmask = os.FileMode(syscall.Umask(0o077)) }
+
+// userUmask is the umask the process started with, before privateFiles.
+var userUmask os.FileMode = 0o022
+
+// folderMode is the mode mkdir -p gives a folder under the user's umask.
+func folderMode() os.FileMode { return 0o777 &^ userUmask }
