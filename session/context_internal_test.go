@@ -66,21 +66,7 @@ func TestPairToolCalls(t *testing.T) {
 // every result past the budget.
 func TestContextNewestResultOfManyPastBudget(t *testing.T) {
 	ctx := context.Background()
-	rt := objects.NewRuntime(t.TempDir())
-	rt.Durability = objects.DurabilityNormal
-	reg := NewRegistry()
-	if err := reg.Register("offline", NewOfflineModel(0), ModelInfo{ContextTokens: 4096}); err != nil {
-		t.Fatal(err)
-	}
-	svc, err := NewService(rt, reg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := rt.Open(ctx); err != nil {
-		t.Fatal(err)
-	}
-	svc.Start()
-	t.Cleanup(func() { svc.Close(); rt.Close() })
+	svc := startService(t, offlineRegistry(t, 0, ModelInfo{ContextTokens: 4096}))
 
 	const n = 40
 	var b strings.Builder

@@ -4,29 +4,13 @@ import (
 	"context"
 	"encoding/json"
 	"testing"
-
-	"sessiond/objects"
 )
 
 // A session whose oldest turn links to a parent it lacks (imported before
 // imports were checked) forks as far as its turns go.
 func TestForkStopsAtMissingParent(t *testing.T) {
 	ctx := context.Background()
-	rt := objects.NewRuntime(t.TempDir())
-	rt.Durability = objects.DurabilityNormal
-	reg := NewRegistry()
-	if err := reg.Register("offline", NewOfflineModel(0), ModelInfo{}); err != nil {
-		t.Fatal(err)
-	}
-	svc, err := NewService(rt, reg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := rt.Open(ctx); err != nil {
-		t.Fatal(err)
-	}
-	svc.Start()
-	t.Cleanup(func() { svc.Close(); rt.Close() })
+	svc := startService(t, offlineRegistry(t, 0, ModelInfo{}))
 	s, err := svc.Create(ctx, "local", CreateRequest{})
 	if err != nil {
 		t.Fatal(err)

@@ -3,8 +3,6 @@ package session
 import (
 	"context"
 	"testing"
-
-	"sessiond/objects"
 )
 
 // A request that claimed its key and stopped before making its session
@@ -12,21 +10,7 @@ import (
 // id.
 func TestCreateKeyClaimedButNotMade(t *testing.T) {
 	ctx := context.Background()
-	rt := objects.NewRuntime(t.TempDir())
-	rt.Durability = objects.DurabilityNormal
-	reg := NewRegistry()
-	if err := reg.Register("offline", NewOfflineModel(0), ModelInfo{}); err != nil {
-		t.Fatal(err)
-	}
-	svc, err := NewService(rt, reg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := rt.Open(ctx); err != nil {
-		t.Fatal(err)
-	}
-	svc.Start()
-	t.Cleanup(func() { svc.Close(); rt.Close() })
+	svc := startService(t, offlineRegistry(t, 0, ModelInfo{}))
 
 	req := CreateRequest{Title: "t"}
 	id := NewID()

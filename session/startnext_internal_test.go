@@ -15,24 +15,11 @@ import (
 // with its output, and the one queued after it runs.
 func TestQueuedGenerationThatCannotStart(t *testing.T) {
 	ctx := context.Background()
-	rt := objects.NewRuntime(t.TempDir())
-	rt.Durability = objects.DurabilityNormal
-	reg := NewRegistry()
-	if err := reg.Register("offline", NewOfflineModel(200), ModelInfo{}); err != nil {
-		t.Fatal(err)
-	}
+	reg := offlineRegistry(t, 200, ModelInfo{})
 	if err := reg.Register("gone", NewOfflineModel(0), ModelInfo{}); err != nil {
 		t.Fatal(err)
 	}
-	svc, err := NewService(rt, reg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := rt.Open(ctx); err != nil {
-		t.Fatal(err)
-	}
-	svc.Start()
-	t.Cleanup(func() { svc.Close(); rt.Close() })
+	svc := startService(t, reg)
 
 	s, err := svc.Create(ctx, "local", CreateRequest{})
 	if err != nil {
@@ -103,21 +90,7 @@ func TestQueuedGenerationThatCannotStart(t *testing.T) {
 // ending later, does not overwrite that as done.
 func TestRebuiltSessionKeepsItsInterruptedGeneration(t *testing.T) {
 	ctx := context.Background()
-	rt := objects.NewRuntime(t.TempDir())
-	rt.Durability = objects.DurabilityNormal
-	reg := NewRegistry()
-	if err := reg.Register("offline", NewOfflineModel(200), ModelInfo{}); err != nil {
-		t.Fatal(err)
-	}
-	svc, err := NewService(rt, reg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := rt.Open(ctx); err != nil {
-		t.Fatal(err)
-	}
-	svc.Start()
-	t.Cleanup(func() { svc.Close(); rt.Close() })
+	svc := startService(t, offlineRegistry(t, 200, ModelInfo{}))
 	s, err := svc.Create(ctx, "local", CreateRequest{})
 	if err != nil {
 		t.Fatal(err)
