@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
+	"database/sql"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -366,8 +367,11 @@ func (o *sessionObj) replay(ctx context.Context, tx *objects.Tx, key, hash strin
 	var stored, idsJSON string
 	var gid *string
 	err := tx.QueryRow(ctx, `SELECT request, turn_ids, generation FROM idempotency WHERE key = ?`, key).Scan(&stored, &idsJSON, &gid)
-	if err != nil {
+	if errors.Is(err, sql.ErrNoRows) {
 		return nil, false, nil
+	}
+	if err != nil {
+		return nil, false, fmt.Errorf("read idempotency key: %w", err)
 	}
 	if stored != hash {
 		return nil, true, fmt.Errorf("%w: idempotency key %q was used for a different request", ErrConflict, key)
@@ -411,8 +415,11 @@ func (o *sessionObj) generation(ctx context.Context, tx *objects.Tx, gid string)
 	var code, msg *string
 	err := tx.QueryRow(ctx, `SELECT status, turn_id, offset, error_code, error_message FROM generations WHERE id = ?`, gid).
 		Scan(&g.Status, &g.TurnID, &g.Offset, &code, &msg)
-	if err != nil {
+	if errors.Is(err, sql.ErrNoRows) {
 		return nil, fmt.Errorf("generation %s: %w", gid, ErrNotFound)
+	}
+	if err != nil { // a call whose caller left, say: not a missing generation
+		return nil, fmt.Errorf("read generation %s: %w", gid, err)
 	}
 	if o.run != nil && o.run.id == gid {
 		g.Offset = o.run.log.Last()

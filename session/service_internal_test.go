@@ -2,6 +2,7 @@ package session
 
 import (
 	"context"
+	"errors"
 	"testing"
 
 	"sessiond/objects"
@@ -35,4 +36,34 @@ func offlineRegistry(tb testing.TB, tps float64, info ModelInfo) *Registry {
 		tb.Fatal(err)
 	}
 	return reg
+}
+
+// A read that fails for another reason than a missing row (here: its
+// caller's context ended) is not taken for a missing generation or an
+// unused idempotency key.
+func TestReadFailureIsNotNotFound(t *testing.T) {
+	ctx := context.Background()
+	svc := startService(t, offlineRegistry(t, 0, ModelInfo{}))
+	s, err := svc.Create(ctx, "local", CreateRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	stub, err := svc.sessions.Get(s.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	gone, cancel := context.WithCancel(ctx)
+	cancel()
+	_, err = objects.Do(ctx, stub, func(_ context.Context, o *sessionObj, tx *objects.Tx) (struct{}, error) {
+		if _, err := o.generation(gone, tx, "g_x"); errors.Is(err, ErrNotFound) || !errors.Is(err, context.Canceled) {
+			t.Errorf("generation: %v, want context.Canceled", err)
+		}
+		if _, found, err := o.replay(gone, tx, "k", "h"); found || !errors.Is(err, context.Canceled) {
+			t.Errorf("replay: found %v, %v; want context.Canceled", found, err)
+		}
+		return struct{}{}, nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
 }
