@@ -169,10 +169,7 @@ func (svc *Service) flushDirectory() {
 	}
 	u.mu.Unlock()
 	for _, owner := range owners {
-		mu := u.flushLock(owner)
-		mu.Lock()
-		svc.applyDirectory(owner)
-		mu.Unlock()
+		svc.flushDirectoryOf(owner)
 	}
 }
 

@@ -51,18 +51,22 @@ func record(ctx context.Context, tx *objects.Tx, m *meta, kind string, body any)
 	return tx.Publish(ctx, subjectPrefix+m.ID+"."+kind, bytes.TrimSuffix(buf.Bytes(), []byte("\n")))
 }
 
+// endEventKind is the event of a generation's end with status:
+// generation.failed for a failed one, generation.done for any other.
+func endEventKind(status string) string {
+	if status == GenFailed {
+		return "generation.failed"
+	}
+	return "generation.done"
+}
+
 // publishGenerationEnd records the generation.done event of a generation
 // that ends without a final turn from its model: cancelled while queued,
 // superseded by a later one, failed to start, or interrupted by a restart. Consumers waiting
 // for a generation's end get one for every generation. turnID is 0 when
-// it had no turn. A failed one's event is generation.failed, as
-// finishGeneration's.
+// it had no turn.
 func (o *sessionObj) publishGenerationEnd(ctx context.Context, tx *objects.Tx, m *meta, gid string, turnID int64, status string, e *ErrorInfo) error {
-	kind := "generation.done"
-	if status == GenFailed {
-		kind = "generation.failed"
-	}
-	return o.publish(ctx, tx, m, kind, map[string]any{"generation_id": gid, "turn_id": turnID, "status": status,
+	return o.publish(ctx, tx, m, endEventKind(status), map[string]any{"generation_id": gid, "turn_id": turnID, "status": status,
 		"finish_reason": status, "usage": nil, "error": e})
 }
 

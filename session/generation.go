@@ -106,7 +106,7 @@ func (o *sessionObj) nextQueued(ctx context.Context, tx *objects.Tx, m *meta) (n
 func (o *sessionObj) startGeneration(ctx context.Context, tx *objects.Tx, m *meta, gid string, parent int64, modelName string, now time.Time) (*Generation, *genRun, func(), error) {
 	model, info, err := o.svc.Models.Get(modelName)
 	if err != nil {
-		return nil, nil, nil, &notStartedError{code: CodeInvalidRequest, err: fmt.Errorf("%w: %v", ErrInvalid, err)}
+		return nil, nil, nil, &notStartedError{err: fmt.Errorf("%w: %v", ErrInvalid, err)}
 	}
 	msgs, err := o.assembleContext(ctx, tx, m.System, parent, info.ContextTokens)
 	if err != nil {
@@ -307,12 +307,8 @@ func (svc *Service) commitFinal(stub *objects.Stub, run *genRun, out outcome) {
 }
 
 // notStartedError is why startGeneration could not start a generation,
-// found before it wrote anything: its model is not configured. code is the
-// generation's error code.
-type notStartedError struct {
-	code string
-	err  error
-}
+// found before it wrote anything: its model is not configured.
+type notStartedError struct{ err error }
 
 func (e *notStartedError) Error() string { return e.err.Error() }
 func (e *notStartedError) Unwrap() error { return e.err }
@@ -341,7 +337,7 @@ func (o *sessionObj) startNext(ctx context.Context, tx *objects.Tx, m *meta, now
 			return nil, nil, err
 		}
 		o.svc.logger().Warn("session: a queued generation cannot start", "session", m.ID, "generation", q.id, "err", err)
-		n, err := o.endQueued(ctx, tx, q.id, GenFailed, &ErrorInfo{Code: ns.code, Message: "the generation could not start: " + ns.Error()}, now.UnixMilli())
+		n, err := o.endQueued(ctx, tx, q.id, GenFailed, &ErrorInfo{Code: CodeInvalidRequest, Message: "the generation could not start: " + ns.Error()}, now.UnixMilli())
 		if err != nil {
 			return nil, nil, err
 		}
@@ -394,11 +390,7 @@ func (o *sessionObj) finishGeneration(ctx context.Context, tx *objects.Tx, run *
 	}
 	m := *o.m
 	m.UpdatedAt = now
-	kind := "generation.done"
-	if out.status == GenFailed {
-		kind = "generation.failed"
-	}
-	if err := o.publish(ctx, tx, &m, kind, map[string]any{"generation_id": run.id, "turn_id": run.turnID, "status": out.status,
+	if err := o.publish(ctx, tx, &m, endEventKind(out.status), map[string]any{"generation_id": run.id, "turn_id": run.turnID, "status": out.status,
 		"finish_reason": res.FinishReason, "usage": u, "error": out.err}); err != nil {
 		return err
 	}

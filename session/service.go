@@ -364,11 +364,8 @@ func (svc *Service) upsertDirectory(ctx context.Context, owner string, e DirEntr
 // undoDeleting lets calls reach session id again after its deletion
 // failed (best effort: the flag is in memory only).
 func (svc *Service) undoDeleting(id string) {
-	stub, err := svc.sessions.Get(id)
+	stub, err := svc.stub(context.Background(), id)
 	if err != nil {
-		return
-	}
-	if ok, err := svc.sessions.Exists(context.Background(), id); err != nil || !ok {
 		return // gone after all, or nothing to call: Do would make it anew
 	}
 	_, err = objects.Do(context.Background(), stub, func(ctx context.Context, o *sessionObj, tx *objects.Tx) (struct{}, error) {

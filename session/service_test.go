@@ -1145,13 +1145,7 @@ func TestFollowQueuedGenerationIsWoken(t *testing.T) {
 	}
 	waiting := func() {
 		t.Helper()
-		deadline := time.Now().Add(10 * time.Second)
-		for n, _ := session.FollowWaiting(e.svc, s.ID); n == 0; n, _ = session.FollowWaiting(e.svc, s.ID) {
-			if time.Now().After(deadline) {
-				t.Fatal("Follow does not wait")
-			}
-			time.Sleep(time.Millisecond)
-		}
+		checkFor(t, "Follow to wait", func() bool { n, _ := session.FollowWaiting(e.svc, s.ID); return n > 0 })
 	}
 	sink3, v3, done3 := follow(third)
 	waiting()
