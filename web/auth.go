@@ -213,7 +213,7 @@ type ticketPass struct {
 // refused for another reason (the session is gone, its owner at its limit
 // of streams) leaves the ticket good for the retry.
 func (a *authenticator) check(t, sessionID string, now time.Time) (ticketPass, error) {
-	bad := errorf(http.StatusUnauthorized, "unauthorized", "invalid or expired ticket; get a new one from POST /v1/tickets")
+	bad := errBadTicket()
 	enc := base64.RawURLEncoding
 	p64, m64, ok := strings.Cut(t, ".")
 	payload, err1 := enc.DecodeString(p64)
@@ -243,6 +243,10 @@ func (a *authenticator) check(t, sessionID string, now time.Time) (ticketPass, e
 	return ticketPass{p: Principal{Owner: f[1], Admin: f[2] == "true"}, nonce: f[4], exp: exp}, nil
 }
 
+func errBadTicket() error {
+	return errorf(http.StatusUnauthorized, "unauthorized", "invalid or expired ticket; get a new one from POST /v1/tickets")
+}
+
 func errUsedTicket() error {
 	return errorf(http.StatusUnauthorized, "unauthorized", "this ticket was used already; get a new one from POST /v1/tickets for each connection")
 }
@@ -262,7 +266,7 @@ func (a *authenticator) redeem(tp ticketPass, now time.Time) error {
 	// Expired since check: its nonce may have been swept, and spend
 	// would take a copy as new.
 	if now.Unix() > tp.exp {
-		return errorf(http.StatusUnauthorized, "unauthorized", "invalid or expired ticket; get a new one from POST /v1/tickets")
+		return errBadTicket()
 	}
 	if !a.spend(tp.nonce, tp.exp, now.Unix()) {
 		return errUsedTicket()

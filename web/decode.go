@@ -63,10 +63,7 @@ func decodeError(err error) error {
 	case errors.As(err, &se), errors.Is(err, io.ErrUnexpectedEOF):
 		return errorf(http.StatusBadRequest, "invalid_json", "malformed JSON: %v", err)
 	case errors.As(err, &te):
-		if te.Field == "" {
-			return errorf(http.StatusBadRequest, "invalid_request", "the body must be %s", jsonKind(te.Type))
-		}
-		return errorf(http.StatusBadRequest, "invalid_request", "field %q must be %s", te.Field, jsonKind(te.Type))
+		return typeError(te.Field, jsonKind(te.Type))
 	case strings.HasPrefix(err.Error(), "json: unknown field"):
 		return errorf(http.StatusBadRequest, "invalid_request", "%s", strings.TrimPrefix(err.Error(), "json: "))
 	}

@@ -56,8 +56,12 @@ func readBody(body io.Reader, contentLength, limit int64) ([]byte, error) {
 	}
 }
 
-// typeError is decodeError's answer to a value of the wrong type.
+// typeError is decodeError's answer to a value of the wrong type: want
+// names a JSON kind (jsonKind), field is "" for the body itself.
 func typeError(field, want string) error {
+	if field == "" {
+		return errorf(http.StatusBadRequest, "invalid_request", "the body must be %s", want)
+	}
 	return errorf(http.StatusBadRequest, "invalid_request", "field %q must be %s", field, want)
 }
 
@@ -81,7 +85,7 @@ func parsePostRequest(body []byte, req *session.PostRequest) error {
 	switch {
 	case string(value) == "null":
 	case value[0] != '{':
-		return typeError("", "session.PostRequest")
+		return typeError("", "an object")
 	default:
 		if err := jsonscan.Object(value, func(k string, v []byte) error {
 			return postField(req, k, v)
@@ -113,13 +117,13 @@ func postField(req *session.PostRequest, k string, v []byte) error {
 			req.Generate = false
 		case "null":
 		default:
-			return typeError("generate", "bool")
+			return typeError("generate", "true or false")
 		}
 	case strings.EqualFold(k, "model"):
 		switch {
 		case string(v) == "null":
 		case v[0] != '"':
-			return typeError("model", "string")
+			return typeError("model", "a string")
 		default:
 			return json.Unmarshal(v, &req.Model)
 		}
@@ -128,11 +132,11 @@ func postField(req *session.PostRequest, k string, v []byte) error {
 			return nil
 		}
 		if v[0] != '-' && (v[0] < '0' || v[0] > '9') {
-			return typeError("parent_id", "int64")
+			return typeError("parent_id", "an integer")
 		}
 		n, err := strconv.ParseInt(string(v), 10, 64)
 		if err != nil {
-			return typeError("parent_id", "int64")
+			return typeError("parent_id", "an integer")
 		}
 		req.Parent = n
 	default:
