@@ -264,6 +264,24 @@ func (rt *Runtime) Open(ctx context.Context) error {
 	return nil
 }
 
+// finishTrash finishes the deletions a crash interrupted: their index
+// rows are gone already, their files not.
+func finishTrash(ctx context.Context, dir string, x *nodeIndex) error {
+	trash, err := x.trash(ctx)
+	if err != nil {
+		return fmt.Errorf("read trash: %w", err)
+	}
+	for _, p := range trash {
+		if err := removeDBFiles(filepath.Join(dir, p)); err != nil {
+			return fmt.Errorf("finish deleting %s: %w", p, err)
+		}
+		if err := x.trashDone(ctx, p); err != nil {
+			return fmt.Errorf("finish deleting %s: %w", p, err)
+		}
+	}
+	return nil
+}
+
 func (rt *Runtime) openLocked(ctx context.Context) error {
 	rt.mu.Lock()
 	defer rt.mu.Unlock()
@@ -286,24 +304,10 @@ func (rt *Runtime) openLocked(ctx context.Context) error {
 		unlock()
 		return err
 	}
-	// Finish deletions a crash interrupted: their index rows are gone already.
-	trash, err := x.trash(ctx)
-	if err != nil {
+	if err := finishTrash(ctx, rt.Dir, x); err != nil {
 		x.close()
 		unlock()
-		return fmt.Errorf("read trash: %w", err)
-	}
-	for _, p := range trash {
-		if err := removeDBFiles(filepath.Join(rt.Dir, p)); err != nil {
-			x.close()
-			unlock()
-			return fmt.Errorf("finish deleting %s: %w", p, err)
-		}
-		if err := x.trashDone(ctx, p); err != nil {
-			x.close()
-			unlock()
-			return fmt.Errorf("finish deleting %s: %w", p, err)
-		}
+		return err
 	}
 	rt.index, rt.unlockDir = x, unlock
 	rt.maxEvent = rt.busEventLimit()
