@@ -457,10 +457,6 @@ func (rt *Runtime) retryFilterLocked() {
 type drainState struct {
 	rows []outboxRow
 	read bool
-	// gone: the object was deleted (stopDrain). The drainer stops and
-	// records nothing more on the object's entry, which an object made
-	// again under the name may have by then.
-	gone bool
 }
 
 // drain hands an object's newly committed outbox rows to its drainer,
@@ -500,10 +496,7 @@ func (rt *Runtime) drain(ns *Namespace, name string, rows []outboxRow) {
 func (rt *Runtime) stopDrain(k entryKey) {
 	rt.drainMu.Lock()
 	defer rt.drainMu.Unlock()
-	if st := rt.draining[k]; st != nil {
-		st.gone = true
-		delete(rt.draining, k)
-	}
+	delete(rt.draining, k)
 }
 
 // endDrain forgets the drainer st of k, unless stopDrain did already.
@@ -515,11 +508,13 @@ func (rt *Runtime) endDrain(k entryKey, st *drainState) {
 	}
 }
 
-// drainGone reports whether st's object was deleted (see stopDrain).
-func (rt *Runtime) drainGone(st *drainState) bool {
-	rt.drainMu.Lock()
-	defer rt.drainMu.Unlock()
-	return st.gone
+// goneLocked reports whether the drainer st of k was stopped by its
+// object's deletion (stopDrain): a drainer leaves rt.draining only as it
+// ends, so st no longer there means the deletion took it out. The drainer
+// then stops and records nothing more on the object's entry, which an
+// object made again under the name may have by then. drainMu is held.
+func (rt *Runtime) goneLocked(k entryKey, st *drainState) bool {
+	return rt.draining[k] != st
 }
 
 type outboxRow struct {
@@ -545,7 +540,7 @@ func (rt *Runtime) drainLoop(ns *Namespace, name string, st *drainState) {
 	published := rt.publishedOf(k) // seq of the last event the bus acknowledged
 	for {
 		rt.drainMu.Lock()
-		if st.gone {
+		if rt.goneLocked(k, st) {
 			rt.drainMu.Unlock()
 			return
 		}
@@ -561,7 +556,10 @@ func (rt *Runtime) drainLoop(ns *Namespace, name string, st *drainState) {
 		if read || rows[0].seq > published+1 { // memory may not hold everything unpublished
 			var stored []outboxRow
 			stored, err = rt.readOutbox(ctx, stub, published)
-			if err == nil && rt.drainGone(st) {
+			rt.drainMu.Lock()
+			gone := rt.goneLocked(k, st)
+			rt.drainMu.Unlock()
+			if err == nil && gone {
 				return // what it read may be an object's made again since
 			}
 			if err == nil {
@@ -669,7 +667,7 @@ func (rt *Runtime) publishedOf(k entryKey) int64 {
 func (rt *Runtime) notePublished(k entryKey, st *drainState, seq int64) {
 	rt.drainMu.Lock()
 	defer rt.drainMu.Unlock()
-	if st.gone {
+	if rt.goneLocked(k, st) {
 		return
 	}
 	rt.mu.Lock()
