@@ -436,9 +436,14 @@ func parseConfig(args []string, getenv func(string) string) (config, error) {
 			}
 		}
 	}
-	// What the NATS client would refuse only when it connects, after the
-	// data folder is locked and the port bound.
 	if c.NATSURL != "" {
+		for _, f := range []string{"nats-listen", "nats-sync"} {
+			if from, ok := set[f]; ok {
+				return config{}, usageErrorf("%s is for the embedded NATS; it cannot go with --nats-url", from)
+			}
+		}
+		// What the NATS client would refuse only when it connects, after
+		// the data folder is locked and the port bound.
 		if from, ok := set["nats-password"]; ok && c.NATSUser == "" {
 			return config{}, usageErrorf("%s needs --nats-user (SESSIOND_NATS_USER)", from)
 		}
@@ -453,13 +458,6 @@ func parseConfig(args []string, getenv func(string) string) (config, error) {
 		}
 		if (c.NATSTLSCert == "") != (c.NATSTLSKey == "") {
 			return config{}, usageErrorf("--nats-tls-cert and --nats-tls-key go together")
-		}
-	}
-	if c.NATSURL != "" {
-		for _, f := range []string{"nats-listen", "nats-sync"} {
-			if from, ok := set[f]; ok {
-				return config{}, usageErrorf("%s is for the embedded NATS; it cannot go with --nats-url", from)
-			}
 		}
 	} else {
 		for _, f := range []string{"nats-creds", "nats-user", "nats-password", "nats-token", "nats-tls-ca", "nats-tls-cert", "nats-tls-key"} {
