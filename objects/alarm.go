@@ -143,8 +143,11 @@ func (rt *Runtime) fireAlarm(ctx context.Context, a dueAlarm) {
 	}
 	stub := &Stub{ns: ns, name: a.name}
 	var skipped bool
-	for {
-		_, err = stub.callExisting(ctx, func(ctx context.Context, obj any, tx *Tx) (any, error) {
+	// A full queue is no failure of the alarm, which never ran: it waits
+	// its turn (RetryAfter, 10 ms to 10 s) without using up a retry, until
+	// the runtime closes.
+	err = rt.untilRoom(func() error {
+		_, err := stub.callExisting(ctx, func(ctx context.Context, obj any, tx *Tx) (any, error) {
 			// As this call sees it: a call before it in the batch may have
 			// changed it, not yet committed.
 			at, _, err := tx.Alarm(ctx)
@@ -162,14 +165,8 @@ func (rt *Runtime) fireAlarm(ctx context.Context, a dueAlarm) {
 			tx.alarm = &alarmOp{} // cleared on success unless the handler sets another
 			return nil, h.Alarm(ctx, tx, AlarmInfo{Scheduled: a.setFor, RetryCount: a.retry})
 		})
-		// A full queue is no failure of the alarm, which never ran: it
-		// waits its turn (RetryAfter, 10 ms to 10 s) without using up a
-		// retry, until the runtime closes.
-		var over *OverloadedError
-		if !errors.As(err, &over) || !rt.pause(over.RetryAfter) {
-			break
-		}
-	}
+		return err
+	})
 	if err == nil || skipped || errors.Is(err, ErrClosed) || errors.Is(err, ErrNotFound) || ctx.Err() != nil {
 		return // ErrNotFound: deleted since its alarm was read, alarm and all
 	}

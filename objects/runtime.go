@@ -620,3 +620,30 @@ func (rt *Runtime) checkOpen() error {
 	}
 	return nil
 }
+
+// untilRoom runs call, the runtime's own delivery to an object, again
+// after each OverloadedError once its RetryAfter has passed, until it is
+// not refused for a full queue or the runtime closes; it returns call's
+// last error.
+func (rt *Runtime) untilRoom(call func() error) error {
+	for {
+		err := call()
+		var over *OverloadedError
+		if !errors.As(err, &over) || !rt.pause(over.RetryAfter) {
+			return err
+		}
+	}
+}
+
+// pause waits d, or until the runtime closes: it reports whether it waited
+// d out.
+func (rt *Runtime) pause(d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-rt.ctx.Done():
+		return false
+	}
+}

@@ -205,20 +205,17 @@ func (s *Socket) read() {
 		if typ == websocket.MessageText && s.autoRespond(data) {
 			continue
 		}
-		for {
-			_, err = stub.callFromSocket(context.Background(), s, func(ctx context.Context, obj any, tx *Tx) (any, error) {
+		// Back-pressure: this client is not read while the queue is full.
+		err = rt.untilRoom(func() error {
+			_, err := stub.callFromSocket(context.Background(), s, func(ctx context.Context, obj any, tx *Tx) (any, error) {
 				h, ok := obj.(SocketHandler)
 				if !ok {
 					return nil, fmt.Errorf("%s/%q takes no socket messages: %w", e.ns.name, e.name, ErrNotSupported)
 				}
 				return nil, h.WebSocketMessage(ctx, tx, s, typ, data)
 			})
-			var over *OverloadedError
-			if errors.As(err, &over) && rt.pause(over.RetryAfter) {
-				continue // back-pressure: this client is not read meanwhile
-			}
-			break
-		}
+			return err
+		})
 		switch {
 		case err == nil, errors.Is(err, ErrDeclined):
 		case errors.Is(err, ErrNotFound): // deleted since it was read: dropped with the object
@@ -279,18 +276,15 @@ func (s *Socket) finish(stub *Stub, readErr error) {
 	// socket left e.sockets, so Delete could not make it silent, and a
 	// plain call would create the object anew.
 	var err error
-	for {
-		_, err = stub.callExistingOnWorker(context.Background(), func(ctx context.Context, obj any, tx *Tx) (any, error) {
+	err = e.rt.untilRoom(func() error {
+		_, err := stub.callExistingOnWorker(context.Background(), func(ctx context.Context, obj any, tx *Tx) (any, error) {
 			if h, ok := obj.(SocketHandler); ok {
 				return nil, h.WebSocketClose(ctx, tx, s, code, reason)
 			}
 			return nil, nil
 		})
-		var over *OverloadedError
-		if !errors.As(err, &over) || !e.rt.pause(over.RetryAfter) {
-			break
-		}
-	}
+		return err
+	})
 	if err != nil && !errors.Is(err, ErrClosed) && !errors.Is(err, ErrNotFound) {
 		e.rt.logger().Warn("objects: socket close handler failed", "namespace", e.ns.name, "object", e.name, "err", err)
 	}
@@ -329,17 +323,4 @@ func closeSockets(socks []*Socket, code websocket.StatusCode, reason string, sil
 		}()
 	}
 	wg.Wait()
-}
-
-// pause waits d, or until the runtime closes: it reports whether it waited
-// d out.
-func (rt *Runtime) pause(d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return true
-	case <-rt.ctx.Done():
-		return false
-	}
 }
