@@ -20,7 +20,9 @@
 // every PersistInterval, and commits the final turn before its done event
 // leaves. A new instance marks a generation a crash left running as
 // interrupted, with the output the journal saved; start-up wakes the
-// sessions the journal names so that none waits for a client to look.
+// sessions the journal names (each generation is named in it before the
+// commit that starts it, output or not) so that none waits for a client
+// to look.
 // While one runs, a new user turn queues, is refused or interrupts it, by
 // the session's busy policy.
 //

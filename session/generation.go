@@ -122,6 +122,9 @@ func (o *sessionObj) startGeneration(ctx context.Context, tx *objects.Tx, m *met
 		return nil, nil, nil, err
 	}
 	m.noteTurn(t.ID)
+	if err := o.svc.journal.mark(ctx, tx, m.ID, t.ID); err != nil {
+		return nil, nil, nil, err
+	}
 	if _, err := tx.Exec(ctx, `INSERT INTO generations (id, turn_id, parent_id, model, status, created_at) VALUES (?, ?, ?, ?, 'running', ?)
 		ON CONFLICT (id) DO UPDATE SET turn_id = excluded.turn_id, parent_id = excluded.parent_id, status = 'running'`,
 		gid, t.ID, parent, modelName, now.UnixMilli()); err != nil {

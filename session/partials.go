@@ -171,6 +171,29 @@ func (j *journal) begin(session string, turn int64) *journalEntry {
 	return e
 }
 
+// mark records, before the commit that starts a generation, that the
+// session's turn is streaming: start-up wakes every session the journal
+// names (recoverPartials), and a generation killed before its first round
+// of output would otherwise stay running until a client looked. It is
+// written with the runtime's durability, so that a synced start has a
+// synced mark. A start that does not commit leaves an empty row, dropped
+// in the next round.
+func (j *journal) mark(ctx context.Context, tx *objects.Tx, session string, turn int64) error {
+	k := turnKey{session, turn}
+	j.mu.Lock()
+	delete(j.gone, k) // a start of this turn that rolled back: its row is this one's
+	j.mu.Unlock()
+	stub, err := j.stub()
+	if err == nil {
+		_, err = stub.Exec(ctx, nil, `INSERT INTO partial (session, turn_id, upto, text) VALUES (?, ?, 0, '')`, session, turn)
+	}
+	if err != nil {
+		return fmt.Errorf("record the streaming turn in the journal: %w", err)
+	}
+	tx.OnRollback(func() { j.end(session, turn) })
+	return nil
+}
+
 // end forgets a turn whose output is committed: whatever the generation
 // added since the last round is dropped, and its rows are deleted in the
 // next round.
@@ -421,6 +444,10 @@ func (j *journal) recoverPartials(ctx context.Context) {
 		j.svc.logger().Warn("session: read the partial output journal", "err", err)
 		return
 	}
+	woken := 0
+	defer func() {
+		j.svc.logger().Info("session: start-up recovery done", "sessions", len(sessions), "woken", woken)
+	}()
 	for _, id := range sessions {
 		if ctx.Err() != nil {
 			return
@@ -429,6 +456,9 @@ func (j *journal) recoverPartials(ctx context.Context) {
 		switch {
 		case err == nil:
 			_, err = s.Call(ctx, func(context.Context, any, *objects.Tx) (any, error) { return nil, nil })
+			if err == nil {
+				woken++
+			}
 		case errors.Is(err, ErrNotFound):
 			err = nil // deleted since: its rows only go
 		}

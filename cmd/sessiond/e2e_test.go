@@ -9,6 +9,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -189,12 +190,23 @@ type proc struct {
 
 func startBinary(t *testing.T, bin, data string, args ...string) *proc {
 	t.Helper()
+	return startBinaryWatching(t, bin, data, nil, args...)
+}
+
+// startBinaryWatching is startBinary with watch called on every log line
+// (JSON), if not nil.
+func startBinaryWatching(t *testing.T, bin, data string, watch func(line []byte), args ...string) *proc {
+	t.Helper()
 	cmd := exec.Command(bin, append([]string{"--addr", "127.0.0.1:0", "--data", data, "--log-format", "json"}, args...)...)
 	stderr, _ := cmd.StderrPipe()
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	addr, logDone := watchLog(t, stderr)
+	var watchers []func([]byte)
+	if watch != nil {
+		watchers = append(watchers, watch)
+	}
+	addr, logDone := watchLog(t, stderr, watchers...)
 	p := &proc{cmd: cmd, exited: make(chan struct{})}
 	go func() { <-logDone; cmd.Wait(); close(p.exited) }()
 	t.Cleanup(func() { cmd.Process.Kill(); <-p.exited })
@@ -256,6 +268,61 @@ func TestSIGKILLDuringGeneration(t *testing.T) {
 	api(t, "POST", p.base+"/v1/sessions/"+s.ID+"/turns", body, &again, "Idempotency-Key", "once")
 	if len(again.Turns) != 1 || again.Turns[0].ID != res.Turns[0].ID || len(page.Turns) != 2 {
 		t.Fatalf("retry after restart: %+v (turns before: %d)", again, len(page.Turns))
+	}
+}
+
+// TestSIGKILLBeforeFirstToken kills sessiond while a generation waits for
+// its first token (an upstream that thinks): after a restart, start-up
+// itself ends the generation as interrupted and publishes that, with no
+// client looking at the session.
+func TestSIGKILLBeforeFirstToken(t *testing.T) {
+	bin := buildBinary(t)
+	data := filepath.Join(t.TempDir(), "data")
+	stalled := make(chan struct{})
+	upstream := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		select { // no token until the test ends
+		case <-r.Context().Done():
+		case <-stalled:
+		}
+	}))
+	defer upstream.Close()
+	defer close(stalled)
+	// Without events: no outbox is left to drain at start-up, which would
+	// wake the session too.
+	args := []string{"--openai-base-url", upstream.URL + "/v1", "--openai-model", "thinker", "--events=false"}
+	p := startBinary(t, bin, data, args...)
+	var s struct{ ID string }
+	api(t, "POST", p.base+"/v1/sessions", nil, &s)
+	var res struct{ Generation gen }
+	body := map[string]any{"turns": []any{map[string]any{"role": "user", "content": "think"}}, "generate": true}
+	if st := api(t, "POST", p.base+"/v1/sessions/"+s.ID+"/turns", body, &res); st != 201 || res.Generation.ID == "" {
+		t.Fatalf("post: %d %+v", st, res)
+	}
+	p.kill(t)
+
+	type recovery struct{ Sessions, Woken int }
+	recovered := make(chan recovery, 1)
+	p = startBinaryWatching(t, bin, data, func(line []byte) {
+		var l struct {
+			Msg string
+			recovery
+		}
+		if json.Unmarshal(line, &l) == nil && l.Msg == "session: start-up recovery done" {
+			recovered <- l.recovery
+		}
+	}, args...)
+	select {
+	case r := <-recovered:
+		if r.Sessions != 1 || r.Woken != 1 {
+			t.Fatalf("start-up recovery found %d sessions and woke %d, want the one left running", r.Sessions, r.Woken)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("no start-up recovery logged")
+	}
+	var g gen
+	api(t, "GET", p.base+"/v1/sessions/"+s.ID+"/generations/"+res.Generation.ID, nil, &g)
+	if g.Status != "interrupted" {
+		t.Fatalf("after restart the generation is %q, want interrupted", g.Status)
 	}
 }
 

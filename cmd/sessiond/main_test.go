@@ -24,7 +24,7 @@ func noEnv(string) string { return "" }
 // watchLog reads JSON log lines from r until EOF, passes them to t.Log and
 // sends the address of the "listening" line on the returned channel. done is
 // closed at EOF.
-func watchLog(t *testing.T, r io.Reader) (addr <-chan string, done <-chan struct{}) {
+func watchLog(t *testing.T, r io.Reader, watch ...func(line []byte)) (addr <-chan string, done <-chan struct{}) {
 	t.Helper()
 	addrc := make(chan string, 1)
 	donec := make(chan struct{})
@@ -33,6 +33,9 @@ func watchLog(t *testing.T, r io.Reader) (addr <-chan string, done <-chan struct
 		sc := bufio.NewScanner(r)
 		for sc.Scan() {
 			t.Log(sc.Text())
+			for _, w := range watch {
+				w(sc.Bytes())
+			}
 			var line struct{ Msg, Addr string }
 			if json.Unmarshal(sc.Bytes(), &line) == nil && line.Msg == "listening" {
 				select {
