@@ -604,16 +604,26 @@ func validContent(c json.RawMessage) error {
 	return nil
 }
 
+// check refuses a post that asks for nothing or whose idempotency key is
+// too long. sessionObj.post calls it too, so every way of posting (REST,
+// WebSocket send) refuses the same requests with the same error.
+func (req *PostRequest) check() error {
+	if len(req.Turns) == 0 && !req.Generate {
+		return fmt.Errorf("%w: nothing to do: no turns and no generate", ErrInvalid)
+	}
+	if len(req.IdempotencyKey) > maxKeyBytes {
+		return fmt.Errorf("%w: Idempotency-Key is longer than %d bytes", ErrInvalid, maxKeyBytes)
+	}
+	return nil
+}
+
 // Post appends turns and, with Generate, starts (or queues) a generation.
 func (svc *Service) Post(ctx context.Context, owner, id string, req PostRequest) (*PostResult, error) {
 	if err := svc.ValidateTurns(req.Turns); err != nil {
 		return nil, err
 	}
-	if len(req.Turns) == 0 && !req.Generate {
-		return nil, fmt.Errorf("%w: nothing to do: no turns and no generate", ErrInvalid)
-	}
-	if len(req.IdempotencyKey) > maxKeyBytes {
-		return nil, fmt.Errorf("%w: Idempotency-Key is longer than %d bytes", ErrInvalid, maxKeyBytes)
+	if err := req.check(); err != nil {
+		return nil, err
 	}
 	return do(ctx, svc, owner, id, func(ctx context.Context, o *sessionObj, tx *objects.Tx) (*PostResult, error) {
 		return o.post(ctx, tx, &req)

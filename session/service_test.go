@@ -1896,3 +1896,69 @@ func TestForkCopiesLongBranchInPages(t *testing.T) {
 		t.Fatalf("the retried fork is not listed once")
 	}
 }
+
+// A crash between a session's deletion and its directory's update leaves
+// an entry whose session is gone: a repeated Delete removes it and
+// publishes the deletion.
+func TestDeleteFinishesWhatACrashLeft(t *testing.T) {
+	ctx := context.Background()
+	bus := &eventBus{}
+	e := newFakeModelEnv(t, bus, nil, nil)
+	s, err := e.svc.Create(ctx, "alice", session.CreateRequest{Title: "left"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ns, err := e.rt.Namespace(session.NamespaceSessions)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stub, err := ns.Get(s.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := stub.Delete(ctx); err != nil { // the first step of Delete, then the crash
+		t.Fatal(err)
+	}
+	list := func() []session.DirEntry {
+		t.Helper()
+		entries, _, err := e.svc.List(ctx, "alice", "", 10)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return entries
+	}
+	if got := list(); len(got) != 1 || got[0].ID != s.ID {
+		t.Fatalf("before: %+v", got)
+	}
+	if _, err := e.svc.Get(ctx, "alice", s.ID); !errors.Is(err, session.ErrNotFound) {
+		t.Fatalf("get: %v", err)
+	}
+	if err := e.svc.Delete(ctx, "bob", s.ID); !errors.Is(err, session.ErrNotFound) {
+		t.Fatalf("another owner's delete: %v", err)
+	}
+	if got := list(); len(got) != 1 {
+		t.Fatalf("another owner's delete changed the list: %+v", got)
+	}
+	if err := e.svc.Delete(ctx, "alice", s.ID); err != nil {
+		t.Fatalf("delete again: %v", err)
+	}
+	if got := list(); len(got) != 0 {
+		t.Fatalf("after: %+v", got)
+	}
+	if err := e.svc.Delete(ctx, "alice", s.ID); !errors.Is(err, session.ErrNotFound) {
+		t.Fatalf("third delete: %v", err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		bus.mu.Lock()
+		_, published := bus.got["sessiond.session."+s.ID+".deleted"]
+		bus.mu.Unlock()
+		if published {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("no deleted event")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
