@@ -59,7 +59,7 @@ func (rt *Runtime) openInstanceDB(ctx context.Context, ns *Namespace, rel string
 	if ns.class.CheckpointFrames > 0 {
 		frames = ns.class.CheckpointFrames
 	}
-	db, err := openDB(ctx, path, "NORMAL", true, true, cache)
+	db, err := openDB(ctx, path, dbOptions{synchronous: "NORMAL", exclusive: true, manualCheckpoint: true, cacheKiB: cache})
 	if err != nil {
 		return nil, err
 	}

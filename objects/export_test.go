@@ -26,3 +26,12 @@ func SetAlarmInIndex(rt *Runtime, ns, name string, at time.Time) error {
 	rt.pokeAlarms()
 	return nil
 }
+
+// SetIndexBusyTimeout sets how long the node index of runtimes opened from
+// now on waits for another connection's lock, and returns the function that
+// restores it.
+func SetIndexBusyTimeout(d time.Duration) (restore func()) {
+	old := indexBusyTimeout
+	indexBusyTimeout = d
+	return func() { indexBusyTimeout = old }
+}

@@ -58,8 +58,21 @@ type nodeIndex struct {
 	stmts map[string]*sql.Stmt
 }
 
+// indexBusyTimeout is how long a statement on the node index waits for a
+// lock held by another connection: an outside reader or writer (sqlite3 on
+// index.db, a backup script), since objects.lock keeps other runtimes out.
+// Without it such a connection makes index writes fail at once with
+// SQLITE_BUSY, and with them calls (beforeCommit) or the alarm and
+// subscription changes after a commit. Waiting, not exclusive locking as
+// the object databases use: exclusive would lock every outside reader out
+// of index.db for as long as the runtime runs, and the index is off the
+// hot path but for the few writes around a commit that changes an alarm,
+// an outbox mark or a subscription. A var for tests.
+var indexBusyTimeout = 5 * time.Second
+
 func openIndex(ctx context.Context, dir string, d Durability) (*nodeIndex, error) {
-	db, err := openDB(ctx, filepath.Join(dir, "index.db"), d.pragma(), false, false, 2048)
+	path := filepath.Join(dir, "index.db")
+	db, err := openDB(ctx, path, dbOptions{synchronous: d.pragma(), cacheKiB: 2048, busyTimeout: indexBusyTimeout})
 	if err != nil {
 		return nil, fmt.Errorf("open node index: %w", err)
 	}

@@ -12,7 +12,7 @@ import (
 func TestIndexUpgradeAddsAlarmSetFor(t *testing.T) {
 	ctx := context.Background()
 	dir := t.TempDir()
-	old, err := openDB(ctx, filepath.Join(dir, "index.db"), "NORMAL", false, false, 64)
+	old, err := openDB(ctx, filepath.Join(dir, "index.db"), dbOptions{synchronous: "NORMAL", cacheKiB: 64})
 	if err != nil {
 		t.Fatal(err)
 	}
