@@ -49,7 +49,9 @@ type instanceDB struct {
 }
 
 // openInstanceDB opens or creates an object database and migrates it to the
-// namespace's schema. It counts the database as open.
+// namespace's schema. It counts the database as open. A database it
+// creates is private (createDBFile), in folders synced into their parents
+// (ensureDir).
 func (rt *Runtime) openInstanceDB(ctx context.Context, ns *Namespace, rel string) (*instanceDB, error) {
 	path := filepath.Join(rt.Dir, rel)
 	cache, frames := rt.CacheKiB, checkpointFrames
@@ -58,6 +60,12 @@ func (rt *Runtime) openInstanceDB(ctx context.Context, ns *Namespace, rel string
 	}
 	if ns.class.CheckpointFrames > 0 {
 		frames = ns.class.CheckpointFrames
+	}
+	if err := rt.ensureDir(filepath.Dir(rel)); err != nil {
+		return nil, err
+	}
+	if err := createDBFile(path); err != nil {
+		return nil, err
 	}
 	db, err := openDB(ctx, path, dbOptions{synchronous: "NORMAL", exclusive: true, manualCheckpoint: true, cacheKiB: cache})
 	if err != nil {
@@ -203,8 +211,11 @@ func (d *instanceDB) syncWAL() error {
 	return nil
 }
 
-// syncDir fsyncs a folder, making the entries created in it durable.
-func syncDir(dir string) error {
+// syncDir fsyncs a folder, making the entries created or removed in it
+// durable. A variable so that tests can see which folders are synced.
+var syncDir = fsyncDir
+
+func fsyncDir(dir string) error {
 	f, err := os.Open(dir)
 	if err != nil {
 		return fmt.Errorf("open folder to sync: %w", err)

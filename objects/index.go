@@ -70,8 +70,13 @@ type nodeIndex struct {
 // an outbox mark or a subscription. A var for tests.
 var indexBusyTimeout = 5 * time.Second
 
+// openIndex opens the node index in folder dir, which must exist, creating
+// it (private, createDBFile) if missing.
 func openIndex(ctx context.Context, dir string, d Durability) (*nodeIndex, error) {
 	path := filepath.Join(dir, "index.db")
+	if err := createDBFile(path); err != nil {
+		return nil, fmt.Errorf("open node index: %w", err)
+	}
 	db, err := openDB(ctx, path, dbOptions{synchronous: d.pragma(), cacheKiB: 2048, busyTimeout: indexBusyTimeout})
 	if err != nil {
 		return nil, fmt.Errorf("open node index: %w", err)

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"os"
 	"path/filepath"
 	"sync"
 	"sync/atomic"
@@ -108,6 +107,9 @@ type Runtime struct {
 	creates   atomic.Int64  // object databases created (spares included)
 	commits   atomic.Int64
 	alarmWake chan struct{}
+
+	dirsMu sync.Mutex
+	dirs   map[string]bool // folders under Dir known to exist, their entries synced (ensureDir)
 
 	drainMu  sync.Mutex
 	draining map[entryKey]*drainState // outbox drainers running
@@ -292,7 +294,12 @@ func (rt *Runtime) openLocked(ctx context.Context) error {
 		return errors.New("objects: Runtime.Dir is empty")
 	}
 	rt.setDefaults()
-	if err := os.MkdirAll(rt.Dir, 0o755); err != nil {
+	// The folders above Dir get mkdir -p's mode (they may be shared);
+	// Dir and everything in it are private (dirMode, fileMode).
+	if err := mkdirSynced(filepath.Dir(filepath.Clean(rt.Dir)), 0o755); err != nil {
+		return fmt.Errorf("create data folder: %w", err)
+	}
+	if err := mkdirSynced(rt.Dir, dirMode); err != nil {
 		return fmt.Errorf("create data folder: %w", err)
 	}
 	unlock, err := lockDir(rt.Dir)

@@ -3,7 +3,9 @@ package objects
 import (
 	"context"
 	"database/sql"
+	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"net/url"
 	"os"
@@ -62,6 +64,13 @@ func (d Durability) pragma() string {
 
 var walVFSWarning sync.Once
 
+// Modes of what the runtime creates: its databases hold every object's
+// data, so only the runtime's own user may read them.
+const (
+	dirMode  os.FileMode = 0o700
+	fileMode os.FileMode = 0o600
+)
+
 // dbOptions are how openDB opens a database.
 type dbOptions struct {
 	// synchronous is SQLite's setting for it.
@@ -82,12 +91,10 @@ type dbOptions struct {
 	busyTimeout time.Duration
 }
 
-// openDB opens (creating if needed) the SQLite database at path in WAL mode
-// with one connection and an explicit page cache.
+// openDB opens the SQLite database at path in WAL mode with one connection
+// and an explicit page cache. The folder must exist, and so should the file
+// (createDBFile), unless SQLite may create it with the process's umask.
 func openDB(ctx context.Context, path string, o dbOptions) (*sql.DB, error) {
-	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
-		return nil, fmt.Errorf("create folder: %w", err)
-	}
 	// Order matters and the driver sorts _pragma values by their text, then
 	// runs _journal_mode: locking_mode must come before anything that reads
 	// the file (cache_size and synchronous read the schema, WAL mode the
@@ -134,6 +141,25 @@ func openDB(ctx context.Context, path string, o dbOptions) (*sql.DB, error) {
 	return db, nil
 }
 
+// createDBFile creates an empty database file at path, readable and
+// writable by the runtime's user only (fileMode), and syncs its folder so
+// that the new entry survives a power loss. SQLite gives the -wal and -shm
+// files it makes beside a database the database file's mode, so they are
+// private too. A file already there is left as it is.
+func createDBFile(path string) error {
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_EXCL, fileMode)
+	if errors.Is(err, fs.ErrExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("create %s: %w", path, err)
+	}
+	if err := f.Close(); err != nil {
+		return fmt.Errorf("create %s: %w", path, err)
+	}
+	return syncDir(filepath.Dir(path))
+}
+
 // removeDBFiles removes a database and its WAL and shared-memory files.
 func removeDBFiles(path string) error {
 	var first error
@@ -143,6 +169,56 @@ func removeDBFiles(path string) error {
 		}
 	}
 	return first
+}
+
+// mkdirSynced creates folder dir with mode perm, and its missing parents
+// with it, as os.MkdirAll does, and syncs the folder holding each folder it
+// creates: a file's entry made durable in a folder whose own entry a power
+// loss takes is lost with it.
+func mkdirSynced(dir string, perm os.FileMode) error {
+	fi, err := os.Stat(dir)
+	if err == nil {
+		if !fi.IsDir() {
+			return fmt.Errorf("%s: not a folder", dir)
+		}
+		return nil
+	}
+	if !errors.Is(err, fs.ErrNotExist) {
+		return err
+	}
+	parent := filepath.Dir(dir)
+	if parent != dir {
+		if err := mkdirSynced(parent, perm); err != nil {
+			return err
+		}
+	}
+	if err := os.Mkdir(dir, perm); err != nil {
+		if errors.Is(err, fs.ErrExist) {
+			return nil // made meanwhile, by another
+		}
+		return err
+	}
+	return syncDir(parent)
+}
+
+// ensureDir makes sure the folder rel (relative to Dir) exists and its
+// entry, and those of the folders above it up to Dir, are on the disk
+// (mkdirSynced). The folders it knows to be there are remembered, so each
+// costs the file system once per runtime.
+func (rt *Runtime) ensureDir(rel string) error {
+	rt.dirsMu.Lock()
+	defer rt.dirsMu.Unlock()
+	if rt.dirs[rel] {
+		return nil
+	}
+	if err := mkdirSynced(filepath.Join(rt.Dir, rel), dirMode); err != nil {
+		return fmt.Errorf("create folder %s: %w", rel, err)
+	}
+	if rt.dirs == nil {
+		rt.dirs = make(map[string]bool)
+	}
+	rt.dirs[rel] = true
+	return nil
 }
 
 // dbSize is the bytes on disk of a database and its WAL.
