@@ -48,11 +48,27 @@ type instanceDB struct {
 	checkpointMean int
 }
 
-// openInstanceDB opens or creates an object database and migrates it to the
-// namespace's schema. It counts the database as open. A database it
-// creates is private (createDBFile), in folders synced into their parents
-// (ensureDir).
-func (rt *Runtime) openInstanceDB(ctx context.Context, ns *Namespace, rel string) (*instanceDB, error) {
+// dbFile says what openInstanceDB expects of the database file.
+type dbFile int
+
+const (
+	// fileExisting: an object the index knows; its file must be there. A
+	// missing one is an error, not an empty object made in its place.
+	fileExisting dbFile = iota
+	// fileSpare: a spare the index knows; made if missing (the index
+	// hears of a spare before its file is made).
+	fileSpare
+	// fileNew: a path the index has just chosen for a new database.
+	// Anything at it is a leftover no record points to (a deleted
+	// object's files that a power loss brought back, a creation a crash
+	// interrupted) and is removed first: a new object never adopts old
+	// data.
+	fileNew
+)
+
+// openInstanceDB opens or creates an object database, as want says, and
+// migrates it to the namespace's schema. It counts the database as open.
+func (rt *Runtime) openInstanceDB(ctx context.Context, ns *Namespace, rel string, want dbFile) (*instanceDB, error) {
 	path := filepath.Join(rt.Dir, rel)
 	cache, frames := rt.CacheKiB, checkpointFrames
 	if ns.class.CacheKiB > 0 {
@@ -61,13 +77,11 @@ func (rt *Runtime) openInstanceDB(ctx context.Context, ns *Namespace, rel string
 	if ns.class.CheckpointFrames > 0 {
 		frames = ns.class.CheckpointFrames
 	}
-	if err := rt.ensureDir(filepath.Dir(rel)); err != nil {
+	if err := rt.prepareDBFile(rel, want); err != nil {
 		return nil, err
 	}
-	if err := createDBFile(path); err != nil {
-		return nil, err
-	}
-	db, err := openDB(ctx, path, dbOptions{synchronous: "NORMAL", exclusive: true, manualCheckpoint: true, cacheKiB: cache})
+	db, err := openDB(ctx, path, dbOptions{synchronous: "NORMAL", exclusive: true, manualCheckpoint: true,
+		cacheKiB: cache, mustExist: want == fileExisting})
 	if err != nil {
 		return nil, err
 	}
@@ -82,6 +96,30 @@ func (rt *Runtime) openInstanceDB(ctx context.Context, ns *Namespace, rel string
 	}
 	rt.open.Add(1)
 	return &instanceDB{rel: rel, path: path, db: db, conn: conn, stmts: make(map[string]*sql.Stmt), syncer: rt.syncer, checkpointMean: frames}, nil
+}
+
+// prepareDBFile readies the database file rel for openInstanceDB, as want
+// says: it checks that an existing object's file is there, or makes a new
+// one private (createDBFile) in a folder whose entry is on the disk.
+func (rt *Runtime) prepareDBFile(rel string, want dbFile) error {
+	path := filepath.Join(rt.Dir, rel)
+	if want == fileExisting {
+		if _, err := os.Stat(path); errors.Is(err, fs.ErrNotExist) {
+			return fmt.Errorf("database file %s of an existing object is missing: %w", rel, err)
+		} else if err != nil {
+			return fmt.Errorf("database file %s of an existing object: %w", rel, err)
+		}
+		return nil
+	}
+	if err := rt.ensureDir(filepath.Dir(rel)); err != nil {
+		return err
+	}
+	if want == fileNew {
+		if err := removeDBFiles(path); err != nil {
+			return fmt.Errorf("remove leftover files at %s: %w", rel, err)
+		}
+	}
+	return createDBFile(path)
 }
 
 func (d *instanceDB) stmt(ctx context.Context, q string) (*sql.Stmt, error) {
@@ -295,9 +333,11 @@ func (ns *Namespace) makeSpares() {
 		}
 		var rel string
 		var err error
+		want := fileSpare
 		if len(known) > 0 {
 			rel, known = known[0], known[1:]
 		} else {
+			want = fileNew
 			// The index hears of a spare before its file exists: a file it
 			// does not know of would never be used or removed (Close or a
 			// crash between the two used to leave one behind for good).
@@ -307,7 +347,7 @@ func (ns *Namespace) makeSpares() {
 		}
 		var d *instanceDB
 		if err == nil {
-			d, err = rt.openInstanceDB(ctx, ns, rel)
+			d, err = rt.openInstanceDB(ctx, ns, rel, want)
 		}
 		if err != nil {
 			if ctx.Err() != nil {

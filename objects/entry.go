@@ -320,7 +320,7 @@ func (e *entry) wake(ctx context.Context) error {
 	inst := &instance{}
 	if ok {
 		rt.makeRoom(e)
-		db, err = rt.openInstanceDB(ctx, e.ns, path)
+		db, err = rt.openInstanceDB(ctx, e.ns, path, fileExisting)
 		if err != nil {
 			return fmt.Errorf("wake %s/%q: %w", e.ns.name, e.name, err)
 		}
@@ -337,7 +337,7 @@ func (e *entry) wake(ctx context.Context) error {
 				// remove its files; start-up will. Do not share the path.
 				path = spareFile(randomID())
 			}
-			if db, err = rt.openInstanceDB(ctx, e.ns, path); err != nil {
+			if db, err = rt.openInstanceDB(ctx, e.ns, path, fileNew); err != nil {
 				return fmt.Errorf("create %s/%q: %w", e.ns.name, e.name, err)
 			}
 			rt.creates.Add(1)
@@ -544,6 +544,8 @@ func (e *entry) delete(c *call) {
 	}
 	e.rt.subs.removeAll(entryKey{e.ns.name, e.name})
 	e.rt.applyFilter(ctx)
+	// removeDBFiles syncs the folder: the trash record goes only once a
+	// power loss can no longer bring the files back.
 	if err := removeDBFiles(filepath.Join(e.rt.Dir, path)); err != nil {
 		e.logger().Warn("objects: remove files of deleted object (retried at start-up)", "err", err)
 		return

@@ -90,3 +90,39 @@ func TestNewFoldersAreSyncedIntoTheirParents(t *testing.T) {
 		}
 	}
 }
+
+// TestDeleteSyncsFolderBeforeForgettingTrash: a deleted object's files are
+// unlinked and their folder synced before the trash record that would
+// remove them again at start-up is cleared; otherwise a power loss can
+// bring the files back with nothing left to remove them.
+func TestDeleteSyncsFolderBeforeForgettingTrash(t *testing.T) {
+	dir := t.TempDir()
+	rt, ns := openPlain(t, dir)
+	writeRow(t, ns, "gone")
+	rel := objectFile("k", "gone")
+	leaf := filepath.Clean(filepath.Join(dir, filepath.Dir(rel)))
+	var mu sync.Mutex
+	syncedWithRecord := false
+	recordSyncs(t, func(d string) {
+		if filepath.Clean(d) != leaf {
+			return
+		}
+		if rt.index.inTrash(context.Background(), rel) {
+			mu.Lock()
+			syncedWithRecord = true
+			mu.Unlock()
+		}
+	})
+	s, _ := ns.Get("gone")
+	if err := s.Delete(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if rt.index.inTrash(context.Background(), rel) {
+		t.Fatal("trash record left after a successful delete")
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if !syncedWithRecord {
+		t.Fatal("the object's folder was not synced while its trash record was still there")
+	}
+}

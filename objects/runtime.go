@@ -274,6 +274,8 @@ func finishTrash(ctx context.Context, dir string, x *nodeIndex) error {
 		return fmt.Errorf("read trash: %w", err)
 	}
 	for _, p := range trash {
+		// removeDBFiles syncs the folder: the record goes only once the
+		// files cannot come back.
 		if err := removeDBFiles(filepath.Join(dir, p)); err != nil {
 			return fmt.Errorf("finish deleting %s: %w", p, err)
 		}

@@ -89,6 +89,9 @@ type dbOptions struct {
 	// busyTimeout is how long a statement waits for a lock another
 	// connection holds before it fails with SQLITE_BUSY; 0 fails at once.
 	busyTimeout time.Duration
+	// mustExist: the file is known to exist; SQLite must not create it
+	// (mode=rw) if it is gone, and the open fails instead.
+	mustExist bool
 }
 
 // openDB opens the SQLite database at path in WAL mode with one connection
@@ -113,6 +116,9 @@ func openDB(ctx context.Context, path string, o dbOptions) (*sql.DB, error) {
 		q.Add("_pragma", "main.wal_autocheckpoint(0)")
 	}
 	q.Add("_journal_mode", "WAL")
+	if o.mustExist {
+		q.Add("mode", "rw") // SQLite's own URI parameter: open, never create
+	}
 	if err := walvfs.Register(); err == nil {
 		q.Add("vfs", walvfs.Name) // a transaction's WAL frames in one write
 	} else {
@@ -160,15 +166,29 @@ func createDBFile(path string) error {
 	return syncDir(filepath.Dir(path))
 }
 
-// removeDBFiles removes a database and its WAL and shared-memory files.
+// removeDBFiles removes a database and its WAL and shared-memory files, and
+// then syncs their folder: until that sync, a power loss can bring the
+// files back, and a caller that forgets them (clears a trash record) must
+// not do so before it.
 func removeDBFiles(path string) error {
 	var first error
+	removed := false
 	for _, p := range []string{path, path + "-wal", path + "-shm"} {
-		if err := os.Remove(p); err != nil && !os.IsNotExist(err) && first == nil {
+		err := os.Remove(p)
+		switch {
+		case err == nil:
+			removed = true
+		case !errors.Is(err, fs.ErrNotExist) && first == nil:
 			first = err
 		}
 	}
-	return first
+	if first != nil {
+		return first
+	}
+	if !removed {
+		return nil
+	}
+	return syncDir(filepath.Dir(path))
 }
 
 // mkdirSynced creates folder dir with mode perm, and its missing parents

@@ -1,0 +1,99 @@
+package objects_test
+
+import (
+	"context"
+	"errors"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"sessiond/objects"
+)
+
+// TestMissingFileOfExistingObjectIsAnError: an object the index knows whose
+// database file is gone fails its calls with an error saying so; it is not
+// made again, empty, in its place.
+func TestMissingFileOfExistingObjectIsAnError(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	rt, ns := newRuntime(t, dir, nil)
+	if err := rt.Open(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := add(ctx, stub(t, ns, "lost"), 7); err != nil {
+		t.Fatal(err)
+	}
+	oi, err := ns.Info(ctx, "lost")
+	if err != nil {
+		t.Fatal(err)
+	}
+	rt.Close()
+	path := filepath.Join(dir, oi.Path)
+	for _, p := range []string{path, path + "-wal", path + "-shm"} {
+		if err := os.Remove(p); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			t.Fatal(err)
+		}
+	}
+	rt, ns = newRuntime(t, dir, nil)
+	if err := rt.Open(ctx); err != nil {
+		t.Fatal(err)
+	}
+	defer rt.Close()
+	n, err := get(ctx, stub(t, ns, "lost"))
+	if !errors.Is(err, fs.ErrNotExist) {
+		t.Fatalf("call on an object whose file is missing: n=%d err=%v, want an error wrapping fs.ErrNotExist", n, err)
+	}
+	t.Logf("error: %v", err)
+	if _, err := os.Stat(path); !errors.Is(err, fs.ErrNotExist) {
+		t.Fatalf("the missing file was made again: %v", err)
+	}
+}
+
+// TestRecreatedNameDoesNotAdoptLeftoverFile: a deleted object's file that
+// comes back at its path (a power loss undoing the unlink) is not the
+// database of an object created again under the same name: that object
+// starts empty.
+func TestRecreatedNameDoesNotAdoptLeftoverFile(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	noSpares := func(rt *objects.Runtime) { rt.Spares = -1 } // new objects take the hashed path
+	open := func() (*objects.Runtime, *objects.Namespace) {
+		rt, ns := newRuntime(t, dir, noSpares)
+		if err := rt.Open(ctx); err != nil {
+			t.Fatal(err)
+		}
+		return rt, ns
+	}
+	rt, ns := open()
+	if _, err := add(ctx, stub(t, ns, "reused"), 5); err != nil {
+		t.Fatal(err)
+	}
+	oi, err := ns.Info(ctx, "reused")
+	if err != nil {
+		t.Fatal(err)
+	}
+	rt.Close() // the WAL is folded into the file
+	path := filepath.Join(dir, oi.Path)
+	old, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rt, ns = open()
+	if err := stub(t, ns, "reused").Delete(ctx); err != nil {
+		t.Fatal(err)
+	}
+	rt.Close()
+	if err := os.WriteFile(path, old, 0o600); err != nil { // back after a power loss
+		t.Fatal(err)
+	}
+	rt, ns = open()
+	defer rt.Close()
+	n, err := get(ctx, stub(t, ns, "reused"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n != 0 {
+		t.Fatalf("the object made again reads %d, the deleted object's data; want 0", n)
+	}
+}
