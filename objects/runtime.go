@@ -267,8 +267,11 @@ func (rt *Runtime) Open(ctx context.Context) error {
 }
 
 // finishTrash finishes the deletions a crash interrupted: their index
-// rows are gone already, their files not.
-func finishTrash(ctx context.Context, dir string, x *nodeIndex) error {
+// rows are gone already, their files not. A path whose files cannot be
+// removed (no permission, a folder in the way) is logged and keeps its
+// record, for the next start: one stuck deletion must not keep the
+// runtime from opening. Only an unreadable trash fails it.
+func finishTrash(ctx context.Context, dir string, x *nodeIndex, log *slog.Logger) error {
 	trash, err := x.trash(ctx)
 	if err != nil {
 		return fmt.Errorf("read trash: %w", err)
@@ -277,10 +280,11 @@ func finishTrash(ctx context.Context, dir string, x *nodeIndex) error {
 		// removeDBFiles syncs the folder: the record goes only once the
 		// files cannot come back.
 		if err := removeDBFiles(filepath.Join(dir, p)); err != nil {
-			return fmt.Errorf("finish deleting %s: %w", p, err)
+			log.Error("objects: remove files of a deleted object; will try again at the next start", "path", p, "err", err)
+			continue
 		}
 		if err := x.trashDone(ctx, p); err != nil {
-			return fmt.Errorf("finish deleting %s: %w", p, err)
+			log.Warn("objects: clear trash record; will try again at the next start", "path", p, "err", err)
 		}
 	}
 	return nil
@@ -313,7 +317,7 @@ func (rt *Runtime) openLocked(ctx context.Context) error {
 		unlock()
 		return err
 	}
-	if err := finishTrash(ctx, rt.Dir, x); err != nil {
+	if err := finishTrash(ctx, rt.Dir, x, rt.logger()); err != nil {
 		x.close()
 		unlock()
 		return err
