@@ -2,6 +2,7 @@ package objects
 
 import (
 	"context"
+	"database/sql"
 	"errors"
 	"fmt"
 	"sync"
@@ -51,7 +52,8 @@ func (tx *Tx) SetAlarm(t time.Time) {
 func (tx *Tx) DeleteAlarm() { tx.alarm = &alarmOp{set: true} }
 
 // Alarm returns the object's alarm as this call sees it (its own pending
-// change included), and whether one is set.
+// change included), and whether one is set: the time the object set, also
+// while a failed delivery waits for its retry.
 func (tx *Tx) Alarm(ctx context.Context) (time.Time, bool, error) {
 	if tx.alarm != nil {
 		return tx.alarm.at, !tx.alarm.at.IsZero(), nil
@@ -62,12 +64,87 @@ func (tx *Tx) Alarm(ctx context.Context) (time.Time, bool, error) {
 	if tx.b.alarm != nil {
 		return tx.b.alarm.at, !tx.b.alarm.at.IsZero(), nil
 	}
+	at, known, err := tx.storedAlarm(ctx)
+	if err != nil {
+		return time.Time{}, false, fmt.Errorf("read alarm: %w", err)
+	}
+	if known {
+		return at, !at.IsZero(), nil
+	}
 	e := tx.b.e
-	at, _, err := e.rt.index.alarm(ctx, e.ns.name, e.name)
+	at, _, err = e.rt.index.alarm(ctx, e.ns.name, e.name)
 	if err != nil {
 		return time.Time{}, false, fmt.Errorf("read alarm: %w", err)
 	}
 	return at, !at.IsZero(), nil
+}
+
+// alarmTable is the object's own record of its alarm, written in the commit
+// of the call that sets, moves or clears it (batchTx.storeAlarm): one row,
+// at NULL when the object has none. The node index holds the alarm too, for
+// the scheduler, but its write may fall on either side of the object's
+// commit, and a crash or a failed write in between leaves it behind (see
+// beforeCommit); fireAlarm then goes by this record. An object without the
+// table or its row last set its alarm before the runtime kept it here: the
+// index speaks for it.
+const alarmTable = `CREATE TABLE IF NOT EXISTS _alarm (
+		id INTEGER PRIMARY KEY CHECK (id = 1), at INTEGER)`
+
+// storedAlarm reads the object's alarm from its own database, in the
+// batch's transaction: at is zero when the object has none, and known is
+// false when the object has no record of it (see alarmTable).
+func (tx *Tx) storedAlarm(ctx context.Context) (at time.Time, known bool, err error) {
+	if err := tx.use(ctx); err != nil {
+		return time.Time{}, false, err
+	}
+	// Straight to the connection, not tx.Query: the runtime's own read
+	// is not the object's, and counts in no usage.
+	rows, err := tx.b.inst.db.query(tx.sqlCtx(ctx), `SELECT at FROM _alarm WHERE id = 1`)
+	if isNoTable(err) {
+		return time.Time{}, false, nil
+	}
+	if err != nil {
+		return time.Time{}, false, fmt.Errorf("read stored alarm: %w", err)
+	}
+	defer rows.Close()
+	if !rows.Next() {
+		return time.Time{}, false, rows.Err()
+	}
+	var v sql.NullInt64
+	if err := rows.Scan(&v); err != nil {
+		return time.Time{}, false, fmt.Errorf("read stored alarm: %w", err)
+	}
+	if v.Valid {
+		at = time.UnixMilli(v.Int64)
+	}
+	return at, true, rows.Close()
+}
+
+// storeAlarm writes the batch's alarm change, if any, to the object's own
+// record (alarmTable), in the batch's transaction, before it commits.
+func (b *batchTx) storeAlarm(ctx context.Context) error {
+	if b.alarm == nil {
+		return nil
+	}
+	if err := b.begin(ctx); err != nil {
+		return err
+	}
+	db := b.inst.db
+	if !b.inst.hasAlarm {
+		if _, err := db.exec(ctx, alarmTable); err != nil {
+			return fmt.Errorf("create alarm record: %w", err)
+		}
+	}
+	var v any
+	if !b.alarm.at.IsZero() {
+		v = b.alarm.at.UnixMilli()
+	}
+	if _, err := db.exec(ctx, `INSERT OR REPLACE INTO _alarm (id, at) VALUES (1, ?)`, v); err != nil {
+		return fmt.Errorf("store alarm: %w", err)
+	}
+	b.wrote = true // a change to flush in full durability like any other
+	b.alarmStored = true
+	return nil
 }
 
 func (rt *Runtime) pokeAlarms() {
@@ -132,8 +209,57 @@ func (rt *Runtime) runAlarms() {
 	}
 }
 
+// dueVerdict is what an alarm the node index says is due comes to, once
+// compared with the object's own view of it (checkDue).
+type dueVerdict int
+
+const (
+	dueRun   dueVerdict = iota // deliver it
+	dueStale                   // the index changed since it was read: the scheduler reads it again
+	dueMove                    // the object's record says later: move the index there
+	dueClear                   // the object has no alarm: clear the index
+)
+
+// checkDue compares a due alarm a, read from the node index, with the
+// object's own view of it, inside a call on the object. The object's
+// record (alarmTable) wins over the index, which a crash or a failed write
+// after a commit can leave holding an earlier time or a cleared alarm:
+// that alarm is neither delivered early nor lost (the index is moved to
+// the record's time). scheduled is the time to report to the handler.
+func (tx *Tx) checkDue(ctx context.Context, a dueAlarm) (v dueVerdict, scheduled time.Time, err error) {
+	if p := tx.b.alarm; p != nil {
+		// A call before this one in the batch changed it, not yet
+		// committed: as this call sees it.
+		if !p.at.Equal(a.at) {
+			return dueStale, time.Time{}, nil
+		}
+		return dueRun, a.setFor, nil
+	}
+	e := tx.b.e
+	at, _, err := e.rt.index.alarm(ctx, e.ns.name, e.name)
+	if err != nil {
+		return 0, time.Time{}, fmt.Errorf("read alarm: %w", err)
+	}
+	if !at.Equal(a.at) { // changed or deleted since it was read
+		return dueStale, time.Time{}, nil
+	}
+	stored, known, err := tx.storedAlarm(ctx)
+	switch {
+	case err != nil:
+		return 0, time.Time{}, err
+	case !known: // set before the runtime kept a record: the index speaks for it
+		return dueRun, a.setFor, nil
+	case stored.IsZero():
+		return dueClear, time.Time{}, nil
+	case stored.UnixMilli() > a.setFor.UnixMilli():
+		return dueMove, stored, nil
+	}
+	return dueRun, stored, nil
+}
+
 // fireAlarm delivers one alarm as a call and, if it fails, schedules the
-// next try.
+// next try. An alarm the object's own record has moved or cleared is not
+// delivered; the index is brought in line with the record instead.
 func (rt *Runtime) fireAlarm(ctx context.Context, a dueAlarm) {
 	ns, err := rt.Namespace(a.ns)
 	if err != nil {
@@ -142,20 +268,19 @@ func (rt *Runtime) fireAlarm(ctx context.Context, a dueAlarm) {
 		return
 	}
 	stub := &Stub{ns: ns, name: a.name}
-	var skipped bool
+	var verdict dueVerdict
+	var moveTo time.Time
 	// A full queue is no failure of the alarm, which never ran: it waits
 	// its turn (RetryAfter, 10 ms to 10 s) without using up a retry, until
 	// the runtime closes.
 	err = rt.untilRoom(func() error {
+		verdict = dueRun
 		_, err := stub.callExisting(ctx, func(ctx context.Context, obj any, tx *Tx) (any, error) {
-			// As this call sees it: a call before it in the batch may have
-			// changed it, not yet committed.
-			at, _, err := tx.Alarm(ctx)
+			v, scheduled, err := tx.checkDue(ctx, a)
 			if err != nil {
 				return nil, err
 			}
-			if !at.Equal(a.at) { // changed or deleted since it was read
-				skipped = true
+			if verdict, moveTo = v, scheduled; v != dueRun {
 				return nil, nil
 			}
 			h, ok := obj.(AlarmHandler)
@@ -163,23 +288,65 @@ func (rt *Runtime) fireAlarm(ctx context.Context, a dueAlarm) {
 				return nil, fmt.Errorf("%s/%q has an alarm: %w", a.ns, a.name, ErrNotSupported)
 			}
 			tx.alarm = &alarmOp{} // cleared on success unless the handler sets another
-			return nil, h.Alarm(ctx, tx, AlarmInfo{Scheduled: a.setFor, RetryCount: a.retry})
+			return nil, h.Alarm(ctx, tx, AlarmInfo{Scheduled: scheduled, RetryCount: a.retry})
 		})
 		return err
 	})
-	if err == nil || skipped || errors.Is(err, ErrClosed) || errors.Is(err, ErrNotFound) || ctx.Err() != nil {
+	if err == nil && verdict != dueRun {
+		rt.reconcileAlarm(ctx, a, verdict, moveTo)
+		return
+	}
+	if err == nil || errors.Is(err, ErrClosed) || errors.Is(err, ErrNotFound) || ctx.Err() != nil {
 		return // ErrNotFound: deleted since its alarm was read, alarm and all
 	}
 	retry := a.retry + 1
 	if retry > rt.alarmMaxRetries() || errors.Is(err, ErrNotSupported) {
 		rt.logger().Error("objects: alarm dropped after its last try", "namespace", a.ns, "object", a.name, "tries", retry, "err", err)
-		rt.index.setAlarmIf(ctx, a.ns, a.name, a.at, time.Time{}, 0)
+		rt.dropAlarm(ctx, stub, a)
 		return
 	}
 	delay := rt.alarmRetryBase() << (retry - 1)
 	rt.logger().Warn("objects: alarm failed, will retry", "namespace", a.ns, "object", a.name, "retry", retry, "in", delay, "err", err)
 	if err := rt.index.setAlarmIf(ctx, a.ns, a.name, a.at, time.Now().Add(delay), retry); err != nil {
 		rt.logger().Warn("objects: schedule alarm retry", "err", err)
+	}
+}
+
+// reconcileAlarm brings the node index's alarm a in line with the object's
+// record, as checkDue found it: moved to at (dueMove) or cleared
+// (dueClear). It changes nothing if the index no longer holds a.
+func (rt *Runtime) reconcileAlarm(ctx context.Context, a dueAlarm, v dueVerdict, at time.Time) {
+	var err error
+	switch v {
+	case dueMove:
+		err = rt.index.moveAlarmIf(ctx, a.ns, a.name, a.at, at)
+		rt.pokeAlarms()
+	case dueClear:
+		err = rt.index.setAlarmIf(ctx, a.ns, a.name, a.at, time.Time{}, 0)
+	default:
+		return
+	}
+	if err != nil {
+		// The index still holds a: the next look finds it due again.
+		rt.logger().Warn("objects: bring alarm in line with the object's record", "namespace", a.ns, "object", a.name, "err", err)
+	}
+}
+
+// dropAlarm clears an alarm given up on, in the object's record and the
+// index (a call that deletes it), unless the object has set another since.
+// If the object cannot take the call, the index alone is cleared.
+func (rt *Runtime) dropAlarm(ctx context.Context, stub *Stub, a dueAlarm) {
+	_, err := stub.callExisting(ctx, func(ctx context.Context, obj any, tx *Tx) (any, error) {
+		v, _, err := tx.checkDue(ctx, a)
+		if err == nil && v == dueRun {
+			tx.DeleteAlarm()
+		}
+		return nil, err
+	})
+	if err != nil && !errors.Is(err, ErrNotFound) && ctx.Err() == nil {
+		if err := rt.index.setAlarmIf(ctx, a.ns, a.name, a.at, time.Time{}, 0); err != nil {
+			rt.logger().Warn("objects: clear dropped alarm", "namespace", a.ns, "object", a.name, "err", err)
+		}
 	}
 }
 

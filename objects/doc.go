@@ -33,8 +33,12 @@
 // stored; the commit failing, it is taken back); an alarm moved later or
 // cleared, or a subscription ended, after it (refused, the calls keep their
 // success, the change is logged and not made). A crash between the two
-// leaves an alarm or subscription spare (an alarm fires early or once more),
-// never one lost, which at-least-once alarm delivery covers. With
+// leaves a subscription spare, never one lost. The object's alarm is also
+// in its own database (table _alarm), written in the commit: when the
+// index's alarm comes due, the scheduler goes by that record, so an alarm
+// the crash left earlier or uncleared in the index is moved or cleared
+// there rather than delivered (objects whose record predates the table
+// follow the index). With
 // DurabilityFull the commit's WAL is flushed to the disk first; one flush
 // serves a whole batch, and commits of objects waiting at the same moment
 // share one syncfs (see syncer).

@@ -54,6 +54,7 @@ type instance struct {
 	wokeAt    time.Time
 	discard   bool // rebuild before the next call (after a panic or failed commit)
 	hasOutbox bool // its _outbox table is known to exist
+	hasAlarm  bool // its _alarm table is known to exist
 	// deleted is the seq up to which published outbox rows (entry.published)
 	// are gone. The rows in between are deleted by the next batch that
 	// writes anyway, or at sleep: a drain costs no commit of its own.
@@ -570,6 +571,7 @@ type batchTx struct {
 	rowsRead, rowsWritten int64
 	wrote                 bool // a statement of the batch was an Exec
 	alarm                 *alarmOp
+	alarmStored           bool        // storeAlarm wrote alarm to the object's record
 	outbox                []outboxRow // rows the batch's calls added to the outbox, for the drainer
 	subs                  []subOp     // subscription changes, in the order the calls made them
 	// What beforeCommit did to the node index, for undoEarly and
@@ -639,6 +641,10 @@ func (b *batchTx) finish(ctx context.Context) error {
 			return err
 		}
 	}
+	if err := b.storeAlarm(ctx); err != nil {
+		b.abort()
+		return err
+	}
 	if err := b.beforeCommit(ctx); err != nil {
 		b.abort()
 		return err
@@ -674,6 +680,9 @@ func (b *batchTx) finish(ctx context.Context) error {
 		}
 		b.began = false
 		b.inst.needsMeta = false
+		if b.alarmStored {
+			b.inst.hasAlarm = true
+		}
 		if deleteTo > 0 {
 			b.inst.deleted = deleteTo
 		}
@@ -694,9 +703,17 @@ func (b *batchTx) finish(ctx context.Context) error {
 		}
 		b.e.rt.commits.Add(1)
 	}
+	if committed && testHookCommitted != nil {
+		testHookCommitted()
+	}
 	b.afterCommit(ctx, syncErr == nil)
 	return syncErr
 }
+
+// testHookCommitted, when set (by tests), runs after a batch's commit and
+// WAL sync, before afterCommit: the window a crash test kills the process
+// in.
+var testHookCommitted func()
 
 // Tx is an object's storage during one call. It is valid only until the
 // call returns and must not be used from another goroutine.

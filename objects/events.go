@@ -237,11 +237,15 @@ func (tx *Tx) Unsubscribe(pattern string) {
 //   - a new alarm, or one moved earlier: at worst an alarm fires that the
 //     object never committed, which alarm handlers must bear anyway
 //     (delivery is at least once); an alarm moved later waits for
-//     afterCommit, so that the earlier one is never lost;
+//     afterCommit, so that the earlier one is never lost: a crash before
+//     that leaves the earlier time in the index, when fireAlarm finds the
+//     later one in the object's own record (alarmTable, written in the
+//     commit) and moves the index there instead of delivering it;
 //   - new subscriptions: at worst events the object did not ask for.
 //
-// Clearing an alarm and ending subscriptions wait for afterCommit, for the
-// same reason. A failure here fails the batch before anything is committed,
+// Clearing an alarm (which fireAlarm then finds cleared in the object's
+// record) and ending subscriptions wait for afterCommit, for the same
+// reason. A failure here fails the batch before anything is committed,
 // so no call is told it failed while its writes stay. If the commit itself
 // fails, undoEarly takes these changes back.
 func (b *batchTx) beforeCommit(ctx context.Context) error {
@@ -258,9 +262,10 @@ func (b *batchTx) beforeCommit(ctx context.Context) error {
 			return err
 		}
 		if prev.at.Valid && prev.at.Int64 < b.alarm.at.UnixMilli() {
-			// Moved later: the earlier alarm stays until the commit
-			// (a crash between fires it early, spare, rather than lose
-			// it); afterCommit writes the new time.
+			// Moved later: the earlier alarm stays until the commit (a
+			// crash between leaves it, and at that time fireAlarm moves
+			// it to the time the object committed); afterCommit writes
+			// the new time.
 			b.alarmLate = true
 		} else {
 			if err := e.rt.index.setAlarm(ctx, e.ns.name, e.name, b.alarm.at, 0); err != nil {
@@ -332,7 +337,8 @@ func netSubs(ops []subOp) (add, remove []string) {
 // to wait for the commit (see beforeCommit), and, when durable (drain), the
 // outbox's draining. The calls' writes are committed whatever happens here,
 // so a failure is logged rather than turned into a failed call that a
-// client would retry; it leaves an alarm or a subscription spare.
+// client would retry; it leaves an alarm the scheduler brings in line with
+// the object's record when it comes due, or a subscription spare.
 func (b *batchTx) afterCommit(ctx context.Context, drain bool) {
 	ctx = context.WithoutCancel(ctx) // committed: a caller gone must not stop the rest
 	e := b.e
@@ -341,11 +347,11 @@ func (b *batchTx) afterCommit(ctx context.Context, drain bool) {
 		switch {
 		case b.alarm.at.IsZero():
 			if err := e.rt.index.setAlarm(ctx, e.ns.name, e.name, time.Time{}, 0); err != nil {
-				e.logger().Error("objects: clear alarm after commit; it may fire once more", "err", err)
+				e.logger().Error("objects: clear alarm after commit; the scheduler clears it when due", "err", err)
 			}
 		case b.alarmLate:
 			if err := e.rt.index.setAlarm(ctx, e.ns.name, e.name, b.alarm.at, 0); err != nil {
-				e.logger().Error("objects: move alarm later after commit; it may fire early, once", "err", err)
+				e.logger().Error("objects: move alarm later after commit; the scheduler moves it when the earlier time comes", "err", err)
 			}
 			e.rt.pokeAlarms()
 		default:

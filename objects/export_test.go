@@ -27,6 +27,11 @@ func SetAlarmInIndex(rt *Runtime, ns, name string, at time.Time) error {
 	return nil
 }
 
+// SetCommittedHook makes f run after every batch's commit, before the node
+// index changes that follow it (afterCommit). For a crash test's child
+// process, which is killed there.
+func SetCommittedHook(f func()) { testHookCommitted = f }
+
 // SetIndexBusyTimeout sets how long the node index of runtimes opened from
 // now on waits for another connection's lock, and returns the function that
 // restores it.

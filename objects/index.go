@@ -438,6 +438,18 @@ func (x *nodeIndex) setAlarmIf(ctx context.Context, ns, name string, old, at tim
 	return nil
 }
 
+// moveAlarmIf moves an alarm to at, a time the object set (retries start
+// over), only if it is still set to old.
+func (x *nodeIndex) moveAlarmIf(ctx context.Context, ns, name string, old, at time.Time) error {
+	ms := at.UnixMilli()
+	_, err := x.exec(ctx, `UPDATE objects SET alarm_at = ?, alarm_set_for = ?, alarm_retry = 0
+		WHERE namespace = ? AND name = ? AND alarm_at = ?`, ms, ms, ns, name, old.UnixMilli())
+	if err != nil {
+		return fmt.Errorf("move alarm %s/%q: %w", ns, name, err)
+	}
+	return nil
+}
+
 // inTrash reports whether path waits in the trash for its files to go.
 func (x *nodeIndex) inTrash(ctx context.Context, path string) bool {
 	var n int

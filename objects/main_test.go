@@ -12,6 +12,9 @@ func TestMain(m *testing.M) {
 	if dir := os.Getenv(crashChildEnv); dir != "" {
 		crashChild(dir) // never returns: the parent kills it
 	}
+	if dir := os.Getenv(alarmChildEnv); dir != "" {
+		alarmChild(dir) // never returns: the parent kills it
+	}
 	if url := os.Getenv(wsClientsEnv); url != "" {
 		os.Exit(wsClients(url))
 	}
