@@ -438,6 +438,13 @@ func (svc *Service) Delete(ctx context.Context, owner, id string) error {
 		}
 		return nil, nil
 	})
+	if errors.Is(err, ErrNotFound) && owner != "" {
+		// A crash between the object's deletion and its directory's
+		// update left the entry: the repeated Delete finishes the job.
+		if removed, uerr := svc.unlistGhost(ctx, owner, id); uerr != nil || removed {
+			return uerr
+		}
+	}
 	if err != nil {
 		return err
 	}
@@ -474,32 +481,63 @@ func (svc *Service) Delete(ctx context.Context, owner, id string) error {
 		sv.release()
 		sv.v.Close()
 	}
+	_, err = svc.unlist(ctx, sessOwner, id, nil)
+	return err
+}
+
+// unlist removes a deleted session's entry from its owner's directory and
+// publishes its deletion there (the session's own outbox is gone with it).
+// If check is not nil, it runs first in the directory's call, and nothing
+// happens unless it reports true. unlist reports whether it removed.
+func (svc *Service) unlist(ctx context.Context, owner, id string, check func(ctx context.Context, tx *objects.Tx) (bool, error)) (bool, error) {
 	// No update of the entry taken before may land after its removal.
-	flushMu := svc.dir.flushLock(sessOwner)
+	flushMu := svc.dir.flushLock(owner)
 	flushMu.Lock()
 	defer flushMu.Unlock()
 	svc.dir.mu.Lock()
-	delete(svc.dir.pending[sessOwner], id)
+	delete(svc.dir.pending[owner], id)
 	svc.dir.mu.Unlock()
-	dstub, err := svc.dirs.Get(sessOwner)
+	dstub, err := svc.dirs.Get(owner)
 	if err != nil {
-		return err
+		return false, err
 	}
-	if _, err := objects.Do(ctx, dstub, func(ctx context.Context, d *directory, tx *objects.Tx) (struct{}, error) {
+	return objects.Do(ctx, dstub, func(ctx context.Context, d *directory, tx *objects.Tx) (bool, error) {
+		if check != nil {
+			if ok, err := check(ctx, tx); !ok || err != nil {
+				return false, err
+			}
+		}
 		if err := d.remove(ctx, tx, id); err != nil {
-			return struct{}{}, err
+			return false, err
 		}
 		if !svc.Events {
-			return struct{}{}, nil
+			return true, nil
 		}
-		// The session's own outbox is gone with it: its owner's directory
-		// reports the deletion.
-		b, _ := json.Marshal(map[string]any{"session_id": id, "owner": sessOwner, "at": nowMillis()})
-		return struct{}{}, tx.Publish(ctx, subjectPrefix+id+".deleted", b)
-	}); err != nil {
-		return err
+		b, _ := json.Marshal(map[string]any{"session_id": id, "owner": owner, "at": nowMillis()})
+		return true, tx.Publish(ctx, subjectPrefix+id+".deleted", b)
+	})
+}
+
+// unlistGhost removes owner's directory entry of session id if no such
+// session exists: what a crash during Delete leaves. It reports whether
+// there was one.
+func (svc *Service) unlistGhost(ctx context.Context, owner, id string) (bool, error) {
+	if ValidateID(id) != nil {
+		return false, nil
 	}
-	return nil
+	if ok, err := svc.dirs.Exists(ctx, owner); !ok || err != nil {
+		return false, err
+	}
+	return svc.unlist(ctx, owner, id, func(ctx context.Context, tx *objects.Tx) (bool, error) {
+		var n int
+		if err := tx.QueryRow(ctx, `SELECT count(*) FROM sessions WHERE id = ?`, id).Scan(&n); err != nil || n == 0 {
+			return false, err
+		}
+		// Checked within the directory's call: a session made again
+		// under this id lists itself only after it exists.
+		exists, err := svc.sessions.Exists(ctx, id)
+		return !exists, err
+	})
 }
 
 // List returns a page of owner's sessions, most recently active first.
