@@ -104,10 +104,23 @@ func (c *Client) do(ctx context.Context, method, path string, body, out any) err
 	return nil
 }
 
-// CreateSession creates a session.
+// CreateSession creates a session. req.IdempotencyKey, when set, is sent
+// as Idempotency-Key: a retry with it returns the session the first made.
 func (c *Client) CreateSession(ctx context.Context, req session.CreateRequest) (*session.Session, error) {
+	hdr := http.Header{}
+	if req.IdempotencyKey != "" {
+		hdr.Set("Idempotency-Key", req.IdempotencyKey)
+	}
+	resp, err := c.request(ctx, "POST", "/v1/sessions", req, hdr)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
 	var s session.Session
-	return &s, c.do(ctx, "POST", "/v1/sessions", req, &s)
+	if err := json.NewDecoder(resp.Body).Decode(&s); err != nil {
+		return nil, fmt.Errorf("POST /v1/sessions: decode answer: %w", err)
+	}
+	return &s, nil
 }
 
 // Session returns a session.

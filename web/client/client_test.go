@@ -142,3 +142,26 @@ func TestFollowResumesAfterResumeRequiredAnd429(t *testing.T) {
 		t.Fatalf("requests %v, want %s", asked, want)
 	}
 }
+
+// CreateSession sends req.IdempotencyKey as the Idempotency-Key header: a
+// retry with the same key returns the session the first create made.
+func TestCreateSessionIdempotencyKey(t *testing.T) {
+	ctx := context.Background()
+	c := newClient(t)
+	req := session.CreateRequest{Title: "once", IdempotencyKey: "create-1"}
+	a, err := c.CreateSession(ctx, req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := c.CreateSession(ctx, req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a.ID != b.ID {
+		t.Fatalf("one key made two sessions: %s and %s", a.ID, b.ID)
+	}
+	list, _, err := c.Sessions(ctx, "", 10)
+	if err != nil || len(list) != 1 {
+		t.Fatalf("sessions after two creates with one key: %v %v", list, err)
+	}
+}
