@@ -230,6 +230,9 @@ func requestHash(req *PostRequest) string {
 // post appends turns and starts or queues a generation. It is idempotent by
 // req.IdempotencyKey: a repeat returns the original result.
 func (o *sessionObj) post(ctx context.Context, tx *objects.Tx, req *PostRequest) (*PostResult, error) {
+	if err := req.check(); err != nil {
+		return nil, err // before anything is written, the idempotency row included
+	}
 	var hash string
 	if req.IdempotencyKey != "" {
 		hash = requestHash(req)

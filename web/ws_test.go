@@ -449,3 +449,38 @@ func TestWebSocketResumeFromTurn(t *testing.T) {
 		t.Fatalf("replay after 15: more_turns %v, turns %v; want 16 to 20 and no more_turns", more, ids)
 	}
 }
+
+// A WebSocket send is refused as POST /turns refuses it: an idempotency
+// key over 256 bytes and a send with no turns and no generate are each
+// answered with an error invalid_request, and nothing is stored.
+func TestWebSocketSendCheckedAsPost(t *testing.T) {
+	s := newServer(t, 0, web.Config{}, nil)
+	sess := s.createSession(t, nil)
+	c := s.dial(t, sess.ID)
+	defer c.CloseNow()
+	send(t, c, map[string]any{"type": "hello"})
+	recvUntil(t, c, "ready")
+	long := strings.Repeat("k", 257)
+	if st, raw := s.do(t, "POST", "/v1/sessions/"+sess.ID+"/turns", `{"turns":[{"role":"user","content":"x"}]}`, nil, "Idempotency-Key", long); st != 422 {
+		t.Fatalf("REST with a 257-byte key: %d %s", st, raw)
+	}
+	send(t, c, map[string]any{"type": "send", "turns": []any{map[string]any{"role": "user", "content": "long key"}}, "idempotency_key": long})
+	if m := recv(t, c); m.Type != "error" || m.Code != "invalid_request" || !strings.Contains(m.Message, "256") {
+		t.Fatalf("a 257-byte key answered %+v", m)
+	}
+	send(t, c, map[string]any{"type": "send", "turns": []any{}, "idempotency_key": "e1"})
+	if m := recv(t, c); m.Type != "error" || m.Code != "invalid_request" || !strings.Contains(m.Message, "nothing to do") {
+		t.Fatalf("an empty send answered %+v", m)
+	}
+	// The same key with a real turn is a new request, not a replay of the
+	// refused one: the refused send recorded nothing.
+	send(t, c, map[string]any{"type": "send", "turns": []any{map[string]any{"role": "user", "content": "kept"}}, "idempotency_key": "e1"})
+	if m := recv(t, c); m.Type != "turn" || !strings.Contains(string(m.Turn), `"kept"`) {
+		t.Fatalf("a valid send after the refusals answered %+v", m)
+	}
+	var page struct{ Turns []json.RawMessage }
+	s.do(t, "GET", "/v1/sessions/"+sess.ID+"/turns?limit=10", nil, &page)
+	if len(page.Turns) != 1 {
+		t.Fatalf("%d turns stored, want 1: %s", len(page.Turns), page.Turns)
+	}
+}
