@@ -445,6 +445,16 @@ func (o *sessionObj) turns(ctx context.Context, tx *objects.Tx, q TurnQuery) ([]
 	leaf := q.Branch
 	if leaf == 0 {
 		leaf = o.m.Head
+	} else {
+		// Refused as an unknown parent_id is: without the check, an unknown
+		// leaf reads as the whole head branch or as none, by the history.
+		var n int
+		if err := tx.QueryRow(ctx, `SELECT count(*) FROM turns WHERE id = ?`, leaf).Scan(&n); err != nil {
+			return nil, false, err
+		}
+		if n == 0 {
+			return nil, false, fmt.Errorf("%w: turn %d does not exist", ErrInvalid, leaf)
+		}
 	}
 	if leaf == 0 {
 		return []Turn{}, false, nil
