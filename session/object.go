@@ -128,6 +128,9 @@ func (o *sessionObj) session(ctx context.Context, tx *objects.Tx) (*Session, err
 	m := o.m
 	s := &Session{ID: m.ID, Title: m.Title, Model: m.Model, System: m.System, Owner: m.Owner,
 		Metadata: m.Metadata, BusyPolicy: m.Policy, CreatedAt: m.CreatedAt, UpdatedAt: m.UpdatedAt, HeadTurnID: m.Head}
+	if s.BusyPolicy == "" {
+		s.BusyPolicy = PolicyQueue // what a PATCH could store before it was refused; it behaves as queue
+	}
 	if err := tx.QueryRow(ctx, `SELECT coalesce(max(id), 0) FROM turns`).Scan(&s.LastTurnID); err != nil {
 		return nil, fmt.Errorf("read last turn: %w", err)
 	}

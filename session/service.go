@@ -394,7 +394,13 @@ func (svc *Service) Update(ctx context.Context, owner, id string, req UpdateRequ
 		errs = append(errs, validText("system", *req.System, MaxSystemBytes))
 	}
 	if req.BusyPolicy != nil {
-		errs = append(errs, validPolicy(*req.BusyPolicy))
+		// "" is the default on a create, but not a policy to set: stored,
+		// it read as one outside queue, reject and interrupt.
+		if *req.BusyPolicy == "" {
+			errs = append(errs, fmt.Errorf("%w: busy_policy must be queue, reject or interrupt", ErrInvalid))
+		} else {
+			errs = append(errs, validPolicy(*req.BusyPolicy))
+		}
 	}
 	if req.Model != nil {
 		if _, _, err := svc.Models.Get(*req.Model); err != nil {

@@ -52,3 +52,19 @@ func TestTurnsUnknownBranchRefused(t *testing.T) {
 		t.Fatalf("branch=2: %d %s", st, raw)
 	}
 }
+
+// PATCH {"busy_policy": ""} is refused (422): the policy stays one of
+// queue, reject and interrupt. On a create, "" still means the default.
+func TestPatchEmptyBusyPolicyRefused(t *testing.T) {
+	s := newServer(t, 0, web.Config{}, nil)
+	sess := s.createSession(t, map[string]any{"busy_policy": "reject"})
+	s.expectError(t, "PATCH", "/v1/sessions/"+sess.ID, `{"busy_policy": ""}`, 422, "invalid_request")
+	var got session.Session
+	s.do(t, "GET", "/v1/sessions/"+sess.ID, nil, &got)
+	if got.BusyPolicy != "reject" {
+		t.Fatalf("busy_policy after a refused PATCH: %q", got.BusyPolicy)
+	}
+	if d := s.createSession(t, map[string]any{"busy_policy": ""}); d.BusyPolicy != "queue" {
+		t.Fatalf("create with busy_policy \"\": %q", d.BusyPolicy)
+	}
+}

@@ -108,7 +108,7 @@ var schemas = map[string]any{
 	"CreateRequest": obj(props{"id": str("optional: 1-128 of A-Z a-z 0-9 _ -"), "title": str(""), "model": str(""), "system": str(""),
 		"metadata": map[string]any{"type": "object"}, "busy_policy": enum("queue", "reject", "interrupt")}),
 	"UpdateRequest": obj(props{"title": str(""), "model": str(""), "system": str(""), "metadata": map[string]any{"type": "object"},
-		"busy_policy": enum("queue", "reject", "interrupt")}),
+		"busy_policy": enum("queue", "reject", "interrupt")}), // "" is 422 here; on a create it is the default
 	"NewTurn": obj(props{"role": enum("user", "tool"), "content": map[string]any{"description": "a string or an array of content parts"},
 		"tool_call_id": str("required for role tool")}, "role", "content"),
 	"PostRequest": obj(props{"turns": arr(ref("NewTurn")), "generate": boolean(), "model": str("override the session's model for this generation"),
