@@ -227,6 +227,11 @@ func requestHash(req *PostRequest) string {
 		fmt.Fprintf(h, "%s\x00%s\x00%d\x00", t.Role, t.ToolCallID, len(t.Content))
 		h.Write(t.Content) // as sent: hashing needs no re-encoding
 	}
+	if req.Root {
+		// Only when set: the hash of every request without it is the one
+		// recorded before root existed.
+		h.Write([]byte("root\x00"))
+	}
 	return hex.EncodeToString(h.Sum(nil))
 }
 
@@ -260,7 +265,12 @@ func (o *sessionObj) post(ctx context.Context, tx *objects.Tx, req *PostRequest)
 		}
 	}
 	parent := m.Head
-	if req.Parent != 0 {
+	if req.Root {
+		if m.Head != 0 {
+			m.Branched = true
+		}
+		parent = 0
+	} else if req.Parent != 0 {
 		if _, err := o.getTurn(ctx, tx, req.Parent); err != nil {
 			return nil, fmt.Errorf("%w: parent turn %d does not exist", ErrInvalid, req.Parent)
 		}

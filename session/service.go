@@ -658,6 +658,12 @@ func (req *PostRequest) check() error {
 	if len(req.IdempotencyKey) > maxKeyBytes {
 		return fmt.Errorf("%w: Idempotency-Key is longer than %d bytes", ErrInvalid, maxKeyBytes)
 	}
+	if req.Root && req.Parent != 0 {
+		return fmt.Errorf("%w: root and parent_id exclude each other", ErrInvalid)
+	}
+	if req.Root && len(req.Turns) == 0 {
+		return fmt.Errorf("%w: root needs turns: a generation at the root would answer nothing", ErrInvalid)
+	}
 	return nil
 }
 

@@ -142,6 +142,11 @@ type PostRequest struct {
 	// Parent, when non-zero, appends the turns under that turn instead of
 	// the head: an edit, which starts a sibling branch.
 	Parent int64 `json:"parent_id,omitempty"`
+	// Root appends the turns with no parent, as the first turn of a new
+	// branch: a sibling of the session's first turn (an edit of the first
+	// message). It excludes Parent, and needs turns. (parent_id 0 or null
+	// means the head, as it always has.)
+	Root bool `json:"root,omitempty"`
 }
 
 // PostResult is what posting turns produced.

@@ -1,6 +1,7 @@
 package web_test
 
 import (
+	"fmt"
 	"testing"
 
 	"sessiond/session"
@@ -67,4 +68,64 @@ func TestPatchEmptyBusyPolicyRefused(t *testing.T) {
 	if d := s.createSession(t, map[string]any{"busy_policy": ""}); d.BusyPolicy != "queue" {
 		t.Fatalf("create with busy_policy \"\": %q", d.BusyPolicy)
 	}
+}
+
+// "root": true posts turns with no parent: a sibling of the first turn
+// (an edit of the first message), each branch read on its own. parent_id
+// 0 still means the head, as before.
+func TestPostAtRootMakesSiblingOfFirstTurn(t *testing.T) {
+	s := newServer(t, 0, web.Config{}, nil)
+	sess := s.createSession(t, nil)
+	turnsPath := "/v1/sessions/" + sess.ID + "/turns"
+	post := func(body string) session.PostResult {
+		t.Helper()
+		var res session.PostResult
+		if st, raw := s.do(t, "POST", turnsPath, body, &res); st != 201 {
+			t.Fatalf("post %s: %d %s", body, st, raw)
+		}
+		if res.Generation != nil {
+			s.waitGeneration(t, sess.ID, res.Generation.ID)
+		}
+		return res
+	}
+	post(`{"turns":[{"role":"user","content":"/say first answer"}],"generate":true}`) // turns 1, 2
+	edit := post(`{"turns":[{"role":"user","content":"/say edited answer"}],"generate":true,"root":true}`)
+	if len(edit.Turns) != 1 || edit.Turns[0].ID != 3 || edit.Turns[0].ParentID != nil {
+		t.Fatalf("root post made %+v, want turn 3 with no parent", edit.Turns)
+	}
+	branch := func(q string) []string {
+		t.Helper()
+		var p turnPage
+		if st, raw := s.do(t, "GET", turnsPath+q, nil, &p); st != 200 {
+			t.Fatalf("turns%s: %d %s", q, st, raw)
+		}
+		var out []string
+		for _, tr := range p.Turns {
+			out = append(out, string(tr.Content))
+		}
+		return out
+	}
+	if got := fmt.Sprint(branch("?branch=2")); got != `["/say first answer" "first answer"]` {
+		t.Fatalf("the first branch: %s", got)
+	}
+	if got := fmt.Sprint(branch("?branch=4")); got != `["/say edited answer" "edited answer"]` {
+		t.Fatalf("the branch at the root: %s", got)
+	}
+	if got := fmt.Sprint(branch("?after=0")); got != `["/say edited answer" "edited answer"]` {
+		t.Fatalf("the head branch: %s", got)
+	}
+	// parent_id 0 is the head still.
+	if res := post(`{"turns":[{"role":"user","content":"next"}],"parent_id":0}`); res.Turns[0].ParentID == nil || *res.Turns[0].ParentID != 4 {
+		t.Fatalf("parent_id 0 made %+v, want a turn under the head 4", res.Turns[0])
+	}
+	s.expectError(t, "POST", turnsPath, `{"turns":[{"role":"user","content":"x"}],"root":true,"parent_id":1}`, 422, "invalid_request")
+	s.expectError(t, "POST", turnsPath, `{"generate":true,"root":true}`, 422, "invalid_request")
+	// root is part of what an Idempotency-Key stands for.
+	if st, raw := s.do(t, "POST", turnsPath, `{"turns":[{"role":"user","content":"k"}],"root":true}`, nil, "Idempotency-Key", "r1"); st != 201 {
+		t.Fatalf("root post with a key: %d %s", st, raw)
+	}
+	if st, raw := s.do(t, "POST", turnsPath, `{"turns":[{"role":"user","content":"k"}]}`, nil, "Idempotency-Key", "r1"); st != 409 {
+		t.Fatalf("the key again without root: %d %s, want 409", st, raw)
+	}
+	s.expectError(t, "POST", turnsPath, `{"turns":[{"role":"user","content":"x"}],"root":"yes"}`, 400, "invalid_request")
 }

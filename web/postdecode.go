@@ -139,6 +139,16 @@ func postField(req *session.PostRequest, k string, v []byte) error {
 			return typeError("parent_id", "an integer")
 		}
 		req.Parent = n
+	case strings.EqualFold(k, "root"):
+		switch string(v) {
+		case "true":
+			req.Root = true
+		case "false":
+			req.Root = false
+		case "null":
+		default:
+			return typeError("root", "true or false")
+		}
 	default:
 		return unknownField(k)
 	}

@@ -27,6 +27,7 @@ func FuzzPostRequestDecoders(f *testing.F) {
 		`{"turns":[{"role":"user","content":"x"}]} {}`, `{"turns":[]} x`, `{} `, ` null `, `null`, `[]`, `"x"`, `1`,
 		``, `  `, "\v", `{`, `{"turns":[`, `{"a":"\x"}`, `{"turns":[{"role":"us\u0065r","content":"\ud800"}]}`,
 		`{"turns":[1,{"x":1}]}`, `{"x":1,"turns":[1]}`, `{"turns":[{"role":1,"x":2}]}`,
+		`{"turns":[{"role":"user","content":"x"}],"root":true}`, `{"ROOT":false,"root":null}`, `{"root":1}`, `{"root":"true"}`,
 	} {
 		f.Add([]byte(s))
 	}
