@@ -143,6 +143,33 @@ func (a *authenticator) originAllowed(origin string) bool {
 	return false
 }
 
+// socketOrigin refuses a WebSocket handshake from a page that may not open
+// one: neither an allowed origin (originAllowed) nor one the WebSocket
+// library accepts (the request's own host, or patterns). It is checked
+// before the ticket is spent, and answers the API's JSON error: the
+// library's refusal is plain text, and comes after.
+func (a *authenticator) socketOrigin(r *http.Request, patterns []string) error {
+	origin := r.Header.Get("Origin")
+	if origin == "" || a.originAllowed(origin) {
+		return nil
+	}
+	if u, err := url.Parse(origin); err == nil && u.Host != "" {
+		if strings.EqualFold(r.Host, u.Host) {
+			return nil
+		}
+		for _, pat := range patterns {
+			target := u.Host
+			if strings.Contains(pat, "://") {
+				target = u.Scheme + "://" + u.Host
+			}
+			if ok, _ := path.Match(strings.ToLower(pat), strings.ToLower(target)); ok {
+				return nil
+			}
+		}
+	}
+	return errorf(http.StatusForbidden, "forbidden", "pages of %q may not open this WebSocket: only same-origin, loopback and --allowed-origins pages may", origin)
+}
+
 // cors lets pages of the allowed origins (originAllowed) read the API's
 // answers and send it JSON with a key (CORS): a frontend's dev server on
 // localhost:5173 calls sessiond directly. Preflights are answered here,

@@ -450,6 +450,11 @@ func sessionSocket(a *api, w http.ResponseWriter, r *http.Request) error {
 		w.Header().Set("Sec-WebSocket-Version", "13")
 		return errorf(http.StatusUpgradeRequired, "invalid_request", "this is a WebSocket endpoint: open it with a WebSocket handshake (version 13)")
 	}
+	// A page of another site: refused in JSON before a ticket is spent
+	// (the library's refusal is plain text, after it).
+	if err := a.auth.socketOrigin(r, a.cfg.AllowedOrigins); err != nil {
+		return err
+	}
 	var p Principal
 	var pass *ticketPass
 	if t := r.URL.Query().Get("ticket"); t != "" {

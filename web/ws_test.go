@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
+	"net/http"
 	"math/rand/v2"
 	"strings"
 	"sync"
@@ -483,4 +485,38 @@ func TestWebSocketSendCheckedAsPost(t *testing.T) {
 	if len(page.Turns) != 1 {
 		t.Fatalf("%d turns stored, want 1: %s", len(page.Turns), page.Turns)
 	}
+}
+
+// A page of another site is refused before its ticket is spent, with the
+// API's JSON error (403 forbidden), not the library's plain text: the
+// same ticket still opens the socket from a program (no Origin).
+func TestWebSocketForeignOriginKeepsTicket(t *testing.T) {
+	const key = "alice-key-0123456789"
+	s := newServer(t, 0, web.Config{Keys: map[string]web.Principal{key: {Owner: "alice"}}}, nil).as(key)
+	a := s.createSession(t, nil)
+	var tk struct{ Ticket string }
+	s.do(t, "POST", "/v1/tickets", map[string]any{"session_id": a.ID}, &tk)
+	url := "ws" + strings.TrimPrefix(s.URL, "http") + "/v1/sessions/" + a.ID + "/ws?ticket=" + tk.Ticket
+	_, resp, err := websocket.Dial(context.Background(), url, &websocket.DialOptions{HTTPHeader: http.Header{"Origin": {"http://evil.example"}}})
+	if err == nil || resp == nil || resp.StatusCode != 403 {
+		t.Fatalf("a foreign origin: err=%v resp=%v, want 403", err, resp)
+	}
+	raw, _ := io.ReadAll(resp.Body)
+	var e apiErr
+	if json.Unmarshal(raw, &e) != nil || e.Error.Code != "forbidden" || !strings.HasPrefix(resp.Header.Get("Content-Type"), "application/json") {
+		t.Fatalf("a foreign origin answered %s %q, want JSON forbidden", resp.Header.Get("Content-Type"), raw)
+	}
+	conn, _, err := websocket.Dial(context.Background(), url, nil)
+	if err != nil {
+		t.Fatalf("the ticket after a refused origin: %v", err)
+	}
+	conn.CloseNow()
+	// A same-origin page may connect.
+	s.do(t, "POST", "/v1/tickets", map[string]any{"session_id": a.ID}, &tk)
+	conn, _, err = websocket.Dial(context.Background(), "ws"+strings.TrimPrefix(s.URL, "http")+"/v1/sessions/"+a.ID+"/ws?ticket="+tk.Ticket,
+		&websocket.DialOptions{HTTPHeader: http.Header{"Origin": {s.URL}}})
+	if err != nil {
+		t.Fatalf("a same-origin page: %v", err)
+	}
+	conn.CloseNow()
 }
