@@ -550,9 +550,19 @@ func (svc *Service) unlistGhost(ctx context.Context, owner, id string) (bool, er
 func (svc *Service) List(ctx context.Context, owner, cursor string, limit int) ([]DirEntry, string, error) {
 	stub, err := svc.dirs.Get(owner)
 	if err != nil {
-		return nil, "", fmt.Errorf("%w: %v", ErrInvalid, err)
+		return nil, "", fmt.Errorf("%w: owner: %s", ErrInvalid, strings.TrimPrefix(err.Error(), "objects: "))
+	}
+	if cursor != "" {
+		if _, _, err := decodeCursor(cursor); err != nil {
+			return nil, "", err
+		}
 	}
 	svc.flushDirectoryOf(owner)
+	// An owner with no directory has no sessions: a list creates none (an
+	// admin's ?owner= would otherwise leave a database for every name).
+	if ok, err := svc.dirs.Exists(ctx, owner); err != nil || !ok {
+		return []DirEntry{}, "", err
+	}
 	type page struct {
 		entries []DirEntry
 		next    string

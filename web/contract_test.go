@@ -1,6 +1,7 @@
 package web_test
 
 import (
+	"context"
 	"fmt"
 	"testing"
 
@@ -128,4 +129,37 @@ func TestPostAtRootMakesSiblingOfFirstTurn(t *testing.T) {
 		t.Fatalf("the key again without root: %d %s, want 409", st, raw)
 	}
 	s.expectError(t, "POST", turnsPath, `{"turns":[{"role":"user","content":"x"}],"root":"yes"}`, 400, "invalid_request")
+}
+
+// GET /sessions?owner=: an admin's list of an owner with no sessions is
+// an empty page that creates nothing (before, it left a directory
+// database per name asked about); a non-admin's owner= naming someone
+// else is 403, not silently its own list; a bad cursor is 422.
+func TestListOwnerParameter(t *testing.T) {
+	const alice, root = "alice-key-0123456789", "root-key-0123456789a"
+	s := newServer(t, 0, web.Config{Keys: map[string]web.Principal{alice: {Owner: "alice"}, root: {Owner: "root", Admin: true}}}, nil)
+	s.as(alice).createSession(t, nil)
+	dirs, err := s.rt.Namespace(session.NamespaceDirectories)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var list struct {
+		Sessions   []session.DirEntry `json:"sessions"`
+		NextCursor *string            `json:"next_cursor"`
+	}
+	if st, raw := s.as(root).do(t, "GET", "/v1/sessions?owner=ghost", nil, &list); st != 200 || list.Sessions == nil || len(list.Sessions) != 0 || list.NextCursor != nil {
+		t.Fatalf("admin list of an unknown owner: %d %s", st, raw)
+	}
+	if ok, err := dirs.Exists(context.Background(), "ghost"); err != nil || ok {
+		t.Fatalf("listing ghost made its directory: %v %v", ok, err)
+	}
+	if st, raw := s.as(root).do(t, "GET", "/v1/sessions?owner=alice", nil, &list); st != 200 || len(list.Sessions) != 1 {
+		t.Fatalf("admin list of alice: %d %s", st, raw)
+	}
+	s.as(alice).expectError(t, "GET", "/v1/sessions?owner=root", nil, 403, "forbidden")
+	if st, raw := s.as(alice).do(t, "GET", "/v1/sessions?owner=alice", nil, &list); st != 200 || len(list.Sessions) != 1 {
+		t.Fatalf("alice's owner=alice: %d %s", st, raw)
+	}
+	s.as(alice).expectError(t, "GET", "/v1/sessions?cursor=garbage!", nil, 422, "invalid_request")
+	s.as(root).expectError(t, "GET", "/v1/sessions?owner=ghost&cursor=garbage!", nil, 422, "invalid_request")
 }

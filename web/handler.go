@@ -165,7 +165,10 @@ func listSessions(a *api, w http.ResponseWriter, r *http.Request) error {
 	}
 	p := principalOf(r.Context())
 	owner := p.Owner
-	if o := r.URL.Query().Get("owner"); o != "" && p.Admin {
+	if o := r.URL.Query().Get("owner"); o != "" && o != p.Owner {
+		if !p.Admin {
+			return errorf(http.StatusForbidden, "forbidden", "only an admin key may list another owner's sessions (owner=)")
+		}
 		owner = o
 	}
 	list, next, err := a.svc.List(r.Context(), owner, r.URL.Query().Get("cursor"), int(limit))
