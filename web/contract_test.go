@@ -3,6 +3,7 @@ package web_test
 import (
 	"context"
 	"fmt"
+	"strings"
 	"testing"
 
 	"sessiond/session"
@@ -162,4 +163,16 @@ func TestListOwnerParameter(t *testing.T) {
 	}
 	s.as(alice).expectError(t, "GET", "/v1/sessions?cursor=garbage!", nil, 422, "invalid_request")
 	s.as(root).expectError(t, "GET", "/v1/sessions?owner=ghost&cursor=garbage!", nil, 422, "invalid_request")
+}
+
+// POST /tickets without session_id is 422 naming the field, not a 404 of
+// a session called "".
+func TestTicketWithoutSessionID(t *testing.T) {
+	s := newServer(t, 0, web.Config{}, nil)
+	for _, body := range []string{`{}`, `{"session_id":""}`, `{"session_id":null}`} {
+		var e apiErr
+		if st, raw := s.do(t, "POST", "/v1/tickets", body, &e); st != 422 || e.Error.Code != "invalid_request" || !strings.Contains(e.Error.Message, "session_id") {
+			t.Fatalf("POST /v1/tickets %s: %d %s", body, st, raw)
+		}
+	}
 }

@@ -434,6 +434,9 @@ func createTicket(a *api, w http.ResponseWriter, r *http.Request) error {
 	if err := a.decodeJSON(w, r, 1<<10, &req); err != nil {
 		return err
 	}
+	if req.SessionID == "" {
+		return errorf(http.StatusUnprocessableEntity, "invalid_request", "session_id is required")
+	}
 	p := principalOf(r.Context())
 	if _, err := a.svc.Get(r.Context(), p.scope(), req.SessionID); err != nil {
 		return err
