@@ -943,6 +943,7 @@ func (svc *Service) Import(ctx context.Context, owner string, r io.Reader, idemK
 	var turns []Turn
 	var last int64
 	ids := map[int64]bool{}
+	importedAt := nowMillis()
 	for n := 1; sc.Scan(); n++ {
 		if sc.Err() != nil {
 			break // the read failed: the last line is cut, report the failure
@@ -959,7 +960,7 @@ func (svc *Service) Import(ctx context.Context, owner string, r io.Reader, idemK
 			if errors.As(err, &se) || errors.Is(err, io.ErrUnexpectedEOF) {
 				return nil, fmt.Errorf("%w: line %d: %v", ErrInvalidJSON, n, err)
 			}
-			return nil, fmt.Errorf("%w: line %d: %v", ErrInvalid, n, err)
+			return nil, fmt.Errorf("%w: line %d: %s", ErrInvalid, n, jsonDecodeMessage(err))
 		}
 		if _, err := dec.Token(); !errors.Is(err, io.EOF) {
 			return nil, fmt.Errorf("%w: line %d holds more than one JSON value", ErrInvalidJSON, n)
@@ -990,6 +991,12 @@ func (svc *Service) Import(ctx context.Context, owner string, r io.Reader, idemK
 			}
 			if t.Status == "" {
 				t.Status = TurnComplete
+			}
+			if u := t.Usage; u != nil && (u.PromptTokens < 0 || u.CompletionTokens < 0 || u.TotalTokens < 0) {
+				return nil, fmt.Errorf("%w: line %d: usage counts must not be negative", ErrInvalid, n)
+			}
+			if t.CreatedAt.IsZero() {
+				t.CreatedAt = importedAt // absent: the import's time, not year 1
 			}
 			last = t.ID
 			ids[t.ID] = true

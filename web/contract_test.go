@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"strings"
 	"testing"
+	"time"
 
 	"sessiond/session"
 	"sessiond/web"
@@ -173,6 +174,38 @@ func TestTicketWithoutSessionID(t *testing.T) {
 		var e apiErr
 		if st, raw := s.do(t, "POST", "/v1/tickets", body, &e); st != 422 || e.Error.Code != "invalid_request" || !strings.Contains(e.Error.Message, "session_id") {
 			t.Fatalf("POST /v1/tickets %s: %d %s", body, st, raw)
+		}
+	}
+}
+
+// Import: a turn without created_at gets the import's time (not year 1),
+// negative usage counts are 422, and messages about values of the wrong
+// type speak of JSON, not of Go's types.
+func TestImportChecksTurnValues(t *testing.T) {
+	s := newServer(t, 0, web.Config{}, nil)
+	const head = `{"type":"session","session":{"title":"imp"}}` + "\n"
+	before := time.Now().Add(-time.Minute)
+	var sess session.Session
+	if st, raw := s.do(t, "POST", "/v1/sessions/import", head+`{"type":"turn","turn":{"id":1,"role":"user","content":"x"}}`+"\n", &sess); st != 201 {
+		t.Fatalf("import: %d %s", st, raw)
+	}
+	var p turnPage
+	s.do(t, "GET", "/v1/sessions/"+sess.ID+"/turns", nil, &p)
+	if len(p.Turns) != 1 || p.Turns[0].CreatedAt.Before(before) {
+		t.Fatalf("a turn imported without created_at: %+v", p.Turns)
+	}
+	for _, c := range []struct{ body, want string }{
+		{head + `{"type":"turn","turn":{"id":1,"role":"assistant","content":"x","usage":{"prompt_tokens":-5,"completion_tokens":1,"total_tokens":1}}}`, "negative"},
+		{`[]`, "must be an object"},
+		{head + `{"type":"turn","turn":{"id":"1","role":"user","content":"x"}}`, `"turn.id" must be an integer`},
+		{head + `{"type":"turn","turn":{"id":1,"role":"user","content":"x","created_at":5}}`, "created_at"},
+		{head + `{"type":"turn","turn":{"id":1,"role":"user","content":"x","created_at":"yesterday"}}`, "created_at"},
+	} {
+		var e apiErr
+		st, raw := s.do(t, "POST", "/v1/sessions/import", c.body, &e)
+		if st != 422 || e.Error.Code != "invalid_request" || !strings.Contains(e.Error.Message, c.want) ||
+			strings.Contains(e.Error.Message, "Go ") || strings.Contains(e.Error.Message, "session.") || strings.Contains(e.Error.Message, "2006") {
+			t.Errorf("import %s: %d %s, want 422 saying %q in JSON's terms", c.body, st, raw, c.want)
 		}
 	}
 }
