@@ -189,26 +189,31 @@ func (o *sessionObj) establish(ctx context.Context, tx *objects.Tx, m *meta) (*S
 	return s, err
 }
 
-func (o *sessionObj) update(ctx context.Context, tx *objects.Tx, req *UpdateRequest) (*Session, error) {
+// update applies req and reports whether it changed anything. A request
+// that changes nothing saves nothing: updated_at, which orders the list,
+// stays.
+func (o *sessionObj) update(ctx context.Context, tx *objects.Tx, req *UpdateRequest) (*Session, bool, error) {
 	m := *o.m
-	if req.Title != nil {
-		m.Title = *req.Title
+	changed := false
+	set := func(dst *string, v *string) {
+		if v != nil && *dst != *v {
+			*dst, changed = *v, true
+		}
 	}
-	if req.Model != nil {
-		m.Model = *req.Model
+	set(&m.Title, req.Title)
+	set(&m.Model, req.Model)
+	set(&m.System, req.System)
+	set(&m.Policy, req.BusyPolicy)
+	if len(req.Metadata) > 0 && !sameJSON(m.Metadata, req.Metadata) {
+		m.Metadata, changed = req.Metadata, true
 	}
-	if req.System != nil {
-		m.System = *req.System
-	}
-	if len(req.Metadata) > 0 {
-		m.Metadata = req.Metadata
-	}
-	if req.BusyPolicy != nil {
-		m.Policy = *req.BusyPolicy
+	if !changed {
+		s, err := o.session(ctx, tx)
+		return s, false, err
 	}
 	m.UpdatedAt = nowMillis()
 	if err := saveMeta(ctx, tx, &m); err != nil {
-		return nil, err
+		return nil, false, err
 	}
 	o2 := *o
 	o2.m = &m
@@ -216,7 +221,17 @@ func (o *sessionObj) update(ctx context.Context, tx *objects.Tx, req *UpdateRequ
 	if err == nil {
 		o.m = &m
 	}
-	return s, err
+	return s, err == nil, err
+}
+
+// sameJSON reports whether two JSON texts are the same but for
+// insignificant white space.
+func sameJSON(a, b json.RawMessage) bool {
+	if bytes.Equal(a, b) {
+		return true
+	}
+	var ca, cb bytes.Buffer
+	return json.Compact(&ca, a) == nil && json.Compact(&cb, b) == nil && bytes.Equal(ca.Bytes(), cb.Bytes())
 }
 
 // requestHash identifies a PostRequest for idempotency.

@@ -412,8 +412,8 @@ func (svc *Service) Update(ctx context.Context, owner, id string, req UpdateRequ
 		return nil, err
 	}
 	s, err := do(ctx, svc, owner, id, func(ctx context.Context, o *sessionObj, tx *objects.Tx) (*Session, error) {
-		s, err := o.update(ctx, tx, &req)
-		if err == nil {
+		s, changed, err := o.update(ctx, tx, &req)
+		if err == nil && changed {
 			m := *o.m
 			m.Title, m.UpdatedAt = s.Title, s.UpdatedAt
 			tx.OnCommit(func() { svc.touchDirectory(&m, "") })

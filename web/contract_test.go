@@ -209,3 +209,28 @@ func TestImportChecksTurnValues(t *testing.T) {
 		}
 	}
 }
+
+// A PATCH that changes nothing ({}, nulls, the values the session has)
+// leaves updated_at, and so the list's order, as it was.
+func TestNoOpPatchKeepsUpdatedAt(t *testing.T) {
+	s := newServer(t, 0, web.Config{}, nil)
+	a := s.createSession(t, map[string]any{"title": "a", "metadata": map[string]any{"k": 1}})
+	b := s.createSession(t, map[string]any{"title": "b"})
+	// Past b's millisecond: a PATCH that saved would now move a on top.
+	checkFor(t, "the clock to pass the last update", func() bool { return time.Now().Truncate(time.Millisecond).After(b.UpdatedAt) })
+	for _, body := range []string{`{}`, `{"title":null}`, `{"title":"a"}`, `{"busy_policy":"queue","model":"offline"}`, `{"metadata":{ "k": 1 }}`} {
+		var got session.Session
+		if st, raw := s.do(t, "PATCH", "/v1/sessions/"+a.ID, body, &got); st != 200 || !got.UpdatedAt.Equal(a.UpdatedAt) {
+			t.Fatalf("PATCH %s: %d %s; updated_at was %v", body, st, raw, a.UpdatedAt)
+		}
+	}
+	var list struct{ Sessions []session.DirEntry }
+	s.do(t, "GET", "/v1/sessions", nil, &list)
+	if len(list.Sessions) != 2 || list.Sessions[0].ID != b.ID {
+		t.Fatalf("list after no-op PATCHes: %+v, want %s first", list.Sessions, b.ID)
+	}
+	var got session.Session
+	if st, raw := s.do(t, "PATCH", "/v1/sessions/"+a.ID, `{"title":"a2"}`, &got); st != 200 || !got.UpdatedAt.After(a.UpdatedAt) || got.Title != "a2" {
+		t.Fatalf("a real PATCH: %d %s", st, raw)
+	}
+}
