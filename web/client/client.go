@@ -277,18 +277,28 @@ func (c *Client) followOnce(ctx context.Context, id, gid string, after *int64, f
 	defer resp.Body.Close()
 	sc := bufio.NewScanner(resp.Body)
 	sc.Buffer(make([]byte, 64<<10), 64<<20)
+	// The SSE format: a "data" field's value follows its colon and one
+	// optional space; the values of an event's data lines are joined with
+	// "\n"; a blank line ends the event.
 	var data strings.Builder
+	hasData := false
 	for sc.Scan() {
 		line := sc.Text()
+		field, value, _ := strings.Cut(line, ":")
 		switch {
-		case strings.HasPrefix(line, "data: "):
-			data.WriteString(line[len("data: "):])
-		case line == "" && data.Len() > 0:
+		case line != "" && field == "data":
+			if hasData {
+				data.WriteByte('\n')
+			}
+			data.WriteString(strings.TrimPrefix(value, " "))
+			hasData = true
+		case line == "" && hasData:
 			var ev Event
 			if err := json.Unmarshal([]byte(data.String()), &ev); err != nil {
 				return false, fmt.Errorf("decode event: %w", err)
 			}
 			data.Reset()
+			hasData = false
 			if ev.Type == "resume_required" {
 				// Too slow for the server, which closes the stream:
 				// reconnect after the last offset fn saw.

@@ -165,3 +165,29 @@ func TestCreateSessionIdempotencyKey(t *testing.T) {
 		t.Fatalf("sessions after two creates with one key: %v %v", list, err)
 	}
 }
+
+// Follow reads SSE as the format allows, not only as sessiond writes it:
+// "data:" with no space, and an event's data split over several lines
+// (joined with "\n"), comments and other fields skipped.
+func TestFollowParsesSSEDataLines(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/event-stream")
+		io.WriteString(w, ": a comment\nevent: delta\nid: 1\ndata:{\"type\":\"delta\",\"generation\":\"g_1\",\"offset\":1,\"text\":\"a\"}\n\n")
+		io.WriteString(w, "event: delta\ndata: {\"type\":\"delta\",\ndata:\"generation\":\"g_1\",\"offset\":2,\ndata: \"text\":\"b\\nc\"}\n\n")
+		io.WriteString(w, "data:{\"type\":\"done\",\"generation\":\"g_1\",\"offset\":3}\r\n\r\n")
+	}))
+	defer srv.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	var got []string
+	err := client.New(srv.URL, "").Follow(ctx, "s", "g_1", 0, func(ev client.Event) error {
+		got = append(got, fmt.Sprintf("%s%d%q", ev.Type, ev.Offset, ev.Text))
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := `[delta1"a" delta2"b\nc" done3""]`; fmt.Sprint(got) != want {
+		t.Fatalf("events %v, want %s", got, want)
+	}
+}
