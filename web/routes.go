@@ -3,6 +3,7 @@ package web
 import (
 	"encoding/json"
 	"net/http"
+	"slices"
 	"strings"
 	"sync"
 )
@@ -111,9 +112,9 @@ var schemas = map[string]any{
 		"busy_policy": enum("queue", "reject", "interrupt")}), // "" is 422 here; on a create it is the default
 	"NewTurn": obj(props{"role": enum("user", "tool"), "content": map[string]any{"description": "a string or an array of content parts"},
 		"tool_call_id": str("required for role tool")}, "role", "content"),
-	"PostRequest": obj(props{"turns": arr(ref("NewTurn")), "generate": boolean(), "model": str("override the session's model for this generation"),
+	"PostRequest": described("turns, generate or both: {\"generate\": true} alone answers the branch's last turn anew; neither is 422", obj(props{"turns": arr(ref("NewTurn")), "generate": boolean(), "model": str("override the session's model for this generation"),
 		"parent_id": integer("append under this turn instead of the head (edit or regenerate: a new branch); 0 or null: the head"),
-		"root":      map[string]any{"type": "boolean", "description": "append the turns with no parent: a new branch beside the first turn (an edit of the first message); needs turns, excludes parent_id"}}, "turns"),
+		"root":      map[string]any{"type": "boolean", "description": "append the turns with no parent: a new branch beside the first turn (an edit of the first message); needs turns, excludes parent_id"}})),
 	"PostResult":    obj(props{"turns": arr(ref("Turn")), "generation": nullable(ref("Generation"))}, "turns", "generation"),
 	"ForkRequest":   obj(props{"turn_id": integer()}, "turn_id"),
 	"TicketRequest": obj(props{"session_id": str("")}, "session_id"),
@@ -127,6 +128,10 @@ func obj(p props, required ...string) map[string]any {
 	if len(required) > 0 {
 		m["required"] = required
 	}
+	return m
+}
+func described(doc string, m map[string]any) map[string]any {
+	m["description"] = doc
 	return m
 }
 func str(doc string) map[string]any {
@@ -195,9 +200,6 @@ func openAPIDocument() []byte {
 			default:
 				content["application/json"] = map[string]any{"schema": ref(rt.result)}
 			}
-			if rt.sse {
-				content["text/event-stream"] = map[string]any{}
-			}
 			if len(content) > 0 {
 				ok["content"] = content
 			}
@@ -209,9 +211,18 @@ func openAPIDocument() []byte {
 			if rt.noContent != "" {
 				resp["204"] = map[string]any{"description": rt.noContent}
 			}
-			for _, code := range rt.errors {
-				resp[itoa(code)] = map[string]any{"description": http.StatusText(code),
+			for _, code := range append(slices.Clone(rt.errors), http.StatusInternalServerError) {
+				e := map[string]any{"description": http.StatusText(code),
 					"content": map[string]any{"application/json": map[string]any{"schema": ref("Error")}}}
+				switch code {
+				case http.StatusUnauthorized:
+					e["headers"] = map[string]any{"WWW-Authenticate": map[string]any{"schema": str(`Bearer realm="sessiond"`)}}
+				case http.StatusServiceUnavailable:
+					e["headers"] = map[string]any{"Retry-After": map[string]any{"schema": integer("seconds (overloaded)")}}
+				case http.StatusInternalServerError:
+					e["description"] = "code internal: a fault of the server's, logged; the request may be retried"
+				}
+				resp[itoa(code)] = e
 			}
 			op["responses"] = resp
 			if !rt.public {
