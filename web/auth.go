@@ -6,6 +6,7 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/base64"
+	"errors"
 	"fmt"
 	"net"
 	"net/http"
@@ -75,7 +76,11 @@ func (a *authenticator) middleware(onError func(http.ResponseWriter, *http.Reque
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			p, err := a.principal(r)
 			if err != nil {
-				w.Header().Set("WWW-Authenticate", `Bearer realm="sessiond"`)
+				// A challenge only with 401: on a 403 (a page of another
+				// site) it would say that a key helps, which it does not.
+				if ae := (*apiError)(nil); errors.As(err, &ae) && ae.Status == http.StatusUnauthorized {
+					w.Header().Set("WWW-Authenticate", `Bearer realm="sessiond"`)
+				}
 				onError(w, r, err)
 				return
 			}

@@ -3,6 +3,8 @@ package web_test
 import (
 	"context"
 	"fmt"
+	"io"
+	"net/http"
 	"strings"
 	"testing"
 	"time"
@@ -232,5 +234,49 @@ func TestNoOpPatchKeepsUpdatedAt(t *testing.T) {
 	var got session.Session
 	if st, raw := s.do(t, "PATCH", "/v1/sessions/"+a.ID, `{"title":"a2"}`, &got); st != 200 || !got.UpdatedAt.After(a.UpdatedAt) || got.Title != "a2" {
 		t.Fatalf("a real PATCH: %d %s", st, raw)
+	}
+}
+
+// HTTP hygiene: a 405 carries Allow; HEAD is answered on GET routes; a
+// 403 carries no WWW-Authenticate (only a 401 does); a path with an empty
+// segment is a JSON error, not a redirect.
+func TestHTTPHygiene(t *testing.T) {
+	s := newServer(t, 0, web.Config{}, nil)
+	sess := s.createSession(t, nil)
+	req := func(method, path string, hdr ...string) *http.Response {
+		t.Helper()
+		r, _ := http.NewRequest(method, s.URL+path, nil)
+		for i := 0; i+1 < len(hdr); i += 2 {
+			r.Header.Set(hdr[i], hdr[i+1])
+		}
+		c := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+		resp, err := c.Do(r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		return resp
+	}
+	for path, want := range map[string]string{"/v1/sessions": "GET, HEAD, POST", "/v1/sessions/" + sess.ID: "GET, HEAD, PATCH, DELETE"} {
+		if resp := req("PUT", path); resp.StatusCode != 405 || resp.Header.Get("Allow") != want {
+			t.Errorf("PUT %s: %d, Allow %q, want 405 with %q", path, resp.StatusCode, resp.Header.Get("Allow"), want)
+		}
+	}
+	for _, path := range []string{"/v1/sessions", "/v1/sessions/" + sess.ID, "/v1/openapi.json"} {
+		if resp := req("HEAD", path); resp.StatusCode != 200 || !strings.HasPrefix(resp.Header.Get("Content-Type"), "application/json") {
+			t.Errorf("HEAD %s: %d %s", path, resp.StatusCode, resp.Header.Get("Content-Type"))
+		}
+	}
+	resp := req("GET", "/v1/sessions", "Origin", "http://evil.example")
+	if resp.StatusCode != 403 || resp.Header.Get("WWW-Authenticate") != "" {
+		t.Errorf("a foreign page: %d, WWW-Authenticate %q; want 403 without it", resp.StatusCode, resp.Header.Get("WWW-Authenticate"))
+	}
+	keyed := newServer(t, 0, web.Config{Keys: map[string]web.Principal{"alice-key-0123456789": {Owner: "alice"}}}, nil)
+	if resp, err := http.Get(keyed.URL + "/v1/sessions"); err != nil || resp.StatusCode != 401 || resp.Header.Get("WWW-Authenticate") == "" {
+		t.Errorf("no key: %v %v, want 401 with WWW-Authenticate", resp, err)
+	}
+	if resp := req("GET", "/v1/sessions//turns"); resp.StatusCode < 400 || resp.StatusCode >= 500 || !strings.HasPrefix(resp.Header.Get("Content-Type"), "application/json") {
+		t.Errorf("GET /v1/sessions//turns: %d %s, want a JSON 4xx", resp.StatusCode, resp.Header.Get("Content-Type"))
 	}
 }

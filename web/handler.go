@@ -12,6 +12,7 @@ import (
 
 	"github.com/coder/websocket"
 	"github.com/go-chi/chi/v5"
+	"github.com/go-chi/chi/v5/middleware"
 
 	"sessiond/session"
 	"sessiond/streaming"
@@ -96,6 +97,7 @@ func NewHandler(svc *session.Service, cfg Config) http.Handler {
 		a.log = slog.Default()
 	}
 	r := chi.NewRouter()
+	r.Use(middleware.GetHead) // HEAD of every GET route, as HTTP expects
 	r.Get("/healthz", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 	})
@@ -104,8 +106,21 @@ func NewHandler(svc *session.Service, cfg Config) http.Handler {
 		v1.NotFound(func(w http.ResponseWriter, r *http.Request) {
 			writeError(w, r, a.log, errorf(http.StatusNotFound, "not_found", "no such endpoint: %s %s", r.Method, r.URL.Path))
 		})
-		v1.MethodNotAllowed(func(w http.ResponseWriter, r *http.Request) {
-			writeError(w, r, a.log, errorf(http.StatusMethodNotAllowed, "method_not_allowed", "%s is not allowed on %s", r.Method, r.URL.Path))
+		v1.MethodNotAllowed(func(w http.ResponseWriter, req *http.Request) {
+			// A 405 says which methods the resource has (RFC 9110
+			// 15.5.6); a custom handler gets none of chi's.
+			var allow []string
+			for _, m := range []string{"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"} {
+				lookup := m
+				if m == "HEAD" {
+					lookup = "GET" // GetHead answers HEAD wherever GET is routed
+				}
+				if r.Match(chi.NewRouteContext(), lookup, req.URL.Path) {
+					allow = append(allow, m)
+				}
+			}
+			w.Header().Set("Allow", strings.Join(allow, ", "))
+			writeError(w, req, a.log, errorf(http.StatusMethodNotAllowed, "method_not_allowed", "%s is not allowed on %s; allowed: %s", req.Method, req.URL.Path, strings.Join(allow, ", ")))
 		})
 		authed := v1.With(a.auth.middleware(func(w http.ResponseWriter, r *http.Request, err error) { writeError(w, r, a.log, err) }))
 		for _, rt := range routes {

@@ -107,8 +107,12 @@ func TestOpenAPIListsAnsweredStatuses(t *testing.T) {
 func TestOpenAPIPostTurnsAsAnswered(t *testing.T) {
 	s := newServer(t, 0, web.Config{}, nil)
 	var doc struct {
-		Paths      map[string]map[string]struct{ Responses map[string]struct{ Content map[string]any } }
-		Components struct{ Schemas map[string]struct{ Required []string } }
+		Paths map[string]map[string]struct {
+			Responses map[string]struct{ Content map[string]any }
+		}
+		Components struct {
+			Schemas map[string]struct{ Required []string }
+		}
 	}
 	s.do(t, "GET", "/v1/openapi.json", nil, &doc)
 	post := doc.Paths["/v1/sessions/{id}/turns"]["post"].Responses
