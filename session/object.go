@@ -329,8 +329,8 @@ func (o *sessionObj) post(ctx context.Context, tx *objects.Tx, req *PostRequest)
 		if model == "" {
 			model = m.Model
 		}
-		if _, _, err := o.svc.Models.Get(model); err != nil {
-			return nil, fmt.Errorf("%w: %v", ErrInvalid, err)
+		if err := o.svc.checkModel(model); err != nil {
+			return nil, err
 		}
 		queued, err := o.queuedCount(ctx, tx)
 		if err != nil {

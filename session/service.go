@@ -298,6 +298,15 @@ func validMetadata(md json.RawMessage) error {
 	return nil
 }
 
+// checkModel refuses a model this server does not serve, in the API's
+// words (the registry's error is an internal one).
+func (svc *Service) checkModel(name string) error {
+	if _, _, err := svc.Models.Get(name); err != nil {
+		return fmt.Errorf("%w: model %q is not one this server serves", ErrInvalid, name)
+	}
+	return nil
+}
+
 func validPolicy(p string) error {
 	switch p {
 	case "", PolicyQueue, PolicyReject, PolicyInterrupt:
@@ -322,8 +331,8 @@ func (svc *Service) Create(ctx context.Context, owner string, req CreateRequest)
 	if model == "" {
 		model = svc.Models.Default()
 	}
-	if _, _, err := svc.Models.Get(model); err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrInvalid, err)
+	if err := svc.checkModel(model); err != nil {
+		return nil, err
 	}
 	if req.IdempotencyKey != "" {
 		id, err := svc.claimCreate(ctx, owner, req.IdempotencyKey, hash, req.ID)
@@ -403,9 +412,7 @@ func (svc *Service) Update(ctx context.Context, owner, id string, req UpdateRequ
 		}
 	}
 	if req.Model != nil {
-		if _, _, err := svc.Models.Get(*req.Model); err != nil {
-			errs = append(errs, fmt.Errorf("%w: %v", ErrInvalid, err))
-		}
+		errs = append(errs, svc.checkModel(*req.Model))
 	}
 	errs = append(errs, validMetadata(req.Metadata))
 	if err := errors.Join(errs...); err != nil {

@@ -280,3 +280,21 @@ func TestHTTPHygiene(t *testing.T) {
 		t.Errorf("GET /v1/sessions//turns: %d %s, want a JSON 4xx", resp.StatusCode, resp.Header.Get("Content-Type"))
 	}
 }
+
+// An unknown model is refused in the API's words, the same on create,
+// PATCH and post, without the registry's internal wording.
+func TestUnknownModelMessage(t *testing.T) {
+	s := newServer(t, 0, web.Config{}, nil)
+	sess := s.createSession(t, nil)
+	for _, c := range []struct{ method, path, body string }{
+		{"POST", "/v1/sessions", `{"model":"nope"}`},
+		{"PATCH", "/v1/sessions/" + sess.ID, `{"model":"nope"}`},
+		{"POST", "/v1/sessions/" + sess.ID + "/turns", `{"turns":[{"role":"user","content":"x"}],"generate":true,"model":"nope"}`},
+	} {
+		var e apiErr
+		st, raw := s.do(t, c.method, c.path, c.body, &e)
+		if st != 422 || e.Error.Code != "invalid_request" || !strings.Contains(e.Error.Message, `model "nope" is not one this server serves`) || strings.Contains(e.Error.Message, "get model") {
+			t.Errorf("%s %s %s: %d %s", c.method, c.path, c.body, st, raw)
+		}
+	}
+}
