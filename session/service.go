@@ -2,6 +2,7 @@ package session
 
 import (
 	"bufio"
+	"bytes"
 	"cmp"
 	"context"
 	"crypto/sha256"
@@ -284,6 +285,15 @@ func validText(field, s string, limit int) error {
 	return nil
 }
 
+// nullAsAbsent returns md, or nil for a JSON null: metadata null is left
+// out, as every other field's null is.
+func nullAsAbsent(md json.RawMessage) json.RawMessage {
+	if string(bytes.TrimSpace(md)) == "null" {
+		return nil
+	}
+	return md
+}
+
 func validMetadata(md json.RawMessage) error {
 	if len(md) == 0 {
 		return nil
@@ -318,6 +328,7 @@ func validPolicy(p string) error {
 // Create creates a session owned by owner.
 func (svc *Service) Create(ctx context.Context, owner string, req CreateRequest) (*Session, error) {
 	hash := req.hash() // as sent, before the defaults
+	req.Metadata = nullAsAbsent(req.Metadata)
 	if req.ID == "" {
 		req.ID = NewID()
 	} else if err := ValidateID(req.ID); err != nil {
@@ -395,6 +406,7 @@ func (svc *Service) Get(ctx context.Context, owner, id string) (*Session, error)
 
 // Update changes a session's title, model, system prompt, metadata or busy policy.
 func (svc *Service) Update(ctx context.Context, owner, id string, req UpdateRequest) (*Session, error) {
+	req.Metadata = nullAsAbsent(req.Metadata)
 	var errs []error
 	if req.Title != nil {
 		errs = append(errs, validText("title", *req.Title, MaxTitleBytes))
@@ -1021,6 +1033,7 @@ func (svc *Service) Import(ctx context.Context, owner string, r io.Reader, idemK
 	if s == nil {
 		return nil, fmt.Errorf("%w: empty import", ErrInvalid)
 	}
+	s.Metadata = nullAsAbsent(s.Metadata)
 	if err := errors.Join(validText("title", s.Title, MaxTitleBytes), validText("system", s.System, MaxSystemBytes),
 		validMetadata(s.Metadata), validPolicy(s.BusyPolicy)); err != nil {
 		return nil, err

@@ -298,3 +298,21 @@ func TestUnknownModelMessage(t *testing.T) {
 		}
 	}
 }
+
+// "metadata": null leaves the metadata out, as null does for every other
+// field, on create, PATCH and import (it was 422 "must be a JSON object").
+func TestMetadataNullIsAbsent(t *testing.T) {
+	s := newServer(t, 0, web.Config{}, nil)
+	sess := s.createSession(t, map[string]any{"metadata": nil})
+	if string(sess.Metadata) != "{}" {
+		t.Fatalf("created with metadata null: %s", sess.Metadata)
+	}
+	var got session.Session
+	s.do(t, "PATCH", "/v1/sessions/"+sess.ID, `{"metadata":{"k":1}}`, &got)
+	if st, raw := s.do(t, "PATCH", "/v1/sessions/"+sess.ID, `{"metadata":null,"title":"t"}`, &got); st != 200 || string(got.Metadata) != `{"k":1}` || got.Title != "t" {
+		t.Fatalf("PATCH metadata null: %d %s", st, raw)
+	}
+	if st, raw := s.do(t, "POST", "/v1/sessions/import", `{"type":"session","session":{"title":"i","metadata":null}}`+"\n", &got); st != 201 || string(got.Metadata) != "{}" {
+		t.Fatalf("import with metadata null: %d %s", st, raw)
+	}
+}
