@@ -294,6 +294,9 @@ func (o *sessionObj) post(ctx context.Context, tx *objects.Tx, req *PostRequest)
 		}
 		parent = req.Parent
 	}
+	if len(req.Turns) == 0 && parent == 0 {
+		return nil, fmt.Errorf("%w: nothing to answer: the session has no turns yet; post one with generate", ErrInvalid)
+	}
 	res := &PostResult{Turns: []Turn{}}
 	lastPreview := ""
 	for _, nt := range req.Turns {

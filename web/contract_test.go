@@ -316,3 +316,17 @@ func TestMetadataNullIsAbsent(t *testing.T) {
 		t.Fatalf("import with metadata null: %d %s", st, raw)
 	}
 }
+
+// generate with no turns on a session that has none is 422: there is
+// nothing to answer (it started a generation with no prompt).
+func TestGenerateOnEmptySessionRefused(t *testing.T) {
+	s := newServer(t, 0, web.Config{}, nil)
+	sess := s.createSession(t, nil)
+	s.expectError(t, "POST", "/v1/sessions/"+sess.ID+"/turns", `{"generate":true}`, 422, "invalid_request")
+	s.expectError(t, "POST", "/v1/sessions/"+sess.ID+"/turns", `{"turns":null,"generate":true}`, 422, "invalid_request")
+	var got session.Session
+	s.do(t, "GET", "/v1/sessions/"+sess.ID, nil, &got)
+	if got.Generation != nil || got.LastTurnID != 0 {
+		t.Fatalf("after refused posts: %+v", got)
+	}
+}
