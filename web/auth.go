@@ -224,7 +224,9 @@ func loopbackHost(host string) bool {
 // ticket returns a signed, short-lived, single-use ticket for one
 // session's WebSocket. Its random nonce is what redeem spends.
 func (a *authenticator) ticket(sessionID string, p Principal, now time.Time) (string, time.Time) {
-	exp := now.Add(a.ttl)
+	// Whole seconds, as the ticket holds it: valid while now < exp, and
+	// expires_at says exactly that.
+	exp := time.Unix(now.Add(a.ttl).Unix(), 0)
 	nonce := rand.Text()
 	payload := strings.Join([]string{sessionID, p.Owner, strconv.FormatBool(p.Admin), strconv.FormatInt(exp.Unix(), 10), nonce}, "\n")
 	mac := hmac.New(sha256.New, a.secret)
@@ -263,7 +265,7 @@ func (a *authenticator) check(t, sessionID string, now time.Time) (ticketPass, e
 		return ticketPass{}, bad
 	}
 	exp, err := strconv.ParseInt(f[3], 10, 64)
-	if err != nil || now.Unix() > exp {
+	if err != nil || now.Unix() >= exp {
 		return ticketPass{}, bad
 	}
 	if f[0] != sessionID {
@@ -297,7 +299,7 @@ func (a *authenticator) spentAlready(nonce string) bool {
 func (a *authenticator) redeem(tp ticketPass, now time.Time) error {
 	// Expired since check: its nonce may have been swept, and spend
 	// would take a copy as new.
-	if now.Unix() > tp.exp {
+	if now.Unix() >= tp.exp {
 		return errBadTicket()
 	}
 	if !a.spend(tp.nonce, tp.exp, now.Unix()) {

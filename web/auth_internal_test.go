@@ -56,7 +56,10 @@ func TestTicketSpentOnceAndSwept(t *testing.T) {
 	// when redeemed after it, though the sweep forgot the first use.
 	tk, exp := a.ticket("s1", Principal{Owner: "alice"}, later)
 	tp1, _ := a.check(tk, "s1", later)
-	tp2, _ := a.check(tk, "s1", exp)
+	tp2, err := a.check(tk, "s1", exp.Add(-time.Millisecond))
+	if err != nil {
+		t.Fatalf("a ticket in its last millisecond: %v", err)
+	}
 	if err := a.redeem(tp1, later); err != nil {
 		t.Fatal(err)
 	}
@@ -64,5 +67,22 @@ func TestTicketSpentOnceAndSwept(t *testing.T) {
 	a.spend("another", after.Unix()+60, after.Unix()) // a sweep
 	if err := a.redeem(tp2, after); err == nil {
 		t.Fatal("a copy redeemed after its ticket expired")
+	}
+}
+
+// A ticket's expires_at is the instant it stops being good, to the
+// nanosecond: whole seconds, good just before, refused at it.
+func TestTicketExpiresWhenItSays(t *testing.T) {
+	a := newAuthenticator(&Config{TicketTTL: time.Minute})
+	now := time.Unix(1_800_000_000, 123_456_789)
+	tk, exp := a.ticket("s1", Principal{Owner: "alice"}, now)
+	if exp.Nanosecond() != 0 || exp.After(now.Add(time.Minute)) || exp.Before(now.Add(time.Minute-time.Second)) {
+		t.Fatalf("expires_at %v for a ticket of a minute from %v", exp, now)
+	}
+	if _, err := a.check(tk, "s1", exp.Add(-time.Nanosecond)); err != nil {
+		t.Fatalf("just before expires_at: %v", err)
+	}
+	if _, err := a.check(tk, "s1", exp); err == nil {
+		t.Fatal("a ticket passed check at its expires_at")
 	}
 }
