@@ -330,3 +330,27 @@ func TestGenerateOnEmptySessionRefused(t *testing.T) {
 		t.Fatalf("after refused posts: %+v", got)
 	}
 }
+
+// Accept: text/event-stream;q=0 is "not an event stream": the post is
+// answered in JSON (201); with q above 0 it streams (200).
+func TestAcceptEventStreamQZero(t *testing.T) {
+	s := newServer(t, 0, web.Config{}, nil)
+	sess := s.createSession(t, nil)
+	for accept, want := range map[string]int{
+		"text/event-stream;q=0, application/json":   201,
+		"text/event-stream; q=0.0":                  201,
+		"application/json, text/event-stream;q=0.5": 200,
+		"text/event-stream":                         200,
+	} {
+		st, raw := s.do(t, "POST", "/v1/sessions/"+sess.ID+"/turns", `{"turns":[{"role":"user","content":"/say x"}],"generate":true}`, nil, "Accept", accept)
+		if st != want {
+			t.Errorf("Accept: %s: %d %.200s, want %d", accept, st, raw, want)
+		}
+		// Each post starts from an idle session.
+		var got session.Session
+		checkFor(t, "the generation to end", func() bool {
+			s.do(t, "GET", "/v1/sessions/"+sess.ID, nil, &got)
+			return got.Generation == nil
+		})
+	}
+}

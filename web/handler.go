@@ -259,8 +259,30 @@ func listTurns(a *api, w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
+// wantsSSE reports whether Accept names text/event-stream with a q above
+// 0 ("q=0" means "not this").
 func wantsSSE(r *http.Request) bool {
-	return strings.Contains(r.Header.Get("Accept"), "text/event-stream")
+	for _, v := range r.Header.Values("Accept") {
+		for rng := range strings.SplitSeq(v, ",") {
+			typ, params, _ := strings.Cut(rng, ";")
+			if !strings.EqualFold(strings.TrimSpace(typ), "text/event-stream") {
+				continue
+			}
+			q := 1.0
+			for prm := range strings.SplitSeq(params, ";") {
+				k, val, _ := strings.Cut(strings.TrimSpace(prm), "=")
+				if strings.EqualFold(k, "q") {
+					if f, err := strconv.ParseFloat(strings.TrimSpace(val), 64); err == nil {
+						q = f
+					}
+				}
+			}
+			if q > 0 {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 func postTurns(a *api, w http.ResponseWriter, r *http.Request) error {
