@@ -1,10 +1,13 @@
 package web_test
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
@@ -352,5 +355,27 @@ func TestAcceptEventStreamQZero(t *testing.T) {
 			s.do(t, "GET", "/v1/sessions/"+sess.ID, nil, &got)
 			return got.Generation == nil
 		})
+	}
+}
+
+// A request whose context ends before its answer (a client that went
+// away while its cancel waited) is answered 503 unavailable and logged as
+// no internal error (it was a 500 and an ERROR line).
+func TestEndedRequestIsNoInternalError(t *testing.T) {
+	s := newServer(t, 5, web.Config{}, nil)
+	sess := s.createSession(t, nil)
+	var res session.PostResult
+	if st, raw := s.do(t, "POST", "/v1/sessions/"+sess.ID+"/turns", `{"turns":[{"role":"user","content":"/words 500"}],"generate":true}`, &res); st != 201 {
+		t.Fatalf("post: %d %s", st, raw)
+	}
+	var logged bytes.Buffer
+	h := web.NewHandler(s.svc, web.Config{AuthOff: true, Logger: slog.New(slog.NewTextHandler(&logged, nil))})
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	req := httptest.NewRequestWithContext(ctx, "POST", "/v1/sessions/"+sess.ID+"/generations/"+res.Generation.ID+"/cancel", nil)
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, req)
+	if rec.Code != 503 || strings.Contains(logged.String(), "level=ERROR") {
+		t.Fatalf("an ended request: %d %s; logged %s", rec.Code, rec.Body, logged.String())
 	}
 }

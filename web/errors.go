@@ -1,6 +1,7 @@
 package web
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -51,6 +52,11 @@ func writeError(w http.ResponseWriter, r *http.Request, log *slog.Logger, err er
 	if !errors.As(err, &ae) {
 		code, msg := session.ErrorCode(err)
 		status, ok := statusOf[code]
+		if !ok && r.Context().Err() != nil && (errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded)) {
+			// The request ended (its client went away, the server is
+			// stopping) before its answer: no fault of the server's to log.
+			code, msg, status, ok = "unavailable", "the request ended before it was answered", http.StatusServiceUnavailable, true
+		}
 		if !ok {
 			status = http.StatusInternalServerError
 			log.Error("web: internal error", "method", r.Method, "path", r.URL.Path, "err", err)
