@@ -440,3 +440,33 @@ func TestDedupWindowSetsTheStream(t *testing.T) {
 		t.Fatalf("stream's duplicate window %v, want 20s", d)
 	}
 }
+
+// API paths get the API's JSON answers whatever their shape: no HTML
+// redirect for a "//" or "/./" (a ServeMux's); and /healthz answers HEAD
+// as GET. (Other paths are the UI's pages.)
+func TestOddPathsGetJSONErrors(t *testing.T) {
+	base := startInProcess(t, "--data", t.TempDir())
+	client := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	for _, path := range []string{"/v1//sessions", "/v1/./sessions", "/v1/sessions/../sessions", "/v1/sessions/"} {
+		req, _ := http.NewRequest("GET", base+path, nil)
+		req.URL.Opaque = path // as sent, not cleaned by the client
+		resp, err := client.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var body struct{ Error struct{ Code string } }
+		derr := json.NewDecoder(resp.Body).Decode(&body)
+		resp.Body.Close()
+		if resp.StatusCode >= 300 && resp.StatusCode < 400 || derr != nil || (resp.StatusCode >= 400 && body.Error.Code == "") {
+			t.Errorf("GET %s: %d %q (decode: %v)", path, resp.StatusCode, resp.Header.Get("Content-Type"), derr)
+		}
+	}
+	resp, err := client.Head(base + "/healthz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Fatalf("HEAD /healthz: %d", resp.StatusCode)
+	}
+}

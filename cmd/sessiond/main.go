@@ -279,8 +279,13 @@ func newHandler(cfg config, logger *slog.Logger, svc *session.Service, ready fun
 		UI:             ui.Handler(),
 		Logger:         logger,
 	})
-	mux := http.NewServeMux()
-	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+	// Not a ServeMux: it would answer a path with "//" or "/./" with an
+	// HTML redirect before the API's JSON errors could.
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/healthz" || (r.Method != http.MethodGet && r.Method != http.MethodHead) {
+			api.ServeHTTP(w, r)
+			return
+		}
 		w.Header().Set("Content-Type", "application/json")
 		w.Header().Set("Cache-Control", "no-store")
 		if !ready() {
@@ -290,6 +295,4 @@ func newHandler(cfg config, logger *slog.Logger, svc *session.Service, ready fun
 		}
 		io.WriteString(w, `{"status":"ok"}`+"\n")
 	})
-	mux.Handle("/", api)
-	return mux
 }
