@@ -138,8 +138,13 @@ func (o *sessionObj) startGeneration(ctx context.Context, tx *objects.Tx, m *met
 	}
 	svc := o.svc
 	sessionID := m.ID
-	log, err := svc.hub(sessionID).StartGeneration(gid)
-	if err != nil {
+	// The log is in the hub from now on, which keeps the janitor from
+	// dropping the hub (and releasing the log) before this call commits.
+	var log *streaming.Log
+	if err := svc.withHub(sessionID, func(h *streaming.Hub) (err error) {
+		log, err = h.StartGeneration(gid)
+		return err
+	}); err != nil {
 		return nil, nil, nil, fmt.Errorf("start stream: %w", err)
 	}
 	// Followers of a queued generation read its state again: calls of the
@@ -150,7 +155,6 @@ func (o *sessionObj) startGeneration(ctx context.Context, tx *objects.Tx, m *met
 	run := &genRun{id: gid, turnID: t.ID, session: sessionID, log: log, cancel: cancel, done: make(chan struct{})}
 	req := &ModelRequest{Model: modelName, Messages: msgs}
 	launch := func() {
-		svc.keepLog(sessionID, log)
 		release := o.h.Hold()
 		svc.broadcastTurn(sessionID, t)
 		svc.wg.Add(1)

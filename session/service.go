@@ -89,18 +89,16 @@ type Service struct {
 	cancel context.CancelCauseFunc
 	wg     sync.WaitGroup
 
+	// hubMu guards hubs. Viewers and generation logs are added to a hub
+	// with it held (withHub), so that the janitor, which drops a hub
+	// holding neither, cannot close one between its lookup and the add.
 	hubMu sync.Mutex
-	hubs  map[string]*hubEntry
+	hubs  map[string]*streaming.Hub
 
 	dir     dirUpdates
 	viewers viewerMap
 	streams streamCounts
 	queued  genSignals
-}
-
-type hubEntry struct {
-	hub  *streaming.Hub
-	last *streaming.Log // the latest generation log, kept for its retention
 }
 
 // DefaultViewerOptions coalesce a viewer's writes over 5 ms rather than
@@ -123,7 +121,7 @@ func NewService(rt *objects.Runtime, models *Registry) (*Service, error) {
 		PersistInterval:    DefaultPersistInterval,
 		ViewerOptions:      DefaultViewerOptions(),
 		rt:                 rt,
-		hubs:               make(map[string]*hubEntry),
+		hubs:               make(map[string]*streaming.Hub),
 	}
 	svc.dir.pending = make(map[string]map[string]DirEntry)
 	svc.dir.wake = make(chan struct{}, 1)
@@ -169,8 +167,8 @@ func (svc *Service) Close() error {
 	svc.journal.close()
 	svc.hubMu.Lock()
 	defer svc.hubMu.Unlock()
-	for id, e := range svc.hubs {
-		e.hub.Close()
+	for id, h := range svc.hubs {
+		h.Close()
 		delete(svc.hubs, id)
 	}
 	return nil
@@ -183,40 +181,36 @@ func (svc *Service) logger() *slog.Logger {
 	return slog.Default()
 }
 
-// hub returns the session's viewer hub, creating it.
-func (svc *Service) hub(id string) *streaming.Hub {
+// withHub runs fn with the session's viewer hub, creating it, under
+// hubMu: the hub fn gets is the session's and stays open while fn runs (the
+// janitor cannot drop it in between). fn must not block: it adds a viewer
+// or a generation log (Hub.AddViewer, Resume, StartGeneration), which
+// never wait on a client. Lock order: hubMu, then the hub's locks.
+func (svc *Service) withHub(id string, fn func(h *streaming.Hub) error) error {
 	svc.hubMu.Lock()
 	defer svc.hubMu.Unlock()
-	e := svc.hubs[id]
-	if e == nil {
-		e = &hubEntry{hub: streaming.NewHub(&streaming.HubOptions{Logger: svc.Logger})}
-		svc.hubs[id] = e
+	h := svc.hubs[id]
+	if h == nil {
+		h = streaming.NewHub(&streaming.HubOptions{Logger: svc.Logger})
+		svc.hubs[id] = h
 	}
-	return e.hub
-}
-
-func (svc *Service) keepLog(id string, l *streaming.Log) {
-	svc.hubMu.Lock()
-	defer svc.hubMu.Unlock()
-	if e := svc.hubs[id]; e != nil {
-		e.last = l
-	}
+	return fn(h)
 }
 
 // existingHub returns the session's hub if it has one.
 func (svc *Service) existingHub(id string) *streaming.Hub {
 	svc.hubMu.Lock()
 	defer svc.hubMu.Unlock()
-	if e := svc.hubs[id]; e != nil {
-		return e.hub
-	}
-	return nil
+	return svc.hubs[id]
 }
 
-// runHubJanitor forgets hubs with no viewers whose logs have expired.
+// hubJanitorInterval is how often runHubJanitor looks for idle hubs.
+const hubJanitorInterval = 30 * time.Second
+
+// runHubJanitor forgets idle hubs (see sweepHubs).
 func (svc *Service) runHubJanitor(ctx context.Context) {
 	defer svc.wg.Done()
-	t := time.NewTicker(30 * time.Second)
+	t := time.NewTicker(hubJanitorInterval)
 	defer t.Stop()
 	for {
 		select {
@@ -224,14 +218,23 @@ func (svc *Service) runHubJanitor(ctx context.Context) {
 			return
 		case <-t.C:
 		}
-		svc.hubMu.Lock()
-		for id, e := range svc.hubs {
-			if e.hub.Viewers() == 0 && (e.last == nil || !e.last.Retained()) {
-				e.hub.Close()
-				delete(svc.hubs, id)
-			}
+		svc.sweepHubs()
+	}
+}
+
+// sweepHubs closes and forgets the hubs that hold no viewer and no log,
+// running or retained (Hub.CloseIfIdle). A generation's log is in its hub
+// from StartGeneration, inside the call that starts it, so a sweep between
+// that and the call's commit leaves the hub alone; viewers and logs are
+// only added under hubMu (withHub), so none can be added to a hub this
+// closes.
+func (svc *Service) sweepHubs() {
+	svc.hubMu.Lock()
+	defer svc.hubMu.Unlock()
+	for id, h := range svc.hubs {
+		if h.CloseIfIdle() {
+			delete(svc.hubs, id)
 		}
-		svc.hubMu.Unlock()
 	}
 }
 
@@ -497,8 +500,8 @@ func (svc *Service) Delete(ctx context.Context, owner, id string) error {
 	// WebSocketClose comes): forget its hub and viewers now, whatever
 	// befalls the directory's update below.
 	svc.hubMu.Lock()
-	if e := svc.hubs[id]; e != nil {
-		e.hub.Close()
+	if h := svc.hubs[id]; h != nil {
+		h.Close()
 		delete(svc.hubs, id)
 	}
 	svc.hubMu.Unlock()

@@ -145,7 +145,7 @@ func (o *sessionObj) WebSocketMessage(ctx context.Context, tx *objects.Tx, s *ob
 		// A client that skips hello still gets the session's live events.
 		sv.joined = true
 		id := o.m.ID
-		tx.OnCommit(func() { o.svc.hub(id).AddViewer(sv.v, nil) })
+		tx.OnCommit(func() { o.svc.addViewer(id, sv.v, nil) })
 	}
 	switch msg.Type {
 	case streaming.TypePing:
@@ -269,9 +269,9 @@ func (o *sessionObj) hello(ctx context.Context, tx *objects.Tx, sv *socketViewer
 		var err error
 		switch {
 		case !rejoin:
-			err = svc.hub(id).AddViewer(sv.v, pos)
+			err = svc.addViewer(id, sv.v, pos)
 		case pos != nil:
-			err = svc.hub(id).Resume(sv.v, pos.Generation, pos.After)
+			err = svc.withHub(id, func(h *streaming.Hub) error { return h.Resume(sv.v, pos.Generation, pos.After) })
 		}
 		switch {
 		case errors.Is(err, streaming.ErrGenerationNotFound):
@@ -296,9 +296,22 @@ func (o *sessionObj) refuseResume(sv *socketViewer, ready []byte, code, message 
 	sv.v.Send(errorMsg(code, message))
 	if !sv.joined {
 		sv.joined = true
-		return o.svc.hub(o.m.ID).AddViewer(sv.v, nil)
+		return o.svc.addViewer(o.m.ID, sv.v, nil)
 	}
 	return nil
+}
+
+// addViewer adds v to the session's hub (Hub.AddViewer), under hubMu (see
+// withHub): never to a hub the janitor has just closed, which would leave
+// the socket open and deaf to the session's broadcasts and generations.
+// ErrViewerClosed is nil here: the socket is going, and its close forgets
+// it.
+func (svc *Service) addViewer(id string, v *streaming.Viewer, resume *streaming.Position) error {
+	err := svc.withHub(id, func(h *streaming.Hub) error { return h.AddViewer(v, resume) })
+	if errors.Is(err, streaming.ErrViewerClosed) {
+		return nil
+	}
+	return err
 }
 
 func finalMessages(g *Generation, t Turn) [][]byte {
@@ -371,7 +384,9 @@ func (svc *Service) Follow(ctx context.Context, owner, id, gid string, after int
 		}
 		if h := svc.existingHub(id); h != nil {
 			err := h.Resume(v, gid, after)
-			if err == nil || !errors.Is(err, streaming.ErrGenerationNotFound) {
+			// A hub closed since it was looked up (by the janitor: it held
+			// no log) retains no generation.
+			if err == nil || !errors.Is(err, streaming.ErrGenerationNotFound) && !errors.Is(err, streaming.ErrHubClosed) {
 				return err
 			}
 		}

@@ -123,6 +123,32 @@ func (h *Hub) Viewers() int {
 	return len(h.viewers)
 }
 
+// CloseIfIdle closes the hub if it holds no viewer (viewers that have
+// stopped are forgotten first) and no log (a running generation's, or an
+// ended one still retained), and reports whether it did. The check and the
+// close are one step under the hub's lock, so that a caller dropping idle
+// hubs (a janitor) never closes one under a generation that has just
+// started or a viewer that has just been added. It never blocks: an idle
+// hub has nothing to close but itself.
+func (h *Hub) CloseIfIdle() bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.closed {
+		return true
+	}
+	for v := range h.viewers {
+		if !v.open() {
+			delete(h.viewers, v)
+		}
+	}
+	if len(h.viewers) > 0 || len(h.logs) > 0 {
+		return false
+	}
+	h.closed = true
+	h.viewers, h.logs = nil, nil
+	return true
+}
+
 // Broadcast queues msg to every viewer (e.g. a committed turn) and returns
 // how many accepted it. It never blocks; msg must not be modified
 // afterwards. Viewers that have stopped are forgotten.

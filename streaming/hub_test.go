@@ -275,3 +275,37 @@ func TestAddViewerResumePastEnd(t *testing.T) {
 		t.Fatalf("g_2 text %q, want %q", got, "c")
 	}
 }
+
+// CloseIfIdle leaves a hub that holds a running or retained log, or an
+// open viewer, and closes one that holds neither (forgetting viewers that
+// stopped).
+func TestHubCloseIfIdle(t *testing.T) {
+	hub := streaming.NewHub(&streaming.HubOptions{Retention: -1})
+	defer hub.Close()
+	l, err := hub.StartGeneration("g_1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if hub.CloseIfIdle() {
+		t.Fatal("CloseIfIdle closed a hub holding a running generation's log")
+	}
+	if _, err := l.AppendText("still running"); err != nil {
+		t.Fatalf("Append after CloseIfIdle: %v", err)
+	}
+	mustFinish(t, l)
+	l.Release()
+	v := streaming.NewViewer(&recSink{}, nil)
+	if err := hub.AddViewer(v, nil); err != nil {
+		t.Fatal(err)
+	}
+	if hub.CloseIfIdle() {
+		t.Fatal("CloseIfIdle closed a hub holding an open viewer")
+	}
+	v.Close()
+	if !hub.CloseIfIdle() {
+		t.Fatal("CloseIfIdle kept a hub with no log and only a stopped viewer")
+	}
+	if _, err := hub.StartGeneration("g_2"); !errors.Is(err, streaming.ErrHubClosed) {
+		t.Fatalf("StartGeneration after CloseIfIdle err=%v, want ErrHubClosed", err)
+	}
+}
