@@ -97,6 +97,7 @@ type Service struct {
 
 	dir     dirUpdates
 	viewers viewerMap
+	closes  closeGroup // viewer closes handed off by calls (see closeGroup)
 	streams streamCounts
 	queued  genSignals
 }
@@ -171,6 +172,7 @@ func (svc *Service) Close() error {
 		h.Close()
 		delete(svc.hubs, id)
 	}
+	svc.closes.Wait()
 	return nil
 }
 

@@ -66,6 +66,50 @@ func (vm *viewerMap) removeSession(id string) []*socketViewer {
 	return out
 }
 
+// closeGroup runs viewer closes that must not hold up their caller (a
+// session's call, which would otherwise wait for a close handshake with a
+// client that may not read): each in a goroutine that Service.Close waits
+// for. Unlike a sync.WaitGroup's, Go may be called while Wait waits (a
+// socket may end as the service stops).
+type closeGroup struct {
+	mu   sync.Mutex
+	n    int
+	idle chan struct{} // made by Wait, closed when n drops to 0
+}
+
+// Go runs f in a goroutine of the group.
+func (g *closeGroup) Go(f func()) {
+	g.mu.Lock()
+	g.n++
+	g.mu.Unlock()
+	go func() {
+		defer func() {
+			g.mu.Lock()
+			if g.n--; g.n == 0 && g.idle != nil {
+				close(g.idle)
+				g.idle = nil
+			}
+			g.mu.Unlock()
+		}()
+		f()
+	}()
+}
+
+// Wait waits until no goroutine of the group runs.
+func (g *closeGroup) Wait() {
+	g.mu.Lock()
+	if g.n == 0 {
+		g.mu.Unlock()
+		return
+	}
+	if g.idle == nil {
+		g.idle = make(chan struct{})
+	}
+	idle := g.idle
+	g.mu.Unlock()
+	<-idle
+}
+
 // viewerOf returns the viewer a socket was accepted with.
 func viewerOf(s *objects.Socket) *socketViewer {
 	sv, _ := s.Value().(*socketViewer)
@@ -128,7 +172,10 @@ func (o *sessionObj) WebSocketMessage(ctx context.Context, tx *objects.Tx, s *ob
 		return nil
 	}
 	if o.check(sv.owner) != nil {
-		sv.v.CloseWith(streaming.ClosePolicyViolation, "session not found")
+		// Not waited for here: CloseWith drains the queue and waits for
+		// the close handshake, seconds with a client that does not read,
+		// and every call of the session would wait behind this one.
+		o.svc.closes.Go(func() { sv.v.CloseWith(streaming.ClosePolicyViolation, "session not found") })
 		return nil
 	}
 	msg, err := streaming.DecodeClientMessage(data)
@@ -336,7 +383,7 @@ func (o *sessionObj) WebSocketClose(ctx context.Context, tx *objects.Tx, s *obje
 		if h := o.svc.existingHub(sv.session); h != nil {
 			h.RemoveViewer(sv.v)
 		}
-		go sv.v.Close() // the connection is gone; Close waits for the writer
+		o.svc.closes.Go(func() { sv.v.Close() }) // the connection is gone; Close waits for the writer
 	}
 	return nil
 }

@@ -1,0 +1,137 @@
+package session
+
+import (
+	"context"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/coder/websocket"
+
+	"sessiond/objects"
+	"sessiond/streaming"
+)
+
+// serveSession serves session id to owner over WebSocket, as the web
+// handler does: a refused socket is closed with 1013 (try again later).
+// accepted, if not nil, receives Accept's result.
+func serveSession(t *testing.T, svc *Service, owner, id string, accepted chan<- error) string {
+	t.Helper()
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		ws, err := streaming.Accept(w, r, nil)
+		if err != nil {
+			return
+		}
+		err = svc.Accept(r.Context(), owner, id, ws)
+		if err != nil {
+			ws.Conn().Close(websocket.StatusTryAgainLater, "refused")
+		}
+		if accepted != nil {
+			accepted <- err
+		}
+	}))
+	t.Cleanup(srv.Close)
+	return "ws" + strings.TrimPrefix(srv.URL, "http")
+}
+
+func dial(t *testing.T, url string) *websocket.Conn {
+	t.Helper()
+	c, _, err := websocket.Dial(context.Background(), url, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.CloseNow() })
+	return c
+}
+
+// helloReady says hello and reads ready.
+func helloReady(t *testing.T, c *websocket.Conn) {
+	t.Helper()
+	ctx := context.Background()
+	if err := c.Write(ctx, websocket.MessageText, []byte(`{"type":"hello"}`)); err != nil {
+		t.Fatal(err)
+	}
+	_, b, err := c.Read(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(b), `"ready"`) {
+		t.Fatalf("first message %s, want ready", b)
+	}
+}
+
+// viewersOf returns the socket viewers the service holds for session id.
+func viewersOf(svc *Service, id string) []*socketViewer {
+	svc.viewers.mu.Lock()
+	defer svc.viewers.mu.Unlock()
+	var out []*socketViewer
+	for sv := range svc.viewers.m {
+		if sv.session == id {
+			out = append(out, sv)
+		}
+	}
+	return out
+}
+
+// checkFor polls cond until it holds, failing the test after a long while.
+func checkFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("gave up waiting for %s", what)
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+}
+
+// A viewer refused inside a session's call (the session is being deleted)
+// is closed without the call waiting for it: a client that does not read
+// would otherwise hold the session's serial calls for the close handshake
+// (about 5 s), and the Delete waiting on them.
+func TestRefusedViewerCloseDoesNotHoldSession(t *testing.T) {
+	ctx := context.Background()
+	svc := startService(t, offlineRegistry(t, 0, ModelInfo{}))
+	s, err := svc.Create(ctx, "local", CreateRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := dial(t, serveSession(t, svc, "local", s.ID, nil))
+	helloReady(t, c) // then the client reads no more
+	svs := viewersOf(svc, s.ID)
+	if len(svs) != 1 {
+		t.Fatalf("%d viewers, want 1", len(svs))
+	}
+	v := svs[0].v
+	stub, err := svc.sessions.Get(s.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The state Delete's first call leaves while it waits for a running
+	// generation to end.
+	if _, err := objects.Do(ctx, stub, func(ctx context.Context, o *sessionObj, tx *objects.Tx) (struct{}, error) {
+		o.deleting = true
+		return struct{}{}, nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Write(ctx, websocket.MessageText, []byte(`{"type":"ping"}`)); err != nil {
+		t.Fatal(err)
+	}
+	checkFor(t, "the session to refuse the viewer", func() bool { return v.Err() != nil })
+	// The next call of the session runs while that close still waits for
+	// the client's close frame, which never comes: the client stopped
+	// reading.
+	if _, err := objects.Do(ctx, stub, func(ctx context.Context, o *sessionObj, tx *objects.Tx) (struct{}, error) {
+		return struct{}{}, nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-v.Done():
+		t.Fatal("a call of the session waited for a refused viewer's close handshake")
+	default:
+	}
+}
