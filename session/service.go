@@ -167,13 +167,36 @@ func (svc *Service) Close() error {
 	svc.flushDirectory()
 	svc.journal.close()
 	svc.hubMu.Lock()
-	defer svc.hubMu.Unlock()
+	hubs := make([]*streaming.Hub, 0, len(svc.hubs))
 	for id, h := range svc.hubs {
-		h.Close()
+		hubs = append(hubs, h)
 		delete(svc.hubs, id)
 	}
+	svc.hubMu.Unlock()
+	closeHubs(hubs)
 	svc.closes.Wait()
 	return nil
+}
+
+// maxHubCloses bounds the hubs closeHubs closes at once.
+const maxHubCloses = 256
+
+// closeHubs closes hubs concurrently, up to maxHubCloses at a time, and
+// waits for all. A hub's Close waits for the close handshakes of its
+// viewers (each up to about 5 s with a client that does not read): one
+// after another, shutdown would take that long for each such session.
+// Call it without hubMu held.
+func closeHubs(hubs []*streaming.Hub) {
+	sem := make(chan struct{}, maxHubCloses)
+	var wg sync.WaitGroup
+	for _, h := range hubs {
+		sem <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-sem }()
+			h.Close()
+		})
+	}
+	wg.Wait()
 }
 
 func (svc *Service) logger() *slog.Logger {
@@ -501,12 +524,15 @@ func (svc *Service) Delete(ctx context.Context, owner, id string) error {
 	// The session is gone with its sockets (closed silently, so no
 	// WebSocketClose comes): forget its hub and viewers now, whatever
 	// befalls the directory's update below.
+	// Closed without hubMu held: Close waits for the viewers' close
+	// handshakes, and every session needs hubMu to reach its hub.
 	svc.hubMu.Lock()
-	if h := svc.hubs[id]; h != nil {
-		h.Close()
-		delete(svc.hubs, id)
-	}
+	h := svc.hubs[id]
+	delete(svc.hubs, id)
 	svc.hubMu.Unlock()
+	if h != nil {
+		h.Close()
+	}
 	for _, sv := range svc.viewers.removeSession(id) {
 		sv.release()
 		sv.v.Close()

@@ -135,3 +135,67 @@ func TestRefusedViewerCloseDoesNotHoldSession(t *testing.T) {
 	default:
 	}
 }
+
+// Service.Close closes the viewers of all sessions at once: with one client
+// per session that does not read, each close handshake waits for a close
+// frame that does not come, and one session after another, shutdown took
+// that wait (about 5 s) for each.
+func TestServiceCloseClosesSessionsConcurrently(t *testing.T) {
+	ctx := context.Background()
+	rt := objects.NewRuntime(t.TempDir())
+	rt.Durability = objects.DurabilityNormal
+	svc, err := NewService(rt, offlineRegistry(t, 0, ModelInfo{}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := rt.Open(ctx); err != nil {
+		t.Fatal(err)
+	}
+	defer rt.Close()
+	svc.Start()
+	const n = 3
+	var clients []*websocket.Conn
+	var views []*streaming.Viewer
+	for range n {
+		s, err := svc.Create(ctx, "local", CreateRequest{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		c := dial(t, serveSession(t, svc, "local", s.ID, nil))
+		helloReady(t, c) // then the client reads no more, for now
+		clients = append(clients, c)
+		views = append(views, viewersOf(svc, s.ID)[0].v)
+	}
+	closed := make(chan struct{})
+	go func() {
+		defer close(closed)
+		svc.Close()
+	}()
+	checkFor(t, "every viewer to be closing", func() bool {
+		for _, v := range views {
+			if v.Err() == nil {
+				return false
+			}
+		}
+		return true
+	})
+	for i, v := range views {
+		select {
+		case <-v.Done():
+			t.Errorf("viewer %d had finished its close before the others began theirs", i)
+		default:
+		}
+	}
+	// The clients read again: the close frames are answered, and the
+	// handshakes end.
+	for _, c := range clients {
+		go func() {
+			for {
+				if _, _, err := c.Read(ctx); err != nil {
+					return
+				}
+			}
+		}()
+	}
+	<-closed
+}
