@@ -119,8 +119,10 @@ func viewerOf(s *objects.Socket) *socketViewer {
 // Accept hands a WebSocket to the session for owner: the runtime holds it
 // (it survives the session's hibernation) and the session answers its
 // messages per API.md; streaming.Accept gives ws, or streaming.NewWebSocket
-// for a connection accepted otherwise. The caller must not use it
-// afterwards.
+// for a connection accepted otherwise. Once Accept succeeds the caller must
+// not use ws. When it fails, ws was not handed over and is left open: the
+// caller closes it with the close code for the error (see ErrorCode and
+// docs/protocol.md: 1013 for unavailable while the server stops, …).
 func (svc *Service) Accept(ctx context.Context, owner, id string, ws *streaming.WebSocket) error {
 	conn := ws.Conn()
 	stub, err := svc.stub(ctx, id)
@@ -143,9 +145,11 @@ func (svc *Service) Accept(ctx context.Context, owner, id string, ws *streaming.
 	// The viewer rides on the socket, so it is there before the first
 	// message is delivered.
 	if _, err := stub.AcceptWebSocket(ctx, conn, &objects.SocketOptions{Tags: []string{viewerTag}, Value: sv}); err != nil {
+		// The viewer never started (nothing was sent to it) and is
+		// dropped as it is: closing it would close ws with 1001, and the
+		// caller's code for err would never reach the client.
 		svc.viewers.remove(sv)
 		release()
-		sv.v.Close()
 		return err
 	}
 	return nil

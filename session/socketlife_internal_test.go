@@ -25,11 +25,11 @@ func serveSession(t *testing.T, svc *Service, owner, id string, accepted chan<- 
 			return
 		}
 		err = svc.Accept(r.Context(), owner, id, ws)
-		if err != nil {
-			ws.Conn().Close(websocket.StatusTryAgainLater, "refused")
-		}
 		if accepted != nil {
 			accepted <- err
+		}
+		if err != nil {
+			ws.Conn().Close(websocket.StatusTryAgainLater, "refused")
 		}
 	}))
 	t.Cleanup(srv.Close)
@@ -198,4 +198,85 @@ func TestServiceCloseClosesSessionsConcurrently(t *testing.T) {
 		}()
 	}
 	<-closed
+}
+
+// A socket refused because the runtime began to stop between Accept's
+// access check and the hand-over gets the caller's close code, 1013 (try
+// again later) for unavailable, not the 1001 of a viewer closed by Accept
+// itself.
+func TestAcceptRefusedWhileStoppingKeepsCallersCode(t *testing.T) {
+	ctx := context.Background()
+	rt := objects.NewRuntime(t.TempDir())
+	rt.Durability = objects.DurabilityNormal
+	svc, err := NewService(rt, offlineRegistry(t, 0, ModelInfo{}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := rt.Open(ctx); err != nil {
+		t.Fatal(err)
+	}
+	defer rt.Close()
+	svc.Start()
+	defer svc.Close()
+	s, err := svc.Create(ctx, "local", CreateRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	other, err := svc.Create(ctx, "local", CreateRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	stub, err := svc.sessions.Get(s.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	otherStub, err := svc.sessions.Get(other.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Hold the session's worker, so that Accept's access check queues.
+	hold, held := make(chan struct{}), make(chan struct{})
+	go objects.Do(ctx, stub, func(ctx context.Context, o *sessionObj, tx *objects.Tx) (struct{}, error) {
+		close(held)
+		<-hold
+		return struct{}{}, nil
+	})
+	<-held
+	accepted := make(chan error, 1)
+	url := serveSession(t, svc, "local", s.ID, accepted)
+	dialed := make(chan *websocket.Conn, 1)
+	go func() {
+		c, _, err := websocket.Dial(ctx, url, nil)
+		if err != nil {
+			t.Error(err)
+		}
+		dialed <- c
+	}()
+	checkFor(t, "Accept's check to queue", func() bool { return stub.Queued() == 1 })
+	// The runtime stops taking calls; those queued still run.
+	stopped := make(chan struct{})
+	go func() {
+		defer close(stopped)
+		rt.Close()
+	}()
+	checkFor(t, "the runtime to refuse calls", func() bool {
+		_, err := objects.Do(ctx, otherStub, func(ctx context.Context, o *sessionObj, tx *objects.Tx) (struct{}, error) {
+			return struct{}{}, nil
+		})
+		return err != nil
+	})
+	close(hold)
+	if err := <-accepted; err == nil {
+		t.Fatal("Accept took a socket while the runtime stopped")
+	}
+	c := <-dialed
+	if c == nil {
+		return
+	}
+	defer c.CloseNow()
+	_, _, err = c.Read(ctx)
+	if got, want := websocket.CloseStatus(err), websocket.StatusTryAgainLater; got != want {
+		t.Fatalf("close status %v (%v), want %v", got, err, want)
+	}
+	<-stopped
 }
