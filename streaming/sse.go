@@ -24,6 +24,16 @@ type SSEOptions struct {
 	// comment is written. Zero means DefaultHeartbeat (15 s); negative
 	// disables heartbeats.
 	Heartbeat time.Duration
+
+	// OnBroken, if not nil, is called once, from the heartbeat's
+	// goroutine, when a heartbeat cannot be written (within a heartbeat
+	// period): the client stopped reading, or the connection is gone
+	// without the server seeing it (on HTTP/1.1 a request's context ends
+	// only when a read fails). Nothing else would notice while no event
+	// is written, so the handler ends the stream there, typically by
+	// cancelling the context it waits on. It must not block. From then
+	// on WriteFrame fails at once.
+	OnBroken func(err error)
 }
 
 // SSE is a Sink writing Server-Sent Events to an HTTP response:
@@ -52,8 +62,11 @@ type SSE struct {
 	buf    []byte
 	pieces []ssePiece // of the WriteFrame under way
 
+	onBroken func(error)
+
 	mu        sync.Mutex
 	closed    bool
+	broken    error // a heartbeat's write failed: the stream is unusable
 	lastWrite time.Time
 	timer     *time.Timer
 	beatStop  context.CancelFunc // ends the heartbeat's write under way
@@ -70,6 +83,9 @@ func NewSSE(w http.ResponseWriter, opts *SSEOptions) (*SSE, error) {
 	s := &SSE{w: w, rc: http.NewResponseController(w), heartbeat: DefaultHeartbeat, wsem: make(chan struct{}, 1)}
 	if opts != nil && opts.Heartbeat != 0 {
 		s.heartbeat = opts.Heartbeat
+	}
+	if opts != nil {
+		s.onBroken = opts.OnBroken
 	}
 	h := w.Header()
 	h.Set("Content-Type", "text/event-stream")
@@ -105,13 +121,18 @@ func canFlush(w http.ResponseWriter) bool {
 }
 
 // WriteFrame writes frames as SSE events and flushes once. A deadline or
-// cancellation of ctx becomes a write deadline on the connection.
+// cancellation of ctx becomes a write deadline on the connection. After a
+// heartbeat failed to be written (see SSEOptions.OnBroken) it fails at
+// once.
 func (s *SSE) WriteFrame(ctx context.Context, frames [][]byte) error {
 	s.mu.Lock()
-	closed := s.closed
+	closed, broken := s.closed, s.broken
 	s.mu.Unlock()
 	if closed {
 		return ErrSinkClosed
+	}
+	if broken != nil {
+		return fmt.Errorf("write sse: %w", broken)
 	}
 	select {
 	case s.wsem <- struct{}{}:
@@ -216,7 +237,9 @@ func (s *SSE) writeLocked(ctx context.Context, bs ...[]byte) error {
 }
 
 // beat writes a heartbeat if the stream has been idle for a whole period,
-// and schedules the next check.
+// and schedules the next check. A heartbeat that cannot be written marks
+// the stream broken and is reported to OnBroken (unless Close came
+// meanwhile: the failure may be Close ending the write).
 func (s *SSE) beat() {
 	defer s.wg.Done()
 	s.mu.Lock()
@@ -244,7 +267,8 @@ func (s *SSE) beat() {
 			err = s.writeLocked(ctx, []byte(": ping\n\n"))
 			<-s.wsem
 		case <-ctx.Done():
-			err = ctx.Err()
+			// A frame's write held the stream for the whole period: the
+			// viewer's write timeout judges the client by that write.
 		}
 		s.mu.Lock()
 		s.beatStop = nil
@@ -252,10 +276,21 @@ func (s *SSE) beat() {
 		cancel()
 	}
 	s.mu.Lock()
-	defer s.mu.Unlock()
-	if err == nil && !s.closed {
+	if s.closed {
+		s.mu.Unlock()
+		return
+	}
+	if err == nil {
 		s.wg.Add(1)
 		s.timer = time.AfterFunc(next, s.beat)
+		s.mu.Unlock()
+		return
+	}
+	broken := fmt.Errorf("heartbeat: %w", err)
+	s.broken = broken
+	s.mu.Unlock()
+	if s.onBroken != nil {
+		s.onBroken(broken)
 	}
 }
 

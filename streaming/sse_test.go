@@ -385,3 +385,25 @@ func TestSSEWriteFrameLargeFrameNotCopied(t *testing.T) {
 		t.Fatalf("the large frame was handed over as it is %d times, want 2", direct)
 	}
 }
+
+// A heartbeat that cannot be written within its period (the client stopped
+// reading) is reported to OnBroken, and later frames fail at once: the
+// handler can end a stream nothing else would end while no event comes.
+func TestSSEBrokenHeartbeatIsReported(t *testing.T) {
+	w := newStalledWriter()
+	broken := make(chan error, 1)
+	sse, err := streaming.NewSSE(w, &streaming.SSEOptions{Heartbeat: 20 * time.Millisecond, OnBroken: func(err error) { broken <- err }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sse.Close(0, "")
+	if err := <-broken; err == nil {
+		t.Fatal("OnBroken got a nil error")
+	}
+	if err := sse.WriteFrame(context.Background(), [][]byte{[]byte(`{"type":"pong"}`)}); err == nil {
+		t.Fatal("WriteFrame succeeded on a stream whose heartbeat failed")
+	}
+	if w.stuck() {
+		t.Fatal("WriteFrame wrote to a stream whose heartbeat failed")
+	}
+}

@@ -1,6 +1,7 @@
 package web
 
 import (
+	"context"
 	"errors"
 	"log/slog"
 	"net/http"
@@ -317,9 +318,14 @@ func postTurns(a *api, w http.ResponseWriter, r *http.Request) error {
 
 // stream answers with the generation's events as SSE from offset after,
 // preceded by turn messages; it returns when the generation has ended or
-// the client left.
+// the client left: its request ended, or a heartbeat could not be written
+// (a client that stopped reading, a connection dead without a reset),
+// which ends ctx, so that the handler, its viewer and its stream slot do
+// not wait for the generation's next event.
 func (a *api) stream(w http.ResponseWriter, r *http.Request, p Principal, id, gid string, after int64, turns []session.Turn) error {
-	sink, err := streaming.NewSSE(w, &streaming.SSEOptions{Heartbeat: a.cfg.SSEHeartbeat})
+	ctx, cancel := context.WithCancelCause(r.Context())
+	defer cancel(nil)
+	sink, err := streaming.NewSSE(w, &streaming.SSEOptions{Heartbeat: a.cfg.SSEHeartbeat, OnBroken: cancel})
 	if err != nil {
 		return err
 	}
@@ -334,7 +340,10 @@ func (a *api) stream(w http.ResponseWriter, r *http.Request, p Principal, id, gi
 		}
 		v.Send(msgs...)
 	}
-	if err := a.svc.Follow(r.Context(), p.scope(), id, gid, after, v); err != nil {
+	if err := a.svc.Follow(ctx, p.scope(), id, gid, after, v); err != nil {
+		if ctx.Err() != nil {
+			return nil // the client is gone: nobody to tell
+		}
 		code, msg := session.ErrorCode(err)
 		var ae *apiError
 		if errors.As(err, &ae) {
@@ -347,7 +356,7 @@ func (a *api) stream(w http.ResponseWriter, r *http.Request, p Principal, id, gi
 	}
 	select {
 	case <-v.Done():
-	case <-r.Context().Done():
+	case <-ctx.Done():
 	}
 	return nil
 }
