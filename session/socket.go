@@ -152,7 +152,30 @@ func (svc *Service) Accept(ctx context.Context, owner, id string, ws *streaming.
 		release()
 		return err
 	}
+	// The socket's end is delivered to the session (WebSocketClose), but
+	// that delivery can fail (the session cannot be woken: its database
+	// fails to open, its instance is being rebuilt): the slot and the
+	// viewer are released when the connection closes, whatever reaches
+	// the session.
+	ws.AfterClose(func() { svc.closes.Go(func() { svc.forgetViewer(sv) }) })
 	return nil
+}
+
+// forgetViewer releases what the service holds for a socket that ended:
+// its place among its owner's streams, its place in the session's hub and
+// its viewer (closed in the background: it may wait for its writer). Only
+// the first call does anything: it may come from the socket's close
+// delivered to the session, from the connection's own close (see
+// Accept), or both.
+func (svc *Service) forgetViewer(sv *socketViewer) {
+	if !svc.viewers.remove(sv) {
+		return
+	}
+	sv.release()
+	if h := svc.existingHub(sv.session); h != nil {
+		h.RemoveViewer(sv.v)
+	}
+	svc.closes.Go(func() { sv.v.Close() })
 }
 
 // serverMsg builds a small server → client message.
@@ -382,12 +405,8 @@ func finalMessages(g *Generation, t Turn) [][]byte {
 
 // WebSocketClose forgets the socket's viewer (objects.SocketHandler).
 func (o *sessionObj) WebSocketClose(ctx context.Context, tx *objects.Tx, s *objects.Socket, code websocket.StatusCode, reason string) error {
-	if sv := viewerOf(s); sv != nil && o.svc.viewers.remove(sv) {
-		sv.release()
-		if h := o.svc.existingHub(sv.session); h != nil {
-			h.RemoveViewer(sv.v)
-		}
-		o.svc.closes.Go(func() { sv.v.Close() }) // the connection is gone; Close waits for the writer
+	if sv := viewerOf(s); sv != nil {
+		o.svc.forgetViewer(sv)
 	}
 	return nil
 }

@@ -2,8 +2,10 @@ package session
 
 import (
 	"context"
+	"database/sql"
 	"net/http"
 	"net/http/httptest"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -279,4 +281,58 @@ func TestAcceptRefusedWhileStoppingKeepsCallersCode(t *testing.T) {
 		t.Fatalf("close status %v (%v), want %v", got, err, want)
 	}
 	<-stopped
+}
+
+// A socket whose end cannot be delivered to its session (the session,
+// hibernated, fails to wake: here its stored metadata is unreadable)
+// still gives back its owner's stream slot and its viewer: they are
+// released when the connection closes, not by the delivery.
+func TestSocketReleasedWhenCloseNotDelivered(t *testing.T) {
+	ctx := context.Background()
+	rt := objects.NewRuntime(t.TempDir())
+	rt.Durability = objects.DurabilityNormal
+	rt.IdleTimeout = 20 * time.Millisecond
+	svc, err := NewService(rt, offlineRegistry(t, 0, ModelInfo{}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := rt.Open(ctx); err != nil {
+		t.Fatal(err)
+	}
+	defer rt.Close()
+	svc.Start()
+	defer svc.Close()
+	s, err := svc.Create(ctx, "local", CreateRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := dial(t, serveSession(t, svc, "local", s.ID, nil))
+	helloReady(t, c)
+	if got := svc.streamsOf("local"); got != 1 {
+		t.Fatalf("%d streams counted for the owner, want 1", got)
+	}
+	checkFor(t, "the session to hibernate", func() bool { return rt.Stats().Active == 0 })
+	info, err := svc.sessions.Info(ctx, s.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	db, err := sql.Open("sqlite", "file:"+filepath.Join(rt.Dir, info.Path)+"?_pragma=busy_timeout(20000)")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.Exec(`UPDATE meta SET created_at = 'not a time'`); err != nil {
+		t.Fatal(err)
+	}
+	db.Close()
+	c.Close(websocket.StatusNormalClosure, "")
+	checkFor(t, "the socket's stream slot and viewer to be released", func() bool {
+		return svc.streamsOf("local") == 0 && len(viewersOf(svc, s.ID)) == 0
+	})
+}
+
+// streamsOf returns the streams counted for owner.
+func (svc *Service) streamsOf(owner string) int {
+	svc.streams.mu.Lock()
+	defer svc.streams.mu.Unlock()
+	return svc.streams.n[owner]
 }

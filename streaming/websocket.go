@@ -178,6 +178,26 @@ func (s *WebSocket) Close(code int, reason string) error {
 	return nil
 }
 
+// AfterClose arranges for f to be called once the connection under the
+// sink is closed, whoever closes it (the sink's Close, coder/websocket on
+// a failed read or write, a runtime holding the socket), or at once if it
+// already is; it reports whether it will. f is called from the goroutine
+// that closes the connection, with coder/websocket's locks held: it must
+// not block nor use the connection (hand the work to a goroutine). A sink
+// from NewWebSocket cannot watch its connection: AfterClose returns false
+// and never calls f.
+//
+// It lets an owner of per-connection state (a stream slot, a viewer)
+// release it when the connection ends, without depending on anyone
+// reading the connection, or delivering its end, to tell.
+func (s *WebSocket) AfterClose(f func()) bool {
+	if s.batch == nil {
+		return false
+	}
+	s.batch.afterClose(f)
+	return true
+}
+
 var _ Sink = (*WebSocket)(nil)
 
 // hijackWriter hands websocket.Accept the connection as a batchConn.
@@ -228,6 +248,20 @@ type batchConn struct {
 	midMsg   bool       // a data frame without FIN was written: its message goes on
 	closing  bool       // a close frame has been written: no message may follow
 	broken   error      // a write failed: the stream may end inside a frame
+	closed   bool       // Close has run
+	onClose  []func()   // AfterClose's, called by Close
+}
+
+// afterClose has f called by Close, or now if Close has run.
+func (c *batchConn) afterClose(f func()) {
+	c.mu.Lock()
+	if !c.closed {
+		c.onClose = append(c.onClose, f)
+		c.mu.Unlock()
+		return
+	}
+	c.mu.Unlock()
+	f()
 }
 
 func newBatchConn(c net.Conn) *batchConn {
@@ -265,7 +299,15 @@ func (c *batchConn) Close() error {
 		c.broken = net.ErrClosed
 	}
 	c.boundary.Broadcast()
+	var onClose []func()
+	if !c.closed {
+		c.closed = true
+		onClose, c.onClose = c.onClose, nil
+	}
 	c.mu.Unlock()
+	for _, f := range onClose {
+		f()
+	}
 	return err
 }
 

@@ -360,3 +360,40 @@ func TestWebSocketCloseDuringBatch(t *testing.T) {
 		}
 	}
 }
+
+// AfterClose's function runs when the connection closes, whoever closes
+// it (here the reader that saw the client go, as a runtime's does), and
+// at once when registered after; a sink from NewWebSocket cannot watch.
+func TestWebSocketAfterClose(t *testing.T) {
+	closed := make(chan struct{})
+	late := make(chan struct{})
+	var plain atomic.Bool
+	ts := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		batched := r.URL.Query().Get("plain") == ""
+		ws, err := acceptSink(w, r, batched, nil)
+		if err != nil {
+			return
+		}
+		if !batched {
+			plain.Store(!ws.AfterClose(func() {}))
+			ws.Conn().CloseNow()
+			return
+		}
+		if !ws.AfterClose(func() { close(closed) }) {
+			t.Error("AfterClose refused a sink from Accept")
+		}
+		ws.Conn().Read(context.Background()) // fails when the client goes
+		ws.Conn().CloseNow()                 // as a runtime's reader does then
+		<-closed
+		ws.AfterClose(func() { close(late) })
+	}))
+	defer ts.Close()
+	c := dialWS(t, ts.URL)
+	c.CloseNow()
+	<-closed
+	<-late
+	c = dialWS(t, ts.URL+"?plain=1")
+	c.Read(context.Background())
+	c.CloseNow()
+	checkFor(t, "the plain sink to refuse AfterClose", plain.Load)
+}
