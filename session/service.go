@@ -98,8 +98,10 @@ type Service struct {
 	dir     dirUpdates
 	viewers viewerMap
 	closes  closeGroup // viewer closes handed off by calls (see closeGroup)
-	streams streamCounts
-	queued  genSignals
+
+	handOver handOvers // orders Accept against Delete, per session
+	streams  streamCounts
+	queued   genSignals
 }
 
 // DefaultViewerOptions coalesce a viewer's writes over 5 ms rather than
@@ -517,7 +519,18 @@ func (svc *Service) Delete(ctx context.Context, owner, id string) error {
 	if err != nil {
 		return err
 	}
-	if err := stub.Delete(ctx); err != nil {
+	// Under the write lock of handOver: a socket whose Accept passed its
+	// access check (before this deletion's first call) is handed over
+	// before the object goes, so the deletion closes it and removeSession
+	// below finds its viewer; one that checks later is refused. Without
+	// it, a socket could attach to the deleted name afterwards, its slot
+	// never released and its first message re-creating the object.
+	ho := svc.handOver.get(id)
+	ho.Lock()
+	err = stub.Delete(ctx)
+	ho.Unlock()
+	svc.handOver.put(id, ho)
+	if err != nil {
 		svc.undoDeleting(id)
 		return err
 	}

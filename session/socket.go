@@ -110,6 +110,45 @@ func (g *closeGroup) Wait() {
 	<-idle
 }
 
+// handOvers order sockets' hand-overs against their sessions' deletions,
+// per session: Accept holds its session's read lock from its access check
+// to the socket's hand-over, Delete the write lock around its deletion of
+// the object. Only the sockets of a session being deleted wait.
+type handOvers struct {
+	mu sync.Mutex
+	m  map[string]*handOver
+}
+
+type handOver struct {
+	sync.RWMutex
+	refs int // guarded by handOvers.mu
+}
+
+// get returns session id's lock, to be given back with put.
+func (hs *handOvers) get(id string) *handOver {
+	hs.mu.Lock()
+	defer hs.mu.Unlock()
+	if hs.m == nil {
+		hs.m = make(map[string]*handOver)
+	}
+	h := hs.m[id]
+	if h == nil {
+		h = &handOver{}
+		hs.m[id] = h
+	}
+	h.refs++
+	return h
+}
+
+// put gives back a lock from get, unlocked.
+func (hs *handOvers) put(id string, h *handOver) {
+	hs.mu.Lock()
+	defer hs.mu.Unlock()
+	if h.refs--; h.refs == 0 {
+		delete(hs.m, id)
+	}
+}
+
 // viewerOf returns the viewer a socket was accepted with.
 func viewerOf(s *objects.Socket) *socketViewer {
 	sv, _ := s.Value().(*socketViewer)
@@ -125,8 +164,20 @@ func viewerOf(s *objects.Socket) *socketViewer {
 // docs/protocol.md: 1013 for unavailable while the server stops, …).
 func (svc *Service) Accept(ctx context.Context, owner, id string, ws *streaming.WebSocket) error {
 	conn := ws.Conn()
+	release, err := svc.OpenStream(owner)
+	if err != nil {
+		return err
+	}
+	// From the access check to the hand-over, the session's deletion
+	// waits (see Delete): the socket is either handed over before the
+	// object goes (and closed with it), or refused by the check.
+	ho := svc.handOver.get(id)
+	ho.RLock()
+	defer svc.handOver.put(id, ho)
+	defer ho.RUnlock()
 	stub, err := svc.stub(ctx, id)
 	if err != nil {
+		release()
 		return err
 	}
 	// Check access now: a ticket is short-lived, but the session may have
@@ -134,10 +185,7 @@ func (svc *Service) Accept(ctx context.Context, owner, id string, ws *streaming.
 	if _, err := do(ctx, svc, owner, id, func(ctx context.Context, o *sessionObj, tx *objects.Tx) (struct{}, error) {
 		return struct{}{}, nil
 	}); err != nil {
-		return err
-	}
-	release, err := svc.OpenStream(owner)
-	if err != nil {
+		release()
 		return err
 	}
 	sv := &socketViewer{v: streaming.NewViewer(ws, svc.ViewerOptions), session: id, owner: owner, release: release}

@@ -336,3 +336,82 @@ func (svc *Service) streamsOf(owner string) int {
 	defer svc.streams.mu.Unlock()
 	return svc.streams.n[owner]
 }
+
+// A socket whose Accept passed its access check before its session's
+// Delete began is handed over before the object goes, and released with
+// it; without that, a Delete that ran entirely between the check and the
+// hand-over left the socket attached to the deleted name, its slot never
+// released (and its first message re-creating the object).
+func TestAcceptRacingDeleteDoesNotOutliveIt(t *testing.T) {
+	ctx := context.Background()
+	svc := startService(t, offlineRegistry(t, 0, ModelInfo{}))
+	s, err := svc.Create(ctx, "local", CreateRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	stub, err := svc.sessions.Get(s.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	noop := func(ctx context.Context, o *sessionObj, tx *objects.Tx) (struct{}, error) { return struct{}{}, nil }
+	// Hold the session's worker, so that Accept's access check queues.
+	hold, held := make(chan struct{}), make(chan struct{})
+	go objects.Do(ctx, stub, func(ctx context.Context, o *sessionObj, tx *objects.Tx) (struct{}, error) {
+		close(held)
+		<-hold
+		return struct{}{}, nil
+	})
+	<-held
+	accepted := make(chan error, 1)
+	url := serveSession(t, svc, "local", s.ID, accepted)
+	dialed, clientDone := make(chan *websocket.Conn, 1), make(chan struct{})
+	go func() {
+		defer close(clientDone)
+		c, _, err := websocket.Dial(ctx, url, nil)
+		dialed <- c
+		if err != nil {
+			return
+		}
+		for { // answers the server's close
+			if _, _, err := c.Read(ctx); err != nil {
+				return
+			}
+		}
+	}()
+	defer func() {
+		if c := <-dialed; c != nil {
+			c.CloseNow()
+		}
+		<-clientDone
+	}()
+	checkFor(t, "Accept's check to queue", func() bool { return stub.Queued() == 1 })
+	// Whatever Accept does between its check and the hand-over and needs
+	// the owner's stream count waits, until Accept or Delete is done.
+	svc.streams.mu.Lock()
+	close(hold)
+	if _, err := objects.Do(ctx, stub, noop); err != nil { // after the check
+		svc.streams.mu.Unlock()
+		t.Fatal(err)
+	}
+	deleted := make(chan error, 1)
+	go func() { deleted <- svc.Delete(ctx, "local", s.ID) }()
+	var acceptErr, deleteErr error
+	select {
+	case acceptErr = <-accepted:
+		svc.streams.mu.Unlock()
+		deleteErr = <-deleted
+	case deleteErr = <-deleted:
+		svc.streams.mu.Unlock()
+		acceptErr = <-accepted
+	}
+	if deleteErr != nil {
+		t.Fatal(deleteErr)
+	}
+	t.Logf("Accept: %v", acceptErr)
+	checkFor(t, "the socket's stream slot and viewer to be released", func() bool {
+		return svc.streamsOf("local") == 0 && len(viewersOf(svc, s.ID)) == 0
+	})
+	if ok, err := svc.sessions.Exists(ctx, s.ID); err != nil || ok {
+		t.Fatalf("session exists after Delete: %v %v", ok, err)
+	}
+}
