@@ -536,9 +536,9 @@ func (svc *Service) Delete(ctx context.Context, owner, id string) error {
 	}
 	// The session is gone with its sockets (closed silently, so no
 	// WebSocketClose comes): forget its hub and viewers now, whatever
-	// befalls the directory's update below.
-	// Closed without hubMu held: Close waits for the viewers' close
-	// handshakes, and every session needs hubMu to reach its hub.
+	// befalls the directory's update below. The hub is closed without
+	// hubMu held: Close waits for its viewers' close handshakes, and every
+	// session needs hubMu to reach its hub.
 	svc.hubMu.Lock()
 	h := svc.hubs[id]
 	delete(svc.hubs, id)

@@ -162,6 +162,10 @@ func viewerOf(s *objects.Socket) *socketViewer {
 // not use ws. When it fails, ws was not handed over and is left open: the
 // caller closes it with the close code for the error (see ErrorCode and
 // docs/protocol.md: 1013 for unavailable while the server stops, …).
+//
+// The socket counts among owner's streams until its connection closes
+// (streaming.WebSocket.AfterClose); one from streaming.NewWebSocket, whose
+// connection cannot be watched, until its close reaches the session.
 func (svc *Service) Accept(ctx context.Context, owner, id string, ws *streaming.WebSocket) error {
 	conn := ws.Conn()
 	release, err := svc.OpenStream(owner)
