@@ -198,6 +198,105 @@ func (s *WebSocket) AfterClose(f func()) bool {
 	return true
 }
 
+// KeepAlive has the sink ping its client every interval, and drop the
+// connection (no close handshake: the peer is gone or stuck) when the pong
+// has not come within twice the interval and no WriteFrame is under way. A
+// ping is skipped while a WriteFrame is under way: a client late to answer
+// because it is still reading a long message is left to the viewer's
+// judgement of slow clients, not judged here. Pings
+// keep proxies from closing a quiet connection, and find a client that
+// vanished without closing, which would otherwise hold its place (a
+// stream slot, a viewer) until TCP gave up on it.
+//
+// Pinging stops when the connection closes; the pinger runs in a timer's
+// goroutine for the length of one ping at most. The caller's reader must
+// keep reading, as for Close: coder/websocket takes pongs as it reads. Only
+// a sink from Accept can watch its connection's end: KeepAlive reports
+// whether it will ping, and does nothing when interval is not positive.
+func (s *WebSocket) KeepAlive(interval time.Duration) bool {
+	if s.batch == nil || interval <= 0 {
+		return false
+	}
+	k := &keepAlive{s: s, interval: interval}
+	k.mu.Lock()
+	k.timer = time.AfterFunc(interval, k.ping)
+	k.mu.Unlock()
+	s.batch.afterClose(k.stop)
+	return true
+}
+
+// keepAlive is one sink's pinger (see KeepAlive).
+type keepAlive struct {
+	s        *WebSocket
+	interval time.Duration
+
+	mu      sync.Mutex // guards the fields below; held neither calling coder/websocket nor taking the sink's mu
+	timer   *time.Timer
+	cancel  context.CancelFunc // ends the ping under way
+	stopped bool
+}
+
+// ping sends one ping, waits for its pong, then schedules the next or
+// drops the connection. It takes the sink's lock (writeUnderWay) only
+// without k.mu: the sink's abort holds it while closing the connection,
+// which calls stop.
+func (k *keepAlive) ping() {
+	if k.s.writeUnderWay() {
+		k.reschedule()
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*k.interval)
+	defer cancel()
+	k.mu.Lock()
+	if k.stopped {
+		k.mu.Unlock()
+		return
+	}
+	k.cancel = cancel
+	k.mu.Unlock()
+
+	err := k.s.conn.Ping(ctx)
+	if err == nil || k.s.writeUnderWay() {
+		k.reschedule()
+		return
+	}
+	k.mu.Lock()
+	k.cancel = nil
+	stopped := k.stopped
+	k.mu.Unlock()
+	if !stopped {
+		k.s.conn.CloseNow() // its AfterClose hooks run stop
+	}
+}
+
+// reschedule sets the next ping, unless pinging has stopped.
+func (k *keepAlive) reschedule() {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	k.cancel = nil
+	if !k.stopped {
+		k.timer.Reset(k.interval)
+	}
+}
+
+// stop ends pinging: the connection has closed.
+func (k *keepAlive) stop() {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	k.stopped = true
+	k.timer.Stop()
+	if k.cancel != nil {
+		k.cancel()
+	}
+}
+
+// writeUnderWay reports whether a WriteFrame is writing.
+func (s *WebSocket) writeUnderWay() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.writing
+}
+
 var _ Sink = (*WebSocket)(nil)
 
 // hijackWriter hands websocket.Accept the connection as a batchConn.

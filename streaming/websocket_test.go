@@ -397,3 +397,82 @@ func TestWebSocketAfterClose(t *testing.T) {
 	c.CloseNow()
 	checkFor(t, "the plain sink to refuse AfterClose", plain.Load)
 }
+
+// TestWebSocketKeepAlive: a client that answers pings (by reading) stays
+// connected across many ping intervals and still gets messages; one that
+// never reads, and so never answers, is dropped, which releases what its
+// connection held (AfterClose).
+func TestWebSocketKeepAlive(t *testing.T) {
+	const interval = 20 * time.Millisecond
+	type served struct {
+		ws     *streaming.WebSocket
+		closed chan struct{}
+	}
+	conns := make(chan served, 2)
+	ts := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		ws, err := streaming.Accept(w, r, nil)
+		if err != nil {
+			return
+		}
+		s := served{ws: ws, closed: make(chan struct{})}
+		ws.AfterClose(func() { close(s.closed) })
+		if !ws.KeepAlive(interval) {
+			t.Error("KeepAlive refused a sink from Accept")
+		}
+		conns <- s
+		// The server's reader, as the runtime's: pongs arrive through it.
+		ws.Conn().Read(context.Background())
+		ws.Conn().CloseNow()
+	}))
+	defer ts.Close()
+
+	// A live client: it reads, so coder/websocket answers every ping.
+	live := dialWS(t, ts.URL)
+	got := make(chan string, 1)
+	go func() {
+		_, data, err := live.Read(context.Background())
+		if err != nil {
+			got <- "read failed: " + err.Error()
+			return
+		}
+		got <- string(data)
+	}()
+	s := <-conns
+	time.Sleep(15 * interval) // several pings, each answered
+	select {
+	case <-s.closed:
+		t.Fatal("a client answering pings was dropped")
+	default:
+	}
+	if err := s.ws.WriteFrame(context.Background(), [][]byte{[]byte(`{"type":"x"}`)}); err != nil {
+		t.Fatalf("write after pings: %v", err)
+	}
+	if m := <-got; m != `{"type":"x"}` {
+		t.Fatalf("live client got %q", m)
+	}
+
+	// A silent client: it never reads, so it never answers a ping.
+	silent := dialWS(t, ts.URL)
+	_ = silent
+	s = <-conns
+	select {
+	case <-s.closed:
+	case <-time.After(10 * time.Second): // a hang guard, not a speed bound
+		t.Fatal("a client that never answered a ping was not dropped")
+	}
+
+	// A plain sink cannot watch its connection, so it does not ping.
+	ts2 := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		ws, err := acceptSink(w, r, false, nil)
+		if err != nil {
+			return
+		}
+		if ws.KeepAlive(interval) {
+			t.Error("KeepAlive accepted a sink that cannot watch its connection")
+		}
+		ws.Conn().CloseNow()
+	}))
+	defer ts2.Close()
+	c := dialWS(t, ts2.URL)
+	c.Read(context.Background())
+}

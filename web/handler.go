@@ -29,6 +29,8 @@ const (
 	DefaultSSEHeartbeat = 15 * time.Second
 	// DefaultMaxBodyMemory bounds the request bodies held at once.
 	DefaultMaxBodyMemory = 1 << 30
+	// DefaultWSPing is how often a WebSocket's client is pinged.
+	DefaultWSPing = 30 * time.Second
 )
 
 // Config configures the HTTP API.
@@ -65,6 +67,11 @@ type Config struct {
 	TicketTTL time.Duration
 	// SSEHeartbeat is the idle time before an SSE comment. Default DefaultSSEHeartbeat.
 	SSEHeartbeat time.Duration
+	// WSPing is how often the server pings a WebSocket's client; a client
+	// that has not answered a ping within twice it is dropped (see
+	// streaming.WebSocket.KeepAlive). Default DefaultWSPing; negative: no
+	// pings.
+	WSPing time.Duration
 	// UI serves everything outside /v1 and /healthz; nil serves 404s.
 	UI http.Handler
 	// Logger defaults to slog.Default().
@@ -89,6 +96,9 @@ func NewHandler(svc *session.Service, cfg Config) http.Handler {
 	}
 	if cfg.SSEHeartbeat == 0 {
 		cfg.SSEHeartbeat = DefaultSSEHeartbeat
+	}
+	if cfg.WSPing == 0 {
+		cfg.WSPing = DefaultWSPing
 	}
 	if cfg.MaxBodyMemory <= 0 {
 		cfg.MaxBodyMemory = DefaultMaxBodyMemory
@@ -557,7 +567,9 @@ func sessionSocket(a *api, w http.ResponseWriter, r *http.Request) error {
 	if err := a.svc.Accept(r.Context(), p.scope(), id, ws); err != nil {
 		code, msg := session.ErrorCode(err)
 		ws.Conn().Close(acceptCloseStatus(code), truncateReason(code+": "+msg))
+		return nil
 	}
+	ws.KeepAlive(a.cfg.WSPing) // the session reads the socket now, so pongs are taken
 	return nil
 }
 

@@ -172,3 +172,44 @@ func openSSE(t *testing.T, s *server, method, path, body string) *http.Response 
 	}
 	return resp
 }
+
+// The server pings its sockets: one whose client answers (it reads) keeps
+// its place across many pings; one whose client stopped reading, so never
+// answers, is dropped, and its place in the owner's count is freed.
+func TestWebSocketPingDropsSilentClient(t *testing.T) {
+	const interval = 20 * time.Millisecond
+	srv := newServer(t, 0, web.Config{WSPing: interval}, nil)
+	srv.svc.MaxStreamsPerOwner = 1
+	sess := srv.createSession(t, nil)
+
+	live := mustJoin(t, srv, sess.ID)
+	time.Sleep(15 * interval) // several pings, each answered
+	if _, resp, err := websocket.Dial(context.Background(), wsURL(srv, sess.ID, ticket(t, srv, sess.ID)), nil); err == nil || resp == nil || resp.StatusCode != 429 {
+		t.Fatalf("a second socket beside a live one: err=%v resp=%v, want 429 (the live one dropped?)", err, resp)
+	}
+	live.Close(websocket.StatusNormalClosure, "")
+
+	// A client that reads its ready, then nothing more.
+	var silent *websocket.Conn
+	checkFor(t, "the closed socket's place to be free", func() bool {
+		c, _, err := websocket.Dial(context.Background(), wsURL(srv, sess.ID, ticket(t, srv, sess.ID)), nil)
+		if err != nil {
+			return false
+		}
+		silent = c
+		return true
+	})
+	defer silent.CloseNow()
+	send(t, silent, map[string]any{"type": "hello"})
+	if m := recv(t, silent); m.Type != "ready" {
+		t.Fatalf("got %s, want ready", m.Type)
+	}
+	checkFor(t, "the silent socket to be dropped, freeing its place", func() bool {
+		c, err := join(srv, sess.ID, ticket(t, srv, sess.ID))
+		if err != nil {
+			return false
+		}
+		c.CloseNow()
+		return true
+	})
+}
