@@ -83,10 +83,10 @@ func (o *sessionObj) interruptStreaming(ctx context.Context, tx *objects.Tx, now
 			string(content), calls, now, id); err != nil {
 			return err
 		}
-		if p.upto > 0 {
-			if _, err := tx.Exec(ctx, `UPDATE generations SET offset = ? WHERE turn_id = ? AND status = 'running'`, p.upto, id); err != nil {
-				return err
-			}
+		// Its final event takes the offset after the last delta saved, as
+		// a generation's final event does (1 when none was).
+		if _, err := tx.Exec(ctx, `UPDATE generations SET offset = ? WHERE turn_id = ? AND status = 'running'`, p.upto+1, id); err != nil {
+			return err
 		}
 		if _, err := tx.Exec(ctx, `DELETE FROM partials WHERE turn_id = ?`, id); err != nil {
 			return err

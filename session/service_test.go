@@ -1962,3 +1962,110 @@ func TestDeleteFinishesWhatACrashLeft(t *testing.T) {
 		time.Sleep(10 * time.Millisecond)
 	}
 }
+
+// stallModel emits the deltas of text, one a character, then waits for
+// its context to end: a generation a crash will find running.
+type stallModel struct {
+	text    string
+	emitted chan struct{} // closed once every delta is emitted
+}
+
+func (m *stallModel) Stream(ctx context.Context, _ *session.ModelRequest, emit func(session.Delta) error) (*session.ModelResult, error) {
+	for _, r := range m.text {
+		if err := emit(session.Delta{Text: string(r)}); err != nil {
+			return &session.ModelResult{FinishReason: "error"}, err
+		}
+	}
+	close(m.emitted)
+	<-ctx.Done()
+	return &session.ModelResult{Text: m.text, FinishReason: "cancelled"}, ctx.Err()
+}
+
+// followTypes follows generation gid from offset after on a viewer that
+// closes at the final event, and returns the types and offsets it was
+// sent.
+func followTypes(t *testing.T, e *env, id, gid string, after int64) (types []string, offsets []int64) {
+	t.Helper()
+	sink := &frameSink{}
+	v := streaming.NewViewer(sink, &streaming.ViewerOptions{CloseOnFinal: true})
+	if err := e.svc.Follow(context.Background(), "local", id, gid, after, v); err != nil {
+		t.Fatalf("follow after %d: %v", after, err)
+	}
+	select {
+	case <-v.Done():
+	case <-time.After(10 * time.Second): // a hang guard
+		t.Fatalf("after %d: the viewer is still open", after)
+	}
+	sink.mu.Lock()
+	defer sink.mu.Unlock()
+	for _, f := range sink.frames {
+		var m struct {
+			Type   string
+			Offset int64
+		}
+		json.Unmarshal([]byte(f), &m)
+		types, offsets = append(types, m.Type), append(offsets, m.Offset)
+	}
+	return types, offsets
+}
+
+// A generation a crash interrupted ends, as every generation does, with a
+// final event at the offset after its last saved delta (1 when it saved
+// none), so a client that saw that delta, or none, still gets the final
+// event; one that saw deltas the journal had not saved gets it too, with
+// the saved turn, instead of a refusal; one that saw the final event gets
+// nothing more.
+func TestInterruptedGenerationEndsAfterItsSavedOutput(t *testing.T) {
+	for _, out := range []string{"", "abc"} {
+		t.Run(fmt.Sprintf("%d deltas", len(out)), func(t *testing.T) {
+			ctx := context.Background()
+			dir := t.TempDir()
+			m := &stallModel{text: out, emitted: make(chan struct{})}
+			e := newEnv(t, dir, 0, func(_ *session.Service, reg *session.Registry) {
+				if err := reg.Register("stall", m, session.ModelInfo{}); err != nil {
+					t.Fatal(err)
+				}
+			})
+			s, err := e.svc.Create(ctx, "local", session.CreateRequest{Model: "stall"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			res, err := e.svc.Post(ctx, "local", s.ID, session.PostRequest{Turns: []session.NewTurn{user("go")}, Generate: true})
+			if err != nil {
+				t.Fatal(err)
+			}
+			<-m.emitted
+			time.Sleep(100 * time.Millisecond) // ten persist intervals: the journal likely has it all (checked below either way)
+			e.rt.Close()                       // the service cannot commit the end: like a crash
+			e.svc.Close()
+
+			e2 := newEnv(t, dir, 0, nil)
+			g, err := e2.svc.Generation(ctx, "local", s.ID, res.Generation.ID)
+			if err != nil || g.Status != session.GenInterrupted {
+				t.Fatalf("after restart %+v %v", g, err)
+			}
+			saved := text(t, lastTurns(t, e2, "local", s.ID, 1)[0])
+			if !strings.HasPrefix(out, saved) {
+				t.Fatalf("saved output %q is not a prefix of %q", saved, out)
+			}
+			if want := int64(len(saved)) + 1; g.Offset != want {
+				t.Fatalf("final offset %d with %d deltas saved, want %d", g.Offset, len(saved), want)
+			}
+			for _, c := range []struct {
+				after int64
+				want  string
+			}{{0, "[turn done]"}, {g.Offset - 1, "[turn done]"}, {g.Offset + 2, "[turn done]"}, {g.Offset, "[]"}} {
+				types, offsets := followTypes(t, e2, s.ID, g.ID, c.after)
+				if fmt.Sprint(types) != c.want {
+					t.Errorf("after %d: sent %v, want %s", c.after, types, c.want)
+				}
+				if len(offsets) == 2 && offsets[1] != g.Offset {
+					t.Errorf("after %d: final event at offset %d, want %d", c.after, offsets[1], g.Offset)
+				}
+			}
+			if g.PastEnd(g.Offset + 2) {
+				t.Errorf("PastEnd refuses a resume past an interrupted generation's saved output")
+			}
+		})
+	}
+}

@@ -342,7 +342,7 @@ func (o *sessionObj) hello(ctx context.Context, tx *objects.Tx, sv *socketViewer
 			if err != nil {
 				return o.refuseResume(sv, ready, "not_found", fmt.Sprintf("generation %s not found", resume.Generation))
 			}
-			if resume.After > g.Offset {
+			if g.PastEnd(resume.After) {
 				// No client saw it: refused as SSE refuses it (400).
 				return o.refuseResume(sv, ready, "invalid_request", fmt.Sprintf("generation %s has no event at offset %d: its last is %d (after is the last offset seen)", g.ID, resume.After, g.Offset))
 			}
@@ -354,7 +354,7 @@ func (o *sessionObj) hello(ctx context.Context, tx *objects.Tx, sv *socketViewer
 	var final [][]byte
 	// A generation cancelled or interrupted while queued has no turn and
 	// nothing to replay; neither has one whose final event was seen.
-	if finished != nil && finished.Finished() && finished.TurnID > 0 && resume.After < finished.Offset {
+	if finished != nil && finished.Finished() && finished.TurnID > 0 && finished.finalUnseen(resume.After) {
 		t, err := o.getTurn(ctx, tx, finished.TurnID)
 		if err != nil {
 			return err
@@ -525,7 +525,7 @@ func (svc *Service) Follow(ctx context.Context, owner, id, gid string, after int
 		if err != nil {
 			return err
 		}
-		if after < g.Offset {
+		if g.finalUnseen(after) {
 			for _, m := range finalMessages(g, t) {
 				v.Send(m)
 			}

@@ -104,6 +104,23 @@ func (g *Generation) Finished() bool {
 	return g.Status != GenQueued && g.Status != GenRunning
 }
 
+// PastEnd reports whether offset after is past the generation's last event,
+// so that no client can have seen it: a resume from there is refused. Not
+// so for a generation a restart interrupted: its final event takes the
+// offset after the last delta the node journal saved, and a client may
+// have seen deltas after those (up to a persist interval's worth).
+func (g *Generation) PastEnd(after int64) bool {
+	return after > g.Offset && g.Status != GenInterrupted
+}
+
+// finalUnseen reports whether a finished generation's final event is still
+// to be sent to a client that saw its events up to offset after: one
+// before it, or past it in an interrupted generation (see PastEnd), whose
+// client saw output that was lost and gets the saved turn.
+func (g *Generation) finalUnseen(after int64) bool {
+	return after < g.Offset || after > g.Offset && g.Status == GenInterrupted
+}
+
 // NewTurn is a turn a client posts: a user message or a tool result.
 type NewTurn struct {
 	Role       string          `json:"role"`

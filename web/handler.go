@@ -398,7 +398,7 @@ func streamGeneration(a *api, w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	if after > g.Offset {
+	if g.PastEnd(after) {
 		return errorf(http.StatusBadRequest, "invalid_request", "generation %s has no event at offset %d: its last is %d (Last-Event-ID and after are the last offset seen)", gid, after, g.Offset)
 	}
 	if g.Finished() && after == g.Offset {

@@ -324,6 +324,28 @@ func TestSIGKILLBeforeFirstToken(t *testing.T) {
 	if g.Status != "interrupted" {
 		t.Fatalf("after restart the generation is %q, want interrupted", g.Status)
 	}
+	// Its event stream, from the start, is its turn and its final event,
+	// at offset 1 (no delta was saved); resumed from there, it is done.
+	req, _ := http.NewRequest("GET", p.base+"/v1/sessions/"+s.ID+"/generations/"+res.Generation.ID+"/stream", nil)
+	req.Header.Set("Accept", "text/event-stream")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stream, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || !bytes.Contains(stream, []byte("event: turn")) || !bytes.Contains(stream, []byte("event: done\nid: 1\n")) {
+		t.Fatalf("the interrupted generation's stream: %d\n%s", resp.StatusCode, stream)
+	}
+	req.Header.Set("Last-Event-ID", "1")
+	resp, err = http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 204 {
+		t.Fatalf("resumed after its final event: %d, want 204", resp.StatusCode)
+	}
 }
 
 // TestSIGKILLLosesNoAcknowledgedTurn posts turns from several clients and
