@@ -139,28 +139,41 @@ func (svc *Service) touchDirectory(m *meta, preview string) {
 // runDirectory applies pending directory updates until ctx ends, then once more.
 // Updates wait up to directoryDelay so that a busy owner's many turns cost
 // one directory commit, not one each; List applies what is pending first,
-// so a client always sees its own changes.
+// so a client always sees its own changes. Updates that failed are tried
+// again after directoryRetry, or with the next ones.
 func (svc *Service) runDirectory(ctx context.Context) {
 	defer svc.wg.Done()
+	var retry <-chan time.Time
 	for {
 		select {
 		case <-ctx.Done():
 			svc.flushDirectory()
 			return
 		case <-svc.dir.wake:
+		case <-retry:
 		}
 		select {
 		case <-ctx.Done():
 		case <-time.After(directoryDelay):
 		}
-		svc.flushDirectory()
+		retry = nil
+		if !svc.flushDirectory() {
+			retry = time.After(directoryRetry)
+		}
 	}
 }
 
-// directoryDelay bounds how stale an owner's directory may be.
-const directoryDelay = 200 * time.Millisecond
+const (
+	// directoryDelay bounds how stale an owner's directory may be.
+	directoryDelay = 200 * time.Millisecond
+	// directoryRetry is how long updates that failed wait to be tried
+	// again, when no newer update comes first.
+	directoryRetry = 5 * time.Second
+)
 
-func (svc *Service) flushDirectory() {
+// flushDirectory applies every owner's pending updates and reports whether
+// all were applied.
+func (svc *Service) flushDirectory() bool {
 	u := &svc.dir
 	u.mu.Lock()
 	owners := make([]string, 0, len(u.pending))
@@ -168,35 +181,61 @@ func (svc *Service) flushDirectory() {
 		owners = append(owners, owner)
 	}
 	u.mu.Unlock()
+	ok := true
 	for _, owner := range owners {
-		svc.flushDirectoryOf(owner)
+		if !svc.flushDirectoryOf(owner) {
+			ok = false
+		}
 	}
+	return ok
 }
 
 // applyDirectory takes owner's pending entries and applies them in one
-// call of its directory. The caller holds dir.flushLock(owner).
-func (svc *Service) applyDirectory(owner string) {
+// call of its directory; entries it could not apply go back to wait for
+// the next try, behind any newer of the same session (a directory that
+// missed an update would list a session stale, or not at all, until the
+// session changed again). It reports whether it applied them. The caller
+// holds dir.flushLock(owner), so a Delete cannot remove an entry between
+// the take and the put back.
+func (svc *Service) applyDirectory(owner string) bool {
 	u := &svc.dir
 	u.mu.Lock()
 	entries := u.pending[owner]
 	delete(u.pending, owner)
 	u.mu.Unlock()
 	if len(entries) == 0 {
-		return
+		return true
 	}
 	stub, err := svc.dirs.Get(owner)
-	if err != nil {
-		return
-	}
-	_, err = objects.Do(context.Background(), stub, func(ctx context.Context, d *directory, tx *objects.Tx) (struct{}, error) {
-		for _, e := range entries {
-			if err := d.upsert(ctx, tx, e); err != nil {
-				return struct{}{}, err
+	if err == nil {
+		_, err = objects.Do(context.Background(), stub, func(ctx context.Context, d *directory, tx *objects.Tx) (struct{}, error) {
+			for _, e := range entries {
+				if err := d.upsert(ctx, tx, e); err != nil {
+					return struct{}{}, err
+				}
 			}
-		}
-		return struct{}{}, nil
-	})
-	if err != nil {
-		svc.logger().Warn("session: update directory", "owner", owner, "err", err)
+			return struct{}{}, nil
+		})
 	}
+	if err == nil {
+		return true
+	}
+	svc.logger().Warn("session: update directory, to be tried again", "owner", owner, "sessions", len(entries), "err", err)
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if u.pending[owner] == nil {
+		u.pending[owner] = entries
+		return false
+	}
+	for id, e := range entries {
+		if newer, ok := u.pending[owner][id]; ok {
+			if newer.Preview == "" {
+				newer.Preview = e.Preview // as touchDirectory merges
+				u.pending[owner][id] = newer
+			}
+			continue
+		}
+		u.pending[owner][id] = e
+	}
+	return false
 }

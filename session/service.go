@@ -638,12 +638,13 @@ func (svc *Service) List(ctx context.Context, owner, cursor string, limit int) (
 }
 
 // flushDirectoryOf applies the owner's pending directory updates now, so a
-// list shows what the same client just did.
-func (svc *Service) flushDirectoryOf(owner string) {
+// list shows what the same client just did. It reports whether they were
+// applied (see applyDirectory).
+func (svc *Service) flushDirectoryOf(owner string) bool {
 	mu := svc.dir.flushLock(owner)
 	mu.Lock()
 	defer mu.Unlock()
-	svc.applyDirectory(owner)
+	return svc.applyDirectory(owner)
 }
 
 // Turns pages through the turns of a branch.
