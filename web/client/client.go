@@ -64,15 +64,20 @@ func (c *Client) request(ctx context.Context, method, path string, body any, hdr
 		return nil, err
 	}
 	req.Header.Set("Content-Type", "application/json")
-	if c.APIKey != "" {
-		req.Header.Set("Authorization", "Bearer "+c.APIKey)
-	}
 	for k, v := range hdr {
 		req.Header[k] = v
 	}
+	return c.send(req)
+}
+
+// send sends req with the API key and turns an error answer into *Error.
+func (c *Client) send(req *http.Request) (*http.Response, error) {
+	if c.APIKey != "" {
+		req.Header.Set("Authorization", "Bearer "+c.APIKey)
+	}
 	resp, err := c.http().Do(req)
 	if err != nil {
-		return nil, fmt.Errorf("%s %s: %w", method, path, err)
+		return nil, fmt.Errorf("%s %s: %w", req.Method, req.URL.Path, err)
 	}
 	if resp.StatusCode >= 400 {
 		defer resp.Body.Close()
@@ -107,18 +112,24 @@ func (c *Client) do(ctx context.Context, method, path string, body, out any) err
 // CreateSession creates a session. req.IdempotencyKey, when set, is sent
 // as Idempotency-Key: a retry with it returns the session the first made.
 func (c *Client) CreateSession(ctx context.Context, req session.CreateRequest) (*session.Session, error) {
+	return c.create(ctx, "/v1/sessions", req, req.IdempotencyKey)
+}
+
+// create posts body to path, with idemKey as Idempotency-Key when set, and
+// decodes the session answered.
+func (c *Client) create(ctx context.Context, path string, body any, idemKey string) (*session.Session, error) {
 	hdr := http.Header{}
-	if req.IdempotencyKey != "" {
-		hdr.Set("Idempotency-Key", req.IdempotencyKey)
+	if idemKey != "" {
+		hdr.Set("Idempotency-Key", idemKey)
 	}
-	resp, err := c.request(ctx, "POST", "/v1/sessions", req, hdr)
+	resp, err := c.request(ctx, "POST", path, body, hdr)
 	if err != nil {
 		return nil, err
 	}
 	defer resp.Body.Close()
 	var s session.Session
 	if err := json.NewDecoder(resp.Body).Decode(&s); err != nil {
-		return nil, fmt.Errorf("POST /v1/sessions: decode answer: %w", err)
+		return nil, fmt.Errorf("POST %s: decode answer: %w", path, err)
 	}
 	return &s, nil
 }
@@ -212,6 +223,66 @@ func (c *Client) Generation(ctx context.Context, id, gid string) (*session.Gener
 func (c *Client) Cancel(ctx context.Context, id, gid string) (*session.Generation, error) {
 	var g session.Generation
 	return &g, c.do(ctx, "POST", "/v1/sessions/"+url.PathEscape(id)+"/generations/"+url.PathEscape(gid)+"/cancel", nil, &g)
+}
+
+// Fork makes a new session holding a copy of id's history up to turnID
+// (that turn's branch). idemKey, when set, is sent as Idempotency-Key: a
+// retry with it returns the session the first made.
+func (c *Client) Fork(ctx context.Context, id string, turnID int64, idemKey string) (*session.Session, error) {
+	return c.create(ctx, "/v1/sessions/"+url.PathEscape(id)+"/fork", map[string]int64{"turn_id": turnID}, idemKey)
+}
+
+// Export writes session id as JSON lines (docs/api.md) to w. An error after
+// the first bytes reached w leaves w holding an incomplete export.
+func (c *Client) Export(ctx context.Context, id string, w io.Writer) error {
+	path := "/v1/sessions/" + url.PathEscape(id) + "/export"
+	resp, err := c.request(ctx, "GET", path, nil, nil)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if _, err := io.Copy(w, resp.Body); err != nil {
+		return fmt.Errorf("GET %s: %w", path, err)
+	}
+	return nil
+}
+
+// Import makes a session of an export read from r (JSON lines, as Export
+// writes). idemKey, when set, is sent as Idempotency-Key.
+func (c *Client) Import(ctx context.Context, r io.Reader, idemKey string) (*session.Session, error) {
+	const path = "/v1/sessions/import"
+	req, err := http.NewRequestWithContext(ctx, "POST", c.BaseURL+path, r)
+	if err != nil {
+		return nil, err
+	}
+	req.Header.Set("Content-Type", "application/x-ndjson")
+	if idemKey != "" {
+		req.Header.Set("Idempotency-Key", idemKey)
+	}
+	resp, err := c.send(req)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	var s session.Session
+	if err := json.NewDecoder(resp.Body).Decode(&s); err != nil {
+		return nil, fmt.Errorf("POST %s: decode answer: %w", path, err)
+	}
+	return &s, nil
+}
+
+// Ticket returns a single-use ticket that opens session id's WebSocket
+// (GET /v1/sessions/{id}/ws?ticket=…, where a browser cannot send the API
+// key) and when it stops being good.
+func (c *Client) Ticket(ctx context.Context, id string) (ticket string, expires time.Time, err error) {
+	var t struct {
+		Ticket    string    `json:"ticket"`
+		ExpiresAt time.Time `json:"expires_at"`
+	}
+	if err := c.do(ctx, "POST", "/v1/tickets", map[string]string{"session_id": id}, &t); err != nil {
+		return "", time.Time{}, err
+	}
+	return t.Ticket, t.ExpiresAt, nil
 }
 
 // Event is one event of a generation's stream (API.md): a delta, or the

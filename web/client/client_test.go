@@ -12,6 +12,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/coder/websocket"
+
 	"sessiond/session"
 	"sessiond/web/client"
 	"sessiond/web/webtest"
@@ -189,5 +191,75 @@ func TestFollowParsesSSEDataLines(t *testing.T) {
 	}
 	if want := `[delta1"a" delta2"b\nc" done3""]`; fmt.Sprint(got) != want {
 		t.Fatalf("events %v, want %s", got, want)
+	}
+}
+
+// Fork, Export, Import and Ticket reach their endpoints: a fork holds the
+// history up to its turn, an import holds what the export wrote, a retry
+// with the same key returns the same session, and a ticket opens the
+// session's WebSocket.
+func TestClientForkExportImportTicket(t *testing.T) {
+	ctx := context.Background()
+	srv := webtest.New(t, nil)
+	c := client.New(srv.URL, "")
+	s, err := c.CreateSession(ctx, session.CreateRequest{Title: "source"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range []string{`"one"`, `"two"`, `"three"`} {
+		if _, err := c.Post(ctx, s.ID, session.PostRequest{Turns: []session.NewTurn{{Role: "user", Content: []byte(m)}}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	f, err := c.Fork(ctx, s.ID, 2, "fork-key")
+	if err != nil {
+		t.Fatal(err)
+	}
+	again, err := c.Fork(ctx, s.ID, 2, "fork-key")
+	if err != nil || again.ID != f.ID || f.ID == s.ID {
+		t.Fatalf("fork %s, retried %+v %v: want one new session", f.ID, again, err)
+	}
+	if turns, _, err := c.Turns(ctx, f.ID, session.TurnQuery{Limit: 10}); err != nil || len(turns) != 2 || string(turns[1].Content) != `"two"` {
+		t.Fatalf("the fork's turns %+v %v, want one and two", turns, err)
+	}
+
+	var export strings.Builder
+	if err := c.Export(ctx, s.ID, &export); err != nil {
+		t.Fatal(err)
+	}
+	imp, err := c.Import(ctx, strings.NewReader(export.String()), "import-key")
+	if err != nil {
+		t.Fatalf("import of %q: %v", export.String(), err)
+	}
+	if again, err := c.Import(ctx, strings.NewReader(export.String()), "import-key"); err != nil || again.ID != imp.ID {
+		t.Fatalf("import retried: %+v %v, want %s", again, err, imp.ID)
+	}
+	turns, _, err := c.Turns(ctx, imp.ID, session.TurnQuery{Limit: 10})
+	if err != nil || len(turns) != 3 || string(turns[2].Content) != `"three"` || imp.Title != "source" {
+		t.Fatalf("imported %+v with turns %+v %v", imp, turns, err)
+	}
+	var e *client.Error
+	if err := c.Export(ctx, "no-such-session", io.Discard); !errors.As(err, &e) || e.Status != 404 {
+		t.Fatalf("export of a missing session: %v", err)
+	}
+
+	tk, exp, err := c.Ticket(ctx, s.ID)
+	if err != nil || tk == "" || !exp.After(time.Now()) {
+		t.Fatalf("ticket %q expiring %v: %v", tk, exp, err)
+	}
+	ws, _, err := websocket.Dial(ctx, "ws"+strings.TrimPrefix(srv.URL, "http")+"/v1/sessions/"+s.ID+"/ws?ticket="+tk, nil)
+	if err != nil {
+		t.Fatalf("the ticket opened no socket: %v", err)
+	}
+	defer ws.CloseNow()
+	if err := ws.Write(ctx, websocket.MessageText, []byte(`{"type":"hello"}`)); err != nil {
+		t.Fatal(err)
+	}
+	if _, m, err := ws.Read(ctx); err != nil || !strings.Contains(string(m), `"type":"ready"`) {
+		t.Fatalf("hello answered %s %v", m, err)
+	}
+	if _, _, err := c.Ticket(ctx, "no-such-session"); !errors.As(err, &e) || e.Status != 404 {
+		t.Fatalf("ticket of a missing session: %v", err)
 	}
 }
