@@ -3,6 +3,7 @@ package session_test
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -225,4 +226,72 @@ func TestSocketResumePastTheEnd(t *testing.T) {
 			}
 		}
 	}
+}
+
+// A hello resuming a finished generation whose events are no longer
+// retained (here: the server restarted) gets its final event from the
+// committed turn, exactly once and only if the client has not seen it:
+// after = the last offset gets ready and nothing of the generation; after
+// = the last offset - 1 gets ready, the turn, then done at the last
+// offset. The same holds while the events are retained.
+func TestSocketResumeFinishedGenerationAtItsEnd(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	e := newEnv(t, dir, 0, nil)
+	s, err := e.svc.Create(ctx, "local", session.CreateRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := e.svc.Post(ctx, "local", s.ID, session.PostRequest{Turns: []session.NewTurn{user("/say a b c")}, Generate: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := waitGen(t, e, "local", s.ID, res.Generation.ID)
+	if g.Status != session.GenDone || g.Offset < 2 {
+		t.Fatalf("generation %+v", g)
+	}
+	// resume says hello after offset after and returns what the socket
+	// gets up to the pong of a ping sent behind it.
+	resume := func(e *env, after int64) []socketMsg {
+		t.Helper()
+		c := dialSession(t, e, s.ID)
+		sendMsg(t, c, map[string]any{"type": "hello", "resume": map[string]any{"generation": g.ID, "after": after}})
+		if m := readMsg(t, c); m.Type != "ready" {
+			t.Fatalf("resume after %d: first message %+v", after, m)
+		}
+		sendMsg(t, c, map[string]any{"type": "ping"})
+		msgs := readUntil(t, c, "pong")
+		return msgs[:len(msgs)-1]
+	}
+	check := func(what string, e *env) {
+		t.Helper()
+		if msgs := resume(e, g.Offset); len(msgs) != 0 {
+			t.Errorf("%s: resume after the last offset %d got %s, want nothing", what, g.Offset, kinds(msgs))
+		}
+		var dones int
+		for _, m := range resume(e, g.Offset-1) {
+			switch {
+			case m.Type == "done" && m.Generation == g.ID && m.Offset == g.Offset:
+				dones++
+			case m.Type == "turn":
+			default:
+				t.Errorf("%s: resume after %d got %s", what, g.Offset-1, kinds([]socketMsg{m}))
+			}
+		}
+		if dones != 1 {
+			t.Errorf("%s: resume after %d got done %d times, want once", what, g.Offset-1, dones)
+		}
+	}
+	check("retained", e)
+	e.close()
+	check("after a restart", newEnv(t, dir, 0, nil))
+}
+
+// kinds describes messages by type, generation and offset.
+func kinds(msgs []socketMsg) string {
+	var b strings.Builder
+	for _, m := range msgs {
+		fmt.Fprintf(&b, "[%s %s@%d] ", m.Type, m.Generation, m.Offset)
+	}
+	return b.String()
 }
