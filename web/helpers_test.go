@@ -75,10 +75,10 @@ type apiErr struct {
 	Error struct{ Code, Message string } `json:"error"`
 }
 
-func (s *server) expectError(tb testing.TB, method, path string, body any, status int, code string) {
+func (s *server) expectError(tb testing.TB, method, path string, body any, status int, code string, hdr ...string) {
 	tb.Helper()
 	var e apiErr
-	got, raw := s.do(tb, method, path, body, &e)
+	got, raw := s.do(tb, method, path, body, &e, hdr...)
 	if got != status || e.Error.Code != code || e.Error.Message == "" {
 		tb.Fatalf("%s %s: %d %s, want %d %s", method, path, got, raw, status, code)
 	}
