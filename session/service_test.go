@@ -2069,3 +2069,83 @@ func TestInterruptedGenerationEndsAfterItsSavedOutput(t *testing.T) {
 		})
 	}
 }
+
+// recoveryLog is a slog handler that hands over the fields of the
+// start-up recovery's "done" record.
+type recoveryLog struct {
+	slog.Handler
+	done chan [2]int64 // sessions, woken
+}
+
+func (h recoveryLog) Handle(ctx context.Context, r slog.Record) error {
+	if r.Message == "session: start-up recovery done" {
+		var v [2]int64
+		r.Attrs(func(a slog.Attr) bool {
+			switch a.Key {
+			case "sessions":
+				v[0] = a.Value.Int64()
+			case "woken":
+				v[1] = a.Value.Int64()
+			}
+			return true
+		})
+		h.done <- v
+	}
+	return h.Handler.Handle(ctx, r)
+}
+
+func (h recoveryLog) Enabled(context.Context, slog.Level) bool { return true }
+
+// Start-up wakes only the sessions a crash left generating, not every
+// session on disk (DESIGN.md: start-up is O(1) in the objects on disk).
+func TestStartupWakesOnlyWhatACrashLeft(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	e := newEnv(t, dir, 0, nil)
+	const n = 30
+	for i := range n {
+		s, err := e.svc.Create(ctx, "local", session.CreateRequest{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := e.svc.Post(ctx, "local", s.ID, session.PostRequest{Turns: []session.NewTurn{user(fmt.Sprint("hello ", i))}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	m := &stallModel{text: "abc", emitted: make(chan struct{})}
+	e.close()
+	e = newEnv(t, dir, 0, func(_ *session.Service, reg *session.Registry) {
+		if err := reg.Register("stall", m, session.ModelInfo{}); err != nil {
+			t.Fatal(err)
+		}
+	})
+	s, err := e.svc.Create(ctx, "local", session.CreateRequest{Model: "stall"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.svc.Post(ctx, "local", s.ID, session.PostRequest{Turns: []session.NewTurn{user("go")}, Generate: true}); err != nil {
+		t.Fatal(err)
+	}
+	<-m.emitted
+	e.rt.Close() // the service cannot end the generation: like a crash
+	e.svc.Close()
+
+	done := make(chan [2]int64, 1)
+	e2 := newEnv(t, dir, 0, func(svc *session.Service, _ *session.Registry) {
+		svc.Logger = slog.New(recoveryLog{Handler: slog.NewTextHandler(tlog{t}, &slog.HandlerOptions{Level: slog.LevelWarn}), done: done})
+	})
+	var got [2]int64
+	select {
+	case got = <-done:
+	case <-time.After(30 * time.Second): // a hang guard
+		t.Fatal("no start-up recovery logged")
+	}
+	if got != [2]int64{1, 1} {
+		t.Fatalf("start-up recovery named %d sessions and woke %d, want the one left generating", got[0], got[1])
+	}
+	// The journal, the session it named, and perhaps that session's
+	// directory entry's owner: not the other 30.
+	if opens := e2.rt.Stats().ObjectOpens; opens > 3 {
+		t.Fatalf("start-up opened %d object databases of %d on disk, want at most 3", opens, n+3)
+	}
+}
