@@ -101,7 +101,25 @@ func openIndex(ctx context.Context, dir string, d Durability) (*nodeIndex, error
 	return &nodeIndex{db: db, stmts: make(map[string]*sql.Stmt)}, nil
 }
 
-func (x *nodeIndex) close() error { return x.db.Close() }
+// close folds the WAL into index.db and closes it, leaving no -wal or -shm
+// file behind unless an outside connection still reads it.
+//
+// The connection's close folds the WAL by itself, but SQLite skips that
+// (and keeps the WAL) when an interrupt is pending on the connection: one
+// that reached a statement as it ended stays pending until the next
+// statement starts. Close cancels the runtime's context while the alarm
+// loop or a drain may be in an index statement with it, so that happens.
+// The checkpoint here is that next statement, on a context nobody cancels.
+func (x *nodeIndex) close() error {
+	_, cerr := x.db.ExecContext(context.Background(), `PRAGMA main.wal_checkpoint(PASSIVE)`)
+	if err := x.db.Close(); err != nil {
+		return err
+	}
+	if cerr != nil {
+		return fmt.Errorf("checkpoint node index: %w", cerr)
+	}
+	return nil
+}
 
 func (x *nodeIndex) stmt(ctx context.Context, q string) (*sql.Stmt, error) {
 	x.mu.Lock()

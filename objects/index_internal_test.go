@@ -2,6 +2,8 @@ package objects
 
 import (
 	"context"
+	"errors"
+	"os"
 	"path/filepath"
 	"testing"
 	"time"
@@ -39,3 +41,57 @@ func TestIndexUpgradeAddsAlarmSetFor(t *testing.T) {
 }
 
 func timeMillis(ms int64) time.Time { return time.UnixMilli(ms) }
+
+// Close folds index.db's WAL into the file and removes it even when its
+// context interrupted an index statement just before, as Close's own
+// cancel does to the alarm loop's: the driver then drops the connection
+// with SQLite's interrupt still pending, which makes that close skip its
+// checkpoint and leave index.db-wal behind (sessiond logged "stopped" with
+// the folder not yet folded).
+func TestCloseFoldsIndexWALAfterInterruptedStatement(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	rt := NewRuntime(dir)
+	rt.Durability = DurabilityNormal
+	if err := rt.Open(ctx); err != nil {
+		t.Fatal(err)
+	}
+	defer rt.Close()
+	wal := filepath.Join(dir, "index.db-wal")
+	if _, err := os.Stat(wal); err != nil {
+		t.Fatalf("no WAL after open: %v", err)
+	}
+	// A statement that runs until interrupted, cancelled while it runs.
+	// Should the cancel land before it started, SQLite would stop it
+	// without a pending interrupt: try again.
+	for try := 0; rt.index.db.Stats().OpenConnections > 0; try++ {
+		if try == 10 {
+			t.Fatal("the index's connection was never dropped by an interrupt")
+		}
+		cctx, cancel := context.WithCancel(ctx)
+		errc := make(chan error, 1)
+		go func() {
+			var n int64
+			errc <- rt.index.db.QueryRowContext(cctx, `WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) SELECT count(*) FROM c`).Scan(&n)
+		}()
+		for rt.index.db.Stats().InUse == 0 {
+			time.Sleep(time.Millisecond)
+		}
+		time.Sleep(10 * time.Millisecond) // not waiting for state: letting it step
+		cancel()
+		if err := <-errc; err == nil {
+			t.Fatal("an endless statement ended without error")
+		}
+	}
+	if _, err := os.Stat(wal); err != nil {
+		t.Fatalf("the dropped connection folded the WAL: nothing left to test (%v)", err)
+	}
+	if err := rt.Close(); err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range []string{wal, filepath.Join(dir, "index.db-shm")} {
+		if _, err := os.Stat(f); !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("%s after Close (err %v), want it folded and removed", filepath.Base(f), err)
+		}
+	}
+}
