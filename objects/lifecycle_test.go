@@ -229,7 +229,17 @@ func TestObjectDatabaseHasNoSharedMemoryFile(t *testing.T) {
 	rt, ns := newOpenRuntime(t, func(rt *objects.Runtime) { rt.IdleTimeout = 20 * time.Millisecond })
 	s := stub(t, ns, "noshm")
 	for round := range 2 { // created, then woken from disk
-		if _, err := add(ctx, s, 1); err != nil {
+		// Held open while its files are looked at: on a loaded machine the
+		// short idle timeout (for the wake of round 1) could otherwise close
+		// the database, and its WAL with it, before the first look.
+		release, err := objects.Do(ctx, s, func(ctx context.Context, c *counter, tx *objects.Tx) (func(), error) {
+			if _, err := tx.Exec(ctx, `UPDATE counter SET n = n + 1 WHERE id = 1`); err != nil {
+				return nil, err
+			}
+			c.n++
+			return c.h.Hold(), nil
+		})
+		if err != nil {
 			t.Fatal(err)
 		}
 		oi, err := ns.Info(ctx, "noshm")
@@ -260,6 +270,7 @@ func TestObjectDatabaseHasNoSharedMemoryFile(t *testing.T) {
 			t.Fatalf("round %d: locking_mode %s, journal_mode %s, synchronous %d, cache_size %d; want exclusive, wal, 1 (NORMAL), %d",
 				round, lock, journal, syncMode, cache, -rt.CacheKiB)
 		}
+		release()
 		checkFor(t, 10*time.Second, "hibernated", func() bool { return rt.Stats().Entries == 0 })
 	}
 }
