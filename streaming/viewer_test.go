@@ -127,20 +127,44 @@ func TestSlowViewerDropped(t *testing.T) {
 
 // TestProducerNeverBlocks: a sink that never returns (until cancelled)
 // neither blocks the producer nor keeps the viewer alive: it is dropped and
-// its stuck write cancelled after DropTimeout.
+// its stuck write cancelled after DropTimeout. Either property breaking
+// would block rather than err, so each wait has a deadline (hangDeadline)
+// that turns a hang into a failure saying which one broke.
 func TestProducerNeverBlocks(t *testing.T) {
 	never := make(chan struct{})
 	var started atomic.Int64
 	sink := &recSink{write: blockUntil(never, &started)}
 	v := streaming.NewViewer(sink, &streaming.ViewerOptions{MaxBuffered: 512, DropTimeout: time.Millisecond, WriteTimeout: -1})
-	defer v.Close()
+	defer func() {
+		if !returnsWithin(func() { v.Close() }) {
+			t.Errorf("Viewer.Close still blocked after %v", hangDeadline)
+		}
+	}()
 	l := streaming.NewLog("g_1", nil)
 	if err := l.Subscribe(v, 0); err != nil {
 		t.Fatal(err)
 	}
-	appendWords(t, l, 200, 64)
-	mustFinish(t, l)
-	<-v.Done()
+	// Not appendWords: its Fatalf must not run off the test's goroutine.
+	var appendErr error
+	produced := returnsWithin(func() {
+		for i := range 200 {
+			if _, appendErr = l.AppendText(fmt.Sprintf("%063d ", i)); appendErr != nil {
+				return
+			}
+		}
+		_, appendErr = l.Finish(testDone)
+	})
+	if !produced {
+		t.Fatalf("the producer is still blocked after %v: a viewer whose sink never returns held up Append", hangDeadline)
+	}
+	if appendErr != nil {
+		t.Fatal(appendErr)
+	}
+	select {
+	case <-v.Done():
+	case <-time.After(hangDeadline):
+		t.Fatalf("the viewer is still running %v after its sink stopped returning (Err=%v): it was never dropped", hangDeadline, v.Err())
+	}
 	if err := v.Err(); !errors.Is(err, streaming.ErrSlowViewer) {
 		t.Fatalf("Err=%v, want ErrSlowViewer", err)
 	}
@@ -152,6 +176,27 @@ func TestProducerNeverBlocks(t *testing.T) {
 	}
 	if err := v.Send([]byte(`{"type":"pong"}`)); !errors.Is(err, streaming.ErrSlowViewer) {
 		t.Fatalf("Send after drop err=%v, want ErrSlowViewer", err)
+	}
+}
+
+// hangDeadline is how long returnsWithin waits: long enough for any loaded
+// machine, so that reaching it means a hang, not slowness.
+const hangDeadline = 20 * time.Second
+
+// returnsWithin runs fn on a goroutine and reports whether it returned
+// within hangDeadline. One that does not is left running: it is blocked
+// for good, and the test fails. fn must not call t.Fatal.
+func returnsWithin(fn func()) bool {
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		fn()
+	}()
+	select {
+	case <-done:
+		return true
+	case <-time.After(hangDeadline):
+		return false
 	}
 }
 
