@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -42,42 +43,91 @@ func TestCallPersistsAcrossRestart(t *testing.T) {
 	}
 }
 
-// TestSerialFIFO runs many concurrent callers on one name. Each call
-// appends its caller's sequence number and checks no other call is inside
-// the object at the same time; each caller's calls must appear in its order.
+// TestSerialFIFO: calls to one object run one at a time, in the order they
+// arrived. The arrival order is made known: a first call holds the object
+// while the others queue one by one (each caller waits until its call is
+// queued before the next one calls), across several batches. A call that
+// ran while another was inside, or out of that order, fails the test; so
+// does the stored log disagreeing with the execution order. Then many
+// callers at once check the one-at-a-time rule under contention.
 func TestSerialFIFO(t *testing.T) {
 	ctx := context.Background()
-	_, ns := newOpenRuntime(t, func(rt *objects.Runtime) { rt.MaxBatch = 16 })
+	_, ns := newOpenRuntime(t, func(rt *objects.Runtime) { rt.MaxBatch = 4 })
 	s := stub(t, ns, "fifo")
-	const callers, per = 32, 50
 	var inside atomic.Int32
 	var mu sync.Mutex
-	var order []int // caller*1000 + i, in execution order
+	var order []int // the calls' numbers, in execution order
+	// record returns call n's body; hold, if not nil, runs once it is inside.
+	record := func(n int, hold func()) objects.Func {
+		return func(ctx context.Context, obj any, tx *objects.Tx) (any, error) {
+			if inside.Add(1) != 1 {
+				t.Errorf("call %d ran while another call was inside the object", n)
+			}
+			defer inside.Add(-1)
+			if hold != nil {
+				hold()
+			}
+			if _, err := tx.Exec(ctx, `INSERT INTO log (body) VALUES (?)`, fmt.Sprint(n)); err != nil {
+				return nil, err
+			}
+			mu.Lock()
+			order = append(order, n)
+			mu.Unlock()
+			return nil, nil
+		}
+	}
+
+	// Arrival order known: 0 holds the object, 1..queued queue behind it.
+	const queued = 21 // several batches of MaxBatch, the last one short
+	holding, releaseCh := make(chan struct{}), make(chan struct{})
+	release := sync.OnceFunc(func() { close(releaseCh) })
+	t.Cleanup(release) // before the runtime's Close, which waits for call 0
 	var wg sync.WaitGroup
+	wg.Go(func() {
+		if _, err := s.Call(ctx, record(0, func() { close(holding); <-releaseCh })); err != nil {
+			t.Error(err)
+		}
+	})
+	<-holding
+	ran := func() int {
+		mu.Lock()
+		defer mu.Unlock()
+		return len(order)
+	}
+	for n := 1; n <= queued; n++ {
+		wg.Go(func() {
+			if _, err := s.Call(ctx, record(n, nil)); err != nil {
+				t.Error(err)
+			}
+		})
+		// Queued, or already run, which fails the test below.
+		checkFor(t, 10*time.Second, fmt.Sprintf("call %d to queue", n), func() bool { return s.Queued() == n || ran() > 0 })
+	}
+	release()
+	wg.Wait()
+	if t.Failed() {
+		t.FailNow()
+	}
+	want := make([]int, queued+1)
+	for i := range want {
+		want[i] = i
+	}
+	if !slices.Equal(order, want) {
+		t.Fatalf("calls ran in the order %v, want their arrival order %v", order, want)
+	}
+
+	// Many callers at once: still one at a time, each caller's calls in its order.
+	const callers, per = 16, 20
+	order = nil
 	for c := range callers {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
+		wg.Go(func() {
 			for i := range per {
-				_, err := s.Call(ctx, func(ctx context.Context, obj any, tx *objects.Tx) (any, error) {
-					if inside.Add(1) != 1 {
-						t.Error("two calls inside one object at once")
-					}
-					defer inside.Add(-1)
-					if _, err := tx.Exec(ctx, `INSERT INTO log (body) VALUES (?)`, fmt.Sprint(c*1000+i)); err != nil {
-						return nil, err
-					}
-					mu.Lock()
-					order = append(order, c*1000+i)
-					mu.Unlock()
-					return nil, nil
-				})
-				if err != nil {
+				if _, err := s.Call(ctx, record(1000+c*100+i, nil)); err != nil {
 					t.Error(err)
 					return
 				}
 			}
-		}()
+		})
 	}
 	wg.Wait()
 	if got, want := len(order), callers*per; got != want {
@@ -85,13 +135,15 @@ func TestSerialFIFO(t *testing.T) {
 	}
 	last := map[int]int{}
 	for _, v := range order {
-		c, i := v/1000, v%1000
+		c, i := (v-1000)/100, v%100
 		if prev, ok := last[c]; ok && i != prev+1 {
 			t.Fatalf("caller %d: call %d ran after %d", c, i, prev)
 		}
 		last[c] = i
 	}
-	// The stored log is in the same order as execution.
+
+	// The stored log is in execution order, both parts.
+	all := slices.Concat(want, order)
 	rows, err := objects.Do(ctx, s, func(ctx context.Context, _ *counter, tx *objects.Tx) ([]string, error) {
 		r, err := tx.Query(ctx, `SELECT body FROM log ORDER BY seq`)
 		if err != nil {
@@ -101,7 +153,9 @@ func TestSerialFIFO(t *testing.T) {
 		var out []string
 		for r.Next() {
 			var b string
-			r.Scan(&b)
+			if err := r.Scan(&b); err != nil {
+				return nil, err
+			}
 			out = append(out, b)
 		}
 		return out, r.Err()
@@ -109,9 +163,12 @@ func TestSerialFIFO(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	if len(rows) != len(all) {
+		t.Fatalf("%d rows stored, %d calls ran", len(rows), len(all))
+	}
 	for i, b := range rows {
-		if b != fmt.Sprint(order[i]) {
-			t.Fatalf("row %d=%s, executed %d", i, b, order[i])
+		if b != fmt.Sprint(all[i]) {
+			t.Fatalf("row %d=%s, executed %d", i, b, all[i])
 		}
 	}
 }
