@@ -165,6 +165,13 @@ func TestServiceCloseClosesSessionsConcurrently(t *testing.T) {
 		}
 		c := dial(t, serveSession(t, svc, "local", s.ID, nil))
 		helloReady(t, c) // then the client reads no more, for now
+		// ready is sent before the viewer joins the session's hub (so
+		// that it comes before any backlog): one that joined after Close
+		// took the hubs would not be among those it closes.
+		checkFor(t, "the viewer to join the session's hub", func() bool {
+			h := svc.existingHub(s.ID)
+			return h != nil && h.Viewers() == 1
+		})
 		clients = append(clients, c)
 		views = append(views, viewersOf(svc, s.ID)[0].v)
 	}
