@@ -155,9 +155,24 @@ func (o *sessionObj) startGeneration(ctx context.Context, tx *objects.Tx, m *met
 	run := &genRun{id: gid, turnID: t.ID, session: sessionID, log: log, cancel: cancel, done: make(chan struct{})}
 	req := &ModelRequest{Model: modelName, Messages: msgs}
 	launch := func() {
+		// Added under hubMu, as Close sets closing before it waits on
+		// wg: a generation whose start committed as Close began is
+		// left streaming, for the next start-up to mark interrupted
+		// (its journal row names it), as after a crash.
+		svc.hubMu.Lock()
+		closing := svc.closing
+		if !closing {
+			svc.wg.Add(1)
+		}
+		svc.hubMu.Unlock()
+		if closing {
+			cancel(errShutdown)
+			run.log.Fail("interrupted", "the server stopped as this generation started")
+			close(run.done) // a Cancel waiting on it returns
+			return
+		}
 		release := o.h.Hold()
 		svc.broadcastTurn(sessionID, t)
-		svc.wg.Add(1)
 		go svc.runGeneration(gctx, o.h.Stub(), run, model, req, release)
 	}
 	return &Generation{ID: gid, Status: GenRunning, TurnID: t.ID}, run, launch, nil

@@ -89,11 +89,16 @@ type Service struct {
 	cancel context.CancelCauseFunc
 	wg     sync.WaitGroup
 
-	// hubMu guards hubs. Viewers and generation logs are added to a hub
-	// with it held (withHub), so that the janitor, which drops a hub
-	// holding neither, cannot close one between its lookup and the add.
+	// hubMu guards hubs and closing. Viewers and generation logs are
+	// added to a hub with it held (withHub), so that the janitor, which
+	// drops a hub holding neither, cannot close one between its lookup and
+	// the add.
 	hubMu sync.Mutex
 	hubs  map[string]*streaming.Hub
+	// closing: Close has begun. withHub refuses, so no viewer joins and no
+	// generation starts after Close took the hubs to close, and a
+	// generation's launch adds to wg only before Close waits on it.
+	closing bool
 
 	dir     dirUpdates
 	viewers viewerMap
@@ -162,6 +167,9 @@ func (svc *Service) Start() {
 // the journal's last round, and closes every viewer. Call it before
 // closing the runtime.
 func (svc *Service) Close() error {
+	svc.hubMu.Lock()
+	svc.closing = true
+	svc.hubMu.Unlock()
 	svc.cancel(errShutdown)
 	svc.wg.Wait()
 	// The directory's worker flushed as it stopped, perhaps before the
@@ -213,9 +221,15 @@ func (svc *Service) logger() *slog.Logger {
 // janitor cannot drop it in between). fn must not block: it adds a viewer
 // or a generation log (Hub.AddViewer, Resume, StartGeneration), which
 // never wait on a client. Lock order: hubMu, then the hub's locks.
+//
+// Once Close has begun it refuses with objects.ErrClosed (503 unavailable):
+// a hub made then would be one Close never closes.
 func (svc *Service) withHub(id string, fn func(h *streaming.Hub) error) error {
 	svc.hubMu.Lock()
 	defer svc.hubMu.Unlock()
+	if svc.closing {
+		return fmt.Errorf("session %s: the service is closing: %w", id, objects.ErrClosed)
+	}
 	h := svc.hubs[id]
 	if h == nil {
 		h = streaming.NewHub(&streaming.HubOptions{Logger: svc.Logger})
