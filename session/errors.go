@@ -4,9 +4,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"reflect"
 	"strings"
 	"time"
+
+	"sessiond/streaming"
 )
 
 var (
@@ -38,37 +39,12 @@ func jsonDecodeMessage(err error) string {
 	var te *json.UnmarshalTypeError
 	switch {
 	case errors.As(err, &te) && te.Field == "":
-		return "must be " + jsonKind(te.Type)
+		return "must be " + streaming.JSONKind(te.Type)
 	case errors.As(err, &te):
-		return fmt.Sprintf("field %q must be %s", te.Field, jsonKind(te.Type))
+		return fmt.Sprintf("field %q must be %s", te.Field, streaming.JSONKind(te.Type))
 	case errors.As(err, new(*time.ParseError)), strings.HasPrefix(err.Error(), "Time.UnmarshalJSON"):
 		// time.Time's own errors name no field, and Go's layout.
 		return "a timestamp (created_at, updated_at) must be an RFC 3339 string"
 	}
 	return strings.TrimPrefix(err.Error(), "json: ")
-}
-
-// jsonKind names what JSON value a Go type decodes from.
-func jsonKind(t reflect.Type) string {
-	if t == nil {
-		return "another JSON value"
-	}
-	switch t.Kind() {
-	case reflect.String:
-		return "a string"
-	case reflect.Bool:
-		return "true or false"
-	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64,
-		reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64:
-		return "an integer"
-	case reflect.Float32, reflect.Float64:
-		return "a number"
-	case reflect.Slice, reflect.Array:
-		return "an array"
-	case reflect.Struct, reflect.Map:
-		return "an object"
-	case reflect.Pointer:
-		return jsonKind(t.Elem())
-	}
-	return "another JSON value"
 }

@@ -217,23 +217,11 @@ func decodeField(name string, raw json.RawMessage, dst any) error {
 	if err := json.Unmarshal(raw, dst); err != nil {
 		var te *json.UnmarshalTypeError
 		if errors.As(err, &te) {
-			return protocolErrorf(CodeInvalidRequest, "%q must be a %s", name, jsonKind(te.Type.Kind().String()))
+			return protocolErrorf(CodeInvalidRequest, "%q must be %s", name, JSONKind(te.Type))
 		}
 		return protocolErrorf(CodeInvalidRequest, "%q: %v", name, err)
 	}
 	return nil
-}
-
-func jsonKind(goKind string) string {
-	switch goKind {
-	case "string":
-		return "string"
-	case "bool":
-		return "boolean"
-	case "int64":
-		return "integer"
-	}
-	return goKind
 }
 
 func requiredString(fields map[string]json.RawMessage, what, name string, dst *string) error {

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"reflect"
+	"strings"
 	"testing"
 
 	"sessiond/streaming"
@@ -146,4 +147,18 @@ func FuzzDecodeClientMessage(f *testing.F) {
 			t.Fatalf("round trip changed the message:\n%+v\n%+v", m, m2)
 		}
 	})
+}
+
+// A field of the wrong JSON type is refused in JSON's words, not Go's.
+func TestDecodeClientMessageNamesJSONKinds(t *testing.T) {
+	for in, want := range map[string]string{
+		`{"type":"cancel","generation":7}`:                              `"generation" must be a string`,
+		`{"type":"send","turns":[],"idempotency_key":"k","generate":1}`: `"generate" must be true or false`,
+	} {
+		_, err := streaming.DecodeClientMessage([]byte(in))
+		var pe *streaming.ProtocolError
+		if !errors.As(err, &pe) || !strings.Contains(pe.Message, want) {
+			t.Errorf("%s: %v, want a message saying %s", in, err, want)
+		}
+	}
 }

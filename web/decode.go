@@ -7,8 +7,9 @@ import (
 	"io"
 	"net/http"
 	"os"
-	"reflect"
 	"strings"
+
+	"sessiond/streaming"
 )
 
 // decodeJSON reads exactly one JSON value from r's body, at most limit
@@ -63,35 +64,9 @@ func decodeError(err error) error {
 	case errors.As(err, &se), errors.Is(err, io.ErrUnexpectedEOF):
 		return errorf(http.StatusBadRequest, "invalid_json", "malformed JSON: %v", err)
 	case errors.As(err, &te):
-		return typeError(te.Field, jsonKind(te.Type))
+		return typeError(te.Field, streaming.JSONKind(te.Type))
 	case strings.HasPrefix(err.Error(), "json: unknown field"):
 		return errorf(http.StatusBadRequest, "invalid_request", "%s", strings.TrimPrefix(err.Error(), "json: "))
 	}
 	return errorf(http.StatusBadRequest, "invalid_json", "malformed JSON: %v", err)
-}
-
-// jsonKind names what JSON value a Go type decodes from, for messages that
-// must not show Go's type names.
-func jsonKind(t reflect.Type) string {
-	if t == nil {
-		return "another JSON value"
-	}
-	switch t.Kind() {
-	case reflect.String:
-		return "a string"
-	case reflect.Bool:
-		return "true or false"
-	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64,
-		reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64:
-		return "an integer"
-	case reflect.Float32, reflect.Float64:
-		return "a number"
-	case reflect.Slice, reflect.Array:
-		return "an array"
-	case reflect.Struct, reflect.Map:
-		return "an object"
-	case reflect.Pointer:
-		return jsonKind(t.Elem())
-	}
-	return "another JSON value"
 }

@@ -57,7 +57,7 @@ func readBody(body io.Reader, contentLength, limit int64) ([]byte, error) {
 }
 
 // typeError is decodeError's answer to a value of the wrong type: want
-// names a JSON kind (jsonKind), field is "" for the body itself.
+// names a JSON kind (streaming.JSONKind), field is "" for the body itself.
 func typeError(field, want string) error {
 	if field == "" {
 		return errorf(http.StatusBadRequest, "invalid_request", "the body must be %s", want)
