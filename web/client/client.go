@@ -126,6 +126,12 @@ func (c *Client) create(ctx context.Context, path string, body any, idemKey stri
 	if err != nil {
 		return nil, err
 	}
+	return decodeSession(resp, path)
+}
+
+// decodeSession decodes the session a POST to path answered, and closes
+// the answer's body.
+func decodeSession(resp *http.Response, path string) (*session.Session, error) {
 	defer resp.Body.Close()
 	var s session.Session
 	if err := json.NewDecoder(resp.Body).Decode(&s); err != nil {
@@ -263,12 +269,7 @@ func (c *Client) Import(ctx context.Context, r io.Reader, idemKey string) (*sess
 	if err != nil {
 		return nil, err
 	}
-	defer resp.Body.Close()
-	var s session.Session
-	if err := json.NewDecoder(resp.Body).Decode(&s); err != nil {
-		return nil, fmt.Errorf("POST %s: decode answer: %w", path, err)
-	}
-	return &s, nil
+	return decodeSession(resp, path)
 }
 
 // Ticket returns a single-use ticket that opens session id's WebSocket
