@@ -229,6 +229,9 @@ func (rt *Runtime) enqueue(ns *Namespace, name string, c *call) (*entry, error) 
 	if err := c.ctx.Err(); err != nil {
 		return nil, err
 	}
+	if err := rt.Fault(); err != nil {
+		return nil, err
+	}
 	for {
 		rt.mu.Lock()
 		if rt.state != stateOpen {

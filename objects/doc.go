@@ -66,7 +66,9 @@
 //
 // Sentinels are in errors.go: ErrClosed after Close, ErrInvalidName for bad
 // names, ErrNotSupported when an object lacks a handler, ErrNotDurable when
-// a commit's WAL flush failed (outcome unknown). A full queue fails
+// a commit's WAL flush failed (outcome unknown), and ErrDiskFailed for
+// every call after that: the runtime is fenced until restarted (see
+// Runtime.Fault). A full queue fails
 // fast with *OverloadedError (with RetryAfter); a panicking call returns
 // *PanicError and its instance is rebuilt.
 package objects

@@ -424,6 +424,10 @@ func (e *entry) runBatch(batch []*call) {
 			c.err = err
 			continue
 		}
+		if err := e.rt.Fault(); err != nil { // queued before a flush failed
+			c.err = err
+			continue
+		}
 		// The call's context also ends when Close gives up waiting for it
 		// (Runtime.stopCalls).
 		ctx, cancel := context.WithCancelCause(c.ctx)
@@ -696,8 +700,11 @@ func (b *batchTx) finish(ctx context.Context) error {
 			if err := b.inst.db.syncWAL(); err != nil {
 				// Committed in SQLite but perhaps not on the disk: no
 				// result may say it is, and the connection is not trusted.
-				// The node index still follows what SQLite now holds.
+				// The node index still follows what SQLite now holds. No
+				// later flush can vouch for what this one lost: the
+				// runtime refuses every call from now on.
 				b.inst.discard = true
+				b.e.rt.failDisk(err)
 				syncErr = fmt.Errorf("commit: %w: %w", ErrNotDurable, err)
 			}
 		}

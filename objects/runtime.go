@@ -99,12 +99,13 @@ type Runtime struct {
 	inflight  sync.WaitGroup // queued and running calls
 	stopping  atomic.Bool    // Close gave up waiting: calls run with a cancelled context
 
-	open      atomic.Int64  // open object databases, spares included
-	syncer    *syncer       // groups the WAL syncs of full durability
-	workers   *workers      // goroutines for object workers and drains
-	subs      subscriptions // the node index's subscriptions, in memory
-	opens     atomic.Int64  // object databases opened for an existing object
-	creates   atomic.Int64  // object databases created (spares included)
+	open      atomic.Int64          // open object databases, spares included
+	syncer    *syncer               // groups the WAL syncs of full durability
+	fault     atomic.Pointer[error] // set once by a failed WAL flush (see ErrDiskFailed)
+	workers   *workers              // goroutines for object workers and drains
+	subs      subscriptions         // the node index's subscriptions, in memory
+	opens     atomic.Int64          // object databases opened for an existing object
+	creates   atomic.Int64          // object databases created (spares included)
 	commits   atomic.Int64
 	alarmWake chan struct{}
 
@@ -451,6 +452,25 @@ type Stats struct {
 }
 
 // Stats returns current counters. Cheap enough for tests and metrics.
+// Fault returns nil while the runtime serves calls, and an error wrapping
+// ErrDiskFailed (and the flush's own error) once a WAL flush has failed:
+// every call is then refused until a restart. A health check shows it.
+func (rt *Runtime) Fault() error {
+	if p := rt.fault.Load(); p != nil {
+		return *p
+	}
+	return nil
+}
+
+// failDisk fences the runtime after a failed WAL flush (see ErrDiskFailed);
+// the first failure is the one kept and logged.
+func (rt *Runtime) failDisk(err error) {
+	f := fmt.Errorf("%w (%w)", ErrDiskFailed, err)
+	if rt.fault.CompareAndSwap(nil, &f) {
+		rt.logger().Error("objects: a WAL flush failed: refusing every call until restart; the disk may have lost writes", "err", err)
+	}
+}
+
 func (rt *Runtime) Stats() Stats {
 	rt.mu.Lock()
 	s := Stats{Entries: len(rt.entries)}

@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
+	"strings"
 	"testing"
 
 	"sessiond/objects"
@@ -55,5 +57,14 @@ func TestNothingStartsOnceCloseBegan(t *testing.T) {
 	svc.hubMu.Unlock()
 	if n != 0 {
 		t.Fatalf("%d hubs made after Close, which Close will never close", n)
+	}
+}
+
+// A runtime fenced after a failed disk flush is unavailable (503), with a
+// message that says why, not an internal error.
+func TestDiskFailedIsUnavailable(t *testing.T) {
+	err := fmt.Errorf("session x: %w", fmt.Errorf("%w (input/output error)", objects.ErrDiskFailed))
+	if code, msg := ErrorCode(err); code != "unavailable" || !strings.Contains(msg, "disk") {
+		t.Fatalf("ErrorCode(%v) = %s %q, want unavailable naming the disk", err, code, msg)
 	}
 }

@@ -566,6 +566,8 @@ func errorCode(err error) (code, message string) {
 		return me.Code, me.Message
 	case errors.Is(err, objects.ErrClosed):
 		return "unavailable", "the server is shutting down"
+	case errors.Is(err, objects.ErrDiskFailed):
+		return "unavailable", "a write to the server's disk failed: it refuses requests until it is restarted"
 	}
 	return "internal", "internal error"
 }

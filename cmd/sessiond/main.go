@@ -5,6 +5,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -214,7 +215,7 @@ func serve(ctx context.Context, cfg config, getenv func(string) string, logger *
 
 	var ready atomic.Bool
 	srv := &http.Server{
-		Handler:           newHandler(cfg, logger, svc, ready.Load),
+		Handler:           newHandler(cfg, logger, svc, ready.Load, rt.Fault),
 		ReadHeaderTimeout: readHeaderTimeout,
 		IdleTimeout:       idleConnTimeout,
 		BaseContext:       func(net.Listener) context.Context { return baseCtx },
@@ -265,8 +266,9 @@ func shutdown(logger *slog.Logger, srv *http.Server, cancelBase context.CancelCa
 
 // newHandler builds sessiond's HTTP handler: /healthz here (it knows about
 // shutdown), everything else from package web. ready reports whether the
-// server is up and not shutting down.
-func newHandler(cfg config, logger *slog.Logger, svc *session.Service, ready func() bool) http.Handler {
+// server is up and not shutting down; fault is the runtime's (a failed
+// disk flush, after which it refuses every call until restarted).
+func newHandler(cfg config, logger *slog.Logger, svc *session.Service, ready func() bool, fault func() error) http.Handler {
 	keys := make(map[string]web.Principal, len(cfg.APIKeys))
 	for k, s := range cfg.APIKeys {
 		keys[k] = web.Principal{Owner: s.Owner, Admin: s.Admin}
@@ -291,6 +293,13 @@ func newHandler(cfg config, logger *slog.Logger, svc *session.Service, ready fun
 		if !ready() {
 			w.WriteHeader(http.StatusServiceUnavailable)
 			io.WriteString(w, `{"status":"shutting_down"}`+"\n")
+			return
+		}
+		if err := fault(); err != nil {
+			// Up, but refusing every call: a supervisor should restart it.
+			w.WriteHeader(http.StatusServiceUnavailable)
+			b, _ := json.Marshal(map[string]string{"status": "disk_failed", "error": err.Error()})
+			w.Write(append(b, '\n'))
 			return
 		}
 		io.WriteString(w, `{"status":"ok"}`+"\n")

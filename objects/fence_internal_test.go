@@ -1,0 +1,71 @@
+package objects
+
+import (
+	"context"
+	"errors"
+	"syscall"
+	"testing"
+)
+
+// After a WAL flush fails, the runtime refuses every call until it is
+// restarted, even once flushes succeed again: a later flush cannot vouch
+// for the pages the failed one may have lost, and a crash could take the
+// commits after them too. A restart serves again, from what the disk has.
+func TestFailedFlushFencesTheRuntime(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	open := func() (*Runtime, *Namespace) {
+		rt := NewRuntime(dir)
+		rt.Durability = DurabilityFull
+		ns, err := rt.Register("k", Class{
+			Migrations: []string{`CREATE TABLE v (x INTEGER)`},
+			New:        func(ctx context.Context, h *Handle, tx *Tx) (any, error) { return struct{}{}, nil },
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := rt.Open(ctx); err != nil {
+			t.Fatal(err)
+		}
+		return rt, ns
+	}
+	write := func(ns *Namespace, name string, x int) error {
+		s, _ := ns.Get(name)
+		_, err := s.Call(ctx, func(ctx context.Context, obj any, tx *Tx) (any, error) {
+			_, err := tx.Exec(ctx, `INSERT INTO v VALUES (?)`, x)
+			return nil, err
+		})
+		return err
+	}
+	rt, ns := open()
+	if err := write(ns, "a", 1); err != nil {
+		t.Fatal(err)
+	}
+	rt.syncer.flushFn = func([]*syncWait) error { return syscall.EIO }
+	if err := write(ns, "a", 2); !errors.Is(err, ErrNotDurable) {
+		t.Fatalf("the write whose flush failed: %v, want ErrNotDurable", err)
+	}
+	if err := rt.Fault(); !errors.Is(err, ErrDiskFailed) || !errors.Is(err, syscall.EIO) {
+		t.Fatalf("Fault after a failed flush: %v, want ErrDiskFailed wrapping EIO", err)
+	}
+	rt.syncer.flushFn = nil // the disk answers again: too late to trust it
+	for _, name := range []string{"a", "b"} {
+		if err := write(ns, name, 3); !errors.Is(err, ErrDiskFailed) {
+			t.Fatalf("a write to %s after the failed flush: %v, want ErrDiskFailed", name, err)
+		}
+	}
+	s, _ := ns.Get("a")
+	if _, err := s.Call(ctx, func(ctx context.Context, obj any, tx *Tx) (any, error) { return nil, nil }); !errors.Is(err, ErrDiskFailed) {
+		t.Fatalf("a read after the failed flush: %v, want ErrDiskFailed", err)
+	}
+	rt.Close()
+
+	rt, ns = open()
+	defer rt.Close()
+	if err := rt.Fault(); err != nil {
+		t.Fatalf("Fault after a restart: %v", err)
+	}
+	if err := write(ns, "a", 4); err != nil {
+		t.Fatalf("a write after the restart: %v", err)
+	}
+}
