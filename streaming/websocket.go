@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/coder/websocket"
@@ -47,6 +48,8 @@ type WebSocket struct {
 	writing bool
 	closing bool       // Close has begun: abort leaves the connection to it
 	ended   *sync.Cond // on mu, made by abort: a write ended, or Close began
+
+	pongs atomic.Int64 // pongs received (a sink from Accept), for KeepAlive
 }
 
 // abortGrace is how long the end of a sink's bound context lets a write
@@ -64,13 +67,29 @@ func NewWebSocket(conn *websocket.Conn) *WebSocket {
 // Accept accepts a WebSocket handshake as websocket.Accept does (it has
 // answered the client when it fails) and returns a sink for the connection
 // whose WriteFrame hands the socket all its messages in one write.
+//
+// The sink counts the pongs its reader takes (for KeepAlive), calling
+// opts.OnPongReceived too when it is set.
 func Accept(w http.ResponseWriter, r *http.Request, opts *websocket.AcceptOptions) (*WebSocket, error) {
+	s := &WebSocket{}
+	var o websocket.AcceptOptions
+	if opts != nil {
+		o = *opts
+	}
+	onPong := o.OnPongReceived
+	o.OnPongReceived = func(ctx context.Context, payload []byte) {
+		s.pongs.Add(1)
+		if onPong != nil {
+			onPong(ctx, payload)
+		}
+	}
 	hw := &hijackWriter{ResponseWriter: w}
-	conn, err := websocket.Accept(hw, r, opts)
+	conn, err := websocket.Accept(hw, r, &o)
 	if err != nil {
 		return nil, err
 	}
-	return &WebSocket{conn: conn, batch: hw.conn}, nil
+	s.conn, s.batch = conn, hw.conn
+	return s, nil
 }
 
 // Conn returns the sink's connection, for reading it or handing it over.
@@ -198,28 +217,29 @@ func (s *WebSocket) AfterClose(f func()) bool {
 	return true
 }
 
-// KeepAlive has the sink ping its client every interval, and drop the
-// connection (no close handshake: the peer is gone or stuck) when the pong
-// has not come within twice the interval and no WriteFrame is under way. A
-// ping is skipped while a WriteFrame is under way: a client late to answer
-// because it is still reading a long message is left to the viewer's
-// judgement of slow clients, not judged here. Pings
+// KeepAlive has the sink ping its client every interval and drop the
+// connection (no close handshake: the peer is gone or stuck) when a ping
+// has had no pong for twice the interval and no WriteFrame is under way: a
+// client late to answer because it is still reading a long message is
+// left to the viewer's judgement of slow clients, not judged here. Pings
 // keep proxies from closing a quiet connection, and find a client that
 // vanished without closing, which would otherwise hold its place (a
 // stream slot, a viewer) until TCP gave up on it.
 //
-// Pinging stops when the connection closes; the pinger runs in a timer's
-// goroutine for the length of one ping at most. The caller's reader must
-// keep reading, as for Close: coder/websocket takes pongs as it reads. Only
-// a sink from Accept can watch its connection's end: KeepAlive reports
-// whether it will ping, and does nothing when interval is not positive.
+// The ping is written between two messages with no deadline of its own
+// (coder/websocket's Ping would close a connection whose send buffer is
+// full for 5 s); pongs are counted as the caller's reader takes them, so
+// the reader must keep reading, as for Close. Pinging stops when the
+// connection closes; it runs in a timer's goroutine, one a tick. Only a
+// sink from Accept can ping: KeepAlive reports whether it will, and does
+// nothing when interval is not positive.
 func (s *WebSocket) KeepAlive(interval time.Duration) bool {
 	if s.batch == nil || interval <= 0 {
 		return false
 	}
 	k := &keepAlive{s: s, interval: interval}
 	k.mu.Lock()
-	k.timer = time.AfterFunc(interval, k.ping)
+	k.timer = time.AfterFunc(interval, k.tick)
 	k.mu.Unlock()
 	s.batch.afterClose(k.stop)
 	return true
@@ -230,52 +250,45 @@ type keepAlive struct {
 	s        *WebSocket
 	interval time.Duration
 
-	mu      sync.Mutex // guards the fields below; held neither calling coder/websocket nor taking the sink's mu
+	mu      sync.Mutex // guards the fields below; held neither writing to the socket nor taking the sink's mu
 	timer   *time.Timer
-	cancel  context.CancelFunc // ends the ping under way
+	sentAt  time.Time // when the unanswered ping was sent; zero when none is
+	pongs   int64     // the sink's pong count when it was sent
+	sending bool      // a ping is being written
 	stopped bool
 }
 
-// ping sends one ping, waits for its pong, then schedules the next or
-// drops the connection. It takes the sink's lock (writeUnderWay) only
-// without k.mu: the sink's abort holds it while closing the connection,
-// which calls stop.
-func (k *keepAlive) ping() {
-	if k.s.writeUnderWay() {
-		k.reschedule()
-		return
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 2*k.interval)
-	defer cancel()
+// tick runs every interval: it sends a ping when none is unanswered, or
+// drops the connection when one has waited twice the interval.
+func (k *keepAlive) tick() {
+	now := time.Now()
 	k.mu.Lock()
 	if k.stopped {
 		k.mu.Unlock()
 		return
 	}
-	k.cancel = cancel
+	if !k.sentAt.IsZero() && k.s.pongs.Load() > k.pongs {
+		k.sentAt = time.Time{} // answered
+	}
+	late := !k.sentAt.IsZero() && now.Sub(k.sentAt) >= 2*k.interval
+	send := k.sentAt.IsZero() && !k.sending
+	if send {
+		k.sentAt, k.pongs, k.sending = now, k.s.pongs.Load(), true
+	}
+	k.timer.Reset(k.interval)
 	k.mu.Unlock()
 
-	err := k.s.conn.Ping(ctx)
-	if err == nil || k.s.writeUnderWay() {
-		k.reschedule()
+	if late && !k.s.writeUnderWay() {
+		k.s.conn.CloseNow() // its AfterClose hooks run stop
 		return
 	}
-	k.mu.Lock()
-	k.cancel = nil
-	stopped := k.stopped
-	k.mu.Unlock()
-	if !stopped {
-		k.s.conn.CloseNow() // its AfterClose hooks run stop
-	}
-}
-
-// reschedule sets the next ping, unless pinging has stopped.
-func (k *keepAlive) reschedule() {
-	k.mu.Lock()
-	defer k.mu.Unlock()
-	k.cancel = nil
-	if !k.stopped {
-		k.timer.Reset(k.interval)
+	if send {
+		// Blocks while the socket's buffer is full; the connection's
+		// close ends it.
+		k.s.batch.writePing()
+		k.mu.Lock()
+		k.sending = false
+		k.mu.Unlock()
 	}
 }
 
@@ -285,9 +298,6 @@ func (k *keepAlive) stop() {
 	defer k.mu.Unlock()
 	k.stopped = true
 	k.timer.Stop()
-	if k.cancel != nil {
-		k.cancel()
-	}
 }
 
 // writeUnderWay reports whether a WriteFrame is writing.
@@ -537,6 +547,28 @@ func (c *batchConn) writeMessages(frames [][]byte) error {
 	if vec == nil && cap(b) <= 4*maxCopied {
 		*buf = b[:0] // keep what append grew
 		writeBuffers.Put(buf)
+	}
+	return err
+}
+
+// writePing writes an empty ping frame between two of the other frames,
+// as writeMessages writes its messages.
+func (c *batchConn) writePing() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for c.broken == nil && !c.atBoundary() {
+		c.boundary.Wait()
+	}
+	switch {
+	case c.broken != nil:
+		return c.broken
+	case c.closing:
+		return net.ErrClosed
+	}
+	_, err := c.Conn.Write([]byte{0x89, 0}) // FIN, ping; unmasked, no payload
+	if err != nil {
+		c.broken = err
+		c.boundary.Broadcast()
 	}
 	return err
 }
