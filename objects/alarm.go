@@ -165,6 +165,13 @@ func (rt *Runtime) runAlarms() {
 	timer := time.NewTimer(time.Hour)
 	defer timer.Stop()
 	for {
+		if rt.Fault() != nil {
+			// Fenced (ErrDiskFailed): no call can run, and an alarm tried
+			// now would spend its retries, then be dropped. It stays in
+			// the index for the restart.
+			<-ctx.Done()
+			return
+		}
 		now := time.Now()
 		due, err := rt.index.alarmsBefore(ctx, now, 1024)
 		if err != nil && ctx.Err() == nil {
@@ -296,8 +303,10 @@ func (rt *Runtime) fireAlarm(ctx context.Context, a dueAlarm) {
 		rt.reconcileAlarm(ctx, a, verdict, moveTo)
 		return
 	}
-	if err == nil || errors.Is(err, ErrClosed) || errors.Is(err, ErrNotFound) || ctx.Err() != nil {
-		return // ErrNotFound: deleted since its alarm was read, alarm and all
+	if err == nil || errors.Is(err, ErrClosed) || errors.Is(err, ErrDiskFailed) || errors.Is(err, ErrNotFound) || ctx.Err() != nil {
+		// ErrNotFound: deleted since its alarm was read, alarm and all.
+		// ErrDiskFailed: kept, untried, for the restart (runAlarms stops).
+		return
 	}
 	retry := a.retry + 1
 	if retry > rt.alarmMaxRetries() || errors.Is(err, ErrNotSupported) {

@@ -110,6 +110,13 @@ func (e *entry) step() bool {
 		return false
 	}
 	e.mu.Unlock()
+	if err := e.rt.Fault(); err != nil { // queued before a flush failed
+		for _, c := range batch {
+			c.err = err
+			e.release(c)
+		}
+		return true
+	}
 	if batch[0].kind == kindDelete {
 		e.delete(batch[0])
 		return true
@@ -424,10 +431,6 @@ func (e *entry) runBatch(batch []*call) {
 			c.err = err
 			continue
 		}
-		if err := e.rt.Fault(); err != nil { // queued before a flush failed
-			c.err = err
-			continue
-		}
 		// The call's context also ends when Close gives up waiting for it
 		// (Runtime.stopCalls).
 		ctx, cancel := context.WithCancelCause(c.ctx)
@@ -705,6 +708,11 @@ func (b *batchTx) finish(ctx context.Context) error {
 				// runtime refuses every call from now on.
 				b.inst.discard = true
 				b.e.rt.failDisk(err)
+				syncErr = fmt.Errorf("commit: %w: %w", ErrNotDurable, err)
+			} else if err := b.e.rt.Fault(); err != nil {
+				// Another flush failed before this one ended: its
+				// success cannot vouch for this commit either.
+				b.inst.discard = true
 				syncErr = fmt.Errorf("commit: %w: %w", ErrNotDurable, err)
 			}
 		}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"syscall"
 	"testing"
+	"time"
 )
 
 // After a WAL flush fails, the runtime refuses every call until it is
@@ -67,5 +68,67 @@ func TestFailedFlushFencesTheRuntime(t *testing.T) {
 	}
 	if err := write(ns, "a", 4); err != nil {
 		t.Fatalf("a write after the restart: %v", err)
+	}
+}
+
+type alarmSignal struct{ fired chan struct{} }
+
+func (a *alarmSignal) Alarm(ctx context.Context, tx *Tx, info AlarmInfo) error {
+	select {
+	case a.fired <- struct{}{}:
+	default:
+	}
+	return nil
+}
+
+// A fenced runtime tries no alarm: each would spend its retries on calls
+// that cannot run and then be dropped. The alarm stays in the index and
+// fires after the restart.
+func TestFencedRuntimeKeepsAlarmsForTheRestart(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	fired := make(chan struct{}, 1)
+	open := func() *Namespace {
+		rt := NewRuntime(dir)
+		rt.Durability = DurabilityNormal
+		rt.AlarmRetryBase = time.Millisecond
+		rt.AlarmMaxRetries = 1
+		ns, err := rt.Register("k", Class{
+			Migrations: []string{`CREATE TABLE v (x INTEGER)`},
+			New: func(ctx context.Context, h *Handle, tx *Tx) (any, error) {
+				return &alarmSignal{fired: fired}, nil
+			},
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := rt.Open(ctx); err != nil {
+			t.Fatal(err)
+		}
+		return ns
+	}
+	ns := open()
+	s, _ := ns.Get("x")
+	if _, err := s.Call(ctx, func(ctx context.Context, obj any, tx *Tx) (any, error) {
+		tx.SetAlarm(time.Now().Add(200 * time.Millisecond))
+		return nil, nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	ns.rt.failDisk(syscall.EIO)
+	time.Sleep(600 * time.Millisecond) // the alarm falls due while fenced
+	select {
+	case <-fired:
+		t.Fatal("an alarm fired in a fenced runtime")
+	default:
+	}
+	ns.rt.Close()
+
+	ns = open()
+	defer ns.rt.Close()
+	select {
+	case <-fired:
+	case <-time.After(10 * time.Second): // a hang guard
+		t.Fatal("the alarm that fell due while fenced never fired after the restart")
 	}
 }

@@ -451,7 +451,6 @@ type Stats struct {
 	Workers int64
 }
 
-// Stats returns current counters. Cheap enough for tests and metrics.
 // Fault returns nil while the runtime serves calls, and an error wrapping
 // ErrDiskFailed (and the flush's own error) once a WAL flush has failed:
 // every call is then refused until a restart. A health check shows it.
@@ -471,6 +470,7 @@ func (rt *Runtime) failDisk(err error) {
 	}
 }
 
+// Stats returns current counters. Cheap enough for tests and metrics.
 func (rt *Runtime) Stats() Stats {
 	rt.mu.Lock()
 	s := Stats{Entries: len(rt.entries)}

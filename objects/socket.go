@@ -28,6 +28,7 @@ const (
 	StatusNormalClosure = websocket.StatusNormalClosure
 	StatusGoingAway     = websocket.StatusGoingAway
 	StatusInternalError = websocket.StatusInternalError
+	StatusTryAgainLater = websocket.StatusTryAgainLater
 )
 
 // SocketHandler is implemented by objects that accept WebSocket messages.
@@ -223,6 +224,10 @@ func (s *Socket) read() {
 			s.conn.CloseNow()
 		case errors.Is(err, ErrNotSupported):
 			s.conn.Close(StatusInternalError, "this object does not accept messages")
+		case errors.Is(err, ErrDiskFailed):
+			// Answered nothing, the client would wait for ever on a socket
+			// that still answers pings; a reconnect is refused plainly.
+			s.conn.Close(StatusTryAgainLater, "a write to the server's disk failed: it refuses requests until it is restarted")
 		default:
 			rt.logger().Warn("objects: socket message handler failed", "namespace", e.ns.name, "object", e.name, "err", err)
 		}

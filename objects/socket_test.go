@@ -9,6 +9,7 @@ import (
 	"net/url"
 	"slices"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -504,5 +505,26 @@ func TestSocketMessageAfterDeleteDropped(t *testing.T) {
 	checkFor(t, 10*time.Second, "nothing in memory", func() bool { return env.rt.Stats().Entries == 0 })
 	if ok, err := env.ns.Exists(ctx, "room"); err != nil || ok {
 		t.Fatalf("Exists=%v err=%v: the message made the deleted object again", ok, err)
+	}
+}
+
+// A message on a socket of a fenced runtime (a WAL flush failed) closes
+// the socket with 1013 naming the disk: answered nothing, the client would
+// wait for ever on a socket whose pings are still answered.
+func TestFencedRuntimeClosesSocketOnMessage(t *testing.T) {
+	env := newWSEnv(t, nil)
+	c := env.dial(t, "a", "")
+	send(t, c, "before")
+	if got := recv(t, c); !strings.Contains(got, "before") {
+		t.Fatalf("echo %q", got)
+	}
+	objects.FailDisk(env.rt, syscall.EIO)
+	send(t, c, "after")
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	_, b, err := c.Read(ctx)
+	var ce websocket.CloseError
+	if !errors.As(err, &ce) || ce.Code != websocket.StatusTryAgainLater || !strings.Contains(ce.Reason, "disk") {
+		t.Fatalf("after the fence: %q %v, want a 1013 close naming the disk", b, err)
 	}
 }

@@ -311,7 +311,7 @@ func (svc *Service) commitFinal(stub *objects.Stub, run *genRun, out outcome) {
 		close(run.done)
 		return
 	}
-	if !errors.Is(err, objects.ErrNotDurable) && !errors.Is(err, objects.ErrClosed) {
+	if !errors.Is(err, objects.ErrNotDurable) && !errors.Is(err, objects.ErrClosed) && !errors.Is(err, objects.ErrDiskFailed) {
 		log.Error("session: commit final turn; saving it as failed without its output", "err", err)
 		lost := outcome{result: &ModelResult{Usage: out.result.Usage, FinishReason: FinishError}, status: GenFailed, turnStatus: TurnFailed,
 			err: &ErrorInfo{Code: CodeSaveFailed, Message: "the output of this turn could not be saved: " + err.Error()}}
