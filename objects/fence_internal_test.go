@@ -110,13 +110,13 @@ func TestFencedRuntimeKeepsAlarmsForTheRestart(t *testing.T) {
 	ns := open()
 	s, _ := ns.Get("x")
 	if _, err := s.Call(ctx, func(ctx context.Context, obj any, tx *Tx) (any, error) {
-		tx.SetAlarm(time.Now().Add(200 * time.Millisecond))
+		tx.SetAlarm(time.Now().Add(time.Second)) // well after the fence below
 		return nil, nil
 	}); err != nil {
 		t.Fatal(err)
 	}
 	ns.rt.failDisk(syscall.EIO)
-	time.Sleep(600 * time.Millisecond) // the alarm falls due while fenced
+	time.Sleep(1500 * time.Millisecond) // the alarm falls due while fenced
 	select {
 	case <-fired:
 		t.Fatal("an alarm fired in a fenced runtime")

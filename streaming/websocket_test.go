@@ -403,7 +403,9 @@ func TestWebSocketAfterClose(t *testing.T) {
 // never reads, and so never answers, is dropped, which releases what its
 // connection held (AfterClose).
 func TestWebSocketKeepAlive(t *testing.T) {
-	const interval = 20 * time.Millisecond
+	// Long enough that a loaded machine answers a ping within two of
+	// them: a late pong would drop the live client.
+	const interval = 100 * time.Millisecond
 	type served struct {
 		ws     *streaming.WebSocket
 		closed chan struct{}
@@ -438,7 +440,7 @@ func TestWebSocketKeepAlive(t *testing.T) {
 		got <- string(data)
 	}()
 	s := <-conns
-	time.Sleep(15 * interval) // several pings, each answered
+	time.Sleep(6 * interval) // pings, each answered
 	select {
 	case <-s.closed:
 		t.Fatal("a client answering pings was dropped")

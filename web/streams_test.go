@@ -177,13 +177,15 @@ func openSSE(t *testing.T, s *server, method, path, body string) *http.Response 
 // its place across many pings; one whose client stopped reading, so never
 // answers, is dropped, and its place in the owner's count is freed.
 func TestWebSocketPingDropsSilentClient(t *testing.T) {
-	const interval = 20 * time.Millisecond
+	// Long enough that a loaded machine answers a ping within two of
+	// them: a late pong would drop the live client.
+	const interval = 100 * time.Millisecond
 	srv := newServer(t, 0, web.Config{WSPing: interval}, nil)
 	srv.svc.MaxStreamsPerOwner = 1
 	sess := srv.createSession(t, nil)
 
 	live := mustJoin(t, srv, sess.ID)
-	time.Sleep(15 * interval) // several pings, each answered
+	time.Sleep(6 * interval) // pings, each answered
 	if _, resp, err := websocket.Dial(context.Background(), wsURL(srv, sess.ID, ticket(t, srv, sess.ID)), nil); err == nil || resp == nil || resp.StatusCode != 429 {
 		t.Fatalf("a second socket beside a live one: err=%v resp=%v, want 429 (the live one dropped?)", err, resp)
 	}
