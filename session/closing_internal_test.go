@@ -18,17 +18,7 @@ import (
 // refused as unavailable and stores nothing.
 func TestNothingStartsOnceCloseBegan(t *testing.T) {
 	ctx := context.Background()
-	rt := objects.NewRuntime(t.TempDir())
-	rt.Durability = objects.DurabilityNormal
-	svc, err := NewService(rt, offlineRegistry(t, 0, ModelInfo{}))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := rt.Open(ctx); err != nil {
-		t.Fatal(err)
-	}
-	defer rt.Close()
-	svc.Start()
+	svc := startService(t, offlineRegistry(t, 0, ModelInfo{})) // its cleanup closes the runtime after the service
 	s, err := svc.Create(ctx, "local", CreateRequest{})
 	if err != nil {
 		t.Fatal(err)
