@@ -13,8 +13,20 @@ import (
 // the test.
 func startService(tb testing.TB, reg *Registry) *Service {
 	tb.Helper()
+	svc, _ := startServiceRuntime(tb, reg, nil)
+	return svc
+}
+
+// startServiceRuntime is startService for a test that needs the runtime
+// too; configure, if not nil, adjusts it before it opens. The test may
+// close either itself: closing again at its end does nothing.
+func startServiceRuntime(tb testing.TB, reg *Registry, configure func(*objects.Runtime)) (*Service, *objects.Runtime) {
+	tb.Helper()
 	rt := objects.NewRuntime(tb.TempDir())
 	rt.Durability = objects.DurabilityNormal
+	if configure != nil {
+		configure(rt)
+	}
 	svc, err := NewService(rt, reg)
 	if err != nil {
 		tb.Fatal(err)
@@ -24,7 +36,7 @@ func startService(tb testing.TB, reg *Registry) *Service {
 	}
 	svc.Start()
 	tb.Cleanup(func() { svc.Close(); rt.Close() })
-	return svc
+	return svc, rt
 }
 
 // offlineRegistry returns a registry of the offline model under the name

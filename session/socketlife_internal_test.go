@@ -144,17 +144,7 @@ func TestRefusedViewerCloseDoesNotHoldSession(t *testing.T) {
 // that wait (about 5 s) for each.
 func TestServiceCloseClosesSessionsConcurrently(t *testing.T) {
 	ctx := context.Background()
-	rt := objects.NewRuntime(t.TempDir())
-	rt.Durability = objects.DurabilityNormal
-	svc, err := NewService(rt, offlineRegistry(t, 0, ModelInfo{}))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := rt.Open(ctx); err != nil {
-		t.Fatal(err)
-	}
-	defer rt.Close()
-	svc.Start()
+	svc := startService(t, offlineRegistry(t, 0, ModelInfo{}))
 	const n = 3
 	var clients []*websocket.Conn
 	var views []*streaming.Viewer
@@ -215,18 +205,7 @@ func TestServiceCloseClosesSessionsConcurrently(t *testing.T) {
 // itself.
 func TestAcceptRefusedWhileStoppingKeepsCallersCode(t *testing.T) {
 	ctx := context.Background()
-	rt := objects.NewRuntime(t.TempDir())
-	rt.Durability = objects.DurabilityNormal
-	svc, err := NewService(rt, offlineRegistry(t, 0, ModelInfo{}))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := rt.Open(ctx); err != nil {
-		t.Fatal(err)
-	}
-	defer rt.Close()
-	svc.Start()
-	defer svc.Close()
+	svc, rt := startServiceRuntime(t, offlineRegistry(t, 0, ModelInfo{}), nil)
 	s, err := svc.Create(ctx, "local", CreateRequest{})
 	if err != nil {
 		t.Fatal(err)
@@ -296,19 +275,7 @@ func TestAcceptRefusedWhileStoppingKeepsCallersCode(t *testing.T) {
 // released when the connection closes, not by the delivery.
 func TestSocketReleasedWhenCloseNotDelivered(t *testing.T) {
 	ctx := context.Background()
-	rt := objects.NewRuntime(t.TempDir())
-	rt.Durability = objects.DurabilityNormal
-	rt.IdleTimeout = 20 * time.Millisecond
-	svc, err := NewService(rt, offlineRegistry(t, 0, ModelInfo{}))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := rt.Open(ctx); err != nil {
-		t.Fatal(err)
-	}
-	defer rt.Close()
-	svc.Start()
-	defer svc.Close()
+	svc, rt := startServiceRuntime(t, offlineRegistry(t, 0, ModelInfo{}), func(rt *objects.Runtime) { rt.IdleTimeout = 20 * time.Millisecond })
 	s, err := svc.Create(ctx, "local", CreateRequest{})
 	if err != nil {
 		t.Fatal(err)
