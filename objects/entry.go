@@ -707,7 +707,7 @@ func (b *batchTx) finish(ctx context.Context) error {
 				// later flush can vouch for what this one lost: the
 				// runtime refuses every call from now on.
 				b.inst.discard = true
-				b.e.rt.failDisk(err)
+				b.e.rt.Fence(fmt.Errorf("WAL flush: %w", err))
 				syncErr = fmt.Errorf("commit: %w: %w", ErrNotDurable, err)
 			} else if err := b.e.rt.Fault(); err != nil {
 				// Another flush failed before this one ended: its

@@ -40,6 +40,3 @@ func SetIndexBusyTimeout(d time.Duration) (restore func()) {
 	indexBusyTimeout = d
 	return func() { indexBusyTimeout = old }
 }
-
-// FailDisk fences rt as a failed WAL flush would (see ErrDiskFailed).
-func FailDisk(rt *Runtime, err error) { rt.failDisk(err) }

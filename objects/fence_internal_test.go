@@ -115,7 +115,7 @@ func TestFencedRuntimeKeepsAlarmsForTheRestart(t *testing.T) {
 	}); err != nil {
 		t.Fatal(err)
 	}
-	ns.rt.failDisk(syscall.EIO)
+	ns.rt.Fence(syscall.EIO)
 	time.Sleep(1500 * time.Millisecond) // the alarm falls due while fenced
 	select {
 	case <-fired:

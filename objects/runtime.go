@@ -461,12 +461,14 @@ func (rt *Runtime) Fault() error {
 	return nil
 }
 
-// failDisk fences the runtime after a failed WAL flush (see ErrDiskFailed);
-// the first failure is the one kept and logged.
-func (rt *Runtime) failDisk(err error) {
-	f := fmt.Errorf("%w (%w)", ErrDiskFailed, err)
+// Fence refuses every call from now on, as a failed WAL flush does (see
+// ErrDiskFailed), with cause as the reason Fault gives: for a program that
+// learns of trouble with the disk by other means, and for tests. The first
+// cause is the one kept and logged; the fence lasts until a restart.
+func (rt *Runtime) Fence(cause error) {
+	f := fmt.Errorf("%w (%w)", ErrDiskFailed, cause)
 	if rt.fault.CompareAndSwap(nil, &f) {
-		rt.logger().Error("objects: a WAL flush failed: refusing every call until restart; the disk may have lost writes", "err", err)
+		rt.logger().Error("objects: fenced: refusing every call until restart; the disk may have lost writes", "err", cause)
 	}
 }
 

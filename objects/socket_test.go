@@ -518,7 +518,7 @@ func TestFencedRuntimeClosesSocketOnMessage(t *testing.T) {
 	if got := recv(t, c); !strings.Contains(got, "before") {
 		t.Fatalf("echo %q", got)
 	}
-	objects.FailDisk(env.rt, syscall.EIO)
+	env.rt.Fence(syscall.EIO)
 	send(t, c, "after")
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()

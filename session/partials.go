@@ -260,6 +260,12 @@ func (j *journal) close() {
 // the next: its pieces go back in front of what came since. It reports
 // whether more rounds are needed: generations run, or deletions wait.
 func (j *journal) flush() (busy bool) {
+	if j.svc.rt.Fault() != nil {
+		// Fenced after a failed disk flush: no round can be written until
+		// the restart, which recovers from what the disk holds. Retrying
+		// every interval would only log.
+		return false
+	}
 	pieces, gone := j.take()
 	if len(pieces) > 0 || len(gone) > 0 {
 		if err := j.write(pieces, gone); err != nil {

@@ -2149,3 +2149,43 @@ func TestStartupWakesOnlyWhatACrashLeft(t *testing.T) {
 		t.Fatalf("start-up opened %d object databases of %d on disk, want at most 3", opens, n+3)
 	}
 }
+
+// countLog is a slog handler that counts the records with message msg.
+type countLog struct {
+	slog.Handler
+	msg string
+	n   *atomic.Int32
+}
+
+func (h countLog) Handle(ctx context.Context, r slog.Record) error {
+	if r.Message == h.msg {
+		h.n.Add(1)
+	}
+	return h.Handler.Handle(ctx, r)
+}
+
+func (h countLog) Enabled(context.Context, slog.Level) bool { return true }
+
+// A fenced runtime (a disk flush failed) takes no journal round, so a
+// generation still streaming does not log a failed round every interval
+// until the restart.
+func TestFencedJournalDoesNotRetryEveryRound(t *testing.T) {
+	ctx := context.Background()
+	var n atomic.Int32
+	e := newEnv(t, "", 200, func(svc *session.Service, _ *session.Registry) {
+		svc.Logger = slog.New(countLog{Handler: slog.NewTextHandler(tlog{t}, &slog.HandlerOptions{Level: slog.LevelError}), msg: "session: persist partial output, will retry", n: &n})
+	})
+	s, _ := e.svc.Create(ctx, "local", session.CreateRequest{})
+	if _, err := e.svc.Post(ctx, "local", s.ID, session.PostRequest{Turns: []session.NewTurn{user("/words 100000")}, Generate: true}); err != nil {
+		t.Fatal(err)
+	}
+	checkFor(t, "output journaled", func() bool {
+		turns := lastTurns(t, e, "local", s.ID, 1)
+		return len(text(t, turns[0])) > 10
+	})
+	e.rt.Fence(errors.New("test: the disk is gone"))
+	time.Sleep(30 * e.svc.PersistInterval) // thirty rounds' time, the generation streaming on
+	if got := n.Load(); got > 1 {
+		t.Fatalf("the journal logged %d failed rounds while fenced, want at most the one under way", got)
+	}
+}
