@@ -303,9 +303,13 @@ func (rt *Runtime) fireAlarm(ctx context.Context, a dueAlarm) {
 		rt.reconcileAlarm(ctx, a, verdict, moveTo)
 		return
 	}
-	if err == nil || errors.Is(err, ErrClosed) || errors.Is(err, ErrDiskFailed) || errors.Is(err, ErrNotFound) || ctx.Err() != nil {
-		// ErrNotFound: deleted since its alarm was read, alarm and all.
-		// ErrDiskFailed: kept, untried, for the restart (runAlarms stops).
+	if err == nil || errors.Is(err, ErrClosed) || errors.Is(err, ErrNotFound) || ctx.Err() != nil {
+		return // ErrNotFound: deleted since its alarm was read, alarm and all
+	}
+	if rt.Fault() != nil {
+		// Fenced (refused, or its own flush failed): the alarm stays in
+		// the index as it is, its tries unspent, for the restart;
+		// runAlarms tries nothing more.
 		return
 	}
 	retry := a.retry + 1
@@ -345,6 +349,9 @@ func (rt *Runtime) reconcileAlarm(ctx context.Context, a dueAlarm, v dueVerdict,
 // index (a call that deletes it), unless the object has set another since.
 // If the object cannot take the call, the index alone is cleared.
 func (rt *Runtime) dropAlarm(ctx context.Context, stub *Stub, a dueAlarm) {
+	if rt.Fault() != nil {
+		return // fenced: kept for the restart (see fireAlarm)
+	}
 	_, err := stub.callExisting(ctx, func(ctx context.Context, obj any, tx *Tx) (any, error) {
 		v, _, err := tx.checkDue(ctx, a)
 		if err == nil && v == dueRun {

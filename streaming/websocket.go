@@ -252,8 +252,8 @@ type keepAlive struct {
 
 	mu      sync.Mutex // guards the fields below; held neither writing to the socket nor taking the sink's mu
 	timer   *time.Timer
-	sentAt  time.Time // when the unanswered ping was sent; zero when none is
-	pongs   int64     // the sink's pong count when it was sent
+	sentAt  time.Time // when the unanswered ping was written; zero when none is
+	pongs   int64     // the sink's pong count before it was written
 	sending bool      // a ping is being written
 	stopped bool
 }
@@ -273,7 +273,7 @@ func (k *keepAlive) tick() {
 	late := !k.sentAt.IsZero() && now.Sub(k.sentAt) >= 2*k.interval
 	send := k.sentAt.IsZero() && !k.sending
 	if send {
-		k.sentAt, k.pongs, k.sending = now, k.s.pongs.Load(), true
+		k.pongs, k.sending = k.s.pongs.Load(), true
 	}
 	k.timer.Reset(k.interval)
 	k.mu.Unlock()
@@ -283,11 +283,16 @@ func (k *keepAlive) tick() {
 		return
 	}
 	if send {
-		// Blocks while the socket's buffer is full; the connection's
-		// close ends it.
-		k.s.batch.writePing()
+		// Blocks behind a WriteFrame under way, or while the socket's
+		// buffer is full; the connection's close ends it. The wait for
+		// the pong starts once the ping is written, not while it waits
+		// behind a long message the client is still reading.
+		err := k.s.batch.writePing()
 		k.mu.Lock()
 		k.sending = false
+		if err == nil {
+			k.sentAt = time.Now()
+		}
 		k.mu.Unlock()
 	}
 }
