@@ -16,19 +16,7 @@ func TestFailedFlushFencesTheRuntime(t *testing.T) {
 	ctx := context.Background()
 	dir := t.TempDir()
 	open := func() (*Runtime, *Namespace) {
-		rt := NewRuntime(dir)
-		rt.Durability = DurabilityFull
-		ns, err := rt.Register("k", Class{
-			Migrations: []string{`CREATE TABLE v (x INTEGER)`},
-			New:        func(ctx context.Context, h *Handle, tx *Tx) (any, error) { return struct{}{}, nil },
-		})
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := rt.Open(ctx); err != nil {
-			t.Fatal(err)
-		}
-		return rt, ns
+		return openTable(t, dir, func(rt *Runtime) { rt.Durability = DurabilityFull }, nil)
 	}
 	write := func(ns *Namespace, name string, x int) error {
 		s, _ := ns.Get(name)
@@ -90,22 +78,10 @@ func TestFencedRuntimeKeepsAlarmsForTheRestart(t *testing.T) {
 	dir := t.TempDir()
 	fired := make(chan struct{}, 1)
 	open := func() *Namespace {
-		rt := NewRuntime(dir)
-		rt.Durability = DurabilityNormal
-		rt.AlarmRetryBase = time.Millisecond
-		rt.AlarmMaxRetries = 1
-		ns, err := rt.Register("k", Class{
-			Migrations: []string{`CREATE TABLE v (x INTEGER)`},
-			New: func(ctx context.Context, h *Handle, tx *Tx) (any, error) {
-				return &alarmSignal{fired: fired}, nil
-			},
-		})
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := rt.Open(ctx); err != nil {
-			t.Fatal(err)
-		}
+		_, ns := openTable(t, dir, func(rt *Runtime) {
+			rt.AlarmRetryBase = time.Millisecond
+			rt.AlarmMaxRetries = 1
+		}, func() any { return &alarmSignal{fired: fired} })
 		return ns
 	}
 	ns := open()

@@ -12,20 +12,8 @@ func TestRecreateAfterFailedRemovalAvoidsTrashedPath(t *testing.T) {
 	ctx := context.Background()
 	dir := t.TempDir()
 	open := func() (*Runtime, *Namespace) {
-		rt := NewRuntime(dir)
-		rt.Durability = DurabilityNormal
-		rt.Spares = -1 // new objects take the hashed path
-		ns, err := rt.Register("k", Class{
-			Migrations: []string{`CREATE TABLE v (x INTEGER)`},
-			New:        func(ctx context.Context, h *Handle, tx *Tx) (any, error) { return struct{}{}, nil },
-		})
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := rt.Open(ctx); err != nil {
-			t.Fatal(err)
-		}
-		return rt, ns
+		// New objects take the hashed path.
+		return openTable(t, dir, func(rt *Runtime) { rt.Spares = -1 }, nil)
 	}
 	write := func(ns *Namespace) {
 		s, _ := ns.Get("same")
