@@ -48,7 +48,7 @@ func newEnvBus(tb testing.TB, dir string, tps float64, bus objects.EventBus, con
 	rt := objects.NewRuntime(dir)
 	rt.Durability = objects.DurabilityNormal
 	rt.Bus = bus
-	logger := slog.New(slog.NewTextHandler(tlog{tb}, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	logger := slog.New(warnings(tb))
 	rt.Logger = logger
 	reg := session.NewRegistry()
 	if err := reg.Register("offline", session.NewOfflineModel(tps), session.ModelInfo{}); err != nil {
@@ -1981,6 +1981,34 @@ func (m *stallModel) Stream(ctx context.Context, _ *session.ModelRequest, emit f
 	return &session.ModelResult{Text: m.text, FinishReason: "cancelled"}, ctx.Err()
 }
 
+// crashMidGeneration starts a service on dir, has a session generate text
+// with a stallModel, and stops the runtime under it once text is out, as
+// a crash would: the service cannot commit the end. It returns the
+// session's and the generation's ids.
+func crashMidGeneration(t *testing.T, dir, text string) (sessionID, genID string) {
+	t.Helper()
+	ctx := context.Background()
+	m := &stallModel{text: text, emitted: make(chan struct{})}
+	e := newEnv(t, dir, 0, func(_ *session.Service, reg *session.Registry) {
+		if err := reg.Register("stall", m, session.ModelInfo{}); err != nil {
+			t.Fatal(err)
+		}
+	})
+	s, err := e.svc.Create(ctx, "local", session.CreateRequest{Model: "stall"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := e.svc.Post(ctx, "local", s.ID, session.PostRequest{Turns: []session.NewTurn{user("go")}, Generate: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	<-m.emitted
+	time.Sleep(10 * e.svc.PersistInterval) // the journal likely has it all (callers check what it has)
+	e.rt.Close()
+	e.svc.Close()
+	return s.ID, res.Generation.ID
+}
+
 // followTypes follows generation gid from offset after on a viewer that
 // closes at the final event, and returns the types and offsets it was
 // sent.
@@ -2020,31 +2048,14 @@ func TestInterruptedGenerationEndsAfterItsSavedOutput(t *testing.T) {
 		t.Run(fmt.Sprintf("%d deltas", len(out)), func(t *testing.T) {
 			ctx := context.Background()
 			dir := t.TempDir()
-			m := &stallModel{text: out, emitted: make(chan struct{})}
-			e := newEnv(t, dir, 0, func(_ *session.Service, reg *session.Registry) {
-				if err := reg.Register("stall", m, session.ModelInfo{}); err != nil {
-					t.Fatal(err)
-				}
-			})
-			s, err := e.svc.Create(ctx, "local", session.CreateRequest{Model: "stall"})
-			if err != nil {
-				t.Fatal(err)
-			}
-			res, err := e.svc.Post(ctx, "local", s.ID, session.PostRequest{Turns: []session.NewTurn{user("go")}, Generate: true})
-			if err != nil {
-				t.Fatal(err)
-			}
-			<-m.emitted
-			time.Sleep(100 * time.Millisecond) // ten persist intervals: the journal likely has it all (checked below either way)
-			e.rt.Close()                       // the service cannot commit the end: like a crash
-			e.svc.Close()
+			sid, gid := crashMidGeneration(t, dir, out)
 
 			e2 := newEnv(t, dir, 0, nil)
-			g, err := e2.svc.Generation(ctx, "local", s.ID, res.Generation.ID)
+			g, err := e2.svc.Generation(ctx, "local", sid, gid)
 			if err != nil || g.Status != session.GenInterrupted {
 				t.Fatalf("after restart %+v %v", g, err)
 			}
-			saved := text(t, lastTurns(t, e2, "local", s.ID, 1)[0])
+			saved := text(t, lastTurns(t, e2, "local", sid, 1)[0])
 			if !strings.HasPrefix(out, saved) {
 				t.Fatalf("saved output %q is not a prefix of %q", saved, out)
 			}
@@ -2055,7 +2066,7 @@ func TestInterruptedGenerationEndsAfterItsSavedOutput(t *testing.T) {
 				after int64
 				want  string
 			}{{0, "[turn done]"}, {g.Offset - 1, "[turn done]"}, {g.Offset + 2, "[turn done]"}, {g.Offset, "[]"}} {
-				types, offsets := followTypes(t, e2, s.ID, g.ID, c.after)
+				types, offsets := followTypes(t, e2, sid, g.ID, c.after)
 				if fmt.Sprint(types) != c.want {
 					t.Errorf("after %d: sent %v, want %s", c.after, types, c.want)
 				}
@@ -2070,31 +2081,27 @@ func TestInterruptedGenerationEndsAfterItsSavedOutput(t *testing.T) {
 	}
 }
 
-// recoveryLog is a slog handler that hands over the fields of the
-// start-up recovery's "done" record.
-type recoveryLog struct {
+// logHook is a slog handler that hands every record to see, then to
+// Handler (which writes only what its own level lets through).
+type logHook struct {
 	slog.Handler
-	done chan [2]int64 // sessions, woken
+	see func(slog.Record)
 }
 
-func (h recoveryLog) Handle(ctx context.Context, r slog.Record) error {
-	if r.Message == "session: start-up recovery done" {
-		var v [2]int64
-		r.Attrs(func(a slog.Attr) bool {
-			switch a.Key {
-			case "sessions":
-				v[0] = a.Value.Int64()
-			case "woken":
-				v[1] = a.Value.Int64()
-			}
-			return true
-		})
-		h.done <- v
+func (h logHook) Handle(ctx context.Context, r slog.Record) error {
+	h.see(r)
+	if !h.Handler.Enabled(ctx, r.Level) {
+		return nil
 	}
 	return h.Handler.Handle(ctx, r)
 }
 
-func (h recoveryLog) Enabled(context.Context, slog.Level) bool { return true }
+func (h logHook) Enabled(context.Context, slog.Level) bool { return true }
+
+// warnings is the handler the tests' services log to (see newEnvBus).
+func warnings(tb testing.TB) slog.Handler {
+	return slog.NewTextHandler(tlog{tb}, &slog.HandlerOptions{Level: slog.LevelWarn})
+}
 
 // Start-up wakes only the sessions a crash left generating, not every
 // session on disk (DESIGN.md: start-up is O(1) in the objects on disk).
@@ -2112,27 +2119,27 @@ func TestStartupWakesOnlyWhatACrashLeft(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	m := &stallModel{text: "abc", emitted: make(chan struct{})}
 	e.close()
-	e = newEnv(t, dir, 0, func(_ *session.Service, reg *session.Registry) {
-		if err := reg.Register("stall", m, session.ModelInfo{}); err != nil {
-			t.Fatal(err)
-		}
-	})
-	s, err := e.svc.Create(ctx, "local", session.CreateRequest{Model: "stall"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := e.svc.Post(ctx, "local", s.ID, session.PostRequest{Turns: []session.NewTurn{user("go")}, Generate: true}); err != nil {
-		t.Fatal(err)
-	}
-	<-m.emitted
-	e.rt.Close() // the service cannot end the generation: like a crash
-	e.svc.Close()
+	crashMidGeneration(t, dir, "abc")
 
 	done := make(chan [2]int64, 1)
 	e2 := newEnv(t, dir, 0, func(svc *session.Service, _ *session.Registry) {
-		svc.Logger = slog.New(recoveryLog{Handler: slog.NewTextHandler(tlog{t}, &slog.HandlerOptions{Level: slog.LevelWarn}), done: done})
+		svc.Logger = slog.New(logHook{Handler: warnings(t), see: func(r slog.Record) {
+			if r.Message != "session: start-up recovery done" {
+				return
+			}
+			var v [2]int64
+			r.Attrs(func(a slog.Attr) bool {
+				switch a.Key {
+				case "sessions":
+					v[0] = a.Value.Int64()
+				case "woken":
+					v[1] = a.Value.Int64()
+				}
+				return true
+			})
+			done <- v
+		}})
 	})
 	var got [2]int64
 	select {
@@ -2150,22 +2157,6 @@ func TestStartupWakesOnlyWhatACrashLeft(t *testing.T) {
 	}
 }
 
-// countLog is a slog handler that counts the records with message msg.
-type countLog struct {
-	slog.Handler
-	msg string
-	n   *atomic.Int32
-}
-
-func (h countLog) Handle(ctx context.Context, r slog.Record) error {
-	if r.Message == h.msg {
-		h.n.Add(1)
-	}
-	return h.Handler.Handle(ctx, r)
-}
-
-func (h countLog) Enabled(context.Context, slog.Level) bool { return true }
-
 // A fenced runtime (a disk flush failed) takes no journal round, so a
 // generation still streaming does not log a failed round every interval
 // until the restart.
@@ -2173,7 +2164,11 @@ func TestFencedJournalDoesNotRetryEveryRound(t *testing.T) {
 	ctx := context.Background()
 	var n atomic.Int32
 	e := newEnv(t, "", 200, func(svc *session.Service, _ *session.Registry) {
-		svc.Logger = slog.New(countLog{Handler: slog.NewTextHandler(tlog{t}, &slog.HandlerOptions{Level: slog.LevelError}), msg: "session: persist partial output, will retry", n: &n})
+		svc.Logger = slog.New(logHook{Handler: warnings(t), see: func(r slog.Record) {
+			if r.Message == "session: persist partial output, will retry" {
+				n.Add(1)
+			}
+		}})
 	})
 	s, _ := e.svc.Create(ctx, "local", session.CreateRequest{})
 	if _, err := e.svc.Post(ctx, "local", s.ID, session.PostRequest{Turns: []session.NewTurn{user("/words 100000")}, Generate: true}); err != nil {
