@@ -46,12 +46,13 @@ var (
 	ErrNotDurable = errors.New("objects: committed but not flushed to disk; outcome unknown")
 
 	// ErrDiskFailed is wrapped by Runtime.Fault, and by the error of every
-	// call after a WAL flush failed (full durability) or Runtime.Fence: the
-	// runtime refuses them all until it is restarted. After a failed fsync the kernel may
-	// have dropped the pages it could not write and report the next fsync
-	// a success, so no later flush could vouch for the writes before it:
-	// a crash could take a WAL's lost frames and every commit after them,
-	// acknowledged or not. A restart reads what the disk really holds.
+	// call after a WAL flush failed (full durability) or Runtime.Fence:
+	// the runtime refuses them all until it is restarted. After a failed
+	// fsync the kernel may have dropped the pages it could not write and
+	// report the next fsync a success, so no later flush could vouch for
+	// the writes before it: a crash could take a WAL's lost frames and
+	// every commit after them, acknowledged or not. A restart reads what
+	// the disk really holds.
 	ErrDiskFailed = errors.New("objects: a flush to the disk failed; calls are refused until the runtime is restarted")
 )
 

@@ -223,19 +223,20 @@ func (svc *Service) applyDirectory(owner string) bool {
 	svc.logger().Warn("session: update directory, to be tried again", "owner", owner, "sessions", len(entries), "err", err)
 	u.mu.Lock()
 	defer u.mu.Unlock()
-	if u.pending[owner] == nil {
-		u.pending[owner] = entries
-		return false
+	pending := u.pending[owner]
+	if pending == nil {
+		pending = make(map[string]DirEntry)
+		u.pending[owner] = pending
 	}
 	for id, e := range entries {
-		if newer, ok := u.pending[owner][id]; ok {
+		if newer, ok := pending[id]; ok {
 			if newer.Preview == "" {
 				newer.Preview = e.Preview // as touchDirectory merges
-				u.pending[owner][id] = newer
+				pending[id] = newer
 			}
 			continue
 		}
-		u.pending[owner][id] = e
+		pending[id] = e
 	}
 	return false
 }
