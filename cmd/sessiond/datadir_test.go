@@ -98,6 +98,11 @@ func TestBinaryDataFolderIsPrivate(t *testing.T) {
 			return err
 		}
 		fi, err := d.Info()
+		if errors.Is(err, fs.ErrNotExist) {
+			// Gone since the folder was read: a spare database's rollback
+			// journal lives only while the spare maker writes its schema.
+			return nil
+		}
 		if err != nil {
 			return err
 		}
