@@ -219,20 +219,25 @@ func (s *WebSocket) AfterClose(f func()) bool {
 
 // KeepAlive has the sink ping its client every interval and drop the
 // connection (no close handshake: the peer is gone or stuck) when a ping
-// has had no pong for twice the interval and no WriteFrame is under way: a
-// client late to answer because it is still reading a long message is
-// left to the viewer's judgement of slow clients, not judged here. Pings
-// keep proxies from closing a quiet connection, and find a client that
-// vanished without closing, which would otherwise hold its place (a
-// stream slot, a viewer) until TCP gave up on it.
+// has had no pong for twice the interval, nothing else has come from the
+// client since the ping either, the caller's reader is waiting for the
+// client (see below) and no WriteFrame is under way: a client late to
+// answer because it is still reading a long message is left to the
+// viewer's judgement of slow clients, not judged here. Pings keep proxies
+// from closing a quiet connection, and find a client that vanished
+// without closing, which would otherwise hold its place (a stream slot, a
+// viewer) until TCP gave up on it.
 //
 // The ping is written between two messages with no deadline of its own
 // (coder/websocket's Ping would close a connection whose send buffer is
-// full for 5 s); pongs are counted as the caller's reader takes them, so
-// the reader must keep reading, as for Close. Pinging stops when the
-// connection closes; it runs in a timer's goroutine, one a tick. Only a
-// sink from Accept can ping: KeepAlive reports whether it will, and does
-// nothing when interval is not positive.
+// full for 5 s); pongs are counted as the caller's reader takes them. A
+// reader that stops reading for a while (it waits for room in a busy
+// object's queue, say) may leave the pong unread: the client is judged
+// only once the reader has waited in a read with nothing to read for half
+// an interval (at most a second), so a busy server never drops a live
+// client. Pinging stops when the connection closes; it runs in a timer's
+// goroutine, one a tick. Only a sink from Accept can ping: KeepAlive
+// reports whether it will, and does nothing when interval is not positive.
 func (s *WebSocket) KeepAlive(interval time.Duration) bool {
 	if s.batch == nil || interval <= 0 {
 		return false
@@ -254,6 +259,7 @@ type keepAlive struct {
 	timer   *time.Timer
 	sentAt  time.Time // when the unanswered ping was written; zero when none is
 	pongs   int64     // the sink's pong count before it was written
+	read    int64     // the bytes read from the client when it was written
 	sending bool      // a ping is being written
 	stopped bool
 }
@@ -270,7 +276,10 @@ func (k *keepAlive) tick() {
 	if !k.sentAt.IsZero() && k.s.pongs.Load() > k.pongs {
 		k.sentAt = time.Time{} // answered
 	}
-	late := !k.sentAt.IsZero() && now.Sub(k.sentAt) >= 2*k.interval
+	// Late: no pong, and no other sign of the client either, with the
+	// reader there to see one (see KeepAlive).
+	late := !k.sentAt.IsZero() && now.Sub(k.sentAt) >= 2*k.interval &&
+		k.s.batch.readBytes.Load() == k.read && k.s.batch.readerWaited(now, min(k.interval/2, time.Second))
 	send := k.sentAt.IsZero() && !k.sending
 	if send {
 		k.pongs, k.sending = k.s.pongs.Load(), true
@@ -291,7 +300,7 @@ func (k *keepAlive) tick() {
 		k.mu.Lock()
 		k.sending = false
 		if err == nil {
-			k.sentAt = time.Now()
+			k.sentAt, k.read = time.Now(), k.s.batch.readBytes.Load()
 		}
 		k.mu.Unlock()
 	}
@@ -364,6 +373,29 @@ type batchConn struct {
 	broken   error      // a write failed: the stream may end inside a frame
 	closed   bool       // Close has run
 	onClose  []func()   // AfterClose's, called by Close
+
+	// The reading side, for KeepAlive: when the reader went into a Read
+	// that has not returned (UnixNano; 0 while no Read is under way), and
+	// the bytes read so far.
+	readSince atomic.Int64
+	readBytes atomic.Int64
+}
+
+// Read passes the socket's bytes to coder/websocket's reader, noting when
+// it waits for them (see KeepAlive).
+func (c *batchConn) Read(p []byte) (int, error) {
+	c.readSince.Store(time.Now().UnixNano())
+	n, err := c.Conn.Read(p)
+	c.readSince.Store(0)
+	c.readBytes.Add(int64(n))
+	return n, err
+}
+
+// readerWaited reports whether the reader has been waiting in one Read,
+// with nothing to read, for at least d.
+func (c *batchConn) readerWaited(now time.Time, d time.Duration) bool {
+	since := c.readSince.Load()
+	return since != 0 && now.UnixNano()-since >= int64(d)
 }
 
 // afterClose has f called by Close, or now if Close has run.

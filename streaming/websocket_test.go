@@ -398,6 +398,59 @@ func TestWebSocketAfterClose(t *testing.T) {
 	checkFor(t, "the plain sink to refuse AfterClose", plain.Load)
 }
 
+// TestWebSocketKeepAliveSparesABusyReader: a server reader that stops
+// reading for several ping intervals (as the runtime's does while a busy
+// object's queue is full) leaves the client's pongs unread; the client is
+// alive, so the keepalive must not drop it, and the connection works
+// once the reader reads again.
+func TestWebSocketKeepAliveSparesABusyReader(t *testing.T) {
+	const interval = 100 * time.Millisecond
+	closed := make(chan struct{})
+	resumed := make(chan *streaming.WebSocket, 1)
+	ts := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		ws, err := streaming.Accept(w, r, nil)
+		if err != nil {
+			return
+		}
+		ws.AfterClose(func() { close(closed) })
+		ws.KeepAlive(interval)
+		time.Sleep(8 * interval) // the reader busy: pings go out, pongs wait unread
+		resumed <- ws
+		ws.Conn().Read(context.Background())
+		ws.Conn().CloseNow()
+	}))
+	defer ts.Close()
+
+	c := dialWS(t, ts.URL)
+	got := make(chan string, 1)
+	go func() { // reads, so it answers every ping
+		_, data, err := c.Read(context.Background())
+		if err != nil {
+			got <- "read failed: " + err.Error()
+			return
+		}
+		got <- string(data)
+	}()
+	ws := <-resumed
+	select {
+	case <-closed:
+		t.Fatal("a live client was dropped while the server did not read its pongs")
+	default:
+	}
+	time.Sleep(4 * interval) // the reader takes the pongs; pings go on, answered
+	select {
+	case <-closed:
+		t.Fatal("a live client was dropped after the reader resumed")
+	default:
+	}
+	if err := ws.WriteFrame(context.Background(), [][]byte{[]byte(`{"type":"x"}`)}); err != nil {
+		t.Fatalf("write after the pause: %v", err)
+	}
+	if m := <-got; m != `{"type":"x"}` {
+		t.Fatalf("client got %q", m)
+	}
+}
+
 // TestWebSocketKeepAlive: a client that answers pings (by reading) stays
 // connected across many ping intervals and still gets messages; one that
 // never reads, and so never answers, is dropped, which releases what its
