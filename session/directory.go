@@ -34,8 +34,15 @@ func (d *directory) upsert(ctx context.Context, tx *objects.Tx, e DirEntry) erro
 }
 
 func (d *directory) remove(ctx context.Context, tx *objects.Tx, id string) error {
-	_, err := tx.Exec(ctx, `DELETE FROM sessions WHERE id = ?`, id)
-	return err
+	if _, err := tx.Exec(ctx, `DELETE FROM sessions WHERE id = ?`, id); err != nil {
+		return err
+	}
+	// A late retry of the request that made it must not make it again
+	// (see claim). Deletions are rare: the scan of a day's keys is cheap.
+	if _, err := tx.Exec(ctx, `UPDATE create_keys SET deleted = 1 WHERE session_id = ?`, id); err != nil {
+		return fmt.Errorf("mark idempotency keys of a deleted session: %w", err)
+	}
+	return nil
 }
 
 // list returns a page, newest first; the cursor encodes the last entry's

@@ -19,7 +19,8 @@ import (
 // and recorded before the session is made, so a request that stops
 // between the two (a crash, a timeout) is finished by its retry, under
 // the same id; a session that exists answers a repeat only if it was made
-// with the key.
+// with the key. A repeat after the session's deletion is a conflict, not
+// a new session: a late retry must not undo a delete.
 const createKeyTTL = 24 * time.Hour
 
 // maxKeyBytes bounds an Idempotency-Key.
@@ -66,10 +67,13 @@ func (svc *Service) claimCreate(ctx context.Context, owner, key, hash, want stri
 func (d *directory) claim(ctx context.Context, tx *objects.Tx, key, hash, want string, now time.Time) (string, error) {
 	since := now.Add(-createKeyTTL).UnixMilli()
 	var stored, id string
-	err := tx.QueryRow(ctx, `SELECT request, session_id FROM create_keys WHERE key = ? AND created_at >= ?`, key, since).Scan(&stored, &id)
+	var deleted bool
+	err := tx.QueryRow(ctx, `SELECT request, session_id, deleted FROM create_keys WHERE key = ? AND created_at >= ?`, key, since).Scan(&stored, &id, &deleted)
 	switch {
 	case err == nil && stored != hash:
 		return "", fmt.Errorf("%w: idempotency key %q was used for a different request", ErrConflict, key)
+	case err == nil && deleted:
+		return "", fmt.Errorf("%w: session %s, made with idempotency key %q, has been deleted since", ErrConflict, id, key)
 	case err == nil:
 		return id, nil
 	case !errors.Is(err, sql.ErrNoRows):

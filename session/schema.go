@@ -97,4 +97,7 @@ var directorySchema = []string{
 		created_at INTEGER NOT NULL
 	);
 	CREATE INDEX create_keys_created ON create_keys(created_at);`,
+	// A key whose session was deleted: its repeat must not make the
+	// session again (idempotency.go).
+	`ALTER TABLE create_keys ADD COLUMN deleted INTEGER NOT NULL DEFAULT 0;`,
 }

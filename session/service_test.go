@@ -1249,6 +1249,33 @@ func TestCreateForkImportIdempotentByKey(t *testing.T) {
 	if len(list) != 3 {
 		t.Fatalf("%d sessions, want 3 (created, forked, imported): %+v", len(list), list)
 	}
+
+	// A repeat that comes after the session's deletion (a late retry) is
+	// a conflict: it must not make the session again.
+	for _, id := range []string{f.ID, imp.ID, a.ID} { // the fork's source last: its repeat needs it
+		if err := e2.svc.Delete(ctx, "local", id); err != nil {
+			t.Fatal(err)
+		}
+		if id == imp.ID {
+			if again, err := e2.svc.Fork(ctx, "local", a.ID, 1, "f1"); !errors.Is(err, session.ErrConflict) {
+				t.Fatalf("fork repeated after its session's deletion: %+v %v, want a conflict", again, err)
+			}
+		}
+	}
+	if again, err := e2.svc.Create(ctx, "local", session.CreateRequest{Title: "a", IdempotencyKey: "k1"}); !errors.Is(err, session.ErrConflict) {
+		t.Fatalf("create repeated after its session's deletion: %+v %v, want a conflict", again, err)
+	}
+	if again, err := e2.svc.Import(ctx, "local", bytes.NewReader(exp.Bytes()), "i1"); !errors.Is(err, session.ErrConflict) {
+		t.Fatalf("import repeated after its session's deletion: %+v %v, want a conflict", again, err)
+	}
+	for _, id := range []string{a.ID, f.ID, imp.ID} {
+		if _, err := e2.svc.Get(ctx, "local", id); !errors.Is(err, session.ErrNotFound) {
+			t.Fatalf("session %s after a repeat of its key: %v, want not found", id, err)
+		}
+	}
+	if list, _, err := e2.svc.List(ctx, "local", "", 100); err != nil || len(list) != 0 {
+		t.Fatalf("list after the deletions and repeats: %+v %v", list, err)
+	}
 }
 
 // A user who posts twice while the model answers (policy queue) gets one

@@ -28,7 +28,7 @@ type param struct{ name, in, typ, doc string }
 
 var (
 	pID        = param{"id", "path", "string", "session id"}
-	pCreateKey = param{"Idempotency-Key", "header", "string", "a repeat with the same key (within 24 hours) returns the session the first made"}
+	pCreateKey = param{"Idempotency-Key", "header", "string", "a repeat with the same key (within 24 hours) returns the session the first made; 409 after that session was deleted"}
 	pGID       = param{"gid", "path", "string", "generation id"}
 	// 403: a page of another site while auth is off (authenticator.checkBrowser).
 	// 408: a body slower than 64 KiB/s; 429: an owner's streams, all open.
