@@ -458,6 +458,11 @@ func (o *sessionObj) generation(ctx context.Context, tx *objects.Tx, gid string)
 	if o.run != nil && o.run.id == gid {
 		g.Offset = o.run.log.Last()
 	}
+	if g.Offset == 0 && g.TurnID == 0 && g.Finished() {
+		// Ended before it started: its final event is its only one, at
+		// the first offset (see endedUnstarted).
+		g.Offset = 1
+	}
 	if code != nil {
 		g.Error = &ErrorInfo{Code: *code, Message: deref(msg)}
 	}

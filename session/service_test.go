@@ -1092,8 +1092,22 @@ func TestFollowGenerationCancelledWhileQueued(t *testing.T) {
 	}
 	sink.mu.Lock()
 	defer sink.mu.Unlock()
-	if len(sink.frames) != 0 || sink.code != streaming.CloseNormal {
-		t.Fatalf("sent %q, closed with %d", sink.frames, sink.code)
+	// Its only event: done at offset 1, no turn, saying it was cancelled.
+	want := fmt.Sprintf(`{"type":"done","generation":%q,"offset":1,"turn":null,"usage":null,"finish_reason":"cancelled"}`, g.ID)
+	if len(sink.frames) != 1 || string(sink.frames[0]) != want || sink.code != streaming.CloseNormal {
+		t.Fatalf("sent %q, closed with %d; want %s", sink.frames, sink.code, want)
+	}
+	// Resumed after that event: nothing more.
+	sink2 := &frameSink{}
+	v2 := streaming.NewViewer(sink2, &streaming.ViewerOptions{CloseOnFinal: true})
+	if err := e.svc.Follow(ctx, "local", s.ID, g.ID, 1, v2); err != nil {
+		t.Fatalf("follow after the final event: %v", err)
+	}
+	<-v2.Done()
+	sink2.mu.Lock()
+	defer sink2.mu.Unlock()
+	if len(sink2.frames) != 0 {
+		t.Fatalf("after the final event: sent %q", sink2.frames)
 	}
 }
 
@@ -1184,8 +1198,8 @@ func TestFollowQueuedGenerationIsWoken(t *testing.T) {
 	}
 	sink3.mu.Lock()
 	defer sink3.mu.Unlock()
-	if len(sink3.frames) != 0 {
-		t.Fatalf("the cancelled generation sent %q", sink3.frames)
+	if len(sink3.frames) != 1 || !strings.Contains(string(sink3.frames[0]), `"finish_reason":"cancelled"`) {
+		t.Fatalf("the cancelled generation sent %q, want its done alone", sink3.frames)
 	}
 }
 

@@ -352,12 +352,16 @@ func (o *sessionObj) hello(ctx context.Context, tx *objects.Tx, sv *socketViewer
 		pos = &streaming.Position{Generation: o.run.id, After: 0}
 	}
 	var final [][]byte
-	// A generation cancelled or interrupted while queued has no turn and
-	// nothing to replay; neither has one whose final event was seen.
-	if finished != nil && finished.Finished() && finished.TurnID > 0 && finished.finalUnseen(resume.After) {
-		t, err := o.getTurn(ctx, tx, finished.TurnID)
-		if err != nil {
-			return err
+	// Nothing to replay of one whose final event was seen; of one that
+	// ended before it started (no turn), its final event alone.
+	if finished != nil && finished.Finished() && finished.finalUnseen(resume.After) {
+		var t *Turn
+		if finished.TurnID > 0 {
+			tt, err := o.getTurn(ctx, tx, finished.TurnID)
+			if err != nil {
+				return err
+			}
+			t = &tt
 		}
 		final = finalMessages(finished, t)
 	}
@@ -440,8 +444,11 @@ func (svc *Service) addViewer(id string, v *streaming.Viewer, resume *streaming.
 	return err
 }
 
-func finalMessages(g *Generation, t Turn) [][]byte {
-	turnJSON := AppendTurnJSON(nil, t)
+func finalMessages(g *Generation, t *Turn) [][]byte {
+	if t == nil {
+		return [][]byte{endedUnstarted(g)}
+	}
+	turnJSON := AppendTurnJSON(nil, *t)
 	out := [][]byte{serverMsg("turn", map[string]any{"turn": json.RawMessage(turnJSON)})}
 	if g.Status == GenFailed && g.Error != nil {
 		ev, _ := streaming.EncodeError(g.ID, g.Offset, g.Error.Code, g.Error.Message)
@@ -453,6 +460,24 @@ func finalMessages(g *Generation, t Turn) [][]byte {
 		out = append(out, ev)
 	}
 	return out
+}
+
+// endedUnstarted is the final event, at offset 1, of a generation that
+// ended before it started (cancelled or superseded while queued, deleted,
+// interrupted by a restart; no turn): error when it failed to start,
+// otherwise done with a null turn, its status as finish_reason and its
+// error, if any, saying why.
+func endedUnstarted(g *Generation) []byte {
+	if g.Status == GenFailed && g.Error != nil {
+		ev, _ := streaming.EncodeError(g.ID, g.Offset, g.Error.Code, g.Error.Message)
+		return ev
+	}
+	d := streaming.Done{Turn: json.RawMessage("null"), FinishReason: g.Status}
+	if g.Error != nil {
+		d.Error = &streaming.DoneError{Code: g.Error.Code, Message: g.Error.Message}
+	}
+	ev, _ := streaming.EncodeDone(g.ID, g.Offset, d) // a null turn is a turn: it cannot fail
+	return ev
 }
 
 // WebSocketClose forgets the socket's viewer (objects.SocketHandler).
@@ -515,15 +540,15 @@ func (svc *Service) Follow(ctx context.Context, owner, id, gid string, after int
 		if !g.Finished() { // running, but its log is gone: the server restarted under it
 			return fmt.Errorf("generation %s: %w", gid, ErrNotFound)
 		}
-		if g.TurnID == 0 { // ended while queued: it produced nothing
-			v.CloseWith(streaming.CloseNormal, "generation finished")
-			return nil
-		}
-		t, err := do(ctx, svc, owner, id, func(ctx context.Context, o *sessionObj, tx *objects.Tx) (Turn, error) {
-			return o.getTurn(ctx, tx, g.TurnID)
-		})
-		if err != nil {
-			return err
+		var t *Turn // none when it ended before it started: its final event alone
+		if g.TurnID != 0 {
+			tt, err := do(ctx, svc, owner, id, func(ctx context.Context, o *sessionObj, tx *objects.Tx) (Turn, error) {
+				return o.getTurn(ctx, tx, g.TurnID)
+			})
+			if err != nil {
+				return err
+			}
+			t = &tt
 		}
 		if g.finalUnseen(after) {
 			for _, m := range finalMessages(g, t) {

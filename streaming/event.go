@@ -50,12 +50,21 @@ type ToolCallDelta struct {
 }
 
 // Done is the payload of a done event. Turn (the committed assistant turn)
-// and Usage are JSON the caller has encoded; Turn is required, a nil Usage
-// is sent as null.
+// and Usage are JSON the caller has encoded; Turn is required (null for a
+// generation that ended before it started), a nil Usage is sent as null.
+// Error, when not nil, says why a generation ended without an answer (it
+// was cancelled while queued, say): sent as "error", left out otherwise.
 type Done struct {
 	Turn         json.RawMessage
 	Usage        json.RawMessage
 	FinishReason string
+	Error        *DoneError
+}
+
+// DoneError is a done event's "error": {"code":…,"message":…}.
+type DoneError struct {
+	Code    string `json:"code"`
+	Message string `json:"message"`
 }
 
 // Field order is part of the wire shape: type, generation, offset first, so
@@ -81,6 +90,7 @@ type doneJSON struct {
 	Turn         json.RawMessage `json:"turn"`
 	Usage        json.RawMessage `json:"usage"`
 	FinishReason string          `json:"finish_reason"`
+	Error        *DoneError      `json:"error,omitempty"`
 }
 
 type errorJSON struct {
@@ -127,7 +137,7 @@ func EncodeDone(generation string, offset int64, d Done) (json.RawMessage, error
 	if len(bytes.TrimSpace(d.Turn)) == 0 {
 		return nil, errors.New("encode done: empty turn")
 	}
-	b, err := marshal(doneJSON{TypeDone, generation, offset, d.Turn, d.Usage, d.FinishReason})
+	b, err := marshal(doneJSON{TypeDone, generation, offset, d.Turn, d.Usage, d.FinishReason, d.Error})
 	if err != nil {
 		return nil, fmt.Errorf("encode done: %w", err)
 	}

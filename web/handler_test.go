@@ -378,6 +378,54 @@ func TestSSEPostLargeTurns(t *testing.T) {
 	}
 }
 
+// TestSSEPostOfSupersededGenerationEndsWithDone: a streamed post whose
+// generation waits in the queue and is then superseded (the queued
+// generation before it answers the same turns) ends with that
+// generation's done — offset 1, turn null, error superseded — not with an
+// empty stream; a resume after it gets 204, one past it 400.
+func TestSSEPostOfSupersededGenerationEndsWithDone(t *testing.T) {
+	s := newServer(t, 50, web.Config{}, nil)
+	sess := s.createSession(t, nil)
+	path := "/v1/sessions/" + sess.ID + "/turns"
+	// The first generation runs for 4 s at 50 tokens/s; the second
+	// queues behind it, and answers the head when it starts.
+	for _, text := range []string{"/words 200", "/say queued one"} {
+		if st, raw := s.do(t, "POST", path, map[string]any{"turns": []any{map[string]any{"role": "user", "content": text}}, "generate": true}, nil); st != 201 {
+			t.Fatalf("post %q: %d %s", text, st, raw)
+		}
+	}
+	req, _ := http.NewRequest("POST", s.URL+path, strings.NewReader(`{"generate": true}`))
+	req.Header.Set("Accept", "text/event-stream")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	events := readSSE(t, resp)
+	if len(events) != 1 || events[0].event != "done" || events[0].id != "1" {
+		t.Fatalf("events %+v, want the generation's done at 1 alone", events)
+	}
+	var done struct {
+		Generation   string
+		Offset       int64
+		Turn         json.RawMessage
+		FinishReason string `json:"finish_reason"`
+		Error        struct{ Code string }
+	}
+	if err := json.Unmarshal([]byte(events[0].data), &done); err != nil {
+		t.Fatal(err)
+	}
+	if string(done.Turn) != "null" || done.FinishReason != "cancelled" || done.Error.Code != "superseded" {
+		t.Fatalf("done %s", events[0].data)
+	}
+	stream := "/v1/sessions/" + sess.ID + "/generations/" + done.Generation + "/stream"
+	if st, raw := s.do(t, "GET", stream+"?after=1", nil, nil); st != http.StatusNoContent {
+		t.Fatalf("resume after the final event: %d %s", st, raw)
+	}
+	if st, raw := s.do(t, "GET", stream+"?after=2", nil, nil); st != http.StatusBadRequest {
+		t.Fatalf("resume past the final event: %d %s", st, raw)
+	}
+}
+
 func words(n int) string {
 	var b strings.Builder
 	for i := 1; i <= n; i++ {

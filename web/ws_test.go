@@ -167,7 +167,8 @@ func TestWebSocketRefusedSendWritesNothing(t *testing.T) {
 }
 
 // Resuming a generation that was cancelled while queued (it has no turn)
-// gets ready, not an error, and the socket goes on.
+// gets ready and the generation's done (offset 1, turn null), not an
+// error, and the socket goes on; resuming after that event gets nothing.
 func TestWebSocketResumeGenerationCancelledWhileQueued(t *testing.T) {
 	s := newServer(t, 50, web.Config{}, nil)
 	sess := s.createSession(t, nil)
@@ -186,6 +187,13 @@ func TestWebSocketResumeGenerationCancelledWhileQueued(t *testing.T) {
 	send(t, c, map[string]any{"type": "hello", "resume": map[string]any{"generation": second.Generation.ID, "after": 0}})
 	if m := recv(t, c); m.Type != "ready" {
 		t.Fatalf("hello answered %+v", m)
+	}
+	if m := recv(t, c); m.Type != "done" || m.Generation != second.Generation.ID || m.Offset != 1 || string(m.Turn) != "null" {
+		t.Fatalf("after ready: %+v (turn %s), want the cancelled generation's done at 1", m, m.Turn)
+	}
+	send(t, c, map[string]any{"type": "hello", "resume": map[string]any{"generation": second.Generation.ID, "after": 1}})
+	if m := recv(t, c); m.Type != "ready" {
+		t.Fatalf("second hello answered %+v", m)
 	}
 	send(t, c, map[string]any{"type": "ping"})
 	for {

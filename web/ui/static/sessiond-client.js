@@ -7,7 +7,7 @@
 //   const s = await client.createSession({ title: "demo" });
 //   const conn = client.connect(s.id);
 //   conn.on("delta", (ev) => ev.text && process.stdout.write(ev.text));
-//   conn.on("done", (ev) => console.log(ev.turn.content, ev.usage));
+//   conn.on("done", (ev) => console.log(ev.turn?.content, ev.usage)); // turn null: ended before it started
 //   await conn.send([{ role: "user", content: "/words 5" }]);
 
 /**
