@@ -306,6 +306,9 @@ func (o *sessionObj) post(ctx context.Context, tx *objects.Tx, req *PostRequest)
 			t.ParentID = &p
 		}
 		if nt.ToolCallID != "" {
+			if err := o.checkAnswers(ctx, tx, parent, nt.ToolCallID); err != nil {
+				return nil, err
+			}
 			id := nt.ToolCallID
 			t.ToolCallID = &id
 		}
@@ -394,6 +397,55 @@ func (o *sessionObj) post(ctx context.Context, tx *objects.Tx, req *PostRequest)
 		o.svc.touchDirectory(&m, lastPreview)
 	})
 	return res, nil
+}
+
+// maxToolResults bounds the tool turns checkAnswers walks back over.
+const maxToolResults = 1000
+
+// checkAnswers checks that a tool turn under parent answers a call: the
+// assistant turn its run of tool results follows must have made a call
+// with id callID. A result that answers nothing would be left out of
+// every context (see assembleContext), and the model asked the same again
+// (an agent looping on a mistyped id): it is refused instead. A result for
+// the running generation's turn, whose calls are not stored yet, passes.
+func (o *sessionObj) checkAnswers(ctx context.Context, tx *objects.Tx, parent int64, callID string) error {
+	at := parent
+	for range maxToolResults {
+		if at == 0 {
+			break
+		}
+		var up sql.NullInt64
+		var role string
+		var calls sql.NullString
+		if err := tx.QueryRow(ctx, `SELECT parent_id, role, tool_calls FROM turns WHERE id = ?`, at).Scan(&up, &role, &calls); err != nil {
+			return fmt.Errorf("read turn %d: %w", at, err)
+		}
+		switch role {
+		case RoleTool:
+			at = up.Int64
+			continue
+		case RoleAssistant:
+			if o.run != nil && o.run.turnID == at {
+				return nil
+			}
+			var made []struct {
+				ID string `json:"id"`
+			}
+			if calls.Valid {
+				if err := json.Unmarshal([]byte(calls.String), &made); err != nil {
+					return fmt.Errorf("read the tool calls of turn %d: %w", at, err)
+				}
+			}
+			for _, c := range made {
+				if c.ID == callID {
+					return nil
+				}
+			}
+			return fmt.Errorf("%w: tool_call_id %q answers no tool call of assistant turn %d, which the tool result follows", ErrInvalid, callID, at)
+		}
+		break
+	}
+	return fmt.Errorf("%w: tool_call_id %q: a tool result must follow the assistant turn that made the call (and its other results)", ErrInvalid, callID)
 }
 
 // replay answers a repeated idempotency key with the original result.

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -466,6 +467,60 @@ func TestBranches(t *testing.T) {
 	waitGen(t, e, "local", f.ID, rf.Generation.ID)
 	if n := len(lastTurns(t, e, "local", s.ID, 10)); n != 4 {
 		t.Fatalf("fork changed the source: %d turns", n)
+	}
+}
+
+// A tool result must answer a call of the assistant turn it follows (or
+// of its run of results): one naming no call is refused (422), not stored
+// and silently left out of the model's context — the model would make the
+// same call again, and an agent with a mistyped id loop. Several results,
+// in one post or in several, may answer several calls of one turn.
+func TestToolResultMustAnswerACall(t *testing.T) {
+	ctx := context.Background()
+	e := newEnv(t, "", 0, nil)
+	s, _ := e.svc.Create(ctx, "local", session.CreateRequest{})
+	toolTurn := func(id, text string) session.NewTurn {
+		return session.NewTurn{Role: "tool", ToolCallID: id, Content: json.RawMessage(strconv.Quote(text))}
+	}
+	// No assistant turn at all yet.
+	if _, err := e.svc.Post(ctx, "local", s.ID, session.PostRequest{Turns: []session.NewTurn{toolTurn("call_1", "x")}}); !errors.Is(err, session.ErrInvalid) {
+		t.Fatalf("a result in an empty session: %v", err)
+	}
+	r, _ := e.svc.Post(ctx, "local", s.ID, session.PostRequest{Turns: []session.NewTurn{user("/tool read_file {\"path\":\"a.go\"}")}, Generate: true})
+	waitGen(t, e, "local", s.ID, r.Generation.ID)
+	calls := lastTurns(t, e, "local", s.ID, 1)[0].ToolCalls
+	if len(calls) != 1 {
+		t.Fatalf("tool calls %+v", calls)
+	}
+	before := len(lastTurns(t, e, "local", s.ID, 100))
+	for _, turns := range [][]session.NewTurn{
+		{toolTurn("nope", "x")},                             // a mistyped id
+		{toolTurn(calls[0].ID, "a"), toolTurn("nope", "b")}, // the second of a run
+		{user("hi"), toolTurn(calls[0].ID, "a")},            // after a user turn
+	} {
+		_, err := e.svc.Post(ctx, "local", s.ID, session.PostRequest{Turns: turns, Generate: true})
+		if !errors.Is(err, session.ErrInvalid) {
+			t.Fatalf("post %+v: %v, want invalid", turns, err)
+		}
+		if code, _ := session.ErrorCode(err); code != "invalid_request" {
+			t.Fatalf("post %+v: code %s", turns, code)
+		}
+	}
+	if n := len(lastTurns(t, e, "local", s.ID, 100)); n != before {
+		t.Fatalf("%d turns after refused posts, want %d", n, before)
+	}
+	// The right id is taken, and a second result after it (the same call
+	// answered in two parts) too: both follow the calling turn.
+	if _, err := e.svc.Post(ctx, "local", s.ID, session.PostRequest{Turns: []session.NewTurn{toolTurn(calls[0].ID, "part one")}}); err != nil {
+		t.Fatal(err)
+	}
+	r2, err := e.svc.Post(ctx, "local", s.ID, session.PostRequest{Turns: []session.NewTurn{toolTurn(calls[0].ID, "part two")}, Generate: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitGen(t, e, "local", s.ID, r2.Generation.ID)
+	if last := lastTurns(t, e, "local", s.ID, 1)[0]; last.Role != "assistant" || len(last.ToolCalls) != 0 {
+		t.Fatalf("the answer to the results: %+v", last)
 	}
 }
 
