@@ -100,6 +100,19 @@ func (o *sessionObj) endQueued(ctx context.Context, tx *objects.Tx, gid, status 
 	}
 	if len(ids) > 0 {
 		o.svc.queued.signal(o.m.ID) // see startGeneration
+		// The session's viewers get each one's final event, its only one,
+		// as they would get the events of a generation that ran: a client
+		// waiting for it learns that it ended, and why.
+		svc, sessionID := o.svc, o.m.ID
+		tx.OnCommit(func() {
+			h := svc.existingHub(sessionID)
+			if h == nil {
+				return
+			}
+			for _, id := range ids {
+				h.Broadcast(endedUnstarted(&Generation{ID: id, Status: status, Offset: 1, Error: e}))
+			}
+		})
 	}
 	return len(ids), nil
 }

@@ -220,6 +220,53 @@ func TestWebSocketResumeGenerationCancelledWhileQueued(t *testing.T) {
 	}
 }
 
+// A socket waiting for a queued generation (resumed from it, or simply
+// viewing the session) gets its done when it is cancelled in the queue:
+// offset 1, turn null, finish_reason cancelled, as SSE sends it.
+func TestWebSocketSeesQueuedGenerationCancelled(t *testing.T) {
+	s := newServer(t, 50, web.Config{}, nil)
+	sess := s.createSession(t, nil)
+	turns := "/v1/sessions/" + sess.ID + "/turns"
+	var first, second struct{ Generation struct{ ID, Status string } }
+	s.do(t, "POST", turns, map[string]any{"turns": []any{map[string]any{"role": "user", "content": "/words 100"}}, "generate": true}, &first)
+	s.do(t, "POST", turns, map[string]any{"turns": []any{map[string]any{"role": "user", "content": "/words 3"}}, "generate": true}, &second)
+	if second.Generation.Status != "queued" {
+		t.Fatalf("second generation %+v", second.Generation)
+	}
+	resumed := s.dial(t, sess.ID)
+	defer resumed.CloseNow()
+	viewing := s.dial(t, sess.ID)
+	defer viewing.CloseNow()
+	send(t, resumed, map[string]any{"type": "hello", "resume": map[string]any{"generation": second.Generation.ID, "after": 0}})
+	send(t, viewing, map[string]any{"type": "hello"})
+	for _, c := range []*websocket.Conn{resumed, viewing} {
+		for {
+			m := recv(t, c)
+			if m.Type == "ready" {
+				break
+			}
+			if m.Type != "delta" || m.Generation != first.Generation.ID {
+				t.Fatalf("before ready: %+v", m)
+			}
+		}
+	}
+	if st, raw := s.do(t, "POST", "/v1/sessions/"+sess.ID+"/generations/"+second.Generation.ID+"/cancel", nil, nil); st != 200 {
+		t.Fatalf("cancel: %d %s", st, raw)
+	}
+	for i, c := range []*websocket.Conn{resumed, viewing} {
+		for {
+			m := recv(t, c)
+			if m.Type == "turn" || m.Generation == first.Generation.ID && m.Type != "error" {
+				continue // the first generation's, on a slow machine to its end
+			}
+			if m.Type != "done" || m.Generation != second.Generation.ID || m.Offset != 1 || string(m.Turn) != "null" {
+				t.Fatalf("socket %d after the cancel: %+v (turn %s), want the cancelled generation's done at 1", i, m, m.Turn)
+			}
+			break
+		}
+	}
+}
+
 func TestWebSocketTickets(t *testing.T) {
 	const key = "alice-key-0123456789"
 	s := newServer(t, 0, web.Config{Keys: map[string]web.Principal{key: {Owner: "alice"}}}, nil).as(key)
