@@ -122,10 +122,38 @@ func TestSendBurstAcceptedWhole(t *testing.T) {
 	}
 }
 
+// TestMessageLargerThanABurstPasses: one message larger than a whole
+// burst (a model's 17 MiB delta, say) behind a small one still queued is
+// taken, not held against the viewer; the next one past the burst is.
+func TestMessageLargerThanABurstPasses(t *testing.T) {
+	release := make(chan struct{})
+	var started atomic.Int64
+	sink := &recSink{write: blockUntil(release, &started)}
+	v := streaming.NewViewer(sink, &streaming.ViewerOptions{MaxBuffered: 1024, FlushInterval: time.Hour, DropTimeout: time.Hour, WriteTimeout: -1})
+	defer v.Close()
+	if err := v.Send([]byte(`{"type":"ready"}`)); err != nil {
+		t.Fatal(err)
+	}
+	checkFor(t, "the first write", func() bool { return started.Load() == 1 })
+	if err := v.Send([]byte(`{"type":"pong"}`)); err != nil { // queued behind the write
+		t.Fatal(err)
+	}
+	huge := fmt.Appendf(nil, `{"type":"delta","text":"%s"}`, strings.Repeat("z", streaming.MaxBurst*1024+1))
+	if err := v.Send(huge); err != nil {
+		t.Fatalf("a message larger than a burst behind a small one: %v", err)
+	}
+	if err := v.Send([]byte(`{"type":"pong"}`)); !errors.Is(err, streaming.ErrSlowViewer) {
+		t.Fatalf("a message after it, still queued: err=%v, want ErrSlowViewer", err)
+	}
+	close(release)
+	<-v.Done()
+}
+
 // TestStuckViewerDroppedDespiteBursts: a client that stops reading is still
 // dropped with bounded memory: behind its stuck write, once the write is
 // older than the flush interval, past MaxBuffered; while it is younger,
-// past MaxBurst times MaxBuffered.
+// with the first message after the one that passes MaxBurst times
+// MaxBuffered.
 func TestStuckViewerDroppedDespiteBursts(t *testing.T) {
 	msg := []byte(`{"type":"turn","turn":{"content":"` + strings.Repeat("y", 64) + `"}}`)
 	for _, c := range []struct {
@@ -135,7 +163,7 @@ func TestStuckViewerDroppedDespiteBursts(t *testing.T) {
 		// checkFor sleeps a millisecond between sends: from the second
 		// one on, the write is older than the interval.
 		{time.Millisecond, 1024},
-		{time.Hour, streaming.MaxBurst * 1024},
+		{time.Hour, streaming.MaxBurst*1024 + len(msg)},
 	} {
 		never := make(chan struct{})
 		var started atomic.Int64

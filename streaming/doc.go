@@ -69,8 +69,9 @@
 //
 // Slow viewers: when more than MaxBuffered (1 MiB) is queued behind a
 // write that has been under way for FlushInterval or longer (a burst sent
-// back to back may queue up to MaxBurst times as much before the writer
-// has been seen to fall behind), the viewer is dropped: its queue is
+// back to back may queue up to MaxBurst times as much, and the message
+// that passes it, before the writer has been seen to fall behind), the
+// viewer is dropped: its queue is
 // discarded, the write in progress gets DropTimeout (1 s) to finish, then
 // it is sent
 // {"type":"resume_required","generation":…,"after":N} for each generation

@@ -78,7 +78,8 @@ type ViewerOptions struct {
 	// has yet to come for them, or waits out FlushInterval) or within
 	// FlushInterval of a write's start are a burst, sent back to back
 	// faster than any client reads, and may queue up to MaxBurst times
-	// MaxBuffered before they count against the viewer. A single message,
+	// MaxBuffered, and the message that passes it, before they count
+	// against the viewer. A single message,
 	// or the messages of one Send, are always accepted into an empty
 	// queue, whatever their size; and a backlog asked for by Subscribe or
 	// Resume does not count (it is shared with the log, and what of it
@@ -515,7 +516,7 @@ func (v *Viewer) addLocked(size int, live bool, now time.Time) {
 	if live {
 		prev := v.live
 		v.live += size
-		if prev > 0 && v.overflowLocked(now) {
+		if prev > 0 && v.overflowLocked(now, size) {
 			v.dropLocked()
 			return
 		}
@@ -523,12 +524,14 @@ func (v *Viewer) addLocked(size int, live bool, now time.Time) {
 	v.scheduleLocked(now)
 }
 
-// overflowLocked reports whether the live bytes queued show that the
-// client does not keep up (see ViewerOptions.MaxBuffered): more than
-// MaxBuffered behind a write under way for FlushInterval or longer, or
-// more than a burst may hold, whatever the writer does.
-func (v *Viewer) overflowLocked(now time.Time) bool {
-	if v.live > MaxBurst*v.maxBuffered {
+// overflowLocked reports whether the live bytes queued, the last message
+// of size bytes included, show that the client does not keep up (see
+// ViewerOptions.MaxBuffered): more than MaxBuffered behind a write under
+// way for FlushInterval or longer, or, whatever the writer does, more than
+// a burst may hold before that last message (a message larger than a
+// burst, which a model or a client may send, passes the first time).
+func (v *Viewer) overflowLocked(now time.Time, size int) bool {
+	if v.live-size > MaxBurst*v.maxBuffered {
 		return true
 	}
 	// lastFlush is when the write under way began; with no interval it
