@@ -90,6 +90,16 @@ func encodeCursor(at int64, id string) string {
 	return base64.RawURLEncoding.EncodeToString([]byte(strconv.FormatInt(at, 10) + ":" + id))
 }
 
+// CheckCursor reports whether c is a cursor List can take ("" is: the
+// first page). It is ErrInvalid otherwise.
+func CheckCursor(c string) error {
+	if c == "" {
+		return nil
+	}
+	_, _, err := decodeCursor(c)
+	return err
+}
+
 func decodeCursor(c string) (int64, string, error) {
 	b, err := base64.RawURLEncoding.DecodeString(c)
 	if err != nil {

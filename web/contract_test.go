@@ -141,7 +141,8 @@ func TestPostAtRootMakesSiblingOfFirstTurn(t *testing.T) {
 // GET /sessions?owner=: an admin's list of an owner with no sessions is
 // an empty page that creates nothing (before, it left a directory
 // database per name asked about); a non-admin's owner= naming someone
-// else is 403, not silently its own list; a bad cursor is 422.
+// else is 403, not silently its own list; a bad cursor is 400, as any bad
+// query parameter.
 func TestListOwnerParameter(t *testing.T) {
 	const alice, root = "alice-key-0123456789", "root-key-0123456789a"
 	s := newServer(t, 0, web.Config{Keys: map[string]web.Principal{alice: {Owner: "alice"}, root: {Owner: "root", Admin: true}}}, nil)
@@ -167,8 +168,8 @@ func TestListOwnerParameter(t *testing.T) {
 	if st, raw := s.as(alice).do(t, "GET", "/v1/sessions?owner=alice", nil, &list); st != 200 || len(list.Sessions) != 1 {
 		t.Fatalf("alice's owner=alice: %d %s", st, raw)
 	}
-	s.as(alice).expectError(t, "GET", "/v1/sessions?cursor=garbage!", nil, 422, "invalid_request")
-	s.as(root).expectError(t, "GET", "/v1/sessions?owner=ghost&cursor=garbage!", nil, 422, "invalid_request")
+	s.as(alice).expectError(t, "GET", "/v1/sessions?cursor=garbage!", nil, 400, "invalid_request")
+	s.as(root).expectError(t, "GET", "/v1/sessions?owner=ghost&cursor=garbage!", nil, 400, "invalid_request")
 }
 
 // POST /tickets without session_id is 422 naming the field, not a 404 of

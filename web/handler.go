@@ -197,7 +197,12 @@ func listSessions(a *api, w http.ResponseWriter, r *http.Request) error {
 		}
 		owner = o
 	}
-	list, next, err := a.svc.List(r.Context(), owner, r.URL.Query().Get("cursor"), int(limit))
+	cursor := r.URL.Query().Get("cursor")
+	if session.CheckCursor(cursor) != nil {
+		// A query parameter, refused as the others are (400).
+		return errorf(http.StatusBadRequest, "invalid_request", "cursor is not one this API gave (next_cursor of an earlier page)")
+	}
+	list, next, err := a.svc.List(r.Context(), owner, cursor, int(limit))
 	if err != nil {
 		return err
 	}
