@@ -9,6 +9,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -224,14 +225,102 @@ func (o *sessionObj) update(ctx context.Context, tx *objects.Tx, req *UpdateRequ
 	return s, err == nil, err
 }
 
-// sameJSON reports whether two JSON texts are the same but for
-// insignificant white space.
+// sameJSON reports whether two JSON texts hold the same value: the same
+// but for white space, the order of an object's keys, and how a number is
+// written (1, 1.0 and 10e-1 are one number; no two different numbers are
+// taken for one, as float64 would for large integers).
 func sameJSON(a, b json.RawMessage) bool {
 	if bytes.Equal(a, b) {
 		return true
 	}
-	var ca, cb bytes.Buffer
-	return json.Compact(&ca, a) == nil && json.Compact(&cb, b) == nil && bytes.Equal(ca.Bytes(), cb.Bytes())
+	va, errA := decodeExact(a)
+	vb, errB := decodeExact(b)
+	return errA == nil && errB == nil && equalJSON(va, vb)
+}
+
+// decodeExact decodes JSON with its numbers as written.
+func decodeExact(b []byte) (any, error) {
+	d := json.NewDecoder(bytes.NewReader(b))
+	d.UseNumber()
+	var v any
+	err := d.Decode(&v)
+	return v, err
+}
+
+// equalJSON compares values from decodeExact.
+func equalJSON(a, b any) bool {
+	switch x := a.(type) {
+	case map[string]any:
+		y, ok := b.(map[string]any)
+		if !ok || len(x) != len(y) {
+			return false
+		}
+		for k, v := range x {
+			if w, ok := y[k]; !ok || !equalJSON(v, w) {
+				return false
+			}
+		}
+		return true
+	case []any:
+		y, ok := b.([]any)
+		if !ok || len(x) != len(y) {
+			return false
+		}
+		for i := range x {
+			if !equalJSON(x[i], y[i]) {
+				return false
+			}
+		}
+		return true
+	case json.Number:
+		y, ok := b.(json.Number)
+		return ok && sameNumber(string(x), string(y))
+	default: // string, bool, nil
+		return a == b
+	}
+}
+
+// sameNumber reports whether two JSON numbers are equal, exactly: each is
+// brought to sign, digits without leading or trailing zeros, and exponent.
+// One whose exponent does not fit an int is compared as written.
+func sameNumber(a, b string) bool {
+	if a == b {
+		return true
+	}
+	na, okA := normNumber(a)
+	nb, okB := normNumber(b)
+	return okA && okB && na == nb
+}
+
+type normalNumber struct {
+	neg    bool
+	digits string
+	exp    int
+}
+
+func normNumber(s string) (normalNumber, bool) {
+	var n normalNumber
+	if strings.HasPrefix(s, "-") {
+		n.neg, s = true, s[1:]
+	}
+	mant, e, hasExp := strings.Cut(strings.ToLower(s), "e")
+	if hasExp {
+		x, err := strconv.Atoi(e)
+		if err != nil || x > 1<<30 || x < -(1<<30) {
+			return n, false
+		}
+		n.exp = x
+	}
+	whole, frac, _ := strings.Cut(mant, ".")
+	digits := strings.TrimLeft(whole+frac, "0")
+	n.exp -= len(frac)
+	trimmed := strings.TrimRight(digits, "0")
+	n.exp += len(digits) - len(trimmed)
+	n.digits = trimmed
+	if n.digits == "" { // zero, whatever its sign and exponent
+		return normalNumber{}, true
+	}
+	return n, true
 }
 
 // requestHash identifies a PostRequest for idempotency.

@@ -3,6 +3,7 @@ package web_test
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"log/slog"
@@ -220,11 +221,16 @@ func TestImportChecksTurnValues(t *testing.T) {
 // leaves updated_at, and so the list's order, as it was.
 func TestNoOpPatchKeepsUpdatedAt(t *testing.T) {
 	s := newServer(t, 0, web.Config{}, nil)
-	a := s.createSession(t, map[string]any{"title": "a", "metadata": map[string]any{"k": 1}})
+	a := s.createSession(t, map[string]any{"title": "a", "metadata": json.RawMessage(`{"k":1,"n":{"big":9007199254740993,"f":0.5,"z":0}}`)})
 	b := s.createSession(t, map[string]any{"title": "b"})
 	// Past b's millisecond: a PATCH that saved would now move a on top.
 	checkFor(t, "the clock to pass the last update", func() bool { return time.Now().Truncate(time.Millisecond).After(b.UpdatedAt) })
-	for _, body := range []string{`{}`, `{"title":null}`, `{"title":"a"}`, `{"busy_policy":"queue","model":"offline"}`, `{"metadata":{ "k": 1 }}`} {
+	for _, body := range []string{`{}`, `{"title":null}`, `{"title":"a"}`, `{"busy_policy":"queue","model":"offline"}`,
+		`{"metadata":{ "k": 1, "n": {"big": 9007199254740993, "f": 0.5, "z": 0} }}`,
+		// The same value: keys in another order, numbers written otherwise.
+		`{"metadata":{"n":{"z":-0.0,"f":5e-1,"big":9007199254740993.0},"k":1.0}}`,
+		`{"metadata":{"k":10E-1,"n":{"big":90071992547409930e-1,"f":0.50,"z":0e5}}}`,
+	} {
 		var got session.Session
 		if st, raw := s.do(t, "PATCH", "/v1/sessions/"+a.ID, body, &got); st != 200 || !got.UpdatedAt.Equal(a.UpdatedAt) {
 			t.Fatalf("PATCH %s: %d %s; updated_at was %v", body, st, raw, a.UpdatedAt)
@@ -236,6 +242,10 @@ func TestNoOpPatchKeepsUpdatedAt(t *testing.T) {
 		t.Fatalf("list after no-op PATCHes: %+v, want %s first", list.Sessions, b.ID)
 	}
 	var got session.Session
+	// A number one apart, which float64 would take for the same: a change.
+	if st, raw := s.do(t, "PATCH", "/v1/sessions/"+a.ID, `{"metadata":{"k":1,"n":{"big":9007199254740992,"f":0.5,"z":0}}}`, &got); st != 200 || !got.UpdatedAt.After(a.UpdatedAt) || !strings.Contains(string(got.Metadata), "9007199254740992") {
+		t.Fatalf("a PATCH of a large integer: %d %s", st, raw)
+	}
 	if st, raw := s.do(t, "PATCH", "/v1/sessions/"+a.ID, `{"title":"a2"}`, &got); st != 200 || !got.UpdatedAt.After(a.UpdatedAt) || got.Title != "a2" {
 		t.Fatalf("a real PATCH: %d %s", st, raw)
 	}
