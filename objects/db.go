@@ -9,6 +9,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"sync"
 
 	"modernc.org/sqlite"
 )
@@ -231,12 +232,12 @@ func (d *instanceDB) checkpoint(ctx context.Context) error {
 func (d *instanceDB) syncWAL() error {
 	newWAL := d.wal == nil
 	if newWAL {
-		f, err := os.Open(d.path + "-wal")
+		f, err := openToSync(d.path + "-wal")
 		if errors.Is(err, fs.ErrNotExist) {
 			return nil // nothing written yet
 		}
 		if err != nil {
-			return fmt.Errorf("open WAL to sync: %w", err)
+			return &notFlushedError{fmt.Errorf("open WAL to sync: %w", err)}
 		}
 		d.wal, d.walDev = f, fileDev(f) // closed with the database
 	}
@@ -249,14 +250,42 @@ func (d *instanceDB) syncWAL() error {
 	return nil
 }
 
+// notFlushedError is a flush that could not begin: opening the file or
+// folder to flush failed (out of file descriptors, say). No fsync failed,
+// so the kernel still holds what was written, and a later flush of the
+// file covers it: unlike a failed fsync, it is no reason to fence.
+type notFlushedError struct{ err error }
+
+func (e *notFlushedError) Error() string { return e.err.Error() }
+func (e *notFlushedError) Unwrap() error { return e.err }
+
+// openToSync opens a file or folder to flush it.
+func openToSync(name string) (*os.File, error) {
+	syncOpener.Lock()
+	open := syncOpener.open
+	syncOpener.Unlock()
+	if open != nil {
+		return open(name)
+	}
+	return os.Open(name)
+}
+
+// syncOpener, when open is set (by tests), opens for openToSync: as a
+// process out of file descriptors would, say. Guarded: the spare maker
+// flushes folders while a test swaps it.
+var syncOpener struct {
+	sync.Mutex
+	open func(string) (*os.File, error)
+}
+
 // syncDir fsyncs a folder, making the entries created or removed in it
 // durable. A variable so that tests can see which folders are synced.
 var syncDir = fsyncDir
 
 func fsyncDir(dir string) error {
-	f, err := os.Open(dir)
+	f, err := openToSync(dir)
 	if err != nil {
-		return fmt.Errorf("open folder to sync: %w", err)
+		return &notFlushedError{fmt.Errorf("open folder to sync: %w", err)}
 	}
 	defer f.Close()
 	if err := f.Sync(); err != nil {

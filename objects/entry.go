@@ -704,10 +704,16 @@ func (b *batchTx) finish(ctx context.Context) error {
 				// Committed in SQLite but perhaps not on the disk: no
 				// result may say it is, and the connection is not trusted.
 				// The node index still follows what SQLite now holds. No
-				// later flush can vouch for what this one lost: the
-				// runtime refuses every call from now on.
+				// later flush can vouch for what a failed fsync lost: the
+				// runtime refuses every call from now on. A flush that
+				// could not begin (no file descriptor to open the WAL
+				// with) lost nothing: the next instance's flushes the
+				// WAL, this commit's pages with it.
 				b.inst.discard = true
-				b.e.rt.Fence(fmt.Errorf("WAL flush: %w", err))
+				var nf *notFlushedError
+				if !errors.As(err, &nf) {
+					b.e.rt.Fence(fmt.Errorf("WAL flush: %w", err))
+				}
 				syncErr = fmt.Errorf("commit: %w: %w", ErrNotDurable, err)
 			} else if err := b.e.rt.Fault(); err != nil {
 				// Another flush failed before this one ended: its

@@ -3,6 +3,8 @@ package objects
 import (
 	"context"
 	"errors"
+	"os"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -102,5 +104,71 @@ func TestFencedRuntimeKeepsAlarmsForTheRestart(t *testing.T) {
 	case <-fired:
 	case <-time.After(10 * time.Second): // a hang guard
 		t.Fatal("the alarm that fell due while fenced never fired after the restart")
+	}
+}
+
+// A flush that cannot begin, because the WAL cannot be opened (the process
+// is out of file descriptors), fails its call with ErrNotDurable but does
+// not fence the runtime: no fsync failed, nothing was lost to the disk,
+// and once files open again the next flush covers the commit. (Fencing
+// here let a burst of idle connections stop a node until a restart.)
+func TestFlushThatCannotOpenDoesNotFence(t *testing.T) {
+	ctx := context.Background()
+	rt, ns := openTable(t, t.TempDir(), func(rt *Runtime) {
+		rt.Durability = DurabilityFull
+		rt.IdleTimeout = 10 * time.Millisecond
+	}, nil)
+	defer rt.Close()
+	write := func(name string, x int) error {
+		s, _ := ns.Get(name)
+		_, err := s.Call(ctx, func(ctx context.Context, obj any, tx *Tx) (any, error) {
+			_, err := tx.Exec(ctx, `INSERT INTO v VALUES (?)`, x)
+			return nil, err
+		})
+		return err
+	}
+	// Made, then hibernated: the write after its wake opens the WAL to
+	// flush it.
+	if err := write("a", 0); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, func() bool {
+		rt.mu.Lock()
+		defer rt.mu.Unlock()
+		_, awake := rt.entries[entryKey{ns.name, "a"}]
+		return !awake
+	})
+	setOpener := func(open func(string) (*os.File, error)) {
+		syncOpener.Lock()
+		syncOpener.open = open
+		syncOpener.Unlock()
+	}
+	defer setOpener(nil)
+	setOpener(func(name string) (*os.File, error) {
+		if strings.HasSuffix(name, "-wal") {
+			return nil, &os.PathError{Op: "open", Path: name, Err: syscall.EMFILE}
+		}
+		return os.Open(name)
+	})
+	if err := write("a", 1); !errors.Is(err, ErrNotDurable) || !errors.Is(err, syscall.EMFILE) {
+		t.Fatalf("a write whose WAL could not be opened to flush: %v, want ErrNotDurable wrapping EMFILE", err)
+	}
+	if err := rt.Fault(); err != nil {
+		t.Fatalf("Fault after a flush that could not begin: %v, want none", err)
+	}
+	setOpener(nil)
+	for _, name := range []string{"a", "b"} {
+		if err := write(name, 2); err != nil {
+			t.Fatalf("a write to %s once files open again: %v", name, err)
+		}
+	}
+	s, _ := ns.Get("a")
+	n, err := s.Call(ctx, func(ctx context.Context, obj any, tx *Tx) (any, error) {
+		var n int
+		err := tx.QueryRow(ctx, `SELECT count(*) FROM v`).Scan(&n)
+		return n, err
+	})
+	if err != nil || n != 3 {
+		t.Fatalf("rows of a: %v %v, want 3 (the commit whose flush could not begin stays)", n, err)
 	}
 }
