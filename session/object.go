@@ -113,6 +113,17 @@ func (o *sessionObj) interruptStreaming(ctx context.Context, tx *objects.Tx, now
 	if len(gens) > 0 {
 		o.svc.queued.signal(o.m.ID) // queued ones ended too (see startGeneration)
 	}
+	// Each turn saved now is committed as interrupted: its turn event
+	// follows its generation's end, as finishGeneration orders them.
+	for _, id := range ids {
+		t, err := o.getTurn(ctx, tx, id)
+		if err != nil {
+			return err
+		}
+		if err := o.publishTurn(ctx, tx, o.m, t, preview(t)); err != nil {
+			return err
+		}
+	}
 	return nil
 }
 

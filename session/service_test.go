@@ -1440,18 +1440,31 @@ func TestImportKeepsHead(t *testing.T) {
 // eventBus records what sessions publish; the runtime needs a bus for
 // sessions to publish their lifecycle.
 type eventBus struct {
-	mu   sync.Mutex
-	got  map[string]int    // subject → largest payload
-	done map[string]string // generation id → status of its generation.done or .failed, with the error code
+	mu    sync.Mutex
+	got   map[string]int    // subject → largest payload
+	done  map[string]string // generation id → status of its generation.done or .failed, with the error code
+	turns map[string]string // "session/turn id" → the statuses of its turn events
 }
 
 func (b *eventBus) Publish(_ context.Context, subject string, data []byte, _ string) error {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if b.got == nil {
-		b.got, b.done = map[string]int{}, map[string]string{}
+		b.got, b.done, b.turns = map[string]int{}, map[string]string{}, map[string]string{}
 	}
 	b.got[subject] = max(b.got[subject], len(data))
+	if strings.HasSuffix(subject, ".turn") {
+		var ev struct {
+			SessionID string `json:"session_id"`
+			Turn      struct {
+				ID     int64
+				Status string
+			}
+		}
+		if json.Unmarshal(data, &ev) == nil {
+			b.turns[fmt.Sprint(ev.SessionID, "/", ev.Turn.ID)] += ev.Turn.Status + " "
+		}
+	}
 	if strings.HasSuffix(subject, ".generation.done") || strings.HasSuffix(subject, ".generation.failed") {
 		var ev struct {
 			GenerationID string                 `json:"generation_id"`
@@ -1473,6 +1486,14 @@ func (b *eventBus) ended(gid string) string {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.done[gid]
+}
+
+// turnEvents returns the statuses of the turn events published of turn id
+// of session sid, each followed by a space.
+func (b *eventBus) turnEvents(sid string, id int64) string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.turns[fmt.Sprint(sid, "/", id)]
 }
 
 type streamFunc = func(context.Context, *session.ModelRequest, func(session.Delta) error) (*session.ModelResult, error)
@@ -1883,6 +1904,16 @@ func TestEveryGenerationEndIsPublished(t *testing.T) {
 		if got := bus.ended(w.g.ID); got != w.want {
 			t.Errorf("generation %s: ends published %q, want %q", w.g.ID, got, w.want)
 		}
+	}
+	// a's assistant turn, saved as interrupted by the wake, has its turn
+	// event like every committed turn (none while it streamed).
+	ga, err := e2.svc.Generation(ctx, "local", s.ID, a.ID)
+	if err != nil || ga.TurnID == 0 {
+		t.Fatalf("generation a after the restart: %+v %v", ga, err)
+	}
+	checkFor(t, "the interrupted turn's event", func() bool { return bus.turnEvents(s.ID, ga.TurnID) != "" })
+	if got := bus.turnEvents(s.ID, ga.TurnID); got != "interrupted " {
+		t.Errorf("turn %d: events with statuses %q, want one, interrupted", ga.TurnID, got)
 	}
 }
 
