@@ -28,6 +28,13 @@ const subjectPrefix = "sessiond.session."
 // larger content is left out (content_bytes says how much there is).
 const maxEventContent = 16 << 10
 
+// MinBusEventBytes is the least an event bus must carry for the events
+// sessions publish: a turn event holds up to maxEventContent of content
+// and as much of tool calls, with its ids, times and preview besides.
+// A bus that carries less would refuse turns and lose generations' output
+// (their final commit publishes the turn): sessiond refuses to start.
+const MinBusEventBytes = 64 << 10
+
 // publish records a lifecycle event of the session in its outbox (the same
 // transaction as the change it reports). A no-op when events are off.
 func (o *sessionObj) publish(ctx context.Context, tx *objects.Tx, m *meta, kind string, fields map[string]any) error {

@@ -14,6 +14,7 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"sessiond/objects/natsbus"
+	"sessiond/session"
 )
 
 // eventSubjects is what the event stream stores: every subject sessiond
@@ -75,6 +76,11 @@ func startEvents(ctx context.Context, cfg config, logger *slog.Logger) (*events,
 		return nil, err
 	}
 	ev.objects = &natsbus.Objects{Bus: ev.bus, Durable: "sessiond-node-" + node}
+	if n := ev.objects.MaxEventBytes(); n < session.MinBusEventBytes {
+		ev.close()
+		return nil, fmt.Errorf("the NATS server takes messages of at most %d bytes (its max_payload): sessions publish events of up to %d bytes, and need %d for headers besides; set max_payload to %d or more",
+			n+natsbus.HeaderRoom, session.MinBusEventBytes, natsbus.HeaderRoom, session.MinBusEventBytes+natsbus.HeaderRoom)
+	}
 	return ev, nil
 }
 
