@@ -365,6 +365,13 @@ var logLevels = map[string]slog.Level{
 	"error": slog.LevelError,
 }
 
+// isBoolFlag reports whether f takes no value of its own (--flag means
+// true).
+func isBoolFlag(f *flag.Flag) bool {
+	b, ok := f.Value.(interface{ IsBoolFlag() bool })
+	return ok && b.IsBoolFlag()
+}
+
 // usageError is a bad flag, argument or setting: main exits with code 2.
 type usageError struct{ err error }
 
@@ -395,6 +402,14 @@ func parseConfig(args []string, getenv func(string) string) (config, error) {
 		return config{}, &usageError{err}
 	}
 	if fs.NArg() > 0 {
+		// "--events false": a true/false flag takes its value after "="
+		// only (Go's flag package); say so rather than leave it a puzzle.
+		if i := len(args) - fs.NArg(); i > 0 {
+			name := strings.TrimLeft(args[i-1], "-")
+			if f := fs.Lookup(name); f != nil && isBoolFlag(f) && (fs.Arg(0) == "true" || fs.Arg(0) == "false") {
+				return config{}, usageErrorf("unexpected argument %q: give a true/false flag its value with =, as --%s=%s", fs.Arg(0), name, fs.Arg(0))
+			}
+		}
 		return config{}, usageErrorf("unexpected argument %q", fs.Arg(0))
 	}
 	given := make(map[string]bool)

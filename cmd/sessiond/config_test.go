@@ -110,6 +110,8 @@ func TestParseConfig(t *testing.T) {
 		{name: "tps not a number", args: []string{"--offline-tps", "NaN"}, wantErr: `--offline-tps: "NaN": want a number from 0 to 1000000`},
 		{name: "tps infinite", env: map[string]string{"SESSIOND_OFFLINE_TPS": "+Inf"}, wantErr: "SESSIOND_OFFLINE_TPS"},
 		{name: "tps negative infinite", args: []string{"--offline-tps", "-inf"}, wantErr: "--offline-tps"},
+		{name: "bool flag value after a space", args: []string{"--events", "false"}, wantErr: `unexpected argument "false": give a true/false flag its value with =, as --events=false`},
+		{name: "stray argument", args: []string{"serve"}, wantErr: `unexpected argument "serve"`},
 		{name: "nats listen with url", args: []string{"--nats-url", "nats://x:4222", "--nats-listen", "127.0.0.1:4222"}, wantErr: "cannot go with --nats-url"},
 		{name: "negative flush interval", args: []string{"--flush-interval", "-5ms"}, wantErr: "--flush-interval"},
 		{name: "flush interval too long", args: []string{"--flush-interval", "2s"}, wantErr: "want a duration from 0 to 1s"},

@@ -37,7 +37,7 @@ func buildModels(cfg config, getenv func(string) string, logger *slog.Logger) (*
 			return nil, usageErrorf("--openai-base-url: model %s: %w", cfg.OpenAIModel, err)
 		}
 		if err := reg.Register(cfg.OpenAIModel, m, session.ModelInfo{}); err != nil {
-			return nil, err
+			return nil, usageErrorf("--openai-model %s: %w (the built-in offline model has that name: choose another)", cfg.OpenAIModel, err)
 		}
 		def = cfg.OpenAIModel
 	}
@@ -51,6 +51,9 @@ func buildModels(cfg config, getenv func(string) string, logger *slog.Logger) (*
 		dec.DisallowUnknownFields()
 		if err := dec.Decode(&specs); err != nil {
 			return nil, usageErrorf("--models %s: %w", cfg.ModelsFile, err)
+		}
+		if dec.More() || dec.InputOffset() < int64(len(bytes.TrimRight(b, " \t\r\n"))) {
+			return nil, usageErrorf("--models %s: text after the JSON array: the file must hold one array of models", cfg.ModelsFile)
 		}
 		marked := "" // the model marked default
 		for _, s := range specs {

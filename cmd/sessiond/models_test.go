@@ -48,6 +48,21 @@ func TestBuildModels(t *testing.T) {
 			wantErr: "--openai-base-url: model m:",
 		},
 		{
+			name:    "endpoint named as the offline model",
+			cfg:     config{OpenAIBaseURL: "http://127.0.0.1:11434/v1", OpenAIModel: "offline"},
+			wantErr: "--openai-model offline:",
+		},
+		{
+			name:    "text after the array",
+			file:    `[{"name": "a", "base_url": "http://a/v1"}] trailing`,
+			wantErr: "text after the JSON array",
+		},
+		{
+			name:        "white space after the array",
+			file:        "[{\"name\": \"a\", \"base_url\": \"http://a/v1\", \"default\": true}]\n\n",
+			wantDefault: "a",
+		},
+		{
 			name:    "two defaults",
 			file:    `[{"name": "a", "base_url": "http://a/v1", "default": true}, {"name": "b", "base_url": "http://b/v1", "default": true}]`,
 			wantErr: "models a and b are both marked default",
