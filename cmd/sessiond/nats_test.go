@@ -57,3 +57,23 @@ func TestExternalNATSMaxPayloadChecked(t *testing.T) {
 		t.Fatalf("stop: %v", err)
 	}
 }
+
+// A NATS server run without JetStream is refused at start with that said,
+// not with the client library's "no responders".
+func TestExternalNATSWithoutJetStreamRefused(t *testing.T) {
+	srv, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: -1, NoLog: true, NoSigs: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv.Start()
+	if !srv.ReadyForConnections(10 * time.Second) {
+		t.Fatal("nats-server not ready")
+	}
+	defer srv.Shutdown()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second) // bounded, should it start anyway
+	defer cancel()
+	err = run(ctx, []string{"--addr", "127.0.0.1:0", "--data", t.TempDir(), "--nats-url", srv.ClientURL()}, noEnv, io.Discard, io.Discard)
+	if err == nil || !strings.Contains(err.Error(), "no JetStream") {
+		t.Fatalf("start on a server without JetStream: %v, want a refusal that says it has no JetStream", err)
+	}
+}

@@ -182,6 +182,10 @@ func (b *Bus) Open(ctx context.Context) error {
 		MaxAge:      b.opts.MaxAge,
 		Discard:     jetstream.DiscardOld,
 	})
+	if errors.Is(err, nats.ErrNoResponders) || errors.Is(err, jetstream.ErrJetStreamNotEnabled) {
+		// Nobody answers JetStream's API: a server run without it.
+		return fmt.Errorf("open bus %s: the NATS server has no JetStream (start it with JetStream enabled, e.g. nats-server -js): %w", b.opts.Stream, err)
+	}
 	if err != nil {
 		return fmt.Errorf("open bus %s: ensure stream: %w", b.opts.Stream, err)
 	}
