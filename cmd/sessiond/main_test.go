@@ -277,3 +277,32 @@ func (w *stoppedCheck) Write(p []byte) (int, error) {
 	}
 	return w.logs.Write(p)
 }
+
+// The profiler and the embedded NATS's client port have no
+// authentication: on an address that is not loopback, start-up warns and
+// names the flag; on loopback it does not.
+func TestUnauthenticatedListenersOffLoopbackWarn(t *testing.T) {
+	for _, c := range []struct {
+		args []string
+		warn string // a flag the log must name; "" = no warning
+	}{
+		{[]string{"--debug-addr", "0.0.0.0:0"}, "--debug-addr"},
+		{[]string{"--nats-listen", "0.0.0.0:0"}, "--nats-listen"},
+		{[]string{"--debug-addr", "127.0.0.1:0", "--nats-listen", "127.0.0.1:0"}, ""},
+	} {
+		var logs lockedBuffer
+		ctx, cancel := context.WithCancel(context.Background())
+		errc := make(chan error, 1)
+		args := append([]string{"--addr", "127.0.0.1:0", "--data", t.TempDir(), "--log-format", "json"}, c.args...)
+		go func() { errc <- run(ctx, args, noEnv, io.Discard, &logs) }()
+		waitLog(t, &logs, `"msg":"listening"`, errc)
+		cancel()
+		if err := <-errc; err != nil {
+			t.Fatalf("%v: run: %v", c.args, err)
+		}
+		warned := strings.Contains(logs.String(), "not loopback")
+		if c.warn == "" && warned || c.warn != "" && (!warned || !strings.Contains(logs.String(), `"flag":"`+c.warn+`"`)) {
+			t.Fatalf("%v: want a warning naming %q (none if empty); log:\n%s", c.args, c.warn, logs.String())
+		}
+	}
+}
