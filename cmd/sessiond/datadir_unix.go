@@ -18,24 +18,38 @@ import (
 // SIGKILL included, so a crash never leaves the folder locked.
 func lockData(dir string) (unlock func(), err error) {
 	p := filepath.Join(dir, lockFileName)
+	// The folder itself is locked too: a lock file deleted by hand (it
+	// looks stale) would otherwise let a second sessiond in, and the
+	// folder cannot go while it is in use.
+	d, err := os.Open(dir)
+	if err != nil {
+		return nil, fmt.Errorf("open data folder to lock it: %w", err)
+	}
 	f, err := os.OpenFile(p, os.O_RDWR|os.O_CREATE, 0o600)
 	if err != nil {
+		d.Close()
 		return nil, fmt.Errorf("open lock file: %w", err)
 	}
 	// flock, not fcntl: its lock belongs to this open file, so it is not
 	// dropped when some other descriptor of the file is closed.
-	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
-		f.Close()
-		if errors.Is(err, syscall.EWOULDBLOCK) {
-			return nil, &dataLockedError{Dir: dir, PID: lockHolder(p)}
+	for _, l := range []*os.File{d, f} {
+		if err := syscall.Flock(int(l.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+			d.Close()
+			f.Close()
+			if errors.Is(err, syscall.EWOULDBLOCK) {
+				return nil, &dataLockedError{Dir: dir, PID: lockHolder(p)}
+			}
+			return nil, fmt.Errorf("lock %s: %w", l.Name(), err)
 		}
-		return nil, fmt.Errorf("lock %s: %w", p, err)
 	}
 	// The pid is only for the message a second sessiond prints.
 	if err := f.Truncate(0); err == nil {
 		f.WriteAt([]byte(strconv.Itoa(os.Getpid())+"\n"), 0)
 	}
-	return func() { f.Close() }, nil
+	return func() {
+		f.Close()
+		d.Close()
+	}, nil
 }
 
 // privateFiles makes every file and folder this process creates from now

@@ -3,6 +3,7 @@
 package main
 
 import (
+	"errors"
 	"io"
 	"log/slog"
 	"os"
@@ -36,4 +37,29 @@ func TestPrepareDataParentsKeepTheUsersMode(t *testing.T) {
 	if err := prepareData(file, slog.New(slog.NewTextHandler(io.Discard, nil))); err == nil {
 		t.Errorf("a data folder that is a file was taken")
 	}
+}
+
+// The lock holds when its file is deleted by hand (it looks stale to
+// someone): the folder itself is locked too, so a second sessiond is still
+// refused before it opens anything.
+func TestLockDataSurvivesItsFileDeleted(t *testing.T) {
+	dir := t.TempDir()
+	unlock, err := lockData(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Remove(filepath.Join(dir, lockFileName)); err != nil {
+		t.Fatal(err)
+	}
+	_, err = lockData(dir)
+	var le *dataLockedError
+	if !errors.As(err, &le) {
+		t.Fatalf("a lock after the lock file was deleted: %v, want a *dataLockedError", err)
+	}
+	unlock()
+	unlock, err = lockData(dir)
+	if err != nil {
+		t.Fatalf("lock after unlock: %v", err)
+	}
+	unlock()
 }
