@@ -1,12 +1,15 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -42,4 +45,37 @@ func TestHealthzReportsTheRuntimesFault(t *testing.T) {
 			t.Errorf("disk_failed without its cause: %q", body.Error)
 		}
 	}
+}
+
+// A data folder deleted from under the running server (every request then
+// fails) turns /healthz to 503 disk_failed, naming the node index, so that
+// a supervisor restarts it rather than keep a server that answers 500.
+func TestHealthzReportsADeletedDataFolder(t *testing.T) {
+	data := filepath.Join(t.TempDir(), "data")
+	pr, pw := io.Pipe()
+	addr, logDone := watchLog(t, pr)
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(func() { cancel(); <-logDone })
+	exited := make(chan struct{})
+	go func() {
+		run(ctx, []string{"--addr", "127.0.0.1:0", "--data", data, "--log-format", "json"}, noEnv, io.Discard, pw)
+		pw.Close()
+		close(exited)
+	}()
+	a := waitHealthy(t, addr, exited)
+	if err := os.RemoveAll(data); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.Get("http://" + a + "/healthz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var body struct{ Status, Error string }
+	json.NewDecoder(resp.Body).Decode(&body)
+	if resp.StatusCode != http.StatusServiceUnavailable || body.Status != "disk_failed" || !strings.Contains(body.Error, "node index") {
+		t.Fatalf("healthz after the data folder was deleted: %d %+v", resp.StatusCode, body)
+	}
+	cancel()
+	<-exited
 }

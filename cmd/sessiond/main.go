@@ -15,6 +15,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -225,7 +226,7 @@ func serve(ctx context.Context, cfg config, getenv func(string) string, logger *
 
 	var ready atomic.Bool
 	srv := &http.Server{
-		Handler:           newHandler(cfg, logger, svc, ready.Load, rt.Fault),
+		Handler:           newHandler(cfg, logger, svc, ready.Load, healthFault(cfg.Data, rt.Fault)),
 		ReadHeaderTimeout: readHeaderTimeout,
 		IdleTimeout:       idleConnTimeout,
 		BaseContext:       func(net.Listener) context.Context { return baseCtx },
@@ -271,6 +272,23 @@ func shutdown(logger *slog.Logger, srv *http.Server, cancelBase context.CancelCa
 	if err != nil {
 		logger.Warn("http connections still open at the shutdown timeout; closing them", keyErr, err)
 		srv.Close()
+	}
+}
+
+// healthFault is what /healthz reports as the server's fault: the
+// runtime's (a failed flush), or the data folder's node index gone from
+// under the running server (a folder deleted by hand), after which every
+// request fails: a supervisor should restart it either way.
+func healthFault(data string, runtimeFault func() error) func() error {
+	index := filepath.Join(data, "index.db")
+	return func() error {
+		if err := runtimeFault(); err != nil {
+			return err
+		}
+		if _, err := os.Stat(index); err != nil {
+			return fmt.Errorf("the data folder's node index is gone: %w", err)
+		}
+		return nil
 	}
 }
 
