@@ -228,7 +228,7 @@ func TestWebSocketSeesQueuedGenerationCancelled(t *testing.T) {
 	sess := s.createSession(t, nil)
 	turns := "/v1/sessions/" + sess.ID + "/turns"
 	var first, second struct{ Generation struct{ ID, Status string } }
-	s.do(t, "POST", turns, map[string]any{"turns": []any{map[string]any{"role": "user", "content": "/words 100"}}, "generate": true}, &first)
+	s.do(t, "POST", turns, map[string]any{"turns": []any{map[string]any{"role": "user", "content": "/words 1000"}}, "generate": true}, &first)
 	s.do(t, "POST", turns, map[string]any{"turns": []any{map[string]any{"role": "user", "content": "/words 3"}}, "generate": true}, &second)
 	if second.Generation.Status != "queued" {
 		t.Fatalf("second generation %+v", second.Generation)
