@@ -145,8 +145,8 @@ func (o *sessionObj) publishTurn(ctx context.Context, tx *objects.Tx, m *meta, t
 // content when it is larger than maxEventContent (content_bytes says how
 // large it is). Tool calls whose JSON is larger than maxEventContent are
 // listed without their arguments (a coding agent's call may carry a whole
-// file): an event must stay far below the bus's limit, or the turn could
-// not commit. The content is spliced in as stored; preview is
+// file), and not at all when even that list is larger: an event must stay
+// far below the bus's limit, or the turn could not commit. The content is spliced in as stored; preview is
 // preview(t).
 func appendTurnEvent(b []byte, at time.Time, owner, sessionID string, t Turn, preview string) []byte {
 	content := t.Content
@@ -179,11 +179,18 @@ func appendTurnEvent(b []byte, at time.Time, owner, sessionID string, t Turn, pr
 		b = appendContent(b, content)
 	}
 	if len(t.ToolCalls) > 0 {
+		start := len(b)
 		b = append(b, `,"tool_calls":`...)
 		at := len(b)
 		b = appendToolCalls(b, t.ToolCalls, true)
 		if len(b)-at > maxEventContent {
 			b = appendToolCalls(b[:at], t.ToolCalls, false)
+		}
+		if len(b)-at > maxEventContent {
+			// Too many calls, or names too long, to list even without
+			// arguments: the event goes without them (the turn has them),
+			// so that it stays within MinBusEventBytes.
+			b = b[:start]
 		}
 	}
 	b = append(b, `,"preview":`...)

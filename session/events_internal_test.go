@@ -3,6 +3,7 @@ package session
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -49,6 +50,9 @@ func newTurnEvent(t Turn) turnEvent {
 		}
 		e.ToolCalls = append(e.ToolCalls, ec)
 	}
+	if listed, _ := json.Marshal(e.ToolCalls); len(listed) > maxEventContent {
+		e.ToolCalls = nil // too many to list even without arguments
+	}
 	return e
 }
 
@@ -61,7 +65,16 @@ func TestTurnEventMatchesPublish(t *testing.T) {
 		{ID: "c1", Type: "function", Function: FunctionCall{Name: "write", Arguments: `{"text":"` + strings.Repeat("<x>", maxEventContent/3) + `"}`}},
 		{ID: "c2", Type: "function", Function: FunctionCall{Name: "run", Arguments: `{}`}},
 	}}
-	for _, turn := range append(sampleTurns(), big, bigCalls) {
+	// So many calls that even their names and ids pass maxEventContent.
+	manyCalls := Turn{ID: 11, Role: RoleAssistant, Status: TurnComplete, Content: json.RawMessage(`""`), CreatedAt: at}
+	for i := range 700 {
+		manyCalls.ToolCalls = append(manyCalls.ToolCalls, ToolCall{ID: fmt.Sprintf("call_%04d", i), Type: "function",
+			Function: FunctionCall{Name: "a_rather_long_function_name_" + strings.Repeat("x", 40), Arguments: `{}`}})
+	}
+	if ev := appendTurnEvent(nil, at, "a", "s", manyCalls, preview(manyCalls)); len(ev) > MinBusEventBytes || bytes.Contains(ev, []byte(`"tool_calls"`)) {
+		t.Errorf("a turn of 700 calls: an event of %d bytes (the bus needs at most %d), tool_calls listed: %v", len(ev), MinBusEventBytes, bytes.Contains(ev, []byte(`"tool_calls"`)))
+	}
+	for _, turn := range append(sampleTurns(), big, bigCalls, manyCalls) {
 		got := appendTurnEvent([]byte("x"), at, "alice <a>", "s1", turn, preview(turn))
 		want := encodeJSON(t, map[string]any{"turn": newTurnEvent(turn), "session_id": "s1", "owner": "alice <a>", "at": at})
 		if !bytes.Equal(got, append([]byte("x"), want...)) {

@@ -9,6 +9,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -120,7 +121,12 @@ func (o *sessionObj) interruptStreaming(ctx context.Context, tx *objects.Tx, now
 		if err != nil {
 			return err
 		}
-		if err := o.publishTurn(ctx, tx, o.m, t, preview(t)); err != nil {
+		if err := o.publishTurn(ctx, tx, o.m, t, preview(t)); errors.Is(err, objects.ErrTooLarge) {
+			// Not for the bus (a server with a smaller limit than
+			// sessiond's start-up check asked for): the session must
+			// still open, so the event goes, not the session.
+			o.svc.logger().Error("session: the event of an interrupted turn is too large for the bus, not published", "session", o.m.ID, "turn", id, "err", err)
+		} else if err != nil {
 			return err
 		}
 	}
@@ -398,6 +404,7 @@ func (o *sessionObj) post(ctx context.Context, tx *objects.Tx, req *PostRequest)
 		return nil, fmt.Errorf("%w: nothing to answer: the session has no turns yet; post one with generate", ErrInvalid)
 	}
 	res := &PostResult{Turns: []Turn{}}
+	var tools toolRun
 	lastPreview := ""
 	for _, nt := range req.Turns {
 		t := Turn{Role: nt.Role, Content: nt.Content, Status: TurnComplete, CreatedAt: now}
@@ -406,7 +413,7 @@ func (o *sessionObj) post(ctx context.Context, tx *objects.Tx, req *PostRequest)
 			t.ParentID = &p
 		}
 		if nt.ToolCallID != "" {
-			if err := o.checkAnswers(ctx, tx, parent, nt.ToolCallID); err != nil {
+			if err := tools.check(ctx, o, tx, parent, nt.ToolCallID); err != nil {
 				return nil, err
 			}
 			id := nt.ToolCallID
@@ -414,6 +421,9 @@ func (o *sessionObj) post(ctx context.Context, tx *objects.Tx, req *PostRequest)
 		}
 		if err := insertTurn(ctx, tx, &t, ""); err != nil {
 			return nil, err
+		}
+		if t.Role == RoleTool {
+			tools.last = t.ID
 		}
 		m.noteTurn(t.ID)
 		p := preview(t)
@@ -499,26 +509,56 @@ func (o *sessionObj) post(ctx context.Context, tx *objects.Tx, req *PostRequest)
 	return res, nil
 }
 
-// maxToolResults bounds the tool turns checkAnswers walks back over.
+// maxToolResults bounds the tool turns callsAnswered walks back over.
 const maxToolResults = 1000
 
-// checkAnswers checks that a tool turn under parent answers a call: the
-// assistant turn its run of tool results follows must have made a call
-// with id callID. A result that answers nothing would be left out of
-// every context (see assembleContext), and the model asked the same again
-// (an agent looping on a mistyped id): it is refused instead. A result for
-// the running generation's turn, whose calls are not stored yet, passes.
-func (o *sessionObj) checkAnswers(ctx context.Context, tx *objects.Tx, parent int64, callID string) error {
+// toolRun is what post knows of the calls its tool turns answer: the
+// calling turn found for the last tool turn it inserted, so that the
+// results after it in one request are checked without a walk each.
+type toolRun struct {
+	last      int64    // the tool turn inserted last by this post; 0: none
+	caller    int64    // the assistant turn that made the calls; 0: none found
+	calls     []string // its calls' ids
+	unchecked bool     // caller is the running generation's turn: calls not stored yet
+}
+
+// check checks that a tool turn under parent answers a call (see
+// callsAnswered), walking back only when parent is not the tool turn this
+// post inserted last.
+func (r *toolRun) check(ctx context.Context, o *sessionObj, tx *objects.Tx, parent int64, callID string) error {
+	if parent == 0 || parent != r.last {
+		var err error
+		if r.caller, r.calls, r.unchecked, err = o.callsAnswered(ctx, tx, parent); err != nil {
+			return err
+		}
+	}
+	switch {
+	case r.unchecked || slices.Contains(r.calls, callID):
+		return nil
+	case r.caller == 0:
+		return fmt.Errorf("%w: tool_call_id %q: a tool result must follow the assistant turn that made the call (and its other results)", ErrInvalid, callID)
+	}
+	return fmt.Errorf("%w: tool_call_id %q answers no tool call of assistant turn %d, which the tool result follows", ErrInvalid, callID, r.caller)
+}
+
+// callsAnswered returns the assistant turn whose calls a tool turn under
+// parent answers: the one its run of tool results follows, with the ids of
+// its calls (caller 0 when the run follows no assistant turn). A result
+// that answers nothing would be left out of every context (see
+// assembleContext), and the model asked the same again (an agent looping
+// on a mistyped id): post refuses it. The running generation's turn, whose
+// calls are not stored yet, is unchecked.
+func (o *sessionObj) callsAnswered(ctx context.Context, tx *objects.Tx, parent int64) (caller int64, calls []string, unchecked bool, err error) {
 	at := parent
 	for range maxToolResults {
 		if at == 0 {
-			break
+			return 0, nil, false, nil
 		}
 		var up sql.NullInt64
 		var role string
-		var calls sql.NullString
-		if err := tx.QueryRow(ctx, `SELECT parent_id, role, tool_calls FROM turns WHERE id = ?`, at).Scan(&up, &role, &calls); err != nil {
-			return fmt.Errorf("read turn %d: %w", at, err)
+		var stored sql.NullString
+		if err := tx.QueryRow(ctx, `SELECT parent_id, role, tool_calls FROM turns WHERE id = ?`, at).Scan(&up, &role, &stored); err != nil {
+			return 0, nil, false, fmt.Errorf("read turn %d: %w", at, err)
 		}
 		switch role {
 		case RoleTool:
@@ -526,26 +566,24 @@ func (o *sessionObj) checkAnswers(ctx context.Context, tx *objects.Tx, parent in
 			continue
 		case RoleAssistant:
 			if o.run != nil && o.run.turnID == at {
-				return nil
+				return at, nil, true, nil
 			}
 			var made []struct {
 				ID string `json:"id"`
 			}
-			if calls.Valid {
-				if err := json.Unmarshal([]byte(calls.String), &made); err != nil {
-					return fmt.Errorf("read the tool calls of turn %d: %w", at, err)
+			if stored.Valid {
+				if err := json.Unmarshal([]byte(stored.String), &made); err != nil {
+					return 0, nil, false, fmt.Errorf("read the tool calls of turn %d: %w", at, err)
 				}
 			}
 			for _, c := range made {
-				if c.ID == callID {
-					return nil
-				}
+				calls = append(calls, c.ID)
 			}
-			return fmt.Errorf("%w: tool_call_id %q answers no tool call of assistant turn %d, which the tool result follows", ErrInvalid, callID, at)
+			return at, calls, false, nil
 		}
-		break
+		return 0, nil, false, nil
 	}
-	return fmt.Errorf("%w: tool_call_id %q: a tool result must follow the assistant turn that made the call (and its other results)", ErrInvalid, callID)
+	return 0, nil, false, nil
 }
 
 // replay answers a repeated idempotency key with the original result.

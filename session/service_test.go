@@ -511,7 +511,7 @@ func TestToolResultMustAnswerACall(t *testing.T) {
 	}
 	// The right id is taken, and a second result after it (the same call
 	// answered in two parts) too: both follow the calling turn.
-	if _, err := e.svc.Post(ctx, "local", s.ID, session.PostRequest{Turns: []session.NewTurn{toolTurn(calls[0].ID, "part one")}}); err != nil {
+	if _, err := e.svc.Post(ctx, "local", s.ID, session.PostRequest{Turns: []session.NewTurn{toolTurn(calls[0].ID, "part one"), toolTurn(calls[0].ID, "part one, more")}}); err != nil {
 		t.Fatal(err)
 	}
 	r2, err := e.svc.Post(ctx, "local", s.ID, session.PostRequest{Turns: []session.NewTurn{toolTurn(calls[0].ID, "part two")}, Generate: true})

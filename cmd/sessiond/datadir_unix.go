@@ -19,8 +19,8 @@ import (
 func lockData(dir string) (unlock func(), err error) {
 	p := filepath.Join(dir, lockFileName)
 	// The folder itself is locked too: a lock file deleted by hand (it
-	// looks stale) would otherwise let a second sessiond in, and the
-	// folder cannot go while it is in use.
+	// looks stale) would otherwise let a second sessiond in. (A folder
+	// deleted or moved whole is another matter: /healthz reports it.)
 	d, err := os.Open(dir)
 	if err != nil {
 		return nil, fmt.Errorf("open data folder to lock it: %w", err)
