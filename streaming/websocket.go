@@ -48,8 +48,6 @@ type WebSocket struct {
 	writing bool
 	closing bool       // Close has begun: abort leaves the connection to it
 	ended   *sync.Cond // on mu, made by abort: a write ended, or Close began
-
-	pongs atomic.Int64 // pongs received (a sink from Accept), for KeepAlive
 }
 
 // abortGrace is how long the end of a sink's bound context lets a write
@@ -67,29 +65,13 @@ func NewWebSocket(conn *websocket.Conn) *WebSocket {
 // Accept accepts a WebSocket handshake as websocket.Accept does (it has
 // answered the client when it fails) and returns a sink for the connection
 // whose WriteFrame hands the socket all its messages in one write.
-//
-// The sink counts the pongs its reader takes (for KeepAlive), calling
-// opts.OnPongReceived too when it is set.
 func Accept(w http.ResponseWriter, r *http.Request, opts *websocket.AcceptOptions) (*WebSocket, error) {
-	s := &WebSocket{}
-	var o websocket.AcceptOptions
-	if opts != nil {
-		o = *opts
-	}
-	onPong := o.OnPongReceived
-	o.OnPongReceived = func(ctx context.Context, payload []byte) {
-		s.pongs.Add(1)
-		if onPong != nil {
-			onPong(ctx, payload)
-		}
-	}
 	hw := &hijackWriter{ResponseWriter: w}
-	conn, err := websocket.Accept(hw, r, &o)
+	conn, err := websocket.Accept(hw, r, opts)
 	if err != nil {
 		return nil, err
 	}
-	s.conn, s.batch = conn, hw.conn
-	return s, nil
+	return &WebSocket{conn: conn, batch: hw.conn}, nil
 }
 
 // Conn returns the sink's connection, for reading it or handing it over.
@@ -218,10 +200,10 @@ func (s *WebSocket) AfterClose(f func()) bool {
 }
 
 // KeepAlive has the sink ping its client every interval and drop the
-// connection (no close handshake: the peer is gone or stuck) when a ping
-// has had no pong for twice the interval, nothing else has come from the
-// client since the ping either, the caller's reader is waiting for the
-// client (see below) and no WriteFrame is under way: a client late to
+// connection (no close handshake: the peer is gone or stuck) when nothing
+// has come from the client since a ping for twice the interval (its pong,
+// or anything else), the caller's reader is waiting for the client (see
+// below) and no WriteFrame is under way: a client late to
 // answer because it is still reading a long message is left to the
 // viewer's judgement of slow clients, not judged here. Pings keep proxies
 // from closing a quiet connection, and find a client that vanished
@@ -230,8 +212,8 @@ func (s *WebSocket) AfterClose(f func()) bool {
 //
 // The ping is written between two messages with no deadline of its own
 // (coder/websocket's Ping would close a connection whose send buffer is
-// full for 5 s); pongs are counted as the caller's reader takes them. A
-// reader that stops reading for a while (it waits for room in a busy
+// full for 5 s); the client's bytes are counted as the caller's reader
+// takes them. A reader that stops reading for a while (it waits for room in a busy
 // object's queue, say) may leave the pong unread: the client is judged
 // only once the reader has waited in a read with nothing to read for half
 // an interval (at most a second), so a busy server never drops a live
@@ -258,8 +240,7 @@ type keepAlive struct {
 	mu      sync.Mutex // guards the fields below; held neither writing to the socket nor taking the sink's mu
 	timer   *time.Timer
 	sentAt  time.Time // when the unanswered ping was written; zero when none is
-	pongs   int64     // the sink's pong count before it was written
-	read    int64     // the bytes read from the client when it was written
+	read    int64     // the bytes read from the client before it was written
 	sending bool      // a ping is being written
 	stopped bool
 }
@@ -273,16 +254,17 @@ func (k *keepAlive) tick() {
 		k.mu.Unlock()
 		return
 	}
-	if !k.sentAt.IsZero() && k.s.pongs.Load() > k.pongs {
-		k.sentAt = time.Time{} // answered
+	if !k.sentAt.IsZero() && k.s.batch.readBytes.Load() > k.read {
+		k.sentAt = time.Time{} // answered: its pong, or other bytes, came
 	}
-	// Late: no pong, and no other sign of the client either, with the
-	// reader there to see one (see KeepAlive).
+	// Late: nothing from the client, with the reader there to see it
+	// (see KeepAlive).
 	late := !k.sentAt.IsZero() && now.Sub(k.sentAt) >= 2*k.interval &&
-		k.s.batch.readBytes.Load() == k.read && k.s.batch.readerWaited(now, min(k.interval/2, time.Second))
+		k.s.batch.readerWaited(now, min(k.interval/2, time.Second))
 	send := k.sentAt.IsZero() && !k.sending
 	if send {
-		k.pongs, k.sending = k.s.pongs.Load(), true
+		// Before the write: a pong can come as soon as the ping is out.
+		k.read, k.sending = k.s.batch.readBytes.Load(), true
 	}
 	k.timer.Reset(k.interval)
 	k.mu.Unlock()
@@ -300,7 +282,7 @@ func (k *keepAlive) tick() {
 		k.mu.Lock()
 		k.sending = false
 		if err == nil {
-			k.sentAt, k.read = time.Now(), k.s.batch.readBytes.Load()
+			k.sentAt = time.Now()
 		}
 		k.mu.Unlock()
 	}
