@@ -166,45 +166,55 @@ func TestWebSocketRefusedSendWritesNothing(t *testing.T) {
 	}
 }
 
+// queueBehind posts two generating turns to session id: the first
+// generation runs for 20 s (the server's offline model at 50 tokens/s), so
+// that the second waits in the queue for as long as a test needs. It
+// returns their ids.
+func queueBehind(t *testing.T, s *server, id string) (first, second string) {
+	t.Helper()
+	turns := "/v1/sessions/" + id + "/turns"
+	var a, b struct{ Generation struct{ ID, Status string } }
+	s.do(t, "POST", turns, map[string]any{"turns": []any{map[string]any{"role": "user", "content": "/words 1000"}}, "generate": true}, &a)
+	s.do(t, "POST", turns, map[string]any{"turns": []any{map[string]any{"role": "user", "content": "/words 3"}}, "generate": true}, &b)
+	if b.Generation.Status != "queued" {
+		t.Fatalf("second generation %+v", b.Generation)
+	}
+	return a.Generation.ID, b.Generation.ID
+}
+
 // Resuming a generation that was cancelled while queued (it has no turn)
 // gets ready and the generation's done (offset 1, turn null), not an
 // error, and the socket goes on; resuming after that event gets nothing.
 func TestWebSocketResumeGenerationCancelledWhileQueued(t *testing.T) {
 	s := newServer(t, 50, web.Config{}, nil)
 	sess := s.createSession(t, nil)
-	turns := "/v1/sessions/" + sess.ID + "/turns"
-	var first, second struct{ Generation struct{ ID, Status string } }
-	s.do(t, "POST", turns, map[string]any{"turns": []any{map[string]any{"role": "user", "content": "/words 30"}}, "generate": true}, &first)
-	s.do(t, "POST", turns, map[string]any{"turns": []any{map[string]any{"role": "user", "content": "/words 3"}}, "generate": true}, &second)
-	if second.Generation.Status != "queued" {
-		t.Fatalf("second generation %+v", second.Generation)
-	}
-	if st, raw := s.do(t, "POST", "/v1/sessions/"+sess.ID+"/generations/"+second.Generation.ID+"/cancel", nil, nil); st != 200 {
+	_, second := queueBehind(t, s, sess.ID)
+	if st, raw := s.do(t, "POST", "/v1/sessions/"+sess.ID+"/generations/"+second+"/cancel", nil, nil); st != 200 {
 		t.Fatalf("cancel: %d %s", st, raw)
 	}
 	c := s.dial(t, sess.ID)
 	defer c.CloseNow()
-	send(t, c, map[string]any{"type": "hello", "resume": map[string]any{"generation": second.Generation.ID, "after": 0}})
+	send(t, c, map[string]any{"type": "hello", "resume": map[string]any{"generation": second, "after": 0}})
 	if m := recv(t, c); m.Type != "ready" {
 		t.Fatalf("hello answered %+v", m)
 	}
 	for {
 		m := recv(t, c)
-		if m.Type == "delta" && m.Generation != second.Generation.ID {
+		if m.Type == "delta" && m.Generation != second {
 			continue // the first generation's
 		}
-		if m.Type != "done" || m.Generation != second.Generation.ID || m.Offset != 1 || string(m.Turn) != "null" {
+		if m.Type != "done" || m.Generation != second || m.Offset != 1 || string(m.Turn) != "null" {
 			t.Fatalf("after ready: %+v (turn %s), want the cancelled generation's done at 1", m, m.Turn)
 		}
 		break
 	}
-	send(t, c, map[string]any{"type": "hello", "resume": map[string]any{"generation": second.Generation.ID, "after": 1}})
+	send(t, c, map[string]any{"type": "hello", "resume": map[string]any{"generation": second, "after": 1}})
 	for { // the first generation's deltas may come before ready
 		m := recv(t, c)
 		if m.Type == "ready" {
 			break
 		}
-		if m.Type != "delta" || m.Generation == second.Generation.ID {
+		if m.Type != "delta" || m.Generation == second {
 			t.Fatalf("second hello answered %+v", m)
 		}
 	}
@@ -214,7 +224,7 @@ func TestWebSocketResumeGenerationCancelledWhileQueued(t *testing.T) {
 		if m.Type == "pong" {
 			break
 		}
-		if m.Type == "error" || m.Generation == second.Generation.ID {
+		if m.Type == "error" || m.Generation == second {
 			t.Fatalf("after ready: %+v", m)
 		}
 	}
@@ -226,18 +236,12 @@ func TestWebSocketResumeGenerationCancelledWhileQueued(t *testing.T) {
 func TestWebSocketSeesQueuedGenerationCancelled(t *testing.T) {
 	s := newServer(t, 50, web.Config{}, nil)
 	sess := s.createSession(t, nil)
-	turns := "/v1/sessions/" + sess.ID + "/turns"
-	var first, second struct{ Generation struct{ ID, Status string } }
-	s.do(t, "POST", turns, map[string]any{"turns": []any{map[string]any{"role": "user", "content": "/words 1000"}}, "generate": true}, &first)
-	s.do(t, "POST", turns, map[string]any{"turns": []any{map[string]any{"role": "user", "content": "/words 3"}}, "generate": true}, &second)
-	if second.Generation.Status != "queued" {
-		t.Fatalf("second generation %+v", second.Generation)
-	}
+	first, second := queueBehind(t, s, sess.ID)
 	resumed := s.dial(t, sess.ID)
 	defer resumed.CloseNow()
 	viewing := s.dial(t, sess.ID)
 	defer viewing.CloseNow()
-	send(t, resumed, map[string]any{"type": "hello", "resume": map[string]any{"generation": second.Generation.ID, "after": 0}})
+	send(t, resumed, map[string]any{"type": "hello", "resume": map[string]any{"generation": second, "after": 0}})
 	send(t, viewing, map[string]any{"type": "hello"})
 	for _, c := range []*websocket.Conn{resumed, viewing} {
 		for {
@@ -245,21 +249,21 @@ func TestWebSocketSeesQueuedGenerationCancelled(t *testing.T) {
 			if m.Type == "ready" {
 				break
 			}
-			if m.Type != "delta" || m.Generation != first.Generation.ID {
+			if m.Type != "delta" || m.Generation != first {
 				t.Fatalf("before ready: %+v", m)
 			}
 		}
 	}
-	if st, raw := s.do(t, "POST", "/v1/sessions/"+sess.ID+"/generations/"+second.Generation.ID+"/cancel", nil, nil); st != 200 {
+	if st, raw := s.do(t, "POST", "/v1/sessions/"+sess.ID+"/generations/"+second+"/cancel", nil, nil); st != 200 {
 		t.Fatalf("cancel: %d %s", st, raw)
 	}
 	for i, c := range []*websocket.Conn{resumed, viewing} {
 		for {
 			m := recv(t, c)
-			if m.Type == "turn" || m.Generation == first.Generation.ID && m.Type != "error" {
+			if m.Type == "turn" || m.Generation == first && m.Type != "error" {
 				continue // the first generation's, on a slow machine to its end
 			}
-			if m.Type != "done" || m.Generation != second.Generation.ID || m.Offset != 1 || string(m.Turn) != "null" {
+			if m.Type != "done" || m.Generation != second || m.Offset != 1 || string(m.Turn) != "null" {
 				t.Fatalf("socket %d after the cancel: %+v (turn %s), want the cancelled generation's done at 1", i, m, m.Turn)
 			}
 			break
