@@ -146,8 +146,8 @@ func (o *sessionObj) publishTurn(ctx context.Context, tx *objects.Tx, m *meta, t
 // large it is). Tool calls whose JSON is larger than maxEventContent are
 // listed without their arguments (a coding agent's call may carry a whole
 // file), and not at all when even that list is larger: an event must stay
-// far below the bus's limit, or the turn could not commit. The content is spliced in as stored; preview is
-// preview(t).
+// far below the bus's limit, or the turn could not commit. The content is
+// spliced in as stored; preview is preview(t).
 func appendTurnEvent(b []byte, at time.Time, owner, sessionID string, t Turn, preview string) []byte {
 	content := t.Content
 	if len(content) > maxEventContent {

@@ -52,7 +52,7 @@ func buildModels(cfg config, getenv func(string) string, logger *slog.Logger) (*
 		if err := dec.Decode(&specs); err != nil {
 			return nil, usageErrorf("--models %s: %w", cfg.ModelsFile, err)
 		}
-		if dec.More() || dec.InputOffset() < int64(len(bytes.TrimRight(b, " \t\r\n"))) {
+		if dec.InputOffset() < int64(len(bytes.TrimRight(b, " \t\r\n"))) {
 			return nil, usageErrorf("--models %s: text after the JSON array: the file must hold one array of models", cfg.ModelsFile)
 		}
 		marked := "" // the model marked default
