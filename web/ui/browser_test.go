@@ -215,6 +215,11 @@ func TestBrowser(t *testing.T) {
 		tab.click(`#transcript li.turn[data-role="assistant"] button[data-action="fork"]`)
 		tab.waitFor("the fork opens", fmt.Sprintf(`location.pathname.startsWith("/s/") && location.pathname !== %q && document.querySelector("#conn").dataset.state === "open"`, from)+
 			` && `+lastAssistant(`t.querySelector(".content").textContent === "1 2 3"`))
+		// Its entry in the list says how it ends, as the server's does.
+		fork := strings.TrimPrefix(eval[string](tab, `location.pathname`), "/s/")
+		if got := eval[string](tab, fmt.Sprintf(`document.querySelector('#session-list a[data-id=%q] .s-preview').textContent`, fork)); got != "1 2 3" {
+			t.Errorf("the fork's preview in the list=%q, want %q", got, "1 2 3")
+		}
 	})
 
 	t.Run("OpenByURL", func(t *testing.T) {
@@ -229,6 +234,13 @@ func TestBrowser(t *testing.T) {
 
 		missing := b.open(t, base+"/s/no-such-session")
 		missing.waitFor("an error with the server's message", `!document.querySelector("#banner").hidden && /not.found/i.test(document.querySelector("#banner").textContent)`)
+		// A link cut inside a character: the same answer, no uncaught
+		// error (b.open fails the test on one).
+		cut := b.open(t, base+"/s/%E2%82")
+		cut.waitFor("no such session", `!document.querySelector("#banner").hidden && /No such session/.test(document.querySelector("#banner").textContent)`)
+		// Opening a session that exists clears that error.
+		cut.do(chromedp.Evaluate[chromedp.Void](fmt.Sprintf(`history.pushState(null, "", "/s/%s"); dispatchEvent(new PopStateEvent("popstate"))`, id)))
+		cut.waitFor("the session, and the error gone", `document.querySelector("#session-title").textContent === "Opened by URL" && document.querySelector("#banner").hidden`)
 	})
 
 	t.Run("RenameDelete", func(t *testing.T) {
@@ -241,6 +253,17 @@ func TestBrowser(t *testing.T) {
 		tab.do(chromedp.SendKeys(chromedp.CSS("#dialog-input"), "Renamed <b>here</b>"+kb.Enter))
 		tab.waitFor("the new title in the header and the list", fmt.Sprintf(
 			`document.querySelector("#session-title").textContent === "Renamed <b>here</b>" && document.querySelector('#session-list a[data-id=%q] .s-title').textContent === "Renamed <b>here</b>"`, id))
+		// A refused rename shows why; the next one that works clears it.
+		tab.click("#rename")
+		tab.waitFor("the rename dialog", `document.querySelector("#dialog").open`)
+		tab.do(chromedp.Evaluate[chromedp.Void](`document.querySelector("#dialog-input").value = "x".repeat(5000)`))
+		tab.click("#dialog-ok")
+		tab.waitFor("the refusal", `!document.querySelector("#banner").hidden && /Could not rename/.test(document.querySelector("#banner").textContent)`)
+		tab.click("#rename")
+		tab.waitFor("the rename dialog", `document.querySelector("#dialog").open`)
+		tab.do(chromedp.Evaluate[chromedp.Void](`document.querySelector("#dialog-input").value = "Renamed again"`))
+		tab.click("#dialog-ok")
+		tab.waitFor("the new title, the refusal gone", `document.querySelector("#session-title").textContent === "Renamed again" && document.querySelector("#banner").hidden`)
 		tab.click("#delete")
 		tab.waitFor("the delete dialog", `document.querySelector("#dialog").open`)
 		tab.click("#dialog-ok")
@@ -252,6 +275,46 @@ func TestBrowser(t *testing.T) {
 		res.Body.Close()
 		if res.StatusCode != http.StatusNotFound {
 			t.Fatalf("GET the deleted session: %s, want 404", res.Status)
+		}
+	})
+
+	t.Run("SendWhileOpening", func(t *testing.T) {
+		// Two messages typed at once on the start page: the second waits
+		// for the session the first creates, and both go there, in order.
+		before := listIDs(t, srv)
+		tab := b.open(t, base+"/")
+		first := "/say " + strings.Repeat("a", 53) + "😀 and more"
+		second := "/say second"
+		arg, _ := json.Marshal([]string{first, second})
+		tab.do(chromedp.Evaluate[chromedp.Void](`for (const m of ` + string(arg) + `) {
+			document.querySelector("#composer-input").value = m;
+			document.querySelector("#composer").requestSubmit();
+		}`))
+		tab.waitFor("both replies", `[...document.querySelectorAll('#transcript li.turn[data-role="assistant"][data-status="complete"]')].length === 2`)
+		after := listIDs(t, srv)
+		if len(after) != len(before)+1 {
+			t.Fatalf("sessions before %d, after %d: want one more", len(before), len(after))
+		}
+		id := strings.TrimPrefix(eval[string](tab, `location.pathname`), "/s/")
+		if got, want := userTurns(t, srv, id), []string{first, second}; !slices.Equal(got, want) {
+			t.Fatalf("user turns of %s=%q, want %q", id, got, want)
+		}
+		// The title is the first message cut where a reader would cut
+		// it, not inside the emoji.
+		if got, want := eval[string](tab, `document.querySelector("#session-title").textContent`), "/say "+strings.Repeat("a", 53)+"😀…"; got != want {
+			t.Errorf("title=%q, want %q", got, want)
+		}
+
+		// A session picked in the list and written to before it loaded.
+		other := createSession(t, srv, "Picked", "/say picked")
+		tab.do(chromedp.Reload())
+		tab.waitFor("the list", fmt.Sprintf(`!!document.querySelector('#session-list a[data-id=%q]')`, other))
+		tab.do(chromedp.Evaluate[chromedp.Void](fmt.Sprintf(`document.querySelector('#session-list a[data-id=%q]').click();
+			document.querySelector("#composer-input").value = "/say right away";
+			document.querySelector("#composer").requestSubmit();`, other)))
+		tab.waitFor("the reply in the picked session", fmt.Sprintf(`location.pathname === "/s/%s" && `, other)+lastAssistant(`t.dataset.status === "complete" && t.querySelector(".content").textContent === "right away"`))
+		if got, want := userTurns(t, srv, other), []string{"/say picked", "/say right away"}; !slices.Equal(got, want) {
+			t.Fatalf("user turns of %s=%q, want %q", other, got, want)
 		}
 	})
 
@@ -338,8 +401,16 @@ func TestBrowser(t *testing.T) {
 		locked := pageURL(t, startSessiond(t, bin, "--api-keys", key+"=alice"))
 		tab := b.open(t, locked+"/")
 		tab.waitFor("the page asks for an API key", `document.querySelector("#dialog").open && document.activeElement === document.querySelector("#dialog-input")`)
+		// Cancelled: the list offers to sign in, and asks again.
+		tab.do(chromedp.Evaluate[chromedp.Void](`document.querySelector("#dialog").close()`))
+		tab.waitFor("a way to sign in", `!!document.querySelector("#sign-in") && !document.querySelector("#banner").hidden`)
+		tab.click("#sign-in")
+		tab.waitFor("the question again", `document.querySelector("#dialog").open`)
+		// A mistyped key is refused, and the page asks again.
+		tab.do(chromedp.SendKeys(chromedp.CSS("#dialog-input"), "mistyped-key-0123456789"+kb.Enter))
+		tab.waitFor("the question again, saying the key was refused", `document.querySelector("#dialog").open && /refused/.test(document.querySelector("#dialog-text").textContent)`)
 		tab.do(chromedp.SendKeys(chromedp.CSS("#dialog-input"), key+kb.Enter))
-		tab.waitFor("the dialog closes and the list loads", `!document.querySelector("#dialog").open && !!document.querySelector("#session-list li")`)
+		tab.waitFor("the dialog closes and the list loads, the refusal gone", `!document.querySelector("#dialog").open && !!document.querySelector("#session-list li") && !document.querySelector("#sign-in") && document.querySelector("#banner").hidden`)
 		tab.click("#new-session")
 		tab.waitFor("connected with the key", `location.pathname.startsWith("/s/") && document.querySelector("#conn").dataset.state === "open"`)
 		tab.send("/words 3")
@@ -522,6 +593,11 @@ func TestBrowser(t *testing.T) {
 			{"![i](https://e.org/i.png)", `<p><a href="https://e.org/i.png" target="_blank" rel="noopener noreferrer nofollow">i</a></p>`},
 			{"# T\n> q", "<h1>T</h1><blockquote><p>q</p></blockquote>"},
 			{"| a | b |\n|---|--:|\n| 1 | 2 |", `<div class="table"><table><thead><tr><th>a</th><th class="align-right">b</th></tr></thead><tbody><tr><td>1</td><td class="align-right">2</td></tr></tbody></table></div>`},
+			{"# T ##\n# C#", "<h1>T</h1><h1>C#</h1>"},
+			{"[w](https://e.org/Foo_(bar)) and https://e.org/Foo_(bar).", `<p><a href="https://e.org/Foo_(bar)" target="_blank" rel="noopener noreferrer nofollow">w</a> and <a href="https://e.org/Foo_(bar)" target="_blank" rel="noopener noreferrer nofollow">https://e.org/Foo_(bar)</a>.</p>`},
+			{"(https://e.org)", `<p>(<a href="https://e.org" target="_blank" rel="noopener noreferrer nofollow">https://e.org</a>)</p>`},
+			{"``a ` b`` and ``x` y", "<p><code>a ` b</code> and ``x` y</p>"},
+			{"~~~ py `x`\ncode\n~~~", `<pre><code class="language-py" data-lang="py">code</code></pre>`},
 		}
 		srcs := make([]string, len(cases))
 		for i, c := range cases {
@@ -536,6 +612,17 @@ func TestBrowser(t *testing.T) {
 				[...e.attributes].some(a => a.name.startsWith("on") || a.name === "style" || (a.name === "href" && !/^(https?:|mailto:)/i.test(a.value))));
 			return {html, dangerous: bad.length};
 		}))`)
+		// Output a model may write to freeze a page whose patterns
+		// backtrack (each took the old renderer 7 to 64 s; the eval's
+		// timeout is 20 s): rendered, and safely.
+		hostile := `["[a](".repeat(50000), "~".repeat(8000) + "` + "`" + `", "# a" + " ".repeat(100000) + "#b",
+			"[".repeat(200000), '[a](x "'.repeat(30000), "` + "``" + `a ".repeat(50000)]`
+		if n := evalAsync[int](tab, `import("/static/markdown.js").then(m => `+hostile+`.filter(src => {
+			const doc = new DOMParser().parseFromString("<body>" + m.renderMarkdown(src), "text/html");
+			return doc.body.querySelector("a, script, img") === null;
+		}).length)`); n != 6 {
+			t.Errorf("%d of 6 hostile sources rendered without links or tags", n)
+		}
 		for i, c := range cases {
 			if got[i].Dangerous != 0 {
 				t.Errorf("render(%q) made %d dangerous elements: %s", c.src, got[i].Dangerous, got[i].HTML)
@@ -545,6 +632,64 @@ func TestBrowser(t *testing.T) {
 			}
 		}
 	})
+}
+
+// listIDs returns the ids of the local owner's sessions (auth off).
+func listIDs(t *testing.T, s *sessiond) []string {
+	t.Helper()
+	var ids []string
+	cursor := ""
+	for {
+		var page struct {
+			Sessions []struct {
+				ID string `json:"id"`
+			} `json:"sessions"`
+			Next string `json:"next_cursor"`
+		}
+		getJSON(t, s.URL+"/v1/sessions?limit=100&cursor="+url.QueryEscape(cursor), &page)
+		for _, e := range page.Sessions {
+			ids = append(ids, e.ID)
+		}
+		if page.Next == "" {
+			return ids
+		}
+		cursor = page.Next
+	}
+}
+
+// userTurns returns the contents of session id's user turns, in order.
+func userTurns(t *testing.T, s *sessiond, id string) []string {
+	t.Helper()
+	var page struct {
+		Turns []struct {
+			Role    string `json:"role"`
+			Content string `json:"content"`
+		} `json:"turns"`
+	}
+	getJSON(t, s.URL+"/v1/sessions/"+id+"/turns?limit=100", &page)
+	var out []string
+	for _, tr := range page.Turns {
+		if tr.Role == "user" {
+			out = append(out, tr.Content)
+		}
+	}
+	return out
+}
+
+func getJSON(t *testing.T, url string, out any) {
+	t.Helper()
+	res, err := http.Get(url)
+	if err != nil {
+		t.Fatalf("GET %s: %v", url, err)
+	}
+	defer res.Body.Close()
+	data, _ := io.ReadAll(res.Body)
+	if res.StatusCode != http.StatusOK {
+		t.Fatalf("GET %s: %s %s", url, res.Status, data)
+	}
+	if err := json.Unmarshal(data, out); err != nil {
+		t.Fatalf("GET %s: %v", url, err)
+	}
 }
 
 // words is the offline model's answer to /words n.

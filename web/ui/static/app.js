@@ -131,6 +131,7 @@ async function askForKey(err) {
   if (!k) return null;
   storage.set(k);
   els.signOut.hidden = false;
+  if (bannerFor?.status === 401) clearError();
   return k;
 }
 
@@ -144,17 +145,30 @@ function announce(t) {
 
 // ---- errors and connection state ------------------------------------------
 
+// The banner shows the last error, with what failed (prefix) and its
+// status: succeeded stops showing it once that works, and a sign-in clears
+// a refusal of the key.
+let bannerFor = null; // {prefix, status} of the error shown
+
 function showError(err, prefix = "") {
   if (!err) return;
   const msg = err.message || String(err);
   const code = err.code && err.code !== msg ? ` (${err.code})` : "";
   els.bannerText.textContent = (prefix ? prefix + ": " : "") + msg + code;
   els.banner.hidden = false;
+  bannerFor = { prefix, status: err.status };
 }
 
 function clearError() {
   els.banner.hidden = true;
   els.bannerText.textContent = "";
+  bannerFor = null;
+}
+
+// succeeded clears the banner if it shows an error of what the prefixes
+// name (which has worked since).
+function succeeded(...prefixes) {
+  if (bannerFor && prefixes.includes(bannerFor.prefix)) clearError();
 }
 
 els.bannerClose.addEventListener("click", clearError);
@@ -189,8 +203,14 @@ async function refreshSessions({ more = false } = {}) {
     const res = await client.listSessions({ limit: 50, cursor: more ? state.nextCursor : undefined });
     state.sessions = more ? state.sessions.concat(res.sessions || []) : res.sessions || [];
     state.nextCursor = res.next_cursor || null;
+    state.signedOut = false;
+    succeeded("Could not load sessions");
     renderSessions();
   } catch (err) {
+    // Refused without a key (the sign-in was cancelled): the list offers
+    // to sign in rather than saying there are no sessions.
+    state.signedOut = err.status === 401;
+    if (state.signedOut) renderSessions();
     showError(err, "Could not load sessions");
   }
 }
@@ -223,7 +243,18 @@ function renderSessions() {
     li.append(a);
     return li;
   });
-  if (!items.length) {
+  if (!items.length && state.signedOut) {
+    const li = document.createElement("li");
+    li.className = "s-none";
+    const b = document.createElement("button");
+    b.type = "button";
+    b.className = "link";
+    b.id = "sign-in";
+    b.textContent = "Sign in to see your sessions";
+    b.addEventListener("click", () => refreshSessions());
+    li.append(b);
+    items.push(li);
+  } else if (!items.length) {
     const li = document.createElement("li");
     li.className = "s-none";
     li.textContent = "No sessions yet.";
@@ -284,6 +315,7 @@ els.rename.addEventListener("click", async () => {
     const entry = state.sessions.find((x) => x.id === s.id);
     if (entry) entry.title = updated.title;
     renderSessions();
+    succeeded("Could not rename");
   } catch (err) {
     showError(err, "Could not rename");
   }
@@ -326,8 +358,21 @@ function navigate(path) {
 function route() {
   const m = /^\/s\/([^/]+)\/?$/.exec(location.pathname);
   setSidebar(false);
-  if (m) openSession(decodeURIComponent(m[1]));
-  else closeSession();
+  if (!m) {
+    closeSession();
+    return;
+  }
+  let id;
+  try {
+    id = decodeURIComponent(m[1]);
+  } catch {
+    // A link cut in the middle of a character (%E2%82): no session has
+    // such a name.
+    closeSession();
+    showError({ message: "this link does not name a session", code: "not_found", status: 404 }, "No such session");
+    return;
+  }
+  openSession(id);
 }
 
 window.addEventListener("popstate", route);
@@ -350,7 +395,18 @@ function closeSession() {
   document.title = "sessiond";
 }
 
-async function openSession(id) {
+// openSession shows session id; state.opening is its load in flight (a
+// message sent meanwhile waits for it).
+function openSession(id) {
+  const p = loadSession(id);
+  state.opening = p;
+  p.finally(() => {
+    if (state.opening === p) state.opening = null;
+  });
+  return p;
+}
+
+async function loadSession(id) {
   // The same session again: nothing to do while its connection lives; a
   // connection that ended for good (refused) is opened afresh.
   if (state.current?.id === id && state.conn && state.conn.status !== "closed") return;
@@ -368,6 +424,7 @@ async function openSession(id) {
     mergeSnapshot(page.turns || [], page.has_more);
     renderHeader();
     renderSessions();
+    succeeded("No such session", "Could not open the session");
   } catch (err) {
     if (seq !== state.seq) return;
     state.current = null;
@@ -408,8 +465,8 @@ function connect(id, seq) {
       upsertTurn(turn);
       if (turn.role === "assistant" && turn.status === "streaming") state.running = turn.generation_id;
       if (turn.role !== "assistant" || turn.status !== "streaming") {
-        const text = turnText(turn);
-        if (text) touchSession(state.current, text.replace(/\s+/g, " ").slice(0, 140));
+        const text = previewOf(turn);
+        if (text) touchSession(state.current, text);
       }
       renderTranscript();
     }),
@@ -762,7 +819,7 @@ els.transcript.addEventListener("click", async (e) => {
       renderStop();
     } else if (b.dataset.action === "fork") {
       const fork = await client.fork(s.id, t.id);
-      touchSession(fork, "");
+      touchSession(fork, previewOf(t)); // the fork ends with t
       navigate("/s/" + encodeURIComponent(fork.id));
     }
   } catch (err) {
@@ -814,17 +871,36 @@ els.input.addEventListener("keydown", (e) => {
   }
 });
 
-els.composer.addEventListener("submit", async (e) => {
+// Messages are sent one at a time, in the order typed: a message typed
+// while the one before still creates or opens its session waits for it,
+// and goes to the same session (not a second new one).
+let sending = Promise.resolve();
+
+els.composer.addEventListener("submit", (e) => {
   e.preventDefault();
   const text = els.input.value;
   if (!text.trim()) return;
   els.input.value = "";
   autosize();
   clearError();
+  const target = state.current?.id ?? null; // the session it was typed in (null: a new one)
+  const prev = sending;
+  sending = (async () => {
+    await prev;
+    await submit(text, target);
+  })();
+});
+
+async function submit(text, target) {
   try {
+    // The message before it may have made the session this one goes to.
+    if (target === null && state.current && state.created === state.current.id) target = state.current.id;
+    if (target !== (state.current?.id ?? null)) throw new Error("another session was opened before it was sent");
+    if (state.opening) await state.opening;
     if (!state.current) {
       const s = await client.createSession({ title: titleFrom(text) });
       touchSession(s, "");
+      state.created = s.id;
       history.pushState(null, "", "/s/" + encodeURIComponent(s.id));
       await openSession(s.id);
     } else if (!state.current.loading && !state.current.title && state.current.last_turn_id === 0 && state.chain.length === 0) {
@@ -852,11 +928,23 @@ els.composer.addEventListener("submit", async (e) => {
     }
     showError(err, "Not sent");
   }
-});
+}
+
+// clip returns s cut to at most n characters as a reader counts them
+// (a cut never splits an emoji or an accented letter), with … when cut.
+function clip(s, n) {
+  const seg = typeof Intl !== "undefined" && Intl.Segmenter ? new Intl.Segmenter() : null;
+  const chars = seg ? Array.from(seg.segment(s.slice(0, 8 * n)), (x) => x.segment) : Array.from(s.slice(0, 8 * n));
+  return chars.length > n ? chars.slice(0, n - 1).join("") + "…" : s.length > 8 * n ? chars.join("") + "…" : chars.join("");
+}
 
 function titleFrom(text) {
-  const line = text.trim().split("\n")[0];
-  return line.length > 60 ? line.slice(0, 59) + "…" : line;
+  return clip(text.trim().split("\n")[0], 60);
+}
+
+// previewOf is a turn's text as the session list shows it.
+function previewOf(t) {
+  return clip(turnText(t).replace(/\s+/g, " ").trim(), 140);
 }
 
 els.stop.addEventListener("click", async () => {

@@ -19,8 +19,12 @@ export function escapeHTML(s) {
   return String(s).replace(/[&<>"']/g, (c) => ESCAPES[c]);
 }
 
-const FENCE = /^ {0,3}(`{3,}|~{3,})[ \t]*([^`\s]*)[^`]*$/;
-const HEADING = /^ {0,3}(#{1,6})(?:[ \t]+(.*?))?(?:[ \t]+#+)?[ \t]*$/;
+// Every pattern here runs on untrusted text, some of it on every render of
+// a streaming reply: none may backtrack more than linearly on a line (a
+// fence of 8,000 tildes, a heading of 100,000 spaces, 50,000 "[a](" froze
+// the page for seconds), so the ambiguous parts are done by hand.
+const FENCE_RUN = /^ {0,3}(`{3,}|~{3,})/;
+const HEADING = /^ {0,3}(#{1,6})(?:[ \t]+(.*))?$/;
 const RULE = /^ {0,3}([-*_])(?:[ \t]*\1){2,}[ \t]*$/;
 const QUOTE = /^ {0,3}> ?/;
 const ITEM = /^( {0,12})([-*+]|\d{1,9}[.)])([ \t]+|$)/;
@@ -36,8 +40,29 @@ export function renderMarkdown(src) {
   return blocks(text.split("\n"), 0);
 }
 
+// fenceOf returns the fence a line opens ({fence, lang}), or null. A
+// backtick fence's info string holds no backtick; the language is its
+// first word.
+function fenceOf(line) {
+  const m = FENCE_RUN.exec(line);
+  if (!m) return null;
+  const rest = line.slice(m[0].length);
+  if (m[1][0] === "`" && rest.includes("`")) return null;
+  return { fence: m[1], lang: rest.trim().split(/[ \t]/, 1)[0] };
+}
+
+// headingText returns a heading's text without its closing run of #s and
+// the blanks around it.
+function headingText(s) {
+  s = (s || "").trimEnd();
+  let j = s.length;
+  while (j > 0 && s[j - 1] === "#") j--;
+  if (j < s.length && (j === 0 || s[j - 1] === " " || s[j - 1] === "\t")) s = s.slice(0, j).trimEnd();
+  return s;
+}
+
 function startsBlock(line) {
-  return FENCE.test(line) || HEADING.test(line) || RULE.test(line) || QUOTE.test(line) || ITEM.test(line);
+  return fenceOf(line) !== null || HEADING.test(line) || RULE.test(line) || QUOTE.test(line) || ITEM.test(line);
 }
 
 function blocks(lines, depth) {
@@ -49,9 +74,9 @@ function blocks(lines, depth) {
     let m;
     if (/^\s*$/.test(line)) {
       i++;
-    } else if ((m = FENCE.exec(line))) {
-      const fence = m[1];
-      const lang = (m[2] || "").replace(/[^\w+#.-]/g, "").slice(0, 32);
+    } else if ((m = fenceOf(line))) {
+      const fence = m.fence;
+      const lang = m.lang.replace(/[^\w+#.-]/g, "").slice(0, 32);
       const body = [];
       i++;
       while (i < lines.length) {
@@ -65,7 +90,7 @@ function blocks(lines, depth) {
       out += `<pre><code${cls}>${escapeHTML(body.join("\n"))}</code></pre>`;
     } else if ((m = HEADING.exec(line))) {
       const n = m[1].length;
-      out += `<h${n}>${inline(m[2] || "")}</h${n}>`;
+      out += `<h${n}>${inline(headingText(m[2]))}</h${n}>`;
       i++;
     } else if (RULE.test(line)) {
       out += "<hr>";
@@ -185,6 +210,46 @@ function link(label, url) {
   return `<a href="${url}" target="_blank" rel="noopener noreferrer nofollow">${label}</a>`;
 }
 
+// codeSpans returns text with each code span (a run of n backticks, then
+// text, then the next run of exactly n) replaced by span(its text), with
+// one space stripped from each end of text that has one at both. A run
+// with no closing run is plain text. Linear: the runs are found once, and
+// the search for each length's next run only moves forward.
+function codeSpans(text, span) {
+  const runs = [];
+  for (let i = text.indexOf("`"); i >= 0; i = text.indexOf("`", i)) {
+    let j = i;
+    while (j < text.length && text[j] === "`") j++;
+    runs.push({ at: i, n: j - i });
+    i = j;
+  }
+  if (runs.length < 2) return text;
+  const byLen = new Map(); // n → indexes into runs, ascending
+  runs.forEach((r, k) => {
+    const l = byLen.get(r.n);
+    if (l) l.push(k);
+    else byLen.set(r.n, [k]);
+  });
+  const next = new Map(); // n → position in byLen.get(n) to search from
+  let out = "";
+  let from = 0; // text before this is in out
+  for (let k = 0; k < runs.length; k++) {
+    const r = runs[k];
+    const l = byLen.get(r.n);
+    let p = next.get(r.n) ?? 0;
+    while (p < l.length && l[p] <= k) p++;
+    next.set(r.n, p);
+    if (p === l.length) continue; // no closing run: plain backticks
+    const close = runs[l[p]];
+    let code = text.slice(r.at + r.n, close.at);
+    if (code.length > 1 && code.startsWith(" ") && code.endsWith(" ") && code.trim() !== "") code = code.slice(1, -1);
+    out += text.slice(from, r.at) + span(code);
+    from = close.at + close.n;
+    k = l[p];
+  }
+  return out + text.slice(from);
+}
+
 // inline renders the spans of one block of text: code spans first (their
 // content is only escaped), then links, emphasis and line breaks in the rest.
 // Finished HTML is parked behind NUL-delimited placeholders so that later
@@ -192,17 +257,20 @@ function link(label, url) {
 function inline(text) {
   const parked = [];
   const park = (html) => `\u0000${parked.push(html) - 1}\u0000`;
-  let s = text.replace(/(`+)([^`]|[^`][\s\S]*?[^`])\1(?!`)/g, (_, ticks, code) => {
-    const c = code.length > 1 && code.startsWith(" ") && code.endsWith(" ") ? code.slice(1, -1) : code;
-    return park(`<code>${escapeHTML(c)}</code>`);
-  });
+  let s = codeSpans(text, (code) => park(`<code>${escapeHTML(code)}</code>`));
   s = escapeHTML(s);
-  // Links whose label may hold emphasis: [label](url "title")
-  s = s.replace(/!?\[([^\]\n]+)\]\(\s*([^\s)]+)(?:\s+&quot;[^\n]*?&quot;)?\s*\)/g, (all, label, url) => {
+  // Links whose label may hold emphasis: [label](url "title"). The label
+  // holds no bracket and the title is bounded, and the URL's parentheses
+  // must pair (one level, as in Foo_(bar)): no start rescans the rest of
+  // a line that never closes.
+  s = s.replace(/!?\[([^[\]\n]{1,1000})\]\([ \t]*((?:[^\s()]|\([^\s()]*\))+)(?:[ \t]+&quot;[^\n]{0,1000}?&quot;)?[ \t]*\)/g, (all, label, url) => {
     const a = link(label, url);
     return a ? park(a) : all;
   });
-  s = s.replace(/(^|[\s(])((?:https?:\/\/)[^\s<\u0000]*[^\s<\u0000.,;:!?)'"&])/gi, (all, pre, url) => {
+  // Bare links: the URL's paired parentheses are part of it, a closing
+  // one without its pair is not, nor is the punctuation that ends a
+  // sentence.
+  s = s.replace(/(^|[\s(])(https?:\/\/(?:[^\s<\u0000()]|\([^\s<\u0000()]*\))*(?:[^\s<\u0000().,;:!?'"&]|\([^\s<\u0000()]*\)))/gi, (all, pre, url) => {
     const a = link(url, url);
     return a ? pre + park(a) : all;
   });

@@ -57,6 +57,9 @@ export function newKey() {
   return Array.from(b, (x) => x.toString(16).padStart(2, "0")).join("");
 }
 
+// MAX_REAUTH bounds how many times one request asks onUnauthorized.
+const MAX_REAUTH = 5;
+
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
 /**
@@ -70,8 +73,9 @@ export class SessiondClient {
    * @param {string} [options.apiKey] sent as "Authorization: Bearer …"; empty: none (auth off)
    * @param {(err: SessiondError) => Promise<string|null>} [options.onUnauthorized]
    *   called when a request answers 401; resolve with a new API key to retry
-   *   the request once with it, or null to fail with the 401. Calls made
-   *   while one is pending share it.
+   *   the request with it, or null to fail with the 401. A key refused in
+   *   turn asks again (a mistyped key), up to 5 times for one request.
+   *   Calls made while one is pending share it.
    * @param {typeof fetch} [options.fetch] fetch to use (tests, Node)
    * @param {typeof WebSocket} [options.WebSocket] WebSocket to use
    */
@@ -112,7 +116,7 @@ export class SessiondClient {
       const qs = q.toString();
       if (qs) url += "?" + qs;
     }
-    for (let retried = false; ; retried = true) {
+    for (let asked = 0; ; ) {
       const headers = { Accept: "application/json" };
       if (body !== undefined) headers["Content-Type"] = "application/json";
       const usedKey = this.apiKey;
@@ -141,9 +145,10 @@ export class SessiondClient {
       if (res.ok) return data;
       const e = data?.error;
       const err = new SessiondError(res.status, e?.code || `http_${res.status}`, e?.message || res.statusText || `HTTP ${res.status}`);
-      if (res.status === 401 && !retried) {
+      if (res.status === 401 && asked < MAX_REAUTH) {
         // Another call may have signed in meanwhile: try its key first.
         if (this.apiKey !== usedKey) continue;
+        asked++;
         if (this.onUnauthorized && (await this.#reauth(err))) continue;
       }
       throw err;
