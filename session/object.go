@@ -604,7 +604,7 @@ func (o *sessionObj) replay(ctx context.Context, tx *objects.Tx, key, hash strin
 	if err := json.Unmarshal([]byte(idsJSON), &ids); err != nil {
 		return nil, true, err
 	}
-	res := &PostResult{Turns: []Turn{}}
+	res := &PostResult{Turns: []Turn{}, replayed: true}
 	for _, id := range ids {
 		t, err := o.getTurn(ctx, tx, id)
 		if err != nil {

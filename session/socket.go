@@ -305,7 +305,8 @@ func (o *sessionObj) WebSocketMessage(ctx context.Context, tx *objects.Tx, s *ob
 			sv.v.Send(errorMsg(code, text))
 			return nil
 		}
-		if _, err := o.post(ctx, tx, &req); err != nil {
+		res, err := o.post(ctx, tx, &req)
+		if err != nil {
 			code, text := ErrorCode(err)
 			if code == "internal" {
 				return err
@@ -314,6 +315,30 @@ func (o *sessionObj) WebSocketMessage(ctx context.Context, tx *objects.Tx, s *ob
 			// Roll back what post wrote before it failed (its turns, when
 			// the model is unknown), as the REST call does.
 			return fmt.Errorf("send: %w: %w", objects.ErrDeclined, err)
+		}
+		if res.replayed {
+			// A retry (after a reconnect, say) of a send that was
+			// stored: nothing new reaches the other viewers, so this one
+			// gets the original turns as they are now, and the end of
+			// their generation if it has ended; a generation still
+			// running or queued sends its events as it goes.
+			msgs := make([][]byte, 0, len(res.Turns)+2)
+			for _, t := range res.Turns {
+				msgs = append(msgs, TurnMessageJSON(t))
+			}
+			if g := res.Generation; g != nil && g.Finished() {
+				var t *Turn
+				if g.TurnID > 0 {
+					tt, err := o.getTurn(ctx, tx, g.TurnID)
+					if err != nil {
+						return err
+					}
+					t = &tt
+				}
+				msgs = append(msgs, finalMessages(g, t)...)
+			}
+			sv.v.Send(msgs...)
+			return nil
 		}
 		// The committed turns reach every viewer, this one included, as
 		// "turn" messages; generation events follow.

@@ -170,6 +170,8 @@ type PostRequest struct {
 type PostResult struct {
 	Turns      []Turn      `json:"turns"`
 	Generation *Generation `json:"generation"`
+
+	replayed bool // the answer to a repeated idempotency key: nothing was written
 }
 
 // TurnQuery pages through the turns of one branch.

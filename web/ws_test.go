@@ -7,6 +7,7 @@ import (
 	"io"
 	"math/rand/v2"
 	"net/http"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -131,6 +132,58 @@ func TestWebSocketConversation(t *testing.T) {
 	send(t, c, map[string]any{"type": "ping"})
 	if m := recv(t, c); m.Type != "pong" {
 		t.Fatalf("socket unusable after errors: %+v", m)
+	}
+}
+
+// A send repeated with its idempotency key (a client that lost its socket
+// before it heard back, retrying on a new one) stores nothing again and is
+// answered on that socket: its turns, and its generation's end.
+func TestWebSocketRepeatedSendIsAnswered(t *testing.T) {
+	s := newServer(t, 0, web.Config{}, nil)
+	sess := s.createSession(t, nil)
+	first := s.dial(t, sess.ID)
+	defer first.CloseNow()
+	send(t, first, map[string]any{"type": "hello"})
+	recvUntil(t, first, "ready")
+	msg := map[string]any{"type": "send", "turns": []any{map[string]any{"role": "user", "content": "/words 3"}}, "generate": true, "idempotency_key": "once"}
+	send(t, first, msg)
+	recvUntil(t, first, "done")
+	first.CloseNow()
+
+	again := s.dial(t, sess.ID)
+	defer again.CloseNow()
+	send(t, again, map[string]any{"type": "hello"})
+	recvUntil(t, again, "ready")
+	send(t, again, msg)
+	var got []string
+	for _, m := range recvUntil(t, again, "done") {
+		var turn struct {
+			Role    string `json:"role"`
+			Content string `json:"content"`
+			Status  string `json:"status"`
+		}
+		if m.Type == "turn" {
+			json.Unmarshal(m.Turn, &turn)
+		}
+		got = append(got, m.Type+" "+turn.Role+" "+turn.Content+" "+turn.Status)
+	}
+	if want := []string{"turn user /words 3 complete", "turn assistant 1 2 3 complete", "done   "}; !slices.Equal(got, want) {
+		t.Fatalf("the repeat answered %q, want %q", got, want)
+	}
+	var page struct {
+		Turns []json.RawMessage `json:"turns"`
+	}
+	if code, body := s.do(t, "GET", "/v1/sessions/"+sess.ID+"/turns", nil, &page); code != http.StatusOK {
+		t.Fatalf("list turns: %d %s", code, body)
+	}
+	if len(page.Turns) != 2 {
+		t.Fatalf("%d turns stored after the repeat, want 2", len(page.Turns))
+	}
+	// The key with another request is refused, on the socket.
+	msg["turns"] = []any{map[string]any{"role": "user", "content": "something else"}}
+	send(t, again, msg)
+	if m := recv(t, again); m.Type != "error" || m.Code != "conflict" {
+		t.Fatalf("the key reused for another send answered %+v", m)
 	}
 }
 
