@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/url"
 	"strconv"
 	"strings"
 	"time"
@@ -215,7 +216,13 @@ var settings = []setting{
 		}},
 	{"nats-url", "SESSIOND_NATS_URL", "", "url",
 		"an external NATS deployment with JetStream (nats://host:4222,…); empty runs NATS embedded, stored under the data folder",
-		func(c *config, v string) error { c.NATSURL = v; return nil }},
+		func(c *config, v string) error {
+			if err := checkNATSURLs(v); err != nil {
+				return err
+			}
+			c.NATSURL = v
+			return nil
+		}},
 	{"nats-listen", "SESSIOND_NATS_LISTEN", "", "host:port",
 		"embedded NATS: also listen here for other clients such as the nats CLI (unauthenticated: keep it on loopback)",
 		func(c *config, v string) error {
@@ -325,6 +332,40 @@ func checkHostPort(v string) error {
 	}
 	if _, err := strconv.ParseUint(port, 10, 16); err != nil {
 		return fmt.Errorf("%q: want host:port with a port number from 0 to 65535", v)
+	}
+	return nil
+}
+
+// checkNATSURLs checks a comma-separated list of NATS server URLs as the
+// NATS client will read them (a URL without a scheme is nats://): a scheme
+// it speaks, a host, and a port number if there is one. The error does
+// not repeat the URL, which may hold a password.
+func checkNATSURLs(v string) error {
+	for i, item := range strings.Split(v, ",") {
+		item = strings.TrimSpace(item)
+		if item == "" {
+			continue
+		}
+		if !strings.Contains(item, "://") {
+			item = "nats://" + item
+		}
+		u, err := url.Parse(item)
+		if err != nil {
+			return fmt.Errorf("URL %d of the list is not a URL (want nats://host:port,…)", i+1)
+		}
+		switch u.Scheme {
+		case "nats", "tls", "ws", "wss":
+		default:
+			return fmt.Errorf("URL %d of the list has scheme %q: want nats, tls, ws or wss", i+1, u.Scheme)
+		}
+		if u.Hostname() == "" {
+			return fmt.Errorf("URL %d of the list names no host (want nats://host:port,…)", i+1)
+		}
+		if p := u.Port(); p != "" {
+			if n, err := strconv.ParseUint(p, 10, 16); err != nil || n == 0 {
+				return fmt.Errorf("URL %d of the list has port %q: want a number from 1 to 65535", i+1, p)
+			}
+		}
 	}
 	return nil
 }
