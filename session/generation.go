@@ -214,6 +214,9 @@ func (svc *Service) runGeneration(ctx context.Context, stub *objects.Stub, run *
 		if tc := d.ToolCall; tc != nil {
 			sd.ToolCall = &streaming.ToolCallDelta{Index: tc.Index, ID: tc.ID, Name: tc.Name, Arguments: tc.Arguments}
 		}
+		if err := saved.lease(ctx, svc.journal.hurry); err != nil {
+			return err
+		}
 		ev, err := run.log.Append(sd)
 		if err != nil {
 			return fmt.Errorf("append to stream: %w", err)

@@ -85,9 +85,12 @@ func (o *sessionObj) interruptStreaming(ctx context.Context, tx *objects.Tx, now
 			string(content), calls, now, id); err != nil {
 			return err
 		}
-		// Its final event takes the offset after the last delta saved, as
-		// a generation's final event does (1 when none was).
-		if _, err := tx.Exec(ctx, `UPDATE generations SET offset = ? WHERE turn_id = ? AND status = 'running'`, p.upto+1, id); err != nil {
+		// Its final event takes the offset after the highest one the
+		// generation may have streamed: clients may have seen deltas past
+		// the last one saved, and must resume from behind the end to be
+		// sent the saved turn (see offsetLease). Rows of older builds
+		// record no lease: the offset after the last delta saved.
+		if _, err := tx.Exec(ctx, `UPDATE generations SET offset = ? WHERE turn_id = ? AND status = 'running'`, max(p.upto, p.reserved)+1, id); err != nil {
 			return err
 		}
 		if _, err := tx.Exec(ctx, `DELETE FROM partials WHERE turn_id = ?`, id); err != nil {

@@ -50,7 +50,21 @@ var journalSchema = []string{
 	// array of ToolCallDelta), saved like the text. A coding agent's call
 	// of a few MiB, saved whole every round, wrote gigabytes for one call.
 	`ALTER TABLE partial ADD COLUMN tool_deltas TEXT`,
+	// reserve: the highest stream offset the generation may reach before
+	// the next round (see offsetLease).
+	`ALTER TABLE partial ADD COLUMN reserve INTEGER`,
 }
+
+// offsetLease is how many offsets past the last one saved a generation may
+// stream before the journal has recorded that it may. Deltas past the last
+// round are lost to a crash, yet clients may have seen them: the final
+// event of a generation a crash interrupted takes the offset after the
+// highest one recorded (interruptStreaming), so that a client that saw an
+// unsaved delta is still behind it and, resuming, is sent the saved turn
+// (and not told that it has everything). A generation that streams this
+// many deltas within one round waits for the next, which it asks for at
+// once: 65,536 in 250 ms is far beyond any model.
+const offsetLease = 1 << 16
 
 // journal saves the output of running generations for a crash. Each
 // generation hands it every delta (in memory, no I/O); every
@@ -74,6 +88,7 @@ type journal struct {
 	gone map[turnKey]struct{}      // ended: delete their rows in the next round
 
 	wake      chan struct{} // a generation began: rounds start again
+	hurried   chan struct{} // a generation waits for its lease: a round now
 	stop      chan struct{}
 	done      chan struct{}
 	started   bool
@@ -92,6 +107,42 @@ type journalEntry struct {
 	calls   []callPart // tool call parts since the last round
 	upto    int64      // offset of the last delta added
 	changed bool
+
+	reserved int64         // deltas may go up to this offset (see offsetLease)
+	raised   chan struct{} // closed when reserved grows
+}
+
+// lease waits until the generation may stream its next delta: until a
+// round has recorded a reservation that covers its offset (hurry asks for
+// one now), or ctx is done.
+func (e *journalEntry) lease(ctx context.Context, hurry func()) error {
+	e.mu.Lock()
+	for e.upto+1 > e.reserved {
+		ch := e.raised
+		e.mu.Unlock()
+		hurry()
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return context.Cause(ctx)
+		}
+		e.mu.Lock()
+	}
+	e.mu.Unlock()
+	return nil
+}
+
+// raise records that a round committed reservation upto: deltas may go up
+// to it.
+func (e *journalEntry) raise(upto int64) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if upto <= e.reserved {
+		return
+	}
+	e.reserved = upto
+	close(e.raised)
+	e.raised = make(chan struct{})
 }
 
 // callPart is the tool call parts of one call since the last round, merged.
@@ -131,6 +182,7 @@ type piece struct {
 	text  []byte
 	calls []callPart
 	upto  int64
+	entry *journalEntry
 }
 
 // callsJSON returns the piece's tool call parts as a JSON array of
@@ -155,12 +207,13 @@ func newJournalObject(context.Context, *objects.Handle, *objects.Tx) (any, error
 
 func newJournal(svc *Service) *journal {
 	return &journal{svc: svc, live: make(map[turnKey]*journalEntry), gone: make(map[turnKey]struct{}),
-		wake: make(chan struct{}, 1), stop: make(chan struct{}), done: make(chan struct{})}
+		wake: make(chan struct{}, 1), hurried: make(chan struct{}, 1), stop: make(chan struct{}), done: make(chan struct{})}
 }
 
-// begin registers a generation's streaming turn and returns its entry.
+// begin registers a generation's streaming turn and returns its entry. Its
+// first offsetLease offsets are reserved by its mark.
 func (j *journal) begin(session string, turn int64) *journalEntry {
-	e := new(journalEntry)
+	e := &journalEntry{reserved: offsetLease, raised: make(chan struct{})}
 	j.mu.Lock()
 	j.live[turnKey{session, turn}] = e
 	j.mu.Unlock()
@@ -185,7 +238,7 @@ func (j *journal) mark(ctx context.Context, tx *objects.Tx, session string, turn
 	j.mu.Unlock()
 	stub, err := j.stub()
 	if err == nil {
-		_, err = stub.Exec(ctx, nil, `INSERT INTO partial (session, turn_id, upto, text) VALUES (?, ?, 0, '')`, session, turn)
+		_, err = stub.Exec(ctx, nil, `INSERT INTO partial (session, turn_id, upto, text, reserve) VALUES (?, ?, 0, '', ?)`, session, turn, offsetLease)
 	}
 	if err != nil {
 		return fmt.Errorf("record the streaming turn in the journal: %w", err)
@@ -202,6 +255,14 @@ func (j *journal) end(session string, turn int64) {
 	delete(j.live, turnKey{session, turn})
 	j.gone[turnKey{session, turn}] = struct{}{}
 	j.mu.Unlock()
+}
+
+// hurry asks for a round now: a generation waits for its lease.
+func (j *journal) hurry() {
+	select {
+	case j.hurried <- struct{}{}:
+	default:
+	}
 }
 
 func (j *journal) stub() (*objects.Stub, error) {
@@ -230,6 +291,7 @@ func (j *journal) run(interval time.Duration) {
 			j.flush()
 			return
 		case <-t.C:
+		case <-j.hurried:
 		}
 		if j.flush() {
 			continue
@@ -240,6 +302,7 @@ func (j *journal) run(interval time.Duration) {
 			j.flush()
 			return
 		case <-j.wake:
+		case <-j.hurried:
 		}
 		t.Reset(interval)
 	}
@@ -287,7 +350,7 @@ func (j *journal) take() ([]piece, map[turnKey]struct{}) {
 	for k, e := range j.live {
 		e.mu.Lock()
 		if e.changed {
-			pieces = append(pieces, piece{key: k, text: e.text, calls: e.calls, upto: e.upto})
+			pieces = append(pieces, piece{key: k, text: e.text, calls: e.calls, upto: e.upto, entry: e})
 			e.text, e.calls, e.changed = nil, nil, false
 		}
 		e.mu.Unlock()
@@ -340,14 +403,20 @@ func (j *journal) write(pieces []piece, gone map[turnKey]struct{}) error {
 				}
 			}
 			for _, p := range pieces {
-				if _, err := tx.Exec(ctx, `INSERT INTO partial (session, turn_id, upto, text, tool_deltas) VALUES (?, ?, ?, ?, ?)`,
-					p.key.session, p.key.turn, p.upto, string(p.text), p.callsJSON()); err != nil {
+				if _, err := tx.Exec(ctx, `INSERT INTO partial (session, turn_id, upto, text, tool_deltas, reserve) VALUES (?, ?, ?, ?, ?, ?)`,
+					p.key.session, p.key.turn, p.upto, string(p.text), p.callsJSON(), p.upto+offsetLease); err != nil {
 					return nil, err
 				}
 			}
 			return nil, nil
 		})
-	return err
+	if err != nil {
+		return err
+	}
+	for _, p := range pieces {
+		p.entry.raise(p.upto + offsetLease)
+	}
+	return nil
 }
 
 // read joins the pieces of a streaming turn's output written so far.
@@ -358,7 +427,7 @@ func (j *journal) read(ctx context.Context, session string, turn int64) (partial
 		return p, err
 	}
 	_, err = stub.Call(ctx, func(ctx context.Context, _ any, tx *objects.Tx) (any, error) {
-		rows, err := tx.Query(ctx, `SELECT upto, text, tool_calls, tool_deltas FROM partial WHERE session = ? AND turn_id = ? ORDER BY id`, session, turn)
+		rows, err := tx.Query(ctx, `SELECT upto, text, tool_calls, tool_deltas, reserve FROM partial WHERE session = ? AND turn_id = ? ORDER BY id`, session, turn)
 		if err != nil {
 			return nil, err
 		}
@@ -371,10 +440,10 @@ func (j *journal) read(ctx context.Context, session string, turn int64) (partial
 	return p, nil
 }
 
-// joinPieces reads rows of (upto, text, tool_calls, tool_deltas) in order
-// and closes them: the text is the concatenation; the tool calls are the
-// parts of every row merged, or (rows of older builds) the last tool_calls
-// given.
+// joinPieces reads rows of (upto, text, tool_calls, tool_deltas, reserve)
+// in order and closes them: the text is the concatenation; the tool calls
+// are the parts of every row merged, or (rows of older builds) the last
+// tool_calls given; the reservation is the highest.
 func joinPieces(rows *objects.Rows) (partial, error) {
 	defer rows.Close()
 	var p partial
@@ -383,9 +452,11 @@ func joinPieces(rows *objects.Rows) (partial, error) {
 	for rows.Next() {
 		var text string
 		var calls, deltas sql.NullString
-		if err := rows.Scan(&p.upto, &text, &calls, &deltas); err != nil {
+		var reserve sql.NullInt64
+		if err := rows.Scan(&p.upto, &text, &calls, &deltas, &reserve); err != nil {
 			return p, err
 		}
+		p.reserved = max(p.reserved, reserve.Int64)
 		if err := b.Add(Delta{Text: text}); err != nil {
 			return p, err
 		}

@@ -2111,14 +2111,19 @@ func (m *stallModel) Stream(ctx context.Context, _ *session.ModelRequest, emit f
 // crashMidGeneration starts a service on dir, has a session generate text
 // with a stallModel, and stops the runtime under it once text is out, as
 // a crash would: the service cannot commit the end. It returns the
-// session's and the generation's ids.
-func crashMidGeneration(t *testing.T, dir, text string) (sessionID, genID string) {
+// session's and the generation's ids. With saveNone, the journal saves
+// none of the output (no round runs after the generation's start), as
+// when a crash comes within a round of the deltas.
+func crashMidGeneration(t *testing.T, dir, text string, saveNone ...bool) (sessionID, genID string) {
 	t.Helper()
 	ctx := context.Background()
 	m := &stallModel{text: text, emitted: make(chan struct{})}
-	e := newEnv(t, dir, 0, func(_ *session.Service, reg *session.Registry) {
+	e := newEnv(t, dir, 0, func(svc *session.Service, reg *session.Registry) {
 		if err := reg.Register("stall", m, session.ModelInfo{}); err != nil {
 			t.Fatal(err)
+		}
+		if len(saveNone) > 0 && saveNone[0] {
+			svc.PersistInterval = time.Hour
 		}
 	})
 	s, err := e.svc.Create(ctx, "local", session.CreateRequest{Model: "stall"})
@@ -2129,8 +2134,14 @@ func crashMidGeneration(t *testing.T, dir, text string) (sessionID, genID string
 	if err != nil {
 		t.Fatal(err)
 	}
-	<-m.emitted
-	time.Sleep(10 * e.svc.PersistInterval) // the journal likely has it all (callers check what it has)
+	select {
+	case <-m.emitted:
+	case <-time.After(30 * time.Second): // a hang guard
+		t.Fatalf("the model could not stream its %d deltas", len(text))
+	}
+	if e.svc.PersistInterval < time.Second {
+		time.Sleep(10 * e.svc.PersistInterval) // the journal likely has it all (callers check what it has)
+	}
 	e.rt.Close()
 	e.svc.Close()
 	return s.ID, res.Generation.ID
@@ -2165,17 +2176,21 @@ func followTypes(t *testing.T, e *env, id, gid string, after int64) (types []str
 }
 
 // A generation a crash interrupted ends, as every generation does, with a
-// final event at the offset after its last saved delta (1 when it saved
-// none), so a client that saw that delta, or none, still gets the final
-// event; one that saw deltas the journal had not saved gets it too, with
-// the saved turn, instead of a refusal; one that saw the final event gets
-// nothing more.
+// final event, at an offset past every delta it may have streamed, saved
+// or not (see offsetLease): a client that saw none, some, or deltas the
+// journal had not saved (whose text the saved turn lacks) gets the final
+// event with the saved turn, and is never told it has everything; one
+// that saw the final event gets nothing more.
 func TestInterruptedGenerationEndsAfterItsSavedOutput(t *testing.T) {
-	for _, out := range []string{"", "abc"} {
-		t.Run(fmt.Sprintf("%d deltas", len(out)), func(t *testing.T) {
+	for _, c := range []struct {
+		out      string
+		saveNone bool
+	}{{"", false}, {"abc", false}, {"abc", true}} {
+		out := c.out
+		t.Run(fmt.Sprintf("%d deltas, saved none %v", len(out), c.saveNone), func(t *testing.T) {
 			ctx := context.Background()
 			dir := t.TempDir()
-			sid, gid := crashMidGeneration(t, dir, out)
+			sid, gid := crashMidGeneration(t, dir, out, c.saveNone)
 
 			e2 := newEnv(t, dir, 0, nil)
 			g, err := e2.svc.Generation(ctx, "local", sid, gid)
@@ -2186,13 +2201,23 @@ func TestInterruptedGenerationEndsAfterItsSavedOutput(t *testing.T) {
 			if !strings.HasPrefix(out, saved) {
 				t.Fatalf("saved output %q is not a prefix of %q", saved, out)
 			}
-			if want := int64(len(saved)) + 1; g.Offset != want {
-				t.Fatalf("final offset %d with %d deltas saved, want %d", g.Offset, len(saved), want)
+			if c.saveNone && saved != "" {
+				t.Fatalf("saved %q, want nothing (no round ran)", saved)
+			}
+			if g.Offset <= int64(len(out)) {
+				t.Fatalf("final offset %d with %d deltas streamed: a client that saw the last would be told it has everything", g.Offset, len(out))
 			}
 			for _, c := range []struct {
 				after int64
 				want  string
-			}{{0, "[turn done]"}, {g.Offset - 1, "[turn done]"}, {g.Offset + 2, "[turn done]"}, {g.Offset, "[]"}} {
+			}{
+				{0, "[turn done]"},
+				{int64(len(saved)) + 1, "[turn done]"}, // the first delta not saved
+				{int64(len(out)), "[turn done]"},
+				{g.Offset - 1, "[turn done]"},
+				{g.Offset + 2, "[turn done]"},
+				{g.Offset, "[]"},
+			} {
 				types, offsets := followTypes(t, e2, sid, g.ID, c.after)
 				if fmt.Sprint(types) != c.want {
 					t.Errorf("after %d: sent %v, want %s", c.after, types, c.want)
@@ -2205,6 +2230,28 @@ func TestInterruptedGenerationEndsAfterItsSavedOutput(t *testing.T) {
 				t.Errorf("PastEnd refuses a resume past an interrupted generation's saved output")
 			}
 		})
+	}
+}
+
+// A generation that streams more deltas within one round than its lease
+// allows (see offsetLease) waits for a round, which it asks for at once,
+// rather than stream offsets that a crash would leave unaccounted for.
+func TestGenerationPastItsOffsetLease(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	const n = 70000 // past the first lease of 65,536
+	sid, gid := crashMidGeneration(t, dir, strings.Repeat("x", n), true)
+	e2 := newEnv(t, dir, 0, nil)
+	g, err := e2.svc.Generation(ctx, "local", sid, gid)
+	if err != nil || g.Status != session.GenInterrupted {
+		t.Fatalf("after restart %+v %v", g, err)
+	}
+	saved := text(t, lastTurns(t, e2, "local", sid, 1)[0])
+	if len(saved) == 0 || len(saved) >= n {
+		t.Errorf("saved %d of %d deltas: want the round the lease asked for, and not the rest (no round after it)", len(saved), n)
+	}
+	if g.Offset <= n {
+		t.Fatalf("final offset %d after %d deltas", g.Offset, n)
 	}
 }
 

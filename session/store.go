@@ -149,6 +149,7 @@ type partial struct {
 	text      string
 	toolCalls string // JSON, "" when none
 	upto      int64  // stream offset after the last piece; 0 when none
+	reserved  int64  // the highest offset the generation was allowed to stream (see offsetLease); 0 when unknown
 }
 
 // savedPartial returns the output saved so far of a streaming turn: from
@@ -166,7 +167,7 @@ func (o *sessionObj) savedPartial(ctx context.Context, tx *objects.Tx, turnID in
 // session's own partials table, where builds before the node journal saved
 // them (see journal).
 func readPartial(ctx context.Context, tx *objects.Tx, turnID int64) (partial, error) {
-	rows, err := tx.Query(ctx, `SELECT upto, text, tool_calls, NULL FROM partials WHERE turn_id = ? ORDER BY upto`, turnID)
+	rows, err := tx.Query(ctx, `SELECT upto, text, tool_calls, NULL, NULL FROM partials WHERE turn_id = ? ORDER BY upto`, turnID)
 	if err != nil {
 		return partial{}, fmt.Errorf("read partial output of turn %d: %w", turnID, err)
 	}

@@ -12,6 +12,7 @@ import (
 	"net/http/httptest"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -82,6 +83,7 @@ func api(t *testing.T, method, url string, body any, out any, hdr ...string) int
 type gen struct {
 	ID, Status string
 	TurnID     int64 `json:"turn_id"`
+	Offset     int64
 }
 
 type turn struct {
@@ -324,21 +326,33 @@ func TestSIGKILLBeforeFirstToken(t *testing.T) {
 	if g.Status != "interrupted" {
 		t.Fatalf("after restart the generation is %q, want interrupted", g.Status)
 	}
-	// Its event stream, from the start, is its turn and its final event,
-	// at offset 1 (no delta was saved); resumed from there, it is done.
+	// Its event stream, from the start or from a delta a client may have
+	// seen before the kill (none was saved), is its turn and its final
+	// event, at an offset past any it may have streamed; resumed from
+	// there, it is done.
+	if g.Offset <= 1 {
+		t.Fatalf("final offset %d: a client that saw a first delta, unsaved, would be told it has everything", g.Offset)
+	}
+	for _, after := range []string{"", "1"} {
+		req, _ := http.NewRequest("GET", p.base+"/v1/sessions/"+s.ID+"/generations/"+res.Generation.ID+"/stream", nil)
+		req.Header.Set("Accept", "text/event-stream")
+		if after != "" {
+			req.Header.Set("Last-Event-ID", after)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		stream, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 || !bytes.Contains(stream, []byte("event: turn")) || !bytes.Contains(stream, fmt.Appendf(nil, "event: done\nid: %d\n", g.Offset)) {
+			t.Fatalf("the interrupted generation's stream after %q: %d\n%s", after, resp.StatusCode, stream)
+		}
+	}
 	req, _ := http.NewRequest("GET", p.base+"/v1/sessions/"+s.ID+"/generations/"+res.Generation.ID+"/stream", nil)
 	req.Header.Set("Accept", "text/event-stream")
+	req.Header.Set("Last-Event-ID", strconv.FormatInt(g.Offset, 10))
 	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	stream, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	if resp.StatusCode != 200 || !bytes.Contains(stream, []byte("event: turn")) || !bytes.Contains(stream, []byte("event: done\nid: 1\n")) {
-		t.Fatalf("the interrupted generation's stream: %d\n%s", resp.StatusCode, stream)
-	}
-	req.Header.Set("Last-Event-ID", "1")
-	resp, err = http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}
