@@ -4,6 +4,13 @@
 // in, generates its summary — when the workers' generation.done events
 // arrive over NATS.
 //
+// A worker whose generation ends without a result (generation.failed, or a
+// generation.done whose status is cancelled or interrupted) does not stop
+// the others: the coordinator is told that the task has no result, says so
+// in its summary, and the program prints the transcript, then names each
+// such worker with the event's error code and message on stderr and exits
+// with status 1.
+//
 // Run sessiond with its embedded NATS reachable, then this:
 //
 //	go run ./cmd/sessiond --nats-listen 127.0.0.1:4222
@@ -39,23 +46,26 @@ func main() {
 	defer cancel()
 	c := &client{base: strings.TrimRight(*url, "/"), key: *key, http: http.DefaultClient}
 	out, err := coordinate(ctx, c, *natsURL, strings.Split(*tasks, ";"))
+	for _, line := range out {
+		fmt.Println(line)
+	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "agents:", err)
 		os.Exit(1)
 	}
-	for _, line := range out {
-		fmt.Println(line)
-	}
 }
 
 // coordinate runs the whole exchange and returns the coordinator's
-// transcript, one line per turn.
+// transcript, one line per turn. When some workers produced no result, it
+// returns the transcript together with an error naming each of them.
 func coordinate(ctx context.Context, c *client, natsURL string, tasks []string) ([]string, error) {
 	nc, err := nats.Connect(natsURL, nats.Name("agents-example"))
 	if err != nil {
 		return nil, fmt.Errorf("connect to NATS: %w", err)
 	}
 	defer nc.Close()
+	ctx, cancel := context.WithCancel(ctx) // ends the subscriptions' handlers
+	defer cancel()
 
 	coord, err := c.createSession(ctx, "coordinator")
 	if err != nil {
@@ -64,76 +74,114 @@ func coordinate(ctx context.Context, c *client, natsURL string, tasks []string) 
 	if err := c.post(ctx, coord, "user", fmt.Sprintf("Plan: %d tasks for %d workers.", len(tasks), len(tasks)), false); err != nil {
 		return nil, err
 	}
-	// Subscribe before any work starts, so no event can be missed.
-	done := make(chan event, len(tasks))
-	sub, err := nc.Subscribe("sessiond.session.*.generation.done", func(m *nats.Msg) {
-		var e event
-		if json.Unmarshal(m.Data, &e) == nil {
-			done <- e
+	// Subscribe before any work starts, so no event can be missed. Every
+	// generation ends with exactly one of these two events.
+	ended := make(chan event, 2*len(tasks)+2)
+	for _, subject := range []string{"sessiond.session.*.generation.done", "sessiond.session.*.generation.failed"} {
+		sub, err := nc.Subscribe(subject, func(m *nats.Msg) {
+			var e event
+			if json.Unmarshal(m.Data, &e) == nil {
+				select {
+				case ended <- e:
+				case <-ctx.Done():
+				}
+			}
+		})
+		if err != nil {
+			return nil, fmt.Errorf("subscribe to %s: %w", subject, err)
 		}
-	})
-	if err != nil {
-		return nil, err
+		defer sub.Unsubscribe()
 	}
-	defer sub.Unsubscribe()
 	if err := nc.Flush(); err != nil {
-		return nil, err
+		return nil, fmt.Errorf("subscribe: %w", err)
 	}
-	workers := map[string]string{} // session id → task
+	type worker struct{ name, task string }
+	workers := map[string]worker{} // session id → worker
 	for i, task := range tasks {
-		w, err := c.createSession(ctx, fmt.Sprintf("worker %d", i+1))
+		w := worker{name: fmt.Sprintf("worker %d", i+1), task: task}
+		id, err := c.createSession(ctx, w.name)
 		if err != nil {
 			return nil, err
 		}
-		workers[w] = task
+		workers[id] = w
 		// The offline model answers "/say TEXT" with TEXT; a real model
 		// would be given the task itself.
-		if err := c.post(ctx, w, "user", "/say done: "+task, true); err != nil {
+		if err := c.post(ctx, id, "user", "/say done: "+task, true); err != nil {
 			return nil, err
 		}
 	}
-	for pending := len(workers); pending > 0; {
+	var failed []error // one per worker that ended without a result
+	for len(workers) > 0 {
+		var e event
 		select {
 		case <-ctx.Done():
-			return nil, fmt.Errorf("waiting for %d workers: %w", pending, ctx.Err())
-		case e := <-done:
-			task, ok := workers[e.SessionID]
-			if !ok {
-				continue // another session's generation
-			}
-			delete(workers, e.SessionID)
-			pending--
+			return nil, fmt.Errorf("waiting for %d workers: %w", len(workers), ctx.Err())
+		case e = <-ended:
+		}
+		w, ok := workers[e.SessionID]
+		if !ok {
+			continue // another session's generation
+		}
+		delete(workers, e.SessionID)
+		var msg string
+		if e.Status == "done" {
 			result, err := c.turnText(ctx, e.SessionID, e.TurnID)
 			if err != nil {
-				return nil, err
+				return nil, fmt.Errorf("%s's result: %w", w.name, err)
 			}
-			msg := fmt.Sprintf("Result of %q (%s): %s", task, e.Status, result)
-			// The coordinator resumes: the result becomes its next turn, and
-			// the last one asks it to summarise.
-			if err := c.post(ctx, coord, "user", msg, pending == 0); err != nil {
-				return nil, err
-			}
+			msg = fmt.Sprintf("Result of %q (%s): %s", w.task, e.Status, result)
+		} else {
+			failed = append(failed, fmt.Errorf("%s (session %s, task %q): %s", w.name, e.SessionID, w.task, e.problem()))
+			msg = fmt.Sprintf("No result for %q: its worker's generation %s.", w.task, e.problem())
+		}
+		// The coordinator resumes: the result becomes its next turn, and
+		// the last one asks it to summarise.
+		if err := c.post(ctx, coord, "user", msg, len(workers) == 0); err != nil {
+			return nil, err
 		}
 	}
 	// Wait for the coordinator's own summary, again by event.
 	for {
+		var e event
 		select {
 		case <-ctx.Done():
-			return nil, ctx.Err()
-		case e := <-done:
-			if e.SessionID == coord {
-				return c.transcript(ctx, coord)
-			}
+			return nil, fmt.Errorf("waiting for the coordinator's summary: %w", ctx.Err())
+		case e = <-ended:
 		}
+		if e.SessionID != coord {
+			continue
+		}
+		if e.Status != "done" {
+			failed = append(failed, fmt.Errorf("coordinator (session %s), its summary: %s", coord, e.problem()))
+		}
+		out, err := c.transcript(ctx, coord)
+		if err != nil {
+			return nil, err
+		}
+		return out, errors.Join(failed...)
 	}
 }
 
-// event is the payload of sessiond.session.<id>.generation.done.
+// event is the payload of sessiond.session.<id>.generation.done and
+// generation.failed.
 type event struct {
 	SessionID    string `json:"session_id"`
 	GenerationID string `json:"generation_id"`
 	TurnID       int64  `json:"turn_id"`
-	Status       string `json:"status"`
+	Status       string `json:"status"` // done, cancelled, interrupted or failed
+	Error        *struct {
+		Code    string `json:"code"`
+		Message string `json:"message"`
+	} `json:"error"`
+}
+
+// problem describes a generation that ended without a result: "failed
+// (upstream_error: …)".
+func (e event) problem() string {
+	if e.Error == nil {
+		return e.Status
+	}
+	return fmt.Sprintf("%s (%s: %s)", e.Status, e.Error.Code, e.Error.Message)
 }
 
 // client is a minimal client of sessiond's REST API.

@@ -22,6 +22,9 @@ type Options struct {
 	Runtime func(*objects.Runtime)
 	// Bus, when set, carries events, and sessions publish their lifecycle.
 	Bus objects.EventBus
+	// Models, when set, adjusts the model registry after the offline model
+	// is registered (more models, another default).
+	Models func(*session.Registry)
 }
 
 // Server is a running API.
@@ -55,6 +58,9 @@ func New(tb testing.TB, opts *Options) *Server {
 	reg := session.NewRegistry()
 	if err := reg.Register(session.OfflineModelName, session.NewOfflineModel(opts.OfflineTPS), session.ModelInfo{}); err != nil {
 		tb.Fatal(err)
+	}
+	if opts.Models != nil {
+		opts.Models(reg)
 	}
 	svc, err := session.NewService(rt, reg)
 	if err != nil {
