@@ -1,8 +1,11 @@
 // Command agents shows sessions handing work to each other through
 // sessiond's public API alone: a coordinator session posts tasks to worker
 // sessions over REST, and resumes — appends each result and, once all are
-// in, generates its summary — when the workers' generation.done events
-// arrive over NATS.
+// in, generates its summary — when the events that end the workers'
+// generations (generation.done or generation.failed) arrive over NATS. It
+// reads those events from sessiond's JetStream stream, so that none is lost
+// while its connection is down (sessiond restarting, say): when the
+// connection comes back, it reads on from the last event it had.
 //
 // A worker whose generation ends without a result (generation.failed, or a
 // generation.done whose status is cancelled or interrupted) does not stop
@@ -32,6 +35,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 )
 
 func main() {
@@ -59,13 +63,16 @@ func main() {
 // transcript, one line per turn. When some workers produced no result, it
 // returns the transcript together with an error naming each of them.
 func coordinate(ctx context.Context, c *client, natsURL string, tasks []string) ([]string, error) {
-	nc, err := nats.Connect(natsURL, nats.Name("agents-example"))
+	// Reconnect for as long as ctx lasts, however long sessiond is down.
+	nc, err := nats.Connect(natsURL, nats.Name("agents-example"), nats.MaxReconnects(-1))
 	if err != nil {
 		return nil, fmt.Errorf("connect to NATS: %w", err)
 	}
 	defer nc.Close()
-	ctx, cancel := context.WithCancel(ctx) // ends the subscriptions' handlers
-	defer cancel()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return nil, fmt.Errorf("JetStream: %w", err)
+	}
 
 	coord, err := c.createSession(ctx, "coordinator")
 	if err != nil {
@@ -74,53 +81,55 @@ func coordinate(ctx context.Context, c *client, natsURL string, tasks []string) 
 	if err := c.post(ctx, coord, "user", fmt.Sprintf("Plan: %d tasks for %d workers.", len(tasks), len(tasks)), false); err != nil {
 		return nil, err
 	}
-	// Subscribe before any work starts, so no event can be missed. Every
-	// generation ends with exactly one of these two events.
-	ended := make(chan event, 2*len(tasks)+2)
-	for _, subject := range []string{"sessiond.session.*.generation.done", "sessiond.session.*.generation.failed"} {
-		sub, err := nc.Subscribe(subject, func(m *nats.Msg) {
-			var e event
-			if json.Unmarshal(m.Data, &e) == nil {
-				select {
-				case ended <- e:
-				case <-ctx.Done():
-				}
-			}
-		})
-		if err != nil {
-			return nil, fmt.Errorf("subscribe to %s: %w", subject, err)
-		}
-		defer sub.Unsubscribe()
-	}
-	if err := nc.Flush(); err != nil {
-		return nil, fmt.Errorf("subscribe: %w", err)
-	}
-	type worker struct{ name, task string }
-	workers := map[string]worker{} // session id → worker
+	type worker struct{ id, name, task string }
+	var all []worker
 	for i, task := range tasks {
 		w := worker{name: fmt.Sprintf("worker %d", i+1), task: task}
-		id, err := c.createSession(ctx, w.name)
-		if err != nil {
+		if w.id, err = c.createSession(ctx, w.name); err != nil {
 			return nil, err
 		}
-		workers[id] = w
+		all = append(all, w)
+	}
+	// Every generation ends with one generation.done or generation.failed
+	// event. Read those of these sessions from SESSIOND_EVENTS, the stream
+	// of all sessiond's events, from its start (the sessions are new, so
+	// every one of their events is wanted). Whenever the connection comes
+	// back, an ordered consumer resumes after the last event it delivered:
+	// one published while the connection was down is still read.
+	subjects := []string{"sessiond.session." + coord + ".generation.done", "sessiond.session." + coord + ".generation.failed"}
+	for _, w := range all {
+		subjects = append(subjects, "sessiond.session."+w.id+".generation.done", "sessiond.session."+w.id+".generation.failed")
+	}
+	cons, err := js.OrderedConsumer(ctx, "SESSIOND_EVENTS", jetstream.OrderedConsumerConfig{FilterSubjects: subjects})
+	if err != nil {
+		return nil, fmt.Errorf("consume the events: %w", err)
+	}
+	events, err := cons.Messages()
+	if err != nil {
+		return nil, fmt.Errorf("consume the events: %w", err)
+	}
+	defer events.Stop()
+	// Stop also ends a wait for the connection to come back.
+	defer context.AfterFunc(ctx, events.Stop)()
+
+	workers := map[string]worker{} // session id → worker still to report
+	for _, w := range all {
+		workers[w.id] = w
 		// The offline model answers "/say TEXT" with TEXT; a real model
 		// would be given the task itself.
-		if err := c.post(ctx, id, "user", "/say done: "+task, true); err != nil {
+		if err := c.post(ctx, w.id, "user", "/say done: "+w.task, true); err != nil {
 			return nil, err
 		}
 	}
 	var failed []error // one per worker that ended without a result
 	for len(workers) > 0 {
-		var e event
-		select {
-		case <-ctx.Done():
-			return nil, fmt.Errorf("waiting for %d workers: %w", len(workers), ctx.Err())
-		case e = <-ended:
+		e, err := next(ctx, events)
+		if err != nil {
+			return nil, fmt.Errorf("waiting for %d workers: %w", len(workers), err)
 		}
 		w, ok := workers[e.SessionID]
 		if !ok {
-			continue // another session's generation
+			continue // the coordinator's, or an event read twice
 		}
 		delete(workers, e.SessionID)
 		var msg string
@@ -142,11 +151,9 @@ func coordinate(ctx context.Context, c *client, natsURL string, tasks []string) 
 	}
 	// Wait for the coordinator's own summary, again by event.
 	for {
-		var e event
-		select {
-		case <-ctx.Done():
-			return nil, fmt.Errorf("waiting for the coordinator's summary: %w", ctx.Err())
-		case e = <-ended:
+		e, err := next(ctx, events)
+		if err != nil {
+			return nil, fmt.Errorf("waiting for the coordinator's summary: %w", err)
 		}
 		if e.SessionID != coord {
 			continue
@@ -173,6 +180,22 @@ type event struct {
 		Code    string `json:"code"`
 		Message string `json:"message"`
 	} `json:"error"`
+}
+
+// next waits for the next event of events until ctx ends.
+func next(ctx context.Context, events jetstream.MessagesContext) (event, error) {
+	m, err := events.Next(jetstream.NextContext(ctx))
+	if err != nil {
+		if ctx.Err() != nil {
+			return event{}, ctx.Err() // rather than the iterator's Stop
+		}
+		return event{}, err
+	}
+	var e event
+	if err := json.Unmarshal(m.Data(), &e); err != nil {
+		return event{}, fmt.Errorf("event on %s: %w", m.Subject(), err)
+	}
+	return e, nil
 }
 
 // problem describes a generation that ended without a result: "failed

@@ -2,10 +2,15 @@ package main
 
 import (
 	"context"
+	"io"
+	"net"
 	"net/http"
 	"strings"
+	"sync"
 	"testing"
 	"time"
+
+	"github.com/nats-io/nats.go"
 
 	"sessiond/objects/natsbus"
 	"sessiond/session"
@@ -122,4 +127,158 @@ func TestCoordinatorReportsFailedWorker(t *testing.T) {
 	if last := out[len(out)-1]; !strings.HasPrefix(last, "assistant: ") || !strings.Contains(last, "offline model") {
 		t.Errorf("the coordinator did not summarise: %q", last)
 	}
+}
+
+// TestCoordinatorReadsEventsMissedWhileDisconnected: the example reaches
+// NATS through a proxy that drops its connection just before the first task
+// is posted and lets it back only once every worker's generation.done has
+// been published. The example must still read them (a core NATS
+// subscription never would) and finish.
+func TestCoordinatorReadsEventsMissedWhileDisconnected(t *testing.T) {
+	// Far below the example's own timeout; reconnecting takes about 2s.
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	srv, natsURL := startSessiond(t, ctx, nil)
+	p := startProxy(t, strings.TrimPrefix(natsURL, "nats://"))
+
+	// The test's own connection, not through the proxy, sees the events.
+	nc, err := nats.Connect(natsURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	ended := make(chan *nats.Msg, 16)
+	if _, err := nc.ChanSubscribe("sessiond.session.*.generation.done", ended); err != nil {
+		t.Fatal(err)
+	}
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	// Only the workers generate until the example reads their events.
+	var wg sync.WaitGroup
+	defer func() {
+		cancel()
+		wg.Wait()
+	}()
+	wg.Go(func() {
+		for range 3 {
+			select {
+			case <-ended:
+			case <-ctx.Done():
+				return
+			}
+		}
+		p.setDown(false)
+	})
+
+	var cutOnce sync.Once
+	c := &client{base: srv.URL, http: &http.Client{Transport: roundTripFunc(func(r *http.Request) (*http.Response, error) {
+		if r.GetBody != nil {
+			body, err := r.GetBody()
+			if err != nil {
+				return nil, err
+			}
+			b, _ := io.ReadAll(body)
+			if strings.Contains(string(b), "/say done: ") {
+				cutOnce.Do(func() { p.setDown(true) })
+			}
+		}
+		return http.DefaultTransport.RoundTrip(r)
+	})}}
+	out, err := coordinate(ctx, c, "nats://"+p.ln.Addr().String(), []string{"a", "b", "c"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	text := strings.Join(out, "\n")
+	for _, want := range []string{`Result of "a" (done): done: a`, `Result of "b" (done): done: b`, `Result of "c" (done): done: c`} {
+		if !strings.Contains(text, want) {
+			t.Fatalf("transcript lacks %q:\n%s", want, text)
+		}
+	}
+	if n := p.accepted(); n < 2 {
+		t.Fatalf("the proxy relayed %d connections: the example did not reconnect", n)
+	}
+}
+
+type roundTripFunc func(*http.Request) (*http.Response, error)
+
+func (f roundTripFunc) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
+
+// proxy relays TCP connections to target. While down it has dropped the
+// connections it carried and closes new ones at once.
+type proxy struct {
+	ln     net.Listener
+	target string
+	wg     sync.WaitGroup // the accept loop and the relays
+
+	mu      sync.Mutex
+	down    bool
+	conns   []net.Conn
+	relayed int // connections relayed
+}
+
+func startProxy(t *testing.T, target string) *proxy {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &proxy{ln: ln, target: target}
+	p.wg.Go(p.accept)
+	t.Cleanup(func() {
+		ln.Close()
+		p.setDown(true)
+		p.wg.Wait()
+	})
+	return p
+}
+
+func (p *proxy) accept() {
+	for {
+		c, err := p.ln.Accept()
+		if err != nil {
+			return // closed
+		}
+		p.mu.Lock()
+		if p.down {
+			p.mu.Unlock()
+			c.Close()
+			continue
+		}
+		s, err := net.Dial("tcp", p.target)
+		if err != nil {
+			p.mu.Unlock()
+			c.Close()
+			continue
+		}
+		p.conns = append(p.conns, c, s)
+		p.relayed++
+		p.wg.Go(func() { relay(s, c) })
+		p.wg.Go(func() { relay(c, s) })
+		p.mu.Unlock()
+	}
+}
+
+func relay(dst, src net.Conn) {
+	io.Copy(dst, src)
+	dst.Close()
+	src.Close()
+}
+
+func (p *proxy) setDown(down bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.down = down
+	if down {
+		for _, c := range p.conns {
+			c.Close()
+		}
+		p.conns = nil
+	}
+}
+
+func (p *proxy) accepted() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.relayed
 }
