@@ -28,6 +28,9 @@ const (
 	DefaultMaxRetryDelay = time.Minute
 )
 
+// logKeyPending is the log attribute for a count of unacknowledged messages.
+const logKeyPending = "pending"
+
 // ackTimeout bounds the wait for the server to confirm an ack. It does not
 // follow the consumer's context: a handled message is worth acking even
 // while the consumer stops.
@@ -40,9 +43,10 @@ type ConsumeOptions struct {
 	// before delivering the message again. While a handler runs, the
 	// consumer tells the server every AckWait/2 that it is still working,
 	// so a slow handler is not raced by a redelivery of its own message.
-	// AckWait therefore bounds how long a message sits with a crashed node,
-	// or in the client's small prefetch buffer (4 x MaxInFlight messages).
-	// Default 30 s.
+	// AckWait therefore bounds how long a message sits with a crashed node
+	// (unless a Consumer of the same durable starts before, with
+	// MaxInFlight 1: see Consume), or in the client's small prefetch buffer
+	// (4 x MaxInFlight messages). Default 30 s.
 	AckWait time.Duration
 
 	// MaxInFlight is how many handlers may run at once. Default 1, which
@@ -112,7 +116,8 @@ type Msg struct {
 	// StreamSeq is the event's position in the stream.
 	StreamSeq uint64
 	// NumDelivered counts deliveries of this event to this consumer,
-	// this one included: 1 the first time.
+	// this one included: 1 the first time. A Consumer that starts by
+	// rewinding (see Bus.Consume) starts the count again at 1.
 	NumDelivered uint64
 	// Published is when the stream stored the event.
 	Published time.Time
@@ -155,9 +160,17 @@ type Consumer struct {
 // consumer of the same name existed (across restarts). With MaxInFlight 1,
 // handlers run one at a time in stream order, except that a message whose
 // handler failed comes back after its retry delay, behind later ones.
+// Order holds across restarts too: with MaxInFlight 1, a durable consumer
+// that still has messages delivered but not acknowledged (a node killed,
+// a connection lost) is first rewound to the message after its ack floor,
+// so that those come again before anything later; messages after the
+// floor that were acknowledged come again too, and the handler skips them
+// by Msg.ID.
 //
 // Several Consumers with the same durable name, in this process or others,
-// share its messages: each goes to one of them. opts may be nil for
+// share its messages: each goes to one of them. (Stream order then does not
+// hold, and with MaxInFlight 1 each that starts rewinds the durable: the
+// others' unacknowledged messages come again.) opts may be nil for
 // defaults. ctx bounds setting the consumer up only; the Consumer runs until
 // Stop or Bus.Close.
 func (b *Bus) Consume(ctx context.Context, durable, filter string, h Handler, opts *ConsumeOptions) (*Consumer, error) {
@@ -185,6 +198,11 @@ func (b *Bus) Consume(ctx context.Context, durable, filter string, h Handler, op
 	if err != nil {
 		return nil, fmt.Errorf("consume %s: ensure consumer: %w", durable, err)
 	}
+	if o.MaxInFlight == 1 {
+		if err := rewind(ctx, js, b.opts.Stream, jc, b.logger.With(logKeyConsumer, durable)); err != nil {
+			return nil, fmt.Errorf("consume %s: %w", durable, err)
+		}
+	}
 	c := &Consumer{
 		durable: durable,
 		handler: h,
@@ -204,6 +222,34 @@ func (b *Bus) Consume(ctx context.Context, durable, filter string, h Handler, op
 	}
 	go c.run(cctx)
 	return c, nil
+}
+
+// rewind makes an ordered consumer deliver again from its ack floor when it
+// starts with messages delivered but not acknowledged: those a previous run
+// (a node killed, a connection lost) fetched and never settled. Left alone,
+// the server would bring them back only once their AckWait passed, behind
+// the later messages this run fetches meanwhile, out of stream order. Once
+// rewound, they come first, followed by the later messages the previous run
+// may already have acknowledged (its acks need not be in order after a
+// handler error): handlers de-duplicate by Msg.ID, as for any redelivery.
+//
+// It uses the consumer reset API of nats-server 2.14 and later. Should the
+// server refuse, the consumer is logged and started anyway, as it was
+// before: every message still comes, those pending after AckWait, out of
+// order.
+func rewind(ctx context.Context, js jetstream.JetStream, stream string, jc jetstream.Consumer, logger *slog.Logger) error {
+	info := jc.CachedInfo()
+	if info == nil || info.NumAckPending == 0 {
+		return nil
+	}
+	if _, err := js.ResetConsumer(ctx, stream, info.Name); err != nil {
+		if ctx.Err() != nil {
+			return fmt.Errorf("rewind to ack floor %d: %w", info.AckFloor.Stream, err)
+		}
+		logger.Warn("cannot rewind to the ack floor; unacknowledged messages will come after AckWait, out of order",
+			logKeySeq, info.AckFloor.Stream, logKeyPending, info.NumAckPending, logKeyErr, err)
+	}
+	return nil
 }
 
 // Fetching. Each pull request asks for fetchBatch(MaxInFlight) messages and

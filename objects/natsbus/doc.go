@@ -44,7 +44,9 @@
 // returned nil and waits for the server to confirm the ack; a handler error
 // brings the message back after an exponential backoff (1 s doubling to
 // 1 min by default), and a crash before the ack brings it back after
-// AckWait. Delivery is therefore at least once, and handlers must treat
+// AckWait, or at once, ahead of later messages, when a consumer of the same
+// durable name and MaxInFlight 1 starts again (it rewinds to its ack
+// floor). Delivery is therefore at least once, and handlers must treat
 // Msg.ID as the key of an idempotent operation.
 //
 // # Durability

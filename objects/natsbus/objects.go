@@ -22,7 +22,9 @@ type Objects struct {
 	Bus     *Bus
 	Durable string
 	// Options of the node's consumer; nil means defaults (one event at a
-	// time, in stream order: publish order per publisher is kept).
+	// time, in stream order: publish order per publisher is kept, across
+	// restarts too, except for an event a handler failed, which comes again
+	// after its retry delay, behind later ones; see Bus.Consume).
 	Options *ConsumeOptions
 
 	mu       sync.Mutex
