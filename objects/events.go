@@ -14,7 +14,8 @@ import (
 // JetStream stream in sessiond (objects/natsbus adapts one). Publish must
 // de-duplicate by id; deliver is called at least once for every event
 // published by anyone, in publish order per publisher, until stop (for a
-// FilteringBus: every event its filter lets through).
+// FilteringBus: every event its filter lets through), each with a non-empty
+// Event.ID that is the same at every delivery of it.
 type EventBus interface {
 	Publish(ctx context.Context, subject string, data []byte, id string) error
 	Subscribe(ctx context.Context, deliver func(ctx context.Context, ev Event) error) (stop func(), err error)
@@ -46,7 +47,7 @@ type BatchPublisher interface {
 type Event struct {
 	Subject   string
 	Data      []byte
-	ID        string    // unique per event; the runtime de-duplicates deliveries by it
+	ID        string    // unique per event; the runtime de-duplicates deliveries by it (an event without one is handled at every delivery)
 	Published time.Time // when the bus stored it (zero if unknown)
 }
 
@@ -814,6 +815,12 @@ func (rt *Runtime) deliverEvent(ctx context.Context, ev Event) error {
 			h, ok := obj.(EventHandler)
 			if !ok {
 				return nil, nil
+			}
+			if ev.ID == "" {
+				// Nothing to remember it by, and recording "" would
+				// drop every later event without an id as a
+				// redelivery of this one: handle it every time.
+				return nil, h.Event(ctx, tx, ev)
 			}
 			if _, err := tx.Exec(ctx, `CREATE TABLE IF NOT EXISTS _seen (id TEXT PRIMARY KEY, at INTEGER NOT NULL) WITHOUT ROWID`); err != nil {
 				return nil, err

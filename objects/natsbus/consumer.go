@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"runtime/debug"
+	"strconv"
 	"sync"
 	"time"
 
@@ -111,7 +112,14 @@ type Msg struct {
 	// Data is the payload. It belongs to the handler.
 	Data []byte
 	// ID is the publisher's message ID (the Nats-Msg-Id header): stable
-	// across redeliveries, the key for the handler's de-duplication.
+	// across redeliveries, the key for the handler's de-duplication. A
+	// message published without one (a plain `nats pub`, say) gets one
+	// from the stream instead, so ID is never empty:
+	// "seq:<stream sequence>:<Published, Unix nanoseconds>". That is the
+	// same at every redelivery and unlike that of any other message of the
+	// stream, also across a stream deleted and created again (which starts
+	// its sequence over); it cannot be taken for an ID sessiond publishes
+	// (32 hex digits), and other publishers should not set IDs of that form.
 	ID string
 	// StreamSeq is the event's position in the stream.
 	StreamSeq uint64
@@ -378,7 +386,7 @@ func (c *Consumer) handle(ctx context.Context, jm jetstream.Msg) {
 	m := Msg{
 		Subject:      jm.Subject(),
 		Data:         jm.Data(),
-		ID:           jm.Headers().Get(jetstream.MsgIDHeader),
+		ID:           msgID(jm.Headers().Get(jetstream.MsgIDHeader), md),
 		StreamSeq:    md.Sequence.Stream,
 		NumDelivered: md.NumDelivered,
 		Published:    md.Timestamp,
@@ -409,6 +417,14 @@ func (c *Consumer) handle(ctx context.Context, jm jetstream.Msg) {
 			logKeyDelivered, m.NumDelivered, logKeyDelay, delay, logKeyErr, herr)
 		_ = jm.NakWithDelay(delay)
 	}
+}
+
+// msgID returns the Msg.ID of a message whose Nats-Msg-Id header is header.
+func msgID(header string, md *jetstream.MsgMetadata) string {
+	if header != "" {
+		return header
+	}
+	return "seq:" + strconv.FormatUint(md.Sequence.Stream, 10) + ":" + strconv.FormatInt(md.Timestamp.UnixNano(), 10)
 }
 
 // call runs the handler, telling the server the message is in progress

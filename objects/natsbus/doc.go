@@ -47,7 +47,8 @@
 // AckWait, or at once, ahead of later messages, when a consumer of the same
 // durable name and MaxInFlight 1 starts again (it rewinds to its ack
 // floor). Delivery is therefore at least once, and handlers must treat
-// Msg.ID as the key of an idempotent operation.
+// Msg.ID as the key of an idempotent operation; a message another client
+// published without an ID gets one from the stream (see Msg.ID).
 //
 // # Durability
 //
