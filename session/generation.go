@@ -341,7 +341,12 @@ func (e *notStartedError) Unwrap() error { return e.err }
 // startNext starts the first queued generation that can start, if any. One
 // that cannot (see notStartedError) ends failed and the next is tried, so
 // that a queued generation never keeps the one before it from ending.
+// While the service closes, none starts: they stay queued, for the next
+// start-up to mark interrupted, and the generation ending now commits.
 func (o *sessionObj) startNext(ctx context.Context, tx *objects.Tx, m *meta, now time.Time) (*genRun, func(), error) {
+	if o.svc.isClosing() {
+		return nil, nil, nil
+	}
 	for {
 		q, superseded, ok, err := o.nextQueued(ctx, tx, m)
 		if err != nil || !ok {

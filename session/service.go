@@ -216,6 +216,13 @@ func (svc *Service) logger() *slog.Logger {
 	return slog.Default()
 }
 
+// isClosing reports whether Close has begun.
+func (svc *Service) isClosing() bool {
+	svc.hubMu.Lock()
+	defer svc.hubMu.Unlock()
+	return svc.closing
+}
+
 // withHub runs fn with the session's viewer hub, creating it, under
 // hubMu: the hub fn gets is the session's and stays open while fn runs (the
 // janitor cannot drop it in between). fn must not block: it adds a viewer

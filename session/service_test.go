@@ -2277,6 +2277,85 @@ func warnings(tb testing.TB) slog.Handler {
 	return slog.NewTextHandler(tlog{tb}, &slog.HandlerOptions{Level: slog.LevelWarn})
 }
 
+// A graceful stop while a generation runs with another queued behind it
+// commits the running one's output (interrupted) and leaves the queued one
+// for the next start, without an error: its final commit used to try to
+// start the queued one, which a closing service refuses, and failed.
+func TestCloseWithAQueuedGeneration(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	var errs atomic.Int32
+	e := newEnv(t, dir, 50, func(svc *session.Service, _ *session.Registry) {
+		svc.Logger = slog.New(errorCounter{Handler: warnings(t), n: &errs})
+	})
+	s, err := e.svc.Create(ctx, "local", session.CreateRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var gens []*session.Generation
+	for range 2 {
+		res, err := e.svc.Post(ctx, "local", s.ID, session.PostRequest{Turns: []session.NewTurn{user("/words 500")}, Generate: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		gens = append(gens, res.Generation)
+	}
+	if gens[0].Status != session.GenRunning || gens[1].Status != session.GenQueued {
+		t.Fatalf("generations %s and %s, want running and queued", gens[0].Status, gens[1].Status)
+	}
+	time.Sleep(200 * time.Millisecond) // some output
+	e.close()
+	if n := errs.Load(); n != 0 {
+		t.Fatalf("%d errors logged by a graceful stop", n)
+	}
+	e2 := newEnv(t, dir, 0, nil)
+	for i, want := range []string{session.GenInterrupted, session.GenInterrupted} {
+		g, err := e2.svc.Generation(ctx, "local", s.ID, gens[i].ID)
+		if err != nil || g.Status != want {
+			t.Fatalf("generation %d after the restart: %+v %v, want %s", i, g, err, want)
+		}
+	}
+	g, err := e2.svc.Generation(ctx, "local", s.ID, gens[0].ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, turn := range lastTurns(t, e2, "local", s.ID, 10) {
+		if turn.ID == g.TurnID {
+			if got := text(t, turn); !strings.HasPrefix(got, "1 2 3") {
+				t.Fatalf("the interrupted turn holds %q, want the start of the reply", got)
+			}
+			return
+		}
+	}
+	t.Fatalf("turn %d of the first generation is not on the head branch", g.TurnID)
+}
+
+// errorCounter counts the records of level Error and above, those of
+// loggers made With it included.
+type errorCounter struct {
+	slog.Handler
+	n *atomic.Int32
+}
+
+func (h errorCounter) Handle(ctx context.Context, r slog.Record) error {
+	if r.Level >= slog.LevelError {
+		h.n.Add(1)
+	}
+	return h.Handler.Handle(ctx, r)
+}
+
+func (h errorCounter) Enabled(ctx context.Context, l slog.Level) bool {
+	return l >= slog.LevelError || h.Handler.Enabled(ctx, l)
+}
+
+func (h errorCounter) WithAttrs(a []slog.Attr) slog.Handler {
+	return errorCounter{Handler: h.Handler.WithAttrs(a), n: h.n}
+}
+
+func (h errorCounter) WithGroup(name string) slog.Handler {
+	return errorCounter{Handler: h.Handler.WithGroup(name), n: h.n}
+}
+
 // Start-up wakes only the sessions a crash left generating, not every
 // session on disk (DESIGN.md: start-up is O(1) in the objects on disk).
 func TestStartupWakesOnlyWhatACrashLeft(t *testing.T) {
