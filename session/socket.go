@@ -327,15 +327,11 @@ func (o *sessionObj) WebSocketMessage(ctx context.Context, tx *objects.Tx, s *ob
 				msgs = append(msgs, TurnMessageJSON(t))
 			}
 			if g := res.Generation; g != nil && g.Finished() {
-				var t *Turn
-				if g.TurnID > 0 {
-					tt, err := o.getTurn(ctx, tx, g.TurnID)
-					if err != nil {
-						return err
-					}
-					t = &tt
+				final, err := o.finalMessagesOf(ctx, tx, g)
+				if err != nil {
+					return err
 				}
-				msgs = append(msgs, finalMessages(g, t)...)
+				msgs = append(msgs, final...)
 			}
 			sv.v.Send(msgs...)
 			return nil
@@ -380,15 +376,9 @@ func (o *sessionObj) hello(ctx context.Context, tx *objects.Tx, sv *socketViewer
 	// Nothing to replay of one whose final event was seen; of one that
 	// ended before it started (no turn), its final event alone.
 	if finished != nil && finished.Finished() && finished.finalUnseen(resume.After) {
-		var t *Turn
-		if finished.TurnID > 0 {
-			tt, err := o.getTurn(ctx, tx, finished.TurnID)
-			if err != nil {
-				return err
-			}
-			t = &tt
+		if final, err = o.finalMessagesOf(ctx, tx, finished); err != nil {
+			return err
 		}
-		final = finalMessages(finished, t)
 	}
 	var missed []Turn
 	replay := resume != nil && resume.Generation == ""
@@ -467,6 +457,20 @@ func (svc *Service) addViewer(id string, v *streaming.Viewer, resume *streaming.
 		return nil
 	}
 	return err
+}
+
+// finalMessagesOf returns the final messages of generation g, which has
+// ended: its turn, read from the session, and its final event.
+func (o *sessionObj) finalMessagesOf(ctx context.Context, tx *objects.Tx, g *Generation) ([][]byte, error) {
+	var t *Turn
+	if g.TurnID > 0 {
+		tt, err := o.getTurn(ctx, tx, g.TurnID)
+		if err != nil {
+			return nil, err
+		}
+		t = &tt
+	}
+	return finalMessages(g, t), nil
 }
 
 func finalMessages(g *Generation, t *Turn) [][]byte {

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -59,12 +60,7 @@ func TestCoordinatorResumesOnEvents(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	text := strings.Join(out, "\n")
-	for _, want := range []string{`Result of "a" (done): done: a`, `Result of "b" (done): done: b`, `Result of "c" (done): done: c`} {
-		if !strings.Contains(text, want) {
-			t.Fatalf("transcript lacks %q:\n%s", want, text)
-		}
-	}
+	requireResults(t, out, "a", "b", "c")
 	if last := out[len(out)-1]; !strings.HasPrefix(last, "assistant: ") || !strings.Contains(last, "offline model") {
 		t.Fatalf("the coordinator did not summarise: %q", last)
 	}
@@ -189,12 +185,7 @@ func TestCoordinatorReadsEventsMissedWhileDisconnected(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	text := strings.Join(out, "\n")
-	for _, want := range []string{`Result of "a" (done): done: a`, `Result of "b" (done): done: b`, `Result of "c" (done): done: c`} {
-		if !strings.Contains(text, want) {
-			t.Fatalf("transcript lacks %q:\n%s", want, text)
-		}
-	}
+	requireResults(t, out, "a", "b", "c")
 	if n := p.accepted(); n < 2 {
 		t.Fatalf("the proxy relayed %d connections: the example did not reconnect", n)
 	}
@@ -281,4 +272,16 @@ func (p *proxy) accepted() int {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	return p.relayed
+}
+
+// requireResults fails the test unless the coordinator's transcript out
+// holds the result of each task.
+func requireResults(t *testing.T, out []string, tasks ...string) {
+	t.Helper()
+	text := strings.Join(out, "\n")
+	for _, task := range tasks {
+		if want := fmt.Sprintf("Result of %q (done): done: %s", task, task); !strings.Contains(text, want) {
+			t.Fatalf("transcript lacks %q:\n%s", want, text)
+		}
+	}
 }
