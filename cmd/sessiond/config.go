@@ -46,7 +46,7 @@ type config struct {
 	NATSURL      string        // external NATS; "" = embedded
 	NATSListen   string        // embedded: client address to open, "" = none
 	NATSSync     string        // embedded: JetStream fsync: "always" or an interval
-	NATSDedup    time.Duration // how long the event stream remembers message ids
+	NATSDedup    time.Duration // how long the event stream remembers message ids; 0 = the stream's own (natsbus default for a new one)
 	NATSCreds    string        // external: credentials file
 	NATSUser     string        // external: user
 	NATSPassword string        // external: password
@@ -245,9 +245,13 @@ var settings = []setting{
 			c.NATSSync = v
 			return nil
 		}},
-	{"nats-dedup-window", "SESSIOND_NATS_DEDUP_WINDOW", natsbus.DefaultDuplicateWindow.String(), "duration",
-		"how long the event stream remembers event ids, so that an event published again within it (after a crash or a retry) is stored once; longer costs memory and CPU under load",
+	{"nats-dedup-window", "SESSIOND_NATS_DEDUP_WINDOW", "", "duration",
+		"how long the event stream remembers event ids, so that an event published again within it (after a crash or a retry) is stored once; longer costs memory and CPU under load. Unset: the existing stream's own window, " + natsbus.DefaultDuplicateWindow.String() + " for a stream sessiond creates",
 		func(c *config, v string) error {
+			if v == "" {
+				c.NATSDedup = 0 // the stream's own, or natsbus's default
+				return nil
+			}
 			d, err := time.ParseDuration(v)
 			if err != nil || d < time.Second || d > 24*time.Hour {
 				return fmt.Errorf("%q: want a duration from 1s to 24h", v)

@@ -28,7 +28,6 @@ func TestParseConfig(t *testing.T) {
 		FlushBytes:    16 << 10,
 		APIKeys:       map[string]keySpec{},
 		NATSSync:      "2m",
-		NATSDedup:     2 * time.Minute,
 		Events:        true,
 		GCFloorMiB:    128,
 	}
@@ -64,7 +63,7 @@ func TestParseConfig(t *testing.T) {
 				"SESSIOND_FLUSH_INTERVAL": "40ms", "SESSIOND_FLUSH_BYTES": "65536", "SESSIOND_GC_FLOOR": "512"},
 			want: config{Addr: "0.0.0.0:1", Data: "d", Durability: objects.DurabilityNormal, IdleTimeout: 250 * time.Millisecond,
 				MaxOpen: 7, MaxStreams: 50, LogLevel: slog.LevelWarn, LogFormat: "json", OfflineTPS: 12.5, FlushInterval: 40 * time.Millisecond, FlushBytes: 64 << 10,
-				OpenAIBaseURL: "http://127.0.0.1:11434/v1", OpenAIModel: "llama3.1", NATSSync: "2m", NATSDedup: 2 * time.Minute, Events: true, GCFloorMiB: 512,
+				OpenAIBaseURL: "http://127.0.0.1:11434/v1", OpenAIModel: "llama3.1", NATSSync: "2m", Events: true, GCFloorMiB: 512,
 				APIKeys: map[string]keySpec{"0123456789abcdef": {Owner: "alice"}, "fedcba9876543210": {Owner: "root", Admin: true},
 					"q1w2e3r4t5y6u7i8o9p0=": {Owner: "bob"}}}, // base64 padding stays with the key
 		},

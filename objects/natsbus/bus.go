@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sync"
 	"time"
 
@@ -40,26 +41,30 @@ const (
 )
 
 // BusOptions configures a Bus. The zero value of each field means its
-// default.
+// default. The stream's settings (Replicas, DuplicateWindow, MaxAge) are
+// defaults for a stream Open creates; a stream that already exists keeps
+// its own, except for the fields given a non-zero value here.
 type BusOptions struct {
 	// Stream is the JetStream stream name. Default DefaultStream.
 	Stream string
 
 	// Subjects are the subjects the stream stores. Default
-	// [DefaultSubject]. Publishing on a subject outside them fails.
+	// [DefaultSubject]. Publishing on a subject outside them fails. Open
+	// adds them to an existing stream's subjects, keeping the others.
 	Subjects []string
 
 	// Replicas is the number of stream replicas; it cannot exceed the
-	// number of JetStream servers. Default 1.
+	// number of JetStream servers. Default: the existing stream's, or 1.
 	Replicas int
 
 	// DuplicateWindow is how long the server remembers a message ID: a
 	// second publish with the same ID within it is acknowledged as a
-	// duplicate and not stored again. Default 2 minutes; at most MaxAge.
+	// duplicate and not stored again. Default: the existing stream's, or
+	// 2 minutes; at most MaxAge.
 	DuplicateWindow time.Duration
 
 	// MaxAge is how long events are kept. An event nobody consumed within
-	// it is lost. Default 7 days.
+	// it is lost. Default: the existing stream's, or 7 days.
 	MaxAge time.Duration
 
 	// Logger receives consumer diagnostics (handler errors, a consumer
@@ -102,6 +107,12 @@ func (o *BusOptions) withDefaults() (BusOptions, error) {
 	return r, nil
 }
 
+// explicitOptions records which BusOptions fields the caller set: only
+// those change a stream that already exists.
+type explicitOptions struct {
+	replicas, duplicateWindow, maxAge bool
+}
+
 type busState int
 
 const (
@@ -125,9 +136,10 @@ const (
 // Publish and Consume are safe for concurrent use once Open has returned.
 // The Bus does not own the connection: close the Bus, then the connection.
 type Bus struct {
-	nc     *nats.Conn
-	opts   BusOptions
-	logger *slog.Logger
+	nc       *nats.Conn
+	opts     BusOptions
+	explicit explicitOptions
+	logger   *slog.Logger
 
 	mu        sync.Mutex
 	state     busState
@@ -147,17 +159,26 @@ func New(nc *nats.Conn, opts *BusOptions) (*Bus, error) {
 	if err != nil {
 		return nil, fmt.Errorf("new bus: %w", err)
 	}
+	var set explicitOptions
+	if opts != nil {
+		set = explicitOptions{replicas: opts.Replicas != 0, duplicateWindow: opts.DuplicateWindow != 0, maxAge: opts.MaxAge != 0}
+	}
 	return &Bus{
 		nc:        nc,
 		opts:      o,
+		explicit:  set,
 		logger:    o.Logger.With(logKeyComponent, "natsbus", logKeyStream, o.Stream),
 		consumers: make(map[*Consumer]struct{}),
 	}, nil
 }
 
-// Open creates the stream, or updates it to the Bus's settings if it exists.
-// Settings JetStream cannot change in place (storage type, for one) make it
-// fail; it is then safe to Close the Bus.
+// Open creates the stream if it does not exist, with the Bus's settings.
+// A stream that exists keeps its own settings (replicas, limits, storage,
+// duplicate window: an operator may have made it for a cluster): Open only
+// adds the Bus's subjects it lacks to its subject list, and applies the
+// BusOptions fields given a non-zero value. A stream whose subjects overlap
+// the Bus's without covering them is an error, not rewritten. On error it
+// is safe to Close the Bus.
 func (b *Bus) Open(ctx context.Context) error {
 	b.mu.Lock()
 	defer b.mu.Unlock()
@@ -171,7 +192,23 @@ func (b *Bus) Open(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("open bus %s: %w", b.opts.Stream, err)
 	}
-	_, err = js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+	err = b.ensureStream(ctx, js)
+	if errors.Is(err, nats.ErrNoResponders) || errors.Is(err, jetstream.ErrJetStreamNotEnabled) {
+		// Nobody answers JetStream's API: a server run without it.
+		return fmt.Errorf("open bus %s: the NATS server has no JetStream (start it with JetStream enabled, e.g. nats-server -js): %w", b.opts.Stream, err)
+	}
+	if err != nil {
+		return fmt.Errorf("open bus %s: %w", b.opts.Stream, err)
+	}
+	b.js = js
+	b.ctx, b.cancel = context.WithCancelCause(context.Background())
+	b.state = busOpen
+	return nil
+}
+
+// newStreamConfig is the stream Open creates when there is none.
+func (b *Bus) newStreamConfig() jetstream.StreamConfig {
+	return jetstream.StreamConfig{
 		Name:        b.opts.Stream,
 		Description: "sessiond events between durable objects",
 		Subjects:    b.opts.Subjects,
@@ -181,17 +218,60 @@ func (b *Bus) Open(ctx context.Context) error {
 		Duplicates:  b.opts.DuplicateWindow,
 		MaxAge:      b.opts.MaxAge,
 		Discard:     jetstream.DiscardOld,
-	})
-	if errors.Is(err, nats.ErrNoResponders) || errors.Is(err, jetstream.ErrJetStreamNotEnabled) {
-		// Nobody answers JetStream's API: a server run without it.
-		return fmt.Errorf("open bus %s: the NATS server has no JetStream (start it with JetStream enabled, e.g. nats-server -js): %w", b.opts.Stream, err)
+	}
+}
+
+// ensureStream creates the stream with newStreamConfig if it does not
+// exist. If it does, it adds the Bus's subjects missing from it and the
+// settings given explicitly in BusOptions, and leaves the rest as it is.
+func (b *Bus) ensureStream(ctx context.Context, js jetstream.JetStream) error {
+	s, err := js.Stream(ctx, b.opts.Stream)
+	if errors.Is(err, jetstream.ErrStreamNotFound) {
+		_, err = js.CreateStream(ctx, b.newStreamConfig())
+		if !errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
+			if err != nil {
+				return fmt.Errorf("create stream: %w", err)
+			}
+			return nil
+		}
+		// Another node created it meanwhile: take it as it is.
+		s, err = js.Stream(ctx, b.opts.Stream)
 	}
 	if err != nil {
-		return fmt.Errorf("open bus %s: ensure stream: %w", b.opts.Stream, err)
+		return fmt.Errorf("stream info: %w", err)
 	}
-	b.js = js
-	b.ctx, b.cancel = context.WithCancelCause(context.Background())
-	b.state = busOpen
+	have := s.CachedInfo().Config
+	want := have
+	want.Subjects = slices.Clone(have.Subjects)
+	for _, subj := range b.opts.Subjects {
+		if slices.ContainsFunc(have.Subjects, func(h string) bool { return subsumes(h, subj) }) {
+			continue
+		}
+		if i := slices.IndexFunc(have.Subjects, func(h string) bool { return overlaps(h, subj) }); i >= 0 {
+			return fmt.Errorf("stream %s stores subjects %q, and %q overlaps %q without covering it: give the stream %q in place of %q, or use another stream",
+				b.opts.Stream, have.Subjects, have.Subjects[i], subj, subj, have.Subjects[i])
+		}
+		want.Subjects = append(want.Subjects, subj)
+	}
+	if b.explicit.replicas {
+		want.Replicas = b.opts.Replicas
+	}
+	if b.explicit.duplicateWindow {
+		want.Duplicates = b.opts.DuplicateWindow
+	}
+	if b.explicit.maxAge {
+		want.MaxAge = b.opts.MaxAge
+	}
+	if slices.Equal(want.Subjects, have.Subjects) && want.Replicas == have.Replicas &&
+		want.Duplicates == have.Duplicates && want.MaxAge == have.MaxAge {
+		return nil
+	}
+	if _, err := js.UpdateStream(ctx, want); err != nil {
+		return fmt.Errorf("update stream (subjects %q, replicas %d, duplicate window %v, max age %v): %w",
+			want.Subjects, want.Replicas, want.Duplicates, want.MaxAge, err)
+	}
+	b.logger.Info("stream updated",
+		"subjects", want.Subjects, "replicas", want.Replicas, "duplicate_window", want.Duplicates, "max_age", want.MaxAge)
 	return nil
 }
 

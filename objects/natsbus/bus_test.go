@@ -3,7 +3,9 @@ package natsbus_test
 import (
 	"context"
 	"errors"
+	"slices"
 	"strconv"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -216,4 +218,99 @@ func TestConsumerDeleted(t *testing.T) {
 	if err := c.Err(); !errors.Is(err, jetstream.ErrConsumerNotFound) && !errors.Is(err, jetstream.ErrConsumerDeleted) {
 		t.Fatalf("Err = %v after the consumer was deleted, want consumer not found or deleted", err)
 	}
+}
+
+// createStream makes the stream as an operator would, before sessiond runs.
+func createStream(tb testing.TB, nc *nats.Conn, cfg jetstream.StreamConfig) jetstream.JetStream {
+	tb.Helper()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	cfg.Name = natsbus.DefaultStream
+	if _, err := js.CreateStream(testCtx(tb), cfg); err != nil {
+		tb.Fatalf("create stream: %v", err)
+	}
+	return js
+}
+
+func streamConfig(tb testing.TB, js jetstream.JetStream) jetstream.StreamConfig {
+	tb.Helper()
+	s, err := js.Stream(testCtx(tb), natsbus.DefaultStream)
+	if err != nil {
+		tb.Fatalf("stream: %v", err)
+	}
+	return s.CachedInfo().Config
+}
+
+// A stream that exists keeps the operator's settings: Open adds only its
+// subjects, when missing, and what BusOptions sets explicitly.
+func TestOpenKeepsExistingStream(t *testing.T) {
+	operators := jetstream.StreamConfig{
+		Description: "made by the operator",
+		Subjects:    []string{"other.>"},
+		MaxAge:      30 * 24 * time.Hour,
+		Duplicates:  10 * time.Minute,
+		MaxBytes:    64 << 20,
+		MaxMsgs:     100_000,
+		Storage:     jetstream.FileStorage,
+	}
+	check := func(t *testing.T, got jetstream.StreamConfig, wantSubjects []string, wantDup time.Duration) {
+		t.Helper()
+		if !slices.Equal(got.Subjects, wantSubjects) {
+			t.Errorf("Subjects %q, want %q", got.Subjects, wantSubjects)
+		}
+		if got.Duplicates != wantDup {
+			t.Errorf("Duplicates %v, want %v", got.Duplicates, wantDup)
+		}
+		if got.MaxAge != operators.MaxAge || got.MaxBytes != operators.MaxBytes || got.MaxMsgs != operators.MaxMsgs ||
+			got.Storage != operators.Storage || got.Description != operators.Description {
+			t.Errorf("stream config %+v, want the operator's MaxAge, MaxBytes, MaxMsgs, Storage and Description (%+v)", got, operators)
+		}
+	}
+	t.Run("AddsMissingSubject", func(t *testing.T) {
+		checkNoLeaks(t)
+		nc := newEmbeddedConn(t)
+		js := createStream(t, nc, operators)
+		bus := openBus(t, nc, nil)
+		check(t, streamConfig(t, js), []string{"other.>", natsbus.DefaultSubject}, operators.Duplicates)
+		var r recorder
+		consume(t, bus, "w", &r, nil)
+		publish(t, bus, "ev.x", "x1")
+		checkFor(t, 10*time.Second, "x1 consumed", func() bool { return r.seen("x1") })
+	})
+	t.Run("SubjectPresent", func(t *testing.T) {
+		checkNoLeaks(t)
+		nc := newEmbeddedConn(t)
+		cfg := operators
+		cfg.Subjects = []string{"ev.>", "other.>"}
+		js := createStream(t, nc, cfg)
+		bus := openBus(t, nc, nil)
+		check(t, streamConfig(t, js), cfg.Subjects, operators.Duplicates)
+		publish(t, bus, "ev.x", "x1")
+	})
+	t.Run("ExplicitDuplicateWindow", func(t *testing.T) {
+		checkNoLeaks(t)
+		nc := newEmbeddedConn(t)
+		js := createStream(t, nc, operators)
+		openBus(t, nc, &natsbus.BusOptions{DuplicateWindow: 20 * time.Second})
+		check(t, streamConfig(t, js), []string{"other.>", natsbus.DefaultSubject}, 20*time.Second)
+	})
+	t.Run("ConflictingSubjects", func(t *testing.T) {
+		checkNoLeaks(t)
+		nc := newEmbeddedConn(t)
+		cfg := operators
+		cfg.Subjects = []string{"ev.a.>"}
+		js := createStream(t, nc, cfg)
+		bus, err := natsbus.New(nc, &natsbus.BusOptions{Logger: testLogger(t)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(bus.Close)
+		err = bus.Open(testCtx(t))
+		if err == nil || !strings.Contains(err.Error(), `"ev.a.>" overlaps "ev.>"`) {
+			t.Fatalf("Open on a stream storing ev.a.> err=%v, want one naming the overlap", err)
+		}
+		check(t, streamConfig(t, js), cfg.Subjects, operators.Duplicates)
+	})
 }

@@ -18,7 +18,7 @@
 // instead. Either way:
 //
 //	bus, err := natsbus.New(nc, nil)
-//	if err := bus.Open(ctx); err != nil { … } // create or update the stream
+//	if err := bus.Open(ctx); err != nil { … } // create the stream, or add to it
 //	defer bus.Close()                         // stops consumers
 //	c, err := bus.Consume(ctx, "wake", "ev.>", handle, nil)
 //	res, err := bus.Publish(ctx, "ev.session.abc", data, eventID)
@@ -59,9 +59,10 @@
 // default, 2 minutes), so until the next sync a power loss or kernel crash
 // can lose acknowledged messages. SyncAlways fsyncs before every
 // acknowledgement and closes that window, at the cost of an fsync per
-// publish. With an external cluster and BusOptions.Replicas of 3, a message
-// is acknowledged once a majority of servers have it, which covers the loss
-// of one machine.
+// publish. With an external cluster and a stream of 3 replicas (made so by
+// an operator, which Open keeps, or by BusOptions.Replicas), a message is
+// acknowledged once a majority of servers have it, which covers the loss of
+// one machine.
 //
 // A consumer's position (its acknowledgements) is written shortly after the
 // server confirms an ack, not before: a server crash just after an ack can
