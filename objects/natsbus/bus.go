@@ -147,6 +147,12 @@ type Bus struct {
 	ctx       context.Context // cancelled by Close; parent of consumers
 	cancel    context.CancelCauseFunc
 	consumers map[*Consumer]struct{}
+
+	// restoring is held (a token in it) while restoreStream runs; it
+	// guards restoredAt and restoreErr, its last attempt's time and result.
+	restoring  chan struct{}
+	restoredAt time.Time
+	restoreErr error
 }
 
 // New returns a Bus on nc; opts may be nil for defaults. Call Open before
@@ -169,6 +175,7 @@ func New(nc *nats.Conn, opts *BusOptions) (*Bus, error) {
 		explicit:  set,
 		logger:    o.Logger.With(logKeyComponent, "natsbus", logKeyStream, o.Stream),
 		consumers: make(map[*Consumer]struct{}),
+		restoring: make(chan struct{}, 1),
 	}, nil
 }
 
@@ -192,7 +199,7 @@ func (b *Bus) Open(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("open bus %s: %w", b.opts.Stream, err)
 	}
-	err = b.ensureStream(ctx, js)
+	_, err = b.ensureStream(ctx, js)
 	if errors.Is(err, nats.ErrNoResponders) || errors.Is(err, jetstream.ErrJetStreamNotEnabled) {
 		// Nobody answers JetStream's API: a server run without it.
 		return fmt.Errorf("open bus %s: the NATS server has no JetStream (start it with JetStream enabled, e.g. nats-server -js): %w", b.opts.Stream, err)
@@ -222,23 +229,24 @@ func (b *Bus) newStreamConfig() jetstream.StreamConfig {
 }
 
 // ensureStream creates the stream with newStreamConfig if it does not
-// exist. If it does, it adds the Bus's subjects missing from it and the
-// settings given explicitly in BusOptions, and leaves the rest as it is.
-func (b *Bus) ensureStream(ctx context.Context, js jetstream.JetStream) error {
+// exist, and then reports created. If it does, it adds the Bus's subjects
+// missing from it and the settings given explicitly in BusOptions, and
+// leaves the rest as it is.
+func (b *Bus) ensureStream(ctx context.Context, js jetstream.JetStream) (created bool, err error) {
 	s, err := js.Stream(ctx, b.opts.Stream)
 	if errors.Is(err, jetstream.ErrStreamNotFound) {
 		_, err = js.CreateStream(ctx, b.newStreamConfig())
 		if !errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
 			if err != nil {
-				return fmt.Errorf("create stream: %w", err)
+				return false, fmt.Errorf("create stream: %w", err)
 			}
-			return nil
+			return true, nil
 		}
 		// Another node created it meanwhile: take it as it is.
 		s, err = js.Stream(ctx, b.opts.Stream)
 	}
 	if err != nil {
-		return fmt.Errorf("stream info: %w", err)
+		return false, fmt.Errorf("stream info: %w", err)
 	}
 	have := s.CachedInfo().Config
 	want := have
@@ -248,7 +256,7 @@ func (b *Bus) ensureStream(ctx context.Context, js jetstream.JetStream) error {
 			continue
 		}
 		if i := slices.IndexFunc(have.Subjects, func(h string) bool { return overlaps(h, subj) }); i >= 0 {
-			return fmt.Errorf("stream %s stores subjects %q, and %q overlaps %q without covering it: give the stream %q in place of %q, or use another stream",
+			return false, fmt.Errorf("stream %s stores subjects %q, and %q overlaps %q without covering it: give the stream %q in place of %q, or use another stream",
 				b.opts.Stream, have.Subjects, have.Subjects[i], subj, subj, have.Subjects[i])
 		}
 		want.Subjects = append(want.Subjects, subj)
@@ -264,14 +272,66 @@ func (b *Bus) ensureStream(ctx context.Context, js jetstream.JetStream) error {
 	}
 	if slices.Equal(want.Subjects, have.Subjects) && want.Replicas == have.Replicas &&
 		want.Duplicates == have.Duplicates && want.MaxAge == have.MaxAge {
-		return nil
+		return false, nil
 	}
 	if _, err := js.UpdateStream(ctx, want); err != nil {
-		return fmt.Errorf("update stream (subjects %q, replicas %d, duplicate window %v, max age %v): %w",
+		return false, fmt.Errorf("update stream (subjects %q, replicas %d, duplicate window %v, max age %v): %w",
 			want.Subjects, want.Replicas, want.Duplicates, want.MaxAge, err)
 	}
 	b.logger.Info("stream updated",
 		"subjects", want.Subjects, "replicas", want.Replicas, "duplicate_window", want.Duplicates, "max_age", want.MaxAge)
+	return false, nil
+}
+
+// Restoring the stream. The stream can vanish while the Bus is open: an
+// operator deletes it, or an external server restarts with an empty store.
+// Publishing then finds no stream to answer, and consumers find their
+// consumer gone. Rather than fail until sessiond restarts (whose Open would
+// create it), the Bus creates it again, as Open does, when an operation
+// finds it missing.
+const (
+	// restoreTimeout bounds one attempt to restore the stream.
+	restoreTimeout = 10 * time.Second
+	// restoreInterval is the least time between two attempts, whoever
+	// asks: a server that cannot take the stream is not asked in a loop.
+	restoreInterval = time.Second
+)
+
+// streamMissing reports whether err says that no stream took a publish or
+// that the stream does not exist.
+func streamMissing(err error) bool {
+	return errors.Is(err, jetstream.ErrNoStreamResponse) ||
+		errors.Is(err, jetstream.ErrStreamNotFound) ||
+		errors.Is(err, nats.ErrNoResponders)
+}
+
+// restoreStream ensures the stream (ensureStream) after an operation found
+// it missing, and returns nil when the caller should try again: it is there
+// now. Concurrent callers wait for one attempt, and an attempt made within
+// restoreInterval answers for a new one, with its result.
+func (b *Bus) restoreStream(ctx context.Context, js jetstream.JetStream) error {
+	select {
+	case b.restoring <- struct{}{}:
+	case <-ctx.Done():
+		return context.Cause(ctx)
+	}
+	defer func() { <-b.restoring }()
+	if !b.restoredAt.IsZero() && time.Since(b.restoredAt) < restoreInterval {
+		return b.restoreErr
+	}
+	rctx, cancel := context.WithTimeout(ctx, restoreTimeout)
+	defer cancel()
+	created, err := b.ensureStream(rctx, js)
+	if err != nil {
+		err = fmt.Errorf("restore stream %s: %w", b.opts.Stream, err)
+	}
+	b.restoredAt, b.restoreErr = time.Now(), err
+	if err != nil {
+		return err
+	}
+	if created {
+		b.logger.Warn("stream was missing; created it again (events published before are gone with it)")
+	}
 	return nil
 }
 
@@ -330,6 +390,9 @@ type PublishResult struct {
 // msgID again within BusOptions.DuplicateWindow stores nothing and reports
 // Duplicate, so a publisher retries with the same ID after an error. msgID
 // must not be empty.
+//
+// When no stream answers (it was deleted, or the server lost its store),
+// Publish creates the stream again as Open does, and publishes once more.
 func (b *Bus) Publish(ctx context.Context, subject string, data []byte, msgID string) (PublishResult, error) {
 	if msgID == "" {
 		return PublishResult{}, fmt.Errorf("publish %s: %w", subject, ErrNoMsgID)
@@ -338,9 +401,19 @@ func (b *Bus) Publish(ctx context.Context, subject string, data []byte, msgID st
 	if err != nil {
 		return PublishResult{}, fmt.Errorf("publish %s: %w", subject, err)
 	}
-	ack, err := js.Publish(ctx, subject, data,
-		jetstream.WithMsgID(msgID),
-		jetstream.WithExpectStream(b.opts.Stream))
+	publish := func() (*jetstream.PubAck, error) {
+		return js.Publish(ctx, subject, data,
+			jetstream.WithMsgID(msgID),
+			jetstream.WithExpectStream(b.opts.Stream))
+	}
+	ack, err := publish()
+	if err != nil && streamMissing(err) {
+		if rerr := b.restoreStream(ctx, js); rerr != nil {
+			err = fmt.Errorf("%w (%w)", err, rerr)
+		} else {
+			ack, err = publish()
+		}
+	}
 	if err != nil {
 		return PublishResult{}, fmt.Errorf("publish %s id %s: %w", subject, msgID, err)
 	}

@@ -143,15 +143,19 @@ type Handler func(ctx context.Context, m Msg) error
 
 // Consumer is a running durable consumer, created by Bus.Consume.
 // Its methods are safe for concurrent use. Call Stop (or Bus.Close) to end
-// it; it also ends on its own if the server deletes it or the connection is
-// closed, see Done and Err.
+// it; it also ends on its own if the server deletes it alone or the
+// connection is closed, see Done and Err. If the stream vanishes with it
+// (deleted, or the server restarted with an empty store), the Consumer
+// creates both again, as Open and Consume do, and goes on from the new
+// stream's first message.
 type Consumer struct {
 	durable string
 	handler Handler
 	opts    ConsumeOptions
 	logger  *slog.Logger
 	bus     *Bus
-	jc      jetstream.Consumer
+	jc      jetstream.Consumer // used by run's goroutine only
+	created time.Time          // jc's creation on the server
 
 	mu  sync.Mutex               // serialises SetFilter
 	cfg jetstream.ConsumerConfig // as last sent to the server
@@ -218,6 +222,7 @@ func (b *Bus) Consume(ctx context.Context, durable, filter string, h Handler, op
 		logger:  b.logger.With(logKeyConsumer, durable),
 		bus:     b,
 		jc:      jc,
+		created: jc.CachedInfo().Created,
 		cfg:     cfg,
 		done:    make(chan struct{}),
 	}
@@ -292,7 +297,7 @@ func (c *Consumer) Stop() {
 func (c *Consumer) Done() <-chan struct{} { return c.done }
 
 // Err returns why the Consumer ended on its own (for example
-// jetstream.ErrConsumerNotFound once the consumer was deleted on the server,
+// jetstream.ErrConsumerNotFound once the consumer alone was deleted on the server,
 // or nats.ErrConnectionClosed); nil while it runs and after Stop or
 // Bus.Close.
 func (c *Consumer) Err() error {
@@ -351,18 +356,32 @@ func (c *Consumer) fetch(ctx context.Context, dispatch func(jetstream.Msg)) erro
 	switch {
 	case err == nil, ctx.Err() != nil, errors.Is(err, context.DeadlineExceeded):
 		return nil
-	case errors.Is(err, jetstream.ErrConsumerDeleted),
-		errors.Is(err, jetstream.ErrBadRequest),
+	case errors.Is(err, jetstream.ErrBadRequest),
 		errors.Is(err, nats.ErrConnectionClosed):
 		return err
 	}
-	// A pull to a consumer that no longer exists finds no responder, which
-	// is also what a cluster in mid-election looks like: ask.
-	ictx, icancel := context.WithTimeout(ctx, fetchWait)
-	_, ierr := c.jc.Info(ictx)
-	icancel()
-	if errors.Is(ierr, jetstream.ErrConsumerNotFound) {
-		return fmt.Errorf("%w: %w", err, ierr)
+	lost := errors.Is(err, jetstream.ErrConsumerDeleted)
+	if !lost {
+		// A pull to a consumer that no longer exists finds no
+		// responder, which is also what a cluster in mid-election
+		// looks like: ask.
+		ictx, icancel := context.WithTimeout(ctx, fetchWait)
+		_, ierr := c.jc.Info(ictx)
+		icancel()
+		if errors.Is(ierr, jetstream.ErrConsumerNotFound) || errors.Is(ierr, jetstream.ErrStreamNotFound) {
+			lost, err = true, fmt.Errorf("%w: %w", err, ierr)
+		}
+	}
+	if lost {
+		// The consumer is gone, alone or with its stream.
+		gone, rerr := c.reattach(ctx)
+		if gone {
+			return err
+		}
+		if rerr == nil {
+			return nil
+		}
+		err = fmt.Errorf("%w (%w)", err, rerr)
 	}
 	c.logger.Warn("fetch failed; retrying", logKeyDelay, fetchRetryDelay, logKeyErr, err)
 	t := time.NewTimer(fetchRetryDelay)
@@ -372,6 +391,45 @@ func (c *Consumer) fetch(ctx context.Context, dispatch func(jetstream.Msg)) erro
 	case <-ctx.Done():
 	}
 	return nil
+}
+
+// reattach is called when the server no longer has the consumer. If its
+// stream is missing, or newer than the consumer (so the consumer went with
+// the old one), it creates the stream again if needed (Bus.restoreStream)
+// and the consumer, with its current settings, and returns nil: fetching
+// goes on from the new stream's first message. A consumer deleted on its
+// own, from a stream older than it, is gone: an operator's doing, not
+// undone here. An error means neither could be told or done yet; the
+// caller tries again later.
+func (c *Consumer) reattach(ctx context.Context) (gone bool, err error) {
+	js, _, err := c.bus.live()
+	if err != nil {
+		return false, err
+	}
+	sctx, cancel := context.WithTimeout(ctx, restoreTimeout)
+	defer cancel()
+	s, err := js.Stream(sctx, c.bus.opts.Stream)
+	if errors.Is(err, jetstream.ErrStreamNotFound) {
+		if err := c.bus.restoreStream(sctx, js); err != nil {
+			return false, err
+		}
+		s, err = js.Stream(sctx, c.bus.opts.Stream)
+	}
+	if err != nil {
+		return false, fmt.Errorf("stream info: %w", err)
+	}
+	if !s.CachedInfo().Created.After(c.created) {
+		return true, nil
+	}
+	c.mu.Lock() // c.cfg
+	defer c.mu.Unlock()
+	jc, err := js.CreateOrUpdateConsumer(sctx, c.bus.opts.Stream, c.cfg)
+	if err != nil {
+		return false, fmt.Errorf("create consumer again: %w", err)
+	}
+	c.jc, c.created = jc, jc.CachedInfo().Created
+	c.logger.Warn("stream was created again; consumer created again on it")
+	return false, nil
 }
 
 // handle runs the handler on one message and settles it with the server.

@@ -23,6 +23,11 @@
 //	c, err := bus.Consume(ctx, "wake", "ev.>", handle, nil)
 //	res, err := bus.Publish(ctx, "ev.session.abc", data, eventID)
 //
+// If the stream vanishes while the Bus is open (deleted, or an external
+// server restarted with an empty store), Publish and the Consumers create it
+// again as Open does, and their consumer with it, instead of failing until
+// the next Open.
+//
 // Close in reverse order of opening: Consumers (or the Bus), then the
 // connection, then the Embedded server. A Consumer's durable state stays on
 // the server: Consume with the same durable name after a restart resumes

@@ -68,12 +68,27 @@ func tooLarge(err error) error {
 
 // PublishBatch publishes events in order without waiting for each
 // acknowledgement, then waits for them; it returns how many of the first
-// ones were acknowledged (see objects.BatchPublisher).
+// ones were acknowledged (see objects.BatchPublisher). Like Bus.Publish, it
+// creates the stream again when no stream answers, and publishes the rest
+// once more.
 func (o *Objects) PublishBatch(ctx context.Context, events []objects.Event) (int, error) {
 	js, _, err := o.Bus.live()
 	if err != nil {
 		return 0, fmt.Errorf("publish: %w", err)
 	}
+	n, err := publishBatch(ctx, js, o.Bus.opts.Stream, events)
+	if err != nil && streamMissing(err) {
+		if rerr := o.Bus.restoreStream(ctx, js); rerr != nil {
+			return n, fmt.Errorf("%w (%w)", err, rerr)
+		}
+		m, err := publishBatch(ctx, js, o.Bus.opts.Stream, events[n:])
+		return n + m, err
+	}
+	return n, err
+}
+
+// publishBatch is one attempt of PublishBatch on stream.
+func publishBatch(ctx context.Context, js jetstream.JetStream, stream string, events []objects.Event) (int, error) {
 	futures := make([]jetstream.PubAckFuture, 0, len(events))
 	var sendErr error
 	for _, ev := range events {
@@ -81,7 +96,7 @@ func (o *Objects) PublishBatch(ctx context.Context, events []objects.Event) (int
 			sendErr = fmt.Errorf("publish %s: %w", ev.Subject, ErrNoMsgID)
 			break
 		}
-		f, err := js.PublishAsync(ev.Subject, ev.Data, jetstream.WithMsgID(ev.ID), jetstream.WithExpectStream(o.Bus.opts.Stream))
+		f, err := js.PublishAsync(ev.Subject, ev.Data, jetstream.WithMsgID(ev.ID), jetstream.WithExpectStream(stream))
 		if err != nil {
 			sendErr = fmt.Errorf("publish %s id %s: %w", ev.Subject, ev.ID, tooLarge(err))
 			break
