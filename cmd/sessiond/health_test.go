@@ -12,8 +12,10 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"sessiond/objects"
+	"sessiond/objects/natsbus"
 )
 
 // /healthz says ok while the server serves, shutting_down while it stops,
@@ -31,7 +33,7 @@ func TestHealthzReportsTheRuntimesFault(t *testing.T) {
 		{false, nil, 503, "shutting_down"},
 		{true, fmt.Errorf("%w (input/output error)", objects.ErrDiskFailed), 503, "disk_failed"},
 	} {
-		h := newHandler(config{}, logger, nil, func() bool { return c.ready }, func() error { return c.fault })
+		h := newHandler(config{}, logger, nil, func() bool { return c.ready }, func() error { return c.fault }, nil)
 		rec := httptest.NewRecorder()
 		h.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/healthz", nil))
 		var body struct{ Status, Error string }
@@ -44,6 +46,45 @@ func TestHealthzReportsTheRuntimesFault(t *testing.T) {
 		if c.fault != nil && !strings.Contains(body.Error, "input/output error") {
 			t.Errorf("disk_failed without its cause: %q", body.Error)
 		}
+	}
+}
+
+// /healthz stays 200 while the event bus is down (requests are served;
+// events wait in the outboxes) and says so in its body, as events.health
+// finds it: disconnected once the NATS server is gone.
+func TestHealthzReportsTheEventBus(t *testing.T) {
+	ctx := context.Background()
+	emb, err := natsbus.StartEmbedded(ctx, natsbus.EmbeddedOptions{Dir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer emb.Close()
+	conn, err := emb.Connect(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	ev := &events{conn: conn}
+	h := newHandler(config{}, slog.New(slog.NewTextHandler(io.Discard, nil)), nil, func() bool { return true }, func() error { return nil }, ev.health)
+	get := func() (int, string) {
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/healthz", nil))
+		return rec.Code, strings.TrimSpace(rec.Body.String())
+	}
+	if code, body := get(); code != 200 || body != `{"status":"ok"}` {
+		t.Fatalf("with NATS up: %d %s", code, body)
+	}
+	emb.Close()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		code, body := get()
+		if code == 200 && body == `{"events":"disconnected","status":"ok"}` {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("with NATS gone: %d %s, want 200 and events disconnected", code, body)
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }
 

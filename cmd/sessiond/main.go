@@ -226,7 +226,7 @@ func serve(ctx context.Context, cfg config, getenv func(string) string, logger *
 
 	var ready atomic.Bool
 	srv := &http.Server{
-		Handler:           newHandler(cfg, logger, svc, ready.Load, healthFault(cfg.Data, rt.Fault)),
+		Handler:           newHandler(cfg, logger, svc, ready.Load, healthFault(cfg.Data, rt.Fault), ev.health),
 		ReadHeaderTimeout: readHeaderTimeout,
 		IdleTimeout:       idleConnTimeout,
 		BaseContext:       func(net.Listener) context.Context { return baseCtx },
@@ -295,8 +295,11 @@ func healthFault(data string, runtimeFault func() error) func() error {
 // newHandler builds sessiond's HTTP handler: /healthz here (it knows about
 // shutdown), everything else from package web. ready reports whether the
 // server is up and not shutting down; fault is the runtime's (a failed
-// disk flush, after which it refuses every call until restarted).
-func newHandler(cfg config, logger *slog.Logger, svc *session.Service, ready func() bool, fault func() error) http.Handler {
+// disk flush, after which it refuses every call until restarted); events
+// (nil: none) says what is wrong with the event bus, "" when nothing: the
+// server still serves then (events wait in the outboxes), so /healthz
+// stays 200 and says so in its body.
+func newHandler(cfg config, logger *slog.Logger, svc *session.Service, ready func() bool, fault func() error, events func() string) http.Handler {
 	keys := make(map[string]web.Principal, len(cfg.APIKeys))
 	for k, s := range cfg.APIKeys {
 		keys[k] = web.Principal{Owner: s.Owner, Admin: s.Admin}
@@ -329,6 +332,13 @@ func newHandler(cfg config, logger *slog.Logger, svc *session.Service, ready fun
 			b, _ := json.Marshal(map[string]string{"status": "disk_failed", "error": err.Error()})
 			w.Write(append(b, '\n'))
 			return
+		}
+		if events != nil {
+			if s := events(); s != "" {
+				b, _ := json.Marshal(map[string]string{"status": "ok", "events": s})
+				w.Write(append(b, '\n'))
+				return
+			}
 		}
 		io.WriteString(w, `{"status":"ok"}`+"\n")
 	})

@@ -30,6 +30,16 @@ type events struct {
 	objects  *natsbus.Objects
 }
 
+// health says what is wrong with the event bus, "" when nothing: while
+// the connection to NATS is down (reconnecting), events wait in the
+// outboxes and subscribers hear nothing.
+func (e *events) health() string {
+	if st := e.conn.Status(); st != nats.CONNECTED {
+		return "disconnected"
+	}
+	return ""
+}
+
 // startEvents starts the embedded NATS server or connects to the external
 // one, and opens the event stream.
 func startEvents(ctx context.Context, cfg config, logger *slog.Logger) (*events, error) {
