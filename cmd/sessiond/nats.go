@@ -76,20 +76,21 @@ func startEvents(ctx context.Context, cfg config, logger *slog.Logger) (*events,
 		ev.close()
 		return nil, err
 	}
-	if err := ev.bus.Open(ctx); err != nil {
-		ev.close()
-		return nil, fmt.Errorf("open event stream: %w", err)
-	}
 	node, err := nodeID(cfg.Data)
 	if err != nil {
 		ev.close()
 		return nil, err
 	}
 	ev.objects = &natsbus.Objects{Bus: ev.bus, Durable: "sessiond-node-" + node}
+	// Before the stream is opened: a server refused leaves no stream made.
 	if n := ev.objects.MaxEventBytes(); n < session.MinBusEventBytes {
 		ev.close()
 		return nil, fmt.Errorf("the NATS server takes messages of at most %d bytes (its max_payload): sessions publish events of up to %d bytes, and need %d for headers besides; set max_payload to %d or more",
 			n+natsbus.HeaderRoom, session.MinBusEventBytes, natsbus.HeaderRoom, session.MinBusEventBytes+natsbus.HeaderRoom)
+	}
+	if err := ev.bus.Open(ctx); err != nil {
+		ev.close()
+		return nil, fmt.Errorf("open event stream: %w", err)
 	}
 	return ev, nil
 }

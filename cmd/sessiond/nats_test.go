@@ -37,6 +37,10 @@ func TestExternalNATSMaxPayloadChecked(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "max_payload") || !strings.Contains(err.Error(), "69632") {
 		t.Fatalf("start with max_payload 8 KiB: %v, want a refusal naming max_payload and 69632", err)
 	}
+	// Refused before it touched the server: no stream was made there.
+	if jsz, err := small.Jsz(nil); err != nil || jsz.Streams != 0 {
+		t.Fatalf("the refused start left %d streams on the server (%v)", jsz.Streams, err)
+	}
 
 	// Room enough (NATS's default is 1 MiB): sessiond starts, and stops
 	// when asked.
