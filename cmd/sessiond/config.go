@@ -555,7 +555,11 @@ Flags override environment variables, which override defaults.
 
 `)
 	for _, s := range settings {
-		fmt.Fprintf(w, "  --%s %s\n        %s (env %s, default %s)\n", s.flag, s.arg, s.usage, s.env, s.def)
+		def := ""
+		if s.def != "" {
+			def = ", default " + s.def
+		}
+		fmt.Fprintf(w, "  --%s %s\n        %s (env %s%s)\n", s.flag, s.arg, s.usage, s.env, def)
 	}
 }
 

@@ -192,11 +192,19 @@ func TestUsageListsEverySetting(t *testing.T) {
 	var b strings.Builder
 	printUsage(&b)
 	for _, s := range settings {
-		for _, want := range []string{"--" + s.flag, s.env, "default " + s.def} {
+		want := []string{"--" + s.flag, s.env}
+		if s.def != "" {
+			want = append(want, "default "+s.def)
+		}
+		for _, want := range want {
 			if !strings.Contains(b.String(), want) {
 				t.Errorf("usage lacks %q:\n%s", want, b.String())
 			}
 		}
+	}
+	// A setting without a default says none, rather than "default )".
+	if strings.Contains(b.String(), "default )") {
+		t.Errorf("usage shows an empty default:\n%s", b.String())
 	}
 }
 
