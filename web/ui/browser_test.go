@@ -355,6 +355,30 @@ func TestBrowser(t *testing.T) {
 		}
 	})
 
+	t.Run("BrowserOffline", func(t *testing.T) {
+		// The browser says the network is gone while the socket still
+		// looks open (no close has come): the page says so at once, not
+		// when the heartbeat gives up (~40 s), and resumes exactly.
+		tab := b.open(t, base+"/")
+		tab.click("#new-session")
+		tab.waitFor("connected", `location.pathname.startsWith("/s/") && document.querySelector("#conn").dataset.state === "open"`)
+		want := words(60)
+		tab.watch(want, 0)
+		tab.send("/words 60")
+		tab.waitFor("a fifth of the reply", lastAssistant(`t.dataset.status === "streaming" && t.querySelector(".content").textContent.split(" ").length >= 12`))
+		tab.do(chromedp.Evaluate[chromedp.Void](`dispatchEvent(new Event("offline"))`))
+		tab.waitFor("the page says the connection is lost", `document.querySelector("#conn").dataset.state === "resuming"`)
+		tab.do(chromedp.Evaluate[chromedp.Void](`dispatchEvent(new Event("online"))`))
+		tab.waitFor("connected again", `document.querySelector("#conn").dataset.state === "open"`)
+		tab.waitFor("the reply completes", lastAssistant(`t.dataset.status === "complete"`))
+		if got := tab.lastAssistantText(); got != want {
+			t.Fatalf("reply across the outage=%q, want %q", got, want)
+		}
+		if w := tab.watched(); len(w.Bad) > 0 {
+			t.Fatalf("across the outage the reply showed text that is not a prefix of the answer: %q", w.Bad)
+		}
+	})
+
 	t.Run("ReconnectKeepsTurns", func(t *testing.T) {
 		// A reconnect lists the turns again; the ones that did not change
 		// keep their elements (a 30 MB turn took seconds to render again,

@@ -282,6 +282,12 @@ export class Connection extends Emitter {
   #following = null; // the generation whose events are expected next
   #pending = []; // sends written to the socket, not yet confirmed
   #onOnline = () => this.#wake();
+  // The browser says the network is gone: a socket may still look open for
+  // a while (until the heartbeat misses), so resume now; attempts fail
+  // until "online" wakes it.
+  #onOffline = () => {
+    if (!this.#closed && this.status === "open") this.#drop(BACKOFF_MIN);
+  };
 
   constructor(client, sessionId, options = {}) {
     super();
@@ -297,6 +303,7 @@ export class Connection extends Emitter {
       this.#following = options.resume.generation;
     }
     globalThis.addEventListener?.("online", this.#onOnline);
+    globalThis.addEventListener?.("offline", this.#onOffline);
     setTimeout(() => this.#connect(), 0);
   }
 
@@ -351,6 +358,7 @@ export class Connection extends Emitter {
     clearTimeout(this.#timer);
     clearInterval(this.#heartbeat);
     globalThis.removeEventListener?.("online", this.#onOnline);
+    globalThis.removeEventListener?.("offline", this.#onOffline);
     this.#epoch++;
     const ws = this.#ws;
     this.#ws = null;
@@ -608,6 +616,7 @@ export class Connection extends Emitter {
     clearTimeout(this.#timer);
     clearInterval(this.#heartbeat);
     globalThis.removeEventListener?.("online", this.#onOnline);
+    globalThis.removeEventListener?.("offline", this.#onOffline);
     for (const p of this.#pending.splice(0)) p.reject(err);
     this.#setStatus("closed", { error: err });
   }
