@@ -442,6 +442,16 @@ func TestBrowser(t *testing.T) {
 		// The key is kept: a reload does not ask again.
 		tab.do(chromedp.Reload())
 		tab.waitFor("the session again, with no question", `document.querySelector("#conn").dataset.state === "open" && !document.querySelector("#dialog").open && !!document.querySelector("#transcript li.turn")`)
+		// A session's link opened without the key: cancelled, then signed
+		// in from the list, the page opens the session the link names.
+		link := eval[string](tab, `location.href`)
+		tab.do(chromedp.Evaluate[chromedp.Void](`localStorage.clear()`), chromedp.Navigate(link))
+		tab.waitFor("the question", `document.querySelector("#dialog").open`)
+		tab.do(chromedp.Evaluate[chromedp.Void](`document.querySelector("#dialog").close()`))
+		tab.click("#sign-in")
+		tab.waitFor("the question again", `document.querySelector("#dialog").open`)
+		tab.do(chromedp.SendKeys(chromedp.CSS("#dialog-input"), key+kb.Enter))
+		tab.waitFor("the linked session, open", `document.querySelector("#conn").dataset.state === "open" && `+lastAssistant(`t.querySelector(".content").textContent === "1 2 3"`))
 	})
 
 	t.Run("ClientModule", func(t *testing.T) {
@@ -622,6 +632,9 @@ func TestBrowser(t *testing.T) {
 			{"(https://e.org)", `<p>(<a href="https://e.org" target="_blank" rel="noopener noreferrer nofollow">https://e.org</a>)</p>`},
 			{"``a ` b`` and ``x` y", "<p><code>a ` b</code> and ``x` y</p>"},
 			{"~~~ py `x`\ncode\n~~~", `<pre><code class="language-py" data-lang="py">code</code></pre>`},
+			{"a ****** b, x ~~~~~~ y", "<p>a ****** b, x ~~~~~~ y</p>"},
+			{"***both*** **b** ~~s~~", "<p><strong><em>both</em></strong> <strong>b</strong> <del>s</del></p>"},
+			{"|a|b|c|\n|-|\n|1|2|3|", "<p>|a|b|c|<br>|-|<br>|1|2|3|</p>"}, // cells unlike the delimiter row's: no table
 		}
 		srcs := make([]string, len(cases))
 		for i, c := range cases {
@@ -640,12 +653,13 @@ func TestBrowser(t *testing.T) {
 		// backtrack (each took the old renderer 7 to 64 s; the eval's
 		// timeout is 20 s): rendered, and safely.
 		hostile := `["[a](".repeat(50000), "~".repeat(8000) + "` + "`" + `", "# a" + " ".repeat(100000) + "#b",
-			"[".repeat(200000), '[a](x "'.repeat(30000), "` + "``" + `a ".repeat(50000)]`
+			"[".repeat(200000), '[a](x "'.repeat(30000), "` + "``" + `a ".repeat(50000),
+			"|".repeat(50000) + "\n|-|\n", "|-".repeat(5000) + "\n" + "|-".repeat(5000)]`
 		if n := evalAsync[int](tab, `import("/static/markdown.js").then(m => `+hostile+`.filter(src => {
 			const doc = new DOMParser().parseFromString("<body>" + m.renderMarkdown(src), "text/html");
-			return doc.body.querySelector("a, script, img") === null;
-		}).length)`); n != 6 {
-			t.Errorf("%d of 6 hostile sources rendered without links or tags", n)
+			return doc.body.querySelector("a, script, img, table") === null;
+		}).length)`); n != 8 {
+			t.Errorf("%d of 8 hostile sources rendered without links, tags or tables", n)
 		}
 		for i, c := range cases {
 			if got[i].Dangerous != 0 {

@@ -251,7 +251,12 @@ function renderSessions() {
     b.className = "link";
     b.id = "sign-in";
     b.textContent = "Sign in to see your sessions";
-    b.addEventListener("click", () => refreshSessions());
+    // Signed in, the page shows what its address names (a /s/ link
+    // opened before the sign-in was cancelled).
+    b.addEventListener("click", async () => {
+      await refreshSessions();
+      if (!state.signedOut && !state.current) route();
+    });
     li.append(b);
     items.push(li);
   } else if (!items.length) {

@@ -106,7 +106,7 @@ function blocks(lines, depth) {
       const r = list(lines, i, depth);
       out += r.html;
       i = r.next;
-    } else if (line.includes("|") && i + 1 < lines.length && TABLE_DELIM.test(lines[i + 1])) {
+    } else if (line.includes("|") && i + 1 < lines.length && isTable(line, lines[i + 1])) {
       const r = table(lines, i);
       out += r.html;
       i = r.next;
@@ -176,13 +176,29 @@ function leading(line) {
   return line.length - line.trimStart().length;
 }
 
+// MAX_COLUMNS bounds a table: a browser lays out a table of thousands of
+// columns for seconds (50,000 pipes froze the page for 20 s), and no
+// reply needs that many; such a line stays text.
+const MAX_COLUMNS = 64;
+
+// cells splits a table row into its cells.
+function cells(l) {
+  let s = l.trim();
+  if (s.startsWith("|")) s = s.slice(1);
+  if (s.endsWith("|") && !s.endsWith("\\|")) s = s.slice(0, -1);
+  return s.split(/(?<!\\)\|/).map((c) => c.trim().replace(/\\\|/g, "|"));
+}
+
+// isTable reports whether line and the next start a table: a delimiter
+// row with as many cells as the header (as GFM requires), at most
+// MAX_COLUMNS.
+function isTable(line, next) {
+  if (!TABLE_DELIM.test(next)) return false;
+  const n = cells(next).length;
+  return n <= MAX_COLUMNS && cells(line).length === n;
+}
+
 function table(lines, start) {
-  const cells = (l) => {
-    let s = l.trim();
-    if (s.startsWith("|")) s = s.slice(1);
-    if (s.endsWith("|") && !s.endsWith("\\|")) s = s.slice(0, -1);
-    return s.split(/(?<!\\)\|/).map((c) => c.trim().replace(/\\\|/g, "|"));
-  };
   const head = cells(lines[start]);
   const align = cells(lines[start + 1]).map((c) =>
     c.startsWith(":") && c.endsWith(":") ? "center" : c.endsWith(":") ? "right" : c.startsWith(":") ? "left" : "",
@@ -274,8 +290,13 @@ function inline(text) {
     const a = link(url, url);
     return a ? pre + park(a) : all;
   });
+  // A run of four or more * or _, or three or more ~, opens and closes
+  // nothing here (nested emphasis that deep is not written): it is text,
+  // parked before the pairs below could eat it (a ****** b showed "a  b").
+  s = s.replace(/\*{4,}|_{4,}|~{3,}/g, (run) => park(run));
   // Spans are bounded (1,000 characters): an unclosed marker must not
   // make each later one scan to the end (quadratic on a long reply).
+  s = s.replace(/\*\*\*(?=[^\s*])([\s\S]{0,1000}?[^\s*])\*\*\*/g, "<strong><em>$1</em></strong>");
   s = s.replace(/\*\*(?=\S)([\s\S]{0,1000}?\S)\*\*/g, "<strong>$1</strong>");
   s = s.replace(/(^|[^\w])__(?=\S)([\s\S]{0,1000}?\S)__(?!\w)/g, "$1<strong>$2</strong>");
   s = s.replace(/(^|[^*\w\\])\*(?=[^\s*])([^*\n]{0,1000}?[^\s*\\])\*(?!\*)/g, "$1<em>$2</em>");
