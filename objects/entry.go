@@ -516,7 +516,7 @@ func (e *entry) delete(c *call) {
 		return
 	}
 	defer e.release(c)
-	closeSockets(socketsOf(e), StatusNormalClosure, "object deleted", true)
+	closeSockets(socketsOf(e), StatusNormalClosure, ReasonDeleted, true)
 	ctx := context.Background()
 	var path string
 	// The outbox goes with the object: what is unpublished of it is

@@ -31,6 +31,10 @@ const (
 	StatusTryAgainLater = websocket.StatusTryAgainLater
 )
 
+// ReasonDeleted is the close reason of an object's sockets when the object
+// is deleted (with StatusNormalClosure).
+const ReasonDeleted = "object deleted"
+
 // SocketHandler is implemented by objects that accept WebSocket messages.
 // Each delivery runs like a call: serially with the object's other calls,
 // waking the object if it hibernated. Messages of one socket are delivered

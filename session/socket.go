@@ -253,8 +253,14 @@ func (o *sessionObj) WebSocketMessage(ctx context.Context, tx *objects.Tx, s *ob
 	if o.check(sv.owner) != nil {
 		// Not waited for here: CloseWith drains the queue and waits for
 		// the close handshake, seconds with a client that does not read,
-		// and every call of the session would wait behind this one.
-		o.svc.closes.Go(func() { sv.v.CloseWith(streaming.ClosePolicyViolation, "session not found") })
+		// and every call of the session would wait behind this one. A
+		// session being deleted closes its sockets as its deletion will
+		// (1000, protocol.md); a refusal otherwise is 1008 "code: message".
+		code, reason := streaming.ClosePolicyViolation, "not_found: session not found"
+		if o.m == nil || o.deleting {
+			code, reason = streaming.CloseNormal, objects.ReasonDeleted
+		}
+		o.svc.closes.Go(func() { sv.v.CloseWith(code, reason) })
 		return nil
 	}
 	msg, err := streaming.DecodeClientMessage(data)

@@ -3,6 +3,7 @@ package session
 import (
 	"context"
 	"database/sql"
+	"errors"
 	"net/http"
 	"net/http/httptest"
 	"path/filepath"
@@ -388,4 +389,53 @@ func TestAcceptRacingDeleteDoesNotOutliveIt(t *testing.T) {
 	if ok, err := svc.sessions.Exists(ctx, s.ID); err != nil || ok {
 		t.Fatalf("session exists after Delete: %v %v", ok, err)
 	}
+}
+
+// A message on a socket of a session being deleted (its deletion has
+// begun, its sockets not yet closed) closes the socket as the deletion
+// does, 1000 "object deleted", not as a refusal (1008).
+func TestSocketOfSessionBeingDeleted(t *testing.T) {
+	ctx := context.Background()
+	svc := startService(t, offlineRegistry(t, 0, ModelInfo{}))
+	s, err := svc.Create(ctx, "local", CreateRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := dial(t, serveSession(t, svc, "local", s.ID, nil))
+	helloReady(t, c)
+	stub, err := svc.sessions.Get(s.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// As Delete's first call leaves it, before the object goes.
+	if _, err := objects.Do(ctx, stub, func(ctx context.Context, o *sessionObj, tx *objects.Tx) (struct{}, error) {
+		o.deleting = true
+		return struct{}{}, nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Write(ctx, websocket.MessageText, []byte(`{"type":"ping"}`)); err != nil {
+		t.Fatal(err)
+	}
+	rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	for {
+		_, _, err := c.Read(rctx)
+		if err == nil {
+			continue
+		}
+		if st, reason := websocket.CloseStatus(err), closeReason(err); st != websocket.StatusNormalClosure || reason != objects.ReasonDeleted {
+			t.Fatalf("closed with %d %q (%v), want 1000 %q", st, reason, err, objects.ReasonDeleted)
+		}
+		return
+	}
+}
+
+// closeReason returns the reason of the close frame err reports, if any.
+func closeReason(err error) string {
+	var ce websocket.CloseError
+	if errors.As(err, &ce) {
+		return ce.Reason
+	}
+	return ""
 }
