@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"sessiond/objects"
@@ -384,12 +385,25 @@ type outcome struct {
 	err        *ErrorInfo
 }
 
+// nameToolCalls gives a call the model streamed without an id one, made
+// from the generation's id and the call's place: a tool result must name
+// the call it answers (tool_call_id), and some OpenAI-compatible servers
+// send none.
+func nameToolCalls(calls []ToolCall, gid string) {
+	for i := range calls {
+		if calls[i].ID == "" {
+			calls[i].ID = fmt.Sprintf("call_%s_%d", strings.TrimPrefix(gid, "g_"), i)
+		}
+	}
+}
+
 // finishGeneration commits a generation's final turn, then (after commit)
 // ends its log, and starts the next queued generation if any.
 func (o *sessionObj) finishGeneration(ctx context.Context, tx *objects.Tx, run *genRun, out outcome) error {
 	res := out.result
 	now := nowMillis()
 	content, _ := json.Marshal(res.Text)
+	nameToolCalls(res.ToolCalls, run.id)
 	var calls any
 	if len(res.ToolCalls) > 0 {
 		b, _ := json.Marshal(res.ToolCalls)

@@ -1545,6 +1545,46 @@ func (b *eventBus) largest(subject string) (int, bool) {
 	return n, ok
 }
 
+// A tool call the model streamed without an id (some OpenAI-compatible
+// servers send none) is given one when its turn is committed, so that a
+// tool result can name it: otherwise no result could answer it (422) and
+// an agent's loop stopped there.
+func TestToolCallWithoutIDCanBeAnswered(t *testing.T) {
+	ctx := context.Background()
+	e := newFakeModelEnv(t, nil, func(ctx context.Context, req *session.ModelRequest, emit func(session.Delta) error) (*session.ModelResult, error) {
+		if n := len(req.Messages); n > 0 && req.Messages[n-1].Role == session.RoleTool {
+			return &session.ModelResult{Text: "thanks", FinishReason: session.FinishStop}, emit(session.Delta{Text: "thanks"})
+		}
+		for _, name := range []string{"f", "g"} {
+			if err := emit(session.Delta{ToolCall: &session.ToolCallDelta{Index: map[string]int{"f": 0, "g": 1}[name], Name: name, Arguments: "{}"}}); err != nil {
+				return nil, err
+			}
+		}
+		return &session.ModelResult{FinishReason: session.FinishToolCalls, ToolCalls: []session.ToolCall{
+			{Type: "function", Function: session.FunctionCall{Name: "f", Arguments: "{}"}},
+			{Type: "function", Function: session.FunctionCall{Name: "g", Arguments: "{}"}},
+		}}, nil
+	}, nil)
+	s, g := generateOnFake(t, e, "call them")
+	waitGen(t, e, "local", s.ID, g.ID)
+	turns := lastTurns(t, e, "local", s.ID, 1)
+	calls := turns[0].ToolCalls
+	if len(calls) != 2 || calls[0].ID == "" || calls[1].ID == "" || calls[0].ID == calls[1].ID {
+		t.Fatalf("tool calls %+v: want two, each with an id of its own", calls)
+	}
+	var results []session.NewTurn
+	for _, c := range calls {
+		results = append(results, session.NewTurn{Role: "tool", ToolCallID: c.ID, Content: json.RawMessage(`"done"`)})
+	}
+	res, err := e.svc.Post(ctx, "local", s.ID, session.PostRequest{Turns: results, Generate: true})
+	if err != nil {
+		t.Fatalf("answering the calls: %v", err)
+	}
+	if g := waitGen(t, e, "local", s.ID, res.Generation.ID); g.Status != session.GenDone {
+		t.Fatalf("the generation after the results: %+v", g)
+	}
+}
+
 // A model's tool call may carry megabytes of arguments (a coding agent
 // writing a file). Its turn event must stay small like any other: an event
 // over the bus's limit would fail the commit of the assistant turn, and the

@@ -24,8 +24,12 @@ import (
 const (
 	// DefaultBaseURL is OpenAI's API root.
 	DefaultBaseURL = "https://api.openai.com/v1"
-	// DefaultTimeout bounds one whole Stream call, retries included.
-	DefaultTimeout = 10 * time.Minute
+	// DefaultTimeout bounds one whole Stream call, retries included: none
+	// (0). A stalled stream ends at FirstTokenTimeout or IdleTimeout, an
+	// endless one at the session's turn size limit; a model that writes
+	// for longer than any fixed bound (a slow local model, a long
+	// reasoning run) is not cut while it writes.
+	DefaultTimeout = 0
 	// DefaultFirstTokenTimeout is how long an attempt may wait for the first
 	// chunk of the stream.
 	DefaultFirstTokenTimeout = 60 * time.Second
@@ -76,7 +80,7 @@ type Config struct {
 	// name set by the client (Authorization included).
 	Headers map[string]string
 	// Timeout bounds one whole Stream call, retries and backoff included.
-	// Default DefaultTimeout (10 min); negative means no limit.
+	// Default DefaultTimeout (none); negative also means none.
 	Timeout time.Duration
 	// FirstTokenTimeout is how long one attempt waits for the first chunk of
 	// the stream (response headers included). Then the attempt fails with
@@ -590,12 +594,23 @@ func (st *streamState) add(c goopenai.ChatCompletionStreamResponse, emit func(se
 // toolIndex maps the index of a tool call part to ours, which counts calls
 // from 0 in order of first appearance. A part starts a new call when its
 // index is new, or when it carries a new ID (at a known index, or without
-// index: some servers send whole calls).
+// index: some servers send whole calls), unless the call there has none
+// yet: an id that comes after the call's first part is that call's.
 func (st *streamState) toolIndex(tc goopenai.ToolCall) (i int, isNew bool) {
+	same := func(i int) bool {
+		if tc.ID == "" || tc.ID == st.ids[i] {
+			return true
+		}
+		if st.ids[i] == "" {
+			st.ids[i] = tc.ID
+			return true
+		}
+		return false
+	}
 	if tc.Index != nil {
 		// A new id at a known index is a new call: some servers send every
 		// call at index 0.
-		if i, ok := st.index[*tc.Index]; ok && (tc.ID == "" || tc.ID == st.ids[i]) {
+		if i, ok := st.index[*tc.Index]; ok && same(i) {
 			return i, false
 		}
 		i = len(st.ids)
@@ -603,7 +618,7 @@ func (st *streamState) toolIndex(tc goopenai.ToolCall) (i int, isNew bool) {
 		st.ids = append(st.ids, tc.ID)
 		return i, true
 	}
-	if n := len(st.ids); n > 0 && (tc.ID == "" || tc.ID == st.ids[n-1]) {
+	if n := len(st.ids); n > 0 && same(n-1) {
 		return n - 1, false
 	}
 	st.ids = append(st.ids, tc.ID)

@@ -346,6 +346,25 @@ func TestStreamUpstreamIndexesAreRenumbered(t *testing.T) {
 	}
 }
 
+// An id that comes after a call's first part (a server that sends the
+// name first) belongs to that call: it is not a second call.
+func TestStreamLateIDJoinsItsCall(t *testing.T) {
+	f := newFake(t, ok(
+		tools(toolPart(0, "", "f", "")),
+		tools(toolPart(0, "late1", "", `{"a":1}`)),
+		finish("tool_calls"),
+	))
+	m := newModel(t, f, nil)
+	res, _, err := collect(t, t.Context(), m, userRequest("x"))
+	if err != nil {
+		t.Fatalf("Stream: %v", err)
+	}
+	want := []session.ToolCall{{ID: "late1", Type: "function", Function: session.FunctionCall{Name: "f", Arguments: `{"a":1}`}}}
+	if !slices.Equal(res.ToolCalls, want) {
+		t.Fatalf("ToolCalls = %+v, want %+v", res.ToolCalls, want)
+	}
+}
+
 // Some servers (Ollama's OpenAI API) send every call at index 0, each
 // with its own id: a new id at a known index is a new call.
 func TestStreamRepeatedIndexWithNewIDIsANewCall(t *testing.T) {
