@@ -142,9 +142,15 @@ func readLines(in io.Reader, done <-chan struct{}) (<-chan string, <-chan error)
 	return lines, errc
 }
 
-// stream prints a generation's text as it arrives.
+// stream prints a generation's text as it arrives. A resume that finds the
+// generation ended without its deltas (a server restarted meanwhile) is
+// sent the reply as saved, as a turn: what of it was not shown yet is
+// printed, or all of it when it differs from what was (the saved text may
+// lack the last words shown). A reply that did not end normally says how
+// it ended.
 func stream(ctx context.Context, c *client.Client, id, gid string, out io.Writer) error {
 	fmt.Fprint(out, "assistant: ")
+	var shown strings.Builder
 	return c.Follow(ctx, id, gid, 0, func(ev client.Event) error {
 		switch ev.Type {
 		case "delta":
@@ -152,7 +158,27 @@ func stream(ctx context.Context, c *client.Client, id, gid string, out io.Writer
 				fmt.Fprintf(out, "[tool call %s]", ev.ToolCall)
 			}
 			fmt.Fprint(out, ev.Text)
+			shown.WriteString(ev.Text)
+		case "turn":
+			if ev.Turn == nil || ev.Turn.Role != session.RoleAssistant {
+				return nil
+			}
+			saved := text(*ev.Turn)
+			if rest, ok := strings.CutPrefix(saved, shown.String()); ok {
+				fmt.Fprint(out, rest)
+			} else {
+				fmt.Fprintf(out, "\n[as saved:] %s", saved)
+			}
+			shown.Reset()
+			shown.WriteString(saved)
 		case "done":
+			if t := ev.Turn; t != nil && t.Status != session.TurnComplete {
+				fmt.Fprintf(out, " [%s", t.Status)
+				if t.Error != nil {
+					fmt.Fprintf(out, ": %s", t.Error.Message)
+				}
+				fmt.Fprint(out, "]")
+			}
 			fmt.Fprintln(out)
 		case "error":
 			fmt.Fprintf(out, "\n[error %s: %s]\n", ev.Code, ev.Message)

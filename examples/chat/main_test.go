@@ -3,6 +3,8 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -188,5 +190,40 @@ func TestChatResumeAsReplyFinishes(t *testing.T) {
 	}
 	if got := strings.Count(out.String(), "assistant: 1 2 3"); got != 1 {
 		t.Fatalf("reply printed %d times, want once:\n%s", got, out.String())
+	}
+}
+
+// A resume that finds the generation ended without its deltas (sessiond
+// restarted: its saved turn and final event are all there is) prints the
+// part of the saved reply not shown yet, or the whole reply as saved when
+// it differs, and says that the reply was interrupted; before, the saved
+// text and the interruption went unsaid.
+func TestStreamShowsASavedInterruptedReply(t *testing.T) {
+	for _, c := range []struct {
+		name, saved, want string
+	}{
+		{"nothing shown", "1 2 3", "assistant: 1 2 3 [interrupted: the server stopped]\n"},
+		{"saved differs", "1 2", "assistant: 1 2 3\n[as saved:] 1 2 [interrupted: the server stopped]\n"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			turn, _ := json.Marshal(map[string]any{"id": 2, "role": "assistant", "content": c.saved, "status": "interrupted",
+				"error": map[string]string{"code": "interrupted", "message": "the server stopped"}})
+			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				w.Header().Set("Content-Type", "text/event-stream")
+				if c.name == "saved differs" {
+					fmt.Fprint(w, "event: delta\nid: 1\ndata: {\"type\":\"delta\",\"generation\":\"g_1\",\"offset\":1,\"text\":\"1 2 3\"}\n\n")
+				}
+				fmt.Fprintf(w, "event: turn\ndata: {\"type\":\"turn\",\"turn\":%s}\n\n", turn)
+				fmt.Fprintf(w, "event: done\nid: 65537\ndata: {\"type\":\"done\",\"generation\":\"g_1\",\"offset\":65537,\"turn\":%s,\"finish_reason\":\"interrupted\"}\n\n", turn)
+			}))
+			defer srv.Close()
+			var out bytes.Buffer
+			if err := stream(context.Background(), client.New(srv.URL, ""), "s1", "g_1", &out); err != nil {
+				t.Fatal(err)
+			}
+			if out.String() != c.want {
+				t.Fatalf("printed %q, want %q", out.String(), c.want)
+			}
+		})
 	}
 }
