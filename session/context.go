@@ -56,7 +56,7 @@ func (o *sessionObj) assembleContext(ctx context.Context, tx *objects.Tx, system
 			if t.Role == RoleAssistant && m.Text() == "" && len(m.ToolCalls) == 0 {
 				continue
 			}
-			cost := EstimateTokens(m.Text()) + 4
+			cost := contentTokens(m) + 4
 			for _, c := range m.ToolCalls {
 				cost += EstimateTokens(c.Function.Name + c.Function.Arguments)
 			}
@@ -160,4 +160,41 @@ func turnMessage(t Turn) Message {
 		m.Parts = t.Content
 	}
 	return m
+}
+
+// imagePartTokens is what an image content part counts for in the budget:
+// about what a vision model charges for a detailed image, whatever the size
+// of its URL (a data URL of megabytes is not read as text).
+const imagePartTokens = 1000
+
+// contentTokens estimates the tokens of m's content: its text, and for
+// content parts each text part's text, imagePartTokens for an image, and
+// any other part (audio, a file) by the size of its JSON, as text would
+// count. Counting only the text let turns with large non-text parts pass
+// any budget whole.
+func contentTokens(m Message) int {
+	if len(m.Parts) == 0 {
+		return EstimateTokens(m.Content)
+	}
+	var parts []json.RawMessage
+	if err := json.Unmarshal(m.Parts, &parts); err != nil {
+		return EstimateTokens(string(m.Parts))
+	}
+	n := 0
+	for _, raw := range parts {
+		var p struct {
+			Type string `json:"type"`
+			Text string `json:"text"`
+		}
+		json.Unmarshal(raw, &p)
+		switch p.Type {
+		case "text":
+			n += EstimateTokens(p.Text)
+		case "image_url", "input_image":
+			n += imagePartTokens
+		default:
+			n += EstimateTokens(string(raw))
+		}
+	}
+	return n
 }

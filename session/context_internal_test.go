@@ -110,3 +110,43 @@ func TestContextNewestResultOfManyPastBudget(t *testing.T) {
 		t.Fatalf("the model is sent %v: want the call, the newest result and the results the budget takes (2 at most)", got)
 	}
 }
+
+// Content parts count with what they hold, not only their text: turns
+// each carrying a large image used to count as empty and pass any budget
+// whole (1.2 MB sent against a budget of 1,200 tokens).
+func TestContextCountsContentParts(t *testing.T) {
+	ctx := context.Background()
+	const budget = 4096 // less the reply's room: about three images
+	svc := startService(t, offlineRegistry(t, 0, ModelInfo{ContextTokens: budget}))
+	var b strings.Builder
+	b.WriteString(`{"type":"session","session":{"id":"x"}}` + "\n")
+	image := `{"type":"image_url","image_url":{"url":"data:image/png;base64,` + strings.Repeat("A", 400<<10) + `"}}`
+	const n = 8
+	for i := range n {
+		parent := "null"
+		if i > 0 {
+			parent = fmt.Sprint(i)
+		}
+		fmt.Fprintf(&b, `{"type":"turn","turn":{"id":%d,"parent_id":%s,"role":"user","content":[{"type":"text","text":"look %d"},%s]}}`+"\n", i+1, parent, i, image)
+	}
+	s, err := svc.Import(ctx, "local", strings.NewReader(b.String()), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	stub, err := svc.sessions.Get(s.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	msgs, err := objects.Do(ctx, stub, func(ctx context.Context, o *sessionObj, tx *objects.Tx) ([]Message, error) {
+		return o.assembleContext(ctx, tx, "", n, budget)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(msgs) == 0 || len(msgs) >= n {
+		t.Fatalf("the model is sent %d of %d turns of an image each: want the newest ones the budget takes", len(msgs), n)
+	}
+	if got := msgs[len(msgs)-1].Text(); got != fmt.Sprintf("look %d", n-1) {
+		t.Fatalf("the newest turn sent is %q", got)
+	}
+}
