@@ -27,6 +27,7 @@ var errStreamLine = errors.New("event stream")
 
 var (
 	nl         = []byte{'\n'}
+	bom        = []byte("\xEF\xBB\xBF")
 	dataField  = []byte("data:")
 	doneMarker = []byte("[DONE]")
 	errorStart = []byte(`{"error":`) // as go-openai recognises an error event
@@ -50,7 +51,10 @@ var (
 //   - "data:" lines pass, at most maxLineBytes each;
 //   - any other line passes (a server answering 200 with a JSON error),
 //     at most maxOtherBytes of them in all;
-//   - a "data: [DONE]" line sets *done.
+//   - a "data: [DONE]" line sets *done;
+//   - a byte order mark at the start of the stream is dropped, as the
+//     event stream format says (left in, the first line was not known
+//     for a data line, and its chunk was lost).
 //
 // A line is classified by its first segment (sseReadBuffer bytes): one
 // that starts with 64 KiB of white space is taken as blank.
@@ -64,6 +68,7 @@ type sseFilter struct {
 	br   *bufio.Reader
 	done *bool
 
+	started    bool   // the start of the stream was read (see bom)
 	pend       []byte // what is left to hand on of the current segment
 	inLine     bool   // the current line's kind is known: keep, data
 	keep       bool   // the current line is passed on
@@ -83,6 +88,12 @@ func newSSEFilter(body io.ReadCloser, done *bool) *sseFilter {
 
 // Read implements io.Reader.
 func (f *sseFilter) Read(p []byte) (int, error) {
+	if !f.started {
+		f.started = true
+		if b, err := f.br.Peek(len(bom)); err == nil && bytes.Equal(b, bom) {
+			f.br.Discard(len(bom))
+		}
+	}
 	for len(f.pend) == 0 {
 		if f.err != nil {
 			return 0, f.err

@@ -18,6 +18,8 @@ func FuzzSSEFilter(f *testing.F) {
 		"data: partial",
 		"\n\n\n:\n:x\n  data: y\r\n",
 		"data: {\"error\":{\"message\":\"x\"}}\n: ping\nid: 2\n",
+		"\xEF\xBB\xBFdata: {}\n\n",
+		"\xEF\xBB\xBF\xEF\xBB\xBFdata: {}\n\n",
 	} {
 		f.Add([]byte(s))
 	}
@@ -45,6 +47,7 @@ func FuzzSSEFilter(f *testing.F) {
 
 // referenceFilter applies the filter's rules to in, whole lines at a time.
 func referenceFilter(in []byte) (out []byte, done bool) {
+	in = bytes.TrimPrefix(in, []byte("\xEF\xBB\xBF")) // one, at the start
 	afterError, passed := false, false
 	for len(in) > 0 {
 		i := bytes.IndexByte(in, '\n') + 1
@@ -80,4 +83,19 @@ func referenceFilter(in []byte) (out []byte, done bool) {
 		}
 	}
 	return out, done
+}
+
+// A stream that starts with a byte order mark keeps its first line: the
+// mark is dropped, as the event stream format says. It used to make the
+// first line unreadable, and its chunk was lost.
+func TestSSEFilterDropsByteOrderMark(t *testing.T) {
+	var done bool
+	r := newSSEFilter(io.NopCloser(bytes.NewReader([]byte("\xEF\xBB\xBFdata: {\"a\":1}\n\ndata: [DONE]\n\n"))), &done)
+	got, err := io.ReadAll(r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := "data: {\"a\":1}\n\ndata: [DONE]\n\n"; string(got) != want || !done {
+		t.Fatalf("filter handed on %q (done %v), want %q", got, done, want)
+	}
 }
