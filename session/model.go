@@ -153,8 +153,10 @@ type callBuilder struct {
 }
 
 // Add adds d: text is appended, and a tool call part is merged into call
-// number d.ToolCall.Index (ID and Name are kept from the first part that has
-// them, Arguments are appended). A new call must take the next index, the
+// number d.ToolCall.Index (ID is kept from the first part that has one,
+// Arguments are appended, and so is a Name part, unless it is the name so
+// far again or that name and more: a server may split a name, repeat it in
+// every part, or send it growing). A new call must take the next index, the
 // number of calls so far; Add returns an error for any other index and then
 // adds nothing.
 func (b *ResultBuilder) Add(d Delta) error {
@@ -173,8 +175,11 @@ func (b *ResultBuilder) Add(d Delta) error {
 	if call.id == "" {
 		call.id = tc.ID
 	}
-	if call.name == "" {
-		call.name = tc.Name
+	switch {
+	case strings.HasPrefix(tc.Name, call.name):
+		call.name = tc.Name // the first part, the name again, or more of it
+	case tc.Name != "":
+		call.name += tc.Name
 	}
 	call.args.WriteString(tc.Arguments)
 	return nil

@@ -89,6 +89,16 @@ func TestResultBuilder(t *testing.T) {
 	if len(r.ToolCalls) != len(want) || r.ToolCalls[0] != want[0] || r.ToolCalls[1] != want[1] {
 		t.Fatalf("ToolCalls = %+v, want %+v", r.ToolCalls, want)
 	}
+	// A name in parts is joined; one repeated, or sent growing, is kept once.
+	for _, parts := range [][]string{{"read_", "file"}, {"read_file", "read_file"}, {"read_", "read_file"}, {"read_file", ""}} {
+		var nb session.ResultBuilder
+		for _, p := range parts {
+			nb.Add(session.Delta{ToolCall: &session.ToolCallDelta{Index: 0, Name: p}})
+		}
+		if got := nb.Result().ToolCalls[0].Function.Name; got != "read_file" {
+			t.Errorf("name parts %q make %q, want read_file", parts, got)
+		}
+	}
 	var empty session.ResultBuilder
 	if r := empty.Result(); r.Text != "" || r.ToolCalls != nil {
 		t.Fatalf("empty builder gives %+v", r)

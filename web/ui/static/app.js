@@ -484,7 +484,7 @@ function connect(id, seq) {
         const tc = m.tool_call;
         const c = (buf.calls[tc.index ?? 0] ||= { id: "", name: "", arguments: "" });
         if (tc.id) c.id = tc.id;
-        if (tc.name) c.name = tc.name;
+        if (tc.name) c.name = tc.name.startsWith(c.name) ? tc.name : c.name + tc.name; // as the server joins a name sent in parts
         c.arguments += tc.arguments || "";
       } else {
         buf.text += m.text || "";
