@@ -90,30 +90,23 @@ func checkFor(t *testing.T, what string, cond func() bool) {
 	}
 }
 
-// A viewer refused inside a session's call (the session is being deleted)
-// is closed without the call waiting for it: a client that does not read
-// would otherwise hold the session's serial calls for the close handshake
-// (about 5 s), and the Delete waiting on them.
-func TestRefusedViewerCloseDoesNotHoldSession(t *testing.T) {
+// pingDeleting makes a session with a socket that said hello, puts the
+// session in the state Delete's first call leaves it in while it waits
+// for a running generation to end (before the object goes), and sends a
+// ping on the socket. It returns the socket, the session's stub and id.
+func pingDeleting(t *testing.T, svc *Service) (*websocket.Conn, *objects.Stub, string) {
+	t.Helper()
 	ctx := context.Background()
-	svc := startService(t, offlineRegistry(t, 0, ModelInfo{}))
 	s, err := svc.Create(ctx, "local", CreateRequest{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	c := dial(t, serveSession(t, svc, "local", s.ID, nil))
-	helloReady(t, c) // then the client reads no more
-	svs := viewersOf(svc, s.ID)
-	if len(svs) != 1 {
-		t.Fatalf("%d viewers, want 1", len(svs))
-	}
-	v := svs[0].v
+	helloReady(t, c)
 	stub, err := svc.sessions.Get(s.ID)
 	if err != nil {
 		t.Fatal(err)
 	}
-	// The state Delete's first call leaves while it waits for a running
-	// generation to end.
 	if _, err := objects.Do(ctx, stub, func(ctx context.Context, o *sessionObj, tx *objects.Tx) (struct{}, error) {
 		o.deleting = true
 		return struct{}{}, nil
@@ -123,6 +116,22 @@ func TestRefusedViewerCloseDoesNotHoldSession(t *testing.T) {
 	if err := c.Write(ctx, websocket.MessageText, []byte(`{"type":"ping"}`)); err != nil {
 		t.Fatal(err)
 	}
+	return c, stub, s.ID
+}
+
+// A viewer refused inside a session's call (the session is being deleted)
+// is closed without the call waiting for it: a client that does not read
+// would otherwise hold the session's serial calls for the close handshake
+// (about 5 s), and the Delete waiting on them.
+func TestRefusedViewerCloseDoesNotHoldSession(t *testing.T) {
+	ctx := context.Background()
+	svc := startService(t, offlineRegistry(t, 0, ModelInfo{}))
+	_, stub, id := pingDeleting(t, svc) // then the client reads no more
+	svs := viewersOf(svc, id)
+	if len(svs) != 1 {
+		t.Fatalf("%d viewers, want 1", len(svs))
+	}
+	v := svs[0].v
 	checkFor(t, "the session to refuse the viewer", func() bool { return v.Err() != nil })
 	// The next call of the session runs while that close still waits for
 	// the client's close frame, which never comes: the client stopped
@@ -397,26 +406,7 @@ func TestAcceptRacingDeleteDoesNotOutliveIt(t *testing.T) {
 func TestSocketOfSessionBeingDeleted(t *testing.T) {
 	ctx := context.Background()
 	svc := startService(t, offlineRegistry(t, 0, ModelInfo{}))
-	s, err := svc.Create(ctx, "local", CreateRequest{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	c := dial(t, serveSession(t, svc, "local", s.ID, nil))
-	helloReady(t, c)
-	stub, err := svc.sessions.Get(s.ID)
-	if err != nil {
-		t.Fatal(err)
-	}
-	// As Delete's first call leaves it, before the object goes.
-	if _, err := objects.Do(ctx, stub, func(ctx context.Context, o *sessionObj, tx *objects.Tx) (struct{}, error) {
-		o.deleting = true
-		return struct{}{}, nil
-	}); err != nil {
-		t.Fatal(err)
-	}
-	if err := c.Write(ctx, websocket.MessageText, []byte(`{"type":"ping"}`)); err != nil {
-		t.Fatal(err)
-	}
+	c, _, _ := pingDeleting(t, svc)
 	rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	for {
