@@ -65,7 +65,6 @@ func TestPairToolCalls(t *testing.T) {
 // gets the call, the newest result and the results the budget takes, not
 // every result past the budget.
 func TestContextNewestResultOfManyPastBudget(t *testing.T) {
-	ctx := context.Background()
 	svc := startService(t, offlineRegistry(t, 0, ModelInfo{ContextTokens: 4096}))
 
 	const n = 40
@@ -81,20 +80,7 @@ func TestContextNewestResultOfManyPastBudget(t *testing.T) {
 	for i := range n {
 		fmt.Fprintf(&b, `{"type":"turn","turn":{"id":%d,"parent_id":%d,"role":"tool","tool_call_id":"c%d","content":"%s"}}`+"\n", i+3, i+2, i, pad)
 	}
-	s, err := svc.Import(ctx, "local", strings.NewReader(b.String()), "")
-	if err != nil {
-		t.Fatal(err)
-	}
-	stub, err := svc.sessions.Get(s.ID)
-	if err != nil {
-		t.Fatal(err)
-	}
-	msgs, err := objects.Do(ctx, stub, func(ctx context.Context, o *sessionObj, tx *objects.Tx) ([]Message, error) {
-		return o.assembleContext(ctx, tx, "", n+2, 4096)
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
+	msgs := importAndAssemble(t, svc, b.String(), n+2, 4096)
 	var got []string
 	results, ncalls := 0, -1
 	for _, m := range msgs {
@@ -111,11 +97,32 @@ func TestContextNewestResultOfManyPastBudget(t *testing.T) {
 	}
 }
 
+// importAndAssemble imports the session export jsonl and returns the
+// context assembled for the branch ending at turn leaf, within budget.
+func importAndAssemble(t *testing.T, svc *Service, jsonl string, leaf int64, budget int) []Message {
+	t.Helper()
+	ctx := context.Background()
+	s, err := svc.Import(ctx, "local", strings.NewReader(jsonl), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	stub, err := svc.sessions.Get(s.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	msgs, err := objects.Do(ctx, stub, func(ctx context.Context, o *sessionObj, tx *objects.Tx) ([]Message, error) {
+		return o.assembleContext(ctx, tx, "", leaf, budget)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return msgs
+}
+
 // Content parts count with what they hold, not only their text: turns
 // each carrying a large image used to count as empty and pass any budget
 // whole (1.2 MB sent against a budget of 1,200 tokens).
 func TestContextCountsContentParts(t *testing.T) {
-	ctx := context.Background()
 	const budget = 4096 // less the reply's room: about three images
 	svc := startService(t, offlineRegistry(t, 0, ModelInfo{ContextTokens: budget}))
 	var b strings.Builder
@@ -129,20 +136,7 @@ func TestContextCountsContentParts(t *testing.T) {
 		}
 		fmt.Fprintf(&b, `{"type":"turn","turn":{"id":%d,"parent_id":%s,"role":"user","content":[{"type":"text","text":"look %d"},%s]}}`+"\n", i+1, parent, i, image)
 	}
-	s, err := svc.Import(ctx, "local", strings.NewReader(b.String()), "")
-	if err != nil {
-		t.Fatal(err)
-	}
-	stub, err := svc.sessions.Get(s.ID)
-	if err != nil {
-		t.Fatal(err)
-	}
-	msgs, err := objects.Do(ctx, stub, func(ctx context.Context, o *sessionObj, tx *objects.Tx) ([]Message, error) {
-		return o.assembleContext(ctx, tx, "", n, budget)
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
+	msgs := importAndAssemble(t, svc, b.String(), n, budget)
 	if len(msgs) == 0 || len(msgs) >= n {
 		t.Fatalf("the model is sent %d of %d turns of an image each: want the newest ones the budget takes", len(msgs), n)
 	}

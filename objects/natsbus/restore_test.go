@@ -89,6 +89,16 @@ func TestObjectsPublishBatchRestoresDeletedStream(t *testing.T) {
 	}
 }
 
+// requireRunning fails the test if c has ended.
+func requireRunning(t *testing.T, c *natsbus.Consumer) {
+	t.Helper()
+	select {
+	case <-c.Done():
+		t.Fatalf("consumer ended: %v", c.Err())
+	default:
+	}
+}
+
 // A consumer whose stream is deleted creates the stream and itself again
 // (before anyone publishes), and receives what is published afterwards.
 func TestConsumerRestoresDeletedStream(t *testing.T) {
@@ -107,11 +117,7 @@ func TestConsumerRestoresDeletedStream(t *testing.T) {
 	})
 	publish(t, bus, "ev.x", "after")
 	checkFor(t, 20*time.Second, "after", func() bool { return r.seen("after") })
-	select {
-	case <-c.Done():
-		t.Fatalf("consumer ended: %v", c.Err())
-	default:
-	}
+	requireRunning(t, c)
 }
 
 // A consumer whose stream is deleted and created again by a publisher goes
@@ -125,9 +131,5 @@ func TestConsumerFollowsRecreatedStream(t *testing.T) {
 	deleteStream(t, nc)
 	publish(t, bus, "ev.x", "after") // creates the stream again
 	checkFor(t, 20*time.Second, "after", func() bool { return r.seen("after") })
-	select {
-	case <-c.Done():
-		t.Fatalf("consumer ended: %v", c.Err())
-	default:
-	}
+	requireRunning(t, c)
 }

@@ -336,23 +336,9 @@ func TestBrowser(t *testing.T) {
 	t.Run("NetworkLoss", func(t *testing.T) {
 		link := newCuttableLink(t, base)
 		tab := b.open(t, link.URL+"/")
-		tab.click("#new-session")
-		tab.waitFor("connected", `location.pathname.startsWith("/s/") && document.querySelector("#conn").dataset.state === "open"`)
-		want := words(60)
-		tab.watch(want, 0)
-		tab.send("/words 60")
-		tab.waitFor("a fifth of the reply", lastAssistant(`t.dataset.status === "streaming" && t.querySelector(".content").textContent.split(" ").length >= 12`))
-		link.cut()
-		tab.waitFor("the page says the connection is lost", `document.querySelector("#conn").dataset.state === "resuming" && /connection lost/i.test(document.querySelector("#conn").textContent)`)
-		link.restore()
-		tab.waitFor("connected again", `document.querySelector("#conn").dataset.state === "open"`)
-		tab.waitFor("the reply completes", lastAssistant(`t.dataset.status === "complete"`))
-		if got := tab.lastAssistantText(); got != want {
-			t.Fatalf("reply across the outage=%q, want %q", got, want)
-		}
-		if w := tab.watched(); len(w.Bad) > 0 {
-			t.Fatalf("across the outage the reply showed text that is not a prefix of the answer: %q", w.Bad)
-		}
+		tab.replyAcrossOutage(link.cut,
+			`document.querySelector("#conn").dataset.state === "resuming" && /connection lost/i.test(document.querySelector("#conn").textContent)`,
+			link.restore)
 	})
 
 	t.Run("BrowserOffline", func(t *testing.T) {
@@ -360,23 +346,10 @@ func TestBrowser(t *testing.T) {
 		// looks open (no close has come): the page says so at once, not
 		// when the heartbeat gives up (~40 s), and resumes exactly.
 		tab := b.open(t, base+"/")
-		tab.click("#new-session")
-		tab.waitFor("connected", `location.pathname.startsWith("/s/") && document.querySelector("#conn").dataset.state === "open"`)
-		want := words(60)
-		tab.watch(want, 0)
-		tab.send("/words 60")
-		tab.waitFor("a fifth of the reply", lastAssistant(`t.dataset.status === "streaming" && t.querySelector(".content").textContent.split(" ").length >= 12`))
-		tab.do(chromedp.Evaluate[chromedp.Void](`dispatchEvent(new Event("offline"))`))
-		tab.waitFor("the page says the connection is lost", `document.querySelector("#conn").dataset.state === "resuming"`)
-		tab.do(chromedp.Evaluate[chromedp.Void](`dispatchEvent(new Event("online"))`))
-		tab.waitFor("connected again", `document.querySelector("#conn").dataset.state === "open"`)
-		tab.waitFor("the reply completes", lastAssistant(`t.dataset.status === "complete"`))
-		if got := tab.lastAssistantText(); got != want {
-			t.Fatalf("reply across the outage=%q, want %q", got, want)
+		event := func(name string) func() {
+			return func() { tab.do(chromedp.Evaluate[chromedp.Void](`dispatchEvent(new Event("` + name + `"))`)) }
 		}
-		if w := tab.watched(); len(w.Bad) > 0 {
-			t.Fatalf("across the outage the reply showed text that is not a prefix of the answer: %q", w.Bad)
-		}
+		tab.replyAcrossOutage(event("offline"), `document.querySelector("#conn").dataset.state === "resuming"`, event("online"))
 	})
 
 	t.Run("ReconnectKeepsTurns", func(t *testing.T) {
@@ -727,6 +700,32 @@ func getJSON(t *testing.T, url string, out any) {
 	}
 	if err := json.Unmarshal(data, out); err != nil {
 		t.Fatalf("GET %s: %v", url, err)
+	}
+}
+
+// replyAcrossOutage opens a new session on the tab and has it stream a
+// reply; a fifth of the way in, lose() takes the connection away, the
+// page must say so (the predicate lost), and once restore() gives it
+// back, the reply must complete exactly, never having shown text that is
+// not a prefix of the answer.
+func (tb *tab) replyAcrossOutage(lose func(), lost string, restore func()) {
+	tb.t.Helper()
+	tb.click("#new-session")
+	tb.waitFor("connected", `location.pathname.startsWith("/s/") && document.querySelector("#conn").dataset.state === "open"`)
+	want := words(60)
+	tb.watch(want, 0)
+	tb.send("/words 60")
+	tb.waitFor("a fifth of the reply", lastAssistant(`t.dataset.status === "streaming" && t.querySelector(".content").textContent.split(" ").length >= 12`))
+	lose()
+	tb.waitFor("the page says the connection is lost", lost)
+	restore()
+	tb.waitFor("connected again", `document.querySelector("#conn").dataset.state === "open"`)
+	tb.waitFor("the reply completes", lastAssistant(`t.dataset.status === "complete"`))
+	if got := tb.lastAssistantText(); got != want {
+		tb.t.Fatalf("reply across the outage=%q, want %q", got, want)
+	}
+	if w := tb.watched(); len(w.Bad) > 0 {
+		tb.t.Fatalf("across the outage the reply showed text that is not a prefix of the answer: %q", w.Bad)
 	}
 }
 
