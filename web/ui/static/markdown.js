@@ -219,6 +219,39 @@ function table(lines, start) {
 
 const SAFE_URL = /^(https?:\/\/|mailto:)[^\s]*$/i;
 
+// URL_PAREN_DEPTH is how deep parentheses may nest in a URL and still be
+// part of it, in a link and bare: two, as in a_(b_(c)).
+const URL_PAREN_DEPTH = 2;
+
+// parens returns a pattern for a pair of parentheses around characters of
+// class c (a class holding neither parenthesis) and pairs of its own,
+// nested at most depth deep. Its alternatives start with different
+// characters, so text matches it one way only, and a URL's scan stops at
+// the first parenthesis that is one too deep or closes nothing: a start
+// that fails has at most depth others' unclosed parentheses behind it, so
+// at most depth + 1 failed scans cover any character (linear).
+function parens(c, depth) {
+  let p = `\\([${c}]*\\)`;
+  for (let d = 1; d < depth; d++) p = `\\((?:[${c}]|${p})*\\)`;
+  return p;
+}
+
+// Links whose label may hold emphasis: [label](url "title"). The label
+// holds no bracket and the title is bounded, and the URL's parentheses
+// must pair: no start rescans the rest of a line that never closes.
+const LINK = new RegExp(
+  String.raw`!?\[([^[\]\n]{1,1000})\]\([ \t]*((?:[^\s()]|${parens(String.raw`^\s()`, URL_PAREN_DEPTH)})+)(?:[ \t]+&quot;[^\n]{0,1000}?&quot;)?[ \t]*\)`,
+  "g",
+);
+
+// Bare links: the URL's paired parentheses are part of it, a closing one
+// without its pair is not, nor is the punctuation that ends a sentence.
+const BARE_PAREN = parens(String.raw`^\s<\u0000()`, URL_PAREN_DEPTH);
+const BARE_LINK = new RegExp(
+  String.raw`(^|[\s(])(https?:\/\/(?:[^\s<\u0000()]|${BARE_PAREN})*(?:[^\s<\u0000().,;:!?'"&]|${BARE_PAREN}))`,
+  "gi",
+);
+
 function link(label, url) {
   // url is already escaped: it cannot close the attribute, and since & is
   // escaped too, no character reference can hide a scheme.
@@ -275,18 +308,11 @@ function inline(text) {
   const park = (html) => `\u0000${parked.push(html) - 1}\u0000`;
   let s = codeSpans(text, (code) => park(`<code>${escapeHTML(code)}</code>`));
   s = escapeHTML(s);
-  // Links whose label may hold emphasis: [label](url "title"). The label
-  // holds no bracket and the title is bounded, and the URL's parentheses
-  // must pair (one level, as in Foo_(bar)): no start rescans the rest of
-  // a line that never closes.
-  s = s.replace(/!?\[([^[\]\n]{1,1000})\]\([ \t]*((?:[^\s()]|\([^\s()]*\))+)(?:[ \t]+&quot;[^\n]{0,1000}?&quot;)?[ \t]*\)/g, (all, label, url) => {
+  s = s.replace(LINK, (all, label, url) => {
     const a = link(label, url);
     return a ? park(a) : all;
   });
-  // Bare links: the URL's paired parentheses are part of it, a closing
-  // one without its pair is not, nor is the punctuation that ends a
-  // sentence.
-  s = s.replace(/(^|[\s(])(https?:\/\/(?:[^\s<\u0000()]|\([^\s<\u0000()]*\))*(?:[^\s<\u0000().,;:!?'"&]|\([^\s<\u0000()]*\)))/gi, (all, pre, url) => {
+  s = s.replace(BARE_LINK, (all, pre, url) => {
     const a = link(url, url);
     return a ? pre + park(a) : all;
   });
