@@ -427,6 +427,30 @@ func TestBrowser(t *testing.T) {
 		tab.waitFor("the linked session, open", `document.querySelector("#conn").dataset.state === "open" && `+lastAssistant(`t.querySelector(".content").textContent === "1 2 3"`))
 	})
 
+	t.Run("RefusedKeyForgotten", func(t *testing.T) {
+		// A kept key the server refuses (revoked, or mistyped) is
+		// forgotten at once, not kept until another replaces it; the page
+		// still asks for one.
+		const key = "browser-test-key-0123456789"
+		locked := pageURL(t, startSessiond(t, bin, "--api-keys", key+"=alice"))
+		tab := b.open(t, locked+"/")
+		tab.waitFor("the page asks for an API key", `document.querySelector("#dialog").open`)
+		tab.do(chromedp.Evaluate[chromedp.Void](`localStorage.setItem("sessiond.apiKey", "revoked-key-0123456789")`), chromedp.Reload())
+		tab.waitFor("the question, saying the kept key was refused, and the key gone",
+			`document.querySelector("#dialog").open && /refused/.test(document.querySelector("#dialog-text").textContent) && localStorage.getItem("sessiond.apiKey") === null`)
+		tab.do(chromedp.Evaluate[chromedp.Void](`document.querySelector("#dialog").close()`))
+		tab.waitFor("a way to sign in, and nothing to forget", `!!document.querySelector("#sign-in") && document.querySelector("#sign-out").hidden`)
+		// The next page load has no key to send: it asks as a first visit does.
+		tab.do(chromedp.Reload())
+		tab.waitFor("the first visit's question", `document.querySelector("#dialog").open && /needs an API key/.test(document.querySelector("#dialog-text").textContent)`)
+		// A mistyped key is kept until the server refuses it, then forgotten.
+		tab.do(chromedp.SendKeys(chromedp.CSS("#dialog-input"), "mistyped-key-0123456789"+kb.Enter))
+		tab.waitFor("the question again, the mistyped key gone",
+			`document.querySelector("#dialog").open && /refused/.test(document.querySelector("#dialog-text").textContent) && localStorage.getItem("sessiond.apiKey") === null`)
+		tab.do(chromedp.SendKeys(chromedp.CSS("#dialog-input"), key+kb.Enter))
+		tab.waitFor("signed in, the key kept", fmt.Sprintf(`!document.querySelector("#dialog").open && !document.querySelector("#sign-in") && !document.querySelector("#sign-out").hidden && localStorage.getItem("sessiond.apiKey") === %q`, key))
+	})
+
 	t.Run("ClientModule", func(t *testing.T) {
 		tab := b.open(t, base+"/")
 		type result struct {

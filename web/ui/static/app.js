@@ -117,8 +117,13 @@ function showDialog({ title, text = "", input = null, ok = "OK", danger = false 
 }
 
 // askForKey is the client's onUnauthorized: it asks once for an API key,
-// which the browser keeps.
+// which the browser keeps. The key the server refused is forgotten first
+// (it was kept until another replaced it, so a cancelled question left a
+// dead key for every later page load to send) — unless another tab has
+// kept a new one meanwhile.
 async function askForKey(err) {
+  if (client.apiKey && storage.get() === client.apiKey) storage.set("");
+  els.signOut.hidden = !storage.get();
   const key = await ask({
     title: "Sign in",
     text: client.apiKey
