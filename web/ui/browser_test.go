@@ -278,6 +278,31 @@ func TestBrowser(t *testing.T) {
 		}
 	})
 
+	t.Run("ListAcrossTabs", func(t *testing.T) {
+		// Two tabs of one browser: a session one of them creates, renames
+		// or deletes shows in the other's list at once, not when that tab
+		// next comes into view.
+		a := b.open(t, base+"/")
+		other := b.open(t, base+"/")
+		other.waitFor("the other tab's list", `!!document.querySelector("#session-list li")`)
+		a.click("#new-session")
+		a.waitFor("connected", `location.pathname.startsWith("/s/") && document.querySelector("#conn").dataset.state === "open"`)
+		id := strings.TrimPrefix(eval[string](a, `location.pathname`), "/s/")
+		entry := fmt.Sprintf(`document.querySelector('#session-list a[data-id=%q]')`, id)
+		other.waitFor("the new session in the other tab's list", `!!`+entry)
+		other.click(fmt.Sprintf(`#session-list a[data-id=%q]`, id))
+		other.waitFor("the session open in the other tab", fmt.Sprintf(`location.pathname === "/s/%s" && document.querySelector("#conn").dataset.state === "open"`, id))
+		a.click("#rename")
+		a.waitFor("the rename dialog", `document.querySelector("#dialog").open && document.activeElement === document.querySelector("#dialog-input")`)
+		a.do(chromedp.SendKeys(chromedp.CSS("#dialog-input"), "Renamed elsewhere"+kb.Enter))
+		other.waitFor("the new title in the other tab's list and header",
+			entry+`?.querySelector(".s-title").textContent === "Renamed elsewhere" && document.querySelector("#session-title").textContent === "Renamed elsewhere"`)
+		a.click("#delete")
+		a.waitFor("the delete dialog", `document.querySelector("#dialog").open`)
+		a.click("#dialog-ok")
+		other.waitFor("the session gone from the other tab's list", `!!document.querySelector("#session-list li") && !`+entry)
+	})
+
 	t.Run("SendWhileOpening", func(t *testing.T) {
 		// Two messages typed at once on the start page: the second waits
 		// for the session the first creates, and both go there, in order.

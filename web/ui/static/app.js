@@ -220,6 +220,51 @@ async function refreshSessions({ more = false } = {}) {
   }
 }
 
+// syncSessions reads the list again, one read at a time: calls made while
+// one is under way get one more read after it, so the list ends up as the
+// last change left it, whatever order the answers came in.
+let listing = null;
+let relist = false;
+function syncSessions() {
+  if (listing) {
+    relist = true;
+    return listing;
+  }
+  listing = refreshSessions().finally(() => {
+    listing = null;
+    if (relist) {
+      relist = false;
+      syncSessions();
+    }
+  });
+  return listing;
+}
+
+// Other tabs of this page (the server has no live feed of the session
+// list): a tab that changes a session tells the others, which read the
+// list again at once instead of when they next come into view. A message
+// is {id, title?} (created, renamed or written to) or {id, deleted: true}.
+const tabs = typeof BroadcastChannel === "function" ? new BroadcastChannel("sessiond.sessions") : null;
+
+function tellTabs(msg) {
+  try {
+    tabs?.postMessage(msg);
+  } catch {}
+}
+
+tabs?.addEventListener("message", (e) => {
+  // A tab whose sign-in was cancelled waits for the person to sign in:
+  // a read would ask again each time another tab changed something.
+  if (state.signedOut) return;
+  const { id, title } = e.data || {};
+  const s = state.current;
+  if (s && !s.loading && s.id === id && typeof title === "string" && title !== s.title) {
+    state.current = { ...s, title };
+    renderHeader();
+  }
+  syncSessions();
+});
+
 function sessionTitle(s) {
   return s?.title?.trim() || "Untitled session";
 }
@@ -292,6 +337,7 @@ function touchSession(session, preview) {
   entry.updated_at = new Date().toISOString();
   state.sessions.unshift(entry);
   renderSessions();
+  tellTabs({ id: entry.id, title: entry.title });
 }
 
 els.sessionList.addEventListener("click", (e) => {
@@ -325,6 +371,7 @@ els.rename.addEventListener("click", async () => {
     const entry = state.sessions.find((x) => x.id === s.id);
     if (entry) entry.title = updated.title;
     renderSessions();
+    tellTabs({ id: s.id, title: updated.title });
     succeeded("Could not rename");
   } catch (err) {
     showError(err, "Could not rename");
@@ -343,6 +390,7 @@ els.del.addEventListener("click", async () => {
   if (!yes) return;
   try {
     await client.deleteSession(s.id);
+    tellTabs({ id: s.id, deleted: true });
     state.sessions = state.sessions.filter((x) => x.id !== s.id);
     navigate("/");
     refreshSessions();
@@ -997,7 +1045,7 @@ document.addEventListener("keydown", (e) => {
 // Refresh the list when the page comes back into view (other devices may
 // have been busy).
 document.addEventListener("visibilitychange", () => {
-  if (document.visibilityState === "visible") refreshSessions();
+  if (document.visibilityState === "visible") syncSessions();
 });
 
 refreshSessions();
