@@ -813,3 +813,39 @@ func TestNewRejectsBadConfig(t *testing.T) {
 		t.Errorf("New(zero Config): %v, want the defaults", err)
 	}
 }
+
+// A server that answers 200 with a JSON error object instead of a stream
+// (a proxy, a misconfigured server) is understood whether or not its body
+// ends with a newline: the last line of a body was lost when it had none,
+// and the turn failed with "stream ended without any chunk" instead of the
+// upstream's message. The same goes for a pretty-printed object, whose
+// closing brace is its last line, and for an error event.
+func TestStreamJSONErrorBodyWithoutNewline(t *testing.T) {
+	body := apiError("The model `gpt-9` does not exist", "invalid_request_error", "model_not_found")
+	pretty := "{\n  \"error\": {\n    \"message\": \"The model `gpt-9` does not exist\",\n    \"type\": \"invalid_request_error\"\n  }\n}"
+	stream := func(t *testing.T, raw string) *session.ModelError {
+		t.Helper()
+		f := newFake(t, reply{raw: []string{raw}})
+		_, _, err := collect(t, t.Context(), newModel(t, f, nil), userRequest("hi"))
+		me := modelError(t, err, session.CodeUpstreamError)
+		if got := len(f.requests()); got != 1 {
+			t.Fatalf("requests = %d, want 1", got)
+		}
+		return me
+	}
+	want := stream(t, body+"\n")
+	if !strings.Contains(want.Message, "does not exist") || want.Retryable {
+		t.Fatalf("with a newline: Message %q (retryable %v), want the upstream's message, not retryable", want.Message, want.Retryable)
+	}
+	for _, tt := range []struct{ name, raw string }{
+		{"no newline", body},
+		{"pretty, no newline", pretty},
+		{"error event, no newline", "data: " + body},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := stream(t, tt.raw); *got != *want {
+				t.Fatalf("error %+v, want %+v as with a newline", got, want)
+			}
+		})
+	}
+}

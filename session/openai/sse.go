@@ -52,6 +52,11 @@ var (
 //   - any other line passes (a server answering 200 with a JSON error),
 //     at most maxOtherBytes of them in all;
 //   - a "data: [DONE]" line sets *done;
+//   - a last line without a newline that is an error (any other line,
+//     or an error event) gets one, as go-openai drops a line without one:
+//     a JSON error body that does not end with a newline was lost. A
+//     data line stays as it is, dropped: the event stream format drops
+//     an event the stream ends in, and it may be a chunk cut short;
 //   - a byte order mark at the start of the stream is dropped, as the
 //     event stream format says (left in, the first line was not known
 //     for a data line, and its chunk was lost).
@@ -134,6 +139,11 @@ func (f *sseFilter) Read(p []byte) (int, error) {
 			// go-openai returns an error event's error when it reads the
 			// next line: a dropped one must still release it.
 			f.pend, f.passed = nl, false
+		}
+		if f.err == io.EOF && !ended && f.keep && (!f.data || f.errLine) {
+			// go-openai drops a last line without a newline: it would
+			// lose the closing brace of a JSON error, or all of it.
+			f.pend = append(f.pend[:len(f.pend):len(f.pend)], '\n') // a copy: seg is br's
 		}
 	}
 	n := copy(p, f.pend)

@@ -20,6 +20,9 @@ func FuzzSSEFilter(f *testing.F) {
 		"data: {\"error\":{\"message\":\"x\"}}\n: ping\nid: 2\n",
 		"\xEF\xBB\xBFdata: {}\n\n",
 		"\xEF\xBB\xBF\xEF\xBB\xBFdata: {}\n\n",
+		"{\"error\":{\"message\":\"boom\"}}",
+		"data: {}\n\ndata: {\"error\":{\"message\":\"x\"}}",
+		"data: {\"choices\":[]",
 	} {
 		f.Add([]byte(s))
 	}
@@ -74,12 +77,16 @@ func referenceFilter(in []byte) (out []byte, done bool) {
 			}
 		default:
 			passed = true
-			if payload, ok := bytes.CutPrefix(rest, []byte("data:")); ok {
+			payload, data := bytes.CutPrefix(rest, []byte("data:"))
+			if data {
 				payload = bytes.TrimLeft(payload, " \t\r\n")
 				done = done || string(bytes.TrimSpace(payload)) == "[DONE]"
 				afterError = bytes.HasPrefix(payload, []byte(`{"error":`))
 			}
 			out = append(out, line...)
+			if !ended && (!data || afterError) { // the last line, an error
+				out = append(out, '\n')
+			}
 		}
 	}
 	return out, done
