@@ -849,3 +849,25 @@ func TestStreamJSONErrorBodyWithoutNewline(t *testing.T) {
 		})
 	}
 }
+
+// The event stream format ends a line with "\r\n", "\n" or a lone "\r":
+// a stream with lone "\r" endings was read as one long line, and lost. A
+// "\r\n" split across two writes is one line ending, not two.
+func TestStreamLineEndings(t *testing.T) {
+	for _, tt := range []struct {
+		name string
+		raw  []string
+	}{
+		{"cr", []string{"data: " + role() + "\r\rdata: " + text("Hello, ") + "\r\r: ping\r\r", "data: " + text("world") + "\r\rdata: " + finish("stop") + "\r\rdata: [DONE]\r\r"}},
+		{"crlf split", []string{"data: " + role() + "\r", "\n\r", "\ndata: " + text("Hello, ") + "\r\n\r\n", "data: " + text("world") + "\r", "\n\r\ndata: [DONE]\r", "\n\r\n"}},
+		{"mixed", []string{"data: " + role() + "\n\ndata: " + text("Hello, ") + "\r\n\r\ndata: " + text("world") + "\r\rdata: [DONE]\r\n\n"}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			f := newFake(t, reply{raw: tt.raw})
+			res, deltas, err := collect(t, t.Context(), newModel(t, f, func(c *openai.Config) { c.MaxRetries = -1 }), userRequest("hi"))
+			if err != nil || res.Text != "Hello, world" || len(deltas) != 2 || res.FinishReason != session.FinishStop {
+				t.Fatalf("Text %q from %d deltas, FinishReason %q, err %v; want \"Hello, world\" from 2, stop", res.Text, len(deltas), res.FinishReason, err)
+			}
+		})
+	}
+}

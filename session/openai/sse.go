@@ -59,7 +59,11 @@ var (
 //     an event the stream ends in, and it may be a chunk cut short;
 //   - a byte order mark at the start of the stream is dropped, as the
 //     event stream format says (left in, the first line was not known
-//     for a data line, and its chunk was lost).
+//     for a data line, and its chunk was lost);
+//   - every line ending, "\r\n", "\n" or a lone "\r" (the event stream
+//     format allows all three), is read as "\n" (see crlfReader):
+//     go-openai knows only "\n", and read a stream with lone "\r"
+//     endings as one line.
 //
 // A line is classified by its first segment (sseReadBuffer bytes): one
 // that starts with 64 KiB of white space is taken as blank.
@@ -88,7 +92,43 @@ type sseFilter struct {
 }
 
 func newSSEFilter(body io.ReadCloser, done *bool) *sseFilter {
-	return &sseFilter{Closer: body, br: bufio.NewReaderSize(body, sseReadBuffer), done: done}
+	return &sseFilter{Closer: body, br: bufio.NewReaderSize(&crlfReader{r: body}, sseReadBuffer), done: done}
+}
+
+// crlfReader turns every line ending of an event stream, "\r\n", "\n"
+// or a lone "\r", into "\n". A "\r" is turned as soon as it is read, not
+// held back to see what follows (a stream that pauses after a line must
+// not keep it waiting for the next byte): the "\n" right after it, in the
+// same read or the next, is dropped, so a "\r\n" split across two reads
+// is one line ending.
+type crlfReader struct {
+	r       io.Reader
+	afterCR bool // the last byte read was a "\r"
+}
+
+// Read implements io.Reader.
+func (c *crlfReader) Read(p []byte) (int, error) {
+	for {
+		n, err := c.r.Read(p)
+		w := 0
+		for _, b := range p[:n] {
+			afterCR := c.afterCR
+			c.afterCR = b == '\r'
+			switch {
+			case b == '\n' && afterCR:
+				continue
+			case b == '\r':
+				b = '\n'
+			}
+			p[w] = b
+			w++
+		}
+		// A read that was only the "\n" of a split "\r\n" hands on
+		// nothing: read on rather than return 0 bytes.
+		if w > 0 || n == 0 || err != nil {
+			return w, err
+		}
+	}
 }
 
 // Read implements io.Reader.

@@ -23,6 +23,7 @@ func FuzzSSEFilter(f *testing.F) {
 		"{\"error\":{\"message\":\"boom\"}}",
 		"data: {}\n\ndata: {\"error\":{\"message\":\"x\"}}",
 		"data: {\"choices\":[]",
+		"data: {}\r\rdata: {\"error\":{}}\r: x\r\n\r\n\r\r\n",
 	} {
 		f.Add([]byte(s))
 	}
@@ -51,6 +52,8 @@ func FuzzSSEFilter(f *testing.F) {
 // referenceFilter applies the filter's rules to in, whole lines at a time.
 func referenceFilter(in []byte) (out []byte, done bool) {
 	in = bytes.TrimPrefix(in, []byte("\xEF\xBB\xBF")) // one, at the start
+	in = bytes.ReplaceAll(in, []byte("\r\n"), []byte("\n"))
+	in = bytes.ReplaceAll(in, []byte("\r"), []byte("\n"))
 	afterError, passed := false, false
 	for len(in) > 0 {
 		i := bytes.IndexByte(in, '\n') + 1
@@ -104,5 +107,21 @@ func TestSSEFilterDropsByteOrderMark(t *testing.T) {
 	}
 	if want := "data: {\"a\":1}\n\ndata: [DONE]\n\n"; string(got) != want || !done {
 		t.Fatalf("filter handed on %q (done %v), want %q", got, done, want)
+	}
+}
+
+// Every line ending of the event stream format, "\r\n", "\n" or a lone
+// "\r", is handed on as "\n"; a "\r\n" split across two reads (here every
+// one is: the body gives a byte a time) is one line ending, not two.
+func TestSSEFilterLineEndings(t *testing.T) {
+	in := "data: {\"a\":1}\r\ndata: {\"b\":2}\r\n\r\ndata: {\"c\":3}\r\r: ping\r\revent: x\r\ndata: {\"d\":4}\n\r\n{\"error\":{}}\r"
+	var done bool
+	r := newSSEFilter(io.NopCloser(iotest.OneByteReader(bytes.NewReader([]byte(in)))), &done)
+	got, err := io.ReadAll(r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := "data: {\"a\":1}\ndata: {\"b\":2}\n\ndata: {\"c\":3}\n\ndata: {\"d\":4}\n\n{\"error\":{}}\n"; string(got) != want {
+		t.Fatalf("filter handed on %q, want %q", got, want)
 	}
 }
