@@ -29,8 +29,9 @@
 // it carries). Status holds the HTTP status when there was one.
 //
 // Failures with 429, 5xx, a timeout or a broken connection are retried with
-// exponential backoff, but only as long as no delta has been emitted: a
-// caller never sees output twice. When ctx is cancelled Stream returns
+// exponential backoff (or after the answer's Retry-After, when longer), but
+// only as long as no delta has been emitted: a caller never sees output
+// twice. When ctx is cancelled Stream returns
 // ctx.Err() with the partial result (finish reason "cancelled"); an error
 // returned by emit ends the stream and is returned as is.
 package openai

@@ -99,9 +99,11 @@ type Config struct {
 	// delta was emitted. Default DefaultMaxRetries (3); negative means none.
 	MaxRetries int
 	// RetryBackoff is the wait before the first retry; it doubles for every
-	// further retry (capped at 30 s), with random jitter of up to half, and a
-	// longer Retry-After of a 429 answer is honoured. Default
-	// DefaultRetryBackoff (500 ms); negative means no wait.
+	// further retry (capped at 30 s), with random jitter of up to half. A
+	// longer Retry-After of the answer retried (a 429, a 503, any status
+	// that is retried) is waited for instead, up to a minute; a longer one
+	// fails the request at once. Default DefaultRetryBackoff (500 ms);
+	// negative means no wait.
 	RetryBackoff time.Duration
 	// HTTPClient sends the requests; default a new http.Client using
 	// http.DefaultTransport. It is copied, not modified. Its own Timeout
@@ -546,7 +548,7 @@ type streamState struct {
 	chunks     int
 	emitted    bool
 	emitErr    bool
-	retryAfter time.Duration // of a 429 answer, set by the transport
+	retryAfter time.Duration // of an error answer, set by the transport
 	done       bool          // the body had a "data: [DONE]" line (see sseFilter)
 }
 
@@ -678,7 +680,7 @@ func (st *streamState) result(reason string) *session.ModelResult {
 }
 
 // transport adds the configured headers to every request and notes the
-// Retry-After of a 429 answer for the attempt that sent it.
+// Retry-After of an error answer for the attempt that sent it.
 type transport struct {
 	base    http.RoundTripper
 	headers http.Header
@@ -706,7 +708,10 @@ func (t *transport) RoundTrip(req *http.Request) (*http.Response, error) {
 			io.Closer
 		}{io.LimitReader(resp.Body, maxErrorRead), resp.Body}
 	}
-	if err == nil && resp.StatusCode == http.StatusTooManyRequests {
+	if err == nil && resp.StatusCode != http.StatusOK {
+		// Any error answer may say when to come back (a 429, a 503 of a
+		// server that is overloaded or still loading its model); Stream
+		// waits for it only if it retries the answer's status.
 		if p, ok := req.Context().Value(retryAfterKey{}).(*time.Duration); ok {
 			*p = parseRetryAfter(resp.Header.Get("Retry-After"), time.Now())
 		}

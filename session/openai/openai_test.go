@@ -457,6 +457,8 @@ func TestStreamStatusErrorsAndRetries(t *testing.T) {
 		{"400 other", []reply{status(400, apiError("bad temperature", "invalid_request_error", ""))}, 1, session.CodeUpstreamError, 400},
 		{"404", []reply{status(404, apiError("model not found", "invalid_request_error", "model_not_found"))}, 1, session.CodeUpstreamError, 404},
 		{"502 html forever", []reply{status(502, "<html>bad gateway</html>")}, 3, session.CodeUpstreamError, 502},
+		{"503 retry after an hour", []reply{{status: 503, header: map[string]string{"Retry-After": "3600"}, body: apiError("overloaded", "server_error", "")}}, 1, session.CodeUpstreamError, 503},
+		{"504 retry after an hour", []reply{{status: 504, header: map[string]string{"Retry-After": "3600"}}}, 1, session.CodeUpstreamTimeout, 504},
 		{"504 forever", []reply{status(504, "")}, 3, session.CodeUpstreamTimeout, 504},
 	}
 	for _, tt := range tests {
@@ -870,4 +872,41 @@ func TestStreamLineEndings(t *testing.T) {
 			}
 		})
 	}
+}
+
+// A Retry-After is honoured on any answer that is retried, not only on a
+// 429: a 503 (an overloaded or starting server) says when to come back
+// too. The wait is the longer of it and the backoff.
+func TestStreamRetryAfterOn503(t *testing.T) {
+	f := newFake(t,
+		reply{status: 503, header: map[string]string{"Retry-After": "1"}, body: apiError("loading model", "server_error", "")},
+		ok(text("fine"), finish("stop")))
+	var waits []string
+	h := &recordHandler{Handler: slog.NewTextHandler(testWriter{t}, nil), record: func(r slog.Record) {
+		r.Attrs(func(a slog.Attr) bool {
+			if a.Key == "backoff" {
+				waits = append(waits, a.Value.String())
+			}
+			return true
+		})
+	}}
+	m := newModel(t, f, func(c *openai.Config) { c.Logger = slog.New(h) })
+	res, _, err := collect(t, t.Context(), m, userRequest("hi"))
+	if err != nil || res.Text != "fine" {
+		t.Fatalf("Text %q, err %v; want \"fine\" after one retry", res.Text, err)
+	}
+	if want := []string{"1s"}; !slices.Equal(waits, want) {
+		t.Fatalf("waits before retries = %q, want %q (the Retry-After)", waits, want)
+	}
+}
+
+// recordHandler passes every record to record, then to Handler.
+type recordHandler struct {
+	slog.Handler
+	record func(slog.Record)
+}
+
+func (h *recordHandler) Handle(ctx context.Context, r slog.Record) error {
+	h.record(r)
+	return h.Handler.Handle(ctx, r)
 }
