@@ -208,6 +208,14 @@ func (svc *Service) runGeneration(ctx context.Context, stub *objects.Stub, run *
 		if size > svc.MaxTurnBytes {
 			return errOutputLimit
 		}
+		if tc := d.ToolCall; tc != nil && tc.ID != "" && !b.takesID(tc) {
+			// Viewers are sent the IDs the turn keeps: not the
+			// repeated ID of an earlier call (nameToolCalls names the
+			// call), nor a second ID of a call.
+			c := *tc
+			c.ID = ""
+			d.ToolCall = &c
+		}
 		if err := b.Add(d); err != nil {
 			return err
 		}
@@ -385,15 +393,19 @@ type outcome struct {
 	err        *ErrorInfo
 }
 
-// nameToolCalls gives a call the model streamed without an id one, made
-// from the generation's id and the call's place: a tool result must name
-// the call it answers (tool_call_id), and some OpenAI-compatible servers
-// send none.
+// nameToolCalls gives a call the model streamed without an id, or with
+// the id of an earlier call, one made from the generation's id and the
+// call's place: a tool result must name the call it answers
+// (tool_call_id), some OpenAI-compatible servers send none, and a repeated
+// one would name two calls (the context would send the model the first
+// only).
 func nameToolCalls(calls []ToolCall, gid string) {
+	seen := make(map[string]bool, len(calls))
 	for i := range calls {
-		if calls[i].ID == "" {
+		if calls[i].ID == "" || seen[calls[i].ID] {
 			calls[i].ID = fmt.Sprintf("call_%s_%d", strings.TrimPrefix(gid, "g_"), i)
 		}
+		seen[calls[i].ID] = true
 	}
 }
 

@@ -105,6 +105,11 @@ type Delta struct {
 // its ID and Name; every part carries a piece of the arguments to append.
 // Index numbers the calls of one result 0, 1, 2, … in order of first
 // appearance, so a new call always takes the next free index.
+//
+// A call's ID names it to the tool result that answers it, so the calls of
+// one result need distinct IDs: a Model passes on those of its provider,
+// and the session gives a call without one, or with the ID of an earlier
+// call (see ResultBuilder), an ID of its own when the turn is committed.
 type ToolCallDelta struct {
 	Index     int    `json:"index"`
 	ID        string `json:"id,omitempty"`
@@ -145,6 +150,7 @@ type ModelResult struct {
 type ResultBuilder struct {
 	text  strings.Builder
 	calls []*callBuilder
+	ids   map[string]bool // the IDs the calls have
 }
 
 type callBuilder struct {
@@ -154,11 +160,13 @@ type callBuilder struct {
 
 // Add adds d: text is appended, and a tool call part is merged into call
 // number d.ToolCall.Index (ID is kept from the first part that has one,
-// Arguments are appended, and so is a Name part, unless it is the name so
-// far again or that name and more: a server may split a name, repeat it in
-// every part, or send it growing). A new call must take the next index, the
-// number of calls so far; Add returns an error for any other index and then
-// adds nothing.
+// unless an earlier call has that ID already: two calls with one ID could
+// not be told apart by their results, and the later is left without, as a
+// call streamed without an ID; Arguments are appended, and so is a Name
+// part, unless it is the name so far again or that name and more: a server
+// may split a name, repeat it in every part, or send it growing). A new
+// call must take the next index, the number of calls so far; Add returns
+// an error for any other index and then adds nothing.
 func (b *ResultBuilder) Add(d Delta) error {
 	tc := d.ToolCall
 	if tc != nil && (tc.Index < 0 || tc.Index > len(b.calls)) {
@@ -172,8 +180,12 @@ func (b *ResultBuilder) Add(d Delta) error {
 		b.calls = append(b.calls, new(callBuilder))
 	}
 	call := b.calls[tc.Index]
-	if call.id == "" {
+	if b.takesID(tc) {
 		call.id = tc.ID
+		if b.ids == nil {
+			b.ids = make(map[string]bool)
+		}
+		b.ids[tc.ID] = true
 	}
 	switch {
 	case strings.HasPrefix(tc.Name, call.name):
@@ -183,6 +195,15 @@ func (b *ResultBuilder) Add(d Delta) error {
 	}
 	call.args.WriteString(tc.Arguments)
 	return nil
+}
+
+// takesID tells whether Add takes tc.ID for the call of tc.Index: one
+// that has no ID yet, when no other call has that one.
+func (b *ResultBuilder) takesID(tc *ToolCallDelta) bool {
+	if tc.ID == "" || b.ids[tc.ID] {
+		return false
+	}
+	return tc.Index >= len(b.calls) || b.calls[tc.Index].id == ""
 }
 
 // Result returns a new ModelResult holding the text and tool calls added so

@@ -99,6 +99,24 @@ func TestResultBuilder(t *testing.T) {
 			t.Errorf("name parts %q make %q, want read_file", parts, got)
 		}
 	}
+	// An id an earlier call has already is not taken (a tool result could
+	// not tell the two apart): the call is left without one, whether the
+	// id comes with its first part or later.
+	var dup session.ResultBuilder
+	for _, tc := range []session.ToolCallDelta{
+		{Index: 0, ID: "call_a", Name: "f"},
+		{Index: 1, ID: "call_a", Name: "g"},
+		{Index: 2, Name: "h"},
+		{Index: 2, ID: "call_a"},
+		{Index: 1, ID: "call_a", Arguments: "{}"},
+	} {
+		if err := dup.Add(session.Delta{ToolCall: &tc}); err != nil {
+			t.Fatalf("Add(%+v): %v", tc, err)
+		}
+	}
+	if calls := dup.Result().ToolCalls; len(calls) != 3 || calls[0].ID != "call_a" || calls[1].ID != "" || calls[2].ID != "" {
+		t.Fatalf("ToolCalls = %+v, want the ids call_a, none, none", calls)
+	}
 	var empty session.ResultBuilder
 	if r := empty.Result(); r.Text != "" || r.ToolCalls != nil {
 		t.Fatalf("empty builder gives %+v", r)

@@ -1585,6 +1585,83 @@ func TestToolCallWithoutIDCanBeAnswered(t *testing.T) {
 	}
 }
 
+// Two tool calls of one reply with the same id (an upstream's mistake) are
+// both kept, and the later one is named as a call without an id is: both
+// can be answered, and both go to the model with their results. Its
+// streamed deltas carry no id, as the stored turn does not have it.
+func TestToolCallsWithOneIDCanBeAnswered(t *testing.T) {
+	ctx := context.Background()
+	var mu sync.Mutex
+	var next *session.ModelRequest
+	e := newFakeModelEnv(t, nil, func(ctx context.Context, req *session.ModelRequest, emit func(session.Delta) error) (*session.ModelResult, error) {
+		if n := len(req.Messages); n > 0 && req.Messages[n-1].Role == session.RoleTool {
+			mu.Lock()
+			next = req
+			mu.Unlock()
+			return &session.ModelResult{Text: "thanks", FinishReason: session.FinishStop}, emit(session.Delta{Text: "thanks"})
+		}
+		// The result is built by hand, not by a ResultBuilder: the
+		// session names the repeated id in any model's result.
+		res := &session.ModelResult{FinishReason: session.FinishToolCalls}
+		for i, arg := range []string{`{"p":"a"}`, `{"p":"b"}`} {
+			if err := emit(session.Delta{ToolCall: &session.ToolCallDelta{Index: i, ID: "dup", Name: "write", Arguments: arg}}); err != nil {
+				return nil, err
+			}
+			res.ToolCalls = append(res.ToolCalls, session.ToolCall{ID: "dup", Type: "function", Function: session.FunctionCall{Name: "write", Arguments: arg}})
+		}
+		return res, nil
+	}, nil)
+	s, g := generateOnFake(t, e, "write both")
+	waitGen(t, e, "local", s.ID, g.ID)
+	calls := lastTurns(t, e, "local", s.ID, 1)[0].ToolCalls
+	if want := "call_" + strings.TrimPrefix(g.ID, "g_") + "_1"; len(calls) != 2 || calls[0].ID != "dup" || calls[1].ID != want {
+		t.Fatalf("tool calls %+v: want the ids dup and %s", calls, want)
+	}
+	sink := &frameSink{}
+	v := streaming.NewViewer(sink, &streaming.ViewerOptions{CloseOnFinal: true})
+	if err := e.svc.Follow(ctx, "local", s.ID, g.ID, 0, v); err != nil {
+		t.Fatal(err)
+	}
+	<-v.Done()
+	sink.mu.Lock()
+	var ids []string
+	for _, f := range sink.frames {
+		var m struct {
+			ToolCall *struct{ ID string } `json:"tool_call"`
+		}
+		if json.Unmarshal([]byte(f), &m) == nil && m.ToolCall != nil {
+			ids = append(ids, m.ToolCall.ID)
+		}
+	}
+	sink.mu.Unlock()
+	if want := []string{"dup", ""}; !slices.Equal(ids, want) {
+		t.Fatalf("streamed tool call ids %q, want %q", ids, want)
+	}
+	var results []session.NewTurn
+	for _, c := range calls {
+		results = append(results, session.NewTurn{Role: "tool", ToolCallID: c.ID, Content: json.RawMessage(`"done ` + c.Function.Arguments + `"`)})
+	}
+	res, err := e.svc.Post(ctx, "local", s.ID, session.PostRequest{Turns: results, Generate: true})
+	if err != nil {
+		t.Fatalf("answering the calls: %v", err)
+	}
+	waitGen(t, e, "local", s.ID, res.Generation.ID)
+	mu.Lock()
+	defer mu.Unlock()
+	var sent []string
+	for _, m := range next.Messages {
+		for _, c := range m.ToolCalls {
+			sent = append(sent, "call "+c.ID)
+		}
+		if m.Role == session.RoleTool {
+			sent = append(sent, "result "+m.ToolCallID)
+		}
+	}
+	if want := []string{"call dup", "call " + calls[1].ID, "result dup", "result " + calls[1].ID}; !slices.Equal(sent, want) {
+		t.Fatalf("the model was sent %q, want %q", sent, want)
+	}
+}
+
 // A model's tool call may carry megabytes of arguments (a coding agent
 // writing a file). Its turn event must stay small like any other: an event
 // over the bus's limit would fail the commit of the assistant turn, and the

@@ -387,6 +387,39 @@ func TestStreamRepeatedIndexWithNewIDIsANewCall(t *testing.T) {
 	}
 }
 
+// Two calls of one response with the same id are two calls: the later
+// one is left without an id, as a call streamed without one, for the
+// session to name (a tool result must tell them apart). Its deltas and the
+// result agree, as ResultBuilder reads them.
+func TestStreamToolCallsWithOneID(t *testing.T) {
+	f := newFake(t, ok(
+		tools(toolPart(0, "call_a", "write", `{"p":"a"}`)),
+		tools(toolPart(1, "call_a", "write", `{"p":"b"}`)),
+		tools(toolPart(1, "call_a", "", "")),
+		finish("tool_calls"),
+	))
+	res, deltas, err := collect(t, t.Context(), newModel(t, f, nil), userRequest("x"))
+	if err != nil {
+		t.Fatalf("Stream: %v", err)
+	}
+	want := []session.ToolCall{
+		{ID: "call_a", Type: "function", Function: session.FunctionCall{Name: "write", Arguments: `{"p":"a"}`}},
+		{ID: "", Type: "function", Function: session.FunctionCall{Name: "write", Arguments: `{"p":"b"}`}},
+	}
+	if !slices.Equal(res.ToolCalls, want) {
+		t.Fatalf("ToolCalls = %+v, want %+v", res.ToolCalls, want)
+	}
+	var rebuilt session.ResultBuilder
+	for _, d := range deltas {
+		if err := rebuilt.Add(d); err != nil {
+			t.Fatalf("ResultBuilder.Add: %v", err)
+		}
+	}
+	if got := rebuilt.Result().ToolCalls; !slices.Equal(got, want) {
+		t.Fatalf("deltas rebuild %+v, want %+v", got, want)
+	}
+}
+
 // A stream that ends before the model finished (no [DONE] and no finish
 // reason: a proxy closed it) is a failed turn, not a complete one; before
 // any output it is retried.
