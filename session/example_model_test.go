@@ -29,7 +29,7 @@ func ExampleOfflineModel() {
 		fmt.Println(err)
 		return
 	}
-	fmt.Printf("%q %s %+v\n", res.Text, res.FinishReason, res.Usage)
+	fmt.Printf("%q %s %+v\n", res.Text, res.FinishReason, *res.Usage)
 	// Output:
 	// delta "Hello "
 	// delta "from "

@@ -425,10 +425,14 @@ func (o *sessionObj) finishGeneration(ctx context.Context, tx *objects.Tx, run *
 	if out.err != nil {
 		code, msg = out.err.Code, out.err.Message
 	}
-	u := res.Usage
+	u := res.Usage // nil: the model reported none, stored as NULL (see scanTurn)
+	var pt, ct, tt any
+	if u != nil {
+		pt, ct, tt = u.PromptTokens, u.CompletionTokens, u.TotalTokens
+	}
 	if _, err := tx.Exec(ctx, `UPDATE turns SET content = ?, tool_calls = ?, prompt_tokens = ?, completion_tokens = ?, total_tokens = ?,
 		finish_reason = ?, status = ?, error_code = ?, error_message = ?, updated_at = ? WHERE id = ?`,
-		string(content), calls, u.PromptTokens, u.CompletionTokens, u.TotalTokens, res.FinishReason, out.turnStatus,
+		string(content), calls, pt, ct, tt, res.FinishReason, out.turnStatus,
 		code, msg, now.UnixMilli(), run.turnID); err != nil {
 		return fmt.Errorf("save final turn: %w", err)
 	}

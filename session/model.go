@@ -136,9 +136,11 @@ const (
 
 // ModelResult is the assembled output of one completion.
 type ModelResult struct {
-	Text         string
-	ToolCalls    []ToolCall // complete, assembled from deltas
-	Usage        Usage
+	Text      string
+	ToolCalls []ToolCall // complete, assembled from deltas
+	// Usage is what the provider reported; nil when it reported none
+	// (the turn's usage is then null, not zeros that read as a count).
+	Usage        *Usage
 	FinishReason string // stop | length | tool_calls | content_filter | cancelled | error
 }
 

@@ -82,7 +82,7 @@ func (m *OfflineModel) Stream(ctx context.Context, req *ModelRequest, emit func(
 	deltas, finish, err := offlineReply(req.Messages)
 	if err != nil {
 		usage.TotalTokens = usage.PromptTokens
-		return &ModelResult{Usage: usage, FinishReason: FinishError}, err
+		return &ModelResult{Usage: &usage, FinishReason: FinishError}, err
 	}
 	return m.play(ctx, deltas, finish, req.MaxTokens, usage, emit)
 }
@@ -93,7 +93,8 @@ func (m *OfflineModel) play(ctx context.Context, deltas iter.Seq[Delta], finish 
 	result := func(reason string) *ModelResult {
 		r := b.Result()
 		usage.TotalTokens = usage.PromptTokens + usage.CompletionTokens
-		r.Usage = usage
+		u := usage
+		r.Usage = &u
 		r.FinishReason = reason
 		return r
 	}

@@ -193,7 +193,7 @@ func TestOfflineDeterministic(t *testing.T) {
 		if err1 != nil || err2 != nil {
 			t.Fatalf("%q: Stream: %v, %v", msg, err1, err2)
 		}
-		if r1.Text != r2.Text || r1.FinishReason != r2.FinishReason || r1.Usage != r2.Usage || !slices.Equal(r1.ToolCalls, r2.ToolCalls) {
+		if r1.Text != r2.Text || r1.FinishReason != r2.FinishReason || *r1.Usage != *r2.Usage || !slices.Equal(r1.ToolCalls, r2.ToolCalls) {
 			t.Fatalf("%q: results differ: %+v and %+v", msg, r1, r2)
 		}
 		if !slices.EqualFunc(d1, d2, func(a, b session.Delta) bool {
@@ -237,7 +237,7 @@ func TestOfflineUsage(t *testing.T) {
 	}
 	prompt := session.EstimateTokens("be brief") + session.EstimateTokens("/words 7")
 	want := session.Usage{PromptTokens: prompt, CompletionTokens: 7, TotalTokens: prompt + 7}
-	if res.Usage != want {
+	if res.Usage == nil || *res.Usage != want {
 		t.Fatalf("Usage = %+v, want %+v", res.Usage, want)
 	}
 }

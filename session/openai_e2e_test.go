@@ -78,3 +78,54 @@ func TestGenerationThroughOpenAIAdapter(t *testing.T) {
 		}
 	}
 }
+
+// Usage an upstream sent is stored as it came, zeros included; a stream
+// without any leaves the turn without usage (null), not with zeros.
+func TestGenerationUsageThroughOpenAIAdapter(t *testing.T) {
+	for _, tt := range []struct {
+		name, usage string // usage: the chunk's usage field, "" for no usage chunk
+		want        *session.Usage
+	}{
+		{"none", "", nil},
+		{"zeros", `{"prompt_tokens":0,"completion_tokens":0,"total_tokens":0}`, &session.Usage{}},
+		{"counts", `{"prompt_tokens":4,"completion_tokens":2,"total_tokens":6}`, &session.Usage{PromptTokens: 4, CompletionTokens: 2, TotalTokens: 6}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			upstream := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				w.Header().Set("Content-Type", "text/event-stream")
+				fmt.Fprintf(w, "data: %s\n\n", `{"id":"c","object":"chat.completion.chunk","model":"m","choices":[{"index":0,"delta":{"content":"hi"},"finish_reason":"stop"}]}`)
+				if tt.usage != "" {
+					fmt.Fprintf(w, "data: %s\n\n", `{"id":"c","object":"chat.completion.chunk","model":"m","choices":[],"usage":`+tt.usage+`}`)
+				}
+				fmt.Fprint(w, "data: [DONE]\n\n")
+			}))
+			defer upstream.Close()
+			m, err := openai.New(openai.Config{BaseURL: upstream.URL + "/v1", Model: "upstream-model"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			e := newEnv(t, "", 0, func(svc *session.Service, reg *session.Registry) {
+				if err := reg.Register("remote", m, session.ModelInfo{}); err != nil {
+					t.Fatal(err)
+				}
+			})
+			ctx := context.Background()
+			s, err := e.svc.Create(ctx, "local", session.CreateRequest{Model: "remote"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			res, err := e.svc.Post(ctx, "local", s.ID, session.PostRequest{Turns: []session.NewTurn{user("hello")}, Generate: true})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if g := waitGen(t, e, "local", s.ID, res.Generation.ID); g.Status != session.GenDone {
+				t.Fatalf("generation %+v", g)
+			}
+			a := lastTurns(t, e, "local", s.ID, 1)[0]
+			if (a.Usage == nil) != (tt.want == nil) || a.Usage != nil && *a.Usage != *tt.want {
+				got, _ := json.Marshal(a.Usage)
+				t.Fatalf("turn usage %s, want %+v", got, tt.want)
+			}
+		})
+	}
+}

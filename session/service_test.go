@@ -1440,17 +1440,18 @@ func TestImportKeepsHead(t *testing.T) {
 // eventBus records what sessions publish; the runtime needs a bus for
 // sessions to publish their lifecycle.
 type eventBus struct {
-	mu    sync.Mutex
-	got   map[string]int    // subject → largest payload
-	done  map[string]string // generation id → status of its generation.done or .failed, with the error code
-	turns map[string]string // "session/turn id" → the statuses of its turn events
+	mu     sync.Mutex
+	got    map[string]int    // subject → largest payload
+	done   map[string]string // generation id → status of its generation.done or .failed, with the error code
+	turns  map[string]string // "session/turn id" → the statuses of its turn events
+	usages map[string]string // generation id → the usage of its generation.done or .failed, as JSON
 }
 
 func (b *eventBus) Publish(_ context.Context, subject string, data []byte, _ string) error {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if b.got == nil {
-		b.got, b.done, b.turns = map[string]int{}, map[string]string{}, map[string]string{}
+		b.got, b.done, b.turns, b.usages = map[string]int{}, map[string]string{}, map[string]string{}, map[string]string{}
 	}
 	b.got[subject] = max(b.got[subject], len(data))
 	if strings.HasSuffix(subject, ".turn") {
@@ -1470,6 +1471,7 @@ func (b *eventBus) Publish(_ context.Context, subject string, data []byte, _ str
 			GenerationID string                 `json:"generation_id"`
 			Status       string                 `json:"status"`
 			Error        *struct{ Code string } `json:"error"`
+			Usage        json.RawMessage        `json:"usage"`
 		}
 		if json.Unmarshal(data, &ev) == nil {
 			st := ev.Status
@@ -1477,6 +1479,7 @@ func (b *eventBus) Publish(_ context.Context, subject string, data []byte, _ str
 				st += " " + ev.Error.Code
 			}
 			b.done[ev.GenerationID] += st
+			b.usages[ev.GenerationID] = string(ev.Usage)
 		}
 	}
 	return nil
@@ -1486,6 +1489,13 @@ func (b *eventBus) ended(gid string) string {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.done[gid]
+}
+
+// usage returns the usage of generation gid's end event, as JSON.
+func (b *eventBus) usage(gid string) string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.usages[gid]
 }
 
 // turnEvents returns the statuses of the turn events published of turn id
@@ -1659,6 +1669,44 @@ func TestToolCallsWithOneIDCanBeAnswered(t *testing.T) {
 	}
 	if want := []string{"call dup", "call " + calls[1].ID, "result dup", "result " + calls[1].ID}; !slices.Equal(sent, want) {
 		t.Fatalf("the model was sent %q, want %q", sent, want)
+	}
+}
+
+// A generation whose model reported no usage has none (null) in its turn,
+// its done frame and its generation.done event, as a turn posted by a
+// client has: not zeros, which would read as a count.
+func TestGenerationWithoutUsageHasNone(t *testing.T) {
+	ctx := context.Background()
+	bus := &eventBus{}
+	e := newFakeModelEnv(t, bus, func(ctx context.Context, req *session.ModelRequest, emit func(session.Delta) error) (*session.ModelResult, error) {
+		return &session.ModelResult{Text: "hi", FinishReason: session.FinishStop}, emit(session.Delta{Text: "hi"})
+	}, nil)
+	s, g := generateOnFake(t, e, "hello")
+	if g := waitGen(t, e, "local", s.ID, g.ID); g.Status != session.GenDone {
+		t.Fatalf("generation %+v", g)
+	}
+	if a := lastTurns(t, e, "local", s.ID, 1)[0]; a.Usage != nil {
+		t.Fatalf("turn usage %+v, want none", *a.Usage)
+	}
+	sink := &frameSink{}
+	v := streaming.NewViewer(sink, &streaming.ViewerOptions{CloseOnFinal: true})
+	if err := e.svc.Follow(ctx, "local", s.ID, g.ID, 0, v); err != nil {
+		t.Fatal(err)
+	}
+	<-v.Done()
+	sink.mu.Lock()
+	last := sink.frames[len(sink.frames)-1]
+	sink.mu.Unlock()
+	var done struct {
+		Type  string
+		Usage json.RawMessage
+	}
+	if err := json.Unmarshal([]byte(last), &done); err != nil || done.Type != "done" || string(done.Usage) != "null" {
+		t.Fatalf("last frame %s, want done with usage null", last)
+	}
+	checkFor(t, "the generation.done event", func() bool { return bus.ended(g.ID) != "" })
+	if got := bus.usage(g.ID); got != "null" {
+		t.Fatalf("generation.done usage %s, want null", got)
 	}
 }
 

@@ -541,9 +541,9 @@ func reasoningModel(model string) bool {
 // streamState is what one attempt has read so far.
 type streamState struct {
 	b          session.ResultBuilder
-	index      map[int]int // upstream tool call index → ours
-	ids        []string    // ID of each of our tool calls, for chunks without index
-	usage      session.Usage
+	index      map[int]int    // upstream tool call index → ours
+	ids        []string       // ID of each of our tool calls, for chunks without index
+	usage      *session.Usage // nil until a chunk carries usage
 	finish     goopenai.FinishReason
 	chunks     int
 	emitted    bool
@@ -560,7 +560,7 @@ func newStreamState() *streamState {
 func (st *streamState) add(c goopenai.ChatCompletionStreamResponse, emit func(session.Delta) error) error {
 	st.chunks++
 	if u := c.Usage; u != nil {
-		st.usage = session.Usage{PromptTokens: u.PromptTokens, CompletionTokens: u.CompletionTokens, TotalTokens: u.TotalTokens}
+		st.usage = &session.Usage{PromptTokens: u.PromptTokens, CompletionTokens: u.CompletionTokens, TotalTokens: u.TotalTokens}
 		if st.usage.TotalTokens == 0 {
 			st.usage.TotalTokens = u.PromptTokens + u.CompletionTokens
 		}

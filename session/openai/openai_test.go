@@ -260,11 +260,35 @@ func TestStreamText(t *testing.T) {
 	if res.FinishReason != session.FinishStop {
 		t.Fatalf("FinishReason = %q, want stop", res.FinishReason)
 	}
-	if want := (session.Usage{PromptTokens: 12, CompletionTokens: 3, TotalTokens: 15}); res.Usage != want {
+	if want := (session.Usage{PromptTokens: 12, CompletionTokens: 3, TotalTokens: 15}); res.Usage == nil || *res.Usage != want {
 		t.Fatalf("Usage = %+v, want %+v", res.Usage, want)
 	}
 	if got, want := len(f.requests()), 1; got != want {
 		t.Fatalf("requests = %d, want %d", got, want)
+	}
+}
+
+// Usage the upstream did not send is absent (null), not zeros that look
+// like a count; zeros it sent are kept.
+func TestStreamUsageAbsentIsNull(t *testing.T) {
+	for _, tt := range []struct {
+		name   string
+		events []string
+		want   string
+	}{
+		{"none", []string{text("hi"), finish("stop")}, `null`},
+		{"zeros", []string{text("hi"), finish("stop"), usage(0, 0)}, `{"prompt_tokens":0,"completion_tokens":0,"total_tokens":0}`},
+		{"counts", []string{text("hi"), finish("stop"), usage(5, 1)}, `{"prompt_tokens":5,"completion_tokens":1,"total_tokens":6}`},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			res, _, err := collect(t, t.Context(), newModel(t, newFake(t, ok(tt.events...)), nil), userRequest("hi"))
+			if err != nil {
+				t.Fatalf("Stream: %v", err)
+			}
+			if got := mustJSON(res.Usage); got != tt.want {
+				t.Fatalf("Usage = %s, want %s", got, tt.want)
+			}
+		})
 	}
 }
 
