@@ -127,6 +127,42 @@ func ValidateSubject(s string, wildcards bool) error {
 // and a crash in between only delays it (the outbox is drained on wake and
 // at start-up).
 func (tx *Tx) Publish(ctx context.Context, subject string, data []byte) error {
+	return tx.publish(ctx, subject, randomID(), data)
+}
+
+// NewEventID returns a new event id of the form Publish gives its events
+// (32 hex digits), for PublishID.
+func NewEventID() string { return randomID() }
+
+// PublishID is Publish with the event's id chosen by the caller (see
+// NewEventID). An event that two objects record with one id is handled
+// once: the bus de-duplicates by id (within its window), and so does every
+// subscriber. It lets an object whose outbox is about to be deleted with
+// it, unpublished, have another object that outlives it publish its last
+// events, without a duplicate when its own drain got to them first. id is
+// 1 to 64 bytes of letters, digits, '-', '_', '.' and ':'.
+func (tx *Tx) PublishID(ctx context.Context, subject, id string, data []byte) error {
+	if !validEventID(id) {
+		return fmt.Errorf("objects: event id %q: must be 1 to 64 bytes of letters, digits, '-', '_', '.' and ':'", id)
+	}
+	return tx.publish(ctx, subject, id, data)
+}
+
+func validEventID(id string) bool {
+	if id == "" || len(id) > 64 {
+		return false
+	}
+	for _, c := range []byte(id) {
+		switch {
+		case c >= '0' && c <= '9', c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c == '-', c == '_', c == '.', c == ':':
+		default:
+			return false
+		}
+	}
+	return true
+}
+
+func (tx *Tx) publish(ctx context.Context, subject, id string, data []byte) error {
 	if tx.b == nil {
 		return ErrTxDone
 	}
@@ -143,7 +179,6 @@ func (tx *Tx) Publish(ctx context.Context, subject string, data []byte) error {
 	if err := tx.ensureOutbox(ctx); err != nil {
 		return err
 	}
-	id := randomID()
 	r, err := tx.Exec(ctx, `INSERT INTO _outbox (id, subject, data, created_at) VALUES (?, ?, ?, ?)`,
 		id, subject, data, time.Now().UnixMilli())
 	if err != nil {

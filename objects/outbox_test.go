@@ -331,3 +331,53 @@ func TestOutboxDrainerOfDeletedObjectLeavesTheNewOneAlone(t *testing.T) {
 		return slices.Contains(got, "ev.new 1") && slices.Contains(got, "ev.new 2")
 	})
 }
+
+// idBus is an EventBus that keeps the ids of what is published, in order.
+type idBus struct {
+	mu  sync.Mutex
+	ids []string
+}
+
+func (b *idBus) Publish(_ context.Context, subject string, _ []byte, id string) error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.ids = append(b.ids, subject+" "+id)
+	return nil
+}
+
+func (b *idBus) Subscribe(context.Context, func(context.Context, objects.Event) error) (func(), error) {
+	return func() {}, nil
+}
+
+// PublishID publishes with the id it is given (so that two objects can
+// record one event), and refuses an id a bus header could not carry.
+func TestPublishIDKeepsTheID(t *testing.T) {
+	ctx := context.Background()
+	bus := &idBus{}
+	_, ns := newOpenRuntime(t, func(rt *objects.Runtime) { rt.Bus = bus })
+	s := stub(t, ns, "ids")
+	id := objects.NewEventID()
+	if _, err := s.Call(ctx, func(ctx context.Context, obj any, tx *objects.Tx) (any, error) {
+		for _, bad := range []string{"", "a b", "x\n", string(make([]byte, 65))} {
+			if err := tx.PublishID(ctx, "ev.bad", bad, []byte("x")); err == nil {
+				return nil, fmt.Errorf("id %q taken", bad)
+			}
+		}
+		return nil, tx.PublishID(ctx, "ev.given", id, []byte("x"))
+	}); err != nil {
+		t.Fatal(err)
+	}
+	checkFor(t, 10*time.Second, "the event", func() bool {
+		bus.mu.Lock()
+		defer bus.mu.Unlock()
+		return len(bus.ids) > 0
+	})
+	bus.mu.Lock()
+	defer bus.mu.Unlock()
+	if got, want := bus.ids, []string{"ev.given " + id}; !slices.Equal(got, want) {
+		t.Fatalf("published %q, want %q", got, want)
+	}
+	if len(id) != 32 {
+		t.Errorf("NewEventID %q, want 32 hex digits", id)
+	}
+}
