@@ -20,6 +20,7 @@ const DefaultPersistInterval = 250 * time.Millisecond
 
 var (
 	errCancelled = errors.New("session: generation cancelled")
+	errDeleted   = errors.New("session: the session was deleted")
 	errShutdown  = errors.New("session: server shutting down")
 )
 
@@ -33,6 +34,9 @@ type genRun struct {
 	log     *streaming.Log
 	cancel  context.CancelCauseFunc
 	done    chan struct{} // closed once the final state is committed (or could not be)
+	// parting: the events of its end, when its session's deletion ended
+	// it (see Service.Delete); set before done is closed.
+	parting []partingEvent
 }
 
 // queuedGen is a generation waiting to start.
@@ -244,6 +248,12 @@ func (svc *Service) runGeneration(ctx context.Context, stub *objects.Stub, run *
 	case errors.Is(cause, errCancelled) || errors.Is(cause, errInterrupted):
 		out.status, out.turnStatus = GenCancelled, TurnCancelled
 		out.result.FinishReason = FinishCancelled
+	case errors.Is(cause, errDeleted):
+		// Cancelled as a queued one is by the deletion, and with its
+		// error: an agent told why it ended does not post again.
+		out.status, out.turnStatus = GenCancelled, TurnCancelled
+		out.result.FinishReason = FinishCancelled
+		out.err = deletedError()
 	case errors.Is(cause, errShutdown):
 		out.status, out.turnStatus = GenInterrupted, TurnInterrupted
 		out.err = &ErrorInfo{Code: "interrupted", Message: "the server stopped while this turn was being generated"}
@@ -412,6 +422,14 @@ func nameToolCalls(calls []ToolCall, gid string) {
 // finishGeneration commits a generation's final turn, then (after commit)
 // ends its log, and starts the next queued generation if any.
 func (o *sessionObj) finishGeneration(ctx context.Context, tx *objects.Tx, run *genRun, out outcome) error {
+	if o.deleting {
+		// Its events go with the session's outbox: the deletion records
+		// them again elsewhere (see Service.Delete).
+		var parting []partingEvent
+		o.parting = &parting
+		defer func() { o.parting = nil }()
+		tx.OnCommit(func() { run.parting = parting })
+	}
 	res := out.result
 	now := nowMillis()
 	content, _ := json.Marshal(res.Text)
@@ -477,7 +495,11 @@ func (o *sessionObj) finishGeneration(ctx context.Context, tx *objects.Tx, run *
 			run.log.Fail(out.err.Code, out.err.Message)
 		} else {
 			usage, _ := json.Marshal(u)
-			if _, err := run.log.Finish(streaming.Done{Turn: turnJSON, Usage: usage, FinishReason: res.FinishReason}); err != nil {
+			d := streaming.Done{Turn: turnJSON, Usage: usage, FinishReason: res.FinishReason}
+			if out.err != nil { // as its generation.done event says
+				d.Error = &streaming.DoneError{Code: out.err.Code, Message: out.err.Message}
+			}
+			if _, err := run.log.Finish(d); err != nil {
 				svc.logger().Warn("session: end stream", "generation", run.id, "err", err)
 			}
 		}

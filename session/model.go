@@ -239,6 +239,15 @@ const (
 // session goes on.
 const CodeSaveFailed = "save_failed"
 
+// CodeDeleted is the error code of a generation its session's deletion
+// ended, whether it was running or queued: it ends cancelled.
+const CodeDeleted = "deleted"
+
+// deletedError is the error of a generation its session's deletion ended.
+func deletedError() *ErrorInfo {
+	return &ErrorInfo{Code: CodeDeleted, Message: "the session was deleted"}
+}
+
 // ModelError is returned by a Model when the provider failed; Code is a stable
 // snake_case code surfaced to API clients (e.g. "upstream_error",
 // "upstream_timeout", "upstream_rate_limited", "upstream_unauthorized",

@@ -493,26 +493,38 @@ func (svc *Service) Update(ctx context.Context, owner, id string, req UpdateRequ
 	return s, err
 }
 
-// Delete removes a session: a running generation is cancelled first, then
-// its data, its viewers and its directory entry go. Once the session has
-// taken the deletion, it finishes even when ctx ends (the running
-// generation's end is awaited), so that no session is left half deleted.
+// Delete removes a session: its generations end (cancelled, error
+// "deleted"), then its data, its viewers and its directory entry go. Once
+// the session has taken the deletion, it finishes even when ctx ends (the
+// running generation's end is awaited), so that no session is left half
+// deleted.
+//
+// The events of the generations' ends are in the session's outbox, which
+// goes with it, maybe before they were published: the directory's update
+// records them again, with the same ids, before the session's deleted
+// event, so that they are published once in any case.
 func (svc *Service) Delete(ctx context.Context, owner, id string) error {
+	type begun struct {
+		run     *genRun
+		parting []partingEvent
+	}
 	var sessOwner string
-	done, err := do(ctx, svc, owner, id, func(ctx context.Context, o *sessionObj, tx *objects.Tx) (chan struct{}, error) {
+	b, err := do(ctx, svc, owner, id, func(ctx context.Context, o *sessionObj, tx *objects.Tx) (begun, error) {
 		sessOwner = o.m.Owner
+		var parting []partingEvent
+		o.parting = &parting
+		defer func() { o.parting = nil }()
 		// Queued generations never start: the running one, cancelled,
 		// would otherwise start the next as it ends, on a session about
 		// to go.
-		if _, err := o.cancelQueued(ctx, tx, "", &ErrorInfo{Code: "deleted", Message: "the session was deleted"}, time.Now().UnixMilli()); err != nil {
-			return nil, err
+		if _, err := o.cancelQueued(ctx, tx, "", deletedError(), time.Now().UnixMilli()); err != nil {
+			return begun{}, err
 		}
 		o.deleting = true
 		if o.run != nil {
-			o.run.cancel(errCancelled)
-			return o.run.done, nil
+			o.run.cancel(errDeleted)
 		}
-		return nil, nil
+		return begun{run: o.run, parting: parting}, nil
 	})
 	if errors.Is(err, ErrNotFound) && owner != "" {
 		// A crash between the object's deletion and its directory's
@@ -528,9 +540,11 @@ func (svc *Service) Delete(ctx context.Context, owner, id string) error {
 	// deleting answers 404 to every call, a repeated Delete too, and is
 	// still listed and stored.
 	ctx = context.WithoutCancel(ctx)
-	if done != nil {
+	parting := b.parting
+	if b.run != nil {
 		select {
-		case <-done:
+		case <-b.run.done:
+			parting = append(parting, b.run.parting...)
 		case <-svc.ctx.Done():
 			svc.undoDeleting(id)
 			return fmt.Errorf("delete session %s: %w", id, objects.ErrClosed)
@@ -548,6 +562,7 @@ func (svc *Service) Delete(ctx context.Context, owner, id string) error {
 	// never released and its first message re-creating the object.
 	ho := svc.handOver.get(id)
 	ho.Lock()
+	svc.flushViewers(id)
 	err = stub.Delete(ctx)
 	ho.Unlock()
 	svc.handOver.put(id, ho)
@@ -571,15 +586,38 @@ func (svc *Service) Delete(ctx context.Context, owner, id string) error {
 		sv.release()
 		sv.v.Close()
 	}
-	_, err = svc.unlist(ctx, sessOwner, id, nil)
+	_, err = svc.unlist(ctx, sessOwner, id, nil, parting)
 	return err
 }
 
+// flushViewers closes the WebSockets of session id, about to be deleted,
+// with the deletion's close code once they have written what is queued to
+// them (for at most ViewerOptions.CloseTimeout): the final events of the
+// generations the deletion ended, which the deletion's own close of the
+// sockets would cut off.
+func (svc *Service) flushViewers(id string) {
+	svc.viewers.mu.Lock()
+	var vs []*streaming.Viewer
+	for sv := range svc.viewers.m {
+		if sv.session == id {
+			vs = append(vs, sv.v)
+		}
+	}
+	svc.viewers.mu.Unlock()
+	var wg sync.WaitGroup
+	for _, v := range vs {
+		wg.Go(func() { v.CloseWith(streaming.CloseNormal, objects.ReasonDeleted) })
+	}
+	wg.Wait()
+}
+
 // unlist removes a deleted session's entry from its owner's directory and
-// publishes its deletion there (the session's own outbox is gone with it).
-// If check is not nil, it runs first in the directory's call, and nothing
-// happens unless it reports true. unlist reports whether it removed.
-func (svc *Service) unlist(ctx context.Context, owner, id string, check func(ctx context.Context, tx *objects.Tx) (bool, error)) (bool, error) {
+// publishes its deletion there (the session's own outbox is gone with it),
+// after the events parting, which the session recorded as it was being
+// deleted (see Delete). If check is not nil, it runs first in the
+// directory's call, and nothing happens unless it reports true. unlist
+// reports whether it removed.
+func (svc *Service) unlist(ctx context.Context, owner, id string, check func(ctx context.Context, tx *objects.Tx) (bool, error), parting []partingEvent) (bool, error) {
 	// No update of the entry taken before may land after its removal.
 	flushMu := svc.dir.flushLock(owner)
 	flushMu.Lock()
@@ -602,6 +640,11 @@ func (svc *Service) unlist(ctx context.Context, owner, id string, check func(ctx
 		}
 		if !svc.Events {
 			return true, nil
+		}
+		for _, ev := range parting {
+			if err := tx.PublishID(ctx, ev.subject, ev.id, ev.data); err != nil {
+				return false, err
+			}
 		}
 		b, _ := json.Marshal(map[string]any{"session_id": id, "owner": owner, "at": nowMillis()})
 		return true, tx.Publish(ctx, subjectPrefix+id+".deleted", b)
@@ -627,7 +670,7 @@ func (svc *Service) unlistGhost(ctx context.Context, owner, id string) (bool, er
 		// under this id lists itself only after it exists.
 		exists, err := svc.sessions.Exists(ctx, id)
 		return !exists, err
-	})
+	}, nil)
 }
 
 // List returns a page of owner's sessions, most recently active first.
