@@ -106,7 +106,7 @@ func (rt *Runtime) prepareDBFile(rel string, want dbFile) error {
 	path := filepath.Join(rt.Dir, rel)
 	if want == fileExisting {
 		if _, err := os.Stat(path); errors.Is(err, fs.ErrNotExist) {
-			return fmt.Errorf("database file %s of an existing object is missing: %w", rel, err)
+			return fmt.Errorf("%w: %s: %w", ErrMissingFile, rel, err)
 		} else if err != nil {
 			return fmt.Errorf("database file %s of an existing object: %w", rel, err)
 		}

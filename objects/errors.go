@@ -26,6 +26,12 @@ var (
 	// object) that must not create the object.
 	ErrNotFound = errors.New("objects: not found")
 
+	// ErrMissingFile is wrapped by the error of every call to an object the
+	// node index lists whose database file is not there (removed by hand,
+	// or a disk restored without it): the runtime does not make an empty
+	// object in its place. Delete still removes such an object.
+	ErrMissingFile = errors.New("objects: the database file of an existing object is missing")
+
 	// ErrTooLarge is returned when an attachment or tag list exceeds its limit.
 	ErrTooLarge = errors.New("objects: too large")
 

@@ -41,12 +41,19 @@ func TestMissingFileOfExistingObjectIsAnError(t *testing.T) {
 	}
 	defer rt.Close()
 	n, err := get(ctx, stub(t, ns, "lost"))
-	if !errors.Is(err, fs.ErrNotExist) {
-		t.Fatalf("call on an object whose file is missing: n=%d err=%v, want an error wrapping fs.ErrNotExist", n, err)
+	if !errors.Is(err, fs.ErrNotExist) || !errors.Is(err, objects.ErrMissingFile) {
+		t.Fatalf("call on an object whose file is missing: n=%d err=%v, want an error wrapping fs.ErrNotExist and ErrMissingFile", n, err)
 	}
 	t.Logf("error: %v", err)
 	if _, err := os.Stat(path); !errors.Is(err, fs.ErrNotExist) {
 		t.Fatalf("the missing file was made again: %v", err)
+	}
+	// It can be deleted, which is what is left to do with it.
+	if err := stub(t, ns, "lost").Delete(ctx); err != nil {
+		t.Fatalf("delete: %v", err)
+	}
+	if ok, err := ns.Exists(ctx, "lost"); ok || err != nil {
+		t.Fatalf("exists after the delete: %v %v", ok, err)
 	}
 }
 

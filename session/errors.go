@@ -33,6 +33,11 @@ var (
 	ErrTooManyStreams = errors.New("session: too many open streams")
 )
 
+// CodeDataLost is the error code of a call to a session whose database
+// file is missing (objects.ErrMissingFile): removed by hand, or a disk
+// restored without it. Only Delete succeeds on such a session.
+const CodeDataLost = "data_lost"
+
 // jsonDecodeMessage says what is wrong with a JSON value that parsed but
 // does not fit (encoding/json's errors name Go's types): in JSON's terms.
 func jsonDecodeMessage(err error) string {

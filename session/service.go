@@ -533,6 +533,9 @@ func (svc *Service) Delete(ctx context.Context, owner, id string) error {
 			return uerr
 		}
 	}
+	if errors.Is(err, objects.ErrMissingFile) {
+		return svc.deleteLost(ctx, owner, id)
+	}
 	if err != nil {
 		return err
 	}
@@ -588,6 +591,61 @@ func (svc *Service) Delete(ctx context.Context, owner, id string) error {
 	}
 	_, err = svc.unlist(ctx, sessOwner, id, nil, parting)
 	return err
+}
+
+// deleteLost deletes session id, whose database file is missing (see
+// CodeDataLost), for owner: what the session knew of itself, its owner
+// included, is gone with the file, so owner's directory vouches for it. A
+// session another owner's directory lists is not found. An admin's delete
+// (owner "") removes the object only: its owner's list keeps the entry
+// until that owner deletes it too, as after a crash mid-deletion
+// (unlistGhost).
+func (svc *Service) deleteLost(ctx context.Context, owner, id string) error {
+	notFound := fmt.Errorf("session %s: %w", id, ErrNotFound)
+	if owner != "" {
+		listed, err := svc.listed(ctx, owner, id)
+		if err != nil {
+			return err
+		}
+		if !listed {
+			return notFound
+		}
+	}
+	ctx = context.WithoutCancel(ctx) // begun, as Delete's
+	stub, err := svc.sessions.Get(id)
+	if err != nil {
+		return err
+	}
+	ho := svc.handOver.get(id)
+	ho.Lock()
+	err = stub.Delete(ctx)
+	ho.Unlock()
+	svc.handOver.put(id, ho)
+	if err != nil {
+		return err
+	}
+	svc.logger().Warn("session: deleted a session whose database file was missing", "session", id, "owner", owner)
+	if owner == "" {
+		return nil
+	}
+	_, err = svc.unlist(ctx, owner, id, nil, nil)
+	return err
+}
+
+// listed reports whether owner's directory lists session id.
+func (svc *Service) listed(ctx context.Context, owner, id string) (bool, error) {
+	if ok, err := svc.dirs.Exists(ctx, owner); !ok || err != nil {
+		return false, err
+	}
+	dstub, err := svc.dirs.Get(owner)
+	if err != nil {
+		return false, err
+	}
+	return objects.Do(ctx, dstub, func(ctx context.Context, d *directory, tx *objects.Tx) (bool, error) {
+		var n int
+		err := tx.QueryRow(ctx, `SELECT count(*) FROM sessions WHERE id = ?`, id).Scan(&n)
+		return n > 0, err
+	})
 }
 
 // flushViewers closes the WebSockets of session id, about to be deleted,

@@ -624,6 +624,8 @@ func errorCode(err error) (code, message string) {
 		return "overloaded", err.Error()
 	case errors.As(err, &me):
 		return me.Code, me.Message
+	case errors.Is(err, objects.ErrMissingFile):
+		return CodeDataLost, "the session's data is missing from the server's disk (its database file was removed): delete the session to remove it from the list"
 	case errors.Is(err, objects.ErrClosed):
 		return "unavailable", "the server is shutting down"
 	case errors.Is(err, objects.ErrDiskFailed):

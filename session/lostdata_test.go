@@ -1,0 +1,115 @@
+package session_test
+
+import (
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"sessiond/session"
+)
+
+// A session whose database file was removed by hand (an operator's
+// mistake) answers a clear error, data_lost, rather than an internal one,
+// and can be deleted: by its owner (from the node index and the owner's
+// list) and by an admin (from the node index; the owner's list entry then
+// goes with the owner's delete, as after a crash mid-deletion).
+func TestDeleteSessionWhoseDatabaseIsGone(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	e := newEnv(t, dir, 0, nil)
+	var ids []string
+	for range 2 {
+		s, err := e.svc.Create(ctx, "alice", session.CreateRequest{Title: "lost"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, s.ID)
+	}
+	ns, err := e.rt.Namespace(session.NamespaceSessions)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var files []string
+	for _, id := range ids {
+		oi, err := ns.Info(ctx, id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		files = append(files, filepath.Join(dir, oi.Path))
+	}
+	e.close()
+	for _, f := range files {
+		for _, suffix := range []string{"", "-wal", "-shm"} {
+			if err := os.Remove(f + suffix); err != nil && !errors.Is(err, os.ErrNotExist) {
+				t.Fatal(err)
+			}
+		}
+	}
+
+	e = newEnv(t, dir, 0, nil)
+	ns, err = e.rt.Namespace(session.NamespaceSessions)
+	if err != nil {
+		t.Fatal(err)
+	}
+	listed := func(id string) bool {
+		t.Helper()
+		entries, _, err := e.svc.List(ctx, "alice", "", 100)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, l := range entries {
+			if l.ID == id {
+				return true
+			}
+		}
+		return false
+	}
+	stored := func(id string) bool {
+		t.Helper()
+		ok, err := ns.Exists(ctx, id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return ok
+	}
+	own, other := ids[0], ids[1]
+
+	_, err = e.svc.Get(ctx, "alice", own)
+	if code, msg := session.ErrorCode(err); code != "data_lost" || !strings.Contains(msg, "delete") {
+		t.Fatalf("get of a session without its database: %q %q (%v), want data_lost saying to delete it", code, msg, err)
+	}
+	if err := e.svc.Delete(ctx, "bob", own); !errors.Is(err, session.ErrNotFound) {
+		t.Fatalf("another owner's delete: %v, want not found", err)
+	}
+	if !listed(own) || !stored(own) {
+		t.Fatal("another owner's delete removed the session")
+	}
+	if err := e.svc.Delete(ctx, "alice", own); err != nil {
+		t.Fatalf("the owner's delete: %v", err)
+	}
+	if listed(own) || stored(own) {
+		t.Fatalf("after the owner's delete: listed %v, stored %v", listed(own), stored(own))
+	}
+	if _, err := e.svc.Get(ctx, "alice", own); !errors.Is(err, session.ErrNotFound) {
+		t.Fatalf("get after the delete: %v, want not found", err)
+	}
+
+	if err := e.svc.Delete(ctx, "", other); err != nil { // an admin's
+		t.Fatalf("an admin's delete: %v", err)
+	}
+	if stored(other) {
+		t.Fatal("an admin's delete left the session stored")
+	}
+	if _, err := e.svc.Get(ctx, "alice", other); !errors.Is(err, session.ErrNotFound) {
+		t.Fatalf("get after an admin's delete: %v, want not found", err)
+	}
+	if err := e.svc.Delete(ctx, "alice", other); err != nil {
+		t.Fatalf("the owner's delete after an admin's: %v", err)
+	}
+	if listed(other) {
+		t.Fatal("listed after the owner's delete")
+	}
+}
