@@ -20,6 +20,11 @@ var (
 	// ErrInvalidJSON: a request's JSON does not parse (or a JSON line holds
 	// more than one value). It wraps ErrInvalid.
 	ErrInvalidJSON = fmt.Errorf("%w: malformed JSON", ErrInvalid)
+	// ErrInvalidShape: a request's JSON parses but does not fit its shape
+	// (a field unknown, or a value of the wrong JSON type), as opposed to
+	// values refused by their checks. It wraps ErrInvalid, and says no more
+	// than it: web answers it 400, as the same fault in any JSON body.
+	ErrInvalidShape = fmt.Errorf("%w", ErrInvalid)
 	// ErrTooLarge: a turn, a request or a field exceeds its limit.
 	ErrTooLarge = errors.New("session: too large")
 	// ErrConflict: the session id is taken, or an idempotency key was reused

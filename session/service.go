@@ -1146,7 +1146,7 @@ func (svc *Service) Import(ctx context.Context, owner string, r io.Reader, idemK
 			if errors.As(err, &se) || errors.Is(err, io.ErrUnexpectedEOF) {
 				return nil, fmt.Errorf("%w: line %d: %v", ErrInvalidJSON, n, err)
 			}
-			return nil, fmt.Errorf("%w: line %d: %s", ErrInvalid, n, jsonDecodeMessage(err))
+			return nil, fmt.Errorf("%w: line %d: %s", ErrInvalidShape, n, jsonDecodeMessage(err))
 		}
 		if _, err := dec.Token(); !errors.Is(err, io.EOF) {
 			return nil, fmt.Errorf("%w: line %d holds more than one JSON value", ErrInvalidJSON, n)

@@ -186,8 +186,8 @@ func TestTicketWithoutSessionID(t *testing.T) {
 }
 
 // Import: a turn without created_at gets the import's time (not year 1),
-// negative usage counts are 422, and messages about values of the wrong
-// type speak of JSON, not of Go's types.
+// negative usage counts are 422, values of the wrong type 400 (as in any
+// JSON body), and messages about them speak of JSON, not of Go's types.
 func TestImportChecksTurnValues(t *testing.T) {
 	s := newServer(t, 0, web.Config{}, nil)
 	const head = `{"type":"session","session":{"title":"imp"}}` + "\n"
@@ -201,18 +201,21 @@ func TestImportChecksTurnValues(t *testing.T) {
 	if len(p.Turns) != 1 || p.Turns[0].CreatedAt.Before(before) {
 		t.Fatalf("a turn imported without created_at: %+v", p.Turns)
 	}
-	for _, c := range []struct{ body, want string }{
-		{head + `{"type":"turn","turn":{"id":1,"role":"assistant","content":"x","usage":{"prompt_tokens":-5,"completion_tokens":1,"total_tokens":1}}}`, "negative"},
-		{`[]`, "must be an object"},
-		{head + `{"type":"turn","turn":{"id":"1","role":"user","content":"x"}}`, `"turn.id" must be an integer`},
-		{head + `{"type":"turn","turn":{"id":1,"role":"user","content":"x","created_at":5}}`, "created_at"},
-		{head + `{"type":"turn","turn":{"id":1,"role":"user","content":"x","created_at":"yesterday"}}`, "created_at"},
+	for _, c := range []struct {
+		body, want string
+		status     int
+	}{
+		{head + `{"type":"turn","turn":{"id":1,"role":"assistant","content":"x","usage":{"prompt_tokens":-5,"completion_tokens":1,"total_tokens":1}}}`, "negative", 422},
+		{`[]`, "must be an object", 400},
+		{head + `{"type":"turn","turn":{"id":"1","role":"user","content":"x"}}`, `"turn.id" must be an integer`, 400},
+		{head + `{"type":"turn","turn":{"id":1,"role":"user","content":"x","created_at":5}}`, "created_at", 400},
+		{head + `{"type":"turn","turn":{"id":1,"role":"user","content":"x","created_at":"yesterday"}}`, "created_at", 400},
 	} {
 		var e apiErr
 		st, raw := s.do(t, "POST", "/v1/sessions/import", c.body, &e)
-		if st != 422 || e.Error.Code != "invalid_request" || !strings.Contains(e.Error.Message, c.want) ||
+		if st != c.status || e.Error.Code != "invalid_request" || !strings.Contains(e.Error.Message, c.want) ||
 			strings.Contains(e.Error.Message, "Go ") || strings.Contains(e.Error.Message, "session.") || strings.Contains(e.Error.Message, "2006") {
-			t.Errorf("import %s: %d %s, want 422 saying %q in JSON's terms", c.body, st, raw, c.want)
+			t.Errorf("import %s: %d %s, want %d saying %q in JSON's terms", c.body, st, raw, c.status, c.want)
 		}
 	}
 }

@@ -52,6 +52,9 @@ func writeError(w http.ResponseWriter, r *http.Request, log *slog.Logger, err er
 	if !errors.As(err, &ae) {
 		code, msg := session.ErrorCode(err)
 		status, ok := statusOf[code]
+		if errors.Is(err, session.ErrInvalidShape) {
+			status = http.StatusBadRequest // as decodeError answers the same in a body
+		}
 		if !ok && r.Context().Err() != nil && (errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded)) {
 			// The request ended (its client went away, the server is
 			// stopping) before its answer: no fault of the server's to log.

@@ -119,7 +119,7 @@ func TestBadInputIsRefusedClearly(t *testing.T) {
 		{"POST", "/v1/sessions/import", "garbage\n", 400, "invalid_json"},
 		{"POST", "/v1/sessions/import", `{"type":"session","session":{"title":"a"}} garbage`, 400, "invalid_json"},
 		{"POST", "/v1/sessions/import", `{"type":"session","session":{"title":"a"}}}`, 400, "invalid_json"},
-		{"POST", "/v1/sessions/import", `{"type":"session","session":{"title":"a"}}` + "\n" + `{"type":"turn","turn":{"id":1,"role":"user","content":"x","odd":1}}`, 422, "invalid_request"},
+		{"POST", "/v1/sessions/import", `{"type":"session","session":{"title":"a"}}` + "\n" + `{"type":"turn","turn":{"id":1,"role":"user","content":"x","odd":1}}`, 400, "invalid_request"},
 		{"GET", "/v1/nothing", nil, 404, "not_found"},
 		{"PUT", "/v1/sessions", nil, 405, "method_not_allowed"},
 		{"GET", "/v1/sessions/" + sess.ID + "/ws", nil, 426, "invalid_request"}, // not a WebSocket handshake

@@ -1,0 +1,40 @@
+package web_test
+
+import (
+	"strings"
+	"testing"
+
+	"sessiond/web"
+)
+
+// An import line that parses but does not fit its shape (a field it does
+// not know, a value of the wrong JSON type) is refused as any JSON body
+// is, 400 invalid_request; what is refused for its values (a status, a
+// parent, a usage count) stays 422.
+func TestImportLineShapeIs400(t *testing.T) {
+	s := newServer(t, 0, web.Config{}, nil)
+	const head = `{"type":"session","session":{"title":"imp"}}` + "\n"
+	for _, c := range []struct {
+		body   string
+		status int
+		want   string // in the message
+	}{
+		{`{"type":"session","session":{"title":"imp","odd":1}}`, 400, `unknown field "odd"`},
+		{`{"type":"session","odd":1}`, 400, `unknown field "odd"`},
+		{head + `{"type":"turn","turn":{"id":1,"role":"user","content":"x","odd":1}}`, 400, `unknown field "odd"`},
+		{`{"type":"session","session":{"title":5}}`, 400, `must be a string`},
+		{head + `{"type":"turn","turn":{"id":"1","role":"user","content":"x"}}`, 400, `"turn.id" must be an integer`},
+		{`[]`, 400, "must be an object"},
+		{head + `{"type":"turn","turn":{"id":1,"role":"user","content":"x","created_at":5}}`, 400, "created_at"},
+		{head + `{"type":"turn","turn":{"id":1,"role":"user","content":"x","status":"odd"}}`, 422, "status"},
+		{head + `{"type":"turn","turn":{"id":1,"parent_id":7,"role":"user","content":"x"}}`, 422, "parent"},
+	} {
+		var e apiErr
+		st, raw := s.do(t, "POST", "/v1/sessions/import", c.body, &e)
+		if st != c.status || e.Error.Code != "invalid_request" || !strings.Contains(e.Error.Message, c.want) {
+			t.Errorf("import %s: %d %s, want %d invalid_request saying %q", c.body, st, raw, c.status, c.want)
+		}
+	}
+	// As a create's body with an unknown field is.
+	s.expectError(t, "POST", "/v1/sessions", `{"title":"a","odd":1}`, 400, "invalid_request")
+}
