@@ -37,6 +37,12 @@ const (
 	MaxTitleBytes    = 1 << 10
 	MaxSystemBytes   = 256 << 10
 	MaxMetadataBytes = 64 << 10
+	// MaxMetadataDepth is how deep metadata may nest, the object itself
+	// level 1. JSON decoders take 10,000 levels (encoding/json's limit,
+	// which every request body and import line has); an export line holds
+	// metadata two levels deeper than it is, so that deeper would export
+	// to a line no import takes.
+	MaxMetadataDepth = 9998
 	// NamespaceSessions and NamespaceDirectories are the object namespaces.
 	NamespaceSessions    = "session"
 	NamespaceDirectories = "directory"
@@ -356,7 +362,32 @@ func validMetadata(md json.RawMessage) error {
 	if err := json.Unmarshal(md, &v); err != nil || v == nil {
 		return fmt.Errorf("%w: metadata must be a JSON object", ErrInvalid)
 	}
+	if d := jsonDepth(md); d > MaxMetadataDepth {
+		return fmt.Errorf("%w: metadata nests %d levels deep, the limit is %d", ErrTooLarge, d, MaxMetadataDepth)
+	}
 	return nil
+}
+
+// jsonDepth returns how deep the JSON value b nests: 0 for a scalar, 1
+// for an object or array of scalars, and so on.
+func jsonDepth(b []byte) int {
+	depth, deepest, inString := 0, 0, false
+	for i := 0; i < len(b); i++ {
+		c := b[i]
+		switch {
+		case inString && c == '\\':
+			i++ // the escaped character, a quote maybe
+		case c == '"':
+			inString = !inString
+		case inString:
+		case c == '{' || c == '[':
+			depth++
+			deepest = max(deepest, depth)
+		case c == '}' || c == ']':
+			depth--
+		}
+	}
+	return deepest
 }
 
 // checkModel refuses a model this server does not serve, in the API's

@@ -2,10 +2,13 @@ package web
 
 import (
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"slices"
 	"strings"
 	"sync"
+
+	"sessiond/session"
 )
 
 // route is one endpoint under /v1. The table drives both the router and the
@@ -107,8 +110,8 @@ var schemas = map[string]any{
 	"Generation": obj(props{"id": str(""), "status": enum("queued", "running", "done", "cancelled", "failed", "interrupted"),
 		"turn_id": integer(), "offset": integer(), "error": nullable(obj(props{"code": str(""), "message": str("")}))}, "id", "status", "turn_id", "offset", "error"),
 	"CreateRequest": obj(props{"id": str("optional: 1-128 of A-Z a-z 0-9 _ -"), "title": str(""), "model": str(""), "system": str(""),
-		"metadata": map[string]any{"type": "object"}, "busy_policy": enum("queue", "reject", "interrupt")}),
-	"UpdateRequest": obj(props{"title": str(""), "model": str(""), "system": str(""), "metadata": map[string]any{"type": "object"},
+		"metadata": metadataSchema(), "busy_policy": enum("queue", "reject", "interrupt")}),
+	"UpdateRequest": obj(props{"title": str(""), "model": str(""), "system": str(""), "metadata": metadataSchema(),
 		"busy_policy": enum("queue", "reject", "interrupt")}), // "" is 422 here; on a create it is the default
 	"NewTurn": obj(props{"role": enum("user", "tool"), "content": map[string]any{"description": "a string or an array of content parts"},
 		"tool_call_id": str("required for role tool")}, "role", "content"),
@@ -130,6 +133,13 @@ func obj(p props, required ...string) map[string]any {
 	}
 	return m
 }
+
+// metadataSchema is a request's metadata: over its limits, 413 too_large.
+func metadataSchema() map[string]any {
+	return described(fmt.Sprintf("any JSON object of up to %d bytes, nested up to %d levels deep (the object itself the first)",
+		session.MaxMetadataBytes, session.MaxMetadataDepth), map[string]any{"type": "object"})
+}
+
 func described(doc string, m map[string]any) map[string]any {
 	m["description"] = doc
 	return m
