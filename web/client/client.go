@@ -299,9 +299,10 @@ type Event struct {
 	Usage        *session.Usage  `json:"usage,omitempty"` // of a done event
 	Code         string          `json:"code,omitempty"`
 	Message      string          `json:"message,omitempty"`
-	// Error says why a generation that ended before it started (Turn
-	// nil, FinishReason its status) ended, when it is known: a done
-	// event's "error", {"code": "superseded", …} for instance.
+	// Error says why a generation ended other than done, when it is
+	// known: a done event's "error", {"code": "superseded", …} for one
+	// that ended before it started (Turn nil, FinishReason its status),
+	// {"code": "deleted", …} for one its session's deletion cancelled.
 	Error *session.ErrorInfo `json:"error,omitempty"`
 }
 
