@@ -74,12 +74,15 @@ type call struct {
 	// Delete has closed the socket the call is existing-only, as a close
 	// is: a message read before the deletion must not make the object
 	// again. Before that a message may make it, as any call may.
-	from  *Socket
-	kind  callKind
-	state atomic.Int32
-	res   any
-	err   error
-	done  chan struct{}
+	from *Socket
+	// takeEvents: a deletion that returns the outbox's unpublished events
+	// as its result (DeleteReturningEvents).
+	takeEvents bool
+	kind       callKind
+	state      atomic.Int32
+	res        any
+	err        error
+	done       chan struct{}
 }
 
 // Call runs fn on the object and returns its result once fn's writes are
@@ -197,16 +200,32 @@ func Do[O any, R any](ctx context.Context, s *Stub, fn func(ctx context.Context,
 // run first; calls after it see a new, empty object. Deleting an object
 // that does not exist succeeds.
 func (s *Stub) Delete(ctx context.Context) error {
-	c := &call{ctx: ctx, kind: kindDelete, done: make(chan struct{})}
+	_, err := s.delete(&call{ctx: ctx, kind: kindDelete, done: make(chan struct{})})
+	return err
+}
+
+// DeleteReturningEvents is Delete that returns the events of the object's
+// outbox the bus had not acknowledged, in order, rather than drop them
+// with it: for the caller to have another object publish them with their
+// IDs (Tx.PublishID), so that an object's last events outlive it. One
+// whose publish was under way may reach the bus too: the bus and
+// subscribers de-duplicate by ID. A hibernated object's outbox is read
+// from its file; if that fails, nothing is deleted.
+func (s *Stub) DeleteReturningEvents(ctx context.Context) ([]Event, error) {
+	v, err := s.delete(&call{ctx: ctx, kind: kindDelete, takeEvents: true, done: make(chan struct{})})
+	evs, _ := v.([]Event)
+	return evs, err
+}
+
+func (s *Stub) delete(c *call) (any, error) {
 	e, err := s.ns.rt.enqueue(s.ns, s.name, c)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	if e != nil {
 		e.runInline()
 	}
-	_, err = c.wait()
-	return err
+	return c.wait()
 }
 
 func (c *call) wait() (any, error) {

@@ -525,6 +525,15 @@ func (e *entry) delete(c *call) {
 	// object's events published (the entry may be dropped and made again
 	// before the old drainer's bus answers).
 	e.rt.stopDrain(entryKey{e.ns.name, e.name})
+	if c.takeEvents {
+		evs, err := e.unpublished(ctx)
+		if err != nil {
+			e.rt.drain(e.ns, e.name, nil) // not deleted: its drain goes on
+			c.err = fmt.Errorf("read the outbox of %s/%q: %w", e.ns.name, e.name, err)
+			return
+		}
+		c.res = evs
+	}
 	e.published.Store(0)
 	e.outboxMarked = false
 	if inst := e.inst; inst != nil {
@@ -561,6 +570,46 @@ func (e *entry) delete(c *call) {
 	if err := e.rt.index.trashDone(ctx, path); err != nil {
 		e.logger().Warn("objects: clear trash record", "err", err)
 	}
+}
+
+// unpublished returns the rows of the object's outbox after what the bus
+// acknowledged, in order (for DeleteReturningEvents). It reads the open
+// database, or a hibernated object's file; an object without one has none.
+func (e *entry) unpublished(ctx context.Context) ([]Event, error) {
+	var conn interface {
+		QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error)
+	}
+	if inst := e.inst; inst != nil {
+		conn = inst.db.conn
+	} else {
+		path, ok, err := e.rt.index.lookup(ctx, e.ns.name, e.name)
+		if err != nil || !ok {
+			return nil, err
+		}
+		db, err := openDB(ctx, filepath.Join(e.rt.Dir, path), dbOptions{synchronous: "NORMAL", exclusive: true, cacheKiB: 256, mustExist: true})
+		if err != nil {
+			return nil, err
+		}
+		defer db.Close()
+		conn = db
+	}
+	rows, err := conn.QueryContext(ctx, `SELECT id, subject, data FROM _outbox WHERE seq > ? AND done = 0 ORDER BY seq`, e.published.Load())
+	if isNoTable(err) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var evs []Event
+	for rows.Next() {
+		var ev Event
+		if err := rows.Scan(&ev.ID, &ev.Subject, &ev.Data); err != nil {
+			return nil, err
+		}
+		evs = append(evs, ev)
+	}
+	return evs, rows.Err()
 }
 
 // batchTx is the transaction a batch of calls shares. It begins lazily, on

@@ -130,17 +130,13 @@ func (tx *Tx) Publish(ctx context.Context, subject string, data []byte) error {
 	return tx.publish(ctx, subject, randomID(), data)
 }
 
-// NewEventID returns a new event id of the form Publish gives its events
-// (32 hex digits), for PublishID.
-func NewEventID() string { return randomID() }
-
-// PublishID is Publish with the event's id chosen by the caller (see
-// NewEventID). An event that two objects record with one id is handled
+// PublishID is Publish with the event's id given: that of an event another
+// object recorded, whose outbox went with it unpublished
+// (Stub.DeleteReturningEvents), so that the object that outlives it
+// publishes it as it was. An event recorded twice with one id is handled
 // once: the bus de-duplicates by id (within its window), and so does every
-// subscriber. It lets an object whose outbox is about to be deleted with
-// it, unpublished, have another object that outlives it publish its last
-// events, without a duplicate when its own drain got to them first. id is
-// 1 to 64 bytes of letters, digits, '-', '_', '.' and ':'.
+// subscriber. id is 1 to 64 bytes of letters, digits, '-', '_', '.' and
+// ':'.
 func (tx *Tx) PublishID(ctx context.Context, subject, id string, data []byte) error {
 	if !validEventID(id) {
 		return fmt.Errorf("objects: event id %q: must be 1 to 64 bytes of letters, digits, '-', '_', '.' and ':'", id)

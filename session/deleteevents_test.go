@@ -19,10 +19,11 @@ import (
 // held (as a bus that is slow or away would leave them unpublished), and
 // records every event it takes, in order.
 type heldBus struct {
-	mu     sync.Mutex
-	prefix string // "sessiond.session.<id>.": the held session's subjects
-	held   bool
-	got    []heldEvent
+	mu      sync.Mutex
+	prefix  string // "sessiond.session.<id>.": the held session's subjects
+	held    bool
+	refused int
+	got     []heldEvent
 }
 
 type heldEvent struct {
@@ -36,6 +37,7 @@ func (b *heldBus) Publish(_ context.Context, subject string, data []byte, id str
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if b.held && b.prefix != "" && strings.HasPrefix(subject, b.prefix) {
+		b.refused++
 		return errHeld
 	}
 	b.got = append(b.got, heldEvent{subject, id, data})
@@ -191,5 +193,53 @@ func TestDeleteEndsGenerationsAsDeleted(t *testing.T) {
 		if got, want := ended[gid], "cancelled deleted"; got != want {
 			t.Errorf("the %s generation's generation.done: %q, want %q (events %d)", what, got, want, len(evs))
 		}
+	}
+}
+
+// A session's deletion publishes what its outbox had not published (a bus
+// that was away), with their ids, before its deleted event; and nothing it
+// had published again.
+func TestDeletePublishesWhatTheOutboxHeld(t *testing.T) {
+	ctx := context.Background()
+	bus := &heldBus{}
+	e := newEnvBus(t, "", 0, bus, func(svc *session.Service, _ *session.Registry) { svc.Events = true })
+	s, err := e.svc.Create(ctx, "local", session.CreateRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	post := func(text string) {
+		t.Helper()
+		if _, err := e.svc.Post(ctx, "local", s.ID, session.PostRequest{Turns: []session.NewTurn{user(text)}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	p := "sessiond.session." + s.ID + "."
+	subjects := func() []string {
+		var out []string
+		for _, ev := range bus.events() {
+			out = append(out, strings.TrimPrefix(ev.subject, p))
+		}
+		return out
+	}
+	post("published")
+	checkFor(t, "the first turn's event", func() bool { return len(subjects()) == 2 })
+	bus.hold(p)
+	post("held")
+	// Refused once, the session's drain has noted what it published.
+	checkFor(t, "a refusal", func() bool { bus.mu.Lock(); defer bus.mu.Unlock(); return bus.refused > 0 })
+	if err := e.svc.Delete(ctx, "local", s.ID); err != nil {
+		t.Fatal(err)
+	}
+	bus.release()
+	checkFor(t, "the deleted event", func() bool { got := subjects(); return len(got) > 0 && got[len(got)-1] == "deleted" })
+	if got, want := strings.Join(subjects(), " "), "created turn turn deleted"; got != want {
+		t.Fatalf("published %q, want %q", got, want)
+	}
+	ids := map[string]bool{}
+	for _, ev := range bus.events() {
+		if ids[ev.id] {
+			t.Fatalf("event %s %s published twice", ev.subject, ev.id)
+		}
+		ids[ev.id] = true
 	}
 }

@@ -44,35 +44,18 @@ func (o *sessionObj) publish(ctx context.Context, tx *objects.Tx, m *meta, kind 
 	fields["session_id"] = m.ID
 	fields["owner"] = m.Owner
 	fields["at"] = nowMillis()
+	return record(ctx, tx, m, kind, fields)
+}
+
+// record encodes body and puts it in the session's outbox as a kind event.
+func record(ctx context.Context, tx *objects.Tx, m *meta, kind string, body any) error {
 	var buf bytes.Buffer
 	enc := json.NewEncoder(&buf)
 	enc.SetEscapeHTML(false) // as appendTurnEvent writes the turn events
-	if err := enc.Encode(fields); err != nil {
+	if err := enc.Encode(body); err != nil {
 		return fmt.Errorf("encode %s event: %w", kind, err)
 	}
-	return o.emit(ctx, tx, subjectPrefix+m.ID+"."+kind, bytes.TrimSuffix(buf.Bytes(), []byte("\n")))
-}
-
-// partingEvent is an event a session recorded in a call of its deletion:
-// the deletion records it again, with the same id, in the owner's
-// directory, whose outbox outlives the session's (see Service.Delete).
-type partingEvent struct {
-	subject, id string
-	data        []byte
-}
-
-// emit puts an event in the session's outbox; while o.parting is set, with
-// an id of its own, and notes it there too.
-func (o *sessionObj) emit(ctx context.Context, tx *objects.Tx, subject string, data []byte) error {
-	if o.parting == nil {
-		return tx.Publish(ctx, subject, data)
-	}
-	id := objects.NewEventID()
-	if err := tx.PublishID(ctx, subject, id, data); err != nil {
-		return err
-	}
-	*o.parting = append(*o.parting, partingEvent{subject: subject, id: id, data: data})
-	return nil
+	return tx.Publish(ctx, subjectPrefix+m.ID+"."+kind, bytes.TrimSuffix(buf.Bytes(), []byte("\n")))
 }
 
 // endEventKind is the event of a generation's end with status:
@@ -148,7 +131,7 @@ func (o *sessionObj) publishTurn(ctx context.Context, tx *objects.Tx, m *meta, t
 		return nil
 	}
 	b := appendTurnEvent(nil, nowMillis(), m.Owner, m.ID, t, preview)
-	return o.emit(ctx, tx, subjectPrefix+m.ID+".turn", b)
+	return tx.Publish(ctx, subjectPrefix+m.ID+".turn", b)
 }
 
 // appendTurnEvent appends the body of a turn event as record would encode

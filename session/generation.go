@@ -34,9 +34,6 @@ type genRun struct {
 	log     *streaming.Log
 	cancel  context.CancelCauseFunc
 	done    chan struct{} // closed once the final state is committed (or could not be)
-	// parting: the events of its end, when its session's deletion ended
-	// it (see Service.Delete); set before done is closed.
-	parting []partingEvent
 }
 
 // queuedGen is a generation waiting to start.
@@ -422,14 +419,6 @@ func nameToolCalls(calls []ToolCall, gid string) {
 // finishGeneration commits a generation's final turn, then (after commit)
 // ends its log, and starts the next queued generation if any.
 func (o *sessionObj) finishGeneration(ctx context.Context, tx *objects.Tx, run *genRun, out outcome) error {
-	if o.deleting {
-		// Its events go with the session's outbox: the deletion records
-		// them again elsewhere (see Service.Delete).
-		var parting []partingEvent
-		o.parting = &parting
-		defer func() { o.parting = nil }()
-		tx.OnCommit(func() { run.parting = parting })
-	}
 	res := out.result
 	now := nowMillis()
 	content, _ := json.Marshal(res.Text)

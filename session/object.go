@@ -32,9 +32,6 @@ type sessionObj struct {
 	// deleting: Delete has begun (it waits for the running generation to
 	// end before the object goes); the session answers as gone meanwhile.
 	deleting bool
-	// parting, while a call of the deletion runs, collects the events it
-	// records (see emit).
-	parting *[]partingEvent
 }
 
 func (svc *Service) newSession(ctx context.Context, h *objects.Handle, tx *objects.Tx) (any, error) {

@@ -530,32 +530,25 @@ func (svc *Service) Update(ctx context.Context, owner, id string, req UpdateRequ
 // running generation's end is awaited), so that no session is left half
 // deleted.
 //
-// The events of the generations' ends are in the session's outbox, which
-// goes with it, maybe before they were published: the directory's update
-// records them again, with the same ids, before the session's deleted
-// event, so that they are published once in any case.
+// The session's outbox goes with it, maybe before its last events (the
+// generations' ends among them) were published: the directory's update
+// records those again, with the same ids, before the session's deleted
+// event, so that they are published, once.
 func (svc *Service) Delete(ctx context.Context, owner, id string) error {
-	type begun struct {
-		run     *genRun
-		parting []partingEvent
-	}
 	var sessOwner string
-	b, err := do(ctx, svc, owner, id, func(ctx context.Context, o *sessionObj, tx *objects.Tx) (begun, error) {
+	run, err := do(ctx, svc, owner, id, func(ctx context.Context, o *sessionObj, tx *objects.Tx) (*genRun, error) {
 		sessOwner = o.m.Owner
-		var parting []partingEvent
-		o.parting = &parting
-		defer func() { o.parting = nil }()
 		// Queued generations never start: the running one, cancelled,
 		// would otherwise start the next as it ends, on a session about
 		// to go.
 		if _, err := o.cancelQueued(ctx, tx, "", deletedError(), time.Now().UnixMilli()); err != nil {
-			return begun{}, err
+			return nil, err
 		}
 		o.deleting = true
 		if o.run != nil {
 			o.run.cancel(errDeleted)
 		}
-		return begun{run: o.run, parting: parting}, nil
+		return o.run, nil
 	})
 	if errors.Is(err, ErrNotFound) && owner != "" {
 		// A crash between the object's deletion and its directory's
@@ -574,11 +567,9 @@ func (svc *Service) Delete(ctx context.Context, owner, id string) error {
 	// deleting answers 404 to every call, a repeated Delete too, and is
 	// still listed and stored.
 	ctx = context.WithoutCancel(ctx)
-	parting := b.parting
-	if b.run != nil {
+	if run != nil {
 		select {
-		case <-b.run.done:
-			parting = append(parting, b.run.parting...)
+		case <-run.done:
 		case <-svc.ctx.Done():
 			svc.undoDeleting(id)
 			return fmt.Errorf("delete session %s: %w", id, objects.ErrClosed)
@@ -597,7 +588,7 @@ func (svc *Service) Delete(ctx context.Context, owner, id string) error {
 	ho := svc.handOver.get(id)
 	ho.Lock()
 	svc.flushViewers(id)
-	err = stub.Delete(ctx)
+	unpublished, err := stub.DeleteReturningEvents(ctx)
 	ho.Unlock()
 	svc.handOver.put(id, ho)
 	if err != nil {
@@ -620,7 +611,7 @@ func (svc *Service) Delete(ctx context.Context, owner, id string) error {
 		sv.release()
 		sv.v.Close()
 	}
-	_, err = svc.unlist(ctx, sessOwner, id, nil, parting)
+	_, err = svc.unlist(ctx, sessOwner, id, nil, unpublished)
 	return err
 }
 
@@ -702,11 +693,11 @@ func (svc *Service) flushViewers(id string) {
 
 // unlist removes a deleted session's entry from its owner's directory and
 // publishes its deletion there (the session's own outbox is gone with it),
-// after the events parting, which the session recorded as it was being
-// deleted (see Delete). If check is not nil, it runs first in the
-// directory's call, and nothing happens unless it reports true. unlist
-// reports whether it removed.
-func (svc *Service) unlist(ctx context.Context, owner, id string, check func(ctx context.Context, tx *objects.Tx) (bool, error), parting []partingEvent) (bool, error) {
+// after the events unpublished, which the session's outbox held unpublished
+// (see Delete). If check is not nil, it runs first in the directory's
+// call, and nothing happens unless it reports true. unlist reports whether
+// it removed.
+func (svc *Service) unlist(ctx context.Context, owner, id string, check func(ctx context.Context, tx *objects.Tx) (bool, error), unpublished []objects.Event) (bool, error) {
 	// No update of the entry taken before may land after its removal.
 	flushMu := svc.dir.flushLock(owner)
 	flushMu.Lock()
@@ -730,8 +721,8 @@ func (svc *Service) unlist(ctx context.Context, owner, id string, check func(ctx
 		if !svc.Events {
 			return true, nil
 		}
-		for _, ev := range parting {
-			if err := tx.PublishID(ctx, ev.subject, ev.id, ev.data); err != nil {
+		for _, ev := range unpublished {
+			if err := tx.PublishID(ctx, ev.Subject, ev.ID, ev.Data); err != nil {
 				return false, err
 			}
 		}
