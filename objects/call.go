@@ -207,9 +207,10 @@ func (s *Stub) Delete(ctx context.Context) error {
 // DeleteReturningEvents is Delete that returns the events of the object's
 // outbox the bus had not acknowledged, in order, rather than drop them
 // with it: for the caller to have another object publish them with their
-// IDs (Tx.PublishID), so that an object's last events outlive it. One
-// whose publish was under way may reach the bus too: the bus and
-// subscribers de-duplicate by ID. A hibernated object's outbox is read
+// IDs (Tx.PublishID), so that an object's last events outlive it. A
+// publish under way is waited for, up to a second; one not answered by
+// then is returned too, and may reach the bus twice (the bus and
+// subscribers de-duplicate by ID). A hibernated object's outbox is read
 // from its file; if that fails, nothing is deleted.
 func (s *Stub) DeleteReturningEvents(ctx context.Context) ([]Event, error) {
 	v, err := s.delete(&call{ctx: ctx, kind: kindDelete, takeEvents: true, done: make(chan struct{})})

@@ -524,7 +524,11 @@ func (e *entry) delete(c *call) {
 	// its own. The old drainer stops first, so it cannot mark the new
 	// object's events published (the entry may be dropped and made again
 	// before the old drainer's bus answers).
-	e.rt.stopDrain(entryKey{e.ns.name, e.name})
+	k := entryKey{e.ns.name, e.name}
+	if c.takeEvents {
+		e.rt.haltDrain(k, haltDrainWait)
+	}
+	e.rt.stopDrain(k)
 	if c.takeEvents {
 		evs, err := e.unpublished(ctx)
 		if err != nil {
@@ -571,6 +575,11 @@ func (e *entry) delete(c *call) {
 		e.logger().Warn("objects: clear trash record", "err", err)
 	}
 }
+
+// haltDrainWait bounds how long DeleteReturningEvents waits for the
+// answer to a publish of the object's events under way: past it, it
+// returns the events as unpublished, and they may be published twice.
+const haltDrainWait = time.Second
 
 // unpublished returns the rows of the object's outbox after what the bus
 // acknowledged, in order (for DeleteReturningEvents). It reads the open

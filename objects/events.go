@@ -495,6 +495,12 @@ func (rt *Runtime) retryFilterLocked() {
 type drainState struct {
 	rows []outboxRow
 	read bool
+	// halted ends with haltDrain: the drainer stops once the publish under
+	// way, if any, is answered (it records what the bus acknowledged), and
+	// before any other step. ended is closed as the drainer returns.
+	halted context.Context
+	halt   context.CancelFunc
+	ended  chan struct{}
 }
 
 // drain hands an object's newly committed outbox rows to its drainer,
@@ -521,9 +527,37 @@ func (rt *Runtime) drain(ns *Namespace, name string, rows []outboxRow) {
 	if !open {
 		return
 	}
-	st := &drainState{rows: rows, read: rows == nil}
+	st := &drainState{rows: rows, read: rows == nil, ended: make(chan struct{})}
+	st.halted, st.halt = context.WithCancel(rt.ctx)
 	rt.draining[k] = st
-	rt.workers.run(func() { rt.drainLoop(ns, name, st) })
+	rt.workers.run(func() {
+		defer close(st.ended)
+		defer st.halt()
+		rt.drainLoop(ns, name, st)
+	})
+}
+
+// haltDrain stops the drainer of an object about to be deleted once the
+// publish it has under way is answered, waiting for it at most wait, so
+// that the object's published mark says what the bus took: the events
+// after it are those DeleteReturningEvents returns. A drainer waiting to
+// read the outbox (a call queued behind the deletion) or to retry stops
+// at once. Called by the deletion, on the object's worker, before
+// stopDrain.
+func (rt *Runtime) haltDrain(k entryKey, wait time.Duration) {
+	rt.drainMu.Lock()
+	st := rt.draining[k]
+	rt.drainMu.Unlock()
+	if st == nil {
+		return
+	}
+	st.halt()
+	t := time.NewTimer(wait)
+	defer t.Stop()
+	select {
+	case <-st.ended:
+	case <-t.C:
+	}
 }
 
 // stopDrain ends the drain of a deleted object's outbox, whose unpublished
@@ -578,7 +612,7 @@ func (rt *Runtime) drainLoop(ns *Namespace, name string, st *drainState) {
 	published := rt.publishedOf(k) // seq of the last event the bus acknowledged
 	for {
 		rt.drainMu.Lock()
-		if rt.goneLocked(k, st) {
+		if rt.goneLocked(k, st) || st.halted.Err() != nil {
 			rt.drainMu.Unlock()
 			return
 		}
@@ -593,7 +627,7 @@ func (rt *Runtime) drainLoop(ns *Namespace, name string, st *drainState) {
 		var err error
 		if read || rows[0].seq > published+1 { // memory may not hold everything unpublished
 			var stored []outboxRow
-			stored, err = rt.readOutbox(ctx, stub, published)
+			stored, err = rt.readOutbox(st.halted, stub, published)
 			rt.drainMu.Lock()
 			gone := rt.goneLocked(k, st)
 			rt.drainMu.Unlock()
@@ -644,12 +678,15 @@ func (rt *Runtime) drainLoop(ns *Namespace, name string, st *drainState) {
 			rt.endDrain(k, st)
 			return
 		}
+		if st.halted.Err() != nil {
+			return // its object is being deleted
+		}
 		rt.logger().Warn("objects: publish outbox, will retry", "namespace", ns.name, "object", name, "in", backoff, "err", err)
 		rt.drainMu.Lock()
 		st.read = true // start again from what the bus acknowledged
 		rt.drainMu.Unlock()
 		select {
-		case <-ctx.Done():
+		case <-st.halted.Done(): // ends with ctx too
 		case <-time.After(backoff):
 		}
 		backoff = min(backoff*2, 30*time.Second)

@@ -460,3 +460,65 @@ func TestDeleteReturningEvents(t *testing.T) {
 		})
 	}
 }
+
+// slowBus is an EventBus whose publishes wait for release; publishing is
+// closed as the first one begins.
+type slowBus struct {
+	publishing, release chan struct{}
+	once                sync.Once
+}
+
+func (b *slowBus) Publish(ctx context.Context, _ string, _ []byte, _ string) error {
+	b.once.Do(func() { close(b.publishing) })
+	select {
+	case <-b.release:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+func (b *slowBus) Subscribe(context.Context, func(context.Context, objects.Event) error) (func(), error) {
+	return func() {}, nil
+}
+
+// An event whose publish is under way as its object is deleted is not
+// handed back once the bus takes it: the deletion waits for the answer
+// (for up to a second), rather than have it published twice.
+func TestDeleteReturningEventsWaitsForThePublishUnderWay(t *testing.T) {
+	ctx := context.Background()
+	bus := &slowBus{publishing: make(chan struct{}), release: make(chan struct{})}
+	_, ns := newOpenRuntime(t, func(rt *objects.Runtime) { rt.Bus = bus })
+	s := stub(t, ns, "leaving")
+	if err := publishCall(ctx, s, "ev.slow", "x"); err != nil {
+		t.Fatal(err)
+	}
+	<-bus.publishing
+	type result struct {
+		evs []objects.Event
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		evs, err := s.DeleteReturningEvents(ctx)
+		done <- result{evs, err}
+	}()
+	var r result
+	early := false
+	select {
+	case r = <-done: // did not wait: checked below
+		early = true
+	case <-time.After(100 * time.Millisecond):
+	}
+	close(bus.release)
+	if !early {
+		select {
+		case r = <-done:
+		case <-time.After(10 * time.Second):
+			t.Fatal("the deletion did not end")
+		}
+	}
+	if r.err != nil || len(r.evs) != 0 {
+		t.Fatalf("returned %d events (%v), want none: the bus took the one under way", len(r.evs), r.err)
+	}
+}
