@@ -1627,15 +1627,8 @@ func TestToolCallsWithOneIDCanBeAnswered(t *testing.T) {
 	if want := "call_" + strings.TrimPrefix(g.ID, "g_") + "_1"; len(calls) != 2 || calls[0].ID != "dup" || calls[1].ID != want {
 		t.Fatalf("tool calls %+v: want the ids dup and %s", calls, want)
 	}
-	sink := &frameSink{}
-	v := streaming.NewViewer(sink, &streaming.ViewerOptions{CloseOnFinal: true})
-	if err := e.svc.Follow(ctx, "local", s.ID, g.ID, 0, v); err != nil {
-		t.Fatal(err)
-	}
-	<-v.Done()
-	sink.mu.Lock()
 	var ids []string
-	for _, f := range sink.frames {
+	for _, f := range followFrames(t, e, s.ID, g.ID, 0) {
 		var m struct {
 			ToolCall *struct{ ID string } `json:"tool_call"`
 		}
@@ -1643,7 +1636,6 @@ func TestToolCallsWithOneIDCanBeAnswered(t *testing.T) {
 			ids = append(ids, m.ToolCall.ID)
 		}
 	}
-	sink.mu.Unlock()
 	if want := []string{"dup", ""}; !slices.Equal(ids, want) {
 		t.Fatalf("streamed tool call ids %q, want %q", ids, want)
 	}
@@ -1676,7 +1668,6 @@ func TestToolCallsWithOneIDCanBeAnswered(t *testing.T) {
 // its done frame and its generation.done event, as a turn posted by a
 // client has: not zeros, which would read as a count.
 func TestGenerationWithoutUsageHasNone(t *testing.T) {
-	ctx := context.Background()
 	bus := &eventBus{}
 	e := newFakeModelEnv(t, bus, func(ctx context.Context, req *session.ModelRequest, emit func(session.Delta) error) (*session.ModelResult, error) {
 		return &session.ModelResult{Text: "hi", FinishReason: session.FinishStop}, emit(session.Delta{Text: "hi"})
@@ -1688,15 +1679,8 @@ func TestGenerationWithoutUsageHasNone(t *testing.T) {
 	if a := lastTurns(t, e, "local", s.ID, 1)[0]; a.Usage != nil {
 		t.Fatalf("turn usage %+v, want none", *a.Usage)
 	}
-	sink := &frameSink{}
-	v := streaming.NewViewer(sink, &streaming.ViewerOptions{CloseOnFinal: true})
-	if err := e.svc.Follow(ctx, "local", s.ID, g.ID, 0, v); err != nil {
-		t.Fatal(err)
-	}
-	<-v.Done()
-	sink.mu.Lock()
-	last := sink.frames[len(sink.frames)-1]
-	sink.mu.Unlock()
+	frames := followFrames(t, e, s.ID, g.ID, 0)
+	last := frames[len(frames)-1]
 	var done struct {
 		Type  string
 		Usage json.RawMessage
@@ -2312,10 +2296,9 @@ func crashMidGeneration(t *testing.T, dir, text string, saveNone ...bool) (sessi
 	return s.ID, res.Generation.ID
 }
 
-// followTypes follows generation gid from offset after on a viewer that
-// closes at the final event, and returns the types and offsets it was
-// sent.
-func followTypes(t *testing.T, e *env, id, gid string, after int64) (types []string, offsets []int64) {
+// followFrames follows generation gid from offset after on a viewer that
+// closes at the final event, and returns the frames it was sent.
+func followFrames(t *testing.T, e *env, id, gid string, after int64) []string {
 	t.Helper()
 	sink := &frameSink{}
 	v := streaming.NewViewer(sink, &streaming.ViewerOptions{CloseOnFinal: true})
@@ -2329,7 +2312,13 @@ func followTypes(t *testing.T, e *env, id, gid string, after int64) (types []str
 	}
 	sink.mu.Lock()
 	defer sink.mu.Unlock()
-	for _, f := range sink.frames {
+	return slices.Clone(sink.frames)
+}
+
+// followTypes is followFrames returning the frames' types and offsets.
+func followTypes(t *testing.T, e *env, id, gid string, after int64) (types []string, offsets []int64) {
+	t.Helper()
+	for _, f := range followFrames(t, e, id, gid, after) {
 		var m struct {
 			Type   string
 			Offset int64
