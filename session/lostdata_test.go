@@ -81,6 +81,14 @@ func TestDeleteSessionWhoseDatabaseIsGone(t *testing.T) {
 	if code, msg := session.ErrorCode(err); code != "data_lost" || !strings.Contains(msg, "delete") {
 		t.Fatalf("get of a session without its database: %q %q (%v), want data_lost saying to delete it", code, msg, err)
 	}
+	// Another owner learns nothing of it: not found, as for any session
+	// not theirs.
+	if _, err := e.svc.Get(ctx, "bob", own); !errors.Is(err, session.ErrNotFound) {
+		t.Fatalf("another owner's get: %v, want not found", err)
+	}
+	if _, _, err := e.svc.Turns(ctx, "bob", own, session.TurnQuery{Limit: 10}); !errors.Is(err, session.ErrNotFound) {
+		t.Fatalf("another owner's turns: %v, want not found", err)
+	}
 	if err := e.svc.Delete(ctx, "bob", own); !errors.Is(err, session.ErrNotFound) {
 		t.Fatalf("another owner's delete: %v, want not found", err)
 	}

@@ -324,12 +324,21 @@ func do[R any](ctx context.Context, svc *Service, owner, id string, fn func(ctx 
 	if err != nil {
 		return zero, err
 	}
-	return objects.Do(ctx, stub, func(ctx context.Context, o *sessionObj, tx *objects.Tx) (R, error) {
+	r, err := objects.Do(ctx, stub, func(ctx context.Context, o *sessionObj, tx *objects.Tx) (R, error) {
 		if err := o.check(owner); err != nil {
 			return zero, fmt.Errorf("session %s: %w", id, err)
 		}
 		return fn(ctx, o, tx)
 	})
+	if errors.Is(err, objects.ErrMissingFile) && owner != "" {
+		// The owner was in the lost file: only the caller's own list
+		// tells whether the session is theirs. Another owner must not
+		// learn that it exists.
+		if listed, lerr := svc.listed(ctx, owner, id); lerr == nil && !listed {
+			return zero, fmt.Errorf("session %s: %w", id, ErrNotFound)
+		}
+	}
+	return r, err
 }
 
 func validText(field, s string, limit int) error {
