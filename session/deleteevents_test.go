@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -13,6 +14,7 @@ import (
 
 	"sessiond/objects"
 	"sessiond/session"
+	"sessiond/streaming"
 )
 
 // heldBus is an event bus that refuses the events of one session while
@@ -75,7 +77,7 @@ func (b *heldBus) events() []heldEvent {
 func TestDeleteEndsGenerationsAsDeleted(t *testing.T) {
 	ctx := context.Background()
 	bus := &heldBus{}
-	streaming := make(chan struct{}, 1)
+	started := make(chan struct{}, 1)
 	e := newEnvBus(t, "", 0, bus, func(svc *session.Service, reg *session.Registry) {
 		svc.Events = true
 		// Streams one word, then waits for its end: a generation that
@@ -84,7 +86,7 @@ func TestDeleteEndsGenerationsAsDeleted(t *testing.T) {
 			if err := emit(session.Delta{Text: "one"}); err != nil {
 				return nil, err
 			}
-			streaming <- struct{}{}
+			started <- struct{}{}
 			<-ctx.Done()
 			return nil, context.Cause(ctx)
 		}}, session.ModelInfo{})
@@ -113,7 +115,7 @@ func TestDeleteEndsGenerationsAsDeleted(t *testing.T) {
 	if gens[0].Status != session.GenRunning || gens[1].Status != session.GenQueued {
 		t.Fatalf("generations %s and %s, want running and queued", gens[0].Status, gens[1].Status)
 	}
-	<-streaming
+	<-started
 
 	// The viewer's final events, read as they come until the deletion
 	// closes the socket.
@@ -145,8 +147,35 @@ func TestDeleteEndsGenerationsAsDeleted(t *testing.T) {
 		}
 	}()
 
+	// A follower of the queued generation (an SSE stream), waiting for it
+	// to start when the deletion comes.
+	sink := &frameSink{}
+	follower := streaming.NewViewer(sink, &streaming.ViewerOptions{CloseOnFinal: true})
+	followed := make(chan error, 1)
+	go func() { followed <- e.svc.Follow(ctx, "local", s.ID, queued, 0, follower) }()
+	checkFor(t, "the follower to wait", func() bool { n, _ := session.FollowWaiting(e.svc, s.ID); return n > 0 })
+
 	if err := e.svc.Delete(ctx, "local", s.ID); err != nil {
 		t.Fatal(err)
+	}
+	select {
+	case err := <-followed:
+		if err != nil {
+			t.Errorf("following the queued generation: %v, want its final event", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the follower of the queued generation still waits")
+	}
+	sink.mu.Lock()
+	frames := slices.Clone(sink.frames)
+	sink.mu.Unlock()
+	var last struct {
+		Type   string
+		Offset int64
+		Error  *struct{ Code string }
+	}
+	if len(frames) != 1 || json.Unmarshal([]byte(frames[0]), &last) != nil || last.Type != "done" || last.Offset != 1 || last.Error == nil || last.Error.Code != "deleted" {
+		t.Errorf("the queued generation's follower was sent %q, want one done at offset 1 with error deleted", frames)
 	}
 	select {
 	case err := <-read:

@@ -534,12 +534,25 @@ var followRecheck = time.Second
 // after a log's final event. A queued generation is waited for until it
 // starts.
 func (svc *Service) Follow(ctx context.Context, owner, id, gid string, after int64, v *streaming.Viewer) error {
+	queued := false // seen queued: the session's deletion ends it, cancelled with error deleted
 	for {
 		g, err := svc.Generation(ctx, owner, id, gid)
+		if errors.Is(err, ErrNotFound) && queued {
+			// Gone while it waited: only a deletion removes a session, and
+			// it cancels the queued generations with error deleted. Their
+			// viewers on the session's sockets got that final event from
+			// the deletion; this follower gets it here.
+			if after < 1 {
+				v.Send(endedUnstarted(&Generation{ID: gid, Status: GenCancelled, Offset: 1, Error: deletedError()}))
+			}
+			v.CloseWith(streaming.CloseNormal, "generation finished")
+			return nil
+		}
 		if err != nil {
 			return err
 		}
 		if g.Status == GenQueued {
+			queued = true
 			// Wait for the session to start or end a queued generation
 			// (genSignals), then read again. The channel is taken before
 			// a second read, so that a change between the two is not
