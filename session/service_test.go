@@ -2591,3 +2591,52 @@ func TestFencedJournalDoesNotRetryEveryRound(t *testing.T) {
 		t.Fatalf("the journal logged %d failed rounds while fenced, want at most the one under way", got)
 	}
 }
+
+// A generation the server's stop interrupted, followed after a restart,
+// ends with a done that says so, as its live done did.
+func TestFollowInterruptedGenerationAfterRestartKeepsError(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	e := newEnv(t, dir, 200, nil)
+	s, _ := e.svc.Create(ctx, "local", session.CreateRequest{})
+	r, err := e.svc.Post(ctx, "local", s.ID, session.PostRequest{Turns: []session.NewTurn{user("/words 100000")}, Generate: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkFor(t, "output streamed", func() bool {
+		g, err := e.svc.Generation(ctx, "local", s.ID, r.Generation.ID)
+		return err == nil && g.Offset > 3
+	})
+	e.close()
+	e2 := newEnv(t, dir, 0, nil)
+	g, err := e2.svc.Generation(ctx, "local", s.ID, r.Generation.ID)
+	if err != nil || g.Status != session.GenInterrupted || g.Error == nil || g.Error.Code != "interrupted" {
+		t.Fatalf("after restart %+v %v", g, err)
+	}
+	sink := &frameSink{}
+	v := streaming.NewViewer(sink, &streaming.ViewerOptions{CloseOnFinal: true})
+	if err := e2.svc.Follow(ctx, "local", s.ID, g.ID, 0, v); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-v.Done():
+	case <-time.After(10 * time.Second):
+		t.Fatal("the viewer is still open")
+	}
+	sink.mu.Lock()
+	defer sink.mu.Unlock()
+	if len(sink.frames) == 0 {
+		t.Fatal("nothing sent")
+	}
+	var done struct {
+		Type         string
+		FinishReason string `json:"finish_reason"`
+		Error        *struct{ Code string }
+	}
+	if err := json.Unmarshal([]byte(sink.frames[len(sink.frames)-1]), &done); err != nil {
+		t.Fatal(err)
+	}
+	if done.Type != "done" || done.Error == nil || done.Error.Code != "interrupted" || done.FinishReason != "interrupted" {
+		t.Fatalf("final event %s: want done with error interrupted", sink.frames[len(sink.frames)-1])
+	}
+}

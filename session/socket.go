@@ -490,7 +490,11 @@ func finalMessages(g *Generation, t *Turn) [][]byte {
 		return append(out, ev)
 	}
 	usage, _ := json.Marshal(t.Usage)
-	ev, err := streaming.EncodeDone(g.ID, g.Offset, streaming.Done{Turn: turnJSON, Usage: usage, FinishReason: deref(t.FinishReason)})
+	d := streaming.Done{Turn: turnJSON, Usage: usage, FinishReason: deref(t.FinishReason)}
+	if g.Error != nil { // as the live done said (interrupted, superseded…)
+		d.Error = &streaming.DoneError{Code: g.Error.Code, Message: g.Error.Message}
+	}
+	ev, err := streaming.EncodeDone(g.ID, g.Offset, d)
 	if err == nil {
 		out = append(out, ev)
 	}
