@@ -15,6 +15,7 @@ import (
 	"strings"
 	"sync"
 	"time"
+	"unicode"
 	"unicode/utf8"
 
 	"sessiond/objects"
@@ -339,6 +340,59 @@ func do[R any](ctx context.Context, svc *Service, owner, id string, fn func(ctx 
 		}
 	}
 	return r, err
+}
+
+// forkTitle is the title of a fork of a session titled title: "Fork of "
+// and the title, cut to MaxTitleBytes (ending in "…" when cut), so that
+// the fork's title passes the checks of PATCH and of an import of its
+// export.
+func forkTitle(title string) string {
+	if title == "" {
+		return ""
+	}
+	return cutText("Fork of "+title, MaxTitleBytes)
+}
+
+// cutText returns s if it fits in limit bytes, otherwise its longest
+// prefix that, with "…" appended, does, cut between user-perceived
+// characters: not inside a rune, nor before a combining mark, a variation
+// selector, an emoji modifier or tag, nor next to a zero-width joiner
+// (an approximation of grapheme cluster boundaries, which the standard
+// library does not give).
+func cutText(s string, limit int) string {
+	if len(s) <= limit {
+		return s
+	}
+	const ellipsis = "…"
+	cut := max(limit-len(ellipsis), 0)
+	for cut > 0 && !utf8.RuneStart(s[cut]) {
+		cut--
+	}
+	for cut > 0 {
+		next, _ := utf8.DecodeRuneInString(s[cut:])
+		prev, size := utf8.DecodeLastRuneInString(s[:cut])
+		if !extendsCluster(next) && prev != zwj {
+			break
+		}
+		cut -= size
+	}
+	return s[:cut] + ellipsis
+}
+
+// zwj is the zero-width joiner, which joins emoji into one character.
+const zwj = '\u200d'
+
+// extendsCluster reports whether r belongs with the character before it.
+func extendsCluster(r rune) bool {
+	switch {
+	case r == zwj,
+		r >= 0xfe00 && r <= 0xfe0f, // variation selectors
+		r >= 0x1f3fb && r <= 0x1f3ff, // emoji skin-tone modifiers
+		r >= 0xe0020 && r <= 0xe007f, // tags (flags of regions)
+		r >= 0xe0100 && r <= 0xe01ef: // variation selectors supplement
+		return true
+	}
+	return unicode.Is(unicode.M, r)
 }
 
 func validText(field, s string, limit int) error {
@@ -961,10 +1015,7 @@ func (svc *Service) Fork(ctx context.Context, owner, id string, turnID int64, id
 	if err != nil {
 		return nil, err
 	}
-	title := m.Title
-	if title != "" {
-		title = "Fork of " + title
-	}
+	title := forkTitle(m.Title)
 	req := CreateRequest{Title: title, Model: m.Model, System: m.System, Metadata: m.Metadata, BusyPolicy: m.Policy}
 	if idemKey != "" {
 		nid, err := svc.claimCreate(ctx, m.Owner, idemKey, createHash("fork", []byte(id), fmt.Append(nil, turnID)), NewID())
