@@ -465,6 +465,12 @@ func (o *sessionObj) finishGeneration(ctx context.Context, tx *objects.Tx, run *
 	if err := o.publishTurn(ctx, tx, &m, turn, p); err != nil {
 		return err
 	}
+	// The directory shows the head turn's preview: not this turn's when
+	// an edit moved the head to another branch while it streamed.
+	dirPreview := p
+	if m.Head != run.turnID {
+		dirPreview = ""
+	}
 	// Start the next queued generation, if any, in the same commit.
 	next, launch, err := o.startNext(ctx, tx, &m, now)
 	if err != nil {
@@ -493,7 +499,7 @@ func (o *sessionObj) finishGeneration(ctx context.Context, tx *objects.Tx, run *
 			}
 		}
 		svc.broadcastTurn(m.ID, turn)
-		svc.touchDirectory(&m, p)
+		svc.touchDirectory(&m, dirPreview)
 		close(run.done)
 		if launch != nil {
 			launch()

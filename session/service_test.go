@@ -2640,3 +2640,44 @@ func TestFollowInterruptedGenerationAfterRestartKeepsError(t *testing.T) {
 		t.Fatalf("final event %s: want done with error interrupted", sink.frames[len(sink.frames)-1])
 	}
 }
+
+// The directory's preview is the head turn's: a generation that ends on a
+// branch an edit left does not put its text there.
+func TestPreviewFollowsHeadBranch(t *testing.T) {
+	ctx := context.Background()
+	e := newEnv(t, "", 200, nil)
+	s, _ := e.svc.Create(ctx, "local", session.CreateRequest{})
+	if _, err := e.svc.Post(ctx, "local", s.ID, session.PostRequest{Turns: []session.NewTurn{user("first")}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.svc.Post(ctx, "local", s.ID, session.PostRequest{Turns: []session.NewTurn{user("second")}}); err != nil {
+		t.Fatal(err)
+	}
+	r, err := e.svc.Post(ctx, "local", s.ID, session.PostRequest{Turns: []session.NewTurn{user("/words 40")}, Generate: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkFor(t, "output streaming", func() bool {
+		g, err := e.svc.Generation(ctx, "local", s.ID, r.Generation.ID)
+		return err == nil && g.Offset > 1
+	})
+	edit, err := e.svc.Post(ctx, "local", s.ID, session.PostRequest{Parent: 2, Turns: []session.NewTurn{user("the edit")}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := waitGen(t, e, "local", s.ID, r.Generation.ID)
+	if g.Status != session.GenDone {
+		t.Fatalf("generation %+v", g)
+	}
+	sess, _ := e.svc.Get(ctx, "local", s.ID)
+	if got, want := sess.HeadTurnID, edit.Turns[0].ID; got != want {
+		t.Fatalf("head %d, want %d", got, want)
+	}
+	list, _, err := e.svc.List(ctx, "local", "", 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(list) != 1 || list[0].Preview != "the edit" {
+		t.Fatalf("preview %+v, want the head turn's %q", list, "the edit")
+	}
+}
