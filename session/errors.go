@@ -30,6 +30,10 @@ var (
 	// ErrConflict: the session id is taken, or an idempotency key was reused
 	// for a different request.
 	ErrConflict = errors.New("session: conflict")
+	// ErrNoTurnIDs: a turn was posted (or a generation started) in a
+	// session whose newest turn has id MaxTurnID, so the turn would need
+	// an id past it. It wraps ErrConflict.
+	ErrNoTurnIDs = fmt.Errorf("%w: the session's turn ids are used up", ErrConflict)
 	// ErrGenerationRunning: a turn was posted while a generation runs and
 	// the session's busy policy is "reject".
 	ErrGenerationRunning = errors.New("session: generation running")

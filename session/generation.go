@@ -120,7 +120,9 @@ func (o *sessionObj) startGeneration(ctx context.Context, tx *objects.Tx, m *met
 		p := parent
 		t.ParentID = &p
 	}
-	if err := insertTurn(ctx, tx, &t, ""); err != nil {
+	if err := insertTurn(ctx, tx, &t, ""); errors.Is(err, ErrNoTurnIDs) {
+		return nil, nil, nil, &notStartedError{err: err}
+	} else if err != nil {
 		return nil, nil, nil, err
 	}
 	m.noteTurn(t.ID)

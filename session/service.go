@@ -386,7 +386,7 @@ const zwj = '\u200d'
 func extendsCluster(r rune) bool {
 	switch {
 	case r == zwj,
-		r >= 0xfe00 && r <= 0xfe0f, // variation selectors
+		r >= 0xfe00 && r <= 0xfe0f,   // variation selectors
 		r >= 0x1f3fb && r <= 0x1f3ff, // emoji skin-tone modifiers
 		r >= 0xe0020 && r <= 0xe007f, // tags (flags of regions)
 		r >= 0xe0100 && r <= 0xe01ef: // variation selectors supplement
@@ -1193,11 +1193,16 @@ func (svc *Service) Export(ctx context.Context, owner, id string, w io.Writer) e
 	return nil
 }
 
-// MaxImportTurnID is the largest turn id an import may hold: ids past it
-// would leave the session's next turns no room to number on (SQLite picks
-// random ids after 2^63-1) or pass the integers a JSON client reads exactly
-// (2^53).
-const MaxImportTurnID = 1 << 50
+// MaxTurnID is the largest turn id: 2^53-1, the largest integer every
+// JSON client reads exactly. A session mints no id past it (a post that
+// would need one is refused with ErrNoTurnIDs), and an import takes every
+// id up to it, so that any session's export imports.
+const MaxTurnID = 1<<53 - 1
+
+// MaxImportTurnID is the largest turn id an import may hold: MaxTurnID,
+// every id a session can mint. (It was 2^50, below ids the server went on
+// to mint, whose sessions' exports it then refused.)
+const MaxImportTurnID = MaxTurnID
 
 // Import creates a session from an export, owned by owner. It keeps the
 // exported id when it is free, and takes a new one otherwise. idemKey,

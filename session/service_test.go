@@ -2681,3 +2681,54 @@ func TestPreviewFollowsHeadBranch(t *testing.T) {
 		t.Fatalf("preview %+v, want the head turn's %q", list, "the edit")
 	}
 }
+
+// A session mints no turn id its own import refuses: an import takes ids
+// up to MaxTurnID, posts go on from an imported id and stop, refused with
+// ErrNoTurnIDs, at MaxTurnID; every export on the way imports.
+func TestTurnIDsStayImportable(t *testing.T) {
+	ctx := context.Background()
+	e := newEnv(t, "", 0, nil)
+	roundTrip := func(id string) {
+		t.Helper()
+		var buf bytes.Buffer
+		if err := e.svc.Export(ctx, "local", id, &buf); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := e.svc.Import(ctx, "local", &buf, ""); err != nil {
+			t.Fatalf("import the export of %s: %v", id, err)
+		}
+	}
+	for _, first := range []int64{1 << 50, session.MaxTurnID - 2} {
+		in := fmt.Sprintf(`{"type":"session","session":{"title":"big"}}`+"\n"+`{"type":"turn","turn":{"id":%d,"role":"user","content":"hi"}}`+"\n", first)
+		s, err := e.svc.Import(ctx, "local", strings.NewReader(in), "")
+		if err != nil {
+			t.Fatalf("import id %d: %v", first, err)
+		}
+		r, err := e.svc.Post(ctx, "local", s.ID, session.PostRequest{Turns: []session.NewTurn{user("more")}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got, want := r.Turns[0].ID, first+1; got != want {
+			t.Fatalf("posted id %d, want %d", got, want)
+		}
+		roundTrip(s.ID)
+		if first < session.MaxTurnID-2 {
+			continue
+		}
+		// The last id left: a post with generation needs two, and is
+		// refused whole; one without takes it; then none is left.
+		if _, err := e.svc.Post(ctx, "local", s.ID, session.PostRequest{Turns: []session.NewTurn{user("ask")}, Generate: true}); !errors.Is(err, session.ErrNoTurnIDs) {
+			t.Fatalf("post with generation at id %d: %v, want ErrNoTurnIDs", first+2, err)
+		}
+		if r, err := e.svc.Post(ctx, "local", s.ID, session.PostRequest{Turns: []session.NewTurn{user("last")}}); err != nil || r.Turns[0].ID != session.MaxTurnID {
+			t.Fatalf("post of the last id: %+v %v", r, err)
+		}
+		if _, err := e.svc.Post(ctx, "local", s.ID, session.PostRequest{Turns: []session.NewTurn{user("past")}}); !errors.Is(err, session.ErrNoTurnIDs) || !errors.Is(err, session.ErrConflict) {
+			t.Fatalf("post past MaxTurnID: %v, want ErrNoTurnIDs", err)
+		}
+		roundTrip(s.ID)
+		if got, _, _ := e.svc.Turns(ctx, "local", s.ID, session.TurnQuery{Limit: 10}); len(got) != 3 {
+			t.Fatalf("%d turns, want 3 (a refused post leaves none)", len(got))
+		}
+	}
+}
