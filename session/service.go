@@ -1056,6 +1056,21 @@ func (svc *Service) Fork(ctx context.Context, owner, id string, turnID int64, id
 	return svc.restore(ctx, m.Owner, req, pages, turnID)
 }
 
+// interruptCopy makes t, a turn still streaming when it was copied (by a
+// fork, or into an export), interrupted as a turn the server's stop cut
+// short is: its output so far, finish_reason and error "interrupted"
+// (finish_reason and error kept when it has them).
+func interruptCopy(t *Turn) {
+	t.Status = TurnInterrupted
+	if t.FinishReason == nil {
+		fr := "interrupted"
+		t.FinishReason = &fr
+	}
+	if t.Error == nil {
+		t.Error = &ErrorInfo{Code: "interrupted", Message: "the turn was still being generated when it was copied into this session"}
+	}
+}
+
 // forkPageTurns is the most turns of one page of a fork's copy.
 const forkPageTurns = 256
 
@@ -1094,7 +1109,7 @@ func (svc *Service) restore(ctx context.Context, owner string, req CreateRequest
 		err := pages(ctx, func(page []Turn) error {
 			for _, t := range page {
 				if t.Status == TurnStreaming {
-					t.Status = TurnInterrupted
+					interruptCopy(&t)
 				}
 				var parent int64
 				if t.ParentID != nil {

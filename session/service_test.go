@@ -2732,3 +2732,42 @@ func TestTurnIDsStayImportable(t *testing.T) {
 		}
 	}
 }
+
+// A turn still streaming when a fork or an import copies it is
+// interrupted as one the server's stop cut short is: finish_reason and
+// error "interrupted".
+func TestCopiedStreamingTurnIsInterrupted(t *testing.T) {
+	ctx := context.Background()
+	e := newEnv(t, "", 200, nil)
+	check := func(what string, tt session.Turn) {
+		t.Helper()
+		if tt.Status != session.TurnInterrupted || tt.FinishReason == nil || *tt.FinishReason != "interrupted" ||
+			tt.Error == nil || tt.Error.Code != "interrupted" || tt.Error.Message == "" {
+			t.Fatalf("%s: status %s finish_reason %v error %+v, want interrupted", what, tt.Status, tt.FinishReason, tt.Error)
+		}
+	}
+	s, _ := e.svc.Create(ctx, "local", session.CreateRequest{})
+	r, err := e.svc.Post(ctx, "local", s.ID, session.PostRequest{Turns: []session.NewTurn{user("/words 100000")}, Generate: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	g, err := e.svc.Generation(ctx, "local", s.ID, r.Generation.ID)
+	if err != nil || g.TurnID == 0 {
+		t.Fatalf("generation %+v %v", g, err)
+	}
+	f, err := e.svc.Fork(ctx, "local", s.ID, g.TurnID, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	check("fork", lastTurns(t, e, "local", f.ID, 1)[0])
+	e.svc.Cancel(ctx, "local", s.ID, g.ID)
+
+	in := `{"type":"session","session":{"title":"x"}}` + "\n" +
+		`{"type":"turn","turn":{"id":1,"role":"user","content":"hi"}}` + "\n" +
+		`{"type":"turn","turn":{"id":2,"parent_id":1,"role":"assistant","content":"partly","status":"streaming"}}` + "\n"
+	imp, err := e.svc.Import(ctx, "local", strings.NewReader(in), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	check("import", lastTurns(t, e, "local", imp.ID, 1)[0])
+}
