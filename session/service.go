@@ -169,16 +169,25 @@ func (svc *Service) Start() {
 	svc.journal.start(svc.PersistInterval)
 }
 
-// Close stops running generations (each commits its output so far, marked
-// interrupted), waits for them and for pending directory updates, writes
-// the journal's last round, and closes every viewer. Call it before
-// closing the runtime.
-func (svc *Service) Close() error {
+// StopGenerations begins Close: it stops running generations (each
+// commits its output so far, marked interrupted, and ends its stream with
+// that done event) and waits for them; none starts after it. Viewers stay
+// open, so that a stream following a generation (SSE, WebSocket) gets its
+// final event: a server calls it before it ends its streams, then Close.
+// It may be called more than once, and concurrently with Close.
+func (svc *Service) StopGenerations() {
 	svc.hubMu.Lock()
 	svc.closing = true
 	svc.hubMu.Unlock()
 	svc.cancel(errShutdown)
 	svc.wg.Wait()
+}
+
+// Close stops running generations (StopGenerations), waits for them and
+// for pending directory updates, writes the journal's last round, and
+// closes every viewer. Call it before closing the runtime.
+func (svc *Service) Close() error {
+	svc.StopGenerations()
 	// The directory's worker flushed as it stopped, perhaps before the
 	// interrupted generations committed: their updates are pending still.
 	svc.flushDirectory()

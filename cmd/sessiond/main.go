@@ -37,6 +37,10 @@ const (
 	// before the server's base context is cancelled, which ends long-lived
 	// streams (SSE, WebSockets) whose handlers watch their request context.
 	drainGrace = 2 * time.Second
+	// finalGrace is how long, after the running generations stopped at
+	// drainGrace, their SSE streams have to send the final (interrupted)
+	// done events before the base context ends them.
+	finalGrace = time.Second
 	// shutdownTimeout bounds the whole HTTP shutdown; connections still open
 	// then are closed. The runtime's own Close has its ShutdownTimeout.
 	shutdownTimeout = 15 * time.Second
@@ -247,15 +251,17 @@ func serve(ctx context.Context, cfg config, getenv func(string) string, logger *
 		return fmt.Errorf("serve http: %w", err)
 	}
 	ready.Store(false)
-	shutdown(logger, srv, cancelBase)
+	shutdown(logger, srv, svc.StopGenerations, cancelBase)
 	<-served // http.ErrServerClosed, now that Shutdown or Close ran
 	return nil
 }
 
 // shutdown stops srv: it stops accepting at once, lets requests in flight
-// finish for drainGrace, then cancels the base context so that long-lived
-// streams end, and closes whatever is left at shutdownTimeout.
-func shutdown(logger *slog.Logger, srv *http.Server, cancelBase context.CancelCauseFunc) {
+// finish for drainGrace, then stops the running generations (stop), whose
+// SSE streams then end with their final event, as a WebSocket's do, within
+// finalGrace; then it cancels the base context so that the long-lived
+// streams left end, and closes whatever is left at shutdownTimeout.
+func shutdown(logger *slog.Logger, srv *http.Server, stop func(), cancelBase context.CancelCauseFunc) {
 	ctx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
 	defer cancel()
 	done := make(chan error, 1)
@@ -266,8 +272,17 @@ func shutdown(logger *slog.Logger, srv *http.Server, cancelBase context.CancelCa
 	select {
 	case err = <-done:
 	case <-grace.C:
-		cancelBase(errShuttingDown)
-		err = <-done
+		// Cancelling the base context first would end an SSE stream
+		// before the done event its generation's stop sends.
+		stop()
+		final := time.NewTimer(finalGrace)
+		defer final.Stop()
+		select {
+		case err = <-done:
+		case <-final.C:
+			cancelBase(errShuttingDown)
+			err = <-done
+		}
 	}
 	if err != nil {
 		logger.Warn("http connections still open at the shutdown timeout; closing them", keyErr, err)
