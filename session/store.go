@@ -295,19 +295,9 @@ func insertTurn(ctx context.Context, tx *objects.Tx, t *Turn, idemKey string) er
 		key = idemKey
 	}
 	now := t.CreatedAt.UnixMilli()
-	id := t.ID
-	if id <= 0 {
-		// The next id, as SQLite's rowid would pick it, but never past
-		// MaxTurnID: past 2^53 a JSON client cannot read it exactly, and
-		// an import would refuse the session's export.
-		var newest int64
-		if err := tx.QueryRow(ctx, `SELECT coalesce(max(id), 0) FROM turns`).Scan(&newest); err != nil {
-			return fmt.Errorf("next turn id: %w", err)
-		}
-		if newest >= MaxTurnID {
-			return fmt.Errorf("%w: the newest turn has id %d, the largest a turn may have; fork the session at an earlier turn to go on", ErrNoTurnIDs, newest)
-		}
-		id = newest + 1
+	var id any // SQLite's next rowid: the newest id + 1
+	if t.ID > 0 {
+		id = t.ID
 	}
 	r, err := tx.Exec(ctx, `INSERT INTO turns (id, parent_id, role, content, tool_calls, tool_call_id, model, prompt_tokens,
 		completion_tokens, total_tokens, finish_reason, status, error_code, error_message, generation_id, idempotency_key, created_at, updated_at)
@@ -317,8 +307,18 @@ func insertTurn(ctx context.Context, tx *objects.Tx, t *Turn, idemKey string) er
 	if err != nil {
 		return fmt.Errorf("insert turn: %w", err)
 	}
-	t.ID, err = r.LastInsertId()
-	return err
+	if t.ID, err = r.LastInsertId(); err != nil {
+		return fmt.Errorf("insert turn: %w", err)
+	}
+	if t.ID > MaxTurnID {
+		// Past 2^53 a JSON client cannot read an id exactly, and an
+		// import would refuse the session's export. The call fails, so
+		// its writes, this row among them, are rolled back. Checked
+		// after the insert: a query for the next id beforehand would
+		// cost every post a statement.
+		return fmt.Errorf("%w: the newest turn has id %d, the largest a turn may have; fork the session at an earlier turn to go on", ErrNoTurnIDs, t.ID-1)
+	}
+	return nil
 }
 
 func ptrOr[T any](p *T) any {
