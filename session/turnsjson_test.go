@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"testing"
+	"unicode/utf8"
 )
 
 // FuzzDecodeNewTurns holds DecodeNewTurns to json.Unmarshal into
@@ -15,6 +16,8 @@ func FuzzDecodeNewTurns(f *testing.F) {
 		`[{"role":null,"content":null}]`, `[{"role":5}]`, `[{"role":"a","role":"b"}]`,
 		`[{"role":"us\u0065r","content":"a\"b"}, {"role":"user","content":"c"}]`,
 		`[{"content":"x"},]`, `[{"content":"x"}`, ` [ { "role" : "user" , "content" : "y" } ] `,
+		"[{\"role\":\"user\",\"content\":\"raw \xff\xfe\"}]", "[{\"role\":\"us\xe6\x97\",\"content\":\"日本\"}]",
+		"[{\"content\":[{\"type\":\"text\",\"text\":\"\xc0\xaf\"}]}]",
 	} {
 		f.Add([]byte(s))
 	}
@@ -22,6 +25,14 @@ func FuzzDecodeNewTurns(f *testing.F) {
 		var want []NewTurn
 		werr := json.Unmarshal(data, &want)
 		got, err := DecodeNewTurns(data, false)
+		if werr == nil && !utf8.Valid(data) {
+			// encoding/json takes raw bytes such as 0xff; JSON (RFC 8259)
+			// is UTF-8, and DecodeNewTurns holds to it.
+			if err == nil {
+				t.Fatalf("%q is not UTF-8, and DecodeNewTurns took it", data)
+			}
+			return
+		}
 		if (werr == nil) != (err == nil) {
 			t.Fatalf("json.Unmarshal: %v; DecodeNewTurns: %v", werr, err)
 		}

@@ -62,7 +62,7 @@ var clientFields = map[string][]string{
 // It is strict: field names must match exactly (JSON's usual
 // case-insensitive matching is not applied), unknown fields, nulls and
 // wrong types are refused. It returns a *ProtocolError with code
-// CodeInvalidJSON (empty or malformed), CodeUnknownType or
+// CodeInvalidJSON (empty, malformed or not UTF-8), CodeUnknownType or
 // CodeInvalidRequest. Size limits are the transport's job. The message's
 // raw fields (Turns) alias data: do not modify data afterwards.
 func DecodeClientMessage(data []byte) (*ClientMessage, error) {
@@ -173,6 +173,11 @@ func decodeObject(what string, data []byte) (map[string]json.RawMessage, error) 
 	})
 	var se *jsonscan.SyntaxError
 	switch {
+	case errors.As(err, &se) && errors.Is(err, jsonscan.ErrInvalidUTF8):
+		// JSON text, and a WebSocket text frame, must be UTF-8 (RFC 8259,
+		// RFC 6455): raw bytes such as 0xff, stored, would reach every
+		// viewer in frames its client must refuse.
+		return nil, protocolErrorf(CodeInvalidJSON, "%s is not valid UTF-8 at byte offset %d", what, se.Offset)
 	case errors.As(err, &se):
 		return nil, protocolErrorf(CodeInvalidJSON, "%s is not valid JSON", what)
 	case err != nil:

@@ -3,9 +3,11 @@ package streaming_test
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
 	"reflect"
 	"strings"
 	"testing"
+	"unicode/utf8"
 
 	"sessiond/streaming"
 )
@@ -121,8 +123,20 @@ func TestClientMessageMarshal(t *testing.T) {
 func FuzzDecodeClientMessage(f *testing.F) {
 	f.Add([]byte(`{"type":"hello","resume":{"generation":"g_1","after":17}}`))
 	f.Add([]byte(`{"type":"send","turns":[{"role":"user","content":"hi"}],"generate":true,"idempotency_key":"k"}`))
+	f.Add([]byte("{\"type\":\"send\",\"turns\":[{\"role\":\"user\",\"content\":\"raw \xff\xfe\"}],\"idempotency_key\":\"k\"}"))
+	f.Add([]byte("{\"type\":\"send\",\"turns\":[{\"role\":\"user\",\"content\":\"日本\"}],\"idempotency_key\":\"k\xe6\x97\"}"))
+	f.Add([]byte("{\"type\":\"hello\",\"resume\":{\"generation\":\"g_\xc0\xaf\",\"after\":1}}"))
+	f.Add([]byte("{\"type\xff\":\"ping\"}"))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		m, err := streaming.DecodeClientMessage(data)
+		if !utf8.Valid(data) {
+			// Not JSON (RFC 8259) nor a text frame (RFC 6455), whatever
+			// else it is.
+			var pe *streaming.ProtocolError
+			if !errors.As(err, &pe) || pe.Code != streaming.CodeInvalidJSON {
+				t.Fatalf("%q is not UTF-8: %v, want %s", data, err, streaming.CodeInvalidJSON)
+			}
+		}
 		if err != nil {
 			var pe *streaming.ProtocolError
 			if !errors.As(err, &pe) {
@@ -147,6 +161,22 @@ func FuzzDecodeClientMessage(f *testing.F) {
 			t.Fatalf("round trip changed the message:\n%+v\n%+v", m, m2)
 		}
 	})
+}
+
+// A message that is not UTF-8 is refused as malformed JSON, saying where:
+// stored, its bytes would go out in every viewer's text frames.
+func TestDecodeClientMessageRefusesInvalidUTF8(t *testing.T) {
+	for in, off := range map[string]int{
+		"{\"type\":\"send\",\"turns\":[{\"role\":\"user\",\"content\":\"raw \xff\xfe bytes\"}],\"idempotency_key\":\"k\"}": 54,
+		"{\"type\":\"cancel\",\"generation\":\"g_\xe6\x97\"}":                                                              33,
+	} {
+		_, err := streaming.DecodeClientMessage([]byte(in))
+		var pe *streaming.ProtocolError
+		want := fmt.Sprintf("not valid UTF-8 at byte offset %d", off)
+		if !errors.As(err, &pe) || pe.Code != streaming.CodeInvalidJSON || !strings.Contains(pe.Message, want) {
+			t.Errorf("%q: %v, want %s saying %q", in, err, streaming.CodeInvalidJSON, want)
+		}
+	}
 }
 
 // A field of the wrong JSON type is refused in JSON's words, not Go's.

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"strconv"
@@ -372,7 +373,7 @@ func frameMeta(b []byte) (typ string, off int64, hasOff bool) {
 	// One pass over the message, decoding only the two members: a turn
 	// message may be 32 MiB, written to every viewer.
 	var rawType, rawOffset []byte
-	if jsonscan.Object(b, func(k string, v []byte) error {
+	if err := jsonscan.Object(b, func(k string, v []byte) error {
 		switch k {
 		case "type":
 			rawType = v
@@ -380,7 +381,10 @@ func frameMeta(b []byte) (typ string, off int64, hasOff bool) {
 			rawOffset = v
 		}
 		return nil
-	}) != nil {
+	}); err != nil && !errors.Is(err, jsonscan.ErrInvalidUTF8) {
+		// Invalid UTF-8 is let by: a turn stored before requests were
+		// held to UTF-8 keeps its event name (its "type" comes first,
+		// before the content the scan stops at).
 		return "", 0, false
 	}
 	if rawType != nil && json.Unmarshal(rawType, &typ) != nil {

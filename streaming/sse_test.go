@@ -228,12 +228,24 @@ func TestNewSSERefusesWriterWithoutFlush(t *testing.T) {
 	}
 }
 
+// A turn stored with invalid UTF-8 (before requests were held to UTF-8)
+// still goes out as a "turn" event: its bytes are not repaired, but
+// nothing else breaks on them.
+func TestAppendSSEStoredInvalidUTF8(t *testing.T) {
+	raw := []byte("{\"type\":\"turn\",\"turn\":{\"id\":1,\"content\":\"raw \xff\xfe\"}}")
+	events, _ := readSSE(t, bufio.NewReader(strings.NewReader(string(streaming.AppendSSE(nil, raw)))), nil)
+	if len(events) != 1 || events[0].event != "turn" || events[0].data != string(raw) {
+		t.Fatalf("events %+v, want one turn event with the frame as data", events)
+	}
+}
+
 // FuzzAppendSSE: an SSE client gets back exactly the JSON of any event
 // (whatever its generation id and text), with the right event name and id,
 // and the data of any frame at all survives the line splitting.
 func FuzzAppendSSE(f *testing.F) {
 	f.Add("g_1", int64(3), "Hi\n", []byte("{\"type\":\"x\",\r\n\"a\":1}"))
 	f.Add("g_\"q\"", int64(0), "", []byte(`{"type":"turn"}`))
+	f.Add("g_1", int64(1), "\xff", []byte("{\"type\":\"turn\",\"turn\":{\"content\":\"\xff\xfe\"}}"))
 	f.Fuzz(func(t *testing.T, gen string, off int64, text string, raw []byte) {
 		if off < 0 {
 			off = -(off + 1)

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"unicode/utf8"
 )
 
 // maxDepth is encoding/json's nesting limit.
@@ -17,15 +18,24 @@ var (
 	ErrNotArray  = errors.New("jsonscan: not a JSON array")
 )
 
+// ErrInvalidUTF8 is what a *SyntaxError wraps when the input is not
+// valid UTF-8 at its offset: errors.Is(err, ErrInvalidUTF8) tells it
+// from other malformed JSON.
+var ErrInvalidUTF8 = errors.New("jsonscan: invalid UTF-8")
+
 // SyntaxError is malformed JSON: what was wrong, at which byte offset.
 type SyntaxError struct {
 	Offset int
 	msg    string
+	err    error // ErrInvalidUTF8, or nil
 }
 
 func (e *SyntaxError) Error() string {
 	return fmt.Sprintf("jsonscan: %s at offset %d", e.msg, e.Offset)
 }
+
+// Unwrap returns ErrInvalidUTF8 for input that is not UTF-8, else nil.
+func (e *SyntaxError) Unwrap() error { return e.err }
 
 func syntaxErr(off int, format string, a ...any) error {
 	return &SyntaxError{Offset: off, msg: fmt.Sprintf(format, a...)}
@@ -237,13 +247,14 @@ const (
 	highs = 0x8080808080808080
 )
 
-// special reports whether any byte of x is '"', '\\' or below 0x20. (The
-// usual bit tricks: a byte that becomes zero after XOR, or that borrows
-// when 0x20 is subtracted.)
+// special reports whether any byte of x is '"', '\\', below 0x20 or
+// above 0x7f (the start of a multi-byte rune, to be checked). (The usual
+// bit tricks: a byte that becomes zero after XOR, or that borrows when
+// 0x20 is subtracted; and the high bit itself.)
 func special(x uint64) bool {
 	q := x ^ (ones * '"')
 	s := x ^ (ones * '\\')
-	return ((q-ones)&^q|(s-ones)&^s|(x-ones*0x20)&^x)&highs != 0
+	return ((q-ones)&^q|(s-ones)&^s|(x-ones*0x20)&^x|x)&highs != 0
 }
 
 // scanString returns the end of the string starting at b[i] == '"'.
@@ -283,8 +294,18 @@ func scanString(b []byte, i int) (int, error) {
 			}
 		case c < 0x20:
 			return i, syntaxErr(i, "invalid character %q in string literal", c)
-		default:
+		case c < utf8.RuneSelf:
 			i++
+		default:
+			// Non-ASCII text (CJK, emoji) comes in runs: decode the run
+			// here rather than go back to the ASCII loop at each rune.
+			for i < len(b) && b[i] >= utf8.RuneSelf {
+				r, size := utf8.DecodeRune(b[i:])
+				if r == utf8.RuneError && size == 1 {
+					return i, &SyntaxError{Offset: i, msg: "invalid UTF-8 in string", err: ErrInvalidUTF8}
+				}
+				i += size
+			}
 		}
 	}
 }
@@ -339,7 +360,7 @@ func scanNumber(b []byte, i int) (int, error) {
 
 // decodeKey returns the value of a valid JSON string. Plain ASCII keys
 // (all of sessiond's) are sliced; others go through encoding/json, for its
-// exact handling of escapes and invalid UTF-8.
+// exact handling of escapes (a lone surrogate's \ud800 among them).
 func decodeKey(raw []byte) string {
 	plain := true
 	for _, c := range raw[1 : len(raw)-1] {

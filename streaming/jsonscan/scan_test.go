@@ -6,6 +6,7 @@ import (
 	"errors"
 	"strings"
 	"testing"
+	"unicode/utf8"
 )
 
 var seeds = []string{
@@ -19,6 +20,14 @@ var seeds = []string{
 	`{"a":"` + strings.Repeat("abcdefgh", 40) + `\"` + strings.Repeat("x", 13) + `"}`,
 	strings.Repeat("[", 10001) + strings.Repeat("]", 10001),
 	strings.Repeat("[", 10000) + strings.Repeat("]", 10000),
+	// UTF-8: valid runes of each length, then what RFC 8259 refuses and
+	// encoding/json lets through: a stray byte, a cut rune, an overlong
+	// form, a surrogate, a rune past U+10FFFF; at and across 8-byte
+	// boundaries of the fast loop.
+	`{"a":"é日🙂","日本":["ü"]}`, `["` + strings.Repeat("日本語", 9) + `"]`,
+	"{\"a\":\"\xff\"}", "[\"x\xe2\x82\"]", "[\"\xc0\xaf\"]", "[\"\xed\xa0\x80\"]", "[\"\xf4\x90\x80\x80\"]",
+	"[\"1234567\xe6\x97\xa5\xff\"]", "[\"" + strings.Repeat("a", 13) + "\xfe\"]", "[\"\xe6\x97\"]", "{\"a\":\"\xe6\x97",
+	"[1,\xff]", "\xef\xbb\xbf{}",
 }
 
 // FuzzObject holds Object to encoding/json: it accepts exactly what
@@ -37,6 +46,12 @@ func FuzzObject(f *testing.F) {
 		})
 		var se *json.SyntaxError
 		switch {
+		case json.Valid(data) && !utf8.Valid(data):
+			// encoding/json takes raw bytes such as 0xff in a string;
+			// RFC 8259 and jsonscan do not.
+			if !errors.Is(err, ErrInvalidUTF8) {
+				t.Fatalf("invalid UTF-8; Object: %v, want ErrInvalidUTF8", err)
+			}
 		case werr != nil && (errors.As(werr, &se) || strings.Contains(werr.Error(), "unexpected end")):
 			var mine *SyntaxError
 			if !errors.As(err, &mine) {
@@ -59,9 +74,10 @@ func FuzzObject(f *testing.F) {
 				}
 			}
 		}
-		if (Valid(data) == nil) != json.Valid(data) {
-			t.Fatalf("Valid: %v, json.Valid: %v", Valid(data), json.Valid(data))
+		if (Valid(data) == nil) != (json.Valid(data) && utf8.Valid(data)) {
+			t.Fatalf("Valid: %v, json.Valid: %v, utf8.Valid: %v", Valid(data), json.Valid(data), utf8.Valid(data))
 		}
+		checkUTF8Offset(t, data, err)
 	})
 }
 
@@ -82,6 +98,11 @@ func FuzzArray(f *testing.F) {
 			return nil
 		})
 		switch {
+		case json.Valid(data) && !utf8.Valid(data):
+			if !errors.Is(err, ErrInvalidUTF8) {
+				t.Fatalf("invalid UTF-8; Array: %v, want ErrInvalidUTF8", err)
+			}
+			checkUTF8Offset(t, data, err)
 		case !json.Valid(data):
 			var mine *SyntaxError
 			if !errors.As(err, &mine) {
@@ -105,6 +126,27 @@ func FuzzArray(f *testing.F) {
 			}
 		}
 	})
+}
+
+// checkUTF8Offset: an ErrInvalidUTF8 of otherwise valid JSON is at the
+// first byte that does not decode.
+func checkUTF8Offset(t *testing.T, data []byte, err error) {
+	t.Helper()
+	if !json.Valid(data) || utf8.Valid(data) {
+		return
+	}
+	want := 0
+	for {
+		r, size := utf8.DecodeRune(data[want:])
+		if r == utf8.RuneError && size == 1 {
+			break
+		}
+		want += size
+	}
+	var se *SyntaxError
+	if !errors.As(err, &se) || !errors.Is(err, ErrInvalidUTF8) || se.Offset != want {
+		t.Fatalf("%q: %v, want ErrInvalidUTF8 at offset %d", data, err, want)
+	}
 }
 
 func TestStopsAtCallbackError(t *testing.T) {
