@@ -430,6 +430,11 @@ func validMetadata(md json.RawMessage) error {
 	if len(md) > MaxMetadataBytes {
 		return fmt.Errorf("%w: metadata is %d bytes, the limit is %d", ErrTooLarge, len(md), MaxMetadataBytes)
 	}
+	if !utf8.Valid(md) {
+		// encoding/json would take it (raw bytes stay raw in a
+		// RawMessage), and every ready message would carry it.
+		return fmt.Errorf("%w: metadata is not valid UTF-8", ErrInvalid)
+	}
 	var v map[string]any
 	if err := json.Unmarshal(md, &v); err != nil || v == nil {
 		return fmt.Errorf("%w: metadata must be a JSON object", ErrInvalid)
@@ -1217,6 +1222,19 @@ func (svc *Service) Export(ctx context.Context, owner, id string, w io.Writer) e
 	return nil
 }
 
+// invalidUTF8At returns the offset of the first byte of b that is not
+// UTF-8, or len(b).
+func invalidUTF8At(b []byte) int {
+	for i := 0; i < len(b); {
+		r, size := utf8.DecodeRune(b[i:])
+		if r == utf8.RuneError && size == 1 {
+			return i
+		}
+		i += size
+	}
+	return len(b)
+}
+
 // MaxTurnID is the largest turn id: 2^53-1, the largest integer every
 // JSON client reads exactly. A session mints no id past it (a post that
 // would need one is refused with ErrNoTurnIDs), and an import takes every
@@ -1236,6 +1254,15 @@ func (svc *Service) Import(ctx context.Context, owner string, r io.Reader, idemK
 	body := sha256.New()
 	sc := bufio.NewScanner(io.TeeReader(r, body))
 	sc.Buffer(make([]byte, 64<<10), svc.MaxTurnBytes+64<<10)
+	var lineAt, read int64 // where the line sc holds starts; the bytes split off
+	sc.Split(func(data []byte, atEOF bool) (int, []byte, error) {
+		adv, tok, err := bufio.ScanLines(data, atEOF)
+		if tok != nil {
+			lineAt = read
+		}
+		read += int64(adv)
+		return adv, tok, err
+	})
 	var s *Session
 	var turns []Turn
 	var last int64
@@ -1244,6 +1271,13 @@ func (svc *Service) Import(ctx context.Context, owner string, r io.Reader, idemK
 	for n := 1; sc.Scan(); n++ {
 		if sc.Err() != nil {
 			break // the read failed: the last line is cut, report the failure
+		}
+		if !utf8.Valid(sc.Bytes()) {
+			// JSON text is UTF-8 (RFC 8259); encoding/json would keep raw
+			// bytes such as 0xff in a content as they are, to be served
+			// back to clients that refuse them. A pass of its own: the
+			// decoder below does not look.
+			return nil, fmt.Errorf("%w: line %d: the body is not valid UTF-8 at byte offset %d", ErrInvalidJSON, n, lineAt+int64(invalidUTF8At(sc.Bytes())))
 		}
 		line := strings.TrimSpace(sc.Text())
 		if line == "" {

@@ -7,6 +7,7 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"sessiond/web"
 )
@@ -40,6 +41,11 @@ func FuzzRequestBodies(f *testing.F) {
 		"{\"type\":\"session\",\"session\":{\"id\":\"abc\"}}\n{\"type\":\"turn\",\"turn\":{\"id\":1,\"role\":\"user\",\"content\":\"x\"}}\n",
 		"{\"type\":\"session\",\"session\":{\"id\":\"abd\"}}\n{\"type\":\"turn\",\"turn\":{\"id\":2,\"parent_id\":1,\"role\":\"user\",\"content\":\"x\"}}\n",
 		"{\"type\":\"session\",\"session\":{\"id\":\"abe\"}}\n{\"type\":\"turn\",\"turn\":{\"id\":1,\"role\":\"user\",\"content\":\"x\"}}\n{bad\n",
+		// Not UTF-8: refused as not JSON, in a content, a title, metadata,
+		// a key, a cut rune, an import line.
+		"{\"turns\":[{\"role\":\"user\",\"content\":\"raw \xff\xfe\"}],\"generate\":true}", "{\"title\":\"t\xff\"}",
+		"{\"metadata\":{\"k\":\"v\xff\"}}", "{\"tit\xe6\x97le\":\"x\"}", "{\"title\":\"日\xe6\x97",
+		"{\"type\":\"session\",\"session\":{\"id\":\"abf\"}}\n{\"type\":\"turn\",\"turn\":{\"id\":1,\"role\":\"user\",\"content\":\"\xc0\xaf\"}}\n",
 	} {
 		for _, path := range []string{"turns", "sessions", "fork", "import", "patch"} {
 			f.Add(path, seed)
@@ -88,6 +94,9 @@ func FuzzRequestBodies(f *testing.F) {
 		rec := httptest.NewRecorder()
 		h.ServeHTTP(rec, httptest.NewRequest(method, path, strings.NewReader(body)))
 		if rec.Code < 400 {
+			if !utf8.ValidString(body) {
+				t.Fatalf("%s %s %q: %d; a body that is not UTF-8 was taken", method, path, body, rec.Code)
+			}
 			return
 		}
 		var e struct {

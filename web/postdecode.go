@@ -77,7 +77,11 @@ func parsePostRequest(body []byte, req *session.PostRequest) error {
 	if i == len(body) {
 		return decodeError(io.EOF)
 	}
-	end, err := jsonscan.First(body)
+	end, err := jsonscan.First(body) // the value's UTF-8 too, in the same pass
+	var se *jsonscan.SyntaxError
+	if errors.Is(err, jsonscan.ErrInvalidUTF8) && errors.As(err, &se) {
+		return errNotUTF8(int64(se.Offset))
+	}
 	if err != nil {
 		return errorf(http.StatusBadRequest, "invalid_json", "malformed JSON: %v", err)
 	}

@@ -7,7 +7,10 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"reflect"
+	"strings"
 	"testing"
+	"testing/iotest"
+	"unicode/utf8"
 
 	"sessiond/session"
 )
@@ -28,6 +31,9 @@ func FuzzPostRequestDecoders(f *testing.F) {
 		``, `  `, "\v", `{`, `{"turns":[`, `{"a":"\x"}`, `{"turns":[{"role":"us\u0065r","content":"\ud800"}]}`,
 		`{"turns":[1,{"x":1}]}`, `{"x":1,"turns":[1]}`, `{"turns":[{"role":1,"x":2}]}`,
 		`{"turns":[{"role":"user","content":"x"}],"root":true}`, `{"ROOT":false,"root":null}`, `{"root":1}`, `{"root":"true"}`,
+		"{\"turns\":[{\"role\":\"user\",\"content\":\"raw \xff\xfe bytes\"}],\"generate\":true}",
+		"{\"turns\":[{\"role\":\"user\",\"content\":\"日本\"}],\"model\":\"m\xe6\x97\"}", "{\"turns\":1,\"model\":\"\xc0\xaf\"}",
+		"{\"turns\":[]} \xff", "\xff", "{\"t\xffurns\":[]}", "{\"turns\":[{\"role\":\"user\",\"content\":\"\xed\xa0\x80\"}]}",
 	} {
 		f.Add([]byte(s))
 	}
@@ -47,6 +53,9 @@ func FuzzPostRequestDecoders(f *testing.F) {
 				t.Fatalf("%q: decodeStrict %d %s (%s), parsePostRequest %d %s (%s)", body, wa.Status, wa.Code, wa.Message, ga.Status, ga.Code, ga.Message)
 			}
 			return
+		}
+		if !utf8.Valid(body) {
+			t.Fatalf("%q is not UTF-8, and both decoders took it", body)
 		}
 		if !reflect.DeepEqual(want, got) {
 			t.Fatalf("%q: decodeStrict %#v, parsePostRequest %#v", body, want, got)
@@ -74,4 +83,50 @@ func TestReadBodyGrowsWithTheBytes(t *testing.T) {
 	if _, err := readBody(limited, int64(len(big)), 1<<20); !errors.As(err, new(*http.MaxBytesError)) {
 		t.Fatalf("readBody over the limit: %v, want a MaxBytesError", err)
 	}
+}
+
+// utf8Reader finds the first byte that is not UTF-8 however the body is
+// cut into reads, passes on every byte before it, and nothing is lost of
+// a valid body.
+func TestUTF8Reader(t *testing.T) {
+	for _, in := range []string{
+		"", "plain", "é日🙂", "a\xffb", "\xff", "日\xe6\x97", "日\xe6\x97a", "\xe6\x97\xa5\xe6", "🙂\xf0\x9f\x99",
+		"x\xc0\xaf", "x\xed\xa0\x80", "\xf4\x90\x80\x80", "ab\xe6", "\xef\xbf\xbd ok", strings.Repeat("日本語", 50) + "\xfe",
+	} {
+		want := -1
+		for i := 0; i < len(in); {
+			r, size := utf8.DecodeRuneInString(in[i:])
+			if r == utf8.RuneError && size == 1 {
+				want = i
+				break
+			}
+			i += size
+		}
+		for chunk := 1; chunk <= 6; chunk++ {
+			var rd io.Reader = &utf8Reader{r: iotest.HalfReader(&chunkReader{s: in, n: chunk})}
+			got, err := io.ReadAll(rd)
+			var ue *utf8Error
+			switch {
+			case want < 0 && (err != nil || string(got) != in):
+				t.Errorf("%q in reads of %d: %q, %v; want it all", in, chunk, got, err)
+			case want >= 0 && (!errors.As(err, &ue) || ue.Offset != int64(want) || !strings.HasPrefix(in, string(got)) || len(got) > want+4):
+				t.Errorf("%q in reads of %d: %q, %v; want a utf8Error at %d", in, chunk, got, err, want)
+			}
+		}
+	}
+}
+
+// chunkReader reads s n bytes at a time.
+type chunkReader struct {
+	s string
+	n int
+}
+
+func (c *chunkReader) Read(p []byte) (int, error) {
+	if c.s == "" {
+		return 0, io.EOF
+	}
+	k := copy(p[:min(len(p), c.n)], c.s)
+	c.s = c.s[k:]
+	return k, nil
 }
