@@ -329,6 +329,13 @@ func (e *entry) wake(ctx context.Context) error {
 	if ok {
 		rt.makeRoom(e)
 		db, err = rt.openInstanceDB(ctx, e.ns, path, fileExisting)
+		if errors.Is(err, ErrMissingFile) && e.ns.class.RecreateMissing {
+			rt.logger().Error("objects: database file missing; the object is made again, empty (its class keeps nothing it cannot have again)",
+				"namespace", e.ns.name, "object", e.name, "file", path)
+			if db, err = rt.openInstanceDB(ctx, e.ns, path, fileNew); err == nil {
+				inst.needsMeta = true // the new file holds no name yet
+			}
+		}
 		if err != nil {
 			return fmt.Errorf("wake %s/%q: %w", e.ns.name, e.name, err)
 		}

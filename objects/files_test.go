@@ -57,6 +57,62 @@ func TestMissingFileOfExistingObjectIsAnError(t *testing.T) {
 	}
 }
 
+// An object of a class with RecreateMissing whose file is missing is made
+// again, empty, in its place (the class holds nothing it cannot have
+// again), and goes on from there, across a restart too.
+func TestMissingFileOfRecreatableClassIsMadeAgain(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	rt, ns := newRuntime(t, dir, nil)
+	if err := rt.Open(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := add(ctx, stub(t, ns, "lost"), 7); err != nil {
+		t.Fatal(err)
+	}
+	oi, err := ns.Info(ctx, "lost")
+	if err != nil {
+		t.Fatal(err)
+	}
+	rt.Close()
+	path := filepath.Join(dir, oi.Path)
+	for _, p := range []string{path, path + "-wal", path + "-shm"} {
+		if err := os.Remove(p); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			t.Fatal(err)
+		}
+	}
+	open := func() (*objects.Runtime, *objects.Namespace) {
+		rt := objects.NewRuntime(dir)
+		rt.Durability = objects.DurabilityNormal
+		class := counterClass
+		class.RecreateMissing = true
+		ns, err := rt.Register("counter", class)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := rt.Open(ctx); err != nil {
+			t.Fatal(err)
+		}
+		return rt, ns
+	}
+	rt, ns = open()
+	if n, err := get(ctx, stub(t, ns, "lost")); n != 0 || err != nil {
+		t.Fatalf("call on a recreatable object whose file is missing: n=%d err=%v, want 0 (made again, empty)", n, err)
+	}
+	if n, err := add(ctx, stub(t, ns, "lost"), 2); n != 2 || err != nil {
+		t.Fatalf("add: %d %v, want 2", n, err)
+	}
+	rt.Close()
+	rt, ns = open()
+	defer rt.Close()
+	if n, err := get(ctx, stub(t, ns, "lost")); n != 2 || err != nil {
+		t.Fatalf("after a restart: %d %v, want 2", n, err)
+	}
+	if oi2, err := ns.Info(ctx, "lost"); err != nil || oi2.Path != oi.Path {
+		t.Fatalf("info after: %+v %v, want the same path %s", oi2, err, oi.Path)
+	}
+}
+
 // TestRecreatedNameDoesNotAdoptLeftoverFile: a deleted object's file that
 // comes back at its path (a power loss undoing the unlink) is not the
 // database of an object created again under the same name: that object

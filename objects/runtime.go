@@ -176,6 +176,13 @@ type Class struct {
 	// it, at the cost of a WAL of up to 1.5 × CheckpointFrames pages on
 	// disk (4 KiB each).
 	CheckpointFrames int
+	// RecreateMissing: the class's objects hold only what can be had again
+	// from elsewhere (a list other objects keep up to date, say), so an
+	// object whose database file is missing is made again, empty, with an
+	// ERROR in the log, rather than failing every call with ErrMissingFile
+	// until it is deleted. For objects that hold data of their own, leave
+	// it false: an empty object in place of a lost one would hide the loss.
+	RecreateMissing bool
 }
 
 // Register adds a namespace. It must be called before Open.

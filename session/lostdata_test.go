@@ -2,9 +2,11 @@ package session_test
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -119,5 +121,74 @@ func TestDeleteSessionWhoseDatabaseIsGone(t *testing.T) {
 	}
 	if listed(other) {
 		t.Fatal("listed after the owner's delete")
+	}
+}
+
+// An owner's list whose database file is gone (removed by hand) is made
+// again, empty: the owner can list, create and delete again, and each
+// session comes back into the list with its next change. Before, every
+// list, create and delete of that owner failed with data_lost, for good.
+func TestOwnerListWhoseFileIsGone(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	e := newEnv(t, dir, 0, nil)
+	var ids []string
+	for range 2 {
+		s, err := e.svc.Create(ctx, "alice", session.CreateRequest{Title: "kept"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, s.ID)
+	}
+	dirs, err := e.rt.Namespace(session.NamespaceDirectories)
+	if err != nil {
+		t.Fatal(err)
+	}
+	oi, err := dirs.Info(ctx, "alice")
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.close()
+	path := filepath.Join(dir, oi.Path)
+	for _, suffix := range []string{"", "-wal", "-shm"} {
+		if err := os.Remove(path + suffix); err != nil && !errors.Is(err, os.ErrNotExist) {
+			t.Fatal(err)
+		}
+	}
+
+	e = newEnv(t, dir, 0, nil)
+	listedIDs := func() []string {
+		t.Helper()
+		entries, _, err := e.svc.List(ctx, "alice", "", 100)
+		if err != nil {
+			t.Fatalf("list: %v", err)
+		}
+		var got []string
+		for _, l := range entries {
+			got = append(got, l.ID)
+		}
+		slices.Sort(got)
+		return got
+	}
+	if got := listedIDs(); len(got) != 0 {
+		t.Fatalf("listed %v from a list made again, want none yet", got)
+	}
+	if _, err := e.svc.Post(ctx, "alice", ids[0], session.PostRequest{Turns: []session.NewTurn{{Role: "user", Content: json.RawMessage(`"back"`)}}}); err != nil {
+		t.Fatalf("post: %v", err)
+	}
+	s, err := e.svc.Create(ctx, "alice", session.CreateRequest{Title: "new"})
+	if err != nil {
+		t.Fatalf("create: %v", err)
+	}
+	want := []string{ids[0], s.ID}
+	slices.Sort(want)
+	if got := listedIDs(); !slices.Equal(got, want) {
+		t.Fatalf("listed %v, want the session changed since and the new one %v", got, want)
+	}
+	if err := e.svc.Delete(ctx, "alice", ids[1]); err != nil {
+		t.Fatalf("delete of a session the list lost: %v", err)
+	}
+	if _, err := e.svc.Get(ctx, "alice", ids[1]); !errors.Is(err, session.ErrNotFound) {
+		t.Fatalf("get after the delete: %v, want not found", err)
 	}
 }

@@ -144,7 +144,11 @@ func NewService(rt *objects.Runtime, models *Registry) (*Service, error) {
 	if svc.sessions, err = rt.Register(NamespaceSessions, objects.Class{Migrations: sessionSchema, New: svc.newSession}); err != nil {
 		return nil, err
 	}
-	if svc.dirs, err = rt.Register(NamespaceDirectories, objects.Class{Migrations: directorySchema, New: newDirectory}); err != nil {
+	if svc.dirs, err = rt.Register(NamespaceDirectories, objects.Class{Migrations: directorySchema, New: newDirectory,
+		// An owner's list is kept by the sessions: one whose file is lost
+		// is made again, and each session comes back into it with its next
+		// change. (Its create idempotency keys go with the file.)
+		RecreateMissing: true}); err != nil {
 		return nil, err
 	}
 	if svc.partials, err = rt.Register(NamespacePartials, objects.Class{Migrations: journalSchema, New: newJournalObject, CacheKiB: journalCacheKiB, CheckpointFrames: journalCheckpointFrames}); err != nil {
