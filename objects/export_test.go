@@ -40,3 +40,11 @@ func SetIndexBusyTimeout(d time.Duration) (restore func()) {
 	indexBusyTimeout = d
 	return func() { indexBusyTimeout = old }
 }
+
+// SetIndexWatchInterval sets how often a runtime opened from now on checks
+// its node index file, until restore.
+func SetIndexWatchInterval(d time.Duration) (restore func()) {
+	old := indexWatchInterval
+	indexWatchInterval = d
+	return func() { indexWatchInterval = old }
+}

@@ -6,7 +6,9 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
+	"time"
 
 	"sessiond/objects"
 )
@@ -158,5 +160,39 @@ func TestRecreatedNameDoesNotAdoptLeftoverFile(t *testing.T) {
 	}
 	if n != 0 {
 		t.Fatalf("the object made again reads %d, the deleted object's data; want 0", n)
+	}
+}
+
+// A runtime whose data folder is deleted from under it (by hand) refuses
+// every call once it notices, rather than answer writes as committed into
+// files no one can find again; a runtime whose index is still there goes
+// on.
+func TestDeletedDataFolderFencesTheRuntime(t *testing.T) {
+	defer objects.SetIndexWatchInterval(10 * time.Millisecond)()
+	ctx := context.Background()
+	dir := filepath.Join(t.TempDir(), "data")
+	rt, ns := newRuntime(t, dir, nil)
+	if err := rt.Open(ctx); err != nil {
+		t.Fatal(err)
+	}
+	defer rt.Close()
+	if _, err := add(ctx, stub(t, ns, "a"), 1); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(50 * time.Millisecond) // a few checks, with the index in place
+	if err := rt.Fault(); err != nil {
+		t.Fatalf("fault with the index in place: %v", err)
+	}
+	if err := os.RemoveAll(dir); err != nil {
+		t.Fatal(err)
+	}
+	checkFor(t, 5*time.Second, "the runtime to notice", func() bool { return rt.Fault() != nil })
+	if err := rt.Fault(); !errors.Is(err, objects.ErrDiskFailed) || !strings.Contains(err.Error(), "index.db") {
+		t.Fatalf("fault: %v, want ErrDiskFailed naming index.db", err)
+	}
+	for _, name := range []string{"a", "b"} {
+		if _, err := add(ctx, stub(t, ns, name), 1); !errors.Is(err, objects.ErrDiskFailed) {
+			t.Fatalf("write to %s after the folder went: %v, want ErrDiskFailed", name, err)
+		}
 	}
 }

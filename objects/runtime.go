@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
 	"path/filepath"
 	"sync"
 	"sync/atomic"
@@ -346,7 +347,44 @@ func (rt *Runtime) openLocked(ctx context.Context) error {
 	}
 	rt.wg.Add(1)
 	go rt.dropStaleSpares()
+	if fi, err := os.Stat(filepath.Join(rt.Dir, "index.db")); err == nil {
+		rt.wg.Add(1)
+		go rt.watchIndex(fi)
+	}
 	return nil
+}
+
+// indexWatchInterval is how often the runtime checks that its node index
+// is still the file in its data folder. A var for tests.
+var indexWatchInterval = time.Second
+
+// watchIndex fences the runtime (Fence) once the data folder's index.db is
+// no longer the file it opened as (at): the folder deleted or replaced by
+// hand. SQLite writes on into the open file, unlinked, so calls would be
+// answered as committed while nothing of them can be found again: within
+// indexWatchInterval of the loss, every call is refused instead, and a
+// health check that restarts on the fault recovers.
+func (rt *Runtime) watchIndex(at os.FileInfo) {
+	defer rt.wg.Done()
+	path := filepath.Join(rt.Dir, "index.db")
+	t := time.NewTicker(indexWatchInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-rt.ctx.Done():
+			return
+		case <-t.C:
+		}
+		fi, err := os.Stat(path)
+		if err == nil && os.SameFile(fi, at) {
+			continue
+		}
+		if err == nil {
+			err = errors.New("another file is in its place")
+		}
+		rt.Fence(fmt.Errorf("the data folder's node index %s is gone from under the running runtime: %w", path, err))
+		return
+	}
 }
 
 // Close stops accepting calls, waits (up to ShutdownTimeout) for calls in
