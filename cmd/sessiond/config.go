@@ -392,6 +392,11 @@ func parseAPIKeys(v string) (map[string]keySpec, error) {
 		if o, ok := strings.CutSuffix(owner, ":admin"); ok {
 			spec = keySpec{Owner: o, Admin: true}
 		}
+		if strings.Contains(spec.Owner, ":") {
+			// A mistyped role must not become part of an owner's name
+			// (and a key without the admin it was meant to have).
+			return nil, fmt.Errorf("owner %q: a colon separates the owner from its role, and the only role is admin (key=owner:admin)", owner)
+		}
 		if err := objects.ValidateName(spec.Owner); err != nil {
 			return nil, fmt.Errorf("owner %q: %w", spec.Owner, err)
 		}
