@@ -52,6 +52,9 @@ type app struct {
 
 // newApp registers the two classes on rt, which must not be open yet.
 func newApp(rt *objects.Runtime, limit int64, window time.Duration) (*app, error) {
+	if limit < 1 || window <= 0 {
+		return nil, fmt.Errorf("a limit of %d requests per %v: want at least 1 request per window longer than 0", limit, window)
+	}
 	counters, err := rt.Register("counter", objects.Class{
 		Migrations: []string{schema},
 		New:        func(context.Context, *objects.Handle, *objects.Tx) (any, error) { return counter{}, nil },

@@ -151,3 +151,16 @@ func TestBadNameIsRefused(t *testing.T) {
 		t.Fatalf("NUL in a name: %s %v, want 400 invalid_request", resp.Status, body)
 	}
 }
+
+// A limit that could never be met or a window that never ends is refused
+// at start, rather than a limiter that refuses everything or nothing.
+func TestNonsenseLimitsAreRefused(t *testing.T) {
+	for _, c := range []struct {
+		limit  int64
+		window time.Duration
+	}{{0, time.Second}, {-3, time.Second}, {5, 0}, {5, -time.Second}} {
+		if _, err := newApp(objects.NewRuntime(t.TempDir()), c.limit, c.window); err == nil {
+			t.Errorf("limit %d per %v: started, want an error", c.limit, c.window)
+		}
+	}
+}
