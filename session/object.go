@@ -373,6 +373,14 @@ func (o *sessionObj) post(ctx context.Context, tx *objects.Tx, req *PostRequest)
 			return res, err
 		}
 	}
+	if req.Model != "" && !req.Generate {
+		// Unused, but a model this server does not serve is a mistake the
+		// client should hear of, as it does on create, update and a
+		// generating post (checked below, with the generation).
+		if err := o.svc.checkModel(req.Model); err != nil {
+			return nil, err
+		}
+	}
 	m := *o.m
 	now := nowMillis()
 	hasUser := false

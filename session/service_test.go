@@ -150,6 +150,14 @@ func TestCreateGetUpdateDeleteAndOwners(t *testing.T) {
 	if _, err := e.svc.Create(ctx, "alice", session.CreateRequest{Model: "nope"}); !errors.Is(err, session.ErrInvalid) {
 		t.Fatalf("unknown model: err=%v", err)
 	}
+	// A post without generation is refused too, nothing stored: the model
+	// is unused, but not one the server serves.
+	if _, err := e.svc.Post(ctx, "alice", s.ID, session.PostRequest{Turns: []session.NewTurn{user("hi")}, Model: "nope"}); !errors.Is(err, session.ErrInvalid) {
+		t.Fatalf("unknown model on a post without generation: err=%v", err)
+	}
+	if got, _, err := e.svc.Turns(ctx, "alice", s.ID, session.TurnQuery{Limit: 10}); err != nil || len(got) != 0 {
+		t.Fatalf("turns after a refused post: %d %v, want none", len(got), err)
+	}
 	if err := e.svc.Delete(ctx, "bob", s.ID); !errors.Is(err, session.ErrNotFound) {
 		t.Fatalf("bob deletes alice's session: err=%v", err)
 	}

@@ -150,8 +150,8 @@ func serve(ctx context.Context, cfg config, getenv func(string) string, logger *
 	// Unauthenticated listeners beside the API: allowed, but said aloud
 	// when they face the network.
 	for _, l := range []struct{ flag, addr, what string }{
-		{"--debug-addr", cfg.DebugAddr, "Go's profiler, with no authentication"},
-		{"--nats-listen", cfg.NATSListen, "the embedded NATS, with no authentication: every session's events, turn text included"},
+		{"--debug-addr", cfg.DebugAddr, "Go's profiler with no authentication"},
+		{"--nats-listen", cfg.NATSListen, "the embedded NATS with no authentication (it carries every session's events, turn text included)"},
 	} {
 		if l.addr != "" && !isLoopback(l.addr) {
 			logger.Warn("serving "+l.what+" on an address that is not loopback: anyone who reaches it can use it", "flag", l.flag, keyAddr, l.addr)
