@@ -16,9 +16,12 @@ import (
 // TestMissingFileOfExistingObjectIsAnError: an object the index knows whose
 // database file is gone fails its calls with an error saying so; it is not
 // made again, empty, in its place.
-func TestMissingFileOfExistingObjectIsAnError(t *testing.T) {
+// loseFile makes the counter "lost" in a runtime on dir, closes it and
+// removes the object's database files, as by hand. It returns the file's
+// path, relative to dir.
+func loseFile(t *testing.T, dir string) string {
+	t.Helper()
 	ctx := context.Background()
-	dir := t.TempDir()
 	rt, ns := newRuntime(t, dir, nil)
 	if err := rt.Open(ctx); err != nil {
 		t.Fatal(err)
@@ -37,7 +40,14 @@ func TestMissingFileOfExistingObjectIsAnError(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	rt, ns = newRuntime(t, dir, nil)
+	return oi.Path
+}
+
+func TestMissingFileOfExistingObjectIsAnError(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	path := filepath.Join(dir, loseFile(t, dir))
+	rt, ns := newRuntime(t, dir, nil)
 	if err := rt.Open(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -65,24 +75,7 @@ func TestMissingFileOfExistingObjectIsAnError(t *testing.T) {
 func TestMissingFileOfRecreatableClassIsMadeAgain(t *testing.T) {
 	ctx := context.Background()
 	dir := t.TempDir()
-	rt, ns := newRuntime(t, dir, nil)
-	if err := rt.Open(ctx); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := add(ctx, stub(t, ns, "lost"), 7); err != nil {
-		t.Fatal(err)
-	}
-	oi, err := ns.Info(ctx, "lost")
-	if err != nil {
-		t.Fatal(err)
-	}
-	rt.Close()
-	path := filepath.Join(dir, oi.Path)
-	for _, p := range []string{path, path + "-wal", path + "-shm"} {
-		if err := os.Remove(p); err != nil && !errors.Is(err, fs.ErrNotExist) {
-			t.Fatal(err)
-		}
-	}
+	lost := loseFile(t, dir)
 	open := func() (*objects.Runtime, *objects.Namespace) {
 		rt := objects.NewRuntime(dir)
 		rt.Durability = objects.DurabilityNormal
@@ -97,7 +90,7 @@ func TestMissingFileOfRecreatableClassIsMadeAgain(t *testing.T) {
 		}
 		return rt, ns
 	}
-	rt, ns = open()
+	rt, ns := open()
 	if n, err := get(ctx, stub(t, ns, "lost")); n != 0 || err != nil {
 		t.Fatalf("call on a recreatable object whose file is missing: n=%d err=%v, want 0 (made again, empty)", n, err)
 	}
@@ -110,8 +103,8 @@ func TestMissingFileOfRecreatableClassIsMadeAgain(t *testing.T) {
 	if n, err := get(ctx, stub(t, ns, "lost")); n != 2 || err != nil {
 		t.Fatalf("after a restart: %d %v, want 2", n, err)
 	}
-	if oi2, err := ns.Info(ctx, "lost"); err != nil || oi2.Path != oi.Path {
-		t.Fatalf("info after: %+v %v, want the same path %s", oi2, err, oi.Path)
+	if oi, err := ns.Info(ctx, "lost"); err != nil || oi.Path != lost {
+		t.Fatalf("info after: %+v %v, want the same path %s", oi, err, lost)
 	}
 }
 

@@ -2621,19 +2621,8 @@ func TestFollowInterruptedGenerationAfterRestartKeepsError(t *testing.T) {
 	if err != nil || g.Status != session.GenInterrupted || g.Error == nil || g.Error.Code != "interrupted" {
 		t.Fatalf("after restart %+v %v", g, err)
 	}
-	sink := &frameSink{}
-	v := streaming.NewViewer(sink, &streaming.ViewerOptions{CloseOnFinal: true})
-	if err := e2.svc.Follow(ctx, "local", s.ID, g.ID, 0, v); err != nil {
-		t.Fatal(err)
-	}
-	select {
-	case <-v.Done():
-	case <-time.After(10 * time.Second):
-		t.Fatal("the viewer is still open")
-	}
-	sink.mu.Lock()
-	defer sink.mu.Unlock()
-	if len(sink.frames) == 0 {
+	frames := followFrames(t, e2, s.ID, g.ID, 0)
+	if len(frames) == 0 {
 		t.Fatal("nothing sent")
 	}
 	var done struct {
@@ -2641,11 +2630,11 @@ func TestFollowInterruptedGenerationAfterRestartKeepsError(t *testing.T) {
 		FinishReason string `json:"finish_reason"`
 		Error        *struct{ Code string }
 	}
-	if err := json.Unmarshal([]byte(sink.frames[len(sink.frames)-1]), &done); err != nil {
+	if err := json.Unmarshal([]byte(frames[len(frames)-1]), &done); err != nil {
 		t.Fatal(err)
 	}
 	if done.Type != "done" || done.Error == nil || done.Error.Code != "interrupted" || done.FinishReason != "interrupted" {
-		t.Fatalf("final event %s: want done with error interrupted", sink.frames[len(sink.frames)-1])
+		t.Fatalf("final event %s: want done with error interrupted", frames[len(frames)-1])
 	}
 }
 
