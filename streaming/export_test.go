@@ -1,5 +1,7 @@
 package streaming
 
+import "time"
+
 // SetRunningKeep sets how many newest events a running log keeps encoded
 // and returns a function that restores the default. Not for parallel tests.
 func SetRunningKeep(n int) (restore func()) {
@@ -21,4 +23,12 @@ func Queued(v *Viewer) int {
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	return v.queued
+}
+
+// SetCloseAnswerWait sets how long a sink's Close waits for the client's
+// answer to its close frame, until restore. Not for parallel tests.
+func SetCloseAnswerWait(d time.Duration) (restore func()) {
+	old := closeAnswerWait
+	closeAnswerWait = d
+	return func() { closeAnswerWait = old }
 }

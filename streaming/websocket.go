@@ -156,10 +156,17 @@ func (s *WebSocket) abort() {
 	}
 }
 
+// closeAnswerWait is how long Close waits for the client to answer its
+// close frame before it drops the connection. A var for tests.
+var closeAnswerWait = time.Second
+
 // Close performs the close handshake with code (see the Close* constants)
-// and reason (cut to the 123 bytes a close frame allows). It may take up to
-// coder/websocket's handshake timeouts (5 s to write, 5 s to wait) with a
-// client that does not read; a connection already broken closes at once.
+// and reason (cut to the 123 bytes a close frame allows). A client that
+// has not answered within closeAnswerWait (one that does not read: a phone
+// gone offline) has its connection dropped, rather than hold the caller (a
+// session's deletion, a shutdown) for coder/websocket's 5 s handshake
+// timeouts; a sink from NewWebSocket, which cannot reach its connection,
+// may take those. A connection already broken closes at once.
 func (s *WebSocket) Close(code int, reason string) error {
 	s.mu.Lock()
 	s.closing = true
@@ -173,7 +180,24 @@ func (s *WebSocket) Close(code int, reason string) error {
 	if len(reason) > 123 {
 		reason = reason[:123]
 	}
-	if err := s.conn.Close(websocket.StatusCode(code), reason); err != nil {
+	closed := make(chan error, 1)
+	go func() { closed <- s.conn.Close(websocket.StatusCode(code), reason) }()
+	var err error
+	if s.batch == nil {
+		err = <-closed
+	} else {
+		t := time.NewTimer(closeAnswerWait)
+		select {
+		case err = <-closed:
+		case <-t.C:
+			// The handshake's read (or its write, to a client that does
+			// not read) fails with the connection: Close returns.
+			s.batch.Conn.Close()
+			err = <-closed
+		}
+		t.Stop()
+	}
+	if err != nil {
 		return fmt.Errorf("close websocket %d: %w", code, err)
 	}
 	return nil

@@ -531,3 +531,34 @@ func TestWebSocketKeepAlive(t *testing.T) {
 	c := dialWS(t, ts2.URL)
 	c.Read(context.Background())
 }
+
+// Close does not wait for an answer from a client that does not read (a
+// phone gone offline) past closeAnswerWait: it drops the connection, and
+// the client that reads later finds the close frame before the end. The
+// wait here is far below coder/websocket's own 5 s, and the hang guard
+// too.
+func TestWebSocketCloseDropsAClientThatDoesNotAnswer(t *testing.T) {
+	defer streaming.SetCloseAnswerWait(50 * time.Millisecond)()
+	closed := make(chan error, 1)
+	ts := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		ws, err := streaming.Accept(w, r, nil)
+		if err != nil {
+			closed <- err
+			return
+		}
+		closed <- ws.Close(int(websocket.StatusNormalClosure), "object deleted")
+	}))
+	defer ts.Close()
+	conn := dialWS(t, ts.URL) // and never read until the server's Close returns
+	select {
+	case err := <-closed:
+		if err != nil {
+			t.Logf("close: %v", err) // the handshake was cut: reported, not a failure
+		}
+	case <-time.After(3 * time.Second): // a hang guard, below the 5 s of the old wait
+		t.Fatal("Close still waits for a client that does not read")
+	}
+	if _, code := readAll(t, conn); code != websocket.StatusNormalClosure {
+		t.Fatalf("the client read close status %v, want 1000 (the frame was written before the drop)", code)
+	}
+}
