@@ -492,10 +492,8 @@ func (o *sessionObj) finishGeneration(ctx context.Context, tx *objects.Tx, run *
 			run.log.Fail(out.err.Code, out.err.Message)
 		} else {
 			usage, _ := json.Marshal(u)
-			d := streaming.Done{Turn: turnJSON, Usage: usage, FinishReason: res.FinishReason}
-			if out.err != nil { // as its generation.done event says
-				d.Error = &streaming.DoneError{Code: out.err.Code, Message: out.err.Message}
-			}
+			// With its error, as its generation.done event says.
+			d := streaming.Done{Turn: turnJSON, Usage: usage, FinishReason: res.FinishReason, Error: out.err.done()}
 			if _, err := run.log.Finish(d); err != nil {
 				svc.logger().Warn("session: end stream", "generation", run.id, "err", err)
 			}

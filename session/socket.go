@@ -490,10 +490,8 @@ func finalMessages(g *Generation, t *Turn) [][]byte {
 		return append(out, ev)
 	}
 	usage, _ := json.Marshal(t.Usage)
-	d := streaming.Done{Turn: turnJSON, Usage: usage, FinishReason: deref(t.FinishReason)}
-	if g.Error != nil { // as the live done said (interrupted, superseded…)
-		d.Error = &streaming.DoneError{Code: g.Error.Code, Message: g.Error.Message}
-	}
+	// With its error, as the live done said (interrupted, superseded…).
+	d := streaming.Done{Turn: turnJSON, Usage: usage, FinishReason: deref(t.FinishReason), Error: g.Error.done()}
 	ev, err := streaming.EncodeDone(g.ID, g.Offset, d)
 	if err == nil {
 		out = append(out, ev)
@@ -511,10 +509,7 @@ func endedUnstarted(g *Generation) []byte {
 		ev, _ := streaming.EncodeError(g.ID, g.Offset, g.Error.Code, g.Error.Message)
 		return ev
 	}
-	d := streaming.Done{Turn: json.RawMessage("null"), FinishReason: g.Status}
-	if g.Error != nil {
-		d.Error = &streaming.DoneError{Code: g.Error.Code, Message: g.Error.Message}
-	}
+	d := streaming.Done{Turn: json.RawMessage("null"), FinishReason: g.Status, Error: g.Error.done()}
 	ev, _ := streaming.EncodeDone(g.ID, g.Offset, d) // a null turn is a turn: it cannot fail
 	return ev
 }

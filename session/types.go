@@ -3,6 +3,8 @@ package session
 import (
 	"encoding/json"
 	"time"
+
+	"sessiond/streaming"
 )
 
 // Roles of turns.
@@ -88,6 +90,14 @@ type Turn struct {
 type ErrorInfo struct {
 	Code    string `json:"code"`
 	Message string `json:"message"`
+}
+
+// done returns e as a done event's error; nil for none.
+func (e *ErrorInfo) done() *streaming.DoneError {
+	if e == nil {
+		return nil
+	}
+	return &streaming.DoneError{Code: e.Code, Message: e.Message}
 }
 
 // Generation is one model call that produces an assistant turn.
