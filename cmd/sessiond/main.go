@@ -15,7 +15,6 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
-	"path/filepath"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -230,7 +229,7 @@ func serve(ctx context.Context, cfg config, getenv func(string) string, logger *
 
 	var ready atomic.Bool
 	srv := &http.Server{
-		Handler:           newHandler(cfg, logger, svc, ready.Load, healthFault(cfg.Data, rt.Fault), ev.health),
+		Handler:           newHandler(cfg, logger, svc, ready.Load, rt.Fault, ev.health),
 		ReadHeaderTimeout: readHeaderTimeout,
 		IdleTimeout:       idleConnTimeout,
 		BaseContext:       func(net.Listener) context.Context { return baseCtx },
@@ -290,27 +289,11 @@ func shutdown(logger *slog.Logger, srv *http.Server, stop func(), cancelBase con
 	}
 }
 
-// healthFault is what /healthz reports as the server's fault: the
-// runtime's (a failed flush), or the data folder's node index gone from
-// under the running server (a folder deleted by hand), after which every
-// request fails: a supervisor should restart it either way.
-func healthFault(data string, runtimeFault func() error) func() error {
-	index := filepath.Join(data, "index.db")
-	return func() error {
-		if err := runtimeFault(); err != nil {
-			return err
-		}
-		if _, err := os.Stat(index); err != nil {
-			return fmt.Errorf("the data folder's node index is gone: %w", err)
-		}
-		return nil
-	}
-}
-
 // newHandler builds sessiond's HTTP handler: /healthz here (it knows about
 // shutdown), everything else from package web. ready reports whether the
 // server is up and not shutting down; fault is the runtime's (a failed
-// disk flush, after which it refuses every call until restarted); events
+// disk flush, or its data folder gone from under it, after which it
+// refuses every call until restarted); events
 // (nil: none) says what is wrong with the event bus, "" when nothing: the
 // server still serves then (events wait in the outboxes), so /healthz
 // stays 200 and says so in its body.
