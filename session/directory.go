@@ -21,12 +21,14 @@ func newDirectory(ctx context.Context, h *objects.Handle, tx *objects.Tx) (any, 
 	return &directory{}, nil
 }
 
-func (d *directory) upsert(ctx context.Context, tx *objects.Tx, e DirEntry) error {
-	_, err := tx.Exec(ctx, `INSERT INTO sessions (id, title, preview, created_at, updated_at) VALUES (?, ?, ?, ?, ?)
+// upsert writes session e.ID's entry; with keepPreview, an entry the
+// directory has keeps its preview, and e.Preview is ignored.
+func (d *directory) upsert(ctx context.Context, tx *objects.Tx, e DirEntry, keepPreview bool) error {
+	_, err := tx.Exec(ctx, `INSERT INTO sessions (id, title, preview, created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?5)
 		ON CONFLICT (id) DO UPDATE SET title = excluded.title,
-			preview = CASE WHEN excluded.preview = '' THEN sessions.preview ELSE excluded.preview END,
+			preview = CASE WHEN ?6 THEN sessions.preview ELSE excluded.preview END,
 			updated_at = max(sessions.updated_at, excluded.updated_at)`,
-		e.ID, e.Title, e.Preview, e.CreatedAt.UnixMilli(), e.UpdatedAt.UnixMilli())
+		e.ID, e.Title, e.Preview, e.CreatedAt.UnixMilli(), e.UpdatedAt.UnixMilli(), keepPreview)
 	if err != nil {
 		return fmt.Errorf("directory upsert %s: %w", e.ID, err)
 	}
@@ -117,7 +119,7 @@ func decodeCursor(c string) (int64, string, error) {
 // entry per session wins, and a worker applies them.
 type dirUpdates struct {
 	mu      sync.Mutex
-	pending map[string]map[string]DirEntry // owner → id → entry
+	pending map[string]map[string]dirUpdate // owner → id → update
 	wake    chan struct{}
 	// flushMu, one of them per owner (owners share them by hash), is
 	// held from taking an owner's pending entries until they are applied,
@@ -133,19 +135,39 @@ func (u *dirUpdates) flushLock(owner string) *sync.Mutex {
 	return &u.flushMu[h.Sum32()%uint32(len(u.flushMu))]
 }
 
+// dirUpdate is a pending update of a directory entry.
+type dirUpdate struct {
+	e DirEntry
+	// keepPreview leaves the entry's preview as it is (e.Preview unused).
+	keepPreview bool
+}
+
+// merge returns u, taken after older, with the preview older would set
+// when u keeps the entry's.
+func (u dirUpdate) merge(older dirUpdate) dirUpdate {
+	if u.keepPreview {
+		u.e.Preview, u.keepPreview = older.e.Preview, older.keepPreview
+	}
+	return u
+}
+
 // touchDirectory queues the session's directory entry as m has it, with
-// preview the last message's, or "" to keep the one the entry has.
-func (svc *Service) touchDirectory(m *meta, preview string) {
-	e := DirEntry{ID: m.ID, Title: m.Title, CreatedAt: m.CreatedAt, UpdatedAt: m.UpdatedAt, Preview: preview}
+// preview p (see sessionObj.branchPreview), or the entry's own when p is
+// nil (the head's branch did not change).
+func (svc *Service) touchDirectory(m *meta, p *string) {
+	up := dirUpdate{e: DirEntry{ID: m.ID, Title: m.Title, CreatedAt: m.CreatedAt, UpdatedAt: m.UpdatedAt}, keepPreview: p == nil}
+	if p != nil {
+		up.e.Preview = *p
+	}
 	u := &svc.dir
 	u.mu.Lock()
 	if u.pending[m.Owner] == nil {
-		u.pending[m.Owner] = make(map[string]DirEntry)
+		u.pending[m.Owner] = make(map[string]dirUpdate)
 	}
-	if old, ok := u.pending[m.Owner][m.ID]; ok && e.Preview == "" {
-		e.Preview = old.Preview
+	if old, ok := u.pending[m.Owner][m.ID]; ok {
+		up = up.merge(old)
 	}
-	u.pending[m.Owner][m.ID] = e
+	u.pending[m.Owner][m.ID] = up
 	u.mu.Unlock()
 	select {
 	case u.wake <- struct{}{}:
@@ -226,8 +248,8 @@ func (svc *Service) applyDirectory(owner string) bool {
 	stub, err := svc.dirs.Get(owner)
 	if err == nil {
 		_, err = objects.Do(context.Background(), stub, func(ctx context.Context, d *directory, tx *objects.Tx) (struct{}, error) {
-			for _, e := range entries {
-				if err := d.upsert(ctx, tx, e); err != nil {
+			for _, up := range entries {
+				if err := d.upsert(ctx, tx, up.e, up.keepPreview); err != nil {
 					return struct{}{}, err
 				}
 			}
@@ -242,18 +264,15 @@ func (svc *Service) applyDirectory(owner string) bool {
 	defer u.mu.Unlock()
 	pending := u.pending[owner]
 	if pending == nil {
-		pending = make(map[string]DirEntry)
+		pending = make(map[string]dirUpdate)
 		u.pending[owner] = pending
 	}
-	for id, e := range entries {
+	for id, up := range entries {
 		if newer, ok := pending[id]; ok {
-			if newer.Preview == "" {
-				newer.Preview = e.Preview // as touchDirectory merges
-				pending[id] = newer
-			}
+			pending[id] = newer.merge(up) // as touchDirectory merges
 			continue
 		}
-		pending[id] = e
+		pending[id] = up
 	}
 	return false
 }

@@ -467,16 +467,25 @@ func (o *sessionObj) finishGeneration(ctx context.Context, tx *objects.Tx, run *
 	if err := o.publishTurn(ctx, tx, &m, turn, p); err != nil {
 		return err
 	}
-	// The directory shows the head turn's preview: not this turn's when
-	// an edit moved the head to another branch while it streamed.
-	dirPreview := p
-	if m.Head != run.turnID {
-		dirPreview = ""
-	}
 	// Start the next queued generation, if any, in the same commit.
+	headBefore := m.Head
 	next, launch, err := o.startNext(ctx, tx, &m, now)
 	if err != nil {
 		return err
+	}
+	// The directory shows the preview of the head's branch (see
+	// branchPreview): this turn's text, unless an edit moved the head to
+	// another branch while it streamed, or the next generation moved it.
+	var dirPreview *string
+	switch {
+	case m.Head == run.turnID && p != "":
+		dirPreview = &p
+	case m.Head == run.turnID || m.Head != headBefore:
+		s, err := o.branchPreview(ctx, tx, m.Head)
+		if err != nil {
+			return err
+		}
+		dirPreview = &s
 	}
 	if err := saveMeta(ctx, tx, &m); err != nil {
 		return err

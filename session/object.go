@@ -481,6 +481,20 @@ func (o *sessionObj) post(ctx context.Context, tx *objects.Tx, req *PostRequest)
 			res.Generation, run, launch = g, r, l
 		}
 	}
+	// The directory's preview: the last posted turn with text; else, when
+	// the head moved to another place, what branchPreview finds there;
+	// else the entry's own.
+	var dirPreview *string
+	switch {
+	case lastPreview != "":
+		dirPreview = &lastPreview
+	case m.Head != o.m.Head:
+		p, err := o.branchPreview(ctx, tx, m.Head)
+		if err != nil {
+			return nil, err
+		}
+		dirPreview = &p
+	}
 	// The row changes only if the head is no longer simply the newest turn
 	// (see meta); updated_at follows from the turns just inserted.
 	if m.storedHead() != o.m.storedHead() || m.Branched != o.m.Branched {
@@ -515,7 +529,7 @@ func (o *sessionObj) post(ctx context.Context, tx *objects.Tx, req *PostRequest)
 		if launch != nil {
 			launch()
 		}
-		o.svc.touchDirectory(&m, lastPreview)
+		o.svc.touchDirectory(&m, dirPreview)
 	})
 	return res, nil
 }
@@ -737,6 +751,36 @@ func (o *sessionObj) turns(ctx context.Context, tx *objects.Tx, q TurnQuery) ([]
 }
 
 // preview is the directory's one-line summary of a turn.
+// branchPreview returns the preview the directory shows for a session
+// whose head is turn head: the text of the nearest turn on head's branch
+// that has any (head itself, or its parent, and so on up), so that a head
+// without text (an assistant turn that only calls tools, an image, a
+// generation just started) shows the words above it, never those of
+// another branch. It looks at most maxPreviewWalk turns up; "" when none
+// of them has text.
+func (o *sessionObj) branchPreview(ctx context.Context, tx *objects.Tx, head int64) (string, error) {
+	for i := 0; head > 0 && i < maxPreviewWalk; i++ {
+		t, err := o.getTurn(ctx, tx, head)
+		if errors.Is(err, ErrNotFound) {
+			return "", nil // a parent link an old import left dangling
+		}
+		if err != nil {
+			return "", fmt.Errorf("preview of turn %d: %w", head, err)
+		}
+		if p := preview(t); p != "" {
+			return p, nil
+		}
+		head = 0
+		if t.ParentID != nil {
+			head = *t.ParentID
+		}
+	}
+	return "", nil
+}
+
+// maxPreviewWalk bounds the turns branchPreview reads.
+const maxPreviewWalk = 64
+
 func preview(t Turn) string {
 	c := t.Content
 	var s string

@@ -138,7 +138,7 @@ func NewService(rt *objects.Runtime, models *Registry) (*Service, error) {
 		rt:                 rt,
 		hubs:               make(map[string]*streaming.Hub),
 	}
-	svc.dir.pending = make(map[string]map[string]DirEntry)
+	svc.dir.pending = make(map[string]map[string]dirUpdate)
 	svc.dir.wake = make(chan struct{}, 1)
 	var err error
 	if svc.sessions, err = rt.Register(NamespaceSessions, objects.Class{Migrations: sessionSchema, New: svc.newSession}); err != nil {
@@ -527,19 +527,21 @@ func (svc *Service) Create(ctx context.Context, owner string, req CreateRequest)
 	}
 	// The directory learns of a new session before the caller does, so a
 	// list right after a create shows it.
-	if err := svc.upsertDirectory(ctx, owner, DirEntry{ID: s.ID, Title: s.Title, CreatedAt: s.CreatedAt, UpdatedAt: s.UpdatedAt}); err != nil {
+	if err := svc.upsertDirectory(ctx, owner, DirEntry{ID: s.ID, Title: s.Title, CreatedAt: s.CreatedAt, UpdatedAt: s.UpdatedAt}, true); err != nil {
 		return nil, err
 	}
 	return s, nil
 }
 
-func (svc *Service) upsertDirectory(ctx context.Context, owner string, e DirEntry) error {
+// upsertDirectory writes entry e in owner's directory now (see
+// directory.upsert).
+func (svc *Service) upsertDirectory(ctx context.Context, owner string, e DirEntry, keepPreview bool) error {
 	stub, err := svc.dirs.Get(owner)
 	if err != nil {
 		return err
 	}
 	_, err = objects.Do(ctx, stub, func(ctx context.Context, d *directory, tx *objects.Tx) (struct{}, error) {
-		return struct{}{}, d.upsert(ctx, tx, e)
+		return struct{}{}, d.upsert(ctx, tx, e, keepPreview)
 	})
 	return err
 }
@@ -598,7 +600,7 @@ func (svc *Service) Update(ctx context.Context, owner, id string, req UpdateRequ
 		if err == nil && changed {
 			m := *o.m
 			m.Title, m.UpdatedAt = s.Title, s.UpdatedAt
-			tx.OnCommit(func() { svc.touchDirectory(&m, "") })
+			tx.OnCommit(func() { svc.touchDirectory(&m, nil) })
 		}
 		return s, err
 	})
@@ -1114,7 +1116,7 @@ func (svc *Service) restore(ctx context.Context, owner string, req CreateRequest
 	if err != nil {
 		return nil, err
 	}
-	var shown Turn // the head turn, for the directory's preview
+	var shown *string // the directory's preview; nil: the session existed
 	s, err := objects.Do(ctx, stub, func(ctx context.Context, o *sessionObj, tx *objects.Tx) (*Session, error) {
 		if o.m != nil {
 			return o.existing(ctx, tx, owner, &req)
@@ -1138,14 +1140,9 @@ func (svc *Service) restore(ctx context.Context, owner string, req CreateRequest
 				if err := insertTurn(ctx, tx, &t, ""); err != nil {
 					return err
 				}
-				if id > newest {
-					newest = id
-					if !known {
-						shown = t
-					}
-				}
+				newest = max(newest, id)
 				if id == head {
-					known, shown = true, t
+					known = true
 				}
 			}
 			return nil
@@ -1156,6 +1153,10 @@ func (svc *Service) restore(ctx context.Context, owner string, req CreateRequest
 		if !known {
 			head = newest
 		}
+		p, err := o.branchPreview(ctx, tx, head)
+		if err != nil {
+			return nil, err
+		}
 		// One chain, head at its end, lists as turns by id; anything
 		// else follows the head's branch.
 		slices.SortFunc(links, func(a, b [2]int64) int { return cmp.Compare(a[0], b[0]) })
@@ -1164,18 +1165,22 @@ func (svc *Service) restore(ctx context.Context, owner string, req CreateRequest
 			branched = links[i][1] != links[i-1][0]
 		}
 		now := nowMillis()
-		return o.establish(ctx, tx, &meta{ID: req.ID, Owner: owner, Title: req.Title, Model: req.Model, System: req.System,
+		s, err := o.establish(ctx, tx, &meta{ID: req.ID, Owner: owner, Title: req.Title, Model: req.Model, System: req.System,
 			Metadata: req.Metadata, Policy: req.BusyPolicy, Head: head, Newest: newest, Branched: branched, CreatedAt: now, UpdatedAt: now,
 			CreateKey: req.IdempotencyKey})
+		if err == nil {
+			shown = &p
+		}
+		return s, err
 	})
 	if err != nil {
 		return nil, err
 	}
 	e := DirEntry{ID: s.ID, Title: s.Title, CreatedAt: s.CreatedAt, UpdatedAt: s.UpdatedAt}
-	if shown.ID != 0 {
-		e.Preview = preview(shown)
+	if shown != nil {
+		e.Preview = *shown
 	}
-	return s, svc.upsertDirectory(ctx, owner, e)
+	return s, svc.upsertDirectory(ctx, owner, e, shown == nil)
 }
 
 // exportLine is one line of an export: a session, then its turns.

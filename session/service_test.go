@@ -2679,6 +2679,100 @@ func TestPreviewFollowsHeadBranch(t *testing.T) {
 	}
 }
 
+// A head turn without text (an image, an assistant turn that only calls a
+// tool) lists the text above it on its own branch, never another
+// branch's; a fork at the head lists the same, and so does an import of
+// the session's export.
+func TestPreviewOfHeadWithoutText(t *testing.T) {
+	ctx := context.Background()
+	e := newEnv(t, "", 0, nil)
+	listed := func(id string) string {
+		t.Helper()
+		list, _, err := e.svc.List(ctx, "local", "", 100)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, d := range list {
+			if d.ID == id {
+				return d.Preview
+			}
+		}
+		t.Fatalf("session %s not listed", id)
+		return ""
+	}
+	// check asserts session id's preview, and that a fork at its head
+	// and an import of its export list the same.
+	check := func(id, want string) {
+		t.Helper()
+		if got := listed(id); got != want {
+			t.Fatalf("preview %q, want %q", got, want)
+		}
+		s, err := e.svc.Get(ctx, "local", id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		f, err := e.svc.Fork(ctx, "local", id, s.HeadTurnID, "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := listed(f.ID); got != want {
+			t.Fatalf("fork's preview %q, want %q", got, want)
+		}
+		var buf bytes.Buffer
+		if err := e.svc.Export(ctx, "local", id, &buf); err != nil {
+			t.Fatal(err)
+		}
+		im, err := e.svc.Import(ctx, "local", &buf, "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := listed(im.ID); got != want {
+			t.Fatalf("import's preview %q, want %q", got, want)
+		}
+	}
+	generate := func(id string, req session.PostRequest) *session.PostResult {
+		t.Helper()
+		req.Generate = true
+		r, err := e.svc.Post(ctx, "local", id, req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if g := waitGen(t, e, "local", id, r.Generation.ID); g.Status != session.GenDone {
+			t.Fatalf("generation %+v", g)
+		}
+		return r
+	}
+
+	// An edit of the first message into an image: nothing on its branch
+	// has text.
+	a, _ := e.svc.Create(ctx, "local", session.CreateRequest{})
+	generate(a.ID, session.PostRequest{Turns: []session.NewTurn{user("/say answer on the first branch")}})
+	check(a.ID, "answer on the first branch")
+	image := session.NewTurn{Role: session.RoleUser, Content: json.RawMessage(`[{"type":"image_url","image_url":{"url":"https://example.com/a.png"}}]`)}
+	if _, err := e.svc.Post(ctx, "local", a.ID, session.PostRequest{Root: true, Turns: []session.NewTurn{image}}); err != nil {
+		t.Fatal(err)
+	}
+	check(a.ID, "")
+
+	// A reply that only calls a tool lists the question; a regeneration
+	// of it, after the branch went on, lists the question again.
+	b, _ := e.svc.Create(ctx, "local", session.CreateRequest{})
+	r := generate(b.ID, session.PostRequest{Turns: []session.NewTurn{user(`/tool grep {"path":"x"}`)}})
+	check(b.ID, `/tool grep {"path":"x"}`)
+	s, _ := e.svc.Get(ctx, "local", b.ID)
+	call, _, err := e.svc.Turns(ctx, "local", b.ID, session.TurnQuery{Limit: 1})
+	if err != nil || len(call) != 1 || len(call[0].ToolCalls) != 1 || call[0].ID != s.HeadTurnID || text(t, call[0]) != "" {
+		t.Fatalf("the reply: %+v, %v; want one tool call and no text", call, err)
+	}
+	result := session.NewTurn{Role: session.RoleTool, ToolCallID: call[0].ToolCalls[0].ID, Content: json.RawMessage(`"ok"`)}
+	if _, err := e.svc.Post(ctx, "local", b.ID, session.PostRequest{Turns: []session.NewTurn{result, user("words on the old branch")}}); err != nil {
+		t.Fatal(err)
+	}
+	check(b.ID, "words on the old branch")
+	generate(b.ID, session.PostRequest{Parent: r.Turns[0].ID})
+	check(b.ID, `/tool grep {"path":"x"}`)
+}
+
 // A session mints no turn id its own import refuses: an import takes ids
 // up to MaxTurnID, posts go on from an imported id and stop, refused with
 // ErrNoTurnIDs, at MaxTurnID; every export on the way imports.

@@ -95,7 +95,7 @@ var schemas = map[string]any{
 		"created_at": dt(), "updated_at": dt(), "last_turn_id": integer(), "head_turn_id": integer(),
 		"generation": nullable(obj(props{"id": str(""), "status": enum("queued", "running"), "offset": integer()})),
 	}, "id", "title", "model", "system", "owner", "metadata", "created_at", "updated_at", "last_turn_id", "generation"),
-	"SessionList": obj(props{"sessions": arr(obj(props{"id": str(""), "title": str(""), "preview": str("last message, one line"),
+	"SessionList": obj(props{"sessions": arr(obj(props{"id": str(""), "title": str(""), "preview": str("the head turn's text, one line (or the nearest turn's above it on its branch with text)"),
 		"created_at": dt(), "updated_at": dt()})), "next_cursor": nullable(str(""))}, "sessions", "next_cursor"),
 	"Turn": obj(props{
 		"id": integer(), "parent_id": nullable(integer()), "role": enum("system", "user", "assistant", "tool"),
