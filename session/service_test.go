@@ -2773,6 +2773,50 @@ func TestPreviewOfHeadWithoutText(t *testing.T) {
 	check(b.ID, `/tool grep {"path":"x"}`)
 }
 
+// An imported session was updated when it was imported, even when its
+// turns were created later by the clock of the server that exported them:
+// its updated_at stays the import's time after a restart, and a post
+// moves it forwards.
+func TestImportOfTurnsFromTheFuture(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	e := newEnv(t, dir, 0, nil)
+	in := `{"type":"session","session":{"title":"ahead"}}` + "\n" +
+		`{"type":"turn","turn":{"id":1,"role":"user","content":"from 2099","created_at":"2099-01-01T00:00:00Z"}}` + "\n"
+	before := time.Now()
+	s, err := e.svc.Import(ctx, "local", strings.NewReader(in), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.UpdatedAt.After(time.Now()) || s.UpdatedAt.Before(before.Truncate(time.Millisecond)) {
+		t.Fatalf("updated_at %v, want the import's time", s.UpdatedAt)
+	}
+	e.close()
+	e = newEnv(t, dir, 0, nil)
+	got, err := e.svc.Get(ctx, "local", s.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !got.UpdatedAt.Equal(s.UpdatedAt) {
+		t.Fatalf("after a restart updated_at %v, want %v", got.UpdatedAt, s.UpdatedAt)
+	}
+	turns := lastTurns(t, e, "local", s.ID, 10)
+	if len(turns) != 1 || turns[0].CreatedAt.Year() != 2099 {
+		t.Fatalf("turns %+v: want the one of 2099, its created_at kept", turns)
+	}
+	r, err := e.svc.Post(ctx, "local", s.ID, session.PostRequest{Turns: []session.NewTurn{user("now")}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err = e.svc.Get(ctx, "local", s.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !got.UpdatedAt.Equal(r.Turns[0].CreatedAt) || got.UpdatedAt.Before(s.UpdatedAt) {
+		t.Fatalf("after a post updated_at %v, want the post's %v", got.UpdatedAt, r.Turns[0].CreatedAt)
+	}
+}
+
 // A session mints no turn id its own import refuses: an import takes ids
 // up to MaxTurnID, posts go on from an imported id and stop, refused with
 // ErrNoTurnIDs, at MaxTurnID; every export on the way imports.

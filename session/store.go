@@ -15,8 +15,8 @@ import (
 //
 // Posting turns, the hot path, leaves the row alone: its head column holds
 // 0 while the head is the newest turn (the usual case) and updated_at is
-// the later of the row's and the newest turn's creation, so a posted turn
-// costs one page write and one statement less.
+// the later of the row's and the newest turn's creation (see loadMeta), so
+// a posted turn costs one page write and one statement less.
 type meta struct {
 	ID, Owner, Title, Model, System, Policy string
 	Metadata                                json.RawMessage
@@ -54,8 +54,11 @@ func loadMeta(ctx context.Context, tx *objects.Tx) (*meta, error) {
 	if err != nil {
 		return nil, fmt.Errorf("load meta: %w", err)
 	}
+	// The newest turn's creation, or when it was written if that is
+	// earlier: an imported turn keeps its created_at, which a clock ahead
+	// of this one may have put in the future (see insertTurn).
 	var newestAt int64
-	err = tx.QueryRow(ctx, `SELECT id, created_at FROM turns ORDER BY id DESC LIMIT 1`).Scan(&m.Newest, &newestAt)
+	err = tx.QueryRow(ctx, `SELECT id, min(created_at, updated_at) FROM turns ORDER BY id DESC LIMIT 1`).Scan(&m.Newest, &newestAt)
 	if err != nil && !errors.Is(err, sql.ErrNoRows) {
 		return nil, fmt.Errorf("load newest turn: %w", err)
 	}
@@ -294,7 +297,12 @@ func insertTurn(ctx context.Context, tx *objects.Tx, t *Turn, idemKey string) er
 	if idemKey != "" {
 		key = idemKey
 	}
-	now := t.CreatedAt.UnixMilli()
+	// updated_at starts as the earlier of created_at and now: the same
+	// for a turn posted now; now for a turn imported with a creation time
+	// ahead of this clock, which loadMeta must not take for the session's
+	// last update.
+	created := t.CreatedAt.UnixMilli()
+	written := min(created, nowMillis().UnixMilli())
 	var id any // SQLite's next rowid: the newest id + 1
 	if t.ID > 0 {
 		id = t.ID
@@ -303,7 +311,7 @@ func insertTurn(ctx context.Context, tx *objects.Tx, t *Turn, idemKey string) er
 		completion_tokens, total_tokens, finish_reason, status, error_code, error_message, generation_id, idempotency_key, created_at, updated_at)
 		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
 		id, ptrOr(t.ParentID), t.Role, string(t.Content), toolCalls, ptrOr(t.ToolCallID), ptrOr(t.Model), pt, ct, tt,
-		ptrOr(t.FinishReason), t.Status, errCode, errMsg, ptrOr(t.GenerationID), key, now, now)
+		ptrOr(t.FinishReason), t.Status, errCode, errMsg, ptrOr(t.GenerationID), key, created, written)
 	if err != nil {
 		return fmt.Errorf("insert turn: %w", err)
 	}
