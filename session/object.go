@@ -544,6 +544,7 @@ type toolRun struct {
 	last      int64    // the tool turn inserted last by this post; 0: none
 	caller    int64    // the assistant turn that made the calls; 0: none found
 	calls     []string // its calls' ids
+	answered  []string // the calls the results after it answer, up to last
 	unchecked bool     // caller is the running generation's turn: calls not stored yet
 }
 
@@ -553,12 +554,17 @@ type toolRun struct {
 func (r *toolRun) check(ctx context.Context, o *sessionObj, tx *objects.Tx, parent int64, callID string) error {
 	if parent == 0 || parent != r.last {
 		var err error
-		if r.caller, r.calls, r.unchecked, err = o.callsAnswered(ctx, tx, parent); err != nil {
+		if r.caller, r.calls, r.answered, r.unchecked, err = o.callsAnswered(ctx, tx, parent); err != nil {
 			return err
 		}
 	}
 	switch {
+	case r.caller != 0 && slices.Contains(r.answered, callID):
+		// Only the first result of a call reaches the model (see
+		// pairToolCalls): a second would be stored for nothing.
+		return fmt.Errorf("%w: tool_call_id %q: the call of assistant turn %d has its result already", ErrInvalid, callID, r.caller)
 	case r.unchecked || slices.Contains(r.calls, callID):
+		r.answered = append(r.answered, callID)
 		return nil
 	case r.caller == 0:
 		return fmt.Errorf("%w: tool_call_id %q: a tool result must follow the assistant turn that made the call (and its other results)", ErrInvalid, callID)
@@ -568,47 +574,51 @@ func (r *toolRun) check(ctx context.Context, o *sessionObj, tx *objects.Tx, pare
 
 // callsAnswered returns the assistant turn whose calls a tool turn under
 // parent answers: the one its run of tool results follows, with the ids of
-// its calls (caller 0 when the run follows no assistant turn). A result
-// that answers nothing would be left out of every context (see
+// its calls (caller 0 when the run follows no assistant turn) and of the
+// calls the run's results answer. A result that answers nothing, or a call
+// answered already, would be left out of every context (see
 // assembleContext), and the model asked the same again (an agent looping
 // on a mistyped id): post refuses it. The running generation's turn, whose
-// calls are not stored yet, is unchecked.
-func (o *sessionObj) callsAnswered(ctx context.Context, tx *objects.Tx, parent int64) (caller int64, calls []string, unchecked bool, err error) {
+// calls are not stored yet, is unchecked but for calls answered already.
+func (o *sessionObj) callsAnswered(ctx context.Context, tx *objects.Tx, parent int64) (caller int64, calls, answered []string, unchecked bool, err error) {
 	at := parent
 	for range maxToolResults {
 		if at == 0 {
-			return 0, nil, false, nil
+			return 0, nil, nil, false, nil
 		}
 		var up sql.NullInt64
 		var role string
-		var stored sql.NullString
-		if err := tx.QueryRow(ctx, `SELECT parent_id, role, tool_calls FROM turns WHERE id = ?`, at).Scan(&up, &role, &stored); err != nil {
-			return 0, nil, false, fmt.Errorf("read turn %d: %w", at, err)
+		var stored, callID sql.NullString
+		if err := tx.QueryRow(ctx, `SELECT parent_id, role, tool_calls, tool_call_id FROM turns WHERE id = ?`, at).Scan(&up, &role, &stored, &callID); err != nil {
+			return 0, nil, nil, false, fmt.Errorf("read turn %d: %w", at, err)
 		}
 		switch role {
 		case RoleTool:
+			if callID.Valid {
+				answered = append(answered, callID.String)
+			}
 			at = up.Int64
 			continue
 		case RoleAssistant:
 			if o.run != nil && o.run.turnID == at {
-				return at, nil, true, nil
+				return at, nil, answered, true, nil
 			}
 			var made []struct {
 				ID string `json:"id"`
 			}
 			if stored.Valid {
 				if err := json.Unmarshal([]byte(stored.String), &made); err != nil {
-					return 0, nil, false, fmt.Errorf("read the tool calls of turn %d: %w", at, err)
+					return 0, nil, nil, false, fmt.Errorf("read the tool calls of turn %d: %w", at, err)
 				}
 			}
 			for _, c := range made {
 				calls = append(calls, c.ID)
 			}
-			return at, calls, false, nil
+			return at, calls, answered, false, nil
 		}
-		return 0, nil, false, nil
+		return 0, nil, nil, false, nil
 	}
-	return 0, nil, false, nil
+	return 0, nil, nil, false, nil
 }
 
 // replay answers a repeated idempotency key with the original result.

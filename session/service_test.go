@@ -517,18 +517,28 @@ func TestToolResultMustAnswerACall(t *testing.T) {
 	if n := len(lastTurns(t, e, "local", s.ID, 100)); n != before {
 		t.Fatalf("%d turns after refused posts, want %d", n, before)
 	}
-	// The right id is taken, and a second result after it (the same call
-	// answered in two parts) too: both follow the calling turn.
-	if _, err := e.svc.Post(ctx, "local", s.ID, session.PostRequest{Turns: []session.NewTurn{toolTurn(calls[0].ID, "part one"), toolTurn(calls[0].ID, "part one, more")}}); err != nil {
+	// The right id is taken once: a second result of the call, in the
+	// same post or a later one, would never reach the model (only a
+	// call's first result does), and is refused.
+	if _, err := e.svc.Post(ctx, "local", s.ID, session.PostRequest{Turns: []session.NewTurn{toolTurn(calls[0].ID, "part one"), toolTurn(calls[0].ID, "part one, more")}}); !errors.Is(err, session.ErrInvalid) {
+		t.Fatalf("two results of one call in one post: %v, want invalid", err)
+	}
+	if n := len(lastTurns(t, e, "local", s.ID, 100)); n != before {
+		t.Fatalf("%d turns after refused posts, want %d", n, before)
+	}
+	if _, err := e.svc.Post(ctx, "local", s.ID, session.PostRequest{Turns: []session.NewTurn{toolTurn(calls[0].ID, "FIRST")}}); err != nil {
 		t.Fatal(err)
 	}
-	r2, err := e.svc.Post(ctx, "local", s.ID, session.PostRequest{Turns: []session.NewTurn{toolTurn(calls[0].ID, "part two")}, Generate: true})
+	if _, err := e.svc.Post(ctx, "local", s.ID, session.PostRequest{Turns: []session.NewTurn{toolTurn(calls[0].ID, "SECOND")}, Generate: true}); !errors.Is(err, session.ErrInvalid) {
+		t.Fatalf("a second result of the call: %v, want invalid", err)
+	}
+	r2, err := e.svc.Post(ctx, "local", s.ID, session.PostRequest{Generate: true})
 	if err != nil {
 		t.Fatal(err)
 	}
 	waitGen(t, e, "local", s.ID, r2.Generation.ID)
-	if last := lastTurns(t, e, "local", s.ID, 1)[0]; last.Role != "assistant" || len(last.ToolCalls) != 0 {
-		t.Fatalf("the answer to the results: %+v", last)
+	if last := lastTurns(t, e, "local", s.ID, 1)[0]; last.Role != "assistant" || len(last.ToolCalls) != 0 || !strings.Contains(text(t, last), "FIRST") {
+		t.Fatalf("the answer to the result: %+v, want one about FIRST", last)
 	}
 }
 
