@@ -608,10 +608,13 @@ func (svc *Service) Follow(ctx context.Context, owner, id, gid string, after int
 }
 
 // ErrorCode maps an error of this package to a stable API error code and a
-// human message; "internal" for anything unexpected.
+// human message; "internal" for anything unexpected. The message leaves out
+// the package's prefix of its errors ("session: not found" reads "not
+// found"), and only that: a session named "my-session" keeps its name.
 func ErrorCode(err error) (code, message string) {
 	code, message = errorCode(err)
-	return code, strings.ReplaceAll(message, "session: ", "")
+	message = strings.ReplaceAll(message, ": session: ", ": ")
+	return code, strings.TrimPrefix(message, "session: ")
 }
 
 func errorCode(err error) (code, message string) {
