@@ -1262,7 +1262,10 @@ const MaxImportTurnID = MaxTurnID
 func (svc *Service) Import(ctx context.Context, owner string, r io.Reader, idemKey string) (*Session, error) {
 	body := sha256.New()
 	sc := bufio.NewScanner(io.TeeReader(r, body))
-	sc.Buffer(make([]byte, 64<<10), svc.MaxTurnBytes+64<<10)
+	// A line holds one turn: its content, up to MaxTurnBytes, and the
+	// rest of the turn, well under 64 KiB.
+	maxLine := svc.MaxTurnBytes + 64<<10
+	sc.Buffer(make([]byte, 64<<10), maxLine)
 	var lineAt, read int64 // where the line sc holds starts; the bytes split off
 	sc.Split(func(data []byte, atEOF bool) (int, []byte, error) {
 		adv, tok, err := bufio.ScanLines(data, atEOF)
@@ -1329,6 +1332,11 @@ func (svc *Service) Import(ctx context.Context, owner string, r io.Reader, idemK
 			if err := validContent(t.Content); err != nil {
 				return nil, fmt.Errorf("line %d: %w", n, err)
 			}
+			if len(t.Content) > svc.MaxTurnBytes {
+				// As a post's: every turn a session holds is one a
+				// client could post.
+				return nil, fmt.Errorf("%w: line %d: the turn's content is %d bytes, the limit is %d", ErrTooLarge, n, len(t.Content), svc.MaxTurnBytes)
+			}
 			if t.Status == "" {
 				t.Status = TurnComplete
 			}
@@ -1347,7 +1355,7 @@ func (svc *Service) Import(ctx context.Context, owner string, r io.Reader, idemK
 	}
 	if err := sc.Err(); err != nil {
 		if errors.Is(err, bufio.ErrTooLong) {
-			return nil, fmt.Errorf("%w: a line of the import is over %d bytes", ErrTooLarge, svc.MaxTurnBytes)
+			return nil, fmt.Errorf("%w: a line of the import is over %d bytes (a turn's content may have %d)", ErrTooLarge, maxLine, svc.MaxTurnBytes)
 		}
 		return nil, fmt.Errorf("read import: %w", err)
 	}

@@ -2827,6 +2827,32 @@ func TestImportOfTurnsFromTheFuture(t *testing.T) {
 	}
 }
 
+// An import holds its turns to a post's size limit: a turn of
+// MaxTurnBytes imports, one byte more is too large, as is a line past the
+// room a turn of the limit needs.
+func TestImportTurnSizeLimit(t *testing.T) {
+	ctx := context.Background()
+	const limit = 1000
+	e := newEnv(t, "", 0, func(svc *session.Service, _ *session.Registry) { svc.MaxTurnBytes = limit })
+	importContent := func(content string) error {
+		in := `{"type":"session","session":{}}` + "\n" + `{"type":"turn","turn":{"id":1,"role":"user","content":` + content + `}}` + "\n"
+		_, err := e.svc.Import(ctx, "local", strings.NewReader(in), "")
+		return err
+	}
+	fits := strconv.Quote(strings.Repeat("a", limit-2))
+	if err := importContent(fits); err != nil {
+		t.Fatalf("a turn of %d bytes: %v", len(fits), err)
+	}
+	over := strconv.Quote(strings.Repeat("a", limit-1))
+	if err := importContent(over); !errors.Is(err, session.ErrTooLarge) || !strings.Contains(err.Error(), "limit is 1000") {
+		t.Fatalf("a turn of %d bytes: %v, want too large", len(over), err)
+	}
+	huge := strconv.Quote(strings.Repeat("a", limit+64<<10))
+	if err := importContent(huge); !errors.Is(err, session.ErrTooLarge) || !strings.Contains(err.Error(), fmt.Sprint(limit+64<<10)) {
+		t.Fatalf("a line of %d bytes: %v, want too large", len(huge), err)
+	}
+}
+
 // A session mints no turn id its own import refuses: an import takes ids
 // up to MaxTurnID, posts go on from an imported id and stop, refused with
 // ErrNoTurnIDs, at MaxTurnID; every export on the way imports.
