@@ -56,7 +56,7 @@ var routes = []route{
 		errors: common, handle: deleteSession},
 	{method: "GET", path: "/sessions/{id}/turns", op: "listTurns", summary: "Page through the turns of a branch", status: 200, result: "TurnList",
 		params: []param{pID, {"after", "query", "integer", "page starts just after this turn id (ascending); has_more means newer turns exist"},
-			{"before", "query", "integer", "without after: the newest turns before this id; has_more means older turns exist"},
+			{"before", "query", "integer", "the newest turns before this id; has_more means older turns exist; with after, 400"},
 			{"limit", "query", "integer", "1 to 1000, default 50; a page ends early, has_more true, where its turns' content and tool calls would pass 16 MiB (it always holds one turn)"}, {"branch", "query", "integer", "leaf turn id of the branch; default the session's head; a turn that does not exist is 422"}},
 		errors: []int{400, 401, 403, 404, 422, 503}, handle: listTurns},
 	{method: "POST", path: "/sessions/{id}/turns", op: "postTurns", summary: "Append turns (user messages or tool results) and optionally generate; with Accept: text/event-stream the generation is streamed",
