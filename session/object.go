@@ -133,6 +133,16 @@ func (o *sessionObj) interruptStreaming(ctx context.Context, tx *objects.Tx, now
 			return err
 		}
 	}
+	if len(ids) > 0 {
+		// The head may be one of them, now with the output saved: the
+		// directory shows it, as it would a generation's end.
+		p, err := o.branchPreview(ctx, tx, o.m.Head)
+		if err != nil {
+			return err
+		}
+		m := *o.m
+		tx.OnCommit(func() { o.svc.touchDirectory(&m, &p) })
+	}
 	return nil
 }
 

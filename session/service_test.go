@@ -376,6 +376,11 @@ func TestRestartMarksInterrupted(t *testing.T) {
 	if sess.Generation != nil {
 		t.Fatalf("session still shows a generation: %+v", sess.Generation)
 	}
+	// The list shows the output saved, not the question before it.
+	list, _, err := e2.svc.List(ctx, "local", "", 10)
+	if err != nil || len(list) != 1 || !strings.HasPrefix(list[0].Preview, "1 2 3 ") {
+		t.Fatalf("list %+v %v: want the interrupted turn's preview", list, err)
+	}
 }
 
 func TestTurnPaging(t *testing.T) {
