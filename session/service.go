@@ -595,15 +595,24 @@ func (svc *Service) Update(ctx context.Context, owner, id string, req UpdateRequ
 	if err := errors.Join(errs...); err != nil {
 		return nil, err
 	}
+	var listedBy string // the session's owner, when its entry changed
 	s, err := do(ctx, svc, owner, id, func(ctx context.Context, o *sessionObj, tx *objects.Tx) (*Session, error) {
 		s, changed, err := o.update(ctx, tx, &req)
 		if err == nil && changed {
 			m := *o.m
 			m.Title, m.UpdatedAt = s.Title, s.UpdatedAt
+			listedBy = m.Owner
 			tx.OnCommit(func() { svc.touchDirectory(&m, nil) })
 		}
 		return s, err
 	})
+	if err == nil && listedBy != "" {
+		// In the list before the answer: an update is rare, and a
+		// crash must not leave the list with the old title for as long
+		// as the session stays unchanged (updates wait directoryDelay
+		// in memory). Applied in order with the owner's pending ones.
+		svc.flushDirectoryOf(listedBy)
+	}
 	return s, err
 }
 

@@ -383,6 +383,26 @@ func TestRestartMarksInterrupted(t *testing.T) {
 	}
 }
 
+// A title change is in the list when its PATCH answers: a crash right
+// after it does not leave the list with the old title.
+func TestUpdatedTitleListedAcrossCrash(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	e := newEnv(t, dir, 0, nil)
+	s, _ := e.svc.Create(ctx, "local", session.CreateRequest{Title: "old title"})
+	title := "new title"
+	if _, err := e.svc.Update(ctx, "local", s.ID, session.UpdateRequest{Title: &title}); err != nil {
+		t.Fatal(err)
+	}
+	e.rt.Close() // the service cannot apply what it holds: like a crash
+	e.svc.Close()
+	e2 := newEnv(t, dir, 0, nil)
+	list, _, err := e2.svc.List(ctx, "local", "", 10)
+	if err != nil || len(list) != 1 || list[0].Title != title {
+		t.Fatalf("list %+v %v: want the title %q", list, err, title)
+	}
+}
+
 func TestTurnPaging(t *testing.T) {
 	ctx := context.Background()
 	e := newEnv(t, "", 0, nil)
