@@ -211,20 +211,35 @@ func (svc *Service) runGeneration(ctx context.Context, stub *objects.Stub, run *
 		if size > svc.MaxTurnBytes {
 			return errOutputLimit
 		}
-		if tc := d.ToolCall; tc != nil && tc.ID != "" && !b.takesID(tc) {
-			// Viewers are sent the IDs the turn keeps: not the
-			// repeated ID of an earlier call (nameToolCalls names the
-			// call), nor a second ID of a call.
+		// Viewers are sent the name a tool call gains with this part
+		// (nothing when an upstream sends the whole name again), so
+		// that the parts they append make the name the turn keeps; the
+		// journal keeps the name so far (see journalEntry.add).
+		var gained string
+		if tc := d.ToolCall; tc != nil {
+			prev := b.name(tc.Index)
+			full := mergeName(prev, tc.Name)
+			gained = full[len(prev):]
 			c := *tc
-			c.ID = ""
+			if c.Name = ""; gained != "" {
+				c.Name = full
+			}
+			if c.ID != "" && !b.takesID(tc) {
+				// Viewers are sent the IDs the turn keeps: not the
+				// repeated ID of an earlier call (nameToolCalls names
+				// the call), nor a second ID of a call.
+				c.ID = ""
+			}
+			if err := b.Add(d); err != nil {
+				return err
+			}
 			d.ToolCall = &c
-		}
-		if err := b.Add(d); err != nil {
+		} else if err := b.Add(d); err != nil {
 			return err
 		}
 		sd := streaming.Delta{Text: d.Text}
 		if tc := d.ToolCall; tc != nil {
-			sd.ToolCall = &streaming.ToolCallDelta{Index: tc.Index, ID: tc.ID, Name: tc.Name, Arguments: tc.Arguments}
+			sd.ToolCall = &streaming.ToolCallDelta{Index: tc.Index, ID: tc.ID, Name: gained, Arguments: tc.Arguments}
 		}
 		if err := saved.lease(ctx, svc.journal.hurry); err != nil {
 			return err

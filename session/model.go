@@ -189,14 +189,31 @@ func (b *ResultBuilder) Add(d Delta) error {
 		}
 		b.ids[tc.ID] = true
 	}
-	switch {
-	case strings.HasPrefix(tc.Name, call.name):
-		call.name = tc.Name // the first part, the name again, or more of it
-	case tc.Name != "":
-		call.name += tc.Name
-	}
+	call.name = mergeName(call.name, tc.Name)
 	call.args.WriteString(tc.Arguments)
 	return nil
+}
+
+// mergeName returns a tool call's name, have so far, with part added:
+// upstreams send the name whole once, whole in every part, or in pieces.
+// The result always begins with have.
+func mergeName(have, part string) string {
+	switch {
+	case strings.HasPrefix(part, have):
+		return part // the first part, the name again, or more of it
+	case part != "":
+		return have + part
+	}
+	return have
+}
+
+// name returns the name of tool call index so far: "" for a call not
+// begun.
+func (b *ResultBuilder) name(index int) string {
+	if index < 0 || index >= len(b.calls) {
+		return ""
+	}
+	return b.calls[index].name
 }
 
 // takesID tells whether Add takes tc.ID for the call of tc.Index: one

@@ -77,7 +77,23 @@ func (o *sessionObj) interruptStreaming(ctx context.Context, tx *objects.Tx, now
 		content, _ := json.Marshal(p.text)
 		var calls any
 		if p.toolCalls != "" {
-			calls = p.toolCalls
+			// Named as a generation's end names them: a call
+			// streamed without an id, or with another's, gets one a
+			// tool result can answer.
+			var gid string
+			if err := tx.QueryRow(ctx, `SELECT coalesce(generation_id, '') FROM turns WHERE id = ?`, id).Scan(&gid); err != nil {
+				return fmt.Errorf("read the generation of turn %d: %w", id, err)
+			}
+			var tcs []ToolCall
+			if err := json.Unmarshal([]byte(p.toolCalls), &tcs); err != nil {
+				return fmt.Errorf("turn %d partial tool calls: %w", id, err)
+			}
+			nameToolCalls(tcs, gid)
+			b, err := json.Marshal(tcs)
+			if err != nil {
+				return err
+			}
+			calls = string(b)
 		}
 		if _, err := tx.Exec(ctx, `UPDATE turns SET content = ?, tool_calls = coalesce(?, tool_calls), status = 'interrupted',
 			finish_reason = 'interrupted', error_code = 'interrupted',

@@ -153,8 +153,10 @@ type callPart struct {
 }
 
 // add records a delta with stream offset upto. The generation's own
-// builder has accepted d, so its tool call part is in order. Consecutive
-// parts of one call are merged as ResultBuilder merges them.
+// builder has accepted d, so its tool call part is in order, and its name,
+// when it has one, is the call's whole name so far (runGeneration), which
+// ResultBuilder takes over the name of an earlier piece. Consecutive parts
+// of one call are merged.
 func (e *journalEntry) add(d Delta, upto int64) {
 	e.mu.Lock()
 	e.text = append(e.text, d.Text...)
@@ -164,7 +166,7 @@ func (e *journalEntry) add(d Delta, upto int64) {
 			if c.id == "" {
 				c.id = tc.ID
 			}
-			if c.name == "" {
+			if tc.Name != "" {
 				c.name = tc.Name
 			}
 			c.args = append(c.args, tc.Arguments...)

@@ -1090,6 +1090,9 @@ func (svc *Service) Fork(ctx context.Context, owner, id string, turnID int64, id
 // short is: its output so far, finish_reason and error "interrupted"
 // (finish_reason and error kept when it has them).
 func interruptCopy(t *Turn) {
+	if t.GenerationID != nil {
+		nameToolCalls(t.ToolCalls, *t.GenerationID) // as its end would
+	}
 	t.Status = TurnInterrupted
 	if t.FinishReason == nil {
 		fr := "interrupted"

@@ -2967,3 +2967,96 @@ func TestCopiedStreamingTurnIsInterrupted(t *testing.T) {
 	}
 	check("import", lastTurns(t, e, "local", imp.ID, 1)[0])
 }
+
+// toolNameParts streams two tool calls as upstreams do: call 0's name in
+// two pieces, call 1's whole in every part, neither with an id. With
+// block, it then waits for its end (to be cut by a crash).
+func toolNameParts(block bool) streamFunc {
+	return func(ctx context.Context, req *session.ModelRequest, emit func(session.Delta) error) (*session.ModelResult, error) {
+		var b session.ResultBuilder
+		for _, tc := range []session.ToolCallDelta{
+			{Index: 0, Name: "read_"}, {Index: 0, Name: "file", Arguments: `{"path":`}, {Index: 0, Arguments: `"a.go"}`},
+			{Index: 1, Name: "f"}, {Index: 1, Name: "f", Arguments: `{`}, {Index: 1, Name: "f", Arguments: `}`},
+		} {
+			d := session.Delta{ToolCall: &tc}
+			if err := b.Add(d); err != nil {
+				return nil, err
+			}
+			if err := emit(d); err != nil {
+				return nil, err
+			}
+		}
+		if block {
+			<-ctx.Done()
+			return nil, ctx.Err()
+		}
+		res := b.Result()
+		res.FinishReason = session.FinishToolCalls
+		return res, nil
+	}
+}
+
+// A tool call's name reaches viewers as parts to append, each once: the
+// parts they join make the name the turn keeps, whether the upstream sent
+// it in pieces or whole in every part.
+func TestToolCallNamePartsAddUp(t *testing.T) {
+	e := newFakeModelEnv(t, nil, toolNameParts(false), nil)
+	s, g := generateOnFake(t, e, "call two tools")
+	waitGen(t, e, "local", s.ID, g.ID)
+	calls := lastTurns(t, e, "local", s.ID, 1)[0].ToolCalls
+	if len(calls) != 2 || calls[0].Function.Name != "read_file" || calls[1].Function.Name != "f" {
+		t.Fatalf("tool calls %+v: want read_file and f", calls)
+	}
+	names := map[int]string{}
+	for _, f := range followFrames(t, e, s.ID, g.ID, 0) {
+		var m struct {
+			ToolCall *struct {
+				Index int
+				Name  string
+			} `json:"tool_call"`
+		}
+		if json.Unmarshal([]byte(f), &m) == nil && m.ToolCall != nil {
+			names[m.ToolCall.Index] += m.ToolCall.Name
+		}
+	}
+	if names[0] != "read_file" || names[1] != "f" {
+		t.Fatalf("names joined from the streamed parts: %v, want read_file and f", names)
+	}
+}
+
+// A generation that a crash cut while it streamed tool calls keeps them as
+// its end would have: whole names, and ids (call_<generation>_<n>) a tool
+// result can answer.
+func TestCrashKeepsToolCallsWhole(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	fake := func(svc *session.Service, reg *session.Registry) {
+		if err := reg.Register("fake", &fakeModel{stream: toolNameParts(true)}, session.ModelInfo{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	e := newEnvBus(t, dir, 0, nil, fake)
+	s, g := generateOnFake(t, e, "call two tools")
+	var snapshot []session.ToolCall
+	checkFor(t, "both calls saved", func() bool {
+		snapshot = lastTurns(t, e, "local", s.ID, 1)[0].ToolCalls
+		return len(snapshot) == 2 && snapshot[1].Function.Arguments == "{}"
+	})
+	if snapshot[0].Function.Name != "read_file" || snapshot[1].Function.Name != "f" {
+		t.Fatalf("the streaming turn's tool calls %+v: want read_file and f", snapshot)
+	}
+	e.rt.Close() // the service cannot commit the end: like a crash
+	e.svc.Close()
+	e = newEnvBus(t, dir, 0, nil, fake)
+	a := lastTurns(t, e, "local", s.ID, 1)[0]
+	id := func(n int) string { return fmt.Sprintf("call_%s_%d", strings.TrimPrefix(g.ID, "g_"), n) }
+	if a.Status != "interrupted" || len(a.ToolCalls) != 2 ||
+		a.ToolCalls[0].ID != id(0) || a.ToolCalls[0].Function.Name != "read_file" || a.ToolCalls[0].Function.Arguments != `{"path":"a.go"}` ||
+		a.ToolCalls[1].ID != id(1) || a.ToolCalls[1].Function.Name != "f" {
+		t.Fatalf("after the crash: %s %+v; want interrupted with read_file %s and f %s", a.Status, a.ToolCalls, id(0), id(1))
+	}
+	result := session.NewTurn{Role: session.RoleTool, ToolCallID: id(0), Content: json.RawMessage(`"package a"`)}
+	if _, err := e.svc.Post(ctx, "local", s.ID, session.PostRequest{Turns: []session.NewTurn{result}}); err != nil {
+		t.Fatalf("answering the call: %v", err)
+	}
+}
