@@ -369,7 +369,10 @@ func (e *entry) wake(ctx context.Context) error {
 		inst.needsMeta = true
 	}
 	inst.db, inst.path, inst.wokeAt = db, path, time.Now()
-	inst.h = &Handle{e: e}
+	// An outbox a previous instance left marked (see outboxPending) is
+	// drained once this one is built, and its New is told (Unsettled).
+	unsettled := ok && rt.Bus != nil && rt.outboxPending(ctx, e)
+	inst.h = &Handle{e: e, unsettled: unsettled}
 	b := &batchTx{e: e, inst: inst}
 	tx := &Tx{b: b}
 	obj, err := e.construct(ctx, inst, tx)
@@ -398,8 +401,9 @@ func (e *entry) wake(ctx context.Context) error {
 	e.mu.Lock()
 	e.inst = inst
 	e.mu.Unlock()
-	if ok && rt.Bus != nil {
-		rt.resumeDrainOf(ctx, e)
+	if unsettled {
+		e.outboxMarked = true
+		rt.drain(e.ns, e.name, nil)
 	}
 	return nil
 }

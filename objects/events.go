@@ -913,14 +913,14 @@ func (rt *Runtime) deliverEvent(ctx context.Context, ev Event) error {
 	return errors.Join(errs...)
 }
 
-// resumeDrainOf drains a woken object's outbox if the index says a crash
-// left events in it.
-func (rt *Runtime) resumeDrainOf(ctx context.Context, e *entry) {
+// outboxPending reports whether the node index has the object in
+// outbox_pending as it wakes: a previous instance committed events and
+// did not go to sleep with them all published (a crash, or a bus that was
+// down), so its outbox must be drained.
+func (rt *Runtime) outboxPending(ctx context.Context, e *entry) bool {
 	var n int
-	if err := rt.index.db.QueryRowContext(ctx, `SELECT count(*) FROM outbox_pending WHERE namespace = ? AND name = ?`, e.ns.name, e.name).Scan(&n); err == nil && n > 0 {
-		e.outboxMarked = true
-		rt.drain(e.ns, e.name, nil)
-	}
+	err := rt.index.db.QueryRowContext(ctx, `SELECT count(*) FROM outbox_pending WHERE namespace = ? AND name = ?`, e.ns.name, e.name).Scan(&n)
+	return err == nil && n > 0
 }
 
 // startEvents subscribes the node to the bus and resumes interrupted drains.

@@ -8,8 +8,17 @@ import (
 // a way to stay awake while work outlives a call. Class.New receives it; the
 // object may keep it. Safe for concurrent use.
 type Handle struct {
-	e *entry
+	e         *entry
+	unsettled bool
 }
+
+// Unsettled reports whether the object's previous instance ended unsettled:
+// it had committed events (Tx.Publish) that the bus had not all taken
+// when it stopped, a crash the usual cause. Work it left for after its
+// commits, such as updates of other objects that its events stand for,
+// may be undone: Class.New can redo it. Always false without a bus, and
+// for an object that never publishes.
+func (h *Handle) Unsettled() bool { return h.unsettled }
 
 // Name returns the object's name.
 func (h *Handle) Name() string { return h.e.name }

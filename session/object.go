@@ -56,6 +56,19 @@ func (svc *Service) newSession(ctx context.Context, h *objects.Handle, tx *objec
 			return nil, err
 		}
 	}
+	if h.Unsettled() {
+		// The previous instance ended with events unpublished, so
+		// most likely in a crash, which loses the directory updates it
+		// held in memory (see dirUpdates): its entry could show an
+		// older title, preview or time, or be missing after a create,
+		// until the session changed again.
+		p, err := o.branchPreview(ctx, tx, m.Head)
+		if err != nil {
+			return nil, err
+		}
+		mc := *m
+		tx.OnCommit(func() { svc.touchDirectory(&mc, &p) })
+	}
 	return o, nil
 }
 

@@ -431,6 +431,55 @@ func TestSIGKILLLosesNoAcknowledgedTurn(t *testing.T) {
 	t.Logf("%d acknowledged turns over %d kills, all present", n, rounds)
 }
 
+// TestSIGKILLKeepsTheListInStep kills sessiond (SIGKILL) right after posts
+// were acknowledged, while their list updates still wait in memory: after
+// a restart, the list catches up by itself (each session the crash left
+// with its events unpublished is woken and lists itself again), with no
+// client touching the sessions.
+func TestSIGKILLKeepsTheListInStep(t *testing.T) {
+	bin := buildBinary(t)
+	data := filepath.Join(t.TempDir(), "data")
+	p := startBinary(t, bin, data)
+	const n = 5
+	ids := make([]string, n)
+	for i := range ids {
+		var s struct{ ID string }
+		api(t, "POST", p.base+"/v1/sessions", map[string]any{"title": fmt.Sprint("session ", i)}, &s)
+		ids[i] = s.ID
+	}
+	for i, id := range ids {
+		body := map[string]any{"turns": []any{map[string]any{"role": "user", "content": fmt.Sprint("last words ", i)}}}
+		if st := api(t, "POST", p.base+"/v1/sessions/"+id+"/turns", body, nil); st != 201 {
+			t.Fatalf("post: %d", st)
+		}
+	}
+	p.kill(t)
+	p = startBinary(t, bin, data)
+	var got map[string]string
+	deadline := time.Now().Add(10 * time.Second) // a hang guard, not a figure
+	for {
+		var list struct {
+			Sessions []struct{ ID, Preview string }
+		}
+		api(t, "GET", p.base+"/v1/sessions?limit=100", nil, &list)
+		got = map[string]string{}
+		for _, e := range list.Sessions {
+			got[e.ID] = e.Preview
+		}
+		ok := len(got) == n
+		for i, id := range ids {
+			ok = ok && got[id] == fmt.Sprint("last words ", i)
+		}
+		if ok {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after the restart the list shows %q; want each session's last words", got)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
 // allTurns pages through every turn: content → id.
 func allTurns(t *testing.T, base, sid string) map[string]int64 {
 	t.Helper()

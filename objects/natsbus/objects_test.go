@@ -60,6 +60,9 @@ func inboxClass(got *received) objects.Class {
 	return objects.Class{
 		Migrations: []string{`CREATE TABLE got (seq INTEGER PRIMARY KEY, subject TEXT, data TEXT)`},
 		New: func(ctx context.Context, h *objects.Handle, tx *objects.Tx) (any, error) {
+			if h.Unsettled() {
+				got.add(h.Name()+" unsettled", "woken")
+			}
 			return &inbox{name: h.Name(), got: got}, nil
 		},
 	}
@@ -349,11 +352,28 @@ func TestEventSurvivesSIGKILLBetweenCommitAndPublish(t *testing.T) {
 		t.Fatalf("child ended with %v (printed %q), want SIGKILL", err, line)
 	}
 	got := newReceived()
-	openEventRuntime(t, dir, objectsBus(t, nc), got)
+	second := openEventRuntime(t, dir, objectsBus(t, nc), got)
 	checkFor(t, 10*time.Second, "the event from the outbox", func() bool { return len(got.of("B")) == 1 })
 	time.Sleep(200 * time.Millisecond) // a second delivery would show up by now; its absence is the point
 	if g := got.of("B"); len(g) != 1 || g[0] != "ev.crash.1 survived" {
 		t.Fatalf("B handled %v", g)
+	}
+	// A, woken at start-up to drain, was told that its previous instance
+	// ended unsettled; B, which only received, was not. Settled now, A is
+	// not told again after a clean stop.
+	checkFor(t, 10*time.Second, "A woken unsettled", func() bool { return len(got.of("A unsettled")) == 1 })
+	if g := got.of("B unsettled"); len(g) != 0 {
+		t.Fatalf("B woken unsettled: %v", g)
+	}
+	second.rt.Close()
+	again := newReceived()
+	env := openEventRuntime(t, dir, objectsBus(t, nc), again)
+	a, _ := env.ns.Get("A")
+	if _, err := a.Call(context.Background(), func(ctx context.Context, obj any, tx *objects.Tx) (any, error) { return nil, nil }); err != nil {
+		t.Fatal(err)
+	}
+	if g := again.of("A unsettled"); len(g) != 0 {
+		t.Fatalf("A woken unsettled after a clean stop: %v", g)
 	}
 }
 
