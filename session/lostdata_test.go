@@ -17,7 +17,7 @@ import (
 // mistake) answers a clear error, data_lost, rather than an internal one,
 // and can be deleted: by its owner (from the node index and the owner's
 // list) and by an admin (from the node index; the owner's list entry then
-// goes with the owner's delete, as after a crash mid-deletion).
+// goes with the owner's delete, or list, as after a crash mid-deletion).
 func TestDeleteSessionWhoseDatabaseIsGone(t *testing.T) {
 	ctx := context.Background()
 	dir := t.TempDir()

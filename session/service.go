@@ -114,6 +114,11 @@ type Service struct {
 	handOver handOvers // orders Accept against Delete, per session
 	streams  streamCounts
 	queued   genSignals
+
+	// deletions holds the ids of sessions a Delete is removing (id →
+	// struct{}): between the object's removal and its entry's, the entry
+	// is no ghost (see unlistGhost), and the Delete publishes the events.
+	deletions sync.Map
 }
 
 // DefaultViewerOptions coalesce a viewer's writes over 5 ms rather than
@@ -655,6 +660,8 @@ func (svc *Service) Delete(ctx context.Context, owner, id string) error {
 	if err != nil {
 		return err
 	}
+	svc.deletions.Store(id, struct{}{})
+	defer svc.deletions.Delete(id)
 	// Begun, the deletion no longer depends on the caller: a session left
 	// deleting answers 404 to every call, a repeated Delete too, and is
 	// still listed and stored.
@@ -712,8 +719,8 @@ func (svc *Service) Delete(ctx context.Context, owner, id string) error {
 // included, is gone with the file, so owner's directory vouches for it. A
 // session another owner's directory lists is not found. An admin's delete
 // (owner "") removes the object only: its owner's list keeps the entry
-// until that owner deletes it too, as after a crash mid-deletion
-// (unlistGhost).
+// until that owner deletes it too, or lists it, as after a crash
+// mid-deletion (unlistGhost).
 func (svc *Service) deleteLost(ctx context.Context, owner, id string) error {
 	notFound := fmt.Errorf("session %s: %w", id, ErrNotFound)
 	if owner != "" {
@@ -824,10 +831,15 @@ func (svc *Service) unlist(ctx context.Context, owner, id string, check func(ctx
 }
 
 // unlistGhost removes owner's directory entry of session id if no such
-// session exists: what a crash during Delete leaves. It reports whether
-// there was one.
+// session exists, and publishes its deletion: what a crash during Delete
+// leaves (or an admin's deletion of a session whose file was lost). It
+// reports whether there was one. An entry a Delete under way is about to
+// remove is none.
 func (svc *Service) unlistGhost(ctx context.Context, owner, id string) (bool, error) {
 	if ValidateID(id) != nil {
+		return false, nil
+	}
+	if _, ok := svc.deletions.Load(id); ok {
 		return false, nil
 	}
 	if ok, err := svc.dirs.Exists(ctx, owner); !ok || err != nil {
@@ -866,12 +878,40 @@ func (svc *Service) List(ctx context.Context, owner, cursor string, limit int) (
 		entries []DirEntry
 		next    string
 	}
-	p, err := objects.Do(ctx, stub, func(ctx context.Context, d *directory, tx *objects.Tx) (page, error) {
-		e, n, err := d.list(ctx, tx, cursor, limit)
-		return page{e, n}, err
-	})
-	return p.entries, p.next, err
+	// An entry whose session is gone, left by a crash during its
+	// deletion, goes as a page shows it (unlistGhost), and the page is
+	// read again, a few times at most: a client that never repeats the
+	// DELETE would list it forever.
+	for round := 1; ; round++ {
+		p, err := objects.Do(ctx, stub, func(ctx context.Context, d *directory, tx *objects.Tx) (page, error) {
+			e, n, err := d.list(ctx, tx, cursor, limit)
+			return page{e, n}, err
+		})
+		if err != nil {
+			return nil, "", err
+		}
+		kept := p.entries[:0]
+		for _, e := range p.entries {
+			if exists, err := svc.sessions.Exists(ctx, e.ID); err != nil || exists {
+				kept = append(kept, e)
+				continue
+			}
+			removed, err := svc.unlistGhost(ctx, owner, e.ID)
+			if err != nil || !removed {
+				kept = append(kept, e)
+				continue
+			}
+			svc.logger().Warn("session: the list held a deleted session; removed", "session", e.ID, "owner", owner)
+		}
+		if len(kept) == len(p.entries) || round == maxGhostRounds {
+			return kept, p.next, nil
+		}
+	}
 }
+
+// maxGhostRounds bounds the pages List reads again after removing entries
+// of sessions that are gone.
+const maxGhostRounds = 3
 
 // flushDirectoryOf applies the owner's pending directory updates now, so a
 // list shows what the same client just did. It reports whether they were

@@ -2218,25 +2218,32 @@ func TestForkCopiesLongBranchInPages(t *testing.T) {
 
 // A crash between a session's deletion and its directory's update leaves
 // an entry whose session is gone: a repeated Delete removes it and
-// publishes the deletion.
+// publishes the deletion, and so does a list that shows it, for a client
+// that never repeats the Delete.
 func TestDeleteFinishesWhatACrashLeft(t *testing.T) {
 	ctx := context.Background()
 	bus := &eventBus{}
 	e := newFakeModelEnv(t, bus, nil, nil)
-	s, err := e.svc.Create(ctx, "alice", session.CreateRequest{Title: "left"})
-	if err != nil {
-		t.Fatal(err)
-	}
 	ns, err := e.rt.Namespace(session.NamespaceSessions)
 	if err != nil {
 		t.Fatal(err)
 	}
-	stub, err := ns.Get(s.ID)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := stub.Delete(ctx); err != nil { // the first step of Delete, then the crash
-		t.Fatal(err)
+	// crashDelete makes a session of alice's, then deletes its object
+	// alone: the first step of Delete, then the crash.
+	crashDelete := func(title string) string {
+		t.Helper()
+		s, err := e.svc.Create(ctx, "alice", session.CreateRequest{Title: title})
+		if err != nil {
+			t.Fatal(err)
+		}
+		stub, err := ns.Get(s.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := stub.Delete(ctx); err != nil {
+			t.Fatal(err)
+		}
+		return s.ID
 	}
 	list := func() []session.DirEntry {
 		t.Helper()
@@ -2246,39 +2253,52 @@ func TestDeleteFinishesWhatACrashLeft(t *testing.T) {
 		}
 		return entries
 	}
-	if got := list(); len(got) != 1 || got[0].ID != s.ID {
-		t.Fatalf("before: %+v", got)
+	deletedEvent := func(id string) {
+		t.Helper()
+		deadline := time.Now().Add(10 * time.Second)
+		for {
+			bus.mu.Lock()
+			_, published := bus.got["sessiond.session."+id+".deleted"]
+			bus.mu.Unlock()
+			if published {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("no deleted event of %s", id)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
 	}
-	if _, err := e.svc.Get(ctx, "alice", s.ID); !errors.Is(err, session.ErrNotFound) {
+
+	id := crashDelete("deleted again")
+	if _, err := e.svc.Get(ctx, "alice", id); !errors.Is(err, session.ErrNotFound) {
 		t.Fatalf("get: %v", err)
 	}
-	if err := e.svc.Delete(ctx, "bob", s.ID); !errors.Is(err, session.ErrNotFound) {
+	if err := e.svc.Delete(ctx, "bob", id); !errors.Is(err, session.ErrNotFound) {
 		t.Fatalf("another owner's delete: %v", err)
 	}
-	if got := list(); len(got) != 1 {
-		t.Fatalf("another owner's delete changed the list: %+v", got)
-	}
-	if err := e.svc.Delete(ctx, "alice", s.ID); err != nil {
+	if err := e.svc.Delete(ctx, "alice", id); err != nil {
 		t.Fatalf("delete again: %v", err)
 	}
 	if got := list(); len(got) != 0 {
 		t.Fatalf("after: %+v", got)
 	}
-	if err := e.svc.Delete(ctx, "alice", s.ID); !errors.Is(err, session.ErrNotFound) {
+	if err := e.svc.Delete(ctx, "alice", id); !errors.Is(err, session.ErrNotFound) {
 		t.Fatalf("third delete: %v", err)
 	}
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		bus.mu.Lock()
-		_, published := bus.got["sessiond.session."+s.ID+".deleted"]
-		bus.mu.Unlock()
-		if published {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("no deleted event")
-		}
-		time.Sleep(10 * time.Millisecond)
+	deletedEvent(id)
+
+	kept, err := e.svc.Create(ctx, "alice", session.CreateRequest{Title: "kept"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	id = crashDelete("never deleted again")
+	if got := list(); len(got) != 1 || got[0].ID != kept.ID {
+		t.Fatalf("the list after a crash in a deletion: %+v, want the kept session alone", got)
+	}
+	deletedEvent(id)
+	if got := list(); len(got) != 1 || got[0].ID != kept.ID {
+		t.Fatalf("listed again: %+v", got)
 	}
 }
 
