@@ -747,9 +747,15 @@ func (rt *Runtime) notePublished(k entryKey, st *drainState, seq int64) {
 	}
 	rt.mu.Lock()
 	e := rt.entries[k]
+	if e == nil {
+		// Asleep and forgotten, the acknowledgement late (a slow or
+		// unreachable bus): the entry of its next wake takes the mark,
+		// so that its drain does not publish these rows again.
+		rt.asleepPublished[k] = max(rt.asleepPublished[k], seq)
+	}
 	rt.mu.Unlock()
 	if e == nil {
-		return // asleep and forgotten: its next drain reads the outbox again
+		return
 	}
 	for {
 		cur := e.published.Load()

@@ -83,10 +83,15 @@ type Runtime struct {
 	// Logger defaults to slog.Default().
 	Logger *slog.Logger
 
-	mu      sync.Mutex // guards state, entries; taken before any entry's mu
+	mu      sync.Mutex // guards state, entries, asleepPublished; taken before any entry's mu
 	state   int        // stateNew, stateOpen, stateClosed
 	classes map[string]*Namespace
 	entries map[entryKey]*entry
+	// asleepPublished (guarded by mu) holds what the bus acknowledged of
+	// an object's outbox after its entry was dropped (see notePublished),
+	// for the entry made at its next wake: without it that wake would
+	// publish the acknowledged rows again.
+	asleepPublished map[entryKey]int64
 
 	lruMu sync.Mutex // guards idle; a leaf lock, taken after an entry's mu
 	idle  list.List  // *entry: active and idle, least recently used first
@@ -334,6 +339,7 @@ func (rt *Runtime) openLocked(ctx context.Context) error {
 	rt.index, rt.unlockDir = x, unlock
 	rt.maxEvent = rt.busEventLimit()
 	rt.entries = make(map[entryKey]*entry)
+	rt.asleepPublished = make(map[entryKey]int64)
 	rt.ctx, rt.cancel = context.WithCancelCause(context.Background())
 	rt.alarmWake = make(chan struct{}, 1)
 	rt.state = stateOpen
@@ -548,6 +554,10 @@ func (rt *Runtime) entryLocked(ns *Namespace, name string) *entry {
 	e := rt.entries[k]
 	if e == nil {
 		e = &entry{rt: rt, ns: ns, name: name}
+		if seq, ok := rt.asleepPublished[k]; ok {
+			e.published.Store(seq)
+			delete(rt.asleepPublished, k)
+		}
 		rt.entries[k] = e
 	}
 	return e
