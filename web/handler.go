@@ -438,9 +438,8 @@ func forkSession(a *api, w http.ResponseWriter, r *http.Request) error {
 	if err := a.decodeJSON(w, r, 1<<10, &req); err != nil {
 		return err
 	}
-	if req.TurnID <= 0 {
-		return errorf(http.StatusUnprocessableEntity, "invalid_request", "turn_id must be a turn of the session")
-	}
+	// A turn_id that names no turn (0 or less among them) is the
+	// session's to refuse, 422, once it is known to exist (404 otherwise).
 	s, err := a.svc.Fork(r.Context(), principalOf(r.Context()).scope(), chi.URLParam(r, "id"), req.TurnID, r.Header.Get("Idempotency-Key"))
 	if err != nil {
 		return err

@@ -116,6 +116,8 @@ func TestBadInputIsRefusedClearly(t *testing.T) {
 		{"GET", turns + "?after=1&before=3", nil, 400, "invalid_request"},
 		{"GET", "/v1/sessions/" + sess.ID + "/generations/g_nope", nil, 404, "not_found"},
 		{"POST", "/v1/sessions/" + sess.ID + "/fork", `{"turn_id": 99}`, 422, "invalid_request"},
+		{"POST", "/v1/sessions/" + sess.ID + "/fork", `{"turn_id": 0}`, 422, "invalid_request"},
+		{"POST", "/v1/sessions/no-such-session/fork", `{"turn_id": 0}`, 404, "not_found"}, // the session first, as for any turn id
 		{"POST", "/v1/sessions/import", "garbage\n", 400, "invalid_json"},
 		{"POST", "/v1/sessions/import", `{"type":"session","session":{"title":"a"}} garbage`, 400, "invalid_json"},
 		{"POST", "/v1/sessions/import", `{"type":"session","session":{"title":"a"}}}`, 400, "invalid_json"},
