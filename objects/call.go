@@ -75,14 +75,14 @@ type call struct {
 	// is: a message read before the deletion must not make the object
 	// again. Before that a message may make it, as any call may.
 	from *Socket
-	// takeEvents: a deletion that returns the outbox's unpublished events
-	// as its result (DeleteReturningEvents).
-	takeEvents bool
-	kind       callKind
-	state      atomic.Int32
-	res        any
-	err        error
-	done       chan struct{}
+	// handOver: a deletion that hands the outbox's unpublished events to
+	// this function before it removes anything (DeleteHandingOver).
+	handOver func(ctx context.Context, evs []Event) error
+	kind     callKind
+	state    atomic.Int32
+	res      any
+	err      error
+	done     chan struct{}
 }
 
 // Call runs fn on the object and returns its result once fn's writes are
@@ -204,18 +204,21 @@ func (s *Stub) Delete(ctx context.Context) error {
 	return err
 }
 
-// DeleteReturningEvents is Delete that returns the events of the object's
-// outbox the bus had not acknowledged, in order, rather than drop them
-// with it: for the caller to have another object publish them with their
-// IDs (Tx.PublishID), so that an object's last events outlive it. A
-// publish under way is waited for, up to a second; one not answered by
-// then is returned too, and may reach the bus twice (the bus and
-// subscribers de-duplicate by ID). A hibernated object's outbox is read
-// from its file; if that fails, nothing is deleted.
-func (s *Stub) DeleteReturningEvents(ctx context.Context) ([]Event, error) {
-	v, err := s.delete(&call{ctx: ctx, kind: kindDelete, takeEvents: true, done: make(chan struct{})})
-	evs, _ := v.([]Event)
-	return evs, err
+// DeleteHandingOver is Delete that hands the events of the object's
+// outbox the bus had not acknowledged, in order, to keep rather than drop
+// them with it: for keep to store them durably in another object, which
+// publishes them with their IDs (Tx.PublishID), so that an object's last
+// events outlive it, a crash at any point included. keep runs before
+// anything is removed (on the deletion's goroutine, with no lock of the
+// runtime held: it may call other objects); if it fails, nothing is
+// deleted and its error is returned. A publish under way is waited for,
+// up to a second; one not answered by then is handed over too, and may
+// reach the bus twice (the bus and subscribers de-duplicate by ID). A
+// hibernated object's outbox is read from its file; if that fails,
+// nothing is deleted.
+func (s *Stub) DeleteHandingOver(ctx context.Context, keep func(ctx context.Context, evs []Event) error) error {
+	_, err := s.delete(&call{ctx: ctx, kind: kindDelete, handOver: keep, done: make(chan struct{})})
+	return err
 }
 
 func (s *Stub) delete(c *call) (any, error) {

@@ -536,18 +536,24 @@ func (e *entry) delete(c *call) {
 	// object's events published (the entry may be dropped and made again
 	// before the old drainer's bus answers).
 	k := entryKey{e.ns.name, e.name}
-	if c.takeEvents {
+	if c.handOver != nil {
 		e.rt.haltDrain(k, haltDrainWait)
 	}
 	e.rt.stopDrain(k)
-	if c.takeEvents {
+	if c.handOver != nil {
 		evs, err := e.unpublished(ctx)
+		if err == nil {
+			if err = c.handOver(c.ctx, evs); err != nil {
+				err = fmt.Errorf("hand over the events of %s/%q: %w", e.ns.name, e.name, err)
+			}
+		} else {
+			err = fmt.Errorf("read the outbox of %s/%q: %w", e.ns.name, e.name, err)
+		}
 		if err != nil {
 			e.rt.drain(e.ns, e.name, nil) // not deleted: its drain goes on
-			c.err = fmt.Errorf("read the outbox of %s/%q: %w", e.ns.name, e.name, err)
+			c.err = err
 			return
 		}
-		c.res = evs
 	}
 	e.published.Store(0)
 	e.outboxMarked = false
@@ -587,13 +593,13 @@ func (e *entry) delete(c *call) {
 	}
 }
 
-// haltDrainWait bounds how long DeleteReturningEvents waits for the
-// answer to a publish of the object's events under way: past it, it
-// returns the events as unpublished, and they may be published twice.
+// haltDrainWait bounds how long DeleteHandingOver waits for the answer to
+// a publish of the object's events under way: past it, it hands the
+// events over as unpublished, and they may be published twice.
 const haltDrainWait = time.Second
 
 // unpublished returns the rows of the object's outbox after what the bus
-// acknowledged, in order (for DeleteReturningEvents). It reads the open
+// acknowledged, in order (for DeleteHandingOver). It reads the open
 // database, or a hibernated object's file; an object without one has none.
 func (e *entry) unpublished(ctx context.Context) ([]Event, error) {
 	var conn interface {

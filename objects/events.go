@@ -132,7 +132,7 @@ func (tx *Tx) Publish(ctx context.Context, subject string, data []byte) error {
 
 // PublishID is Publish with the event's id given: that of an event another
 // object recorded, whose outbox went with it unpublished
-// (Stub.DeleteReturningEvents), so that the object that outlives it
+// (Stub.DeleteHandingOver), so that the object that outlives it
 // publishes it as it was. An event recorded twice with one id is handled
 // once: the bus de-duplicates by id (within its window), and so does every
 // subscriber. id is 1 to 64 bytes of letters, digits, '-', '_', '.' and
@@ -540,7 +540,7 @@ func (rt *Runtime) drain(ns *Namespace, name string, rows []outboxRow) {
 // haltDrain stops the drainer of an object about to be deleted once the
 // publish it has under way is answered, waiting for it at most wait, so
 // that the object's published mark says what the bus took: the events
-// after it are those DeleteReturningEvents returns. A drainer waiting to
+// after it are those DeleteHandingOver hands over. A drainer waiting to
 // read the outbox (a call queued behind the deletion) or to retry stops
 // at once. Called by the deletion, on the object's worker, before
 // stopDrain.

@@ -2,6 +2,7 @@ package objects_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"slices"
@@ -409,10 +410,20 @@ func (b *gateBus) state() (got, refused int) {
 	return len(b.got), b.refused
 }
 
-// DeleteReturningEvents returns what the bus had not acknowledged of the
+// deleteTaking deletes s, handing over its events; it returns them.
+func deleteTaking(ctx context.Context, s *objects.Stub) ([]objects.Event, error) {
+	var got []objects.Event
+	err := s.DeleteHandingOver(ctx, func(ctx context.Context, evs []objects.Event) error {
+		got = evs
+		return nil
+	})
+	return got, err
+}
+
+// DeleteHandingOver hands over what the bus had not acknowledged of the
 // object's outbox, with the ids it was recorded with, and not what it had;
 // from an active object's database or a hibernated one's file.
-func TestDeleteReturningEvents(t *testing.T) {
+func TestDeleteHandingOver(t *testing.T) {
 	for _, asleep := range []bool{false, true} {
 		t.Run(fmt.Sprintf("asleep=%v", asleep), func(t *testing.T) {
 			ctx := context.Background()
@@ -440,7 +451,7 @@ func TestDeleteReturningEvents(t *testing.T) {
 			if asleep {
 				checkFor(t, 10*time.Second, "hibernation", func() bool { return rt.Stats().Active == 0 })
 			}
-			evs, err := s.DeleteReturningEvents(ctx)
+			evs, err := deleteTaking(ctx, s)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -459,6 +470,41 @@ func TestDeleteReturningEvents(t *testing.T) {
 			}
 		})
 	}
+}
+
+// A deletion whose events could not be handed over deletes nothing: the
+// object stays, with its data, and its events are published once the bus
+// takes them.
+func TestDeleteHandingOverFailingKeepsTheObject(t *testing.T) {
+	ctx := context.Background()
+	bus := &gateBus{shut: true}
+	_, ns := newOpenRuntime(t, func(rt *objects.Runtime) {
+		rt.Bus = bus
+		rt.Logger = slog.New(slog.DiscardHandler) // the refused publishes are expected
+	})
+	s := stub(t, ns, "staying")
+	if err := publishCall(ctx, s, "ev.kept", "one"); err != nil {
+		t.Fatal(err)
+	}
+	refused := errors.New("nowhere to keep them")
+	var handed []objects.Event
+	err := s.DeleteHandingOver(ctx, func(ctx context.Context, evs []objects.Event) error {
+		handed = evs
+		return refused
+	})
+	if !errors.Is(err, refused) || len(handed) != 1 {
+		t.Fatalf("delete: %v, %d events handed; want the keeper's error after one event", err, len(handed))
+	}
+	if ok, err := ns.Exists(ctx, "staying"); !ok || err != nil {
+		t.Fatalf("the object is gone after a failed hand-over: %v %v", ok, err)
+	}
+	bus.mu.Lock()
+	bus.shut = false
+	bus.mu.Unlock()
+	if err := publishCall(ctx, s, "ev.kept", "two"); err != nil { // a write: its drain runs
+		t.Fatal(err)
+	}
+	checkFor(t, 10*time.Second, "both events", func() bool { got, _ := bus.state(); return got == 2 })
 }
 
 // slowBus is an EventBus whose publishes wait for release; publishing is
@@ -485,7 +531,7 @@ func (b *slowBus) Subscribe(context.Context, func(context.Context, objects.Event
 // An event whose publish is under way as its object is deleted is not
 // handed back once the bus takes it: the deletion waits for the answer
 // (for up to a second), rather than have it published twice.
-func TestDeleteReturningEventsWaitsForThePublishUnderWay(t *testing.T) {
+func TestDeleteHandingOverWaitsForThePublishUnderWay(t *testing.T) {
 	ctx := context.Background()
 	bus := &slowBus{publishing: make(chan struct{}), release: make(chan struct{})}
 	_, ns := newOpenRuntime(t, func(rt *objects.Runtime) { rt.Bus = bus })
@@ -500,7 +546,7 @@ func TestDeleteReturningEventsWaitsForThePublishUnderWay(t *testing.T) {
 	}
 	done := make(chan result, 1)
 	go func() {
-		evs, err := s.DeleteReturningEvents(ctx)
+		evs, err := deleteTaking(ctx, s)
 		done <- result{evs, err}
 	}()
 	var r result

@@ -28,3 +28,11 @@ func SetForkPageHook(f func(n int)) (restore func()) {
 	forkPageHook = f
 	return func() { forkPageHook = old }
 }
+
+// SetDeletedObjectHook makes every Delete call f between the removal of
+// the session's object and that of its list entry, until restore.
+func SetDeletedObjectHook(f func(id string)) (restore func()) {
+	old := deletedObjectHook
+	deletedObjectHook = f
+	return func() { deletedObjectHook = old }
+}

@@ -100,4 +100,11 @@ var directorySchema = []string{
 	// A key whose session was deleted: its repeat must not make the
 	// session again (idempotency.go).
 	`ALTER TABLE create_keys ADD COLUMN deleted INTEGER NOT NULL DEFAULT 0;`,
+	// The events a session being deleted had not published, kept here
+	// before its object goes and published with its entry's removal
+	// (Service.Delete): a crash in between leaves them for unlistGhost.
+	`CREATE TABLE deleted_events (
+		session_id TEXT PRIMARY KEY,
+		events     TEXT NOT NULL -- JSON: [{"id", "subject", "data" (base64)}]
+	) WITHOUT ROWID;`,
 }

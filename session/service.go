@@ -687,7 +687,9 @@ func (svc *Service) Delete(ctx context.Context, owner, id string) error {
 	ho := svc.handOver.get(id)
 	ho.Lock()
 	svc.flushViewers(id)
-	unpublished, err := stub.DeleteReturningEvents(ctx)
+	err = stub.DeleteHandingOver(ctx, func(ctx context.Context, evs []objects.Event) error {
+		return svc.keepDeletedEvents(ctx, sessOwner, id, evs)
+	})
 	ho.Unlock()
 	svc.handOver.put(id, ho)
 	if err != nil {
@@ -710,8 +712,53 @@ func (svc *Service) Delete(ctx context.Context, owner, id string) error {
 		sv.release()
 		sv.v.Close()
 	}
-	_, err = svc.unlist(ctx, sessOwner, id, nil, unpublished)
+	deletedObjectHook(id)
+	_, err = svc.unlist(ctx, sessOwner, id, nil)
 	return err
+}
+
+// deletedObjectHook runs between a deleted session's object going and its
+// entry's removal (tests).
+var deletedObjectHook = func(id string) {}
+
+// deletedEvent is one of a deleted session's events kept in its owner's
+// directory (see keepDeletedEvents).
+type deletedEvent struct {
+	ID      string `json:"id"`
+	Subject string `json:"subject"`
+	Data    []byte `json:"data"`
+}
+
+// keepDeletedEvents stores evs, the events session id had not published
+// as its object goes, in owner's directory, where its entry's removal
+// (unlist) publishes them with their ids, before its deleted event. Kept
+// before the object goes, they survive a crash between the two, which
+// leaves them for the removal of the entry that crash left (unlistGhost);
+// a deletion that then fails leaves them for its repeat to replace.
+func (svc *Service) keepDeletedEvents(ctx context.Context, owner, id string, evs []objects.Event) error {
+	if !svc.Events {
+		return nil
+	}
+	kept := make([]deletedEvent, len(evs))
+	for i, ev := range evs {
+		kept[i] = deletedEvent{ID: ev.ID, Subject: ev.Subject, Data: ev.Data}
+	}
+	b, err := json.Marshal(kept)
+	if err != nil {
+		return err
+	}
+	dstub, err := svc.dirs.Get(owner)
+	if err != nil {
+		return err
+	}
+	_, err = objects.Do(ctx, dstub, func(ctx context.Context, d *directory, tx *objects.Tx) (struct{}, error) {
+		_, err := tx.Exec(ctx, `INSERT OR REPLACE INTO deleted_events (session_id, events) VALUES (?, ?)`, id, string(b))
+		return struct{}{}, err
+	})
+	if err != nil {
+		return fmt.Errorf("keep the unpublished events of session %s: %w", id, err)
+	}
+	return nil
 }
 
 // deleteLost deletes session id, whose database file is missing (see
@@ -749,7 +796,7 @@ func (svc *Service) deleteLost(ctx context.Context, owner, id string) error {
 	if owner == "" {
 		return nil
 	}
-	_, err = svc.unlist(ctx, owner, id, nil, nil)
+	_, err = svc.unlist(ctx, owner, id, nil)
 	return err
 }
 
@@ -792,11 +839,11 @@ func (svc *Service) flushViewers(id string) {
 
 // unlist removes a deleted session's entry from its owner's directory and
 // publishes its deletion there (the session's own outbox is gone with it),
-// after the events unpublished, which the session's outbox held unpublished
-// (see Delete). If check is not nil, it runs first in the directory's
-// call, and nothing happens unless it reports true. unlist reports whether
-// it removed.
-func (svc *Service) unlist(ctx context.Context, owner, id string, check func(ctx context.Context, tx *objects.Tx) (bool, error), unpublished []objects.Event) (bool, error) {
+// after the events its outbox held unpublished, which Delete kept in the
+// directory (keepDeletedEvents). If check is not nil, it runs first in the
+// directory's call, and nothing happens unless it reports true. unlist
+// reports whether it removed.
+func (svc *Service) unlist(ctx context.Context, owner, id string, check func(ctx context.Context, tx *objects.Tx) (bool, error)) (bool, error) {
 	// No update of the entry taken before may land after its removal.
 	flushMu := svc.dir.flushLock(owner)
 	flushMu.Lock()
@@ -817,8 +864,24 @@ func (svc *Service) unlist(ctx context.Context, owner, id string, check func(ctx
 		if err := d.remove(ctx, tx, id); err != nil {
 			return false, err
 		}
+		kept, err := collect(ctx, tx, func(rows *objects.Rows) (events string, err error) { return events, rows.Scan(&events) },
+			`SELECT events FROM deleted_events WHERE session_id = ?`, id)
+		if err != nil {
+			return false, fmt.Errorf("read the kept events of session %s: %w", id, err)
+		}
+		if len(kept) > 0 {
+			if _, err := tx.Exec(ctx, `DELETE FROM deleted_events WHERE session_id = ?`, id); err != nil {
+				return false, err
+			}
+		}
 		if !svc.Events {
 			return true, nil
+		}
+		var unpublished []deletedEvent
+		if len(kept) > 0 {
+			if err := json.Unmarshal([]byte(kept[0]), &unpublished); err != nil {
+				return false, fmt.Errorf("read the kept events of session %s: %w", id, err)
+			}
 		}
 		for _, ev := range unpublished {
 			if err := tx.PublishID(ctx, ev.Subject, ev.ID, ev.Data); err != nil {
@@ -854,7 +917,7 @@ func (svc *Service) unlistGhost(ctx context.Context, owner, id string) (bool, er
 		// under this id lists itself only after it exists.
 		exists, err := svc.sessions.Exists(ctx, id)
 		return !exists, err
-	}, nil)
+	})
 }
 
 // List returns a page of owner's sessions, most recently active first.

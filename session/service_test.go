@@ -2302,6 +2302,66 @@ func TestDeleteFinishesWhatACrashLeft(t *testing.T) {
 	}
 }
 
+// refusingBus takes no event: every one stays in its object's outbox.
+type refusingBus struct{}
+
+func (refusingBus) Publish(context.Context, string, []byte, string) error {
+	return errors.New("the bus is down")
+}
+
+func (refusingBus) Subscribe(context.Context, func(context.Context, objects.Event) error) (func(), error) {
+	return func() {}, nil
+}
+
+// The events a session had not published when it was deleted outlive a
+// crash between its object's removal and its entry's: kept in its owner's
+// directory first, they are published, with its deleted event, when the
+// list next shows the entry the crash left.
+func TestDeletionKeepsUnpublishedEventsAcrossACrash(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	events := func(svc *session.Service, _ *session.Registry) { svc.Events = true }
+	e := newEnvBus(t, dir, 0, refusingBus{}, events)
+	s, err := e.svc.Create(ctx, "alice", session.CreateRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.svc.Post(ctx, "alice", s.ID, session.PostRequest{Turns: []session.NewTurn{user("kept")}}); err != nil {
+		t.Fatal(err)
+	}
+	crash := make(chan struct{})
+	defer session.SetDeletedObjectHook(func(string) { <-crash })()
+	deleted := make(chan error, 1)
+	go func() { deleted <- e.svc.Delete(ctx, "alice", s.ID) }()
+	ns, err := e.rt.Namespace(session.NamespaceSessions)
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkFor(t, "the session's object gone", func() bool {
+		ok, err := ns.Exists(ctx, s.ID)
+		return err == nil && !ok
+	})
+	e.rt.Close() // the crash: the entry's removal never comes
+	close(crash)
+	<-deleted
+	e.svc.Close()
+
+	bus := &eventBus{}
+	e = newEnvBus(t, dir, 0, bus, events)
+	if list, _, err := e.svc.List(ctx, "alice", "", 10); err != nil || len(list) != 0 {
+		t.Fatalf("list after the crash: %+v %v, want none", list, err)
+	}
+	for _, kind := range []string{"created", "turn", "deleted"} {
+		subject := "sessiond.session." + s.ID + "." + kind
+		checkFor(t, subject, func() bool {
+			bus.mu.Lock()
+			defer bus.mu.Unlock()
+			_, ok := bus.got[subject]
+			return ok
+		})
+	}
+}
+
 // stallModel emits the deltas of text, one a character, then waits for
 // its context to end: a generation a crash will find running.
 type stallModel struct {
