@@ -98,6 +98,11 @@ func (a *authenticator) principal(r *http.Request) (Principal, error) {
 		// auth, say) may send one of its own.
 		return Principal{Owner: LocalOwner}, nil
 	}
+	if len(r.Header.Values("Authorization")) > 1 {
+		// Not a list header: a proxy in front that read another of
+		// them than this server would have authenticated someone else.
+		return Principal{}, errorf(http.StatusUnauthorized, "unauthorized", "send one Authorization header, not several")
+	}
 	// The scheme's name is case-insensitive (RFC 9110, section 11.1).
 	scheme, key, ok := strings.Cut(r.Header.Get("Authorization"), " ")
 	key = strings.TrimLeft(key, " ")

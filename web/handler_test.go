@@ -165,6 +165,21 @@ func TestAPIKeysAndOwners(t *testing.T) {
 			t.Errorf("Authorization: %q: %d %s, want %d", hdr, st, raw, want)
 		}
 	}
+	// Two Authorization headers are refused, whichever of them is good:
+	// a proxy in front reading the other would authenticate someone else.
+	for _, pair := range [][2]string{{alice, bob}, {"wrong-key-000000000000", alice}} {
+		req, _ := http.NewRequest("GET", s.URL+"/v1/sessions", nil)
+		req.Header.Add("Authorization", "Bearer "+pair[0])
+		req.Header.Add("Authorization", "Bearer "+pair[1])
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != 401 {
+			t.Errorf("two Authorization headers: %d, want 401", resp.StatusCode)
+		}
+	}
 	a := s.as(alice).createSession(t, map[string]any{"title": "alice's"})
 	s.as(bob).expectError(t, "GET", "/v1/sessions/"+a.ID, nil, 404, "not_found")
 	s.as(bob).expectError(t, "POST", "/v1/sessions/"+a.ID+"/turns", map[string]any{"turns": []any{map[string]any{"role": "user", "content": "hi"}}}, 404, "not_found")
