@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode"
 
 	"sessiond/objects"
 	"sessiond/objects/natsbus"
@@ -183,7 +184,7 @@ var settings = []setting{
 		"JSON file of named models: [{\"name\",\"base_url\",\"api_key_env\",\"model\",\"headers\",\"context_tokens\",\"default\"}]",
 		func(c *config, v string) error { c.ModelsFile = v; return nil }},
 	{"api-keys", "SESSIOND_API_KEYS", "", "key=owner,…",
-		"API keys, comma-separated key=owner pairs; key=owner:admin sees every owner. Without keys, auth is off (loopback only)",
+		"API keys, comma-separated key=owner pairs; key=owner:admin sees every owner (prefer the environment variable: flags show in process listings). Without keys, auth is off (loopback only)",
 		func(c *config, v string) error {
 			keys, err := parseAPIKeys(v)
 			if err == nil && v != "" && len(keys) == 0 {
@@ -314,7 +315,7 @@ var settings = []setting{
 			return nil
 		}},
 	{"debug-addr", "SESSIOND_DEBUG_ADDR", "", "host:port",
-		"serve Go's profiler (net/http/pprof) on this address, without authentication: keep it on loopback; empty = off",
+		"serve Go's profiler (net/http/pprof) on this address, without authentication: keep it on loopback (it answers requests to loopback names only); empty = off",
 		func(c *config, v string) error {
 			if v != "" {
 				if err := checkHostPort(v); err != nil {
@@ -387,6 +388,14 @@ func parseAPIKeys(v string) (map[string]keySpec, error) {
 		key, owner, ok := item[:max(i, 0)], item[i+1:], i >= 0
 		if !ok || len(key) < 16 || owner == "" {
 			return nil, errors.New("want comma-separated key=owner pairs, each key at least 16 characters")
+		}
+		if strings.IndexFunc(key, unicode.IsSpace) >= 0 {
+			// A key that ends in a space can never match: HTTP drops
+			// the spaces around a header's value. Never echo it.
+			return nil, errors.New("a key holds a space: keys are written without spaces, key=owner")
+		}
+		if strings.TrimSpace(owner) != owner {
+			return nil, fmt.Errorf("owner %q: spaces around an owner's name would make it another owner than the one meant", owner)
 		}
 		spec := keySpec{Owner: owner}
 		if o, ok := strings.CutSuffix(owner, ":admin"); ok {

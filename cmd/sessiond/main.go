@@ -181,7 +181,7 @@ func serve(ctx context.Context, cfg config, getenv func(string) string, logger *
 	floor := heapfloor.Start(uint64(cfg.GCFloorMiB) << 20)
 	defer floor.Stop()
 	if cfg.DebugAddr != "" {
-		stop, err := startDebug(cfg.DebugAddr, logger)
+		_, stop, err := startDebug(cfg.DebugAddr, logger)
 		if err != nil {
 			return err
 		}
