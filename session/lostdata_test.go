@@ -94,6 +94,10 @@ func TestDeleteSessionWhoseDatabaseIsGone(t *testing.T) {
 	if err := e.svc.Delete(ctx, "bob", own); !errors.Is(err, session.ErrNotFound) {
 		t.Fatalf("another owner's delete: %v, want not found", err)
 	}
+	// A create of its id says the id is taken, as for any session.
+	if _, err := e.svc.Create(ctx, "bob", session.CreateRequest{ID: own}); !errors.Is(err, session.ErrConflict) {
+		t.Fatalf("another owner's create of its id: %v, want conflict", err)
+	}
 	if !listed(own) || !stored(own) {
 		t.Fatal("another owner's delete removed the session")
 	}

@@ -527,6 +527,14 @@ func (svc *Service) Create(ctx context.Context, owner string, req CreateRequest)
 	s, err := objects.Do(ctx, stub, func(ctx context.Context, o *sessionObj, tx *objects.Tx) (*Session, error) {
 		return o.create(ctx, tx, owner, &req, model)
 	})
+	if errors.Is(err, objects.ErrMissingFile) {
+		// The id is a session's whose file is lost: data_lost is for
+		// its owner (whose list vouches for it, see do); anyone else
+		// learns that the id is taken, as of any session.
+		if listed, lerr := svc.listed(ctx, owner, req.ID); lerr == nil && !listed {
+			return nil, fmt.Errorf("%w: session %s already exists", ErrConflict, req.ID)
+		}
+	}
 	if err != nil {
 		return nil, err
 	}
