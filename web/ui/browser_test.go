@@ -660,6 +660,10 @@ func TestBrowser(t *testing.T) {
 			// Parentheses nested two deep are part of a URL, in a link and bare.
 			{"[x](https://e.org/a_(b_(c))) and https://e.org/a_(b_(c)).", `<p><a href="https://e.org/a_(b_(c))" target="_blank" rel="noopener noreferrer nofollow">x</a> and <a href="https://e.org/a_(b_(c))" target="_blank" rel="noopener noreferrer nofollow">https://e.org/a_(b_(c))</a>.</p>`},
 			{"[x](javascript:a((1)))", "<p>[x](javascript:a((1)))</p>"},
+			// A bare URL ends whole before an escaped quote or angle
+			// bracket, and may follow one; it holds & but does not end in it.
+			{`"see https://e.org/docs" or <https://e.org/a>, https://e.org/?q=1&r=2 and https://e.org/?q=1&`,
+				`<p>&quot;see <a href="https://e.org/docs" target="_blank" rel="noopener noreferrer nofollow">https://e.org/docs</a>&quot; or &lt;<a href="https://e.org/a" target="_blank" rel="noopener noreferrer nofollow">https://e.org/a</a>&gt;, <a href="https://e.org/?q=1&amp;r=2" target="_blank" rel="noopener noreferrer nofollow">https://e.org/?q=1&amp;r=2</a> and <a href="https://e.org/?q=1" target="_blank" rel="noopener noreferrer nofollow">https://e.org/?q=1</a>&amp;</p>`},
 		}
 		srcs := make([]string, len(cases))
 		for i, c := range cases {

@@ -246,9 +246,12 @@ const LINK = new RegExp(
 
 // Bare links: the URL's paired parentheses are part of it, a closing one
 // without its pair is not, nor is the punctuation that ends a sentence.
+// The text is escaped already: a URL holds & only as &amp; (and never
+// ends in it), so that a quote or angle bracket after it (&quot; &lt;
+// &gt; &#39;) ends it whole, not cut before its ";"; a URL may follow one.
 const BARE_PAREN = parens(String.raw`^\s<\u0000()`, URL_PAREN_DEPTH);
 const BARE_LINK = new RegExp(
-  String.raw`(^|[\s(])(https?:\/\/(?:[^\s<\u0000()]|${BARE_PAREN})*(?:[^\s<\u0000().,;:!?'"&]|${BARE_PAREN}))`,
+  String.raw`(^|[\s(]|&quot;|&lt;|&#39;)(https?:\/\/(?:&amp;|[^\s<\u0000()&]|${BARE_PAREN})*(?:[^\s<\u0000().,;:!?'"&]|${BARE_PAREN}))`,
   "gi",
 );
 
