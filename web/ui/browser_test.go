@@ -329,6 +329,18 @@ func TestBrowser(t *testing.T) {
 		if got, want := eval[string](tab, `document.querySelector("#session-title").textContent`), "/say "+strings.Repeat("a", 53)+"😀…"; got != want {
 			t.Errorf("title=%q, want %q", got, want)
 		}
+		// A first line of long emoji sequences: the title is cut to the
+		// server's 1 KiB, between them, and the message goes.
+		family := "👨\u200d👩\u200d👧\u200d👦" // 25 bytes, 11 UTF-16 units, one character
+		fam := b.open(t, base+"/")
+		arg, _ = json.Marshal("/say " + strings.Repeat(family, 50)) // set, not typed: keys typed lose the joiners
+		fam.do(chromedp.Evaluate[chromedp.Void](`document.querySelector("#composer-input").value = ` + string(arg) + `;
+			document.querySelector("#composer").requestSubmit();`))
+		fam.waitFor("the reply", lastAssistant(`t.dataset.status === "complete"`))
+		title := eval[string](fam, `document.querySelector("#session-title").textContent`)
+		if rest, ok := strings.CutSuffix(title, "…"); !ok || len(title) > 1024 || strings.ReplaceAll(strings.TrimPrefix(rest, "/say "), family, "") != "" {
+			t.Errorf("title of %d bytes %q: want whole family emoji, cut with … within 1024 bytes", len(title), title)
+		}
 
 		// A session picked in the list and written to before it loaded.
 		other := createSession(t, srv, "Picked", "/say picked")

@@ -988,16 +988,31 @@ async function submit(text, target) {
   }
 }
 
-// clip returns s cut to at most n characters as a reader counts them
-// (a cut never splits an emoji or an accented letter), with … when cut.
-function clip(s, n) {
+// clip returns s cut to at most n characters as a reader counts them, and
+// to at most maxBytes bytes of UTF-8 (a cut never splits an emoji or an
+// accented letter), with … when cut.
+function clip(s, n, maxBytes = Infinity) {
   const seg = typeof Intl !== "undefined" && Intl.Segmenter ? new Intl.Segmenter() : null;
-  const chars = seg ? Array.from(seg.segment(s.slice(0, 8 * n)), (x) => x.segment) : Array.from(s.slice(0, 8 * n));
-  return chars.length > n ? chars.slice(0, n - 1).join("") + "…" : s.length > 8 * n ? chars.join("") + "…" : chars.join("");
+  const head = s.slice(0, 8 * n);
+  const chars = seg ? Array.from(seg.segment(head), (x) => x.segment) : Array.from(head);
+  const whole = head.length === s.length;
+  if (!whole) chars.pop(); // the slice may have cut the last one short
+  const size = (c) => utf8.encode(c).length;
+  const total = chars.reduce((b, c) => b + size(c), 0);
+  if (whole && chars.length <= n && total <= maxBytes) return chars.join("");
+  let k = Math.min(chars.length, n - 1);
+  let bytes = chars.slice(0, k).reduce((b, c) => b + size(c), 0);
+  while (k > 0 && bytes + size("…") > maxBytes) bytes -= size(chars[--k]);
+  return chars.slice(0, k).join("") + "…";
 }
 
+const utf8 = new TextEncoder();
+
+// MAX_TITLE_BYTES is the server's limit on a title (MaxTitleBytes).
+const MAX_TITLE_BYTES = 1024;
+
 function titleFrom(text) {
-  return clip(text.trim().split("\n")[0], 60);
+  return clip(text.trim().split("\n")[0], 60, MAX_TITLE_BYTES);
 }
 
 // previewOf is a turn's text as the session list shows it.
