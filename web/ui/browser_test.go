@@ -23,6 +23,7 @@ import (
 	"github.com/chromedp/cdproto/cdp"
 	"github.com/chromedp/cdproto/emulation"
 	"github.com/chromedp/cdproto/input"
+	"github.com/chromedp/cdproto/page"
 	"github.com/chromedp/cdproto/runtime"
 	"github.com/chromedp/chromedp"
 	"github.com/chromedp/chromedp/kb"
@@ -203,6 +204,11 @@ func TestBrowser(t *testing.T) {
 		tab.send("/words 3")
 		tab.waitFor("the reply", lastAssistant(`t.dataset.status === "complete"`))
 		first := eval[int](tab, `+`+lastAssistantExpr+`.dataset.id`)
+		// The answer of the regenerate's POST comes late, after the short
+		// reply has ended over the socket (a race a slow network or a
+		// busy server makes common).
+		tab.do(lateTurnPosts, chromedp.Reload())
+		tab.waitFor("the page again", `document.querySelector("#conn").dataset.state === "open" && `+lastAssistant(`t.dataset.status === "complete"`))
 		tab.click(`#transcript li.turn[data-role="assistant"] button[data-action="regenerate"]`)
 		tab.waitFor("a new reply in place of the old one", lastAssistant(fmt.Sprintf(`+t.dataset.id > %d && t.dataset.status === "complete"`, first)))
 		if got := eval[[]string](tab, `[...document.querySelectorAll("#transcript li.turn")].map(e => e.dataset.role)`); strings.Join(got, ",") != "user,assistant" {
@@ -210,6 +216,13 @@ func TestBrowser(t *testing.T) {
 		}
 		if got := tab.lastAssistantText(); got != words(3) {
 			t.Fatalf("regenerated reply=%q, want %q", got, words(3))
+		}
+		// Stop goes with the reply, even when the reply's end came before
+		// the answer of the request that started it (a short one often
+		// does), and stays gone once that answer is in.
+		tab.waitFor("the regenerate's answer", `window.lateTurnAnswers === 1`)
+		if !evalAsync[bool](tab, `new Promise((ok) => requestAnimationFrame(() => ok(document.querySelector("#stop").hidden)))`) {
+			t.Error("Stop shown after the reply ended")
 		}
 		from := eval[string](tab, `location.pathname`)
 		tab.click(`#transcript li.turn[data-role="assistant"] button[data-action="fork"]`)
@@ -1228,6 +1241,24 @@ func colorScheme(v string) chromedp.Action[chromedp.Void] {
 		_, err := cdp.Call(ctx, t, emulation.SetEmulatedMedia, emulation.SetEmulatedMediaParams{Features: f})
 		return chromedp.Void{}, err
 	}
+}
+
+// lateTurnPosts makes the pages the tab loads from now on get the answers
+// of their POSTs of turns 600 ms after they came; window.lateTurnAnswers
+// counts them.
+func lateTurnPosts(ctx context.Context, t *chromedp.Target) (chromedp.Void, error) {
+	_, err := cdp.Call(ctx, t, page.AddScriptToEvaluateOnNewDocument, page.AddScriptToEvaluateOnNewDocumentParams{Source: `{
+		const f = window.fetch;
+		window.fetch = async (...a) => {
+			const r = await f(...a);
+			if ((a[1]?.method || "GET") === "POST" && String(a[0]).endsWith("/turns")) {
+				await new Promise((ok) => setTimeout(ok, 600));
+				window.lateTurnAnswers = (window.lateTurnAnswers || 0) + 1;
+			}
+			return r;
+		};
+	}`})
+	return chromedp.Void{}, err
 }
 
 func pressEnter(ctx context.Context, t *chromedp.Target) (chromedp.Void, error) {

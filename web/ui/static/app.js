@@ -65,6 +65,7 @@ const state = {
   hasOlder: false,
   streams: new Map(), // generation id → {text, calls}: what its deltas said
   running: null, // id of the session's running (or queued) generation
+  ended: new Set(), // ids of the session's generations whose end has come (see markRunning)
   conn: null,
   seq: 0, // bumps on every open/close, so late answers for another session are dropped
   openDetails: new Set(), // "turnId:key" of <details> the user opened
@@ -445,6 +446,7 @@ function closeSession() {
   state.chain = [];
   state.streams.clear();
   state.running = null;
+  state.ended.clear();
   state.hasOlder = false;
   setConn("");
   renderHeader();
@@ -552,6 +554,7 @@ function connect(id, seq) {
       if (m.turn) upsertTurn(m.turn);
       if (m.turn?.role === "assistant") announce(m.turn);
       state.streams.delete(m.generation);
+      state.ended.add(m.generation);
       if (state.running === m.generation) state.running = null;
       renderTranscript();
     }),
@@ -565,6 +568,7 @@ function connect(id, seq) {
         if (t && t.status === "streaming") upsertTurn({ ...t, status: "failed", error: { code: m.code, message: m.message } });
         els.announce.textContent = `Reply failed: ${m.message} (${m.code})`;
         state.streams.delete(m.generation);
+        state.ended.add(m.generation);
         if (state.running === m.generation) state.running = null;
         renderTranscript();
         return;
@@ -873,7 +877,7 @@ els.transcript.addEventListener("click", async (e) => {
       // A new answer to the same question: a sibling branch under the
       // turn this one answered; the server makes it the head.
       const res = await client.postTurns(s.id, { turns: [], generate: true, parent_id: t.parent_id });
-      if (res.generation && state.current?.id === s.id) state.running = res.generation.id;
+      if (res.generation && state.current?.id === s.id) markRunning(res.generation.id);
       renderStop();
     } else if (b.dataset.action === "fork") {
       const fork = await client.fork(s.id, t.id);
@@ -977,7 +981,7 @@ async function submit(text, target) {
     const res = await state.conn.send([{ role: "user", content: text }], { generate: true });
     if (seq !== state.seq) return; // another session is open now
     for (const t of res.turns || []) upsertTurn(t);
-    if (res.generation && ["queued", "running"].includes(res.generation.status)) state.running = res.generation.id;
+    if (res.generation && ["queued", "running"].includes(res.generation.status)) markRunning(res.generation.id);
     renderTranscript();
   } catch (err) {
     if (!els.input.value) {
@@ -986,6 +990,13 @@ async function submit(text, target) {
     }
     showError(err, "Not sent");
   }
+}
+
+// markRunning makes gid the session's running generation, unless its end
+// has come already: a short reply's done event can arrive before the
+// answer of the request that started it, and Stop would stay for good.
+function markRunning(gid) {
+  if (!state.ended.has(gid)) state.running = gid;
 }
 
 // clip returns s cut to at most n characters as a reader counts them, and
