@@ -346,6 +346,10 @@ func checkHostPort(v string) error {
 // it speaks, a host, and a port number if there is one. The error does
 // not repeat the URL, which may hold a password.
 func checkNATSURLs(v string) error {
+	if v != "" && strings.Trim(v, ", \t") == "" {
+		// A list of nothing, not the empty value (NATS embedded).
+		return errors.New("no URL in it (want nats://host:port,…)")
+	}
 	for i, item := range strings.Split(v, ",") {
 		item = strings.TrimSpace(item)
 		if item == "" {

@@ -122,6 +122,7 @@ func TestParseConfig(t *testing.T) {
 		{name: "nats url bad port", args: []string{"--nats-url", "nats://a:4222, nats://b:99999"}, wantErr: "--nats-url: URL 2 of the list has port \"99999\""},
 		{name: "nats url scheme", args: []string{"--nats-url", "http://a:4222"}, wantErr: "scheme \"http\""},
 		{name: "nats url password not echoed", args: []string{"--nats-url", "nats://u:s3cret@a:0"}, wantErr: "URL 1 of the list has port \"0\""},
+		{name: "nats url list without a url", args: []string{"--nats-url", " , "}, wantErr: "--nats-url: no URL in it"},
 		{name: "nats listen with url", args: []string{"--nats-url", "nats://x:4222", "--nats-listen", "127.0.0.1:4222"}, wantErr: "cannot go with --nats-url"},
 		{name: "negative flush interval", args: []string{"--flush-interval", "-5ms"}, wantErr: "--flush-interval"},
 		{name: "flush interval too long", args: []string{"--flush-interval", "2s"}, wantErr: "want a duration from 0 to 1s"},

@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"log/slog"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -69,7 +70,7 @@ func startEvents(ctx context.Context, cfg config, logger *slog.Logger) (*events,
 			Name: "sessiond",
 		})
 		if err != nil {
-			return nil, fmt.Errorf("connect to NATS at %s: %w", cfg.NATSURL, err)
+			return nil, fmt.Errorf("connect to NATS at %s: %w", redactURLs(cfg.NATSURL), err)
 		}
 	}
 	if ev.bus, err = natsbus.New(ev.conn, &natsbus.BusOptions{Subjects: eventSubjects, DuplicateWindow: cfg.NATSDedup, Logger: logger}); err != nil {
@@ -127,4 +128,23 @@ func nodeID(dir string) (string, error) {
 		return "", fmt.Errorf("write node id: %w", err)
 	}
 	return id, nil
+}
+
+// redactURLs returns list, comma-separated URLs, with the password of each
+// that has one replaced by "redacted": it is for messages and logs.
+func redactURLs(list string) string {
+	items := strings.Split(list, ",")
+	for i, item := range items {
+		u, err := url.Parse(strings.TrimSpace(item))
+		if err != nil || u.User == nil {
+			continue
+		}
+		if _, ok := u.User.Password(); ok {
+			u.User = url.UserPassword(u.User.Username(), "redacted")
+		} else {
+			u.User = url.User("redacted") // a user name alone may be a token
+		}
+		items[i] = u.String()
+	}
+	return strings.Join(items, ",")
 }

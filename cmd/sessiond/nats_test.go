@@ -3,6 +3,8 @@ package main
 import (
 	"context"
 	"io"
+	"log/slog"
+	"net"
 	"strings"
 	"testing"
 	"time"
@@ -79,5 +81,24 @@ func TestExternalNATSWithoutJetStreamRefused(t *testing.T) {
 	err = run(ctx, []string{"--addr", "127.0.0.1:0", "--data", t.TempDir(), "--nats-url", srv.ClientURL()}, noEnv, io.Discard, io.Discard)
 	if err == nil || !strings.Contains(err.Error(), "no JetStream") {
 		t.Fatalf("start on a server without JetStream: %v, want a refusal that says it has no JetStream", err)
+	}
+}
+
+// A NATS deployment that cannot be reached is named without the password
+// its URL holds.
+func TestUnreachableNATSKeepsThePasswordOut(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close() // nothing listens there now
+	cfg := config{NATSURL: "nats://user:s3cret@" + addr + ", nats://tok3n@" + addr}
+	_, err = startEvents(context.Background(), cfg, slog.New(slog.DiscardHandler))
+	if err == nil {
+		t.Fatal("connected to nothing")
+	}
+	if msg := err.Error(); strings.Contains(msg, "s3cret") || strings.Contains(msg, "tok3n") || !strings.Contains(msg, addr) {
+		t.Fatalf("error %q: want the address, without the password or token", msg)
 	}
 }
