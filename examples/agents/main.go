@@ -41,9 +41,14 @@ import (
 func main() {
 	url := flag.String("url", "http://127.0.0.1:8080", "sessiond base URL")
 	natsURL := flag.String("nats", "nats://127.0.0.1:4222", "NATS URL of sessiond's event stream (sessiond --nats-listen)")
-	key := flag.String("key", os.Getenv("SESSIOND_KEY"), "API key, if sessiond has keys")
+	key := flag.String("key", "", "API key, if sessiond has keys (default: the variable SESSIOND_KEY)")
 	tasks := flag.String("tasks", "collect the logs;summarise the errors;propose a fix", "tasks for the workers, separated by ;")
 	flag.Parse()
+	if *key == "" {
+		// Read after the flags, not as the flag's default: -h and a
+		// mistyped flag print the defaults, and would show the key.
+		*key = os.Getenv("SESSIOND_KEY")
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
 	defer stop()
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)

@@ -28,9 +28,14 @@ import (
 
 func main() {
 	url := flag.String("url", "http://127.0.0.1:8080", "sessiond base URL")
-	key := flag.String("key", os.Getenv("SESSIOND_KEY"), "API key, if sessiond has keys")
+	key := flag.String("key", "", "API key, if sessiond has keys (default: the variable SESSIOND_KEY)")
 	id := flag.String("session", "", "session ID to resume; empty starts a new one")
 	flag.Parse()
+	if *key == "" {
+		// Read after the flags, not as the flag's default: -h and a
+		// mistyped flag print the defaults, and would show the key.
+		*key = os.Getenv("SESSIOND_KEY")
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
 	defer stop()
 	if err := chat(ctx, client.New(*url, *key), *id, os.Stdin, os.Stdout); err != nil {
@@ -172,12 +177,17 @@ func stream(ctx context.Context, c *client.Client, id, gid string, out io.Writer
 			shown.Reset()
 			shown.WriteString(saved)
 		case "done":
-			if t := ev.Turn; t != nil && t.Status != session.TurnComplete {
+			switch t := ev.Turn; {
+			case t != nil && t.Status != session.TurnComplete:
 				fmt.Fprintf(out, " [%s", t.Status)
 				if t.Error != nil {
 					fmt.Fprintf(out, ": %s", t.Error.Message)
 				}
 				fmt.Fprint(out, "]")
+			case t == nil && ev.Error != nil:
+				// Ended before it started: another generation
+				// answers the turn (superseded), or the session went.
+				fmt.Fprintf(out, "[%s: %s]", ev.Error.Code, ev.Error.Message)
 			}
 			fmt.Fprintln(out)
 		case "error":

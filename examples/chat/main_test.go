@@ -227,3 +227,33 @@ func TestStreamShowsASavedInterruptedReply(t *testing.T) {
 		})
 	}
 }
+
+// A reply that ends before it starts, its turn answered by another
+// (queued behind a running reply, then superseded), says so rather than
+// print an empty reply.
+func TestChatSupersededReplySaysSo(t *testing.T) {
+	ws := webtest.New(t, &webtest.Options{OfflineTPS: 50})
+	c := client.New(ws.URL, "")
+	ctx := context.Background()
+	s, err := c.CreateSession(ctx, session.CreateRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var gens []string
+	for _, text := range []string{`"/words 20"`, `"bee"`, `"/say sea"`} {
+		r, err := c.Post(ctx, s.ID, session.PostRequest{Turns: []session.NewTurn{{Role: "user", Content: []byte(text)}}, Generate: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		gens = append(gens, r.Generation.ID)
+	}
+	var out bytes.Buffer
+	// The first queued reply starts from the session's head, answering
+	// the last turn too: the second queued one has nothing left to answer.
+	if err := stream(ctx, c, s.ID, gens[2], &out); err != nil {
+		t.Fatal(err)
+	}
+	if got := out.String(); !strings.HasPrefix(got, "assistant: [superseded: ") {
+		t.Fatalf("printed %q, want the reply to say it was superseded", got)
+	}
+}
