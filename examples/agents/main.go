@@ -281,14 +281,25 @@ func (c *client) turnText(ctx context.Context, id string, turnID int64) (string,
 	return page.Turns[0].text(), nil
 }
 
+// transcript returns every turn of session id, a page of up to 100 at a
+// time.
 func (c *client) transcript(ctx context.Context, id string) ([]string, error) {
-	var page struct{ Turns []turn }
-	if err := c.do(ctx, "GET", "/v1/sessions/"+id+"/turns?after=0&limit=100", nil, &page); err != nil {
-		return nil, err
-	}
 	var out []string
-	for _, t := range page.Turns {
-		out = append(out, t.Role+": "+t.text())
+	var after int64
+	for {
+		var page struct {
+			Turns   []turn
+			HasMore bool `json:"has_more"`
+		}
+		if err := c.do(ctx, "GET", fmt.Sprintf("/v1/sessions/%s/turns?after=%d&limit=100", id, after), nil, &page); err != nil {
+			return nil, err
+		}
+		for _, t := range page.Turns {
+			out = append(out, t.Role+": "+t.text())
+			after = t.ID
+		}
+		if !page.HasMore || len(page.Turns) == 0 {
+			return out, nil
+		}
 	}
-	return out, nil
 }

@@ -66,6 +66,35 @@ func TestCoordinatorResumesOnEvents(t *testing.T) {
 	}
 }
 
+// The transcript holds every turn, however many pages they take.
+func TestTranscriptReadsEveryPage(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	srv, _ := startSessiond(t, ctx, nil)
+	c := &client{base: srv.URL, http: http.DefaultClient}
+	var s struct{ ID string }
+	if err := c.do(ctx, "POST", "/v1/sessions", map[string]any{}, &s); err != nil {
+		t.Fatal(err)
+	}
+	const n = 230
+	for i := 0; i < n; i += 100 {
+		var turns []any
+		for j := i; j < min(i+100, n); j++ {
+			turns = append(turns, map[string]any{"role": "user", "content": fmt.Sprint("t", j)})
+		}
+		if err := c.do(ctx, "POST", "/v1/sessions/"+s.ID+"/turns", map[string]any{"turns": turns}, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	out, err := c.transcript(ctx, s.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(out) != n || out[0] != "user: t0" || out[n-1] != fmt.Sprint("user: t", n-1) {
+		t.Fatalf("transcript of %d lines (%q … %q), want %d", len(out), out[0], out[len(out)-1], n)
+	}
+}
+
 // failingModel is the offline model, except that it fails every generation
 // whose last message contains fail.
 type failingModel struct {
