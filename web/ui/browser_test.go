@@ -224,6 +224,13 @@ func TestBrowser(t *testing.T) {
 		if !evalAsync[bool](tab, `new Promise((ok) => requestAnimationFrame(() => ok(document.querySelector("#stop").hidden)))`) {
 			t.Error("Stop shown after the reply ended")
 		}
+		// Another client goes on from the first reply, on the branch the
+		// regenerate left: the page shows that branch, now the head,
+		// not the new turn under the regenerated reply.
+		sid := strings.TrimPrefix(eval[string](tab, `location.pathname`), "/s/")
+		postJSON(t, base+"/v1/sessions/"+sid+"/turns", map[string]any{"parent_id": first, "turns": []any{map[string]any{"role": "user", "content": "from elsewhere"}}})
+		tab.waitFor("the other branch", fmt.Sprintf(`(() => { const ts = [...document.querySelectorAll("#transcript li.turn")];
+			return ts.length === 3 && +ts[1].dataset.id === %d && ts[2].querySelector(".content").textContent === "from elsewhere"; })()`, first))
 		from := eval[string](tab, `location.pathname`)
 		tab.click(`#transcript li.turn[data-role="assistant"] button[data-action="fork"]`)
 		tab.waitFor("the fork opens", fmt.Sprintf(`location.pathname.startsWith("/s/") && location.pathname !== %q && document.querySelector("#conn").dataset.state === "open"`, from)+

@@ -666,8 +666,23 @@ function upsertTurn(t) {
     state.chain = [t]; // a new root, or a branch from before the loaded page
     state.hasOlder = p != null;
   } else {
-    chain.push(t); // should not happen; the next sync puts it right
+    // A turn of a branch not shown: another client went on from an
+    // earlier turn of another branch, which made its turn the head.
+    // Shown here, it would mix the two branches: read the head's.
+    resyncSoon();
   }
+}
+
+// resyncSoon reads the open session's branch again, once for the turns
+// that call it at the same time.
+let resyncTimer = 0;
+function resyncSoon() {
+  if (resyncTimer) return;
+  const seq = state.seq;
+  resyncTimer = setTimeout(() => {
+    resyncTimer = 0;
+    if (seq === state.seq) syncTurns(seq);
+  }, 50);
 }
 
 // ---- rendering ---------------------------------------------------------------
