@@ -70,7 +70,8 @@ func tooLarge(err error) error {
 // acknowledgement, then waits for them; it returns how many of the first
 // ones were acknowledged (see objects.BatchPublisher). Like Bus.Publish, it
 // creates the stream again when no stream answers, and publishes the rest
-// once more.
+// once more: then a later event of the batch may be stored before an
+// earlier one (it reached the stream made again first), once each.
 func (o *Objects) PublishBatch(ctx context.Context, events []objects.Event) (int, error) {
 	js, _, err := o.Bus.live()
 	if err != nil {
