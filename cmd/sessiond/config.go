@@ -56,6 +56,19 @@ type config struct {
 	NATSTLSCert  string        // external: client certificate
 	NATSTLSKey   string        // external: client key
 	Events       bool          // publish session lifecycle events
+
+	// from holds, for each setting given a non-empty value, where it came
+	// from: "--flag" or the variable's name (see source).
+	from map[string]string
+}
+
+// source names where setting flag's value came from, for a message about
+// it: the flag or the environment variable that gave it.
+func (c *config) source(flag string) string {
+	if f, ok := c.from[flag]; ok {
+		return f
+	}
+	return "--" + flag
 }
 
 // keySpec is who an API key acts for.
@@ -502,8 +515,9 @@ func parseConfig(args []string, getenv func(string) string) (config, error) {
 	// Settings that only mean something with another are refused without
 	// it: ignored, they would leave sessiond running other than intended
 	// (on the offline model, say) with nothing to tell why.
+	c.from = set
 	if c.OpenAIBaseURL != "" && c.OpenAIModel == "" {
-		return config{}, usageErrorf("--openai-base-url needs --openai-model (the upstream model name)")
+		return config{}, usageErrorf("%s needs --openai-model (SESSIOND_OPENAI_MODEL: the upstream model name)", c.source("openai-base-url"))
 	}
 	if c.OpenAIBaseURL == "" {
 		for _, f := range []string{"openai-model", "openai-api-key"} {

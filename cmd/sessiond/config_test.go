@@ -110,7 +110,8 @@ func TestParseConfig(t *testing.T) {
 		{name: "key ending in a space", env: map[string]string{"SESSIOND_API_KEYS": "0123456789abcdef =alice"}, wantErr: "a key holds a space"},
 		{name: "key with a space", env: map[string]string{"SESSIOND_API_KEYS": "01234567 89abcdef=alice"}, wantErr: "a key holds a space"},
 		{name: "owner after a space", env: map[string]string{"SESSIOND_API_KEYS": "0123456789abcdef= bob"}, wantErr: `owner " bob": spaces around`},
-		{name: "endpoint without model", env: map[string]string{"SESSIOND_OPENAI_BASE_URL": "http://x/v1"}, wantErr: "needs --openai-model"},
+		{name: "endpoint without model", env: map[string]string{"SESSIOND_OPENAI_BASE_URL": "http://x/v1"}, wantErr: "SESSIOND_OPENAI_BASE_URL needs --openai-model"},
+		{name: "endpoint flag without model", args: []string{"--openai-base-url", "http://x/v1"}, wantErr: "--openai-base-url needs --openai-model"},
 		{name: "bad tps", args: []string{"--offline-tps", "-1"}, wantErr: "--offline-tps"},
 		{name: "tps not a number", args: []string{"--offline-tps", "NaN"}, wantErr: `--offline-tps: "NaN": want a number from 0 to 1000000`},
 		{name: "tps infinite", env: map[string]string{"SESSIOND_OFFLINE_TPS": "+Inf"}, wantErr: "SESSIOND_OFFLINE_TPS"},
@@ -178,6 +179,7 @@ func TestParseConfig(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
+			got.from = nil // where each value came from: checked by the messages above
 			if !reflect.DeepEqual(got, tt.want) {
 				t.Fatalf("config=%+v\n want %+v", got, tt.want)
 			}

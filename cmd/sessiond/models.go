@@ -34,48 +34,48 @@ func buildModels(cfg config, getenv func(string) string, logger *slog.Logger) (*
 	if cfg.OpenAIBaseURL != "" {
 		m, err := openai.New(openai.Config{BaseURL: cfg.OpenAIBaseURL, APIKey: cfg.OpenAIKey, Model: cfg.OpenAIModel, Logger: logger})
 		if err != nil {
-			return nil, usageErrorf("--openai-base-url: model %s: %w", cfg.OpenAIModel, err)
+			return nil, usageErrorf("%s: model %s: %w", cfg.source("openai-base-url"), cfg.OpenAIModel, err)
 		}
 		if err := reg.Register(cfg.OpenAIModel, m, session.ModelInfo{}); err != nil {
-			return nil, usageErrorf("--openai-model %s: %w (the built-in offline model has that name: choose another)", cfg.OpenAIModel, err)
+			return nil, usageErrorf("%s %s: %w (the built-in offline model has that name: choose another)", cfg.source("openai-model"), cfg.OpenAIModel, err)
 		}
 		def = cfg.OpenAIModel
 	}
 	if cfg.ModelsFile != "" {
 		b, err := os.ReadFile(cfg.ModelsFile)
 		if err != nil {
-			return nil, usageErrorf("--models: %w", err)
+			return nil, usageErrorf("%s: %w", cfg.source("models"), err)
 		}
 		var specs []modelSpec
 		dec := json.NewDecoder(bytes.NewReader(b))
 		dec.DisallowUnknownFields()
 		if err := dec.Decode(&specs); err != nil {
-			return nil, usageErrorf("--models %s: %w", cfg.ModelsFile, err)
+			return nil, usageErrorf("%s %s: %w", cfg.source("models"), cfg.ModelsFile, err)
 		}
 		if dec.InputOffset() < int64(len(bytes.TrimRight(b, " \t\r\n"))) {
-			return nil, usageErrorf("--models %s: text after the JSON array: the file must hold one array of models", cfg.ModelsFile)
+			return nil, usageErrorf("%s %s: text after the JSON array: the file must hold one array of models", cfg.source("models"), cfg.ModelsFile)
 		}
 		marked := "" // the model marked default
 		for _, s := range specs {
 			if s.Name == "" || s.BaseURL == "" {
-				return nil, usageErrorf("--models %s: every model needs a name and a base_url", cfg.ModelsFile)
+				return nil, usageErrorf("%s %s: every model needs a name and a base_url", cfg.source("models"), cfg.ModelsFile)
 			}
 			if s.ContextTokens < 0 {
-				return nil, usageErrorf("--models %s: model %s: context_tokens %d: want 0 (unknown) or more", cfg.ModelsFile, s.Name, s.ContextTokens)
+				return nil, usageErrorf("%s %s: model %s: context_tokens %d: want 0 (unknown) or more", cfg.source("models"), cfg.ModelsFile, s.Name, s.ContextTokens)
 			}
 			if s.Default {
 				if marked != "" {
-					return nil, usageErrorf("--models %s: models %s and %s are both marked default: mark one", cfg.ModelsFile, marked, s.Name)
+					return nil, usageErrorf("%s %s: models %s and %s are both marked default: mark one", cfg.source("models"), cfg.ModelsFile, marked, s.Name)
 				}
 				if cfg.OpenAIBaseURL != "" {
-					return nil, usageErrorf("--models %s: model %s is marked default, but the model of --openai-base-url is the default: unmark it, or drop --openai-base-url", cfg.ModelsFile, s.Name)
+					return nil, usageErrorf("%s %s: model %s is marked default, but the model of --openai-base-url is the default: unmark it, or drop --openai-base-url", cfg.source("models"), cfg.ModelsFile, s.Name)
 				}
 				marked = s.Name
 			}
 			key := ""
 			if s.APIKeyEnv != "" {
 				if key = getenv(s.APIKeyEnv); key == "" {
-					return nil, usageErrorf("--models %s: model %s: %s is not set", cfg.ModelsFile, s.Name, s.APIKeyEnv)
+					return nil, usageErrorf("%s %s: model %s: %s is not set", cfg.source("models"), cfg.ModelsFile, s.Name, s.APIKeyEnv)
 				}
 			}
 			upstream := s.Model
@@ -84,10 +84,10 @@ func buildModels(cfg config, getenv func(string) string, logger *slog.Logger) (*
 			}
 			m, err := openai.New(openai.Config{BaseURL: s.BaseURL, APIKey: key, Model: upstream, Headers: s.Headers, Logger: logger})
 			if err != nil {
-				return nil, usageErrorf("--models %s: model %s: %w", cfg.ModelsFile, s.Name, err)
+				return nil, usageErrorf("%s %s: model %s: %w", cfg.source("models"), cfg.ModelsFile, s.Name, err)
 			}
 			if err := reg.Register(s.Name, m, session.ModelInfo{ContextTokens: s.ContextTokens}); err != nil {
-				return nil, usageErrorf("--models %s: %w", cfg.ModelsFile, err)
+				return nil, usageErrorf("%s %s: %w", cfg.source("models"), cfg.ModelsFile, err)
 			}
 			if s.Default {
 				def = s.Name

@@ -48,6 +48,11 @@ func TestBuildModels(t *testing.T) {
 			wantErr: "--openai-base-url: model m:",
 		},
 		{
+			name:    "endpoint named as the offline model, by its variable",
+			cfg:     config{OpenAIBaseURL: "http://127.0.0.1:11434/v1", OpenAIModel: "offline", from: map[string]string{"openai-model": "SESSIOND_OPENAI_MODEL"}},
+			wantErr: "SESSIOND_OPENAI_MODEL offline:",
+		},
+		{
 			name:    "endpoint named as the offline model",
 			cfg:     config{OpenAIBaseURL: "http://127.0.0.1:11434/v1", OpenAIModel: "offline"},
 			wantErr: "--openai-model offline:",
