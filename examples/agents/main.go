@@ -23,6 +23,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -32,6 +33,7 @@ import (
 	"os"
 	"os/signal"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -216,35 +218,85 @@ func (e event) problem() string {
 type client struct {
 	base, key string
 	http      *http.Client
+	reached   atomic.Bool // sessiond has answered once (see do)
 }
 
+// do sends one API request and decodes its answer into out. While
+// sessiond answers 503, or cannot be reached once it has answered before
+// (restarting, say: the events that wake the coordinator may come before
+// its HTTP port is back), it tries again, backing off, for up to
+// retryFor; a POST carries one Idempotency-Key over its tries, so that
+// none is applied twice. A sessiond never reached (a wrong --url) fails
+// at once.
 func (c *client) do(ctx context.Context, method, path string, body, out any) error {
+	var b []byte
+	if body != nil {
+		b, _ = json.Marshal(body)
+	}
+	key := ""
+	if method == "POST" {
+		key = rand.Text()
+	}
+	ctx, cancel := context.WithTimeout(ctx, retryFor)
+	defer cancel()
+	backoff := 100 * time.Millisecond
+	for {
+		raw, status, err := c.once(ctx, method, path, b, key)
+		if err == nil {
+			c.reached.Store(true)
+		}
+		again := status == http.StatusServiceUnavailable || err != nil && c.reached.Load()
+		if !again || ctx.Err() != nil {
+			switch {
+			case err != nil:
+				return err
+			case status >= 300:
+				return fmt.Errorf("%s %s: %d %s: %s", method, path, status, http.StatusText(status), raw)
+			case out != nil:
+				return json.Unmarshal(raw, out)
+			}
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			if err == nil {
+				err = fmt.Errorf("%s %s: %d %s: %s", method, path, status, http.StatusText(status), raw)
+			}
+			return err
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, 2*time.Second)
+	}
+}
+
+// retryFor bounds how long do tries one request again.
+const retryFor = 30 * time.Second
+
+// once is one try of do: the answer's body and status, or the error of a
+// request that got none.
+func (c *client) once(ctx context.Context, method, path string, body []byte, key string) ([]byte, int, error) {
 	var r io.Reader
 	if body != nil {
-		b, _ := json.Marshal(body)
-		r = bytes.NewReader(b)
+		r = bytes.NewReader(body)
 	}
 	req, err := http.NewRequestWithContext(ctx, method, c.base+path, r)
 	if err != nil {
-		return err
+		return nil, 0, err
 	}
 	req.Header.Set("Content-Type", "application/json")
 	if c.key != "" {
 		req.Header.Set("Authorization", "Bearer "+c.key)
 	}
+	if key != "" {
+		req.Header.Set("Idempotency-Key", key)
+	}
 	resp, err := c.http.Do(req)
 	if err != nil {
-		return err
+		return nil, 0, err
 	}
 	defer resp.Body.Close()
-	raw, _ := io.ReadAll(resp.Body)
-	if resp.StatusCode >= 300 {
-		return fmt.Errorf("%s %s: %s: %s", method, path, resp.Status, raw)
-	}
-	if out != nil {
-		return json.Unmarshal(raw, out)
-	}
-	return nil
+	raw, err := io.ReadAll(resp.Body)
+	return raw, resp.StatusCode, err
 }
 
 func (c *client) createSession(ctx context.Context, title string) (string, error) {

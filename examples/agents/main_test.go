@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"sync"
 	"testing"
@@ -312,5 +313,78 @@ func requireResults(t *testing.T, out []string, tasks ...string) {
 		if want := fmt.Sprintf("Result of %q (done): done: %s", task, task); !strings.Contains(text, want) {
 			t.Fatalf("transcript lacks %q:\n%s", want, text)
 		}
+	}
+}
+
+// While sessiond restarts, the example's requests wait for it: 503s, and
+// refused connections once it has answered before, are tried again, a
+// POST with one Idempotency-Key over its tries (none is applied twice); a
+// sessiond never reached (a wrong --url) fails without waiting.
+func TestClientWaitsForARestart(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	var mu sync.Mutex
+	var keys []string
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		defer mu.Unlock()
+		keys = append(keys, r.Header.Get("Idempotency-Key"))
+		if len(keys) <= 2 {
+			w.WriteHeader(http.StatusServiceUnavailable) // stopping, or not open yet
+			return
+		}
+		w.Write([]byte(`{"id":"s1"}`))
+	}))
+	defer srv.Close()
+	c := &client{base: srv.URL, http: http.DefaultClient}
+	if id, err := c.createSession(ctx, "t"); err != nil || id != "s1" {
+		t.Fatalf("create through two 503s: %q %v", id, err)
+	}
+	if len(keys) != 3 || keys[0] == "" || keys[1] != keys[0] || keys[2] != keys[0] {
+		t.Fatalf("Idempotency-Keys of the tries: %q, want one key three times", keys)
+	}
+
+	// The port refuses, then listens again: the request waits for it.
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	c.base = "http://" + addr
+	back := make(chan *http.Server, 1)
+	go func() {
+		time.Sleep(300 * time.Millisecond) // down for a while, as a restart is
+		ln, err := net.Listen("tcp", addr)
+		if err != nil {
+			back <- nil
+			return
+		}
+		s := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.Write([]byte(`{"id":"s2"}`)) })}
+		back <- s
+		s.Serve(ln)
+	}()
+	id, err := c.createSession(ctx, "t")
+	if s := <-back; s != nil {
+		defer s.Close()
+	} else {
+		t.Skip("the port was taken meanwhile")
+	}
+	if err != nil || id != "s2" {
+		t.Fatalf("create across a restart: %q %v", id, err)
+	}
+
+	nl, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	nl.Close() // nothing listens there
+	never := &client{base: "http://" + nl.Addr().String(), http: http.DefaultClient}
+	start := time.Now()
+	if _, err := never.createSession(ctx, "t"); err == nil {
+		t.Fatal("a sessiond never reached answered")
+	}
+	if d := time.Since(start); d > retryFor/2 {
+		t.Fatalf("a wrong --url took %v to fail: it was tried again", d)
 	}
 }
