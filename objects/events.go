@@ -752,11 +752,10 @@ func (rt *Runtime) notePublished(k entryKey, st *drainState, seq int64) {
 		// unreachable bus): the entry of its next wake takes the mark,
 		// so that its drain does not publish these rows again.
 		rt.asleepPublished[k] = max(rt.asleepPublished[k], seq)
-	}
-	rt.mu.Unlock()
-	if e == nil {
+		rt.mu.Unlock()
 		return
 	}
+	rt.mu.Unlock()
 	for {
 		cur := e.published.Load()
 		if cur >= seq || e.published.CompareAndSwap(cur, seq) {

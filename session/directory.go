@@ -2,7 +2,10 @@ package session
 
 import (
 	"context"
+	"database/sql"
 	"encoding/base64"
+	"encoding/json"
+	"errors"
 	"fmt"
 	"hash/fnv"
 	"strconv"
@@ -45,6 +48,53 @@ func (d *directory) remove(ctx context.Context, tx *objects.Tx, id string) error
 		return fmt.Errorf("mark idempotency keys of a deleted session: %w", err)
 	}
 	return nil
+}
+
+// keepEvents stores evs, the events session id had not published as its
+// object goes (see Service.keepDeletedEvents), in place of any kept
+// before, for takeEvents.
+func (d *directory) keepEvents(ctx context.Context, tx *objects.Tx, id string, evs []objects.Event) error {
+	kept := make([]deletedEvent, len(evs))
+	for i, ev := range evs {
+		kept[i] = deletedEvent{ID: ev.ID, Subject: ev.Subject, Data: ev.Data}
+	}
+	b, err := json.Marshal(kept)
+	if err != nil {
+		return err
+	}
+	if _, err := tx.Exec(ctx, `INSERT OR REPLACE INTO deleted_events (session_id, events) VALUES (?, ?)`, id, string(b)); err != nil {
+		return fmt.Errorf("keep the unpublished events of session %s: %w", id, err)
+	}
+	return nil
+}
+
+// takeEvents removes and returns the events kept for session id (none
+// when there are none).
+func (d *directory) takeEvents(ctx context.Context, tx *objects.Tx, id string) ([]deletedEvent, error) {
+	var kept string
+	err := tx.QueryRow(ctx, `SELECT events FROM deleted_events WHERE session_id = ?`, id).Scan(&kept)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, nil
+	}
+	var evs []deletedEvent
+	if err == nil {
+		err = json.Unmarshal([]byte(kept), &evs)
+	}
+	if err == nil {
+		_, err = tx.Exec(ctx, `DELETE FROM deleted_events WHERE session_id = ?`, id)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("take the kept events of session %s: %w", id, err)
+	}
+	return evs, nil
+}
+
+// deletedEvent is one of a deleted session's events kept in its owner's
+// directory (keepEvents).
+type deletedEvent struct {
+	ID      string `json:"id"`
+	Subject string `json:"subject"`
+	Data    []byte `json:"data"`
 }
 
 // list returns a page, newest first; the cursor encodes the last entry's

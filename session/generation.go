@@ -216,12 +216,14 @@ func (svc *Service) runGeneration(ctx context.Context, stub *objects.Stub, run *
 		// that the parts they append make the name the turn keeps; the
 		// journal keeps the name so far (see journalEntry.add).
 		var gained string
+		var kept *ToolCallDelta // the part as the journal and viewers take it
 		if tc := d.ToolCall; tc != nil {
 			prev := b.name(tc.Index)
 			full := mergeName(prev, tc.Name)
 			gained = full[len(prev):]
 			c := *tc
-			if c.Name = ""; gained != "" {
+			c.Name = ""
+			if gained != "" {
 				c.Name = full
 			}
 			if c.ID != "" && !b.takesID(tc) {
@@ -230,12 +232,13 @@ func (svc *Service) runGeneration(ctx context.Context, stub *objects.Stub, run *
 				// the call), nor a second ID of a call.
 				c.ID = ""
 			}
-			if err := b.Add(d); err != nil {
-				return err
-			}
-			d.ToolCall = &c
-		} else if err := b.Add(d); err != nil {
+			kept = &c
+		}
+		if err := b.Add(d); err != nil {
 			return err
+		}
+		if kept != nil {
+			d.ToolCall = kept
 		}
 		sd := streaming.Delta{Text: d.Text}
 		if tc := d.ToolCall; tc != nil {

@@ -56,12 +56,13 @@ func (svc *Service) newSession(ctx context.Context, h *objects.Handle, tx *objec
 			return nil, err
 		}
 	}
-	if h.Unsettled() {
-		// The previous instance ended with events unpublished, so
-		// most likely in a crash, which loses the directory updates it
-		// held in memory (see dirUpdates): its entry could show an
-		// older title, preview or time, or be missing after a create,
-		// until the session changed again.
+	if n > 0 || h.Unsettled() {
+		// The list entry again: a turn interruptStreaming saved may be
+		// the head, now with its output; and a previous instance that
+		// ended with events unpublished, most likely in a crash, lost
+		// the directory updates it held in memory (see dirUpdates), so
+		// its entry could show an older title, preview or time, or be
+		// missing after a create, until the session changed again.
 		p, err := o.branchPreview(ctx, tx, m.Head)
 		if err != nil {
 			return nil, err
@@ -161,16 +162,6 @@ func (o *sessionObj) interruptStreaming(ctx context.Context, tx *objects.Tx, now
 		} else if err != nil {
 			return err
 		}
-	}
-	if len(ids) > 0 {
-		// The head may be one of them, now with the output saved: the
-		// directory shows it, as it would a generation's end.
-		p, err := o.branchPreview(ctx, tx, o.m.Head)
-		if err != nil {
-			return err
-		}
-		m := *o.m
-		tx.OnCommit(func() { o.svc.touchDirectory(&m, &p) })
 	}
 	return nil
 }
@@ -799,7 +790,6 @@ func (o *sessionObj) turns(ctx context.Context, tx *objects.Tx, q TurnQuery) ([]
 	return out, more, nil
 }
 
-// preview is the directory's one-line summary of a turn.
 // branchPreview returns the preview the directory shows for a session
 // whose head is turn head: the text of the nearest turn on head's branch
 // that has any (head itself, or its parent, and so on up), so that a head
@@ -830,6 +820,7 @@ func (o *sessionObj) branchPreview(ctx context.Context, tx *objects.Tx, head int
 // maxPreviewWalk bounds the turns branchPreview reads.
 const maxPreviewWalk = 64
 
+// preview is the directory's one-line summary of a turn.
 func preview(t Turn) string {
 	c := t.Content
 	var s string

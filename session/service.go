@@ -729,14 +729,6 @@ func (svc *Service) Delete(ctx context.Context, owner, id string) error {
 // entry's removal (tests).
 var deletedObjectHook = func(id string) {}
 
-// deletedEvent is one of a deleted session's events kept in its owner's
-// directory (see keepDeletedEvents).
-type deletedEvent struct {
-	ID      string `json:"id"`
-	Subject string `json:"subject"`
-	Data    []byte `json:"data"`
-}
-
 // keepDeletedEvents stores evs, the events session id had not published
 // as its object goes, in owner's directory, where its entry's removal
 // (unlist) publishes them with their ids, before its deleted event. Kept
@@ -747,26 +739,14 @@ func (svc *Service) keepDeletedEvents(ctx context.Context, owner, id string, evs
 	if !svc.Events {
 		return nil
 	}
-	kept := make([]deletedEvent, len(evs))
-	for i, ev := range evs {
-		kept[i] = deletedEvent{ID: ev.ID, Subject: ev.Subject, Data: ev.Data}
-	}
-	b, err := json.Marshal(kept)
-	if err != nil {
-		return err
-	}
 	dstub, err := svc.dirs.Get(owner)
 	if err != nil {
 		return err
 	}
 	_, err = objects.Do(ctx, dstub, func(ctx context.Context, d *directory, tx *objects.Tx) (struct{}, error) {
-		_, err := tx.Exec(ctx, `INSERT OR REPLACE INTO deleted_events (session_id, events) VALUES (?, ?)`, id, string(b))
-		return struct{}{}, err
+		return struct{}{}, d.keepEvents(ctx, tx, id, evs)
 	})
-	if err != nil {
-		return fmt.Errorf("keep the unpublished events of session %s: %w", id, err)
-	}
-	return nil
+	return err
 }
 
 // deleteLost deletes session id, whose database file is missing (see
@@ -872,24 +852,12 @@ func (svc *Service) unlist(ctx context.Context, owner, id string, check func(ctx
 		if err := d.remove(ctx, tx, id); err != nil {
 			return false, err
 		}
-		kept, err := collect(ctx, tx, func(rows *objects.Rows) (events string, err error) { return events, rows.Scan(&events) },
-			`SELECT events FROM deleted_events WHERE session_id = ?`, id)
+		unpublished, err := d.takeEvents(ctx, tx, id)
 		if err != nil {
-			return false, fmt.Errorf("read the kept events of session %s: %w", id, err)
-		}
-		if len(kept) > 0 {
-			if _, err := tx.Exec(ctx, `DELETE FROM deleted_events WHERE session_id = ?`, id); err != nil {
-				return false, err
-			}
+			return false, err
 		}
 		if !svc.Events {
 			return true, nil
-		}
-		var unpublished []deletedEvent
-		if len(kept) > 0 {
-			if err := json.Unmarshal([]byte(kept[0]), &unpublished); err != nil {
-				return false, fmt.Errorf("read the kept events of session %s: %w", id, err)
-			}
 		}
 		for _, ev := range unpublished {
 			if err := tx.PublishID(ctx, ev.Subject, ev.ID, ev.Data); err != nil {

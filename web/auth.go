@@ -215,6 +215,12 @@ func hostOnly(hostport string) string {
 	return strings.Trim(hostport, "[]")
 }
 
+// LoopbackHost reports whether hostport, a Host header's value, names
+// localhost (or a name under it) or a loopback address: a web page's own
+// DNS name pointing at 127.0.0.1 does not. For other listeners of the
+// server that answer loopback names only.
+func LoopbackHost(hostport string) bool { return loopbackHost(hostOnly(hostport)) }
+
 // loopbackHost reports whether host is localhost (or a name under it) or
 // a loopback address.
 func loopbackHost(host string) bool {

@@ -512,10 +512,10 @@ func parseConfig(args []string, getenv func(string) string) (config, error) {
 			set[s.flag] = from
 		}
 	}
+	c.from = set
 	// Settings that only mean something with another are refused without
 	// it: ignored, they would leave sessiond running other than intended
 	// (on the offline model, say) with nothing to tell why.
-	c.from = set
 	if c.OpenAIBaseURL != "" && c.OpenAIModel == "" {
 		return config{}, usageErrorf("%s needs --openai-model (SESSIOND_OPENAI_MODEL: the upstream model name)", c.source("openai-base-url"))
 	}

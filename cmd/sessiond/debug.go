@@ -6,8 +6,8 @@ import (
 	"net"
 	"net/http"
 	"net/http/pprof"
-	"net/netip"
-	"strings"
+
+	"sessiond/web"
 )
 
 // startDebug serves Go's profiler on addr until stop is called. It is a
@@ -29,7 +29,7 @@ func startDebug(addr string, logger *slog.Logger) (bound string, stop func(), er
 	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
 	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
 	loopbackOnly := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if !loopbackName(r.Host) {
+		if !web.LoopbackHost(r.Host) {
 			http.Error(w, "the profiler answers requests to localhost, 127.0.0.1 or [::1] only", http.StatusForbidden)
 			return
 		}
@@ -48,19 +48,4 @@ func startDebug(addr string, logger *slog.Logger) (bound string, stop func(), er
 		srv.Close()
 		<-done
 	}, nil
-}
-
-// loopbackName reports whether hostport (a Host header) names localhost, a
-// name under it, or a loopback address.
-func loopbackName(hostport string) bool {
-	host := hostport
-	if h, _, err := net.SplitHostPort(hostport); err == nil {
-		host = h
-	}
-	host = strings.TrimSuffix(strings.ToLower(strings.Trim(host, "[]")), ".")
-	if host == "localhost" || strings.HasSuffix(host, ".localhost") {
-		return true
-	}
-	ip, err := netip.ParseAddr(host)
-	return err == nil && ip.IsLoopback()
 }

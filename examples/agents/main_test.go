@@ -9,6 +9,8 @@ import (
 	"net/http/httptest"
 	"strings"
 	"sync"
+	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -344,47 +346,28 @@ func TestClientWaitsForARestart(t *testing.T) {
 		t.Fatalf("Idempotency-Keys of the tries: %q, want one key three times", keys)
 	}
 
-	// The port refuses, then listens again: the request waits for it.
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	ln.Close()
-	c.base = "http://" + addr
-	back := make(chan *http.Server, 1)
-	go func() {
-		time.Sleep(300 * time.Millisecond) // down for a while, as a restart is
-		ln, err := net.Listen("tcp", addr)
-		if err != nil {
-			back <- nil
-			return
+	// Connections are refused for a while, as during a restart: the
+	// request waits for them to be taken again.
+	back := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.Write([]byte(`{"id":"s2"}`)) }))
+	defer back.Close()
+	var dials atomic.Int32
+	c.base = back.URL
+	c.http = &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+		if dials.Add(1) <= 3 {
+			return nil, &net.OpError{Op: "dial", Net: network, Err: syscall.ECONNREFUSED}
 		}
-		s := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.Write([]byte(`{"id":"s2"}`)) })}
-		back <- s
-		s.Serve(ln)
-	}()
-	id, err := c.createSession(ctx, "t")
-	if s := <-back; s != nil {
-		defer s.Close()
-	} else {
-		t.Skip("the port was taken meanwhile")
-	}
-	if err != nil || id != "s2" {
-		t.Fatalf("create across a restart: %q %v", id, err)
+		return (&net.Dialer{}).DialContext(ctx, network, addr)
+	}}}
+	if id, err := c.createSession(ctx, "t"); err != nil || id != "s2" || dials.Load() != 4 {
+		t.Fatalf("create across a restart: %q %v after %d dials, want s2 after 4", id, err, dials.Load())
 	}
 
-	nl, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	nl.Close() // nothing listens there
-	never := &client{base: "http://" + nl.Addr().String(), http: http.DefaultClient}
-	start := time.Now()
-	if _, err := never.createSession(ctx, "t"); err == nil {
-		t.Fatal("a sessiond never reached answered")
-	}
-	if d := time.Since(start); d > retryFor/2 {
-		t.Fatalf("a wrong --url took %v to fail: it was tried again", d)
+	var tries atomic.Int32
+	never := &client{base: back.URL, http: &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+		tries.Add(1)
+		return nil, &net.OpError{Op: "dial", Net: network, Err: syscall.ECONNREFUSED}
+	}}}}
+	if _, err := never.createSession(ctx, "t"); err == nil || tries.Load() != 1 {
+		t.Fatalf("a sessiond never reached: %v after %d tries, want an error after one", err, tries.Load())
 	}
 }
