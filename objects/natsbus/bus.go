@@ -295,6 +295,14 @@ const (
 	// restoreInterval is the least time between two attempts, whoever
 	// asks: a server that cannot take the stream is not asked in a loop.
 	restoreInterval = time.Second
+	// restoreGrace is how long a stream must stay missing before it is
+	// created again. nats-server stops listing a deleted stream before it
+	// removes the stream's files (it stops the stream's consumers in
+	// between, which is when consumers find theirs gone): a stream created
+	// under the same name in that window has its directory removed under
+	// it, and then stores nothing and answers no publish until the server
+	// restarts (its log says "critical write error").
+	restoreGrace = time.Second
 )
 
 // streamMissing reports whether err says that no stream took a publish or
@@ -321,6 +329,9 @@ func (b *Bus) restoreStream(ctx context.Context, js jetstream.JetStream) error {
 	}
 	rctx, cancel := context.WithTimeout(ctx, restoreTimeout)
 	defer cancel()
+	if err := b.awaitDeletion(rctx, js); err != nil {
+		return err
+	}
 	created, err := b.ensureStream(rctx, js)
 	if err != nil {
 		err = fmt.Errorf("restore stream %s: %w", b.opts.Stream, err)
@@ -333,6 +344,22 @@ func (b *Bus) restoreStream(ctx context.Context, js jetstream.JetStream) error {
 		b.logger.Warn("stream was missing; created it again (events published before are gone with it)")
 	}
 	return nil
+}
+
+// awaitDeletion returns once the stream exists or has been missing for
+// restoreGrace (see there), and an error only when ctx ends first.
+func (b *Bus) awaitDeletion(ctx context.Context, js jetstream.JetStream) error {
+	if _, err := js.Stream(ctx, b.opts.Stream); !errors.Is(err, jetstream.ErrStreamNotFound) {
+		return nil // there, or ensureStream will say what is wrong
+	}
+	t := time.NewTimer(restoreGrace)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("restore stream %s: %w", b.opts.Stream, context.Cause(ctx))
+	}
 }
 
 // Close stops every consumer of the Bus, waiting for their handlers to
