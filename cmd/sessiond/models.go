@@ -21,6 +21,9 @@ type modelSpec struct {
 	Default       bool              `json:"default"`
 }
 
+// openAIKeyEnv is the variable of --openai-api-key.
+const openAIKeyEnv = "SESSIOND_OPENAI_API_KEY"
+
 // buildModels returns the model registry: the offline model always, an
 // endpoint from --openai-* (then the default), and the --models file, in
 // which at most one model may be marked default, and none with --openai-*.
@@ -31,6 +34,7 @@ func buildModels(cfg config, getenv func(string) string, logger *slog.Logger) (*
 		return nil, err
 	}
 	def := session.OfflineModelName
+	keyUsed := false // a model of the --models file reads openAIKeyEnv
 	if cfg.OpenAIBaseURL != "" {
 		m, err := openai.New(openai.Config{BaseURL: cfg.OpenAIBaseURL, APIKey: cfg.OpenAIKey, Model: cfg.OpenAIModel, Logger: logger})
 		if err != nil {
@@ -57,6 +61,7 @@ func buildModels(cfg config, getenv func(string) string, logger *slog.Logger) (*
 		}
 		marked := "" // the model marked default
 		for _, s := range specs {
+			keyUsed = keyUsed || s.APIKeyEnv == openAIKeyEnv
 			if s.Name == "" || s.BaseURL == "" {
 				return nil, usageErrorf("%s %s: every model needs a name and a base_url", cfg.source("models"), cfg.ModelsFile)
 			}
@@ -93,6 +98,12 @@ func buildModels(cfg config, getenv func(string) string, logger *slog.Logger) (*
 				def = s.Name
 			}
 		}
+	}
+	if cfg.OpenAIKey != "" && cfg.OpenAIBaseURL == "" && !keyUsed {
+		// config refuses the flag alone; the variable may be set for a
+		// models file to read, and this one does not.
+		logger.Warn("the key is not used: no model of the models file reads it (api_key_env), and --openai-base-url is not set",
+			"variable", openAIKeyEnv, "models", cfg.ModelsFile)
 	}
 	if err := reg.SetDefault(def); err != nil {
 		return nil, err

@@ -106,3 +106,31 @@ func TestBuildModels(t *testing.T) {
 		})
 	}
 }
+
+// SESSIOND_OPENAI_API_KEY beside a models file that does not read it is
+// set for nothing: sessiond says so rather than ignore it silently.
+func TestBuildModelsWarnsOfAnUnusedKey(t *testing.T) {
+	for _, tt := range []struct {
+		name, file string
+		warn       bool
+	}{
+		{"not read", `[{"name": "a", "base_url": "http://a/v1", "api_key_env": "OTHER_KEY"}]`, true},
+		{"read by a model", `[{"name": "a", "base_url": "http://a/v1", "api_key_env": "SESSIOND_OPENAI_API_KEY"}]`, false},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			var logs strings.Builder
+			logger := slog.New(slog.NewTextHandler(&logs, nil))
+			cfg := config{OpenAIKey: "sk-x", ModelsFile: filepath.Join(t.TempDir(), "models.json")}
+			if err := os.WriteFile(cfg.ModelsFile, []byte(tt.file), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			getenv := func(k string) string { return map[string]string{"OTHER_KEY": "sk-o", openAIKeyEnv: "sk-x"}[k] }
+			if _, err := buildModels(cfg, getenv, logger); err != nil {
+				t.Fatal(err)
+			}
+			if got := strings.Contains(logs.String(), "the key is not used"); got != tt.warn {
+				t.Fatalf("warned %v, want %v; log:\n%s", got, tt.warn, logs.String())
+			}
+		})
+	}
+}
