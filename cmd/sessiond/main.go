@@ -146,6 +146,9 @@ func serve(ctx context.Context, cfg config, getenv func(string) string, logger *
 	if err != nil {
 		return err
 	}
+	if err := checkNATSFiles(cfg); err != nil {
+		return err
+	}
 	// Unauthenticated listeners beside the API: allowed, but said aloud
 	// when they face the network.
 	for _, l := range []struct{ flag, addr, what string }{

@@ -306,3 +306,29 @@ func TestUnauthenticatedListenersOffLoopbackWarn(t *testing.T) {
 		}
 	}
 }
+
+// A credentials or TLS file of an external NATS that cannot be read is a
+// usage error (exit 2) named after its setting, found before the data
+// folder is made or any connection tried.
+func TestRunRefusesMissingNATSFiles(t *testing.T) {
+	dir := t.TempDir()
+	for _, tt := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--nats-creds", filepath.Join(dir, "no.creds")}, "--nats-creds: open "},
+		{[]string{"--nats-tls-ca", filepath.Join(dir, "no-ca.pem")}, "--nats-tls-ca: open "},
+		{[]string{"--nats-tls-cert", filepath.Join(dir, "no-cert.pem"), "--nats-tls-key", filepath.Join(dir, "no-key.pem")}, "--nats-tls-cert: open "},
+	} {
+		data := filepath.Join(dir, "data")
+		args := append([]string{"--nats-url", "nats://127.0.0.1:1", "--addr", "127.0.0.1:0", "--data", data}, tt.args...)
+		err := run(context.Background(), args, noEnv, io.Discard, io.Discard)
+		var ue *usageError
+		if !errors.As(err, &ue) || !strings.Contains(err.Error(), tt.want) {
+			t.Errorf("run(%q) = %v (%T), want a *usageError containing %q", tt.args, err, err, tt.want)
+		}
+		if _, err := os.Stat(data); !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("run(%q) made the data folder (%v)", tt.args, err)
+		}
+	}
+}

@@ -148,3 +148,26 @@ func redactURLs(list string) string {
 	}
 	return strings.Join(items, ",")
 }
+
+// checkNATSFiles returns a *usageError naming the setting whose file, of
+// an external NATS's credentials and TLS, cannot be read: found before
+// anything starts, it is a mistake in the command line, not a failure to
+// connect.
+func checkNATSFiles(cfg config) error {
+	for _, f := range []struct{ flag, path string }{
+		{"nats-creds", cfg.NATSCreds},
+		{"nats-tls-ca", cfg.NATSTLSCA},
+		{"nats-tls-cert", cfg.NATSTLSCert},
+		{"nats-tls-key", cfg.NATSTLSKey},
+	} {
+		if f.path == "" {
+			continue
+		}
+		fh, err := os.Open(f.path)
+		if err != nil {
+			return usageErrorf("%s: %w", cfg.source(f.flag), err)
+		}
+		fh.Close()
+	}
+	return nil
+}
