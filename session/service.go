@@ -1399,6 +1399,14 @@ func (svc *Service) Import(ctx context.Context, owner string, r io.Reader, idemK
 		if _, err := dec.Token(); !errors.Is(err, io.EOF) {
 			return nil, fmt.Errorf("%w: line %d holds more than one JSON value", ErrInvalidJSON, n)
 		}
+		// Each line type has its own object: the other's is a field
+		// its line does not have, as an unknown one is.
+		if l.Type == "session" && l.Turn != nil {
+			return nil, fmt.Errorf("%w: line %d: a session line has no field \"turn\"", ErrInvalidShape, n)
+		}
+		if l.Type == "turn" && l.Session != nil {
+			return nil, fmt.Errorf("%w: line %d: a turn line has no field \"session\"", ErrInvalidShape, n)
+		}
 		switch {
 		case l.Type == "session" && l.Session != nil && s == nil:
 			s = l.Session
@@ -1452,6 +1460,12 @@ func (svc *Service) Import(ctx context.Context, owner string, r io.Reader, idemK
 	}
 	if s == nil {
 		return nil, fmt.Errorf("%w: empty import", ErrInvalid)
+	}
+	if s.LastTurnID != 0 && last != s.LastTurnID {
+		// An export's last line is the turn its session line names: one
+		// that stops before it was cut short (a download broken off, a
+		// file truncated), and would make a shorter session silently.
+		return nil, fmt.Errorf("%w: the import ends at turn %d, but its session line has last_turn_id %d: the export is incomplete (export it again; or, for turns removed by hand, set last_turn_id to the last turn's id)", ErrInvalid, last, s.LastTurnID)
 	}
 	s.Metadata = nullAsAbsent(s.Metadata)
 	if err := errors.Join(validText("title", s.Title, MaxTitleBytes), validText("system", s.System, MaxSystemBytes),

@@ -115,8 +115,9 @@ func writeBody(w http.ResponseWriter, b []byte) {
 // export) its own write deadline, as writeBody gives a whole answer.
 // lift ends the last one, after a flush.
 type deadlineWriter struct {
-	w  http.ResponseWriter
-	rc *http.ResponseController
+	w       http.ResponseWriter
+	rc      *http.ResponseController
+	written int64 // bytes written so far
 }
 
 func newDeadlineWriter(w http.ResponseWriter) *deadlineWriter {
@@ -125,7 +126,9 @@ func newDeadlineWriter(w http.ResponseWriter) *deadlineWriter {
 
 func (d *deadlineWriter) Write(p []byte) (int, error) {
 	d.rc.SetWriteDeadline(transferDeadline(time.Now(), int64(len(p))))
-	return d.w.Write(p)
+	n, err := d.w.Write(p)
+	d.written += int64(n)
+	return n, err
 }
 
 func (d *deadlineWriter) lift() {

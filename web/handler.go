@@ -458,7 +458,15 @@ func exportSession(a *api, w http.ResponseWriter, r *http.Request) error {
 	w.Header().Set("Content-Disposition", `attachment; filename="`+id+`.jsonl"`)
 	dw := newDeadlineWriter(w)
 	if err := a.svc.Export(r.Context(), p.scope(), id, dw); err != nil {
-		a.log.Warn("web: export", "session", id, "err", err) // headers are gone: log only
+		if dw.written == 0 {
+			return err // nothing sent yet: the error is the answer
+		}
+		// The status is gone. Ending the body as usual would hand the
+		// client the lines so far as a whole export, which imports as a
+		// shorter session: break the connection instead (a chunked body
+		// left unterminated), which every client reports as a failure.
+		a.log.Warn("web: export cut short; connection broken", "session", id, "err", err)
+		panic(http.ErrAbortHandler)
 	}
 	dw.lift()
 	return nil

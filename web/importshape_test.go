@@ -28,6 +28,14 @@ func TestImportLineShapeIs400(t *testing.T) {
 		{head + `{"type":"turn","turn":{"id":1,"role":"user","content":"x","created_at":5}}`, 400, "created_at"},
 		{head + `{"type":"turn","turn":{"id":1,"role":"user","content":"x","status":"odd"}}`, 422, "status"},
 		{head + `{"type":"turn","turn":{"id":1,"parent_id":7,"role":"user","content":"x"}}`, 422, "parent"},
+		// The other line type's object is a field this line does not have
+		// (it was dropped silently, a turn with it).
+		{`{"type":"session","session":{},"turn":{"id":1,"role":"user","content":"x"}}`, 400, `a session line has no field "turn"`},
+		{head + `{"type":"turn","turn":{"id":1,"role":"user","content":"x"},"session":{}}`, 400, `a turn line has no field "session"`},
+		// An export cut short after a line: its session line names a
+		// later last turn.
+		{`{"type":"session","session":{"last_turn_id":2}}` + "\n" + `{"type":"turn","turn":{"id":1,"role":"user","content":"x"}}`, 422, "the export is incomplete"},
+		{`{"type":"session","session":{"last_turn_id":2}}`, 422, "the import ends at turn 0"},
 	} {
 		var e apiErr
 		st, raw := s.do(t, "POST", "/v1/sessions/import", c.body, &e)
