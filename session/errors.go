@@ -30,6 +30,9 @@ var (
 	// ErrConflict: the session id is taken, or an idempotency key was reused
 	// for a different request.
 	ErrConflict = errors.New("session: conflict")
+	// errSessionExists: a create found its id taken. It wraps
+	// ErrConflict, and says no more than it.
+	errSessionExists = fmt.Errorf("%w", ErrConflict)
 	// ErrNoTurnIDs: a turn was posted (or a generation started) in a
 	// session whose newest turn has id MaxTurnID, so the turn would need
 	// an id past it. It wraps ErrConflict.

@@ -88,3 +88,21 @@ func (d *directory) claim(ctx context.Context, tx *objects.Tx, key, hash, want s
 	}
 	return want, nil
 }
+
+// moveCreateClaim points key, claimed for session id from, at session id
+// to instead (from was found taken by another request), and returns the id
+// key stands for now: to, or the id a concurrent request with the same key
+// moved it to first.
+func (svc *Service) moveCreateClaim(ctx context.Context, owner, key, hash, from, to string) (string, error) {
+	stub, err := svc.dirs.Get(owner)
+	if err != nil {
+		return "", fmt.Errorf("%w: %v", ErrInvalid, err)
+	}
+	return objects.Do(ctx, stub, func(ctx context.Context, d *directory, tx *objects.Tx) (string, error) {
+		if _, err := tx.Exec(ctx, `UPDATE create_keys SET session_id = ? WHERE key = ? AND request = ? AND session_id = ?`,
+			to, key, hash, from); err != nil {
+			return "", fmt.Errorf("move idempotency key: %w", err)
+		}
+		return d.claim(ctx, tx, key, hash, to, time.Now())
+	})
+}

@@ -213,7 +213,7 @@ func (o *sessionObj) existing(ctx context.Context, tx *objects.Tx, owner string,
 	if req.IdempotencyKey != "" && o.m.CreateKey == req.IdempotencyKey && o.m.Owner == owner {
 		return o.session(ctx, tx)
 	}
-	return nil, fmt.Errorf("%w: session %s already exists", ErrConflict, req.ID)
+	return nil, fmt.Errorf("%w: session %s already exists", errSessionExists, req.ID)
 }
 
 // establish records a new session's metadata, with defaults filled in,

@@ -1480,15 +1480,34 @@ func (svc *Service) Import(ctx context.Context, owner string, r io.Reader, idemK
 	} else if ok {
 		req.ID = ""
 	}
+	exported := s.ID // valid or not: only an id a create took is compared with it
+	hash := createHash("import", body.Sum(nil))
 	if idemKey != "" {
 		if req.ID == "" {
 			req.ID = NewID()
 		}
-		id, err := svc.claimCreate(ctx, owner, idemKey, createHash("import", body.Sum(nil)), req.ID)
+		id, err := svc.claimCreate(ctx, owner, idemKey, hash, req.ID)
 		if err != nil {
 			return nil, err
 		}
 		req.ID, req.IdempotencyKey = id, idemKey
 	}
-	return svc.restore(ctx, owner, req, func(_ context.Context, emit func([]Turn) error) error { return emit(turns) }, s.HeadTurnID)
+	pages := func(_ context.Context, emit func([]Turn) error) error { return emit(turns) }
+	made, err := svc.restore(ctx, owner, req, pages, s.HeadTurnID)
+	if errors.Is(err, errSessionExists) && req.ID == exported {
+		// Another request (a concurrent import of the same export, a
+		// create) took the exported id since it was checked (or since
+		// the key's first request claimed it): take a new one, as for an
+		// id taken before. With a key, the key moves to it, once for all
+		// the requests that carry the key.
+		id := NewID()
+		if idemKey != "" {
+			if id, err = svc.moveCreateClaim(ctx, owner, idemKey, hash, exported, id); err != nil {
+				return nil, err
+			}
+		}
+		req.ID = id
+		made, err = svc.restore(ctx, owner, req, pages, s.HeadTurnID)
+	}
+	return made, err
 }

@@ -3140,3 +3140,59 @@ func TestCrashKeepsToolCallsWhole(t *testing.T) {
 		t.Fatalf("answering the call: %v", err)
 	}
 }
+
+// Imports of one export at once, whose id is free: each makes a session,
+// one of them under the exported id, none is refused for the id the
+// others took (it was 409 "already exists" when two passed the check
+// together); and requests with the same Idempotency-Key still make one.
+func TestConcurrentImportsOfOneExport(t *testing.T) {
+	ctx := context.Background()
+	e := newEnv(t, "", 0, nil)
+	const exported = "imported-once"
+	in := `{"type":"session","session":{"id":"` + exported + `","title":"t","last_turn_id":1}}` + "\n" +
+		`{"type":"turn","turn":{"id":1,"role":"user","content":"hi"}}` + "\n"
+	for round := range 5 {
+		if round > 0 {
+			if err := e.svc.Delete(ctx, "local", exported); err != nil {
+				t.Fatal(err)
+			}
+		}
+		keys := []string{"", "", "", "k", "k", "k", "j"}
+		ids := make([]string, len(keys))
+		errs := make([]error, len(keys))
+		var wg sync.WaitGroup
+		for i, k := range keys {
+			if k != "" {
+				k = fmt.Sprint(k, round)
+			}
+			wg.Go(func() {
+				s, err := e.svc.Import(ctx, "local", strings.NewReader(in), k)
+				if err == nil {
+					ids[i] = s.ID
+				}
+				errs[i] = err
+			})
+		}
+		wg.Wait()
+		for i, err := range errs {
+			if err != nil {
+				t.Fatalf("round %d: import %d (key %q): %v", round, i, keys[i], err)
+			}
+		}
+		if ids[3] != ids[4] || ids[4] != ids[5] {
+			t.Fatalf("round %d: one key made sessions %q", round, ids[3:6])
+		}
+		distinct := map[string]bool{}
+		for _, id := range append(ids[:3:3], ids[3], ids[6]) {
+			distinct[id] = true
+		}
+		if len(distinct) != 5 || !distinct[exported] {
+			t.Fatalf("round %d: sessions %q: want 5 distinct, one of them %s", round, ids, exported)
+		}
+		for _, id := range ids {
+			if _, err := e.svc.Get(ctx, "local", id); err != nil {
+				t.Fatalf("round %d: session %s: %v", round, id, err)
+			}
+		}
+	}
+}
