@@ -49,8 +49,9 @@ const maxUnanswered = 1000
 // answers. Turns posted while a generation ran are answered together:
 // when the oldest queued generation's turn is among the turns at the head
 // of the active branch that no assistant turn follows, it answers the head
-// (all of them), and the other queued generations of those turns are to be
-// cancelled as superseded once it starts: their ids are returned. A queued
+// (all of them) with the model the last of those turns' posts asked for,
+// and the other queued generations of those turns are to be cancelled as
+// superseded once it starts: their ids are returned. A queued
 // generation of another branch answers its own turn, and the session is
 // marked branched. ok is false when nothing is queued. It writes nothing.
 func (o *sessionObj) nextQueued(ctx context.Context, tx *objects.Tx, m *meta) (next queuedGen, superseded []string, ok bool, err error) {
@@ -96,6 +97,9 @@ func (o *sessionObj) nextQueued(ctx context.Context, tx *objects.Tx, m *meta) (n
 	for _, q := range queued[1:] {
 		if unanswered[q.parent] {
 			superseded = append(superseded, q.id)
+			// The reply answers the last post too, with the model it
+			// asked for (a post may name one): the latest choice.
+			first.model = q.model
 		}
 	}
 	return first, superseded, true, nil
@@ -130,7 +134,7 @@ func (o *sessionObj) startGeneration(ctx context.Context, tx *objects.Tx, m *met
 		return nil, nil, nil, err
 	}
 	if _, err := tx.Exec(ctx, `INSERT INTO generations (id, turn_id, parent_id, model, status, created_at) VALUES (?, ?, ?, ?, 'running', ?)
-		ON CONFLICT (id) DO UPDATE SET turn_id = excluded.turn_id, parent_id = excluded.parent_id, status = 'running'`,
+		ON CONFLICT (id) DO UPDATE SET turn_id = excluded.turn_id, parent_id = excluded.parent_id, model = excluded.model, status = 'running'`,
 		gid, t.ID, parent, modelName, now.UnixMilli()); err != nil {
 		return nil, nil, nil, fmt.Errorf("record generation: %w", err)
 	}

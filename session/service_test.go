@@ -3196,3 +3196,43 @@ func TestConcurrentImportsOfOneExport(t *testing.T) {
 		}
 	}
 }
+
+// Posts queued while the model answers are answered together, with the
+// model the last of them asked for: the latest choice, not the first
+// queued post's (whose model answered, whatever the later posts said).
+func TestQueuedGenerationsAnswerWithTheLastModel(t *testing.T) {
+	ctx := context.Background()
+	for _, tt := range []struct{ second, third, want string }{
+		{"", "other", "other"},
+		{"other", "", "offline"}, // "": the session's model, resolved at the post
+	} {
+		e := newEnv(t, "", 50, func(_ *session.Service, reg *session.Registry) {
+			if err := reg.Register("other", session.NewOfflineModel(50), session.ModelInfo{}); err != nil {
+				t.Fatal(err)
+			}
+		})
+		s, _ := e.svc.Create(ctx, "local", session.CreateRequest{})
+		var gens []*session.Generation
+		for _, p := range []struct{ text, model string }{{"/words 20", ""}, {"/say two", tt.second}, {"/say three", tt.third}} {
+			r, err := e.svc.Post(ctx, "local", s.ID, session.PostRequest{Turns: []session.NewTurn{user(p.text)}, Generate: true, Model: p.model})
+			if err != nil {
+				t.Fatal(err)
+			}
+			gens = append(gens, r.Generation)
+		}
+		g := waitGen(t, e, "local", s.ID, gens[1].ID)
+		if g.Status != session.GenDone {
+			t.Fatalf("the first queued generation: %+v", g)
+		}
+		if g3 := waitGen(t, e, "local", s.ID, gens[2].ID); g3.Status != session.GenCancelled {
+			t.Fatalf("the second queued generation: %+v", g3)
+		}
+		turns, _, err := e.svc.Turns(ctx, "local", s.ID, session.TurnQuery{Limit: 1})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(turns) != 1 || turns[0].ID != g.TurnID || turns[0].Model == nil || *turns[0].Model != tt.want {
+			t.Fatalf("models %q then %q: the reply %+v, want it from %q", tt.second, tt.third, turns, tt.want)
+		}
+	}
+}

@@ -25,18 +25,20 @@ func TestQueuedGenerationThatCannotStart(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	post := func(text, model string) *Generation {
+	post := func(text, model string, parent int64) *Generation {
 		t.Helper()
 		c, _ := json.Marshal(text)
-		r, err := svc.Post(ctx, "local", s.ID, PostRequest{Turns: []NewTurn{{Role: RoleUser, Content: c}}, Generate: true, Model: model})
+		r, err := svc.Post(ctx, "local", s.ID, PostRequest{Turns: []NewTurn{{Role: RoleUser, Content: c}}, Generate: true, Model: model, Parent: parent})
 		if err != nil || r.Generation == nil {
 			t.Fatalf("post %q: %+v %v", text, r, err)
 		}
 		return r.Generation
 	}
-	a := post("/words 40", "offline")
-	b := post("/words 3", "gone")
-	c := post("/words 3", "offline")
+	a := post("/words 40", "offline", 0)
+	b := post("/words 3", "gone", 0)
+	// On another branch (an edit of b's turn), so that b answers its own
+	// turn, not both with c's model (see nextQueued).
+	c := post("/words 3", "offline", 2)
 	if b.Status != GenQueued || c.Status != GenQueued {
 		t.Fatalf("b %s, c %s: want both queued", b.Status, c.Status)
 	}
@@ -80,7 +82,8 @@ func TestQueuedGenerationThatCannotStart(t *testing.T) {
 		json.Unmarshal(tr.Content, &x)
 		texts = append(texts, tr.Role+":"+x)
 	}
-	if len(turns) != 5 || turns[1].Status != TurnComplete || turns[4].Status != TurnComplete || turns[4].Role != RoleAssistant {
+	// The head's branch: a's turns, then c's (b's turn is on the other).
+	if len(turns) != 4 || turns[1].Status != TurnComplete || turns[3].Status != TurnComplete || turns[3].Role != RoleAssistant {
 		t.Fatalf("turns %q", texts)
 	}
 }
