@@ -165,6 +165,10 @@ func New(cfg Config) (*Model, error) {
 	occ := goopenai.DefaultConfig(cfg.APIKey)
 	occ.BaseURL = strings.TrimRight(base, "/")
 	occ.HTTPClient = hc
+	// The filter (sseFilter) bounds the lines without data by their
+	// bytes, as docs/models.md says; go-openai's own bound, 300 of them
+	// between two chunks (a few KiB), failed streams well inside it.
+	occ.EmptyMessagesLimit = 1 << 20
 
 	m := &Model{
 		client:     goopenai.NewClientWithConfig(occ),

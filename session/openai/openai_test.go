@@ -586,6 +586,9 @@ func TestStreamSkipsCommentsAndFields(t *testing.T) {
 	for i := range 1000 {
 		raw = append(raw, fmt.Sprintf(": keep-alive %d\n\n", i)) // each its own event
 	}
+	for i := range 1000 {
+		raw = append(raw, fmt.Sprintf("x-unknown_field: %d\n\n", i)) // a field the format ignores
+	}
 	raw = append(raw, "event: completion\nid: 7\nretry: 1000\n", "data: "+text(" world")+"\n\n", "data:[DONE]\n\n")
 	f := newFake(t, reply{events: []string{role(), text("hello")}, raw: raw, hang: true})
 	res, _, err := collect(t, t.Context(), newModel(t, f, nil), userRequest("hi"))
@@ -606,6 +609,17 @@ func TestStreamSkipsCommentsAndFields(t *testing.T) {
 	_, _, err = collect(t, t.Context(), newModel(t, f, func(c *openai.Config) { c.MaxRetries = 0; c.IdleTimeout = time.Hour }), userRequest("hi"))
 	if me := modelError(t, err, session.CodeUpstreamError); !strings.Contains(me.Message, "boom") {
 		t.Fatalf("Message = %q, want the upstream's error boom", me.Message)
+	}
+}
+
+// Lines that are neither data nor fields are bounded by their bytes (64
+// KiB), not by go-openai's count of them (300 between two chunks).
+func TestStreamOtherLinesUnderTheBoundPass(t *testing.T) {
+	raw := []string{strings.Repeat("junk\n", 2000), "data: " + text(" world") + "\n\n", "data:[DONE]\n\n"}
+	f := newFake(t, reply{events: []string{role(), text("hello")}, raw: raw, hang: true})
+	res, _, err := collect(t, t.Context(), newModel(t, f, nil), userRequest("hi"))
+	if err != nil || res.Text != "hello world" {
+		t.Fatalf("Text %q, err %v; want \"hello world\" and no error", res.Text, err)
 	}
 }
 

@@ -37,8 +37,9 @@ var (
 
 // sseFilter reads a 200 answer's event stream for go-openai, passing on
 // only the lines it uses and bounding what the others may cost:
-//   - comments (":" lines, an upstream's keep-alive) and the "event:",
-//     "id:" and "retry:" fields are dropped: go-openai would keep each of
+//   - comments (":" lines, an upstream's keep-alive), the "event:",
+//     "id:" and "retry:" fields and fields of other names (isFieldLine)
+//     are dropped: go-openai would keep each of
 //     them until the stream ends, in the buffer it decodes an error from
 //     (where they also spoil a JSON error sent after them), and count
 //     them towards its limit of 300 empty lines between two chunks;
@@ -208,11 +209,28 @@ func (f *sseFilter) classify(seg []byte) {
 		}
 		f.errLine = bytes.HasPrefix(payload, errorStart)
 	default:
-		f.keep = true
-		for _, d := range fieldsDropped {
-			if bytes.HasPrefix(line, d) {
-				f.keep = false
-			}
+		f.keep = !isFieldLine(line)
+	}
+}
+
+// isFieldLine reports whether line is a field of the event stream format
+// other than data: a name of letters, digits, "-" and "_", then ":". The
+// format says to ignore fields it does not know; go-openai would keep
+// them as it keeps any line that is not data.
+func isFieldLine(line []byte) bool {
+	for _, d := range fieldsDropped {
+		if bytes.HasPrefix(line, d) {
+			return true
 		}
 	}
+	name, _, ok := bytes.Cut(line, []byte(":"))
+	if !ok || len(name) == 0 {
+		return false
+	}
+	for _, c := range name {
+		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '-' || c == '_') {
+			return false
+		}
+	}
+	return true
 }
