@@ -147,9 +147,25 @@ func pairToolCalls(msgs []Message) []Message {
 	return out
 }
 
-// turnMessage converts a stored turn to what a model sees.
+// callCut reports whether a tool call of an assistant turn with status
+// and finishReason was cut short: the turn ended otherwise than complete
+// (cancelled, failed, interrupted) or at the token limit, and the call's
+// arguments are not JSON (half written). A cut call takes no result (post
+// refuses one) and reaches no model. (A complete turn's calls are taken
+// as the model made them, bad JSON and all: a client may answer one with
+// an error for the model to correct.)
+func callCut(status string, finishReason *string, c ToolCall) bool {
+	ended := status == TurnComplete && (finishReason == nil || *finishReason != FinishLength)
+	return !ended && !json.Valid([]byte(c.Function.Arguments))
+}
+
+// turnMessage converts a stored turn to what a model sees: an assistant
+// turn's calls but those cut short (callCut).
 func turnMessage(t Turn) Message {
 	m := Message{Role: t.Role, ToolCalls: t.ToolCalls}
+	if t.Role == RoleAssistant && slices.ContainsFunc(m.ToolCalls, func(c ToolCall) bool { return callCut(t.Status, t.FinishReason, c) }) {
+		m.ToolCalls = slices.DeleteFunc(slices.Clone(m.ToolCalls), func(c ToolCall) bool { return callCut(t.Status, t.FinishReason, c) })
+	}
 	if t.ToolCallID != nil {
 		m.ToolCallID = *t.ToolCallID
 	}

@@ -576,6 +576,8 @@ type toolRun struct {
 	calls     []string // its calls' ids
 	answered  []string // the calls the results after it answer, up to last
 	unchecked bool     // caller is the running generation's turn: calls not stored yet
+	cut       []string // caller's calls cut short (callCut)
+	ended     string   // caller's status, or its finish reason when that cut the calls
 }
 
 // check checks that a tool turn under parent answers a call (see
@@ -584,11 +586,13 @@ type toolRun struct {
 func (r *toolRun) check(ctx context.Context, o *sessionObj, tx *objects.Tx, parent int64, callID string) error {
 	if parent == 0 || parent != r.last {
 		var err error
-		if r.caller, r.calls, r.answered, r.unchecked, err = o.callsAnswered(ctx, tx, parent); err != nil {
+		if r.caller, r.calls, r.answered, r.unchecked, r.cut, r.ended, err = o.callsAnswered(ctx, tx, parent); err != nil {
 			return err
 		}
 	}
 	switch {
+	case slices.Contains(r.cut, callID):
+		return fmt.Errorf("%w: tool_call_id %q: assistant turn %d ended %s with that call cut short (its arguments are not JSON): it takes no result; post a user turn, or generate again", ErrInvalid, callID, r.caller, r.ended)
 	case r.caller != 0 && slices.Contains(r.answered, callID):
 		// Only the first result of a call reaches the model (see
 		// pairToolCalls): a second would be stored for nothing.
@@ -610,17 +614,17 @@ func (r *toolRun) check(ctx context.Context, o *sessionObj, tx *objects.Tx, pare
 // assembleContext), and the model asked the same again (an agent looping
 // on a mistyped id): post refuses it. The running generation's turn, whose
 // calls are not stored yet, is unchecked but for calls answered already.
-func (o *sessionObj) callsAnswered(ctx context.Context, tx *objects.Tx, parent int64) (caller int64, calls, answered []string, unchecked bool, err error) {
+func (o *sessionObj) callsAnswered(ctx context.Context, tx *objects.Tx, parent int64) (caller int64, calls, answered []string, unchecked bool, cut []string, ended string, err error) {
 	at := parent
 	for range maxToolResults {
 		if at == 0 {
-			return 0, nil, nil, false, nil
+			return 0, nil, nil, false, nil, "", nil
 		}
 		var up sql.NullInt64
-		var role string
-		var stored, callID sql.NullString
-		if err := tx.QueryRow(ctx, `SELECT parent_id, role, tool_calls, tool_call_id FROM turns WHERE id = ?`, at).Scan(&up, &role, &stored, &callID); err != nil {
-			return 0, nil, nil, false, fmt.Errorf("read turn %d: %w", at, err)
+		var role, status string
+		var stored, callID, finish sql.NullString
+		if err := tx.QueryRow(ctx, `SELECT parent_id, role, tool_calls, tool_call_id, status, finish_reason FROM turns WHERE id = ?`, at).Scan(&up, &role, &stored, &callID, &status, &finish); err != nil {
+			return 0, nil, nil, false, nil, "", fmt.Errorf("read turn %d: %w", at, err)
 		}
 		switch role {
 		case RoleTool:
@@ -631,24 +635,34 @@ func (o *sessionObj) callsAnswered(ctx context.Context, tx *objects.Tx, parent i
 			continue
 		case RoleAssistant:
 			if o.run != nil && o.run.turnID == at {
-				return at, nil, answered, true, nil
+				return at, nil, answered, true, nil, "", nil
 			}
-			var made []struct {
-				ID string `json:"id"`
-			}
+			var made []ToolCall
 			if stored.Valid {
 				if err := json.Unmarshal([]byte(stored.String), &made); err != nil {
-					return 0, nil, nil, false, fmt.Errorf("read the tool calls of turn %d: %w", at, err)
+					return 0, nil, nil, false, nil, "", fmt.Errorf("read the tool calls of turn %d: %w", at, err)
 				}
 			}
-			for _, c := range made {
-				calls = append(calls, c.ID)
+			var fr *string
+			if finish.Valid {
+				fr = &finish.String
 			}
-			return at, calls, answered, false, nil
+			ended = status
+			if status == TurnComplete {
+				ended = "at the token limit (finish reason " + FinishLength + ")"
+			}
+			for _, c := range made {
+				if callCut(status, fr, c) {
+					cut = append(cut, c.ID)
+				} else {
+					calls = append(calls, c.ID)
+				}
+			}
+			return at, calls, answered, false, cut, ended, nil
 		}
-		return 0, nil, nil, false, nil
+		return 0, nil, nil, false, nil, "", nil
 	}
-	return 0, nil, nil, false, nil
+	return 0, nil, nil, false, nil, "", nil
 }
 
 // replay answers a repeated idempotency key with the original result.

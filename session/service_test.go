@@ -3236,3 +3236,89 @@ func TestQueuedGenerationsAnswerWithTheLastModel(t *testing.T) {
 		}
 	}
 }
+
+// A generation cancelled while it streamed a tool call's arguments keeps
+// the call as it stood, cut short: no result can answer it (422), and no
+// model is sent it; a call it had made whole can be answered, and is sent
+// with its result.
+func TestCancelledTurnsCutCallTakesNoResult(t *testing.T) {
+	ctx := context.Background()
+	var mu sync.Mutex
+	var seen [][]session.Message // the requests after the first
+	stream := func(ctx context.Context, req *session.ModelRequest, emit func(session.Delta) error) (*session.ModelResult, error) {
+		mu.Lock()
+		first := seen == nil
+		if !first {
+			seen = append(seen, req.Messages)
+		} else {
+			seen = [][]session.Message{}
+		}
+		mu.Unlock()
+		var b session.ResultBuilder
+		if !first {
+			d := session.Delta{Text: "ok"}
+			b.Add(d)
+			emit(d)
+			res := b.Result()
+			res.FinishReason = session.FinishStop
+			return res, nil
+		}
+		for _, tc := range []session.ToolCallDelta{
+			{Index: 0, ID: "whole", Name: "read_file", Arguments: `{"path":"a.go"}`},
+			{Index: 1, ID: "cut", Name: "write_file", Arguments: `{"pa`},
+		} {
+			d := session.Delta{ToolCall: &tc}
+			if err := b.Add(d); err != nil {
+				return nil, err
+			}
+			if err := emit(d); err != nil {
+				return nil, err
+			}
+		}
+		<-ctx.Done()
+		return b.Result(), context.Cause(ctx)
+	}
+	e := newEnv(t, "", 0, func(_ *session.Service, reg *session.Registry) {
+		if err := reg.Register("fake", &fakeModel{stream: stream}, session.ModelInfo{}); err != nil {
+			t.Fatal(err)
+		}
+	})
+	s, g := generateOnFake(t, e, "call two tools")
+	checkFor(t, "both calls streamed", func() bool {
+		return len(lastTurns(t, e, "local", s.ID, 1)[0].ToolCalls) == 2
+	})
+	if _, err := e.svc.Cancel(ctx, "local", s.ID, g.ID); err != nil {
+		t.Fatal(err)
+	}
+	if g := waitGen(t, e, "local", s.ID, g.ID); g.Status != session.GenCancelled {
+		t.Fatalf("generation %+v, want cancelled", g)
+	}
+	result := func(id string) session.NewTurn {
+		return session.NewTurn{Role: session.RoleTool, ToolCallID: id, Content: json.RawMessage(`"done"`)}
+	}
+	_, err := e.svc.Post(ctx, "local", s.ID, session.PostRequest{Turns: []session.NewTurn{result("cut")}})
+	if !errors.Is(err, session.ErrInvalid) || !strings.Contains(err.Error(), "cut short") {
+		t.Fatalf("a result for the cut call: %v, want invalid, cut short", err)
+	}
+	r, err := e.svc.Post(ctx, "local", s.ID, session.PostRequest{Turns: []session.NewTurn{result("whole")}, Generate: true})
+	if err != nil {
+		t.Fatalf("a result for the whole call: %v", err)
+	}
+	if g := waitGen(t, e, "local", s.ID, r.Generation.ID); g.Status != session.GenDone {
+		t.Fatalf("generation after the result %+v", g)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(seen) != 1 {
+		t.Fatalf("%d requests after the first, want 1", len(seen))
+	}
+	var calls []string
+	for _, m := range seen[0] {
+		for _, c := range m.ToolCalls {
+			calls = append(calls, c.ID)
+		}
+	}
+	if fmt.Sprint(calls) != "[whole]" {
+		t.Fatalf("the model was sent calls %v, want only the whole one", calls)
+	}
+}
