@@ -247,8 +247,11 @@ func (h *Hub) resumeLocked(v *Viewer, generation string, after int64) error {
 }
 
 // Close closes every viewer of the hub (with CloseGoingAway, concurrently,
-// waiting for all) and releases every log; a producer still appending then
-// gets ErrReleased. It returns the viewers' sink errors, joined.
+// waiting for all) once it has written what is queued to it, within its
+// CloseTimeout (see Viewer.CloseWith: a generation's final event, sent
+// as the server stops, reaches its viewers before they close), and
+// releases every log; a producer still appending then gets ErrReleased.
+// It returns the viewers' sink errors, joined.
 func (h *Hub) Close() error {
 	h.mu.Lock()
 	if h.closed {
@@ -270,7 +273,7 @@ func (h *Hub) Close() error {
 	errs := make([]error, len(viewers))
 	var wg sync.WaitGroup
 	for i, v := range viewers {
-		wg.Go(func() { errs[i] = v.Close() })
+		wg.Go(func() { errs[i] = v.CloseWith(CloseGoingAway, "going away") })
 	}
 	wg.Wait()
 	for _, l := range logs {

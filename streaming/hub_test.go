@@ -1,10 +1,13 @@
 package streaming_test
 
 import (
+	"context"
 	"errors"
+	"fmt"
 	"runtime"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"sessiond/streaming"
 )
@@ -307,5 +310,48 @@ func TestHubCloseIfIdle(t *testing.T) {
 	}
 	if _, err := hub.StartGeneration("g_2"); !errors.Is(err, streaming.ErrHubClosed) {
 		t.Fatalf("StartGeneration after CloseIfIdle err=%v, want ErrHubClosed", err)
+	}
+}
+
+// Closing a hub (the server stopping) writes what is queued to each viewer
+// before it closes it: a generation's final event, sent just before, is
+// not lost behind a write under way.
+func TestHubCloseWritesWhatIsQueued(t *testing.T) {
+	hub := streaming.NewHub(nil)
+	slow := make(chan struct{})
+	sink := &recSink{write: func(ctx context.Context, _ [][]byte) error {
+		select {
+		case <-slow: // the first write waits until Close has begun
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+		return nil
+	}}
+	if err := hub.AddViewer(streaming.NewViewer(sink, nil), nil); err != nil {
+		t.Fatal(err)
+	}
+	l, err := hub.StartGeneration("g_1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	mustAppend(t, l, "a")
+	mustFinish(t, l)
+	closed := make(chan error, 1)
+	go func() { closed <- hub.Close() }()
+	time.Sleep(10 * time.Millisecond) // Close under way, the write blocked
+	close(slow)
+	if err := <-closed; err != nil {
+		t.Fatal(err)
+	}
+	frames, _ := sink.snapshot()
+	var types []string
+	for _, f := range frames {
+		types = append(types, decode(t, f).Type)
+	}
+	if fmt.Sprint(types) != "[delta done]" {
+		t.Fatalf("frames before the close: %v, want the delta and done", types)
+	}
+	if code, ok := sink.closeCode(); !ok || code != streaming.CloseGoingAway {
+		t.Fatalf("closed %v with %d, want %d", ok, code, streaming.CloseGoingAway)
 	}
 }
