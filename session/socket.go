@@ -378,6 +378,13 @@ func (o *sessionObj) hello(ctx context.Context, tx *objects.Tx, sv *socketViewer
 	} else if o.run != nil {
 		pos = &streaming.Position{Generation: o.run.id, After: 0}
 	}
+	// A generation running beside the one resumed: this socket has not
+	// seen it start, so it gets it from its first event, as a hello
+	// without resume would (not from the next event, its text cut).
+	fromStart := ""
+	if o.run != nil && pos != nil && pos.Generation != o.run.id {
+		fromStart = o.run.id
+	}
 	var final [][]byte
 	// Nothing to replay of one whose final event was seen; of one that
 	// ended before it started (no turn), its final event alone.
@@ -420,7 +427,7 @@ func (o *sessionObj) hello(ctx context.Context, tx *objects.Tx, sv *socketViewer
 		var err error
 		switch {
 		case !rejoin:
-			err = svc.addViewer(id, sv.v, pos)
+			err = svc.addViewerFrom(id, sv.v, pos, fromStart)
 		case pos != nil:
 			err = svc.withHub(id, func(h *streaming.Hub) error { return h.Resume(sv.v, pos.Generation, pos.After) })
 		}
@@ -458,7 +465,12 @@ func (o *sessionObj) refuseResume(sv *socketViewer, ready []byte, code, message 
 // ErrViewerClosed is nil here: the socket is going, and its close forgets
 // it.
 func (svc *Service) addViewer(id string, v *streaming.Viewer, resume *streaming.Position) error {
-	err := svc.withHub(id, func(h *streaming.Hub) error { return h.AddViewer(v, resume) })
+	return svc.addViewerFrom(id, v, resume, "")
+}
+
+// addViewerFrom is addViewer with Hub.AddViewerFrom.
+func (svc *Service) addViewerFrom(id string, v *streaming.Viewer, resume *streaming.Position, fromStart string) error {
+	err := svc.withHub(id, func(h *streaming.Hub) error { return h.AddViewerFrom(v, resume, fromStart) })
 	if errors.Is(err, streaming.ErrViewerClosed) {
 		return nil
 	}

@@ -79,6 +79,15 @@ func NewHub(opts *HubOptions) *Hub {
 // AddViewer returns ErrHubClosed or ErrViewerClosed, without adding v, if
 // the hub or the viewer has stopped.
 func (h *Hub) AddViewer(v *Viewer, resume *Position) error {
+	return h.AddViewerFrom(v, resume, "")
+}
+
+// AddViewerFrom is AddViewer, but v gets the events of the running
+// generation fromStart from its first on (the backlog, then its live
+// events), not from the next one: a viewer that resumes one generation
+// while another one runs, which it has not seen start, gets all of the
+// other's text. fromStart "", or that of resume, is AddViewer.
+func (h *Hub) AddViewerFrom(v *Viewer, resume *Position, fromStart string) error {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if h.closed {
@@ -97,7 +106,13 @@ func (h *Hub) AddViewer(v *Viewer, resume *Position) error {
 		}
 	}
 	for id, l := range h.logs {
-		if id != skip {
+		switch {
+		case id == skip:
+		case id == fromStart && (resume == nil || id != resume.Generation):
+			if serr := l.Subscribe(v, 0); serr != nil && !errors.Is(serr, ErrReleased) && err == nil {
+				err = fmt.Errorf("follow %s from its start: %w", id, serr)
+			}
+		default:
 			l.subscribeLive(v)
 		}
 	}

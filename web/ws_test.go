@@ -16,6 +16,7 @@ import (
 	"github.com/coder/websocket"
 
 	"sessiond/objects"
+	"sessiond/session"
 	"sessiond/web"
 )
 
@@ -646,4 +647,59 @@ func TestWebSocketForeignOriginKeepsTicket(t *testing.T) {
 		t.Fatalf("a same-origin page: %v", err)
 	}
 	conn.CloseNow()
+}
+
+// A socket that resumes an ended generation while another one runs, which
+// it has not seen start, gets all of the running one's deltas, from offset
+// 1, as a hello without resume would: it got them only from the next one,
+// and the start of that reply was missing.
+func TestWebSocketResumeBesideARunningGeneration(t *testing.T) {
+	s := newServer(t, 50, web.Config{}, nil)
+	sess := s.createSession(t, nil)
+	post := func(text string) string {
+		var res struct{ Generation struct{ ID string } }
+		if st, raw := s.do(t, "POST", "/v1/sessions/"+sess.ID+"/turns", map[string]any{"turns": []any{map[string]any{"role": "user", "content": text}}, "generate": true}, &res); st != 201 {
+			t.Fatalf("post: %d %s", st, raw)
+		}
+		return res.Generation.ID
+	}
+	g1 := post("/words 4")
+	s.waitGeneration(t, sess.ID, g1)
+	g2 := post("/words 40")
+	for {
+		var g struct{ Offset int64 }
+		s.do(t, "GET", "/v1/sessions/"+sess.ID+"/generations/"+g2, nil, &g)
+		if g.Offset >= 3 {
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	c := s.dial(t, sess.ID)
+	defer c.CloseNow()
+	send(t, c, map[string]any{"type": "hello", "resume": map[string]any{"generation": g1, "after": 2}})
+	var text strings.Builder
+	var off int64
+	for {
+		m := recv(t, c)
+		if m.Generation != g2 {
+			continue
+		}
+		if m.Type == "done" {
+			break
+		}
+		if m.Type == "delta" {
+			if m.Offset != off+1 {
+				t.Fatalf("%s: delta at offset %d after %d", g2, m.Offset, off)
+			}
+			off = m.Offset
+			text.WriteString(m.Text)
+		}
+	}
+	var page struct{ Turns []session.Turn }
+	s.do(t, "GET", "/v1/sessions/"+sess.ID+"/turns?limit=1", nil, &page)
+	var want string
+	json.Unmarshal(page.Turns[0].Content, &want)
+	if text.String() != want {
+		t.Fatalf("the running generation's deltas make %q, its turn %q", text.String(), want)
+	}
 }
