@@ -98,11 +98,19 @@ func allCPUs() []int {
 	return cpus
 }
 
-// threadCPU is the calling thread's CPU time so far.
+// threadCPU is the calling thread's CPU time so far, to the nanosecond
+// and up to now: getrusage(RUSAGE_THREAD) counts only to the last tick or
+// context switch, and a burst of writes between two (a writer scheduled
+// late, whose paced sleeps had all expired) read as no CPU at all.
 func threadCPU() time.Duration {
-	var ru syscall.Rusage
-	syscall.Getrusage(1, &ru) // RUSAGE_THREAD
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+	const clockThreadCPUTimeID = 3 // CLOCK_THREAD_CPUTIME_ID
+	var ts syscall.Timespec
+	if _, _, errno := syscall.Syscall(syscall.SYS_CLOCK_GETTIME, clockThreadCPUTimeID, uintptr(unsafe.Pointer(&ts)), 0); errno != 0 {
+		var ru syscall.Rusage
+		syscall.Getrusage(1, &ru) // RUSAGE_THREAD
+		return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+	}
+	return time.Duration(ts.Nano())
 }
 
 // socketPairs opens n loopback TCP connections and returns the
