@@ -302,7 +302,13 @@ func TestSIGKILLKeepsCommits(t *testing.T) {
 				lines <- sc.Text()
 			}
 		}()
-		deadline := time.After(time.Duration(150+r.IntN(350)) * time.Millisecond)
+		// The kill comes at a random moment after the child's first
+		// commit, not after its start: a child slow to start (a loaded
+		// machine, a large WAL left by the last kill to recover) was
+		// killed before it committed anything (2 of 60 runs under load).
+		killAfter := time.Duration(r.IntN(350)) * time.Millisecond
+		var deadline <-chan time.Time
+		stuck := time.After(60 * time.Second)
 		newAcks := 0
 	read:
 		for {
@@ -315,10 +321,15 @@ func TestSIGKILLKeepsCommits(t *testing.T) {
 				id, _ := strconv.ParseInt(f[1], 10, 64)
 				n, _ := strconv.Atoi(f[2])
 				acked[id] = n
-				newAcks++
+				if newAcks++; newAcks == 1 {
+					deadline = time.After(killAfter)
+				}
 			case <-deadline:
 				cmd.Process.Signal(syscall.SIGKILL)
 				deadline = nil
+			case <-stuck:
+				cmd.Process.Signal(syscall.SIGKILL)
+				t.Fatalf("round %d: the child committed nothing in 60 s", round)
 			}
 		}
 		err = cmd.Wait()
