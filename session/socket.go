@@ -300,7 +300,9 @@ func (o *sessionObj) WebSocketMessage(ctx context.Context, tx *objects.Tx, s *ob
 			}
 		}
 	case streaming.TypeSend:
-		turns, err := DecodeNewTurns(msg.Turns, false)
+		// Strict, as a post's body: a field a turn does not take
+		// (parent_id, id, status…) is refused, not ignored.
+		turns, err := DecodeNewTurns(msg.Turns, true)
 		if err != nil {
 			sv.v.Send(errorMsg("invalid_request", err.Error()))
 			return nil

@@ -22,10 +22,10 @@ var errTurnsShape = errors.New("turns must be an array of {role, content, tool_c
 // encoding/json, keys match without regard to case, null leaves a field
 // empty and a null array is nil.
 //
-// strict refuses unknown fields, as the REST API's decoder does, and its
-// errors say what was wrong; otherwise unknown fields are ignored, as
-// json.Unmarshal does (a WebSocket send), and every error is about the
-// array's shape.
+// strict refuses unknown fields, as the REST API's decoder does (a post's
+// body, a WebSocket send), and its errors say what was wrong; otherwise
+// unknown fields are ignored, as json.Unmarshal does, and every error is
+// about the array's shape.
 func DecodeNewTurns(raw []byte, strict bool) ([]NewTurn, error) {
 	if string(bytes.TrimSpace(raw)) == "null" {
 		return nil, nil
@@ -36,7 +36,7 @@ func DecodeNewTurns(raw []byte, strict bool) ([]NewTurn, error) {
 		switch {
 		case string(elem) == "null":
 		case elem[0] != '{':
-			return typeError("turns", "session.NewTurn")
+			return fmt.Errorf(`each of "turns" must be an object {role, content, tool_call_id?}`)
 		default:
 			err := jsonscan.Object(elem, func(k string, v []byte) error {
 				switch {
@@ -64,7 +64,7 @@ func DecodeNewTurns(raw []byte, strict bool) ([]NewTurn, error) {
 	case !strict:
 		return nil, errTurnsShape
 	case errors.Is(err, jsonscan.ErrNotArray):
-		return nil, typeError("turns", "[]session.NewTurn")
+		return nil, fmt.Errorf(`field "turns" must be an array of {role, content, tool_call_id?}`)
 	}
 	return nil, err
 }

@@ -602,6 +602,12 @@ func TestWebSocketSendCheckedAsPost(t *testing.T) {
 	if m := recv(t, c); m.Type != "error" || m.Code != "invalid_request" || !strings.Contains(m.Message, "nothing to do") {
 		t.Fatalf("an empty send answered %+v", m)
 	}
+	// A field a turn does not take is refused, as in a post's body (it
+	// was ignored: a parent_id meant for a branch made none).
+	send(t, c, map[string]any{"type": "send", "turns": []any{map[string]any{"role": "user", "content": "x", "parent_id": 1}}, "idempotency_key": "e1"})
+	if m := recv(t, c); m.Type != "error" || m.Code != "invalid_request" || !strings.Contains(m.Message, `unknown field "parent_id"`) {
+		t.Fatalf("a turn with parent_id answered %+v", m)
+	}
 	// The same key with a real turn is a new request, not a replay of the
 	// refused one: the refused send recorded nothing.
 	send(t, c, map[string]any{"type": "send", "turns": []any{map[string]any{"role": "user", "content": "kept"}}, "idempotency_key": "e1"})
