@@ -324,7 +324,7 @@ func insertTurn(ctx context.Context, tx *objects.Tx, t *Turn, idemKey string) er
 		// its writes, this row among them, are rolled back. Checked
 		// after the insert: a query for the next id beforehand would
 		// cost every post a statement.
-		return fmt.Errorf("%w: the session's turn ids are used up (the largest is %d); fork the session at an earlier turn to go on", ErrNoTurnIDs, MaxTurnID)
+		return fmt.Errorf("%w (the largest is %d); fork the session at an earlier turn to go on", ErrNoTurnIDs, MaxTurnID)
 	}
 	return nil
 }

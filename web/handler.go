@@ -599,17 +599,22 @@ func acceptCloseStatus(code string) websocket.StatusCode {
 	return websocket.StatusPolicyViolation
 }
 
-// truncateReason cuts a close reason to the 123 bytes a close frame holds,
-// on a rune boundary.
+// truncateReason cuts a close reason to the 123 bytes a close frame holds:
+// at the last space that leaves room for "…" (or on a rune boundary, in a
+// reason without one), so that it does not end mid-word.
 func truncateReason(s string) string {
 	if len(s) <= 123 {
 		return s
 	}
-	n := 123
+	const ellipsis = "…"
+	n := 123 - len(ellipsis)
 	for n > 0 && !utf8.RuneStart(s[n]) {
 		n--
 	}
-	return s[:n]
+	if sp := strings.LastIndexByte(s[:n], ' '); sp > 0 {
+		n = sp
+	}
+	return strings.TrimRight(s[:n], " ,;:") + ellipsis
 }
 
 func openAPI(a *api, w http.ResponseWriter, r *http.Request) error {

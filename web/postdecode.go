@@ -83,7 +83,11 @@ func parsePostRequest(body []byte, req *session.PostRequest) error {
 		return errNotUTF8(int64(se.Offset))
 	}
 	if err != nil {
-		return errorf(http.StatusBadRequest, "invalid_json", "malformed JSON: %v", err)
+		msg := err.Error()
+		if errors.As(err, &se) {
+			msg = se.Detail() // without the package's prefix, as other bodies' messages
+		}
+		return errorf(http.StatusBadRequest, "invalid_json", "malformed JSON: %s", msg)
 	}
 	value := body[i:end]
 	switch {

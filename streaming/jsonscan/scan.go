@@ -31,7 +31,13 @@ type SyntaxError struct {
 }
 
 func (e *SyntaxError) Error() string {
-	return fmt.Sprintf("jsonscan: %s at offset %d", e.msg, e.Offset)
+	return "jsonscan: " + e.Detail()
+}
+
+// Detail says what was wrong and where, without the package's prefix:
+// "unexpected end of input at offset 9".
+func (e *SyntaxError) Detail() string {
+	return fmt.Sprintf("%s at offset %d", e.msg, e.Offset)
 }
 
 // Unwrap returns ErrInvalidUTF8 for input that is not UTF-8, else nil.
