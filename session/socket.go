@@ -273,11 +273,15 @@ func (o *sessionObj) WebSocketMessage(ctx context.Context, tx *objects.Tx, s *ob
 		sv.v.Send(errorMsg("invalid_request", err.Error()))
 		return nil
 	}
+	// fromStart: a running generation this socket, joining now, gets
+	// from its first event (a send repeated on a new socket without
+	// hello, whose generation runs), not from the next.
+	var fromStart string
 	if !sv.joined && msg.Type != streaming.TypeHello {
 		// A client that skips hello still gets the session's live events.
 		sv.joined = true
 		id := o.m.ID
-		tx.OnCommit(func() { o.svc.addViewer(id, sv.v, nil) })
+		tx.OnCommit(func() { o.svc.addViewerFrom(id, sv.v, nil, fromStart) })
 	}
 	switch msg.Type {
 	case streaming.TypePing:
@@ -340,6 +344,8 @@ func (o *sessionObj) WebSocketMessage(ctx context.Context, tx *objects.Tx, s *ob
 					return err
 				}
 				msgs = append(msgs, final...)
+			} else if g != nil && o.run != nil && o.run.id == g.ID {
+				fromStart = g.ID // all of its deltas, if this socket joins now
 			}
 			sv.v.Send(msgs...)
 			return nil

@@ -709,3 +709,43 @@ func TestWebSocketResumeBesideARunningGeneration(t *testing.T) {
 		t.Fatalf("the running generation's deltas make %q, its turn %q", text.String(), want)
 	}
 }
+
+// A send repeated on a new socket without hello (a client retrying after
+// a reconnect) while its generation runs gets that generation's deltas
+// from offset 1, not from the next one: the reply's start was missing.
+func TestWebSocketRepeatedSendGetsTheRunningReplyWhole(t *testing.T) {
+	s := newServer(t, 50, web.Config{}, nil)
+	sess := s.createSession(t, nil)
+	msg := map[string]any{"type": "send", "turns": []any{map[string]any{"role": "user", "content": "/words 40"}}, "generate": true, "idempotency_key": "retry"}
+	first := s.dial(t, sess.ID)
+	send(t, first, msg)
+	var gid string
+	for gid == "" {
+		if m := recv(t, first); m.Type == "delta" && m.Offset >= 3 {
+			gid = m.Generation
+		}
+	}
+	first.CloseNow()
+
+	again := s.dial(t, sess.ID)
+	defer again.CloseNow()
+	send(t, again, msg)
+	var text strings.Builder
+	var off int64
+	for _, m := range recvUntil(t, again, "done") {
+		if m.Type == "delta" {
+			if m.Offset != off+1 {
+				t.Fatalf("delta at offset %d after %d", m.Offset, off)
+			}
+			off = m.Offset
+			text.WriteString(m.Text)
+		}
+	}
+	var page struct{ Turns []session.Turn }
+	s.do(t, "GET", "/v1/sessions/"+sess.ID+"/turns?limit=1", nil, &page)
+	var want string
+	json.Unmarshal(page.Turns[0].Content, &want)
+	if text.String() != want {
+		t.Fatalf("the repeat's deltas make %q, the reply is %q", text.String(), want)
+	}
+}
