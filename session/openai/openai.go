@@ -220,6 +220,7 @@ func validHeaderName(k string) bool {
 var (
 	errFirstToken = errors.New("no first chunk within the first token timeout")
 	errIdle       = errors.New("stream stalled for longer than the idle timeout")
+	errTail       = errors.New("stream stalled after the model finished")
 	errTimeout    = errors.New("request took longer than the timeout")
 )
 
@@ -352,13 +353,38 @@ func (m *Model) attempt(ctx context.Context, creq goopenai.ChatCompletionRequest
 			return st.end()
 		}
 		if err != nil {
+			if st.finish != "" && brokenTail(actx, err) {
+				// The model had finished (finish_reason): only the usage
+				// chunk or [DONE] was missing. The answer stands.
+				return nil
+			}
 			return classify(actx, err, false)
 		}
-		arm(m.idle, errIdle)
 		if err := st.add(chunk, emit); err != nil {
 			return err
 		}
+		if st.finish != "" {
+			arm(min(m.idle, tailTimeout), errTail)
+		} else {
+			arm(m.idle, errIdle)
+		}
 	}
+}
+
+// tailTimeout bounds the wait, after the chunk with a finish reason, for
+// what may follow it (the usage chunk, [DONE]).
+const tailTimeout = 5 * time.Second
+
+// brokenTail reports whether err, from reading a stream after its finish
+// reason, is the stream breaking off (a reset, a stall) rather than the
+// upstream's own error.
+func brokenTail(actx context.Context, err error) bool {
+	if c := context.Cause(actx); c == errTail || c == errIdle {
+		return true
+	}
+	var apiErr *goopenai.APIError
+	var reqErr *goopenai.RequestError
+	return actx.Err() == nil && !errors.As(err, &apiErr) && !errors.As(err, &reqErr) && !errors.Is(err, errStreamLine)
 }
 
 // classify turns an error of the client into a *session.ModelError.

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"slices"
@@ -29,6 +30,7 @@ type reply struct {
 	raw    []string          // after the events, each written and flushed as it is
 	hang   bool              // after the events, block until the client goes away
 	drop   bool              // close the connection without answering
+	reset  bool              // after the events, reset the connection (no end of the chunked body)
 }
 
 // ok is a complete streamed answer: events, then [DONE].
@@ -107,6 +109,16 @@ func (f *fake) serve(w http.ResponseWriter, r *http.Request) {
 	for _, s := range rp.raw {
 		io.WriteString(w, s)
 		fl.Flush()
+	}
+	if rp.reset {
+		conn, _, err := w.(http.Hijacker).Hijack()
+		if err == nil {
+			if tc, ok := conn.(*net.TCPConn); ok {
+				tc.SetLinger(0) // a reset, not a clean close
+			}
+			conn.Close()
+		}
+		return
 	}
 	if rp.hang {
 		select {
@@ -459,12 +471,26 @@ func TestStreamCutOffIsAnError(t *testing.T) {
 		t.Fatalf("requests = %d, want 1: no retry after output", got)
 	}
 	// A finish reason without [DONE] is complete enough; so is [DONE]
-	// without a finish reason.
-	for _, rp := range []reply{{events: []string{text("a"), finish("stop")}}, ok(text("b"))} {
+	// without a finish reason; so is a finish reason after which the
+	// connection is reset, or stalls, before [DONE] (the usage chunk
+	// missing): the model had finished.
+	for _, rp := range []reply{
+		{events: []string{text("a"), finish("stop")}},
+		ok(text("b")),
+		{events: []string{text("c"), finish("stop")}, reset: true},
+		{events: []string{text("d"), finish("stop")}, hang: true},
+	} {
 		f := newFake(t, rp)
-		if _, _, err := collect(t, t.Context(), newModel(t, f, nil), userRequest("x")); err != nil {
-			t.Fatalf("%+v: %v", rp.events, err)
+		m := newModel(t, f, func(c *openai.Config) { c.IdleTimeout = 100 * time.Millisecond })
+		res, _, err := collect(t, t.Context(), m, userRequest("x"))
+		if err != nil || res.FinishReason != session.FinishStop {
+			t.Fatalf("%+v (reset %v, hang %v): %v, finish reason %q", rp.events, rp.reset, rp.hang, err, res.FinishReason)
 		}
+	}
+	// Without a finish reason, a reset is a failure.
+	f = newFake(t, reply{events: []string{text("e")}, reset: true})
+	if _, _, err := collect(t, t.Context(), newModel(t, f, func(c *openai.Config) { c.MaxRetries = -1 }), userRequest("x")); err == nil {
+		t.Fatal("a stream reset before its finish reason: no error")
 	}
 }
 
