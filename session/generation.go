@@ -424,16 +424,16 @@ type outcome struct {
 	err        *ErrorInfo
 }
 
-// nameToolCalls gives a call the model streamed without an id, or with
-// the id of an earlier call, one made from the generation's id and the
-// call's place: a tool result must name the call it answers
-// (tool_call_id), some OpenAI-compatible servers send none, and a repeated
-// one would name two calls (the context would send the model the first
-// only).
+// nameToolCalls gives a call the model streamed without an id, with the
+// id of an earlier call, or with one over MaxToolCallIDBytes, one made
+// from the generation's id and the call's place: a tool result must name
+// the call it answers (tool_call_id), some OpenAI-compatible servers send
+// none, and a repeated one would name two calls (the context would send
+// the model the first only).
 func nameToolCalls(calls []ToolCall, gid string) {
 	seen := make(map[string]bool, len(calls))
 	for i := range calls {
-		if calls[i].ID == "" || seen[calls[i].ID] {
+		if calls[i].ID == "" || len(calls[i].ID) > MaxToolCallIDBytes || seen[calls[i].ID] {
 			calls[i].ID = fmt.Sprintf("call_%s_%d", strings.TrimPrefix(gid, "g_"), i)
 		}
 		seen[calls[i].ID] = true

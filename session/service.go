@@ -38,6 +38,11 @@ const (
 	MaxTitleBytes    = 1 << 10
 	MaxSystemBytes   = 256 << 10
 	MaxMetadataBytes = 64 << 10
+	// MaxToolCallIDBytes bounds a tool call's id (and so a tool result's
+	// tool_call_id): a model's longer one is replaced (nameToolCalls), an
+	// import's is refused. Unbounded, a tool result's export line (its
+	// content and the id) could pass what an import reads.
+	MaxToolCallIDBytes = 1 << 10
 	// MaxMetadataDepth is how deep metadata may nest, the object itself
 	// level 1. JSON decoders take 10,000 levels (encoding/json's limit,
 	// which every request body and import line has); an export line holds
@@ -993,6 +998,9 @@ func (svc *Service) ValidateTurns(turns []NewTurn) error {
 			if t.ToolCallID == "" {
 				return fmt.Errorf("%w: turn %d: a tool turn needs tool_call_id", ErrInvalid, i)
 			}
+			if len(t.ToolCallID) > MaxToolCallIDBytes {
+				return fmt.Errorf("%w: turn %d: tool_call_id is %d bytes, the limit is %d", ErrInvalid, i, len(t.ToolCallID), MaxToolCallIDBytes)
+			}
 		default:
 			return fmt.Errorf("%w: turn %d: role must be user or tool", ErrInvalid, i)
 		}
@@ -1430,6 +1438,10 @@ func (svc *Service) Import(ctx context.Context, owner string, r io.Reader, idemK
 			}
 			if err := validContent(t.Content); err != nil {
 				return nil, fmt.Errorf("line %d: %w", n, err)
+			}
+			if t.ToolCallID != nil && len(*t.ToolCallID) > MaxToolCallIDBytes ||
+				slices.ContainsFunc(t.ToolCalls, func(c ToolCall) bool { return len(c.ID) > MaxToolCallIDBytes }) {
+				return nil, fmt.Errorf("%w: line %d: a tool call id over %d bytes", ErrInvalid, n, MaxToolCallIDBytes)
 			}
 			if len(t.Content) > svc.MaxTurnBytes {
 				// As a post's: every turn a session holds is one a

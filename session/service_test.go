@@ -3322,3 +3322,43 @@ func TestCancelledTurnsCutCallTakesNoResult(t *testing.T) {
 		t.Fatalf("the model was sent calls %v, want only the whole one", calls)
 	}
 }
+
+// A tool call id is bounded (MaxToolCallIDBytes): a model's longer one is
+// replaced by one of the server's, which a result can answer; a posted
+// result naming a longer one is refused.
+func TestToolCallIDsAreBounded(t *testing.T) {
+	ctx := context.Background()
+	long := strings.Repeat("i", session.MaxToolCallIDBytes+1)
+	stream := func(ctx context.Context, req *session.ModelRequest, emit func(session.Delta) error) (*session.ModelResult, error) {
+		var b session.ResultBuilder
+		d := session.Delta{ToolCall: &session.ToolCallDelta{Index: 0, ID: long, Name: "f", Arguments: "{}"}}
+		if err := b.Add(d); err != nil {
+			return nil, err
+		}
+		emit(d)
+		res := b.Result()
+		res.FinishReason = session.FinishToolCalls
+		return res, nil
+	}
+	e := newEnv(t, "", 0, func(_ *session.Service, reg *session.Registry) {
+		if err := reg.Register("fake", &fakeModel{stream: stream}, session.ModelInfo{}); err != nil {
+			t.Fatal(err)
+		}
+	})
+	s, g := generateOnFake(t, e, "call")
+	waitGen(t, e, "local", s.ID, g.ID)
+	calls := lastTurns(t, e, "local", s.ID, 1)[0].ToolCalls
+	want := "call_" + strings.TrimPrefix(g.ID, "g_") + "_0"
+	if len(calls) != 1 || calls[0].ID != want {
+		t.Fatalf("calls %+v, want one with id %s", calls, want)
+	}
+	result := func(id string) session.PostRequest {
+		return session.PostRequest{Turns: []session.NewTurn{{Role: session.RoleTool, ToolCallID: id, Content: json.RawMessage(`"r"`)}}}
+	}
+	if _, err := e.svc.Post(ctx, "local", s.ID, result(long)); !errors.Is(err, session.ErrInvalid) || !strings.Contains(err.Error(), "the limit is 1024") {
+		t.Fatalf("a result with a %d-byte tool_call_id: %v", len(long), err)
+	}
+	if _, err := e.svc.Post(ctx, "local", s.ID, result(want)); err != nil {
+		t.Fatalf("a result for the renamed call: %v", err)
+	}
+}
