@@ -48,3 +48,7 @@ func SetIndexWatchInterval(d time.Duration) (restore func()) {
 	indexWatchInterval = d
 	return func() { indexWatchInterval = old }
 }
+
+// SocketReadBytes is the bytes of socket messages counted against
+// SocketReadMemory now.
+func (rt *Runtime) SocketReadBytes() int64 { return rt.socketBytes.Load() }

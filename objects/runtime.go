@@ -72,6 +72,13 @@ type Runtime struct {
 	// SocketReadLimit is the largest WebSocket message accepted, in bytes;
 	// a larger one closes the socket with 1009. Default DefaultSocketReadLimit.
 	SocketReadLimit int64
+	// SocketReadMemory bounds the bytes of WebSocket messages being read
+	// or handled at once, over every socket (messages under 1 MiB are not
+	// counted): a message that would pass it closes its socket with 1013
+	// (try again later). Without it, clients that each send most of a
+	// large message and then stop held that much memory apiece until
+	// their sockets closed. Default DefaultSocketReadMemory.
+	SocketReadMemory int64
 	// AlarmRetryBase is the first retry delay of a failed alarm.
 	// Default DefaultAlarmRetryBase.
 	AlarmRetryBase time.Duration
@@ -82,6 +89,8 @@ type Runtime struct {
 	Bus EventBus
 	// Logger defaults to slog.Default().
 	Logger *slog.Logger
+
+	socketBytes atomic.Int64 // bytes of socket messages counted against SocketReadMemory
 
 	mu      sync.Mutex // guards state, entries, asleepPublished; taken before any entry's mu
 	state   int        // stateNew, stateOpen, stateClosed
@@ -140,18 +149,19 @@ type entryKey struct{ ns, name string }
 // NewRuntime returns a runtime storing its data under dir, with defaults.
 func NewRuntime(dir string) *Runtime {
 	return &Runtime{
-		Dir:             dir,
-		IdleTimeout:     DefaultIdleTimeout,
-		MaxOpen:         DefaultMaxOpen,
-		QueueLimit:      DefaultQueueLimit,
-		MaxBatch:        DefaultMaxBatch,
-		Durability:      DefaultDurability,
-		CacheKiB:        DefaultCacheKiB,
-		Spares:          DefaultSpares,
-		ShutdownTimeout: DefaultShutdownTimeout,
-		SocketReadLimit: DefaultSocketReadLimit,
-		syncer:          &syncer{},
-		workers:         newWorkers(),
+		Dir:              dir,
+		IdleTimeout:      DefaultIdleTimeout,
+		MaxOpen:          DefaultMaxOpen,
+		QueueLimit:       DefaultQueueLimit,
+		MaxBatch:         DefaultMaxBatch,
+		Durability:       DefaultDurability,
+		CacheKiB:         DefaultCacheKiB,
+		Spares:           DefaultSpares,
+		ShutdownTimeout:  DefaultShutdownTimeout,
+		SocketReadLimit:  DefaultSocketReadLimit,
+		SocketReadMemory: DefaultSocketReadMemory,
+		syncer:           &syncer{},
+		workers:          newWorkers(),
 	}
 }
 
@@ -263,6 +273,9 @@ func (rt *Runtime) setDefaults() {
 	}
 	if rt.SocketReadLimit <= 0 {
 		rt.SocketReadLimit = DefaultSocketReadLimit
+	}
+	if rt.SocketReadMemory <= 0 {
+		rt.SocketReadMemory = DefaultSocketReadMemory
 	}
 }
 

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"sync"
 	"time"
 
@@ -15,6 +16,12 @@ import (
 const (
 	// DefaultSocketReadLimit is the largest message a held socket accepts.
 	DefaultSocketReadLimit = 32 << 20
+	// DefaultSocketReadMemory is Runtime.SocketReadMemory's default.
+	DefaultSocketReadMemory = 1 << 30
+	// socketCountFrom is the part of a message that is not counted
+	// against SocketReadMemory: small messages cost less than their
+	// socket.
+	socketCountFrom = 1 << 20
 	// MaxSocketTags is how many tags a socket may carry.
 	MaxSocketTags = 10
 	// MaxSocketAttachment is the largest attachment, in bytes.
@@ -202,12 +209,13 @@ func (s *Socket) read() {
 	defer rt.wg.Done()
 	stub := &Stub{ns: e.ns, name: e.name}
 	for {
-		typ, data, err := s.conn.Read(context.Background())
+		typ, data, held, err := s.readMessage()
 		if err != nil {
 			s.finish(stub, err)
 			return
 		}
 		if typ == websocket.MessageText && s.autoRespond(data) {
+			rt.socketBytes.Add(-held)
 			continue
 		}
 		// Back-pressure: this client is not read while the queue is full.
@@ -221,6 +229,7 @@ func (s *Socket) read() {
 			})
 			return err
 		})
+		rt.socketBytes.Add(-held) // handled: the handler keeps no reference
 		switch {
 		case err == nil, errors.Is(err, ErrDeclined):
 		case errors.Is(err, ErrNotFound): // deleted since it was read: dropped with the object
@@ -236,6 +245,54 @@ func (s *Socket) read() {
 			rt.logger().Warn("objects: socket message handler failed", "namespace", e.ns.name, "object", e.name, "err", err)
 		}
 	}
+}
+
+// errSocketMemory closes a socket whose message would pass
+// Runtime.SocketReadMemory.
+var errSocketMemory = errors.New("objects: the server holds its most message bytes at once")
+
+// readMessage reads the next message whole, as conn.Read does, counting
+// its bytes past socketCountFrom against the runtime's SocketReadMemory as
+// they arrive; held is what it counted, for the caller to give back once
+// the message is handled. A message that would pass the bound closes the
+// socket with 1013 (try again later), and is an error.
+func (s *Socket) readMessage() (typ websocket.MessageType, data []byte, held int64, err error) {
+	typ, r, err := s.conn.Reader(context.Background())
+	if err != nil {
+		return 0, nil, 0, err
+	}
+	cr := &countedReader{r: r, rt: s.e.rt}
+	data, err = io.ReadAll(cr) // its growth, not our own: a 32 MiB message is read with fewer copies
+	if err != nil {
+		s.e.rt.socketBytes.Add(-cr.held)
+		if errors.Is(err, errSocketMemory) {
+			s.conn.Close(StatusTryAgainLater, "the server holds its most message bytes at once: send it again shortly")
+		}
+		return 0, nil, 0, err
+	}
+	return typ, data, cr.held, nil
+}
+
+// countedReader counts what passes it beyond socketCountFrom against the
+// runtime's SocketReadMemory, and fails with errSocketMemory past it.
+type countedReader struct {
+	r    io.Reader
+	rt   *Runtime
+	read int64 // bytes read
+	held int64 // of them, counted
+}
+
+func (c *countedReader) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	c.read += int64(n)
+	if over := c.read - socketCountFrom; over > c.held {
+		add := over - c.held
+		c.held = over
+		if c.rt.socketBytes.Add(add) > c.rt.SocketReadMemory {
+			return n, errSocketMemory // the caller gives back held
+		}
+	}
+	return n, err
 }
 
 // deleted reports whether Delete closed the socket (see silent).

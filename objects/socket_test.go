@@ -528,3 +528,54 @@ func TestFencedRuntimeClosesSocketOnMessage(t *testing.T) {
 		t.Fatalf("after the fence: %q %v, want a 1013 close naming the disk", b, err)
 	}
 }
+
+// Message bytes being read are bounded over every socket
+// (SocketReadMemory, past the first MiB of each message): a client that
+// sends most of a large message and stops holds its part, and a message
+// that would pass the bound closes its socket with 1013; once the first
+// client goes, the same message is taken.
+func TestSocketReadMemoryBounded(t *testing.T) {
+	const mib = 1 << 20
+	env := newWSEnv(t, func(rt *objects.Runtime) { rt.SocketReadMemory = 2 * mib })
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+
+	stalled := env.dial(t, "mem", "")
+	w, err := stalled.Writer(ctx, websocket.MessageText)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.Write([]byte(strings.Repeat("p", 2*mib+mib/2))); err != nil { // 1.5 MiB counted
+		t.Fatal(err)
+	}
+	// Not closed: the message stays unfinished, its part held.
+	other := env.dial(t, "mem", "")
+	roundTrip(t, other, "small", "hello small n=1 att= tags=[]") // under 1 MiB: not counted
+	// What of it has arrived (the client's and the kernel's buffers keep
+	// some) is counted, past its first MiB.
+	var held int64
+	checkFor(t, 5*time.Second, "the stalled part counted", func() bool {
+		n := env.rt.SocketReadBytes()
+		if n == 0 || n != held {
+			held = n
+			time.Sleep(50 * time.Millisecond)
+			return false
+		}
+		return true
+	})
+	big := strings.Repeat("b", int(mib+2*mib-held+64<<10)) // with the stalled part, over 2 MiB
+	over := env.dial(t, "mem", "")
+	send(t, over, big)
+	if got := readClose(t, over); got != websocket.StatusTryAgainLater {
+		t.Fatalf("a message past the bound closed its socket with %d, want %d", got, websocket.StatusTryAgainLater)
+	}
+
+	stalled.CloseNow()
+	checkFor(t, 5*time.Second, "the stalled part given back", func() bool { return env.rt.SocketReadBytes() == 0 })
+	again := env.dial(t, "mem", "")
+	again.SetReadLimit(4 * mib)
+	roundTrip(t, again, big, "hello "+big+" n=2 att= tags=[]")
+	if n := env.rt.SocketReadBytes(); n != 0 {
+		t.Fatalf("%d bytes still counted after the message was handled", n)
+	}
+}
