@@ -42,6 +42,10 @@ type entry struct {
 	// published is the outbox seq up to which the bus has acknowledged the
 	// object's events (set by its drainer, read by its worker).
 	published atomic.Int64
+	// sleptDeleted is the seq up to which the last sleep deleted published
+	// rows from the object's file: an acknowledgement after it, before the
+	// entry is dropped, is kept for the next wake (see maybeDrop).
+	sleptDeleted atomic.Int64
 }
 
 // instance is an active object: its open database and the value Class.New built.
@@ -281,6 +285,7 @@ func (e *entry) evict() {
 // sleep closes an instance's database and records its usage in the index.
 func (e *entry) sleep(ctx context.Context, inst *instance) {
 	e.rt.unmarkOutbox(ctx, e, inst)
+	e.sleptDeleted.Store(inst.deleted)
 	if err := inst.db.close(); err != nil {
 		e.logger().Warn("objects: close database", "err", err)
 	}

@@ -594,8 +594,15 @@ func (rt *Runtime) maybeDrop(e *entry) {
 		return
 	}
 	e.dead = true
-	if rt.entries[entryKey{e.ns.name, e.name}] == e {
-		delete(rt.entries, entryKey{e.ns.name, e.name})
+	k := entryKey{e.ns.name, e.name}
+	if rt.entries[k] == e {
+		delete(rt.entries, k)
+	}
+	if p := e.published.Load(); p > e.sleptDeleted.Load() {
+		// Acknowledged after the sleep deleted what was published: the
+		// rows are still in the file, and the next wake (or a deletion's
+		// handover) must know they went out.
+		rt.asleepPublished[k] = max(rt.asleepPublished[k], p)
 	}
 }
 
