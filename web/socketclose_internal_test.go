@@ -39,7 +39,7 @@ func TestTruncateReasonFitsACloseFrame(t *testing.T) {
 		{strings.Repeat("a", 123), strings.Repeat("a", 123)},
 		{strings.Repeat("a", 124), strings.Repeat("a", 120) + "…"},
 		{strings.Repeat("a", 119) + "é" + "xyz", strings.Repeat("a", 119) + "…"}, // é (2 bytes) would end at 121
-		{strings.Repeat("€", 50), strings.Repeat("€", 40) + "…"},                // whole runes only
+		{strings.Repeat("€", 50), strings.Repeat("€", 40) + "…"},                 // whole runes only
 		{words, "rate_limited: too many open streams: 10000 WebSockets and event streams are open for this owner, the most allowed…"},
 	} {
 		got := truncateReason(c.in)

@@ -683,31 +683,48 @@ func TestWebSocketResumeBesideARunningGeneration(t *testing.T) {
 	c := s.dial(t, sess.ID)
 	defer c.CloseNow()
 	send(t, c, map[string]any{"type": "hello", "resume": map[string]any{"generation": g1, "after": 2}})
-	var text strings.Builder
-	var off int64
+	var msgs []wsMsg
 	for {
 		m := recv(t, c)
 		if m.Generation != g2 {
 			continue
 		}
+		msgs = append(msgs, m)
 		if m.Type == "done" {
 			break
 		}
+	}
+	if got, want := deltasText(t, msgs), s.lastTurnText(t, sess.ID); got != want {
+		t.Fatalf("the running generation's deltas make %q, its turn %q", got, want)
+	}
+}
+
+// deltasText joins the text of the deltas among msgs (of one generation),
+// which must run from offset 1 without a gap.
+func deltasText(t *testing.T, msgs []wsMsg) string {
+	t.Helper()
+	var text strings.Builder
+	var off int64
+	for _, m := range msgs {
 		if m.Type == "delta" {
 			if m.Offset != off+1 {
-				t.Fatalf("%s: delta at offset %d after %d", g2, m.Offset, off)
+				t.Fatalf("%s: delta at offset %d after %d", m.Generation, m.Offset, off)
 			}
 			off = m.Offset
 			text.WriteString(m.Text)
 		}
 	}
+	return text.String()
+}
+
+// lastTurnText is the text of the session's newest turn.
+func (s *server) lastTurnText(t *testing.T, id string) string {
+	t.Helper()
 	var page struct{ Turns []session.Turn }
-	s.do(t, "GET", "/v1/sessions/"+sess.ID+"/turns?limit=1", nil, &page)
-	var want string
-	json.Unmarshal(page.Turns[0].Content, &want)
-	if text.String() != want {
-		t.Fatalf("the running generation's deltas make %q, its turn %q", text.String(), want)
-	}
+	s.do(t, "GET", "/v1/sessions/"+id+"/turns?limit=1", nil, &page)
+	var text string
+	json.Unmarshal(page.Turns[0].Content, &text)
+	return text
 }
 
 // A send repeated on a new socket without hello (a client retrying after
@@ -730,22 +747,7 @@ func TestWebSocketRepeatedSendGetsTheRunningReplyWhole(t *testing.T) {
 	again := s.dial(t, sess.ID)
 	defer again.CloseNow()
 	send(t, again, msg)
-	var text strings.Builder
-	var off int64
-	for _, m := range recvUntil(t, again, "done") {
-		if m.Type == "delta" {
-			if m.Offset != off+1 {
-				t.Fatalf("delta at offset %d after %d", m.Offset, off)
-			}
-			off = m.Offset
-			text.WriteString(m.Text)
-		}
-	}
-	var page struct{ Turns []session.Turn }
-	s.do(t, "GET", "/v1/sessions/"+sess.ID+"/turns?limit=1", nil, &page)
-	var want string
-	json.Unmarshal(page.Turns[0].Content, &want)
-	if text.String() != want {
-		t.Fatalf("the repeat's deltas make %q, the reply is %q", text.String(), want)
+	if got, want := deltasText(t, recvUntil(t, again, "done")), s.lastTurnText(t, sess.ID); got != want {
+		t.Fatalf("the repeat's deltas make %q, the reply is %q", got, want)
 	}
 }

@@ -15,34 +15,62 @@ import (
 // A server's stop ends an SSE stream of a running generation with its
 // final event, done with error interrupted, as it ends a WebSocket's: the
 // stream is not cut before it.
-func TestShutdownSendsSSEReadersTheFinalEvent(t *testing.T) {
+// stopping is a server run in process (run) with the offline model at tps
+// tokens a second, and a session: stop ends it as SIGTERM would, and
+// stopped waits for run to return.
+type stopping struct {
+	addr, base, session string
+	stop                context.CancelFunc
+	errc                chan error
+}
+
+func startStopping(t *testing.T, tps string) *stopping {
+	t.Helper()
 	data := filepath.Join(t.TempDir(), "data")
 	pr, pw := io.Pipe()
 	addr, logDone := watchLog(t, pr)
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(func() { cancel(); <-logDone })
-	errc := make(chan error, 1)
+	st := &stopping{stop: cancel, errc: make(chan error, 1)}
 	exited := make(chan struct{})
 	go func() {
-		errc <- run(ctx, []string{"--addr", "127.0.0.1:0", "--log-format", "json", "--data", data, "--offline-tps", "20"}, noEnv, io.Discard, pw)
+		st.errc <- run(ctx, []string{"--addr", "127.0.0.1:0", "--log-format", "json", "--data", data, "--offline-tps", tps}, noEnv, io.Discard, pw)
 		pw.Close()
 		close(exited)
 	}()
-	a := waitHealthy(t, addr, exited)
-	base := "http://" + a + "/v1"
-
-	resp, err := http.Post(base+"/sessions", "application/json", strings.NewReader(`{}`))
+	st.addr = waitHealthy(t, addr, exited)
+	st.base = "http://" + st.addr + "/v1"
+	resp, err := http.Post(st.base+"/sessions", "application/json", strings.NewReader(`{}`))
 	if err != nil {
 		t.Fatal(err)
 	}
 	var s struct{ ID string }
 	json.NewDecoder(resp.Body).Decode(&s)
 	resp.Body.Close()
-	req, _ := http.NewRequest("POST", base+"/sessions/"+s.ID+"/turns",
+	st.session = s.ID
+	return st
+}
+
+// stopped waits for run to return after stop, and fails on its error.
+func (st *stopping) stopped(t *testing.T) {
+	t.Helper()
+	select {
+	case err := <-st.errc:
+		if err != nil {
+			t.Fatalf("run: %v", err)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("run did not return after the stop")
+	}
+}
+
+func TestShutdownSendsSSEReadersTheFinalEvent(t *testing.T) {
+	st := startStopping(t, "20")
+	req, _ := http.NewRequest("POST", st.base+"/sessions/"+st.session+"/turns",
 		strings.NewReader(`{"turns":[{"role":"user","content":"/words 10000"}],"generate":true}`))
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("Accept", "text/event-stream")
-	resp, err = http.DefaultClient.Do(req)
+	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -59,18 +87,11 @@ func TestShutdownSendsSSEReadersTheFinalEvent(t *testing.T) {
 		last = line
 		if strings.Contains(line, `"type":"delta"`) {
 			if deltas++; deltas == 2 {
-				cancel() // the server stops, as on SIGTERM
+				st.stop() // the server stops, as on SIGTERM
 			}
 		}
 	}
-	select {
-	case err := <-errc:
-		if err != nil {
-			t.Fatalf("run: %v", err)
-		}
-	case <-time.After(20 * time.Second):
-		t.Fatal("run did not return after cancel")
-	}
+	st.stopped(t)
 	var done struct {
 		Type  string
 		Error *struct{ Code string }

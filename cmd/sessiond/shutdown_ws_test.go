@@ -3,10 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"errors"
-	"io"
 	"net/http"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -19,32 +16,10 @@ import (
 // was lost when a write was under way as the viewers closed, in most
 // runs of a black-box round.
 func TestShutdownSendsWebSocketViewersTheFinalEvent(t *testing.T) {
-	data := filepath.Join(t.TempDir(), "data")
-	pr, pw := io.Pipe()
-	addr, logDone := watchLog(t, pr)
-	ctx, cancel := context.WithCancel(context.Background())
-	t.Cleanup(func() { cancel(); <-logDone })
-	errc := make(chan error, 1)
-	exited := make(chan struct{})
-	go func() {
-		errc <- run(ctx, []string{"--addr", "127.0.0.1:0", "--log-format", "json", "--data", data, "--offline-tps", "50"}, noEnv, io.Discard, pw)
-		pw.Close()
-		close(exited)
-	}()
-	a := waitHealthy(t, addr, exited)
-	base := "http://" + a + "/v1"
-
-	resp, err := http.Post(base+"/sessions", "application/json", strings.NewReader(`{}`))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var s struct{ ID string }
-	json.NewDecoder(resp.Body).Decode(&s)
-	resp.Body.Close()
-
+	st := startStopping(t, "50")
 	dctx, dcancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer dcancel()
-	ws, _, err := websocket.Dial(dctx, "ws://"+a+"/v1/sessions/"+s.ID+"/ws", nil)
+	ws, _, err := websocket.Dial(dctx, "ws://"+st.addr+"/v1/sessions/"+st.session+"/ws", nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -52,7 +27,7 @@ func TestShutdownSendsWebSocketViewersTheFinalEvent(t *testing.T) {
 	if err := ws.Write(dctx, websocket.MessageText, []byte(`{"type":"hello"}`)); err != nil {
 		t.Fatal(err)
 	}
-	resp, err = http.Post(base+"/sessions/"+s.ID+"/turns", "application/json",
+	resp, err := http.Post(st.base+"/sessions/"+st.session+"/turns", "application/json",
 		strings.NewReader(`{"turns":[{"role":"user","content":"/words 10000"}],"generate":true}`))
 	if err != nil {
 		t.Fatal(err)
@@ -73,20 +48,13 @@ func TestShutdownSendsWebSocketViewersTheFinalEvent(t *testing.T) {
 		switch m.Type {
 		case "delta":
 			if deltas++; deltas == 2 {
-				cancel() // the server stops, as on SIGTERM
+				st.stop() // the server stops, as on SIGTERM
 			}
 		case "done":
 			done = msg
 		}
 	}
-	select {
-	case err := <-errc:
-		if err != nil && !errors.Is(err, context.Canceled) {
-			t.Fatalf("run: %v", err)
-		}
-	case <-time.After(20 * time.Second):
-		t.Fatal("run did not return after cancel")
-	}
+	st.stopped(t)
 	var d struct {
 		Error *struct{ Code string }
 	}
