@@ -2484,20 +2484,26 @@ func TestInterruptedGenerationEndsAfterItsSavedOutput(t *testing.T) {
 			if g.Offset <= int64(len(out)) {
 				t.Fatalf("final offset %d with %d deltas streamed: a client that saw the last would be told it has everything", g.Offset, len(out))
 			}
-			for _, c := range []struct {
-				after int64
-				want  string
-			}{
-				{0, "[turn done]"},
-				{int64(len(saved)) + 1, "[turn done]"}, // the first delta not saved
-				{int64(len(out)), "[turn done]"},
-				{g.Offset - 1, "[turn done]"},
-				{g.Offset + 2, "[turn done]"},
-				{g.Offset, "[]"},
+			// Every position but the final event's gets the saved turn and
+			// the final event. (With nothing streamed, the final event may
+			// be at offset 1, the first delta's place: a client that has it
+			// has everything.)
+			for _, after := range []int64{
+				0,
+				int64(len(saved)) + 1, // the first delta not saved
+				int64(len(out)),
+				g.Offset - 1,
+				g.Offset + 2,
+				g.Offset,
 			} {
+				want := "[turn done]"
+				if after == g.Offset {
+					want = "[]"
+				}
+				c := struct{ after int64 }{after}
 				types, offsets := followTypes(t, e2, sid, g.ID, c.after)
-				if fmt.Sprint(types) != c.want {
-					t.Errorf("after %d: sent %v, want %s", c.after, types, c.want)
+				if fmt.Sprint(types) != want {
+					t.Errorf("after %d (final event at %d): sent %v, want %s", c.after, g.Offset, types, want)
 				}
 				if len(offsets) == 2 && offsets[1] != g.Offset {
 					t.Errorf("after %d: final event at offset %d, want %d", c.after, offsets[1], g.Offset)
