@@ -85,7 +85,7 @@ func (o *sessionObj) cancelQueued(ctx context.Context, tx *objects.Tx, gid strin
 }
 
 // endQueued ends generations that wait in the queue (gid, or every queued
-// one when gid is ""), with status (GenCancelled or GenFailed) and the
+// one when gid is ""), with status (GenCancelled, GenFailed or GenInterrupted) and the
 // error e, and returns how many it ended.
 func (o *sessionObj) endQueued(ctx context.Context, tx *objects.Tx, gid, status string, e *ErrorInfo, now int64) (int, error) {
 	var code, msg any

@@ -381,11 +381,14 @@ func (e *notStartedError) Unwrap() error { return e.err }
 // startNext starts the first queued generation that can start, if any. One
 // that cannot (see notStartedError) ends failed and the next is tried, so
 // that a queued generation never keeps the one before it from ending.
-// While the service closes, none starts: they stay queued, for the next
-// start-up to mark interrupted, and the generation ending now commits.
+// While the service closes, none starts: they end interrupted, with the
+// generation ending now, as the next start-up would mark them, so that
+// whoever follows one (an SSE POST that queued it, the session's sockets)
+// gets its final event before the server stops.
 func (o *sessionObj) startNext(ctx context.Context, tx *objects.Tx, m *meta, now time.Time) (*genRun, func(), error) {
 	if o.svc.isClosing() {
-		return nil, nil, nil
+		_, err := o.endQueued(ctx, tx, "", GenInterrupted, &ErrorInfo{Code: "interrupted", Message: "the server stopped before this generation finished"}, now.UnixMilli())
+		return nil, nil, err
 	}
 	for {
 		q, superseded, ok, err := o.nextQueued(ctx, tx, m)

@@ -101,3 +101,52 @@ func TestShutdownSendsSSEReadersTheFinalEvent(t *testing.T) {
 		t.Fatalf("the stream ended with %.300s, want done with error interrupted", last)
 	}
 }
+
+// A server's stop ends a generation still queued behind the running one
+// as interrupted, and the SSE stream of the POST that queued it with that
+// final event (done at offset 1, no turn, error interrupted): it ended
+// after the posted turn, with nothing to say what became of the reply.
+func TestShutdownEndsAQueuedGenerationsSSEStream(t *testing.T) {
+	st := startStopping(t, "20")
+	post := func(text string, sse bool) *http.Response {
+		req, _ := http.NewRequest("POST", st.base+"/sessions/"+st.session+"/turns",
+			strings.NewReader(`{"turns":[{"role":"user","content":"`+text+`"}],"generate":true}`))
+		req.Header.Set("Content-Type", "application/json")
+		if sse {
+			req.Header.Set("Accept", "text/event-stream")
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return resp
+	}
+	post("/words 10000", false).Body.Close() // runs
+	resp := post("/say queued", true)        // waits behind it
+	defer resp.Body.Close()
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(nil, 1<<20)
+	var events []string
+	for sc.Scan() {
+		line, ok := strings.CutPrefix(sc.Text(), "data: ")
+		if !ok {
+			continue
+		}
+		events = append(events, line)
+		if len(events) == 1 {
+			st.stop() // the posted turn is in: the server stops, as on SIGTERM
+		}
+	}
+	st.stopped(t)
+	var done struct {
+		Type         string
+		FinishReason string `json:"finish_reason"`
+		Offset       int64
+		Turn         json.RawMessage
+		Error        *struct{ Code string }
+	}
+	json.Unmarshal([]byte(events[len(events)-1]), &done)
+	if len(events) != 2 || done.Type != "done" || done.FinishReason != "interrupted" || done.Offset != 1 || string(done.Turn) != "null" || done.Error == nil || done.Error.Code != "interrupted" {
+		t.Fatalf("the queued generation's stream: %q, want its turn then done interrupted at offset 1", events)
+	}
+}
