@@ -163,8 +163,8 @@ func callCut(status string, finishReason *string, c ToolCall) bool {
 // turn's calls but those cut short (callCut).
 func turnMessage(t Turn) Message {
 	m := Message{Role: t.Role, ToolCalls: t.ToolCalls}
-	if t.Role == RoleAssistant && slices.ContainsFunc(m.ToolCalls, func(c ToolCall) bool { return callCut(t.Status, t.FinishReason, c) }) {
-		m.ToolCalls = slices.DeleteFunc(slices.Clone(m.ToolCalls), func(c ToolCall) bool { return callCut(t.Status, t.FinishReason, c) })
+	if cut := func(c ToolCall) bool { return callCut(t.Status, t.FinishReason, c) }; t.Role == RoleAssistant && slices.ContainsFunc(m.ToolCalls, cut) {
+		m.ToolCalls = slices.DeleteFunc(slices.Clone(m.ToolCalls), cut) // the turn's own slice stays whole
 	}
 	if t.ToolCallID != nil {
 		m.ToolCallID = *t.ToolCallID

@@ -42,7 +42,7 @@ func TestJanitorSparesStartingGeneration(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	turns, err := DecodeNewTurns([]byte(`[{"role":"user","content":"/say hello there"}]`), false)
+	turns, err := DecodeNewTurns([]byte(`[{"role":"user","content":"/say hello there"}]`))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -304,9 +304,9 @@ func (o *sessionObj) WebSocketMessage(ctx context.Context, tx *objects.Tx, s *ob
 			}
 		}
 	case streaming.TypeSend:
-		// Strict, as a post's body: a field a turn does not take
-		// (parent_id, id, status…) is refused, not ignored.
-		turns, err := DecodeNewTurns(msg.Turns, true)
+		// As a post's body: a field a turn does not take (parent_id,
+		// id, status…) is refused, not ignored.
+		turns, err := DecodeNewTurns(msg.Turns)
 		if err != nil {
 			sv.v.Send(errorMsg("invalid_request", err.Error()))
 			return nil

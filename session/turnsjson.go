@@ -13,20 +13,15 @@ import (
 	"sessiond/streaming/jsonscan"
 )
 
-// errTurnsShape: the turns of a send are not an array of turn objects.
-var errTurnsShape = errors.New("turns must be an array of {role, content, tool_call_id?}")
-
 // DecodeNewTurns decodes a JSON array of new turns in one pass, without
 // copying their contents (each Content aliases raw): for a 32 MiB tool
 // result, one pass instead of encoding/json's two and a copy. As with
 // encoding/json, keys match without regard to case, null leaves a field
 // empty and a null array is nil.
 //
-// strict refuses unknown fields, as the REST API's decoder does (a post's
-// body, a WebSocket send), and its errors say what was wrong; otherwise
-// unknown fields are ignored, as json.Unmarshal does, and every error is
-// about the array's shape.
-func DecodeNewTurns(raw []byte, strict bool) ([]NewTurn, error) {
+// Unknown fields are refused, as the REST API's decoder refuses them (a
+// post's body and a WebSocket send use it), and errors say what was wrong.
+func DecodeNewTurns(raw []byte) ([]NewTurn, error) {
 	if string(bytes.TrimSpace(raw)) == "null" {
 		return nil, nil
 	}
@@ -44,12 +39,11 @@ func DecodeNewTurns(raw []byte, strict bool) ([]NewTurn, error) {
 					return decodeString(v, "turns.role", &t.Role)
 				case strings.EqualFold(k, "content"):
 					t.Content = v
+					return nil
 				case strings.EqualFold(k, "tool_call_id"):
 					return decodeString(v, "turns.tool_call_id", &t.ToolCallID)
-				case strict:
-					return fmt.Errorf("unknown field %q", k)
 				}
-				return nil
+				return fmt.Errorf("unknown field %q", k)
 			})
 			if err != nil {
 				return err
@@ -61,8 +55,6 @@ func DecodeNewTurns(raw []byte, strict bool) ([]NewTurn, error) {
 	switch {
 	case err == nil:
 		return turns, nil
-	case !strict:
-		return nil, errTurnsShape
 	case errors.Is(err, jsonscan.ErrNotArray):
 		return nil, fmt.Errorf(`field "turns" must be an array of {role, content, tool_call_id?}`)
 	}

@@ -3,16 +3,19 @@ package session
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
+	"io"
 	"testing"
 	"unicode/utf8"
 )
 
-// FuzzDecodeNewTurns holds DecodeNewTurns to json.Unmarshal into
-// []NewTurn: the same turns, or an error for the same inputs.
+// FuzzDecodeNewTurns holds DecodeNewTurns to encoding/json decoding into
+// []NewTurn with unknown fields refused: the same turns, or an error for
+// the same inputs.
 func FuzzDecodeNewTurns(f *testing.F) {
 	for _, s := range []string{
 		`[{"role":"user","content":"hi"}]`, `[]`, `null`, `[null]`, `[1]`, `{}`,
-		`[{"Role":"tool","CONTENT":[{"type":"text","text":"x"}],"tool_call_id":"c1","extra":{"a":[1]}}]`,
+		`[{"Role":"tool","CONTENT":[{"type":"text","text":"x"}],"tool_call_id":"c1","extra":{"a":[1]}}]`, `[{"role":"user","content":"x","parent_id":1}]`,
 		`[{"role":null,"content":null}]`, `[{"role":5}]`, `[{"role":"a","role":"b"}]`,
 		`[{"role":"us\u0065r","content":"a\"b"}, {"role":"user","content":"c"}]`,
 		`[{"content":"x"},]`, `[{"content":"x"}`, ` [ { "role" : "user" , "content" : "y" } ] `,
@@ -23,8 +26,15 @@ func FuzzDecodeNewTurns(f *testing.F) {
 	}
 	f.Fuzz(func(t *testing.T, data []byte) {
 		var want []NewTurn
-		werr := json.Unmarshal(data, &want)
-		got, err := DecodeNewTurns(data, false)
+		dec := json.NewDecoder(bytes.NewReader(data))
+		dec.DisallowUnknownFields()
+		werr := dec.Decode(&want)
+		if werr == nil {
+			if _, terr := dec.Token(); terr != io.EOF {
+				werr = fmt.Errorf("data after the value: %v", terr)
+			}
+		}
+		got, err := DecodeNewTurns(data)
 		if werr == nil && !utf8.Valid(data) {
 			// encoding/json takes raw bytes such as 0xff; JSON (RFC 8259)
 			// is UTF-8, and DecodeNewTurns holds to it.

@@ -112,7 +112,7 @@ func parsePostRequest(body []byte, req *session.PostRequest) error {
 func postField(req *session.PostRequest, k string, v []byte) error {
 	switch {
 	case strings.EqualFold(k, "turns"):
-		turns, err := session.DecodeNewTurns(v, true)
+		turns, err := session.DecodeNewTurns(v)
 		if err != nil {
 			return errorf(http.StatusBadRequest, "invalid_request", "%v", err)
 		}

@@ -31,8 +31,6 @@ var (
 	dataField  = []byte("data:")
 	doneMarker = []byte("[DONE]")
 	errorStart = []byte(`{"error":`) // as go-openai recognises an error event
-	// fieldsDropped are the event-stream fields go-openai has no use for.
-	fieldsDropped = [][]byte{[]byte("event:"), []byte("id:"), []byte("retry:")}
 )
 
 // sseFilter reads a 200 answer's event stream for go-openai, passing on
@@ -214,15 +212,11 @@ func (f *sseFilter) classify(seg []byte) {
 }
 
 // isFieldLine reports whether line is a field of the event stream format
-// other than data: a name of letters, digits, "-" and "_", then ":". The
-// format says to ignore fields it does not know; go-openai would keep
-// them as it keeps any line that is not data.
+// other than data: a name of letters, digits, "-" and "_", then ":" —
+// "event:", "id:" and "retry:", which go-openai has no use for, and the
+// fields the format says to ignore. go-openai would keep them as it keeps
+// any line that is not data.
 func isFieldLine(line []byte) bool {
-	for _, d := range fieldsDropped {
-		if bytes.HasPrefix(line, d) {
-			return true
-		}
-	}
 	name, _, ok := bytes.Cut(line, []byte(":"))
 	if !ok || len(name) == 0 {
 		return false
