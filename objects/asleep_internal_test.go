@@ -43,17 +43,7 @@ func (b *lateBus) published() []string {
 func TestEventAcknowledgedWhileAsleepNotPublishedAgain(t *testing.T) {
 	ctx := context.Background()
 	bus := &lateBus{open: make(chan struct{})}
-	rt := NewRuntime(t.TempDir())
-	rt.Durability = DurabilityNormal
-	rt.IdleTimeout = 10 * time.Millisecond
-	rt.Bus = bus
-	ns, err := rt.Register("late", Class{New: func(ctx context.Context, h *Handle, tx *Tx) (any, error) { return struct{}{}, nil }})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := rt.Open(ctx); err != nil {
-		t.Fatal(err)
-	}
+	rt, ns := openTable(t, t.TempDir(), func(rt *Runtime) { rt.IdleTimeout = 10 * time.Millisecond; rt.Bus = bus }, nil)
 	t.Cleanup(func() { rt.Close() })
 	s, err := ns.Get("one")
 	if err != nil {
@@ -66,7 +56,7 @@ func TestEventAcknowledgedWhileAsleepNotPublishedAgain(t *testing.T) {
 	}
 	// Asleep and forgotten while the publish waits at the bus.
 	deadline := time.Now().Add(10 * time.Second)
-	for rt.lookupEntry("late", "one") != nil {
+	for rt.lookupEntry("k", "one") != nil {
 		if time.Now().After(deadline) {
 			t.Fatal("the object never went to sleep")
 		}
@@ -82,7 +72,7 @@ func TestEventAcknowledgedWhileAsleepNotPublishedAgain(t *testing.T) {
 	// The drainer has ended once the mark is recorded; then a wake.
 	for {
 		rt.drainMu.Lock()
-		_, draining := rt.draining[entryKey{"late", "one"}]
+		_, draining := rt.draining[entryKey{"k", "one"}]
 		rt.drainMu.Unlock()
 		if !draining {
 			break
