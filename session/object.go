@@ -548,6 +548,10 @@ func (o *sessionObj) post(ctx context.Context, tx *objects.Tx, req *PostRequest)
 		}
 	}
 	turns := res.Turns
+	var genMsg []byte
+	if res.Generation != nil {
+		genMsg = GenerationMessageJSON(res.Generation)
+	}
 	o.m = &m
 	if run != nil {
 		o.run = run
@@ -555,6 +559,9 @@ func (o *sessionObj) post(ctx context.Context, tx *objects.Tx, req *PostRequest)
 	tx.OnCommit(func() {
 		for _, t := range turns {
 			o.svc.broadcastTurn(m.ID, t)
+		}
+		if genMsg != nil {
+			o.svc.broadcast(m.ID, genMsg)
 		}
 		if launch != nil {
 			launch()

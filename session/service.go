@@ -325,6 +325,13 @@ func (svc *Service) broadcastTurn(id string, t Turn) {
 	h.Broadcast(TurnMessageJSON(t))
 }
 
+// broadcast sends msg to every viewer of the session, if it has any.
+func (svc *Service) broadcast(id string, msg []byte) {
+	if h := svc.existingHub(id); h != nil {
+		h.Broadcast(msg)
+	}
+}
+
 // stub returns the stub of an existing session, or ErrNotFound. Calls
 // through it never create a session.
 func (svc *Service) stub(ctx context.Context, id string) (*objects.Stub, error) {

@@ -344,14 +344,18 @@ func (o *sessionObj) WebSocketMessage(ctx context.Context, tx *objects.Tx, s *ob
 					return err
 				}
 				msgs = append(msgs, final...)
-			} else if g != nil && o.run != nil && o.run.id == g.ID {
-				fromStart = g.ID // all of its deltas, if this socket joins now
+			} else if g != nil {
+				msgs = append(msgs, GenerationMessageJSON(g))
+				if o.run != nil && o.run.id == g.ID {
+					fromStart = g.ID // all of its deltas, if this socket joins now
+				}
 			}
 			sv.v.Send(msgs...)
 			return nil
 		}
 		// The committed turns reach every viewer, this one included, as
-		// "turn" messages; generation events follow.
+		// "turn" messages, then the generation, if the send made one, as a
+		// "generation" message; its events follow.
 	}
 	return nil
 }

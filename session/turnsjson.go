@@ -86,6 +86,25 @@ func TurnMessageJSON(t Turn) []byte {
 	return append(out, '}')
 }
 
+// GenerationMessageJSON returns the "generation" message for g:
+// {"type": "generation", "generation": "g_…", "status": "queued"} (or
+// "running"). Every generation a post makes is announced with it to the
+// session's sockets, after the post's "turn" messages, and to the post's
+// own SSE stream, so that a client that did not post over REST learns its
+// id (to follow it, or to cancel it while it waits) before its first
+// event. Its members are those of the other generation messages, so that
+// a client decoding every message into one shape still can: "generation"
+// is the id, and no "offset" (it is not an event of the generation's
+// stream, and has no SSE id).
+func GenerationMessageJSON(g *Generation) []byte {
+	b, _ := json.Marshal(struct {
+		Type       string `json:"type"`
+		Generation string `json:"generation"`
+		Status     string `json:"status"`
+	}{"generation", g.ID, g.Status})
+	return b
+}
+
 // AppendTurnJSON appends t byte for byte as a json.Encoder with
 // SetEscapeHTML(false) would encode it (the API's answers), except that
 // its content is spliced in as stored: valid JSON, validated when it was

@@ -328,16 +328,23 @@ func postTurns(a *api, w http.ResponseWriter, r *http.Request) error {
 		writePostResult(w, http.StatusCreated, res)
 		return nil
 	}
-	return a.stream(w, r, p, id, res.Generation.ID, 0, res.Turns)
+	// The stream begins with the posted turns and the generation (its id,
+	// queued or running), one burst, then its events.
+	head := make([][]byte, 0, len(res.Turns)+1)
+	for _, t := range res.Turns {
+		head = append(head, session.TurnMessageJSON(t))
+	}
+	head = append(head, session.GenerationMessageJSON(res.Generation))
+	return a.stream(w, r, p, id, res.Generation.ID, 0, head)
 }
 
 // stream answers with the generation's events as SSE from offset after,
-// preceded by turn messages; it returns when the generation has ended or
+// preceded by the messages of head; it returns when the generation has ended or
 // the client left: its request ended, or a heartbeat could not be written
 // (a client that stopped reading, a connection dead without a reset),
 // which ends ctx, so that the handler, its viewer and its stream slot do
 // not wait for the generation's next event.
-func (a *api) stream(w http.ResponseWriter, r *http.Request, p Principal, id, gid string, after int64, turns []session.Turn) error {
+func (a *api) stream(w http.ResponseWriter, r *http.Request, p Principal, id, gid string, after int64, head [][]byte) error {
 	ctx, cancel := context.WithCancelCause(r.Context())
 	defer cancel(nil)
 	sink, err := streaming.NewSSE(w, &streaming.SSEOptions{Heartbeat: a.cfg.SSEHeartbeat, OnBroken: cancel})
@@ -346,14 +353,10 @@ func (a *api) stream(w http.ResponseWriter, r *http.Request, p Principal, id, gi
 	}
 	v := streaming.NewViewer(sink, &streaming.ViewerOptions{CloseOnFinal: true, FlushInterval: 0, Logger: a.log})
 	defer v.Close()
-	if len(turns) > 0 {
+	if len(head) > 0 {
 		// One Send: the posted turns are one burst, accepted whole
 		// however large, not a client falling behind.
-		msgs := make([][]byte, len(turns))
-		for i, t := range turns {
-			msgs[i] = session.TurnMessageJSON(t)
-		}
-		v.Send(msgs...)
+		v.Send(head...)
 	}
 	if err := a.svc.Follow(ctx, p.scope(), id, gid, after, v); err != nil {
 		if ctx.Err() != nil {

@@ -308,7 +308,15 @@ func TestSSEPostAndResume(t *testing.T) {
 	events := readSSE(t, resp)
 	var text strings.Builder
 	var gid string
-	for i, e := range events[1:] { // the first is the posted turn
+	// The posted turn, then the generation, then its events.
+	var announced struct{ Type, Generation, Status string }
+	if len(events) < 2 || events[1].event != "generation" || events[1].id != "" || json.Unmarshal([]byte(events[1].data), &announced) != nil {
+		t.Fatalf("stream: %+v, want the turn then the generation", events)
+	}
+	if announced.Type != "generation" || announced.Status != "running" || !strings.HasPrefix(announced.Generation, "g_") {
+		t.Fatalf("generation message %s", events[1].data)
+	}
+	for i, e := range events[2:] {
 		if e.event == "delta" {
 			if e.id != fmt.Sprint(i+1) {
 				t.Fatalf("event %d has id %s", i+1, e.id)
@@ -333,6 +341,9 @@ func TestSSEPostAndResume(t *testing.T) {
 	if err := json.Unmarshal([]byte(events[0].data), &posted); err != nil || posted.Type != "turn" ||
 		posted.Turn.ID == 0 || posted.Turn.Role != "user" || posted.Turn.Content != "/words 30" {
 		t.Fatalf("posted turn message %s (%v)", events[0].data, err)
+	}
+	if gid != announced.Generation {
+		t.Fatalf("the deltas are of %s, the generation message named %s", gid, announced.Generation)
 	}
 	// Resume after offset 10: deltas 11..30 and done (offset 31).
 	req, _ = http.NewRequest("GET", s.URL+"/v1/sessions/"+sess.ID+"/generations/"+gid+"/stream", nil)
@@ -418,9 +429,15 @@ func TestSSEPostOfSupersededGenerationEndsWithDone(t *testing.T) {
 		t.Fatal(err)
 	}
 	events := readSSE(t, resp)
-	if len(events) != 1 || events[0].event != "done" || events[0].id != "1" {
-		t.Fatalf("events %+v, want the generation's done at 1 alone", events)
+	// The generation, queued (so that the client could cancel it while it
+	// waits), then its done at offset 1.
+	var announced struct{ Generation, Status string }
+	if len(events) != 2 || events[0].event != "generation" || events[0].id != "" ||
+		json.Unmarshal([]byte(events[0].data), &announced) != nil || announced.Status != "queued" ||
+		events[1].event != "done" || events[1].id != "1" {
+		t.Fatalf("events %+v, want the generation, queued, then its done at 1", events)
 	}
+	events = events[1:]
 	var done struct {
 		Generation   string
 		Offset       int64
@@ -431,7 +448,7 @@ func TestSSEPostOfSupersededGenerationEndsWithDone(t *testing.T) {
 	if err := json.Unmarshal([]byte(events[0].data), &done); err != nil {
 		t.Fatal(err)
 	}
-	if string(done.Turn) != "null" || done.FinishReason != "cancelled" || done.Error.Code != "superseded" {
+	if string(done.Turn) != "null" || done.FinishReason != "cancelled" || done.Error.Code != "superseded" || done.Generation != announced.Generation {
 		t.Fatalf("done %s", events[0].data)
 	}
 	stream := "/v1/sessions/" + sess.ID + "/generations/" + done.Generation + "/stream"

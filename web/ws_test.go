@@ -31,6 +31,7 @@ type wsMsg struct {
 	Turn       json.RawMessage `json:"turn"`
 	Session    json.RawMessage `json:"session"`
 	MoreTurns  bool            `json:"more_turns"`
+	Status     string          `json:"status"` // of a generation message
 }
 
 // dial gets a ticket and opens the session's WebSocket.
@@ -749,5 +750,90 @@ func TestWebSocketRepeatedSendGetsTheRunningReplyWhole(t *testing.T) {
 	send(t, again, msg)
 	if got, want := deltasText(t, recvUntil(t, again, "done")), s.lastTurnText(t, sess.ID); got != want {
 		t.Fatalf("the repeat's deltas make %q, the reply is %q", got, want)
+	}
+}
+
+// TestWebSocketQueuedGenerationIsAnnounced: a generation a post makes is
+// announced to the session's sockets by a "generation" message with its
+// id, so that a client that posts only over its socket can cancel one
+// that waits in the queue: before the message, it had no id to cancel
+// it by until the generation had ended. A repeated send gets it too.
+func TestWebSocketQueuedGenerationIsAnnounced(t *testing.T) {
+	s := newServer(t, 20, web.Config{}, nil)
+	sess := s.createSession(t, nil)
+	c := s.dial(t, sess.ID)
+	defer c.CloseNow()
+	other := s.dial(t, sess.ID)
+	defer other.CloseNow()
+	for _, ws := range []*websocket.Conn{c, other} {
+		send(t, ws, map[string]any{"type": "hello"})
+		recvUntil(t, ws, "ready")
+	}
+	post := func(key, text string) map[string]any {
+		msg := map[string]any{"type": "send", "turns": []any{map[string]any{"role": "user", "content": text}}, "generate": true, "idempotency_key": key}
+		send(t, c, msg)
+		return msg
+	}
+	// announced reads ws up to the next generation message and returns it.
+	type genMsg struct{ Generation, Status string }
+	announced := func(ws *websocket.Conn) genMsg {
+		t.Helper()
+		msgs := recvUntil(t, ws, "generation")
+		m := msgs[len(msgs)-1]
+		return genMsg{m.Generation, m.Status}
+	}
+	post("a", "/words 400") // runs for 20 s at 20 words/s
+	running := announced(c)
+	if running.Status != "running" || !strings.HasPrefix(running.Generation, "g_") {
+		t.Fatalf("first generation announced as %+v", running)
+	}
+	if m := announced(other); m != running {
+		t.Fatalf("the other socket got %+v, want %+v", m, running)
+	}
+	queuedSend := post("b", "/say waits")
+	queued := announced(c)
+	if queued.Status != "queued" || queued.Generation == running.Generation || queued.Generation == "" {
+		t.Fatalf("second generation announced as %+v (the first: %s)", queued, running.Generation)
+	}
+	if m := announced(other); m != queued {
+		t.Fatalf("the other socket got %+v, want %+v", m, queued)
+	}
+	// A REST post's generation is announced to the sockets too.
+	var res struct{ Generation struct{ ID, Status string } }
+	if st, raw := s.do(t, "POST", "/v1/sessions/"+sess.ID+"/turns", map[string]any{"turns": []any{map[string]any{"role": "user", "content": "/say rest"}}, "generate": true}, &res); st != 201 {
+		t.Fatalf("REST post: %d %s", st, raw)
+	}
+	for _, ws := range []*websocket.Conn{c, other} {
+		if m := announced(ws); m.Generation != res.Generation.ID || m.Status != "queued" {
+			t.Fatalf("the REST post's generation announced as %+v, want %s queued", m, res.Generation.ID)
+		}
+	}
+	// The socket repeats its send (as after a reconnect): its turn, then
+	// its generation, still queued.
+	send(t, c, queuedSend)
+	if m := announced(c); m != queued {
+		t.Fatalf("repeated send: generation %+v, want %+v", m, queued)
+	}
+	// The id is enough to cancel it while it waits: it ends cancelled,
+	// with its one event at offset 1, while the first runs on.
+	send(t, c, map[string]any{"type": "cancel", "generation": queued.Generation})
+	var g struct{ Status string }
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if st, raw := s.do(t, "GET", "/v1/sessions/"+sess.ID+"/generations/"+queued.Generation, nil, &g); st != 200 {
+			t.Fatalf("generation: %d %s", st, raw)
+		}
+		if g.Status != "queued" || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if g.Status != "cancelled" {
+		t.Fatalf("the queued generation is %s after its cancel, want cancelled", g.Status)
+	}
+	var first struct{ Status string }
+	s.do(t, "GET", "/v1/sessions/"+sess.ID+"/generations/"+running.Generation, nil, &first)
+	if first.Status != "running" {
+		t.Fatalf("the running generation is %s, want running: the cancel was of the queued one", first.Status)
 	}
 }

@@ -133,8 +133,8 @@ func TestShutdownEndsAQueuedGenerationsSSEStream(t *testing.T) {
 			continue
 		}
 		events = append(events, line)
-		if len(events) == 1 {
-			st.stop() // the posted turn is in: the server stops, as on SIGTERM
+		if len(events) == 2 {
+			st.stop() // the posted turn and its generation are in: the server stops, as on SIGTERM
 		}
 	}
 	st.stopped(t)
@@ -146,7 +146,7 @@ func TestShutdownEndsAQueuedGenerationsSSEStream(t *testing.T) {
 		Error        *struct{ Code string }
 	}
 	json.Unmarshal([]byte(events[len(events)-1]), &done)
-	if len(events) != 2 || done.Type != "done" || done.FinishReason != "interrupted" || done.Offset != 1 || string(done.Turn) != "null" || done.Error == nil || done.Error.Code != "interrupted" {
-		t.Fatalf("the queued generation's stream: %q, want its turn then done interrupted at offset 1", events)
+	if len(events) != 3 || !strings.Contains(events[1], `"status":"queued"`) || done.Type != "done" || done.FinishReason != "interrupted" || done.Offset != 1 || string(done.Turn) != "null" || done.Error == nil || done.Error.Code != "interrupted" {
+		t.Fatalf("the queued generation's stream: %q, want its turn, the generation queued, then done interrupted at offset 1", events)
 	}
 }
