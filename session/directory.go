@@ -123,7 +123,7 @@ func (d *directory) list(ctx context.Context, tx *objects.Tx, cursor string, lim
 		if err := rows.Scan(&e.ID, &e.Title, &e.Preview, &c, &u); err != nil {
 			return nil, "", err
 		}
-		e.CreatedAt, e.UpdatedAt = time.UnixMilli(c).UTC(), time.UnixMilli(u).UTC()
+		e.CreatedAt, e.UpdatedAt = Timestamp{time.UnixMilli(c).UTC()}, Timestamp{time.UnixMilli(u).UTC()}
 		out = append(out, e)
 	}
 	if err := rows.Err(); err != nil {
@@ -205,7 +205,7 @@ func (u dirUpdate) merge(older dirUpdate) dirUpdate {
 // preview p (see sessionObj.branchPreview), or the entry's own when p is
 // nil (the head's branch did not change).
 func (svc *Service) touchDirectory(m *meta, p *string) {
-	up := dirUpdate{e: DirEntry{ID: m.ID, Title: m.Title, CreatedAt: m.CreatedAt, UpdatedAt: m.UpdatedAt}, keepPreview: p == nil}
+	up := dirUpdate{e: DirEntry{ID: m.ID, Title: m.Title, CreatedAt: Timestamp{m.CreatedAt}, UpdatedAt: Timestamp{m.UpdatedAt}}, keepPreview: p == nil}
 	if p != nil {
 		up.e.Preview = *p
 	}

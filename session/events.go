@@ -43,7 +43,7 @@ func (o *sessionObj) publish(ctx context.Context, tx *objects.Tx, m *meta, kind 
 	}
 	fields["session_id"] = m.ID
 	fields["owner"] = m.Owner
-	fields["at"] = nowMillis()
+	fields["at"] = Timestamp{nowMillis()}
 	return record(ctx, tx, m, kind, fields)
 }
 
@@ -196,6 +196,6 @@ func appendTurnEvent(b []byte, at time.Time, owner, sessionID string, t Turn, pr
 	b = append(b, `,"preview":`...)
 	b = jsonenc.String(b, preview)
 	b = append(b, `,"created_at":`...)
-	b = jsonenc.Time(b, t.CreatedAt)
+	b = jsonenc.Time(b, t.CreatedAt.Time)
 	return append(b, "}}"...)
 }

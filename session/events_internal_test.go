@@ -21,7 +21,7 @@ type turnEvent struct {
 	Content      json.RawMessage `json:"content,omitempty"`
 	ToolCalls    []eventToolCall `json:"tool_calls,omitempty"`
 	Preview      string          `json:"preview"`
-	CreatedAt    time.Time       `json:"created_at"`
+	CreatedAt    Timestamp       `json:"created_at"`
 }
 
 // eventToolCall is a tool call in a turn event: its arguments are left out
@@ -60,13 +60,13 @@ func newTurnEvent(t Turn) turnEvent {
 // every other event is built from (publish), so consumers see one format.
 func TestTurnEventMatchesPublish(t *testing.T) {
 	at := time.UnixMilli(1_700_000_000_456).UTC()
-	big := Turn{ID: 9, Role: RoleTool, Status: TurnComplete, Content: json.RawMessage(`"` + strings.Repeat("x <y> ", maxEventContent/6+1) + `"`), CreatedAt: at}
-	bigCalls := Turn{ID: 10, Role: RoleAssistant, Status: TurnComplete, Content: json.RawMessage(`""`), CreatedAt: at, ToolCalls: []ToolCall{
+	big := Turn{ID: 9, Role: RoleTool, Status: TurnComplete, Content: json.RawMessage(`"` + strings.Repeat("x <y> ", maxEventContent/6+1) + `"`), CreatedAt: Timestamp{at}}
+	bigCalls := Turn{ID: 10, Role: RoleAssistant, Status: TurnComplete, Content: json.RawMessage(`""`), CreatedAt: Timestamp{at}, ToolCalls: []ToolCall{
 		{ID: "c1", Type: "function", Function: FunctionCall{Name: "write", Arguments: `{"text":"` + strings.Repeat("<x>", maxEventContent/3) + `"}`}},
 		{ID: "c2", Type: "function", Function: FunctionCall{Name: "run", Arguments: `{}`}},
 	}}
 	// So many calls that even their names and ids pass maxEventContent.
-	manyCalls := Turn{ID: 11, Role: RoleAssistant, Status: TurnComplete, Content: json.RawMessage(`""`), CreatedAt: at}
+	manyCalls := Turn{ID: 11, Role: RoleAssistant, Status: TurnComplete, Content: json.RawMessage(`""`), CreatedAt: Timestamp{at}}
 	for i := range 700 {
 		manyCalls.ToolCalls = append(manyCalls.ToolCalls, ToolCall{ID: fmt.Sprintf("call_%04d", i), Type: "function",
 			Function: FunctionCall{Name: "a_rather_long_function_name_" + strings.Repeat("x", 40), Arguments: `{}`}})
@@ -76,7 +76,7 @@ func TestTurnEventMatchesPublish(t *testing.T) {
 	}
 	for _, turn := range append(sampleTurns(), big, bigCalls, manyCalls) {
 		got := appendTurnEvent([]byte("x"), at, "alice <a>", "s1", turn, preview(turn))
-		want := encodeJSON(t, map[string]any{"turn": newTurnEvent(turn), "session_id": "s1", "owner": "alice <a>", "at": at})
+		want := encodeJSON(t, map[string]any{"turn": newTurnEvent(turn), "session_id": "s1", "owner": "alice <a>", "at": Timestamp{at}})
 		if !bytes.Equal(got, append([]byte("x"), want...)) {
 			t.Errorf("turn event\n got %s\nwant x%s", got, want)
 		}

@@ -118,7 +118,7 @@ func (o *sessionObj) startGeneration(ctx context.Context, tx *objects.Tx, m *met
 	if err != nil {
 		return nil, nil, nil, fmt.Errorf("assemble context: %w", err) // the database's: not the generation's fault
 	}
-	t := Turn{Role: RoleAssistant, Content: json.RawMessage(`""`), Status: TurnStreaming, CreatedAt: now,
+	t := Turn{Role: RoleAssistant, Content: json.RawMessage(`""`), Status: TurnStreaming, CreatedAt: Timestamp{now},
 		Model: &modelName, GenerationID: &gid}
 	if parent > 0 {
 		p := parent

@@ -178,7 +178,7 @@ func (o *sessionObj) check(owner string) error {
 func (o *sessionObj) session(ctx context.Context, tx *objects.Tx) (*Session, error) {
 	m := o.m
 	s := &Session{ID: m.ID, Title: m.Title, Model: m.Model, System: m.System, Owner: m.Owner,
-		Metadata: m.Metadata, BusyPolicy: m.Policy, CreatedAt: m.CreatedAt, UpdatedAt: m.UpdatedAt, HeadTurnID: m.Head}
+		Metadata: m.Metadata, BusyPolicy: m.Policy, CreatedAt: Timestamp{m.CreatedAt}, UpdatedAt: Timestamp{m.UpdatedAt}, HeadTurnID: m.Head}
 	if s.BusyPolicy == "" {
 		s.BusyPolicy = PolicyQueue // what a PATCH could store before it was refused; it behaves as queue
 	}
@@ -448,7 +448,7 @@ func (o *sessionObj) post(ctx context.Context, tx *objects.Tx, req *PostRequest)
 	var tools toolRun
 	lastPreview := ""
 	for _, nt := range req.Turns {
-		t := Turn{Role: nt.Role, Content: nt.Content, Status: TurnComplete, CreatedAt: now}
+		t := Turn{Role: nt.Role, Content: nt.Content, Status: TurnComplete, CreatedAt: Timestamp{now}}
 		if parent > 0 {
 			p := parent
 			t.ParentID = &p

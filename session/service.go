@@ -625,7 +625,7 @@ func (svc *Service) Update(ctx context.Context, owner, id string, req UpdateRequ
 		s, changed, err := o.update(ctx, tx, &req)
 		if err == nil && changed {
 			m := *o.m
-			m.Title, m.UpdatedAt = s.Title, s.UpdatedAt
+			m.Title, m.UpdatedAt = s.Title, s.UpdatedAt.Time
 			listedBy = m.Owner
 			tx.OnCommit(func() { svc.touchDirectory(&m, nil) })
 		}
@@ -1462,7 +1462,7 @@ func (svc *Service) Import(ctx context.Context, owner string, r io.Reader, idemK
 				return nil, fmt.Errorf("%w: line %d: usage counts must not be negative", ErrInvalid, n)
 			}
 			if t.CreatedAt.IsZero() {
-				t.CreatedAt = importedAt // absent: the import's time, not year 1
+				t.CreatedAt = Timestamp{importedAt} // absent: the import's time, not year 1
 			}
 			last = t.ID
 			ids[t.ID] = true

@@ -851,13 +851,13 @@ func TestSessionStateSurvivesRestart(t *testing.T) {
 		return got
 	}
 	before := get(e)
-	if before.HeadTurnID != c.Turns[0].ID || !before.UpdatedAt.Equal(c.Turns[0].CreatedAt) {
+	if before.HeadTurnID != c.Turns[0].ID || !before.UpdatedAt.Equal(c.Turns[0].CreatedAt.Time) {
 		t.Fatalf("after the edit: head %d updated %v, want %d and %v", before.HeadTurnID, before.UpdatedAt, c.Turns[0].ID, c.Turns[0].CreatedAt)
 	}
 	e.close()
 	e = newEnv(t, dir, 0, nil)
 	after := get(e)
-	if after.HeadTurnID != before.HeadTurnID || !after.UpdatedAt.Equal(before.UpdatedAt) {
+	if after.HeadTurnID != before.HeadTurnID || !after.UpdatedAt.Equal(before.UpdatedAt.Time) {
 		t.Fatalf("after restart: head %d updated %v, want %d and %v", after.HeadTurnID, after.UpdatedAt, before.HeadTurnID, before.UpdatedAt)
 	}
 	var branch []string
@@ -887,7 +887,7 @@ func TestSessionStateSurvivesRestart(t *testing.T) {
 	}
 	e.close()
 	e = newEnv(t, dir, 0, nil)
-	if after := get(e); after.HeadTurnID != 1 || !after.UpdatedAt.Equal(before.UpdatedAt) {
+	if after := get(e); after.HeadTurnID != 1 || !after.UpdatedAt.Equal(before.UpdatedAt.Time) {
 		t.Fatalf("after restart: head %d updated %v, want 1 and %v", after.HeadTurnID, after.UpdatedAt, before.UpdatedAt)
 	}
 }
@@ -2918,7 +2918,7 @@ func TestImportOfTurnsFromTheFuture(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !got.UpdatedAt.Equal(s.UpdatedAt) {
+	if !got.UpdatedAt.Equal(s.UpdatedAt.Time) {
 		t.Fatalf("after a restart updated_at %v, want %v", got.UpdatedAt, s.UpdatedAt)
 	}
 	turns := lastTurns(t, e, "local", s.ID, 10)
@@ -2933,7 +2933,7 @@ func TestImportOfTurnsFromTheFuture(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !got.UpdatedAt.Equal(r.Turns[0].CreatedAt) || got.UpdatedAt.Before(s.UpdatedAt) {
+	if !got.UpdatedAt.Equal(r.Turns[0].CreatedAt.Time) || got.UpdatedAt.Before(s.UpdatedAt.Time) {
 		t.Fatalf("after a post updated_at %v, want the post's %v", got.UpdatedAt, r.Turns[0].CreatedAt)
 	}
 }

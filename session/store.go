@@ -124,7 +124,7 @@ func scanTurn(sc interface{ Scan(...any) error }) (Turn, error) {
 	if errCode.Valid {
 		t.Error = &ErrorInfo{Code: errCode.String, Message: errMsg.String}
 	}
-	t.CreatedAt = time.UnixMilli(created).UTC()
+	t.CreatedAt = Timestamp{time.UnixMilli(created).UTC()}
 	return t, nil
 }
 

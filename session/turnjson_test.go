@@ -39,15 +39,15 @@ func sampleTurns() []Turn {
 	p := int64(1)
 	s := func(v string) *string { return &v }
 	return []Turn{
-		{ID: 2, ParentID: &p, Role: "user", Content: json.RawMessage(`"hello \"there\" é \u00e9 <b>"`), Status: "complete", CreatedAt: at},
-		{ID: 3, Role: "user", Content: json.RawMessage(`[{"type":"text","text":"x"}]`), Status: "complete", CreatedAt: at},
-		{ID: 4, Role: "user", Status: "complete", CreatedAt: time.UnixMilli(5).UTC()},
+		{ID: 2, ParentID: &p, Role: "user", Content: json.RawMessage(`"hello \"there\" é \u00e9 <b>"`), Status: "complete", CreatedAt: Timestamp{at}},
+		{ID: 3, Role: "user", Content: json.RawMessage(`[{"type":"text","text":"x"}]`), Status: "complete", CreatedAt: Timestamp{at}},
+		{ID: 4, Role: "user", Status: "complete", CreatedAt: Timestamp{time.UnixMilli(5).UTC()}},
 		{ID: 5, ParentID: &p, Role: "assistant", Content: json.RawMessage(`"partial"`), Status: "failed",
 			ToolCalls: []ToolCall{{ID: "c<1>", Type: "function", Function: FunctionCall{Name: "a&b", Arguments: `{"q":"<&>\n"}`}},
 				{ID: "c2", Type: "function", Function: FunctionCall{Name: "n", Arguments: "bad \xff utf8 \u2028"}}},
 			Model: s("offline"), Usage: &Usage{PromptTokens: 10, CompletionTokens: 3, TotalTokens: 13}, FinishReason: s("tool_calls"),
-			Error: &ErrorInfo{Code: "upstream_error", Message: "a <b> & \"c\""}, GenerationID: s("g_1"), CreatedAt: at},
-		{ID: 6, Role: "tool", Content: json.RawMessage(`""`), ToolCallID: s("c2"), ToolCalls: []ToolCall{}, Status: "cancelled", CreatedAt: at},
+			Error: &ErrorInfo{Code: "upstream_error", Message: "a <b> & \"c\""}, GenerationID: s("g_1"), CreatedAt: Timestamp{at}},
+		{ID: 6, Role: "tool", Content: json.RawMessage(`""`), ToolCallID: s("c2"), ToolCalls: []ToolCall{}, Status: "cancelled", CreatedAt: Timestamp{at}},
 		{},
 	}
 }
@@ -79,7 +79,7 @@ func FuzzAppendTurnJSON(f *testing.F) {
 			ToolCalls:  []ToolCall{{ID: callID, Type: "function", Function: FunctionCall{Name: fn, Arguments: args}}},
 			ToolCallID: &callID, Model: &model, Usage: &Usage{tokens, -tokens, 2 * tokens}, FinishReason: &code,
 			Status: status, Error: &ErrorInfo{Code: code, Message: args}, GenerationID: &fn,
-			CreatedAt: time.UnixMilli(max(ms, -ms, 0) % 253402300799999).UTC()}
+			CreatedAt: Timestamp{time.UnixMilli(max(ms, -ms, 0) % 253402300799999).UTC()}}
 		if got, want := AppendTurnJSON(nil, tr), reference(t, tr); !bytes.Equal(got, want) {
 			t.Fatalf("AppendTurnJSON:\n got %s\nwant %s", got, want)
 		}

@@ -160,7 +160,7 @@ func AppendTurnJSON(b []byte, t Turn) []byte {
 	b = append(b, `,"generation_id":`...)
 	b = jsonenc.NullableString(b, t.GenerationID)
 	b = append(b, `,"created_at":`...)
-	b = jsonenc.Time(b, t.CreatedAt)
+	b = jsonenc.Time(b, t.CreatedAt.Time)
 	return append(b, '}')
 }
 

@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"sessiond/streaming"
+	"sessiond/streaming/jsonenc"
 )
 
 // Roles of turns.
@@ -41,6 +42,14 @@ const (
 	PolicyInterrupt = "interrupt"
 )
 
+// Timestamp is a time as the API writes it (jsonenc.TimeLayout: RFC 3339
+// in UTC with exactly three digits of milliseconds, so that the strings
+// sort as the times do); it reads any RFC 3339 time.
+type Timestamp struct{ time.Time }
+
+// MarshalJSON writes t as jsonenc.Time does.
+func (t Timestamp) MarshalJSON() ([]byte, error) { return jsonenc.Time(nil, t.Time), nil }
+
 // Session is a conversation's metadata as the API shows it.
 type Session struct {
 	ID         string          `json:"id"`
@@ -50,8 +59,8 @@ type Session struct {
 	Owner      string          `json:"owner"`
 	Metadata   json.RawMessage `json:"metadata"`
 	BusyPolicy string          `json:"busy_policy"`
-	CreatedAt  time.Time       `json:"created_at"`
-	UpdatedAt  time.Time       `json:"updated_at"`
+	CreatedAt  Timestamp       `json:"created_at"`
+	UpdatedAt  Timestamp       `json:"updated_at"`
 	LastTurnID int64           `json:"last_turn_id"`
 	HeadTurnID int64           `json:"head_turn_id"`
 	Generation *GenRef         `json:"generation"`
@@ -83,7 +92,7 @@ type Turn struct {
 	Status       string          `json:"status"`
 	Error        *ErrorInfo      `json:"error"`
 	GenerationID *string         `json:"generation_id"`
-	CreatedAt    time.Time       `json:"created_at"`
+	CreatedAt    Timestamp       `json:"created_at"`
 }
 
 // ErrorInfo is a stable code and a human message.
@@ -196,7 +205,7 @@ type TurnQuery struct {
 type DirEntry struct {
 	ID        string    `json:"id"`
 	Title     string    `json:"title"`
-	UpdatedAt time.Time `json:"updated_at"`
-	CreatedAt time.Time `json:"created_at"`
+	UpdatedAt Timestamp `json:"updated_at"`
+	CreatedAt Timestamp `json:"created_at"`
 	Preview   string    `json:"preview"`
 }

@@ -227,7 +227,7 @@ func TestNoOpPatchKeepsUpdatedAt(t *testing.T) {
 	a := s.createSession(t, map[string]any{"title": "a", "metadata": json.RawMessage(`{"k":1,"n":{"big":9007199254740993,"f":0.5,"z":0}}`)})
 	b := s.createSession(t, map[string]any{"title": "b"})
 	// Past b's millisecond: a PATCH that saved would now move a on top.
-	checkFor(t, "the clock to pass the last update", func() bool { return time.Now().Truncate(time.Millisecond).After(b.UpdatedAt) })
+	checkFor(t, "the clock to pass the last update", func() bool { return time.Now().Truncate(time.Millisecond).After(b.UpdatedAt.Time) })
 	for _, body := range []string{`{}`, `{"title":null}`, `{"title":"a"}`, `{"busy_policy":"queue","model":"offline"}`,
 		`{"metadata":{ "k": 1, "n": {"big": 9007199254740993, "f": 0.5, "z": 0} }}`,
 		// The same value: keys in another order, numbers written otherwise.
@@ -235,7 +235,7 @@ func TestNoOpPatchKeepsUpdatedAt(t *testing.T) {
 		`{"metadata":{"k":10E-1,"n":{"big":90071992547409930e-1,"f":0.50,"z":0e5}}}`,
 	} {
 		var got session.Session
-		if st, raw := s.do(t, "PATCH", "/v1/sessions/"+a.ID, body, &got); st != 200 || !got.UpdatedAt.Equal(a.UpdatedAt) {
+		if st, raw := s.do(t, "PATCH", "/v1/sessions/"+a.ID, body, &got); st != 200 || !got.UpdatedAt.Equal(a.UpdatedAt.Time) {
 			t.Fatalf("PATCH %s: %d %s; updated_at was %v", body, st, raw, a.UpdatedAt)
 		}
 	}
@@ -246,10 +246,10 @@ func TestNoOpPatchKeepsUpdatedAt(t *testing.T) {
 	}
 	var got session.Session
 	// A number one apart, which float64 would take for the same: a change.
-	if st, raw := s.do(t, "PATCH", "/v1/sessions/"+a.ID, `{"metadata":{"k":1,"n":{"big":9007199254740992,"f":0.5,"z":0}}}`, &got); st != 200 || !got.UpdatedAt.After(a.UpdatedAt) || !strings.Contains(string(got.Metadata), "9007199254740992") {
+	if st, raw := s.do(t, "PATCH", "/v1/sessions/"+a.ID, `{"metadata":{"k":1,"n":{"big":9007199254740992,"f":0.5,"z":0}}}`, &got); st != 200 || !got.UpdatedAt.After(a.UpdatedAt.Time) || !strings.Contains(string(got.Metadata), "9007199254740992") {
 		t.Fatalf("a PATCH of a large integer: %d %s", st, raw)
 	}
-	if st, raw := s.do(t, "PATCH", "/v1/sessions/"+a.ID, `{"title":"a2"}`, &got); st != 200 || !got.UpdatedAt.After(a.UpdatedAt) || got.Title != "a2" {
+	if st, raw := s.do(t, "PATCH", "/v1/sessions/"+a.ID, `{"title":"a2"}`, &got); st != 200 || !got.UpdatedAt.After(a.UpdatedAt.Time) || got.Title != "a2" {
 		t.Fatalf("a real PATCH: %d %s", st, raw)
 	}
 }

@@ -513,7 +513,7 @@ func createTicket(a *api, w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	t, exp := a.auth.ticket(req.SessionID, p, time.Now())
-	writeJSON(w, http.StatusCreated, map[string]any{"ticket": t, "expires_at": exp.UTC()})
+	writeJSON(w, http.StatusCreated, map[string]any{"ticket": t, "expires_at": session.Timestamp{Time: exp}})
 	return nil
 }
 

@@ -19,15 +19,15 @@ func TestAppendPostResultMatchesEncodingJSON(t *testing.T) {
 	at := time.UnixMilli(1700000000123).UTC()
 	for _, res := range []*session.PostResult{
 		{Turns: []session.Turn{{ID: 4, ParentID: &parent, Role: "user",
-			Content: json.RawMessage(`"hi <b> & \"x\" \u00e9 é\n"`), Status: "complete", CreatedAt: at}}},
+			Content: json.RawMessage(`"hi <b> & \"x\" \u00e9 é\n"`), Status: "complete", CreatedAt: session.Timestamp{Time: at}}}},
 		{Turns: []session.Turn{
-			{ID: 5, Role: "tool", ToolCallID: &call, Content: json.RawMessage(`[{"type":"text","text":"x"}]`), Status: "complete", CreatedAt: at},
-			{ID: 6, ParentID: &parent, Role: "user", Content: json.RawMessage(`""`), Status: "complete", GenerationID: &gid, CreatedAt: at},
+			{ID: 5, Role: "tool", ToolCallID: &call, Content: json.RawMessage(`[{"type":"text","text":"x"}]`), Status: "complete", CreatedAt: session.Timestamp{Time: at}},
+			{ID: 6, ParentID: &parent, Role: "user", Content: json.RawMessage(`""`), Status: "complete", GenerationID: &gid, CreatedAt: session.Timestamp{Time: at}},
 		}, Generation: &session.Generation{ID: gid, Status: "running", TurnID: 7}},
-		{Turns: []session.Turn{{ID: 8, Role: "user", Status: "complete", CreatedAt: at}}},
+		{Turns: []session.Turn{{ID: 8, Role: "user", Status: "complete", CreatedAt: session.Timestamp{Time: at}}}},
 		{Turns: []session.Turn{{ID: 9, Role: "assistant", Content: json.RawMessage(`"<x> & y"`), Status: "failed",
 			ToolCalls: []session.ToolCall{{ID: "c<1>", Type: "function", Function: session.FunctionCall{Name: "a&b", Arguments: `{"q":"<&>"}`}}},
-			Error:     &session.ErrorInfo{Code: "upstream_error", Message: "a <b> & c"}, CreatedAt: at}}},
+			Error:     &session.ErrorInfo{Code: "upstream_error", Message: "a <b> & c"}, CreatedAt: session.Timestamp{Time: at}}}},
 		{Turns: []session.Turn{}},
 		{},
 	} {
@@ -54,8 +54,8 @@ func TestWriteTurnsPageMatchesEncodingJSON(t *testing.T) {
 		turns []session.Turn
 		more  bool
 	}{
-		{[]session.Turn{{ID: 1, Role: "user", Content: json.RawMessage(`"a <b> & é"`), Status: "complete", CreatedAt: at},
-			{ID: 2, Role: "assistant", Content: json.RawMessage(`"b"`), Status: "complete", CreatedAt: at}}, true},
+		{[]session.Turn{{ID: 1, Role: "user", Content: json.RawMessage(`"a <b> & é"`), Status: "complete", CreatedAt: session.Timestamp{Time: at}},
+			{ID: 2, Role: "assistant", Content: json.RawMessage(`"b"`), Status: "complete", CreatedAt: session.Timestamp{Time: at}}}, true},
 		{[]session.Turn{}, false},
 		{nil, false},
 	} {

@@ -108,12 +108,18 @@ func NullableInt(b []byte, n *int64) []byte {
 	return strconv.AppendInt(b, *n, 10)
 }
 
-// Time appends t as time.Time's MarshalJSON writes it (RFC 3339 with
-// nanoseconds, in quotes). Unlike MarshalJSON it does not refuse a year
-// outside 0–9999 nor an offset of a fractional minute: it writes what
-// Format writes, which no time that sessiond stores has.
+// TimeLayout is how the API writes a time: RFC 3339 with exactly three
+// digits of milliseconds ("2026-12-08T03:37:57.660Z"). time.Time's own
+// MarshalJSON drops trailing zeros (".66Z"), and strings of different
+// lengths do not sort as their times do: ".66Z" after ".665Z".
+const TimeLayout = "2006-01-02T15:04:05.000Z07:00"
+
+// Time appends t in quotes as TimeLayout writes it, in UTC (the API's times
+// end in "Z"); a time's digits past the millisecond are cut. Unlike
+// time.Time's MarshalJSON it does not refuse a year outside 0–9999: it
+// writes what Format writes, which no time that sessiond stores has.
 func Time(b []byte, t time.Time) []byte {
 	b = append(b, '"')
-	b = t.AppendFormat(b, time.RFC3339Nano)
+	b = t.UTC().AppendFormat(b, TimeLayout)
 	return append(b, '"')
 }

@@ -62,17 +62,36 @@ func TestNullablesMatchEncodingJSON(t *testing.T) {
 	}
 }
 
-func TestTimeMatchesEncodingJSON(t *testing.T) {
+// TestTimeSortsAsTimes: Time writes every time of years 0–9999 in UTC with
+// three digits of milliseconds, so the strings are one length and sort as
+// the times do (time.Time's MarshalJSON writes ".66Z" for 660 ms, which
+// sorts after ".665Z"); what it writes reads back as the time cut to the
+// millisecond.
+func TestTimeSortsAsTimes(t *testing.T) {
 	east := time.FixedZone("east", 5*3600+30*60)
-	for _, tm := range []time.Time{
+	times := []time.Time{
 		{},
-		time.Date(2026, 12, 6, 23, 40, 1, 0, time.UTC),
-		time.Date(2026, 12, 6, 23, 40, 1, 120_000_000, time.UTC),
 		time.Date(1999, 1, 2, 3, 4, 5, 123_456_789, east),
-		time.Now(),
-	} {
-		if got, want := Time(nil, tm), encode(t, tm); !bytes.Equal(got, want) {
+		time.Date(2026, 12, 6, 23, 40, 1, 0, time.UTC),
+		time.Date(2026, 12, 6, 23, 40, 1, 600_000_000, time.UTC),
+		time.Date(2026, 12, 6, 23, 40, 1, 660_000_000, time.UTC),
+		time.Date(2026, 12, 6, 23, 40, 1, 665_000_000, time.UTC),
+		time.Date(2026, 12, 6, 23, 40, 1, 665_900_000, time.UTC),
+		time.Date(9999, 12, 31, 23, 59, 59, 999_999_999, time.UTC),
+	}
+	var prev []byte
+	for i, tm := range times {
+		got := Time(nil, tm)
+		if want := `"` + tm.UTC().Format("2006-01-02T15:04:05.000Z") + `"`; string(got) != want || len(got) != 26 {
 			t.Errorf("Time(%v) = %s, want %s", tm, got, want)
 		}
+		var back time.Time
+		if err := json.Unmarshal(got, &back); err != nil || !back.Equal(tm.Truncate(time.Millisecond)) {
+			t.Errorf("Time(%v) = %s reads back as %v (%v)", tm, got, back, err)
+		}
+		if i > 0 && string(prev) > string(got) != tm.Truncate(time.Millisecond).Before(times[i-1].Truncate(time.Millisecond)) {
+			t.Errorf("%s and %s do not sort as %v and %v", prev, got, times[i-1], tm)
+		}
+		prev = got
 	}
 }
