@@ -48,7 +48,8 @@ func (r *CreateRequest) hash() string {
 // recorded now. A key used for another request is ErrConflict. The session
 // itself records the key it was made with (meta.CreateKey): creating it
 // again under the claimed id answers it (sessionObj.existing), and a
-// session that the first request never made is made now.
+// session that the first request never made is made now. One that was
+// made and deleted since is ErrConflict (see refuseDeletedReplay).
 func (svc *Service) claimCreate(ctx context.Context, owner, key, hash, want string) (string, error) {
 	if len(key) > maxKeyBytes {
 		return "", fmt.Errorf("%w: Idempotency-Key is longer than %d bytes", ErrInvalid, maxKeyBytes)
@@ -57,36 +58,91 @@ func (svc *Service) claimCreate(ctx context.Context, owner, key, hash, want stri
 	if err != nil {
 		return "", fmt.Errorf("%w: %v", ErrInvalid, err)
 	}
+	var replay bool
+	id, err := objects.Do(ctx, stub, func(ctx context.Context, d *directory, tx *objects.Tx) (string, error) {
+		id, r, err := d.claim(ctx, tx, key, hash, want, time.Now())
+		replay = r
+		return id, err
+	})
+	if err != nil || !replay {
+		return id, err
+	}
+	return id, svc.refuseDeletedReplay(ctx, owner, key, id)
+}
+
+// refuseDeletedReplay answers a repeat of key, which names session id: a
+// session that no longer exists but that its owner's list still holds was
+// made and deleted since, and a crash (or the deletion under way) came
+// before its entry's removal, which marks the key. The entry goes now
+// (unlistGhost, marking the key), and the repeat is ErrConflict, as any
+// after a deletion. Without the check it would make the deleted session
+// again, empty, under its old id. A session neither existing nor listed
+// was never made (the first request's crash came between its claim and
+// its create): the repeat makes it.
+func (svc *Service) refuseDeletedReplay(ctx context.Context, owner, key, id string) error {
+	if exists, err := svc.sessions.Exists(ctx, id); err != nil || exists {
+		return err
+	}
+	removed, err := svc.unlistGhost(ctx, owner, id)
+	if err != nil {
+		return err
+	}
+	if _, deleting := svc.deletions.Load(id); removed || deleting {
+		return fmt.Errorf("%w: session %s, made with idempotency key %q, has been deleted since", ErrConflict, id, key)
+	}
+	return nil
+}
+
+// madeWith returns the id of the session that key was claimed for by the
+// request hash in owner's directory, if it was and the session was not
+// deleted since. The session may not exist: the first request may have
+// failed, or not come so far.
+func (svc *Service) madeWith(ctx context.Context, owner, key, hash string) (string, error) {
+	if ok, err := svc.dirs.Exists(ctx, owner); !ok || err != nil {
+		return "", err
+	}
+	stub, err := svc.dirs.Get(owner)
+	if err != nil {
+		return "", err
+	}
 	return objects.Do(ctx, stub, func(ctx context.Context, d *directory, tx *objects.Tx) (string, error) {
-		return d.claim(ctx, tx, key, hash, want, time.Now())
+		var stored, id string
+		var deleted bool
+		err := tx.QueryRow(ctx, `SELECT request, session_id, deleted FROM create_keys WHERE key = ? AND created_at >= ?`,
+			key, time.Now().Add(-createKeyTTL).UnixMilli()).Scan(&stored, &id, &deleted)
+		if errors.Is(err, sql.ErrNoRows) || err == nil && (stored != hash || deleted) {
+			return "", nil
+		}
+		return id, err
 	})
 }
 
-// claim is claimCreate inside the directory. Keys older than createKeyTTL
-// are forgotten as new ones come.
-func (d *directory) claim(ctx context.Context, tx *objects.Tx, key, hash, want string, now time.Time) (string, error) {
+// claim is claimCreate inside the directory, and reports whether the key
+// was claimed before (replay). Keys older than createKeyTTL are
+// forgotten as new ones come.
+func (d *directory) claim(ctx context.Context, tx *objects.Tx, key, hash, want string, now time.Time) (id string, replay bool, err error) {
 	since := now.Add(-createKeyTTL).UnixMilli()
-	var stored, id string
+	var stored string
 	var deleted bool
-	err := tx.QueryRow(ctx, `SELECT request, session_id, deleted FROM create_keys WHERE key = ? AND created_at >= ?`, key, since).Scan(&stored, &id, &deleted)
+	err = tx.QueryRow(ctx, `SELECT request, session_id, deleted FROM create_keys WHERE key = ? AND created_at >= ?`, key, since).Scan(&stored, &id, &deleted)
 	switch {
 	case err == nil && stored != hash:
-		return "", fmt.Errorf("%w: idempotency key %q was used for a different request", ErrConflict, key)
+		return "", false, fmt.Errorf("%w: idempotency key %q was used for a different request", ErrConflict, key)
 	case err == nil && deleted:
-		return "", fmt.Errorf("%w: session %s, made with idempotency key %q, has been deleted since", ErrConflict, id, key)
+		return "", false, fmt.Errorf("%w: session %s, made with idempotency key %q, has been deleted since", ErrConflict, id, key)
 	case err == nil:
-		return id, nil
+		return id, true, nil
 	case !errors.Is(err, sql.ErrNoRows):
-		return "", fmt.Errorf("read idempotency key: %w", err)
+		return "", false, fmt.Errorf("read idempotency key: %w", err)
 	}
 	if _, err := tx.Exec(ctx, `DELETE FROM create_keys WHERE created_at < ?`, since); err != nil {
-		return "", fmt.Errorf("expire idempotency keys: %w", err)
+		return "", false, fmt.Errorf("expire idempotency keys: %w", err)
 	}
 	if _, err := tx.Exec(ctx, `INSERT OR REPLACE INTO create_keys (key, request, session_id, created_at) VALUES (?, ?, ?, ?)`,
 		key, hash, want, now.UnixMilli()); err != nil {
-		return "", fmt.Errorf("record idempotency key: %w", err)
+		return "", false, fmt.Errorf("record idempotency key: %w", err)
 	}
-	return want, nil
+	return want, false, nil
 }
 
 // moveCreateClaim points key, claimed for session id from, at session id
@@ -103,6 +159,7 @@ func (svc *Service) moveCreateClaim(ctx context.Context, owner, key, hash, from,
 			to, key, hash, from); err != nil {
 			return "", fmt.Errorf("move idempotency key: %w", err)
 		}
-		return d.claim(ctx, tx, key, hash, to, time.Now())
+		id, _, err := d.claim(ctx, tx, key, hash, to, time.Now())
+		return id, err
 	})
 }

@@ -1129,6 +1129,19 @@ func (svc *Service) Cancel(ctx context.Context, owner, id, gid string) (*Generat
 // the branch, and the new session exists whole or not at all. A turn still
 // streaming is copied as it stands, interrupted.
 func (svc *Service) Fork(ctx context.Context, owner, id string, turnID int64, idemKey string) (*Session, error) {
+	hash := createHash("fork", []byte(id), fmt.Append(nil, turnID))
+	if idemKey != "" && owner != "" {
+		// A repeat gets the fork it made, even if its source is gone.
+		fid, err := svc.madeWith(ctx, owner, idemKey, hash)
+		if err != nil {
+			return nil, err
+		}
+		if fid != "" {
+			if s, err := svc.Get(ctx, owner, fid); !errors.Is(err, ErrNotFound) {
+				return s, err
+			}
+		}
+	}
 	m, err := do(ctx, svc, owner, id, func(ctx context.Context, o *sessionObj, tx *objects.Tx) (meta, error) {
 		if _, err := o.getTurn(ctx, tx, turnID); err != nil {
 			return meta{}, fmt.Errorf("%w: turn %d does not exist", ErrInvalid, turnID)
@@ -1141,7 +1154,7 @@ func (svc *Service) Fork(ctx context.Context, owner, id string, turnID int64, id
 	title := forkTitle(m.Title)
 	req := CreateRequest{Title: title, Model: m.Model, System: m.System, Metadata: m.Metadata, BusyPolicy: m.Policy}
 	if idemKey != "" {
-		nid, err := svc.claimCreate(ctx, m.Owner, idemKey, createHash("fork", []byte(id), fmt.Append(nil, turnID)), NewID())
+		nid, err := svc.claimCreate(ctx, m.Owner, idemKey, hash, NewID())
 		if err != nil {
 			return nil, err
 		}

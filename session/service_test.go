@@ -2362,6 +2362,80 @@ func TestDeletionKeepsUnpublishedEventsAcrossACrash(t *testing.T) {
 	}
 }
 
+// A repeat of the request that made a session, after a crash cut short
+// that session's deletion (its object gone, its list entry and its key's
+// mark not), is refused as after any deletion: it must not make the
+// deleted session again, empty, under its old id. A repeated fork gets the
+// fork it made, even once its source is gone.
+func TestKeyRepeatAfterACrashMidDeletion(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	e := newEnv(t, dir, 0, nil)
+	created, err := e.svc.Create(ctx, "alice", session.CreateRequest{Title: "made once", IdempotencyKey: "c"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.svc.Post(ctx, "alice", created.ID, session.PostRequest{Turns: []session.NewTurn{user("hello")}}); err != nil {
+		t.Fatal(err)
+	}
+	kept, err := e.svc.Fork(ctx, "alice", created.ID, 1, "f") // outlives its source
+	if err != nil {
+		t.Fatal(err)
+	}
+	forked, err := e.svc.Fork(ctx, "alice", kept.ID, 1, "g") // deleted with it
+	if err != nil {
+		t.Fatal(err)
+	}
+	crash := make(chan struct{})
+	defer session.SetDeletedObjectHook(func(string) { <-crash })()
+	var deletes sync.WaitGroup
+	for _, id := range []string{created.ID, forked.ID} {
+		deletes.Go(func() { e.svc.Delete(ctx, "alice", id) })
+	}
+	ns, err := e.rt.Namespace(session.NamespaceSessions)
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkFor(t, "the sessions' objects gone", func() bool {
+		a, err1 := ns.Exists(ctx, created.ID)
+		b, err2 := ns.Exists(ctx, forked.ID)
+		return err1 == nil && err2 == nil && !a && !b
+	})
+	e.rt.Close() // the crash: the entries' removal never comes
+	close(crash)
+	deletes.Wait()
+	e.svc.Close()
+
+	e = newEnv(t, dir, 0, nil)
+	if s, err := e.svc.Create(ctx, "alice", session.CreateRequest{Title: "made once", IdempotencyKey: "c"}); !errors.Is(err, session.ErrConflict) {
+		t.Errorf("the create repeated: %+v, %v; want a conflict (its session was deleted)", s, err)
+	}
+	if s, err := e.svc.Fork(ctx, "alice", kept.ID, 1, "g"); !errors.Is(err, session.ErrConflict) {
+		t.Errorf("the fork repeated: %+v, %v; want a conflict (its session was deleted)", s, err)
+	}
+	if s, err := e.svc.Fork(ctx, "alice", created.ID, 1, "f"); err != nil || s.ID != kept.ID {
+		t.Errorf("the first fork repeated, its source gone: %+v, %v; want session %s", s, err, kept.ID)
+	}
+	for _, id := range []string{created.ID, forked.ID} {
+		if ok, err := sessionsOf(t, e).Exists(ctx, id); err != nil || ok {
+			t.Errorf("session %s exists again (%v)", id, err)
+		}
+	}
+	if list, _, err := e.svc.List(ctx, "alice", "", 10); err != nil || len(list) != 1 || list[0].ID != kept.ID {
+		t.Fatalf("list: %+v %v, want %s alone", list, err, kept.ID)
+	}
+}
+
+// sessionsOf returns the namespace of e's sessions.
+func sessionsOf(t *testing.T, e *env) *objects.Namespace {
+	t.Helper()
+	ns, err := e.rt.Namespace(session.NamespaceSessions)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ns
+}
+
 // stallModel emits the deltas of text, one a character, then waits for
 // its context to end: a generation a crash will find running.
 type stallModel struct {
