@@ -82,6 +82,17 @@ func (o *sessionObj) interruptStreaming(ctx context.Context, tx *objects.Tx, now
 	if err != nil {
 		return err
 	}
+	// The server stopped, or (a generation of this process still writing
+	// one of the turns) the session's instance was rebuilt under it after
+	// a failed commit or a panic: the turns and generations say which.
+	turnMsg, genMsg := "the server stopped while this turn was being generated", "the server stopped before this generation finished"
+	for _, id := range ids {
+		if o.svc.journal.running(o.m.ID, id) {
+			turnMsg = "this turn was cut short: its session failed to save it, or failed otherwise, and was reopened (see the server's log)"
+			genMsg = "this generation was cut short: its session failed to save it, or failed otherwise, and was reopened (see the server's log)"
+			break
+		}
+	}
 	for _, id := range ids {
 		p, err := o.savedPartial(ctx, tx, id)
 		if err != nil {
@@ -111,8 +122,8 @@ func (o *sessionObj) interruptStreaming(ctx context.Context, tx *objects.Tx, now
 		}
 		if _, err := tx.Exec(ctx, `UPDATE turns SET content = ?, tool_calls = coalesce(?, tool_calls), status = 'interrupted',
 			finish_reason = 'interrupted', error_code = 'interrupted',
-			error_message = 'the server stopped while this turn was being generated', updated_at = ? WHERE id = ?`,
-			string(content), calls, now, id); err != nil {
+			error_message = ?, updated_at = ? WHERE id = ?`,
+			string(content), calls, turnMsg, now, id); err != nil {
 			return err
 		}
 		// Its final event takes the offset after the highest one the
@@ -132,7 +143,7 @@ func (o *sessionObj) interruptStreaming(ctx context.Context, tx *objects.Tx, now
 		id   string
 		turn int64
 	}
-	const msg = "the server stopped before this generation finished"
+	msg := genMsg
 	gens, err := collect(ctx, tx, func(rows *objects.Rows) (g ended, err error) { return g, rows.Scan(&g.id, &g.turn) },
 		`UPDATE generations SET status = 'interrupted', error_code = 'interrupted', error_message = ?, finished_at = ?
 		WHERE status IN ('running', 'queued') RETURNING id, turn_id`, msg, now)

@@ -259,6 +259,16 @@ func (j *journal) end(session string, turn int64) {
 	j.mu.Unlock()
 }
 
+// running reports whether a generation of this process is writing turn:
+// one whose session's instance was rebuilt under it (after a failed
+// commit, or a panic), where a crash leaves none.
+func (j *journal) running(session string, turn int64) bool {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	_, ok := j.live[turnKey{session, turn}]
+	return ok
+}
+
 // hurry asks for a round now: a generation waits for its lease.
 func (j *journal) hurry() {
 	select {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"strings"
 	"testing"
 	"time"
 
@@ -121,5 +122,18 @@ func TestRebuiltSessionKeepsItsInterruptedGeneration(t *testing.T) {
 	<-run.done // the old run has ended
 	if g, err = svc.Generation(ctx, "local", s.ID, r.Generation.ID); err != nil || g.Status != GenInterrupted {
 		t.Fatalf("after the old run ended: %+v %v, want interrupted still", g, err)
+	}
+	// The server did not stop, and the turn and the generation do not say
+	// it did: they say the session was reopened.
+	turns, _, err := svc.Turns(ctx, "local", s.ID, TurnQuery{Limit: 10})
+	if err != nil {
+		t.Fatal(err)
+	}
+	last := turns[len(turns)-1]
+	if last.Status != TurnInterrupted || last.Error == nil || !strings.Contains(last.Error.Message, "reopened") {
+		t.Errorf("the turn: %s %+v, want interrupted, its session reopened", last.Status, last.Error)
+	}
+	if g.Error == nil || !strings.Contains(g.Error.Message, "reopened") {
+		t.Errorf("the generation's error: %+v, want its session reopened", g.Error)
 	}
 }
