@@ -44,25 +44,35 @@ func lockHolder(p string) string {
 // missing. An existing folder keeps its mode, the user's choice, but one
 // that other users may enter gets a warning: its databases hold every
 // conversation.
-func prepareData(dir string, logger *slog.Logger) error {
+func prepareData(dir string, logger *slog.Logger) (created bool, err error) {
 	if err := mkdirParents(filepath.Dir(filepath.Clean(dir))); err != nil {
-		return fmt.Errorf("create data folder: %w", err)
+		return false, fmt.Errorf("create data folder: %w", err)
 	}
-	if err := os.Mkdir(dir, 0o700); err != nil && !errors.Is(err, fs.ErrExist) {
-		return fmt.Errorf("create data folder: %w", err)
+	if err := os.Mkdir(dir, 0o700); err == nil {
+		created = true
+	} else if !errors.Is(err, fs.ErrExist) {
+		return false, fmt.Errorf("create data folder: %w", err)
 	}
 	fi, err := os.Stat(dir)
 	if err != nil {
-		return fmt.Errorf("data folder: %w", err)
+		return created, fmt.Errorf("data folder: %w", err)
 	}
 	if !fi.IsDir() {
-		return fmt.Errorf("data folder %s: not a folder", dir)
+		return created, fmt.Errorf("data folder %s: not a folder", dir)
 	}
 	if perm := fi.Mode().Perm(); perm&0o077 != 0 {
 		logger.Warn("the data folder is open to other users, and its databases hold every conversation: run chmod 700 on it",
 			keyData, dir, keyMode, fmt.Sprintf("%#o", perm))
 	}
-	return nil
+	return created, nil
+}
+
+// unmakeData removes the data folder prepareData created and the lock file
+// in it, for a start-up that failed before anything else was written there
+// (an address in use): a mistyped command leaves no folder behind.
+func unmakeData(dir string) {
+	os.Remove(filepath.Join(dir, lockFileName))
+	os.Remove(dir) // only if empty
 }
 
 // mkdirParents creates dir and its missing parents as mkdir -p would under

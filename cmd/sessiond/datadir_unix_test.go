@@ -20,7 +20,7 @@ func TestPrepareDataParentsKeepTheUsersMode(t *testing.T) {
 	defer syscall.Umask(old)
 	base := t.TempDir()
 	dir := filepath.Join(base, "shared", "a", "data")
-	if err := prepareData(dir, slog.New(slog.NewTextHandler(io.Discard, nil))); err != nil {
+	if _, err := prepareData(dir, slog.New(slog.NewTextHandler(io.Discard, nil))); err != nil {
 		t.Fatal(err)
 	}
 	for p, want := range map[string]os.FileMode{filepath.Join(base, "shared"): 0o755, filepath.Join(base, "shared", "a"): 0o755, dir: 0o700} {
@@ -34,7 +34,7 @@ func TestPrepareDataParentsKeepTheUsersMode(t *testing.T) {
 	}
 	file := filepath.Join(base, "file")
 	os.WriteFile(file, nil, 0o600)
-	if err := prepareData(file, slog.New(slog.NewTextHandler(io.Discard, nil))); err == nil {
+	if _, err := prepareData(file, slog.New(slog.NewTextHandler(io.Discard, nil))); err == nil {
 		t.Errorf("a data folder that is a file was taken")
 	}
 }

@@ -164,12 +164,18 @@ func serve(ctx context.Context, cfg config, getenv func(string) string, logger *
 	}
 	// Before anything opens in the data folder, NATS included: a second
 	// sessiond on the same folder stops here.
-	if err := prepareData(cfg.Data, logger); err != nil {
+	created, err := prepareData(cfg.Data, logger)
+	if err != nil {
 		return err
 	}
 	unlock, err := lockData(cfg.Data)
 	if err != nil {
 		return err
+	}
+	unmake := func() {
+		if created {
+			unmakeData(cfg.Data)
+		}
 	}
 	// Deferred first, so it runs last: after NATS and the runtime closed.
 	defer unlock()
@@ -178,6 +184,7 @@ func serve(ctx context.Context, cfg config, getenv func(string) string, logger *
 	// anything. Connections wait in the backlog until Serve below.
 	ln, err := net.Listen("tcp", cfg.Addr)
 	if err != nil {
+		unmake()
 		return fmt.Errorf("listen: %w", err)
 	}
 	defer ln.Close() // for a return before Serve owns it
@@ -186,6 +193,7 @@ func serve(ctx context.Context, cfg config, getenv func(string) string, logger *
 	if cfg.DebugAddr != "" {
 		_, stop, err := startDebug(cfg.DebugAddr, logger)
 		if err != nil {
+			unmake()
 			return err
 		}
 		defer stop()

@@ -138,7 +138,8 @@ func TestRunHelp(t *testing.T) {
 }
 
 // An address in use stops sessiond before NATS or the runtime have opened
-// anything in the data folder.
+// anything in the data folder; a data folder it made for the start is gone
+// again.
 func TestRunAddrInUse(t *testing.T) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -146,6 +147,14 @@ func TestRunAddrInUse(t *testing.T) {
 	}
 	defer ln.Close()
 	for _, flag := range []string{"--addr", "--debug-addr"} {
+		fresh := filepath.Join(t.TempDir(), "new", "data")
+		err := run(context.Background(), []string{"--addr", "127.0.0.1:0", "--data", fresh, flag, ln.Addr().String()}, noEnv, io.Discard, io.Discard)
+		if err == nil || !strings.Contains(err.Error(), "listen") {
+			t.Fatalf("run with %s on a busy address = %v, want a listen error", flag, err)
+		}
+		if _, err := os.Stat(fresh); !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("run with %s on a busy address left the data folder it made (%v)", flag, err)
+		}
 		data := t.TempDir()
 		args := []string{"--addr", "127.0.0.1:0", "--data", data}
 		err = run(context.Background(), append(args, flag, ln.Addr().String()), noEnv, io.Discard, io.Discard)
