@@ -4,6 +4,9 @@ import (
 	"errors"
 	"fmt"
 	"time"
+
+	"modernc.org/sqlite"
+	sqlite3 "modernc.org/sqlite/lib"
 )
 
 var (
@@ -61,6 +64,16 @@ var (
 	// the disk really holds.
 	ErrDiskFailed = errors.New("objects: a flush to the disk failed; calls are refused until the runtime is restarted")
 )
+
+// IsDiskFull reports whether err is SQLite's SQLITE_FULL (a database or
+// its WAL could not grow: the disk, or the filesystem's quota, is full):
+// the call's writes were rolled back, and a later call may succeed once
+// there is room. Not a failed flush (ErrDiskFailed): nothing acknowledged
+// is in doubt.
+func IsDiskFull(err error) bool {
+	var se *sqlite.Error
+	return errors.As(err, &se) && se.Code()&0xff == sqlite3.SQLITE_FULL
+}
 
 // OverloadedError is returned, without queueing, by a call to an object whose
 // queue is full. RetryAfter is an estimate of when the queue will have room.

@@ -669,6 +669,8 @@ func errorCode(err error) (code, message string) {
 		return "unavailable", "the server is shutting down"
 	case errors.Is(err, objects.ErrDiskFailed):
 		return "unavailable", "a write to the server's disk failed: it refuses requests until it is restarted"
+	case objects.IsDiskFull(err):
+		return "unavailable", "the server's disk is full: nothing was stored; try again once it has room"
 	}
 	return "internal", "internal error"
 }
