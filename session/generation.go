@@ -293,6 +293,10 @@ func (svc *Service) runGeneration(ctx context.Context, stub *objects.Stub, run *
 	}
 	if out.status == GenFailed {
 		out.result.FinishReason = FinishError
+		// The turn says why to its client; the operator learns of it
+		// here (an upstream refusing the key, a model that is gone).
+		svc.logger().Warn("session: a generation failed", "session", run.session, "generation", run.id,
+			"model", req.Model, "code", out.err.Code, "err", out.err.Message)
 	}
 	svc.commitFinal(stub, run, out)
 }

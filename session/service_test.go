@@ -3442,3 +3442,55 @@ func TestToolCallIDsAreBounded(t *testing.T) {
 		t.Fatalf("a result for the renamed call: %v", err)
 	}
 }
+
+// lockedWriter is an io.Writer safe for a logger's concurrent writes.
+type lockedWriter struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (w *lockedWriter) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.buf.Write(p)
+}
+
+func (w *lockedWriter) String() string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.buf.String()
+}
+
+// A generation that fails is logged with its session, its generation and
+// why: the client's turn says so, and the operator has the log.
+func TestFailedGenerationIsLogged(t *testing.T) {
+	ctx := context.Background()
+	var log lockedWriter
+	e := newEnv(t, "", 0, func(svc *session.Service, _ *session.Registry) {
+		svc.Logger = slog.New(slog.NewJSONHandler(&log, nil))
+	})
+	s, err := e.svc.Create(ctx, "local", session.CreateRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := e.svc.Post(ctx, "local", s.ID, session.PostRequest{Turns: []session.NewTurn{user("/fail upstream_unauthorized")}, Generate: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkFor(t, "the generation's end", func() bool {
+		g, err := e.svc.Generation(ctx, "local", s.ID, res.Generation.ID)
+		return err == nil && g.Finished()
+	})
+	var line struct {
+		Msg, Session, Generation, Model, Code string
+	}
+	for l := range strings.Lines(log.String()) {
+		if json.Unmarshal([]byte(l), &line) == nil && line.Msg == "session: a generation failed" {
+			break
+		}
+		line.Msg = ""
+	}
+	if line.Msg == "" || line.Session != s.ID || line.Generation != res.Generation.ID || line.Model != "offline" || line.Code != "upstream_unauthorized" {
+		t.Fatalf("the failure's log line: %+v; the log:\n%s", line, log.String())
+	}
+}

@@ -249,7 +249,8 @@ func serve(ctx context.Context, cfg config, getenv func(string) string, logger *
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(ln) }()
 	ready.Store(true)
-	logger.Info("listening", keyAddr, ln.Addr().String(), keyData, cfg.Data, keyDurability, cfg.Durability.String())
+	logger.Info("listening", keyAddr, ln.Addr().String(), keyData, cfg.Data, keyDurability, cfg.Durability.String(),
+		"model", models.Default(), "models", models.Names(), "events", eventsMode(&cfg), "auth", authMode(&cfg))
 
 	select {
 	case <-ctx.Done():
@@ -351,4 +352,25 @@ func newHandler(cfg config, logger *slog.Logger, svc *session.Service, ready fun
 		}
 		io.WriteString(w, `{"status":"ok"}`+"\n")
 	})
+}
+
+// eventsMode says where events go, for the start-up line: "embedded" NATS,
+// an "external" one (its URL is not logged: it may hold credentials), or
+// "off".
+func eventsMode(cfg *config) string {
+	switch {
+	case !cfg.Events:
+		return "off"
+	case cfg.NATSURL != "":
+		return "external"
+	}
+	return "embedded"
+}
+
+// authMode says how requests are authenticated, for the start-up line.
+func authMode(cfg *config) string {
+	if len(cfg.APIKeys) > 0 {
+		return fmt.Sprintf("%d API keys", len(cfg.APIKeys))
+	}
+	return "off (no API keys)"
 }

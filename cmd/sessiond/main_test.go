@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -11,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -198,7 +200,19 @@ func TestBinaryExitsOnSIGTERM(t *testing.T) {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	addr, logDone := watchLog(t, stderr)
+	// The start-up line says what an operator needs to know.
+	var start struct {
+		Model  string
+		Models []string
+		Events string
+		Auth   string
+	}
+	startc := make(chan struct{})
+	addr, logDone := watchLog(t, stderr, func(line []byte) {
+		if bytes.Contains(line, []byte(`"msg":"listening"`)) && json.Unmarshal(line, &start) == nil {
+			close(startc)
+		}
+	})
 	waited := make(chan error, 1)
 	exited := make(chan struct{})
 	go func() {
@@ -208,6 +222,10 @@ func TestBinaryExitsOnSIGTERM(t *testing.T) {
 	}()
 	t.Cleanup(func() { cmd.Process.Kill(); <-exited }) // no t.Log after the test ends
 	waitHealthy(t, addr, exited)
+	<-startc // before its address was sent
+	if start.Model != "offline" || !slices.Equal(start.Models, []string{"offline"}) || start.Events != "embedded" || !strings.HasPrefix(start.Auth, "off") {
+		t.Errorf("the listening line: %+v, want the offline model, embedded events, auth off", start)
+	}
 
 	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
