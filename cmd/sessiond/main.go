@@ -162,6 +162,11 @@ func serve(ctx context.Context, cfg config, getenv func(string) string, logger *
 	if before, after := ensureProcs(getenv); after != before {
 		logger.Info("one CPU: running with two Go processors so that a commit waiting for the disk does not stop the others (set GOMAXPROCS to choose)", "gomaxprocs", after)
 	}
+	if limit, ok := fileLimit(); ok {
+		if msg := fileLimitWarning(limit, cfg.MaxOpen); msg != "" {
+			logger.Warn(msg, "limit", limit, "max_open", cfg.MaxOpen)
+		}
+	}
 	// Before anything opens in the data folder, NATS included: a second
 	// sessiond on the same folder stops here.
 	created, err := prepareData(cfg.Data, logger)
