@@ -311,7 +311,8 @@ func (o *sessionObj) WebSocketMessage(ctx context.Context, tx *objects.Tx, s *ob
 			sv.v.Send(errorMsg("invalid_request", err.Error()))
 			return nil
 		}
-		req := PostRequest{Turns: turns, Generate: msg.Generate, Model: msg.Model, IdempotencyKey: msg.IdempotencyKey}
+		req := PostRequest{Turns: turns, Generate: msg.Generate, Model: msg.Model, IdempotencyKey: msg.IdempotencyKey,
+			Parent: msg.ParentID, Root: msg.Root}
 		if err := o.svc.ValidateTurns(turns); err != nil {
 			code, text := ErrorCode(err)
 			sv.v.Send(errorMsg(code, text))

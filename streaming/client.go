@@ -36,6 +36,10 @@ type ClientMessage struct {
 	Generate       bool
 	IdempotencyKey string
 	Model          string
+	// ParentID and Root place a send's turns as a post's parent_id and
+	// root do (an edit, a branch): 0 and false, the session's head.
+	ParentID int64
+	Root     bool
 
 	// Generation is the generation a cancel names.
 	Generation string
@@ -53,7 +57,7 @@ type ClientResume struct {
 // The fields each message type may have.
 var clientFields = map[string][]string{
 	TypeHello:  {"type", "resume"},
-	TypeSend:   {"type", "turns", "generate", "idempotency_key", "model"},
+	TypeSend:   {"type", "turns", "generate", "idempotency_key", "model", "parent_id", "root"},
 	TypeCancel: {"type", "generation"},
 	TypePing:   {"type"},
 }
@@ -120,6 +124,16 @@ func DecodeClientMessage(data []byte) (*ClientMessage, error) {
 			}
 			if m.Model == "" {
 				return nil, protocolErrorf(CodeInvalidRequest, `send: "model" must not be empty`)
+			}
+		}
+		if raw, ok := fields["parent_id"]; ok {
+			if err := decodeField("parent_id", raw, &m.ParentID); err != nil {
+				return nil, err
+			}
+		}
+		if raw, ok := fields["root"]; ok {
+			if err := decodeField("root", raw, &m.Root); err != nil {
+				return nil, err
 			}
 		}
 	case TypeCancel:
@@ -274,6 +288,8 @@ type sendJSON struct {
 	Generate       bool            `json:"generate"`
 	IdempotencyKey string          `json:"idempotency_key"`
 	Model          string          `json:"model,omitempty"`
+	ParentID       int64           `json:"parent_id,omitempty"`
+	Root           bool            `json:"root,omitempty"`
 }
 
 type cancelJSON struct {
@@ -300,7 +316,7 @@ func (m ClientMessage) MarshalJSON() ([]byte, error) {
 		if len(m.Turns) == 0 {
 			return nil, errors.New("encode send: no turns")
 		}
-		return marshal(sendJSON{TypeSend, m.Turns, m.Generate, m.IdempotencyKey, m.Model})
+		return marshal(sendJSON{TypeSend, m.Turns, m.Generate, m.IdempotencyKey, m.Model, m.ParentID, m.Root})
 	case TypeCancel:
 		return marshal(cancelJSON{TypeCancel, m.Generation})
 	case TypePing:

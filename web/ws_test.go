@@ -837,3 +837,72 @@ func TestWebSocketQueuedGenerationIsAnnounced(t *testing.T) {
 		t.Fatalf("the running generation is %s, want running: the cancel was of the queued one", first.Status)
 	}
 }
+
+// A WebSocket send takes parent_id and root as a post does, so that a
+// client on a socket can edit a message (a branch) or its first one: the
+// same turns, the same checks, the same idempotency.
+func TestWebSocketSendBranches(t *testing.T) {
+	s := newServer(t, 0, web.Config{}, nil)
+	sess := s.createSession(t, nil)
+	c := s.dial(t, sess.ID)
+	defer c.CloseNow()
+	send(t, c, map[string]any{"type": "hello"})
+	recvUntil(t, c, "ready")
+	userTurn := func(text string) []any { return []any{map[string]any{"role": "user", "content": text}} }
+	// sent reads up to the turn message of a send and returns the turn.
+	sent := func() (turn struct {
+		ID       int64
+		ParentID *int64 `json:"parent_id"`
+		Content  string
+	}) {
+		t.Helper()
+		for {
+			m := recv(t, c)
+			if m.Type == "error" {
+				t.Fatalf("send answered %+v", m)
+			}
+			if m.Type == "turn" {
+				json.Unmarshal(m.Turn, &turn)
+				return turn
+			}
+		}
+	}
+	send(t, c, map[string]any{"type": "send", "turns": userTurn("/say one"), "generate": true, "idempotency_key": "a"})
+	first := sent()
+	recvUntil(t, c, "done")
+	recvUntil(t, c, "turn") // the assistant turn, complete
+	// An edit of the first message: a new root.
+	edit := map[string]any{"type": "send", "turns": userTurn("/say one, edited"), "root": true, "idempotency_key": "b"}
+	send(t, c, edit)
+	root := sent()
+	if root.ParentID != nil || root.ID <= first.ID+1 || root.Content != "/say one, edited" {
+		t.Fatalf("the root edit: %+v, want a turn with no parent", root)
+	}
+	// Under a given parent: the assistant turn of the first branch.
+	send(t, c, map[string]any{"type": "send", "turns": userTurn("/say two"), "parent_id": first.ID + 1, "idempotency_key": "c"})
+	if u := sent(); u.ParentID == nil || *u.ParentID != first.ID+1 {
+		t.Fatalf("the send under turn %d: %+v", first.ID+1, u)
+	}
+	// The same key with another parent is another request.
+	send(t, c, map[string]any{"type": "send", "turns": userTurn("/say two"), "parent_id": first.ID, "idempotency_key": "c"})
+	if m := recvUntil(t, c, "error"); m[len(m)-1].Code != "conflict" {
+		t.Fatalf("the key again, another parent: %+v, want conflict", m[len(m)-1])
+	}
+	// The post's checks: both at once, a parent that is not there, a
+	// parent_id that is not an integer.
+	for _, bad := range []map[string]any{
+		{"type": "send", "turns": userTurn("x"), "root": true, "parent_id": first.ID, "idempotency_key": "d"},
+		{"type": "send", "turns": userTurn("x"), "parent_id": 999, "idempotency_key": "e"},
+		{"type": "send", "turns": userTurn("x"), "parent_id": "1", "idempotency_key": "f"},
+		{"type": "send", "turns": userTurn("x"), "root": 1, "idempotency_key": "g"},
+	} {
+		send(t, c, bad)
+		if m := recvUntil(t, c, "error"); m[len(m)-1].Code != "invalid_request" {
+			t.Errorf("%v answered %+v, want invalid_request", bad, m[len(m)-1])
+		}
+	}
+	var page struct{ Turns []struct{ ID int64 } }
+	if st, raw := s.do(t, "GET", "/v1/sessions/"+sess.ID+"/turns?after=0&limit=100&branch="+fmt.Sprint(root.ID), nil, &page); st != 200 || len(page.Turns) != 1 || page.Turns[0].ID != root.ID {
+		t.Fatalf("the root edit's branch: %d %s, want its one turn", st, raw)
+	}
+}
