@@ -398,6 +398,47 @@ func TestBrowser(t *testing.T) {
 			link.restore)
 	})
 
+	t.Run("OlderSessionsStay", func(t *testing.T) {
+		// Sessions loaded with "Show older sessions" stay listed when the
+		// list is read again (a deletion, another tab, the page coming
+		// back into view): each read showed the newest 50 alone.
+		for range 55 {
+			postJSON(t, srv.URL+"/v1/sessions", map[string]any{"title": "many"})
+		}
+		tab := b.open(t, base+"/")
+		tab.waitFor("the newest page", `document.querySelectorAll("#session-list li").length === 50 && !document.querySelector("#more-sessions").hidden`)
+		tab.click("#more-sessions")
+		tab.waitFor("the older ones too", `document.querySelectorAll("#session-list li").length > 50`)
+		n := eval[int](tab, `document.querySelectorAll("#session-list li").length`)
+		tab.do(chromedp.Evaluate[chromedp.Void](`document.dispatchEvent(new Event("visibilitychange"))`))
+		tab.click("#new-session")
+		tab.waitFor("the new session, and every one shown before", fmt.Sprintf(`location.pathname.startsWith("/s/") && document.querySelectorAll("#session-list li").length === %d`, n+1))
+		time.Sleep(500 * time.Millisecond) // a late read of the list would show here
+		if got := eval[int](tab, `document.querySelectorAll("#session-list li").length`); got != n+1 {
+			t.Fatalf("%d sessions listed after the list was read again, want %d", got, n+1)
+		}
+	})
+
+	t.Run("SendAcrossLongOutage", func(t *testing.T) {
+		// A message sent while the server is out of reach for longer
+		// than a few retries is sent, once, when it is back: the page
+		// gave up after five (about 15 s) and the message was lost.
+		link := newCuttableLink(t, base)
+		tab := b.open(t, link.URL+"/")
+		tab.click("#new-session")
+		tab.waitFor("connected", `location.pathname.startsWith("/s/") && document.querySelector("#conn").dataset.state === "open"`)
+		id := strings.TrimPrefix(eval[string](tab, `location.pathname`), "/s/")
+		link.cut()
+		tab.waitFor("the connection is lost", `document.querySelector("#conn").dataset.state === "resuming"`)
+		tab.send("/say sent while away")
+		time.Sleep(20 * time.Second) // past the five tries
+		link.restore()
+		tab.waitFor("the reply", lastAssistant(`t.dataset.status === "complete" && t.textContent.includes("sent while away")`))
+		if got := userTurns(t, srv, id); !slices.Equal(got, []string{"/say sent while away"}) {
+			t.Fatalf("the session's user turns: %q, want the message once", got)
+		}
+	})
+
 	t.Run("BrowserOffline", func(t *testing.T) {
 		// The browser says the network is gone while the socket still
 		// looks open (no close has come): the page says so at once, not

@@ -206,9 +206,24 @@ function setConn(status, detail = {}) {
 
 async function refreshSessions({ more = false } = {}) {
   try {
-    const res = await client.listSessions({ limit: 50, cursor: more ? state.nextCursor : undefined });
-    state.sessions = more ? state.sessions.concat(res.sessions || []) : res.sessions || [];
-    state.nextCursor = res.next_cursor || null;
+    if (more) {
+      const res = await client.listSessions({ limit: 50, cursor: state.nextCursor });
+      state.sessions = state.sessions.concat(res.sessions || []);
+      state.nextCursor = res.next_cursor || null;
+    } else {
+      // As many as are shown (older pages the person loaded stay), at
+      // most 1,000: a read again of the list is not a reset of it.
+      const want = Math.min(state.sessions.length, 1000);
+      let list = [];
+      let cursor;
+      do {
+        const res = await client.listSessions({ limit: 50, cursor });
+        list = list.concat(res.sessions || []);
+        cursor = res.next_cursor || null;
+      } while (cursor && list.length < want);
+      state.sessions = list;
+      state.nextCursor = cursor;
+    }
     state.signedOut = false;
     succeeded("Could not load sessions");
     renderSessions();
@@ -999,10 +1014,9 @@ async function submit(text, target) {
     if (res.generation && ["queued", "running"].includes(res.generation.status)) markRunning(res.generation.id);
     renderTranscript();
   } catch (err) {
-    if (!els.input.value) {
-      els.input.value = text;
-      autosize();
-    }
+    // Back in the box, before anything typed since: never dropped.
+    els.input.value = els.input.value ? text + "\n\n" + els.input.value : text;
+    autosize();
     showError(err, "Not sent");
   }
 }

@@ -317,7 +317,8 @@ export class Connection extends Emitter {
    * send posts turns (e.g. [{role: "user", content: "hi"}]) and, unless
    * generate is false, starts a generation. Over the socket when it is
    * open, else over REST; a send cut off by a dropped socket is retried
-   * over REST with the same idempotency key, so it happens exactly once.
+   * over REST with the same idempotency key, so it happens exactly once,
+   * for as long as this connection lives while the server is out of reach.
    * Resolves with {turns} (and, over REST, generation) once committed;
    * rejects with a SessiondError the server gave.
    */
@@ -562,12 +563,17 @@ export class Connection extends Emitter {
         p.resolve(await this.#client.postTurns(this.sessionId, body, { idempotencyKey: p.idempotencyKey }));
         return;
       } catch (err) {
-        const transient = err.status === 0 || err.status === 429 || err.status >= 500;
-        if (!transient || i >= 5) {
+        // A server out of reach (the network, or a restart: 503) is waited
+        // for as long as this connection lives, so that what the person
+        // typed is never dropped for an outage longer than a few tries;
+        // other refusals worth a retry (429, 500) get five.
+        const unreachable = err.status === 0 || err.status === 503;
+        const transient = unreachable || err.status === 429 || err.status >= 500;
+        if (!transient || (i >= 5 && !(unreachable && !this.#closed))) {
           p.reject(err);
           return;
         }
-        await sleep(Math.min(BACKOFF_MAX, BACKOFF_MIN * 2 ** (i + 1)));
+        await sleep(Math.min(BACKOFF_MAX, BACKOFF_MIN * 2 ** (Math.min(i, 10) + 1)));
       }
     }
   }
