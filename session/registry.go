@@ -4,7 +4,10 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"sync"
+	"unicode"
+	"unicode/utf8"
 )
 
 // ErrUnknownModel is returned (wrapped) by Registry.Get and
@@ -37,12 +40,35 @@ func NewRegistry() *Registry {
 	return &Registry{models: make(map[string]registered)}
 }
 
-// Register adds m under name. It refuses an empty name, a nil model and a
-// name that is already registered. The first model registered becomes the
-// default unless SetDefault names another.
+// MaxModelNameBytes bounds a model's name, which clients send as "model".
+const MaxModelNameBytes = 256
+
+// checkModelName refuses a name a client could not send as it is shown, or
+// would mistype: empty, longer than MaxModelNameBytes, not UTF-8, with
+// spaces at either end, or with control characters.
+func checkModelName(name string) error {
+	switch {
+	case name == "":
+		return errors.New("empty name")
+	case len(name) > MaxModelNameBytes:
+		return fmt.Errorf("the name is %d bytes, more than %d", len(name), MaxModelNameBytes)
+	case !utf8.ValidString(name):
+		return errors.New("the name is not UTF-8")
+	case strings.TrimSpace(name) != name:
+		return errors.New("the name begins or ends with a space")
+	case strings.ContainsFunc(name, unicode.IsControl):
+		return errors.New("the name has a control character")
+	}
+	return nil
+}
+
+// Register adds m under name. It refuses a name checkModelName refuses
+// (see MaxModelNameBytes), a nil model and a name that is already
+// registered. The first model registered becomes the default unless
+// SetDefault names another.
 func (r *Registry) Register(name string, m Model, info ModelInfo) error {
-	if name == "" {
-		return errors.New("register model: empty name")
+	if err := checkModelName(name); err != nil {
+		return fmt.Errorf("register model %q: %w", name, err)
 	}
 	if m == nil {
 		return fmt.Errorf("register model %q: nil model", name)

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 
@@ -53,7 +54,7 @@ func TestRegistry(t *testing.T) {
 	for _, tt := range []struct {
 		name string
 		m    session.Model
-	}{{"", offline}, {"offline", other}, {"nil", nil}} {
+	}{{"", offline}, {"offline", other}, {"nil", nil}, {" gpt", other}, {"gpt\n", other}, {"a\x00b", other}, {"\xff", other}, {strings.Repeat("m", session.MaxModelNameBytes+1), other}} {
 		if err := r.Register(tt.name, tt.m, session.ModelInfo{}); err == nil {
 			t.Errorf("Register(%q, %v) = nil, want an error", tt.name, tt.m)
 		}

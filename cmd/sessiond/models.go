@@ -56,6 +56,9 @@ func buildModels(cfg config, getenv func(string) string, logger *slog.Logger) (*
 		if err := dec.Decode(&specs); err != nil {
 			return nil, usageErrorf("%s %s: %w", cfg.source("models"), cfg.ModelsFile, err)
 		}
+		if bytes.Equal(bytes.TrimSpace(b), []byte("null")) {
+			return nil, usageErrorf("%s %s: null: the file must hold one array of models", cfg.source("models"), cfg.ModelsFile)
+		}
 		if dec.InputOffset() < int64(len(bytes.TrimRight(b, " \t\r\n"))) {
 			return nil, usageErrorf("%s %s: text after the JSON array: the file must hold one array of models", cfg.source("models"), cfg.ModelsFile)
 		}

@@ -68,6 +68,31 @@ func TestBuildModels(t *testing.T) {
 			wantDefault: "a",
 		},
 		{
+			name:    "null",
+			file:    " null\n",
+			wantErr: "null: the file must hold one array of models",
+		},
+		{
+			name:    "a name with a space at its end",
+			file:    `[{"name": "a ", "base_url": "http://a/v1"}]`,
+			wantErr: "begins or ends with a space",
+		},
+		{
+			name:    "a name with a control character",
+			file:    `[{"name": "a\tb", "base_url": "http://a/v1"}]`,
+			wantErr: "control character",
+		},
+		{
+			name:    "a name too long",
+			file:    `[{"name": "` + strings.Repeat("n", 257) + `", "base_url": "http://a/v1"}]`,
+			wantErr: "more than 256",
+		},
+		{
+			name:        "a name with a slash",
+			file:        `[{"name": "meta/llama-3.1", "base_url": "http://a/v1", "default": true}]`,
+			wantDefault: "meta/llama-3.1",
+		},
+		{
 			name:    "two defaults",
 			file:    `[{"name": "a", "base_url": "http://a/v1", "default": true}, {"name": "b", "base_url": "http://b/v1", "default": true}]`,
 			wantErr: "models a and b are both marked default",
