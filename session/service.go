@@ -1499,6 +1499,11 @@ func (svc *Service) Import(ctx context.Context, owner string, r io.Reader, idemK
 		// file truncated), and would make a shorter session silently.
 		return nil, fmt.Errorf("%w: the import ends at turn %d, but its session line has last_turn_id %d: the export is incomplete (export it again; or, for turns removed by hand, set last_turn_id to the last turn's id)", ErrInvalid, last, s.LastTurnID)
 	}
+	if s.HeadTurnID != 0 && !ids[s.HeadTurnID] {
+		// The head is where the conversation goes on: one that names no
+		// turn would silently become the last turn, another branch.
+		return nil, fmt.Errorf("%w: the session line's head_turn_id %d is not among the turns (0 or absent: the last turn)", ErrInvalid, s.HeadTurnID)
+	}
 	s.Metadata = nullAsAbsent(s.Metadata)
 	if err := errors.Join(validText("title", s.Title, MaxTitleBytes), validText("system", s.System, MaxSystemBytes),
 		validMetadata(s.Metadata), validPolicy(s.BusyPolicy)); err != nil {

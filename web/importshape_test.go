@@ -36,6 +36,8 @@ func TestImportLineShapeIs400(t *testing.T) {
 		// later last turn.
 		{`{"type":"session","session":{"last_turn_id":2}}` + "\n" + `{"type":"turn","turn":{"id":1,"role":"user","content":"x"}}`, 422, "the export is incomplete"},
 		{`{"type":"session","session":{"last_turn_id":2}}`, 422, "the import ends at turn 0"},
+		// A head that names no turn would silently be the last turn.
+		{`{"type":"session","session":{"head_turn_id":9}}` + "\n" + `{"type":"turn","turn":{"id":1,"role":"user","content":"x"}}`, 422, "head_turn_id 9 is not among the turns"},
 		// Tool call ids are bounded (1 KiB), in calls and in results.
 		{head + `{"type":"turn","turn":{"id":1,"role":"assistant","content":"","tool_calls":[{"id":"` + strings.Repeat("i", 1025) + `","type":"function","function":{"name":"f","arguments":"{}"}}]}}`, 422, "a tool call id over 1024 bytes"},
 		{head + `{"type":"turn","turn":{"id":1,"role":"tool","tool_call_id":"` + strings.Repeat("i", 1025) + `","content":"x"}}`, 422, "a tool call id over 1024 bytes"},
