@@ -2,6 +2,7 @@ package session
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"database/sql"
@@ -150,17 +151,10 @@ func (o *sessionObj) interruptStreaming(ctx context.Context, tx *objects.Tx, now
 	if err != nil {
 		return err
 	}
-	for _, g := range gens {
-		if err := o.publishGenerationEnd(ctx, tx, o.m, g.id, g.turn, GenInterrupted, &ErrorInfo{Code: "interrupted", Message: msg}); err != nil {
-			return err
-		}
-	}
-	if len(gens) > 0 {
-		o.svc.queued.signal(o.m.ID) // queued ones ended too (see startGeneration)
-	}
 	// Each turn saved now is committed as interrupted: its turn event
-	// follows its generation's end, as finishGeneration orders them.
-	for _, id := range ids {
+	// follows its generation's end at once, as finishGeneration orders
+	// them, before the ends of the queued ones (which have no turn).
+	publishTurn := func(id int64) error {
 		t, err := o.getTurn(ctx, tx, id)
 		if err != nil {
 			return err
@@ -172,6 +166,31 @@ func (o *sessionObj) interruptStreaming(ctx context.Context, tx *objects.Tx, now
 			o.svc.logger().Error("session: the event of an interrupted turn is too large for the bus, not published", "session", o.m.ID, "turn", id, "err", err)
 		} else if err != nil {
 			return err
+		}
+		return nil
+	}
+	// The running ones (with a turn) first.
+	slices.SortStableFunc(gens, func(a, b ended) int { return cmp.Compare(b.turn, a.turn) })
+	published := make(map[int64]bool, len(ids))
+	for _, g := range gens {
+		if err := o.publishGenerationEnd(ctx, tx, o.m, g.id, g.turn, GenInterrupted, &ErrorInfo{Code: "interrupted", Message: msg}); err != nil {
+			return err
+		}
+		if g.turn != 0 && slices.Contains(ids, g.turn) && !published[g.turn] {
+			if err := publishTurn(g.turn); err != nil {
+				return err
+			}
+			published[g.turn] = true
+		}
+	}
+	if len(gens) > 0 {
+		o.svc.queued.signal(o.m.ID) // queued ones ended too (see startGeneration)
+	}
+	for _, id := range ids { // a streaming turn whose generation had ended
+		if !published[id] {
+			if err := publishTurn(id); err != nil {
+				return err
+			}
 		}
 	}
 	return nil

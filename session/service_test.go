@@ -1488,6 +1488,7 @@ type eventBus struct {
 	done   map[string]string // generation id → status of its generation.done or .failed, with the error code
 	turns  map[string]string // "session/turn id" → the statuses of its turn events
 	usages map[string]string // generation id → the usage of its generation.done or .failed, as JSON
+	order  []string          // "end <generation id>" and "turn <session>/<turn id>", as published
 }
 
 func (b *eventBus) Publish(_ context.Context, subject string, data []byte, _ string) error {
@@ -1507,6 +1508,7 @@ func (b *eventBus) Publish(_ context.Context, subject string, data []byte, _ str
 		}
 		if json.Unmarshal(data, &ev) == nil {
 			b.turns[fmt.Sprint(ev.SessionID, "/", ev.Turn.ID)] += ev.Turn.Status + " "
+			b.order = append(b.order, fmt.Sprint("turn ", ev.SessionID, "/", ev.Turn.ID))
 		}
 	}
 	if strings.HasSuffix(subject, ".generation.done") || strings.HasSuffix(subject, ".generation.failed") {
@@ -1523,6 +1525,7 @@ func (b *eventBus) Publish(_ context.Context, subject string, data []byte, _ str
 			}
 			b.done[ev.GenerationID] += st
 			b.usages[ev.GenerationID] = string(ev.Usage)
+			b.order = append(b.order, "end "+ev.GenerationID)
 		}
 	}
 	return nil
@@ -2106,6 +2109,14 @@ func TestEveryGenerationEndIsPublished(t *testing.T) {
 	checkFor(t, "the interrupted turn's event", func() bool { return bus.turnEvents(s.ID, ga.TurnID) != "" })
 	if got := bus.turnEvents(s.ID, ga.TurnID); got != "interrupted " {
 		t.Errorf("turn %d: events with statuses %q, want one, interrupted", ga.TurnID, got)
+	}
+	// Its turn event follows its end at once (events.md), before the end
+	// of d, queued behind it.
+	bus.mu.Lock()
+	defer bus.mu.Unlock()
+	i := slices.Index(bus.order, "end "+a.ID)
+	if i < 0 || i+1 == len(bus.order) || bus.order[i+1] != fmt.Sprint("turn ", s.ID, "/", ga.TurnID) {
+		t.Errorf("the events after a's end: %q, want its turn's first", bus.order[max(i, 0):])
 	}
 }
 
