@@ -681,6 +681,29 @@ func (b *batchTx) lose(err error) {
 	b.inst.discard = true
 }
 
+// checkAlive runs after a statement of the batch's transaction failed.
+// SQLite ends the whole transaction on some errors (a trigger's
+// RAISE(ROLLBACK), ON CONFLICT ROLLBACK, and maybe SQLITE_FULL, IOERR,
+// NOMEM, BUSY or an interrupt), and then runs each later statement in a
+// transaction of its own, committed at once whatever becomes of its call:
+// a failing call would leave writes, and the calls after it in the batch
+// would commit theirs unflushed. A BEGIN tells: refused inside a
+// transaction, it succeeds only outside one (and is rolled back at once).
+// The batch is then lost: no statement runs in it any more, and every call
+// of it fails.
+func (b *batchTx) checkAlive(cause error) {
+	if !b.began || b.lost != nil {
+		return
+	}
+	ctx := context.Background()
+	if _, err := b.inst.db.exec(ctx, "BEGIN"); err != nil {
+		return // still inside the batch's transaction
+	}
+	b.inst.db.exec(ctx, "ROLLBACK")
+	b.began = false
+	b.lose(fmt.Errorf("a statement's error ended it: %w", cause))
+}
+
 func (b *batchTx) begin(ctx context.Context) error {
 	if b.began {
 		return nil
@@ -912,6 +935,7 @@ func (tx *Tx) Exec(ctx context.Context, query string, args ...any) (sql.Result, 
 	}
 	r, err := tx.b.inst.db.exec(tx.sqlCtx(ctx), query, args...)
 	if err != nil {
+		tx.b.checkAlive(err)
 		return nil, err
 	}
 	tx.b.wrote = true
@@ -928,6 +952,7 @@ func (tx *Tx) Query(ctx context.Context, query string, args ...any) (*Rows, erro
 	}
 	r, err := tx.b.inst.db.query(tx.sqlCtx(ctx), query, args...)
 	if err != nil {
+		tx.b.checkAlive(err)
 		return nil, err
 	}
 	if mayWrite(query) {
