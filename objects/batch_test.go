@@ -184,3 +184,44 @@ func TestPanicRollsBackAndRebuilds(t *testing.T) {
 		t.Fatalf("after panic n=%d err=%v, want 7", n, err)
 	}
 }
+
+// TestPanicRebuildsForTheRestOfItsBatch: the calls queued behind a
+// panicking call in its batch run on a fresh instance too: they ran on the
+// one it had left its memory changes in, and could write from them.
+func TestPanicRebuildsForTheRestOfItsBatch(t *testing.T) {
+	ctx := context.Background()
+	_, ns := newOpenRuntime(t, nil)
+	s := stub(t, ns, "panic-batch")
+	if _, err := add(ctx, s, 7); err != nil {
+		t.Fatal(err)
+	}
+	errs := queueBatch(t, s, nil, []objects.Func{
+		func(ctx context.Context, obj any, tx *objects.Tx) (any, error) {
+			_, err := tx.Exec(ctx, `INSERT INTO log (seq, body) VALUES (1, 'before')`)
+			return nil, err
+		},
+		func(ctx context.Context, obj any, tx *objects.Tx) (any, error) {
+			obj.(*counter).n = 1000 // corrupt memory, then panic
+			panic("boom")
+		},
+		func(ctx context.Context, obj any, tx *objects.Tx) (any, error) {
+			// Writes what memory says: a stale instance would store 1001.
+			c := obj.(*counter)
+			if _, err := tx.Exec(ctx, `UPDATE counter SET n = ?`, c.n+1); err != nil {
+				return nil, err
+			}
+			c.n++
+			return nil, nil
+		},
+	})
+	var pe *objects.PanicError
+	if errs[0] != nil || !errors.As(errs[1], &pe) || errs[2] != nil {
+		t.Fatalf("errs %v, want nil, a PanicError, nil", errs)
+	}
+	if n, err := get(ctx, s); err != nil || n != 8 {
+		t.Fatalf("after the batch n=%d err=%v, want 8: the call after the panic saw its memory", n, err)
+	}
+	if countRows(t, s, "seq = 1") != 1 {
+		t.Fatal("the call before the panic lost its write")
+	}
+}

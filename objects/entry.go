@@ -437,7 +437,16 @@ func (e *entry) runBatch(batch []*call) {
 	var ran int
 	var hooks, undo []func() // the OnCommit and OnRollback hooks of the calls that succeeded
 	var ok []*call
-	for _, c := range batch {
+	var rest []*call // not run: after a panic, for a new instance
+	for i, c := range batch {
+		if inst.discard {
+			// A call panicked (or the batch's transaction was lost): the
+			// instance may hold what it changed before it panicked, so
+			// the rest of the batch goes back to the queue, to run on a
+			// new one, as the next call after a panic does.
+			rest = batch[i:]
+			break
+		}
 		if !c.state.CompareAndSwap(callQueued, callRunning) {
 			e.rt.inflight.Done()
 			continue
@@ -504,6 +513,11 @@ func (e *entry) runBatch(batch []*call) {
 		if c.state.Load() == callRunning {
 			e.release(c)
 		}
+	}
+	if len(rest) > 0 {
+		e.mu.Lock()
+		e.queue = append(slices.Clone(rest), e.queue...)
+		e.mu.Unlock()
 	}
 	// The callers have their answers: now the WAL's checkpoint, if due,
 	// delays only the next batch.
@@ -992,7 +1006,10 @@ func (tx *Tx) QueryRow(ctx context.Context, query string, args ...any) *Row {
 }
 
 // OnCommit registers f to run after the call's writes are committed and
-// before its result is released. Use it to apply in-memory changes.
+// before its result is released: after the whole batch's commit, so after
+// the later calls of the batch have run. Use it for effects outside the
+// object (telling clients, starting work), not for the instance's own
+// in-memory state, which those later calls must see at once (see Func).
 func (tx *Tx) OnCommit(f func()) { tx.onCommit = append(tx.onCommit, f) }
 
 // OnRollback registers f to run if the call fails and its writes are undone.

@@ -49,9 +49,12 @@ func Example() {
 			if _, err := tx.Exec(ctx, `UPDATE views SET n = n + 1 WHERE id = 1`); err != nil {
 				return 0, err
 			}
-			n := p.views + 1
-			tx.OnCommit(func() { p.views = n }) // memory follows storage only once committed
-			return n, nil
+			// Memory changes last, in the call itself: the next call of
+			// the same batch reads p.views before this one's commit. (A
+			// failed commit discards the instance and rebuilds it from
+			// storage.) OnCommit is for effects outside the object.
+			p.views++
+			return p.views, nil
 		})
 		if err != nil {
 			log.Fatal(err)
