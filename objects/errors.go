@@ -25,8 +25,10 @@ var (
 	// ErrUnknownNamespace is returned for a namespace that was never registered.
 	ErrUnknownNamespace = errors.New("objects: unknown namespace")
 
-	// ErrNotFound is returned by lookups (Exists, Usage, Delete of a missing
-	// object) that must not create the object.
+	// ErrNotFound is returned by lookups that must not create the object:
+	// Namespace.Info of an object that does not exist, and the runtime's
+	// own deliveries (an alarm, an event) to one deleted since. (Exists
+	// reports false; deleting a missing object succeeds.)
 	ErrNotFound = errors.New("objects: not found")
 
 	// ErrMissingFile is wrapped by the error of every call to an object the
