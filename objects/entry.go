@@ -6,6 +6,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"log/slog"
 	"path/filepath"
 	"runtime/debug"
 	"slices"
@@ -307,6 +308,9 @@ func (e *entry) sleep(ctx context.Context, inst *instance) {
 	e.usage.rowsWritten -= u.rowsWritten
 	e.usage.active -= u.active - active
 	e.mu.Unlock()
+	if l := e.rt.logger(); l.Enabled(ctx, slog.LevelDebug) {
+		l.Debug("objects: hibernated", "namespace", e.ns.name, "object", e.name, "awake", active)
+	}
 }
 
 // wakeFor wakes the object for a batch whose first call has ctx. The wake
@@ -325,6 +329,7 @@ func (e *entry) wakeFor(ctx context.Context) error {
 // wake opens (or creates) the object's database and builds its instance.
 func (e *entry) wake(ctx context.Context) error {
 	rt := e.rt
+	start := time.Now()
 	path, ok, err := rt.index.lookup(ctx, e.ns.name, e.name)
 	if err != nil {
 		return err
@@ -406,6 +411,9 @@ func (e *entry) wake(ctx context.Context) error {
 	e.mu.Lock()
 	e.inst = inst
 	e.mu.Unlock()
+	if l := rt.logger(); l.Enabled(ctx, slog.LevelDebug) {
+		l.Debug("objects: woke", "namespace", e.ns.name, "object", e.name, "new", !ok, "took", time.Since(start))
+	}
 	if unsettled {
 		e.outboxMarked = true
 		rt.drain(e.ns, e.name, nil)

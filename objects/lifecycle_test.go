@@ -4,8 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -360,4 +362,24 @@ func TestOpenLocksDir(t *testing.T) {
 		t.Fatalf("Open after the first closed: %v", err)
 	}
 	c.Close()
+}
+
+// TestHibernationIsLoggedAtDebug: an operator sees objects wake and
+// hibernate with --log-level debug (nothing else shows it).
+func TestHibernationIsLoggedAtDebug(t *testing.T) {
+	var log syncBuffer
+	_, ns := newOpenRuntime(t, func(rt *objects.Runtime) {
+		rt.IdleTimeout = 10 * time.Millisecond
+		rt.Logger = slog.New(slog.NewTextHandler(&log, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	})
+	s := stub(t, ns, "sleepy")
+	if _, err := add(context.Background(), s, 1); err != nil {
+		t.Fatal(err)
+	}
+	checkFor(t, 5*time.Second, "the hibernation logged", func() bool {
+		return strings.Contains(log.String(), `msg="objects: hibernated" namespace=counter object=sleepy`)
+	})
+	if !strings.Contains(log.String(), `msg="objects: woke" namespace=counter object=sleepy new=true`) {
+		t.Fatalf("the wake not logged:\n%s", log.String())
+	}
 }
