@@ -405,6 +405,13 @@ func (e *entry) wake(ctx context.Context) error {
 	if err != nil {
 		db.close()
 		rt.open.Add(-1)
+		if !ok {
+			// A new object whose first New failed was never made: it
+			// does not exist (Exists), and the next call makes it anew,
+			// its name recorded with its first commit (a file kept now
+			// would be taken for a made object, nameless).
+			e.unmake(context.WithoutCancel(ctx), path)
+		}
 		return fmt.Errorf("construct %s/%q: %w", e.ns.name, e.name, err)
 	}
 	inst.obj = obj
@@ -613,6 +620,22 @@ func (e *entry) delete(c *call) {
 	// power loss can no longer bring the files back.
 	if err := removeDBFiles(filepath.Join(e.rt.Dir, path)); err != nil {
 		e.logger().Warn("objects: remove files of deleted object (retried at start-up)", "err", err)
+		return
+	}
+	if err := e.rt.index.trashDone(ctx, path); err != nil {
+		e.logger().Warn("objects: clear trash record", "err", err)
+	}
+}
+
+// unmake removes the index record and the files of a new object at path
+// whose construction failed.
+func (e *entry) unmake(ctx context.Context, path string) {
+	if err := e.rt.index.remove(ctx, e.ns.name, e.name, path); err != nil {
+		e.logger().Warn("objects: remove the record of an object whose construction failed", "err", err)
+		return
+	}
+	if err := removeDBFiles(filepath.Join(e.rt.Dir, path)); err != nil {
+		e.logger().Warn("objects: remove files of an object whose construction failed (retried at start-up)", "err", err)
 		return
 	}
 	if err := e.rt.index.trashDone(ctx, path); err != nil {

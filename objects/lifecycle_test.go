@@ -383,3 +383,49 @@ func TestHibernationIsLoggedAtDebug(t *testing.T) {
 		t.Fatalf("the wake not logged:\n%s", log.String())
 	}
 }
+
+// TestFailedFirstNewMakesNothing: a new object whose Class.New fails on
+// its first call was never made: it does not exist, and the next call
+// makes it whole. (Its index record and file stayed, without the name
+// its first commit records.)
+func TestFailedFirstNewMakesNothing(t *testing.T) {
+	ctx := context.Background()
+	rt := objects.NewRuntime(t.TempDir())
+	rt.Durability = objects.DurabilityNormal
+	var fail atomic.Bool
+	fail.Store(true)
+	ns, err := rt.Register("fragile", objects.Class{
+		Migrations: []string{`CREATE TABLE kv (k TEXT PRIMARY KEY, v TEXT)`},
+		New: func(ctx context.Context, h *objects.Handle, tx *objects.Tx) (any, error) {
+			if fail.Load() {
+				return nil, errors.New("not today")
+			}
+			return struct{}{}, nil
+		},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := rt.Open(ctx); err != nil {
+		t.Fatal(err)
+	}
+	defer rt.Close()
+	s := stub(t, ns, "first")
+	write := func(ctx context.Context, _ any, tx *objects.Tx) (any, error) {
+		_, err := tx.Exec(ctx, `INSERT INTO kv VALUES ('a', 'b')`)
+		return nil, err
+	}
+	if _, err := s.Call(ctx, write); err == nil {
+		t.Fatal("a call whose New fails succeeded")
+	}
+	if ok, err := ns.Exists(ctx, "first"); err != nil || ok {
+		t.Fatalf("after its New failed: exists=%v (%v), want not made", ok, err)
+	}
+	fail.Store(false)
+	if _, err := s.Call(ctx, write); err != nil {
+		t.Fatalf("the next call: %v", err)
+	}
+	if ok, err := ns.Exists(ctx, "first"); err != nil || !ok {
+		t.Fatalf("after a call that made it: exists=%v (%v)", ok, err)
+	}
+}
