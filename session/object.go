@@ -144,10 +144,9 @@ func (o *sessionObj) interruptStreaming(ctx context.Context, tx *objects.Tx, now
 		id   string
 		turn int64
 	}
-	msg := genMsg
 	gens, err := collect(ctx, tx, func(rows *objects.Rows) (g ended, err error) { return g, rows.Scan(&g.id, &g.turn) },
 		`UPDATE generations SET status = 'interrupted', error_code = 'interrupted', error_message = ?, finished_at = ?
-		WHERE status IN ('running', 'queued') RETURNING id, turn_id`, msg, now)
+		WHERE status IN ('running', 'queued') RETURNING id, turn_id`, genMsg, now)
 	if err != nil {
 		return err
 	}
@@ -173,7 +172,7 @@ func (o *sessionObj) interruptStreaming(ctx context.Context, tx *objects.Tx, now
 	slices.SortStableFunc(gens, func(a, b ended) int { return cmp.Compare(b.turn, a.turn) })
 	published := make(map[int64]bool, len(ids))
 	for _, g := range gens {
-		if err := o.publishGenerationEnd(ctx, tx, o.m, g.id, g.turn, GenInterrupted, &ErrorInfo{Code: "interrupted", Message: msg}); err != nil {
+		if err := o.publishGenerationEnd(ctx, tx, o.m, g.id, g.turn, GenInterrupted, &ErrorInfo{Code: "interrupted", Message: genMsg}); err != nil {
 			return err
 		}
 		if g.turn != 0 && slices.Contains(ids, g.turn) && !published[g.turn] {
