@@ -50,6 +50,12 @@ func (c *Client) http() *http.Client {
 	return http.DefaultClient
 }
 
+// url is BaseURL with path: a BaseURL set with a trailing slash (as New
+// trims) must not make every path "//v1/…", which the server does not know.
+func (c *Client) url(path string) string {
+	return strings.TrimRight(c.BaseURL, "/") + path
+}
+
 func (c *Client) request(ctx context.Context, method, path string, body any, hdr http.Header) (*http.Response, error) {
 	var r io.Reader
 	if body != nil {
@@ -59,7 +65,7 @@ func (c *Client) request(ctx context.Context, method, path string, body any, hdr
 		}
 		r = bytes.NewReader(b)
 	}
-	req, err := http.NewRequestWithContext(ctx, method, c.BaseURL+path, r)
+	req, err := http.NewRequestWithContext(ctx, method, c.url(path), r)
 	if err != nil {
 		return nil, err
 	}
@@ -257,7 +263,7 @@ func (c *Client) Export(ctx context.Context, id string, w io.Writer) error {
 // writes). idemKey, when set, is sent as Idempotency-Key.
 func (c *Client) Import(ctx context.Context, r io.Reader, idemKey string) (*session.Session, error) {
 	const path = "/v1/sessions/import"
-	req, err := http.NewRequestWithContext(ctx, "POST", c.BaseURL+path, r)
+	req, err := http.NewRequestWithContext(ctx, "POST", c.url(path), r)
 	if err != nil {
 		return nil, err
 	}
@@ -309,13 +315,16 @@ type Event struct {
 // Follow streams generation gid after offset after, calling fn for each
 // event in order, until the generation ends (done or error) or ctx ends.
 // When the connection breaks it reconnects and resumes after the last
-// offset it saw (Last-Event-ID), so fn sees every event exactly once.
+// offset it saw (Last-Event-ID), so fn sees every event exactly once: the
+// "turn" event of a finished generation resumed (which has no offset)
+// included, by its turn's id.
 func (c *Client) Follow(ctx context.Context, id, gid string, after int64, fn func(Event) error) error {
 	const firstBackoff = 100 * time.Millisecond
 	backoff := firstBackoff
+	turns := map[int64]bool{} // the turn events fn was given
 	for {
 		seen := after
-		final, err := c.followOnce(ctx, id, gid, &after, fn)
+		final, err := c.followOnce(ctx, id, gid, &after, turns, fn)
 		if after > seen {
 			backoff = firstBackoff // it got somewhere: the next break is a new one
 		}
@@ -345,7 +354,7 @@ func (c *Client) Follow(ctx context.Context, id, gid string, after int64, fn fun
 	}
 }
 
-func (c *Client) followOnce(ctx context.Context, id, gid string, after *int64, fn func(Event) error) (final bool, err error) {
+func (c *Client) followOnce(ctx context.Context, id, gid string, after *int64, turns map[int64]bool, fn func(Event) error) (final bool, err error) {
 	hdr := http.Header{"Accept": {"text/event-stream"}, "Last-Event-ID": {strconv.FormatInt(*after, 10)}}
 	resp, err := c.request(ctx, "GET", "/v1/sessions/"+url.PathEscape(id)+"/generations/"+url.PathEscape(gid)+"/stream", nil, hdr)
 	if err != nil {
@@ -386,6 +395,12 @@ func (c *Client) followOnce(ctx context.Context, id, gid string, after *int64, f
 					continue // seen before a reconnect
 				}
 				*after = ev.Offset
+			}
+			if ev.Type == "turn" && ev.Turn != nil {
+				if turns[ev.Turn.ID] {
+					continue // given before a reconnect
+				}
+				turns[ev.Turn.ID] = true
 			}
 			if err := fn(ev); err != nil {
 				return true, err

@@ -9,6 +9,7 @@ import (
 	"net/http/httptest"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -98,7 +99,7 @@ func TestFollowResumesAfterResumeRequiredAnd429(t *testing.T) {
 	var mu sync.Mutex
 	var asked []string // Last-Event-ID of each stream request, or "429"
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if !strings.HasSuffix(r.URL.Path, "/stream") {
+		if !strings.HasPrefix(r.URL.Path, "/v1/") || !strings.HasSuffix(r.URL.Path, "/stream") {
 			http.NotFound(w, r)
 			return
 		}
@@ -261,5 +262,39 @@ func TestClientForkExportImportTicket(t *testing.T) {
 	}
 	if _, _, err := c.Ticket(ctx, "no-such-session"); !errors.As(err, &e) || e.Status != 404 {
 		t.Fatalf("ticket of a missing session: %v", err)
+	}
+}
+
+// A finished generation resumed is its turn then done, and the turn event
+// has no offset: a connection broken between the two must not give fn the
+// turn again on the reconnect (Follow's exactly once).
+func TestFollowGivesAResumedTurnOnce(t *testing.T) {
+	var streams atomic.Int32
+	turn := `{"type":"turn","turn":{"id":2,"parent_id":1,"role":"assistant","content":"1 2","status":"interrupted"}}`
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !strings.HasSuffix(r.URL.Path, "/stream") {
+			http.NotFound(w, r)
+			return
+		}
+		w.Header().Set("Content-Type", "text/event-stream")
+		fmt.Fprintf(w, "event: turn\ndata: %s\n\n", turn)
+		if streams.Add(1) == 1 {
+			return // broken before done
+		}
+		fmt.Fprint(w, "event: done\nid: 3\ndata: {\"type\":\"done\",\"generation\":\"g_1\",\"offset\":3,\"finish_reason\":\"interrupted\"}\n\n")
+	}))
+	defer srv.Close()
+	c := &client.Client{BaseURL: srv.URL + "/"} // a trailing slash, as a literal may have
+	var got []string
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := c.Follow(ctx, "s", "g_1", 0, func(ev client.Event) error {
+		got = append(got, ev.Type)
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if strings.Join(got, ",") != "turn,done" || streams.Load() != 2 {
+		t.Fatalf("fn got %q over %d streams, want turn then done over 2", got, streams.Load())
 	}
 }

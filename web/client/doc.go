@@ -1,7 +1,8 @@
 // Package client is a small Go client of sessiond's HTTP API: sessions,
 // turns, generations, and a generation's live stream over SSE with resume.
 //
-// Read ExampleClient first. A Client is safe for concurrent use.
+// Read Example first (examples/chat is a whole program on it). A Client is
+// safe for concurrent use.
 //
 // # Errors
 //
