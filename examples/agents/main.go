@@ -55,8 +55,13 @@ func main() {
 	defer stop()
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 	defer cancel()
+	list, err := splitTasks(*tasks)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "agents:", err)
+		os.Exit(2)
+	}
 	c := &client{base: strings.TrimRight(*url, "/"), key: *key, http: http.DefaultClient}
-	out, err := coordinate(ctx, c, *natsURL, strings.Split(*tasks, ";"))
+	out, err := coordinate(ctx, c, *natsURL, list)
 	for _, line := range out {
 		fmt.Println(line)
 	}
@@ -64,6 +69,20 @@ func main() {
 		fmt.Fprintln(os.Stderr, "agents:", err)
 		os.Exit(1)
 	}
+}
+
+// splitTasks splits the -tasks flag on ";", each task trimmed: an empty
+// one (";;", a trailing ";") is a mistake, not a task for a worker.
+func splitTasks(s string) ([]string, error) {
+	var tasks []string
+	for i, t := range strings.Split(s, ";") {
+		t = strings.TrimSpace(t)
+		if t == "" {
+			return nil, fmt.Errorf("-tasks: task %d is empty (tasks are separated by ;)", i+1)
+		}
+		tasks = append(tasks, t)
+	}
+	return tasks, nil
 }
 
 // coordinate runs the whole exchange and returns the coordinator's

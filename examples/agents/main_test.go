@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -369,5 +370,16 @@ func TestClientWaitsForARestart(t *testing.T) {
 	}}}}
 	if _, err := never.createSession(ctx, "t"); err == nil || tries.Load() != 1 {
 		t.Fatalf("a sessiond never reached: %v after %d tries, want an error after one", err, tries.Load())
+	}
+}
+
+func TestSplitTasks(t *testing.T) {
+	if got, err := splitTasks(" collect the logs ;summarise"); err != nil || !slices.Equal(got, []string{"collect the logs", "summarise"}) {
+		t.Errorf("splitTasks = %q, %v", got, err)
+	}
+	for _, bad := range []string{"", "only one;;", "a; ;b", ";a"} {
+		if got, err := splitTasks(bad); err == nil || !strings.Contains(err.Error(), "is empty") {
+			t.Errorf("splitTasks(%q) = %q, %v; want an empty task refused", bad, got, err)
+		}
 	}
 }
