@@ -10,7 +10,8 @@
 // and resuming shows it. Ctrl-D, the end of the input, ends once the reply
 // under way has been shown (so that input piped from a file gets its last
 // reply). If a reply is still being generated when you resume, it is
-// streamed from its start.
+// streamed from its start, then any queued behind it. A tool call shows
+// whole: [tool call name(arguments)].
 package main
 
 import (
@@ -86,9 +87,20 @@ func converse(ctx context.Context, c *client.Client, id string, in io.Reader, ou
 			}
 			fmt.Fprintf(out, "%s: %s\n", t.Role, text(t))
 		}
-		if running != "" {
+		// The reply being generated, then any queued behind it (turns
+		// posted meanwhile, shown above), one after the other.
+		for seen := map[string]bool{}; running != "" && !seen[running]; {
+			seen[running] = true
 			if err := stream(ctx, c, id, running, out); err != nil {
 				return err
+			}
+			s, err := c.Session(ctx, id)
+			if err != nil {
+				return err
+			}
+			running = ""
+			if s.Generation != nil {
+				running = s.Generation.ID
 			}
 		}
 	}
@@ -161,16 +173,15 @@ func stream(ctx context.Context, c *client.Client, id, gid string, out io.Writer
 	return c.Follow(ctx, id, gid, 0, func(ev client.Event) error {
 		switch ev.Type {
 		case "delta":
-			if ev.ToolCall != nil {
-				fmt.Fprintf(out, "[tool call %s]", ev.ToolCall)
-			}
+			// A tool call streams in parts; it is shown whole, from the
+			// committed turn, at the end.
 			fmt.Fprint(out, ev.Text)
 			shown.WriteString(ev.Text)
 		case "turn":
 			if ev.Turn == nil || ev.Turn.Role != session.RoleAssistant {
 				return nil
 			}
-			saved := text(*ev.Turn)
+			saved := contentText(*ev.Turn) // its tool calls come with done
 			if rest, ok := strings.CutPrefix(saved, shown.String()); ok {
 				fmt.Fprint(out, rest)
 			} else {
@@ -179,6 +190,11 @@ func stream(ctx context.Context, c *client.Client, id, gid string, out io.Writer
 			shown.Reset()
 			shown.WriteString(saved)
 		case "done":
+			if t := ev.Turn; t != nil {
+				for _, tc := range t.ToolCalls {
+					fmt.Fprintf(out, "[tool call %s(%s)]", tc.Function.Name, tc.Function.Arguments)
+				}
+			}
 			switch t := ev.Turn; {
 			case t != nil && t.Status != session.TurnComplete:
 				fmt.Fprintf(out, " [%s", t.Status)
@@ -199,10 +215,33 @@ func stream(ctx context.Context, c *client.Client, id, gid string, out io.Writer
 	})
 }
 
+// text is what the terminal shows of a turn in the history: its text,
+// then its tool calls.
 func text(t session.Turn) string {
+	var b strings.Builder
+	b.WriteString(contentText(t))
+	for _, tc := range t.ToolCalls {
+		fmt.Fprintf(&b, "[tool call %s(%s)]", tc.Function.Name, tc.Function.Arguments)
+	}
+	return b.String()
+}
+
+// contentText is a turn's text: its content string, or the text parts of
+// its content parts joined.
+func contentText(t session.Turn) string {
 	var s string
 	if json.Unmarshal(t.Content, &s) == nil {
 		return s
 	}
-	return string(t.Content)
+	var parts []struct{ Type, Text string }
+	if json.Unmarshal(t.Content, &parts) != nil {
+		return string(t.Content)
+	}
+	var b strings.Builder
+	for _, p := range parts {
+		if p.Type == "text" {
+			b.WriteString(p.Text)
+		}
+	}
+	return b.String()
 }

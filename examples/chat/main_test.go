@@ -141,6 +141,30 @@ func TestChatResumeWhileGenerating(t *testing.T) {
 	}
 }
 
+// Resuming while a reply runs with another queued behind it shows both:
+// the queued one was never shown.
+func TestChatResumeShowsAQueuedReply(t *testing.T) {
+	ws := webtest.New(t, &webtest.Options{OfflineTPS: 20})
+	c := client.New(ws.URL, "")
+	ctx := context.Background()
+	s, err := c.CreateSession(ctx, session.CreateRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, msg := range []string{`"/words 20"`, `"/say second reply"`} {
+		if _, err := c.Post(ctx, s.ID, session.PostRequest{Turns: []session.NewTurn{{Role: "user", Content: []byte(msg)}}, Generate: true}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var out bytes.Buffer
+	if err := chat(ctx, c, s.ID, strings.NewReader(""), &out); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(out.String(), " 19 20\n") || !strings.Contains(out.String(), "assistant: second reply\n") {
+		t.Fatalf("output:\n%s", out.String())
+	}
+}
+
 // A reply that finishes between the reads chat makes to resume is printed
 // once. The proxy holds a read of the session until the generation runs,
 // and a read of the turns until it has finished: reading the session
@@ -255,5 +279,18 @@ func TestChatSupersededReplySaysSo(t *testing.T) {
 	}
 	if got := out.String(); !strings.HasPrefix(got, "assistant: [superseded: ") {
 		t.Fatalf("printed %q, want the reply to say it was superseded", got)
+	}
+}
+
+// A tool call is shown whole, from the committed turn, not as the parts
+// it streamed in.
+func TestChatShowsAToolCallWhole(t *testing.T) {
+	c := client.New(webtest.New(t, nil).URL, "")
+	var out bytes.Buffer
+	if err := chat(context.Background(), c, "", strings.NewReader(`/tool read_file {"path":"a.go"}`+"\n"), &out); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(out.String(), `[tool call read_file({"path":"a.go"})]`) || strings.Contains(out.String(), `"index"`) {
+		t.Fatalf("output:\n%s", out.String())
 	}
 }
