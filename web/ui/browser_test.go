@@ -284,6 +284,11 @@ func TestBrowser(t *testing.T) {
 		tab.do(chromedp.Evaluate[chromedp.Void](`document.querySelector("#dialog-input").value = "Renamed again"`))
 		tab.click("#dialog-ok")
 		tab.waitFor("the new title, the refusal gone", `document.querySelector("#session-title").textContent === "Renamed again" && document.querySelector("#banner").hidden`)
+		// Titles are anyone's text: a bidi control in one (U+202E) stays
+		// inside it, with the title's direction its own.
+		if !eval[bool](tab, `[document.querySelector("#session-title"), ...document.querySelectorAll("#session-list .s-title, #session-list .s-preview")].every(e => e.dir === "auto" && getComputedStyle(e).unicodeBidi === "isolate")`) {
+			t.Error("a title or preview is not bidi-isolated")
+		}
 		tab.click("#delete")
 		tab.waitFor("the delete dialog", `document.querySelector("#dialog").open`)
 		tab.click("#dialog-ok")

@@ -295,9 +295,11 @@ function renderSessions() {
     if (state.current?.id === s.id) a.setAttribute("aria-current", "page");
     const t = document.createElement("span");
     t.className = "s-title";
+    t.dir = "auto";
     t.textContent = sessionTitle(s);
     const p = document.createElement("span");
     p.className = "s-preview";
+    p.dir = "auto";
     p.textContent = s.preview || "No messages yet";
     const time = document.createElement("time");
     const when = s.updated_at || s.created_at;
