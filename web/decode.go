@@ -2,16 +2,19 @@ package web
 
 import (
 	"bufio"
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"net/http"
 	"os"
+	"reflect"
 	"strings"
 	"unicode/utf8"
 
 	"sessiond/streaming"
+	"sessiond/streaming/jsonscan"
 )
 
 // decodeJSON reads exactly one JSON value from r's body, at most limit
@@ -35,7 +38,10 @@ func (a *api) decodeOptional(w http.ResponseWriter, r *http.Request, limit int64
 }
 
 func decodeStrict(body io.Reader, v any) error {
-	dec := json.NewDecoder(&utf8Reader{r: body})
+	// Read whole (json.Decoder holds the whole value too), so that its
+	// members can be checked as sent after the decode.
+	var data bytes.Buffer
+	dec := json.NewDecoder(io.TeeReader(&utf8Reader{r: body}, &data))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {
 		return decodeError(err)
@@ -47,7 +53,47 @@ func decodeStrict(body io.Reader, v any) error {
 		}
 		return decodeError(err) // the body's read failed: too large, too slow, over the budget
 	}
-	return nil
+	return checkMembers(data.Bytes(), v)
+}
+
+// checkMembers refuses what encoding/json lets by in an object body
+// decoded into v, a pointer to a struct: a member named in another case
+// than the field's ("Title": the API's names are exact, as the turns'
+// and the WebSocket's decoders hold them), and a member given twice (the
+// last would win silently, where a proxy or validator may read the
+// first).
+func checkMembers(data []byte, v any) error {
+	t := reflect.TypeOf(v)
+	if t.Kind() != reflect.Pointer || t.Elem().Kind() != reflect.Struct {
+		return nil
+	}
+	names := map[string]bool{}
+	for f := range t.Elem().Fields() {
+		name, _, _ := strings.Cut(f.Tag.Get("json"), ",")
+		if name == "-" || !f.IsExported() {
+			continue
+		}
+		if name == "" {
+			name = f.Name
+		}
+		names[name] = true
+	}
+	seen := map[string]bool{}
+	err := jsonscan.Object(data, func(k string, _ []byte) error {
+		if seen[k] {
+			return duplicateField(k)
+		}
+		seen[k] = true
+		if !names[k] {
+			return unknownField(k)
+		}
+		return nil
+	})
+	var ae *apiError
+	if errors.As(err, &ae) {
+		return err
+	}
+	return nil // decoded already: not an object (null), nothing to check
 }
 
 func decodeError(err error) error {

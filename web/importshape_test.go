@@ -50,4 +50,23 @@ func TestImportLineShapeIs400(t *testing.T) {
 	}
 	// As a create's body with an unknown field is.
 	s.expectError(t, "POST", "/v1/sessions", `{"title":"a","odd":1}`, 400, "invalid_request")
+	// Field names are exact, and each is given once (encoding/json took
+	// "Title" for title, and the last of two): on every body.
+	created := s.createSession(t, nil)
+	for _, c := range []struct{ method, path, body string }{
+		{"POST", "/v1/sessions", `{"Title":"a"}`},
+		{"POST", "/v1/sessions", `{"title":"a","title":"b"}`},
+		{"PATCH", "/v1/sessions/" + created.ID, `{"TITLE":"a"}`},
+		{"PATCH", "/v1/sessions/" + created.ID, `{"title":"a","title":"b"}`},
+		{"POST", "/v1/sessions/" + created.ID + "/turns", `{"Turns":[{"role":"user","content":"x"}]}`},
+		{"POST", "/v1/sessions/" + created.ID + "/turns", `{"turns":[{"role":"user","content":"x"}],"turns":[{"role":"user","content":"y"}]}`},
+		{"POST", "/v1/sessions/" + created.ID + "/fork", `{"turn_id":1,"turn_id":1}`},
+		{"POST", "/v1/tickets", `{"Session_ID":"` + created.ID + `"}`},
+	} {
+		s.expectError(t, c.method, c.path, c.body, 400, "invalid_request")
+	}
+	var after struct{ Title string }
+	if st, raw := s.do(t, "GET", "/v1/sessions/"+created.ID, nil, &after); st != 200 || after.Title != "" {
+		t.Fatalf("the session after refused bodies: %d %s, want untouched", st, raw)
+	}
 }

@@ -6,7 +6,6 @@ import (
 	"io"
 	"net/http"
 	"strconv"
-	"strings"
 
 	"sessiond/session"
 	"sessiond/streaming/jsonscan"
@@ -66,7 +65,13 @@ func typeError(field, want string) error {
 }
 
 func unknownField(name string) error {
-	return errorf(http.StatusBadRequest, "invalid_request", "unknown field %q", name)
+	return errorf(http.StatusBadRequest, "invalid_request", "unknown field %q (field names are exact, in lower case)", name)
+}
+
+// duplicateField refuses a member given twice: the last would win
+// silently, where a proxy or validator may read the first.
+func duplicateField(name string) error {
+	return errorf(http.StatusBadRequest, "invalid_request", "field %q appears twice", name)
 }
 
 func parsePostRequest(body []byte, req *session.PostRequest) error {
@@ -95,7 +100,12 @@ func parsePostRequest(body []byte, req *session.PostRequest) error {
 	case value[0] != '{':
 		return typeError("", "an object")
 	default:
+		seen := make(map[string]bool, 4)
 		if err := jsonscan.Object(value, func(k string, v []byte) error {
+			if seen[k] {
+				return duplicateField(k)
+			}
+			seen[k] = true
 			return postField(req, k, v)
 		}); err != nil {
 			return err
@@ -111,13 +121,13 @@ func parsePostRequest(body []byte, req *session.PostRequest) error {
 
 func postField(req *session.PostRequest, k string, v []byte) error {
 	switch {
-	case strings.EqualFold(k, "turns"):
+	case k == "turns":
 		turns, err := session.DecodeNewTurns(v)
 		if err != nil {
 			return errorf(http.StatusBadRequest, "invalid_request", "%v", err)
 		}
 		req.Turns = turns
-	case strings.EqualFold(k, "generate"):
+	case k == "generate":
 		switch string(v) {
 		case "true":
 			req.Generate = true
@@ -127,7 +137,7 @@ func postField(req *session.PostRequest, k string, v []byte) error {
 		default:
 			return typeError("generate", "true or false")
 		}
-	case strings.EqualFold(k, "model"):
+	case k == "model":
 		switch {
 		case string(v) == "null":
 		case v[0] != '"':
@@ -135,7 +145,7 @@ func postField(req *session.PostRequest, k string, v []byte) error {
 		default:
 			return json.Unmarshal(v, &req.Model)
 		}
-	case strings.EqualFold(k, "parent_id"):
+	case k == "parent_id":
 		if string(v) == "null" {
 			return nil
 		}
@@ -147,7 +157,7 @@ func postField(req *session.PostRequest, k string, v []byte) error {
 			return typeError("parent_id", "an integer")
 		}
 		req.Parent = n
-	case strings.EqualFold(k, "root"):
+	case k == "root":
 		switch string(v) {
 		case "true":
 			req.Root = true
