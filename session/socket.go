@@ -461,13 +461,19 @@ func (o *sessionObj) hello(ctx context.Context, tx *objects.Tx, sv *socketViewer
 
 // refuseResume answers a hello whose generation resume is impossible:
 // ready, then an error; the viewer joins the session's live stream (if it
-// had not), following no generation from the position it gave.
+// had not), following no generation from the position it gave, and a
+// generation running from its first event, as after a hello without
+// resume (joined at the live point, its reply would lack its start).
 func (o *sessionObj) refuseResume(sv *socketViewer, ready []byte, code, message string) error {
 	sv.v.Send(ready)
 	sv.v.Send(errorMsg(code, message))
 	if !sv.joined {
 		sv.joined = true
-		return o.svc.addViewer(o.m.ID, sv.v, nil)
+		fromStart := ""
+		if o.run != nil {
+			fromStart = o.run.id
+		}
+		return o.svc.addViewerFrom(o.m.ID, sv.v, nil, fromStart)
 	}
 	return nil
 }

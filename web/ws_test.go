@@ -906,3 +906,46 @@ func TestWebSocketSendBranches(t *testing.T) {
 		t.Fatalf("the root edit's branch: %d %s, want its one turn", st, raw)
 	}
 }
+
+// A hello whose resume is refused (an unknown generation, or an offset
+// past one's end) still gives the generation running from its first
+// event, as a hello without resume does: it joined at the live point, the
+// reply's start missing.
+func TestWebSocketRefusedResumeGetsTheRunningReplyWhole(t *testing.T) {
+	s := newServer(t, 20, web.Config{}, nil)
+	sess := s.createSession(t, nil)
+	var old, res struct{ Generation struct{ ID string } }
+	if st, raw := s.do(t, "POST", "/v1/sessions/"+sess.ID+"/turns", map[string]any{"turns": []any{map[string]any{"role": "user", "content": "/say a b"}}, "generate": true}, &old); st != 201 {
+		t.Fatalf("post: %d %s", st, raw)
+	}
+	var g struct{ Status string }
+	for deadline := time.Now().Add(10 * time.Second); g.Status != "done" && time.Now().Before(deadline); {
+		s.do(t, "GET", "/v1/sessions/"+sess.ID+"/generations/"+old.Generation.ID, nil, &g)
+		time.Sleep(20 * time.Millisecond)
+	}
+	if st, raw := s.do(t, "POST", "/v1/sessions/"+sess.ID+"/turns", map[string]any{"turns": []any{map[string]any{"role": "user", "content": "/words 400"}}, "generate": true}, &res); st != 201 {
+		t.Fatalf("post: %d %s", st, raw)
+	}
+	var running struct{ Offset int64 }
+	deadline := time.Now().Add(10 * time.Second)
+	for running.Offset < 5 && time.Now().Before(deadline) { // a few words out
+		s.do(t, "GET", "/v1/sessions/"+sess.ID+"/generations/"+res.Generation.ID, nil, &running)
+		time.Sleep(20 * time.Millisecond)
+	}
+	// An unknown generation; one that ended, past its end.
+	for _, resume := range []map[string]any{{"generation": "g_NOPE", "after": 4}, {"generation": old.Generation.ID, "after": 100}} {
+		c := s.dial(t, sess.ID)
+		send(t, c, map[string]any{"type": "hello", "resume": resume})
+		if m := recv(t, c); m.Type != "ready" {
+			t.Fatalf("resume %v: first %+v", resume, m)
+		}
+		if m := recv(t, c); m.Type != "error" {
+			t.Fatalf("resume %v: then %+v, want the refusal", resume, m)
+		}
+		m := recvUntil(t, c, "delta")
+		if d := m[len(m)-1]; d.Generation != res.Generation.ID || d.Offset != 1 {
+			t.Errorf("resume %v refused: the running reply from offset %d (%+v), want 1", resume, d.Offset, d)
+		}
+		c.CloseNow()
+	}
+}
