@@ -336,6 +336,9 @@ func (svc *Service) broadcast(id string, msg []byte) {
 // through it never create a session.
 func (svc *Service) stub(ctx context.Context, id string) (*objects.Stub, error) {
 	if ValidateID(id) != nil {
+		if len(id) > 256 { // not echoed whole: it may be 100 KB
+			id = strings.ToValidUTF8(id[:256], "") + "…"
+		}
 		return nil, fmt.Errorf("session %q: %w", id, ErrNotFound)
 	}
 	ok, err := svc.sessions.Exists(ctx, id)

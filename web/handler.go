@@ -112,27 +112,32 @@ func NewHandler(svc *session.Service, cfg Config) http.Handler {
 	r.Get("/healthz", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 	})
+	notFound := func(w http.ResponseWriter, r *http.Request) {
+		writeError(w, r, a.log, errorf(http.StatusNotFound, "not_found", "no such endpoint: %s %s", r.Method, clip(r.URL.Path)))
+	}
+	methodNotAllowed := func(w http.ResponseWriter, req *http.Request) {
+		// A 405 says which methods the resource has (RFC 9110
+		// 15.5.6); a custom handler gets none of chi's.
+		var allow []string
+		for _, m := range []string{"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"} {
+			lookup := m
+			if m == "HEAD" {
+				lookup = "GET" // GetHead answers HEAD wherever GET is routed
+			}
+			if r.Match(chi.NewRouteContext(), lookup, req.URL.Path) {
+				allow = append(allow, m)
+			}
+		}
+		w.Header().Set("Allow", strings.Join(allow, ", "))
+		writeError(w, req, a.log, errorf(http.StatusMethodNotAllowed, "method_not_allowed", "%s is not allowed on %s; allowed: %s", clip(req.Method), clip(req.URL.Path), strings.Join(allow, ", ")))
+	}
+	// A method chi does not know ("FOO", "get") is refused by the root
+	// router before any route: the same JSON 405.
+	r.MethodNotAllowed(methodNotAllowed)
 	r.Route("/v1", func(v1 chi.Router) {
 		v1.Use(a.auth.cors)
-		v1.NotFound(func(w http.ResponseWriter, r *http.Request) {
-			writeError(w, r, a.log, errorf(http.StatusNotFound, "not_found", "no such endpoint: %s %s", r.Method, r.URL.Path))
-		})
-		v1.MethodNotAllowed(func(w http.ResponseWriter, req *http.Request) {
-			// A 405 says which methods the resource has (RFC 9110
-			// 15.5.6); a custom handler gets none of chi's.
-			var allow []string
-			for _, m := range []string{"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"} {
-				lookup := m
-				if m == "HEAD" {
-					lookup = "GET" // GetHead answers HEAD wherever GET is routed
-				}
-				if r.Match(chi.NewRouteContext(), lookup, req.URL.Path) {
-					allow = append(allow, m)
-				}
-			}
-			w.Header().Set("Allow", strings.Join(allow, ", "))
-			writeError(w, req, a.log, errorf(http.StatusMethodNotAllowed, "method_not_allowed", "%s is not allowed on %s; allowed: %s", req.Method, req.URL.Path, strings.Join(allow, ", ")))
-		})
+		v1.NotFound(notFound)
+		v1.MethodNotAllowed(methodNotAllowed)
 		authed := v1.With(a.auth.middleware(func(w http.ResponseWriter, r *http.Request, err error) { writeError(w, r, a.log, err) }))
 		for _, rt := range routes {
 			h := a.wrap(rt.handle)
@@ -145,8 +150,24 @@ func NewHandler(svc *session.Service, cfg Config) http.Handler {
 	})
 	if cfg.UI != nil {
 		r.NotFound(cfg.UI.ServeHTTP)
+	} else {
+		r.NotFound(notFound)
 	}
 	return r
+}
+
+// clip cuts s, a part of a request echoed in an error message, to 256
+// bytes (at a rune's start), with "…": a 100 KB path is not sent back.
+func clip(s string) string {
+	const max = 256
+	if len(s) <= max {
+		return s
+	}
+	i := max
+	for i > 0 && !utf8.RuneStart(s[i]) {
+		i--
+	}
+	return s[:i] + "…"
 }
 
 func (a *api) wrap(h func(*api, http.ResponseWriter, *http.Request) error) http.Handler {

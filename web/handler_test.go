@@ -124,6 +124,9 @@ func TestBadInputIsRefusedClearly(t *testing.T) {
 		{"POST", "/v1/sessions/import", `{"type":"session","session":{"title":"a"}}` + "\n" + `{"type":"turn","turn":{"id":1,"role":"user","content":"x","odd":1}}`, 400, "invalid_request"},
 		{"GET", "/v1/nothing", nil, 404, "not_found"},
 		{"PUT", "/v1/sessions", nil, 405, "method_not_allowed"},
+		{"FOO", "/v1/sessions", nil, 405, "method_not_allowed"}, // a method chi does not know
+		{"get", "/v1/sessions", nil, 405, "method_not_allowed"},
+		{"GET", "/nothing", nil, 404, "not_found"},                              // outside /v1, no UI
 		{"GET", "/v1/sessions/" + sess.ID + "/ws", nil, 426, "invalid_request"}, // not a WebSocket handshake
 	} {
 		t.Run(c.method+" "+c.path, func(t *testing.T) {
@@ -135,6 +138,24 @@ func TestBadInputIsRefusedClearly(t *testing.T) {
 			}
 			s.expectError(t, c.method, c.path, c.body, c.status, c.code)
 		})
+	}
+	// A 405 says which methods there are; an error does not echo a
+	// 100 KB path or id whole.
+	for _, method := range []string{"FOO", "PUT"} {
+		req, _ := http.NewRequest(method, s.URL+"/v1/sessions", nil)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if got := resp.Header.Get("Allow"); got != "GET, HEAD, POST" {
+			t.Errorf("%s /v1/sessions: Allow %q", method, got)
+		}
+	}
+	for _, path := range []string{"/v1/sessions/" + strings.Repeat("a", 100_000), "/v1/" + strings.Repeat("b", 100_000)} {
+		if _, raw := s.do(t, "GET", path, nil, nil); len(raw) > 1024 {
+			t.Errorf("GET of a 100 KB path: a %d-byte answer", len(raw))
+		}
 	}
 	// Messages speak of JSON, not of Go's types.
 	for body, want := range map[string]string{`[]`: "the body must be an object", `{"title": 5}`: `field "title" must be a string`} {
