@@ -26,13 +26,21 @@ func (a *api) decodeJSON(w http.ResponseWriter, r *http.Request, limit int64, v 
 	return decodeStrict(body, v)
 }
 
-// decodeOptional is decodeJSON where an empty body means {}.
+// decodeOptional is decodeJSON where an empty body (or one of white space
+// alone) means {}.
 func (a *api) decodeOptional(w http.ResponseWriter, r *http.Request, limit int64, v any) error {
 	rb := a.openBody(w, r, limit)
 	defer rb.release()
 	body := bufio.NewReader(rb)
-	if _, err := body.Peek(1); errors.Is(err, io.EOF) {
-		return nil
+	for {
+		b, err := body.Peek(1)
+		if errors.Is(err, io.EOF) {
+			return nil
+		}
+		if err != nil || !jsonscan.IsSpace(b[0]) {
+			break
+		}
+		body.Discard(1)
 	}
 	return decodeStrict(body, v)
 }
