@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"net/http"
+	"slices"
 	"strconv"
 
 	"sessiond/session"
@@ -100,12 +101,14 @@ func parsePostRequest(body []byte, req *session.PostRequest) error {
 	case value[0] != '{':
 		return typeError("", "an object")
 	default:
-		seen := make(map[string]bool, 4)
+		var seen uint8 // a bit per field of postFields
 		if err := jsonscan.Object(value, func(k string, v []byte) error {
-			if seen[k] {
-				return duplicateField(k)
+			if i := slices.Index(postFields, k); i >= 0 {
+				if seen&(1<<i) != 0 {
+					return duplicateField(k)
+				}
+				seen |= 1 << i
 			}
-			seen[k] = true
 			return postField(req, k, v)
 		}); err != nil {
 			return err
@@ -118,6 +121,9 @@ func parsePostRequest(body []byte, req *session.PostRequest) error {
 	}
 	return nil
 }
+
+// postFields are the members a post's body takes.
+var postFields = []string{"turns", "generate", "model", "parent_id", "root"}
 
 func postField(req *session.PostRequest, k string, v []byte) error {
 	switch {
