@@ -410,7 +410,9 @@ func (e *entry) wake(ctx context.Context) error {
 			// does not exist (Exists), and the next call makes it anew,
 			// its name recorded with its first commit (a file kept now
 			// would be taken for a made object, nameless).
-			e.unmake(context.WithoutCancel(ctx), path)
+			if err := e.remove(context.WithoutCancel(ctx), path); err != nil {
+				e.logger().Warn("objects: remove the record of an object whose construction failed", "err", err)
+			}
 		}
 		return fmt.Errorf("construct %s/%q: %w", e.ns.name, e.name, err)
 	}
@@ -610,37 +612,29 @@ func (e *entry) delete(c *call) {
 		}
 		path = p
 	}
+	c.err = e.remove(ctx, path)
+}
+
+// remove removes the object's index record, its subscriptions and its
+// database files at path (a deletion, or a new object whose construction
+// failed). Only the record's removal can fail it: files left behind are
+// in the index's trash, removed at start-up.
+func (e *entry) remove(ctx context.Context, path string) error {
 	if err := e.rt.index.remove(ctx, e.ns.name, e.name, path); err != nil {
-		c.err = err
-		return
+		return err
 	}
 	e.rt.subs.removeAll(entryKey{e.ns.name, e.name})
 	e.rt.applyFilter(ctx)
 	// removeDBFiles syncs the folder: the trash record goes only once a
 	// power loss can no longer bring the files back.
 	if err := removeDBFiles(filepath.Join(e.rt.Dir, path)); err != nil {
-		e.logger().Warn("objects: remove files of deleted object (retried at start-up)", "err", err)
-		return
+		e.logger().Warn("objects: remove an object's files (retried at start-up)", "err", err)
+		return nil
 	}
 	if err := e.rt.index.trashDone(ctx, path); err != nil {
 		e.logger().Warn("objects: clear trash record", "err", err)
 	}
-}
-
-// unmake removes the index record and the files of a new object at path
-// whose construction failed.
-func (e *entry) unmake(ctx context.Context, path string) {
-	if err := e.rt.index.remove(ctx, e.ns.name, e.name, path); err != nil {
-		e.logger().Warn("objects: remove the record of an object whose construction failed", "err", err)
-		return
-	}
-	if err := removeDBFiles(filepath.Join(e.rt.Dir, path)); err != nil {
-		e.logger().Warn("objects: remove files of an object whose construction failed (retried at start-up)", "err", err)
-		return
-	}
-	if err := e.rt.index.trashDone(ctx, path); err != nil {
-		e.logger().Warn("objects: clear trash record", "err", err)
-	}
+	return nil
 }
 
 // haltDrainWait bounds how long DeleteHandingOver waits for the answer to
