@@ -106,36 +106,52 @@ func (svc *Service) madeWith(ctx context.Context, owner, key, hash string) (stri
 		return "", err
 	}
 	return objects.Do(ctx, stub, func(ctx context.Context, d *directory, tx *objects.Tx) (string, error) {
-		var stored, id string
-		var deleted bool
-		err := tx.QueryRow(ctx, `SELECT request, session_id, deleted FROM create_keys WHERE key = ? AND created_at >= ?`,
-			key, time.Now().Add(-createKeyTTL).UnixMilli()).Scan(&stored, &id, &deleted)
-		if errors.Is(err, sql.ErrNoRows) || err == nil && (stored != hash || deleted) {
-			return "", nil
+		k, err := d.key(ctx, tx, key, time.Now())
+		if err != nil || !k.found || k.request != hash || k.deleted {
+			return "", err
 		}
-		return id, err
+		return k.sessionID, nil
 	})
+}
+
+// createKey is a create key's record in the directory.
+type createKey struct {
+	found              bool
+	request, sessionID string
+	deleted            bool
+}
+
+// key reads key's record, if it is younger than createKeyTTL at now.
+func (d *directory) key(ctx context.Context, tx *objects.Tx, key string, now time.Time) (createKey, error) {
+	var k createKey
+	err := tx.QueryRow(ctx, `SELECT request, session_id, deleted FROM create_keys WHERE key = ? AND created_at >= ?`,
+		key, now.Add(-createKeyTTL).UnixMilli()).Scan(&k.request, &k.sessionID, &k.deleted)
+	switch {
+	case errors.Is(err, sql.ErrNoRows):
+		return createKey{}, nil
+	case err != nil:
+		return createKey{}, fmt.Errorf("read idempotency key: %w", err)
+	}
+	k.found = true
+	return k, nil
 }
 
 // claim is claimCreate inside the directory, and reports whether the key
 // was claimed before (replay). Keys older than createKeyTTL are
 // forgotten as new ones come.
 func (d *directory) claim(ctx context.Context, tx *objects.Tx, key, hash, want string, now time.Time) (id string, replay bool, err error) {
-	since := now.Add(-createKeyTTL).UnixMilli()
-	var stored string
-	var deleted bool
-	err = tx.QueryRow(ctx, `SELECT request, session_id, deleted FROM create_keys WHERE key = ? AND created_at >= ?`, key, since).Scan(&stored, &id, &deleted)
+	k, err := d.key(ctx, tx, key, now)
 	switch {
-	case err == nil && stored != hash:
+	case err != nil:
+		return "", false, err
+	case k.found && k.request != hash:
 		return "", false, fmt.Errorf("%w: idempotency key %q was used for a different request", ErrConflict, key)
-	case err == nil && deleted:
-		return "", false, fmt.Errorf("%w: session %s, made with idempotency key %q, has been deleted since", ErrConflict, id, key)
-	case err == nil:
-		return id, true, nil
-	case !errors.Is(err, sql.ErrNoRows):
-		return "", false, fmt.Errorf("read idempotency key: %w", err)
+	case k.found && k.deleted:
+		return "", false, fmt.Errorf("%w: session %s, made with idempotency key %q, has been deleted since", ErrConflict, k.sessionID, key)
+	case k.found:
+		return k.sessionID, true, nil
 	}
-	if _, err := tx.Exec(ctx, `DELETE FROM create_keys WHERE created_at < ?`, since); err != nil {
+	if _, err := tx.Exec(ctx, `DELETE FROM create_keys WHERE created_at < ?`, now.Add(-createKeyTTL).UnixMilli()); err != nil {
 		return "", false, fmt.Errorf("expire idempotency keys: %w", err)
 	}
 	if _, err := tx.Exec(ctx, `INSERT OR REPLACE INTO create_keys (key, request, session_id, created_at) VALUES (?, ?, ?, ?)`,
