@@ -478,16 +478,11 @@ func (o *sessionObj) refuseResume(sv *socketViewer, ready []byte, code, message 
 	return nil
 }
 
-// addViewer adds v to the session's hub (Hub.AddViewer), under hubMu (see
-// withHub): never to a hub the janitor has just closed, which would leave
-// the socket open and deaf to the session's broadcasts and generations.
-// ErrViewerClosed is nil here: the socket is going, and its close forgets
-// it.
-func (svc *Service) addViewer(id string, v *streaming.Viewer, resume *streaming.Position) error {
-	return svc.addViewerFrom(id, v, resume, "")
-}
-
-// addViewerFrom is addViewer with Hub.AddViewerFrom.
+// addViewerFrom adds v to the session's hub (Hub.AddViewerFrom), under
+// hubMu (see withHub): never to a hub the janitor has just closed, which
+// would leave the socket open and deaf to the session's broadcasts and
+// generations. ErrViewerClosed is nil here: the socket is going, and its
+// close forgets it.
 func (svc *Service) addViewerFrom(id string, v *streaming.Viewer, resume *streaming.Position, fromStart string) error {
 	err := svc.withHub(id, func(h *streaming.Hub) error { return h.AddViewerFrom(v, resume, fromStart) })
 	if errors.Is(err, streaming.ErrViewerClosed) {
