@@ -49,6 +49,17 @@ func (s *server) dial(tb testing.TB, id string) *websocket.Conn {
 	return c
 }
 
+// dialReady is dial, then hello and its ready: the socket is in the
+// session's stream. It closes when the test ends.
+func (s *server) dialReady(tb testing.TB, id string) *websocket.Conn {
+	tb.Helper()
+	c := s.dial(tb, id)
+	tb.Cleanup(func() { c.CloseNow() })
+	send(tb, c, map[string]any{"type": "hello"})
+	recvUntil(tb, c, "ready")
+	return c
+}
+
 func send(tb testing.TB, c *websocket.Conn, v any) {
 	tb.Helper()
 	b, _ := json.Marshal(v)
@@ -143,19 +154,13 @@ func TestWebSocketConversation(t *testing.T) {
 func TestWebSocketRepeatedSendIsAnswered(t *testing.T) {
 	s := newServer(t, 0, web.Config{}, nil)
 	sess := s.createSession(t, nil)
-	first := s.dial(t, sess.ID)
-	defer first.CloseNow()
-	send(t, first, map[string]any{"type": "hello"})
-	recvUntil(t, first, "ready")
+	first := s.dialReady(t, sess.ID)
 	msg := map[string]any{"type": "send", "turns": []any{map[string]any{"role": "user", "content": "/words 3"}}, "generate": true, "idempotency_key": "once"}
 	send(t, first, msg)
 	recvUntil(t, first, "done")
 	first.CloseNow()
 
-	again := s.dial(t, sess.ID)
-	defer again.CloseNow()
-	send(t, again, map[string]any{"type": "hello"})
-	recvUntil(t, again, "ready")
+	again := s.dialReady(t, sess.ID)
 	send(t, again, msg)
 	var got []string
 	for _, m := range recvUntil(t, again, "done") {
@@ -194,10 +199,7 @@ func TestWebSocketRepeatedSendIsAnswered(t *testing.T) {
 func TestWebSocketRefusedSendWritesNothing(t *testing.T) {
 	s := newServer(t, 0, web.Config{}, nil)
 	sess := s.createSession(t, nil)
-	c := s.dial(t, sess.ID)
-	defer c.CloseNow()
-	send(t, c, map[string]any{"type": "hello"})
-	recvUntil(t, c, "ready")
+	c := s.dialReady(t, sess.ID)
 	send(t, c, map[string]any{"type": "send", "turns": []any{map[string]any{"role": "user", "content": "refused"}}, "generate": true, "model": "no-such-model", "idempotency_key": "k1"})
 	if m := recv(t, c); m.Type != "error" || m.Code != "invalid_request" {
 		t.Fatalf("unknown model answered %+v", m)
@@ -587,10 +589,7 @@ func TestWebSocketResumeFromTurn(t *testing.T) {
 func TestWebSocketSendCheckedAsPost(t *testing.T) {
 	s := newServer(t, 0, web.Config{}, nil)
 	sess := s.createSession(t, nil)
-	c := s.dial(t, sess.ID)
-	defer c.CloseNow()
-	send(t, c, map[string]any{"type": "hello"})
-	recvUntil(t, c, "ready")
+	c := s.dialReady(t, sess.ID)
 	long := strings.Repeat("k", 257)
 	if st, raw := s.do(t, "POST", "/v1/sessions/"+sess.ID+"/turns", `{"turns":[{"role":"user","content":"x"}]}`, nil, "Idempotency-Key", long); st != 422 {
 		t.Fatalf("REST with a 257-byte key: %d %s", st, raw)
@@ -761,14 +760,7 @@ func TestWebSocketRepeatedSendGetsTheRunningReplyWhole(t *testing.T) {
 func TestWebSocketQueuedGenerationIsAnnounced(t *testing.T) {
 	s := newServer(t, 20, web.Config{}, nil)
 	sess := s.createSession(t, nil)
-	c := s.dial(t, sess.ID)
-	defer c.CloseNow()
-	other := s.dial(t, sess.ID)
-	defer other.CloseNow()
-	for _, ws := range []*websocket.Conn{c, other} {
-		send(t, ws, map[string]any{"type": "hello"})
-		recvUntil(t, ws, "ready")
-	}
+	c, other := s.dialReady(t, sess.ID), s.dialReady(t, sess.ID)
 	post := func(key, text string) map[string]any {
 		msg := map[string]any{"type": "send", "turns": []any{map[string]any{"role": "user", "content": text}}, "generate": true, "idempotency_key": key}
 		send(t, c, msg)
@@ -844,10 +836,7 @@ func TestWebSocketQueuedGenerationIsAnnounced(t *testing.T) {
 func TestWebSocketSendBranches(t *testing.T) {
 	s := newServer(t, 0, web.Config{}, nil)
 	sess := s.createSession(t, nil)
-	c := s.dial(t, sess.ID)
-	defer c.CloseNow()
-	send(t, c, map[string]any{"type": "hello"})
-	recvUntil(t, c, "ready")
+	c := s.dialReady(t, sess.ID)
 	userTurn := func(text string) []any { return []any{map[string]any{"role": "user", "content": text}} }
 	// sent reads up to the turn message of a send and returns the turn.
 	sent := func() (turn struct {
