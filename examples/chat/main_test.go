@@ -119,40 +119,19 @@ func TestChatInterruptDuringReply(t *testing.T) {
 	interruptWhen(t, c, "/words 100000\n", "assistant: 1 2")
 }
 
-// Resuming while a reply is generated shows it once, in full: streamed,
-// not also printed as history.
-func TestChatResumeWhileGenerating(t *testing.T) {
-	ws := webtest.New(t, &webtest.Options{OfflineTPS: 20})
-	c := client.New(ws.URL, "")
+// resumeAfter posts texts to a new session, each generating (at 20 words
+// a second), and returns what chat prints resuming it at once.
+func resumeAfter(t *testing.T, texts ...string) string {
+	t.Helper()
+	c := client.New(webtest.New(t, &webtest.Options{OfflineTPS: 20}).URL, "")
 	ctx := context.Background()
 	s, err := c.CreateSession(ctx, session.CreateRequest{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := c.Post(ctx, s.ID, session.PostRequest{Turns: []session.NewTurn{{Role: "user", Content: []byte(`"/words 30"`)}}, Generate: true}); err != nil {
-		t.Fatal(err)
-	}
-	var out bytes.Buffer
-	if err := chat(ctx, c, s.ID, strings.NewReader(""), &out); err != nil {
-		t.Fatal(err)
-	}
-	if got := strings.Count(out.String(), "assistant: 1 2 3"); got != 1 || !strings.Contains(out.String(), " 29 30\n") {
-		t.Fatalf("reply printed %d times, want once in full:\n%s", got, out.String())
-	}
-}
-
-// Resuming while a reply runs with another queued behind it shows both:
-// the queued one was never shown.
-func TestChatResumeShowsAQueuedReply(t *testing.T) {
-	ws := webtest.New(t, &webtest.Options{OfflineTPS: 20})
-	c := client.New(ws.URL, "")
-	ctx := context.Background()
-	s, err := c.CreateSession(ctx, session.CreateRequest{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, msg := range []string{`"/words 20"`, `"/say second reply"`} {
-		if _, err := c.Post(ctx, s.ID, session.PostRequest{Turns: []session.NewTurn{{Role: "user", Content: []byte(msg)}}, Generate: true}); err != nil {
+	for _, text := range texts {
+		content, _ := json.Marshal(text)
+		if _, err := c.Post(ctx, s.ID, session.PostRequest{Turns: []session.NewTurn{{Role: "user", Content: content}}, Generate: true}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -160,8 +139,24 @@ func TestChatResumeShowsAQueuedReply(t *testing.T) {
 	if err := chat(ctx, c, s.ID, strings.NewReader(""), &out); err != nil {
 		t.Fatal(err)
 	}
-	if !strings.Contains(out.String(), " 19 20\n") || !strings.Contains(out.String(), "assistant: second reply\n") {
-		t.Fatalf("output:\n%s", out.String())
+	return out.String()
+}
+
+// Resuming while a reply is generated shows it once, in full: streamed,
+// not also printed as history.
+func TestChatResumeWhileGenerating(t *testing.T) {
+	out := resumeAfter(t, "/words 30")
+	if got := strings.Count(out, "assistant: 1 2 3"); got != 1 || !strings.Contains(out, " 29 30\n") {
+		t.Fatalf("reply printed %d times, want once in full:\n%s", got, out)
+	}
+}
+
+// Resuming while a reply runs with another queued behind it shows both:
+// the queued one was never shown.
+func TestChatResumeShowsAQueuedReply(t *testing.T) {
+	out := resumeAfter(t, "/words 20", "/say second reply")
+	if !strings.Contains(out, " 19 20\n") || !strings.Contains(out, "assistant: second reply\n") {
+		t.Fatalf("output:\n%s", out)
 	}
 }
 
