@@ -16,15 +16,7 @@ import (
 // takes writes again once there is room.
 func TestDiskFullIsUnavailable(t *testing.T) {
 	ctx := context.Background()
-	svc := startService(t, offlineRegistry(t, 0, ModelInfo{}))
-	s, err := svc.Create(ctx, "local", CreateRequest{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	stub, err := svc.sessions.Get(s.ID)
-	if err != nil {
-		t.Fatal(err)
-	}
+	svc, s, stub := startSession(t)
 	capPages := func(extra int) {
 		t.Helper()
 		if _, err := objects.Do(ctx, stub, func(ctx context.Context, o *sessionObj, tx *objects.Tx) (struct{}, error) {
@@ -40,7 +32,7 @@ func TestDiskFullIsUnavailable(t *testing.T) {
 	}
 	big, _ := json.Marshal(strings.Repeat("full ", 50_000))
 	capPages(0)
-	_, err = svc.Post(ctx, "local", s.ID, PostRequest{Turns: []NewTurn{{Role: RoleUser, Content: big}}})
+	_, err := svc.Post(ctx, "local", s.ID, PostRequest{Turns: []NewTurn{{Role: RoleUser, Content: big}}})
 	if !objects.IsDiskFull(err) {
 		t.Fatalf("a post past the database's room: %v, want SQLITE_FULL", err)
 	}

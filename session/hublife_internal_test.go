@@ -33,15 +33,7 @@ func waitFinished(t *testing.T, svc *Service, id, gid string) *Generation {
 // "generation log released" on its first delta.
 func TestJanitorSparesStartingGeneration(t *testing.T) {
 	ctx := context.Background()
-	svc := startService(t, offlineRegistry(t, 0, ModelInfo{}))
-	s, err := svc.Create(ctx, "local", CreateRequest{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	stub, err := svc.sessions.Get(s.ID)
-	if err != nil {
-		t.Fatal(err)
-	}
+	svc, s, stub := startSession(t)
 	turns, err := DecodeNewTurns([]byte(`[{"role":"user","content":"/say hello there"}]`))
 	if err != nil {
 		t.Fatal(err)

@@ -39,6 +39,23 @@ func startServiceRuntime(tb testing.TB, reg *Registry, configure func(*objects.R
 	return svc, rt
 }
 
+// startSession starts a service with the offline model (as fast as it
+// can) and creates a session of the owner "local": the service, the
+// session and its stub.
+func startSession(tb testing.TB) (*Service, *Session, *objects.Stub) {
+	tb.Helper()
+	svc := startService(tb, offlineRegistry(tb, 0, ModelInfo{}))
+	s, err := svc.Create(context.Background(), "local", CreateRequest{})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	stub, err := svc.sessions.Get(s.ID)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return svc, s, stub
+}
+
 // offlineRegistry returns a registry of the offline model under the name
 // "offline", at tps words a second, with info.
 func offlineRegistry(tb testing.TB, tps float64, info ModelInfo) *Registry {
@@ -55,18 +72,10 @@ func offlineRegistry(tb testing.TB, tps float64, info ModelInfo) *Registry {
 // unused idempotency key.
 func TestReadFailureIsNotNotFound(t *testing.T) {
 	ctx := context.Background()
-	svc := startService(t, offlineRegistry(t, 0, ModelInfo{}))
-	s, err := svc.Create(ctx, "local", CreateRequest{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	stub, err := svc.sessions.Get(s.ID)
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, _, stub := startSession(t)
 	gone, cancel := context.WithCancel(ctx)
 	cancel()
-	_, err = objects.Do(ctx, stub, func(_ context.Context, o *sessionObj, tx *objects.Tx) (struct{}, error) {
+	_, err := objects.Do(ctx, stub, func(_ context.Context, o *sessionObj, tx *objects.Tx) (struct{}, error) {
 		if _, err := o.generation(gone, tx, "g_x"); errors.Is(err, ErrNotFound) || !errors.Is(err, context.Canceled) {
 			t.Errorf("generation: %v, want context.Canceled", err)
 		}

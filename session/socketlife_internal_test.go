@@ -328,15 +328,7 @@ func (svc *Service) streamsOf(owner string) int {
 // released (and its first message re-creating the object).
 func TestAcceptRacingDeleteDoesNotOutliveIt(t *testing.T) {
 	ctx := context.Background()
-	svc := startService(t, offlineRegistry(t, 0, ModelInfo{}))
-	s, err := svc.Create(ctx, "local", CreateRequest{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	stub, err := svc.sessions.Get(s.ID)
-	if err != nil {
-		t.Fatal(err)
-	}
+	svc, s, stub := startSession(t)
 	noop := func(ctx context.Context, o *sessionObj, tx *objects.Tx) (struct{}, error) { return struct{}{}, nil }
 	// Hold the session's worker, so that Accept's access check queues.
 	hold, held := make(chan struct{}), make(chan struct{})
