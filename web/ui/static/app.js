@@ -356,6 +356,9 @@ function touchSession(session, preview) {
   state.sessions.unshift(entry);
   renderSessions();
   tellTabs({ id: entry.id, title: entry.title });
+  // A read of the list under way may have been answered before this
+  // change: read it again after (see syncSessions), or it would undo it.
+  if (listing) relist = true;
 }
 
 els.sessionList.addEventListener("click", (e) => {
